@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make up` and `make test`. Both install what is missing.
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= .pinhole
+
+.PHONY: up test lint typecheck unit bench-store clean bootstrap
+
+bootstrap:
+	@scripts/bootstrap
+
+## Start the local cluster on loopback with demo data (Ctrl-C stops it).
+up: bootstrap
+	$(BIN)/pinhole up --data $(DATA) --demo
+
+## Lint, type-check and run the whole test suite (what CI runs).
+test: bootstrap lint typecheck unit
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+unit:
+	$(BIN)/pytest
+
+## Full store benchmark (minutes); `pinhole bench store --quick` is the CI variant.
+bench-store: bootstrap
+	$(BIN)/pinhole bench store --json bench/results/store.json
+
+clean:
+	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis

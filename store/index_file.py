@@ -1,0 +1,132 @@
+"""Index files (`v<id>.idx`): a checkpoint of a volume's needle map.
+
+The map covers every needle that starts below `covered_bytes` in the volume file; needles
+past it are scanned, verified and indexed when the volume opens. The checkpoint is only ever
+taken of durable, applied state, and replaced atomically (temp file, sync, rename, sync dir),
+so a crash leaves the previous checkpoint or the new one, never a mix.
+
+Header (64 bytes, little-endian):
+
+    0          8        10        12         16         18        19        24
+    +----------+--------+---------+----------+----------+---------+---------+
+    |  magic   |version |reserved |volume_id |compaction|alt_bytes|reserved |
+    |"PNHLIDX1"|  u16   |  2 x 0  |   u32    |revision  |   u8    |  5 x 0  |
+    |          |        |         |          |   u16    |(1,2,4)  |         |
+    +----------+--------+---------+----------+----------+---------+---------+
+    24              32          40            48               56          64
+    +---------------+-----------+-------------+----------------+-----------+
+    | covered_bytes | key_count | entry_count | body_checksum  | header    |
+    |     u64       |   u64     |    u64      | xxh3_64(body)  | checksum  |
+    +---------------+-----------+-------------+----------------+-----------+
+
+Body: the arrays of one merged run (store/needle_run.py), back to back, no padding:
+keys u64[K], starts u32[K+1], alts u8|u16|u32[N], offsets u32[N], len_lo u16[N], len_hi u8[N].
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import xxhash
+
+from store.errors import FormatError
+from store.needle_run import Run
+from store.storage import Storage, read_file, write_file_atomic
+
+MAGIC: Final = b"PNHLIDX1"
+FORMAT_VERSION: Final = 1
+HEADER_BYTES: Final = 64
+
+_HEADER = struct.Struct("<8sH2xIHB5xQQQQ")
+_CHECKSUM = struct.Struct("<Q")
+assert _HEADER.size + _CHECKSUM.size == HEADER_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class IndexCheckpoint:
+    volume_id: int
+    compaction_revision: int
+    covered_bytes: int
+    run: Run
+
+
+def encode(checkpoint: IndexCheckpoint) -> list[bytes | memoryview]:
+    """Header and body buffers (the body arrays are not copied)."""
+    run = checkpoint.run
+    arrays = [run.keys, run.starts, run.alts, run.offsets, run.len_lo, run.len_hi]
+    body = [np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data for a in arrays]
+    hasher = xxhash.xxh3_64()
+    for part in body:
+        hasher.update(part)
+    header = _HEADER.pack(
+        MAGIC,
+        FORMAT_VERSION,
+        checkpoint.volume_id,
+        checkpoint.compaction_revision,
+        run.alts.dtype.itemsize,
+        checkpoint.covered_bytes,
+        len(run.keys),
+        len(run),
+        hasher.intdigest(),
+    )
+    return [header + _CHECKSUM.pack(xxhash.xxh3_64_intdigest(header)), *body]
+
+
+def decode(buf: bytes) -> IndexCheckpoint:
+    """Parses and checks an index file; raises FormatError. The run's arrays are read-only
+    views into `buf`."""
+    if len(buf) < HEADER_BYTES:
+        raise FormatError("index file too short")
+    head = buf[: _HEADER.size]
+    (stored,) = _CHECKSUM.unpack_from(buf, _HEADER.size)
+    if head[:8] != MAGIC:
+        raise FormatError("not a pinhole index (bad magic)")
+    if stored != xxhash.xxh3_64_intdigest(head):
+        raise FormatError("index header checksum mismatch")
+    (_, version, vid, revision, alt_bytes, covered, key_count, entry_count, body_sum) = (
+        _HEADER.unpack(head)
+    )
+    if version != FORMAT_VERSION:
+        raise FormatError(f"index format version {version} is not supported")
+    alt_dtypes: dict[int, np.dtype] = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
+    alt_dtype = alt_dtypes.get(alt_bytes)
+    if alt_dtype is None:
+        raise FormatError(f"bad alt key width {alt_bytes}")
+    layout: list[tuple[np.dtype, int]] = [
+        (np.dtype("<u8"), key_count),
+        (np.dtype("<u4"), key_count + 1),
+        (alt_dtype, entry_count),
+        (np.dtype("<u4"), entry_count),
+        (np.dtype("<u2"), entry_count),
+        (np.dtype("<u1"), entry_count),
+    ]
+    body_bytes = sum(dt.itemsize * n for dt, n in layout)
+    if len(buf) != HEADER_BYTES + body_bytes:
+        raise FormatError("index file length does not match its header")
+    view = memoryview(buf)[HEADER_BYTES:]
+    if xxhash.xxh3_64_intdigest(view) != body_sum:
+        raise FormatError("index body checksum mismatch")
+    arrays = []
+    pos = 0
+    for dt, n in layout:
+        arrays.append(np.frombuffer(view, dtype=dt, count=n, offset=pos))
+        pos += dt.itemsize * n
+    keys, starts, alts, offsets, len_lo, len_hi = arrays
+    if entry_count and (int(starts[0]) != 0 or int(starts[-1]) != entry_count):
+        raise FormatError("index key groups do not cover the entries")
+    run = Run(keys=keys, starts=starts, alts=alts, offsets=offsets, len_lo=len_lo, len_hi=len_hi)
+    return IndexCheckpoint(
+        volume_id=vid, compaction_revision=revision, covered_bytes=covered, run=run
+    )
+
+
+def write(storage: Storage, name: str, checkpoint: IndexCheckpoint) -> None:
+    """Atomically replaces the index file `name`."""
+    write_file_atomic(storage, name, encode(checkpoint))
+
+
+def load(storage: Storage, name: str) -> IndexCheckpoint:
+    return decode(read_file(storage, name))

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from store.needle_map import NeedleMap
+from store.needle_run import merge_runs, run_from_entries
+
+
+def _random_ops(
+    m: NeedleMap, model: dict[tuple[int, int], tuple[int, int]], seed: int, n: int
+) -> None:
+    rnd = random.Random(seed)
+    for _ in range(n):
+        k, a = rnd.randrange(400), rnd.choice([0, 1, 2, 3, 300, 70000])
+        if rnd.random() < 0.25:
+            m.delete(k, a)
+            model.pop((k, a), None)
+        else:
+            v = (rnd.randrange(1, 2**32), rnd.randrange(1, 2**24))
+            m.put(k, a, *v)
+            model[(k, a)] = v
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_matches_a_dict_model_through_flushes_and_merges(background: bool) -> None:
+    m = NeedleMap(memtable_entries_max=50, background_merges=background)
+    model: dict[tuple[int, int], tuple[int, int]] = {}
+    _random_ops(m, model, seed=7, n=6000)
+    m.wait_for_merges()
+    assert m.statistics().runs >= 1
+    for k in range(400):
+        for a in (0, 1, 2, 3, 300, 70000, 5):
+            assert m.get(k, a) == model.get((k, a))
+        assert m.alt_keys(k) == sorted(a for (kk, a) in model if kk == k)
+    assert sorted((k, a, o, ln) for k, a, o, ln in m.items()) == sorted(
+        (k, a, *v) for (k, a), v in model.items()
+    )
+    m.compact_all()
+    assert m.statistics().runs == 1
+    assert len(m) == len(model)
+
+
+def test_newest_entry_wins_across_runs() -> None:
+    m = NeedleMap(memtable_entries_max=2, background_merges=False)
+    m.put(1, 0, 10, 1)
+    m.put(2, 0, 11, 1)  # flush: run A
+    m.put(1, 0, 20, 2)
+    m.put(3, 0, 12, 1)  # flush: run B (merged with A)
+    m.put(1, 0, 30, 3)
+    assert m.get(1, 0) == (30, 3)
+    m.delete(1, 0)
+    assert m.get(1, 0) is None
+    m.compact_all()
+    assert m.get(1, 0) is None
+    assert m.get(2, 0) == (11, 1)
+
+
+def test_run_costs_under_ten_bytes_per_needle_with_nine_variants() -> None:
+    entries = {}
+    for i in range(10_000):
+        for alt in range(9):
+            entries[((1 << 40) + i * 977) << 32 | alt] = (1 + i * 9 + alt) << 24 | 700
+    run = run_from_entries(entries)
+    assert len(run) == 90_000
+    assert run.nbytes / len(run) < 9.4
+    assert run.alts.dtype.itemsize == 1
+
+
+def test_wide_alternate_keys_use_wider_arrays() -> None:
+    run = run_from_entries({(5 << 32) | 2**31: (1 << 24) | 1, (5 << 32) | 3: (2 << 24) | 1})
+    assert run.alts.dtype.itemsize == 4
+    assert run.get(5, 2**31) == (1, 1)
+    assert run.get(5, 3) == (2, 1)
+    assert run.get(5, 4) is None
+
+
+def test_merge_drops_tombstones_only_into_the_oldest_run() -> None:
+    old = run_from_entries({(1 << 32) | 0: (5 << 24) | 1})
+    newer = run_from_entries({(1 << 32) | 0: 0})  # tombstone
+    kept = merge_runs([newer, old], drop_tombstones=False)
+    assert kept.get(1, 0) == (0, 0)
+    dropped = merge_runs([newer, old], drop_tombstones=True)
+    assert len(dropped) == 0
+
+
+def test_readers_never_miss_an_entry_while_the_writer_flushes_and_merges() -> None:
+    m = NeedleMap(memtable_entries_max=64, background_merges=True)
+    published = [0]
+    stop = threading.Event()
+    missing: list[int] = []
+
+    def reader() -> None:
+        rnd = random.Random(3)
+        while not stop.is_set():
+            upto = published[0]
+            if upto == 0:
+                continue
+            k = rnd.randrange(upto)
+            if m.get(k, 0) != (k + 1, 1):
+                missing.append(k)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for k in range(30_000):
+            m.put(k, 0, k + 1, 1)
+            published[0] = k + 1
+    finally:
+        stop.set()
+        t.join()
+    m.wait_for_merges()
+    assert missing == []
+    assert all(m.get(k, 0) == (k + 1, 1) for k in range(0, 30_000, 97))
+
+
+def test_bad_values_are_refused() -> None:
+    m = NeedleMap()
+    with pytest.raises(ValueError):
+        m.put(1, 1, 0, 5)  # offset 0 is the superblock
+    with pytest.raises(ValueError):
+        m.put(1, 1, 5, 2**24)
