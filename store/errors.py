@@ -64,6 +64,13 @@ class VolumeIOError(StoreError):
     code = "volume_io_error"
 
 
+class ChecksumMismatch(StoreError):
+    """The data of a write does not match the checksum its sender computed: it was damaged
+    on the way, and is not stored."""
+
+    code = "checksum_mismatch"
+
+
 class NeedleTooLarge(StoreError):
     code = "needle_too_large"
 

@@ -26,9 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from store.memory import trim_heap
 from store.needle_run import TOMBSTONE_OFFSET, Run, merge_runs, run_from_entries
 
 MEMTABLE_ENTRIES_MAX: Final = 32 * 1024
+# After merging a run at least this large, free heap memory goes back to the system.
+TRIM_AFTER_MERGE_ENTRIES_MIN: Final = 1 << 20
 # Two runs are merged once the newer one has grown to this fraction of the older one.
 MERGE_SIZE_RATIO_MIN: Final = 0.5
 
@@ -206,6 +209,9 @@ class NeedleMap:
             assert runs[i + 1] is older
             runs[i : i + 2] = [merged] if len(merged) else []
             self._runs = tuple(runs)
+        del newer, older, candidate
+        if len(merged) >= TRIM_AFTER_MERGE_ENTRIES_MIN:
+            trim_heap()
         return True
 
     def _schedule_merges(self) -> None:

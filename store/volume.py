@@ -209,9 +209,17 @@ class Volume:
     # -- operations (thread-safe; they return futures) ----------------------------------------
 
     def put(
-        self, key: int, alt_key: int, cookie: int, data: bytes | memoryview
+        self,
+        key: int,
+        alt_key: int,
+        cookie: int,
+        data: bytes | memoryview,
+        *,
+        data_checksum: int | None = None,
     ) -> Future[PutResult]:
-        return self.writer.submit_put(key, alt_key, cookie, data)
+        """Queues a write. `data_checksum` (xxh3_64 of the data, from the sender) is checked
+        on the writer thread before anything is written."""
+        return self.writer.submit_put(key, alt_key, cookie, data, data_checksum)
 
     def delete(self, key: int, alt_key: int | None = None) -> Future[DeleteResult]:
         """Deletes (key, alt_key), or every variant of `key` when alt_key is None."""

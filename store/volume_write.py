@@ -24,8 +24,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import xxhash
+
 from store import needle
 from store.errors import (
+    ChecksumMismatch,
     NeedleTooLarge,
     QueueFull,
     StoreError,
@@ -58,13 +61,21 @@ class DeleteResult:
 
 
 class _Put:
-    __slots__ = ("alt_key", "cookie", "data", "future", "key")
+    __slots__ = ("alt_key", "cookie", "data", "data_checksum", "future", "key")
 
-    def __init__(self, key: int, alt_key: int, cookie: int, data: bytes | memoryview) -> None:
+    def __init__(
+        self,
+        key: int,
+        alt_key: int,
+        cookie: int,
+        data: bytes | memoryview,
+        data_checksum: int | None,
+    ) -> None:
         self.key = key
         self.alt_key = alt_key
         self.cookie = cookie
         self.data = data
+        self.data_checksum = data_checksum
         self.future: Future[PutResult] = Future()
 
 
@@ -103,13 +114,24 @@ class VolumeWriter:
     # -- submission (any thread) -------------------------------------------------------------
 
     def submit_put(
-        self, key: int, alt_key: int, cookie: int, data: bytes | memoryview
+        self,
+        key: int,
+        alt_key: int,
+        cookie: int,
+        data: bytes | memoryview,
+        data_checksum: int | None = None,
     ) -> Future[PutResult]:
         if len(data) > self._limits.needle_data_bytes_max:
             raise NeedleTooLarge(
                 f"{len(data)} bytes exceed the {self._limits.needle_data_bytes_max}-byte limit"
             )
-        op = _Put(key, alt_key, cookie, data)
+        if not (
+            0 <= key <= needle.KEY_MAX
+            and 0 <= alt_key <= needle.ALT_KEY_MAX
+            and 0 <= cookie <= needle.COOKIE_MAX
+        ):
+            raise ValueError("key, alt_key or cookie out of range")
+        op = _Put(key, alt_key, cookie, data, data_checksum)
         self._enqueue(op, len(data))
         return op.future
 
@@ -227,6 +249,13 @@ class VolumeWriter:
                 if not state.accepts_writes:
                     op.future.set_exception(
                         VolumeNotWritable(f"volume {vol.id} is {state.mode.value}")
+                    )
+                    continue
+                if op.data_checksum is not None and (
+                    xxhash.xxh3_64_intdigest(op.data) != op.data_checksum
+                ):
+                    op.future.set_exception(
+                        ChecksumMismatch("the data does not match its checksum; not stored")
                     )
                     continue
                 length = needle.needle_length(len(op.data))

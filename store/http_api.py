@@ -1,0 +1,374 @@
+"""The store node's HTTP API (docs/api/store.md) on the lean HTTP server.
+
+Data path:
+    GET|HEAD /n/{volume}/{key}/{alt_key}/{cookie}   read (the cookie is the credential)
+    PUT      /n/{volume}/{key}/{alt_key}/{cookie}   write (internal credential)
+    DELETE   /n/{volume}/{key}[/{alt_key}]           delete one or every variant (credential)
+Administration (mutations need the internal credential):
+    GET /status  GET /metrics  GET /healthz
+    GET /volumes  POST /volumes  GET /volumes/{id}  POST /volumes/{id}/state
+    POST|GET /volumes/{id}/compact   POST|GET /volumes/{id}/verify
+
+Store errors become HTTP answers in exactly one place, `error_for`. A read served from the
+page cache is answered inside the protocol callback, with no Task and no executor hop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any, Final
+
+from common import credentials
+from common.leanhttp import Request, Response, error_response, json_response
+from store import errors, needle
+from store.node import StoreNode
+from store.volume_read import NeedleRead
+from store.volume_state import Mode
+
+log = logging.getLogger("pinhole.store")
+
+IMMUTABLE: Final = "public, max-age=31536000, immutable"
+OCTETS: Final = "application/octet-stream"
+COOKIE_HEX_DIGITS: Final = 16
+ADMIN_BODY_BYTES_MAX: Final = 64 * 1024
+
+_STATUS: Final[dict[type[errors.StoreError], int]] = {
+    errors.NotFound: 404,
+    errors.VolumeNotFound: 404,
+    errors.VolumeExists: 409,
+    errors.VolumeFull: 409,
+    errors.VolumeNotWritable: 409,
+    errors.Busy: 409,
+    errors.NeedleTooLarge: 413,
+    errors.ChecksumMismatch: 400,
+    errors.QueueFull: 503,
+    errors.CorruptNeedle: 500,
+    errors.VolumeIOError: 500,
+    errors.FormatError: 500,
+}
+
+_NOT_FOUND = error_response(404, "not_found", "no such needle")
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, *, status: int = 400, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def error_for(exc: BaseException) -> Response:
+    """The one place where an exception becomes an HTTP answer."""
+    if isinstance(exc, BadRequest):
+        return error_response(exc.status, exc.code, str(exc))
+    if isinstance(exc, errors.NotFound):
+        return _NOT_FOUND
+    if isinstance(exc, errors.StoreError):
+        status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 500)
+        headers: tuple[tuple[str, str], ...] = (("x-pinhole-error", exc.code),)
+        if status == 503:
+            headers += (("retry-after", "1"),)
+        body = {"error": {"code": exc.code, "message": str(exc)}}
+        return json_response(status, body, headers)
+    if isinstance(exc, ValueError):
+        return error_response(400, "bad_request", str(exc))
+    if isinstance(exc, OSError):
+        log.error("I/O error: %s", exc)
+        return error_response(500, "io_error", f"I/O error: {exc.strerror or exc}")
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(500, "internal", "internal server error")
+
+
+def _decimal(text: str, what: str, limit: int) -> int:
+    # Canonical decimal only: one URL per needle (caches key on it). int() alone would also
+    # take "+5", " 5", "5_0" and non-ASCII digits.
+    if not (text.isascii() and text.isdigit()) or (len(text) > 1 and text[0] == "0"):
+        raise BadRequest(f"{what} must be a decimal number")
+    value = int(text)
+    if value > limit:
+        raise BadRequest(f"{what} out of range")
+    return value
+
+
+def _cookie(text: str) -> int:
+    if len(text) != COOKIE_HEX_DIGITS or not all(c in "0123456789abcdef" for c in text):
+        raise BadRequest(f"cookie must be {COOKIE_HEX_DIGITS} lower-case hex digits")
+    return int(text, 16)
+
+
+def parse_needle_path(path: str, *, cookie: bool) -> tuple[int, int, int | None, int | None]:
+    """(volume, key, alt_key, cookie) from /n/{volume}/{key}/{alt_key}/{cookie}. Without
+    `cookie` (deletes) the alt_key is optional and no cookie is taken."""
+    parts = path.split("/")
+    n = len(parts)
+    if (cookie and n != 6) or (not cookie and n not in (4, 5)):
+        raise BadRequest(
+            "expected /n/{volume}/{key}/{alt_key}/{cookie}", status=404, code="bad_path"
+        )
+    vid = _decimal(parts[2], "volume", 2**32 - 1)
+    key = _decimal(parts[3], "key", needle.KEY_MAX)
+    alt = _decimal(parts[4], "alt_key", needle.ALT_KEY_MAX) if n >= 5 else None
+    ck = _cookie(parts[5]) if cookie else None
+    return vid, key, alt, ck
+
+
+def etag_of(read: NeedleRead) -> str:
+    return f'"{read.checksum:016x}"'
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single byte range; None to ignore the header (multiple ranges or
+    a unit we do not serve); raises BadRequest(416) when unsatisfiable."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first == "":
+            suffix = int(last)
+            if suffix <= 0:
+                raise ValueError
+            return max(0, size - suffix), size
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start >= size or end <= start:
+        raise BadRequest("range not satisfiable", status=416, code="range_not_satisfiable")
+    return start, min(end, size)
+
+
+def needle_response(req: Request, read: NeedleRead) -> Response:
+    """200 / 206 / 304 / 416 for a verified needle, with the immutable caching headers."""
+    etag = etag_of(read)
+    inm = req.headers.get("if-none-match")
+    if inm is not None and (
+        inm == etag or inm == "*" or etag in (t.strip() for t in inm.split(","))
+    ):
+        return Response(304, b"", (("etag", etag), ("cache-control", IMMUTABLE)))
+    data = read.data
+    headers = [("etag", etag), ("cache-control", IMMUTABLE), ("accept-ranges", "bytes")]
+    rng = req.headers.get("range")
+    if rng is not None:
+        if_range = req.headers.get("if-range")
+        if if_range is None or if_range == etag:
+            size = len(data)
+            try:
+                span = _parse_range(rng, size)
+            except BadRequest:
+                return Response(
+                    416,
+                    b"",
+                    (("content-range", f"bytes */{size}"), ("etag", etag)),
+                )
+            if span is not None:
+                start, end = span
+                headers.append(("content-range", f"bytes {start}-{end - 1}/{size}"))
+                return Response(206, data[start:end], headers, OCTETS)
+    return Response(200, data, headers, OCTETS)
+
+
+class StoreHttpApi:
+    """Handler, head hook and body limit for LeanHTTPServer."""
+
+    def __init__(self, node: StoreNode, *, secret: bytes) -> None:
+        self.node = node
+        self._credential = credentials.derive(secret, credentials.STORE_INTERNAL)
+        self._routes: dict[tuple[str, str], Callable[[Request, list[str]], Any]] = {
+            ("GET", "status"): self._status,
+            ("GET", "healthz"): self._healthz,
+            ("GET", "metrics"): self._metrics,
+            ("GET", "volumes"): self._volumes,
+            ("POST", "volumes"): self._create_volume,
+        }
+
+    # -- the three entry points --------------------------------------------------------------
+
+    def handle(self, req: Request) -> Response | Awaitable[Response]:
+        try:
+            if req.path.startswith("/n/"):
+                method = req.method
+                if method == "GET" or method == "HEAD":
+                    return self._get(req)
+                if method == "PUT":
+                    return self._put(req)
+                if method == "DELETE":
+                    return self._delete(req)
+                return error_response(405, "method_not_allowed", f"{method} is not allowed here")
+            return self._admin(req)
+        except Exception as e:
+            return error_for(e)
+
+    def head_hook(self, req: Request) -> Response | None:
+        """Rejects a write before its body is read: bad path, no credential, no volume."""
+        if req.method not in ("PUT", "POST", "DELETE"):
+            return None
+        if not credentials.check_authorization(req.headers.get("authorization"), self._credential):
+            return error_response(401, "unauthorized", "a valid internal credential is required")
+        if req.method == "PUT":
+            try:
+                vid, _, _, _ = parse_needle_path(req.path, cookie=True)
+                self.node.volume(vid)
+            except Exception as e:
+                return error_for(e)
+        return None
+
+    def body_limit(self, req: Request) -> int:
+        if req.method == "PUT":
+            return self.node.config.volume.needle_data_bytes_max
+        return ADMIN_BODY_BYTES_MAX
+
+    # -- data path ---------------------------------------------------------------------------
+
+    def _get(self, req: Request) -> Response | Awaitable[Response]:
+        vid, key, alt, cookie = parse_needle_path(req.path, cookie=True)
+        assert alt is not None and cookie is not None
+        read = self.node.read_cached(vid, key, alt, cookie)
+        if read is not None:
+            return needle_response(req, read)
+        return self._get_from_disk(req, vid, key, alt, cookie)
+
+    async def _get_from_disk(
+        self, req: Request, vid: int, key: int, alt: int, cookie: int
+    ) -> Response:
+        try:
+            read = await self.node.read(vid, key, alt, cookie)
+        except Exception as e:
+            return error_for(e)
+        return needle_response(req, read)
+
+    async def _put(self, req: Request) -> Response:
+        try:
+            vid, key, alt, cookie = parse_needle_path(req.path, cookie=True)
+            assert alt is not None and cookie is not None
+            checksum = None
+            given = req.headers.get("x-pinhole-checksum")
+            if given is not None:
+                try:
+                    checksum = int(given, 16)
+                except ValueError:
+                    raise BadRequest(
+                        "x-pinhole-checksum must be hex (xxh3_64 of the data)"
+                    ) from None
+            result = await self.node.put(vid, key, alt, cookie, req.body, data_checksum=checksum)
+        except Exception as e:
+            return error_for(e)
+        return json_response(
+            201,
+            {
+                "volume_id": vid,
+                "key": str(key),
+                "alt_key": alt,
+                "size": len(req.body),
+                "etag": f'"{result.checksum:016x}"',
+            },
+        )
+
+    async def _delete(self, req: Request) -> Response:
+        try:
+            vid, key, alt, _ = parse_needle_path(req.path, cookie=False)
+            result = await self.node.delete(vid, key, alt)
+        except Exception as e:
+            return error_for(e)
+        if result.deleted == 0:
+            return _NOT_FOUND
+        return json_response(200, {"deleted": result.deleted})
+
+    # -- administration ----------------------------------------------------------------------
+
+    def _admin(self, req: Request) -> Response | Awaitable[Response]:
+        parts = [p for p in req.path.split("/") if p]
+        if not parts:
+            raise BadRequest("no such resource", status=404, code="not_found")
+        route = self._routes.get((req.method, parts[0])) if len(parts) == 1 else None
+        if route is not None:
+            result: Response | Awaitable[Response] = route(req, parts)
+            return result
+        if parts[0] == "volumes" and len(parts) in (2, 3):
+            vid = _decimal(parts[1], "volume", 2**32 - 1)
+            action = parts[2] if len(parts) == 3 else ""
+            if action == "" and req.method == "GET":
+                return json_response(200, _volume_json(self.node, vid))
+            if action == "state" and req.method == "POST":
+                return self._set_state(req, vid)
+            if action in ("compact", "verify"):
+                if req.method == "POST":
+                    return self._start_job(req, vid, action)
+                if req.method == "GET":
+                    job = self.node.jobs.get((vid, action))
+                    self.node.volume(vid)
+                    if job is None:
+                        raise BadRequest(
+                            f"no {action} has run on volume {vid}", status=404, code="not_found"
+                        )
+                    return json_response(200, job.to_json())
+        raise BadRequest(f"no route for {req.method} {req.path}", status=404, code="not_found")
+
+    def _status(self, req: Request, parts: list[str]) -> Response:
+        st = self.node.statistics()
+        doc = asdict(st)
+        return json_response(200, doc)
+
+    def _healthz(self, req: Request, parts: list[str]) -> Response:
+        return json_response(200, {"ok": True, "volumes": len(self.node.volumes)})
+
+    def _metrics(self, req: Request, parts: list[str]) -> Response:
+        from store.metrics import render
+
+        body, content_type = render(self.node)
+        return Response(200, body, (), content_type)
+
+    def _volumes(self, req: Request, parts: list[str]) -> Response:
+        return json_response(200, {"volumes": [asdict(v) for v in self.node.statistics().volumes]})
+
+    async def _create_volume(self, req: Request, parts: list[str]) -> Response:
+        try:
+            body = _json_body(req)
+            vid = body.get("volume_id")
+            if not isinstance(vid, int) or isinstance(vid, bool):
+                raise BadRequest("volume_id (an integer) is required")
+            vol = await self.node.create_volume(vid)
+        except Exception as e:
+            return error_for(e)
+        return json_response(201, asdict(vol.statistics()))
+
+    async def _set_state(self, req: Request, vid: int) -> Response:
+        try:
+            body = _json_body(req)
+            try:
+                mode = Mode(str(body.get("mode")))
+            except ValueError:
+                raise BadRequest("mode must be writable, read_only or sealed") from None
+            await self.node.set_mode(vid, mode)
+        except Exception as e:
+            return error_for(e)
+        return json_response(200, _volume_json(self.node, vid))
+
+    def _start_job(self, req: Request, vid: int, kind: str) -> Response:
+        body = _json_body(req) if req.body else {}
+        rate = body.get("bytes_per_s_max")
+        if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
+            raise BadRequest("bytes_per_s_max must be a positive number")
+        job = self.node.start_job(vid, kind, bytes_per_s_max=rate)
+        return json_response(202, job.to_json())
+
+
+def _json_body(req: Request) -> dict[str, Any]:
+    if not req.body:
+        return {}
+    try:
+        doc = json.loads(req.body)
+    except ValueError:
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("the body must be a JSON object")
+    return doc
+
+
+def _volume_json(node: StoreNode, vid: int) -> dict[str, Any]:
+    return asdict(node.volume(vid).statistics())

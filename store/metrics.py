@@ -1,0 +1,87 @@
+"""Prometheus text for /metrics, read from the node's statistics() at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from store.node import StoreNode
+
+_VOLUME_GAUGES = (
+    ("size_bytes", "Bytes in the volume file"),
+    ("size_bytes_max", "The volume's size limit"),
+    ("needles_live", "Live needles"),
+    ("bytes_live", "Bytes of live needles"),
+    ("garbage_bytes", "Bytes of deleted and overwritten needles"),
+    ("garbage_ratio", "Garbage bytes over used bytes"),
+    ("queue_needles", "Writes waiting for the writer"),
+    ("needle_map_bytes", "RAM held by the needle map"),
+)
+_VOLUME_COUNTERS = (
+    ("writes", "Needles written"),
+    ("write_bytes", "Bytes written"),
+    ("deletes", "Needles deleted"),
+    ("syncs", "Group commits (fdatasync calls)"),
+    ("sync_failures", "Failed writes or syncs"),
+    ("writes_refused", "Writes refused because the queue was full"),
+    ("compactions", "Compactions completed"),
+)
+_NODE_COUNTERS = (
+    ("reads", "Needles served"),
+    ("read_bytes", "Bytes served"),
+    ("reads_from_cache", "Reads served from the page cache without waiting"),
+    ("reads_from_disk", "Reads that went to the device on a read thread"),
+    ("reads_not_found", "Reads answered 404"),
+    ("reads_corrupt", "Reads that found corrupt bytes (never served)"),
+    ("read_errors", "Reads that failed with an I/O error"),
+    ("reads_refused", "Reads refused because too many waited for the disk"),
+)
+
+
+class _NodeCollector:
+    def __init__(self, node: StoreNode) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        st = self._node.statistics()
+        node_label = ["node"]
+        for name, doc in _NODE_COUNTERS:
+            c = CounterMetricFamily(f"pinhole_store_{name}", doc, labels=node_label)
+            c.add_metric([st.node_id], getattr(st, name))
+            yield c
+        g = GaugeMetricFamily(
+            "pinhole_store_reads_waiting", "Reads waiting for a read thread", labels=node_label
+        )
+        g.add_metric([st.node_id], st.reads_waiting)
+        yield g
+        g = GaugeMetricFamily(
+            "pinhole_store_free_bytes", "Free bytes on the data disk", labels=node_label
+        )
+        g.add_metric([st.node_id], st.free_bytes)
+        yield g
+        labels = ["node", "volume"]
+        for name, doc in _VOLUME_GAUGES:
+            g = GaugeMetricFamily(f"pinhole_store_volume_{name}", doc, labels=labels)
+            for v in st.volumes:
+                g.add_metric([st.node_id, str(v.volume_id)], getattr(v, name))
+            yield g
+        for name, doc in _VOLUME_COUNTERS:
+            c = CounterMetricFamily(f"pinhole_store_volume_{name}", doc, labels=labels)
+            for v in st.volumes:
+                c.add_metric([st.node_id, str(v.volume_id)], getattr(v, name))
+            yield c
+        g = GaugeMetricFamily(
+            "pinhole_store_volume_writable", "1 when the volume takes writes", labels=labels
+        )
+        for v in st.volumes:
+            g.add_metric([st.node_id, str(v.volume_id)], 1.0 if v.mode == "writable" else 0.0)
+        yield g
+
+
+def render(node: StoreNode) -> tuple[bytes, str]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_NodeCollector(node))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
