@@ -31,7 +31,7 @@ from typing import Final
 
 import xxhash
 
-from store.errors import CorruptNeedle
+from store.errors import CorruptNeedle, NotFound
 
 HEADER_MAGIC: Final = b"NEDL"
 FOOTER_MAGIC: Final = b"LDEN"
@@ -188,6 +188,43 @@ def verify(buf: bytes | bytearray | memoryview, *, offset: int | None = None) ->
     if checksum != _checksum(view[:HEADER_BYTES], view[HEADER_BYTES:end_of_data]):
         raise CorruptNeedle("needle checksum mismatch", offset=offset)
     return header
+
+
+def verify_read(
+    buf: bytes | bytearray, *, key: int, alt_key: int, cookie: int, length: int, offset: int
+) -> tuple[int, int]:
+    """The read path's check of a needle read whole from the map's (offset, length):
+    integrity (magic, size, reserved bytes, checksum: CorruptNeedle), identity (the needle
+    is the (key, alt_key) the map named: CorruptNeedle), then liveness and cookie (NotFound,
+    so that a wrong cookie looks exactly like an absent needle).
+
+    Returns (data_size, checksum). The same checks as verify(), without building objects:
+    this runs once per photo served."""
+    if len(buf) < length:
+        raise CorruptNeedle("short read: the needle runs past the end of the file", offset=offset)
+    magic, flags, stored_cookie, stored_key, stored_alt, size = _HEADER.unpack_from(buf, 0)
+    if magic != HEADER_MAGIC or flags & ~FLAGS_KNOWN:
+        raise CorruptNeedle("bad needle header", offset=offset)
+    end = HEADER_BYTES + size
+    if end + FOOTER_BYTES > length or needle_length(size) != length:
+        raise CorruptNeedle("needle size does not match the index", offset=offset)
+    footer_magic, reserved, checksum = _FOOTER.unpack_from(buf, end)
+    if footer_magic != FOOTER_MAGIC or reserved:
+        raise CorruptNeedle("bad needle footer", offset=offset)
+    view = memoryview(buf)
+    if flags & FLAG_DELETED:
+        seed = xxhash.xxh3_64_intdigest(
+            bytes([flags & ~FLAG_DELETED]) + bytes(view[5:HEADER_BYTES])
+        )
+    else:
+        seed = xxhash.xxh3_64_intdigest(view[CHECKSUMMED_HEADER_START:HEADER_BYTES])
+    if xxhash.xxh3_64_intdigest(view[HEADER_BYTES:end], seed=seed) != checksum:
+        raise CorruptNeedle("needle checksum mismatch", offset=offset)
+    if stored_key != key or stored_alt != alt_key:
+        raise CorruptNeedle("the needle at the indexed offset is another one", offset=offset)
+    if flags or stored_cookie != cookie:
+        raise NotFound("no such needle")
+    return size, checksum
 
 
 def data_view(buf: bytes | bytearray | memoryview, header: NeedleHeader) -> memoryview:

@@ -172,7 +172,7 @@ class StoreNode:
         if got is not None:
             self.reads += 1
             self.reads_from_cache += 1
-            self.read_bytes += got.header.data_size
+            self.read_bytes += got.data_size
         return got
 
     async def read(self, vid: int, key: int, alt_key: int, cookie: int) -> NeedleRead:
@@ -200,7 +200,7 @@ class StoreNode:
             self.reads_waiting -= 1
         self.reads += 1
         self.reads_from_disk += 1
-        self.read_bytes += got.header.data_size
+        self.read_bytes += got.data_size
         return got
 
     async def put(

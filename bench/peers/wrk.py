@@ -89,14 +89,17 @@ def run_wrk(
     timeout_s: float = 5,
     header_timestamp: bool = False,
     seed: int = 1,
+    order: str = "random",
 ) -> WrkResult:
     """Load `base_url` (e.g. "http://127.0.0.1:8080") with wrk for `duration_s` seconds.
 
     GET/HEAD: `paths` is a list of URL paths, or a file of them (one per line); each
-    request picks one at random. PUT/POST: `paths` is one path template containing "{n}"
-    (a str, or a one-element list); each request gets a fresh number and a random body of
-    `body_bytes` bytes. `header_timestamp` adds a strictly increasing X-Timestamp to each
-    PUT (Swift). `headers` go with every request. `timeout_s` is wrk's per-request timeout.
+    request picks one at random, or with order="sequential" each thread walks the list
+    from its own starting point (distinct paths until it wraps). PUT/POST: `paths` is one
+    path template containing "{n}" (a str, or a one-element list); each request gets a
+    fresh number and a random body of `body_bytes` bytes. `header_timestamp` adds a
+    strictly increasing X-Timestamp to each PUT (Swift). `headers` go with every request.
+    `timeout_s` is wrk's per-request timeout.
 
     Raises `PeerUnavailableError` when wrk cannot be had, RuntimeError when wrk fails.
     """
@@ -107,7 +110,9 @@ def run_wrk(
     with tempfile.TemporaryDirectory(prefix="pinhole-wrk-") as scratch:
         if method in READ_METHODS:
             script = GET_SCRIPT
-            script_args = [str(paths_file(paths, Path(scratch))), str(seed), method]
+            if order not in ("random", "sequential"):
+                raise ValueError(f"order must be random or sequential, not {order!r}")
+            script_args = [str(paths_file(paths, Path(scratch))), str(seed), method, order]
         elif method in WRITE_METHODS:
             script = PUT_SCRIPT
             template = path_template(paths)

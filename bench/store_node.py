@@ -1,0 +1,56 @@
+"""A pinhole store node as a benchmark server: its own process, its pid for CPU accounting."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from bench.peers import ServerProcess, free_port
+from common import credentials
+
+HOST = "127.0.0.1"
+
+
+class StoreNodeProcess:
+    def __init__(self, data_dir: Path, secret_file: Path, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        secret = secret_file.read_bytes().strip()
+        self.authorization = credentials.authorization_header(secret)
+        self._server = ServerProcess(
+            [
+                sys.executable, "-m", "ops.cli", "store", "serve",
+                "--data", str(data_dir),
+                "--host", HOST,
+                "--port", str(self.port),
+                "--secret-file", str(secret_file),
+                "--log-level", "warning",
+            ],
+            name="pinhole-store",
+            log_path=log_path,
+        )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self._server.pid
+
+    def __enter__(self) -> StoreNodeProcess:
+        self._server.start(host=HOST, port=self.port, timeout_s=120)
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.stop(timeout_s=120)
+
+    def volume(self, vid: int = 1) -> dict[str, object]:
+        with urllib.request.urlopen(f"{self.url}/volumes/{vid}", timeout=10) as r:
+            return dict(json.loads(r.read()))
+
+    def syncs_per_write(self, vid: int = 1) -> float:
+        v = self.volume(vid)
+        writes = int(v["writes"])  # type: ignore[call-overload]
+        return round(int(v["syncs"]) / writes, 4) if writes else 0.0  # type: ignore[call-overload]

@@ -1,0 +1,35 @@
+"""The `pinhole` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ops.bench_cmds import bench
+from ops.store_cmds import store
+from ops.up_cmds import up
+from ops.volume_cmds import volume
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="pinhole.toml to read (default: ./pinhole.toml when present).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None) -> None:
+    """pinhole: a photo-sharing platform on its own Haystack/f4 blob store."""
+    ctx.obj = {"config_path": config_path}
+
+
+main.add_command(store)
+main.add_command(volume)
+main.add_command(up)
+main.add_command(bench)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""`pinhole store serve`: run one store node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from common import credentials
+from common.config import ConfigError, parse_size
+from ops.cli_support import (
+    DEFAULT_ROOT,
+    EXIT_USAGE,
+    CliError,
+    load_config,
+    run,
+    setup_logging,
+)
+from store.config import StoreConfig, store_config
+
+
+@click.group()
+def store() -> None:
+    """Store nodes (Haystack's Store)."""
+
+
+def resolve_store_config(ctx: click.Context, **overrides: Any) -> StoreConfig:
+    doc = load_config(ctx.obj["config_path"])
+    try:
+        return store_config(doc, **overrides)
+    except ConfigError as e:
+        raise CliError(str(e), EXIT_USAGE) from e
+
+
+@store.command("serve")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data directory of this node.",
+)
+@click.option("--host", help="Address to listen on.")
+@click.option("--port", type=int, help="Port to listen on (0: any free port).")
+@click.option("--node-id", help="The node's name in the cluster (default host:port).")
+@click.option("--failure-domain", help="datacenter/rack/host label used for placement.")
+@click.option("--volume-size-max", help='Size limit of new volumes, e.g. "100GB" or "64MiB".')
+@click.option(
+    "--secret-file", type=click.Path(dir_okay=False, path_type=Path), help="Cluster secret file."
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_ROOT,
+    show_default=True,
+    help="Where the local cluster's secret lives when no secret is given.",
+)
+@click.option(
+    "--create-volume",
+    "create_volumes",
+    type=int,
+    multiple=True,
+    help="Create this volume at start unless it exists (repeatable).",
+)
+@click.option("--log-level", default="info", show_default=True)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    data_dir: Path | None,
+    host: str | None,
+    port: int | None,
+    node_id: str | None,
+    failure_domain: str | None,
+    volume_size_max: str | None,
+    secret_file: Path | None,
+    root: Path,
+    create_volumes: tuple[int, ...],
+    log_level: str,
+) -> None:
+    """Run a store node until SIGINT/SIGTERM."""
+    setup_logging(log_level)
+    size = None
+    if volume_size_max is not None:
+        try:
+            size = parse_size(volume_size_max)
+        except ConfigError as e:
+            raise CliError(f"--volume-size-max: {e}", EXIT_USAGE) from e
+    config = resolve_store_config(
+        ctx,
+        data_dir=str(data_dir) if data_dir else None,
+        host=host,
+        port=port,
+        node_id=node_id,
+        failure_domain=failure_domain,
+        cluster_secret_file=str(secret_file) if secret_file else None,
+        **{"volume.size_bytes_max": size},
+    )
+    if config.cluster_secret_file is None and not _env_secret():
+        credentials.ensure_secret_file(root)
+    try:
+        secret = credentials.load_secret(secret_file=config.cluster_secret_file, default_dir=root)
+    except credentials.SecretError as e:
+        raise CliError(str(e), EXIT_USAGE) from e
+    run(_serve(config, secret, create_volumes))
+
+
+def _env_secret() -> bool:
+    import os
+
+    return bool(os.environ.get(credentials.SECRET_ENV))
+
+
+async def _serve(config: StoreConfig, secret: bytes, create_volumes: tuple[int, ...]) -> None:
+    from store.server import serve_forever
+
+    await serve_forever(config, secret=secret, create_volumes=create_volumes)

@@ -1,0 +1,342 @@
+"""`pinhole volume ...`: operator commands acting on one store node over its HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ops.cli_support import (
+    DEFAULT_ROOT,
+    EXIT_FAILED,
+    EXIT_LOCKED,
+    EXIT_UNREACHABLE,
+    CliError,
+    cluster_secret,
+    emit_json,
+    human_bytes,
+    run,
+    show_progress,
+    table,
+)
+from store.client import StoreClient, StoreClientError
+from store.config import DEFAULT_PORT
+
+DEFAULT_NODE = f"http://127.0.0.1:{DEFAULT_PORT}"
+POLL_INTERVAL_S = 0.5
+
+
+def node_option(f: Any) -> Any:
+    f = click.option(
+        "--node",
+        default=lambda: os.environ.get("PINHOLE_NODE", DEFAULT_NODE),
+        show_default=f"$PINHOLE_NODE or {DEFAULT_NODE}",
+        help="Base URL of the store node.",
+    )(f)
+    f = click.option(
+        "--secret-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Cluster secret (default: $PINHOLE_CLUSTER_SECRET or ./.pinhole/cluster.secret).",
+    )(f)
+    f = click.option("--json", "json_output", is_flag=True, help="Print JSON for scripts.")(f)
+    return f
+
+
+@click.group()
+def volume() -> None:
+    """Volume administration on a store node."""
+
+
+def _client(node: str, secret_file: Path | None, *, need_secret: bool = True) -> StoreClient:
+    secret = cluster_secret(secret_file, DEFAULT_ROOT) if need_secret else None
+    return StoreClient(node, secret=secret, timeout_s=60.0)
+
+
+def _fail(e: StoreClientError) -> CliError:
+    return CliError(str(e), EXIT_UNREACHABLE if e.status == 0 else EXIT_FAILED)
+
+
+def _volume_rows(vols: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for v in sorted(vols, key=lambda v: v["volume_id"]):
+        state = v["mode"] + (f" ({v['reason']})" if v["reason"] else "")
+        rows.append(
+            [
+                str(v["volume_id"]),
+                state,
+                human_bytes(v["size_bytes"]),
+                f"{100 * v['size_bytes'] / v['size_bytes_max']:.1f}%",
+                str(v["needles_live"]),
+                f"{100 * v['garbage_ratio']:.1f}%",
+                str(v["compaction_revision"]),
+            ]
+        )
+    return rows
+
+
+@volume.command("list")
+@node_option
+def list_(node: str, secret_file: Path | None, json_output: bool) -> None:
+    """List the node's volumes."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with _client(node, secret_file, need_secret=False) as c:
+            return await c.volumes()
+
+    try:
+        vols = run(go())
+    except StoreClientError as e:
+        raise _fail(e) from e
+    if json_output:
+        emit_json({"volumes": vols})
+        return
+    headers = ["volume", "state", "size", "full", "needles", "garbage", "revision"]
+    click.echo(table(_volume_rows(vols), headers))
+
+
+@volume.command("create")
+@node_option
+@click.option("--volume", "vid", type=click.IntRange(0, 2**32 - 1), required=True)
+def create(node: str, secret_file: Path | None, json_output: bool, vid: int) -> None:
+    """Create an empty volume."""
+
+    async def go() -> dict[str, Any]:
+        async with _client(node, secret_file) as c:
+            return await c.create_volume(vid)
+
+    try:
+        doc = run(go())
+    except StoreClientError as e:
+        raise _fail(e) from e
+    if json_output:
+        emit_json(doc)
+    else:
+        click.echo(f"volume {vid} created on {node}")
+
+
+def _set_mode(node: str, secret_file: Path | None, json_output: bool, vid: int, mode: str) -> None:
+    async def go() -> dict[str, Any]:
+        async with _client(node, secret_file) as c:
+            return await c.set_mode(vid, mode)
+
+    try:
+        doc = run(go())
+    except StoreClientError as e:
+        raise _fail(e) from e
+    if json_output:
+        emit_json(doc)
+    else:
+        click.echo(f"volume {vid} is {doc['mode']}")
+
+
+@volume.command("readonly")
+@node_option
+@click.option("--volume", "vid", type=int, required=True)
+def readonly(node: str, secret_file: Path | None, json_output: bool, vid: int) -> None:
+    """Stop writes to a volume (reads and deletes go on)."""
+    _set_mode(node, secret_file, json_output, vid, "read_only")
+
+
+@volume.command("writable")
+@node_option
+@click.option("--volume", "vid", type=int, required=True)
+def writable(node: str, secret_file: Path | None, json_output: bool, vid: int) -> None:
+    """Take writes again (not for full or sealed volumes)."""
+    _set_mode(node, secret_file, json_output, vid, "writable")
+
+
+@volume.command("seal")
+@node_option
+@click.option("--volume", "vid", type=int, required=True)
+def seal(node: str, secret_file: Path | None, json_output: bool, vid: int) -> None:
+    """Seal a volume for good: reads and deletes only (what f4 migrates)."""
+    _set_mode(node, secret_file, json_output, vid, "sealed")
+
+
+async def _run_jobs(
+    c: StoreClient,
+    vids: list[int],
+    kind: str,
+    *,
+    progress: bool,
+    bytes_per_s_max: float | None = None,
+) -> list[dict[str, Any]]:
+    """Runs the job on each volume in turn and waits for it, with a progress bar."""
+    results = []
+    for vid in vids:
+        await c.start_job(vid, kind, bytes_per_s_max=bytes_per_s_max)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=1000, desc=f"{kind} v{vid}", unit="‰", leave=True)
+        try:
+            while True:
+                job = await c.job(vid, kind)
+                if bar is not None:
+                    bar.n = int(1000 * job["progress"])
+                    bar.refresh()
+                if job["state"] != "running":
+                    break
+                await asyncio.sleep(POLL_INTERVAL_S)
+        finally:
+            if bar is not None:
+                bar.close()
+        results.append(job)
+    return results
+
+
+async def _volume_ids(c: StoreClient, vid: int | None, all_: bool) -> list[dict[str, Any]]:
+    vols = await c.volumes()
+    if vid is not None:
+        chosen = [v for v in vols if v["volume_id"] == vid]
+        if not chosen:
+            raise CliError(f"volume {vid} is not on {c.base_url}")
+        return chosen
+    if not all_:
+        raise CliError("name a volume with --volume, or pass --all", 2)
+    return vols
+
+
+@volume.command("verify")
+@node_option
+@click.option("--volume", "vid", type=int, help="The volume to verify.")
+@click.option("--all", "all_", is_flag=True, help="Verify every volume of the node.")
+def verify(
+    node: str, secret_file: Path | None, json_output: bool, vid: int | None, all_: bool
+) -> None:
+    """Read every needle and check magic and checksum. Exit 1 when any volume is damaged."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with _client(node, secret_file) as c:
+            vols = await _volume_ids(c, vid, all_)
+            return await _run_jobs(
+                c, [v["volume_id"] for v in vols], "verify", progress=show_progress(json_output)
+            )
+
+    try:
+        jobs = run(go())
+    except StoreClientError as e:
+        raise _fail(e) from e
+    bad = [j for j in jobs if j["state"] != "done" or not j["result"]["ok"]]
+    if json_output:
+        emit_json({"ok": not bad, "volumes": jobs})
+    else:
+        for j in jobs:
+            r = j["result"] or {}
+            if j["state"] != "done":
+                click.echo(f"volume {j['volume_id']}: verify {j['state']}: {j['error']}")
+                continue
+            verdict = "ok" if r["ok"] else "DAMAGED"
+            click.echo(
+                f"volume {j['volume_id']}: {verdict}: {r['needles']} needles, "
+                f"{r['live_checked']} live checked, {r['corrupt_live']} corrupt live, "
+                f"{r['corrupt_dead']} corrupt dead, {r['map_mismatches']} index mismatches"
+            )
+            for p in r["problems"][:10]:
+                click.echo(f"  {p}")
+    if bad:
+        raise SystemExit(EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def cron_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock that a second run finds taken (it exits with EXIT_LOCKED)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CliError(f"another compaction holds {path}", EXIT_LOCKED) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def default_lock_path(node: str) -> Path:
+    safe = "".join(ch if ch.isalnum() else "_" for ch in node)
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"pinhole-compact-{safe}.lock"
+
+
+@volume.command("compact")
+@node_option
+@click.option("--volume", "vid", type=int, help="Compact this volume whatever its garbage.")
+@click.option("--all", "all_", is_flag=True, help="Every volume whose garbage passes --threshold.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="Garbage ratio that makes a volume due (with --all).",
+)
+@click.option(
+    "--rate",
+    "rate_mb_s",
+    type=click.FloatRange(min=0.1),
+    help="Copy at most this many MB/s (default: the node's setting).",
+)
+@click.option(
+    "--lock",
+    "lock_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Lock file (default: one per node in $XDG_RUNTIME_DIR or /tmp).",
+)
+def compact(
+    node: str,
+    secret_file: Path | None,
+    json_output: bool,
+    vid: int | None,
+    all_: bool,
+    threshold: float,
+    rate_mb_s: float | None,
+    lock_path: Path | None,
+) -> None:
+    """Reclaim deleted and overwritten space. Safe under cron: a lock keeps two runs apart
+    (exit 75 when taken); exit 1 when a compaction fails, 3 when the node is unreachable."""
+
+    async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with _client(node, secret_file) as c:
+            vols = await _volume_ids(c, vid, all_)
+            due = vols if vid is not None else [v for v in vols if v["garbage_ratio"] >= threshold]
+            jobs = await _run_jobs(
+                c,
+                [v["volume_id"] for v in due],
+                "compact",
+                progress=show_progress(json_output),
+                bytes_per_s_max=rate_mb_s * 1e6 if rate_mb_s else None,
+            )
+            return vols, jobs
+
+    with cron_lock(lock_path or default_lock_path(node)):
+        try:
+            vols, jobs = run(go())
+        except StoreClientError as e:
+            raise _fail(e) from e
+    failed = [j for j in jobs if j["state"] != "done"]
+    if json_output:
+        emit_json({"ok": not failed, "checked": len(vols), "compacted": jobs})
+    else:
+        if not jobs:
+            click.echo(f"nothing to compact ({len(vols)} volumes below {threshold:.0%} garbage)")
+        for j in jobs:
+            r = j["result"]
+            if j["state"] == "done" and r:
+                saved = r["size_before"] - r["size_after"]
+                click.echo(
+                    f"volume {j['volume_id']}: {human_bytes(r['size_before'])} -> "
+                    f"{human_bytes(r['size_after'])} ({human_bytes(saved)} reclaimed) "
+                    f"in {r['elapsed_s']:.1f} s"
+                )
+            else:
+                click.echo(f"volume {j['volume_id']}: compaction {j['state']}: {j['error']}")
+    if failed:
+        raise SystemExit(EXIT_FAILED)
