@@ -108,7 +108,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return value
     if tp is int:
         if "bytes" in key.rsplit(".", 1)[-1]:
-            return parse_size(value)
+            try:
+                return parse_size(value)
+            except ConfigError as e:
+                raise ConfigError(f"{key}: {e}") from None
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer")
         return value
