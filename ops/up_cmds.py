@@ -110,7 +110,6 @@ def up(root: Path, port: int, demo: bool) -> None:
         secret_file=root / credentials.SECRET_FILE_NAME, default_dir=None
     )
     url = f"http://127.0.0.1:{port}"
-    log = open(root / "store-1.log", "ab")  # noqa: SIM115 - lives as long as the child
     cmd = [
         sys.executable, "-m", "ops.cli", "store", "serve",
         "--data", str(root / "store-1"),
@@ -120,41 +119,46 @@ def up(root: Path, port: int, demo: bool) -> None:
         "--secret-file", str(root / credentials.SECRET_FILE_NAME),
         "--create-volume", "1",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
 
-    async def start() -> list[str]:
-        await _wait_healthy(url, proc)
-        return await _seed_demo(url, secret, root) if demo else []
+    # From here on SIGTERM means what Ctrl-C means: stop the cluster, leave nothing behind.
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
 
-    try:
-        urls = run(start())
-    except BaseException:
-        proc.terminate()
-        proc.wait()
-        raise
-    click.echo(f"pinhole local cluster (data in {root}/)")
-    click.echo(f"  store-1   {url}   log: {root}/store-1.log")
-    click.echo(f"  secret    {root}/{credentials.SECRET_FILE_NAME}")
-    for u in urls:
-        click.echo(f"  demo      {u}")
-    click.echo(f"try: pinhole volume list --node {url}    (Ctrl-C stops the cluster)")
-    stop = False
+    signal.signal(signal.SIGTERM, interrupt)
+    stopped_by_user = False
+    with open(root / "store-1.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+        try:
 
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
+            async def start() -> list[str]:
+                await _wait_healthy(url, proc)
+                return await _seed_demo(url, secret, root) if demo else []
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while not stop and proc.poll() is None:
-        time.sleep(0.2)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    log.close()
-    if not stop:
+            urls = run(start())
+            click.echo(f"pinhole local cluster (data in {root}/)")
+            click.echo(f"  store-1   {url}   log: {root}/store-1.log")
+            click.echo(f"  secret    {root}/{credentials.SECRET_FILE_NAME}")
+            for u in urls:
+                click.echo(f"  demo      {u}")
+            click.echo(f"try: pinhole volume list --node {url}    (Ctrl-C stops the cluster)")
+            while proc.poll() is None:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            stopped_by_user = True
+        finally:
+            # Stop the node whatever happened; a second signal must not cut this short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    if not stopped_by_user:
         raise CliError(
             f"the store node exited with status {proc.returncode}; see {root}/store-1.log"
         )

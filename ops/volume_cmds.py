@@ -193,6 +193,11 @@ async def _run_jobs(
     return results
 
 
+def _require_target(vid: int | None, all_: bool) -> None:
+    if vid is None and not all_:
+        raise CliError("name a volume with --volume, or pass --all", 2)
+
+
 async def _volume_ids(c: StoreClient, vid: int | None, all_: bool) -> list[dict[str, Any]]:
     vols = await c.volumes()
     if vid is not None:
@@ -213,6 +218,7 @@ def verify(
     node: str, secret_file: Path | None, json_output: bool, vid: int | None, all_: bool
 ) -> None:
     """Read every needle and check magic and checksum. Exit 1 when any volume is damaged."""
+    _require_target(vid, all_)
 
     async def go() -> list[dict[str, Any]]:
         async with _client(node, secret_file) as c:
@@ -302,6 +308,7 @@ def compact(
 ) -> None:
     """Reclaim deleted and overwritten space. Safe under cron: a lock keeps two runs apart
     (exit 75 when taken); exit 1 when a compaction fails, 3 when the node is unreachable."""
+    _require_target(vid, all_)
 
     async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         async with _client(node, secret_file) as c:

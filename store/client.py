@@ -98,11 +98,23 @@ class StoreClient:
         except TimeoutError as e:
             raise StoreClientError(0, "timeout", f"{self.base_url} did not answer in time") from e
 
-    async def _json(self, method: str, path: str, **kw: Any) -> Any:
+    async def _json(self, method: str, path: str, *, key: str | None = None, **kw: Any) -> Any:
+        """The JSON answer (or its `key`); an answer that is not the store API's JSON is a
+        StoreClientError, not a traceback."""
         import json as jsonlib
 
-        _, body, _ = await self._request(method, path, **kw)
-        return jsonlib.loads(body)
+        status, body, _ = await self._request(method, path, **kw)
+        try:
+            doc = jsonlib.loads(body)
+            if key is not None:
+                doc = doc[key]
+            if not isinstance(doc, dict | list):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise StoreClientError(
+                status, "bad_response", f"{self.base_url}{path} did not answer with the store API"
+            ) from None
+        return doc
 
     # -- data ------------------------------------------------------------------------------
 
@@ -130,7 +142,10 @@ class StoreClient:
     async def delete(self, vid: int, key: int, alt_key: int | None = None) -> int:
         path = f"/n/{vid}/{key}" + (f"/{alt_key}" if alt_key is not None else "")
         doc = await self._json("DELETE", path)
-        return int(doc["deleted"])
+        try:
+            return int(doc["deleted"])
+        except (KeyError, TypeError, ValueError):
+            raise StoreClientError(200, "bad_response", "the delete answer has no count") from None
 
     # -- administration --------------------------------------------------------------------
 
@@ -138,7 +153,7 @@ class StoreClient:
         return dict(await self._json("GET", "/status"))
 
     async def volumes(self) -> list[dict[str, Any]]:
-        return list((await self._json("GET", "/volumes"))["volumes"])
+        return list(await self._json("GET", "/volumes", key="volumes"))
 
     async def volume(self, vid: int) -> dict[str, Any]:
         return dict(await self._json("GET", f"/volumes/{vid}"))

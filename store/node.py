@@ -20,6 +20,7 @@ from typing import Any, Final
 from store import volume_read
 from store.config import StoreConfig
 from store.errors import Busy, NotFound, QueueFull, StoreError, VolumeExists, VolumeNotFound
+from store.read_pool import ReadPool
 from store.storage import OsStorage, Storage
 from store.volume import Volume, VolumeStatistics
 from store.volume_checking import verify
@@ -89,7 +90,7 @@ class StoreNode:
         self.volumes: dict[int, Volume] = {}
         self.jobs: dict[tuple[int, str], Job] = {}
         self.started_unix_s = time.time()
-        self._read_pool = ThreadPoolExecutor(config.read_threads, thread_name_prefix="store-read")
+        self._read_pool = ReadPool(config.read_threads)
         self._admin_pool = ThreadPoolExecutor(ADMIN_THREADS, thread_name_prefix="store-admin")
         self._admin_lock = asyncio.Lock()
         self._compaction_task: asyncio.Task[None] | None = None
@@ -146,7 +147,7 @@ class StoreNode:
         vols = list(self.volumes.values())
         self.volumes.clear()
         await asyncio.gather(*(loop.run_in_executor(self._admin_pool, v.close) for v in vols))
-        self._read_pool.shutdown(wait=True)
+        self._read_pool.shutdown()
         self._admin_pool.shutdown(wait=True)
 
     # -- data path -----------------------------------------------------------------------------
@@ -182,11 +183,8 @@ class StoreNode:
             self.reads_refused += 1
             raise QueueFull("too many reads waiting for the disk")
         self.reads_waiting += 1
-        loop = asyncio.get_running_loop()
         try:
-            got = await loop.run_in_executor(
-                self._read_pool, volume_read.read, vol, key, alt_key, cookie
-            )
+            got = await self._read_pool.submit(volume_read.read, vol, key, alt_key, cookie)
         except NotFound:
             self.reads_not_found += 1
             raise
