@@ -26,9 +26,10 @@ class StoreConfig:
     # The cluster secret; when unset, PINHOLE_CLUSTER_SECRET or <data_dir>/../cluster.secret.
     cluster_secret_file: Path | None = None
     volume: VolumeLimits = field(default_factory=VolumeLimits)
-    # Blocking reads (page-cache misses) run on this many threads: the node's disk queue
-    # depth. Reads waiting for a thread beyond read_queue_max are refused with 503.
-    read_threads: int = 32
+    # Page-cache misses in flight to the device (io_uring entries, or threads where io_uring
+    # is unavailable): the node's disk queue depth. Misses waiting beyond read_queue_max
+    # are refused with 503.
+    read_queue_depth: int = 32
     read_queue_max: int = 4096
     # Volumes open on one node at most.
     volumes_max: int = 4096
@@ -47,7 +48,7 @@ class StoreConfig:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536 and self.port != 0:
             raise ValueError("port must be within 0..65535")
-        positive = ("read_threads", "read_queue_max", "volumes_max", "connections_max")
+        positive = ("read_queue_depth", "read_queue_max", "volumes_max", "connections_max")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

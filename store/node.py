@@ -1,6 +1,6 @@
 """A store node: the volumes of one data directory, served to the event loop.
 
-The node owns the executors: blocking reads (page-cache misses) run on `read_threads`
+The node owns the executors: blocking reads (page-cache misses) run on `read_queue_depth`
 threads, which is the node's disk queue depth; volume administration (open, create,
 compaction, verify, close) runs on a small admin pool. Nothing here blocks the loop: reads
 first try the page cache without waiting (store/volume_read.read_cached), writes wait on the
@@ -19,8 +19,8 @@ from typing import Any, Final
 
 from store import volume_read
 from store.config import StoreConfig
+from store.device_reader import DeviceReader
 from store.errors import Busy, NotFound, QueueFull, StoreError, VolumeExists, VolumeNotFound
-from store.read_pool import ReadPool
 from store.storage import OsStorage, Storage
 from store.volume import Volume, VolumeStatistics
 from store.volume_checking import verify
@@ -90,7 +90,7 @@ class StoreNode:
         self.volumes: dict[int, Volume] = {}
         self.jobs: dict[tuple[int, str], Job] = {}
         self.started_unix_s = time.time()
-        self._read_pool = ReadPool(config.read_threads)
+        self._device = DeviceReader(config.read_queue_depth)
         self._admin_pool = ThreadPoolExecutor(ADMIN_THREADS, thread_name_prefix="store-admin")
         self._admin_lock = asyncio.Lock()
         self._compaction_task: asyncio.Task[None] | None = None
@@ -147,7 +147,7 @@ class StoreNode:
         vols = list(self.volumes.values())
         self.volumes.clear()
         await asyncio.gather(*(loop.run_in_executor(self._admin_pool, v.close) for v in vols))
-        self._read_pool.shutdown()
+        self._device.close()
         self._admin_pool.shutdown(wait=True)
 
     # -- data path -----------------------------------------------------------------------------
@@ -184,7 +184,14 @@ class StoreNode:
             raise QueueFull("too many reads waiting for the disk")
         self.reads_waiting += 1
         try:
-            got = await self._read_pool.submit(volume_read.read, vol, key, alt_key, cookie)
+            gen, offset, length = volume_read.locate_pinned(vol, key, alt_key)
+            try:
+                raw = await self._device.read(gen.file, length, offset)
+            finally:
+                gen.unpin()
+            got = volume_read.checked(
+                raw, key=key, alt_key=alt_key, cookie=cookie, offset=offset, length=length
+            )
         except NotFound:
             self.reads_not_found += 1
             raise
@@ -212,12 +219,10 @@ class StoreNode:
         data_checksum: int | None = None,
     ) -> PutResult:
         vol = self.volume(vid)
-        return await asyncio.wrap_future(
-            vol.put(key, alt_key, cookie, data, data_checksum=data_checksum)
-        )
+        return await vol.put_async(key, alt_key, cookie, data, data_checksum=data_checksum)
 
     async def delete(self, vid: int, key: int, alt_key: int | None) -> DeleteResult:
-        return await asyncio.wrap_future(self.volume(vid).delete(key, alt_key))
+        return await self.volume(vid).delete_async(key, alt_key)
 
     # -- administration ------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ uses so that its file stays open until the read is done.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -217,13 +218,33 @@ class Volume:
         *,
         data_checksum: int | None = None,
     ) -> Future[PutResult]:
-        """Queues a write. `data_checksum` (xxh3_64 of the data, from the sender) is checked
-        on the writer thread before anything is written."""
-        return self.writer.submit_put(key, alt_key, cookie, data, data_checksum)
+        """Queues a write; the future resolves once it is durable. `data_checksum` (xxh3_64
+        of the data, from the sender) is checked on the writer thread before anything is
+        written."""
+        return self.writer.submit_put(key, alt_key, cookie, data, data_checksum)  # type: ignore[return-value]
+
+    def put_async(
+        self,
+        key: int,
+        alt_key: int,
+        cookie: int,
+        data: bytes | memoryview,
+        *,
+        data_checksum: int | None = None,
+    ) -> asyncio.Future[PutResult]:
+        """put() for a caller on an event loop: the loop is woken once per group commit,
+        not once per write."""
+        loop = asyncio.get_running_loop()
+        fut = self.writer.submit_put(key, alt_key, cookie, data, data_checksum, loop=loop)
+        return fut  # type: ignore[return-value]
 
     def delete(self, key: int, alt_key: int | None = None) -> Future[DeleteResult]:
         """Deletes (key, alt_key), or every variant of `key` when alt_key is None."""
-        return self.writer.submit_delete(key, alt_key)
+        return self.writer.submit_delete(key, alt_key)  # type: ignore[return-value]
+
+    def delete_async(self, key: int, alt_key: int | None = None) -> asyncio.Future[DeleteResult]:
+        loop = asyncio.get_running_loop()
+        return self.writer.submit_delete(key, alt_key, loop=loop)  # type: ignore[return-value]
 
     def change_state(self, state: VolumeState) -> Future[VolumeState]:
         """Applies a state change in order with the writes already queued."""

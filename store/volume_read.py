@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from store import needle
 from store.errors import NotFound
-from store.volume import UNIT, Volume
+from store.volume import UNIT, Generation, Volume
 
 
 class NeedleRead(NamedTuple):
@@ -29,41 +29,45 @@ class NeedleRead(NamedTuple):
         return memoryview(self.raw)[needle.HEADER_BYTES : needle.HEADER_BYTES + self.data_size]
 
 
+def locate_pinned(volume: Volume, key: int, alt_key: int) -> tuple[Generation, int, int]:
+    """(generation, offset, length) of the needle, the generation pinned: the caller must
+    unpin it once its read is done. Raises NotFound."""
+    gen = volume.pin_generation()
+    loc = gen.map.get(key, alt_key)
+    if loc is None:
+        gen.unpin()
+        raise NotFound("no such needle")
+    return gen, loc[0] * UNIT, loc[1] * UNIT
+
+
+def checked(
+    raw: bytes | bytearray, *, key: int, alt_key: int, cookie: int, offset: int, length: int
+) -> NeedleRead:
+    size, checksum = needle.verify_read(
+        raw, key=key, alt_key=alt_key, cookie=cookie, length=length, offset=offset
+    )
+    return NeedleRead(raw, size, checksum, offset)
+
+
 def read_cached(volume: Volume, key: int, alt_key: int, cookie: int) -> NeedleRead | None:
     """Serves the needle if its bytes are in the page cache, without ever waiting for the
-    device; None means "do the blocking read() on an executor thread". Raises NotFound and
-    CorruptNeedle."""
-    gen = volume.pin_generation()
+    device; None means "read it from the device" (read(), or the node's device reader).
+    Raises NotFound and CorruptNeedle."""
+    gen, offset, length = locate_pinned(volume, key, alt_key)
     try:
-        loc = gen.map.get(key, alt_key)
-        if loc is None:
-            raise NotFound("no such needle")
-        offset = loc[0] * UNIT
-        length = loc[1] * UNIT
         raw = gen.file.read_nowait(length, offset)
     finally:
         gen.unpin()
     if raw is None:
         return None
-    size, checksum = needle.verify_read(
-        raw, key=key, alt_key=alt_key, cookie=cookie, length=length, offset=offset
-    )
-    return NeedleRead(raw, size, checksum, offset)
+    return checked(raw, key=key, alt_key=alt_key, cookie=cookie, offset=offset, length=length)
 
 
 def read(volume: Volume, key: int, alt_key: int, cookie: int) -> NeedleRead:
     """Blocking read of one needle. Raises NotFound, CorruptNeedle or OSError."""
-    gen = volume.pin_generation()
+    gen, offset, length = locate_pinned(volume, key, alt_key)
     try:
-        loc = gen.map.get(key, alt_key)
-        if loc is None:
-            raise NotFound("no such needle")
-        offset = loc[0] * UNIT
-        length = loc[1] * UNIT
         raw = gen.file.read(length, offset)
     finally:
         gen.unpin()
-    size, checksum = needle.verify_read(
-        raw, key=key, alt_key=alt_key, cookie=cookie, length=length, offset=offset
-    )
-    return NeedleRead(raw, size, checksum, offset)
+    return checked(raw, key=key, alt_key=alt_key, cookie=cookie, offset=offset, length=length)

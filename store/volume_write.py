@@ -16,6 +16,7 @@ sets the DELETED flag in the original needle's header in place.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import deque
@@ -60,8 +61,17 @@ class DeleteResult:
     deleted: int  # needles deleted (0: nothing live matched)
 
 
+AnyFuture = Future[Any] | asyncio.Future[Any]
+
+
+def _new_future(loop: asyncio.AbstractEventLoop | None) -> AnyFuture:
+    # An asyncio future when the caller waits on an event loop (the node), else a
+    # thread-safe concurrent future (tools, tests).
+    return loop.create_future() if loop is not None else Future()
+
+
 class _Put:
-    __slots__ = ("alt_key", "cookie", "data", "data_checksum", "future", "key")
+    __slots__ = ("alt_key", "cookie", "data", "data_checksum", "future", "key", "loop")
 
     def __init__(
         self,
@@ -70,33 +80,82 @@ class _Put:
         cookie: int,
         data: bytes | memoryview,
         data_checksum: int | None,
+        loop: asyncio.AbstractEventLoop | None,
     ) -> None:
         self.key = key
         self.alt_key = alt_key
         self.cookie = cookie
         self.data = data
         self.data_checksum = data_checksum
-        self.future: Future[PutResult] = Future()
+        self.loop = loop
+        self.future = _new_future(loop)
 
 
 class _Delete:
-    __slots__ = ("alt_key", "future", "key")
+    __slots__ = ("alt_key", "future", "key", "loop")
 
-    def __init__(self, key: int, alt_key: int | None) -> None:
+    def __init__(
+        self, key: int, alt_key: int | None, loop: asyncio.AbstractEventLoop | None
+    ) -> None:
         self.key = key
         self.alt_key = alt_key
-        self.future: Future[DeleteResult] = Future()
+        self.loop = loop
+        self.future = _new_future(loop)
 
 
 class _Call:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "loop")
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         self.fn = fn
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.future: Future[Any] = Future()
 
 
 _Op = _Put | _Delete | _Call
+
+
+def _resolve(items: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:
+    for fut, value, ok in items:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+class _Completions:
+    """A batch's results, handed over together: concurrent futures at once, asyncio
+    futures with one wake-up of their event loop per batch (not one per write)."""
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, bool]]] = {}
+
+    def ok(self, op: _Op, value: Any) -> None:
+        self._add(op, value, True)
+
+    def fail(self, op: _Op, exc: BaseException) -> None:
+        self._add(op, exc, False)
+
+    def _add(self, op: _Op, value: Any, ok: bool) -> None:
+        if op.loop is None:
+            fut = op.future
+            if not fut.done():
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+        else:
+            self._by_loop.setdefault(op.loop, []).append((op.future, value, ok))
+
+    def flush(self) -> None:
+        for loop, items in self._by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+        self._by_loop.clear()
 
 
 class VolumeWriter:
@@ -120,7 +179,9 @@ class VolumeWriter:
         cookie: int,
         data: bytes | memoryview,
         data_checksum: int | None = None,
-    ) -> Future[PutResult]:
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> AnyFuture:
         if len(data) > self._limits.needle_data_bytes_max:
             raise NeedleTooLarge(
                 f"{len(data)} bytes exceed the {self._limits.needle_data_bytes_max}-byte limit"
@@ -131,12 +192,14 @@ class VolumeWriter:
             and 0 <= cookie <= needle.COOKIE_MAX
         ):
             raise ValueError("key, alt_key or cookie out of range")
-        op = _Put(key, alt_key, cookie, data, data_checksum)
+        op = _Put(key, alt_key, cookie, data, data_checksum, loop)
         self._enqueue(op, len(data))
         return op.future
 
-    def submit_delete(self, key: int, alt_key: int | None) -> Future[DeleteResult]:
-        op = _Delete(key, alt_key)
+    def submit_delete(
+        self, key: int, alt_key: int | None, *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> AnyFuture:
+        op = _Delete(key, alt_key, loop)
         self._enqueue(op, 0)
         return op.future
 
@@ -208,16 +271,17 @@ class VolumeWriter:
             batch = self._take_batch()
             if batch is None:
                 return
+            done = _Completions()
             try:
                 if isinstance(batch[0], _Call):
                     self._run_call(batch[0])
                 else:
-                    self._commit(batch)  # type: ignore[arg-type]
+                    self._commit(batch, done)  # type: ignore[arg-type]
             except BaseException as e:  # never leave a caller waiting
                 log.exception("v%d: writer failed", self._volume.id)
                 for op in batch:
-                    if not op.future.done():
-                        op.future.set_exception(e)
+                    done.fail(op, e)
+            done.flush()
 
     @staticmethod
     def _run_call(op: _Call) -> None:
@@ -228,7 +292,7 @@ class VolumeWriter:
         else:
             op.future.set_result(result)
 
-    def _commit(self, batch: list[_Put | _Delete]) -> None:
+    def _commit(self, batch: list[_Put | _Delete], done: _Completions) -> None:
         vol = self._volume
         gen = vol.generation
         state = vol.state
@@ -247,21 +311,17 @@ class VolumeWriter:
         for op in batch:
             if isinstance(op, _Put):
                 if not state.accepts_writes:
-                    op.future.set_exception(
-                        VolumeNotWritable(f"volume {vol.id} is {state.mode.value}")
-                    )
+                    done.fail(op, VolumeNotWritable(f"volume {vol.id} is {state.mode.value}"))
                     continue
                 if op.data_checksum is not None and (
                     xxhash.xxh3_64_intdigest(op.data) != op.data_checksum
                 ):
-                    op.future.set_exception(
-                        ChecksumMismatch("the data does not match its checksum; not stored")
-                    )
+                    done.fail(op, ChecksumMismatch("the data does not match its checksum"))
                     continue
                 length = needle.needle_length(len(op.data))
                 if pos + length > vol.limits.size_bytes_max:
                     became_full = True
-                    op.future.set_exception(VolumeFull(f"volume {vol.id} is full"))
+                    done.fail(op, VolumeFull(f"volume {vol.id} is full"))
                     continue
                 header, tail = needle.encode_parts(
                     key=op.key, alt_key=op.alt_key, cookie=op.cookie, data=op.data
@@ -274,9 +334,7 @@ class VolumeWriter:
                 pos += length
                 continue
             if not state.accepts_deletes:
-                op.future.set_exception(
-                    VolumeNotWritable(f"volume {vol.id} is read-only after an I/O error")
-                )
+                done.fail(op, VolumeNotWritable(f"volume {vol.id} is read-only after an I/O error"))
                 continue
             if op.alt_key is None:
                 alts = set(gen.map.alt_keys(op.key))
@@ -307,15 +365,15 @@ class VolumeWriter:
             except OSError as e:
                 ops: list[_Put | _Delete] = [p for p, _ in put_results]
                 ops += [d for d, _ in delete_results]
-                self._fail(start, e, ops)
+                self._fail(start, e, ops, done)
                 return
             vol.syncs += 1
         self._apply(effects)
         vol.end = pos
         for put, result in put_results:
-            put.future.set_result(result)
+            done.ok(put, result)
         for delete, dresult in delete_results:
-            delete.future.set_result(dresult)
+            done.ok(delete, dresult)
         if became_full and vol.state.accepts_writes:
             vol.set_state(read_only(Reason.FULL, "size limit reached"))
         if vol.checkpoint_due():
@@ -351,7 +409,9 @@ class VolumeWriter:
             except OSError:
                 log.warning("v%d: could not flag a deleted needle in place", vol.id)
 
-    def _fail(self, start: int, error: OSError, ops: list[_Put | _Delete]) -> None:
+    def _fail(
+        self, start: int, error: OSError, ops: list[_Put | _Delete], done: _Completions
+    ) -> None:
         vol = self._volume
         vol.sync_failures += 1
         log.error(
@@ -372,8 +432,7 @@ class VolumeWriter:
             pass
         exc = VolumeIOError(f"volume {vol.id}: {error}")
         for op in ops:
-            if not op.future.done():
-                op.future.set_exception(exc)
+            done.fail(op, exc)
 
 
 def wait_idle(volume: Volume, timeout_s: float = 30.0) -> None:

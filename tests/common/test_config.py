@@ -40,8 +40,8 @@ def test_unknown_keys_and_bad_values_name_the_key() -> None:
         store_config({"store": {"prot": 1}})
     with pytest.raises(ConfigError, match=r"store\.volume\.size_bytes_max"):
         store_config({"store": {"volume": {"size_bytes_max": "lots"}}})
-    with pytest.raises(ConfigError, match="read_threads must be positive"):
-        store_config({"store": {"read_threads": 0}})
+    with pytest.raises(ConfigError, match="read_queue_depth must be positive"):
+        store_config({"store": {"read_queue_depth": 0}})
     with pytest.raises(ConfigError, match=r"store\.port must be an integer"):
         store_config({"store": {"port": "80"}})
 

@@ -721,7 +721,11 @@ def test_neither_volume_nor_all_exits_2(node: Node, tmp_path: Path, command: str
             "[store.volume]\nsize_bytes_maxx = 1\n",
             "pinhole: unknown key store.volume.size_bytes_maxx",
         ),
-        ((), '[store]\nread_threads = "x"\n', "pinhole: store.read_threads must be an integer"),
+        (
+            (),
+            '[store]\nread_queue_depth = "x"\n',
+            "pinhole: store.read_queue_depth must be an integer",
+        ),
     ],
     ids=["size", "port", "unknown-key", "unknown-nested-key", "wrong-type"],
 )

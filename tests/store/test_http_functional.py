@@ -209,7 +209,7 @@ async def test_corrupt_bytes_are_a_distinct_error_and_never_served(
     assert n.statistics().reads_corrupt == 1
 
 
-async def test_cold_reads_go_through_the_read_threads(
+async def test_cold_reads_go_through_the_read_queue_depth(
     node: tuple[StoreNode, str], http: aiohttp.ClientSession
 ) -> None:
     n, url = node
@@ -289,6 +289,6 @@ async def test_status_and_metrics(node: tuple[StoreNode, str], http: aiohttp.Cli
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError):
-        StoreConfig(read_threads=0)
+        StoreConfig(read_queue_depth=0)
     with pytest.raises(ValueError):
         replace(StoreConfig(), compaction_garbage_ratio_min=2.0)
