@@ -1,10 +1,14 @@
-"""Keeping the needle map's memory returned to the system.
+"""Tuning glibc's malloc for a store node.
 
-The map builds and frees large numpy arrays as its runs merge. glibc's malloc raises its
-mmap threshold after each large free (up to 32 MiB), after which such arrays come from the
-heap and their freed space is kept by the process: RSS then overstates the map several
-times. A fixed threshold keeps large arrays on mmap (returned on free), and malloc_trim
-after a merge hands back what the heap still holds.
+Two kinds of allocation pull in opposite directions:
+- needle buffers (one per read and write, 20 KiB to tens of MiB) are allocated and freed
+  thousands of times a second. If freed memory goes back to the kernel, every new buffer
+  page-faults and is zeroed again (measured: page faults and memcg charging were a large
+  share of a cold 100 KiB read). So the heap keeps freed memory (a high trim threshold) and
+  buffers up to MMAP_THRESHOLD_BYTES come from it.
+- the needle map's runs are large and long-lived; merges free big temporaries. The map
+  calls trim_heap() (malloc_trim) after large merges, which returns the heap's free pages
+  whatever the trim threshold, so RSS reflects the map and not its history.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from typing import Final
 
 log = logging.getLogger("pinhole.store")
 
+_M_TRIM_THRESHOLD: Final = -1
 _M_MMAP_THRESHOLD: Final = -3
 MMAP_THRESHOLD_BYTES: Final = 128 * 1024
+TRIM_THRESHOLD_BYTES: Final = 1024 * 1024 * 1024
 
 _libc: ctypes.CDLL | None = None
 
@@ -39,11 +45,13 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def tune_allocator() -> bool:
-    """Fixes glibc's mmap threshold (call once at process start). False when not glibc."""
+    """Sets glibc's mmap and trim thresholds (call once at process start). False when the
+    C library is not glibc."""
     lib = _glibc()
     if lib is None:
         return False
-    return bool(lib.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    ok = lib.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    return bool(ok and lib.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
 def trim_heap() -> None:

@@ -94,6 +94,8 @@ class StoreNode:
         self._admin_pool = ThreadPoolExecutor(ADMIN_THREADS, thread_name_prefix="store-admin")
         self._admin_lock = asyncio.Lock()
         self._compaction_task: asyncio.Task[None] | None = None
+        # Strong references to helper tasks (the loop keeps only weak ones).
+        self._tasks: set[asyncio.Task[None]] = set()
         self.reads = 0
         self.read_bytes = 0
         self.reads_from_cache = 0
@@ -310,7 +312,9 @@ class StoreNode:
                 except TimeoutError:
                     pass
 
-        asyncio.get_running_loop().create_task(watch())
+        task = asyncio.get_running_loop().create_task(watch())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _compact_in_background(self) -> None:
         """Compacts, one at a time, the volumes whose garbage passes the thresholds."""
