@@ -7,9 +7,9 @@ import contextlib
 import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -63,6 +63,28 @@ def _fail(e: StoreClientError) -> CliError:
     return CliError(str(e), EXIT_UNREACHABLE if e.status == 0 else EXIT_FAILED)
 
 
+T = TypeVar("T")
+
+
+def _call(
+    node: str,
+    secret_file: Path | None,
+    action: Callable[[StoreClient], Awaitable[T]],
+    *,
+    need_secret: bool = True,
+) -> T:
+    """Runs one client action against the node; client errors become one-line exits."""
+
+    async def go() -> T:
+        async with _client(node, secret_file, need_secret=need_secret) as c:
+            return await action(c)
+
+    try:
+        return run(go())
+    except StoreClientError as e:
+        raise _fail(e) from e
+
+
 def _volume_rows(vols: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for v in sorted(vols, key=lambda v: v["volume_id"]):
@@ -85,15 +107,7 @@ def _volume_rows(vols: list[dict[str, Any]]) -> list[list[str]]:
 @node_option
 def list_(node: str, secret_file: Path | None, json_output: bool) -> None:
     """List the node's volumes."""
-
-    async def go() -> list[dict[str, Any]]:
-        async with _client(node, secret_file, need_secret=False) as c:
-            return await c.volumes()
-
-    try:
-        vols = run(go())
-    except StoreClientError as e:
-        raise _fail(e) from e
+    vols = _call(node, secret_file, lambda c: c.volumes(), need_secret=False)
     if json_output:
         emit_json({"volumes": vols})
         return
@@ -106,15 +120,7 @@ def list_(node: str, secret_file: Path | None, json_output: bool) -> None:
 @click.option("--volume", "vid", type=click.IntRange(0, 2**32 - 1), required=True)
 def create(node: str, secret_file: Path | None, json_output: bool, vid: int) -> None:
     """Create an empty volume."""
-
-    async def go() -> dict[str, Any]:
-        async with _client(node, secret_file) as c:
-            return await c.create_volume(vid)
-
-    try:
-        doc = run(go())
-    except StoreClientError as e:
-        raise _fail(e) from e
+    doc = _call(node, secret_file, lambda c: c.create_volume(vid))
     if json_output:
         emit_json(doc)
     else:
@@ -122,14 +128,7 @@ def create(node: str, secret_file: Path | None, json_output: bool, vid: int) -> 
 
 
 def _set_mode(node: str, secret_file: Path | None, json_output: bool, vid: int, mode: str) -> None:
-    async def go() -> dict[str, Any]:
-        async with _client(node, secret_file) as c:
-            return await c.set_mode(vid, mode)
-
-    try:
-        doc = run(go())
-    except StoreClientError as e:
-        raise _fail(e) from e
+    doc = _call(node, secret_file, lambda c: c.set_mode(vid, mode))
     if json_output:
         emit_json(doc)
     else:
@@ -220,17 +219,12 @@ def verify(
     """Read every needle and check magic and checksum. Exit 1 when any volume is damaged."""
     _require_target(vid, all_)
 
-    async def go() -> list[dict[str, Any]]:
-        async with _client(node, secret_file) as c:
-            vols = await _volume_ids(c, vid, all_)
-            return await _run_jobs(
-                c, [v["volume_id"] for v in vols], "verify", progress=show_progress(json_output)
-            )
+    async def go(c: StoreClient) -> list[dict[str, Any]]:
+        vols = await _volume_ids(c, vid, all_)
+        ids = [v["volume_id"] for v in vols]
+        return await _run_jobs(c, ids, "verify", progress=show_progress(json_output))
 
-    try:
-        jobs = run(go())
-    except StoreClientError as e:
-        raise _fail(e) from e
+    jobs = _call(node, secret_file, go)
     bad = [j for j in jobs if j["state"] != "done" or not j["result"]["ok"]]
     if json_output:
         emit_json({"ok": not bad, "volumes": jobs})
@@ -310,24 +304,20 @@ def compact(
     (exit 75 when taken); exit 1 when a compaction fails, 3 when the node is unreachable."""
     _require_target(vid, all_)
 
-    async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        async with _client(node, secret_file) as c:
-            vols = await _volume_ids(c, vid, all_)
-            due = vols if vid is not None else [v for v in vols if v["garbage_ratio"] >= threshold]
-            jobs = await _run_jobs(
-                c,
-                [v["volume_id"] for v in due],
-                "compact",
-                progress=show_progress(json_output),
-                bytes_per_s_max=rate_mb_s * 1e6 if rate_mb_s else None,
-            )
-            return vols, jobs
+    async def go(c: StoreClient) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        vols = await _volume_ids(c, vid, all_)
+        due = vols if vid is not None else [v for v in vols if v["garbage_ratio"] >= threshold]
+        jobs = await _run_jobs(
+            c,
+            [v["volume_id"] for v in due],
+            "compact",
+            progress=show_progress(json_output),
+            bytes_per_s_max=rate_mb_s * 1e6 if rate_mb_s else None,
+        )
+        return vols, jobs
 
     with cron_lock(lock_path or default_lock_path(node)):
-        try:
-            vols, jobs = run(go())
-        except StoreClientError as e:
-            raise _fail(e) from e
+        vols, jobs = _call(node, secret_file, go)
     failed = [j for j in jobs if j["state"] != "done"]
     if json_output:
         emit_json({"ok": not failed, "checked": len(vols), "compacted": jobs})

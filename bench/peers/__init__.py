@@ -26,6 +26,8 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import psutil
 
@@ -261,3 +263,47 @@ def signal_group(group: int, signum: int) -> None:
 def _stop_live_servers() -> None:
     for server in list(_live_servers):
         server.stop(timeout_s=3.0)
+
+
+class WorkerPoolServer:
+    """What a peer with a master process and `workers` worker processes shares (nginx,
+    Swift): waiting for the workers, stopping, pids, use as a context manager. Subclasses
+    set `server` in their start()."""
+
+    display_name = "server"
+    workers: int
+    server: ServerProcess | None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def wait_for_workers(self, *, timeout_s: float) -> None:
+        """Wait up to `timeout_s` seconds until all `workers` worker processes exist."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.pids()) < 1 + self.workers:
+            if time.monotonic() > deadline:
+                have = len(self.pids()) - 1
+                raise TimeoutError(f"{self.display_name} has {have} of {self.workers} workers")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop the master and its workers; safe to call twice."""
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def pids(self) -> list[int]:
+        """The master's pid followed by the workers' pids (empty when not running)."""
+        return self.server.pids() if self.server is not None else []
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

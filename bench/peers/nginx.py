@@ -9,11 +9,9 @@ so workers can read any path. Debian's package puts the binary in /usr/sbin.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-from types import TracebackType
 
-from bench.peers import ServerProcess
+from bench.peers import ServerProcess, WorkerPoolServer
 from bench.peers.debian import Availability, ensure_debian_packages
 
 HOST = "127.0.0.1"
@@ -87,13 +85,15 @@ def render_config(
     )
 
 
-class NginxServer:
+class NginxServer(WorkerPoolServer):
     """nginx serving the files under `root` at `url` (http://127.0.0.1:`port`).
 
     `open_file_cache_entries` > 0 lets nginx keep that many open file descriptors and
     stat results; the default 0 makes every request open and stat its file, as a plain
     one-file-per-photo server does.
     """
+
+    display_name = "nginx"
 
     def __init__(
         self,
@@ -154,33 +154,3 @@ class NginxServer:
         self.server = ServerProcess(argv, name="nginx", log_path=self.workdir / "nginx.out")
         self.server.start(host=HOST, port=self.port, timeout_s=self.start_timeout_s)
         self.wait_for_workers(timeout_s=self.start_timeout_s)
-
-    def wait_for_workers(self, *, timeout_s: float) -> None:
-        """Wait up to `timeout_s` seconds until all `workers` worker processes exist."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.pids()) < 1 + self.workers:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nginx has {len(self.pids()) - 1} of {self.workers} workers")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        """Stop nginx (master and workers); safe to call twice."""
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-    def pids(self) -> list[int]:
-        """The master's pid followed by the workers' pids (empty when not running)."""
-        return self.server.pids() if self.server is not None else []
-
-    def __enter__(self) -> NginxServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -21,9 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 
-from bench.peers import ServerProcess
+from bench.peers import ServerProcess, WorkerPoolServer
 from bench.peers.debian import Availability, last_line
 
 HOST = "127.0.0.1"
@@ -178,13 +177,15 @@ def render_object_server_conf(*, devices: Path, port: int, workers: int, workdir
     )
 
 
-class SwiftObjectServer:
+class SwiftObjectServer(WorkerPoolServer):
     """Swift's object server storing under `devices`/`device`, at http://127.0.0.1:`port`.
 
     Objects live at `object_path(name)`, i.e. /<device>/<partition>/<account>/<container>/
     <name>. A PUT needs the headers of `put_headers()` plus a fresh X-Timestamp
     (`swift_timestamp()`, or wrk's `header_timestamp=True`).
     """
+
+    display_name = "swift"
 
     def __init__(
         self,
@@ -256,33 +257,3 @@ class SwiftObjectServer:
         )
         self.server.start(host=HOST, port=self.port, timeout_s=self.start_timeout_s)
         self.wait_for_workers(timeout_s=self.start_timeout_s)
-
-    def wait_for_workers(self, *, timeout_s: float) -> None:
-        """Wait up to `timeout_s` seconds until all `workers` worker processes exist."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.pids()) < 1 + self.workers:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"swift has {len(self.pids()) - 1} of {self.workers} workers")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        """Stop the object server and its workers; safe to call twice."""
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-    def pids(self) -> list[int]:
-        """The parent's pid followed by its workers' pids (empty when not running)."""
-        return self.server.pids() if self.server is not None else []
-
-    def __enter__(self) -> SwiftObjectServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
