@@ -16,6 +16,7 @@ Prints one JSON line.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import random
 import sys
@@ -29,6 +30,7 @@ from store.memory import trim_heap, tune_allocator
 from store.storage import OsStorage
 from store.volume_config import VolumeLimits
 from store.volume_loading import create_volume, open_volume
+from store.volume_write import write_all
 
 VARIANTS_PER_PHOTO: Final = 9
 EPOCH_MS: Final = 1_700_000_000_000
@@ -60,20 +62,10 @@ def build(directory: Path, needles: int) -> dict[str, Any]:
     base = _rss()
     vol = create_volume(storage, 1, limits)
     t0 = time.monotonic()
-    pending = []
-    written = 0
-    for key in photos:
-        for alt in range(VARIANTS_PER_PHOTO):
-            if written == needles:
-                break
-            pending.append(vol.put(key, alt, 0x5EED, b"v%d" % alt))
-            written += 1
-            if len(pending) >= IN_FLIGHT_MAX:
-                for f in pending:
-                    f.result()
-                pending.clear()
-    for f in pending:
-        f.result()
+    items = (
+        (key, alt, 0x5EED, b"v%d" % alt) for key in photos for alt in range(VARIANTS_PER_PHOTO)
+    )
+    written = write_all(vol, itertools.islice(items, needles), in_flight_max=IN_FLIGHT_MAX)
     write_s = time.monotonic() - t0
     vol.generation.map.wait_for_merges()
     grown = _rss() - base

@@ -15,6 +15,7 @@ from store.client import needle_path
 from store.storage import OsStorage
 from store.volume_config import VolumeLimits
 from store.volume_loading import create_volume
+from store.volume_write import write_all
 
 BENCH_VOLUME: Final = 1
 BENCH_COOKIE: Final = 0x5EED_F00D_CAFE_BEEF
@@ -55,16 +56,11 @@ def load_store(data_dir: Path, sets: list[ObjectSet]) -> Path:
     storage = OsStorage(data_dir / "volumes")
     vol = create_volume(storage, BENCH_VOLUME, VolumeLimits(size_bytes_max=2 * total + 2**30))
     try:
-        pending = []
-        for s in sets:
-            for key, data in s.payloads():
-                pending.append(vol.put(key, 0, BENCH_COOKIE, data))
-                if len(pending) >= IN_FLIGHT_MAX:
-                    for f in pending:
-                        f.result()
-                    pending.clear()
-        for f in pending:
-            f.result()
+        write_all(
+            vol,
+            ((key, 0, BENCH_COOKIE, data) for s in sets for key, data in s.payloads()),
+            in_flight_max=IN_FLIGHT_MAX,
+        )
     finally:
         vol.close()
     return Path(storage.root) / f"v{BENCH_VOLUME}.dat"

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -433,6 +433,28 @@ class VolumeWriter:
         exc = VolumeIOError(f"volume {vol.id}: {error}")
         for op in ops:
             done.fail(op, exc)
+
+
+def write_all(
+    volume: Volume,
+    items: Iterable[tuple[int, int, int, bytes | memoryview]],
+    *,
+    in_flight_max: int = 4096,
+) -> int:
+    """Writes (key, alt_key, cookie, data) items with at most `in_flight_max` waiting, so
+    group commit batches them while memory stays bounded. Blocks; returns the count."""
+    pending: list[AnyFuture] = []
+    count = 0
+    for key, alt_key, cookie, data in items:
+        pending.append(volume.writer.submit_put(key, alt_key, cookie, data))
+        count += 1
+        if len(pending) >= in_flight_max:
+            for f in pending:
+                f.result()
+            pending.clear()
+    for f in pending:
+        f.result()
+    return count
 
 
 def wait_idle(volume: Volume, timeout_s: float = 30.0) -> None:
