@@ -19,7 +19,9 @@ Header (64 bytes, little-endian):
     |     u64       |   u64     |    u64      | xxh3_64(body)  | checksum  |
     +---------------+-----------+-------------+----------------+-----------+
 
-Body: the arrays of one merged run (store/needle_run.py), back to back, no padding:
+Body: the arrays of one merged run (store/needle_run.py) in this order, each starting at a
+multiple of 8 bytes from the start of the body (zero padding in between), so that they
+are used in place, aligned, without copies:
 keys u64[K], starts u32[K+1], alts u8|u16|u32[N], offsets u32[N], len_lo u16[N], len_hi u8[N].
 """
 
@@ -39,6 +41,7 @@ from store.storage import Storage, read_file, write_file_atomic
 MAGIC: Final = b"PNHLIDX1"
 FORMAT_VERSION: Final = 1
 HEADER_BYTES: Final = 64
+ARRAY_ALIGNMENT_BYTES: Final = 8
 
 _HEADER = struct.Struct("<8sH2xIHB5xQQQQ")
 _CHECKSUM = struct.Struct("<Q")
@@ -57,10 +60,14 @@ def encode(checkpoint: IndexCheckpoint) -> list[bytes | memoryview]:
     """Header and body buffers (the body arrays are not copied)."""
     run = checkpoint.run
     arrays = [run.keys, run.starts, run.alts, run.offsets, run.len_lo, run.len_hi]
-    body = [np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data for a in arrays]
+    body: list[bytes | memoryview] = []
+    for a in arrays:
+        part = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data
+        body.append(part)
+        body.append(bytes(_padding(part.nbytes)))
     hasher = xxhash.xxh3_64()
-    for part in body:
-        hasher.update(part)
+    for piece in body:
+        hasher.update(piece)
     header = _HEADER.pack(
         MAGIC,
         FORMAT_VERSION,
@@ -103,7 +110,7 @@ def decode(buf: bytes) -> IndexCheckpoint:
         (np.dtype("<u2"), entry_count),
         (np.dtype("<u1"), entry_count),
     ]
-    body_bytes = sum(dt.itemsize * n for dt, n in layout)
+    body_bytes = sum(dt.itemsize * n + _padding(dt.itemsize * n) for dt, n in layout)
     if len(buf) != HEADER_BYTES + body_bytes:
         raise FormatError("index file length does not match its header")
     view = memoryview(buf)[HEADER_BYTES:]
@@ -113,7 +120,7 @@ def decode(buf: bytes) -> IndexCheckpoint:
     pos = 0
     for dt, n in layout:
         arrays.append(np.frombuffer(view, dtype=dt, count=n, offset=pos))
-        pos += dt.itemsize * n
+        pos += dt.itemsize * n + _padding(dt.itemsize * n)
     keys, starts, alts, offsets, len_lo, len_hi = arrays
     if entry_count and (int(starts[0]) != 0 or int(starts[-1]) != entry_count):
         raise FormatError("index key groups do not cover the entries")
@@ -121,6 +128,10 @@ def decode(buf: bytes) -> IndexCheckpoint:
     return IndexCheckpoint(
         volume_id=vid, compaction_revision=revision, covered_bytes=covered, run=run
     )
+
+
+def _padding(nbytes: int) -> int:
+    return -nbytes % ARRAY_ALIGNMENT_BYTES
 
 
 def write(storage: Storage, name: str, checkpoint: IndexCheckpoint) -> None:
