@@ -54,3 +54,9 @@ class StoreNodeProcess:
         v = self.volume(vid)
         writes = int(v["writes"])  # type: ignore[call-overload]
         return round(int(v["syncs"]) / writes, 4) if writes else 0.0  # type: ignore[call-overload]
+
+    def read_sources(self) -> tuple[int, int]:
+        """(reads served from the page cache, reads that went to the device) so far."""
+        with urllib.request.urlopen(f"{self.url}/status", timeout=10) as r:
+            doc = json.loads(r.read())
+        return int(doc["reads_from_cache"]), int(doc["reads_from_disk"])

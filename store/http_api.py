@@ -52,6 +52,7 @@ _STATUS: Final[dict[type[errors.StoreError], int]] = {
 }
 
 _NOT_FOUND = error_response(404, "not_found", "no such needle")
+_PUT_ANSWER = b'{"volume_id":%d,"key":"%d","alt_key":%d,"size":%d,"etag":"\\"%016x\\""}'
 
 
 class BadRequest(Exception):
@@ -272,16 +273,9 @@ class StoreHttpApi:
             result = await self.node.put(vid, key, alt, cookie, req.body, data_checksum=checksum)
         except Exception as e:
             return error_for(e)
-        return json_response(
-            201,
-            {
-                "volume_id": vid,
-                "key": str(key),
-                "alt_key": alt,
-                "size": len(req.body),
-                "etag": f'"{result.checksum:016x}"',
-            },
-        )
+        # One answer per write: formatted, not json.dumps'd (every field is a number).
+        body = _PUT_ANSWER % (vid, key, alt, len(req.body), result.checksum)
+        return Response(201, body, (), "application/json")
 
     async def _delete(self, req: Request) -> Response:
         try:

@@ -120,14 +120,14 @@ class NeedleHeader:
         return needle_length(self.data_size)
 
 
-def _checksum(header: bytes | bytearray | memoryview, data: bytes | memoryview) -> int:
+def _checksum(header: bytes | bytearray | memoryview, data: bytes | bytearray | memoryview) -> int:
     covered = bytearray(header[CHECKSUMMED_HEADER_START:HEADER_BYTES])
     covered[0] &= ~FLAG_DELETED & 0xFF
     return xxhash.xxh3_64_intdigest(data, seed=xxhash.xxh3_64_intdigest(bytes(covered)))
 
 
 def encode_parts(
-    *, key: int, alt_key: int, cookie: int, data: bytes | memoryview, flags: int = 0
+    *, key: int, alt_key: int, cookie: int, data: bytes | bytearray | memoryview, flags: int = 0
 ) -> tuple[bytes, bytes]:
     """Returns (header, footer-with-padding). The needle is header + data + footer; kept
     apart so a large data buffer is written with writev and never copied."""
@@ -148,7 +148,7 @@ def encode_parts(
 
 
 def encode(
-    *, key: int, alt_key: int, cookie: int, data: bytes | memoryview, flags: int = 0
+    *, key: int, alt_key: int, cookie: int, data: bytes | bytearray | memoryview, flags: int = 0
 ) -> bytes:
     header, tail = encode_parts(key=key, alt_key=alt_key, cookie=cookie, data=data, flags=flags)
     return b"".join((header, data, tail))

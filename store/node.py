@@ -216,7 +216,7 @@ class StoreNode:
         key: int,
         alt_key: int,
         cookie: int,
-        data: bytes | memoryview,
+        data: bytes | bytearray | memoryview,
         *,
         data_checksum: int | None = None,
     ) -> PutResult:

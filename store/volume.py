@@ -214,7 +214,7 @@ class Volume:
         key: int,
         alt_key: int,
         cookie: int,
-        data: bytes | memoryview,
+        data: bytes | bytearray | memoryview,
         *,
         data_checksum: int | None = None,
     ) -> Future[PutResult]:
@@ -228,7 +228,7 @@ class Volume:
         key: int,
         alt_key: int,
         cookie: int,
-        data: bytes | memoryview,
+        data: bytes | bytearray | memoryview,
         *,
         data_checksum: int | None = None,
     ) -> asyncio.Future[PutResult]:

@@ -78,7 +78,7 @@ class _Put:
         key: int,
         alt_key: int,
         cookie: int,
-        data: bytes | memoryview,
+        data: bytes | bytearray | memoryview,
         data_checksum: int | None,
         loop: asyncio.AbstractEventLoop | None,
     ) -> None:
@@ -177,7 +177,7 @@ class VolumeWriter:
         key: int,
         alt_key: int,
         cookie: int,
-        data: bytes | memoryview,
+        data: bytes | bytearray | memoryview,
         data_checksum: int | None = None,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
@@ -437,7 +437,7 @@ class VolumeWriter:
 
 def write_all(
     volume: Volume,
-    items: Iterable[tuple[int, int, int, bytes | memoryview]],
+    items: Iterable[tuple[int, int, int, bytes | bytearray | memoryview]],
     *,
     in_flight_max: int = 4096,
 ) -> int:

@@ -90,7 +90,8 @@ class Request:
     query: raw query string without the "?" ("" if none).
     headers: field names lower-cased; repeated fields joined with ", ".
     body: the complete body (chunked bodies arrive decoded); b"" when there is none. It is
-        b"" while a head hook or body-limit callback looks at the request.
+        b"" while a head hook or body-limit callback looks at the request. A body that
+        arrived in several reads is the bytearray it was assembled in (not copied again).
     keep_alive: whether the client allows the connection to be reused after this request.
     http_version: "1.1" or "1.0".
     remote: peer address as "ip:port" ("[ip]:port" for IPv6), None if unknown.
@@ -117,7 +118,7 @@ class Request:
         http_version: str,
         keep_alive: bool,
         remote: str | None,
-        body: bytes = b"",
+        body: bytes | bytearray = b"",
     ) -> None:
         self.method = method
         self.path = path

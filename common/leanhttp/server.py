@@ -420,8 +420,9 @@ class _HttpProtocol(asyncio.Protocol):
         self._continue_owed = False
         if self._body_len:
             buf = self._body_buf
-            # bytes(buf) costs one copy, but keeps Request.body an immutable bytes object.
-            req.body = self._body_first if buf is None else bytes(buf)
+            # The assembled bytearray is handed over as it is (no copy): the protocol lets go
+            # of it here and never touches it again.
+            req.body = self._body_first if buf is None else buf
             self._body_len = 0
             self._body_first = b""
             self._body_buf = None
