@@ -75,7 +75,7 @@ class Plan:
 
 
 # Quick mode keeps enough objects that a 1 s cold run never reads one twice.
-QUICK = Plan("quick", {20 * KiB: 12_000, 100 * KiB: 8_000}, 1, 1, 1, 300_000)
+QUICK = Plan("quick", {20 * KiB: 20_000, 100 * KiB: 10_000}, 1, 1, 1, 300_000)
 FULL = Plan("full", {20 * KiB: 100_000, 100 * KiB: 40_000}, 10, 3, 3, 10_000_000)
 
 
