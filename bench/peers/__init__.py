@@ -265,6 +265,9 @@ def _stop_live_servers() -> None:
         server.stop(timeout_s=3.0)
 
 
+LOOPBACK = "127.0.0.1"
+
+
 class WorkerPoolServer:
     """What a peer with a master process and `workers` worker processes shares (nginx,
     Swift): waiting for the workers, stopping, pids, use as a context manager. Subclasses
@@ -272,7 +275,13 @@ class WorkerPoolServer:
 
     display_name = "server"
     workers: int
+    port: int
     server: ServerProcess | None
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash, e.g. "http://127.0.0.1:8080"."""
+        return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> None:
         raise NotImplementedError

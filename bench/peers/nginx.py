@@ -116,11 +116,6 @@ class NginxServer(WorkerPoolServer):
         self.server: ServerProcess | None = None
 
     @property
-    def url(self) -> str:
-        """Base URL without a trailing slash, e.g. "http://127.0.0.1:8080"."""
-        return f"http://{HOST}:{self.port}"
-
-    @property
     def config_path(self) -> Path:
         """Where this server's nginx.conf is written."""
         return self.workdir / "nginx.conf"

@@ -214,11 +214,6 @@ class SwiftObjectServer(WorkerPoolServer):
         self.server: ServerProcess | None = None
 
     @property
-    def url(self) -> str:
-        """Base URL without a trailing slash, e.g. "http://127.0.0.1:6200"."""
-        return f"http://{HOST}:{self.port}"
-
-    @property
     def config_path(self) -> Path:
         """Where this server's object-server.conf is written."""
         return self.workdir / "object-server.conf"
