@@ -33,7 +33,7 @@ _NODE_COUNTERS = (
     ("reads", "Needles served"),
     ("read_bytes", "Bytes served"),
     ("reads_from_cache", "Reads served from the page cache without waiting"),
-    ("reads_from_disk", "Reads that went to the device on a read thread"),
+    ("reads_from_disk", "Reads that missed the page cache and went to the device"),
     ("reads_not_found", "Reads answered 404"),
     ("reads_corrupt", "Reads that found corrupt bytes (never served)"),
     ("read_errors", "Reads that failed with an I/O error"),
@@ -53,7 +53,9 @@ class _NodeCollector:
             c.add_metric([st.node_id], getattr(st, name))
             yield c
         g = GaugeMetricFamily(
-            "pinhole_store_reads_waiting", "Reads waiting for a read thread", labels=node_label
+            "pinhole_store_reads_waiting",
+            "Page-cache misses waiting for the device",
+            labels=node_label,
         )
         g.add_metric([st.node_id], st.reads_waiting)
         yield g

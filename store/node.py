@@ -179,7 +179,7 @@ class StoreNode:
         return got
 
     async def read(self, vid: int, key: int, alt_key: int, cookie: int) -> NeedleRead:
-        """Reads on a read thread (the device is needed)."""
+        """Reads a needle that missed the page cache from the device (io_uring, or threads)."""
         vol = self.volume(vid)
         if self.reads_waiting >= self.config.read_queue_max:
             self.reads_refused += 1

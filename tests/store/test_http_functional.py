@@ -209,7 +209,7 @@ async def test_corrupt_bytes_are_a_distinct_error_and_never_served(
     assert n.statistics().reads_corrupt == 1
 
 
-async def test_cold_reads_go_through_the_read_queue_depth(
+async def test_page_cache_misses_are_read_from_the_device(
     node: tuple[StoreNode, str], http: aiohttp.ClientSession
 ) -> None:
     n, url = node
