@@ -1,11 +1,22 @@
-"""Lean HTTP/1.1 server (asyncio Protocol + httptools) for the store node's data path."""
+"""Lean HTTP/1.1 server and client (asyncio Protocol + httptools) for the data path."""
 
+from .client import (
+    ClientResponse,
+    ClientStatistics,
+    HttpClientError,
+    HttpConnectError,
+    HttpProtocolError,
+    HttpResponseTooLarge,
+    HttpTimeoutError,
+    LeanHTTPClient,
+)
 from .message import (
     Handler,
     HeadHook,
     HttpLimits,
     Request,
     Response,
+    encode_header_lines,
     error_response,
     json_response,
 )
@@ -13,13 +24,22 @@ from .server import BodyLimit, LeanHTTPServer, ServerStatistics
 
 __all__ = [
     "BodyLimit",
+    "ClientResponse",
+    "ClientStatistics",
     "Handler",
     "HeadHook",
+    "HttpClientError",
+    "HttpConnectError",
     "HttpLimits",
+    "HttpProtocolError",
+    "HttpResponseTooLarge",
+    "HttpTimeoutError",
+    "LeanHTTPClient",
     "LeanHTTPServer",
     "Request",
     "Response",
     "ServerStatistics",
+    "encode_header_lines",
     "error_response",
     "json_response",
 ]

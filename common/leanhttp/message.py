@@ -24,6 +24,7 @@ __all__ = [
     "HttpLimits",
     "Request",
     "Response",
+    "encode_header_lines",
     "error_response",
     "json_response",
 ]
@@ -156,12 +157,18 @@ class Response:
         the size of the body a GET would send) and dropped otherwise. Names and values must
         not contain CR or LF (the response becomes a 500 if they do).
     content_type: sent as Content-Type when not None.
+    head_lines: header lines already encoded (``b"Name: value\r\n"`` each), written as
+        they are after ``headers``. For hot paths that answer with the same fields again
+        and again (a cache hit's ETag line lives with the cached item): the server does no
+        per-request encoding or checking of them, so build them with
+        ``encode_header_lines``, which checks them once.
     """
 
     status: int
     body: bytes | bytearray | memoryview = b""
     headers: Sequence[tuple[str, str]] = ()
     content_type: str | None = None
+    head_lines: bytes = b""
 
 
 Handler = Callable[[Request], Response | Awaitable[Response]]
@@ -246,8 +253,12 @@ _COMMON_REQUEST_HEADERS = (
     "Range",
     "Referer",
     "Transfer-Encoding",
+    "Via",
     "X-Forwarded-For",
     "X-Request-Id",
+    # pinhole's own hops (router -> cache) on every request of the photo path
+    "X-Pinhole-Replicas",
+    "X-Pinhole-Admit",
 )
 HEADER_NAMES: dict[bytes, str] = {
     spelling.encode("ascii"): name.lower()
@@ -290,6 +301,15 @@ def _encode_fields(fields: Sequence[tuple[str, str]]) -> tuple[bytes, str | None
     return text.encode("latin-1"), length, close
 
 
+def encode_header_lines(fields: Sequence[tuple[str, str]]) -> bytes:
+    """``fields`` as ``Response.head_lines``. Raises ValueError on CR/LF in a name or value
+    and on Content-Length or Connection (the server writes those itself)."""
+    lines, length, close = _encode_fields(fields)
+    if length is not None or close:
+        raise ValueError("Content-Length and Connection are the server's to write")
+    return lines
+
+
 def encode_response(
     resp: Response, head_request: bool, close: bool, date: bytes
 ) -> tuple[bytes, Body | None, int, bool]:
@@ -306,8 +326,10 @@ def encode_response(
     if resp.headers:
         extra, length, asked_close = _encode_fields(resp.headers)
         close = close or asked_close
+        if resp.head_lines:
+            extra += resp.head_lines
     else:
-        extra = b""
+        extra = resp.head_lines
     connection = b"close" if close else b"keep-alive"
     if status < 200 or status == 204 or status == 304:  # never a body nor a length
         head = b"%s%s%s%sConnection: %s\r\n\r\n" % (

@@ -53,3 +53,21 @@ def test_overrides_win_over_the_file() -> None:
         **{"volume.size_bytes_max": 2 * 10**9},
     )
     assert cfg.port == 2 and cfg.volume.size_bytes_max == 2 * 10**9
+
+
+@pytest.mark.parametrize("table", ["directory", "cache", "router"])
+def test_the_example_lists_every_key_of_each_service_with_its_default(table: str) -> None:
+    from cache.config import CacheConfig, cache_config
+    from directory.config import DirectoryConfig, directory_config
+    from router.config import RouterConfig, router_config
+
+    cls, parse = {
+        "directory": (DirectoryConfig, directory_config),
+        "cache": (CacheConfig, cache_config),
+        "router": (RouterConfig, router_config),
+    }[table]
+    doc = load_toml(EXAMPLE)
+    assert parse(doc) == cls()  # type: ignore[operator]
+    keys = set(doc[table]) | {"cluster_secret_file"}
+    assert keys >= set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    assert keys - {"cluster_secret_file"} <= set(cls.__dataclass_fields__)  # type: ignore[attr-defined]

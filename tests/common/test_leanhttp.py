@@ -23,6 +23,7 @@ from common.leanhttp import (
     LeanHTTPServer,
     Request,
     Response,
+    encode_header_lines,
     error_response,
     json_response,
 )
@@ -336,6 +337,39 @@ async def test_unknown_status_code_and_memoryview(
     reply = await conn.reply()
     assert (reply.status, reply.reason, reply.body) == (599, "", b"cd")
     assert server.statistics().responses_by_class["5xx"] == 1
+
+
+async def test_pre_encoded_head_lines_follow_the_fields(
+    start_server: StartServer, connect: Connect
+) -> None:
+    lines = encode_header_lines((("ETag", '"v1"'), ("X-Cache", "hit")))
+    assert lines == b'ETag: "v1"\r\nX-Cache: hit\r\n'
+
+    def route(request: Request) -> Response:
+        if request.path == "/both":
+            return Response(200, b"abc", (("X-First", "1"),), "text/plain", lines)
+        return Response(304, b"", (), None, lines)
+
+    server = await start_server(route)
+    conn = await connect(server)
+    await conn.send(get("/both") + get("/304"))
+    reply = await conn.reply()
+    assert reply.raw_head.index(b"X-First: 1\r\n") < reply.raw_head.index(b'ETag: "v1"\r\n')
+    assert (reply.headers["x-cache"], reply.headers["content-length"]) == ("hit", "3")
+    assert reply.body == b"abc"
+    reply = await conn.reply()
+    assert (reply.status, reply.headers["etag"], reply.body) == (304, '"v1"', b"")
+
+
+def test_encode_header_lines_refuses_what_the_server_writes_or_splits() -> None:
+    for fields in (
+        (("X-A", "1\r\nX-Injected: 1"),),
+        (("X\nA", "1"),),
+        (("Content-Length", "3"),),
+        (("Connection", "close"),),
+    ):
+        with pytest.raises(ValueError):
+            encode_header_lines(fields)
 
 
 # --------------------------------------------------------------------------- bodies

@@ -1,0 +1,202 @@
+"""common/db.py against SQLite and PostgreSQL: the same cases on both (parametrized)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from common.db import (
+    Database,
+    DatabaseError,
+    Migration,
+    MigrationError,
+    applied_versions,
+    migrate,
+    open_database,
+)
+from tests.directory.conftest import PG_URL, pg_schema
+
+REPO = Path(__file__).parents[2]
+
+metadata = sa.MetaData()
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("value", sa.Integer, nullable=False),
+)
+
+
+async def _seed(conn: AsyncConnection) -> None:
+    await conn.execute(counters.insert().values(name="c", value=0))
+
+
+MIGRATIONS = [
+    Migration(1, "counters", [sa.schema.CreateTable(counters)]),
+    Migration(2, "seed", _seed),
+    Migration(3, "an index", ["CREATE INDEX counters_by_value ON counters (value)"]),
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """(url or path, schema) of an empty database."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "db.sqlite3"), ""
+        return
+    async with pg_schema() as schema:
+        yield PG_URL, schema
+
+
+async def _open(target: tuple[str, str]) -> Database:
+    return await open_database(target[0], schema=target[1] or None)
+
+
+async def _value(db: Database) -> int:
+    async with db.snapshot() as conn:
+        return int((await conn.execute(sa.select(counters.c.value))).scalar_one())
+
+
+async def test_migrations_apply_in_order_once(target: tuple[str, str]) -> None:
+    db = await _open(target)
+    try:
+        assert await migrate(db, "t", MIGRATIONS[:2]) == [1, 2]
+        assert await migrate(db, "t", MIGRATIONS) == [3]
+        assert await migrate(db, "t", MIGRATIONS) == []
+        assert await applied_versions(db, "t") == [1, 2, 3]
+        assert await applied_versions(db, "other") == []
+        assert await _value(db) == 0
+        with pytest.raises(MigrationError, match="newer"):
+            await migrate(db, "t", MIGRATIONS[:2])
+    finally:
+        await db.close()
+
+
+async def test_bad_migration_lists_are_refused(target: tuple[str, str]) -> None:
+    db = await _open(target)
+    try:
+        with pytest.raises(MigrationError):
+            await migrate(db, "t", [MIGRATIONS[1]])
+        with pytest.raises(MigrationError):
+            await migrate(db, "t", [MIGRATIONS[0], MIGRATIONS[2]])
+    finally:
+        await db.close()
+
+
+async def test_a_failing_migration_leaves_earlier_ones_and_retries(target: tuple[str, str]) -> None:
+    db = await _open(target)
+    broken = [*MIGRATIONS[:2], Migration(3, "broken", ["CREATE INDEX x ON no_such_table (a)"])]
+    try:
+        with pytest.raises(sa.exc.DBAPIError):
+            await migrate(db, "t", broken)
+        assert await applied_versions(db, "t") == [1, 2]
+        assert await migrate(db, "t", MIGRATIONS) == [3]
+    finally:
+        await db.close()
+
+
+async def test_concurrent_migrations_apply_once(target: tuple[str, str]) -> None:
+    dbs = [await _open(target) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(migrate(db, "t", MIGRATIONS) for db in dbs))
+        assert sorted(v for r in results for v in r) == [1, 2, 3]
+        assert await _value(dbs[0]) == 0
+    finally:
+        for db in dbs:
+            await db.close()
+
+
+async def test_transaction_rolls_back_on_error(target: tuple[str, str]) -> None:
+    db = await _open(target)
+    try:
+        await migrate(db, "t", MIGRATIONS)
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as conn:
+                await conn.execute(counters.update().values(value=5))
+                raise RuntimeError("boom")
+        assert await _value(db) == 0
+    finally:
+        await db.close()
+
+
+async def _increment(db: Database, times: int) -> None:
+    for _ in range(times):
+        async with db.transaction(lock="counters") as conn:
+            value = (await conn.execute(sa.select(counters.c.value))).scalar_one()
+            await asyncio.sleep(0)  # let other writers try to interleave
+            await conn.execute(counters.update().values(value=value + 1))
+
+
+async def test_read_modify_write_serializes_within_a_process(target: tuple[str, str]) -> None:
+    dbs = [await _open(target) for _ in range(3)]
+    try:
+        await migrate(dbs[0], "t", MIGRATIONS)
+        await asyncio.gather(*(_increment(db, 20) for db in dbs))
+        assert await _value(dbs[0]) == 60
+    finally:
+        for db in dbs:
+            await db.close()
+
+
+CHILD = """
+import asyncio, sys
+sys.path.insert(0, {repo!r})
+from tests.common.test_db import MIGRATIONS, _increment
+from common.db import migrate, open_database
+
+async def main():
+    db = await open_database({url!r}, schema={schema!r} or None)
+    try:
+        await migrate(db, "t", MIGRATIONS)
+        await _increment(db, 25)
+    finally:
+        await db.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_two_processes_migrate_and_write_without_lost_updates(
+    target: tuple[str, str],
+) -> None:
+    code = CHILD.format(repo=str(REPO), url=target[0], schema=target[1])
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, stderr=subprocess.PIPE, cwd=REPO
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        _, err = await p.communicate()
+        assert p.returncode == 0, err.decode()
+    db = await _open(target)
+    try:
+        assert await applied_versions(db, "t") == [1, 2, 3]
+        assert await _value(db) == 50
+    finally:
+        await db.close()
+
+
+async def test_unsupported_urls() -> None:
+    with pytest.raises(DatabaseError):
+        await open_database("mysql://x/y")
+    with pytest.raises(DatabaseError):
+        await open_database(PG_URL, schema="bad name;")
+
+
+async def test_sqlite_pragmas(tmp_path: Path) -> None:
+    db = await open_database(tmp_path / "p.sqlite3")
+    try:
+        async with db.snapshot() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 30000
+    finally:
+        await db.close()
