@@ -29,6 +29,25 @@ class Needle:
     etag: str
 
 
+@dataclass(frozen=True, slots=True)
+class InternalNeedle:
+    """An internal read's answer: the data, its ETag and the needle's cookie."""
+
+    data: bytes
+    etag: str
+    cookie: int
+
+
+@dataclass(frozen=True, slots=True)
+class DatChunk:
+    """Raw bytes of a volume file (GET /volumes/{id}/dat), with the volume's durable end and
+    the compaction revision of the file they were read from."""
+
+    data: bytes
+    volume_end: int
+    compaction_revision: int
+
+
 def needle_path(vid: int, key: int, alt_key: int, cookie: int) -> str:
     return f"/n/{vid}/{key}/{alt_key}/{cookie:016x}"
 
@@ -119,21 +138,32 @@ class StoreClient:
     # -- data ------------------------------------------------------------------------------
 
     async def put(
-        self, vid: int, key: int, alt_key: int, cookie: int, data: bytes
+        self, vid: int, key: int, alt_key: int, cookie: int, data: bytes, *, repair: bool = False
     ) -> dict[str, Any]:
+        """Writes a needle. `repair`: a good copy of a needle the node holds corrupt (also
+        taken by a volume read-only because full or by an operator)."""
         checksum = f"{xxhash.xxh3_64_intdigest(data):016x}"
+        headers = {"X-Pinhole-Checksum": checksum, "Content-Type": "application/octet-stream"}
+        if repair:
+            headers["X-Pinhole-Repair"] = "1"
         return dict(
             await self._json(
                 "PUT",
                 needle_path(vid, key, alt_key, cookie),
                 data=data,
-                headers={
-                    "X-Pinhole-Checksum": checksum,
-                    "Content-Type": "application/octet-stream",
-                },
+                headers=headers,
                 expect=(201,),
             )
         )
+
+    async def internal_read(self, vid: int, key: int, alt_key: int) -> InternalNeedle:
+        """Reads a needle without its cookie (credential): the bytes and the cookie."""
+        _, body, headers = await self._request("GET", f"/n/{vid}/{key}/{alt_key}")
+        try:
+            cookie = int(headers["X-Pinhole-Cookie"], 16)
+        except (KeyError, ValueError):
+            raise StoreClientError(200, "bad_response", "no X-Pinhole-Cookie header") from None
+        return InternalNeedle(body, headers.get("ETag", ""), cookie)
 
     async def get(self, vid: int, key: int, alt_key: int, cookie: int) -> Needle:
         _, body, headers = await self._request("GET", needle_path(vid, key, alt_key, cookie))
@@ -172,3 +202,52 @@ class StoreClient:
 
     async def job(self, vid: int, kind: str) -> dict[str, Any]:
         return dict(await self._json("GET", f"/volumes/{vid}/{kind}"))
+
+    async def delete_volume(self, vid: int) -> dict[str, Any]:
+        """Closes the volume on the node and removes its files (and a pull of it)."""
+        return dict(await self._json("DELETE", f"/volumes/{vid}"))
+
+    async def read_dat(self, vid: int, offset: int, length: int) -> DatChunk:
+        """Raw bytes [offset, offset + length) of the volume file, cut at its durable end
+        (length at most 8 MiB). 416 (StoreClientError) when offset is past the end."""
+        _, body, headers = await self._request(
+            "GET", f"/volumes/{vid}/dat?offset={offset}&length={length}"
+        )
+        try:
+            end = int(headers["X-Pinhole-Volume-End"])
+            revision = int(headers["X-Pinhole-Compaction-Revision"])
+        except (KeyError, ValueError):
+            raise StoreClientError(
+                200, "bad_response", "the volume file answer lacks its headers"
+            ) from None
+        return DatChunk(body, end, revision)
+
+    async def start_pull(
+        self, vid: int, source: str, *, bytes_per_s_max: float | None = None
+    ) -> dict[str, Any]:
+        """Starts copying volume `vid` from the store node at `source` onto this node: 202
+        job (poll with job(vid, "pull")); 409 when the volume is here or a pull runs."""
+        body: dict[str, Any] = {"source": source}
+        if bytes_per_s_max:
+            body["bytes_per_s_max"] = bytes_per_s_max
+        return dict(await self._json("POST", f"/volumes/{vid}/pull", json=body, expect=(202,)))
+
+    async def scrub(self, vid: int, *, bytes_per_s_max: float | None = None) -> dict[str, Any]:
+        """Starts one scrub pass of the volume now: 202 job (poll with job(vid, "scrub"))."""
+        return await self.start_job(vid, "scrub", bytes_per_s_max=bytes_per_s_max)
+
+    async def wait_job(
+        self, vid: int, kind: str, *, poll_s: float = 0.1, timeout_s: float = 3600.0
+    ) -> dict[str, Any]:
+        """Polls the job until it is no longer running; its last state."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            job = await self.job(vid, kind)
+            if job.get("state") != "running":
+                return job
+            if loop.time() > deadline:
+                raise StoreClientError(0, "timeout", f"the {kind} of volume {vid} is still running")
+            await asyncio.sleep(poll_s)

@@ -6,11 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from common.config import ConfigError, build
 from store.volume_config import MiB, VolumeLimits
 
 DEFAULT_PORT: Final = 8701
+# A directory may slow heartbeats down, but a node silent for longer than this would be
+# declared down by any sensible node_timeout_s.
+HEARTBEAT_INTERVAL_S_MAX: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,19 @@ class StoreConfig:
     compaction_garbage_ratio_min: float = 0.3
     compaction_garbage_bytes_min: int = 64 * MiB
     compaction_bytes_per_s_max: int = 100 * MiB
+    # The cluster: the directory this node reports to with a heartbeat every
+    # heartbeat_interval_s ("" = a standalone node: no heartbeat, no repair reports), and the
+    # URL the directory hands out for it ("" = http://host:port with the bound port).
+    directory_url: str = ""
+    advertise_url: str = ""
+    heartbeat_interval_s: float = 1.0
+    # Scrubbing: every volume is verified once per scrub_interval_s (0: never) reading at
+    # most scrub_bytes_per_s_max; corrupt live needles are reported to the directory.
+    scrub_interval_s: float = 86400.0
+    scrub_bytes_per_s_max: int = 8 * MiB
+    # Volume copies (POST /volumes/{id}/pull) read from their source at most this fast
+    # unless the request names its own rate.
+    pull_bytes_per_s_max: int = 100 * MiB
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536 and self.port != 0:
@@ -58,6 +75,19 @@ class StoreConfig:
             raise ValueError("compaction_bytes_per_s_max must be positive")
         if self.compaction_check_interval_s < 0:
             raise ValueError("compaction_check_interval_s must not be negative")
+        for name in ("directory_url", "advertise_url"):
+            url = getattr(self, name)
+            if url and not _is_http_url(url):
+                raise ValueError(f"{name} must be an http:// or https:// URL (or empty)")
+        if not 0 < self.heartbeat_interval_s <= HEARTBEAT_INTERVAL_S_MAX:
+            raise ValueError(
+                f"heartbeat_interval_s must be within (0, {HEARTBEAT_INTERVAL_S_MAX}] seconds"
+            )
+        if self.scrub_interval_s < 0:
+            raise ValueError("scrub_interval_s must not be negative")
+        for name in ("scrub_bytes_per_s_max", "pull_bytes_per_s_max"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
 
     @property
     def volumes_dir(self) -> Path:
@@ -66,6 +96,11 @@ class StoreConfig:
     @property
     def name(self) -> str:
         return self.node_id or f"{self.host}:{self.port}"
+
+
+def _is_http_url(url: str) -> bool:
+    parsed = urlsplit(url)
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc) and not parsed.query
 
 
 def store_config(document: dict[str, Any], **overrides: Any) -> StoreConfig:

@@ -2,12 +2,16 @@
 
 Data path:
     GET|HEAD /n/{volume}/{key}/{alt_key}/{cookie}   read (the cookie is the credential)
-    PUT      /n/{volume}/{key}/{alt_key}/{cookie}   write (internal credential)
+    GET|HEAD /n/{volume}/{key}/{alt_key}            internal read, no cookie (credential):
+                                                    the cookie comes back in X-Pinhole-Cookie
+    PUT      /n/{volume}/{key}/{alt_key}/{cookie}   write (internal credential);
+                                                    X-Pinhole-Repair: 1 for a repair write
     DELETE   /n/{volume}/{key}[/{alt_key}]           delete one or every variant (credential)
 Administration (mutations need the internal credential):
     GET /status  GET /metrics  GET /healthz
-    GET /volumes  POST /volumes  GET /volumes/{id}  POST /volumes/{id}/state
-    POST|GET /volumes/{id}/compact   POST|GET /volumes/{id}/verify
+    GET /volumes  POST /volumes  GET /volumes/{id}  DELETE /volumes/{id}
+    POST /volumes/{id}/state   GET /volumes/{id}/dat?offset=&length= (credential)
+    POST|GET /volumes/{id}/compact|verify|scrub|pull
 
 Store errors become HTTP answers in exactly one place, `error_for`. A read served from the
 page cache is answered inside the protocol callback, with no Task and no executor hop.
@@ -25,7 +29,8 @@ from typing import Any, Final
 from common import credentials
 from common.leanhttp import Request, Response, error_response, json_response
 from store import errors, needle
-from store.node import VOLUME_ID_MAX, StoreNode
+from store.node import VOLUME_ID_MAX, OffsetPastEnd, StoreNode
+from store.volume_pull import DAT_READ_BYTES_MAX
 from store.volume_read import NeedleRead
 from store.volume_state import Mode
 
@@ -49,9 +54,13 @@ _STATUS: Final[dict[type[errors.StoreError], int]] = {
     errors.CorruptNeedle: 500,
     errors.VolumeIOError: 500,
     errors.FormatError: 500,
+    OffsetPastEnd: 416,
 }
 
 _NOT_FOUND = error_response(404, "not_found", "no such needle")
+_UNAUTHORIZED = error_response(401, "unauthorized", "a valid internal credential is required")
+# Offsets in a volume file are below 2^40 (superblock.OFFSET_UNITS_MAX units of 32 bytes).
+DAT_OFFSET_MAX: Final = 2**40
 _PUT_ANSWER = b'{"volume_id":%d,"key":"%d","alt_key":%d,"size":%d,"etag":"\\"%016x\\""}'
 
 
@@ -224,8 +233,8 @@ class StoreHttpApi:
         """Rejects a write before its body is read: bad path, no credential, no volume."""
         if req.method not in ("PUT", "POST", "DELETE"):
             return None
-        if not credentials.check_authorization(req.headers.get("authorization"), self._credential):
-            return error_response(401, "unauthorized", "a valid internal credential is required")
+        if not self._authorized(req):
+            return _UNAUTHORIZED
         if req.method == "PUT":
             try:
                 vid, _, _, _ = parse_needle_path(req.path, cookie=True)
@@ -233,6 +242,9 @@ class StoreHttpApi:
             except Exception as e:
                 return error_for(e)
         return None
+
+    def _authorized(self, req: Request) -> bool:
+        return credentials.check_authorization(req.headers.get("authorization"), self._credential)
 
     def body_limit(self, req: Request) -> int:
         if req.method == "PUT":
@@ -242,7 +254,12 @@ class StoreHttpApi:
     # -- data path ---------------------------------------------------------------------------
 
     def _get(self, req: Request) -> Response | Awaitable[Response]:
-        vid, key, alt, cookie = fast_needle_path(req.path)
+        try:
+            vid, key, alt, cookie = fast_needle_path(req.path)
+        except BadRequest:
+            if req.path.count("/") == 4:  # /n/{volume}/{key}/{alt_key}: no cookie
+                return self._internal_get(req)
+            raise
         read = self.node.read_cached(vid, key, alt, cookie)
         if read is not None:
             return needle_response(req, read)
@@ -257,10 +274,33 @@ class StoreHttpApi:
             return error_for(e)
         return needle_response(req, read)
 
+    def _internal_get(self, req: Request) -> Response | Awaitable[Response]:
+        if not self._authorized(req):
+            return _UNAUTHORIZED
+        vid, key, alt, _ = parse_needle_path(req.path, cookie=False)
+        assert alt is not None
+        return self._internal_read(vid, key, alt)
+
+    async def _internal_read(self, vid: int, key: int, alt: int) -> Response:
+        try:
+            read, cookie = await self.node.read_internal(vid, key, alt)
+        except Exception as e:
+            return error_for(e)
+        headers = (
+            ("etag", f'"{read.checksum:016x}"'),
+            ("x-pinhole-cookie", f"{cookie:016x}"),
+            # The answer carries the cookie: no shared cache may keep it.
+            ("cache-control", "no-store"),
+        )
+        return Response(200, read.data, headers, OCTETS)
+
     async def _put(self, req: Request) -> Response:
         try:
             vid, key, alt, cookie = parse_needle_path(req.path, cookie=True)
             assert alt is not None and cookie is not None
+            repair = req.headers.get("x-pinhole-repair", "0")
+            if repair not in ("0", "1"):
+                raise BadRequest("x-pinhole-repair must be 1 or 0")
             checksum = None
             given = req.headers.get("x-pinhole-checksum")
             if given is not None:
@@ -270,7 +310,9 @@ class StoreHttpApi:
                     raise BadRequest(
                         "x-pinhole-checksum must be hex (xxh3_64 of the data)"
                     ) from None
-            result = await self.node.put(vid, key, alt, cookie, req.body, data_checksum=checksum)
+            result = await self.node.put(
+                vid, key, alt, cookie, req.body, data_checksum=checksum, repair=repair == "1"
+            )
         except Exception as e:
             return error_for(e)
         # One answer per write: formatted, not json.dumps'd (every field is a number).
@@ -302,9 +344,22 @@ class StoreHttpApi:
             action = parts[2] if len(parts) == 3 else ""
             if action == "" and req.method == "GET":
                 return json_response(200, _volume_json(self.node, vid))
+            if action == "" and req.method == "DELETE":
+                return self._delete_volume(vid)
             if action == "state" and req.method == "POST":
                 return self._set_state(req, vid)
-            if action in ("compact", "verify"):
+            if action == "dat" and req.method == "GET":
+                return self._read_dat(req, vid)
+            if action == "pull" and req.method == "POST":
+                return self._start_pull(req, vid)
+            if action == "pull" and req.method == "GET":
+                job = self.node.jobs.get((vid, "pull"))
+                if job is None:
+                    raise BadRequest(
+                        f"no pull of volume {vid} has run", status=404, code="not_found"
+                    )
+                return json_response(200, job.to_json())
+            if action in ("compact", "verify", "scrub"):
                 if req.method == "POST":
                     return self._start_job(req, vid, action)
                 if req.method == "GET":
@@ -356,6 +411,50 @@ class StoreHttpApi:
         except Exception as e:
             return error_for(e)
         return json_response(200, _volume_json(self.node, vid))
+
+    async def _delete_volume(self, vid: int) -> Response:
+        try:
+            await self.node.delete_volume(vid)
+        except Exception as e:
+            return error_for(e)
+        return json_response(200, {"volume_id": vid, "deleted": True})
+
+    def _read_dat(self, req: Request, vid: int) -> Response | Awaitable[Response]:
+        if not self._authorized(req):
+            return _UNAUTHORIZED
+        params = req.query_params()
+        offset = _decimal(params.get("offset", "0"), "offset", DAT_OFFSET_MAX)
+        length = _decimal(params.get("length", str(DAT_READ_BYTES_MAX)), "length", 2**63)
+        if length > DAT_READ_BYTES_MAX:
+            raise BadRequest(
+                f"length must be at most {DAT_READ_BYTES_MAX} bytes", code="length_too_large"
+            )
+        self.node.volume(vid)
+        return self._read_dat_async(vid, offset, length)
+
+    async def _read_dat_async(self, vid: int, offset: int, length: int) -> Response:
+        try:
+            chunk = await self.node.read_dat(vid, offset, length)
+        except Exception as e:
+            return error_for(e)
+        headers = (
+            ("x-pinhole-volume-end", str(chunk.volume_end)),
+            ("x-pinhole-compaction-revision", str(chunk.compaction_revision)),
+        )
+        return Response(200, chunk.data, headers, OCTETS)
+
+    def _start_pull(self, req: Request, vid: int) -> Response:
+        body = _json_body(req)
+        source = body.get("source")
+        if not isinstance(source, str) or not source:
+            raise BadRequest("source (the URL of a store node holding the volume) is required")
+        rate = body.get("bytes_per_s_max")
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0
+        ):
+            raise BadRequest("bytes_per_s_max must be a positive number")
+        job = self.node.start_pull(vid, source, bytes_per_s_max=rate)
+        return json_response(202, job.to_json())
 
     def _start_job(self, req: Request, vid: int, kind: str) -> Response:
         body = _json_body(req) if req.body else {}

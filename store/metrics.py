@@ -38,6 +38,15 @@ _NODE_COUNTERS = (
     ("reads_corrupt", "Reads that found corrupt bytes (never served)"),
     ("read_errors", "Reads that failed with an I/O error"),
     ("reads_refused", "Reads refused because too many waited for the disk"),
+    ("reads_internal", "Internal reads (no cookie: replica repair)"),
+    ("dat_read_bytes", "Bytes of volume files sent to pulling nodes"),
+)
+_SCRUB_COUNTERS = (
+    ("passes", "Scrub passes over a volume"),
+    ("bytes_scrubbed", "Bytes read and checked by the scrubber"),
+    ("corrupt_found", "Corrupt live needles the scrubber found"),
+    ("reports_sent", "Corrupt needles reported to the directory for repair"),
+    ("reports_failed", "Repair reports the directory did not take (retried)"),
 )
 
 
@@ -52,6 +61,18 @@ class _NodeCollector:
             c = CounterMetricFamily(f"pinhole_store_{name}", doc, labels=node_label)
             c.add_metric([st.node_id], getattr(st, name))
             yield c
+        for name, doc in _SCRUB_COUNTERS:
+            c = CounterMetricFamily(f"pinhole_store_scrub_{name}", doc, labels=node_label)
+            c.add_metric([st.node_id], getattr(st.scrub, name))
+            yield c
+        if st.heartbeat is not None:
+            g = GaugeMetricFamily(
+                "pinhole_store_directory_reachable",
+                "1 when the last heartbeat reached the directory",
+                labels=node_label,
+            )
+            g.add_metric([st.node_id], 1.0 if st.heartbeat.directory_reachable else 0.0)
+            yield g
         g = GaugeMetricFamily(
             "pinhole_store_reads_waiting",
             "Page-cache misses waiting for the device",

@@ -217,11 +217,15 @@ class Volume:
         data: bytes | bytearray | memoryview,
         *,
         data_checksum: int | None = None,
+        repair: bool = False,
     ) -> Future[PutResult]:
         """Queues a write; the future resolves once it is durable. `data_checksum` (xxh3_64
         of the data, from the sender) is checked on the writer thread before anything is
-        written."""
-        return self.writer.submit_put(key, alt_key, cookie, data, data_checksum)  # type: ignore[return-value]
+        written. A `repair` write is also taken by a volume read-only because it is full or
+        by an operator's order (volume_state.VolumeState.accepts_repairs)."""
+        return self.writer.submit_put(  # type: ignore[return-value]
+            key, alt_key, cookie, data, data_checksum, repair=repair
+        )
 
     def put_async(
         self,
@@ -231,11 +235,14 @@ class Volume:
         data: bytes | bytearray | memoryview,
         *,
         data_checksum: int | None = None,
+        repair: bool = False,
     ) -> asyncio.Future[PutResult]:
         """put() for a caller on an event loop: the loop is woken once per group commit,
         not once per write."""
         loop = asyncio.get_running_loop()
-        fut = self.writer.submit_put(key, alt_key, cookie, data, data_checksum, loop=loop)
+        fut = self.writer.submit_put(
+            key, alt_key, cookie, data, data_checksum, loop=loop, repair=repair
+        )
         return fut  # type: ignore[return-value]
 
     def delete(self, key: int, alt_key: int | None = None) -> Future[DeleteResult]:

@@ -8,6 +8,13 @@ sequential read of the file and no per-needle memory.
 holds through the whole file. Corrupt needles that nothing points at (garbage left by a power
 cut, or bit rot in deleted data) are counted in `corrupt_dead` but do not fail the check:
 compaction drops them.
+
+A scrub is a verify with `bytes_per_s_max` (the read rate is held under it by sleeping on the
+worker thread) whose report lists the (key, alt_key) of the corrupt live needles, so that
+each can be repaired from another replica. The list holds at most CORRUPT_NEEDLES_LISTED_MAX
+pairs; the counts are always complete. Needles past a point where the framing breaks
+(`broken_at`) are counted in corrupt_live but not listed: the scan cannot tell whether they
+are damaged.
 """
 
 from __future__ import annotations
@@ -20,12 +27,18 @@ from typing import Final
 import numpy as np
 
 from store.needle_run import TOMBSTONE_OFFSET
-from store.needle_scan import Damage, scan
+from store.needle_scan import SCAN_CHUNK_BYTES, Damage, scan
 from store.superblock import SUPERBLOCK_BYTES
 from store.volume import UNIT, Volume
 
 # Offsets listed in a report at most (the counts are always complete).
 REPORT_OFFSETS_MAX: Final = 100
+# (key, alt_key) pairs of corrupt live needles listed in a report at most.
+CORRUPT_NEEDLES_LISTED_MAX: Final = 1000
+# A throttled scan reads in chunks of about a quarter second of its rate, within these.
+THROTTLED_CHUNK_BYTES_MIN: Final = 64 * 1024
+# A throttled scan sleeps at most this long at once, so that a cancel is seen promptly.
+THROTTLE_SLEEP_S_MAX: Final = 0.25
 
 Progress = Callable[[int, int], None]  # (bytes checked, bytes total)
 
@@ -45,6 +58,7 @@ class VerifyReport:
     broken_at: int | None
     elapsed_s: float
     problems: list[str] = field(default_factory=list)
+    corrupt_needles: list[tuple[int, int]] = field(default_factory=list)
 
 
 def verify(
@@ -52,8 +66,18 @@ def verify(
     *,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
+    bytes_per_s_max: float | None = None,
 ) -> VerifyReport:
+    """Checks the volume (blocking: run it on a worker thread). With `bytes_per_s_max`, reads
+    at most that many bytes per second. `cancel` is polled between needles
+    (InterruptedError)."""
+    if bytes_per_s_max is not None and bytes_per_s_max <= 0:
+        raise ValueError("bytes_per_s_max must be positive")
     t0 = time.monotonic()
+    chunk_bytes = SCAN_CHUNK_BYTES
+    if bytes_per_s_max is not None:
+        quarter_s = int(bytes_per_s_max / 4)
+        chunk_bytes = min(SCAN_CHUNK_BYTES, max(THROTTLED_CHUNK_BYTES_MIN, quarter_s))
     gen = volume.pin_generation()
     try:
         end = volume.end
@@ -67,6 +91,7 @@ def verify(
         )
         del keys, alts, offsets, lengths, snap
         problems: list[str] = []
+        corrupt_needles: list[tuple[int, int]] = []
         needles = tombstones = flagged = checked = 0
         corrupt_live = corrupt_dead = mismatches = 0
         broken_at: int | None = None
@@ -79,7 +104,7 @@ def verify(
                 problems.append(msg)
 
         pos = SUPERBLOCK_BYTES
-        for item in scan(gen.file, SUPERBLOCK_BYTES, end):
+        for item in scan(gen.file, SUPERBLOCK_BYTES, end, chunk_bytes=chunk_bytes):
             unit = item.offset // UNIT
             while i < n and want_off[i] < unit:
                 mismatches += 1
@@ -89,6 +114,8 @@ def verify(
             if isinstance(item, Damage):
                 if pointed:
                     corrupt_live += 1
+                    if len(corrupt_needles) < CORRUPT_NEEDLES_LISTED_MAX:
+                        corrupt_needles.append((want[i][0], want[i][1]))
                     i += 1
                 else:
                     corrupt_dead += 1
@@ -124,6 +151,10 @@ def verify(
                 last_report = pos
             if cancel is not None and cancel():
                 raise InterruptedError("verify cancelled")
+            if bytes_per_s_max is not None:
+                ahead_s = (pos - SUPERBLOCK_BYTES) / bytes_per_s_max - (time.monotonic() - t0)
+                if ahead_s > 0:
+                    time.sleep(min(ahead_s, THROTTLE_SLEEP_S_MAX))
         if broken_at is not None:
             corrupt_live += n - i
         else:
@@ -147,4 +178,5 @@ def verify(
         broken_at=broken_at,
         elapsed_s=time.monotonic() - t0,
         problems=problems,
+        corrupt_needles=corrupt_needles,
     )

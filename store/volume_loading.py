@@ -52,6 +52,11 @@ def create_volume(storage: Storage, vid: int, limits: VolumeLimits) -> Volume:
     name = data_name(vid)
     if storage.exists(name):
         raise VolumeExists(f"volume {vid} exists")
+    # An index or state left by an earlier volume of this id (a delete cut short by a
+    # crash) must not attach to the new one.
+    for stale in (index_name(vid), state_name(vid)):
+        if storage.exists(stale):
+            storage.remove(stale)
     sb = Superblock.new(vid, limits.size_bytes_max)
     tmp = name + ".tmp"
     f = storage.open(tmp, create=True)
@@ -64,6 +69,23 @@ def create_volume(storage: Storage, vid: int, limits: VolumeLimits) -> Volume:
     storage.rename(tmp, name)
     storage.sync_dir()
     return open_volume(storage, vid, limits)
+
+
+def remove_volume_files(storage: Storage, vid: int) -> None:
+    """Removes every file of a closed volume (blocking). The compaction marker goes first
+    and the data file next, so a crash part way leaves either the whole volume or no data
+    file (no roll-forward could bring a compacted copy back); side files left by such a
+    crash are removed by the next create_volume of the id."""
+    names = [compact_marker_name(vid), data_name(vid)]
+    names += [index_name(vid), state_name(vid), compact_data_name(vid), compact_index_name(vid)]
+    for name in list(names):
+        names.append(name + ".tmp")
+    for name in names:
+        if storage.exists(name):
+            storage.remove(name)
+            if name in (compact_marker_name(vid), data_name(vid)):
+                storage.sync_dir()
+    storage.sync_dir()
 
 
 def volume_ids(storage: Storage) -> list[int]:

@@ -5,11 +5,14 @@ The map gives (offset, length); one read fetches header, data and footer togethe
 never served), the header names the (key, alt_key) asked for (CorruptNeedle: the index and
 the file disagree), not deleted, and the cookie (NotFound: a wrong cookie answers exactly
 like an absent needle).
+
+The internal read (replica repair, no cookie in hand) runs the same checks with the cookie
+taken from the needle's own header: `checked(raw, ..., cookie=stored_cookie(raw))`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from store import needle
 from store.errors import NotFound
@@ -47,6 +50,15 @@ def checked(
         raw, key=key, alt_key=alt_key, cookie=cookie, length=length, offset=offset
     )
     return NeedleRead(raw, size, checksum, offset)
+
+
+COOKIE_OFFSET: Final = needle.MAGIC_BYTES + needle.FLAGS_BYTES + needle.HEADER_RESERVED_BYTES
+
+
+def stored_cookie(raw: bytes | bytearray) -> int:
+    """The cookie in a needle's header (unchecked: pass it to checked(), which verifies the
+    checksum that covers it)."""
+    return int.from_bytes(raw[COOKIE_OFFSET : COOKIE_OFFSET + needle.COOKIE_BYTES], "little")
 
 
 def read_cached(volume: Volume, key: int, alt_key: int, cookie: int) -> NeedleRead | None:

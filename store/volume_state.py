@@ -2,8 +2,10 @@
 
 writable   reads, writes, deletes
 read_only  reads and deletes; reasons: full, operator, io_error (io_error also refuses
-           deletes: after a failed sync the file's state on disk is unknown)
-sealed     reads and deletes only, for good: what f4 migrates
+           deletes: after a failed sync the file's state on disk is unknown). Repair writes
+           (a good copy of a needle this replica holds corrupt, from another replica) are
+           taken when the reason is full or operator, never after io_error.
+sealed     reads and deletes only, for good: what f4 migrates (no repair writes either)
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ class VolumeState:
     @property
     def accepts_writes(self) -> bool:
         return self.mode is Mode.WRITABLE
+
+    @property
+    def accepts_repairs(self) -> bool:
+        """Repair writes: while writable, or read-only because full or by an operator."""
+        return self.mode is Mode.WRITABLE or (
+            self.mode is Mode.READ_ONLY and self.reason in (Reason.FULL, Reason.OPERATOR)
+        )
 
     @property
     def accepts_deletes(self) -> bool:

@@ -23,11 +23,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import xxhash
 
-from store import needle
+from store import needle, superblock
 from store.errors import (
     ChecksumMismatch,
     NeedleTooLarge,
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pinhole.store")
 
 UNIT = needle.NEEDLE_ALIGNMENT_BYTES
+# How far past its size limit a volume takes repair writes (see _commit).
+REPAIR_HEADROOM_BYTES_MAX: Final = 1024 * 1024 * 1024
 _DELETED_FLAG_BYTE = bytes([needle.FLAG_DELETED])
 
 
@@ -71,7 +73,7 @@ def _new_future(loop: asyncio.AbstractEventLoop | None) -> AnyFuture:
 
 
 class _Put:
-    __slots__ = ("alt_key", "cookie", "data", "data_checksum", "future", "key", "loop")
+    __slots__ = ("alt_key", "cookie", "data", "data_checksum", "future", "key", "loop", "repair")
 
     def __init__(
         self,
@@ -81,6 +83,7 @@ class _Put:
         data: bytes | bytearray | memoryview,
         data_checksum: int | None,
         loop: asyncio.AbstractEventLoop | None,
+        repair: bool,
     ) -> None:
         self.key = key
         self.alt_key = alt_key
@@ -88,6 +91,7 @@ class _Put:
         self.data = data
         self.data_checksum = data_checksum
         self.loop = loop
+        self.repair = repair
         self.future = _new_future(loop)
 
 
@@ -181,6 +185,7 @@ class VolumeWriter:
         data_checksum: int | None = None,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        repair: bool = False,
     ) -> AnyFuture:
         if len(data) > self._limits.needle_data_bytes_max:
             raise NeedleTooLarge(
@@ -192,7 +197,7 @@ class VolumeWriter:
             and 0 <= cookie <= needle.COOKIE_MAX
         ):
             raise ValueError("key, alt_key or cookie out of range")
-        op = _Put(key, alt_key, cookie, data, data_checksum, loop)
+        op = _Put(key, alt_key, cookie, data, data_checksum, loop, repair)
         self._enqueue(op, len(data))
         return op.future
 
@@ -307,11 +312,18 @@ class VolumeWriter:
         # Entries this batch changes, so that later ops in the batch see earlier ones.
         pending: dict[tuple[int, int], tuple[int, int] | None] = {}
         became_full = False
+        # A full volume must still take the repair of a corrupt needle (compaction, which
+        # would make room, stops at corrupt needles), so repairs get a bounded headroom.
+        repair_limit = min(
+            vol.limits.size_bytes_max + REPAIR_HEADROOM_BYTES_MAX,
+            superblock.OFFSET_UNITS_MAX * UNIT,
+        )
 
         for op in batch:
             if isinstance(op, _Put):
-                if not state.accepts_writes:
-                    done.fail(op, VolumeNotWritable(f"volume {vol.id} is {state.mode.value}"))
+                if not (state.accepts_repairs if op.repair else state.accepts_writes):
+                    why = state.mode.value + (f" ({state.reason.value})" if state.reason else "")
+                    done.fail(op, VolumeNotWritable(f"volume {vol.id} is {why}"))
                     continue
                 if op.data_checksum is not None and (
                     xxhash.xxh3_64_intdigest(op.data) != op.data_checksum
@@ -319,8 +331,8 @@ class VolumeWriter:
                     done.fail(op, ChecksumMismatch("the data does not match its checksum"))
                     continue
                 length = needle.needle_length(len(op.data))
-                if pos + length > vol.limits.size_bytes_max:
-                    became_full = True
+                if pos + length > (repair_limit if op.repair else vol.limits.size_bytes_max):
+                    became_full = became_full or not op.repair
                     done.fail(op, VolumeFull(f"volume {vol.id} is full"))
                     continue
                 header, tail = needle.encode_parts(

@@ -1,0 +1,232 @@
+"""The scrubber: every volume is verified once per `scrub_interval_s`, throttled, and each
+corrupt live needle it finds is reported to the directory for repair.
+
+A pass over one volume is store/volume_checking.verify with `scrub_bytes_per_s_max` on an
+admin thread; one pass runs at a time on a node (background or `POST
+/volumes/{id}/scrub`). Each corrupt live (key, alt_key) is sent as `POST
+{directory_url}/repairs {volume_id, key, alt_key, node_id, reason: "scrub"}` with the
+internal credential; the directory reads a good copy from another replica and writes it
+back with a repair PUT (the corrupt needle becomes garbage). Reports that could not be sent
+are kept (at most REPORTS_PENDING_MAX) and retried before the next pass. Without a
+directory (standalone node) corrupt needles are only logged and counted.
+
+Schedule: when each volume was last scrubbed is kept in `scrub.json` in the volumes
+directory, so restarts do not reset it. A volume seen for the first time is due one interval
+later (a node that starts does not read all its disks at once); the most overdue volume goes
+first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import aiohttp
+
+from common import credentials
+from store.storage import read_file, write_file_atomic
+from store.volume_checking import verify
+
+if TYPE_CHECKING:
+    from store.node import StoreNode
+
+log = logging.getLogger("pinhole.store")
+
+SCHEDULE_NAME: Final = "scrub.json"
+SCHEDULE_FORMAT_VERSION: Final = 1
+# Unsent repair reports kept for a retry; beyond, the oldest are dropped (the next pass
+# finds the needles again).
+REPORTS_PENDING_MAX: Final = 10_000
+# The idle loop looks for due (and new) volumes at least this often.
+SCRUB_IDLE_CHECK_S_MAX: Final = 60.0
+REPORT_TIMEOUT_S: Final = 5.0
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ScrubStatistics:
+    passes: int
+    bytes_scrubbed: int
+    corrupt_found: int
+    reports_sent: int
+    reports_failed: int
+    reports_pending: int
+    last_pass_unix_s: float | None
+
+
+class Scrubber:
+    def __init__(self, node: StoreNode) -> None:
+        self._node = node
+        self._lock = asyncio.Lock()
+        self._pending: dict[tuple[int, int, int], None] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._last: dict[int, float] = {}
+        # Set when the node closes: a pass in progress stops at its next needle.
+        self.closing = False
+        self.passes = 0
+        self.bytes_scrubbed = 0
+        self.corrupt_found = 0
+        self.reports_sent = 0
+        self.reports_failed = 0
+        self.last_pass_unix_s: float | None = None
+
+    # -- one pass ------------------------------------------------------------------------------
+
+    async def scrub(
+        self,
+        vid: int,
+        *,
+        bytes_per_s_max: float | None = None,
+        progress: Progress | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Verifies volume `vid` at `bytes_per_s_max` (default: the node's
+        scrub_bytes_per_s_max) and reports its corrupt live needles. Returns the verify
+        report with `reports_sent`."""
+        node = self._node
+        rate = bytes_per_s_max or node.config.scrub_bytes_per_s_max
+        async with self._lock:
+            await self.send_pending()
+            vol = node.volume(vid)
+
+            def stop() -> bool:
+                return self.closing or (cancel is not None and cancel())
+
+            report = await node.run_admin(
+                lambda: verify(vol, progress=progress, cancel=stop, bytes_per_s_max=rate)
+            )
+            self.passes += 1
+            self.bytes_scrubbed += report.bytes_checked
+            self.corrupt_found += report.corrupt_live
+            self.last_pass_unix_s = time.time()
+            if report.corrupt_live:
+                log.error(
+                    "v%d: scrub found %d corrupt live needles (%d listed)",
+                    vid,
+                    report.corrupt_live,
+                    len(report.corrupt_needles),
+                )
+            for key, alt in report.corrupt_needles:
+                self._queue(vid, key, alt)
+            sent_before = self.reports_sent
+            await self.send_pending()
+        result = asdict(report)
+        result["reports_sent"] = self.reports_sent - sent_before
+        return result
+
+    def _queue(self, vid: int, key: int, alt: int) -> None:
+        if not self._node.config.directory_url:
+            return
+        self._pending[(vid, key, alt)] = None
+        while len(self._pending) > REPORTS_PENDING_MAX:
+            del self._pending[next(iter(self._pending))]
+
+    async def send_pending(self) -> None:
+        """Sends the queued repair reports; those that fail stay queued."""
+        url = self._node.config.directory_url
+        secret = self._node.secret
+        if not url or not self._pending:
+            return
+        if secret is None:
+            log.error("cannot report corrupt needles: this node has no cluster secret")
+            return
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=REPORT_TIMEOUT_S)
+            )
+        headers = {"Authorization": credentials.authorization_header(secret)}
+        for vid, key, alt in list(self._pending):
+            body = {
+                "volume_id": vid,
+                "key": key,
+                "alt_key": alt,
+                "node_id": self._node.node_id,
+                "reason": "scrub",
+            }
+            try:
+                async with self._session.post(
+                    url.rstrip("/") + "/repairs", json=body, headers=headers
+                ) as resp:
+                    if resp.status >= 300:
+                        raise aiohttp.ClientResponseError(
+                            resp.request_info, (), status=resp.status, message=resp.reason or ""
+                        )
+            except (aiohttp.ClientError, TimeoutError) as e:
+                self.reports_failed += 1
+                log.warning("repair report for v%d/%d/%d not sent: %s", vid, key, alt, e)
+                return  # the directory is away: keep the rest for the next attempt
+            del self._pending[(vid, key, alt)]
+            self.reports_sent += 1
+
+    # -- the background loop --------------------------------------------------------------------
+
+    async def run_forever(self, interval_s: float) -> None:
+        """Scrubs each volume once per `interval_s`, the most overdue first."""
+        node = self._node
+        await node.run_admin(self._load_schedule)
+        while True:
+            now = time.time()
+            vids = set(node.volumes)
+            for vid in vids - set(self._last):
+                self._last[vid] = now  # first seen: due one interval from now
+            for vid in set(self._last) - vids:
+                del self._last[vid]
+            due = min(self._last, key=self._last.__getitem__, default=None)
+            wait_s = interval_s if due is None else self._last[due] + interval_s - now
+            if wait_s > 0:
+                await self.send_pending()
+                await asyncio.sleep(min(wait_s, SCRUB_IDLE_CHECK_S_MAX))
+                continue
+            assert due is not None
+            try:
+                await self.scrub(due)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a volume deleted meanwhile, an I/O error: next one
+                log.warning("v%d: scrub pass failed: %s", due, e)
+            self._last[due] = time.time()
+            try:
+                await node.run_admin(self._save_schedule)
+            except OSError as e:
+                log.warning("cannot save the scrub schedule: %s", e)
+
+    def _load_schedule(self) -> None:
+        storage = self._node.storage
+        if not storage.exists(SCHEDULE_NAME):
+            return
+        try:
+            doc = json.loads(read_file(storage, SCHEDULE_NAME))
+            if doc.get("version") != SCHEDULE_FORMAT_VERSION:
+                raise ValueError(f"version {doc.get('version')}")
+            self._last = {int(k): float(v) for k, v in doc["volumes"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warning("ignoring a bad %s (%s): every volume is due later", SCHEDULE_NAME, e)
+
+    def _save_schedule(self) -> None:
+        doc = {
+            "version": SCHEDULE_FORMAT_VERSION,
+            "volumes": {str(k): v for k, v in sorted(self._last.items())},
+        }
+        write_file_atomic(self._node.storage, SCHEDULE_NAME, [json.dumps(doc).encode()])
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def statistics(self) -> ScrubStatistics:
+        return ScrubStatistics(
+            passes=self.passes,
+            bytes_scrubbed=self.bytes_scrubbed,
+            corrupt_found=self.corrupt_found,
+            reports_sent=self.reports_sent,
+            reports_failed=self.reports_failed,
+            reports_pending=len(self._pending),
+            last_pass_unix_s=self.last_pass_unix_s,
+        )
