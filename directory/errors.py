@@ -1,0 +1,72 @@
+"""The directory's exception tree. HTTP statuses are assigned in exactly one place
+(directory/http_api.py's error middleware) from each class's `status` and `code`; the
+client raises the same base class with the status and code the server answered."""
+
+from __future__ import annotations
+
+
+class DirectoryError(Exception):
+    """Base of every directory error: `status` (HTTP; 0 = not reached), `code`, message."""
+
+    status = 500
+    code = "directory_error"
+
+    def __init__(self, *args: object) -> None:
+        # DirectoryError(status, code, message) as the client raises it, or
+        # Subclass(message) inside the service.
+        if len(args) == 3 and isinstance(args[0], int) and isinstance(args[1], str):
+            self.status, self.code = args[0], args[1]
+            message = str(args[2])
+        else:
+            message = " ".join(str(a) for a in args)
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(DirectoryError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(DirectoryError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(DirectoryError):
+    status = 404
+    code = "not_found"
+
+
+class VolumeNotFound(NotFound):
+    code = "volume_not_found"
+
+
+class NodeNotFound(NotFound):
+    code = "node_not_found"
+
+
+class Conflict(DirectoryError):
+    status = 409
+    code = "conflict"
+
+
+class NoCapacity(Conflict):
+    """The placement policy cannot be met with the alive store nodes that have room."""
+
+    code = "no_capacity"
+
+
+class VolumeCreateFailed(DirectoryError):
+    """A store node did not create its replica; the logical volume stays in state creating
+    and growth retries it."""
+
+    status = 503
+    code = "volume_create_failed"
+
+
+class NoWritableVolume(DirectoryError):
+    """No writable logical volume is left for a write (callers answer 503)."""
+
+    status = 503
+    code = "no_writable_volume"

@@ -1,0 +1,316 @@
+"""The directory's HTTP API (docs/api/directory.md) as an aiohttp application.
+
+One middleware turns every error into `{"error": {"code", "message"}}`: the package's
+DirectoryError tree by its `status`/`code`, aiohttp's own HTTP errors (unknown route 404,
+405, body over request_body_bytes_max 413) by theirs, anything else 500 `internal`. The
+same middleware checks the internal credential on every mutation (any method but GET).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Final
+
+from aiohttp import web
+
+from common import credentials
+from directory import deletes, growth, health, moves, registry, repairs
+from directory.errors import BadRequest, DirectoryError, Unauthorized, VolumeNotFound
+from directory.registry import VOLUME_ID_MAX
+from directory.service import Directory
+from directory.state import ClusterState
+
+log = logging.getLogger("pinhole.directory")
+
+DIRECTORY: Final = web.AppKey("directory", Directory)
+CREDENTIAL: Final = web.AppKey("credential", str)
+KEY_MAX: Final = 2**64 - 1
+ALT_KEY_MAX: Final = 2**32 - 1
+
+Handler = Any
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        if request.method not in ("GET", "HEAD") and not credentials.check_authorization(
+            request.headers.get("Authorization"), request.app[CREDENTIAL]
+        ):
+            raise Unauthorized("a valid internal credential is required")
+        response: web.StreamResponse = await handler(request)
+        return response
+    except DirectoryError as e:
+        return _error(e.status, e.code, e.message)
+    except web.HTTPRequestEntityTooLarge as e:
+        return _error(413, "body_too_large", e.text or "request body too large")
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "http_error")
+        return _error(e.status, code, e.reason)
+    except Exception:
+        log.exception("directory request %s %s failed", request.method, request.path)
+        return _error(500, "internal", "internal server error")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("the body must be a JSON object")
+    return doc
+
+
+def _vid(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > VOLUME_ID_MAX:
+        raise BadRequest(f"volume id must be a decimal number within 0..{VOLUME_ID_MAX}")
+    return int(text)
+
+
+def _int_field(body: dict[str, Any], name: str, high: int, *, required: bool = True) -> int | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)  # 64-bit keys travel as strings in JSON
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise BadRequest(f"{name} must be an integer within 0..{high}")
+    return value
+
+
+def _d(request: web.Request) -> Directory:
+    return request.app[DIRECTORY]
+
+
+def alerts(directory: Directory, state: ClusterState) -> list[str]:
+    out = set(directory.alerts)
+    if not any(state.writability(v)[0] for v in state.volumes.values()):
+        out.add("no_writable_volume")
+    else:
+        out.discard("no_writable_volume")
+    return sorted(out)
+
+
+async def _volume_answer(directory: Directory, vid: int) -> web.Response:
+    state = await directory.state()
+    lv = state.volumes.get(vid)
+    if lv is None:
+        raise VolumeNotFound(f"no logical volume {vid}")
+    return web.json_response(state.volume_json(lv))
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    return web.json_response(await registry.heartbeat(_d(request), await _body(request)))
+
+
+async def nodes(request: web.Request) -> web.Response:
+    state = await _d(request).state()
+    return web.json_response(
+        {
+            "nodes": [
+                state.node_json(n) for n in sorted(state.nodes.values(), key=lambda n: n.node_id)
+            ]
+        }
+    )
+
+
+async def caches(request: web.Request) -> web.Response:
+    state = await _d(request).state()
+    return web.json_response({"caches": registry.caches_json(state)})
+
+
+async def volumes(request: web.Request) -> web.Response:
+    state = await _d(request).state()
+    return web.json_response({"volumes": [state.volume_json(v) for v in state.volumes.values()]})
+
+
+async def volume(request: web.Request) -> web.Response:
+    return await _volume_answer(_d(request), _vid(request.match_info["vid"]))
+
+
+async def writable(request: web.Request) -> web.Response:
+    directory = _d(request)
+    state = await directory.state()
+    out = []
+    for lv in state.volumes.values():
+        if state.writability(lv)[0]:
+            out.append(
+                {
+                    "volume_id": lv.volume_id,
+                    "replicas": [state.nodes[r.node_id].url for r in lv.replicas],
+                    "node_ids": [r.node_id for r in lv.replicas],
+                }
+            )
+    return web.json_response({"volumes": out, "alerts": alerts(directory, state)})
+
+
+async def create_volumes(request: web.Request) -> web.Response:
+    directory = _d(request)
+    body = await _body(request)
+    count = _int_field(body, "count", directory.config.volumes_create_max)
+    assert count is not None
+    if count < 1:
+        raise BadRequest(f"count must be within 1..{directory.config.volumes_create_max}")
+    vids = await growth.create_volumes(directory, count, partial=False)
+    state = await directory.state()
+    return web.json_response(
+        {"volumes": [state.volume_json(state.volumes[v]) for v in vids]}, status=201
+    )
+
+
+async def set_readonly(request: web.Request) -> web.Response:
+    directory = _d(request)
+    vid = _vid(request.match_info["vid"])
+    await health.set_readonly(directory, vid, await _body(request))
+    return await _volume_answer(directory, vid)
+
+
+async def set_writable(request: web.Request) -> web.Response:
+    directory = _d(request)
+    vid = _vid(request.match_info["vid"])
+    await health.clear_operator_order(directory, vid)
+    return await _volume_answer(directory, vid)
+
+
+async def post_delete(request: web.Request) -> web.Response:
+    body = await _body(request)
+    vid = _int_field(body, "volume_id", VOLUME_ID_MAX)
+    key = _int_field(body, "key", KEY_MAX)
+    alt = _int_field(body, "alt_key", ALT_KEY_MAX, required=False)
+    assert vid is not None and key is not None
+    return web.json_response(await deletes.record(_d(request), vid, key, alt))
+
+
+async def post_repair(request: web.Request) -> web.Response:
+    return web.json_response(await repairs.record(_d(request), await _body(request)), status=202)
+
+
+async def get_repairs(request: web.Request) -> web.Response:
+    return web.json_response({"repairs": await repairs.listing(_d(request))})
+
+
+async def plan_replication(request: web.Request) -> web.Response:
+    state = await _d(request).state()
+    return web.json_response({"moves": moves.replication_plan(state)})
+
+
+async def plan_balance(request: web.Request) -> web.Response:
+    state = await _d(request).state()
+    return web.json_response({"moves": moves.balance_plan(state)})
+
+
+async def add_replica(request: web.Request) -> web.Response:
+    directory = _d(request)
+    vid = _vid(request.match_info["vid"])
+    await moves.add_replica(directory, vid, await _body(request))
+    return await _volume_answer(directory, vid)
+
+
+async def replica_ready(request: web.Request) -> web.Response:
+    directory = _d(request)
+    vid = _vid(request.match_info["vid"])
+    await moves.replica_ready(directory, vid, request.match_info["node_id"])
+    return await _volume_answer(directory, vid)
+
+
+async def remove_replica(request: web.Request) -> web.Response:
+    directory = _d(request)
+    vid = _vid(request.match_info["vid"])
+    await moves.remove_replica(directory, vid, request.match_info["node_id"])
+    return await _volume_answer(directory, vid)
+
+
+async def status_doc(directory: Directory) -> dict[str, Any]:
+    state = await directory.state()
+    alive = [n for n in state.nodes.values() if state.alive(n.node_id)]
+    replica_count = directory.config.replica_count
+    return {
+        "nodes_alive": len(alive),
+        "nodes_down": len(state.nodes) - len(alive),
+        "volumes": len(state.volumes),
+        "writable_volumes": sum(1 for v in state.volumes.values() if state.writability(v)[0]),
+        "under_replicated_volumes": sum(
+            1
+            for v in state.volumes.values()
+            if v.state == "active" and len(state.ready_alive(v)) < replica_count
+        ),
+        "pending_deletes": await deletes.pending_count(directory),
+        "pending_repairs": await repairs.pending_count(directory),
+        "alerts": alerts(directory, state),
+        "process": directory.statistics(),
+    }
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(await status_doc(_d(request)))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    await _d(request).state()  # the database answers
+    return web.json_response({"ok": True})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    doc = await status_doc(_d(request))
+    lines = []
+    for name in (
+        "nodes_alive",
+        "nodes_down",
+        "volumes",
+        "writable_volumes",
+        "under_replicated_volumes",
+        "pending_deletes",
+        "pending_repairs",
+    ):
+        lines += [f"# TYPE pinhole_directory_{name} gauge", f"pinhole_directory_{name} {doc[name]}"]
+    lines.append("# TYPE pinhole_directory_alert gauge")
+    for alert in ("no_writable_volume", "no_capacity"):
+        lines.append(f'pinhole_directory_alert{{name="{alert}"}} {int(alert in doc["alerts"])}')
+    lines.append("# TYPE pinhole_directory_loop_passes_total counter")
+    for loop, n in sorted(doc["process"]["passes"].items()):
+        lines.append(f'pinhole_directory_loop_passes_total{{loop="{loop}"}} {n}')
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def make_app(directory: Directory) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=directory.config.request_body_bytes_max,
+    )
+    app[DIRECTORY] = directory
+    app[CREDENTIAL] = credentials.derive(directory.secret, credentials.STORE_INTERNAL)
+    r = app.router
+    r.add_get("/healthz", healthz)
+    r.add_get("/status", status)
+    r.add_get("/metrics", metrics)
+    r.add_post("/heartbeat", heartbeat)
+    r.add_get("/nodes", nodes)
+    r.add_get("/caches", caches)
+    r.add_get("/volumes", volumes)
+    r.add_post("/volumes", create_volumes)
+    r.add_get("/volumes/{vid}", volume)
+    r.add_post("/volumes/{vid}/readonly", set_readonly)
+    r.add_post("/volumes/{vid}/writable", set_writable)
+    r.add_post("/volumes/{vid}/replicas", add_replica)
+    r.add_post("/volumes/{vid}/replicas/{node_id}/ready", replica_ready)
+    r.add_delete("/volumes/{vid}/replicas/{node_id}", remove_replica)
+    r.add_get("/writable", writable)
+    r.add_post("/deletes", post_delete)
+    r.add_post("/repairs", post_repair)
+    r.add_get("/repairs", get_repairs)
+    r.add_get("/plan/replication", plan_replication)
+    r.add_get("/plan/balance", plan_balance)
+    return app

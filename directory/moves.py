@@ -1,0 +1,181 @@
+"""Replica moves: the plans (`GET /plan/replication`, `GET /plan/balance`) and the replica
+changes an operator command makes while it executes them (add in state copying, mark
+ready, remove).
+
+The directory only plans and records; the data is copied by the target store node's pull
+(docs/api/store.md), driven by `pinhole volume fix-replication` / `balance` in ops/.
+A plan is computed from one snapshot and is advisory: executing it step by step through
+the replica endpoints is what changes state, and each step is idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from directory import schema
+from directory.errors import BadRequest, Conflict, NodeNotFound, NotFound, VolumeNotFound
+from directory.leases import LOCK
+from directory.placement import Placement, Unsatisfiable, loose_targets, place, plan_balance
+from directory.state import ClusterState
+
+if TYPE_CHECKING:
+    from directory.service import Directory
+
+
+def _endpoint(state: ClusterState, node_id: str) -> dict[str, str]:
+    node = state.nodes.get(node_id)
+    return {"node_id": node_id, "url": node.url if node else ""}
+
+
+def replication_plan(state: ClusterState) -> list[dict[str, Any]]:
+    """Moves that bring every active volume back to the placement's replica count."""
+    policy = Placement.parse(state.config.placement)
+    candidates = state.placement_candidates()
+    moves: list[dict[str, Any]] = []
+    for lv in state.volumes.values():
+        if lv.state != "active" or len(moves) >= state.config.plan_moves_max:
+            continue
+        ready = state.ready_alive(lv)
+        if len(ready) >= policy.replica_count or not ready:
+            continue  # healthy, or nothing left to copy from (an alert, not a move)
+        source = ready[0].node_id
+        copying = [r for r in lv.replicas if r.state == "copying" and state.alive(r.node_id)]
+        for r in copying:  # resume what was started
+            moves.append(
+                {
+                    "volume_id": lv.volume_id,
+                    "source": _endpoint(state, source),
+                    "target": _endpoint(state, r.node_id),
+                    "replaces": r.replaces,
+                }
+            )
+        needed = policy.replica_count - len(ready) - len(copying)
+        if needed <= 0:
+            continue
+        keep = [state.candidate(r.node_id) for r in (*ready, *copying)]
+        try:
+            targets = place(policy, candidates, keep=keep)[len(keep) :]
+        except Unsatisfiable:
+            targets = loose_targets(needed, candidates, keep=keep)
+        dead = [
+            r.node_id
+            for r in lv.replicas
+            if not state.alive(r.node_id) and not any(c.replaces == r.node_id for c in copying)
+        ]
+        for i, target in enumerate(targets[:needed]):
+            moves.append(
+                {
+                    "volume_id": lv.volume_id,
+                    "source": _endpoint(state, source),
+                    "target": _endpoint(state, target),
+                    "replaces": dead[i] if i < len(dead) else None,
+                }
+            )
+    return moves[: state.config.plan_moves_max]
+
+
+def balance_plan(state: ClusterState) -> list[dict[str, Any]]:
+    policy = Placement.parse(state.config.placement)
+    nodes = [state.candidate(n.node_id) for n in state.stores(alive_only=True)]
+    volumes = {
+        vid: [r.node_id for r in lv.replicas]
+        for vid, lv in state.volumes.items()
+        if lv.state == "active" and all(r.state == "ready" for r in lv.replicas)
+    }
+    allowed = {c.node_id for c in state.placement_candidates()}
+    moves = plan_balance(
+        policy, nodes, volumes, targets_allowed=allowed, moves_max=state.config.plan_moves_max
+    )
+    return [
+        {
+            "volume_id": m.volume_id,
+            "source": _endpoint(state, m.source),
+            "target": _endpoint(state, m.target),
+            "replaces": m.source,
+        }
+        for m in moves
+    ]
+
+
+async def add_replica(directory: Directory, volume_id: int, body: dict[str, Any]) -> None:
+    node_id = body.get("node_id")
+    replaces = body.get("replaces")
+    if not isinstance(node_id, str) or not node_id:
+        raise BadRequest("node_id must be a non-empty string")
+    if replaces is not None and not isinstance(replaces, str):
+        raise BadRequest("replaces must be a node id or null")
+    lv, rp, n = schema.logical_volumes, schema.replicas, schema.nodes
+    async with directory.db.transaction(lock=LOCK) as conn:
+        if (
+            await conn.execute(sa.select(lv.c.volume_id).where(lv.c.volume_id == volume_id))
+        ).first() is None:
+            raise VolumeNotFound(f"no logical volume {volume_id}")
+        node = (await conn.execute(sa.select(n.c.role).where(n.c.node_id == node_id))).first()
+        if node is None or node.role != "store":
+            raise NodeNotFound(f"no store node {node_id}")
+        existing = (
+            await conn.execute(
+                sa.select(rp.c.state).where(rp.c.volume_id == volume_id, rp.c.node_id == node_id)
+            )
+        ).first()
+        if existing is not None:
+            return  # idempotent: a resumed move adds the same replica again
+        await conn.execute(
+            rp.insert().values(
+                volume_id=volume_id,
+                node_id=node_id,
+                state="copying",
+                replaces=replaces,
+                created_unix_s=time.time(),
+            )
+        )
+    directory.log.info(
+        "volume %d: replica on %s copying (replaces %s)", volume_id, node_id, replaces
+    )
+
+
+async def replica_ready(directory: Directory, volume_id: int, node_id: str) -> None:
+    rp = schema.replicas
+    async with directory.db.transaction(lock=LOCK) as conn:
+        row = (
+            await conn.execute(
+                sa.select(rp).where(rp.c.volume_id == volume_id, rp.c.node_id == node_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"node {node_id} holds no replica of volume {volume_id}")
+        await conn.execute(
+            rp.update()
+            .where(rp.c.volume_id == volume_id, rp.c.node_id == node_id)
+            .values(state="ready", replaces=None, created_unix_s=time.time())
+        )
+        if row.replaces and row.replaces != node_id:
+            await _remove(conn, volume_id, row.replaces)
+    directory.log.info("volume %d: replica on %s ready", volume_id, node_id)
+
+
+async def remove_replica(directory: Directory, volume_id: int, node_id: str) -> None:
+    rp = schema.replicas
+    async with directory.db.transaction(lock=LOCK) as conn:
+        rows = list(await conn.execute(sa.select(rp).where(rp.c.volume_id == volume_id)))
+        if not any(r.node_id == node_id for r in rows):
+            raise NotFound(f"node {node_id} holds no replica of volume {volume_id}")
+        others_ready = [r for r in rows if r.node_id != node_id and r.state == "ready"]
+        if not others_ready:
+            raise Conflict(f"{node_id} holds the last ready replica of volume {volume_id}")
+        await _remove(conn, volume_id, node_id)
+    directory.log.info("volume %d: replica on %s removed", volume_id, node_id)
+
+
+async def _remove(conn: Any, volume_id: int, node_id: str) -> None:
+    rp, pd = schema.replicas, schema.pending_deletes
+    await conn.execute(rp.delete().where(rp.c.volume_id == volume_id, rp.c.node_id == node_id))
+    # Deletes owed to a replica that no longer exists are owed to nobody.
+    await conn.execute(
+        pd.delete().where(
+            pd.c.volume_id == volume_id, pd.c.node_id == node_id, pd.c.target_role == "store"
+        )
+    )

@@ -1,0 +1,121 @@
+"""The directory's tables and their migrations (docs/formats/directory-schema.md).
+
+Keys (u64) are stored as decimal text: both engines' integers are signed 64-bit, and the
+directory never orders or sums keys. Times are Unix seconds (float). Every table is
+created through `migrate(db, COMPONENT, MIGRATIONS)`; a change to a table is a new
+migration appended to MIGRATIONS, never an edit of an applied one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from common.db import Migration
+
+COMPONENT: Final = "directory"
+
+metadata = sa.MetaData()
+
+nodes = sa.Table(
+    "directory_nodes",
+    metadata,
+    sa.Column("node_id", sa.String(200), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),  # store | cache
+    sa.Column("url", sa.String(500), nullable=False),
+    sa.Column("failure_domain", sa.String(300), nullable=False),
+    sa.Column("free_bytes", sa.BigInteger, nullable=False),
+    sa.Column("first_heartbeat_unix_s", sa.Float, nullable=False),
+    sa.Column("last_heartbeat_unix_s", sa.Float, nullable=False),
+    # The volumes of the last heartbeat: [{volume_id, mode, reason, size_bytes,
+    # size_bytes_max}], JSON text.
+    sa.Column("volumes_json", sa.Text, nullable=False),
+)
+
+logical_volumes = sa.Table(
+    "directory_logical_volumes",
+    metadata,
+    sa.Column("volume_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    # creating: physical volumes not yet all created; active: in service.
+    sa.Column("state", sa.String(16), nullable=False),
+    # Last writability the health loop computed (reads compute it afresh).
+    sa.Column("writable", sa.Boolean, nullable=False),
+    sa.Column("readonly_reason", sa.String(200), nullable=True),
+    sa.Column("readonly_until_unix_s", sa.Float, nullable=False),
+    sa.Column("operator_readonly", sa.Boolean, nullable=False),
+    sa.Column("created_unix_s", sa.Float, nullable=False),
+)
+
+replicas = sa.Table(
+    "directory_replicas",
+    metadata,
+    sa.Column(
+        "volume_id",
+        sa.BigInteger,
+        sa.ForeignKey("directory_logical_volumes.volume_id"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "node_id", sa.String(200), sa.ForeignKey("directory_nodes.node_id"), primary_key=True
+    ),
+    sa.Column("state", sa.String(16), nullable=False),  # copying | ready
+    sa.Column("replaces", sa.String(200), nullable=True),
+    sa.Column("created_unix_s", sa.Float, nullable=False),
+)
+
+pending_deletes = sa.Table(
+    "directory_pending_deletes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("volume_id", sa.BigInteger, nullable=False),
+    sa.Column("key", sa.String(20), nullable=False),
+    sa.Column("alt_key", sa.BigInteger, nullable=True),  # NULL: every variant
+    sa.Column("node_id", sa.String(200), nullable=False),
+    sa.Column("target_role", sa.String(16), nullable=False),  # store | cache
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_try_unix_s", sa.Float, nullable=False),
+    sa.Column("created_unix_s", sa.Float, nullable=False),
+    sa.Column("last_error", sa.String(500), nullable=True),
+)
+
+repairs = sa.Table(
+    "directory_repairs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("volume_id", sa.BigInteger, nullable=False),
+    sa.Column("key", sa.String(20), nullable=False),
+    sa.Column("alt_key", sa.BigInteger, nullable=False),
+    sa.Column("node_id", sa.String(200), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | done | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_try_unix_s", sa.Float, nullable=False),
+    sa.Column("created_unix_s", sa.Float, nullable=False),
+    sa.Column("updated_unix_s", sa.Float, nullable=False),
+    sa.Column("last_error", sa.String(500), nullable=True),
+)
+
+leases = sa.Table(
+    "directory_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_unix_s", sa.Float, nullable=False),
+)
+
+_indexes = (
+    sa.Index("directory_replicas_by_node", replicas.c.node_id),
+    sa.Index("directory_pending_deletes_due", pending_deletes.c.next_try_unix_s),
+    sa.Index("directory_pending_deletes_by_node", pending_deletes.c.node_id),
+    sa.Index("directory_repairs_due", repairs.c.state, repairs.c.next_try_unix_s),
+)
+
+MIGRATIONS: Final = (
+    Migration(
+        1,
+        "nodes, logical volumes, replicas, pending deletes, repairs, leases",
+        [CreateTable(t) for t in metadata.sorted_tables] + [CreateIndex(i) for i in _indexes],
+    ),
+)

@@ -1,0 +1,439 @@
+"""The directory's HTTP API against real in-process store nodes, on SQLite and on
+PostgreSQL (every test runs on both through the `backend` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from directory.client import DirectoryClient
+from directory.errors import DirectoryError, NoWritableVolume
+from directory.writer import BlobWriter
+from store.client import StoreClientError
+from tests.directory.conftest import SECRET, Cluster, eventually, fast_config, running_cluster
+
+
+async def _lv(cluster: Cluster, vid: int) -> dict[str, Any]:
+    async with cluster.client() as c:
+        return await c.volume(vid)
+
+
+async def test_heartbeat_registers_and_lists_nodes(backend: dict[str, Any], tmp_path: Path) -> None:
+    async with (
+        running_cluster(fast_config(backend), tmp_path, loops=False) as cluster,
+        cluster.client() as c,
+    ):
+        answer = await c.heartbeat(node_id="cache-1", role="cache", url="http://127.0.0.1:1")
+        assert answer == {"interval_s": 0.1}
+        nodes = {n["node_id"]: n for n in await c.nodes()}
+        assert set(nodes) == {"store-1", "store-2", "store-3", "store-4", "cache-1"}
+        assert nodes["store-3"]["failure_domain"] == "dc1/rack2/host3"
+        assert nodes["store-1"]["alive"] and nodes["store-1"]["free_bytes"] > 0
+        assert await c.caches() == [{"node_id": "cache-1", "url": "http://127.0.0.1:1"}]
+        status = await c.status()
+        assert status["nodes_alive"] == 5
+        assert status["alerts"] == ["no_writable_volume"]
+        assert "pinhole_directory_nodes_alive 5" in await c.metrics()
+
+
+async def test_bad_requests_answer_json_errors(backend: dict[str, Any], tmp_path: Path) -> None:
+    config = fast_config(backend, request_body_bytes_max=64 * 1024)
+    async with running_cluster(config, tmp_path, stores=0, loops=False) as cluster:
+        async with cluster.client() as c:
+            with pytest.raises(DirectoryError) as e:
+                await c.heartbeat(node_id="x", role="store", url="http://h:1", failure_domain="a/b")
+            assert (e.value.status, e.value.code) == (400, "bad_request")
+            assert "failure_domain" in str(e.value)
+            with pytest.raises(DirectoryError) as e:
+                await c.volume(7)
+            assert (e.value.status, e.value.code) == (404, "volume_not_found")
+            with pytest.raises(DirectoryError) as e:
+                await c.create_volumes(1)
+            assert (e.value.status, e.value.code) == (409, "no_capacity")
+        async with DirectoryClient(cluster.url) as anonymous:  # no credential
+            with pytest.raises(DirectoryError) as e:
+                await anonymous.create_volumes(1)
+            assert (e.value.status, e.value.code) == (401, "unauthorized")
+        async with aiohttp.ClientSession() as s:
+            async with s.get(cluster.url + "/nope") as resp:
+                assert resp.status == 404
+                assert (await resp.json())["error"]["code"] == "not_found"
+            headers = {"Authorization": c._auth or ""}
+            async with s.post(
+                cluster.url + "/heartbeat", data=b"x" * 100_000, headers=headers
+            ) as resp:
+                assert resp.status == 413
+                assert (await resp.json())["error"]["code"] == "body_too_large"
+            async with s.post(cluster.url + "/deletes", data=b"{", headers=headers) as resp:
+                assert resp.status == 400
+
+
+async def test_create_volumes_places_replicas_and_creates_them(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    async with (
+        running_cluster(fast_config(backend), tmp_path, loops=False) as cluster,
+        cluster.client() as c,
+    ):
+        created = await c.create_volumes(2)
+        assert [v["volume_id"] for v in created] == [1, 2]
+        for lv in created:
+            assert lv["writable"], lv
+            replicas = lv["replicas"]
+            assert len(replicas) == 3
+            domains = sorted(r["failure_domain"] for r in replicas)
+            racks = [d.split("/")[1] for d in domains]
+            assert racks.count("rack1") in (1, 2) and len(set(domains)) == 3
+            for r in replicas:
+                node = cluster.node(r["node_id"]).node
+                assert node is not None and lv["volume_id"] in node.volumes
+        writable = await c.writable()
+        assert sorted(v["volume_id"] for v in writable["volumes"]) == [1, 2]
+        assert writable["alerts"] == []
+        # Loads spread: 6 replicas over 4 nodes, no node holds both twice over.
+        counts: dict[str, int] = {}
+        for lv in created:
+            for r in lv["replicas"]:
+                counts[r["node_id"]] = counts.get(r["node_id"], 0) + 1
+        assert max(counts.values()) - min(counts.values()) <= 1 and len(counts) == 4
+
+
+async def test_node_timeout_makes_volumes_readonly_and_return_rejoins(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    async with (
+        running_cluster(fast_config(backend), tmp_path) as cluster,
+        cluster.client() as c,
+    ):
+        (lv,) = await c.create_volumes(1)
+        victim = cluster.node(lv["replicas"][0]["node_id"])
+        await victim.pause_heartbeats()
+
+        async def readonly() -> bool:
+            v = await c.volume(1)
+            return not v["writable"] and v["reason"] == "node_down"
+
+        await eventually(readonly, what="the volume to turn read-only")
+        nodes = {n["node_id"]: n for n in await c.nodes()}
+        assert not nodes[victim.node_id]["alive"]
+        assert (await c.writable())["alerts"] == ["no_writable_volume"]
+        down = await c.volume(1)
+        assert down["replicas"][-1]["node_id"] == victim.node_id  # alive ones first
+        victim.resume_heartbeats()
+
+        async def writable() -> bool:
+            return bool((await c.volume(1))["writable"])
+
+        await eventually(writable, what="the volume to be writable again")
+        await eventually(
+            lambda: _stored_writable(cluster, 1, expected=True), what="the health loop"
+        )
+
+
+async def _stored_writable(cluster: Cluster, vid: int, *, expected: bool) -> bool:
+    state = await cluster.directory.state()
+    return state.volumes[vid].writable is expected
+
+
+async def test_blob_writer_writes_every_replica(backend: dict[str, Any], tmp_path: Path) -> None:
+    async with running_cluster(fast_config(backend), tmp_path, loops=False) as cluster:
+        async with cluster.client() as c:
+            await c.create_volumes(1)
+            lv = await c.volume(1)
+        async with BlobWriter(cluster.url, secret=SECRET) as writer:
+            ref = await writer.put(42, 7, b"photo bytes" * 100)
+            assert (ref.volume_id, ref.key, ref.alt_key, ref.size) == (1, 42, 7, 1100)
+            for r in lv["replicas"]:
+                async with cluster.node(r["node_id"]).client() as store:
+                    needle = await store.get(1, 42, 7, ref.cookie)
+                    assert needle.data == b"photo bytes" * 100
+                    assert needle.etag == ref.etag
+            answer = await writer.delete(1, 42, 7)
+            assert answer == {"replicas_done": 3, "replicas_pending": 0}
+            for r in lv["replicas"]:
+                async with cluster.node(r["node_id"]).client() as store:
+                    with pytest.raises(StoreClientError) as e:
+                        await store.get(1, 42, 7, ref.cookie)
+                    assert e.value.status == 404
+
+
+async def test_no_writable_volume(backend: dict[str, Any], tmp_path: Path) -> None:
+    async with (
+        running_cluster(fast_config(backend), tmp_path, stores=0, loops=False) as cluster,
+        BlobWriter(cluster.url, secret=SECRET) as writer,
+    ):
+        with pytest.raises(NoWritableVolume):
+            await writer.put(1, 0, b"x")
+
+
+async def test_replica_failure_turns_readonly_and_write_goes_elsewhere(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    config = fast_config(backend, readonly_cooldown_s=30.0)
+    async with running_cluster(config, tmp_path, loops=False) as cluster:
+        async with cluster.client() as c:
+            created = await c.create_volumes(2)
+        sets = [{r["node_id"] for r in lv["replicas"]} for lv in created]
+        only_in_first = sorted(sets[0] - sets[1])
+        assert only_in_first, sets
+        async with BlobWriter(cluster.url, secret=SECRET) as writer:
+            await writer.put(1, 0, b"warm the writable cache", volume_id=1)
+            await cluster.node(only_in_first[0]).stop()
+            ref = await writer.put(5, 0, b"second", volume_id=1)
+            assert ref.volume_id == 2
+            for nid in sets[1]:
+                async with cluster.node(nid).client() as store:
+                    assert (await store.get(2, 5, 0, ref.cookie)).data == b"second"
+        lv1 = await _lv(cluster, 1)
+        assert not lv1["writable"]
+        assert lv1["reason"].startswith(f"write_failure on {only_in_first[0]}")
+        async with cluster.client() as c:
+            status = await c.status()
+            # The partial write on volume 1 is being deleted from all three replicas; the
+            # stopped node's share stays pending.
+            assert status["pending_deletes"] >= 1
+
+
+async def test_delete_reaches_a_replica_that_was_down(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    async with running_cluster(fast_config(backend), tmp_path) as cluster:
+        async with cluster.client() as c:
+            (lv,) = await c.create_volumes(1)
+        async with BlobWriter(cluster.url, secret=SECRET) as writer:
+            ref = await writer.put(77, 0, b"to be deleted")
+            victim = cluster.node(lv["replicas"][1]["node_id"])
+            await victim.stop()
+            answer = await writer.delete(ref.volume_id, 77)
+            assert answer == {"replicas_done": 2, "replicas_pending": 1}
+            await asyncio.sleep(0.3)
+            await victim.start()  # comes back on a new port, heartbeats again
+            async with victim.client() as store:
+
+                async def gone() -> bool:
+                    try:
+                        await store.get(ref.volume_id, 77, 0, ref.cookie)
+                    except StoreClientError as e:
+                        return e.status == 404
+                    return False
+
+                await eventually(gone, what="the delete to reach the returning replica")
+        async with cluster.client() as c:
+            await eventually(
+                lambda: _no_pending(c), what="the pending delete to be marked delivered"
+            )
+
+
+async def _no_pending(c: DirectoryClient) -> bool:
+    return (await c.status())["pending_deletes"] == 0
+
+
+async def test_growth_keeps_the_minimum_of_writable_volumes(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    config = fast_config(backend, writable_volumes_min=2)
+    async with running_cluster(config, tmp_path) as cluster, cluster.client() as c:
+
+        async def writable_count(n: int) -> bool:
+            return len((await c.writable())["volumes"]) >= n
+
+        await eventually(lambda: writable_count(2), what="growth to create 2 volumes")
+        await c.set_readonly(1, "maintenance")  # an operator order
+        await eventually(lambda: writable_count(2), what="growth to replace volume 1")
+        writable = {v["volume_id"] for v in (await c.writable())["volumes"]}
+        assert 1 not in writable and len(writable) >= 2
+        assert (await c.volume(1))["reason"] == "operator: maintenance"
+        assert (await c.set_writable(1))["writable"]
+
+
+async def test_repairs_are_recorded_once_and_listed(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    async with (
+        running_cluster(fast_config(backend), tmp_path, loops=False) as cluster,
+        cluster.client() as c,
+    ):
+        (lv,) = await c.create_volumes(1)
+        nid = lv["replicas"][0]["node_id"]
+        first = await c.report_repair(1, 2**64 - 1, 3, nid, "scrub")
+        again = await c.report_repair(1, 2**64 - 1, 3, nid, "scrub")
+        assert first["id"] == again["id"] and again["duplicate"]
+        (listed,) = await c.repairs()
+        assert listed["key"] == str(2**64 - 1) and listed["state"] == "pending"
+        with pytest.raises(DirectoryError) as e:
+            await c.report_repair(1, 1, 0, "store-unknown", "scrub")
+        assert e.value.status == 404
+
+
+async def test_replication_plan_and_replica_moves(backend: dict[str, Any], tmp_path: Path) -> None:
+    async with (
+        running_cluster(fast_config(backend), tmp_path, loops=False) as cluster,
+        cluster.client() as c,
+    ):
+        (lv,) = await c.create_volumes(1)
+        holders = {r["node_id"] for r in lv["replicas"]}
+        (spare,) = {"store-1", "store-2", "store-3", "store-4"} - holders
+        assert await c.plan_replication() == []
+        victim = cluster.node(sorted(holders)[0])
+        await victim.pause_heartbeats()
+
+        async def planned() -> bool:
+            return len(await c.plan_replication()) == 1
+
+        await eventually(planned, what="a replication move")
+        (move,) = await c.plan_replication()
+        assert move["target"]["node_id"] == spare
+        assert move["replaces"] == victim.node_id
+        assert move["source"]["node_id"] in holders - {victim.node_id}
+        after = await c.add_replica(1, spare, replaces=victim.node_id)
+        assert {r["node_id"]: r["state"] for r in after["replicas"]}[spare] == "copying"
+        await c.add_replica(1, spare, replaces=victim.node_id)  # idempotent
+        (resumed,) = await c.plan_replication()
+        assert resumed["target"]["node_id"] == spare
+        done = await c.replica_ready(1, spare)
+        assert {r["node_id"] for r in done["replicas"]} == (holders - {victim.node_id}) | {spare}
+        for r in done["replicas"][:-1]:
+            await c.remove_replica(1, r["node_id"])
+        with pytest.raises(DirectoryError) as e:
+            await c.remove_replica(1, done["replicas"][-1]["node_id"])
+        assert (e.value.status, e.value.code) == (409, "conflict")
+
+
+async def test_balance_plan_moves_from_loaded_to_empty_nodes(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    async with (
+        running_cluster(fast_config(backend), tmp_path, stores=3, loops=False) as cluster,
+        cluster.client() as c,
+    ):
+        await c.create_volumes(3)
+        assert await c.plan_balance() == []
+        extra = cluster.nodes[0].__class__(
+            "store-4", "dc1/rack2/host4", tmp_path / "store-4", cluster.url
+        )
+        cluster.nodes.append(extra)
+        await extra.start()
+        moves = await c.plan_balance()
+        assert moves and all(m["target"]["node_id"] == "store-4" for m in moves)
+        assert all(m["replaces"] == m["source"]["node_id"] for m in moves)
+
+
+async def test_repair_rewrites_a_bad_copy_from_a_healthy_replica(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    async with running_cluster(fast_config(backend), tmp_path) as cluster:
+        async with cluster.client() as c:
+            (lv,) = await c.create_volumes(1)
+        async with BlobWriter(cluster.url, secret=SECRET) as writer:
+            ref = await writer.put(9, 1, b"precious" * 1000)
+        bad = cluster.node(lv["replicas"][2]["node_id"])
+        async with bad.client() as store:
+            await store.delete(1, 9, 1)  # the copy on this node is lost
+        async with cluster.client() as c:
+            await c.report_repair(1, 9, 1, bad.node_id, "scrub")
+
+            async def repaired() -> bool:
+                return [r["state"] for r in await c.repairs()] == ["done"]
+
+            await eventually(repaired, what="the repair to finish")
+        async with bad.client() as store:
+            assert (await store.get(1, 9, 1, ref.cookie)).data == b"precious" * 1000
+
+
+async def test_two_directories_share_one_database(backend: dict[str, Any], tmp_path: Path) -> None:
+    """Concurrent volume creation through both never reuses an id, and each loop runs in one
+    process at a time; when that process stops, the other takes its loops over."""
+    from directory.server import running_directory
+
+    config = fast_config(backend, lease_s=1.0)
+    async with running_cluster(config, tmp_path) as cluster:
+        async with running_directory(config, secret=SECRET) as (second, port):
+            other = DirectoryClient(f"http://127.0.0.1:{port}", secret=SECRET)
+            async with cluster.client() as first, other:
+                made = await asyncio.gather(
+                    *(first.create_volumes(1) for _ in range(4)),
+                    *(other.create_volumes(1) for _ in range(4)),
+                )
+                ids = sorted(lv["volume_id"] for batch in made for lv in batch)
+                assert ids == list(range(1, 9))
+                assert len(await other.volumes()) == 8
+            await asyncio.sleep(1.5)
+            for loop in ("health", "growth", "deletes", "repairs"):
+                mine = [(s, e) for n, s, e in cluster.directory.pass_log if n == loop]
+                theirs = [(s, e) for n, s, e in second.pass_log if n == loop]
+                assert mine or theirs, loop
+                for s1, e1 in mine:  # no pass of one overlaps a pass of the other
+                    assert all(e1 <= s2 or e2 <= s1 for s2, e2 in theirs), loop
+        # `second` stopped and released its leases: the first takes every loop.
+        before = cluster.directory.passes.copy()
+
+        async def took_over() -> bool:
+            return all(
+                cluster.directory.passes[loop] > before[loop]
+                for loop in ("health", "growth", "deletes", "repairs")
+            )
+
+        await eventually(took_over, what="the first directory to run every loop")
+
+
+async def test_a_repair_never_brings_a_deleted_needle_back(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    """A delete reached two replicas; the third was down and is back, its delete still
+    pending. A report that the first replica "lost" the needle (a reader found it absent
+    there but present on the third) must not copy it back."""
+    from directory.repairs import repair_pass
+
+    async with running_cluster(fast_config(backend), tmp_path, loops=False) as cluster:
+        async with cluster.client() as c:
+            (lv,) = await c.create_volumes(1)
+        first, late = (cluster.node(r["node_id"]) for r in lv["replicas"][:2])
+        async with BlobWriter(cluster.url, secret=SECRET) as writer:
+            ref = await writer.put(88, 0, b"deleted for good")
+            await late.stop()
+            answer = await writer.delete(ref.volume_id, 88)
+            assert answer == {"replicas_done": 2, "replicas_pending": 1}
+        await late.start()  # back, still holding the needle: no delete loop runs here
+        async with late.client() as store:
+            assert (await store.get(1, 88, 0, ref.cookie)).data == b"deleted for good"
+        async with cluster.client() as c:
+            await c.report_repair(1, 88, 0, first.node_id, "read")
+        await repair_pass(cluster.directory)
+        async with first.client() as store:
+            with pytest.raises(StoreClientError) as e:
+                await store.get(1, 88, 0, ref.cookie)
+            assert e.value.status == 404
+        async with cluster.client() as c:
+            assert [r["state"] for r in await c.repairs()] == ["done"]
+
+
+async def test_a_volume_still_being_created_moves_off_a_dead_node(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    """Growth allocated a volume on a node that died before the physical volume was made:
+    the next pass moves that replica elsewhere (keeping placement) and finishes the volume,
+    so a dead node never blocks growth."""
+    from directory.growth import allocate, growth_pass
+
+    async with running_cluster(fast_config(backend), tmp_path, loops=False) as cluster:
+        (vid,) = await allocate(cluster.directory, 1, partial=False)
+        state = await cluster.directory.state()
+        chosen = [r.node_id for r in state.volumes[vid].replicas]
+        assert state.volumes[vid].state == "creating" and len(chosen) == 3
+        dead = cluster.node(chosen[1])
+        await dead.stop()
+        await asyncio.sleep(1.1)  # node_timeout_s: the directory now sees it down
+        await growth_pass(cluster.directory)
+        state = await cluster.directory.state()
+        lv = state.volumes[vid]
+        now_on = {r.node_id for r in lv.replicas}
+        assert lv.state == "active", lv
+        assert dead.node_id not in now_on and len(now_on) == 3
+        assert now_on == {n.node_id for n in cluster.nodes} - {dead.node_id}
+        for node in cluster.nodes:
+            if node.node_id in now_on:
+                assert node.node is not None and vid in node.node.volumes

@@ -1,0 +1,247 @@
+"""BlobWriter's replica PUTs and failure handling against scripted servers on 127.0.0.1: a
+directory that serves a fixed writable list and records every call, and store nodes that
+answer 201, answer an error, never answer, or are not there. (The same paths against real
+store nodes and a real directory are in test_directory_functional.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import xxhash
+from aiohttp import web
+
+from common import credentials
+from directory.writer import BlobWriter, NoWritableVolume
+
+SECRET = b"writer-tests-secret-0123456789"
+
+
+@dataclass
+class FakeStore:
+    """`behaviour`: "ok" (201 with the store's answer), "error" (507 with a JSON error),
+    "silent" (never answers)."""
+
+    node_id: str
+    behaviour: str = "ok"
+    url: str = ""
+    puts: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.puts.append((request.path, dict(request.headers), body))
+        self.arrived.set()
+        if self.behaviour == "silent":
+            await asyncio.sleep(3600)
+        if self.behaviour == "error":
+            doc = {"error": {"code": "no_space", "message": "the disk is full"}}
+            return web.json_response(doc, status=507)
+        _, _, vid, key, alt, _ = request.path.split("/")
+        answer = {
+            "volume_id": int(vid),
+            "key": key,
+            "alt_key": int(alt),
+            "size": len(body),
+            "etag": f'"{xxhash.xxh3_64_intdigest(body):016x}"',
+        }
+        return web.json_response(answer, status=201)
+
+
+@dataclass
+class FakeDirectory:
+    volumes: list[dict[str, Any]]
+    url: str = ""
+    calls: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else None
+        self.calls.append((request.method, request.path, body))
+        if request.path == "/writable":
+            return web.json_response({"volumes": self.volumes, "alerts": []})
+        if request.path == "/deletes":
+            return web.json_response({"replicas_done": 0, "replicas_pending": 3})
+        return web.json_response({})  # /volumes/{vid}/readonly
+
+    def of(self, method: str, path: str) -> list[Any]:
+        return [b for m, p, b in self.calls if (m, p) == (method, path)]
+
+
+async def _serve(app: web.Application, stack: contextlib.AsyncExitStack) -> str:
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+def _unused_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # closed: connections are refused
+
+
+@contextlib.asynccontextmanager
+async def scripted(
+    layout: dict[int, list[FakeStore | str]],
+) -> AsyncIterator[FakeDirectory]:
+    """A directory listing volume id -> replicas (a FakeStore, or "absent": a port with
+    nothing behind it), with every FakeStore serving."""
+    async with contextlib.AsyncExitStack() as stack:
+        urls: dict[str, str] = {}
+        for replicas in layout.values():
+            for r in replicas:
+                if isinstance(r, FakeStore) and r.node_id not in urls:
+                    app = web.Application()
+                    app.router.add_put("/n/{tail:.*}", r.handle)
+                    r.url = urls[r.node_id] = await _serve(app, stack)
+        volumes = [
+            {
+                "volume_id": vid,
+                "replicas": [r.url if isinstance(r, FakeStore) else _unused_url() for r in reps],
+                "node_ids": [
+                    r.node_id if isinstance(r, FakeStore) else f"absent-{vid}-{i}"
+                    for i, r in enumerate(reps)
+                ],
+            }
+            for vid, reps in layout.items()
+        ]
+        directory = FakeDirectory(volumes)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", directory.handle)
+        directory.url = await _serve(app, stack)
+        yield directory
+
+
+async def test_every_replica_gets_the_same_checksum_credential_and_body() -> None:
+    stores = [FakeStore("a"), FakeStore("b"), FakeStore("c")]
+    data = b"twenty kibibytes, more or less" * 700
+    async with (
+        scripted({1: list(stores)}) as directory,
+        BlobWriter(directory.url, secret=SECRET) as writer,
+    ):
+        ref = await writer.put(42, 7, data, cookie=0xABC)
+        assert (ref.volume_id, ref.key, ref.alt_key, ref.cookie, ref.size) == (
+            1,
+            42,
+            7,
+            0xABC,
+            len(data),
+        )
+        assert ref.etag == f'"{xxhash.xxh3_64_intdigest(data):016x}"'
+        for s in stores:
+            ((path, headers, body),) = s.puts
+            assert path == "/n/1/42/7/0000000000000abc"
+            assert body == data
+            assert headers["X-Pinhole-Checksum"] == f"{xxhash.xxh3_64_intdigest(data):016x}"
+            assert headers["Authorization"] == credentials.authorization_header(SECRET)
+        assert directory.calls == [("GET", "/writable", None)]
+
+
+async def test_concurrent_puts_share_one_volume_and_one_directory_call() -> None:
+    layout: dict[int, list[FakeStore | str]] = {
+        vid: [FakeStore(f"{vid}a"), FakeStore(f"{vid}b"), FakeStore(f"{vid}c")] for vid in (1, 2, 3)
+    }
+    async with (
+        scripted(layout) as directory,
+        BlobWriter(directory.url, secret=SECRET, writable_cache_s=60.0) as writer,
+    ):
+        refs = await asyncio.gather(*(writer.put(k, 0, b"x" * 100) for k in range(40)))
+        assert len({r.volume_id for r in refs}) == 1  # one group commit per replica
+        # volume_id still wins while it is writable.
+        other = next(v for v in (1, 2, 3) if v != refs[0].volume_id)
+        assert (await writer.put(99, 0, b"y", volume_id=other)).volume_id == other
+        assert directory.of("GET", "/writable") == [None]
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [("error", "no_space"), ("silent", "timeout"), ("absent", "unreachable")],
+)
+async def test_a_failing_replica_turns_the_volume_readonly_and_the_write_goes_elsewhere(
+    bad: str, reason: str
+) -> None:
+    failing: FakeStore | str = "absent" if bad == "absent" else FakeStore("bad", bad)
+    layout: dict[int, list[FakeStore | str]] = {
+        1: [FakeStore("a"), failing, FakeStore("b")],
+        2: [FakeStore("c"), FakeStore("d"), FakeStore("e")],
+    }
+    async with (
+        scripted(layout) as directory,
+        BlobWriter(directory.url, secret=SECRET, replica_timeout_s=0.3) as writer,
+    ):
+        ref = await writer.put(5, 1, b"second", volume_id=1)
+        assert ref.volume_id == 2
+        bad_node = directory.volumes[0]["node_ids"][1]
+        assert directory.of("POST", "/volumes/1/readonly") == [
+            {"reason": reason, "node_id": bad_node}
+        ]
+        # Two replicas took the write: its delete is queued through the directory.
+        assert directory.of("POST", "/deletes") == [{"volume_id": 1, "key": "5", "alt_key": 1}]
+        # The failed volume is skipped from now on, without asking the directory again.
+        assert (await writer.put(6, 1, b"third", volume_id=1)).volume_id == 2
+        assert len(directory.of("POST", "/volumes/1/readonly")) == 1
+        assert directory.of("GET", "/writable") == [None]
+
+
+async def test_no_partial_delete_when_no_replica_took_the_write() -> None:
+    layout: dict[int, list[FakeStore | str]] = {
+        1: ["absent", "absent", "absent"],
+        2: [FakeStore("c"), FakeStore("d"), FakeStore("e")],
+    }
+    async with (
+        scripted(layout) as directory,
+        BlobWriter(directory.url, secret=SECRET) as writer,
+    ):
+        assert (await writer.put(5, 0, b"x", volume_id=1)).volume_id == 2
+        assert len(directory.of("POST", "/volumes/1/readonly")) == 1
+        assert directory.of("POST", "/deletes") == []
+
+
+async def test_no_writable_volume_when_every_volume_fails() -> None:
+    layout: dict[int, list[FakeStore | str]] = {
+        1: [FakeStore("a", "error"), FakeStore("b"), FakeStore("c")],
+        2: [FakeStore("d"), FakeStore("e", "error"), FakeStore("f")],
+    }
+    async with (
+        scripted(layout) as directory,
+        BlobWriter(directory.url, secret=SECRET) as writer,
+    ):
+        with pytest.raises(NoWritableVolume):
+            await writer.put(5, 0, b"x")
+        reported = [p for m, p, _ in directory.calls if p.endswith("/readonly")]
+        assert sorted(reported) == ["/volumes/1/readonly", "/volumes/2/readonly"]
+
+
+async def test_a_cancelled_put_leaves_no_replica_request_running() -> None:
+    silent = [FakeStore("a", "silent"), FakeStore("b", "silent"), FakeStore("c", "silent")]
+    async with (
+        scripted({1: list(silent)}) as directory,
+        BlobWriter(directory.url, secret=SECRET) as writer,
+    ):
+        put = asyncio.create_task(writer.put(5, 0, b"x"))
+        async with asyncio.timeout(5):
+            for s in silent:
+                await s.arrived.wait()
+        put.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await put
+        await asyncio.sleep(0)
+        names = [getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks()]
+        assert not [n for n in names if "_replica_put" in n]
+        assert directory.of("POST", "/volumes/1/readonly") == []
+
+
+def test_the_fake_store_answers_like_the_store() -> None:
+    # The writer reads the ETag from the store's PUT answer; keep the fake's shape honest.
+    from store import http_api
+
+    answer = http_api._PUT_ANSWER % (1, 2, 3, 4, 0xAB)
+    assert json.loads(answer)["etag"] == f'"{0xAB:016x}"'
