@@ -1,0 +1,182 @@
+"""The cache node's HTTP API (docs/api/cache.md) on the lean server.
+
+Routes:
+
+* ``GET|HEAD /c/{vid}/{key}/{alt}/{cookie}``: a hit is answered synchronously (no Task);
+  a miss returns a coroutine that awaits the flight. Request headers
+  ``X-Pinhole-Replicas`` (store base URLs, preferred first; at most
+  ``REPLICAS_PER_REQUEST_MAX``; needed on a miss only) and ``X-Pinhole-Admit`` (1|0,
+  default 1).
+* ``DELETE /c/{vid}/{key}`` (internal credential): forget every variant.
+* ``GET /healthz``, ``GET /status``, ``GET /metrics``.
+
+Errors become JSON ``{"error": {"code", "message"}}`` with the code also in
+``X-Pinhole-Error`` in exactly one place, ``_error_response``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import asdict
+from typing import Final
+
+from cache.errors import CacheError, NeedleAbsent, ReplicasUnavailable
+from cache.flight import TooManyFetches
+from cache.lru import CachedNeedle, NeedleKey
+from cache.metrics import render_metrics
+from cache.node import CacheNode
+from common import credentials
+from common.leanhttp import Request, Response, encode_header_lines, json_response
+
+__all__ = ["REPLICAS_PER_REQUEST_MAX", "ApiError", "CacheHttpApi"]
+
+REPLICAS_PER_REQUEST_MAX: Final = 16
+_U32_MAX: Final = 2**32 - 1
+_U64_MAX: Final = 2**64 - 1
+_OCTETS: Final = "application/octet-stream"
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+class ApiError(CacheError):
+    """A request the API refuses: status, code, message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def _error_response(exc: Exception) -> Response:
+    """The one place errors become HTTP answers."""
+    headers: list[tuple[str, str]] = []
+    if isinstance(exc, ApiError):
+        status, code = exc.status, exc.code
+    elif isinstance(exc, NeedleAbsent):
+        status, code = 404, "not_found"
+    elif isinstance(exc, ReplicasUnavailable):
+        status, code = 502, "replicas_unavailable"
+    elif isinstance(exc, TooManyFetches):
+        status, code = 503, "busy"
+        headers.append(("retry-after", "1"))
+    else:
+        raise exc
+    headers.append(("x-pinhole-error", code))
+    return json_response(status, {"error": {"code": code, "message": str(exc)}}, headers)
+
+
+def _number(text: str, maximum: int, what: str) -> int:
+    # Canonical decimal only (one URL per needle): ASCII digits, no sign, no leading zero.
+    if not (text.isascii() and text.isdigit()) or (len(text) > 1 and text[0] == "0"):
+        raise ApiError(400, "bad_path", f"{what} must be a canonical decimal number")
+    value = int(text)
+    if value > maximum:
+        raise ApiError(400, "bad_path", f"{what} is out of range")
+    return value
+
+
+def _cookie(text: str) -> int:
+    if len(text) != 16 or not _HEX.issuperset(text):
+        raise ApiError(400, "bad_path", "cookie must be 16 lower-case hex digits")
+    return int(text, 16)
+
+
+def _replicas(header: str | None) -> list[str]:
+    if not header:
+        raise ApiError(400, "no_replicas", "a miss needs the X-Pinhole-Replicas header")
+    urls = [u.strip() for u in header.split(",") if u.strip()]
+    if len(urls) > REPLICAS_PER_REQUEST_MAX:
+        raise ApiError(
+            400, "bad_replicas", f"more than {REPLICAS_PER_REQUEST_MAX} replicas in one request"
+        )
+    for url in urls:
+        if not url.startswith("http://") or len(url) <= 7:
+            raise ApiError(400, "bad_replicas", f"replica {url!r} is not an http:// URL")
+    if not urls:
+        raise ApiError(400, "no_replicas", "a miss needs the X-Pinhole-Replicas header")
+    return urls
+
+
+class CacheHttpApi:
+    def __init__(self, node: CacheNode, *, secret: bytes) -> None:
+        self.node = node
+        self._credential = credentials.derive(secret, credentials.STORE_INTERNAL)
+
+    def handle(self, req: Request) -> Response | Awaitable[Response]:
+        try:
+            return self._route(req)
+        except CacheError as exc:
+            return _error_response(exc)
+
+    def _route(self, req: Request) -> Response | Awaitable[Response]:
+        path = req.path
+        method = req.method
+        if path.startswith("/c/"):
+            parts = path[3:].split("/")
+            if len(parts) == 4:
+                if method not in ("GET", "HEAD"):
+                    raise ApiError(405, "method_not_allowed", f"{method} is not allowed here")
+                return self._get(req, parts)
+            if len(parts) == 2:
+                if method != "DELETE":
+                    raise ApiError(405, "method_not_allowed", f"{method} is not allowed here")
+                return self._delete(req, parts)
+            raise ApiError(404, "bad_path", "expected /c/{vid}/{key}/{alt}/{cookie}")
+        if method not in ("GET", "HEAD"):
+            raise ApiError(405, "method_not_allowed", f"{method} is not allowed here")
+        if path == "/healthz":
+            return json_response(200, {"ok": True})
+        if path == "/status":
+            return json_response(200, asdict(self.node.statistics()))
+        if path == "/metrics":
+            body, content_type = render_metrics(self.node)
+            return Response(200, body, (), content_type)
+        raise ApiError(404, "not_found", f"no route {path}")
+
+    # ------------------------------------------------------------------ needles
+
+    def _get(self, req: Request, parts: list[str]) -> Response | Awaitable[Response]:
+        k: NeedleKey = (
+            _number(parts[0], _U32_MAX, "volume id"),
+            _number(parts[1], _U64_MAX, "key"),
+            _number(parts[2], _U32_MAX, "alt key"),
+            _cookie(parts[3]),
+        )
+        entry = self.node.lookup(k)
+        if entry is not None:
+            return _needle_response(req, entry, "hit")
+        headers = req.headers
+        replicas = _replicas(headers.get("x-pinhole-replicas"))
+        admit = headers.get("x-pinhole-admit", "1").strip() != "0"
+        return self._miss(req, k, replicas, admit)
+
+    async def _miss(self, req: Request, k: NeedleKey, replicas: list[str], admit: bool) -> Response:
+        try:
+            entry = await self.node.fetch(k, replicas, admit=admit)
+        except CacheError as exc:
+            return _error_response(exc)
+        return _needle_response(req, entry, "miss")
+
+    def _delete(self, req: Request, parts: list[str]) -> Response:
+        if not credentials.check_authorization(req.headers.get("authorization"), self._credential):
+            raise ApiError(401, "unauthorized", "the internal credential is missing or wrong")
+        vid = _number(parts[0], _U32_MAX, "volume id")
+        key = _number(parts[1], _U64_MAX, "key")
+        return json_response(200, {"forgotten": self.node.forget(vid, key)})
+
+
+def _needle_response(req: Request, entry: CachedNeedle, how: str) -> Response:
+    etag = entry.etag
+    inm = req.headers.get("if-none-match")
+    if inm is not None and (
+        inm == etag or inm == "*" or etag in (t.strip() for t in inm.split(","))
+    ):
+        return Response(304, b"", (("etag", etag), ("x-pinhole-cache", how)))
+    if how == "hit":
+        # The hot path: this entry's header lines were encoded at its first hit.
+        lines = entry.hit_lines
+        if not lines:
+            lines = entry.hit_lines = encode_header_lines(
+                (("etag", etag), ("x-pinhole-cache", "hit"))
+            )
+        return Response(200, entry.data, (), _OCTETS, lines)
+    return Response(200, entry.data, (("etag", etag), ("x-pinhole-cache", how)), _OCTETS)
