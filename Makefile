@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= .pinhole
 
-.PHONY: up test lint typecheck unit bench-store clean bootstrap
+.PHONY: up test lint typecheck unit bench-store bench-cluster clean bootstrap
 
 bootstrap:
 	@scripts/bootstrap
@@ -28,6 +28,10 @@ unit:
 ## Full store benchmark (minutes); `pinhole bench store --quick` is the CI variant.
 bench-store: bootstrap
 	$(BIN)/pinhole bench store --json bench/results/store.json
+
+## Full cluster benchmark; `pinhole bench cluster --quick` is the CI variant.
+bench-cluster: bootstrap
+	$(BIN)/pinhole bench cluster --json bench/results/cluster.json --plot bench/results/cluster.png
 
 clean:
 	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis

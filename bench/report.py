@@ -30,6 +30,8 @@ def print_table(doc: dict[str, Any], goals: Goals) -> None:
         print(f"{name:32} {'n/a':>10}  (a peer was unavailable: see 'peers')")
     print(f"\n{'server run':32} {'req/s':>10} {'CPU us/req':>11} {'p99 ms':>8}")
     for label, d in sorted(doc["detail"].items()):
+        if not isinstance(d, dict):
+            continue
         if "requests_per_s" in d:
             print(
                 f"{label:32} {d['requests_per_s']:>10,} {d['server_cpu_us_per_request']:>11}"
@@ -37,7 +39,7 @@ def print_table(doc: dict[str, Any], goals: Goals) -> None:
             )
         elif "iops" in d:
             print(f"{label:32} {d['iops']:>10,} {'(IOPS)':>11}")
-    for peer, where in sorted(doc["peers"].items()):
+    for peer, where in sorted(doc.get("peers", {}).items()):
         if where.startswith("unavailable"):
             print(f"peer {peer}: {where}")
 
@@ -69,3 +71,44 @@ def write_plot(doc: dict[str, Any], goals: Goals, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def run_header(benchmark: str, *, quick: bool) -> dict[str, Any]:
+    """The fields every benchmark's JSON starts with: what ran, when, on what."""
+    import os
+    import platform
+    import subprocess
+    import time
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {
+        "benchmark": benchmark,
+        "mode": "quick" if quick else "full",
+        "command": f"pinhole bench {benchmark}" + (" --quick" if quick else ""),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "commit": commit,
+        "machine": {
+            "cpus": os.cpu_count() or 0,
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+    }
+
+
+def publish(
+    doc: dict[str, Any], goals: Goals, *, json_path: Path | None, plot_path: Path | None
+) -> None:
+    """Prints the table, and writes the JSON and the chart when asked to."""
+    import json
+
+    print_table(doc, goals)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    if plot_path is not None:
+        write_plot(doc, goals, plot_path)

@@ -16,7 +16,6 @@ most of a core on this 2-core machine, so req/s alone undersells a lean server).
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from bench.peers.nginx import NginxServer
 from bench.peers.pagecache import evict, evict_tree, warm
 from bench.peers.swift import SwiftObjectServer, ensure_swift
 from bench.peers.wrk import WrkResult, run_wrk
-from bench.report import print_table, write_plot
+from bench.report import publish, run_header
 from bench.store_fixtures import (
     BENCH_COOKIE,
     ObjectSet,
@@ -93,6 +92,11 @@ class Bench:
 
     def log(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def evict(self, path: Path) -> None:
+        """Drops the file from the page cache, saying so when the kernel keeps some of it."""
+        if not evict(path):
+            self.log(f"WARNING: the kernel kept some pages of {path.name} cached")
 
     # -- HTTP runs -------------------------------------------------------------------------
 
@@ -200,7 +204,7 @@ class Bench:
                 cold_rps, _, _ = self.http_run(
                     f"store_get_cold_{tag}",
                     lambda: [node.pid],
-                    before=lambda: evict(volume_file),
+                    before=lambda: self.evict(volume_file),
                     base_url=node.url,
                     paths=paths_file,
                     order="sequential",
@@ -355,15 +359,6 @@ def _json_subprocess(args: list[str]) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(
     *, quick: bool, json_path: Path | None, work_dir: Path | None, plot_path: Path | None
 ) -> dict[str, Any]:
@@ -376,16 +371,7 @@ def main(
         bench.run()
         elapsed = time.monotonic() - t0
     doc = {
-        "benchmark": "store",
-        "mode": plan.mode,
-        "command": "pinhole bench store" + (" --quick" if quick else ""),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "commit": _commit(),
-        "machine": {
-            "cpus": _cpus(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-        },
+        **run_header("store", quick=quick),
         "elapsed_s": round(elapsed, 1),
         "figures": bench.figures,
         "goals": {k: f"{op} {v}" for k, (op, v) in GOALS.items()},
@@ -401,12 +387,7 @@ def main(
             "put_connections": plan.put_connections,
         },
     }
-    print_table(doc, GOALS)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    if plot_path is not None:
-        write_plot(doc, GOALS, plot_path)
+    publish(doc, GOALS, json_path=json_path, plot_path=plot_path)
     return doc
 
 

@@ -4,6 +4,7 @@ same run (bench/)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,30 +14,51 @@ def bench() -> None:
     """Benchmarks (figures are ratios against baselines measured in the same run)."""
 
 
+def _bench_options(f: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--quick", is_flag=True, help="Small sizes, short runs (what CI runs)."),
+            click.option(
+                "--json",
+                "json_path",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Write the figures as JSON here.",
+            ),
+            click.option(
+                "--work",
+                "work_dir",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Scratch directory (default: a temporary one under ./.pinhole).",
+            ),
+            click.option(
+                "--plot",
+                "plot_path",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Write a PNG chart of the figures here.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
 @bench.command("store")
-@click.option("--quick", is_flag=True, help="Small sizes and short runs (what CI runs).")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the figures as JSON here.",
-)
-@click.option(
-    "--work",
-    "work_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Scratch directory (default: a temporary one on the current disk).",
-)
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a PNG chart of the figures here.",
-)
+@_bench_options
 def bench_store(
     quick: bool, json_path: Path | None, work_dir: Path | None, plot_path: Path | None
 ) -> None:
     """Store node against nginx, fio and OpenStack Swift on this machine."""
     from bench.store_bench import main
+
+    main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
+
+
+@bench.command("cluster")
+@_bench_options
+def bench_cluster(
+    quick: bool, json_path: Path | None, work_dir: Path | None, plot_path: Path | None
+) -> None:
+    """Router, cache and replicated writes on a local cluster against one store node."""
+    from bench.cluster_bench import main
 
     main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)

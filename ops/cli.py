@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from ops.bench_cmds import bench
+from ops.service_cmds import cache, directory, router
 from ops.store_cmds import store
-from ops.up_cmds import up
+from ops.up_cmds import down, status, up
 from ops.volume_cmds import volume
 
 
@@ -28,7 +29,12 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 
 main.add_command(store)
 main.add_command(volume)
+main.add_command(directory)
+main.add_command(cache)
+main.add_command(router)
 main.add_command(up)
+main.add_command(status)
+main.add_command(down)
 main.add_command(bench)
 
 if __name__ == "__main__":

@@ -44,6 +44,14 @@ def resolve_store_config(ctx: click.Context, **overrides: Any) -> StoreConfig:
 @click.option("--port", type=int, help="Port to listen on (0: any free port).")
 @click.option("--node-id", help="The node's name in the cluster (default host:port).")
 @click.option("--failure-domain", help="datacenter/rack/host label used for placement.")
+@click.option("--directory-url", help="The directory to send heartbeats to.")
+@click.option(
+    "--advertise-url", help="The URL others reach this node at (default http://host:port)."
+)
+@click.option(
+    "--scrub-interval", type=float, help="Seconds between scrub passes of a volume (0: off)."
+)
+@click.option("--scrub-rate", help='Scrub at most this many bytes/s, e.g. "8 MiB".')
 @click.option("--volume-size-max", help='Size limit of new volumes, e.g. "100GB" or "64MiB".')
 @click.option(
     "--secret-file", type=click.Path(dir_okay=False, path_type=Path), help="Cluster secret file."
@@ -71,6 +79,10 @@ def serve(
     port: int | None,
     node_id: str | None,
     failure_domain: str | None,
+    directory_url: str | None,
+    advertise_url: str | None,
+    scrub_interval: float | None,
+    scrub_rate: str | None,
     volume_size_max: str | None,
     secret_file: Path | None,
     root: Path,
@@ -92,6 +104,10 @@ def serve(
         port=port,
         node_id=node_id,
         failure_domain=failure_domain,
+        directory_url=directory_url,
+        advertise_url=advertise_url,
+        scrub_interval_s=scrub_interval,
+        scrub_bytes_per_s_max=scrub_rate,
         cluster_secret_file=str(secret_file) if secret_file else None,
         **{"volume.size_bytes_max": size},
     )

@@ -1,36 +1,47 @@
-"""`pinhole up`: the local cluster on loopback, on embedded defaults.
+"""`pinhole up`, `pinhole status`, `pinhole down`: the local cluster on loopback.
 
-What exists so far is the store node, so `up` runs one store node as its own process with
-its data under --data, creates volume 1, and (with --demo) stores a few demo photos. It
-stays in the foreground; Ctrl-C stops it. Run again on the same --data, it brings back the
-same node with its data.
+`up` starts what is not running yet - a directory, store nodes (4 by default, two racks),
+a cache and a router, each its own process - waits until they answer and the directory
+hands out a writable volume, and (with --demo) stores a few demo photos through the write
+path. In the foreground it restarts a service that crashes and stops them all on Ctrl-C;
+with --detach it returns once the cluster is up. Run again on the same --data it brings back
+the same cluster with its data (and starts a crashed service again); `--stores N` above the
+recorded count adds store nodes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import secrets
 import signal
 import struct
-import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Any, Final
 
 import aiohttp
 import click
 
 from common import credentials
-from ops.cli_support import DEFAULT_ROOT, EXIT_FAILED, CliError, run
-from store.client import StoreClient, needle_path
-from store.config import DEFAULT_PORT
+from ops import local_cluster as lc
+from ops.cli_support import DEFAULT_ROOT, EXIT_FAILED, CliError, emit_json, run, table
 
-DEMO_FILE = "demo.json"
-DEMO_PHOTOS = 6
-NODE_START_S_MAX = 30.0
+DEMO_FILE: Final = "demo.json"
+DEMO_PHOTOS: Final = 6
+START_S_MAX: Final = 60.0
+WATCH_INTERVAL_S: Final = 1.0
+RESTARTS_PER_SERVICE_MAX: Final = 5
+
+
+data_option = click.option(
+    "--data",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_ROOT,
+    show_default=True,
+    help="All of the cluster's data lives here.",
+)
 
 
 def demo_png(seed: int, size: int = 256) -> bytes:
@@ -56,109 +67,209 @@ def demo_png(seed: int, size: int = 256) -> bytes:
     )
 
 
-async def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + NODE_START_S_MAX
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise CliError(f"the store node exited with status {proc.returncode}", EXIT_FAILED)
-            try:
-                async with s.get(url + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise CliError(f"the store node did not answer on {url} within {NODE_START_S_MAX:.0f} s")
+def resolve_layout(root: Path, port_base: int | None, stores: int | None) -> lc.Layout:
+    """The recorded layout of this root, with the options on top (stores only grow)."""
+    saved = lc.load_layout(root)
+    base = port_base or (saved.port_base if saved else lc.PORT_BASE_DEFAULT)
+    count = stores or (saved.stores if saved else lc.STORES_DEFAULT)
+    if saved is not None and count < saved.stores:
+        raise CliError(
+            f"this cluster has {saved.stores} store nodes; --stores cannot remove any "
+            "(drain one with `pinhole volume balance` first)",
+            2,
+        )
+    if saved is not None and base != saved.port_base and lc.read_registry(root):
+        running = [e for e in lc.read_registry(root).values() if lc.alive(e)]
+        if running:
+            raise CliError("the cluster runs on other ports; `pinhole down` first", 2)
+    return lc.Layout(root=root, port_base=base, stores=count)
 
 
-async def _seed_demo(url: str, secret: bytes, root: Path) -> list[str]:
-    path = root / DEMO_FILE
+async def _seed_demo(layout: lc.Layout, secret: bytes) -> list[str]:
+    from common import photo
+    from directory.writer import BlobWriter
+
+    path = layout.root / DEMO_FILE
+    demo: list[dict[str, Any]] = []
     if path.exists():
-        demo = json.loads(path.read_text())
-    else:
+        try:
+            demo = json.loads(path.read_text())
+        except ValueError:
+            demo = []
+        # A record from before the cluster (one store node, no volume ids) is replaced.
+        if not all(isinstance(d, dict) and "volume_id" in d for d in demo):
+            demo = []
+    if not demo:
         base = int(time.time() * 1000) << 23
-        demo = [
-            {"key": base + i, "alt_key": 0, "cookie": secrets.randbits(64)}
-            for i in range(DEMO_PHOTOS)
-        ]
-        async with StoreClient(url, secret=secret) as c:
-            for i, d in enumerate(demo):
-                await c.put(1, d["key"], d["alt_key"], d["cookie"], demo_png(i))
-        path.write_text(json.dumps(demo, indent=2))
-    return [url + needle_path(1, d["key"], d["alt_key"], d["cookie"]) for d in demo]
+        async with BlobWriter(layout.directory_url, secret=secret) as w:
+            for i in range(DEMO_PHOTOS):
+                ref = await w.put(
+                    base + i, photo.alt_key(0, photo.Format.PNG), demo_png(i),
+                    cookie=secrets.randbits(64),
+                )  # fmt: skip
+                demo.append({"volume_id": ref.volume_id, "key": ref.key, "cookie": ref.cookie})
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(demo, indent=2))
+        tmp.replace(path)
+    return [
+        layout.router_url
+        + photo.photo_path(d["volume_id"], d["key"], d["cookie"], 0, photo.Format.PNG)
+        for d in demo
+    ]
+
+
+def _banner(layout: lc.Layout, running: dict[str, lc.Running], demo_urls: list[str]) -> None:
+    click.echo(f"pinhole local cluster (data in {layout.root}/)")
+    for e in running.values():
+        click.echo(f"  {e.name:<10} {e.role:<9} {e.url}   pid {e.pid}")
+    click.echo(f"  photos     {layout.router_url}/p/...")
+    click.echo(f"  secret     {layout.secret_file}")
+    for u in demo_urls:
+        click.echo(f"  demo       {u}")
 
 
 @click.command()
+@data_option
 @click.option(
-    "--data",
-    "root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_ROOT,
-    show_default=True,
-    help="All of the cluster's data lives here.",
+    "--port-base",
+    type=click.IntRange(1024, 65000),
+    help=f"Ports are laid out from here (default {lc.PORT_BASE_DEFAULT}, or as recorded).",
 )
 @click.option(
-    "--port", type=int, default=DEFAULT_PORT, show_default=True, help="The store node's port."
+    "--stores",
+    type=click.IntRange(lc.STORES_MIN, lc.STORES_MAX),
+    help=f"Store nodes (default {lc.STORES_DEFAULT}, or as recorded; more adds nodes).",
 )
 @click.option("--demo/--no-demo", default=False, help="Store a few demo photos.")
-def up(root: Path, port: int, demo: bool) -> None:
-    """Start the local cluster in the foreground (Ctrl-C stops it)."""
+@click.option("--detach", is_flag=True, help="Return once the cluster is up.")
+def up(root: Path, port_base: int | None, stores: int | None, demo: bool, detach: bool) -> None:
+    """Start the local cluster (foreground: Ctrl-C stops it; --detach: `pinhole down`)."""
     root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
     credentials.ensure_secret_file(root)
     secret = credentials.load_secret(
         secret_file=root / credentials.SECRET_FILE_NAME, default_dir=None
     )
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable, "-m", "ops.cli", "store", "serve",
-        "--data", str(root / "store-1"),
-        "--port", str(port),
-        "--node-id", "store-1",
-        "--failure-domain", "dc1/rack1/store-1",
-        "--secret-file", str(root / credentials.SECRET_FILE_NAME),
-        "--create-volume", "1",
-    ]  # fmt: skip
+    layout = resolve_layout(root, port_base, stores)
+    lc.save_layout(layout)
 
-    # From here on SIGTERM means what Ctrl-C means: stop the cluster, leave nothing behind.
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
-    stopped_by_user = False
-    with open(root / "store-1.log", "ab") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
-        try:
+    running: dict[str, lc.Running] = {}
+    try:
+        running, _ = lc.start_missing(layout)
+        run(lc.wait_up(layout, running))
+        urls = run(_seed_demo(layout, secret)) if demo else []
+        _banner(layout, running, urls)
+        if detach:
+            click.echo("the cluster runs in the background: `pinhole status`, `pinhole down`")
+            return
+        click.echo("Ctrl-C stops the cluster")
+        _watch(layout)
+    except KeyboardInterrupt:
+        pass
+    except lc.ClusterError as e:
+        if not detach:
+            _down(root, quiet=True)
+        raise CliError(str(e), EXIT_FAILED) from e
+    except BaseException:
+        if not detach:
+            _down(root, quiet=True)
+        raise
+    if not detach:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _down(root, quiet=False)
 
-            async def start() -> list[str]:
-                await _wait_healthy(url, proc)
-                return await _seed_demo(url, secret, root) if demo else []
 
-            urls = run(start())
-            click.echo(f"pinhole local cluster (data in {root}/)")
-            click.echo(f"  store-1   {url}   log: {root}/store-1.log")
-            click.echo(f"  secret    {root}/{credentials.SECRET_FILE_NAME}")
-            for u in urls:
-                click.echo(f"  demo      {u}")
-            click.echo(f"try: pinhole volume list --node {url}    (Ctrl-C stops the cluster)")
-            while proc.poll() is None:
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            stopped_by_user = True
-        finally:
-            # Stop the node whatever happened; a second signal must not cut this short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-    if not stopped_by_user:
-        raise CliError(
-            f"the store node exited with status {proc.returncode}; see {root}/store-1.log"
+def _watch(layout: lc.Layout) -> None:
+    """Restarts a service that exits, a few times at most, until interrupted."""
+    restarts: dict[str, int] = {}
+    by_name = {s.name: s for s in layout.services()}
+    while True:
+        time.sleep(WATCH_INTERVAL_S)
+        running = lc.read_registry(layout.root)
+        for name, e in running.items():
+            if lc.alive(e) or name not in by_name:
+                continue
+            restarts[name] = restarts.get(name, 0) + 1
+            if restarts[name] > RESTARTS_PER_SERVICE_MAX:
+                continue
+            click.echo(f"{name} exited; starting it again (see {e.log})")
+            running[name] = lc.start(by_name[name], layout.root)
+            lc.write_registry(layout.root, running)
+
+
+def _down(root: Path, *, quiet: bool) -> list[str]:
+    running = lc.read_registry(root)
+    up_now = [e for e in running.values() if lc.alive(e)]
+    # Router and cache first, the directory last: nothing is left talking to a dead peer.
+    order = {"router": 0, "cache": 1, "store": 2, "directory": 3}
+    up_now.sort(key=lambda e: order.get(e.role, 9))
+    killed: list[str] = []
+    for role in ("router", "cache", "store", "directory"):
+        killed += lc.stop([e for e in up_now if e.role == role])
+    if not quiet:
+        for e in up_now:
+            click.echo(f"stopped {e.name}" + (" (killed)" if e.name in killed else ""))
+        if not up_now:
+            click.echo("nothing was running")
+    return [e.name for e in up_now]
+
+
+@click.command()
+@data_option
+def down(root: Path) -> None:
+    """Stop every service of the local cluster (data stays)."""
+    _down(root.resolve(), quiet=False)
+
+
+@click.command()
+@data_option
+@click.option("--json", "json_output", is_flag=True, help="Print JSON for scripts.")
+def status(root: Path, json_output: bool) -> None:
+    """Each service of the local cluster: role, pid, url, health. Exit 1 unless all are up."""
+    root = root.resolve()
+    layout = lc.load_layout(root)
+    if layout is None:
+        raise CliError(f"no local cluster in {root} (start one with `pinhole up`)")
+    running = lc.read_registry(root)
+    rows = run(_status_rows(layout, running))
+    if json_output:
+        emit_json({"services": rows, "ok": all(r["health"] == "ok" for r in rows)})
+    else:
+        click.echo(
+            table(
+                [[r["name"], r["role"], str(r["pid"] or "-"), r["url"], r["health"]] for r in rows],
+                ["service", "role", "pid", "url", "health"],
+            )
         )
+    if not all(r["health"] == "ok" for r in rows):
+        raise SystemExit(EXIT_FAILED)
+
+
+async def _status_rows(layout: lc.Layout, running: dict[str, lc.Running]) -> list[dict[str, Any]]:
+    rows = []
+    async with aiohttp.ClientSession() as s:
+        for service in layout.services():
+            e = running.get(service.name)
+            pid = e.pid if e is not None and lc.alive(e) else None
+            if e is None:
+                state = "never started"
+            elif pid is None:
+                state = "down"
+            else:
+                state = "ok" if await lc.health(s, service.url) is not None else "unhealthy"
+            rows.append(
+                {
+                    "name": service.name,
+                    "role": service.role,
+                    "pid": pid,
+                    "url": service.url,
+                    "health": state,
+                    "log": str(service.log_path(layout.root)),
+                }
+            )
+    return rows

@@ -1,4 +1,5 @@
-"""`pinhole volume ...`: operator commands acting on one store node over its HTTP API."""
+"""`pinhole volume ...`: operator commands acting on one store node over its HTTP API, and the
+cluster-wide replica moves (ops/replication_cmds.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ops.cli_support import (
     show_progress,
     table,
 )
+from ops.replication_cmds import balance, fix_replication
 from store.client import StoreClient, StoreClientError
 from store.config import DEFAULT_PORT
 
@@ -337,3 +339,7 @@ def compact(
                 click.echo(f"volume {j['volume_id']}: compaction {j['state']}: {j['error']}")
     if failed:
         raise SystemExit(EXIT_FAILED)
+
+
+volume.add_command(fix_replication)
+volume.add_command(balance)

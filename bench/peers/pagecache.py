@@ -32,23 +32,39 @@ _libc.mincore.restype = ctypes.c_int
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 
-def evict(path: Path | str) -> None:
-    """Write back the file's dirty pages, then ask the kernel to drop all its cached pages."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+EVICT_ATTEMPTS_MAX = 100
+EVICT_RETRY_S_MAX = 0.1
+
+
+def evict(path: Path | str) -> bool:
+    """Write back the file's dirty pages, then ask the kernel to drop all its cached pages;
+    again, with a growing pause (up to about 8 s in all), while mincore still shows some
+    resident: pages written a moment ago, or still on their way to the LRU lists, can
+    survive one call. True when no page of the file is left in the page cache."""
+    import time
+
+    pause_s = 0.005
+    for _ in range(EVICT_ATTEMPTS_MAX):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        if resident_fraction(path) == 0.0:
+            return True
+        time.sleep(pause_s)
+        pause_s = min(pause_s * 2, EVICT_RETRY_S_MAX)
+    return False
 
 
 def evict_tree(root: Path | str) -> int:
-    """`evict` every regular file under `root`; the number of files evicted."""
+    """`evict` every regular file under `root`; the number of files left with no page cached."""
     count = 0
     for directory, _, names in os.walk(root):
         for name in names:
-            evict(os.path.join(directory, name))
-            count += 1
+            if evict(os.path.join(directory, name)):
+                count += 1
     return count
 
 

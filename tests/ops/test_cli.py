@@ -9,27 +9,21 @@ import fcntl
 import http.server
 import json
 import os
-import queue
 import random
 import re
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psutil
 import pytest
 
 from common import credentials
-from ops.up_cmds import DEMO_PHOTOS, demo_png
 from store.client import StoreClient, StoreClientError
 
 T = TypeVar("T")
@@ -752,198 +746,3 @@ def test_serve_reads_pinhole_toml_from_the_working_directory(tmp_path: Path) -> 
     r = pinhole("store", "serve", "--data", tmp_path / "data", cwd=tmp_path, timeout_s=20)
     assert r.code == 2 and r.out == "", r
     assert one_error_line(r) == "pinhole: unknown key store.prot"
-
-
-# -- up ------------------------------------------------------------------------------------------
-
-
-def _http_get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, e.read()
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return _http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _drain(fd: int) -> None:
-    while os.read(fd, 65536):
-        pass
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class Up:
-    """`pinhole up` in the background, its stdout read line by line with a deadline."""
-
-    def __init__(self, data: Path, port: int, cwd: Path) -> None:
-        self.err_path = cwd / f"up-{time.monotonic_ns()}.err"
-        with open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ops.cli", "up", "--data", str(data), "--port", str(port),
-                 "--demo"],
-                stdout=subprocess.PIPE, stderr=err, cwd=cwd, env=_env(),
-            )  # fmt: skip
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.put(raw.decode())
-        self.lines.put(None)
-
-    def until_try_line(self, timeout_s: float = 60.0) -> list[str]:
-        deadline = time.monotonic() + timeout_s
-        seen: list[str] = []
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no 'try:' line in time: {seen}") from None
-            if line is None:
-                raise AssertionError(f"up exited: {seen} {self.err_path.read_text()}")
-            seen.append(line)
-            if line.startswith("try:"):
-                return seen
-
-    def children(self) -> list[psutil.Process]:
-        return psutil.Process(self.proc.pid).children(recursive=True)
-
-    def close(self) -> None:
-        """Kills whatever is left of this run (the children first)."""
-        try:
-            kids = self.children()
-        except psutil.NoSuchProcess:
-            kids = []
-        for p in [*kids, psutil.Process(self.proc.pid)] if self.proc.poll() is None else kids:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        self.proc.wait(30)
-        self.reader.join(30)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-
-
-def _run_up_once(data: Path, port: int, cwd: Path) -> list[str]:
-    """Starts `up --demo`, checks the demo photos are served, stops it with SIGINT; the demo
-    URLs it printed."""
-    up = Up(data, port, cwd)
-    kids: list[psutil.Process] = []
-    try:
-        lines = up.until_try_line()
-        assert lines[0] == f"pinhole local cluster (data in {data}/)\n"
-        assert lines[-1] == (
-            f"try: pinhole volume list --node http://127.0.0.1:{port}    "
-            "(Ctrl-C stops the cluster)\n"
-        )
-        urls = [line.split()[1] for line in lines if line.startswith("  demo ")]
-        assert len(urls) == DEMO_PHOTOS
-        for i, url in enumerate(urls):
-            assert url.startswith(f"http://127.0.0.1:{port}/n/1/")
-            status, body = _http_get(url)
-            assert status == 200
-            assert body.startswith(b"\x89PNG\r\n\x1a\n")
-            assert body == demo_png(i)
-
-        kids = up.children()
-        assert len(kids) == 1 and kids[0].cmdline()[3:5] == ["store", "serve"], kids
-        up.proc.send_signal(signal.SIGINT)
-        assert up.proc.wait(30) == 0, up.err_path.read_text()
-        _, alive = psutil.wait_procs(kids, timeout=5)
-        assert alive == [], alive
-        assert not _port_open(port)
-        return urls
-    finally:
-        up.close()
-        for p in kids:
-            if p.is_running():
-                p.kill()
-
-
-def test_up_serves_demo_photos_stops_on_sigint_and_keeps_its_data(tmp_path: Path) -> None:
-    data = tmp_path / "cluster"
-    port = _free_port()
-    first = _run_up_once(data, port, tmp_path)
-    assert (data / "cluster.secret").exists()
-    assert len(json.loads((data / "demo.json").read_text())) == DEMO_PHOTOS
-
-    second = _run_up_once(data, port, tmp_path)
-    assert second == first
-
-
-def _pipe_wchan(pid: int) -> bool:
-    try:
-        return "pipe" in Path(f"/proc/{pid}/wchan").read_text()
-    except OSError:
-        return False
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_up_stopped_during_start_up_leaves_no_store_node(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
-    port = _free_port()
-    # `up` writes its banner into a full pipe: it blocks on the first line, after the node is
-    # up and before it installs its signal handlers, for as long as the test wants.
-    r, w = os.pipe()
-    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
-    os.set_blocking(w, False)
-    try:
-        while True:
-            os.write(w, b"\0" * 4096)
-    except BlockingIOError:
-        pass
-    os.set_blocking(w, True)
-    with open(tmp_path / "up.err", "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ops.cli", "up", "--data", str(tmp_path / "c"),
-             "--port", str(port)],
-            stdout=w, stderr=err, cwd=tmp_path, env=_env(),
-        )  # fmt: skip
-    os.close(w)
-    kids: list[psutil.Process] = []
-    drain = threading.Thread(target=_drain, args=(r,), daemon=True)
-    try:
-        deadline = time.monotonic() + NODE_START_S_MAX
-        healthy_at = None
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "up.err").read_text()
-            if healthy_at is None and _healthy(port):
-                healthy_at = time.monotonic()
-            if healthy_at is not None and (
-                _pipe_wchan(proc.pid) or time.monotonic() - healthy_at > 2
-            ):
-                break
-            time.sleep(0.05)
-        kids = psutil.Process(proc.pid).children(recursive=True)
-        assert len(kids) == 1, kids
-        proc.send_signal(sig)
-        drain.start()
-        proc.wait(30)
-        _, alive = psutil.wait_procs(kids, timeout=3)
-        assert alive == [], f"store node {alive} outlived `up` (exit {proc.returncode})"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        for p in kids:
-            if p.is_running():
-                p.kill()
-                p.wait(30)
-        if drain.is_alive():
-            drain.join(30)
-        os.close(r)

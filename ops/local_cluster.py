@@ -1,0 +1,388 @@
+"""The local cluster of `pinhole up`: which services run, how each is started, and the
+registry that lets `up`, `status` and `down` find them again.
+
+Every service is its own process (`python -m ops.cli <role> serve ...`) in its own session,
+with its data under the cluster's root and its output in `<root>/logs/<name>.log`. The
+registry `<root>/services.json` records each service's pid, url and command. A pid only
+counts as the service while /proc/<pid>/cmdline still names that service (pids get reused).
+
+Ports are laid out from one base (default 8700): directory base, store-i base+i, cache
+base+50, router base+80.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+from common import credentials
+
+PORT_BASE_DEFAULT: Final = 8700
+STORES_DEFAULT: Final = 4
+STORES_MIN: Final = 3
+STORES_MAX: Final = 40
+CACHE_PORT_OFFSET: Final = 50
+ROUTER_PORT_OFFSET: Final = 80
+# Two racks of stores: placement "011" (one replica in another rack, one on another host
+# of the primary's rack) holds with any one store lost.
+PLACEMENT_DEFAULT: Final = "011"
+REGISTRY_FILE: Final = "services.json"
+STOP_GRACE_S: Final = 30.0
+HEALTH_TIMEOUT_S: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    role: str
+    url: str
+    argv: tuple[str, ...]
+
+    def log_path(self, root: Path) -> Path:
+        return root / "logs" / f"{self.name}.log"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where everything of one local cluster lives."""
+
+    root: Path
+    port_base: int = PORT_BASE_DEFAULT
+    stores: int = STORES_DEFAULT
+    host: str = "127.0.0.1"
+    extra_store_args: tuple[str, ...] = field(default=())
+
+    @property
+    def directory_url(self) -> str:
+        return f"http://{self.host}:{self.port_base}"
+
+    @property
+    def router_url(self) -> str:
+        return f"http://{self.host}:{self.port_base + ROUTER_PORT_OFFSET}"
+
+    @property
+    def cache_url(self) -> str:
+        return f"http://{self.host}:{self.port_base + CACHE_PORT_OFFSET}"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.root / credentials.SECRET_FILE_NAME
+
+    @property
+    def placement(self) -> str:
+        # Three stores fit one rack only: three hosts of it.
+        return PLACEMENT_DEFAULT if self.stores >= 4 else "002"
+
+    def store_url(self, i: int) -> str:
+        return f"http://{self.host}:{self.port_base + i}"
+
+    def services(self) -> list[Service]:
+        """In start order: the directory, the store nodes, the cache, the router."""
+        py = (sys.executable, "-m", "ops.cli")
+        secret = ("--secret-file", str(self.secret_file))
+        out = [
+            Service(
+                "directory",
+                "directory",
+                self.directory_url,
+                (*py, "directory", "serve", "--data", str(self.root / "directory"),
+                 "--host", self.host, "--port", str(self.port_base),
+                 "--placement", self.placement, *secret),
+            )
+        ]  # fmt: skip
+        for i in range(1, self.stores + 1):
+            rack = 1 + (i - 1) // 2 % 2 if self.stores >= 4 else 1
+            out.append(
+                Service(
+                    f"store-{i}",
+                    "store",
+                    self.store_url(i),
+                    (*py, "store", "serve", "--data", str(self.root / f"store-{i}"),
+                     "--host", self.host, "--port", str(self.port_base + i),
+                     "--node-id", f"store-{i}",
+                     "--failure-domain", f"dc1/rack{rack}/host{i}",
+                     "--directory-url", self.directory_url, *secret,
+                     *self.extra_store_args),
+                )
+            )  # fmt: skip
+        out.append(
+            Service(
+                "cache-1",
+                "cache",
+                self.cache_url,
+                (*py, "cache", "serve", "--host", self.host,
+                 "--port", str(self.port_base + CACHE_PORT_OFFSET), "--node-id", "cache-1",
+                 "--directory-url", self.directory_url, *secret),
+            )
+        )  # fmt: skip
+        out.append(
+            Service(
+                "router-1",
+                "router",
+                self.router_url,
+                (*py, "router", "serve", "--host", self.host,
+                 "--port", str(self.port_base + ROUTER_PORT_OFFSET),
+                 "--directory-url", self.directory_url, *secret),
+            )
+        )  # fmt: skip
+        return out
+
+
+# -- the registry --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Running:
+    name: str
+    role: str
+    url: str
+    pid: int
+    started_unix_s: float
+    log: str
+    argv: list[str]
+
+
+def read_registry(root: Path) -> dict[str, Running]:
+    path = root / REGISTRY_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        return {}  # a torn registry only costs the pids: status then reports "stopped"
+    return {name: Running(**entry) for name, entry in doc.get("services", {}).items()}
+
+
+def write_registry(root: Path, running: dict[str, Running]) -> None:
+    path = root / REGISTRY_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"services": {n: asdict(r) for n, r in running.items()}}, indent=2))
+    os.replace(tmp, path)
+
+
+def layout_file(root: Path) -> Path:
+    return root / "cluster.json"
+
+
+def save_layout(layout: Layout) -> None:
+    doc = {"port_base": layout.port_base, "stores": layout.stores, "host": layout.host}
+    layout_file(layout.root).write_text(json.dumps(doc, indent=2))
+
+
+def load_layout(root: Path) -> Layout | None:
+    """The layout an earlier `up` recorded for this root, if any."""
+    try:
+        doc = json.loads(layout_file(root).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return Layout(root=root, port_base=doc["port_base"], stores=doc["stores"], host=doc["host"])
+
+
+def alive(entry: Running) -> bool:
+    """The process is running and is still this service (not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{entry.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{entry.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    except (OSError, IndexError):
+        return False
+    if cmdline == [b""]:
+        # Read while the kernel is still setting the new image up: it is there, and the
+        # pid was handed out a moment ago, so it is ours.
+        return True
+    want = [a.encode() for a in entry.argv[1:]]
+    return cmdline[1 : 1 + len(want)] == want
+
+
+# Services this process started: kept so that their Popen objects are not collected while
+# the service runs (and so that `stop` can reap them).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def start(service: Service, root: Path) -> Running:
+    log_path = service.log_path(root)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {service.name}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            service.argv,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal is for `up`, not the services
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=Path.cwd(),
+        )
+    _children[proc.pid] = proc
+    return Running(
+        service.name,
+        service.role,
+        service.url,
+        proc.pid,
+        time.time(),
+        str(log_path),
+        list(service.argv),
+    )
+
+
+def stop(entries: list[Running], *, grace_s: float = STOP_GRACE_S) -> list[str]:
+    """SIGTERM to each, SIGKILL to those still running after `grace_s`. Returns the names
+    that had to be killed."""
+    for e in entries:
+        if alive(e):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(e.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    pending = [e for e in entries if alive(e)]
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+        _reap()
+        pending = [e for e in pending if alive(e)]
+    for e in pending:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(e.pid, signal.SIGKILL)
+    _reap()
+    return [e.name for e in pending]
+
+
+def _reap() -> None:
+    """Collects exited children of this process (services started by this `up`)."""
+    for pid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            del _children[pid]
+
+
+async def health(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
+    """The service's /healthz answer, or None when it does not answer 200 in time."""
+    try:
+        async with session.get(
+            url + "/healthz", timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S)
+        ) as r:
+            if r.status != 200:
+                return None
+            doc = await r.json(content_type=None)
+            return doc if isinstance(doc, dict) else {"ok": True}
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+# -- starting and waiting ------------------------------------------------------------------------
+
+
+class ClusterError(Exception):
+    """A service did not come up; the message names it and its log."""
+
+
+START_S_MAX: Final = 60.0
+
+
+def start_missing(layout: Layout) -> tuple[dict[str, Running], list[str]]:
+    """Starts every service of the layout that is not running (the directory first, and
+    waited for: stores register with it at start). Returns the registry and the names
+    started."""
+    import asyncio
+
+    running = read_registry(layout.root)
+    started = []
+    for service in layout.services():
+        entry = running.get(service.name)
+        if entry is not None and alive(entry):
+            continue
+        running[service.name] = start(service, layout.root)
+        started.append(service.name)
+        write_registry(layout.root, running)
+        if service.role == "directory":
+            asyncio.run(wait_healthy([running[service.name]]))
+    return running, started
+
+
+async def wait_healthy(entries: list[Running], *, timeout_s: float = START_S_MAX) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as s:
+        waiting = {e.name: e for e in entries}
+        while waiting:
+            for name, e in list(waiting.items()):
+                if not alive(e):
+                    raise ClusterError(
+                        f"{name} exited during start-up; see {e.log}: {log_tail(Path(e.log))}"
+                    )
+                if await health(s, e.url) is not None:
+                    del waiting[name]
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(sorted(waiting))
+                raise ClusterError(f"{names} did not answer within {timeout_s:.0f} s")
+            if waiting:
+                await asyncio.sleep(0.1)
+
+
+async def wait_up(
+    layout: Layout, running: dict[str, Running], *, timeout_s: float = START_S_MAX
+) -> None:
+    """Until every service answers /healthz and the directory hands out a writable volume."""
+    import asyncio
+
+    await wait_healthy(list(running.values()), timeout_s=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as s:
+        while True:
+            try:
+                async with s.get(layout.directory_url + "/writable") as r:
+                    doc = await r.json(content_type=None)
+                    if r.status == 200 and doc.get("volumes"):
+                        return
+            except (aiohttp.ClientError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    "the directory has no writable volume yet; see "
+                    f"{layout.root}/logs/directory.log"
+                )
+            await asyncio.sleep(0.2)
+
+
+def log_tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a service's log, on one line (for error messages)."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+def free_port_base(span: int = ROUTER_PORT_OFFSET + 1) -> int:
+    """A base port with `span` free ports above it (for tests and benchmarks)."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 60_000 - span)
+        ports = [base, *(base + i for i in range(1, 11)), base + CACHE_PORT_OFFSET, base + span - 1]
+        ok = True
+        for p in ports:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise ClusterError("no free block of ports")

@@ -1,0 +1,164 @@
+"""`pinhole up`, `status` and `down` through real processes: a detached local cluster on
+free ports, its services found again from the registry, a crashed service reported and
+started again, the data kept across down/up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ops import local_cluster as lc
+
+pytestmark = pytest.mark.crash
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pinhole(*args: object, cwd: Path, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PINHOLE_CLUSTER_SECRET"}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", *(str(a) for a in args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def status(data: Path, cwd: Path) -> tuple[int, dict[str, Any]]:
+    p = pinhole("status", "--data", data, "--json", cwd=cwd)
+    return p.returncode, json.loads(p.stdout)
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        body: bytes = r.read()
+        return body
+
+
+@pytest.mark.timeout(300)
+def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
+    data = tmp_path / "cluster"
+    base = lc.free_port_base()
+    p = pinhole("up", "--data", data, "--port-base", base, "--detach", "--demo", cwd=tmp_path)
+    try:
+        assert p.returncode == 0, p.stderr + p.stdout
+        demo_urls = _demo_urls(p.stdout)
+        assert len(demo_urls) == 6
+        first = get(demo_urls[0])
+        assert first.startswith(b"\x89PNG")
+
+        code, doc = status(data, tmp_path)
+        assert code == 0 and doc["ok"]
+        names = {s["name"]: s for s in doc["services"]}
+        assert set(names) == {"directory", "store-1", "store-2", "store-3", "store-4",
+                              "cache-1", "router-1"}  # fmt: skip
+        assert {s["role"] for s in doc["services"]} == {"directory", "store", "cache", "router"}
+        assert all(s["health"] == "ok" and s["pid"] for s in doc["services"])
+        assert names["router-1"]["url"] == f"http://127.0.0.1:{base + lc.ROUTER_PORT_OFFSET}"
+
+        # A crashed service is reported, and `up` starts it again.
+        os.kill(names["store-3"]["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:
+            code, doc = status(data, tmp_path)
+            row = next(s for s in doc["services"] if s["name"] == "store-3")
+            if row["health"] == "down" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert code == 1 and row["health"] == "down" and row["pid"] is None
+        p = pinhole("up", "--data", data, "--detach", cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        code, doc = status(data, tmp_path)
+        assert code == 0, doc
+        again = {s["name"]: s["pid"] for s in doc["services"]}
+        assert again["store-3"] != names["store-3"]["pid"]
+        assert again["store-1"] == names["store-1"]["pid"]  # running ones are left alone
+
+        # down stops everything; up on the same data dir brings the same photos back.
+        p = pinhole("down", "--data", data, cwd=tmp_path)
+        assert p.returncode == 0 and p.stdout.count("stopped") == 7, p.stdout
+        code, doc = status(data, tmp_path)
+        assert code == 1 and all(s["health"] == "down" for s in doc["services"])
+        for pid in again.values():
+            assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+        p = pinhole("up", "--data", data, "--detach", "--demo", cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert _demo_urls(p.stdout) == demo_urls
+        assert get(demo_urls[0]) == first
+    finally:
+        pinhole("down", "--data", data, cwd=tmp_path)
+
+
+def _demo_urls(banner: str) -> list[str]:
+    return [line.split()[1] for line in banner.splitlines() if line.split()[:1] == ["demo"]]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_status_without_a_cluster_is_one_line(tmp_path: Path) -> None:
+    p = pinhole("status", "--data", tmp_path / "none", cwd=tmp_path)
+    assert p.returncode == 1
+    assert p.stderr.startswith("pinhole: no local cluster in ") and p.stderr.count("\n") == 1
+
+
+def test_up_refuses_to_remove_store_nodes(tmp_path: Path) -> None:
+    data = tmp_path / "c"
+    data.mkdir()
+    lc.save_layout(lc.Layout(root=data.resolve(), port_base=lc.free_port_base(), stores=5))
+    p = pinhole("up", "--data", data, "--stores", 4, "--detach", cwd=tmp_path)
+    assert p.returncode == 2 and "cannot remove" in p.stderr
+    assert not (data / lc.REGISTRY_FILE).exists()
+
+
+@pytest.mark.timeout(180)
+def test_up_in_the_foreground_stops_every_service_on_sigint(tmp_path: Path) -> None:
+    data = tmp_path / "fg"
+    env = {k: v for k, v in os.environ.items() if k != "PINHOLE_CLUSTER_SECRET"}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "up", "--data", str(data),
+         "--port-base", str(lc.free_port_base()), "--stores", "3"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "Ctrl-C stops the cluster" in line:
+                break
+        assert seen and "Ctrl-C" in seen[-1], "".join(seen) + (
+            proc.stderr.read() if proc.stderr else ""
+        )
+        code, doc = status(data, tmp_path)
+        assert code == 0, doc
+        pids = [s["pid"] for s in doc["services"]]
+        assert len(pids) == 6  # directory, 3 stores, cache, router
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        for pid in pids:
+            assert not Path(f"/proc/{pid}").exists() or _zombie(pid), pid
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        pinhole("down", "--data", data, cwd=tmp_path)
