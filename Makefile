@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= .pinhole
 
-.PHONY: up test lint typecheck unit bench-store bench-cluster clean bootstrap
+.PHONY: up test lint typecheck unit bench-store bench-cluster bench-media clean bootstrap
 
 bootstrap:
 	@scripts/bootstrap
@@ -32,6 +32,10 @@ bench-store: bootstrap
 ## Full cluster benchmark; `pinhole bench cluster --quick` is the CI variant.
 bench-cluster: bootstrap
 	$(BIN)/pinhole bench cluster --json bench/results/cluster.json --plot bench/results/cluster.png
+
+## Full media benchmark; `pinhole bench media --quick` is the CI variant.
+bench-media: bootstrap
+	$(BIN)/pinhole bench media --json bench/results/media.json --plot bench/results/media.png
 
 clean:
 	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -120,7 +120,9 @@ class ClusterBench:
         self.work = work
         self.figures: dict[str, Any] = {}
         self.detail: dict[str, Any] = {}
-        self.layout = lc.Layout(root=work / "cluster", port_base=lc.free_port_base(), stores=4)
+        self.layout = lc.Layout(
+            root=work / "cluster", port_base=lc.free_port_base(), stores=4, workers=0
+        )
         self.running: dict[str, lc.Running] = {}
         self.secret = b""
 

@@ -62,3 +62,14 @@ def bench_cluster(
     from bench.cluster_bench import main
 
     main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
+
+
+@bench.command("media")
+@_bench_options
+def bench_media(
+    quick: bool, json_path: Path | None, work_dir: Path | None, plot_path: Path | None
+) -> None:
+    """Upload -> ladder ready on a local cluster; pyvips against Pillow; WebP/AVIF bytes."""
+    from bench.media_bench import main
+
+    main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ops.bench_cmds import bench
+from ops.media_cmds import api, jobs_group, worker
 from ops.service_cmds import cache, directory, router
 from ops.store_cmds import store
 from ops.up_cmds import down, status, up
@@ -36,6 +37,9 @@ main.add_command(up)
 main.add_command(status)
 main.add_command(down)
 main.add_command(bench)
+main.add_command(api)
+main.add_command(worker)
+main.add_command(jobs_group)
 
 if __name__ == "__main__":
     main()

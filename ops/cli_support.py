@@ -78,6 +78,8 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # libvips logs every thread pool it finishes at INFO: noise, not news.
+    logging.getLogger("pyvips").setLevel(logging.WARNING)
 
 
 def human_bytes(n: float) -> str:

@@ -7,7 +7,7 @@ registry `<root>/services.json` records each service's pid, url and command. A p
 counts as the service while /proc/<pid>/cmdline still names that service (pids get reused).
 
 Ports are laid out from one base (default 8700): directory base, store-i base+i, cache
-base+50, router base+80.
+base+50, router base+80, API base+90, worker-i's health endpoint base+90+i.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ STORES_MIN: Final = 3
 STORES_MAX: Final = 40
 CACHE_PORT_OFFSET: Final = 50
 ROUTER_PORT_OFFSET: Final = 80
+API_PORT_OFFSET: Final = 90
+WORKERS_DEFAULT: Final = 2
+WORKERS_MAX: Final = 9
 # Two racks of stores: placement "011" (one replica in another rack, one on another host
 # of the primary's rack) holds with any one store lost.
 PLACEMENT_DEFAULT: Final = "011"
@@ -61,6 +64,7 @@ class Layout:
     stores: int = STORES_DEFAULT
     host: str = "127.0.0.1"
     extra_store_args: tuple[str, ...] = field(default=())
+    workers: int = WORKERS_DEFAULT
 
     @property
     def directory_url(self) -> str:
@@ -69,6 +73,10 @@ class Layout:
     @property
     def router_url(self) -> str:
         return f"http://{self.host}:{self.port_base + ROUTER_PORT_OFFSET}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port_base + API_PORT_OFFSET}"
 
     @property
     def cache_url(self) -> str:
@@ -87,7 +95,8 @@ class Layout:
         return f"http://{self.host}:{self.port_base + i}"
 
     def services(self) -> list[Service]:
-        """In start order: the directory, the store nodes, the cache, the router."""
+        """In start order: the directory, the store nodes, the cache, the router, the API,
+        the media workers."""
         py = (sys.executable, "-m", "ops.cli")
         secret = ("--secret-file", str(self.secret_file))
         out = [
@@ -135,6 +144,29 @@ class Layout:
                  "--directory-url", self.directory_url, *secret),
             )
         )  # fmt: skip
+        media = ("--media-data", str(self.root / "media"), "--directory-url",
+                 self.directory_url, "--router-url", self.router_url)  # fmt: skip
+        out.append(
+            Service(
+                "api",
+                "api",
+                self.api_url,
+                (*py, "api", "serve", "--host", self.host,
+                 "--port", str(self.port_base + API_PORT_OFFSET),
+                 "--data", str(self.root / "api"), *media, *secret),
+            )
+        )  # fmt: skip
+        for i in range(1, self.workers + 1):
+            port = self.port_base + API_PORT_OFFSET + i
+            out.append(
+                Service(
+                    f"worker-{i}",
+                    "worker",
+                    f"http://{self.host}:{port}",
+                    (*py, "worker", "serve", "--name", f"worker-{i}", "--host", self.host,
+                     "--port", str(port), *media, *secret),
+                )
+            )  # fmt: skip
         return out
 
 
@@ -175,7 +207,12 @@ def layout_file(root: Path) -> Path:
 
 
 def save_layout(layout: Layout) -> None:
-    doc = {"port_base": layout.port_base, "stores": layout.stores, "host": layout.host}
+    doc = {
+        "port_base": layout.port_base,
+        "stores": layout.stores,
+        "host": layout.host,
+        "workers": layout.workers,
+    }
     layout_file(layout.root).write_text(json.dumps(doc, indent=2))
 
 
@@ -185,7 +222,13 @@ def load_layout(root: Path) -> Layout | None:
         doc = json.loads(layout_file(root).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    return Layout(root=root, port_base=doc["port_base"], stores=doc["stores"], host=doc["host"])
+    return Layout(
+        root=root,
+        port_base=doc["port_base"],
+        stores=doc["stores"],
+        host=doc["host"],
+        workers=doc.get("workers", WORKERS_DEFAULT),
+    )
 
 
 def alive(entry: Running) -> bool:
@@ -366,7 +409,7 @@ def log_tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
-def free_port_base(span: int = ROUTER_PORT_OFFSET + 1) -> int:
+def free_port_base(span: int = API_PORT_OFFSET + WORKERS_MAX + 1) -> int:
     """A base port with `span` free ports above it (for tests and benchmarks)."""
     import random
     import socket

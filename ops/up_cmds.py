@@ -12,7 +12,6 @@ recorded count adds store nodes.
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import struct
 import time
@@ -67,7 +66,9 @@ def demo_png(seed: int, size: int = 256) -> bytes:
     )
 
 
-def resolve_layout(root: Path, port_base: int | None, stores: int | None) -> lc.Layout:
+def resolve_layout(
+    root: Path, port_base: int | None, stores: int | None, workers: int | None = None
+) -> lc.Layout:
     """The recorded layout of this root, with the options on top (stores only grow)."""
     saved = lc.load_layout(root)
     base = port_base or (saved.port_base if saved else lc.PORT_BASE_DEFAULT)
@@ -82,40 +83,52 @@ def resolve_layout(root: Path, port_base: int | None, stores: int | None) -> lc.
         running = [e for e in lc.read_registry(root).values() if lc.alive(e)]
         if running:
             raise CliError("the cluster runs on other ports; `pinhole down` first", 2)
-    return lc.Layout(root=root, port_base=base, stores=count)
+    workers = workers or (saved.workers if saved else lc.WORKERS_DEFAULT)
+    return lc.Layout(root=root, port_base=base, stores=count, workers=workers)
 
 
-async def _seed_demo(layout: lc.Layout, secret: bytes) -> list[str]:
-    from common import photo
-    from directory.writer import BlobWriter
+async def _seed_demo(layout: lc.Layout) -> list[str]:
+    """Demo photos uploaded through the API (so they get the whole ladder), recorded in
+    <root>/demo.json and reused while they exist; the JPEG URL of each one's 640 variant.
+    Unattached media expire after a day: expired ones are uploaded again."""
+    import aiohttp
 
+    token = (layout.root / "api" / "dev.token").read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    api = layout.api_url + "/api/v1/media"
     path = layout.root / DEMO_FILE
-    demo: list[dict[str, Any]] = []
-    if path.exists():
-        try:
-            demo = json.loads(path.read_text())
-        except ValueError:
-            demo = []
-        # A record from before the cluster (one store node, no volume ids) is replaced.
-        if not all(isinstance(d, dict) and "volume_id" in d for d in demo):
-            demo = []
-    if not demo:
-        base = int(time.time() * 1000) << 23
-        async with BlobWriter(layout.directory_url, secret=secret) as w:
+    try:
+        recorded = [str(d["media_id"]) for d in json.loads(path.read_text())]
+    except (FileNotFoundError, ValueError, TypeError, KeyError):
+        recorded = []
+    urls: list[str] = []
+    async with aiohttp.ClientSession(headers=headers) as http:
+        docs: list[dict[str, Any]] = []
+        for media_id in recorded:
+            async with http.get(f"{api}/{media_id}", params={"wait_s": "10"}) as r:
+                if r.status != 200:
+                    docs = []
+                    break
+                docs.append(await r.json())
+        if not docs:
             for i in range(DEMO_PHOTOS):
-                ref = await w.put(
-                    base + i, photo.alt_key(0, photo.Format.PNG), demo_png(i),
-                    cookie=secrets.randbits(64),
-                )  # fmt: skip
-                demo.append({"volume_id": ref.volume_id, "key": ref.key, "cookie": ref.cookie})
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(demo, indent=2))
-        tmp.replace(path)
-    return [
-        layout.router_url
-        + photo.photo_path(d["volume_id"], d["key"], d["cookie"], 0, photo.Format.PNG)
-        for d in demo
-    ]
+                form = aiohttp.FormData()
+                form.add_field("file", demo_png(i), filename=f"demo-{i}.png")
+                form.add_field("media_type", "image")
+                async with http.post(f"{api}/upload", data=form) as r:
+                    if r.status != 201:
+                        raise CliError(f"demo upload failed: {r.status} {await r.text()}")
+                    media_id = (await r.json())["media_id"]
+                async with http.get(f"{api}/{media_id}", params={"wait_s": "10"}) as r:
+                    docs.append(await r.json())
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps([{"media_id": d["media_id"]} for d in docs], indent=2))
+            tmp.replace(path)
+    for doc in docs:
+        if doc["status"] != "ready":
+            raise CliError(f"demo media {doc['media_id']} is {doc['status']}, not ready")
+        urls.append(doc["variants"]["640"]["formats"]["jpeg"])
+    return urls
 
 
 def _banner(layout: lc.Layout, running: dict[str, lc.Running], demo_urls: list[str]) -> None:
@@ -123,6 +136,8 @@ def _banner(layout: lc.Layout, running: dict[str, lc.Running], demo_urls: list[s
     for e in running.values():
         click.echo(f"  {e.name:<10} {e.role:<9} {e.url}   pid {e.pid}")
     click.echo(f"  photos     {layout.router_url}/p/...")
+    click.echo(f"  api        {layout.api_url}/api/v1  (described at /api/openapi.json)")
+    click.echo(f"  token      {layout.root / 'api' / 'dev.token'}  (Authorization: Bearer ...)")
     click.echo(f"  secret     {layout.secret_file}")
     for u in demo_urls:
         click.echo(f"  demo       {u}")
@@ -140,17 +155,28 @@ def _banner(layout: lc.Layout, running: dict[str, lc.Running], demo_urls: list[s
     type=click.IntRange(lc.STORES_MIN, lc.STORES_MAX),
     help=f"Store nodes (default {lc.STORES_DEFAULT}, or as recorded; more adds nodes).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, lc.WORKERS_MAX),
+    help=f"Media job workers (default {lc.WORKERS_DEFAULT}, or as recorded).",
+)
 @click.option("--demo/--no-demo", default=False, help="Store a few demo photos.")
 @click.option("--detach", is_flag=True, help="Return once the cluster is up.")
-def up(root: Path, port_base: int | None, stores: int | None, demo: bool, detach: bool) -> None:
+def up(
+    root: Path,
+    port_base: int | None,
+    stores: int | None,
+    workers: int | None,
+    demo: bool,
+    detach: bool,
+) -> None:
     """Start the local cluster (foreground: Ctrl-C stops it; --detach: `pinhole down`)."""
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
     credentials.ensure_secret_file(root)
-    secret = credentials.load_secret(
-        secret_file=root / credentials.SECRET_FILE_NAME, default_dir=None
-    )
-    layout = resolve_layout(root, port_base, stores)
+    # Fail early on an unreadable secret: every service loads it.
+    credentials.load_secret(secret_file=root / credentials.SECRET_FILE_NAME, default_dir=None)
+    layout = resolve_layout(root, port_base, stores, workers)
     lc.save_layout(layout)
 
     def interrupt(signum: int, frame: object) -> None:
@@ -161,7 +187,7 @@ def up(root: Path, port_base: int | None, stores: int | None, demo: bool, detach
     try:
         running, _ = lc.start_missing(layout)
         run(lc.wait_up(layout, running))
-        urls = run(_seed_demo(layout, secret)) if demo else []
+        urls = run(_seed_demo(layout)) if demo else []
         _banner(layout, running, urls)
         if detach:
             click.echo("the cluster runs in the background: `pinhole status`, `pinhole down`")
@@ -205,11 +231,11 @@ def _watch(layout: lc.Layout) -> None:
 def _down(root: Path, *, quiet: bool) -> list[str]:
     running = lc.read_registry(root)
     up_now = [e for e in running.values() if lc.alive(e)]
-    # Router and cache first, the directory last: nothing is left talking to a dead peer.
-    order = {"router": 0, "cache": 1, "store": 2, "directory": 3}
-    up_now.sort(key=lambda e: order.get(e.role, 9))
+    # Workers and the API first, the directory last: nothing is left talking to a dead peer.
+    roles = ("worker", "api", "router", "cache", "store", "directory")
+    up_now.sort(key=lambda e: roles.index(e.role) if e.role in roles else len(roles))
     killed: list[str] = []
-    for role in ("router", "cache", "store", "directory"):
+    for role in roles:
         killed += lc.stop([e for e in up_now if e.role == role])
     if not quiet:
         for e in up_now:

@@ -55,16 +55,20 @@ def test_overrides_win_over_the_file() -> None:
     assert cfg.port == 2 and cfg.volume.size_bytes_max == 2 * 10**9
 
 
-@pytest.mark.parametrize("table", ["directory", "cache", "router"])
+@pytest.mark.parametrize("table", ["directory", "cache", "router", "api", "media"])
 def test_the_example_lists_every_key_of_each_service_with_its_default(table: str) -> None:
+    from api.config import ApiConfig, api_config
     from cache.config import CacheConfig, cache_config
     from directory.config import DirectoryConfig, directory_config
     from router.config import RouterConfig, router_config
+    from transformer.config import MediaConfig, media_config
 
     cls, parse = {
         "directory": (DirectoryConfig, directory_config),
         "cache": (CacheConfig, cache_config),
         "router": (RouterConfig, router_config),
+        "api": (ApiConfig, api_config),
+        "media": (MediaConfig, media_config),
     }[table]
     doc = load_toml(EXAMPLE)
     assert parse(doc) == cls()  # type: ignore[operator]

@@ -57,14 +57,16 @@ def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
         demo_urls = _demo_urls(p.stdout)
         assert len(demo_urls) == 6
         first = get(demo_urls[0])
-        assert first.startswith(b"\x89PNG")
+        assert first.startswith(b"\xff\xd8\xff")  # the demo PNGs' JPEG 640 variants
 
         code, doc = status(data, tmp_path)
         assert code == 0 and doc["ok"]
         names = {s["name"]: s for s in doc["services"]}
         assert set(names) == {"directory", "store-1", "store-2", "store-3", "store-4",
-                              "cache-1", "router-1"}  # fmt: skip
-        assert {s["role"] for s in doc["services"]} == {"directory", "store", "cache", "router"}
+                              "cache-1", "router-1", "api", "worker-1", "worker-2"}  # fmt: skip
+        assert {s["role"] for s in doc["services"]} == {
+            "directory", "store", "cache", "router", "api", "worker"
+        }  # fmt: skip
         assert all(s["health"] == "ok" and s["pid"] for s in doc["services"])
         assert names["router-1"]["url"] == f"http://127.0.0.1:{base + lc.ROUTER_PORT_OFFSET}"
 
@@ -88,7 +90,7 @@ def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
 
         # down stops everything; up on the same data dir brings the same photos back.
         p = pinhole("down", "--data", data, cwd=tmp_path)
-        assert p.returncode == 0 and p.stdout.count("stopped") == 7, p.stdout
+        assert p.returncode == 0 and p.stdout.count("stopped") == 10, p.stdout
         code, doc = status(data, tmp_path)
         assert code == 1 and all(s["health"] == "down" for s in doc["services"])
         for pid in again.values():

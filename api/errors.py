@@ -1,0 +1,107 @@
+"""The API's errors and the one middleware that turns every error into
+`{"error": {"code": "...", "message": "..."}}` (BRIEF §8).
+
+ApiError carries its status and code; the transformer's Rejected (bad media) keeps its own;
+NoWritableVolume is a 503; aiohttp's HTTP errors (404 unknown route, 405, 413 body too
+large) keep their status; anything else is logged and answered 500 `internal` (a 5xx is a
+bug). tus responses carry `Tus-Resumable` on errors too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+
+from directory.errors import NoWritableVolume
+from transformer.errors import Rejected
+
+log = logging.getLogger("pinhole.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES: Final = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(ApiError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class TooLarge(ApiError):
+    status = 413
+    code = "body_too_large"
+
+
+class Busy(ApiError):
+    status = 503
+    code = "busy"
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        response = error_response(e.status, e.code, e.message)
+        if e.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="pinhole"'
+    except Rejected as e:
+        response = error_response(e.status, e.code, e.message)
+    except NoWritableVolume:
+        log.error("upload refused: no writable volume")
+        response = error_response(503, "no_writable_volume", "storage is full or unavailable")
+        response.headers["Retry-After"] = "10"
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = _HTTP_CODES.get(e.status, "http_error")
+        response = error_response(e.status, code, e.reason)
+        if e.status == 405 and "Allow" in e.headers:
+            response.headers["Allow"] = e.headers["Allow"]
+    except Exception:
+        log.exception("request %s %s failed", request.method, request.path)
+        response = error_response(500, "internal", "internal server error")
+    if request.path.startswith("/api/v1/uploads"):
+        response.headers["Tus-Resumable"] = "1.0.0"
+    return response

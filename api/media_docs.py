@@ -1,0 +1,79 @@
+"""The JSON document of one media (docs/api/media.md): what POST /media/upload answers and
+GET /media/{id} returns. Pure functions of the rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+from common.photo import EXTENSIONS, Format, photo_path
+from transformer import variants as v
+from transformer.media_store import MediaRow, VariantRow
+
+_FORMAT_NAMES = {Format.AVIF: "avif", Format.WEBP: "webp", Format.JPEG: "jpeg"}
+
+
+def iso(unix_s: float | None) -> str | None:
+    if unix_s is None:
+        return None
+    return (
+        dt.datetime.fromtimestamp(unix_s, dt.UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def media_document(
+    row: MediaRow, rows: list[VariantRow], *, url_base: str, owner: bool
+) -> dict[str, Any]:
+    """`owner` adds the original's URL (never shown to anyone else)."""
+    doc: dict[str, Any] = {
+        "media_id": str(row.media_id),
+        "media_type": row.media_type,
+        "status": row.status,
+        "width": row.width,
+        "height": row.height,
+        "duration_s": row.duration_s,
+        "filter_id": row.filter_id,
+        "placeholder": row.placeholder,
+        "created_at": iso(row.created_unix_s),
+        "ready_at": iso(row.ready_unix_s),
+        "expires_at": iso(row.expires_unix_s),
+        "urls": {},
+        "variants": {},
+    }
+    if row.error_code is not None:
+        doc["error"] = {"code": row.error_code}
+
+    def url(var: VariantRow, *, negotiated: bool = False) -> str:
+        fmt = None if negotiated else Format(var.fmt)
+        return url_base + photo_path(var.volume_id, row.media_id, row.cookie, var.rendition, fmt)
+
+    if owner:
+        original = next((r for r in rows if r.rendition == v.ORIGINAL), None)
+        if original is not None:
+            doc["original_url"] = url(original)
+    if row.status != "ready":
+        return doc
+    by_rendition: dict[int, list[VariantRow]] = defaultdict(list)
+    for var in rows:
+        by_rendition[var.rendition].append(var)
+    for rendition, group in sorted(by_rendition.items()):
+        if rendition == v.ORIGINAL or rendition >= v.RUNG_PLAYLIST_BASE:
+            continue  # the original is the owner's; rungs and segments hang off the master
+        name = v.name(rendition)
+        if rendition == v.MASTER_PLAYLIST:
+            doc["urls"][name] = url(group[0])
+            continue
+        formats = {_FORMAT_NAMES.get(Format(g.fmt), EXTENSIONS[g.fmt]): url(g) for g in group}
+        # A negotiated URL names one volume: offer it only when every format lives there.
+        one_volume = len({g.volume_id for g in group}) == 1
+        fallback = next((g for g in group if g.fmt == Format.JPEG), group[0])
+        doc["urls"][name] = url(group[0], negotiated=True) if one_volume else url(fallback)
+        doc["variants"][name] = {
+            "width": group[0].width,
+            "height": group[0].height,
+            "formats": formats,
+        }
+    return doc

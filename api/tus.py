@@ -1,0 +1,428 @@
+"""Resumable uploads: the tus 1.0.0 protocol (core, creation, termination, expiration and
+checksum extensions) at /api/v1/uploads, so stock tus clients upload to pinhole.
+
+Durability: a PATCH's bytes are written to <[api] data_dir>/tus/<id>.part, fdatasync'ed,
+and only then is the new offset recorded and acknowledged. A PATCH cut off mid-body keeps
+(and acknowledges to the next HEAD) what arrived, unless it carried Upload-Checksum: an
+unverifiable chunk is dropped. Each PATCH first cuts the file to the recorded offset, so
+bytes written before a crash but never recorded are not trusted. PATCHes of one upload are
+serialized; a second one arriving while the first runs answers 409.
+
+The PATCH that completes an upload ingests it exactly like a multipart upload
+(transformer.ingest): on success the media id is recorded, the file removed and the answer
+carries `Pinhole-Media-Id`; a `Rejected` deletes the upload and is the answer (4xx); when the
+cluster has no writable volume (503) the complete upload is kept, and a later empty PATCH at
+the final offset retries the ingest. Uploads expire `tus_expiry_s` after creation (410), and
+a sweeper reclaims their rows and files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+from api import tus_store
+from api.context import CONTEXT, ApiContext
+from api.errors import ApiError, BadRequest, NotFound
+from api.openapi_tus import OPENAPI_PATHS
+from common.db import Database
+from transformer.errors import Rejected
+
+log = logging.getLogger("pinhole.api.tus")
+
+TUS_VERSION: Final = "1.0.0"
+EXTENSIONS: Final = "creation,termination,expiration,checksum"
+CHECKSUM_ALGORITHMS: Final = ("sha1", "sha256", "md5", "crc32")
+OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
+WRITE_BATCH_BYTES: Final = 1 << 20
+METADATA_BYTES_MAX: Final = 4096
+METADATA_KEYS: Final = ("filename", "filetype", "media_type", "filter_id")
+PREFIX: Final = "/api/v1/uploads"
+
+routes = web.RouteTableDef()
+_locks: dict[str, asyncio.Lock] = {}
+
+__all__ = ["OPENAPI_PATHS", "migrate_tables", "routes", "sweeper"]
+
+
+def _http_date(unix_s: float) -> str:
+    return email.utils.formatdate(unix_s, usegmt=True)
+
+
+def _headers(upload: tus_store.Upload | None = None) -> dict[str, str]:
+    out = {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"}
+    if upload is not None:
+        out["Upload-Offset"] = str(upload.offset)
+        out["Upload-Length"] = str(upload.length)
+        out["Upload-Expires"] = _http_date(upload.expires_unix_s)
+        if upload.media_id is not None:
+            out["Pinhole-Media-Id"] = str(upload.media_id)
+    return out
+
+
+def _part(ctx: ApiContext, upload_id: str) -> Path:
+    return ctx.config.data_dir / "tus" / f"{upload_id}.part"
+
+
+def _max_size(ctx: ApiContext) -> int:
+    return max(ctx.media.limits.image_bytes_max, ctx.media.limits.video_bytes_max)
+
+
+def _check_version(request: web.Request) -> None:
+    if request.headers.get("Tus-Resumable") != TUS_VERSION:
+        error = ApiError(
+            f"Tus-Resumable must be {TUS_VERSION}", code="tus_version_unsupported", status=412
+        )
+        raise error
+
+
+def _int_header(request: web.Request, name: str) -> int:
+    text = request.headers.get(name, "")
+    if not (text.isascii() and text.isdigit()):
+        raise BadRequest(f"{name} must be a non-negative integer")
+    return int(text)
+
+
+def parse_metadata(text: str) -> dict[str, str]:
+    """Upload-Metadata: `key base64,key base64,key`; only known keys are kept."""
+    if len(text) > METADATA_BYTES_MAX:
+        raise BadRequest(f"Upload-Metadata is longer than {METADATA_BYTES_MAX} bytes")
+    out: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = pair.partition(" ")
+        if not key or not key.isascii() or " " in value.strip():
+            raise BadRequest("Upload-Metadata must be 'key base64value' pairs")
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise BadRequest(f"Upload-Metadata value of {key!r} is not base64 UTF-8") from None
+        if key in METADATA_KEYS:
+            out[key] = decoded
+    return out
+
+
+async def _owned(request: web.Request, ctx: ApiContext) -> tus_store.Upload:
+    owner_id = ctx.user_id(request)
+    upload = await tus_store.get(ctx.db, request.match_info["upload_id"])
+    if upload is None or upload.owner_id != owner_id:
+        raise NotFound("no such upload")
+    if upload.expires_unix_s <= time.time():
+        raise ApiError("the upload has expired", code="upload_expired", status=410)
+    return upload
+
+
+async def migrate_tables(db: Database) -> None:
+    await tus_store.migrate_tables(db)
+
+
+# -- handlers -----------------------------------------------------------------------------
+
+
+@routes.options(PREFIX)
+async def options(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    headers = {
+        "Tus-Resumable": TUS_VERSION,
+        "Tus-Version": TUS_VERSION,
+        "Tus-Extension": EXTENSIONS,
+        "Tus-Max-Size": str(_max_size(ctx)),
+        "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+    }
+    return web.Response(status=204, headers=headers)
+
+
+@routes.post(PREFIX)
+async def create(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    owner_id = ctx.user_id(request)
+    _check_version(request)
+    if "Upload-Defer-Length" in request.headers:
+        raise BadRequest("Upload-Defer-Length is not supported: send Upload-Length")
+    length = _int_header(request, "Upload-Length")
+    if length == 0:
+        raise BadRequest("an upload needs at least one byte")
+    if length > _max_size(ctx):
+        raise ApiError(
+            f"Upload-Length exceeds Tus-Max-Size {_max_size(ctx)}",
+            code="file_too_large",
+            status=413,
+        )
+    meta = parse_metadata(request.headers.get("Upload-Metadata", ""))
+    now = time.time()
+    upload = tus_store.Upload(
+        uuid.uuid4().hex, owner_id, length, 0, json.dumps(meta), now,
+        now + ctx.config.tus_expiry_s, None,
+    )  # fmt: skip
+    part = _part(ctx, upload.upload_id)
+    await asyncio.to_thread(_create_file, part)
+    if not await tus_store.create(
+        ctx.db, upload, per_owner_max=ctx.config.tus_uploads_per_user_max
+    ):
+        await asyncio.to_thread(_unlink, part)
+        raise ApiError(
+            f"at most {ctx.config.tus_uploads_per_user_max} incomplete uploads per user",
+            code="too_many_uploads",
+            status=429,
+        )
+    headers = _headers(upload)
+    headers["Location"] = str(request.url.with_path(f"{PREFIX}/{upload.upload_id}"))
+    del headers["Upload-Length"]
+    return web.Response(status=201, headers=headers)
+
+
+@routes.head(PREFIX + "/{upload_id}")
+async def head(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return web.Response(status=200, headers=_headers(await _owned(request, ctx)))
+
+
+@routes.get(PREFIX + "/{upload_id}", allow_head=False)
+async def status(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    upload = await _owned(request, ctx)
+    doc = {
+        "upload_id": upload.upload_id,
+        "offset": upload.offset,
+        "length": upload.length,
+        "expires_at": _http_date(upload.expires_unix_s),
+        "media_id": None if upload.media_id is None else str(upload.media_id),
+    }
+    return web.json_response(doc, headers={"Tus-Resumable": TUS_VERSION})
+
+
+@routes.delete(PREFIX + "/{upload_id}")
+async def terminate(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    _check_version(request)
+    upload = await _owned(request, ctx)
+    async with _lock(upload.upload_id):
+        await tus_store.delete(ctx.db, upload.upload_id)
+        await asyncio.to_thread(_unlink, _part(ctx, upload.upload_id))
+    return web.Response(status=204, headers={"Tus-Resumable": TUS_VERSION})
+
+
+@routes.patch(PREFIX + "/{upload_id}")
+async def patch(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    _check_version(request)
+    if request.content_type != OFFSET_CONTENT_TYPE:
+        raise ApiError(
+            f"Content-Type must be {OFFSET_CONTENT_TYPE}", code="bad_content_type", status=415
+        )
+    upload = await _owned(request, ctx)
+    offset = _int_header(request, "Upload-Offset")
+    checksum = _checksum_header(request)
+    lock = _locks.setdefault(upload.upload_id, asyncio.Lock())
+    if lock.locked():
+        raise ApiError("another PATCH of this upload is in progress", code="conflict", status=409)
+    async with lock:
+        upload = await _owned(request, ctx)  # fresh, under the lock
+        if offset != upload.offset:
+            raise ApiError(
+                f"Upload-Offset {offset} does not match the upload's offset {upload.offset}",
+                code="offset_mismatch",
+                status=409,
+            )
+        if upload.media_id is None and upload.offset < upload.length:
+            with ctx.upload_slot():
+                upload = await _receive(request, ctx, upload, checksum)
+        if upload.offset == upload.length and upload.media_id is None:
+            upload = await _complete(ctx, upload)
+    _locks.pop(upload.upload_id, None)
+    return web.Response(status=204, headers=_headers(upload))
+
+
+@contextlib.asynccontextmanager
+async def _lock(upload_id: str) -> AsyncIterator[None]:
+    lock = _locks.setdefault(upload_id, asyncio.Lock())
+    async with lock:
+        yield
+    _locks.pop(upload_id, None)
+
+
+def _checksum_header(request: web.Request) -> tuple[str, bytes] | None:
+    text = request.headers.get("Upload-Checksum")
+    if text is None:
+        return None
+    algorithm, _, value = text.strip().partition(" ")
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise BadRequest(f"unsupported checksum algorithm {algorithm!r}")
+    try:
+        return algorithm, base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise BadRequest("Upload-Checksum value is not base64") from None
+
+
+class _Crc32:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")
+
+
+async def _receive(
+    request: web.Request,
+    ctx: ApiContext,
+    upload: tus_store.Upload,
+    checksum: tuple[str, bytes] | None,
+) -> tus_store.Upload:
+    """Streams the body after the upload's bytes; returns the upload with its new offset."""
+    hasher: Any = None
+    if checksum is not None:
+        hasher = _Crc32() if checksum[0] == "crc32" else hashlib.new(checksum[0])
+    room = upload.length - upload.offset
+    fd = await asyncio.to_thread(_open_at, _part(ctx, upload.upload_id), upload.offset)
+    received = 0
+    batch: list[bytes] = []
+    batch_bytes = 0
+    cut_short = False
+    try:
+        while True:
+            try:
+                chunk = await request.content.readany()
+            except (ConnectionError, asyncio.IncompleteReadError, OSError) as e:
+                log.info(
+                    "upload %s: connection lost after %d bytes (%s)", upload.upload_id, received, e
+                )
+                cut_short = True
+                break
+            except Exception as e:  # aiohttp's payload errors: the body ended early
+                if isinstance(e, ApiError):
+                    raise
+                cut_short = True
+                break
+            if not chunk:
+                break
+            received += len(chunk)
+            if received > room:
+                raise ApiError(
+                    "the body goes past Upload-Length", code="length_exceeded", status=413
+                )
+            if hasher is not None:
+                hasher.update(chunk)
+            batch.append(chunk)
+            batch_bytes += len(chunk)
+            if batch_bytes >= WRITE_BATCH_BYTES:
+                await asyncio.to_thread(_write, fd, b"".join(batch))
+                batch, batch_bytes = [], 0
+        if checksum is not None and (cut_short or hasher.digest() != checksum[1]):
+            if cut_short:
+                raise ApiError("the body ended early", code="incomplete_body", status=400)
+            raise ApiError("Upload-Checksum does not match the body", code="checksum_mismatch",
+                           status=460)  # fmt: skip
+        if batch:
+            await asyncio.to_thread(_write, fd, b"".join(batch))
+        await asyncio.to_thread(os.fdatasync, fd)
+    finally:
+        await asyncio.to_thread(os.close, fd)
+    new_offset = upload.offset + received
+    await tus_store.update(ctx.db, upload.upload_id, offset=new_offset)
+    return _replace(upload, offset=new_offset)
+
+
+def _replace(upload: tus_store.Upload, **changes: Any) -> tus_store.Upload:
+    import dataclasses
+
+    return dataclasses.replace(upload, **changes)
+
+
+async def _complete(ctx: ApiContext, upload: tus_store.Upload) -> tus_store.Upload:
+    meta = upload.metadata
+    part = _part(ctx, upload.upload_id)
+    try:
+        row = await ctx.ingest.ingest(
+            part,
+            owner_id=upload.owner_id,
+            media_type=meta.get("media_type") or None,
+            filter_id=meta.get("filter_id") or None,
+        )
+    except Rejected:
+        await tus_store.delete(ctx.db, upload.upload_id)
+        await asyncio.to_thread(_unlink, part)
+        raise
+    await tus_store.update(ctx.db, upload.upload_id, media_id=row.media_id)
+    await asyncio.to_thread(_unlink, part)
+    return _replace(upload, media_id=row.media_id)
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def _create_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+
+
+def _open_at(path: Path, offset: int) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.ftruncate(fd, offset)  # bytes past the recorded offset were never acknowledged
+    os.lseek(fd, offset, os.SEEK_SET)
+    return fd
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+# -- expiry -------------------------------------------------------------------------------
+
+
+async def sweep_once(ctx: ApiContext, *, now: float | None = None) -> int:
+    """Removes every expired upload (row and file); returns how many."""
+    gone = await tus_store.expired(ctx.db, now=time.time() if now is None else now)
+    for upload in gone:
+        async with _lock(upload.upload_id):
+            await asyncio.to_thread(_unlink, _part(ctx, upload.upload_id))
+            await tus_store.delete(ctx.db, upload.upload_id)
+    return len(gone)
+
+
+async def sweeper(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: reclaims expired uploads every tus_sweep_interval_s."""
+    ctx = app[CONTEXT]
+
+    async def loop() -> None:
+        while True:
+            try:
+                swept = await sweep_once(ctx)
+                if swept:
+                    log.info("reclaimed %d expired uploads", swept)
+            except Exception:
+                log.exception("tus sweep failed")
+            await asyncio.sleep(ctx.config.tus_sweep_interval_s)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

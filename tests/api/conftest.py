@@ -1,0 +1,105 @@
+"""A media cluster for the API tests, all in this process on 127.0.0.1: a directory (SQLite,
+growth on), four real store nodes, a router (no cache node: it reads replicas), and the API
+on free ports. Workers are started by the tests that need them (`env.start_worker()`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from api.app import running_api
+from api.config import ApiConfig
+from api.context import CONTEXT, ApiContext
+from router.config import RouterConfig
+from router.server import running_router
+from tests.directory.conftest import SECRET, Cluster, fast_config, running_cluster
+from transformer.config import MediaConfig
+
+TOKEN = "test-dev-token-0123456789"
+
+
+@dataclass
+class MediaEnv:
+    api_url: str
+    router_url: str
+    directory_url: str
+    media: MediaConfig
+    api: ApiConfig
+    ctx: ApiContext
+    tmp: Path
+    cluster: Cluster
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKEN}"}
+
+    def start_worker(self, **overrides: Any) -> None:
+        """Runs one in-process job worker until the test ends."""
+        from transformer.worker import run_worker
+
+        config = dataclasses.replace(self.media, **overrides)
+        self.workers.append(asyncio.create_task(run_worker(config, secret=SECRET, name="t")))
+
+
+@contextlib.asynccontextmanager
+async def media_env(tmp: Path, **media_overrides: Any) -> AsyncIterator[MediaEnv]:
+    directory = fast_config({"data_dir": tmp / "directory"}, writable_volumes_min=2)
+    async with running_cluster(directory, tmp) as cluster:
+        router_config = RouterConfig(port=0, directory_url=cluster.url, lookup_ttl_s=0.2)
+        async with running_router(router_config, secret=SECRET) as (_, router_server):
+            router_url = f"http://127.0.0.1:{router_server.port}"
+            media = MediaConfig(
+                data_dir=tmp / "media",
+                directory_url=cluster.url,
+                router_url=router_url,
+                lease_s=2.0,
+                backoff_s_base=0.1,
+                backoff_s_max=0.5,
+                **media_overrides,
+            )
+            api = ApiConfig(port=0, data_dir=tmp / "api", dev_token=TOKEN)
+            async with running_api(api, media, secret=SECRET) as (app, port):
+                env = MediaEnv(
+                    api_url=f"http://127.0.0.1:{port}",
+                    router_url=router_url,
+                    directory_url=cluster.url,
+                    media=media,
+                    api=api,
+                    ctx=app[CONTEXT],
+                    tmp=tmp,
+                    cluster=cluster,
+                )
+                await _wait_writable(cluster.url)
+                try:
+                    yield env
+                finally:
+                    for task in env.workers:
+                        task.cancel()
+                    for task in env.workers:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+
+
+async def _wait_writable(directory_url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            async with http.get(directory_url + "/writable") as r:
+                if r.status == 200 and (await r.json()).get("volumes"):
+                    return
+            await asyncio.sleep(0.05)
+    raise AssertionError("the directory grew no writable volume")
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[MediaEnv]:
+    async with media_env(tmp_path) as e:
+        yield e

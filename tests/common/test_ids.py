@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from common import ids
+
+
+def test_ids_increase_and_carry_time_and_shard() -> None:
+    gen = ids.IdGenerator(shard=37)
+    before_ms = time.time_ns() // 1_000_000
+    made = [gen.next_id() for _ in range(5000)]  # more than one millisecond's sequence
+    after_ms = time.time_ns() // 1_000_000
+    assert made == sorted(made) and len(set(made)) == len(made)
+    for value in (made[0], made[-1]):
+        assert before_ms <= ids.created_unix_ms(value) <= after_ms
+        assert (value >> ids.SEQUENCE_BITS) & ids.SHARD_MAX == 37
+
+
+def test_ids_are_unique_across_threads() -> None:
+    gen = ids.IdGenerator(shard=1)
+    out: list[list[int]] = [[] for _ in range(4)]
+
+    def make(i: int) -> None:
+        out[i].extend(gen.next_id() for _ in range(3000))
+
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [v for part in out for v in part]
+    assert len(set(every)) == 12000
+
+
+def test_compose_and_parse_bounds() -> None:
+    assert ids.compose(1, 2, 3) == (1 << 23) | (2 << 10) | 3
+    with pytest.raises(ValueError):
+        ids.compose(0, ids.SHARD_MAX + 1, 0)
+    with pytest.raises(ValueError):
+        ids.IdGenerator(shard=-1)
+    assert ids.parse("12345") == 12345
+    for bad in ("", "-1", " 1", "1.0", "0x10", str(ids.ID_MAX + 1), "١٢"):
+        with pytest.raises(ValueError):
+            ids.parse(bad)

@@ -1,0 +1,24 @@
+"""The transformer's exception tree. `Rejected` is bad input: the API translates it (in its
+one error middleware) to a 4xx with `code` and `message`, and nothing is stored."""
+
+from __future__ import annotations
+
+
+class TransformerError(Exception):
+    """Base of the transformer's errors."""
+
+
+class Rejected(TransformerError):
+    """Bad input. `code` is stable (clients branch on it), `message` one sentence for a
+    person, `status` the HTTP status it maps to."""
+
+    def __init__(self, code: str, message: str, *, status: int = 422) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class TranscodeFailed(TransformerError):
+    """The tools failed on input that passed validation (a bug or a resource fault): the
+    job is retried and dead-lettered after its last attempt."""

@@ -1,0 +1,165 @@
+"""Media rows and their variants in the metadata database (transformer/schema.py).
+
+A media is `processing` from the upload until its job publishes every variant in one
+transaction (`publish`): readers never see a half-made ladder. Each variant's needle
+location is recorded as soon as it is written (`record_variant`), so a re-run of a job
+knows what an earlier attempt left and the expiry sweeper can delete every needle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from common.db import Database
+from transformer.schema import media, variants
+
+LOCK: Final = "media"
+STATUSES: Final = ("processing", "ready", "failed", "expired", "deleted")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRow:
+    media_id: int
+    owner_id: int
+    media_type: str
+    status: str
+    fmt: int
+    size_bytes: int
+    width: int
+    height: int
+    duration_s: float | None
+    filter_id: str | None
+    cookie_hex: str
+    original_volume_id: int
+    placeholder: str | None
+    error_code: str | None
+    created_unix_s: float
+    ready_unix_s: float | None
+    expires_unix_s: float | None
+    attached_unix_s: float | None
+
+    @property
+    def cookie(self) -> int:
+        return int(self.cookie_hex, 16)
+
+
+@dataclass(frozen=True, slots=True)
+class VariantRow:
+    media_id: int
+    rendition: int
+    fmt: int
+    volume_id: int
+    size_bytes: int
+    width: int
+    height: int
+
+
+_MEDIA_FIELDS: Final = tuple(f.name for f in dataclasses.fields(MediaRow))
+_VARIANT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(VariantRow))
+
+
+def _media(row: Any) -> MediaRow:
+    return MediaRow(**{n: row._mapping[n] for n in _MEDIA_FIELDS})
+
+
+def _variant(row: Any) -> VariantRow:
+    return VariantRow(**{n: row._mapping[n] for n in _VARIANT_FIELDS})
+
+
+async def insert(conn: AsyncConnection, row: MediaRow) -> None:
+    """Inserts a media inside the caller's transaction (with its job)."""
+    await conn.execute(media.insert().values(**dataclasses.asdict(row)))
+
+
+async def get(db: Database, media_id: int) -> tuple[MediaRow, list[VariantRow]] | None:
+    """The media and its recorded variants (ordered by rendition, format); None if absent."""
+    async with db.snapshot() as conn:
+        row = (await conn.execute(sa.select(media).where(media.c.media_id == media_id))).first()
+        if row is None:
+            return None
+        rows = (
+            await conn.execute(
+                sa.select(variants)
+                .where(variants.c.media_id == media_id)
+                .order_by(variants.c.rendition, variants.c.fmt)
+            )
+        ).all()
+    return _media(row), [_variant(r) for r in rows]
+
+
+async def insert_variant(conn: AsyncConnection, row: VariantRow) -> None:
+    """Records a variant inside the caller's transaction."""
+    await conn.execute(variants.insert().values(**dataclasses.asdict(row)))
+
+
+async def record_variant(db: Database, row: VariantRow) -> None:
+    """Records (or replaces: a re-run rewrites the same variant) one written variant."""
+    async with db.transaction(lock=LOCK) as conn:
+        await conn.execute(
+            variants.delete().where(
+                variants.c.media_id == row.media_id,
+                variants.c.rendition == row.rendition,
+                variants.c.fmt == row.fmt,
+            )
+        )
+        await conn.execute(variants.insert().values(**dataclasses.asdict(row)))
+
+
+async def publish(
+    conn: AsyncConnection,
+    media_id: int,
+    *,
+    width: int,
+    height: int,
+    placeholder: str | None,
+    duration_s: float | None = None,
+) -> bool:
+    """Turns a processing media ready inside the caller's transaction (with its job's
+    completion). False when it is no longer processing (expired or deleted meanwhile)."""
+    values: dict[str, Any] = {
+        "status": "ready",
+        "width": width,
+        "height": height,
+        "placeholder": placeholder,
+        "ready_unix_s": time.time(),
+    }
+    if duration_s is not None:
+        values["duration_s"] = duration_s
+    result = await conn.execute(
+        media.update()
+        .where(media.c.media_id == media_id, media.c.status == "processing")
+        .values(**values)
+    )
+    return bool(result.rowcount)
+
+
+async def expired(db: Database, *, now: float, limit: int) -> list[MediaRow]:
+    """Media past their expiry that still hold needles (any status but expired/deleted)."""
+    async with db.snapshot() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(media)
+                .where(
+                    media.c.expires_unix_s.is_not(None),
+                    media.c.expires_unix_s <= now,
+                    media.c.status.in_(("processing", "ready", "failed")),
+                )
+                .order_by(media.c.expires_unix_s)
+                .limit(limit)
+            )
+        ).all()
+    return [_media(r) for r in rows]
+
+
+async def mark_gone(db: Database, media_id: int, *, status: str) -> None:
+    """Marks a media expired or deleted once its needles' deletes are recorded, and
+    forgets its variants."""
+    async with db.transaction(lock=LOCK) as conn:
+        await conn.execute(media.update().where(media.c.media_id == media_id).values(status=status))
+        await conn.execute(variants.delete().where(variants.c.media_id == media_id))

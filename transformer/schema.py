@@ -1,0 +1,89 @@
+"""The media pipeline's tables and their migrations (docs/formats/media-schema.md).
+
+Media ids and keys are Instagram-style ids (common/ids.py, < 2^63 until 2060), stored as
+BIGINT. Cookies are u64: stored as 16 hex digits. Times are Unix seconds (float). A change
+to a table is a new migration appended to MIGRATIONS, never an edit of an applied one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from common.db import Migration
+
+COMPONENT: Final = "media"
+
+metadata = sa.MetaData()
+
+media = sa.Table(
+    "media",
+    metadata,
+    sa.Column("media_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("owner_id", sa.BigInteger, nullable=False),
+    sa.Column("media_type", sa.String(8), nullable=False),  # image | video
+    # processing -> ready | failed; any -> expired (unattached too long) | deleted
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("fmt", sa.Integer, nullable=False),  # the original's format code
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),  # as displayed (orientation applied)
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=True),
+    sa.Column("filter_id", sa.String(32), nullable=True),
+    sa.Column("cookie_hex", sa.String(16), nullable=False),
+    sa.Column("original_volume_id", sa.BigInteger, nullable=False),
+    sa.Column("placeholder", sa.String(64), nullable=True),  # blurhash
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("created_unix_s", sa.Float, nullable=False),
+    sa.Column("ready_unix_s", sa.Float, nullable=True),
+    sa.Column("expires_unix_s", sa.Float, nullable=True),  # None once attached to a post
+    sa.Column("attached_unix_s", sa.Float, nullable=True),
+)
+
+variants = sa.Table(
+    "media_variants",
+    metadata,
+    sa.Column("media_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("rendition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("fmt", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("volume_id", sa.BigInteger, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+)
+
+jobs = sa.Table(
+    "media_jobs",
+    metadata,
+    sa.Column("job_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("media_id", sa.BigInteger, nullable=False, unique=True),
+    sa.Column("kind", sa.String(8), nullable=False),  # photo | video
+    # Lower lanes first: photos (0) ahead of video (1); within a lane smaller first.
+    sa.Column("lane", sa.Integer, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),  # queued | running | done | dead
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("attempts_max", sa.Integer, nullable=False),
+    sa.Column("run_after_unix_s", sa.Float, nullable=False),
+    sa.Column("lease_owner", sa.String(100), nullable=True),
+    sa.Column("lease_expires_unix_s", sa.Float, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_unix_s", sa.Float, nullable=False),
+    sa.Column("updated_unix_s", sa.Float, nullable=False),
+)
+
+_indexes = (
+    sa.Index("media_owner", media.c.owner_id, media.c.media_id),
+    sa.Index("media_expiry", media.c.status, media.c.expires_unix_s),
+    sa.Index("media_jobs_claim", jobs.c.state, jobs.c.lane, jobs.c.size_bytes, jobs.c.job_id),
+)
+
+MIGRATIONS: Final = (
+    Migration(
+        1,
+        "media, variants, jobs",
+        [CreateTable(t) for t in metadata.sorted_tables] + [CreateIndex(i) for i in _indexes],
+    ),
+)
