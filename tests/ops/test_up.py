@@ -152,7 +152,7 @@ def test_up_in_the_foreground_stops_every_service_on_sigint(tmp_path: Path) -> N
         code, doc = status(data, tmp_path)
         assert code == 0, doc
         pids = [s["pid"] for s in doc["services"]]
-        assert len(pids) == 6  # directory, 3 stores, cache, router
+        assert len(pids) == 9  # directory, 3 stores, cache, router, api, 2 workers
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         for pid in pids:
