@@ -29,7 +29,7 @@ from transformer.sniff import ACCEPTED_IMAGE_FORMATS, SNIFF_BYTES, sniff
 # fail on errors, truncation included, but not on mere warnings such as an odd marker.
 FAIL_ON: Final = "error"
 # A JPEG is checked at 1/8 scale: libjpeg still reads the whole entropy-coded stream (so
-# truncation and corrupt data are found) but skips most of the inverse DCT (12 MP: ~10 ms).
+# truncation and corrupt data are found) but skips most of the inverse DCT.
 _JPEG_CHECK_SHRINK: Final = 8
 # EXIF orientations 5..8 rotate by 90 degrees: the displayed width is the stored height.
 _SWAPPING_ORIENTATIONS: Final = frozenset({5, 6, 7, 8})
@@ -56,9 +56,9 @@ def _corrupt() -> Rejected:
 
 
 def probe_image(data: bytes, limits: MediaLimits) -> ImageInfo:
-    """The validated image's facts, after the checks of the module docstring (a full decode
-    included: ~10 ms for a 12 MP JPEG, a full decode for PNG, WebP and HEIC). Raises
-    Rejected, and only Rejected."""
+    """The validated image's facts, after the checks of the module docstring (the decode
+    included: 20-50 ms for a 12 MP JPEG, read at 1/8 scale; a full decode for PNG, WebP and
+    HEIC). Raises Rejected, and only Rejected."""
     info = read_header(data, limits)
     check_decodes(data, info.fmt)
     return info
