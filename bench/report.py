@@ -28,10 +28,10 @@ def print_table(doc: dict[str, Any], goals: Goals) -> None:
     missing = [g for g in goals if g not in figures]
     for name in missing:
         print(f"{name:32} {'n/a':>10}  (a peer was unavailable: see 'peers')")
-    print(f"\n{'server run':32} {'req/s':>10} {'CPU us/req':>11} {'p99 ms':>8}")
-    for label, d in sorted(doc["detail"].items()):
-        if not isinstance(d, dict):
-            continue
+    runs = {k: d for k, d in doc["detail"].items() if isinstance(d, dict)}
+    if any("requests_per_s" in d or "iops" in d for d in runs.values()):
+        print(f"\n{'server run':32} {'req/s':>10} {'CPU us/req':>11} {'p99 ms':>8}")
+    for label, d in sorted(runs.items()):
         if "requests_per_s" in d:
             print(
                 f"{label:32} {d['requests_per_s']:>10,} {d['server_cpu_us_per_request']:>11}"
