@@ -1,8 +1,15 @@
-"""The video ladder (seed 001): a poster frame and HLS rungs of 240, 480, 720 and 1080 lines
-(never above the source), H.264 + AAC in MPEG-TS segments of 4 s, every metadata tag
-(including the location phones record) stripped. One ffmpeg run per rung, killed beyond the
-job's timeout; the playlists are rendered later by transformer.hls, once every segment's
-photo URL is known."""
+"""The video ladder: a poster frame and HLS rungs of 240, 480, 720 and 1080 lines (never
+above the source; transformer.hls decides which), H.264 + AAC in MPEG-TS segments of 4 s,
+with every metadata tag (the location phones record included) left behind.
+
+One ffmpeg run makes every rung: the source is decoded once and split, which matters for a
+4K phone clip on a 2-core box. Keyframes are forced every SEGMENT_S seconds and scene-cut
+keyframes are off, so every rung cuts its segments at the same instants (a player can
+switch rungs at any segment boundary) and every segment starts with an IDR frame.
+
+The playlists ffmpeg writes are read for the segment list and durations only; the served
+ones are rendered by transformer.hls once each segment has its photo URL.
+"""
 
 from __future__ import annotations
 
@@ -17,37 +24,45 @@ import pyvips
 
 from transformer import variants
 from transformer.errors import TranscodeFailed
-from transformer.video_probe import VideoInfo, run_tool
+from transformer.hls import (
+    Rung as Rung,  # re-exported: the ladder's callers take it from here
+)
+from transformer.hls import (
+    codecs_string,
+    h264_level,
+    peak_bandwidth_bps,
+    rung_sizes,
+    target_duration_s,
+)
+from transformer.video_probe import INPUT_OPTIONS, VideoInfo, input_url, run_tool
 
 SEGMENT_S: Final = 4
-POSTER_PX_MAX: Final = 1080
-POSTER_AT_S_MAX: Final = 1.0
-JPEG_QUALITY: Final = 82
-WEBP_QUALITY: Final = 80
+FPS_MAX: Final = 30  # higher rates (60 fps phone clips) are halved: half the encoding work
 X264_PRESET: Final = "veryfast"
 X264_CRF: Final = 23
-# H.264 High profile levels by rung height (the CODECS string of the master playlist).
-_LEVELS: Final = {240: ("3.0", "64001e"), 480: ("3.0", "64001e"), 720: ("3.1", "64001f"),
-                  1080: ("4.0", "640028")}  # fmt: skip
-_AUDIO_KBPS: Final = {240: 96, 480: 96, 720: 128, 1080: 128}
-_KEEP_NONE: Final = pyvips.enums.ForeignKeep.NONE
-_EXTINF: Final = re.compile(r"^#EXTINF:([0-9.]+),")
-
-
-@dataclass(frozen=True, slots=True)
-class Rung:
-    height: int  # the rung's label (240, 480, 720, 1080)
-    width: int  # its frame size (portrait clips: width < height)
-    frame_height: int
-    bandwidth_bps: int  # peak of its segments
-    average_bandwidth_bps: int
-    codecs: str
-    segments: tuple[Path, ...]
-    durations_s: tuple[float, ...]
+# Capped CRF: a rung's peak rate is at most this many bits per pixel per frame at FPS_MAX
+# (1080p: 6.2 Mbit/s, 240p: 0.3 Mbit/s), so a noisy clip cannot stall a slow connection.
+BITS_PER_PIXEL_MAX: Final = 0.1
+VBV_BUFFER_S: Final = 2  # bufsize = 2 s at maxrate
+AUDIO_KBPS_LOW: Final = 96  # the 240 and 480 rungs
+AUDIO_KBPS: Final = 128
+POSTER_SIDE_PX_MAX: Final = 1080
+POSTER_AT_S_MAX: Final = 1.0
+POSTER_TIMEOUT_S: Final = 60.0
+JPEG_QUALITY: Final = 82
+WEBP_QUALITY: Final = 80
+ERROR_LINES: Final = 3  # of ffmpeg's stderr, in a TranscodeFailed message
+_EXTINF: Final = re.compile(r"#EXTINF:([0-9]+(?:\.[0-9]+)?),")
+_SEGMENT_NAME: Final = re.compile(r"seg_[0-9]{5}\.ts")
 
 
 @dataclass(frozen=True, slots=True)
 class VideoLadder:
+    """What transcode_video made: the poster (JPEG and WebP bytes without metadata,
+    poster_width x poster_height pixels, long side <= POSTER_SIDE_PX_MAX) and the rungs,
+    lowest first, their segment files under the work directory. target_duration_s is the
+    EXT-X-TARGETDURATION of every rung playlist."""
+
     info: VideoInfo
     poster_jpeg: bytes
     poster_webp: bytes
@@ -57,125 +72,173 @@ class VideoLadder:
     target_duration_s: int
 
 
-def _even(x: float) -> int:
-    return max(2, 2 * round(x / 2))
-
-
-def rung_sizes(width: int, height: int) -> list[tuple[int, int, int]]:
-    """[(label, frame width, frame height)]: the rungs whose label is at most the source's
-    short side (a source under 240 lines gets one rung, labelled 240, at its own size)."""
-    short = min(width, height)
-    out = []
-    for label in variants.HLS_HEIGHTS:
-        if label > short:
-            continue
-        scale = label / short
-        out.append((label, _even(width * scale), _even(height * scale)))
-    if not out:
-        out.append((variants.HLS_HEIGHTS[0], _even(width), _even(height)))
-    return out
-
-
-async def _poster(source: Path, info: VideoInfo, ffmpeg: str) -> tuple[bytes, bytes, int, int]:
-    at_s = min(POSTER_AT_S_MAX, info.duration_s / 2)
-    code, png, err = await run_tool(
-        [ffmpeg, "-v", "error", "-ss", f"{at_s:.3f}", "-i", str(source), "-frames:v", "1",
-         "-map_metadata", "-1", "-f", "image2pipe", "-c:v", "png", "-"],
-        timeout_s=60,
-    )  # fmt: skip
-    if code != 0 or not png:
-        raise TranscodeFailed(f"poster frame: {_last_line(err)}")
-    image = pyvips.Image.new_from_buffer(png, "")
-    if max(image.width, image.height) > POSTER_PX_MAX:
-        image = image.thumbnail_image(POSTER_PX_MAX, height=POSTER_PX_MAX)
-    image = image.colourspace("srgb")
-    if image.hasalpha():
-        image = image.flatten(background=[0, 0, 0])
-    jpeg = bytes(image.jpegsave_buffer(Q=JPEG_QUALITY, optimize_coding=True, keep=_KEEP_NONE))
-    webp = bytes(image.webpsave_buffer(Q=WEBP_QUALITY, keep=_KEEP_NONE))
-    return jpeg, webp, int(image.width), int(image.height)
-
-
-def _last_line(err: bytes) -> str:
-    lines = err.decode(errors="replace").strip().splitlines()
-    return lines[-1][:300] if lines else "no message"
-
-
-async def _rung(
-    source: Path, out: Path, info: VideoInfo, size: tuple[int, int, int], *,
-    ffmpeg: str, timeout_s: float, threads: int,
-) -> Rung:  # fmt: skip
-    label, width, height = size
-    level, profile_hex = _LEVELS[label]
-    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
-    argv = [
-        ffmpeg, "-v", "error", "-y", "-i", str(source),
-        "-map", "0:v:0", "-map", "0:a:0?",
-        "-vf", f"scale={width}:{height},format=yuv420p",
-        "-c:v", "libx264", "-preset", X264_PRESET, "-crf", str(X264_CRF),
-        "-profile:v", "high", "-level", level,
-        "-force_key_frames", f"expr:gte(t,n_forced*{SEGMENT_S})", "-sc_threshold", "0",
-        "-c:a", "aac", "-b:a", f"{_AUDIO_KBPS[label]}k", "-ac", "2",
-        "-map_metadata", "-1", "-map_chapters", "-1", "-threads", str(threads),
-        "-f", "hls", "-hls_time", str(SEGMENT_S), "-hls_playlist_type", "vod",
-        "-hls_segment_filename", str(out / "seg_%04d.ts"), str(out / "index.m3u8"),
-    ]  # fmt: skip
-    try:
-        code, _, err = await run_tool(argv, timeout_s=timeout_s)
-    except TimeoutError:
-        raise TranscodeFailed(f"the {label}p rung took longer than {timeout_s:.0f} s") from None
-    if code != 0:
-        raise TranscodeFailed(f"ffmpeg ({label}p): {_last_line(err)}")
-    playlist = await asyncio.to_thread((out / "index.m3u8").read_text)
-    segments, durations = [], []
-    for line in playlist.splitlines():
-        m = _EXTINF.match(line)
-        if m:
-            durations.append(float(m.group(1)))
-        elif line and not line.startswith("#"):
-            segments.append(out / line)
-    if not segments or len(segments) != len(durations):
-        raise TranscodeFailed(f"ffmpeg ({label}p) wrote no usable playlist")
-    if len(segments) > variants.SEGMENT_INDEX_MAX + 1:
-        raise TranscodeFailed(f"{len(segments)} segments: more than a rendition can number")
-    sizes = await asyncio.to_thread(lambda: [p.stat().st_size for p in segments])
-    peak = max(s * 8 / max(d, 0.1) for s, d in zip(sizes, durations, strict=True))
-    average = sum(sizes) * 8 / max(sum(durations), 0.1)
-    codecs = f"avc1.{profile_hex}" + (",mp4a.40.2" if info.has_audio else "")
-    return Rung(
-        label, width, height, math.ceil(peak), math.ceil(average), codecs,
-        tuple(segments), tuple(durations),
-    )  # fmt: skip
-
-
 async def transcode_video(
-    source: Path, work_dir: Path, info: VideoInfo, *,
-    ffmpeg: str = "ffmpeg", timeout_s: float = 900.0, threads: int = 2,
-) -> VideoLadder:  # fmt: skip
-    """Poster and HLS rungs of a validated video into `work_dir` (created). Raises
-    TranscodeFailed when a tool fails or the whole ladder exceeds `timeout_s`."""
-    await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
+    path: Path,
+    work_dir: Path,
+    info: VideoInfo,
+    *,
+    ffmpeg: str = "ffmpeg",
+    timeout_s: float = 600.0,
+    threads: int = 2,
+) -> VideoLadder:
+    """Poster and HLS rungs of the video at `path`, validated by probe_video into `info`;
+    the segments are written under `work_dir` (created; the caller removes it). `threads`
+    is per encoder. Raises TranscodeFailed when a tool fails (with its last line of
+    stderr), cannot be run, or the whole ladder takes longer than timeout_s seconds (the
+    tool is killed); nothing else."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     try:
-        jpeg, webp, pw, ph = await _poster(source, info, ffmpeg)
+        url = await asyncio.to_thread(_prepare, path, work_dir)
+        poster = await _poster(url, info, ffmpeg, min(POSTER_TIMEOUT_S, timeout_s))
+        rungs = await _ladder(url, work_dir, info, ffmpeg, deadline - loop.time(), threads)
+    except TimeoutError:
+        raise TranscodeFailed(f"the video ladder took longer than {timeout_s:g} s") from None
+    except OSError as e:
+        raise TranscodeFailed(f"cannot run ffmpeg or write its output: {e}") from e
+    except ValueError as e:  # a frame size beyond H.264 (probe_video rules it out)
+        raise TranscodeFailed(str(e)) from e
     except pyvips.Error as e:
-        raise TranscodeFailed(f"poster frame: {e}") from e
-    rungs = []
-    for size in rung_sizes(info.width, info.height):
-        left_s = deadline - loop.time()
-        if left_s <= 0:
-            raise TranscodeFailed(f"the ladder took longer than {timeout_s:.0f} s")
-        rungs.append(
-            await _rung(
-                source,
-                work_dir / f"r{size[0]}",
-                info,
-                size,
-                ffmpeg=ffmpeg,
-                timeout_s=left_s,
-                threads=threads,
-            )
-        )
-    longest = max(d for r in rungs for d in r.durations_s)
-    return VideoLadder(info, jpeg, webp, pw, ph, tuple(rungs), math.ceil(longest))
+        raise TranscodeFailed(f"poster: {str(e).strip()[:200]}") from e
+    return VideoLadder(info, *poster, rungs, target_duration_s(_all_durations(rungs)))
+
+
+def _prepare(path: Path, work_dir: Path) -> str:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return input_url(path)
+
+
+def _all_durations(rungs: tuple[Rung, ...]) -> list[float]:
+    return [d for rung in rungs for d in rung.durations_s]
+
+
+def poster_size(width: int, height: int) -> tuple[int, int]:
+    """The displayed size fitted within POSTER_SIDE_PX_MAX (never enlarged)."""
+    scale = min(1.0, POSTER_SIDE_PX_MAX / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+async def _poster(
+    url: str, info: VideoInfo, ffmpeg: str, timeout_s: float
+) -> tuple[bytes, bytes, int, int]:
+    """(JPEG, WebP, width, height) of the frame at min(1 s, half the duration). ffmpeg
+    turns and scales it (rotation and pixel aspect as displayed) and hands over raw RGB;
+    libvips encodes it, writing no metadata at all."""
+    width, height = poster_size(info.width, info.height)
+    frame_bytes = width * height * 3
+    at_s = min(POSTER_AT_S_MAX, info.duration_s / 2)
+    rgb = b""
+    # A video stream that ends before the audio has no frame at `at_s`: then the first one.
+    for seek_s in (at_s, 0.0):
+        argv = [ffmpeg, "-nostdin", "-v", "error", "-ss", f"{seek_s:.3f}", *INPUT_OPTIONS,
+                "-i", url, "-map", "0:V:0", "-frames:v", "1",
+                "-vf", f"scale={width}:{height}:flags=lanczos,setsar=1,format=rgb24",
+                "-map_metadata", "-1", "-f", "rawvideo", "-"]  # fmt: skip
+        result = await run_tool(argv, timeout_s=timeout_s, stdout_bytes_max=frame_bytes)
+        if result.returncode != 0:
+            raise TranscodeFailed(f"poster: ffmpeg: {result.last_lines(ERROR_LINES)}")
+        rgb = result.stdout
+        if len(rgb) == frame_bytes:
+            break
+    else:
+        raise TranscodeFailed(f"poster: ffmpeg gave {len(rgb)} bytes, not one frame")
+    jpeg, webp = await asyncio.to_thread(_encode_poster, rgb, width, height)
+    return jpeg, webp, width, height
+
+
+def _encode_poster(rgb: bytes, width: int, height: int) -> tuple[bytes, bytes]:
+    image = pyvips.Image.new_from_memory(rgb, width, height, 3, "uchar")
+    image = image.copy(interpretation="srgb")
+    keep = pyvips.enums.ForeignKeep.NONE
+    jpeg = image.jpegsave_buffer(Q=JPEG_QUALITY, optimize_coding=True, keep=keep)
+    webp = image.webpsave_buffer(Q=WEBP_QUALITY, keep=keep)
+    return bytes(jpeg), bytes(webp)
+
+
+def _rate_and_level(width: int, height: int) -> tuple[int, str, int]:
+    """(peak bit rate cap in bits/s, x264 level, level_idc) of a rung's frame size."""
+    maxrate = math.ceil(width * height * FPS_MAX * BITS_PER_PIXEL_MAX)
+    return (maxrate, *h264_level(width, height, FPS_MAX, maxrate))
+
+
+def ladder_argv(
+    url: str, out: Path, info: VideoInfo, sizes: list[tuple[int, int, int]], *, ffmpeg: str,
+    threads: int,
+) -> list[str]:  # fmt: skip
+    """The one ffmpeg command that writes every rung: out/{label}/seg_NNNNN.ts and
+    out/{label}/index.m3u8. `out` must be absolute."""
+    chains = [f"[0:V:0]split={len(sizes)}{''.join(f'[s{i}]' for i in range(len(sizes)))}"]
+    argv = [ffmpeg, "-nostdin", "-v", "error", "-y", *INPUT_OPTIONS, "-i", url]
+    per_stream: list[str] = []
+    stream_map = []
+    for i, (label, width, height) in enumerate(sizes):
+        chains.append(f"[s{i}]scale={width}:{height},setsar=1,format=yuv420p[v{i}]")
+        maxrate, level, _ = _rate_and_level(width, height)
+        per_stream += [f"-level:v:{i}", level, f"-maxrate:v:{i}", str(maxrate),
+                       f"-bufsize:v:{i}", str(maxrate * VBV_BUFFER_S)]  # fmt: skip
+        argv += ["-map", f"[v{i}]"]
+        if info.has_audio:
+            argv += ["-map", "0:a:0"]
+            kbps = AUDIO_KBPS_LOW if label <= 480 else AUDIO_KBPS
+            per_stream += [f"-b:a:{i}", f"{kbps}k"]
+            stream_map.append(f"v:{i},a:{i},name:{label}")
+        else:
+            stream_map.append(f"v:{i},name:{label}")
+    argv += ["-filter_complex", ";".join(chains)]
+    argv += ["-c:v", "libx264", "-preset", X264_PRESET, "-crf", str(X264_CRF),
+             "-profile:v", "high", "-sc_threshold", "0", "-fpsmax", str(FPS_MAX),
+             "-force_key_frames", f"expr:gte(t,n_forced*{SEGMENT_S})"]  # fmt: skip
+    if info.has_audio:
+        argv += ["-c:a", "aac", "-ac", "2"]
+    argv += per_stream
+    argv += ["-map_metadata", "-1", "-map_metadata:s", "-1", "-map_chapters", "-1",
+             "-threads", str(threads),
+             "-f", "hls", "-hls_time", str(SEGMENT_S), "-hls_playlist_type", "vod",
+             "-hls_segment_type", "mpegts",
+             "-hls_segment_filename", str(out / "%v" / "seg_%05d.ts"),
+             "-var_stream_map", " ".join(stream_map), str(out / "%v" / "index.m3u8")]  # fmt: skip
+    return argv
+
+
+async def _ladder(
+    url: str, work_dir: Path, info: VideoInfo, ffmpeg: str, timeout_s: float, threads: int
+) -> tuple[Rung, ...]:
+    if timeout_s <= 0:
+        raise TimeoutError
+    sizes = rung_sizes(info.width, info.height)
+    out = await asyncio.to_thread(lambda: (work_dir / "hls").absolute())
+    argv = ladder_argv(url, out, info, sizes, ffmpeg=ffmpeg, threads=threads)
+    result = await run_tool(argv, timeout_s=timeout_s)
+    if result.returncode != 0:
+        raise TranscodeFailed(f"ffmpeg: {result.last_lines(ERROR_LINES)}")
+    return tuple([await asyncio.to_thread(_read_rung, out / str(s[0]), info, s) for s in sizes])
+
+
+def _read_rung(directory: Path, info: VideoInfo, size: tuple[int, int, int]) -> Rung:
+    """The rung ffmpeg wrote into `directory`, from its playlist and segment files."""
+    label, width, height = size
+    segments: list[Path] = []
+    durations: list[float] = []
+    for line in (directory / "index.m3u8").read_text().splitlines():
+        if m := _EXTINF.match(line):
+            durations.append(float(m[1]))
+        elif line and not line.startswith("#"):
+            if not _SEGMENT_NAME.fullmatch(line):  # ours, never a path elsewhere
+                raise TranscodeFailed(f"ffmpeg listed an unexpected segment {line[:80]!r}")
+            segments.append(directory / line)
+    if not segments or len(segments) != len(durations):
+        raise TranscodeFailed(f"ffmpeg wrote no usable playlist for the {label} rung")
+    if len(segments) > variants.SEGMENT_INDEX_MAX + 1:
+        raise TranscodeFailed(f"{len(segments)} segments: more than a rendition can number")
+    sizes = [p.stat().st_size for p in segments]
+    *_, level_idc = _rate_and_level(width, height)
+    return Rung(
+        height=label,
+        width=width,
+        frame_height=height,
+        bandwidth_bps=peak_bandwidth_bps(sizes, durations, target_duration_s(durations)),
+        average_bandwidth_bps=math.ceil(sum(sizes) * 8 / max(sum(durations), 1e-3)),
+        codecs=codecs_string(level_idc, audio=info.has_audio),
+        segments=tuple(segments),
+        durations_s=tuple(durations),
+    )
