@@ -69,14 +69,10 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                     "description": "created",
                     "headers": {"Location": _h("the upload's URL"), **_OFFSET},
                 },
-                "400": _e(
-                    "bad Upload-Length or Upload-Metadata (bad_media_type, duplicate keys); "
-                    "deferred length"
-                ),
+                "400": _e("bad Upload-Length or Upload-Metadata; deferred length"),
                 "401": _e("no or bad bearer token"),
                 "412": _e("unsupported Tus-Resumable"),
-                "413": _e("Upload-Length over Tus-Max-Size or the declared type's limit"),
-                "422": _e("unknown_filter, filter_not_supported"),
+                "413": _e("Upload-Length over Tus-Max-Size"),
                 "429": _e("too many incomplete uploads for this user"),
             },
         },
@@ -90,14 +86,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                 "200": {"description": "offset", "headers": {**_OFFSET, "Upload-Length": _h("")}},
                 "401": {"description": "no or bad bearer token"},
                 "404": {"description": "no such upload"},
-                "410": {"description": "expired (upload_expired) or its bytes lost (upload_lost)"},
-                "412": {"description": "unsupported Tus-Resumable"},
-                "413": {"description": "a complete upload retried into ingest: over its limit"},
-                "415": {
-                    "description": "a complete upload retried into ingest: not a supported format"
-                },
-                "422": {"description": "a complete upload retried into ingest: rejected"},
-                "503": {"description": "no writable volume yet: a later HEAD retries the ingest"},
+                "410": {"description": "expired"},
             },
         },
         "patch": {
@@ -127,17 +116,17 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             },
             "responses": {
                 "204": {"description": "appended (and on disk)", "headers": _OFFSET},
-                "400": _e("bad headers, bad_checksum; incomplete_body (cut off with a checksum)"),
+                "400": _e("bad headers; body ended early with a checksum"),
                 "401": _e("no or bad bearer token"),
                 "404": _e("no such upload"),
-                "409": _e("offset_mismatch, or upload_busy (another PATCH in progress)"),
-                "410": _e("upload_expired, or upload_lost (its bytes are gone)"),
+                "409": _e("Upload-Offset mismatch, or another PATCH in progress"),
+                "410": _e("expired"),
                 "412": _e("unsupported Tus-Resumable"),
-                "413": _e("length_exceeded (body past Upload-Length), or the media over its limit"),
+                "413": _e("body past Upload-Length, or the media over its limit"),
                 "415": _e("wrong Content-Type, or the completed file is not a supported format"),
                 "422": _e("the completed file is rejected (see POST /api/v1/media/upload)"),
                 "460": _e("checksum mismatch: the chunk was discarded"),
-                "503": _e("no writable volume: a later HEAD or empty PATCH retries the ingest"),
+                "503": _e("no writable volume: a later empty PATCH retries the ingest"),
             },
         },
         "delete": {
@@ -147,7 +136,6 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "responses": {
                 "204": {"description": "gone", "headers": _TUS},
                 "401": _e("no or bad bearer token"),
-                "412": _e("unsupported Tus-Resumable"),
                 "404": _e("no such upload"),
                 "410": _e("expired"),
             },
