@@ -410,16 +410,21 @@ def log_tail(path: Path, lines: int = 3) -> str:
 
 
 def free_port_base(span: int = API_PORT_OFFSET + WORKERS_MAX + 1) -> int:
-    """A base port with `span` free ports above it (for tests and benchmarks)."""
+    """A base port with `span` free ports above it (for tests and benchmarks), taken below
+    the kernel's ephemeral range so that outgoing connections never take one meanwhile."""
     import random
     import socket
 
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32_768
+    high = max(ephemeral_low, 12_000 + span) - span
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20_000, 60_000 - span)
-        ports = [base, *(base + i for i in range(1, 11)), base + CACHE_PORT_OFFSET, base + span - 1]
+        base = rng.randrange(10_000, high)
         ok = True
-        for p in ports:
+        for p in range(base, base + span):
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", p))
