@@ -1,12 +1,13 @@
 """What every API handler reaches through `request.app[CONTEXT]`: config, the media
-database, the blob writer, the ingest path and the count of uploads in flight. Opened and closed by
+database, the blob writer, the ingest path, the count of uploads in flight and the tus locks. Opened and closed by
 api.app's cleanup context; no module-level singletons."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
@@ -29,6 +30,8 @@ class ApiContext:
     ingest: Ingest
     token: str
     uploads_inflight: int = 0
+    # tus: one lock per upload being written (PATCH, DELETE, the sweeper), this process only.
+    tus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def user_id(self, request: web.Request) -> int:
         """The authenticated user; raises Unauthorized."""

@@ -55,7 +55,6 @@ METADATA_KEYS: Final = ("filename", "filetype", "media_type", "filter_id")
 PREFIX: Final = "/api/v1/uploads"
 
 routes = web.RouteTableDef()
-_locks: dict[str, asyncio.Lock] = {}
 
 __all__ = ["OPENAPI_PATHS", "migrate_tables", "routes", "sweeper"]
 
@@ -210,9 +209,10 @@ async def terminate(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     _check_version(request)
     upload = await _owned(request, ctx)
-    async with _lock(upload.upload_id):
+    async with _lock(ctx, upload.upload_id):
         await tus_store.delete(ctx.db, upload.upload_id)
         await asyncio.to_thread(_unlink, _part(ctx, upload.upload_id))
+    _forget(ctx, upload.upload_id)
     return web.Response(status=204, headers={"Tus-Resumable": TUS_VERSION})
 
 
@@ -227,10 +227,9 @@ async def patch(request: web.Request) -> web.Response:
     upload = await _owned(request, ctx)
     offset = _int_header(request, "Upload-Offset")
     checksum = _checksum_header(request)
-    lock = _locks.setdefault(upload.upload_id, asyncio.Lock())
-    if lock.locked():
+    if ctx.tus_locks.setdefault(upload.upload_id, asyncio.Lock()).locked():
         raise ApiError("another PATCH of this upload is in progress", code="conflict", status=409)
-    async with lock:
+    async with _lock(ctx, upload.upload_id):
         upload = await _owned(request, ctx)  # fresh, under the lock
         if offset != upload.offset:
             raise ApiError(
@@ -243,16 +242,19 @@ async def patch(request: web.Request) -> web.Response:
                 upload = await _receive(request, ctx, upload, checksum)
         if upload.offset == upload.length and upload.media_id is None:
             upload = await _complete(ctx, upload)
-    _locks.pop(upload.upload_id, None)
     return web.Response(status=204, headers=_headers(upload))
 
 
 @contextlib.asynccontextmanager
-async def _lock(upload_id: str) -> AsyncIterator[None]:
-    lock = _locks.setdefault(upload_id, asyncio.Lock())
-    async with lock:
+async def _lock(ctx: ApiContext, upload_id: str) -> AsyncIterator[None]:
+    """The upload's lock. Its entry stays while the upload exists (a waiter may hold it) and
+    goes with the upload (`_forget`), so the table is bounded by the live uploads."""
+    async with ctx.tus_locks.setdefault(upload_id, asyncio.Lock()):
         yield
-    _locks.pop(upload_id, None)
+
+
+def _forget(ctx: ApiContext, upload_id: str) -> None:
+    ctx.tus_locks.pop(upload_id, None)
 
 
 def _checksum_header(request: web.Request) -> tuple[str, bytes] | None:
@@ -358,9 +360,11 @@ async def _complete(ctx: ApiContext, upload: tus_store.Upload) -> tus_store.Uplo
     except Rejected:
         await tus_store.delete(ctx.db, upload.upload_id)
         await asyncio.to_thread(_unlink, part)
+        _forget(ctx, upload.upload_id)
         raise
     await tus_store.update(ctx.db, upload.upload_id, media_id=row.media_id)
     await asyncio.to_thread(_unlink, part)
+    _forget(ctx, upload.upload_id)
     return _replace(upload, media_id=row.media_id)
 
 
@@ -399,9 +403,10 @@ async def sweep_once(ctx: ApiContext, *, now: float | None = None) -> int:
     """Removes every expired upload (row and file); returns how many."""
     gone = await tus_store.expired(ctx.db, now=time.time() if now is None else now)
     for upload in gone:
-        async with _lock(upload.upload_id):
+        async with _lock(ctx, upload.upload_id):
             await asyncio.to_thread(_unlink, _part(ctx, upload.upload_id))
             await tus_store.delete(ctx.db, upload.upload_id)
+        _forget(ctx, upload.upload_id)
     return len(gone)
 
 
