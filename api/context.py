@@ -1,6 +1,6 @@
 """What every API handler reaches through `request.app[CONTEXT]`: config, the media
-database, the blob writer, the ingest path, the count of uploads in flight and the tus locks. Opened and closed by
-api.app's cleanup context; no module-level singletons."""
+database, the blob writer, the ingest path, the count of uploads in flight and the tus
+locks. Opened and closed by api.app's cleanup context; no module-level singletons."""
 
 from __future__ import annotations
 
