@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= .pinhole
 
-.PHONY: up test lint typecheck unit bench-store bench-cluster bench-media clean bootstrap
+.PHONY: up test lint typecheck unit bench-store bench-cluster bench-media bench-feed clean bootstrap
 
 bootstrap:
 	@scripts/bootstrap
@@ -36,6 +36,10 @@ bench-cluster: bootstrap
 ## Full media benchmark; `pinhole bench media --quick` is the CI variant.
 bench-media: bootstrap
 	$(BIN)/pinhole bench media --json bench/results/media.json --plot bench/results/media.png
+
+## Full feed benchmark (push, pull, hybrid; needs Redis); `pinhole bench feed --quick` is the CI variant.
+bench-feed: bootstrap
+	$(BIN)/pinhole bench feed --json bench/results/feed.json --plot bench/results/feed.png
 
 clean:
 	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis

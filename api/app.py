@@ -1,7 +1,8 @@
-"""The public API as an aiohttp application (docs/api/media.md, /api/openapi.json).
+"""The public API as an aiohttp application (docs/api/, /api/openapi.json).
 
-`make_app(config, media, secret=...)` builds it; its cleanup context opens the media
-database (migrated), the blob writer and the ingest path, and starts the tus sweeper;
+`make_app(config, media, secret=..., social=..., feed=...)` builds it; its cleanup context
+opens the metadata database (media, social and feed tables, migrated), the blob writer, the
+ingest path and the hot store, and starts the tus sweeper and the fan-out runner;
 `running_api` serves it for tests and `serve_forever` for `pinhole api serve`.
 """
 
@@ -14,14 +15,21 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from api import auth, media_routes, openapi, tus
+from api import feed_routes, media_routes, openapi, post_routes, social_routes, tus
 from api.config import ApiConfig
-from api.context import CONTEXT, ApiContext
-from api.errors import error_middleware
+from api.context import CONTEXT, RATE, ApiContext
+from api.errors import error_middleware, rate_headers
 from common.db import migrate, open_database
 from common.ids import IdGenerator
 from common.signals import stop_event
 from directory.writer import BlobWriter
+from feed import schema as feed_schema
+from feed.config import FeedConfig
+from feed.hotstore import open_hot_store
+from feed.runner import FanoutRunner
+from feed.service import Feed
+from social import schema as social_schema
+from social.config import SocialConfig
 from transformer import schema
 from transformer.config import MediaConfig
 from transformer.ingest import Ingest
@@ -29,35 +37,80 @@ from transformer.ingest import Ingest
 log = logging.getLogger("pinhole.api")
 
 
-def make_app(config: ApiConfig, media: MediaConfig, *, secret: bytes) -> web.Application:
+def make_app(
+    config: ApiConfig,
+    media: MediaConfig,
+    *,
+    secret: bytes,
+    social: SocialConfig | None = None,
+    feed: FeedConfig | None = None,
+) -> web.Application:
+    social = social or SocialConfig()
+    feed_config = feed or FeedConfig()
     app = web.Application(
         middlewares=[error_middleware], client_max_size=config.json_body_bytes_max
     )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        token = await asyncio.to_thread(
-            auth.load_or_make_dev_token, config.data_dir, config.dev_token
-        )
         if not media.database_url:
             await asyncio.to_thread(media.data_dir.mkdir, parents=True, exist_ok=True)
         db = await open_database(media.database, schema=media.database_schema or None)
+        hot = open_hot_store(feed_config.redis_url, prefix=feed_config.redis_prefix)
         try:
             await migrate(db, schema.COMPONENT, schema.MIGRATIONS)
             await tus.migrate_tables(db)
+            await migrate(db, social_schema.COMPONENT, social_schema.MIGRATIONS)
+            await migrate(db, feed_schema.COMPONENT, feed_schema.MIGRATIONS)
             async with BlobWriter(media.directory_url, secret=secret) as writer:
-                ingest = Ingest(media, db, writer, IdGenerator(media.id_shard))
-                app[CONTEXT] = ApiContext(config, media, db, writer, ingest, token)
+                id_gen = IdGenerator(media.id_shard)
+                ingest = Ingest(media, db, writer, id_gen)
+                app[CONTEXT] = ApiContext(
+                    config,
+                    media,
+                    db,
+                    writer,
+                    ingest,
+                    social,
+                    feed_config,
+                    hot,
+                    Feed(db, hot, feed_config),
+                    id_gen,
+                )
                 yield
         finally:
+            await hot.close()
             await db.close()
 
     app.cleanup_ctx.append(resources)
     app.cleanup_ctx.append(tus.sweeper)
+    app.cleanup_ctx.append(fanout)
+    app.on_response_prepare.append(_rate_headers)
     app.add_routes(media_routes.routes)
     app.add_routes(tus.routes)
+    app.add_routes(social_routes.routes)
+    app.add_routes(post_routes.routes)
+    app.add_routes(feed_routes.routes)
     app.router.add_get("/api/openapi.json", openapi.serve)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+async def fanout(app: web.Application) -> AsyncIterator[None]:
+    """Runs the feed's fan-out jobs in this process while it serves."""
+    runner = FanoutRunner(app[CONTEXT].feed)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def _rate_headers(request: web.Request, response: web.StreamResponse) -> None:
+    rate = request.get(RATE)
+    if rate is not None and response.status < 400:
+        response.headers.update(rate_headers(rate.limit, rate.remaining, rate.reset_s))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -70,10 +123,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 @contextlib.asynccontextmanager
 async def running_api(
-    config: ApiConfig, media: MediaConfig, *, secret: bytes
+    config: ApiConfig,
+    media: MediaConfig,
+    *,
+    secret: bytes,
+    social: SocialConfig | None = None,
+    feed: FeedConfig | None = None,
 ) -> AsyncIterator[tuple[web.Application, int]]:
     """Serves the API on config.host:config.port (0: a free port); yields (app, port)."""
-    app = make_app(config, media, secret=secret)
+    app = make_app(config, media, secret=secret, social=social, feed=feed)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -85,11 +143,20 @@ async def running_api(
 
 
 async def serve_forever(
-    config: ApiConfig, media: MediaConfig, *, secret: bytes, ready: asyncio.Event | None = None
+    config: ApiConfig,
+    media: MediaConfig,
+    *,
+    secret: bytes,
+    social: SocialConfig | None = None,
+    feed: FeedConfig | None = None,
+    ready: asyncio.Event | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
     with stop_event() as stop:
-        async with running_api(config, media, secret=secret) as (_, port):
+        async with running_api(config, media, secret=secret, social=social, feed=feed) as (
+            _,
+            port,
+        ):
             print(f"api listening on http://{config.host}:{port}/api/v1", flush=True)
             if ready is not None:
                 ready.set()

@@ -19,9 +19,6 @@ class ApiConfig:
     port: int = DEFAULT_PORT
     # Uploads in progress (multipart spooled to disk, tus uploads) live in <data_dir>.
     data_dir: Path = Path(".pinhole/api")
-    # The local development token (Authorization: Bearer ...) stands in for accounts until
-    # they exist; "" = a random one made on first start and kept in <data_dir>/dev.token.
-    dev_token: str = ""
     # Bodies of JSON requests; uploads are limited by the media limits ([media.limits]).
     json_body_bytes_max: int = 64 * 1024
     # Multipart: non-file fields, and the number of parts.

@@ -1,6 +1,7 @@
-"""What every API handler reaches through `request.app[CONTEXT]`: config, the media
-database, the blob writer, the ingest path, the count of uploads in flight and the tus
-locks. Opened and closed by api.app's cleanup context; no module-level singletons."""
+"""What every API handler reaches through `request.app[CONTEXT]`: config, the metadata
+database (media, social and feed tables), the blob writer, the ingest path, the hot store
+and the feed, the id generator, the count of uploads in flight and the tus locks. Opened
+and closed by api.app's cleanup context; no module-level singletons."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from api import auth
 from api.config import ApiConfig
 from api.errors import Busy
 from common.db import Database
+from common.ids import IdGenerator
 from directory.writer import BlobWriter
+from feed.config import FeedConfig
+from feed.hotstore import HotStore
+from feed.service import Feed
+from social import ratelimit, sessions
+from social.config import SocialConfig
 from transformer.config import MediaConfig
 from transformer.ingest import Ingest
 
@@ -28,14 +35,23 @@ class ApiContext:
     db: Database
     writer: BlobWriter
     ingest: Ingest
-    token: str
+    social: SocialConfig
+    feed_config: FeedConfig
+    hot: HotStore
+    feed: Feed
+    ids: IdGenerator
     uploads_inflight: int = 0
     # tus: one lock per upload being written (PATCH, DELETE, the sweeper), this process only.
     tus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
-    def user_id(self, request: web.Request) -> int:
-        """The authenticated user; raises Unauthorized."""
-        return auth.user_id(request, self.token)
+    async def user_id(self, request: web.Request) -> int:
+        """The user of the request's session; raises Unauthorized / AuthFailed (401)."""
+        return await sessions.authenticate(self.db, auth.bearer(request))
+
+    async def rate(self, request: web.Request, action: str, subject: int | str) -> None:
+        """Counts one rate-limited write; its X-RateLimit-* headers go on the response
+        (api.app), a 429 beyond the limit."""
+        request[RATE] = await ratelimit.take(self.hot, self.social, action, str(subject))
 
     @contextlib.contextmanager
     def upload_slot(self) -> Iterator[None]:
@@ -51,3 +67,4 @@ class ApiContext:
 
 
 CONTEXT: Final = web.AppKey("context", ApiContext)
+RATE: Final = web.RequestKey("rate", ratelimit.Rate)

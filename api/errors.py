@@ -1,7 +1,8 @@
 """The API's errors and the one middleware that turns every error into
 `{"error": {"code": "...", "message": "..."}}` (BRIEF §8).
 
-ApiError carries its status and code; the transformer's Rejected (bad media) keeps its own;
+ApiError carries its status and code; the transformer's Rejected (bad media) and the social
+layer's SocialError keep their own (a 429 with X-RateLimit-* and Retry-After);
 NoWritableVolume is a 503; aiohttp's HTTP errors (404 unknown route, 405, 413 body too
 large) keep their status; anything else is logged and answered 500 `internal` (a 5xx is a
 bug). tus responses carry `Tus-Resumable` on errors too.
@@ -16,6 +17,8 @@ from typing import Final
 from aiohttp import web
 
 from directory.errors import NoWritableVolume
+from feed.cursor import BadCursor
+from social.errors import RateLimited, SocialError
 from transformer.errors import Rejected
 
 log = logging.getLogger("pinhole.api")
@@ -74,6 +77,15 @@ class Busy(ApiError):
     code = "busy"
 
 
+def rate_headers(limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+    """X-RateLimit-Limit / -Remaining / -Reset (seconds until the window resets)."""
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(max(0, remaining)),
+        "X-RateLimit-Reset": str(int(reset_s) + 1),
+    }
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
@@ -88,6 +100,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             response.headers["WWW-Authenticate"] = 'Bearer realm="pinhole"'
     except Rejected as e:
         response = error_response(e.status, e.code, e.message)
+    except SocialError as e:
+        response = error_response(e.status, e.code, e.message)
+        if e.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="pinhole"'
+        if isinstance(e, RateLimited):
+            response.headers.update(rate_headers(e.limit, 0, e.reset_s))
+            response.headers["Retry-After"] = str(int(e.reset_s) + 1)
+    except BadCursor as e:
+        response = error_response(400, "bad_cursor", str(e))
     except NoWritableVolume:
         log.error("upload refused: no writable volume")
         response = error_response(503, "no_writable_volume", "storage is full or unavailable")

@@ -70,7 +70,7 @@ async def _spool(part: BodyPartReader, path: Path, limit: int) -> int:
 @routes.post("/api/v1/media/upload")
 async def upload(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    owner_id = ctx.user_id(request)
+    owner_id = await ctx.user_id(request)
     if not request.content_type.startswith("multipart/form-data"):
         raise BadRequest("the body must be multipart/form-data with a 'file' part")
     limits = ctx.media.limits
@@ -127,7 +127,7 @@ async def _document(ctx: ApiContext, media_id: int, viewer_id: int) -> dict[str,
 @routes.get("/api/v1/media/{media_id}")
 async def get_media(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    viewer_id = ctx.user_id(request)
+    viewer_id = await ctx.user_id(request)
     try:
         media_id = ids.parse(request.match_info["media_id"])
     except ValueError:

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from api import tus
+from api import openapi_social, tus
 
 _ERROR_REF: Final = {"$ref": "#/components/schemas/Error"}
 
@@ -146,7 +146,7 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "pinhole API", "version": "1"},
-        "paths": {**MEDIA_PATHS, **tus.OPENAPI_PATHS},
+        "paths": {**MEDIA_PATHS, **tus.OPENAPI_PATHS, **openapi_social.PATHS},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
@@ -165,6 +165,7 @@ def document() -> dict[str, Any]:
                     },
                 },
                 "Media": MEDIA_SCHEMA,
+                **openapi_social.SCHEMAS,
             },
         },
     }

@@ -116,7 +116,7 @@ def parse_metadata(text: str) -> dict[str, str]:
 
 
 async def _owned(request: web.Request, ctx: ApiContext) -> tus_store.Upload:
-    owner_id = ctx.user_id(request)
+    owner_id = await ctx.user_id(request)
     upload = await tus_store.get(ctx.db, request.match_info["upload_id"])
     if upload is None or upload.owner_id != owner_id:
         raise NotFound("no such upload")
@@ -148,7 +148,7 @@ async def options(request: web.Request) -> web.Response:
 @routes.post(PREFIX)
 async def create(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    owner_id = ctx.user_id(request)
+    owner_id = await ctx.user_id(request)
     _check_version(request)
     if "Upload-Defer-Length" in request.headers:
         raise BadRequest("Upload-Defer-Length is not supported: send Upload-Length")

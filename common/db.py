@@ -14,6 +14,8 @@ Contract:
   loops. The lock is held until commit: keep network calls out of write transactions.
 - `Database.snapshot()` is a read transaction: a consistent view (deferred BEGIN on SQLite,
   REPEATABLE READ on PostgreSQL), never blocking writers.
+- `Database.quick` (SQLite files only, else None) runs a few hot read-only statements in
+  plain SQL, a unit in one thread hop (common/quickread.py).
 - `migrate(db, component, migrations)` applies the component's missing migrations in
   version order, each in its own write transaction together with its row in
   `schema_migrations(component, version, description, applied_unix_s)`; it is idempotent
@@ -36,6 +38,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from common.quickread import QuickReader
 
 SQLITE_BUSY_TIMEOUT_MS_DEFAULT: Final = 30_000
 POOL_CONNECTIONS_MAX_DEFAULT: Final = 10
@@ -79,10 +83,13 @@ schema_migrations = sa.Table(
 class Database:
     """An engine plus the transaction discipline described in the module docstring."""
 
-    def __init__(self, engine: AsyncEngine, *, schema: str | None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, schema: str | None, quick: QuickReader | None = None
+    ) -> None:
         self.engine = engine
         self.schema = schema
         self.dialect: str = engine.dialect.name
+        self.quick = quick
 
     @property
     def is_sqlite(self) -> bool:
@@ -120,7 +127,11 @@ class Database:
                 yield conn
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        try:
+            if self.quick is not None:
+                await self.quick.close()
+        finally:
+            await self.engine.dispose()
 
 
 def _wal(cursor: Any, busy_timeout_ms: int) -> None:
@@ -194,7 +205,13 @@ async def open_database(
             url = url.set(drivername="sqlite+aiosqlite")
         engine = create_async_engine(url)
         _sqlite_hooks(engine, busy_timeout_ms=sqlite_busy_timeout_ms)
-        return Database(engine, schema=None)
+        file = url.database not in (None, "", ":memory:") and "mode=memory" not in str(url)
+        quick = (
+            QuickReader(Path(str(url.database)), busy_timeout_ms=sqlite_busy_timeout_ms)
+            if file
+            else None
+        )
+        return Database(engine, schema=None, quick=quick)
     if backend == "postgresql":
         if url.get_driver_name() != "asyncpg":
             url = url.set(drivername="postgresql+asyncpg")

@@ -73,3 +73,37 @@ def bench_media(
     from bench.media_bench import main
 
     main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
+
+
+@bench.command("feed")
+@_bench_options
+@click.option(
+    "--redis-url",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="The Redis server of the timelines (keys under a per-run prefix, deleted after).",
+)
+@click.option(
+    "--database-url",
+    default=None,
+    help="A postgresql+asyncpg:// URL (a scratch schema, dropped after); default SQLite.",
+)
+def bench_feed(
+    quick: bool,
+    json_path: Path | None,
+    work_dir: Path | None,
+    plot_path: Path | None,
+    redis_url: str,
+    database_url: str | None,
+) -> None:
+    """Push, pull and hybrid feeds on one power-law graph: p99, reads/s, fan-out, writes."""
+    from bench.feed_bench import main
+
+    main(
+        quick=quick,
+        json_path=json_path,
+        work_dir=work_dir,
+        plot_path=plot_path,
+        redis_url=redis_url,
+        database_url=database_url,
+    )

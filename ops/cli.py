@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ops.bench_cmds import bench
+from ops.feed_cmds import feed_group
 from ops.media_cmds import api, jobs_group, worker
 from ops.service_cmds import cache, directory, router
 from ops.store_cmds import store
@@ -40,6 +41,7 @@ main.add_command(bench)
 main.add_command(api)
 main.add_command(worker)
 main.add_command(jobs_group)
+main.add_command(feed_group)
 
 if __name__ == "__main__":
     main()

@@ -98,7 +98,7 @@ def _with_secret_options(f: Any) -> Any:
 
 @click.group()
 def api() -> None:
-    """The public API (/api/v1): uploads, media, and later the social endpoints."""
+    """The public API (/api/v1): accounts, the graph, posts, the feed, uploads and media."""
 
 
 @api.command("serve")
@@ -108,7 +108,12 @@ def api() -> None:
     "--data",
     "data_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where uploads in progress and the development token live.",
+    help="Where uploads in progress live.",
+)
+@click.option(
+    "--redis-url",
+    help="Timelines and rate limits in this Redis (redis://...); default: [feed] redis_url, "
+    "else the embedded store.",
 )
 @_media_options
 @_with_secret_options
@@ -118,6 +123,7 @@ def api_serve(
     host: str | None,
     port: int | None,
     data_dir: Path | None,
+    redis_url: str | None,
     media_data: Path | None,
     database_url: str | None,
     directory_url: str | None,
@@ -129,17 +135,22 @@ def api_serve(
     """Run the API until SIGINT/SIGTERM."""
     from api.app import serve_forever
     from api.config import api_config
+    from feed.config import feed_config
+    from social.config import social_config
 
     setup_logging(log_level)
     overrides = {"host": host, "port": port, "data_dir": str(data_dir) if data_dir else None}
     try:
-        config = api_config(load_config(ctx.obj["config_path"]), **overrides)
+        document = load_config(ctx.obj["config_path"])
+        config = api_config(document, **overrides)
+        social = social_config(document)
+        feed = feed_config(document, redis_url=redis_url)
     except ConfigError as e:
         raise CliError(str(e), EXIT_USAGE) from e
     media = _media_config(
         ctx, _media_overrides(media_data, database_url, directory_url, router_url)
     )
-    run(serve_forever(config, media, secret=_secret(secret_file, root)))
+    run(serve_forever(config, media, secret=_secret(secret_file, root), social=social, feed=feed))
 
 
 # -- worker ---------------------------------------------------------------------------------

@@ -88,12 +88,17 @@ def resolve_layout(
 
 
 async def _seed_demo(layout: lc.Layout) -> list[str]:
-    """Demo photos uploaded through the API (so they get the whole ladder), recorded in
-    <root>/demo.json and reused while they exist; the JPEG URL of each one's 640 variant.
-    Unattached media expire after a day: expired ones are uploaded again."""
+    """Demo photos uploaded through the API by the demo account (so they get the whole
+    ladder) and posted as one carousel, recorded in <root>/demo.json and reused while they
+    exist; the JPEG URL of each one's 640 variant."""
     import aiohttp
 
-    token = (layout.root / "api" / "dev.token").read_text().strip()
+    from ops.demo_account import demo_token
+
+    try:
+        token = await demo_token(layout.api_url, layout.root)
+    except (RuntimeError, aiohttp.ClientError) as e:
+        raise CliError(str(e)) from None
     headers = {"Authorization": f"Bearer {token}"}
     api = layout.api_url + "/api/v1/media"
     path = layout.root / DEMO_FILE
@@ -121,6 +126,10 @@ async def _seed_demo(layout: lc.Layout) -> list[str]:
                     media_id = (await r.json())["media_id"]
                 async with http.get(f"{api}/{media_id}", params={"wait_s": "10"}) as r:
                     docs.append(await r.json())
+            post = {"media_ids": [d["media_id"] for d in docs], "caption": "hello #pinhole"}
+            async with http.post(f"{layout.api_url}/api/v1/posts", json=post) as r:
+                if r.status != 201:
+                    raise CliError(f"demo post failed: {r.status} {await r.text()}")
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps([{"media_id": d["media_id"]} for d in docs], indent=2))
             tmp.replace(path)
@@ -137,7 +146,8 @@ def _banner(layout: lc.Layout, running: dict[str, lc.Running], demo_urls: list[s
         click.echo(f"  {e.name:<10} {e.role:<9} {e.url}   pid {e.pid}")
     click.echo(f"  photos     {layout.router_url}/p/...")
     click.echo(f"  api        {layout.api_url}/api/v1  (described at /api/openapi.json)")
-    click.echo(f"  token      {layout.root / 'api' / 'dev.token'}  (Authorization: Bearer ...)")
+    token = layout.root / "api" / "demo.token"
+    click.echo(f"  token      {token}  (user demo; Authorization: Bearer ...)")
     click.echo(f"  secret     {layout.secret_file}")
     for u in demo_urls:
         click.echo(f"  demo       {u}")

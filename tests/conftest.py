@@ -3,7 +3,12 @@ store tests need only files and processes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import sys
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,3 +19,33 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 @pytest.fixture
 def rng_seed(request: pytest.FixtureRequest) -> int:
     return abs(hash(request.node.nodeid)) % (2**32)
+
+
+# pytest-timeout prints thread stacks; an asyncio hang sits in the event loop's select, so
+# the stacks of the pending tasks are printed as well, shortly before the timeout fires.
+HANG_DUMP_BEFORE_TIMEOUT_S = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _dump_tasks_before_timeout(request: pytest.FixtureRequest) -> Iterator[None]:
+    timeout = float(request.config.getini("timeout") or 0)
+    if timeout <= HANG_DUMP_BEFORE_TIMEOUT_S:
+        yield
+        return
+    timer = threading.Timer(timeout - HANG_DUMP_BEFORE_TIMEOUT_S, _dump_tasks, (request,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _dump_tasks(request: pytest.FixtureRequest) -> None:
+    # asyncio keeps every task of every loop in this weak set; reading it from another
+    # thread is racy, which a last-resort diagnostic can afford.
+    tasks = [t for t in list(asyncio.tasks._all_tasks) if not t.done()]  # type: ignore[attr-defined]
+    print(f"\n+++ {len(tasks)} pending asyncio tasks in {request.node.nodeid}", file=sys.stderr)
+    for task in tasks:
+        with contextlib.suppress(Exception):
+            task.print_stack(file=sys.stderr)

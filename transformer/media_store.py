@@ -163,3 +163,23 @@ async def mark_gone(db: Database, media_id: int, *, status: str) -> None:
     async with db.transaction(lock=LOCK) as conn:
         await conn.execute(media.update().where(media.c.media_id == media_id).values(status=status))
         await conn.execute(variants.delete().where(variants.c.media_id == media_id))
+
+
+async def get_many(
+    conn: AsyncConnection, media_ids: list[int]
+) -> dict[int, tuple[MediaRow, list[VariantRow]]]:
+    """Several media with their variants in two queries (feed hydration)."""
+    wanted = sorted(set(media_ids))
+    if not wanted:
+        return {}
+    rows = (await conn.execute(sa.select(media).where(media.c.media_id.in_(wanted)))).all()
+    found: dict[int, tuple[MediaRow, list[VariantRow]]] = {
+        r.media_id: (_media(r), []) for r in rows
+    }
+    for r in await conn.execute(
+        sa.select(variants)
+        .where(variants.c.media_id.in_(wanted))
+        .order_by(variants.c.media_id, variants.c.rendition, variants.c.fmt)
+    ):
+        found[r.media_id][1].append(_variant(r))
+    return found

@@ -23,7 +23,7 @@ from router.server import running_router
 from tests.directory.conftest import SECRET, Cluster, fast_config, running_cluster
 from transformer.config import MediaConfig
 
-TOKEN = "test-dev-token-0123456789"
+PASSWORD = "correct horse battery"
 
 
 @dataclass
@@ -36,11 +36,17 @@ class MediaEnv:
     ctx: ApiContext
     tmp: Path
     cluster: Cluster
+    token: str = ""
+    user_id: str = ""
     workers: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {TOKEN}"}
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def sign_up(self, username: str, *, private: bool = False) -> tuple[str, str]:
+        """A new account and a session: (user_id, token)."""
+        return await sign_up(self.api_url, username, private=private)
 
     def start_worker(self, **overrides: Any) -> None:
         """Runs one in-process job worker until the test ends."""
@@ -51,7 +57,11 @@ class MediaEnv:
 
 
 @contextlib.asynccontextmanager
-async def media_env(tmp: Path, **media_overrides: Any) -> AsyncIterator[MediaEnv]:
+async def media_env(
+    tmp: Path, api_overrides: dict[str, Any] | None = None, **media_overrides: Any
+) -> AsyncIterator[MediaEnv]:
+    """`api_overrides` go to running_api (social=, feed= configs)."""
+    api_overrides = api_overrides or {}
     directory = fast_config({"data_dir": tmp / "directory"}, writable_volumes_min=2)
     async with running_cluster(directory, tmp) as cluster:
         router_config = RouterConfig(port=0, directory_url=cluster.url, lookup_ttl_s=0.2)
@@ -66,8 +76,8 @@ async def media_env(tmp: Path, **media_overrides: Any) -> AsyncIterator[MediaEnv
                 backoff_s_max=0.5,
                 **media_overrides,
             )
-            api = ApiConfig(port=0, data_dir=tmp / "api", dev_token=TOKEN)
-            async with running_api(api, media, secret=SECRET) as (app, port):
+            api = ApiConfig(port=0, data_dir=tmp / "api")
+            async with running_api(api, media, secret=SECRET, **api_overrides) as (app, port):
                 env = MediaEnv(
                     api_url=f"http://127.0.0.1:{port}",
                     router_url=router_url,
@@ -79,6 +89,7 @@ async def media_env(tmp: Path, **media_overrides: Any) -> AsyncIterator[MediaEnv
                     cluster=cluster,
                 )
                 await _wait_writable(cluster.url)
+                env.user_id, env.token = await env.sign_up("tester")
                 try:
                     yield env
                 finally:
@@ -87,6 +98,23 @@ async def media_env(tmp: Path, **media_overrides: Any) -> AsyncIterator[MediaEnv
                     for task in env.workers:
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
+
+
+async def sign_up(api_url: str, username: str, *, private: bool = False) -> tuple[str, str]:
+    async with aiohttp.ClientSession() as http:
+        creds = {"username": username, "password": PASSWORD}
+        async with http.post(api_url + "/api/v1/accounts", json=creds) as r:
+            assert r.status == 201, await r.text()
+            user_id = (await r.json())["user_id"]
+        async with http.post(api_url + "/api/v1/sessions", json=creds) as r:
+            assert r.status == 201, await r.text()
+            token = (await r.json())["token"]
+        if private:
+            headers = {"Authorization": f"Bearer {token}"}
+            body = {"is_private": True}
+            async with http.patch(api_url + "/api/v1/accounts/me", json=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+    return user_id, token
 
 
 async def _wait_writable(directory_url: str) -> None:

@@ -17,7 +17,7 @@ import aiohttp
 from PIL import Image
 
 from api import tus, tus_store
-from tests.api.conftest import TOKEN, MediaEnv
+from tests.api.conftest import MediaEnv
 from tests.api.test_media import fetch, get_media, live_needles, media_rows
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -69,9 +69,7 @@ async def test_the_stock_client_uploads_in_chunks_with_checksums(env: MediaEnv) 
     assert len(photo) > 500_000  # several 256 KiB chunks
 
     def upload() -> str:
-        c = client.TusClient(
-            env.api_url + "/api/v1/uploads", headers={"Authorization": f"Bearer {TOKEN}"}
-        )
+        c = client.TusClient(env.api_url + "/api/v1/uploads", headers=env.auth)
         uploader = c.uploader(
             file_stream=io.BytesIO(photo),
             chunk_size=256 * 1024,
@@ -101,7 +99,7 @@ async def _cut_patch(env: MediaEnv, url: str, offset: int, data: bytes, send: in
     reader, writer = await asyncio.open_connection("127.0.0.1", int(env.api_url.rsplit(":", 1)[1]))
     path = url.split("://", 1)[1].split("/", 1)[1]
     head_lines = (
-        f"PATCH /{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"PATCH /{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {env.token}\r\n"
         f"Tus-Resumable: 1.0.0\r\nUpload-Offset: {offset}\r\n"
         f"Content-Type: application/offset+octet-stream\r\nContent-Length: {len(data)}\r\n\r\n"
     )
@@ -214,7 +212,7 @@ async def test_uploads_are_private_to_their_owner(env: MediaEnv, tmp_path: Path)
     async with aiohttp.ClientSession() as http:
         url = await create(http, env, 10)
     upload = await tus_store.get(env.ctx.db, url.rsplit("/", 1)[1])
-    assert upload is not None and upload.owner_id == 1
+    assert upload is not None and upload.owner_id == int(env.user_id)
     other = tus_store.Upload("f" * 32, 2, 10, 0, "{}", time.time(), time.time() + 60, None)
     assert await tus_store.create(env.ctx.db, other, per_owner_max=1)
     assert not await tus_store.create(

@@ -55,12 +55,16 @@ def test_overrides_win_over_the_file() -> None:
     assert cfg.port == 2 and cfg.volume.size_bytes_max == 2 * 10**9
 
 
-@pytest.mark.parametrize("table", ["directory", "cache", "router", "api", "media"])
+@pytest.mark.parametrize(
+    "table", ["directory", "cache", "router", "api", "media", "social", "feed"]
+)
 def test_the_example_lists_every_key_of_each_service_with_its_default(table: str) -> None:
     from api.config import ApiConfig, api_config
     from cache.config import CacheConfig, cache_config
     from directory.config import DirectoryConfig, directory_config
+    from feed.config import FeedConfig, feed_config
     from router.config import RouterConfig, router_config
+    from social.config import SocialConfig, social_config
     from transformer.config import MediaConfig, media_config
 
     cls, parse = {
@@ -69,6 +73,8 @@ def test_the_example_lists_every_key_of_each_service_with_its_default(table: str
         "router": (RouterConfig, router_config),
         "api": (ApiConfig, api_config),
         "media": (MediaConfig, media_config),
+        "social": (SocialConfig, social_config),
+        "feed": (FeedConfig, feed_config),
     }[table]
     doc = load_toml(EXAMPLE)
     assert parse(doc) == cls()  # type: ignore[operator]

@@ -1,0 +1,291 @@
+"""Accounts, sessions, profiles and the follow graph (docs/api/social.md)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from api import auth, params
+from api.context import CONTEXT, ApiContext
+from api.errors import NotFound
+from api.social_docs import avatars, post_documents, user_document
+from social import accounts, graph, passwords, posts, sessions
+from social.errors import AuthFailed, Invalid
+from social.schema import users
+from transformer.schema import media
+
+routes = web.RouteTableDef()
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+@routes.post("/api/v1/accounts")
+async def sign_up(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    body = await params.json_body(request)
+    await ctx.rate(request, "account", _client(request))
+    user = await accounts.create(
+        ctx.db,
+        ctx.ids,
+        ctx.social,
+        username=body.get("username"),
+        password=body.get("password"),
+        email=body.get("email"),
+    )
+    return web.json_response(
+        user_document(user, me=True), status=201, headers={"Location": "/api/v1/accounts/me"}
+    )
+
+
+@routes.post("/api/v1/sessions")
+async def sign_in(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    body = await params.json_body(request)
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise Invalid("username and password are required strings")
+    # Every attempt counts (not only failures): past the limit, even the right password
+    # waits, so the limit bounds guessing.
+    await ctx.rate(request, "login", _client(request))
+    async with ctx.db.snapshot() as conn:
+        user = await accounts.by_username(conn, username)
+    if not await passwords.verify_password(user.password_hash if user else None, password):
+        raise AuthFailed("wrong username or password", code="bad_credentials")
+    assert user is not None
+    token = await sessions.open_session(
+        ctx.db, user.user_id, per_user_max=ctx.social.sessions_per_user_max
+    )
+    return web.json_response({"token": token, "user_id": str(user.user_id)}, status=201)
+
+
+@routes.delete("/api/v1/sessions/current")
+async def sign_out(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    await ctx.user_id(request)
+    await sessions.revoke(ctx.db, auth.bearer(request))
+    return web.Response(status=204)
+
+
+async def _me(ctx: ApiContext, user_id: int) -> dict[str, Any]:
+    async with ctx.db.snapshot() as conn:
+        user = await accounts.require(conn, user_id)
+    return user_document(user, avatar=(await avatars(ctx, [user])).get(user_id), me=True)
+
+
+@routes.get("/api/v1/accounts/me")
+async def get_me(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return web.json_response(await _me(ctx, await ctx.user_id(request)))
+
+
+@routes.patch("/api/v1/accounts/me")
+async def patch_me(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    body = await params.json_body(request)
+    changes = accounts.profile_changes(body, ctx.social)
+    async with ctx.db.transaction(lock=accounts.LOCK) as conn:
+        if "avatar_media_id" in body:
+            value = body["avatar_media_id"]
+            if value is None:
+                changes["avatar_media_id"] = None
+            else:
+                media_id = posts.parse_id(value, "avatar_media_id")
+                row = (
+                    await conn.execute(media.select().where(media.c.media_id == media_id))
+                ).first()
+                if (
+                    row is None
+                    or row.owner_id != viewer
+                    or row.media_type != "image"
+                    or row.status != "ready"
+                ):
+                    raise Invalid(
+                        "avatar_media_id must be one of your ready images", code="bad_media"
+                    )
+                await conn.execute(
+                    media.update()
+                    .where(media.c.media_id == media_id)
+                    .values(attached_unix_s=time.time(), expires_unix_s=None)
+                )
+                changes["avatar_media_id"] = media_id
+            old = await accounts.get(conn, viewer)
+            if old is not None and old.avatar_media_id not in (None, changes["avatar_media_id"]):
+                # The replaced avatar expires now: the workers' sweep deletes its needles.
+                await conn.execute(
+                    media.update()
+                    .where(media.c.media_id == old.avatar_media_id)
+                    .values(expires_unix_s=time.time())
+                )
+        accepted: list[int] = []
+        if changes.get("is_private") is False:
+            accepted = await graph.approve_all_requests(conn, ctx.ids, viewer)
+        if changes:
+            changes["updated_unix_s"] = time.time()
+            await conn.execute(users.update().where(users.c.user_id == viewer).values(**changes))
+    for follower in accepted:
+        await ctx.feed.followed(follower, viewer)
+    return web.json_response(await _me(ctx, viewer))
+
+
+@routes.get("/api/v1/users/{user_id}")
+async def get_user(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    user_id = params.path_id(request, "user_id", "user")
+    async with ctx.db.snapshot() as conn:
+        user = await accounts.require(conn, user_id)
+        rel = await graph.relationship(conn, viewer, user_id)
+    if rel.blocked_by or rel.blocking:
+        raise NotFound("no such user")
+    doc = user_document(user, avatar=(await avatars(ctx, [user])).get(user_id))
+    doc["relationship"] = {
+        "following": rel.following,
+        "followed_by": rel.followed_by,
+        "requested": rel.requested,
+    }
+    return web.json_response(doc)
+
+
+@routes.get("/api/v1/users/{user_id}/posts")
+async def user_posts(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    user_id = params.path_id(request, "user_id", "user")
+    size = params.limit(
+        request, default=ctx.social.page_size_default, maximum=ctx.social.page_size_max
+    )
+    before = params.id_cursor(request)
+    async with ctx.db.snapshot() as conn:
+        await graph.require_visible(conn, viewer, user_id)
+        found = await posts.by_author(
+            conn, user_id, before=before, limit=size + 1, include_processing=viewer == user_id
+        )
+    shown = found[:size]
+    docs = await post_documents(ctx, viewer, shown)
+    more = len(found) > size
+    return web.json_response(
+        params.page_document(docs, "posts", cursor=str(shown[-1]) if more else None)
+    )
+
+
+async def _follow_list(request: web.Request, direction: str) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    user_id = params.path_id(request, "user_id", "user")
+    size = params.limit(
+        request, default=ctx.social.page_size_default, maximum=ctx.social.page_size_max
+    )
+    async with ctx.db.snapshot() as conn:
+        await graph.require_visible(conn, viewer, user_id)
+    found = await graph.follow_list(
+        ctx.db, user_id, direction=direction, before=params.id_cursor(request), limit=size + 1
+    )
+    shown = found[:size]
+    async with ctx.db.snapshot() as conn:
+        users = await accounts.get_many(conn, shown)
+        hidden = await graph.blocked_between(conn, viewer, shown)
+    listed = [users[u] for u in shown if u in users and u not in hidden]
+    pics = await avatars(ctx, listed)
+    docs = [user_document(u, avatar=pics.get(u.user_id)) for u in listed]
+    more = len(found) > size
+    return web.json_response(
+        params.page_document(docs, "users", cursor=str(shown[-1]) if more else None)
+    )
+
+
+@routes.get("/api/v1/users/{user_id}/followers")
+async def followers(request: web.Request) -> web.Response:
+    return await _follow_list(request, "followers")
+
+
+@routes.get("/api/v1/users/{user_id}/following")
+async def following(request: web.Request) -> web.Response:
+    return await _follow_list(request, "following")
+
+
+@routes.post("/api/v1/follows")
+async def follow(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    body = await params.json_body(request)
+    followee = posts.parse_id(body.get("followee_id"), "followee_id")
+    await ctx.rate(request, "follow", viewer)
+    state = await graph.follow(ctx.db, ctx.ids, viewer, followee)
+    if state == "following":
+        await ctx.feed.followed(viewer, followee)
+    return web.json_response({"followee_id": str(followee), "state": state}, status=201)
+
+
+@routes.delete("/api/v1/follows/{user_id}")
+async def unfollow(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    followee = params.path_id(request, "user_id", "user")
+    await graph.unfollow(ctx.db, viewer, followee)
+    await ctx.feed.unfollowed(viewer, followee)
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/follow_requests")
+async def follow_requests(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    size = params.limit(
+        request, default=ctx.social.page_size_default, maximum=ctx.social.page_size_max
+    )
+    found = await graph.pending_requests(
+        ctx.db, viewer, before=params.id_cursor(request), limit=size + 1
+    )
+    shown = found[:size]
+    async with ctx.db.snapshot() as conn:
+        users = await accounts.get_many(conn, [r for _, r in shown])
+    docs = [{"request_id": str(q), "user": user_document(users[r])} for q, r in shown if r in users]
+    more = len(found) > size
+    return web.json_response(
+        params.page_document(docs, "requests", cursor=str(shown[-1][0]) if more else None)
+    )
+
+
+async def _answer(request: web.Request, *, approve: bool) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    requester = params.path_id(request, "user_id", "follow request")
+    await graph.answer_request(ctx.db, ctx.ids, viewer, requester, approve=approve)
+    if approve:
+        await ctx.feed.followed(requester, viewer)
+    return web.Response(status=204)
+
+
+@routes.post("/api/v1/follow_requests/{user_id}/approve")
+async def approve(request: web.Request) -> web.Response:
+    return await _answer(request, approve=True)
+
+
+@routes.post("/api/v1/follow_requests/{user_id}/deny")
+async def deny(request: web.Request) -> web.Response:
+    return await _answer(request, approve=False)
+
+
+@routes.post("/api/v1/blocks")
+async def block(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    body = await params.json_body(request)
+    blocked = posts.parse_id(body.get("user_id"), "user_id")
+    await graph.block(ctx.db, viewer, blocked)
+    await ctx.feed.unfollowed(viewer, blocked)
+    await ctx.feed.unfollowed(blocked, viewer)
+    return web.json_response({"user_id": str(blocked), "blocked": True}, status=201)
+
+
+@routes.delete("/api/v1/blocks/{user_id}")
+async def unblock(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    await graph.unblock(ctx.db, viewer, params.path_id(request, "user_id", "user"))
+    return web.Response(status=204)

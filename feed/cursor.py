@@ -1,0 +1,58 @@
+"""Feed cursors: opaque to clients (URL-safe base64 of a small JSON document), versioned.
+A chronological cursor holds the last post id shown ("older than this"): ids are unique and
+totally ordered, so pages neither repeat nor skip posts, also among posts of the same
+millisecond, whatever is inserted meanwhile. A ranked cursor holds the anchor (the newest
+candidate when the first page was made) and the offset into the ranking."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Final
+
+VERSION: Final = 1
+CURSOR_CHARS_MAX: Final = 200
+
+
+class BadCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    before: int | None = None  # chronological: posts with id < before
+    anchor: int | None = None  # ranked: candidates with id <= anchor
+    offset: int = 0
+
+
+def encode(cursor: Cursor) -> str:
+    doc: dict[str, object] = {"v": VERSION}
+    if cursor.anchor is not None:
+        doc.update(a=str(cursor.anchor), o=cursor.offset)
+    elif cursor.before is not None:
+        doc["b"] = str(cursor.before)
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(text: str | None) -> Cursor:
+    if not text:
+        return Cursor()
+    if len(text) > CURSOR_CHARS_MAX:
+        raise BadCursor("cursor too long")
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if not isinstance(doc, dict) or doc.get("v") != VERSION:
+            raise BadCursor("unknown cursor version")
+        if "a" in doc:
+            offset = int(doc["o"])
+            if offset < 0:
+                raise BadCursor("bad cursor offset")
+            return Cursor(anchor=int(doc["a"]), offset=offset)
+        return Cursor(before=int(doc["b"]) if "b" in doc else None)
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError) as e:
+        if isinstance(e, BadCursor):
+            raise
+        raise BadCursor("not a cursor from this API") from None

@@ -1,0 +1,502 @@
+"""The feed: hybrid fan-out on write, timeline rebuild, celebrity merge on read.
+
+Write side (the publish and retract jobs of feed/jobs.py, run by `FanoutRunner`):
+- publish: waits until the post's media are ready (then the post turns live, or failed),
+  then pushes (post id, author) into the timeline of the author and of every follower
+  active within inactive_days (push strategy, or hybrid for an author below
+  fanout_threshold followers), or, for a celebrity (hybrid, at or above the threshold;
+  sticky once set), into the author's one celebrity list. Pull strategy pushes nothing.
+- retract (a deleted post): removes the entry from every follower's timeline and the
+  author's list. Reads skip deleted posts anyway; this keeps the lists clean.
+Both are idempotent (sorted-set adds and removes).
+
+Read side (`page`): the viewer's timeline (rebuilt from SQL when absent: a new, returning
+or evicted reader), merged with the lists of the celebrities the viewer follows, each read
+below the cursor; entries are then checked against SQL (post live, or the viewer's own;
+author followed or the viewer), so an unfollow, a block or a delete is honoured at once.
+When the timeline runs out (it keeps only its newest timeline_entries_max), older posts
+come from the pull query. The pull strategy reads the pull query only.
+
+The invariant the oracle test checks: the sequence of pages of every viewer equals the
+chronological merge of the live posts of the viewer and of everyone the viewer follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from common.db import Database
+from common.quickread import placeholders
+from feed import jobs
+from feed.config import FeedConfig
+from feed.cursor import Cursor
+from feed.hotstore import Entry, HotStore, Slice, celebrity_key, timeline_key
+from social import accounts, graph, posts
+from social.schema import comments, follows, likes, users
+from social.schema import posts as post_t
+
+log = logging.getLogger("pinhole.feed")
+
+DAY_S: Final = 86400.0
+# A timeline lives this much less than the activity window, so a timeline that exists
+# always belongs to a follower whom fan-out treats as active.
+TTL_MARGIN_S: Final = 3600.0
+# A feed read records the reader active at most this often (one SQL write per hour).
+ACTIVE_EVERY_S: Final = 3600.0
+# The reads whose activity stamp a process remembers (a read of a remembered reader asks
+# the database nothing about it); the memory is dropped whole when full.
+ACTIVE_SEEN_USERS_MAX: Final = 100_000
+# Entries read per list and round at most.
+_CHUNK: Final = 64
+# Entries taken beyond a page's need per round, for those the filter drops.
+_FILTER_SLACK: Final = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    entries: list[Entry]  # (post id, author id), in feed order
+    next_cursor: Cursor | None
+    has_more: bool
+
+
+class Feed:
+    def __init__(self, db: Database, hot: HotStore, config: FeedConfig) -> None:
+        self.db = db
+        self.hot = hot
+        self.config = config
+        self.wake = asyncio.Event()
+        self._active_seen: dict[int, float] = {}
+
+    @property
+    def ttl_s(self) -> float:
+        return max(60.0, self.config.inactive_days * DAY_S - TTL_MARGIN_S)
+
+    # -- write side ----------------------------------------------------------------------
+
+    async def posted(self, post_id: int, author_id: int) -> None:
+        """Right after a post's commit: the author sees it at once; the job is nudged."""
+        await self.hot.add(
+            [timeline_key(author_id)], [(post_id, author_id)], cap=self.config.timeline_entries_max
+        )
+        self.wake.set()
+
+    async def run_job(self, job: jobs.Job) -> float | None:
+        """Runs one job; returns a delay when it must wait for media, else None (done)."""
+        if job.kind == "publish":
+            return await self._publish(job.post_id, job.author_id)
+        await self._retract(job.post_id, job.author_id)
+        return None
+
+    async def _publish(self, post_id: int, author_id: int) -> float | None:
+        async with self.db.transaction(lock="social") as conn:
+            post = (await posts.get_many(conn, [post_id])).get(post_id)
+            if post is None or post.status in ("deleted", "failed"):
+                return None
+            if post.status == "processing":
+                states = await posts.media_states(conn, post_id)
+                if any(s in ("failed", "expired", "deleted") for s in states):
+                    await posts.set_status(conn, post_id, "failed")
+                    return None
+                if not all(s == "ready" for s in states):
+                    return self.config.wait_media_s
+                await posts.set_status(conn, post_id, "live")
+            author = await accounts.get(conn, author_id)
+            if author is None:
+                return None
+            celebrity = self.config.strategy == "hybrid" and (
+                author.is_celebrity or author.follower_count >= self.config.fanout_threshold
+            )
+            if celebrity and not author.is_celebrity:
+                await conn.execute(
+                    users.update().where(users.c.user_id == author_id).values(is_celebrity=True)
+                )
+        entry = [(post_id, author_id)]
+        cap = self.config.timeline_entries_max
+        await self.hot.add([timeline_key(author_id)], entry, cap=cap)
+        if self.config.strategy == "pull":
+            return None
+        if celebrity:
+            await self.hot.add([celebrity_key(author_id)], entry, cap=cap)
+            return None
+        active_since = time.time() - self.config.inactive_days * DAY_S
+        async for batch in self._followers(author_id, active_since=active_since):
+            await self.hot.add([timeline_key(u) for u in batch], entry, cap=cap)
+        return None
+
+    async def _retract(self, post_id: int, author_id: int) -> None:
+        entry = [(post_id, author_id)]
+        await self.hot.remove([timeline_key(author_id), celebrity_key(author_id)], entry)
+        async for batch in self._followers(author_id, active_since=None):
+            await self.hot.remove([timeline_key(u) for u in batch], entry)
+
+    async def _followers(
+        self, author_id: int, *, active_since: float | None
+    ) -> AsyncIterator[list[int]]:
+        """The author's followers in batches of fanout_batch_max (keyset pages)."""
+        after = -1
+        f, u = follows.c, users.c
+        while True:
+            query = (
+                sa.select(f.follower_id)
+                .where(f.followee_id == author_id, f.follower_id > after)
+                .order_by(f.follower_id)
+                .limit(self.config.fanout_batch_max)
+            )
+            if active_since is not None:
+                query = query.join(users, u.user_id == f.follower_id).where(
+                    u.active_unix_s >= active_since
+                )
+            async with self.db.snapshot() as conn:
+                batch = [int(r[0]) for r in await conn.execute(query)]
+            if not batch:
+                return
+            yield batch
+            after = batch[-1]
+
+    async def followed(self, follower: int, followee: int) -> None:
+        """After a follow's commit: copies the followee's newest posts into the timeline
+        (a celebrity's are merged at read time instead). A backfill that stops at its
+        limit marks the timeline incomplete: reads go on in SQL past its end."""
+        if self.config.strategy == "pull":
+            return
+        limit = self.config.backfill_posts_max
+        async with self.db.snapshot() as conn:
+            author = await accounts.get(conn, followee)
+            if author is None or (self.config.strategy == "hybrid" and author.is_celebrity):
+                return
+            recent = await posts.by_authors(conn, [followee], before=None, limit=limit)
+        await self.hot.add(
+            [timeline_key(follower)],
+            recent,
+            cap=self.config.timeline_entries_max,
+            complete=False if len(recent) >= limit else None,
+        )
+
+    async def unfollowed(self, follower: int, followee: int) -> None:
+        """After an unfollow's (or block's) commit: the followee's entries leave the
+        timeline (reads filter them meanwhile)."""
+        await self.hot.remove_author(timeline_key(follower), followee)
+
+    # -- read side -----------------------------------------------------------------------
+
+    async def page(self, viewer: int, cursor: Cursor, limit: int) -> Page:
+        """One chronological page for the viewer."""
+        want = limit + 1  # one more tells has_more
+        await self._record_activity(viewer)
+        if self.config.strategy == "pull":
+            found = await self._pull(viewer, cursor.before, want)
+        else:
+            found = await self._merged(viewer, cursor.before, want)
+        has_more = len(found) > limit
+        shown = found[:limit]
+        next_cursor = Cursor(before=shown[-1][0]) if has_more and shown else None
+        return Page(shown, next_cursor, has_more)
+
+    async def _record_activity(self, viewer: int) -> None:
+        """Stamps the reader active (at most once per ACTIVE_EVERY_S) and, for a reader
+        back after a pause, extends the timeline's life. Before any timeline is rebuilt:
+        a timeline that exists belongs to a reader whom fan-out counts as active. The
+        stamp last seen is remembered, so most reads ask the database nothing."""
+        now = time.time()
+        seen = self._active_seen.get(viewer)
+        if seen is not None and seen >= now - ACTIVE_EVERY_S:
+            return
+        stamp, revived = await accounts.touch_active(
+            self.db, viewer, now=now, every_s=ACTIVE_EVERY_S
+        )
+        if revived:
+            await self.hot.touch(timeline_key(viewer), ttl_s=self.ttl_s)
+        if stamp is not None:
+            if len(self._active_seen) >= ACTIVE_SEEN_USERS_MAX:
+                self._active_seen.clear()
+            self._active_seen[viewer] = stamp
+
+    async def _pull(self, viewer: int, before: int | None, want: int) -> list[Entry]:
+        """The pull strategy: one indexed query over the viewer's and the followees' live
+        posts (the followees read in the same snapshot, so unfollows and blocks hold)."""
+        async with self.db.snapshot() as conn:
+            authors = await graph.followees(conn, viewer)
+            return await posts.by_authors(conn, [*authors, viewer], before=before, limit=want)
+
+    async def _merged(self, viewer: int, before: int | None, want: int) -> list[Entry]:
+        """Push and hybrid: the viewer's timeline merged with the lists of the celebrities
+        the viewer follows (one hot-store round trip per round), each going on in SQL
+        past the end of an incomplete list, then filtered in SQL (one query per round).
+        Only the first round rebuilds an absent list; a list gone later in the same read
+        goes on in SQL from where it was."""
+        hybrid = self.config.strategy == "hybrid"
+        celebrities = await self._celebrity_followees(viewer) if hybrid else []
+        sources = [_Source(timeline_key(viewer), None, before)]
+        sources += [_Source(celebrity_key(a), [a], before) for a in celebrities]
+        count = min(_CHUNK, want + _FILTER_SLACK)
+        await self._read_lists(viewer, sources, celebrities, count, rebuild=True)
+        out: list[Entry] = []
+        last: int | None = None
+        while len(out) < want:
+            batch: list[Entry] = []
+            while len(batch) < want - len(out) + _FILTER_SLACK:
+                await self._refill(viewer, sources, celebrities, count)
+                need = want - len(out) + _FILTER_SLACK - len(batch)
+                last = _take(sources, need, last, batch)
+                if all(s.done and not s.buffer for s in sources):
+                    break
+            if not batch:
+                break
+            out += await self._keep(viewer, batch)
+        return out[:want]
+
+    async def _celebrity_followees(self, viewer: int) -> list[int]:
+        quick = self.db.quick
+        if quick is not None:
+            sql = (
+                f"SELECT f.followee_id FROM {follows.name} f"
+                f" JOIN {users.name} u ON u.user_id = f.followee_id"
+                " WHERE f.follower_id = ? AND u.is_celebrity = 1"
+            )
+            rows = await quick.run(lambda c: c.execute(sql, (viewer,)).fetchall())
+        else:
+            f, u = follows.c, users.c
+            async with self.db.snapshot() as conn:
+                rows = list(
+                    await conn.execute(
+                        sa.select(f.followee_id)
+                        .select_from(follows.join(users, u.user_id == f.followee_id))
+                        .where(f.follower_id == viewer, u.is_celebrity)
+                    )
+                )
+        return sorted(int(r[0]) for r in rows)
+
+    async def _read_lists(
+        self,
+        viewer: int,
+        sources: list[_Source],
+        celebrities: list[int],
+        count: int,
+        *,
+        rebuild: bool,
+    ) -> None:
+        """Reads the next entries of every source whose buffer is empty and whose list
+        is not read to its end, all in one round trip. An absent list is rebuilt when
+        `rebuild`, else its source goes on in SQL."""
+        hot = [s for s in sources if not s.buffer and not s.hot_done]
+        if not hot:
+            return
+        slices = await self.hot.pages([(s.key, s.cursor, count) for s in hot])
+        for source, got in zip(hot, slices, strict=True):
+            if got is None and rebuild:  # a new, returning or evicted reader
+                got = await self._rebuild(source, viewer, celebrities, count)
+            if got is None:  # gone in the middle of a read: SQL from here
+                source.hot_done = True
+                continue
+            source.fill(got.entries)
+            if not got.more:
+                source.hot_done = True
+                source.done = got.complete
+
+    async def _refill(
+        self, viewer: int, sources: list[_Source], celebrities: list[int], count: int
+    ) -> None:
+        """The lists (no rebuild), then past an incomplete list's end its authors' older
+        posts in SQL."""
+        await self._read_lists(viewer, sources, celebrities, count, rebuild=False)
+        for source in sources:
+            if source.buffer or source.done or not source.hot_done:
+                continue
+            async with self.db.snapshot() as conn:
+                if source.authors is None:
+                    source.authors = await self._timeline_authors(conn, viewer, celebrities)
+                got = await posts.by_authors(
+                    conn, source.authors, before=source.cursor, limit=_CHUNK
+                )
+            source.fill(got)
+            if len(got) < _CHUNK:
+                source.done = True
+
+    async def _timeline_authors(
+        self, conn: AsyncConnection, viewer: int, celebrities: list[int]
+    ) -> list[int]:
+        """Whose posts a timeline holds: the viewer's and the followees' (in hybrid, the
+        followees that are not celebrities)."""
+        skip = set(celebrities)
+        return [a for a in await graph.followees(conn, viewer) if a not in skip] + [viewer]
+
+    async def _rebuild(
+        self, source: _Source, viewer: int, celebrities: list[int], count: int
+    ) -> Slice:
+        """Makes an absent list again from SQL, then reads it. The empty list is made
+        first, so a fan-out that runs meanwhile lands in it; the SQL read that follows, in
+        a snapshot begun after that, sees every post committed before the list existed.
+        Both together miss nothing."""
+        await self.hot.create(source.key, ttl_s=self.ttl_s)
+        cap = self.config.timeline_entries_max
+        async with self.db.snapshot() as conn:
+            authors = source.authors
+            if authors is None:
+                authors = await self._timeline_authors(conn, viewer, celebrities)
+            recent = await posts.by_authors(conn, authors, before=None, limit=cap)
+        await self.hot.add([source.key], recent, cap=cap, complete=len(recent) < cap)
+        again = (await self.hot.pages([(source.key, source.cursor, count)]))[0]
+        if again is not None:
+            return again
+        # Evicted again at once (a store under memory pressure): what SQL gave.
+        below = [e for e in recent if source.cursor is None or e[0] < source.cursor]
+        return Slice(below[:count], more=len(below) > count, complete=len(recent) < cap)
+
+    async def _keep(self, viewer: int, entries: list[Entry]) -> list[Entry]:
+        """The entries the viewer may see now, in one query: live posts (or the viewer's
+        own processing ones) by the viewer or by an author the viewer follows now."""
+        if not entries:
+            return []
+        post_ids = [e[0] for e in entries]
+        quick = self.db.quick
+        if quick is not None:
+            sql = (
+                f"SELECT p.post_id, p.status, p.author_id FROM {post_t.name} p"
+                f" WHERE p.post_id IN ({placeholders(len(post_ids))})"
+                " AND (p.author_id = ? OR EXISTS (SELECT 1 FROM"
+                f" {follows.name} f WHERE f.follower_id = ? AND f.followee_id = p.author_id))"
+            )
+            params = (*post_ids, viewer, viewer)
+            rows = await quick.run(lambda c: c.execute(sql, params).fetchall())
+        else:
+            p, f = post_t.c, follows.c
+            followed = (
+                sa.select(sa.literal(1))
+                .where(f.follower_id == viewer, f.followee_id == p.author_id)
+                .exists()
+            )
+            async with self.db.snapshot() as conn:
+                rows = list(
+                    await conn.execute(
+                        sa.select(p.post_id, p.status, p.author_id).where(
+                            p.post_id.in_(post_ids), sa.or_(p.author_id == viewer, followed)
+                        )
+                    )
+                )
+        status = {int(i): (str(s), int(a)) for i, s, a in rows}
+        out = []
+        for post_id, author_id in entries:
+            got = status.get(post_id)
+            if got is None or got[1] != author_id:
+                continue
+            if got[0] == "live" or (got[0] == "processing" and author_id == viewer):
+                out.append((post_id, author_id))
+        return out
+
+    # -- ranking -------------------------------------------------------------------------
+
+    async def ranked(self, viewer: int, cursor: Cursor, limit: int) -> Page:
+        """Ranked mode: the newest ranked_candidates_max candidates (bounded by the anchor
+        of the first page) scored by recency, relationship and engagement."""
+        anchor = cursor.anchor
+        first = await self.page(
+            viewer,
+            Cursor(before=None if anchor is None else anchor + 1),
+            self.config.ranked_candidates_max,
+        )
+        candidates = first.entries
+        if anchor is None and candidates:
+            anchor = candidates[0][0]
+        scored = await self._scores(viewer, candidates)
+        order = sorted(candidates, key=lambda e: (-scored[e[0]], -e[0]))
+        start = cursor.offset
+        shown = order[start : start + limit]
+        has_more = start + limit < len(order)
+        next_cursor = (
+            Cursor(anchor=anchor, offset=start + limit) if has_more and anchor is not None else None
+        )
+        return Page(shown, next_cursor, has_more)
+
+    async def _scores(self, viewer: int, entries: list[Entry]) -> dict[int, float]:
+        c = self.config
+        if not entries:
+            return {}
+        authors = sorted({e[1] for e in entries})
+        p = post_t.c
+        async with self.db.snapshot() as conn:
+            liked = await conn.execute(
+                sa.select(p.author_id, sa.func.count())
+                .select_from(likes.join(post_t, p.post_id == likes.c.post_id))
+                .where(likes.c.user_id == viewer, p.author_id.in_(authors))
+                .group_by(p.author_id)
+            )
+            ties = {int(a): int(n) for a, n in liked}
+            commented = await conn.execute(
+                sa.select(p.author_id, sa.func.count())
+                .select_from(comments.join(post_t, p.post_id == comments.c.post_id))
+                .where(comments.c.author_id == viewer, p.author_id.in_(authors))
+                .group_by(p.author_id)
+            )
+            for a, n in commented:
+                ties[int(a)] = ties.get(int(a), 0) + int(n)
+            counts = await conn.execute(
+                sa.select(p.post_id, p.like_count, p.comment_count, p.created_unix_s).where(
+                    p.post_id.in_([e[0] for e in entries])
+                )
+            )
+            engagement = {int(i): (int(lc), int(cc), float(t)) for i, lc, cc, t in counts}
+        now = time.time()
+        out: dict[int, float] = {}
+        for post_id, author_id in entries:
+            like_count, comment_count, created = engagement.get(post_id, (0, 0, now))
+            age = max(0.0, now - created)
+            out[post_id] = (
+                c.rank_recency_weight * 0.5 ** (age / c.rank_recency_half_life_s)
+                + c.rank_relationship_weight * math.log1p(ties.get(author_id, 0))
+                + c.rank_engagement_weight * math.log1p(like_count + 2 * comment_count)
+            )
+        return out
+
+
+class _Source:
+    """One list (the viewer's timeline or a celebrity's list) read below a cursor, newest
+    first; past the end of an incomplete list, its authors' older posts from SQL."""
+
+    __slots__ = ("authors", "buffer", "cursor", "done", "hot_done", "key")
+
+    def __init__(self, key: str, authors: list[int] | None, before: int | None) -> None:
+        self.key = key
+        self.authors = authors  # the SQL continuation's authors (None: found when needed)
+        self.cursor = before
+        self.buffer: list[Entry] = []  # reversed: pop() gives the newest
+        self.hot_done = False
+        self.done = False
+
+    def fill(self, entries: list[Entry]) -> None:
+        if entries:
+            self.cursor = entries[-1][0]
+            self.buffer = entries[::-1]
+
+
+def _take(sources: list[_Source], n: int, last: int | None, into: list[Entry]) -> int | None:
+    """Moves up to n entries, newest first, from the sources into `into`, dropping an
+    entry already taken from another source; stops where a source that may hold more
+    has an empty buffer (it is refilled first). Returns the last post id taken."""
+    if any(not s.buffer and not s.done for s in sources):
+        return last
+    heads = [(-s.buffer[-1][0], i) for i, s in enumerate(sources) if s.buffer]
+    heapq.heapify(heads)
+    taken = 0
+    while taken < n and heads:
+        _, i = heapq.heappop(heads)
+        source = sources[i]
+        entry = source.buffer.pop()
+        if last is None or entry[0] < last:  # else the same post from two lists
+            last = entry[0]
+            into.append(entry)
+            taken += 1
+        if source.buffer:
+            heapq.heappush(heads, (-source.buffer[-1][0], i))
+        elif not source.done:
+            break  # refilled before anything below it is taken
+    return last

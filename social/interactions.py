@@ -1,0 +1,279 @@
+"""Likes, saves and comments (one level of replies). Likes and saves are idempotent. A
+post's like and comment counts change in the transaction of the like or comment; readers
+take them as they are (counts may trail concurrent likes, the viewer's own flags never)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from common.db import Database
+from common.ids import IdGenerator
+from social import graph, notify, posts, text
+from social.config import SocialConfig
+from social.errors import Invalid, NotFound
+from social.schema import comments, likes, saves, users
+from social.schema import posts as post_t
+
+LOCK: Final = "social"
+
+
+async def like(db: Database, id_gen: IdGenerator, viewer: int, post_id: int) -> bool:
+    """Likes a post the viewer may see; True when it was not liked before."""
+    try:
+        async with db.transaction(lock=LOCK) as conn:
+            post = await posts.visible(conn, viewer, post_id)
+            done = await conn.execute(
+                sa.select(likes.c.user_id).where(
+                    likes.c.user_id == viewer, likes.c.post_id == post_id
+                )
+            )
+            if done.first() is not None:
+                return False
+            await conn.execute(
+                likes.insert().values(user_id=viewer, post_id=post_id, created_unix_s=time.time())
+            )
+            await conn.execute(
+                post_t.update()
+                .where(post_t.c.post_id == post_id)
+                .values(like_count=post_t.c.like_count + 1)
+            )
+            await notify.add(
+                conn,
+                id_gen,
+                recipients=[post.author_id],
+                kind="like",
+                actor_id=viewer,
+                post_id=post_id,
+            )
+    except IntegrityError:  # a concurrent like of the same post by the same viewer
+        return False
+    return True
+
+
+async def unlike(db: Database, viewer: int, post_id: int) -> bool:
+    async with db.transaction(lock=LOCK) as conn:
+        post = await posts.visible(conn, viewer, post_id)
+        gone = await conn.execute(
+            likes.delete().where(likes.c.user_id == viewer, likes.c.post_id == post_id)
+        )
+        if not gone.rowcount:
+            return False
+        await conn.execute(
+            post_t.update()
+            .where(post_t.c.post_id == post_id)
+            .values(like_count=post_t.c.like_count - 1)
+        )
+        await notify.retract(
+            conn, recipient=post.author_id, kind="like", actor_id=viewer, post_id=post_id
+        )
+    return True
+
+
+async def save(db: Database, viewer: int, post_id: int, *, saved: bool) -> bool:
+    """Saves (or unsaves) a post; True when something changed."""
+    async with db.transaction(lock=LOCK) as conn:
+        await posts.visible(conn, viewer, post_id)
+        if not saved:
+            gone = await conn.execute(
+                saves.delete().where(saves.c.user_id == viewer, saves.c.post_id == post_id)
+            )
+            return bool(gone.rowcount)
+        done = await conn.execute(
+            sa.select(saves.c.user_id).where(saves.c.user_id == viewer, saves.c.post_id == post_id)
+        )
+        if done.first() is not None:
+            return False
+        await conn.execute(
+            saves.insert().values(user_id=viewer, post_id=post_id, created_unix_s=time.time())
+        )
+    return True
+
+
+async def viewer_flags(
+    conn: AsyncConnection, viewer: int, post_ids: Iterable[int]
+) -> tuple[set[int], set[int]]:
+    """(liked, saved): the posts among post_ids the viewer has liked and saved (exact)."""
+    wanted = sorted(set(post_ids))
+    if not wanted:
+        return set(), set()
+    liked = await conn.execute(
+        sa.select(likes.c.post_id).where(likes.c.user_id == viewer, likes.c.post_id.in_(wanted))
+    )
+    saved = await conn.execute(
+        sa.select(saves.c.post_id).where(saves.c.user_id == viewer, saves.c.post_id.in_(wanted))
+    )
+    return {int(r[0]) for r in liked}, {int(r[0]) for r in saved}
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    comment_id: int
+    post_id: int
+    author_id: int
+    parent_id: int | None
+    text: str
+    reply_count: int
+    created_unix_s: float
+
+
+async def comment(
+    db: Database,
+    id_gen: IdGenerator,
+    config: SocialConfig,
+    viewer: int,
+    post_id: int,
+    body_text: object,
+    *,
+    parent_id: int | None,
+) -> Comment:
+    if not isinstance(body_text, str) or not body_text.strip():
+        raise Invalid("text must be a non-empty string")
+    if len(body_text) > config.comment_chars_max:
+        raise Invalid(f"text is longer than {config.comment_chars_max} characters")
+    now = time.time()
+    async with db.transaction(lock=LOCK) as conn:
+        post = await posts.visible(conn, viewer, post_id)
+        recipients = {post.author_id}
+        if parent_id is not None:
+            parent = (
+                await conn.execute(sa.select(comments).where(comments.c.comment_id == parent_id))
+            ).first()
+            if parent is None or parent.post_id != post_id or parent.deleted_unix_s is not None:
+                raise Invalid("parent_id is not a comment of this post", code="bad_parent")
+            if parent.parent_id is not None:
+                raise Invalid(
+                    "replies go one level deep: reply to the comment itself", code="bad_parent"
+                )
+            recipients.add(parent.author_id)
+            await conn.execute(
+                comments.update()
+                .where(comments.c.comment_id == parent_id)
+                .values(reply_count=comments.c.reply_count + 1)
+            )
+        row = Comment(id_gen.next_id(), post_id, viewer, parent_id, body_text, 0, now)
+        await conn.execute(
+            comments.insert().values(
+                comment_id=row.comment_id,
+                post_id=post_id,
+                author_id=viewer,
+                parent_id=parent_id,
+                text=body_text,
+                reply_count=0,
+                created_unix_s=now,
+            )
+        )
+        await conn.execute(
+            post_t.update()
+            .where(post_t.c.post_id == post_id)
+            .values(comment_count=post_t.c.comment_count + 1)
+        )
+        await notify.add(
+            conn,
+            id_gen,
+            recipients=recipients,
+            kind="comment",
+            actor_id=viewer,
+            post_id=post_id,
+            comment_id=row.comment_id,
+        )
+        names = text.mentions(body_text, limit=config.mentions_per_post_max)
+        if names:
+            found = await conn.execute(
+                sa.select(users.c.user_id).where(users.c.username.in_(names))
+            )
+            named = {int(r[0]) for r in found}
+            named -= await graph.blocked_between(conn, viewer, named)
+            await notify.add(
+                conn,
+                id_gen,
+                recipients=named - recipients,
+                kind="mention",
+                actor_id=viewer,
+                post_id=post_id,
+                comment_id=row.comment_id,
+            )
+    return row
+
+
+async def delete_comment(db: Database, viewer: int, post_id: int, comment_id: int) -> None:
+    """The comment's author or the post's author may delete it; NotFound otherwise."""
+    async with db.transaction(lock=LOCK) as conn:
+        post = await posts.visible(conn, viewer, post_id)
+        row = (
+            await conn.execute(sa.select(comments).where(comments.c.comment_id == comment_id))
+        ).first()
+        if (
+            row is None
+            or row.post_id != post_id
+            or row.deleted_unix_s is not None
+            or viewer not in (row.author_id, post.author_id)
+        ):
+            raise NotFound("no such comment")
+        await conn.execute(
+            comments.update()
+            .where(comments.c.comment_id == comment_id)
+            .values(deleted_unix_s=time.time())
+        )
+        await conn.execute(
+            post_t.update()
+            .where(post_t.c.post_id == post_id)
+            .values(comment_count=post_t.c.comment_count - 1)
+        )
+        if row.parent_id is not None:
+            await conn.execute(
+                comments.update()
+                .where(comments.c.comment_id == row.parent_id)
+                .values(reply_count=comments.c.reply_count - 1)
+            )
+
+
+async def comment_page(
+    db: Database,
+    viewer: int,
+    post_id: int,
+    *,
+    parent_id: int | None,
+    after: int | None,
+    limit: int,
+) -> tuple[list[Comment], int | None]:
+    """Comments of a post (or replies to one comment), oldest first, strictly after the
+    cursor `after`, and the cursor of the next page (None at the end). Comments by users
+    blocked either way are left out (a page may hold fewer than `limit`)."""
+    async with db.snapshot() as conn:
+        await posts.visible(conn, viewer, post_id)
+        c = comments.c
+        query = (
+            sa.select(comments)
+            .where(c.post_id == post_id, c.deleted_unix_s.is_(None))
+            .order_by(c.comment_id)
+        )
+        query = query.where(
+            c.parent_id.is_(None) if parent_id is None else c.parent_id == parent_id
+        )
+        if after is not None:
+            query = query.where(c.comment_id > after)
+        rows = (await conn.execute(query.limit(limit + 1))).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        blocked = await graph.blocked_between(conn, viewer, [r.author_id for r in rows])
+    next_after = rows[-1].comment_id if more and rows else None
+    return [
+        Comment(
+            r.comment_id,
+            r.post_id,
+            r.author_id,
+            r.parent_id,
+            r.text,
+            r.reply_count,
+            r.created_unix_s,
+        )
+        for r in rows
+        if r.author_id not in blocked
+    ], next_after

@@ -1,0 +1,31 @@
+"""Password hashing with argon2id (argon2-cffi, its RFC 9106 low-memory profile). Hashing
+costs tens of milliseconds of CPU by design: callers run it in an executor."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+_HASHER: Final = PasswordHasher()  # argon2id, t=3, m=64 MiB, p=4 (argon2-cffi's default)
+# A verify against this hash when the user does not exist takes as long as a real one, so
+# response times do not tell which usernames exist.
+_DUMMY: Final = _HASHER.hash("pinhole-no-such-user")
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_HASHER.hash, password)
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    """True when `password` matches `stored` (None: no such user, checked against a dummy)."""
+
+    def check() -> bool:
+        try:
+            return _HASHER.verify(stored or _DUMMY, password) and stored is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(check)

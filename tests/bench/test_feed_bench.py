@@ -1,0 +1,90 @@
+"""The quick mode of `pinhole bench feed` runs in CI so the benchmark cannot rot: a real
+graph in SQLite, real timelines in Redis, the three strategies. It makes no claim about the
+speed figures beyond their being measured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+
+pytestmark = pytest.mark.bench
+
+STRATEGIES = ("push", "pull", "hybrid")
+
+
+def _redis_up() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(200)
+def test_quick_feed_benchmark_produces_every_figure(tmp_path: Path) -> None:
+    if not _redis_up() and not IN_CI:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    out = tmp_path / "feed.json"
+    plot = tmp_path / "feed.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "bench", "feed", "--quick", "--json", str(out),
+         "--plot", str(plot), "--work", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "feed" and doc["mode"] == "quick"
+    assert doc["plan"]["scaled"]  # quick mode says its thresholds are scaled
+
+    graph = doc["graph"]
+    assert graph["users"] == 3000 and graph["follows"] > graph["users"]
+    assert graph["followers_max"] > 10 * graph["followers_median"]  # a power law
+    assert graph["accounts_at_or_over_fanout_threshold"] >= 1
+
+    figures = doc["figures"]
+    for s in STRATEGIES:
+        row = doc["strategies"][s]
+        for name in ("feed_p99_ms", "feed_reads_per_s", "cpu_ms_per_read"):
+            assert isinstance(row[name], int | float) and row[name] > 0, (s, name)
+            assert figures[f"{name}_{s}"] == row[name]
+        detail = doc["detail"][s]
+        assert detail["reads"]["reads"] == doc["plan"]["reads"]
+        assert detail["posting"]["jobs_failed"] == 0
+        # Every strategy shows the same first pages as the pull query (the oracle).
+        assert detail["oracle"]["pages_equal"] == detail["oracle"]["readers"] > 0
+        assert detail["redis_keys_deleted"] > 0
+
+    # Writes per celebrity post: every follower's timeline (push), one list (hybrid), none.
+    celebrity = doc["detail"]["push"]["celebrity_post"]
+    assert (
+        figures["writes_per_celebrity_post_push"]
+        == celebrity["followers"]
+        == graph["followers_max"]
+    )
+    assert celebrity["timelines_holding_post"] == celebrity["followers"]
+    assert figures["writes_per_celebrity_post_hybrid"] == 1
+    assert figures["writes_per_celebrity_post_pull"] == 0
+
+    # The ~5k (scaled) author is below the threshold: pushed under push and hybrid alike.
+    for s in ("push", "hybrid"):
+        fan = doc["detail"][s]["fanout_5k"]
+        assert fan["writes"] == fan["followers"] == fan["timelines_holding_post"] > 0
+        assert fan["seconds_to_99pct"] > 0
+    assert figures["fanout_5k_s"] > 0 and figures["fanout_5k_s_push"] > 0
+    assert doc["strategies"]["pull"]["fanout_5k_s"] is None
+
+    assert figures["hybrid_vs_pull_reads"] > 0 and figures["hybrid_vs_push_reads"] > 0
+    assert 16 < figures["redis_bytes_per_timeline_entry"] < 1000  # >= the 16-byte member
+    assert set(doc["goals"]) == {"feed_p99_ms_hybrid", "feed_reads_per_s_hybrid", "fanout_5k_s"}
+    assert plot.stat().st_size > 5_000
+    assert "feed_p99_ms_hybrid" in proc.stdout

@@ -1,0 +1,312 @@
+"""The social API end to end on a real cluster (directory, four stores, router, API, a
+media worker): accounts and sessions, privacy, blocks, posts and their needles, likes,
+comments, notifications, the feed, rate limits, and bad input."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from feed.config import FeedConfig
+from social.config import SocialConfig
+from tests.api.conftest import MediaEnv, media_env
+from tests.feed.conftest import REDIS_URL, drop_keys, redis_store
+
+
+class Client:
+    def __init__(self, env: MediaEnv, token: str | None) -> None:
+        self.env = env
+        self.token = token
+
+    async def call(
+        self, method: str, path: str, body: Any = None, **params: str
+    ) -> tuple[int, Any, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(
+                method, self.env.api_url + path, json=body, params=params, headers=headers
+            ) as r,
+        ):
+            doc = await r.json() if r.content_type == "application/json" else None
+            return r.status, doc, r.headers
+
+    async def photo(self, shade: int = 10) -> str:
+        out = io.BytesIO()
+        Image.new("RGB", (96, 72), (shade, 120, 200)).save(out, "PNG")
+        form = aiohttp.FormData()
+        form.add_field("file", out.getvalue(), filename="p.png")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                self.env.api_url + "/api/v1/media/upload",
+                data=form,
+                headers={"Authorization": f"Bearer {self.token}"},
+            ) as r,
+        ):
+            assert r.status == 201, await r.text()
+            media_id = str((await r.json())["media_id"])
+        status, doc, _ = await self.call("GET", f"/api/v1/media/{media_id}", wait_s="10")
+        assert status == 200 and doc["status"] == "ready", doc
+        return media_id
+
+    async def post(self, caption: str = "", n: int = 1) -> dict[str, Any]:
+        media = [await self.photo(i * 40) for i in range(n)]
+        status, doc, _ = await self.call(
+            "POST", "/api/v1/posts", {"media_ids": media, "caption": caption}
+        )
+        assert status == 201, doc
+        return dict(doc)
+
+    async def feed_ids(self, limit: int = 50) -> list[str]:
+        status, doc, _ = await self.call("GET", "/api/v1/feed", limit=str(limit))
+        assert status == 200, doc
+        return [p["post_id"] for p in doc["posts"]]
+
+
+async def user(env: MediaEnv, name: str, *, private: bool = False) -> tuple[str, Client]:
+    user_id, token = await env.sign_up(name, private=private)
+    return user_id, Client(env, token)
+
+
+@pytest.fixture
+async def social_env(tmp_path: Path) -> AsyncIterator[MediaEnv]:
+    store = await redis_store()  # the feed of these tests runs on the real Redis
+    prefix = store.prefix
+    try:
+        feed = FeedConfig(redis_url=REDIS_URL, redis_prefix=prefix, poll_interval_s=0.05)
+        social = SocialConfig(posts_per_day_max=4)
+        async with media_env(tmp_path, {"feed": feed, "social": social}) as env:
+            env.start_worker()
+            yield env
+    finally:
+        await drop_keys(store)
+        await store.close()
+
+
+async def test_accounts_sessions_and_every_route_needs_one(social_env: MediaEnv) -> None:
+    env = social_env
+    anon = Client(env, None)
+    for method, path in [
+        ("GET", "/api/v1/feed"),
+        ("GET", "/api/v1/accounts/me"),
+        ("POST", "/api/v1/posts"),
+        ("POST", "/api/v1/follows"),
+        ("GET", "/api/v1/notifications"),
+        ("GET", "/api/v1/users/1"),
+        ("PUT", "/api/v1/posts/1/like"),
+        ("DELETE", "/api/v1/sessions/current"),
+    ]:
+        status, doc, headers = await anon.call(method, path, {})
+        assert status == 401 and doc["error"]["code"] == "unauthorized", (method, path)
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+    status, doc, _ = await anon.call(
+        "POST", "/api/v1/accounts", {"username": ".bad", "password": "x" * 9}
+    )
+    assert status == 400 and doc["error"]["code"] == "bad_username"
+    status, doc, _ = await anon.call(
+        "POST", "/api/v1/accounts", {"username": "ok", "password": "short"}
+    )
+    assert status == 400 and doc["error"]["code"] == "bad_password"
+    status, doc, _ = await anon.call(
+        "POST", "/api/v1/accounts", {"username": "TESTER", "password": "x" * 12}
+    )
+    assert status == 409  # usernames compare without case
+    status, doc, _ = await anon.call(
+        "POST", "/api/v1/sessions", {"username": "tester", "password": "nope-nope"}
+    )
+    assert status == 401 and doc["error"]["code"] == "bad_credentials"
+    # The token is stored hashed: the table holds no usable token.
+    async with env.ctx.db.snapshot() as conn:
+        stored = [r[0] for r in await conn.exec_driver_sql("SELECT token_sha256 FROM sessions")]
+    assert env.token not in stored and len(stored[0]) == 64
+    _, me = await user(env, "carol")
+    status, doc, _ = await me.call(
+        "PATCH", "/api/v1/accounts/me", {"bio": "hi", "is_private": True}
+    )
+    assert status == 200 and doc["bio"] == "hi" and doc["is_private"] is True
+    status, doc, _ = await me.call("PATCH", "/api/v1/accounts/me", {"bio": "x" * 151})
+    assert status == 400
+    status, _, _ = await me.call("DELETE", "/api/v1/sessions/current")
+    assert status == 204
+    status, doc, _ = await me.call("GET", "/api/v1/accounts/me")
+    assert status == 401  # revoked
+
+
+async def test_posts_feed_likes_comments_notifications_and_delete(social_env: MediaEnv) -> None:
+    env = social_env
+    alice_id, alice = await user(env, "alice")
+    bob_id, bob = await user(env, "bob")
+    dan_id, dan = await user(env, "dan")
+    for c in (bob, dan):
+        status, doc, _ = await c.call("POST", "/api/v1/follows", {"followee_id": alice_id})
+        assert status == 201 and doc["state"] == "following"
+    post = await alice.post("sunset #Beach with @bob", n=2)
+    assert len(post["media"]) == 2 and post["status"] == "live"
+    assert post["author"]["username"] == "alice" and isinstance(post["post_id"], str)
+    assert post["post_id"] in await alice.feed_ids()  # the author sees it at once
+    for c in (bob, dan):
+        for _ in range(100):
+            if post["post_id"] in await c.feed_ids():
+                break
+        assert post["post_id"] in await c.feed_ids()
+    # Someone else's media cannot be posted; bad input is a 400.
+    theirs = await bob.photo()
+    status, doc, _ = await alice.call("POST", "/api/v1/posts", {"media_ids": [theirs]})
+    assert status == 400 and doc["error"]["code"] == "bad_media"
+    mine = await alice.photo(99)
+    status, doc, _ = await alice.call(
+        "POST", "/api/v1/posts", {"media_ids": [mine], "caption": "x" * 2201}
+    )
+    assert status == 400
+    status, doc, _ = await alice.call("POST", "/api/v1/posts", {"media_ids": []})
+    assert status == 400
+    status, doc, _ = await alice.call("POST", "/api/v1/posts", {"media_ids": [mine] * 2})
+    assert status == 400
+    # Likes are idempotent; the viewer's flags are exact.
+    pid = post["post_id"]
+    for _ in range(2):
+        status, doc, _ = await bob.call("PUT", f"/api/v1/posts/{pid}/like")
+        assert status == 200 and doc["viewer_has_liked"] is True and doc["like_count"] == 1
+    await dan.call("PUT", f"/api/v1/posts/{pid}/like")
+    await dan.call("PUT", f"/api/v1/posts/{pid}/save")
+    status, doc, _ = await dan.call("GET", f"/api/v1/posts/{pid}")
+    assert doc["like_count"] == 2 and doc["viewer_has_saved"] and doc["viewer_has_liked"]
+    status, doc, _ = await alice.call("GET", f"/api/v1/posts/{pid}")
+    assert doc["viewer_has_liked"] is False and doc["viewer_has_saved"] is False
+    # Comments with one level of replies.
+    status, c1, _ = await bob.call("POST", f"/api/v1/posts/{pid}/comments", {"text": "wow"})
+    assert status == 201
+    status, r1, _ = await alice.call(
+        "POST", f"/api/v1/posts/{pid}/comments", {"text": "thanks", "parent_id": c1["comment_id"]}
+    )
+    assert status == 201
+    status, doc, _ = await bob.call(
+        "POST", f"/api/v1/posts/{pid}/comments", {"text": "deep", "parent_id": r1["comment_id"]}
+    )
+    assert status == 400 and doc["error"]["code"] == "bad_parent"
+    status, doc, _ = await dan.call("GET", f"/api/v1/posts/{pid}/comments")
+    assert [c["text"] for c in doc["comments"]] == ["wow"] and doc["comments"][0][
+        "reply_count"
+    ] == 1
+    status, doc, _ = await dan.call(
+        "GET", f"/api/v1/posts/{pid}/comments", parent_id=c1["comment_id"]
+    )
+    assert [c["text"] for c in doc["comments"]] == ["thanks"]
+    # Notifications, grouped.
+    status, doc, _ = await alice.call("GET", "/api/v1/notifications")
+    likes = [n for n in doc["notifications"] if n["kind"] == "like"]
+    assert likes and likes[0]["actors_total"] == 2 and "and 1 other liked" in likes[0]["text"]
+    follows = [n for n in doc["notifications"] if n["kind"] == "follow"]
+    assert follows[0]["actors_total"] == 2
+    assert doc["unread_count"] >= 5
+    status, doc, _ = await bob.call("GET", "/api/v1/notifications")
+    assert any(n["kind"] == "mention" for n in doc["notifications"])
+    status, doc, _ = await alice.call("POST", "/api/v1/notifications/read", {})
+    status, doc, _ = await alice.call("GET", "/api/v1/notifications")
+    assert doc["unread_count"] == 0
+    # A delete takes the post out of every feed and its photo URLs answer 404.
+    url = post["media"][0]["variants"]["640"]["formats"]["jpeg"]
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        assert r.status == 200
+    status, _, _ = await dan.call("DELETE", f"/api/v1/posts/{pid}")
+    assert status == 404  # not the author's
+    status, _, _ = await alice.call("DELETE", f"/api/v1/posts/{pid}")
+    assert status == 204
+    for c in (alice, bob, dan):
+        assert pid not in await c.feed_ids()
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        assert r.status == 404
+    status, _, _ = await bob.call("GET", f"/api/v1/posts/{pid}")
+    assert status == 404
+    assert bob_id != dan_id
+
+
+async def test_privacy_blocks_unfollow_and_rate_limits(social_env: MediaEnv) -> None:
+    env = social_env
+    pat_id, pat = await user(env, "pat", private=True)
+    eve_id, eve = await user(env, "eve")
+    secret = await pat.post("private life")
+    sid = secret["post_id"]
+    # A non-follower sees none of a private account's posts.
+    status, doc, _ = await eve.call("GET", f"/api/v1/users/{pat_id}/posts")
+    assert status == 403 and doc["error"]["code"] == "private_account"
+    status, _, _ = await eve.call("GET", f"/api/v1/posts/{sid}")
+    assert status == 404
+    status, _, _ = await eve.call("PUT", f"/api/v1/posts/{sid}/like")
+    assert status == 404
+    status, doc, _ = await eve.call("POST", "/api/v1/follows", {"followee_id": pat_id})
+    assert doc["state"] == "requested"
+    assert sid not in await eve.feed_ids()
+    status, doc, _ = await pat.call("GET", "/api/v1/follow_requests")
+    assert [r["user"]["user_id"] for r in doc["requests"]] == [eve_id]
+    status, _, _ = await pat.call("POST", f"/api/v1/follow_requests/{eve_id}/approve")
+    assert status == 204
+    assert sid in await eve.feed_ids()  # the follow backfilled it
+    status, doc, _ = await eve.call("GET", f"/api/v1/users/{pat_id}/posts")
+    assert status == 200 and [p["post_id"] for p in doc["posts"]] == [sid]
+    # Unfollow is strongly consistent: the next read no longer shows the followee.
+    status, _, _ = await eve.call("DELETE", f"/api/v1/follows/{pat_id}")
+    assert status == 204
+    assert sid not in await eve.feed_ids()
+    # Blocks: the blocked user sees nothing of the blocker and cannot follow, like, comment.
+    _, zed = await user(env, "zed")
+    open_post = await eve.post("hello")
+    oid = open_post["post_id"]
+    await zed.call("POST", "/api/v1/follows", {"followee_id": eve_id})
+    zed_id = (await zed.call("GET", "/api/v1/accounts/me"))[1]["user_id"]
+    status, _, _ = await eve.call("POST", "/api/v1/blocks", {"user_id": zed_id})
+    assert status == 201
+    assert oid not in await zed.feed_ids()
+    for method, path, body in [
+        ("GET", f"/api/v1/users/{eve_id}", None),
+        ("POST", "/api/v1/follows", {"followee_id": eve_id}),
+        ("PUT", f"/api/v1/posts/{oid}/like", None),
+        ("POST", f"/api/v1/posts/{oid}/comments", {"text": "hey"}),
+        ("GET", f"/api/v1/posts/{oid}", None),
+    ]:
+        status, _, _ = await zed.call(method, path, body)
+        assert status == 404, (method, path)
+    # Rate limit: 4 posts a day in this config (eve has posted 1); the 5th is a 429.
+    for i in range(3):
+        status, doc, headers = await eve.call(
+            "POST", "/api/v1/posts", {"media_ids": [await eve.photo(i)]}
+        )
+        assert status == 201 and headers["X-RateLimit-Limit"] == "4"
+        assert headers["X-RateLimit-Remaining"] == str(2 - i)
+    media = await eve.photo(200)
+    status, doc, headers = await eve.call("POST", "/api/v1/posts", {"media_ids": [media]})
+    assert status == 429 and doc["error"]["code"] == "rate_limited"
+    assert headers["X-RateLimit-Remaining"] == "0" and int(headers["Retry-After"]) > 0
+    async with env.ctx.db.snapshot() as conn:
+        attached = await conn.exec_driver_sql(
+            f"SELECT attached_unix_s FROM media WHERE media_id = {int(media)}"
+        )
+        assert attached.scalar_one() is None  # the refused post attached nothing
+
+
+async def test_feed_cursor_and_bad_parameters(social_env: MediaEnv) -> None:
+    env = social_env
+    _, amy = await user(env, "amy")
+    made = [(await amy.post(f"p{i}"))["post_id"] for i in range(4)]
+    status, doc, _ = await amy.call("GET", "/api/v1/feed", limit="3")
+    assert [p["post_id"] for p in doc["posts"]] == made[::-1][:3] and doc["has_more"]
+    cursor = doc["next_cursor"]
+    status, doc, _ = await amy.call("GET", "/api/v1/feed", limit="3", cursor=cursor)
+    assert [p["post_id"] for p in doc["posts"]] == [made[0]] and not doc["has_more"]
+    for params in ({"limit": "0"}, {"limit": "51"}, {"cursor": "garbage!"}, {"mode": "x"}):
+        status, doc, _ = await amy.call("GET", "/api/v1/feed", **params)
+        assert status == 400 and "error" in doc, params
+    status, doc, _ = await amy.call("GET", "/api/v1/feed", mode="ranked", limit="2")
+    assert status == 200 and len(doc["posts"]) == 2 and doc["has_more"]
+    status, doc2, _ = await amy.call(
+        "GET", "/api/v1/feed", mode="ranked", limit="2", cursor=doc["next_cursor"]
+    )
+    shown = [p["post_id"] for p in doc["posts"] + doc2["posts"]]
+    assert sorted(shown) == sorted(made)
