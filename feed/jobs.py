@@ -71,20 +71,22 @@ async def enqueue(
 
 
 async def claim(db: Database, *, worker: str, lease_s: float) -> Job | None:
+    """Leases the runnable job due first, or None. An idle queue is seen through a read
+    snapshot: an idle runner polling every fraction of a second never takes the write
+    lock."""
     now = time.time()
     j = jobs.c
+    runnable = sa.or_(
+        sa.and_(j.state == "queued", j.run_after_unix_s <= now),
+        sa.and_(j.state == "running", j.lease_expires_unix_s < now),
+    )
+    async with db.snapshot() as conn:
+        if (await conn.execute(sa.select(j.job_id).where(runnable).limit(1))).first() is None:
+            return None
     async with db.transaction(lock=LOCK) as conn:
         row = (
             await conn.execute(
-                sa.select(jobs)
-                .where(
-                    sa.or_(
-                        sa.and_(j.state == "queued", j.run_after_unix_s <= now),
-                        sa.and_(j.state == "running", j.lease_expires_unix_s < now),
-                    )
-                )
-                .order_by(j.run_after_unix_s, j.job_id)
-                .limit(1)
+                sa.select(jobs).where(runnable).order_by(j.run_after_unix_s, j.job_id).limit(1)
             )
         ).first()
         if row is None:
