@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from common import ids
+from feed.leanredis import LeanRedis
 
 ENTRY: Final = struct.Struct(">QQ")  # post id, author id
 SENTINEL: Final = b""
@@ -169,6 +170,9 @@ return out
 """
 
 
+_PAGES_SCRIPT: Final = _PAGES_LUA.encode()
+
+
 def _history(complete: bool | None) -> str:
     return "" if complete is None else ("complete" if complete else "partial")
 
@@ -182,7 +186,7 @@ class RedisHotStore:
         self.prefix = prefix
         self.redis: Any = aioredis.Redis.from_url(url, decode_responses=False)
         self._add = self.redis.register_script(_ADD_LUA)
-        self._pages = self.redis.register_script(_PAGES_LUA)
+        self.lean = LeanRedis(url)  # the feed read's one call (feed/leanredis.py)
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -268,7 +272,7 @@ class RedisHotStore:
             wants.append(want)
         if all(a == args[0] for a in args[::2]) and all(w == wants[0] for w in wants):
             args = args[:2]  # one cursor for all (a first round): fewer arguments to send
-        raw = await self._pages(keys=keys, args=args)
+        raw = await self.lean.evalsha(_PAGES_SCRIPT, keys, args)
         out: list[Slice | None] = []
         for (key, before, count), want, got in zip(reads, wants, raw, strict=True):
             if not got:
@@ -318,7 +322,10 @@ class RedisHotStore:
         return None if got is None else int(got)
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        try:
+            await self.lean.close()
+        finally:
+            await self.redis.aclose()
 
 
 # -- embedded --------------------------------------------------------------------------------

@@ -60,6 +60,9 @@ ACTIVE_SEEN_USERS_MAX: Final = 100_000
 _CHUNK: Final = 64
 # Entries taken beyond a page's need per round, for those the filter drops.
 _FILTER_SLACK: Final = 4
+# A celebrity's list is read this many entries at first: most pages hold few posts of
+# any one of the celebrities a reader follows, and a list that runs dry is read again.
+_CELEBRITY_FIRST_READ: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +294,7 @@ class Feed:
         hot = [s for s in sources if not s.buffer and not s.hot_done]
         if not hot:
             return
-        slices = await self.hot.pages([(s.key, s.cursor, count) for s in hot])
+        slices = await self.hot.pages([(s.key, s.cursor, s.next_count(count)) for s in hot])
         for source, got in zip(hot, slices, strict=True):
             if got is None and rebuild:  # a new, returning or evicted reader
                 got = await self._rebuild(source, viewer, celebrities, count)
@@ -462,7 +465,7 @@ class _Source:
     """One list (the viewer's timeline or a celebrity's list) read below a cursor, newest
     first; past the end of an incomplete list, its authors' older posts from SQL."""
 
-    __slots__ = ("authors", "buffer", "cursor", "done", "hot_done", "key")
+    __slots__ = ("authors", "buffer", "cursor", "done", "hot_done", "key", "reads")
 
     def __init__(self, key: str, authors: list[int] | None, before: int | None) -> None:
         self.key = key
@@ -471,6 +474,14 @@ class _Source:
         self.buffer: list[Entry] = []  # reversed: pop() gives the newest
         self.hot_done = False
         self.done = False
+        self.reads = 0
+
+    def next_count(self, count: int) -> int:
+        """Entries to read next: a celebrity's list starts small."""
+        self.reads += 1
+        if self.reads == 1 and self.authors is not None:
+            return min(count, _CELEBRITY_FIRST_READ)
+        return count
 
     def fill(self, entries: list[Entry]) -> None:
         if entries:
