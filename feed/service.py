@@ -386,13 +386,13 @@ class Feed:
                         )
                     )
                 )
-        status = {int(i): (str(s), int(a)) for i, s, a in rows}
+        status = {int(r[0]): r for r in rows}  # (post id, status, author id)
         out = []
         for post_id, author_id in entries:
             got = status.get(post_id)
-            if got is None or got[1] != author_id:
+            if got is None or int(got[2]) != author_id:
                 continue
-            if got[0] == "live" or (got[0] == "processing" and author_id == viewer):
+            if got[1] == "live" or (got[1] == "processing" and author_id == viewer):
                 out.append((post_id, author_id))
         return out
 
