@@ -229,7 +229,9 @@ class Feed:
         posts (the followees read in the same snapshot, so unfollows and blocks hold)."""
         async with self.db.snapshot() as conn:
             authors = await graph.followees(conn, viewer)
-            return await posts.by_authors(conn, [*authors, viewer], before=before, limit=want)
+            return await posts.by_authors(
+                conn, [*authors, viewer], before=before, limit=want, processing_of=viewer
+            )
 
     async def _merged(self, viewer: int, before: int | None, want: int) -> list[Entry]:
         """Push and hybrid: the viewer's timeline merged with the lists of the celebrities
@@ -319,7 +321,11 @@ class Feed:
                 if source.authors is None:
                     source.authors = await self._timeline_authors(conn, viewer, celebrities)
                 got = await posts.by_authors(
-                    conn, source.authors, before=source.cursor, limit=_CHUNK
+                    conn,
+                    source.authors,
+                    before=source.cursor,
+                    limit=_CHUNK,
+                    processing_of=viewer if source.is_timeline else None,
                 )
             source.fill(got)
             if len(got) < _CHUNK:
@@ -346,7 +352,13 @@ class Feed:
             authors = source.authors
             if authors is None:
                 authors = await self._timeline_authors(conn, viewer, celebrities)
-            recent = await posts.by_authors(conn, authors, before=None, limit=cap)
+            recent = await posts.by_authors(
+                conn,
+                authors,
+                before=None,
+                limit=cap,
+                processing_of=viewer if source.is_timeline else None,
+            )
         await self.hot.add([source.key], recent, cap=cap, complete=len(recent) < cap)
         again = (await self.hot.pages([(source.key, source.cursor, count)]))[0]
         if again is not None:
@@ -465,10 +477,11 @@ class _Source:
     """One list (the viewer's timeline or a celebrity's list) read below a cursor, newest
     first; past the end of an incomplete list, its authors' older posts from SQL."""
 
-    __slots__ = ("authors", "buffer", "cursor", "done", "hot_done", "key", "reads")
+    __slots__ = ("authors", "buffer", "cursor", "done", "hot_done", "is_timeline", "key", "reads")
 
     def __init__(self, key: str, authors: list[int] | None, before: int | None) -> None:
         self.key = key
+        self.is_timeline = authors is None  # the viewer's own, else a celebrity's list
         self.authors = authors  # the SQL continuation's authors (None: found when needed)
         self.cursor = before
         self.buffer: list[Entry] = []  # reversed: pop() gives the newest
@@ -479,7 +492,7 @@ class _Source:
     def next_count(self, count: int) -> int:
         """Entries to read next: a celebrity's list starts small."""
         self.reads += 1
-        if self.reads == 1 and self.authors is not None:
+        if self.reads == 1 and not self.is_timeline:
             return min(count, _CELEBRITY_FIRST_READ)
         return count
 

@@ -83,12 +83,15 @@ async def groups(
     """A page of groups, newest first (strictly older than `before`, a group's latest_id),
     and the user's unread count."""
     n = notifications.c
-    group_key = (n.kind, sa.func.coalesce(n.post_id, 0))
+    # A literal, not a bound 0: PostgreSQL matches the selected expression to the grouped
+    # one only when both are the same text (two parameters are two expressions to it).
+    post_key = sa.func.coalesce(n.post_id, sa.literal_column("0"))
+    group_key = (n.kind, post_key)
     latest = sa.func.max(n.notification_id).label("latest_id")
     query = (
         sa.select(
             n.kind,
-            sa.func.coalesce(n.post_id, 0).label("post_id"),
+            post_key.label("post_id"),
             latest,
             sa.func.count(sa.distinct(n.actor_id)).label("actors_total"),
             sa.func.sum(sa.case((n.read_unix_s.is_(None), 1), else_=0)).label("unread"),

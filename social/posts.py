@@ -300,16 +300,27 @@ async def by_author(
 
 
 async def by_authors(
-    conn: AsyncConnection, author_ids: Iterable[int], *, before: int | None, limit: int
+    conn: AsyncConnection,
+    author_ids: Iterable[int],
+    *,
+    before: int | None,
+    limit: int,
+    processing_of: int | None = None,
 ) -> list[tuple[int, int]]:
     """(post_id, author_id) of the live posts of several authors, newest first: the pull
-    merge (one indexed query)."""
+    merge (one indexed query). `processing_of`: that author's posts still waiting for
+    their media count too (a reader's own, which the reader sees at once)."""
     wanted = sorted(set(author_ids))
     if not wanted:
         return []
+    shown = posts.c.status == "live"
+    if processing_of is not None:
+        shown = sa.or_(
+            shown, sa.and_(posts.c.author_id == processing_of, posts.c.status == "processing")
+        )
     query = (
         sa.select(posts.c.post_id, posts.c.author_id)
-        .where(posts.c.author_id.in_(wanted), posts.c.status == "live")
+        .where(posts.c.author_id.in_(wanted), shown)
         .order_by(posts.c.post_id.desc())
         .limit(limit)
     )

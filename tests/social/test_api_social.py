@@ -4,6 +4,8 @@ comments, notifications, the feed, rate limits, and bad input."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from PIL import Image
 from feed.config import FeedConfig
 from social.config import SocialConfig
 from tests.api.conftest import MediaEnv, media_env
+from tests.directory.conftest import PG_URL, eventually, pg_schema
 from tests.feed.conftest import REDIS_URL, drop_keys, redis_store
 
 
@@ -37,7 +40,7 @@ class Client:
             doc = await r.json() if r.content_type == "application/json" else None
             return r.status, doc, r.headers
 
-    async def photo(self, shade: int = 10) -> str:
+    async def photo(self, shade: int = 10, *, ready: bool = True) -> str:
         out = io.BytesIO()
         Image.new("RGB", (96, 72), (shade, 120, 200)).save(out, "PNG")
         form = aiohttp.FormData()
@@ -52,6 +55,8 @@ class Client:
         ):
             assert r.status == 201, await r.text()
             media_id = str((await r.json())["media_id"])
+        if not ready:
+            return media_id
         status, doc, _ = await self.call("GET", f"/api/v1/media/{media_id}", wait_s="10")
         assert status == 200 and doc["status"] == "ready", doc
         return media_id
@@ -75,19 +80,35 @@ async def user(env: MediaEnv, name: str, *, private: bool = False) -> tuple[str,
     return user_id, Client(env, token)
 
 
-@pytest.fixture
-async def social_env(tmp_path: Path) -> AsyncIterator[MediaEnv]:
-    store = await redis_store()  # the feed of these tests runs on the real Redis
+@contextlib.asynccontextmanager
+async def social_cluster(kind: str, tmp: Path, *, worker: bool) -> AsyncIterator[MediaEnv]:
+    """The API on a local cluster, its tables on SQLite or PostgreSQL (the same suite for
+    both), its feed on the real Redis; with a media worker unless `worker` is false."""
+    store = await redis_store()
     prefix = store.prefix
     try:
         feed = FeedConfig(redis_url=REDIS_URL, redis_prefix=prefix, poll_interval_s=0.05)
         social = SocialConfig(posts_per_day_max=4)
-        async with media_env(tmp_path, {"feed": feed, "social": social}) as env:
-            env.start_worker()
+        async with contextlib.AsyncExitStack() as stack:
+            database: dict[str, str] = {}
+            if kind == "postgresql":
+                schema = await stack.enter_async_context(pg_schema())
+                database = {"database_url": PG_URL, "database_schema": schema}
+            env = await stack.enter_async_context(
+                media_env(tmp, {"feed": feed, "social": social}, **database)
+            )
+            if worker:
+                env.start_worker()
             yield env
     finally:
         await drop_keys(store)
         await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def social_env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MediaEnv]:
+    async with social_cluster(request.param, tmp_path, worker=True) as env:
+        yield env
 
 
 async def test_accounts_sessions_and_every_route_needs_one(social_env: MediaEnv) -> None:
@@ -310,3 +331,28 @@ async def test_feed_cursor_and_bad_parameters(social_env: MediaEnv) -> None:
     )
     shown = [p["post_id"] for p in doc["posts"] + doc2["posts"]]
     assert sorted(shown) == sorted(made)
+
+
+async def test_a_post_waits_for_its_media_then_reaches_the_followers(tmp_path: Path) -> None:
+    async with social_cluster("sqlite", tmp_path, worker=False) as env:
+        alice_id, alice = await user(env, "alice")
+        _, bob = await user(env, "bob")
+        status, _, _ = await bob.call("POST", "/api/v1/follows", {"followee_id": alice_id})
+        assert status == 201
+        media_id = await alice.photo(ready=False)  # no worker yet: it stays processing
+        status, doc, _ = await alice.call("GET", f"/api/v1/media/{media_id}")
+        assert status == 200 and doc["status"] == "processing"
+        status, post, _ = await alice.call("POST", "/api/v1/posts", {"media_ids": [media_id]})
+        assert status == 201 and post["status"] == "processing", post
+        pid = post["post_id"]
+        assert pid in await alice.feed_ids()  # the author sees it at once
+        await asyncio.sleep(0.3)  # the publish job has looked, and deferred
+        assert pid not in await bob.feed_ids()
+        env.start_worker()
+
+        async def reached_bob() -> bool:
+            return pid in await bob.feed_ids()
+
+        await eventually(reached_bob, timeout_s=30, what="the post to reach the follower")
+        status, doc, _ = await alice.call("GET", f"/api/v1/posts/{pid}")
+        assert status == 200 and doc["status"] == "live" and len(doc["media"]) == 1
