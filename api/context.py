@@ -46,7 +46,9 @@ class ApiContext:
 
     async def user_id(self, request: web.Request) -> int:
         """The user of the request's session; raises Unauthorized / AuthFailed (401)."""
-        return await sessions.authenticate(self.db, auth.bearer(request))
+        return await sessions.authenticate(
+            self.db, auth.bearer(request), days_max=self.social.session_days_max
+        )
 
     async def rate(self, request: web.Request, action: str, subject: int | str) -> None:
         """Counts one rate-limited write; its X-RateLimit-* headers go on the response

@@ -26,8 +26,10 @@ class SocialConfig:
     # Pages of lists (followers, comments, grid, notifications): default and maximum size.
     page_size_default: int = 20
     page_size_max: int = 100
-    # Sessions a user may hold at once; the oldest is revoked beyond it.
+    # Sessions a user may hold at once; the oldest is revoked beyond it. A session lasts
+    # session_days_max days from its sign-in, then its token answers 401.
     sessions_per_user_max: int = 50
+    session_days_max: int = 90
     # Write rate limits per user (fixed windows): posts a day (seed 000), the rest an hour.
     # Sign-ups and failed logins are limited per client address.
     posts_per_day_max: int = 25

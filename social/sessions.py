@@ -1,6 +1,7 @@
 """Sessions: bearer tokens of 32 random bytes, stored as their sha256 (a leaked table
-yields no usable token), revocable one by one. A user holds at most
-sessions_per_user_max sessions; signing in beyond it revokes the oldest."""
+yields no usable token), revocable one by one, valid for session_days_max days from the
+sign-in. A user holds at most sessions_per_user_max sessions; signing in beyond it revokes
+the oldest."""
 
 from __future__ import annotations
 
@@ -46,8 +47,13 @@ async def open_session(db: Database, user_id: int, *, per_user_max: int) -> str:
     return token
 
 
-async def authenticate(db: Database, token: str) -> int:
-    """The user of a live session; raises AuthFailed."""
+DAY_S: Final = 86400.0
+
+
+async def authenticate(db: Database, token: str, *, days_max: float) -> int:
+    """The user of a live session (neither revoked nor older than days_max); raises
+    AuthFailed."""
+    oldest = time.time() - days_max * DAY_S
     async with db.snapshot() as conn:
         row = (
             await conn.execute(
@@ -56,11 +62,12 @@ async def authenticate(db: Database, token: str) -> int:
                 .where(
                     sessions.c.token_sha256 == _digest(token),
                     sessions.c.revoked_unix_s.is_(None),
+                    sessions.c.created_unix_s >= oldest,
                 )
             )
         ).first()
     if row is None:
-        raise AuthFailed("the token is not valid (signed out or never issued)")
+        raise AuthFailed("the token is not valid (signed out, expired or never issued)")
     return int(row[0])
 
 

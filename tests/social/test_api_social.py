@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from PIL import Image
 
 from feed.config import FeedConfig
 from social.config import SocialConfig
+from social.schema import sessions
 from tests.api.conftest import MediaEnv, media_env
 from tests.directory.conftest import PG_URL, eventually, pg_schema
 from tests.feed.conftest import REDIS_URL, drop_keys, redis_store
@@ -158,6 +161,18 @@ async def test_accounts_sessions_and_every_route_needs_one(social_env: MediaEnv)
     assert status == 204
     status, doc, _ = await me.call("GET", "/api/v1/accounts/me")
     assert status == 401  # revoked
+
+    # A session older than session_days_max (90) answers 401 like a revoked one.
+    _, old = await user(env, "dora")
+    assert (await old.call("GET", "/api/v1/accounts/me"))[0] == 200
+    async with env.ctx.db.transaction() as conn:
+        await conn.execute(
+            sessions.update()
+            .where(sessions.c.token_sha256 == hashlib.sha256(old.token.encode()).hexdigest())
+            .values(created_unix_s=time.time() - 91 * 86400)
+        )
+    status, doc, _ = await old.call("GET", "/api/v1/accounts/me")
+    assert status == 401 and doc["error"]["code"] == "unauthorized", doc
 
 
 async def test_posts_feed_likes_comments_notifications_and_delete(social_env: MediaEnv) -> None:
