@@ -412,7 +412,8 @@ class Feed:
 
     async def ranked(self, viewer: int, cursor: Cursor, limit: int) -> Page:
         """Ranked mode: the newest ranked_candidates_max candidates (bounded by the anchor
-        of the first page) scored by recency, relationship and engagement."""
+        of the first page) scored by recency (age from the anchor), relationship and
+        engagement."""
         anchor = cursor.anchor
         first = await self.page(
             viewer,
@@ -460,7 +461,9 @@ class Feed:
                 )
             )
             engagement = {int(i): (int(lc), int(cc), float(t)) for i, lc, cc, t in counts}
-        now = time.time()
+        # Ages count from the newest candidate (the anchor), not from the clock: the pages
+        # of one ranked session then share one order, however long the reader scrolls.
+        now = max((t for _, _, t in engagement.values()), default=time.time())
         out: dict[int, float] = {}
         for post_id, author_id in entries:
             like_count, comment_count, created = engagement.get(post_id, (0, 0, now))
