@@ -683,13 +683,15 @@ def write_strategy_plot(doc: dict[str, Any], path: Path) -> None:
     for ax, (field, title, goal, log_scale) in zip(axes, panels, strict=True):
         values = [float(strategies[s][field]) for s in names]
         bars = ax.bar(names, [max(v, 0.5) if log_scale else v for v in values], color=colours)
+        if not log_scale:  # headroom for the labels and the legend above the bars
+            ax.set_ylim(0, max([*values, goal or 0]) * 1.25)
         for bar, v in zip(bars, values, strict=True):
             ax.annotate(
                 f"{v:g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center"
             )
         if goal is not None:
             ax.axhline(goal, color="black", linewidth=1, linestyle="--", label=f"goal {goal:g}")
-            ax.legend(loc="upper left")
+            ax.legend(loc="upper right")
         if log_scale:
             ax.set_yscale("log")
         ax.set_title(title)

@@ -187,8 +187,14 @@ def test_an_added_node_and_fix_replication_restore_three_verified_replicas(
     running["store-5"] = lc.start(store5, c.root)
     lc.write_registry(c.root, running)
     c.run(lc.wait_healthy([running["store-5"]]))
-    # The directory must see store-2 as down before it plans moves off it.
+    # The directory must see store-2 as down before it plans moves off it, and store-5
+    # alive (its first heartbeat) to have somewhere to move them.
     _until(c, lambda doc: doc["nodes_down"] >= 1, "/status")
+    _until(
+        c,
+        lambda doc: any(n["node_id"] == "store-5" and n["alive"] for n in doc["nodes"]),
+        "/nodes",
+    )
     p = pinhole(
         "volume", "fix-replication", "--directory", c.layout.directory_url,
         "--secret-file", c.layout.secret_file, "--json", cwd=REPO,
