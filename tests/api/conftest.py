@@ -62,7 +62,12 @@ async def media_env(
 ) -> AsyncIterator[MediaEnv]:
     """`api_overrides` go to running_api (social=, feed= configs)."""
     api_overrides = api_overrides or {}
-    directory = fast_config({"data_dir": tmp / "directory"}, writable_volumes_min=2)
+    # Every service of these tests shares one event loop with the workers and the tests:
+    # on a busy machine a heartbeat can be late by more than the directory tests' 1 s, and
+    # nothing here is about node failure.
+    directory = fast_config(
+        {"data_dir": tmp / "directory"}, writable_volumes_min=2, node_timeout_s=5.0
+    )
     async with running_cluster(directory, tmp) as cluster:
         router_config = RouterConfig(port=0, directory_url=cluster.url, lookup_ttl_s=0.2)
         async with running_router(router_config, secret=SECRET) as (_, router_server):
