@@ -50,6 +50,8 @@ EXTENSIONS: Final = "creation,termination,expiration,checksum"
 CHECKSUM_ALGORITHMS: Final = ("sha1", "sha256", "md5", "crc32")
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 WRITE_BATCH_BYTES: Final = 1 << 20
+# On shutdown, a sweep in progress gets this long to end before it is cancelled.
+SWEEP_STOP_S_MAX: Final = 5.0
 METADATA_BYTES_MAX: Final = 4096
 METADATA_KEYS: Final = ("filename", "filetype", "media_type", "filter_id")
 PREFIX: Final = "/api/v1/uploads"
@@ -414,20 +416,28 @@ async def sweeper(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: reclaims expired uploads every tus_sweep_interval_s."""
     ctx = app[CONTEXT]
 
+    stop = asyncio.Event()
+
     async def loop() -> None:
-        while True:
+        while not stop.is_set():
             try:
                 swept = await sweep_once(ctx)
                 if swept:
                     log.info("reclaimed %d expired uploads", swept)
             except Exception:
                 log.exception("tus sweep failed")
-            await asyncio.sleep(ctx.config.tus_sweep_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ctx.config.tus_sweep_interval_s)
 
     task = asyncio.create_task(loop())
     try:
         yield
     finally:
-        task.cancel()
+        # A sweep in progress ends first: cancelled inside a transaction, its connection
+        # would go to the driver's forced close, which can stall on SQLite.
+        stop.set()
+        _, running = await asyncio.wait({task}, timeout=SWEEP_STOP_S_MAX)
+        for t in running:
+            t.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

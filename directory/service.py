@@ -28,6 +28,8 @@ from directory.state import ClusterState, load_state
 
 LOOPS = ("health", "growth", "deletes", "repairs")
 PASS_LOG_MAX = 1000
+# On close, a loop's pass in progress gets this long to end before it is cancelled.
+LOOP_STOP_S_MAX = 5.0
 
 
 class Directory:
@@ -46,6 +48,7 @@ class Directory:
         self.nodes_seen_alive: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -56,6 +59,7 @@ class Directory:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.config.node_request_timeout_s)
         )
+        self._stopping.clear()
         if loops:
             passes: dict[str, Callable[[Directory], Coroutine[Any, Any, None]]] = {
                 "health": health.health_pass,
@@ -69,8 +73,14 @@ class Directory:
                 )
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        """Stops the loops: each ends after its current pass (at most LOOP_STOP_S_MAX),
+        then what still runs is cancelled. A pass cancelled inside a transaction leaves
+        its connection to the driver's forced close, which can stall on SQLite."""
+        self._stopping.set()
+        if self._tasks:
+            _, running = await asyncio.wait(self._tasks, timeout=LOOP_STOP_S_MAX)
+            for task in running:
+                task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -103,7 +113,7 @@ class Directory:
         self, name: str, one_pass: Callable[[Directory], Coroutine[Any, Any, None]]
     ) -> None:
         interval = self.config.health_interval_s
-        while True:
+        while not self._stopping.is_set():
             try:
                 started = await self._pass_under_lease(name, one_pass)
                 if started is not None:
@@ -113,7 +123,8 @@ class Directory:
                 raise
             except Exception:
                 self.log.exception("directory %s loop pass failed", name)
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
 
     async def _pass_under_lease(
         self, name: str, one_pass: Callable[[Directory], Coroutine[Any, Any, None]]

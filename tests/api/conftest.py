@@ -26,6 +26,11 @@ from transformer.config import MediaConfig
 PASSWORD = "correct horse battery"
 
 
+# On teardown, in-process workers get this long to finish their job before they are
+# cancelled.
+WORKER_STOP_S_MAX = 15.0
+
+
 @dataclass
 class MediaEnv:
     api_url: str
@@ -39,6 +44,7 @@ class MediaEnv:
     token: str = ""
     user_id: str = ""
     workers: list[asyncio.Task[None]] = field(default_factory=list)
+    workers_stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -53,7 +59,9 @@ class MediaEnv:
         from transformer.worker import run_worker
 
         config = dataclasses.replace(self.media, **overrides)
-        self.workers.append(asyncio.create_task(run_worker(config, secret=SECRET, name="t")))
+        self.workers.append(
+            asyncio.create_task(run_worker(config, secret=SECRET, name="t", stop=self.workers_stop))
+        )
 
 
 @contextlib.asynccontextmanager
@@ -98,8 +106,14 @@ async def media_env(
                 try:
                     yield env
                 finally:
-                    for task in env.workers:
-                        task.cancel()
+                    # Workers finish the job in hand and stop; cancelled inside a
+                    # transaction, a connection goes to the driver's forced close, which
+                    # can stall on SQLite.
+                    env.workers_stop.set()
+                    if env.workers:
+                        _, running = await asyncio.wait(env.workers, timeout=WORKER_STOP_S_MAX)
+                        for task in running:
+                            task.cancel()
                     for task in env.workers:
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
