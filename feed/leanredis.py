@@ -101,6 +101,7 @@ class LeanRedis:
         self.timeout_s = timeout_s
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
+        self._shas: dict[bytes, bytes] = {}  # script -> its SHA1, hashed once
 
     async def _connection(self) -> _Protocol:
         protocol = self._protocol
@@ -151,7 +152,9 @@ class LeanRedis:
 
     async def evalsha(self, script: bytes, keys: list[str], args: list[Any]) -> Any:
         """Runs a Lua script by its SHA, loading it first when Redis does not know it."""
-        sha = hashlib.sha1(script).hexdigest().encode()
+        sha = self._shas.get(script)
+        if sha is None:
+            sha = self._shas[script] = hashlib.sha1(script).hexdigest().encode()
         try:
             return await self.call(b"EVALSHA", sha, len(keys), *keys, *args)
         except LeanRedisError as e:
