@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= .pinhole
 
-.PHONY: up test lint typecheck unit bench-store bench-cluster bench-media bench-feed clean bootstrap
+.PHONY: up test lock lint typecheck unit bench-store bench-cluster bench-media bench-feed clean bootstrap
 
 bootstrap:
 	@scripts/bootstrap
@@ -14,6 +14,14 @@ up: bootstrap
 
 ## Lint, type-check and run the whole test suite (what CI runs).
 test: bootstrap lint typecheck unit
+
+## Refresh requirements.lock to the newest releases the ranges in pyproject.toml admit,
+## install them and run the whole suite: an upgrade is a deliberate, tested commit.
+lock: bootstrap
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		--generate-hashes --no-header --upgrade -q -o requirements.lock
+	@scripts/bootstrap
+	$(MAKE) lint typecheck unit
 
 lint:
 	$(BIN)/ruff check .
