@@ -1,6 +1,6 @@
 """The public API as an aiohttp application (docs/api/, /api/openapi.json).
 
-`make_app(config, media, secret=..., social=..., feed=...)` builds it; its cleanup context
+`make_app(config, media, credentials=..., social=..., feed=...)` builds it; its cleanup context
 opens the metadata database (media, social and feed tables, migrated), the blob writer, the
 ingest path and the hot store, and starts the tus sweeper and the fan-out runner;
 `running_api` serves it for tests and `serve_forever` for `pinhole api serve`.
@@ -15,10 +15,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from api import feed_routes, media_routes, openapi, post_routes, social_routes, tus
+from api import (
+    feed_routes,
+    media_routes,
+    openapi,
+    original_routes,
+    post_routes,
+    social_routes,
+    tus,
+)
 from api.config import ApiConfig
 from api.context import CONTEXT, RATE, ApiContext
 from api.errors import error_middleware, rate_headers
+from api.photo_urls import PhotoUrls
+from common.credentials import Credentials
 from common.db import migrate, open_database
 from common.ids import IdGenerator
 from common.signals import stop_event
@@ -41,7 +51,7 @@ def make_app(
     config: ApiConfig,
     media: MediaConfig,
     *,
-    secret: bytes,
+    credentials: Credentials,
     social: SocialConfig | None = None,
     feed: FeedConfig | None = None,
 ) -> web.Application:
@@ -61,7 +71,7 @@ def make_app(
             await tus.migrate_tables(db)
             await migrate(db, social_schema.COMPONENT, social_schema.MIGRATIONS)
             await migrate(db, feed_schema.COMPONENT, feed_schema.MIGRATIONS)
-            async with BlobWriter(media.directory_url, secret=secret) as writer:
+            async with BlobWriter(media.directory_url, credentials=credentials) as writer:
                 id_gen = IdGenerator(media.id_shard)
                 ingest = Ingest(media, db, writer, id_gen)
                 app[CONTEXT] = ApiContext(
@@ -75,6 +85,13 @@ def make_app(
                     hot,
                     Feed(db, hot, feed_config),
                     id_gen,
+                    credentials,
+                    PhotoUrls(
+                        media.photo_url_base,
+                        credentials.url_key,
+                        ttl_s=media.signed_url_ttl_s,
+                        step_s=media.signed_url_step_s,
+                    ),
                 )
                 yield
         finally:
@@ -86,6 +103,7 @@ def make_app(
     app.cleanup_ctx.append(fanout)
     app.on_response_prepare.append(_rate_headers)
     app.add_routes(media_routes.routes)
+    app.add_routes(original_routes.routes)
     app.add_routes(tus.routes)
     app.add_routes(social_routes.routes)
     app.add_routes(post_routes.routes)
@@ -126,12 +144,12 @@ async def running_api(
     config: ApiConfig,
     media: MediaConfig,
     *,
-    secret: bytes,
+    credentials: Credentials,
     social: SocialConfig | None = None,
     feed: FeedConfig | None = None,
 ) -> AsyncIterator[tuple[web.Application, int]]:
     """Serves the API on config.host:config.port (0: a free port); yields (app, port)."""
-    app = make_app(config, media, secret=secret, social=social, feed=feed)
+    app = make_app(config, media, credentials=credentials, social=social, feed=feed)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -146,14 +164,16 @@ async def serve_forever(
     config: ApiConfig,
     media: MediaConfig,
     *,
-    secret: bytes,
+    credentials: Credentials,
     social: SocialConfig | None = None,
     feed: FeedConfig | None = None,
     ready: asyncio.Event | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
     with stop_event() as stop:
-        async with running_api(config, media, secret=secret, social=social, feed=feed) as (
+        async with running_api(
+            config, media, credentials=credentials, social=social, feed=feed
+        ) as (
             _,
             port,
         ):

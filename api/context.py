@@ -16,6 +16,8 @@ from aiohttp import web
 from api import auth
 from api.config import ApiConfig
 from api.errors import Busy
+from api.photo_urls import PhotoUrls
+from common.credentials import Credentials
 from common.db import Database
 from common.ids import IdGenerator
 from directory.writer import BlobWriter
@@ -40,6 +42,8 @@ class ApiContext:
     hot: HotStore
     feed: Feed
     ids: IdGenerator
+    credentials: Credentials
+    photo_urls: PhotoUrls
     uploads_inflight: int = 0
     # tus: one lock per upload being written (PATCH, DELETE, the sweeper), this process only.
     tus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)

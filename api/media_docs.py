@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from typing import Any
+from typing import Any, Final
 
-from common.photo import EXTENSIONS, Format, photo_path
+from api.photo_urls import UrlMaker
+from common.photo import EXTENSIONS, Format
 from transformer import variants as v
 from transformer.media_store import MediaRow, VariantRow
 
@@ -24,10 +25,15 @@ def iso(unix_s: float | None) -> str | None:
     )
 
 
+ORIGINAL_PATH: Final = "/api/v1/media/{media_id}/original"
+
+
 def media_document(
-    row: MediaRow, rows: list[VariantRow], *, url_base: str, owner: bool
+    row: MediaRow, rows: list[VariantRow], *, urls: UrlMaker, owner: bool
 ) -> dict[str, Any]:
-    """`owner` adds the original's URL (never shown to anyone else)."""
+    """`urls` makes the photo URLs (public or signed: api/photo_urls.py). `owner` adds
+    where the original is downloaded: the API, with the owner's session; no photo URL
+    leads to it."""
     doc: dict[str, Any] = {
         "media_id": str(row.media_id),
         "media_type": row.media_type,
@@ -48,12 +54,10 @@ def media_document(
 
     def url(var: VariantRow, *, negotiated: bool = False) -> str:
         fmt = None if negotiated else Format(var.fmt)
-        return url_base + photo_path(var.volume_id, row.media_id, row.cookie, var.rendition, fmt)
+        return urls(var.volume_id, row.media_id, row.cookie, var.rendition, fmt)
 
-    if owner:
-        original = next((r for r in rows if r.rendition == v.ORIGINAL), None)
-        if original is not None:
-            doc["original_url"] = url(original)
+    if owner and any(r.rendition == v.ORIGINAL for r in rows):
+        doc["original_url"] = ORIGINAL_PATH.format(media_id=row.media_id)
     if row.status != "ready":
         return doc
     by_rendition: dict[int, list[VariantRow]] = defaultdict(list)

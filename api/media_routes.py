@@ -22,6 +22,7 @@ from api.context import CONTEXT, ApiContext
 from api.errors import BadRequest, NotFound, TooLarge
 from api.media_docs import media_document
 from common import ids
+from social import accounts
 from transformer import media_store
 
 SPOOL_FLUSH_BYTES: Final = 1 << 20
@@ -121,7 +122,10 @@ async def _document(ctx: ApiContext, media_id: int, viewer_id: int) -> dict[str,
     if got is None or got[0].owner_id != viewer_id or got[0].status in ("expired", "deleted"):
         raise NotFound("no such media")
     row, rows = got
-    return media_document(row, rows, url_base=ctx.media.photo_url_base, owner=True)
+    async with ctx.db.snapshot() as conn:
+        owner = await accounts.get(conn, viewer_id)
+    private = owner is not None and owner.is_private
+    return media_document(row, rows, urls=ctx.photo_urls.for_owner(private=private), owner=True)
 
 
 @routes.get("/api/v1/media/{media_id}")

@@ -59,9 +59,10 @@ async def avatars(ctx: ApiContext, users: list[User]) -> dict[int, dict[str, Any
         return {}
     async with ctx.db.snapshot() as conn:
         got = await media_store.get_many(conn, wanted)
-    base = ctx.media.photo_url_base
+    # Profile pictures are public, of private accounts too (as on every photo service).
+    urls = ctx.photo_urls.public()
     return {
-        u.user_id: media_document(*got[u.avatar_media_id], url_base=base, owner=False)
+        u.user_id: media_document(*got[u.avatar_media_id], urls=urls, owner=False)
         for u in users
         if u.avatar_media_id is not None and u.avatar_media_id in got
     }
@@ -78,7 +79,8 @@ async def post_documents(ctx: ApiContext, viewer: int, post_ids: list[int]) -> l
         media_ids += [u.avatar_media_id for u in authors.values() if u.avatar_media_id]
         media = await media_store.get_many(conn, media_ids)
         liked, saved = await interactions.viewer_flags(conn, viewer, found)
-    base = ctx.media.photo_url_base
+    public = ctx.photo_urls.public()
+    signed = ctx.photo_urls.signed() if any(a.is_private for a in authors.values()) else public
     out = []
     for post_id in post_ids:
         post = found.get(post_id)
@@ -86,7 +88,7 @@ async def post_documents(ctx: ApiContext, viewer: int, post_ids: list[int]) -> l
         if post is None or author is None:
             continue
         avatar = (
-            media_document(*media[author.avatar_media_id], url_base=base, owner=False)
+            media_document(*media[author.avatar_media_id], urls=public, owner=False)
             if author.avatar_media_id in media
             else None
         )
@@ -95,7 +97,8 @@ async def post_documents(ctx: ApiContext, viewer: int, post_ids: list[int]) -> l
             got = media.get(m.media_id)
             if got is None:
                 continue
-            doc = media_document(*got, url_base=base, owner=False)
+            # A private account's photos travel only as signed, expiring URLs.
+            doc = media_document(*got, urls=signed if author.is_private else public, owner=False)
             urls = doc["urls"]
             doc["url"] = urls.get("1080") or urls.get("hls") or next(iter(urls.values()), None)
             doc["alt_text"] = m.alt_text

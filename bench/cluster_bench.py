@@ -63,6 +63,7 @@ from bench.peers.debian import PeerUnavailableError, ensure_debian_packages
 from bench.peers.wrk import WrkResult, run_wrk
 from bench.report import publish, run_header
 from common import credentials, photo
+from common.credentials import Credentials, Purpose
 from common.leanhttp.client import LeanHTTPClient
 from ops import local_cluster as lc
 from store.client import StoreClient, needle_path
@@ -124,14 +125,15 @@ class ClusterBench:
             root=work / "cluster", port_base=lc.free_port_base(), stores=4, workers=0
         )
         self.running: dict[str, lc.Running] = {}
-        self.secret = b""
+        self.creds = Credentials.from_secret(b"unset: start() loads the cluster's secret")
 
     # -- the cluster -----------------------------------------------------------------------
 
     def start(self) -> None:
         self.layout.root.mkdir(parents=True)
         credentials.ensure_secret_file(self.layout.root)
-        self.secret = credentials.load_secret(secret_file=self.layout.secret_file, default_dir=None)
+        secret = credentials.load_secret(secret_file=self.layout.secret_file, default_dir=None)
+        self.creds = Credentials.from_secret(secret)
         lc.save_layout(self.layout)
         self.running, _ = lc.start_missing(self.layout)
         asyncio.run(lc.wait_up(self.layout, self.running))
@@ -165,7 +167,7 @@ class ClusterBench:
         payload = os.urandom(plan.object_bytes)
         base = int(time.time() * 1000) << 23
         blobs: list[Blob] = []
-        async with BlobWriter(self.layout.directory_url, secret=self.secret) as w:
+        async with BlobWriter(self.layout.directory_url, credentials=self.creds) as w:
             sem = asyncio.Semaphore(plan.put_concurrency)
 
             async def one(i: int) -> None:
@@ -181,7 +183,7 @@ class ClusterBench:
             await asyncio.gather(*(one(i) for i in range(plan.objects)))
         async with (
             aiohttp.ClientSession() as s,
-            s.get(self.layout.directory_url + "/volumes") as r,
+            s.get(self.layout.directory_url + "/volumes", headers=self._admin()) as r,
         ):
             lvs = {v["volume_id"]: v for v in (await r.json())["volumes"]}
         return [
@@ -194,6 +196,9 @@ class ClusterBench:
             for b in blobs
         ]
 
+    def _admin(self) -> dict[str, str]:
+        return {"Authorization": self.creds.header(Purpose.ADMIN)}
+
     def wrk_run(self, label: str, base_url: str, paths: list[str], pids: list[int]) -> float:
         rates, cpus, p99s = [], [], []
         paths_file = self.work / f"{label}.paths"
@@ -204,6 +209,9 @@ class ClusterBench:
             result: WrkResult = run_wrk(
                 base_url,
                 paths=paths_file,
+                # The read credential: stores take no read without it (the router's
+                # requests carry nothing and need nothing).
+                headers={"Authorization": self.creds.header(Purpose.READ)},
                 connections=self.plan.get_connections,
                 duration_s=self.plan.duration_s,
                 seed=i + 1,
@@ -250,7 +258,7 @@ class ClusterBench:
                     if r.status != 200:
                         raise RuntimeError(f"warming {p}: HTTP {r.status}")
             # The second read must be a hit: the figure is about hits.
-            async with s.get(self.layout.cache_url + "/status") as r:
+            async with s.get(self.layout.cache_url + "/status", headers=self._admin()) as r:
                 self.detail["cache_after_warm"] = await r.json(content_type=None)
 
     async def puts(self) -> None:
@@ -293,14 +301,14 @@ class ClusterBench:
         alt = photo.alt_key(0, photo.Format.JPEG)
         async with (
             aiohttp.ClientSession() as s,
-            s.get(self.layout.directory_url + "/writable") as r,
+            s.get(self.layout.directory_url + "/writable", headers=self._admin()) as r,
         ):
             vid = (await r.json())["volumes"][0]["volume_id"]
         single = self.layout.store_url(1)
-        async with StoreClient(single, secret=self.secret) as c:
+        async with StoreClient(single, credentials=self.creds) as c:
             vols = {v["volume_id"] for v in await c.volumes()}
         target = vid if vid in vols else sorted(vols)[0]
-        auth = credentials.authorization_header(self.secret)
+        auth = self.creds.header(Purpose.WRITE)
         http = LeanHTTPClient()
 
         async def put_1x(key: int) -> None:
@@ -319,7 +327,7 @@ class ClusterBench:
         ones: list[dict[str, float]] = []
         threes: list[dict[str, float]] = []
         try:
-            async with BlobWriter(self.layout.directory_url, secret=self.secret) as w:
+            async with BlobWriter(self.layout.directory_url, credentials=self.creds) as w:
 
                 async def put_3x(key: int) -> None:
                     await w.put(key, alt, payload, cookie=1)

@@ -180,6 +180,7 @@ class Bench:
                     lambda: [node.pid],
                     base_url=node.url,
                     paths=paths_file,
+                    headers={"Authorization": node.read_authorization},
                     connections=plan.hot_connections,
                     duration_s=plan.duration_s,
                 )
@@ -207,6 +208,7 @@ class Bench:
                     before=lambda: self.evict(volume_file),
                     base_url=node.url,
                     paths=paths_file,
+                    headers={"Authorization": node.read_authorization},
                     order="sequential",
                     connections=plan.cold_queue_depth,
                     duration_s=plan.cold_duration_s,

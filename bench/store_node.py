@@ -9,7 +9,7 @@ from pathlib import Path
 from types import TracebackType
 
 from bench.peers import ServerProcess, free_port
-from common import credentials
+from common.credentials import Credentials, Purpose
 
 HOST = "127.0.0.1"
 
@@ -18,8 +18,11 @@ class StoreNodeProcess:
     def __init__(self, data_dir: Path, secret_file: Path, log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
-        secret = secret_file.read_bytes().strip()
-        self.authorization = credentials.authorization_header(secret)
+        creds = Credentials.from_secret(secret_file.read_bytes().strip())
+        # Writes (PUT), reads (the GETs of the benchmark) and the node's own figures.
+        self.authorization = creds.header(Purpose.WRITE)
+        self.read_authorization = creds.header(Purpose.READ)
+        self._admin = {"Authorization": creds.header(Purpose.ADMIN)}
         self._server = ServerProcess(
             [
                 sys.executable, "-m", "ops.cli", "store", "serve",
@@ -47,7 +50,8 @@ class StoreNodeProcess:
         self._server.stop(timeout_s=120)
 
     def volume(self, vid: int = 1) -> dict[str, object]:
-        with urllib.request.urlopen(f"{self.url}/volumes/{vid}", timeout=10) as r:
+        req = urllib.request.Request(f"{self.url}/volumes/{vid}", headers=self._admin)
+        with urllib.request.urlopen(req, timeout=10) as r:
             return dict(json.loads(r.read()))
 
     def syncs_per_write(self, vid: int = 1) -> float:
@@ -57,6 +61,7 @@ class StoreNodeProcess:
 
     def read_sources(self) -> tuple[int, int]:
         """(reads served from the page cache, reads that went to the device) so far."""
-        with urllib.request.urlopen(f"{self.url}/status", timeout=10) as r:
+        req = urllib.request.Request(f"{self.url}/status", headers=self._admin)
+        with urllib.request.urlopen(req, timeout=10) as r:
             doc = json.loads(r.read())
         return int(doc["reads_from_cache"]), int(doc["reads_from_disk"])

@@ -2,13 +2,14 @@
 
 Routes:
 
-* ``GET|HEAD /c/{vid}/{key}/{alt}/{cookie}``: a hit is answered synchronously (no Task);
-  a miss returns a coroutine that awaits the flight. Request headers
-  ``X-Pinhole-Replicas`` (store base URLs, preferred first; at most
+* ``GET|HEAD /c/{vid}/{key}/{alt}/{cookie}`` (read credential): a hit is answered
+  synchronously (no Task); a miss returns a coroutine that awaits the flight. Request
+  headers ``X-Pinhole-Replicas`` (store base URLs, preferred first; at most
   ``REPLICAS_PER_REQUEST_MAX``; needed on a miss only) and ``X-Pinhole-Admit`` (1|0,
-  default 1).
-* ``DELETE /c/{vid}/{key}`` (internal credential): forget every variant.
-* ``GET /healthz``, ``GET /status``, ``GET /metrics``.
+  default 1). Both steer what the cache fetches and keeps, so they are taken only from a
+  caller that proves the read credential: without it, 401 before anything is looked at.
+* ``DELETE /c/{vid}/{key}`` (write credential): forget every variant.
+* ``GET /healthz`` (open), ``GET /status`` (admin), ``GET /metrics`` (metrics or admin).
 
 Errors become JSON ``{"error": {"code", "message"}}`` with the code also in
 ``X-Pinhole-Error`` in exactly one place, ``_error_response``.
@@ -25,7 +26,7 @@ from cache.flight import TooManyFetches
 from cache.lru import CachedNeedle, NeedleKey
 from cache.metrics import render_metrics
 from cache.node import CacheNode
-from common import credentials
+from common.credentials import Credentials, Purpose
 from common.leanhttp import Request, Response, encode_header_lines, json_response
 
 __all__ = ["REPLICAS_PER_REQUEST_MAX", "ApiError", "CacheHttpApi"]
@@ -97,9 +98,13 @@ def _replicas(header: str | None) -> list[str]:
 
 
 class CacheHttpApi:
-    def __init__(self, node: CacheNode, *, secret: bytes) -> None:
+    def __init__(self, node: CacheNode, *, credentials: Credentials) -> None:
         self.node = node
-        self._credential = credentials.derive(secret, credentials.STORE_INTERNAL)
+        self._credentials = credentials
+
+    def _require(self, req: Request, *purposes: Purpose) -> None:
+        if not self._credentials.allows(req.headers.get("authorization"), *purposes):
+            raise ApiError(401, "unauthorized", "the internal credential is missing or wrong")
 
     def handle(self, req: Request) -> Response | Awaitable[Response]:
         try:
@@ -115,10 +120,12 @@ class CacheHttpApi:
             if len(parts) == 4:
                 if method not in ("GET", "HEAD"):
                     raise ApiError(405, "method_not_allowed", f"{method} is not allowed here")
+                self._require(req, Purpose.READ)
                 return self._get(req, parts)
             if len(parts) == 2:
                 if method != "DELETE":
                     raise ApiError(405, "method_not_allowed", f"{method} is not allowed here")
+                self._require(req, Purpose.WRITE, Purpose.ADMIN)
                 return self._delete(req, parts)
             raise ApiError(404, "bad_path", "expected /c/{vid}/{key}/{alt}/{cookie}")
         if method not in ("GET", "HEAD"):
@@ -126,8 +133,10 @@ class CacheHttpApi:
         if path == "/healthz":
             return json_response(200, {"ok": True})
         if path == "/status":
+            self._require(req, Purpose.ADMIN)
             return json_response(200, asdict(self.node.statistics()))
         if path == "/metrics":
+            self._require(req, Purpose.METRICS, Purpose.ADMIN)
             body, content_type = render_metrics(self.node)
             return Response(200, body, (), content_type)
         raise ApiError(404, "not_found", f"no route {path}")
@@ -157,8 +166,6 @@ class CacheHttpApi:
         return _needle_response(req, entry, "miss")
 
     def _delete(self, req: Request, parts: list[str]) -> Response:
-        if not credentials.check_authorization(req.headers.get("authorization"), self._credential):
-            raise ApiError(401, "unauthorized", "the internal credential is missing or wrong")
         vid = _number(parts[0], _U32_MAX, "volume id")
         key = _number(parts[1], _U64_MAX, "key")
         return json_response(200, {"forgotten": self.node.forget(vid, key)})

@@ -30,6 +30,7 @@ from cache.errors import NeedleAbsent, ReplicaReadError
 from cache.flight import Flight, FlightTable
 from cache.lru import CachedNeedle, LruStatistics, NeedleKey, NeedleLru
 from cache.replica_read import read_from_replicas, report_bad_replicas
+from common.credentials import Credentials, Purpose
 from common.leanhttp.client import LeanHTTPClient
 
 __all__ = ["CacheNode", "CacheStatistics"]
@@ -71,9 +72,12 @@ class CacheStatistics:
 
 
 class CacheNode:
-    def __init__(self, config: CacheConfig, *, secret: bytes, client: LeanHTTPClient) -> None:
+    def __init__(
+        self, config: CacheConfig, *, credentials: Credentials, client: LeanHTTPClient
+    ) -> None:
         self.config = config
-        self._secret = secret
+        self._credentials = credentials
+        self._read_headers = (("Authorization", credentials.header(Purpose.READ)),)
         self.client = client
         self.lru = NeedleLru(bytes_max=config.cache_bytes_max, item_bytes_max=config.item_bytes_max)
         self._flights: FlightTable[CachedNeedle] = FlightTable(
@@ -120,7 +124,14 @@ class CacheNode:
         vid, key, alt, cookie = k
         try:
             read = await read_from_replicas(
-                self.client, replicas, vid, key, alt, cookie, timeout_s=self.config.fetch_timeout_s
+                self.client,
+                replicas,
+                vid,
+                key,
+                alt,
+                cookie,
+                headers=self._read_headers,
+                timeout_s=self.config.fetch_timeout_s,
             )
         except ReplicaReadError as exc:
             self._report(k, exc.bad)
@@ -195,7 +206,7 @@ class CacheNode:
             report_bad_replicas(
                 self.client,
                 directory_url,
-                secret=self._secret,
+                credentials=self._credentials,
                 volume_id=vid,
                 key=key,
                 alt_key=alt,

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cache.errors import NeedleAbsent, ReplicasUnavailable
-from common import credentials
+from common.credentials import Credentials, Purpose
 from common.leanhttp.client import HttpClientError, LeanHTTPClient
 from store.needle import CHECKSUM_BYTES, FOOTER_BYTES, encode_parts
 
@@ -94,11 +94,13 @@ async def read_from_replicas(
     alt: int,
     cookie: int,
     *,
+    headers: tuple[tuple[str, str], ...],
     timeout_s: float,
 ) -> ReplicaRead:
     """The needle from the first replica that serves a verified copy (see the module
-    docstring). Raises NeedleAbsent or ReplicasUnavailable (both carry ``bad`` and
-    ``failed``)."""
+    docstring). `headers` carries the read credential (stores answer 401 without it; build
+    the tuple once: the client memoizes its encoding per tuple). Raises NeedleAbsent or
+    ReplicasUnavailable (both carry ``bad`` and ``failed``)."""
     path = f"/n/{vid}/{key}/{alt}/{cookie:016x}"
     bad: list[str] = []
     failed: list[str] = []
@@ -107,7 +109,7 @@ async def read_from_replicas(
     for replica in replicas:
         base = replica.rstrip("/")
         try:
-            resp = await client.request("GET", base + path, timeout_s=timeout_s)
+            resp = await client.request("GET", base + path, headers=headers, timeout_s=timeout_s)
         except HttpClientError as exc:
             failed.append(replica)
             problems.append(f"{replica}: {exc}")
@@ -149,7 +151,7 @@ async def report_bad_replicas(
     client: LeanHTTPClient,
     directory_url: str,
     *,
-    secret: bytes,
+    credentials: Credentials,
     volume_id: int,
     key: int,
     alt_key: int,
@@ -165,8 +167,8 @@ async def report_bad_replicas(
     if not directory_url or not replicas:
         return 0
     base = directory_url.rstrip("/")
-    auth = ("Authorization", credentials.authorization_header(secret))
-    node_ids = await _node_ids(client, base, volume_id, timeout_s)
+    auth = ("Authorization", credentials.header(Purpose.READ))
+    node_ids = await _node_ids(client, base, volume_id, (auth,), timeout_s)
     headers = (auth, ("Content-Type", "application/json"))
     accepted = 0
     for replica in replicas:
@@ -202,13 +204,17 @@ async def report_bad_replicas(
 
 
 async def _node_ids(
-    client: LeanHTTPClient, directory_url: str, volume_id: int, timeout_s: float
+    client: LeanHTTPClient,
+    directory_url: str,
+    volume_id: int,
+    headers: tuple[tuple[str, str], ...],
+    timeout_s: float,
 ) -> dict[str, str]:
     """Replica URL (no trailing slash) -> node id, from the directory's view of the volume;
     empty when the directory cannot say."""
     url = f"{directory_url}/volumes/{volume_id}"
     try:
-        resp = await client.request("GET", url, timeout_s=timeout_s)
+        resp = await client.request("GET", url, headers=headers, timeout_s=timeout_s)
         if resp.status != 200:
             raise ValueError(f"HTTP {resp.status}")
         return {

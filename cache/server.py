@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from cache.config import CacheConfig
 from cache.http_api import CacheHttpApi
 from cache.node import CacheNode
-from common import credentials
+from common.credentials import Credentials, Purpose
 from common.leanhttp import HttpLimits, LeanHTTPServer
 from common.leanhttp.client import HttpClientError, LeanHTTPClient
 from common.signals import stop_event
@@ -50,7 +50,7 @@ def advertised_url(config: CacheConfig, port: int) -> str:
 
 @contextlib.asynccontextmanager
 async def running_cache(
-    config: CacheConfig, *, secret: bytes
+    config: CacheConfig, *, credentials: Credentials
 ) -> AsyncIterator[tuple[CacheNode, LeanHTTPServer]]:
     """Serves the cache (port 0 picks a free one: read ``server.port``), heartbeats while
     ``directory_url`` is set, and on exit stops the heartbeat, the server, running store
@@ -60,8 +60,8 @@ async def running_cache(
         response_bytes_max=config.response_bytes_max,
         connect_timeout_s=min(config.fetch_timeout_s, 2.0),
     )
-    node = CacheNode(config, secret=secret, client=client)
-    api = CacheHttpApi(node, secret=secret)
+    node = CacheNode(config, credentials=credentials, client=client)
+    api = CacheHttpApi(node, credentials=credentials)
     server = LeanHTTPServer(api.handle, limits=http_limits(config), name=f"cache {config.name}")
     heartbeat: asyncio.Task[None] | None = None
     try:
@@ -70,7 +70,7 @@ async def running_cache(
             url = advertised_url(config, server.port)
             node_id = config.node_id or f"cache-{config.host}:{server.port}"
             heartbeat = asyncio.get_running_loop().create_task(
-                heartbeat_loop(client, config, secret=secret, node_id=node_id, url=url)
+                heartbeat_loop(client, config, credentials=credentials, node_id=node_id, url=url)
             )
         yield node, server
     finally:
@@ -84,7 +84,7 @@ async def running_cache(
 
 
 async def heartbeat_loop(
-    client: LeanHTTPClient, config: CacheConfig, *, secret: bytes, node_id: str, url: str
+    client: LeanHTTPClient, config: CacheConfig, *, credentials: Credentials, node_id: str, url: str
 ) -> None:
     """Heartbeats forever (cancel to stop)."""
     target = config.directory_url.rstrip("/") + "/heartbeat"
@@ -99,7 +99,7 @@ async def heartbeat_loop(
         }
     ).encode()
     headers = (
-        ("Authorization", credentials.authorization_header(secret)),
+        ("Authorization", credentials.header(Purpose.NODE)),
         ("Content-Type", "application/json"),
     )
     interval = config.heartbeat_interval_s
@@ -136,11 +136,11 @@ def _interval(body: bytes, current: float) -> float:
 
 
 async def serve_forever(
-    config: CacheConfig, *, secret: bytes, ready: asyncio.Event | None = None
+    config: CacheConfig, *, credentials: Credentials, ready: asyncio.Event | None = None
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
     with stop_event() as stop:
-        async with running_cache(config, secret=secret) as (_, server):
+        async with running_cache(config, credentials=credentials) as (_, server):
             log.info("cache %s serving on http://%s:%d", config.name, config.host, server.port)
             print(
                 f"cache {config.name} listening on http://{config.host}:{server.port}", flush=True

@@ -6,9 +6,12 @@ A photo URL names the bytes without the metadata database (BRIEF §3):
     /p/{volume}/{key}/{cookie}/{rendition}.{ext}    exact: one format
 
 volume 1..2^32-1 and key 0..2^64-1 in canonical decimal (no sign, no leading zeros),
-cookie exactly 16 lower-case hex digits, rendition 0..2^24-1 (0 = the original), ext one
-of `EXTENSIONS`. One photo variant has exactly one URL: caches (ours, CDNs, browsers) key
-on it, so parsing is strict and `photo_path(parse_photo_path(p)) == p` for every valid p.
+cookie exactly 16 lower-case hex digits, rendition 0..2^24-1, ext one of `EXTENSIONS`.
+Rendition 0 is the original upload: it has a cookie of its own that no public URL carries,
+and the router serves it only to a request with the internal read credential. One photo
+variant has exactly one URL: caches (ours, CDNs, browsers) key on it, so parsing is strict
+and `photo_path(parse_photo_path(p)) == p` for every valid p. Private photos travel as
+signed, expiring URLs (common/signed_photo.py).
 
 Variant (alternate) key layout, as stored in the needle's u32 alt key:
 
@@ -99,6 +102,7 @@ ALT_KEY_BITS: Final = RENDITION_BITS + FMT_BITS
 FMT_MAX: Final = (1 << FMT_BITS) - 1
 RENDITION_MAX: Final = (1 << RENDITION_BITS) - 1
 ALT_KEY_MAX: Final = (1 << ALT_KEY_BITS) - 1
+ORIGINAL_RENDITION: Final = 0
 VOLUME_ID_MIN: Final = 1
 VOLUME_ID_MAX: Final = 2**32 - 1
 KEY_MAX: Final = 2**64 - 1

@@ -10,10 +10,12 @@ from typing import Any, Self
 
 import aiohttp
 
-from common import credentials
+from common.credentials import Credentials, Purpose
 from directory.errors import DirectoryError
 
 __all__ = ["DirectoryClient", "DirectoryError"]
+
+_R, _W, _N, _A = Purpose.READ, Purpose.WRITE, Purpose.NODE, Purpose.ADMIN
 
 
 class DirectoryClient:
@@ -21,12 +23,14 @@ class DirectoryClient:
         self,
         base_url: str,
         *,
-        secret: bytes | None = None,
+        credentials: Credentials | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout_s: float = 10.0,
     ) -> None:
+        """Each call sends the first credential `credentials` holds among the purposes its
+        route takes (none when it holds none: the directory answers 401)."""
         self.base_url = base_url.rstrip("/")
-        self._auth = credentials.authorization_header(secret) if secret else None
+        self._credentials = credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._own_session = session is None
         self._session = session
@@ -43,11 +47,21 @@ class DirectoryClient:
             self._session = None
 
     async def _call(
-        self, method: str, path: str, *, body: Any = None, expect: tuple[int, ...] = (200,)
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        expect: tuple[int, ...] = (200,),
+        purposes: tuple[Purpose, ...] = (_A,),
     ) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        headers = {"Authorization": self._auth} if self._auth else {}
+        headers: dict[str, str] = {}
+        creds = self._credentials
+        held = None if creds is None else next((p for p in purposes if creds.holds(p)), None)
+        if creds is not None and held is not None:
+            headers["Authorization"] = creds.header(held)
         try:
             async with self._session.request(
                 method, self.base_url + path, json=body, headers=headers, timeout=self._timeout
@@ -94,13 +108,13 @@ class DirectoryClient:
             "free_bytes": free_bytes,
             "volumes": volumes or [],
         }
-        return dict(await self._call("POST", "/heartbeat", body=body))
+        return dict(await self._call("POST", "/heartbeat", body=body, purposes=(_N,)))
 
     async def nodes(self) -> list[dict[str, Any]]:
         return list((await self._call("GET", "/nodes"))["nodes"])
 
     async def caches(self) -> list[dict[str, Any]]:
-        return list((await self._call("GET", "/caches"))["caches"])
+        return list((await self._call("GET", "/caches", purposes=(_R, _A)))["caches"])
 
     # -- volumes ---------------------------------------------------------------------------
 
@@ -108,11 +122,11 @@ class DirectoryClient:
         return list((await self._call("GET", "/volumes"))["volumes"])
 
     async def volume(self, vid: int) -> dict[str, Any]:
-        return dict(await self._call("GET", f"/volumes/{vid}"))
+        return dict(await self._call("GET", f"/volumes/{vid}", purposes=(_R, _W, _A)))
 
     async def writable(self) -> dict[str, Any]:
         """{"volumes": [{volume_id, replicas: [url], node_ids: [id]}], "alerts": [...]}"""
-        return dict(await self._call("GET", "/writable"))
+        return dict(await self._call("GET", "/writable", purposes=(_W, _A)))
 
     async def create_volumes(self, count: int) -> list[dict[str, Any]]:
         doc = await self._call("POST", "/volumes", body={"count": count}, expect=(201,))
@@ -124,7 +138,9 @@ class DirectoryClient:
         body: dict[str, Any] = {"reason": reason}
         if node_id is not None:
             body["node_id"] = node_id
-        return dict(await self._call("POST", f"/volumes/{vid}/readonly", body=body))
+        return dict(
+            await self._call("POST", f"/volumes/{vid}/readonly", body=body, purposes=(_W, _A))
+        )
 
     async def set_writable(self, vid: int) -> dict[str, Any]:
         return dict(await self._call("POST", f"/volumes/{vid}/writable", body={}))
@@ -135,7 +151,7 @@ class DirectoryClient:
         body: dict[str, Any] = {"volume_id": vid, "key": str(key)}
         if alt_key is not None:
             body["alt_key"] = alt_key
-        return dict(await self._call("POST", "/deletes", body=body))
+        return dict(await self._call("POST", "/deletes", body=body, purposes=(_W, _A)))
 
     async def report_repair(
         self, vid: int, key: int, alt_key: int, node_id: str, reason: str
@@ -147,7 +163,11 @@ class DirectoryClient:
             "node_id": node_id,
             "reason": reason,
         }
-        return dict(await self._call("POST", "/repairs", body=body, expect=(202,)))
+        return dict(
+            await self._call(
+                "POST", "/repairs", body=body, expect=(202,), purposes=(_R, _N, _W, _A)
+            )
+        )
 
     async def repairs(self) -> list[dict[str, Any]]:
         return list((await self._call("GET", "/repairs"))["repairs"])
@@ -178,7 +198,7 @@ class DirectoryClient:
         return dict(await self._call("GET", "/status"))
 
     async def healthz(self) -> dict[str, Any]:
-        return dict(await self._call("GET", "/healthz"))
+        return dict(await self._call("GET", "/healthz", purposes=()))
 
     async def metrics(self) -> str:
-        return str(await self._call("GET", "/metrics"))
+        return str(await self._call("GET", "/metrics", purposes=(Purpose.METRICS, _A)))

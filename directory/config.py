@@ -63,6 +63,13 @@ class DirectoryConfig:
     repairs_listed_max: int = 200
     # Moves one GET /plan/* answer proposes at most.
     plan_moves_max: int = 1000
+    # Volume lookups (GET /volumes/{vid}, /caches) are answered from a snapshot of the state
+    # at most lookup_snapshot_s old, loaded by one request at a time. A volume id above the
+    # snapshot's highest (one created since) reloads it, but at most once per
+    # lookup_reload_s_min: a flood of unknown ids costs at most 1 / lookup_reload_s_min
+    # state loads a second.
+    lookup_snapshot_s: float = 1.0
+    lookup_reload_s_min: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -83,6 +90,8 @@ class DirectoryConfig:
             "volumes_create_max",
             "repairs_listed_max",
             "plan_moves_max",
+            "lookup_snapshot_s",
+            "lookup_reload_s_min",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -97,6 +106,8 @@ class DirectoryConfig:
             )
         if self.node_timeout_s <= self.heartbeat_interval_s:
             raise ValueError("node_timeout_s must exceed heartbeat_interval_s")
+        if self.lookup_reload_s_min > self.lookup_snapshot_s:
+            raise ValueError("lookup_reload_s_min must not exceed lookup_snapshot_s")
         if self.database_url and "://" not in self.database_url:
             raise ValueError("database_url must be a URL (postgresql+asyncpg://...)")
 

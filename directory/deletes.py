@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import sqlalchemy as sa
 
-from common import credentials
+from common.credentials import Purpose
 from directory import schema
 from directory.errors import VolumeNotFound
 from directory.leases import LOCK
@@ -107,7 +107,7 @@ async def record(
 async def _send(directory: Directory, row: PendingDelete) -> str | None:
     """None when the target has the delete, else the error."""
     if row.target_role == "store":
-        client = StoreClient(row.url, secret=directory.secret, session=directory.session)
+        client = StoreClient(row.url, credentials=directory.credentials, session=directory.session)
         try:
             await client.delete(row.volume_id, row.key, row.alt_key)
         except StoreClientError as e:
@@ -115,7 +115,7 @@ async def _send(directory: Directory, row: PendingDelete) -> str | None:
                 return None
             return str(e)
         return None
-    headers = {"Authorization": credentials.authorization_header(directory.secret)}
+    headers = {"Authorization": directory.credentials.header(Purpose.WRITE)}
     try:
         async with directory.session.delete(
             f"{row.url}/c/{row.volume_id}/{row.key}", headers=headers

@@ -87,7 +87,7 @@ async def create_physical(directory: Directory, state: ClusterState, lv: VolumeI
         node = state.nodes.get(node_id)
         if node is None or not state.alive(node_id):
             return f"{node_id}: down"
-        client = StoreClient(node.url, secret=directory.secret, session=directory.session)
+        client = StoreClient(node.url, credentials=directory.credentials, session=directory.session)
         try:
             await client.create_volume(lv.volume_id)
         except StoreClientError as e:

@@ -3,7 +3,12 @@
 One middleware turns every error into `{"error": {"code", "message"}}`: the package's
 DirectoryError tree by its `status`/`code`, aiohttp's own HTTP errors (unknown route 404,
 405, body over request_body_bytes_max 413) by theirs, anything else 500 `internal`. The
-same middleware checks the internal credential on every mutation (any method but GET).
+same middleware checks the internal credential of every route but /healthz against the
+purposes `make_app` lists for it (common/credentials.py): lookups take read, the write
+path's calls write, heartbeats node, the rest admin.
+
+Volume lookups answer from a snapshot of the state (`Directory.lookup_state`), so a flood of
+lookups, of unknown volume ids included, costs no state load per request.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from common import credentials
+from common.credentials import Purpose
 from directory import deletes, growth, health, moves, registry, repairs
 from directory.errors import BadRequest, DirectoryError, Unauthorized, VolumeNotFound
 from directory.registry import VOLUME_ID_MAX
@@ -24,7 +29,8 @@ from directory.state import ClusterState
 log = logging.getLogger("pinhole.directory")
 
 DIRECTORY: Final = web.AppKey("directory", Directory)
-CREDENTIAL: Final = web.AppKey("credential", str)
+# (method, route path) -> the purposes whose credential it takes; () = open.
+PURPOSES: Final = web.AppKey("purposes", dict)
 KEY_MAX: Final = 2**64 - 1
 ALT_KEY_MAX: Final = 2**32 - 1
 
@@ -38,8 +44,17 @@ def _error(status: int, code: str, message: str) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        if request.method not in ("GET", "HEAD") and not credentials.check_authorization(
-            request.headers.get("Authorization"), request.app[CREDENTIAL]
+        route = request.match_info.route
+        canonical = route.resource.canonical if route.resource is not None else ""
+        purposes = request.app[PURPOSES].get((route.method, canonical))
+        if purposes is None and route.method == "HEAD":
+            purposes = request.app[PURPOSES].get(("GET", canonical))
+        if purposes is None:
+            # No such route (or method): only a caller with the admin credential learns
+            # which (404 or 405); anyone else gets 401.
+            purposes = (Purpose.ADMIN,)
+        if purposes and not _d(request).credentials.allows(
+            request.headers.get("Authorization"), *purposes
         ):
             raise Unauthorized("a valid internal credential is required")
         response: web.StreamResponse = await handler(request)
@@ -101,6 +116,11 @@ def alerts(directory: Directory, state: ClusterState) -> list[str]:
     return sorted(out)
 
 
+# On lookups: the highest volume id the answer's snapshot knows, so a router can answer an
+# unknown id above it without asking again for each one (router/lookup.py).
+VOLUME_ID_MAX_HEADER: Final = "X-Pinhole-Volume-Id-Max"
+
+
 async def _volume_answer(directory: Directory, vid: int) -> web.Response:
     state = await directory.state()
     lv = state.volumes.get(vid)
@@ -128,7 +148,7 @@ async def nodes(request: web.Request) -> web.Response:
 
 
 async def caches(request: web.Request) -> web.Response:
-    state = await _d(request).state()
+    state = (await _d(request).lookup_state()).state
     return web.json_response({"caches": registry.caches_json(state)})
 
 
@@ -138,7 +158,17 @@ async def volumes(request: web.Request) -> web.Response:
 
 
 async def volume(request: web.Request) -> web.Response:
-    return await _volume_answer(_d(request), _vid(request.match_info["vid"]))
+    """A lookup, from the snapshot (Directory.lookup_state)."""
+    vid = _vid(request.match_info["vid"])
+    snapshot = await _d(request).lookup_state(volume_id=vid)
+    state = snapshot.state
+    headers = {VOLUME_ID_MAX_HEADER: str(snapshot.volume_id_max)}
+    lv = state.volumes.get(vid)
+    if lv is None:
+        message = f"no logical volume {vid}"
+        body = {"error": {"code": VolumeNotFound.code, "message": message}}
+        return web.json_response(body, status=VolumeNotFound.status, headers=headers)
+    return web.json_response(state.volume_json(lv), headers=headers)
 
 
 async def writable(request: web.Request) -> web.Response:
@@ -291,26 +321,32 @@ def make_app(directory: Directory) -> web.Application:
         client_max_size=directory.config.request_body_bytes_max,
     )
     app[DIRECTORY] = directory
-    app[CREDENTIAL] = credentials.derive(directory.secret, credentials.STORE_INTERNAL)
-    r = app.router
-    r.add_get("/healthz", healthz)
-    r.add_get("/status", status)
-    r.add_get("/metrics", metrics)
-    r.add_post("/heartbeat", heartbeat)
-    r.add_get("/nodes", nodes)
-    r.add_get("/caches", caches)
-    r.add_get("/volumes", volumes)
-    r.add_post("/volumes", create_volumes)
-    r.add_get("/volumes/{vid}", volume)
-    r.add_post("/volumes/{vid}/readonly", set_readonly)
-    r.add_post("/volumes/{vid}/writable", set_writable)
-    r.add_post("/volumes/{vid}/replicas", add_replica)
-    r.add_post("/volumes/{vid}/replicas/{node_id}/ready", replica_ready)
-    r.add_delete("/volumes/{vid}/replicas/{node_id}", remove_replica)
-    r.add_get("/writable", writable)
-    r.add_post("/deletes", post_delete)
-    r.add_post("/repairs", post_repair)
-    r.add_get("/repairs", get_repairs)
-    r.add_get("/plan/replication", plan_replication)
-    r.add_get("/plan/balance", plan_balance)
+    read, write, node, admin = Purpose.READ, Purpose.WRITE, Purpose.NODE, Purpose.ADMIN
+    routes: list[tuple[str, str, Handler, tuple[Purpose, ...]]] = [
+        ("GET", "/healthz", healthz, ()),
+        ("GET", "/status", status, (admin,)),
+        ("GET", "/metrics", metrics, (Purpose.METRICS, admin)),
+        ("POST", "/heartbeat", heartbeat, (node,)),
+        ("GET", "/nodes", nodes, (admin,)),
+        ("GET", "/caches", caches, (read, admin)),
+        ("GET", "/volumes", volumes, (admin,)),
+        ("POST", "/volumes", create_volumes, (admin,)),
+        ("GET", "/volumes/{vid}", volume, (read, write, admin)),
+        # A writer reports the volume a replica failed on.
+        ("POST", "/volumes/{vid}/readonly", set_readonly, (write, admin)),
+        ("POST", "/volumes/{vid}/writable", set_writable, (admin,)),
+        ("POST", "/volumes/{vid}/replicas", add_replica, (admin,)),
+        ("POST", "/volumes/{vid}/replicas/{node_id}/ready", replica_ready, (admin,)),
+        ("DELETE", "/volumes/{vid}/replicas/{node_id}", remove_replica, (admin,)),
+        ("GET", "/writable", writable, (write, admin)),
+        ("POST", "/deletes", post_delete, (write, admin)),
+        # Readers, scrubbers and writers report bad copies.
+        ("POST", "/repairs", post_repair, (read, node, write, admin)),
+        ("GET", "/repairs", get_repairs, (admin,)),
+        ("GET", "/plan/replication", plan_replication, (admin,)),
+        ("GET", "/plan/balance", plan_balance, (admin,)),
+    ]
+    app[PURPOSES] = {(method, path): purposes for method, path, _, purposes in routes}
+    for method, path, handler, _ in routes:
+        app.router.add_route(method, path, handler)
     return app

@@ -21,7 +21,7 @@ import aiohttp
 import sqlalchemy as sa
 import xxhash
 
-from common import credentials
+from common.credentials import Purpose
 from directory import schema
 from directory.deletes import ERROR_CHARS_MAX, backoff_s
 from directory.errors import BadRequest, VolumeNotFound
@@ -169,7 +169,7 @@ async def _claim(directory: Directory) -> list[Repair]:
 
 async def _read_source(directory: Directory, url: str, r: Repair) -> tuple[bytes, int] | str | None:
     """(data, cookie); None when the source has no such needle; else the error text."""
-    headers = {"Authorization": credentials.authorization_header(directory.secret)}
+    headers = {"Authorization": directory.credentials.header(Purpose.READ)}
     try:
         async with directory.session.get(
             f"{url}/n/{r.volume_id}/{r.key}/{r.alt_key}", headers=headers
@@ -222,7 +222,7 @@ async def _repair_one(directory: Directory, state: ClusterState, r: Repair) -> s
             continue
         data, cookie = got
         headers = {
-            "Authorization": credentials.authorization_header(directory.secret),
+            "Authorization": directory.credentials.header(Purpose.WRITE),
             "X-Pinhole-Repair": "1",
             "X-Pinhole-Checksum": f"{xxhash.xxh3_64_intdigest(data):016x}",
             "Content-Type": "application/octet-stream",

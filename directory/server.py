@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from common.credentials import Credentials
 from common.db import migrate, open_database
 from common.signals import stop_event
 from directory import schema
@@ -21,7 +22,7 @@ log = logging.getLogger("pinhole.directory")
 
 @contextlib.asynccontextmanager
 async def running_directory(
-    config: DirectoryConfig, *, secret: bytes, loops: bool = True
+    config: DirectoryConfig, *, credentials: Credentials, loops: bool = True
 ) -> AsyncIterator[tuple[Directory, int]]:
     """Opens (and migrates) the database, starts the loops (unless `loops` is false: for
     tests of the handlers alone) and serves the API; yields (directory, port). On exit the
@@ -31,7 +32,7 @@ async def running_directory(
     db = await open_database(config.database, schema=config.database_schema or None)
     try:
         await migrate(db, schema.COMPONENT, schema.MIGRATIONS)
-        directory = Directory(config, db, secret=secret)
+        directory = Directory(config, db, credentials=credentials)
         await directory.start(loops=loops)
         try:
             runner = web.AppRunner(make_app(directory), access_log=None)
@@ -50,11 +51,11 @@ async def running_directory(
 
 
 async def serve_forever(
-    config: DirectoryConfig, *, secret: bytes, ready: asyncio.Event | None = None
+    config: DirectoryConfig, *, credentials: Credentials, ready: asyncio.Event | None = None
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
     with stop_event() as stop:
-        async with running_directory(config, secret=secret) as (_, port):
+        async with running_directory(config, credentials=credentials) as (_, port):
             log.info("directory serving on http://%s:%d (%s)", config.host, port, config.placement)
             print(f"directory listening on http://{config.host}:{port}", flush=True)
             if ready is not None:

@@ -17,26 +17,40 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from common.credentials import Credentials
 from common.db import Database
 from directory import deletes, growth, health, leases, repairs
 from directory.config import DirectoryConfig
 from directory.state import ClusterState, load_state
 
 LOOPS = ("health", "growth", "deletes", "repairs")
+
+
+@dataclass(frozen=True, slots=True)
+class LookupSnapshot:
+    """The state lookups answer from, its highest volume id, and when it was loaded."""
+
+    state: ClusterState
+    volume_id_max: int
+    loaded_monotonic_s: float
+
+
 PASS_LOG_MAX = 1000
 # On close, a loop's pass in progress gets this long to end before it is cancelled.
 LOOP_STOP_S_MAX = 5.0
 
 
 class Directory:
-    def __init__(self, config: DirectoryConfig, db: Database, *, secret: bytes) -> None:
+    def __init__(self, config: DirectoryConfig, db: Database, *, credentials: Credentials) -> None:
         self.config = config
         self.db = db
-        self.secret = secret
+        # Sent to stores and caches (deletes, repairs, volume orders); checked on requests.
+        self.credentials = credentials
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.log = logging.getLogger("pinhole.directory")
         self.counters: Counter[str] = Counter()
@@ -49,6 +63,9 @@ class Directory:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._lookup: LookupSnapshot | None = None
+        self._lookup_loading: asyncio.Future[LookupSnapshot] | None = None
+        self.lookup_loads = 0
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -95,6 +112,37 @@ class Directory:
     async def state(self) -> ClusterState:
         async with self.db.snapshot() as conn:
             return await load_state(conn, self.config, time.time())
+
+    async def lookup_state(self, *, volume_id: int | None = None) -> LookupSnapshot:
+        """The state read-only lookups answer from: a snapshot at most lookup_snapshot_s
+        old, one load at a time for everyone waiting. `volume_id` above the snapshot's
+        highest id (a volume created since) reloads it if it is older than
+        lookup_reload_s_min."""
+        now = time.monotonic()
+        cached = self._lookup
+        if cached is not None:
+            age = now - cached.loaded_monotonic_s
+            newer = volume_id is not None and volume_id > cached.volume_id_max
+            if age < self.config.lookup_snapshot_s and not (
+                newer and age >= self.config.lookup_reload_s_min
+            ):
+                return cached
+        loading = self._lookup_loading
+        if loading is None:
+            loading = asyncio.ensure_future(self._load_lookup())
+            self._lookup_loading = loading
+        # shield: one caller giving up must not cancel the load the others wait for.
+        return await asyncio.shield(loading)
+
+    async def _load_lookup(self) -> LookupSnapshot:
+        try:
+            started = time.monotonic()
+            state = await self.state()
+            self.lookup_loads += 1
+            self._lookup = LookupSnapshot(state, state.volume_id_max, started)
+            return self._lookup
+        finally:
+            self._lookup_loading = None
 
     # -- alerts ----------------------------------------------------------------------------
 

@@ -64,6 +64,12 @@ class ClusterState:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     volumes: dict[int, VolumeInfo] = field(default_factory=dict)
 
+    @property
+    def volume_id_max(self) -> int:
+        """The highest logical volume id (0 when there is none): ids are handed out in
+        increasing order, so a larger one did not exist when this state was read."""
+        return max(self.volumes, default=0)
+
     def alive(self, node_id: str) -> bool:
         node = self.nodes.get(node_id)
         return node is not None and node.alive(self.now, self.config.node_timeout_s)

@@ -38,7 +38,7 @@ from typing import Any, Final
 import aiohttp
 import xxhash
 
-from common import credentials
+from common.credentials import Credentials, Purpose
 from common.leanhttp.client import HttpClientError, HttpTimeoutError, LeanHTTPClient
 from directory.client import DirectoryClient
 from directory.errors import DirectoryError, NoWritableVolume
@@ -79,7 +79,7 @@ class BlobWriter:
         self,
         directory_url: str,
         *,
-        secret: bytes,
+        credentials: Credentials,
         session: aiohttp.ClientSession | None = None,
         http: LeanHTTPClient | None = None,
         replica_timeout_s: float = 10.0,
@@ -92,8 +92,10 @@ class BlobWriter:
         self._session = session or aiohttp.ClientSession()
         self._own_http = http is None
         self._http = http
-        self.directory = DirectoryClient(directory_url, secret=secret, session=self._session)
-        self._auth = credentials.authorization_header(secret)
+        self.directory = DirectoryClient(
+            directory_url, credentials=credentials, session=self._session
+        )
+        self._auth = credentials.header(Purpose.WRITE)
         self._replica_timeout_s = replica_timeout_s
         self._writable_cache_s = writable_cache_s
         self._volume_attempts_max = volume_attempts_max

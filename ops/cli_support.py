@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -14,6 +15,7 @@ import click
 
 from common import credentials
 from common.config import ConfigError, load_toml
+from common.credentials import Credentials
 
 T = TypeVar("T")
 
@@ -62,6 +64,57 @@ def cluster_secret(secret_file: Path | None, root: Path) -> bytes:
         return credentials.load_secret(secret_file=secret_file, default_dir=root)
     except credentials.SecretError as e:
         raise CliError(str(e), EXIT_USAGE) from e
+
+
+def operator_credentials(secret_file: Path | None, root: Path = DEFAULT_ROOT) -> Credentials:
+    """Every credential: the operator's commands hold the cluster secret."""
+    return Credentials.from_secret(cluster_secret(secret_file, root))
+
+
+def service_credentials(
+    role: str, *, credentials_file: Path | None, secret_file: Path | None, root: Path
+) -> Credentials:
+    """What the service `role` holds: its credentials file (what `pinhole up` hands each
+    service), else its share of the cluster secret (created under `root` for a local
+    cluster when none is configured)."""
+    if credentials_file is not None:
+        if secret_file is not None:
+            raise CliError("give either --credentials or --secret-file, not both", EXIT_USAGE)
+        try:
+            return Credentials.read(credentials_file)
+        except credentials.CredentialError as e:
+            raise CliError(str(e), EXIT_USAGE) from e
+    if secret_file is None and not os.environ.get(credentials.SECRET_ENV):
+        credentials.ensure_secret_file(root)
+    return Credentials.for_service(cluster_secret(secret_file, root), role)
+
+
+def credentials_options(f: Any) -> Any:
+    """--credentials, --secret-file and --root, for the commands that run a service."""
+    for option in reversed(
+        [
+            click.option(
+                "--credentials",
+                "credentials_file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="This service's credentials file (what `pinhole up` writes for it).",
+            ),
+            click.option(
+                "--secret-file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Cluster secret file (the service takes only its share of it).",
+            ),
+            click.option(
+                "--root",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=DEFAULT_ROOT,
+                show_default=True,
+                help="Where the local cluster's secret lives when none is given.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
 
 
 def emit_json(doc: Any) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Final
 import aiohttp
 
 from common import credentials
+from common.credentials import Credentials, Purpose
 
 PORT_BASE_DEFAULT: Final = 8700
 STORES_DEFAULT: Final = 4
@@ -40,6 +41,7 @@ WORKERS_MAX: Final = 9
 # of the primary's rack) holds with any one store lost.
 PLACEMENT_DEFAULT: Final = "011"
 REGISTRY_FILE: Final = "services.json"
+CREDENTIALS_DIR: Final = "credentials"
 STOP_GRACE_S: Final = 30.0
 HEALTH_TIMEOUT_S: Final = 2.0
 
@@ -86,6 +88,16 @@ class Layout:
     def secret_file(self) -> Path:
         return self.root / credentials.SECRET_FILE_NAME
 
+    def credentials_file(self, role: str) -> Path:
+        """What the services of `role` hold (common/credentials.py SERVICE_GRANTS)."""
+        return self.root / CREDENTIALS_DIR / f"{role}.json"
+
+    def operator_credentials(self) -> Credentials:
+        """Everything, from the cluster secret: what `pinhole` commands use."""
+        return Credentials.from_secret(
+            credentials.load_secret(secret_file=self.secret_file, default_dir=None)
+        )
+
     @property
     def placement(self) -> str:
         # Three stores fit one rack only: three hosts of it.
@@ -98,7 +110,10 @@ class Layout:
         """In start order: the directory, the store nodes, the cache, the router, the API,
         the media workers."""
         py = (sys.executable, "-m", "ops.cli")
-        secret = ("--secret-file", str(self.secret_file))
+
+        def creds(role: str) -> tuple[str, str]:
+            return ("--credentials", str(self.credentials_file(role)))
+
         out = [
             Service(
                 "directory",
@@ -106,7 +121,7 @@ class Layout:
                 self.directory_url,
                 (*py, "directory", "serve", "--data", str(self.root / "directory"),
                  "--host", self.host, "--port", str(self.port_base),
-                 "--placement", self.placement, *secret),
+                 "--placement", self.placement, *creds("directory")),
             )
         ]  # fmt: skip
         for i in range(1, self.stores + 1):
@@ -120,7 +135,7 @@ class Layout:
                      "--host", self.host, "--port", str(self.port_base + i),
                      "--node-id", f"store-{i}",
                      "--failure-domain", f"dc1/rack{rack}/host{i}",
-                     "--directory-url", self.directory_url, *secret,
+                     "--directory-url", self.directory_url, *creds("store"),
                      *self.extra_store_args),
                 )
             )  # fmt: skip
@@ -131,7 +146,7 @@ class Layout:
                 self.cache_url,
                 (*py, "cache", "serve", "--host", self.host,
                  "--port", str(self.port_base + CACHE_PORT_OFFSET), "--node-id", "cache-1",
-                 "--directory-url", self.directory_url, *secret),
+                 "--directory-url", self.directory_url, *creds("cache")),
             )
         )  # fmt: skip
         out.append(
@@ -141,7 +156,7 @@ class Layout:
                 self.router_url,
                 (*py, "router", "serve", "--host", self.host,
                  "--port", str(self.port_base + ROUTER_PORT_OFFSET),
-                 "--directory-url", self.directory_url, *secret),
+                 "--directory-url", self.directory_url, *creds("router")),
             )
         )  # fmt: skip
         media = ("--media-data", str(self.root / "media"), "--directory-url",
@@ -153,7 +168,7 @@ class Layout:
                 self.api_url,
                 (*py, "api", "serve", "--host", self.host,
                  "--port", str(self.port_base + API_PORT_OFFSET),
-                 "--data", str(self.root / "api"), *media, *secret),
+                 "--data", str(self.root / "api"), *media, *creds("api")),
             )
         )  # fmt: skip
         for i in range(1, self.workers + 1):
@@ -164,7 +179,7 @@ class Layout:
                     "worker",
                     f"http://{self.host}:{port}",
                     (*py, "worker", "serve", "--name", f"worker-{i}", "--host", self.host,
-                     "--port", str(port), *media, *secret),
+                     "--port", str(port), *media, *creds("worker")),
                 )
             )  # fmt: skip
         return out
@@ -334,12 +349,24 @@ class ClusterError(Exception):
 START_S_MAX: Final = 60.0
 
 
+def write_service_credentials(layout: Layout) -> None:
+    """Each role's credentials file (mode 0600), derived from the cluster secret: a service
+    gets its share and never the secret itself. Rewritten at every start, so a changed
+    grant table or secret reaches every service."""
+    secret = credentials.load_secret(secret_file=layout.secret_file, default_dir=None)
+    directory = layout.root / CREDENTIALS_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    for role in credentials.SERVICE_GRANTS:
+        Credentials.for_service(secret, role).write(layout.credentials_file(role))
+
+
 def start_missing(layout: Layout) -> tuple[dict[str, Running], list[str]]:
     """Starts every service of the layout that is not running (the directory first, and
     waited for: stores register with it at start). Returns the registry and the names
     started."""
     import asyncio
 
+    write_service_credentials(layout)
     running = read_registry(layout.root)
     started = []
     for service in layout.services():
@@ -386,7 +413,8 @@ async def wait_up(
     async with aiohttp.ClientSession() as s:
         while True:
             try:
-                async with s.get(layout.directory_url + "/writable") as r:
+                admin = {"Authorization": layout.operator_credentials().header(Purpose.ADMIN)}
+                async with s.get(layout.directory_url + "/writable", headers=admin) as r:
                     doc = await r.json(content_type=None)
                     if r.status == 200 and doc.get("volumes"):
                         return

@@ -17,19 +17,21 @@ import click
 from aiohttp import web
 
 from common.config import ConfigError
+from common.credentials import Credentials
 from common.db import Database, migrate, open_database
 from common.signals import stop_event
 from ops.cli_support import (
     DEFAULT_ROOT,
     EXIT_USAGE,
     CliError,
+    credentials_options,
     emit_json,
     load_config,
     run,
+    service_credentials,
     setup_logging,
     table,
 )
-from ops.service_cmds import _secret
 from transformer import jobs, schema
 from transformer.config import MediaConfig, media_config
 
@@ -73,16 +75,7 @@ def _media_overrides(
 
 
 _secret_options = [
-    click.option(
-        "--secret-file", type=click.Path(dir_okay=False, path_type=Path), help="Cluster secret."
-    ),
-    click.option(
-        "--root",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=DEFAULT_ROOT,
-        show_default=True,
-        help="Where the local cluster's secret lives when no secret is given.",
-    ),
+    credentials_options,
     click.option("--log-level", default="info", show_default=True),
 ]
 
@@ -128,6 +121,7 @@ def api_serve(
     database_url: str | None,
     directory_url: str | None,
     router_url: str | None,
+    credentials_file: Path | None,
     secret_file: Path | None,
     root: Path,
     log_level: str,
@@ -150,7 +144,10 @@ def api_serve(
     media = _media_config(
         ctx, _media_overrides(media_data, database_url, directory_url, router_url)
     )
-    run(serve_forever(config, media, secret=_secret(secret_file, root), social=social, feed=feed))
+    creds = service_credentials(
+        "api", credentials_file=credentials_file, secret_file=secret_file, root=root
+    )
+    run(serve_forever(config, media, credentials=creds, social=social, feed=feed))
 
 
 # -- worker ---------------------------------------------------------------------------------
@@ -177,6 +174,7 @@ def worker_serve(
     database_url: str | None,
     directory_url: str | None,
     router_url: str | None,
+    credentials_file: Path | None,
     secret_file: Path | None,
     root: Path,
     log_level: str,
@@ -186,11 +184,14 @@ def worker_serve(
     media = _media_config(
         ctx, _media_overrides(media_data, database_url, directory_url, router_url)
     )
-    run(_serve_worker(media, _secret(secret_file, root), name=name, host=host, port=port))
+    creds = service_credentials(
+        "worker", credentials_file=credentials_file, secret_file=secret_file, root=root
+    )
+    run(_serve_worker(media, creds, name=name, host=host, port=port))
 
 
 async def _serve_worker(
-    media: MediaConfig, secret: bytes, *, name: str, host: str, port: int
+    media: MediaConfig, credentials: Credentials, *, name: str, host: str, port: int
 ) -> None:
     from transformer.worker import run_worker
 
@@ -198,7 +199,7 @@ async def _serve_worker(
     with stop_event() as stop:
         async with _health_endpoint(host, port, name=name, started=started):
             print(f"worker {name} running", flush=True)
-            await run_worker(media, secret=secret, name=name, stop=stop)
+            await run_worker(media, credentials=credentials, name=name, stop=stop)
 
 
 @contextlib.asynccontextmanager

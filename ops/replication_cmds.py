@@ -20,14 +20,14 @@ from typing import Any, Final
 
 import click
 
+from common.credentials import Credentials
 from ops.cli_support import (
-    DEFAULT_ROOT,
     EXIT_FAILED,
     EXIT_UNREACHABLE,
     CliError,
-    cluster_secret,
     emit_json,
     human_bytes,
+    operator_credentials,
     run,
     show_progress,
 )
@@ -83,7 +83,7 @@ async def carry_out(
     directory: Any,
     move: dict[str, Any],
     *,
-    secret: bytes,
+    credentials: Credentials,
     bytes_per_s_max: float,
     progress: Progress | None,
     balancing: bool,
@@ -99,7 +99,7 @@ async def carry_out(
         "replaces": replaces,
     }
     await directory.add_replica(vid, target["node_id"], replaces=replaces)
-    async with StoreClient(target["url"], secret=secret, timeout_s=60.0) as t:
+    async with StoreClient(target["url"], credentials=credentials, timeout_s=60.0) as t:
         have = {v["volume_id"] for v in await t.volumes()}
         if vid not in have:
             try:
@@ -121,7 +121,7 @@ async def carry_out(
     if balancing and replaces:
         old = source["url"] if source["node_id"] == replaces else None
         if old:
-            async with StoreClient(old, secret=secret) as o:
+            async with StoreClient(old, credentials=credentials) as o:
                 try:
                     await o.delete_volume(vid)
                 except StoreClientError as e:
@@ -132,7 +132,7 @@ async def carry_out(
 
 async def _run_plan(
     directory_url: str,
-    secret: bytes,
+    credentials: Credentials,
     *,
     kind: str,
     rate_mb_s: float,
@@ -140,7 +140,7 @@ async def _run_plan(
 ) -> dict[str, Any]:
     from directory.client import DirectoryClient
 
-    async with DirectoryClient(directory_url, secret=secret) as d:
+    async with DirectoryClient(directory_url, credentials=credentials) as d:
         moves = await (d.plan_balance() if kind == "balance" else d.plan_replication())
         results: list[dict[str, Any]] = []
         bar = None
@@ -163,13 +163,13 @@ async def _run_plan(
                     lv = await d.volume(vid)
                     reopen = bool(lv["writable"])
                     await d.set_readonly(vid, reason="balance")
-                    await _set_replicas_mode(lv, secret, "read_only")
+                    await _set_replicas_mode(lv, credentials, "read_only")
                 try:
                     results.append(
                         await carry_out(
                             d,
                             move,
-                            secret=secret,
+                            credentials=credentials,
                             bytes_per_s_max=rate_mb_s * 1e6,
                             progress=progress,
                             balancing=kind == "balance",
@@ -178,7 +178,7 @@ async def _run_plan(
                 finally:
                     if reopen:
                         lv = await d.volume(vid)
-                        await _set_replicas_mode(lv, secret, "writable")
+                        await _set_replicas_mode(lv, credentials, "writable")
                         await d.set_writable(vid)
         finally:
             if bar is not None:
@@ -186,10 +186,10 @@ async def _run_plan(
     return {"ok": all(r.get("ok") for r in results), "moves": results}
 
 
-async def _set_replicas_mode(lv: dict[str, Any], secret: bytes, mode: str) -> None:
+async def _set_replicas_mode(lv: dict[str, Any], credentials: Credentials, mode: str) -> None:
     for rep in lv["replicas"]:
         if rep.get("alive", True):
-            async with StoreClient(rep["url"], secret=secret) as c:
+            async with StoreClient(rep["url"], credentials=credentials) as c:
                 await c.set_mode(lv["volume_id"], mode)
 
 
@@ -233,10 +233,14 @@ def fix_replication(
 ) -> None:
     """Restore the replica count of every logical volume after a node is lost. Resumable;
     exit 1 when a move fails."""
-    secret = cluster_secret(secret_file, DEFAULT_ROOT)
+    credentials = operator_credentials(secret_file)
     doc = _call(
         _run_plan(
-            directory_url, secret, kind="replication", rate_mb_s=rate_mb_s, json_output=json_output
+            directory_url,
+            credentials,
+            kind="replication",
+            rate_mb_s=rate_mb_s,
+            json_output=json_output,
         )
     )
     _report(doc, json_output, "fix-replication")
@@ -249,10 +253,10 @@ def balance(
 ) -> None:
     """Spread volumes over the store nodes (after nodes are added). Resumable; exit 1 when
     a move fails."""
-    secret = cluster_secret(secret_file, DEFAULT_ROOT)
+    credentials = operator_credentials(secret_file)
     doc = _call(
         _run_plan(
-            directory_url, secret, kind="balance", rate_mb_s=rate_mb_s, json_output=json_output
+            directory_url, credentials, kind="balance", rate_mb_s=rate_mb_s, json_output=json_output
         )
     )
     _report(doc, json_output, "balance")

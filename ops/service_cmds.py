@@ -5,15 +5,22 @@ service of the cluster. Each reads its table of pinhole.toml ([directory], [cach
 from __future__ import annotations
 
 import importlib
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from common import credentials
 from common.config import ConfigError, build
-from ops.cli_support import DEFAULT_ROOT, EXIT_USAGE, CliError, load_config, run, setup_logging
+from ops.cli_support import (
+    EXIT_USAGE,
+    CliError,
+    credentials_options,
+    load_config,
+    run,
+    service_credentials,
+    setup_logging,
+)
 
 # role -> (config module, config class, server module)
 _SERVICES = {
@@ -35,40 +42,24 @@ def _config(ctx: click.Context, role: str, overrides: dict[str, Any]) -> Any:
         raise CliError(str(e), EXIT_USAGE) from e
 
 
-def _secret(secret_file: Path | None, root: Path) -> bytes:
-    if secret_file is None and not os.environ.get(credentials.SECRET_ENV):
-        credentials.ensure_secret_file(root)
-    try:
-        return credentials.load_secret(secret_file=secret_file, default_dir=root)
-    except credentials.SecretError as e:
-        raise CliError(str(e), EXIT_USAGE) from e
-
-
-def _serve(role: str, config: Any, secret: bytes) -> None:
+def _serve(
+    role: str, config: Any, credentials_file: Path | None, secret_file: Path | None, root: Path
+) -> None:
+    creds = service_credentials(
+        role, credentials_file=credentials_file, secret_file=secret_file, root=root
+    )
     server = importlib.import_module(_SERVICES[role][2])
-    run(server.serve_forever(config, secret=secret))
+    run(server.serve_forever(config, credentials=creds))
 
 
 def _common_options(f: Any) -> Any:
-    for option in reversed(
-        [
-            click.option("--host", help="Address to listen on."),
-            click.option("--port", type=int, help="Port to listen on (0: any free port)."),
-            click.option(
-                "--secret-file",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="Cluster secret file.",
-            ),
-            click.option(
-                "--root",
-                type=click.Path(file_okay=False, path_type=Path),
-                default=DEFAULT_ROOT,
-                show_default=True,
-                help="Where the local cluster's secret lives when no secret is given.",
-            ),
-            click.option("--log-level", default="info", show_default=True),
-        ]
-    ):
+    options: list[Callable[[Any], Any]] = [
+        click.option("--host", help="Address to listen on."),
+        click.option("--port", type=int, help="Port to listen on (0: any free port)."),
+        credentials_options,
+        click.option("--log-level", default="info", show_default=True),
+    ]
+    for option in reversed(options):
         f = option(f)
     return f
 
@@ -96,6 +87,7 @@ def directory_serve(
     placement: str | None,
     host: str | None,
     port: int | None,
+    credentials_file: Path | None,
     secret_file: Path | None,
     root: Path,
     log_level: str,
@@ -113,7 +105,7 @@ def directory_serve(
             "port": port,
         },
     )
-    _serve("directory", config, _secret(secret_file, root))
+    _serve("directory", config, credentials_file, secret_file, root)
 
 
 @click.group()
@@ -134,6 +126,7 @@ def cache_serve(
     cache_bytes_max: str | None,
     host: str | None,
     port: int | None,
+    credentials_file: Path | None,
     secret_file: Path | None,
     root: Path,
     log_level: str,
@@ -151,7 +144,7 @@ def cache_serve(
             "port": port,
         },
     )
-    _serve("cache", config, _secret(secret_file, root))
+    _serve("cache", config, credentials_file, secret_file, root)
 
 
 @click.group()
@@ -168,6 +161,7 @@ def router_serve(
     directory_url: str | None,
     host: str | None,
     port: int | None,
+    credentials_file: Path | None,
     secret_file: Path | None,
     root: Path,
     log_level: str,
@@ -175,4 +169,4 @@ def router_serve(
     """Run a router until SIGINT/SIGTERM."""
     setup_logging(log_level)
     config = _config(ctx, "router", {"directory_url": directory_url, "host": host, "port": port})
-    _serve("router", config, _secret(secret_file, root))
+    _serve("router", config, credentials_file, secret_file, root)

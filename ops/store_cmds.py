@@ -7,14 +7,15 @@ from typing import Any
 
 import click
 
-from common import credentials
 from common.config import ConfigError, parse_size
+from common.credentials import Credentials
 from ops.cli_support import (
-    DEFAULT_ROOT,
     EXIT_USAGE,
     CliError,
+    credentials_options,
     load_config,
     run,
+    service_credentials,
     setup_logging,
 )
 from store.config import StoreConfig, store_config
@@ -53,16 +54,7 @@ def resolve_store_config(ctx: click.Context, **overrides: Any) -> StoreConfig:
 )
 @click.option("--scrub-rate", help='Scrub at most this many bytes/s, e.g. "8 MiB".')
 @click.option("--volume-size-max", help='Size limit of new volumes, e.g. "100GB" or "64MiB".')
-@click.option(
-    "--secret-file", type=click.Path(dir_okay=False, path_type=Path), help="Cluster secret file."
-)
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_ROOT,
-    show_default=True,
-    help="Where the local cluster's secret lives when no secret is given.",
-)
+@credentials_options
 @click.option(
     "--create-volume",
     "create_volumes",
@@ -84,6 +76,7 @@ def serve(
     scrub_interval: float | None,
     scrub_rate: str | None,
     volume_size_max: str | None,
+    credentials_file: Path | None,
     secret_file: Path | None,
     root: Path,
     create_volumes: tuple[int, ...],
@@ -111,22 +104,18 @@ def serve(
         cluster_secret_file=str(secret_file) if secret_file else None,
         **{"volume.size_bytes_max": size},
     )
-    if config.cluster_secret_file is None and not _env_secret():
-        credentials.ensure_secret_file(root)
-    try:
-        secret = credentials.load_secret(secret_file=config.cluster_secret_file, default_dir=root)
-    except credentials.SecretError as e:
-        raise CliError(str(e), EXIT_USAGE) from e
-    run(_serve(config, secret, create_volumes))
+    creds = service_credentials(
+        "store",
+        credentials_file=credentials_file,
+        secret_file=None if credentials_file else config.cluster_secret_file,
+        root=root,
+    )
+    run(_serve(config, creds, create_volumes))
 
 
-def _env_secret() -> bool:
-    import os
-
-    return bool(os.environ.get(credentials.SECRET_ENV))
-
-
-async def _serve(config: StoreConfig, secret: bytes, create_volumes: tuple[int, ...]) -> None:
+async def _serve(
+    config: StoreConfig, credentials: Credentials, create_volumes: tuple[int, ...]
+) -> None:
     from store.server import serve_forever
 
-    await serve_forever(config, secret=secret, create_volumes=create_volumes)
+    await serve_forever(config, credentials=credentials, create_volumes=create_volumes)

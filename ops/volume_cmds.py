@@ -15,14 +15,13 @@ from typing import Any, TypeVar
 import click
 
 from ops.cli_support import (
-    DEFAULT_ROOT,
     EXIT_FAILED,
     EXIT_LOCKED,
     EXIT_UNREACHABLE,
     CliError,
-    cluster_secret,
     emit_json,
     human_bytes,
+    operator_credentials,
     run,
     show_progress,
     table,
@@ -56,9 +55,8 @@ def volume() -> None:
     """Volume administration on a store node."""
 
 
-def _client(node: str, secret_file: Path | None, *, need_secret: bool = True) -> StoreClient:
-    secret = cluster_secret(secret_file, DEFAULT_ROOT) if need_secret else None
-    return StoreClient(node, secret=secret, timeout_s=60.0)
+def _client(node: str, secret_file: Path | None) -> StoreClient:
+    return StoreClient(node, credentials=operator_credentials(secret_file), timeout_s=60.0)
 
 
 def _fail(e: StoreClientError) -> CliError:
@@ -72,13 +70,11 @@ def _call(
     node: str,
     secret_file: Path | None,
     action: Callable[[StoreClient], Awaitable[T]],
-    *,
-    need_secret: bool = True,
 ) -> T:
     """Runs one client action against the node; client errors become one-line exits."""
 
     async def go() -> T:
-        async with _client(node, secret_file, need_secret=need_secret) as c:
+        async with _client(node, secret_file) as c:
             return await action(c)
 
     try:
@@ -109,7 +105,7 @@ def _volume_rows(vols: list[dict[str, Any]]) -> list[list[str]]:
 @node_option
 def list_(node: str, secret_file: Path | None, json_output: bool) -> None:
     """List the node's volumes."""
-    vols = _call(node, secret_file, lambda c: c.volumes(), need_secret=False)
+    vols = _call(node, secret_file, lambda c: c.volumes())
     if json_output:
         emit_json({"volumes": vols})
         return

@@ -28,11 +28,15 @@ class RouterConfig:
     # A volume lookup is reused for this long; an unknown volume is remembered for
     # unknown_volume_ttl_s (short: a volume created a moment ago must appear soon). While
     # the directory cannot be reached, an expired lookup keeps serving for at most
-    # lookup_stale_s_max. At most lookups_cached_max volumes are remembered.
+    # lookup_stale_s_max. At most lookups_cached_max volumes and unknown_volumes_cached_max
+    # unknown ones are remembered. Ids above the directory's highest are looked up by one
+    # probe at a time, at most one per lookup_probe_s_min (router/lookup.py).
     lookup_ttl_s: float = 5.0
     unknown_volume_ttl_s: float = 1.0
     lookup_stale_s_max: float = 300.0
     lookups_cached_max: int = 100_000
+    unknown_volumes_cached_max: int = 10_000
+    lookup_probe_s_min: float = 0.05
     directory_timeout_s: float = 2.0
     # The list of alive cache nodes is fetched this often.
     caches_refresh_s: float = 2.0
@@ -75,11 +79,12 @@ class RouterConfig:
         for name in positive_s:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
-        for name in ("lookup_stale_s_max", "cache_down_s"):
+        for name in ("lookup_stale_s_max", "cache_down_s", "lookup_probe_s_min"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         positive = (
             "lookups_cached_max",
+            "unknown_volumes_cached_max",
             "cache_attempts_max",
             "photo_bytes_max",
             "connections_per_origin_max",

@@ -1,7 +1,9 @@
 """The router's HTTP API (docs/api/router.md) on the lean HTTP server.
 
-    GET|HEAD /p/{volume}/{key}/{cookie}/{rendition}[.{ext}]   a photo (common/photo.py)
-    GET /status  GET /healthz  GET /metrics
+    GET|HEAD /p/{volume}/{key}/{cookie}/{rendition}[.{ext}]   a public photo (common/photo.py)
+    GET|HEAD /p/{volume}/{key}/{masked}/{rendition}[.{ext}]?e={expiry}&s={sig}
+                                                   a private photo (common/signed_photo.py)
+    GET /healthz (open)  GET /status (admin credential)  GET /metrics (metrics or admin)
 
 A photo request: parse the URL (strict, common.photo), pick the formats (the extension's,
 or Accept's among avif > webp > jpeg > png > gif > heic), look the volume up (cached,
@@ -12,8 +14,12 @@ repair. The bytes are fetched whole; conditional and range answers are cut here,
 hold whatever the cache or store does with those headers.
 
 Every answer about a photo that is not there (absent, deleted, wrong cookie) is the same
-404, byte for byte, so a URL cannot be probed. 502 means no replica answered; 503 that the
-directory could not be reached for a volume the router has not seen.
+404, byte for byte, so a URL cannot be probed; so is every request for an original
+(rendition 0) without the internal read credential, whatever its cookie. A signed URL that
+is forged or expired answers 403. Public photos are `public, immutable` for a year; signed
+ones `private` for at most their remaining lifetime; originals `no-store`. 502 means no
+replica answered; 503 that the directory could not be reached for a volume the router has
+not seen.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from cache.errors import NeedleAbsent, ReplicaReadError, ReplicasUnavailable
 from cache.replica_read import needle_etag, read_from_replicas
-from common import credentials
+from common.credentials import Credentials, Purpose
 from common.leanhttp import (
     LeanHTTPServer,
     Request,
@@ -39,6 +46,7 @@ from common.leanhttp import (
 from common.leanhttp.client import HttpClientError, LeanHTTPClient
 from common.photo import (
     CONTENT_TYPES,
+    ORIGINAL_RENDITION,
     Format,
     PhotoPathError,
     PhotoRef,
@@ -46,6 +54,7 @@ from common.photo import (
     parse_photo_path,
     photo_path,
 )
+from common.signed_photo import SignedUrlError, is_signed, sign_playlist, verify
 from router.config import RouterConfig
 from router.lookup import Directory, DirectoryUnavailable, VolumeInfo
 
@@ -56,6 +65,7 @@ NO_STORE: Final = "no-store"
 
 # Pre-encoded header lines of photo answers (see _answer).
 _CACHE_CONTROL_LINE: Final = encode_header_lines((("Cache-Control", IMMUTABLE),))
+_ORIGINAL_CACHE_CONTROL_LINE: Final = encode_header_lines((("Cache-Control", "private, no-store"),))
 _SERVED_LINES: Final = {
     source: encode_header_lines((("Accept-Ranges", "bytes"), ("X-Pinhole-Cache", source)))
     for source in ("hit", "miss", "direct")
@@ -64,6 +74,9 @@ _SERVED_LINES: Final = {
 # The one answer for absent, deleted and wrong-cookie photos (never built per request).
 _NOT_FOUND: Final = error_response(404, "not_found", "no such photo")
 _VOLUME_NOT_FOUND: Final = error_response(404, "volume_not_found", "no such volume")
+_UNAUTHORIZED: Final = error_response(
+    401, "unauthorized", "a valid internal credential is required"
+)
 _NOT_ACCEPTABLE: Final = error_response(
     406,
     "not_acceptable",
@@ -76,6 +89,11 @@ def _unavailable(status: int, code: str, message: str) -> Response:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     headers = (("cache-control", NO_STORE), ("retry-after", "1"))
     return Response(status, body, headers, "application/json")
+
+
+def _refused(code: str, message: str) -> Response:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return Response(403, body, (("cache-control", NO_STORE),), "application/json")
 
 
 _REPLICAS_UNAVAILABLE: Final = _unavailable(
@@ -125,6 +143,8 @@ class RouterStatistics:
     lookup_refreshes: int
     repair_reports: int
     repair_reports_dropped: int
+    signed_served: int
+    signed_refused: int
 
 
 class RouterHttpApi:
@@ -136,14 +156,18 @@ class RouterHttpApi:
         directory: Directory,
         client: LeanHTTPClient,
         *,
-        secret: bytes,
+        credentials: Credentials,
         server_statistics: Callable[[], Any] | None = None,
     ) -> None:
         self.config = config
         self.directory = directory
         self._client = client
         self._ring = directory.ring
-        self._auth = credentials.authorization_header(secret)
+        self._credentials = credentials
+        self._auth = credentials.header(Purpose.READ)
+        self._read_headers = (("Authorization", self._auth),)
+        # Without the key every signed URL is refused (403 bad_signature).
+        self._url_key = credentials.url_key or b""
         self._loop = asyncio.get_running_loop()
         self.server: LeanHTTPServer | None = None
         self._repair_tasks: set[asyncio.Task[None]] = set()
@@ -161,6 +185,8 @@ class RouterHttpApi:
         self._lookup_refreshes = 0
         self._repair_reports = 0
         self._repair_reports_dropped = 0
+        self._signed_served = 0
+        self._signed_refused = 0
 
     # -- entry point ----------------------------------------------------------------------
 
@@ -170,25 +196,45 @@ class RouterHttpApi:
             method = req.method
             if method != "GET" and method != "HEAD":
                 return error_response(405, "method_not_allowed", "photos take GET and HEAD")
+            expiry: int | None = None
             try:
-                ref = parse_photo_path(path)
+                query = req.query
+                if query and is_signed(query):
+                    signed = verify(self._url_key, path, query, now=time.time())
+                    ref, expiry = signed.ref, signed.expiry
+                else:
+                    ref = parse_photo_path(path)
             except PhotoPathError as e:
                 self._bad_url += 1
                 return error_response(404, "bad_path", str(e))
+            except SignedUrlError as e:
+                self._signed_refused += 1
+                return _refused(e.code, str(e))
+            if ref.rendition == ORIGINAL_RENDITION and not self._credentials.allows(
+                req.headers.get("authorization"), Purpose.READ
+            ):
+                self._not_found += 1
+                return _NOT_FOUND  # exactly what an absent photo gets
             if ref.fmt is not None:
-                return self._photo(req, ref, (ref.fmt,))
+                return self._photo(req, ref, (ref.fmt,), expiry)
             formats = formats_for_accept(req.headers.get("accept"))
             if not formats:
                 self._not_acceptable += 1
                 return _NOT_ACCEPTABLE
-            return self._photo(req, ref, formats)
+            return self._photo(req, ref, formats, expiry)
         if req.method != "GET" and req.method != "HEAD":
             return error_response(405, "method_not_allowed", f"{req.method} is not allowed here")
         if path == "/healthz":
-            return json_response(200, {"ok": True, "caches": len(self._ring.nodes)})
+            return json_response(200, {"ok": True})
         if path == "/status":
+            if not self._credentials.allows(req.headers.get("authorization"), Purpose.ADMIN):
+                return _UNAUTHORIZED
             return json_response(200, self.status())
         if path == "/metrics":
+            if not self._credentials.allows(
+                req.headers.get("authorization"), Purpose.METRICS, Purpose.ADMIN
+            ):
+                return _UNAUTHORIZED
             from router.metrics import render
 
             body, content_type = render(self)
@@ -200,7 +246,10 @@ class RouterHttpApi:
 
     # -- photos ---------------------------------------------------------------------------
 
-    async def _photo(self, req: Request, ref: PhotoRef, formats: tuple[Format, ...]) -> Response:
+    async def _photo(
+        self, req: Request, ref: PhotoRef, formats: tuple[Format, ...], expiry: int | None
+    ) -> Response:
+        """`expiry`: the signed URL's (None for a public one)."""
         vid = ref.volume_id
         lv = self.directory.volume_now(vid)  # the usual case, without a coroutine
         if lv is None:
@@ -233,7 +282,7 @@ class RouterHttpApi:
                     lv = fresh
                     outcome = await self._fetch(lv, ref, alt, admit=admit)
             if type(outcome) is _Found:
-                return self._answer(req, ref, fmt, outcome, negotiated=ref.fmt is None)
+                return self._answer(req, ref, fmt, outcome, ref.fmt is None, expiry)
             if outcome is _UNAVAILABLE:
                 # Never fall through to a lesser format: the same URL must keep its bytes.
                 self._unavailable += 1
@@ -295,6 +344,7 @@ class RouterHttpApi:
                 ref.key,
                 alt,
                 ref.cookie,
+                headers=self._read_headers,
                 timeout_s=self.config.store_timeout_s,
             )
         except ReplicaReadError as e:
@@ -312,7 +362,13 @@ class RouterHttpApi:
     # -- answers --------------------------------------------------------------------------
 
     def _answer(
-        self, req: Request, ref: PhotoRef, fmt: Format, found: _Found, *, negotiated: bool
+        self,
+        req: Request,
+        ref: PhotoRef,
+        fmt: Format,
+        found: _Found,
+        negotiated: bool,
+        expiry: int | None,
     ) -> Response:
         # Header lines are written pre-encoded (Response.head_lines): everything here is
         # ours but the ETag, which is checked below. Same fields, same order as a list of
@@ -320,10 +376,26 @@ class RouterHttpApi:
         etag = found.etag
         if "\r" in etag or "\n" in etag:
             raise ValueError(f"unusable ETag {etag!r}")  # the server answers 500
-        lines = b"ETag: %s\r\n%s" % (etag.encode("latin-1"), _CACHE_CONTROL_LINE)
-        if negotiated:
+        data = found.data
+        if expiry is not None:
+            self._signed_served += 1
+            max_age = max(0, expiry - int(time.time()))
+            cache_control = b"Cache-Control: private, max-age=%d\r\n" % max_age
+            if fmt == Format.M3U8:
+                # The stored playlist names its rungs and segments by public URL: sign them.
+                data = sign_playlist(self._url_key, bytes(data), expiry=expiry)
+                etag = '"{}-{}"'.format(etag.strip('"'), expiry)
+        elif ref.rendition == ORIGINAL_RENDITION:
+            cache_control = _ORIGINAL_CACHE_CONTROL_LINE
+        else:
+            cache_control = _CACHE_CONTROL_LINE
+        lines = b"ETag: %s\r\n%s" % (etag.encode("latin-1"), cache_control)
+        if negotiated and expiry is None:
             location = photo_path(ref.volume_id, ref.key, ref.cookie, ref.rendition, fmt)
             lines += b"Vary: Accept\r\nContent-Location: %s\r\n" % location.encode("ascii")
+        elif negotiated:
+            # A signed URL of one format needs a signature of its own: no Content-Location.
+            lines += b"Vary: Accept\r\n"
         headers = req.headers
         inm = headers.get("if-none-match")
         if inm is not None and _etag_listed(etag, inm):
@@ -332,7 +404,6 @@ class RouterHttpApi:
         lines += _SERVED_LINES[found.source]
         self._served += 1
         content_type = CONTENT_TYPES[fmt]
-        data = found.data
         rng = headers.get("range")
         if rng is not None:
             if_range = headers.get("if-range")
@@ -415,6 +486,8 @@ class RouterHttpApi:
             lookup_refreshes=self._lookup_refreshes,
             repair_reports=self._repair_reports,
             repair_reports_dropped=self._repair_reports_dropped,
+            signed_served=self._signed_served,
+            signed_refused=self._signed_refused,
         )
 
     def status(self) -> dict[str, Any]:
@@ -478,5 +551,10 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
+# Byte positions past this many digits (> 10^18 bytes) exceed any photo: such a Range is
+# ignored rather than parsed (int() refuses thousands of digits with an exception).
+RANGE_DIGITS_MAX: Final = 18
+
+
 def _digits_or_empty(text: str) -> bool:
-    return text == "" or (text.isascii() and text.isdigit())
+    return text == "" or (text.isascii() and text.isdigit() and len(text) <= RANGE_DIGITS_MAX)

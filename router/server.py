@@ -1,7 +1,7 @@
 """Running a router: the lean HTTP server, the internal client, the directory view, signals.
 
-`running_router(config, *, secret)` is an async context manager yielding (api, server) for
-tests and embedding; `serve_forever(config, *, secret, ready=None)` serves until SIGINT or
+`running_router(config, *, credentials)` is an async context manager yielding (api, server)
+for tests and embedding; `serve_forever(config, *, credentials, ready=None)` serves until SIGINT or
 SIGTERM (what `pinhole router serve` runs).
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from common.credentials import Credentials
 from common.leanhttp import HttpLimits, LeanHTTPServer
 from common.leanhttp.client import LeanHTTPClient
 from common.signals import stop_event
@@ -36,7 +37,7 @@ def http_limits(config: RouterConfig) -> HttpLimits:
 
 @contextlib.asynccontextmanager
 async def running_router(
-    config: RouterConfig, *, secret: bytes
+    config: RouterConfig, *, credentials: Credentials
 ) -> AsyncIterator[tuple[RouterHttpApi, LeanHTTPServer]]:
     """Serves the router on config.host:config.port (0: a free port, see server.port);
     on exit stops taking requests, lets those in flight finish, closes connections."""
@@ -44,12 +45,12 @@ async def running_router(
         connections_per_origin_max=config.connections_per_origin_max,
         response_bytes_max=config.photo_bytes_max,
     )
-    directory = Directory(config, client)
+    directory = Directory(config, client, credentials=credentials)
     server: LeanHTTPServer | None = None
     api: RouterHttpApi | None = None
     try:
         await directory.start()
-        api = RouterHttpApi(config, directory, client, secret=secret)
+        api = RouterHttpApi(config, directory, client, credentials=credentials)
         server = LeanHTTPServer(api.handle, limits=http_limits(config), name="router")
         api.server = server
         await server.start(config.host, config.port)
@@ -64,11 +65,11 @@ async def running_router(
 
 
 async def serve_forever(
-    config: RouterConfig, *, secret: bytes, ready: asyncio.Event | None = None
+    config: RouterConfig, *, credentials: Credentials, ready: asyncio.Event | None = None
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
     with stop_event() as stop:
-        async with running_router(config, secret=secret) as (_, server):
+        async with running_router(config, credentials=credentials) as (_, server):
             log.info("router serving on http://%s:%d", config.host, server.port)
             print(f"router listening on http://{config.host}:{server.port}", flush=True)
             if ready is not None:

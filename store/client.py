@@ -4,13 +4,13 @@ commands and by the other services."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import aiohttp
 import xxhash
 from multidict import CIMultiDictProxy
 
-from common import credentials
+from common.credentials import Credentials, Purpose
 
 
 class StoreClientError(Exception):
@@ -48,6 +48,10 @@ class DatChunk:
     compaction_revision: int
 
 
+_READ: Final = (Purpose.READ,)
+_WRITE: Final = (Purpose.WRITE,)
+
+
 def needle_path(vid: int, key: int, alt_key: int, cookie: int) -> str:
     return f"/n/{vid}/{key}/{alt_key}/{cookie:016x}"
 
@@ -57,12 +61,14 @@ class StoreClient:
         self,
         base_url: str,
         *,
-        secret: bytes | None = None,
+        credentials: Credentials | None = None,
         timeout_s: float = 30.0,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
+        """Each call sends the credential of its purpose (read, write, node, admin) when
+        `credentials` holds it, else none (the node answers 401)."""
         self.base_url = base_url.rstrip("/")
-        self._auth = credentials.authorization_header(secret) if secret else None
+        self._credentials = credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._own_session = session is None
         self._session = session
@@ -80,10 +86,15 @@ class StoreClient:
             await self._session.close()
             self._session = None
 
-    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def _headers(
+        self, purposes: tuple[Purpose, ...], extra: dict[str, str] | None
+    ) -> dict[str, str]:
         h = dict(extra or {})
-        if self._auth:
-            h["Authorization"] = self._auth
+        creds = self._credentials
+        if creds is not None:
+            held = next((p for p in purposes if creds.holds(p)), None)
+            if held is not None:
+                h["Authorization"] = creds.header(held)
         return h
 
     async def _request(
@@ -95,12 +106,17 @@ class StoreClient:
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
         expect: tuple[int, ...] = (200,),
+        purposes: tuple[Purpose, ...] = (Purpose.ADMIN,),
     ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
             async with self._session.request(
-                method, self.base_url + path, json=json, data=data, headers=self._headers(headers)
+                method,
+                self.base_url + path,
+                json=json,
+                data=data,
+                headers=self._headers(purposes, headers),
             ) as resp:
                 body = await resp.read()
                 if resp.status not in expect:
@@ -153,12 +169,13 @@ class StoreClient:
                 data=data,
                 headers=headers,
                 expect=(201,),
+                purposes=_WRITE,
             )
         )
 
     async def internal_read(self, vid: int, key: int, alt_key: int) -> InternalNeedle:
         """Reads a needle without its cookie (credential): the bytes and the cookie."""
-        _, body, headers = await self._request("GET", f"/n/{vid}/{key}/{alt_key}")
+        _, body, headers = await self._request("GET", f"/n/{vid}/{key}/{alt_key}", purposes=_READ)
         try:
             cookie = int(headers["X-Pinhole-Cookie"], 16)
         except (KeyError, ValueError):
@@ -166,12 +183,14 @@ class StoreClient:
         return InternalNeedle(body, headers.get("ETag", ""), cookie)
 
     async def get(self, vid: int, key: int, alt_key: int, cookie: int) -> Needle:
-        _, body, headers = await self._request("GET", needle_path(vid, key, alt_key, cookie))
+        _, body, headers = await self._request(
+            "GET", needle_path(vid, key, alt_key, cookie), purposes=_READ
+        )
         return Needle(body, headers.get("ETag", ""))
 
     async def delete(self, vid: int, key: int, alt_key: int | None = None) -> int:
         path = f"/n/{vid}/{key}" + (f"/{alt_key}" if alt_key is not None else "")
-        doc = await self._json("DELETE", path)
+        doc = await self._json("DELETE", path, purposes=_WRITE)
         try:
             return int(doc["deleted"])
         except (KeyError, TypeError, ValueError):
@@ -211,7 +230,9 @@ class StoreClient:
         """Raw bytes [offset, offset + length) of the volume file, cut at its durable end
         (length at most 8 MiB). 416 (StoreClientError) when offset is past the end."""
         _, body, headers = await self._request(
-            "GET", f"/volumes/{vid}/dat?offset={offset}&length={length}"
+            "GET",
+            f"/volumes/{vid}/dat?offset={offset}&length={length}",
+            purposes=(Purpose.NODE, Purpose.ADMIN),
         )
         try:
             end = int(headers["X-Pinhole-Volume-End"])

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 
-from common import credentials
+from common.credentials import Credentials, Purpose
 from store.config import HEARTBEAT_INTERVAL_S_MAX
 
 if TYPE_CHECKING:
@@ -50,13 +50,19 @@ class HeartbeatStatistics:
 
 class Heartbeat:
     def __init__(
-        self, node: StoreNode, *, directory_url: str, url: str, secret: bytes, interval_s: float
+        self,
+        node: StoreNode,
+        *,
+        directory_url: str,
+        url: str,
+        credentials: Credentials,
+        interval_s: float,
     ) -> None:
         self._node = node
         self.directory_url = directory_url.rstrip("/")
         self.url = url
         self.interval_s = interval_s
-        self._auth = credentials.authorization_header(secret)
+        self._auth = credentials.header(Purpose.NODE)
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.beats_sent = 0

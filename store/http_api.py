@@ -1,17 +1,18 @@
 """The store node's HTTP API (docs/api/store.md) on the lean HTTP server.
 
-Data path:
-    GET|HEAD /n/{volume}/{key}/{alt_key}/{cookie}   read (the cookie is the credential)
-    GET|HEAD /n/{volume}/{key}/{alt_key}            internal read, no cookie (credential):
-                                                    the cookie comes back in X-Pinhole-Cookie
-    PUT      /n/{volume}/{key}/{alt_key}/{cookie}   write (internal credential);
+Every route but /healthz takes an internal credential (common/credentials.py), the purpose
+in brackets. Data path:
+    GET|HEAD /n/{volume}/{key}/{alt_key}/{cookie}   read, the cookie checked too [read]
+    GET|HEAD /n/{volume}/{key}/{alt_key}            read without the cookie [read]: the
+                                                    cookie comes back in X-Pinhole-Cookie
+    PUT      /n/{volume}/{key}/{alt_key}/{cookie}   write [write];
                                                     X-Pinhole-Repair: 1 for a repair write
-    DELETE   /n/{volume}/{key}[/{alt_key}]           delete one or every variant (credential)
-Administration (mutations need the internal credential):
-    GET /status  GET /metrics  GET /healthz
-    GET /volumes  POST /volumes  GET /volumes/{id}  DELETE /volumes/{id}
-    POST /volumes/{id}/state   GET /volumes/{id}/dat?offset=&length= (credential)
-    POST|GET /volumes/{id}/compact|verify|scrub|pull
+    DELETE   /n/{volume}/{key}[/{alt_key}]           delete one or every variant [write]
+Administration:
+    GET /healthz (open)   GET /metrics [metrics or admin]   GET /status [admin]
+    GET /volumes  POST /volumes  GET /volumes/{id}  DELETE /volumes/{id} [admin]
+    POST /volumes/{id}/state [admin]   GET /volumes/{id}/dat?offset=&length= [node or admin]
+    POST|GET /volumes/{id}/compact|verify|scrub|pull [admin]
 
 Store errors become HTTP answers in exactly one place, `error_for`. A read served from the
 page cache is answered inside the protocol callback, with no Task and no executor hop.
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any, Final
 
-from common import credentials
+from common.credentials import Credentials, Purpose
 from common.leanhttp import Request, Response, error_response, json_response
 from store import errors, needle
 from store.node import VOLUME_ID_MAX, OffsetPastEnd, StoreNode
@@ -59,8 +60,17 @@ _STATUS: Final[dict[type[errors.StoreError], int]] = {
 
 _NOT_FOUND = error_response(404, "not_found", "no such needle")
 _UNAUTHORIZED = error_response(401, "unauthorized", "a valid internal credential is required")
+_READ, _WRITE, _NODE, _ADMIN, _METRICS = (
+    Purpose.READ,
+    Purpose.WRITE,
+    Purpose.NODE,
+    Purpose.ADMIN,
+    Purpose.METRICS,
+)
 # Offsets in a volume file are below 2^40 (superblock.OFFSET_UNITS_MAX units of 32 bytes).
 DAT_OFFSET_MAX: Final = 2**40
+# Range positions of more digits (> 10^18 bytes) exceed any needle: the header is ignored.
+RANGE_DIGITS_MAX: Final = 18
 _PUT_ANSWER = b'{"volume_id":%d,"key":"%d","alt_key":%d,"size":%d,"etag":"\\"%016x\\""}'
 
 
@@ -151,7 +161,7 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash:
+    if not dash or len(first) > RANGE_DIGITS_MAX or len(last) > RANGE_DIGITS_MAX:
         return None
     try:
         if first == "":
@@ -201,15 +211,18 @@ def needle_response(req: Request, read: NeedleRead) -> Response:
 class StoreHttpApi:
     """Handler, head hook and body limit for LeanHTTPServer."""
 
-    def __init__(self, node: StoreNode, *, secret: bytes) -> None:
+    def __init__(self, node: StoreNode, *, credentials: Credentials) -> None:
         self.node = node
-        self._credential = credentials.derive(secret, credentials.STORE_INTERNAL)
-        self._routes: dict[tuple[str, str], Callable[[Request, list[str]], Any]] = {
-            ("GET", "status"): self._status,
-            ("GET", "healthz"): self._healthz,
-            ("GET", "metrics"): self._metrics,
-            ("GET", "volumes"): self._volumes,
-            ("POST", "volumes"): self._create_volume,
+        self._credentials = credentials
+        # (method, first path segment) -> (handler, the purposes that may call it)
+        self._routes: dict[
+            tuple[str, str], tuple[Callable[[Request, list[str]], Any], tuple[Purpose, ...]]
+        ] = {
+            ("GET", "status"): (self._status, (_ADMIN,)),
+            ("GET", "healthz"): (self._healthz, ()),
+            ("GET", "metrics"): (self._metrics, (_METRICS, _ADMIN)),
+            ("GET", "volumes"): (self._volumes, (_ADMIN,)),
+            ("POST", "volumes"): (self._create_volume, (_ADMIN,)),
         }
 
     # -- the three entry points --------------------------------------------------------------
@@ -231,11 +244,13 @@ class StoreHttpApi:
 
     def head_hook(self, req: Request) -> Response | None:
         """Rejects a write before its body is read: bad path, no credential, no volume."""
-        if req.method not in ("PUT", "POST", "DELETE"):
+        method = req.method
+        if method not in ("PUT", "POST", "DELETE"):
             return None
-        if not self._authorized(req):
+        needle = req.path.startswith("/n/")
+        if not self._authorized(req, _WRITE if needle else _ADMIN):
             return _UNAUTHORIZED
-        if req.method == "PUT":
+        if method == "PUT":
             try:
                 vid, _, _, _ = parse_needle_path(req.path, cookie=True)
                 self.node.volume(vid)
@@ -243,8 +258,8 @@ class StoreHttpApi:
                 return error_for(e)
         return None
 
-    def _authorized(self, req: Request) -> bool:
-        return credentials.check_authorization(req.headers.get("authorization"), self._credential)
+    def _authorized(self, req: Request, *purposes: Purpose) -> bool:
+        return self._credentials.allows(req.headers.get("authorization"), *purposes)
 
     def body_limit(self, req: Request) -> int:
         if req.method == "PUT":
@@ -254,6 +269,8 @@ class StoreHttpApi:
     # -- data path ---------------------------------------------------------------------------
 
     def _get(self, req: Request) -> Response | Awaitable[Response]:
+        if not self._credentials.allows(req.headers.get("authorization"), _READ):
+            return _UNAUTHORIZED
         try:
             vid, key, alt, cookie = fast_needle_path(req.path)
         except BadRequest:
@@ -275,8 +292,6 @@ class StoreHttpApi:
         return needle_response(req, read)
 
     def _internal_get(self, req: Request) -> Response | Awaitable[Response]:
-        if not self._authorized(req):
-            return _UNAUTHORIZED
         vid, key, alt, _ = parse_needle_path(req.path, cookie=False)
         assert alt is not None
         return self._internal_read(vid, key, alt)
@@ -337,11 +352,19 @@ class StoreHttpApi:
             raise BadRequest("no such resource", status=404, code="not_found")
         route = self._routes.get((req.method, parts[0])) if len(parts) == 1 else None
         if route is not None:
-            result: Response | Awaitable[Response] = route(req, parts)
+            handler, purposes = route
+            if purposes and not self._authorized(req, *purposes):
+                return _UNAUTHORIZED
+            result: Response | Awaitable[Response] = handler(req, parts)
             return result
         if parts[0] == "volumes" and len(parts) in (2, 3):
-            vid = _decimal(parts[1], "volume", 2**32 - 1)
             action = parts[2] if len(parts) == 3 else ""
+            if action == "dat" and req.method == "GET":
+                if not self._authorized(req, _NODE, _ADMIN):
+                    return _UNAUTHORIZED
+            elif not self._authorized(req, _ADMIN):
+                return _UNAUTHORIZED
+            vid = _decimal(parts[1], "volume", 2**32 - 1)
             if action == "" and req.method == "GET":
                 return json_response(200, _volume_json(self.node, vid))
             if action == "" and req.method == "DELETE":
@@ -420,8 +443,6 @@ class StoreHttpApi:
         return json_response(200, {"volume_id": vid, "deleted": True})
 
     def _read_dat(self, req: Request, vid: int) -> Response | Awaitable[Response]:
-        if not self._authorized(req):
-            return _UNAUTHORIZED
         params = req.query_params()
         offset = _decimal(params.get("offset", "0"), "offset", DAT_OFFSET_MAX)
         length = _decimal(params.get("length", str(DAT_READ_BYTES_MAX)), "length", 2**63)

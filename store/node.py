@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+from common.credentials import Credentials, Purpose
 from store import volume_read
 from store.client import DatChunk, StoreClient, StoreClientError
 from store.config import StoreConfig
@@ -130,13 +131,17 @@ class NodeStatistics:
 
 class StoreNode:
     def __init__(
-        self, config: StoreConfig, *, storage: Storage | None = None, secret: bytes | None = None
+        self,
+        config: StoreConfig,
+        *,
+        storage: Storage | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.config = config
         self.storage = storage if storage is not None else OsStorage(config.volumes_dir)
-        # The cluster secret: this node's credential towards other nodes (pull sources) and
-        # the directory (repair reports).
-        self.secret = secret
+        # This node's credentials towards other nodes (pull sources: node) and the directory
+        # (heartbeats, repair reports: node).
+        self.credentials = credentials
         # How the cluster names this node; running_node fills in the bound port.
         self.node_id = config.name
         self.volumes: dict[int, Volume] = {}
@@ -442,9 +447,9 @@ class StoreNode:
             raise Busy(f"a pull of volume {vid} is already running")
         if len(self.volumes) >= self.config.volumes_max:
             raise Busy(f"this node holds volumes_max={self.config.volumes_max} volumes")
-        if self.secret is None:
-            raise Busy("this node has no cluster secret to read another node with")
-        secret = self.secret
+        creds = self.credentials
+        if creds is None or not (creds.holds(Purpose.NODE) or creds.holds(Purpose.ADMIN)):
+            raise Busy("this node holds no node credential to read another node with")
         loop = asyncio.get_running_loop()
         pull = VolumePull(
             storage=self.storage,
@@ -454,7 +459,7 @@ class StoreNode:
             run_blocking=lambda fn: loop.run_in_executor(self._transfer_pool, fn),
             bytes_per_s_max=bytes_per_s_max or self.config.pull_bytes_per_s_max,
         )
-        client = StoreClient(source, secret=secret, timeout_s=PULL_REQUEST_TIMEOUT_S)
+        client = StoreClient(source, credentials=creds, timeout_s=PULL_REQUEST_TIMEOUT_S)
 
         async def read(offset: int, length: int) -> DatChunk:
             try:

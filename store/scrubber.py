@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 
-from common import credentials
+from common.credentials import Purpose
 from store.storage import read_file, write_file_atomic
 from store.volume_checking import verify
 
@@ -130,17 +130,17 @@ class Scrubber:
     async def send_pending(self) -> None:
         """Sends the queued repair reports; those that fail stay queued."""
         url = self._node.config.directory_url
-        secret = self._node.secret
+        creds = self._node.credentials
         if not url or not self._pending:
             return
-        if secret is None:
-            log.error("cannot report corrupt needles: this node has no cluster secret")
+        if creds is None or not creds.holds(Purpose.NODE):
+            log.error("cannot report corrupt needles: this node holds no node credential")
             return
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=REPORT_TIMEOUT_S)
             )
-        headers = {"Authorization": credentials.authorization_header(secret)}
+        headers = {"Authorization": creds.header(Purpose.NODE)}
         for vid, key, alt in list(self._pending):
             body = {
                 "volume_id": vid,

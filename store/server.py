@@ -9,6 +9,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Sequence
 
+from common.credentials import Credentials
 from common.leanhttp import HttpLimits, LeanHTTPServer
 from common.signals import stop_event
 from store.config import StoreConfig
@@ -31,18 +32,18 @@ def http_limits(config: StoreConfig) -> HttpLimits:
 
 @contextlib.asynccontextmanager
 async def running_node(
-    config: StoreConfig, *, secret: bytes, create_volumes: Sequence[int] = ()
+    config: StoreConfig, *, credentials: Credentials, create_volumes: Sequence[int] = ()
 ) -> AsyncIterator[tuple[StoreNode, LeanHTTPServer]]:
     """Opens the node's volumes (creating the ones in `create_volumes` that are missing),
     serves its API, starts the heartbeat when the node has a directory, and on exit stops
     all of it cleanly (heartbeat first, then the server; queued writes finish, a final index
     checkpoint per volume)."""
-    node = StoreNode(config, secret=secret)
+    node = StoreNode(config, credentials=credentials)
     await node.start()
     for vid in create_volumes:
         if vid not in node.volumes:
             await node.create_volume(vid)
-    api = StoreHttpApi(node, secret=secret)
+    api = StoreHttpApi(node, credentials=credentials)
     server = LeanHTTPServer(
         api.handle,
         limits=http_limits(config),
@@ -62,7 +63,7 @@ async def running_node(
             node,
             directory_url=config.directory_url,
             url=advertised_url(config, server.port),
-            secret=secret,
+            credentials=credentials,
             interval_s=config.heartbeat_interval_s,
         )
         node.heartbeat.start()
@@ -91,14 +92,14 @@ def advertised_url(config: StoreConfig, port: int) -> str:
 async def serve_forever(
     config: StoreConfig,
     *,
-    secret: bytes,
+    credentials: Credentials,
     create_volumes: Sequence[int] = (),
     ready: asyncio.Event | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
     tune_allocator()
     with stop_event() as stop:
-        async with running_node(config, secret=secret, create_volumes=create_volumes) as (
+        async with running_node(config, credentials=credentials, create_volumes=create_volumes) as (
             node,
             server,
         ):

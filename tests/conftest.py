@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from common.credentials import Credentials, Purpose
+
 # Under CI=true a missing server fails a test rather than skipping it.
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -49,3 +51,16 @@ def _dump_tasks(request: pytest.FixtureRequest) -> None:
     for task in tasks:
         with contextlib.suppress(Exception):
             task.print_stack(file=sys.stderr)
+
+
+def creds(secret: bytes, role: str | None = None) -> Credentials:
+    """What a test process holds: everything (an operator, a test acting as API or writer),
+    or exactly what the service `role` holds, so fixtures run each service with its share."""
+    if role is None:
+        return Credentials.from_secret(secret)
+    return Credentials.for_service(secret, role)
+
+
+def auth(secret: bytes, purpose: Purpose) -> dict[str, str]:
+    """An Authorization header of one purpose, for raw HTTP calls in tests."""
+    return {"Authorization": Credentials.from_secret(secret).header(purpose)}

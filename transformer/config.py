@@ -26,6 +26,13 @@ class MediaConfig:
     router_url: str = "http://127.0.0.1:8780"
     # Prefix of the photo URLs handed to clients ("" = router_url).
     public_photo_url: str = ""
+    # Photos of private accounts are handed out as signed URLs (common/signed_photo.py)
+    # that expire signed_url_ttl_s after they are made, rounded up to a multiple of
+    # signed_url_step_s (so one viewer keeps the same URLs, and browser-cached bytes, for a
+    # while): an unfollow, a block or a switch to private reaches every URL handed out
+    # before it within signed_url_ttl_s + signed_url_step_s.
+    signed_url_ttl_s: float = 600.0
+    signed_url_step_s: int = 60
     # The cluster secret: when unset, PINHOLE_CLUSTER_SECRET or ./.pinhole/cluster.secret.
     cluster_secret_file: Path | None = None
     # Media not attached to a post within this long expires and its needles are deleted.
@@ -66,6 +73,8 @@ class MediaConfig:
             "poll_interval_s",
             "poll_interval_s_max",
             "transcode_timeout_s",
+            "signed_url_ttl_s",
+            "signed_url_step_s",
         )
         for name in positive:
             if not getattr(self, name) > 0:

@@ -130,9 +130,12 @@ class Ingest:
         duration_s: float | None,
     ) -> media_store.MediaRow:
         media_id = self.ids.next_id()
+        # Two cookies: the variants' (in every photo URL) and the original's own, which no
+        # URL a viewer sees carries, so no public URL leads to the original.
         cookie = secrets.randbits(64)
+        original_cookie = secrets.randbits(64)
         original_alt = alt_key(variants.ORIGINAL, fmt)
-        ref = await self.writer.put(media_id, original_alt, data, cookie=cookie)
+        ref = await self.writer.put(media_id, original_alt, data, cookie=original_cookie)
         now = time.time()
         row = media_store.MediaRow(
             media_id=media_id,
@@ -153,6 +156,7 @@ class Ingest:
             ready_unix_s=None,
             expires_unix_s=now + self.config.unattached_ttl_s,
             attached_unix_s=None,
+            original_cookie_hex=f"{original_cookie:016x}",
         )
         original = media_store.VariantRow(
             media_id, variants.ORIGINAL, int(fmt), ref.volume_id, len(data), width, height

@@ -43,10 +43,19 @@ class MediaRow:
     ready_unix_s: float | None
     expires_unix_s: float | None
     attached_unix_s: float | None
+    original_cookie_hex: str | None = None
+    pending_cookie_hex: str | None = None
 
     @property
     def cookie(self) -> int:
+        """The cookie of the published variants."""
         return int(self.cookie_hex, 16)
+
+    @property
+    def original_cookie(self) -> int:
+        """The cookie of the original's needle (the variants' for media stored before the
+        original had its own)."""
+        return int(self.original_cookie_hex or self.cookie_hex, 16)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ to a table is a new migration appended to MIGRATIONS, never an edit of an applie
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -18,28 +18,45 @@ COMPONENT: Final = "media"
 
 metadata = sa.MetaData()
 
+
+def _media_v1_columns() -> list[sa.Column[Any]]:
+    """The media table as migration 1 created it (fresh Column objects on every call: one
+    Column belongs to one Table)."""
+    return [
+        sa.Column("media_id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("owner_id", sa.BigInteger, nullable=False),
+        sa.Column("media_type", sa.String(8), nullable=False),  # image | video
+        # processing -> ready | failed; any -> expired (unattached too long) | deleted
+        sa.Column("status", sa.String(12), nullable=False),
+        sa.Column("fmt", sa.Integer, nullable=False),  # the original's format code
+        sa.Column("size_bytes", sa.BigInteger, nullable=False),
+        sa.Column("width", sa.Integer, nullable=False),  # as displayed (orientation applied)
+        sa.Column("height", sa.Integer, nullable=False),
+        sa.Column("duration_s", sa.Float, nullable=True),
+        sa.Column("filter_id", sa.String(32), nullable=True),
+        # The cookie of every published variant: public URLs carry it, signed ones a
+        # masked form (common/signed_photo.py).
+        sa.Column("cookie_hex", sa.String(16), nullable=False),
+        sa.Column("original_volume_id", sa.BigInteger, nullable=False),
+        sa.Column("placeholder", sa.String(64), nullable=True),  # blurhash
+        sa.Column("error_code", sa.String(64), nullable=True),
+        sa.Column("created_unix_s", sa.Float, nullable=False),
+        sa.Column("ready_unix_s", sa.Float, nullable=True),
+        sa.Column("expires_unix_s", sa.Float, nullable=True),  # None once attached to a post
+        sa.Column("attached_unix_s", sa.Float, nullable=True),
+    ]
+
+
 media = sa.Table(
     "media",
     metadata,
-    sa.Column("media_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("owner_id", sa.BigInteger, nullable=False),
-    sa.Column("media_type", sa.String(8), nullable=False),  # image | video
-    # processing -> ready | failed; any -> expired (unattached too long) | deleted
-    sa.Column("status", sa.String(12), nullable=False),
-    sa.Column("fmt", sa.Integer, nullable=False),  # the original's format code
-    sa.Column("size_bytes", sa.BigInteger, nullable=False),
-    sa.Column("width", sa.Integer, nullable=False),  # as displayed (orientation applied)
-    sa.Column("height", sa.Integer, nullable=False),
-    sa.Column("duration_s", sa.Float, nullable=True),
-    sa.Column("filter_id", sa.String(32), nullable=True),
-    sa.Column("cookie_hex", sa.String(16), nullable=False),
-    sa.Column("original_volume_id", sa.BigInteger, nullable=False),
-    sa.Column("placeholder", sa.String(64), nullable=True),  # blurhash
-    sa.Column("error_code", sa.String(64), nullable=True),
-    sa.Column("created_unix_s", sa.Float, nullable=False),
-    sa.Column("ready_unix_s", sa.Float, nullable=True),
-    sa.Column("expires_unix_s", sa.Float, nullable=True),  # None once attached to a post
-    sa.Column("attached_unix_s", sa.Float, nullable=True),
+    *_media_v1_columns(),
+    # Migration 2. The original's own cookie, which no URL a viewer sees carries (NULL for
+    # media stored before: their original shares cookie_hex and the router alone keeps it
+    # private). pending_cookie_hex: set while a re-key rewrites the variants under a new
+    # cookie (the owner turned private: URLs handed out while public must stop working).
+    sa.Column("original_cookie_hex", sa.String(16), nullable=True),
+    sa.Column("pending_cookie_hex", sa.String(16), nullable=True),
 )
 
 variants = sa.Table(
@@ -52,6 +69,17 @@ variants = sa.Table(
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
+)
+
+# Needles nothing references any more whose delete the directory has not recorded yet
+# (a re-key's old variants): an outbox, drained by the workers.
+needle_deletes = sa.Table(
+    "media_needle_deletes",
+    metadata,
+    sa.Column("media_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("volume_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("alt_key", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("created_unix_s", sa.Float, nullable=False),
 )
 
 jobs = sa.Table(
@@ -84,6 +112,20 @@ MIGRATIONS: Final = (
     Migration(
         1,
         "media, variants, jobs",
-        [CreateTable(t) for t in metadata.sorted_tables] + [CreateIndex(i) for i in _indexes],
+        [
+            CreateTable(sa.Table("media", sa.MetaData(), *_media_v1_columns())),
+            CreateTable(variants),
+            CreateTable(jobs),
+        ]
+        + [CreateIndex(i) for i in _indexes],
+    ),
+    Migration(
+        2,
+        "the original's own cookie, re-keys and their needle deletes",
+        [
+            sa.text("ALTER TABLE media ADD COLUMN original_cookie_hex VARCHAR(16)"),
+            sa.text("ALTER TABLE media ADD COLUMN pending_cookie_hex VARCHAR(16)"),
+            CreateTable(needle_deletes),
+        ],
     ),
 )

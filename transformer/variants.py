@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from common.photo import RENDITION_MAX
+from common.photo import ORIGINAL_RENDITION, RENDITION_MAX
 
-ORIGINAL: Final = 0
+ORIGINAL: Final = ORIGINAL_RENDITION
 MASTER_PLAYLIST: Final = 1
 POSTER: Final = 2
 PHOTO_SIZES: Final = (1080, 640, 320, 150)

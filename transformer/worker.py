@@ -4,7 +4,9 @@ One worker runs one job at a time (the work is CPU-bound; run as many worker pro
 there are cores to spare: `pinhole worker serve`, `[workers] count` under `pinhole up`).
 
 A job, idempotent from start to end so that it can run again after any crash:
-1. read the original through the router (checksummed, failing over between replicas);
+1. read the original through the router (checksummed, failing over between replicas),
+   with the original's own cookie and the read credential (the router serves originals
+   to nobody else);
 2. photo: the ladder (transformer.ladder, in a thread: libvips releases the GIL);
    video: probe, poster, HLS ladder (ffmpeg), playlists naming the segments' photo URLs;
 3. put every variant, keyed (media id, rendition << 8 | format), preferring the original's
@@ -32,6 +34,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from common.credentials import Credentials, Purpose
 from common.db import Database, migrate, open_database
 from common.photo import EXTENSIONS, Format, alt_key, photo_path
 from directory.writer import BlobWriter
@@ -49,7 +52,7 @@ log = logging.getLogger("pinhole.worker")
 
 # Reads of the original go through the router with a Via header: the cache's admission
 # rule then keeps these one-off reads out of the cache (they are not user views).
-READ_HEADERS: Final = {"Via": "1.1 pinhole-worker"}
+VIA: Final = "1.1 pinhole-worker"
 READ_TIMEOUT_S: Final = 120.0
 DOWNLOAD_CHUNK_BYTES: Final = 1 << 20
 
@@ -66,6 +69,7 @@ class Worker:
         writer: BlobWriter,
         http: aiohttp.ClientSession,
         *,
+        credentials: Credentials,
         name: str,
     ) -> None:
         self.config = config
@@ -73,6 +77,7 @@ class Worker:
         self.writer = writer
         self.http = http
         self.name = name
+        self._read_headers = {"Via": VIA, "Authorization": credentials.header(Purpose.READ)}
         self.jobs_done = 0
         self.jobs_failed = 0
         self._last_expiry = 0.0
@@ -158,9 +163,12 @@ class Worker:
     async def _read_original(
         self, row: media_store.MediaRow, original: media_store.VariantRow, sink: Path | None
     ) -> bytes:
-        url = self.config.router_url + self._url(row, original.volume_id, v.ORIGINAL, original.fmt)
+        path = photo_path(
+            original.volume_id, row.media_id, row.original_cookie, v.ORIGINAL, Format(original.fmt)
+        )
         timeout = aiohttp.ClientTimeout(total=READ_TIMEOUT_S)
-        async with self.http.get(url, headers=READ_HEADERS, timeout=timeout) as resp:
+        url = self.config.router_url + path
+        async with self.http.get(url, headers=self._read_headers, timeout=timeout) as resp:
             if resp.status != 200:
                 raise TranscodeFailed(f"reading the original answered {resp.status}")
             if sink is None:
@@ -382,7 +390,11 @@ def _placeholder_of(encoded: bytes) -> str:
 
 
 async def run_worker(
-    config: MediaConfig, *, secret: bytes, name: str, stop: asyncio.Event | None = None
+    config: MediaConfig,
+    *,
+    credentials: Credentials,
+    name: str,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Opens the media database (migrated), the writer and an HTTP session and runs one
     worker until `stop` is set (or the task is cancelled)."""
@@ -393,10 +405,12 @@ async def run_worker(
     try:
         await migrate(db, schema.COMPONENT, schema.MIGRATIONS)
         async with (
-            BlobWriter(config.directory_url, secret=secret) as writer,
+            BlobWriter(config.directory_url, credentials=credentials) as writer,
             aiohttp.ClientSession() as http,
         ):
-            worker = Worker(config, db, writer, http, name=f"{name}:{os.getpid()}")
+            worker = Worker(
+                config, db, writer, http, credentials=credentials, name=f"{name}:{os.getpid()}"
+            )
             await worker.run(stop)
     finally:
         await db.close()

@@ -20,6 +20,7 @@ from api.config import ApiConfig
 from api.context import CONTEXT, ApiContext
 from router.config import RouterConfig
 from router.server import running_router
+from tests.conftest import creds
 from tests.directory.conftest import SECRET, Cluster, fast_config, running_cluster
 from transformer.config import MediaConfig
 
@@ -60,7 +61,11 @@ class MediaEnv:
 
         config = dataclasses.replace(self.media, **overrides)
         self.workers.append(
-            asyncio.create_task(run_worker(config, secret=SECRET, name="t", stop=self.workers_stop))
+            asyncio.create_task(
+                run_worker(
+                    config, credentials=creds(SECRET, "worker"), name="t", stop=self.workers_stop
+                )
+            )
         )
 
 
@@ -78,7 +83,10 @@ async def media_env(
     )
     async with running_cluster(directory, tmp) as cluster:
         router_config = RouterConfig(port=0, directory_url=cluster.url, lookup_ttl_s=0.2)
-        async with running_router(router_config, secret=SECRET) as (_, router_server):
+        async with running_router(router_config, credentials=creds(SECRET, "router")) as (
+            _,
+            router_server,
+        ):
             router_url = f"http://127.0.0.1:{router_server.port}"
             media = MediaConfig(
                 data_dir=tmp / "media",
@@ -90,7 +98,9 @@ async def media_env(
                 **media_overrides,
             )
             api = ApiConfig(port=0, data_dir=tmp / "api")
-            async with running_api(api, media, secret=SECRET, **api_overrides) as (app, port):
+            async with running_api(
+                api, media, credentials=creds(SECRET, "api"), **api_overrides
+            ) as (app, port):
                 env = MediaEnv(
                     api_url=f"http://127.0.0.1:{port}",
                     router_url=router_url,

@@ -16,6 +16,7 @@ from PIL import Image
 from api import openapi
 from tests.api.conftest import MediaEnv, media_env
 from tests.api.media_files import jpeg_with_gps
+from tests.conftest import creds
 from transformer import variants
 from transformer.limits import MediaLimits
 
@@ -209,7 +210,7 @@ async def test_the_openapi_document_describes_every_route(env: MediaEnv) -> None
     assert doc["openapi"].startswith("3.1") and doc == openapi.document()
     from api.app import make_app
 
-    app = make_app(env.api, env.media, secret=b"x" * 32)
+    app = make_app(env.api, env.media, credentials=creds(b"x" * 32, "api"))
     routes = set()
     get_handlers = {}
     listed = []

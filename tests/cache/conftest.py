@@ -19,12 +19,13 @@ from multidict import CIMultiDict
 from cache.config import CacheConfig
 from cache.node import CacheNode
 from cache.server import running_cache
-from common import credentials
+from common.credentials import Purpose
 from common.leanhttp import LeanHTTPServer
 from store.client import StoreClient
 from store.config import StoreConfig
 from store.node import StoreNode
 from store.server import running_node
+from tests.conftest import auth, creds
 
 SECRET = b"cache-tests-cluster-secret-0123456789"
 VID = 1
@@ -44,7 +45,7 @@ class Store:
         return self.server.statistics().requests_total
 
     async def put(self, key: int, alt: int, cookie: int, data: bytes) -> None:
-        async with StoreClient(self.url, secret=SECRET) as c:
+        async with StoreClient(self.url, credentials=creds(SECRET)) as c:
             await c.put(VID, key, alt, cookie, data)
 
     async def stop(self) -> None:
@@ -92,11 +93,13 @@ class DirectoryStub:
 @pytest.fixture
 async def directory() -> AsyncIterator[DirectoryStub]:
     stub = DirectoryStub(url="")
-    expected = credentials.derive(SECRET, credentials.STORE_INTERNAL)
+    verifier = creds(SECRET, "directory")
 
     def record(into: list[dict[str, Any]], status: int, answer: dict[str, Any]) -> Any:
         async def handler(request: web.Request) -> web.Response:
-            if not credentials.check_authorization(request.headers.get("Authorization"), expected):
+            # What a cache node sends: node (heartbeats), read (repair reports, lookups).
+            header = request.headers.get("Authorization")
+            if not verifier.allows(header, Purpose.NODE, Purpose.READ):
                 stub.unauthorized += 1
                 return web.json_response({"error": {"code": "unauthorized"}}, status=401)
             into.append(json.loads(await request.read()))
@@ -141,8 +144,11 @@ class Cache:
         admit: bool = True,
         vid: int = VID,
         method: str = "GET",
+        authorized: bool = True,
     ) -> tuple[int, CIMultiDict[str], bytes]:
         headers = {"X-Pinhole-Admit": "1" if admit else "0"}
+        if authorized:
+            headers.update(auth(SECRET, Purpose.READ))  # what a router sends
         if replicas is not None:
             headers["X-Pinhole-Replicas"] = ",".join(replicas)
         async with self.http.request(
@@ -151,7 +157,7 @@ class Cache:
             return resp.status, CIMultiDict(resp.headers), await resp.read()
 
     async def delete(self, key: int, *, authorized: bool = True) -> tuple[int, Any]:
-        headers = {"Authorization": credentials.authorization_header(SECRET)} if authorized else {}
+        headers = auth(SECRET, Purpose.WRITE) if authorized else {}
         async with self.http.delete(f"{self.url}/c/{VID}/{key}", headers=headers) as resp:
             return resp.status, await resp.json()
 
@@ -168,7 +174,9 @@ async def start_cache(directory: DirectoryStub) -> AsyncIterator[StartCache]:
             config = replace(
                 CacheConfig(port=0, directory_url=directory.url, fetch_timeout_s=2.0), **overrides
             )
-            node, server = await stack.enter_async_context(running_cache(config, secret=SECRET))
+            node, server = await stack.enter_async_context(
+                running_cache(config, credentials=creds(SECRET, "cache"))
+            )
             return Cache(node, server, f"http://127.0.0.1:{server.port}", http)
 
         yield start

@@ -14,8 +14,9 @@ from aiohttp import web
 
 from cache.lru import ENTRY_OVERHEAD_BYTES
 from cache.replica_read import needle_etag
-from common import credentials
+from common.credentials import Purpose
 from tests.cache.conftest import SECRET, VID, Cache, DirectoryStub, StartCache, Store
+from tests.conftest import auth
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -417,7 +418,7 @@ async def test_large_needle_is_verified_off_the_loop(stores: list[Store], cache:
     resp = await cache.node.client.request(
         "PUT",
         f"{stores[0].url}/n/{VID}/24/0/{COOKIE:016x}",
-        headers=[("Authorization", credentials.authorization_header(SECRET))],
+        headers=list(auth(SECRET, Purpose.WRITE).items()),
         body=data,
     )
     assert resp.status == 201

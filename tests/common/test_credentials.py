@@ -5,25 +5,77 @@ from pathlib import Path
 import pytest
 
 from common import credentials
+from common.credentials import SERVICE_GRANTS, CredentialError, Credentials, Purpose
 
 
 def test_credentials_differ_by_secret_and_by_purpose() -> None:
-    a = credentials.derive(b"s" * 32, "p1")
-    assert a == credentials.derive(b"s" * 32, "p1")
-    assert a != credentials.derive(b"t" * 32, "p1")
-    assert a != credentials.derive(b"s" * 32, "p2")
+    a = credentials.derive(b"s" * 32, Purpose.READ)
+    assert a == credentials.derive(b"s" * 32, Purpose.READ)
+    assert a != credentials.derive(b"t" * 32, Purpose.READ)
+    tokens = {credentials.derive(b"s" * 32, p) for p in Purpose}
+    assert len(tokens) == len(Purpose)
     assert len(a) == 64 and int(a, 16) >= 0
 
 
-def test_authorization_header_round_trip() -> None:
-    secret = b"k" * 32
-    header = credentials.authorization_header(secret)
-    expected = credentials.derive(secret, credentials.STORE_INTERNAL)
-    assert header.startswith("Pinhole-Internal ")
-    assert credentials.check_authorization(header, expected)
-    assert not credentials.check_authorization(None, expected)
-    assert not credentials.check_authorization("Bearer " + expected, expected)
-    assert not credentials.check_authorization("Pinhole-Internal " + "0" * 64, expected)
+def test_a_header_proves_exactly_its_purpose() -> None:
+    everything = Credentials.from_secret(b"k" * 32)
+    for purpose in Purpose:
+        header = everything.header(purpose)
+        assert header.startswith("Pinhole-Internal ")
+        assert everything.granted(header) == {purpose}
+        assert everything.allows(header, purpose)
+        assert not everything.allows(header, *(set(Purpose) - {purpose}))
+    token = everything.tokens[Purpose.READ]
+    assert everything.granted(None) == everything.granted("") == frozenset()
+    assert everything.granted("Bearer " + token) == frozenset()
+    assert everything.granted("Pinhole-Internal " + "0" * 64) == frozenset()
+    other = Credentials.from_secret(b"j" * 32)
+    assert not other.allows(everything.header(Purpose.READ), Purpose.READ)
+
+
+def test_each_service_holds_only_its_grant() -> None:
+    secret = b"g" * 32
+    everything = Credentials.from_secret(secret)
+    for service, grant in SERVICE_GRANTS.items():
+        held = Credentials.for_service(secret, service)
+        assert set(held.tokens) == grant.sends, service
+        assert set(held.verifiers) == grant.accepts, service
+        assert (held.url_key is not None) == grant.url_key, service
+        for purpose in set(Purpose) - grant.sends:
+            with pytest.raises(CredentialError):
+                held.header(purpose)
+        for purpose in Purpose:
+            # Verifiers are digests: holding one proves nothing, it only checks.
+            assert held.allows(everything.header(purpose), purpose) == (purpose in grant.accepts)
+            assert everything.tokens[purpose] not in held.to_json() or purpose in grant.sends
+    router = Credentials.for_service(secret, "router")
+    assert not router.holds(Purpose.WRITE) and not router.holds(Purpose.ADMIN)
+    store = Credentials.for_service(secret, "store")
+    assert store.holds(Purpose.NODE) and not store.holds(Purpose.READ)
+    with pytest.raises(CredentialError, match="unknown service"):
+        Credentials.for_service(secret, "nobody")
+
+
+def test_credentials_files_round_trip_and_are_private(tmp_path: Path) -> None:
+    held = Credentials.for_service(b"f" * 32, "cache")
+    path = tmp_path / "cache.json"
+    held.write(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    back = Credentials.read(path)
+    assert back.tokens == held.tokens and back.verifiers == held.verifiers
+    assert back.url_key == held.url_key is None
+    path.write_text("{}")
+    with pytest.raises(CredentialError, match="not a pinhole credentials file"):
+        Credentials.read(path)
+    with pytest.raises(CredentialError, match="cannot read"):
+        Credentials.read(tmp_path / "missing.json")
+
+
+def test_wrong_headers_do_not_grow_the_memo() -> None:
+    held = Credentials.for_service(b"m" * 32, "store")
+    for i in range(10 * credentials.SEEN_HEADERS_MAX):
+        assert not held.allows(f"Pinhole-Internal {i:064x}", Purpose.WRITE)
+    assert len(held._seen) <= credentials.SEEN_HEADERS_MAX
 
 
 def test_secret_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

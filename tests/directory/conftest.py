@@ -27,7 +27,7 @@ from store.config import StoreConfig
 from store.node import StoreNode
 from store.server import running_node
 from store.volume_config import VolumeLimits
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, creds
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 SECRET = b"directory-tests-secret-0123456789"
@@ -124,7 +124,9 @@ class SimNode:
             volume=SMALL_VOLUMES,
             compaction_check_interval_s=0,
         )
-        node, server = await self._stack.enter_async_context(running_node(config, secret=SECRET))
+        node, server = await self._stack.enter_async_context(
+            running_node(config, credentials=creds(SECRET, "store"))
+        )
         self.node = node
         self.url = f"http://127.0.0.1:{server.port}"
         if heartbeat:
@@ -137,7 +139,7 @@ class SimNode:
     async def beat_once(self) -> None:
         assert self.node is not None
         stats = self.node.statistics()
-        async with DirectoryClient(self.directory_url, secret=SECRET) as client:
+        async with DirectoryClient(self.directory_url, credentials=creds(SECRET)) as client:
             await client.heartbeat(
                 node_id=self.node_id,
                 role="store",
@@ -168,7 +170,7 @@ class SimNode:
         self.node = None
 
     def client(self) -> StoreClient:
-        return StoreClient(self.url, secret=SECRET)
+        return StoreClient(self.url, credentials=creds(SECRET))
 
 
 @dataclasses.dataclass
@@ -178,7 +180,7 @@ class Cluster:
     nodes: list[SimNode]
 
     def client(self) -> DirectoryClient:
-        return DirectoryClient(self.url, secret=SECRET)
+        return DirectoryClient(self.url, credentials=creds(SECRET))
 
     def node(self, node_id: str) -> SimNode:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -188,7 +190,10 @@ class Cluster:
 async def running_cluster(
     config: DirectoryConfig, tmp: Path, *, stores: int = 4, loops: bool = True
 ) -> AsyncIterator[Cluster]:
-    async with running_directory(config, secret=SECRET, loops=loops) as (directory, port):
+    async with running_directory(config, credentials=creds(SECRET, "directory"), loops=loops) as (
+        directory,
+        port,
+    ):
         url = f"http://127.0.0.1:{port}"
         nodes = [
             SimNode(f"store-{i + 1}", DOMAINS[i % len(DOMAINS)], tmp / f"store-{i + 1}", url)

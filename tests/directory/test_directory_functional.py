@@ -14,6 +14,7 @@ from directory.client import DirectoryClient
 from directory.errors import DirectoryError, NoWritableVolume
 from directory.writer import BlobWriter
 from store.client import StoreClientError
+from tests.conftest import creds
 from tests.directory.conftest import SECRET, Cluster, eventually, fast_config, running_cluster
 
 
@@ -144,7 +145,7 @@ async def test_blob_writer_writes_every_replica(backend: dict[str, Any], tmp_pat
         async with cluster.client() as c:
             await c.create_volumes(1)
             lv = await c.volume(1)
-        async with BlobWriter(cluster.url, secret=SECRET) as writer:
+        async with BlobWriter(cluster.url, credentials=creds(SECRET)) as writer:
             ref = await writer.put(42, 7, b"photo bytes" * 100)
             assert (ref.volume_id, ref.key, ref.alt_key, ref.size) == (1, 42, 7, 1100)
             for r in lv["replicas"]:
@@ -164,7 +165,7 @@ async def test_blob_writer_writes_every_replica(backend: dict[str, Any], tmp_pat
 async def test_no_writable_volume(backend: dict[str, Any], tmp_path: Path) -> None:
     async with (
         running_cluster(fast_config(backend), tmp_path, stores=0, loops=False) as cluster,
-        BlobWriter(cluster.url, secret=SECRET) as writer,
+        BlobWriter(cluster.url, credentials=creds(SECRET)) as writer,
     ):
         with pytest.raises(NoWritableVolume):
             await writer.put(1, 0, b"x")
@@ -180,7 +181,7 @@ async def test_replica_failure_turns_readonly_and_write_goes_elsewhere(
         sets = [{r["node_id"] for r in lv["replicas"]} for lv in created]
         only_in_first = sorted(sets[0] - sets[1])
         assert only_in_first, sets
-        async with BlobWriter(cluster.url, secret=SECRET) as writer:
+        async with BlobWriter(cluster.url, credentials=creds(SECRET)) as writer:
             await writer.put(1, 0, b"warm the writable cache", volume_id=1)
             await cluster.node(only_in_first[0]).stop()
             ref = await writer.put(5, 0, b"second", volume_id=1)
@@ -204,7 +205,7 @@ async def test_delete_reaches_a_replica_that_was_down(
     async with running_cluster(fast_config(backend), tmp_path) as cluster:
         async with cluster.client() as c:
             (lv,) = await c.create_volumes(1)
-        async with BlobWriter(cluster.url, secret=SECRET) as writer:
+        async with BlobWriter(cluster.url, credentials=creds(SECRET)) as writer:
             ref = await writer.put(77, 0, b"to be deleted")
             victim = cluster.node(lv["replicas"][1]["node_id"])
             await victim.stop()
@@ -328,7 +329,7 @@ async def test_repair_rewrites_a_bad_copy_from_a_healthy_replica(
     async with running_cluster(fast_config(backend), tmp_path) as cluster:
         async with cluster.client() as c:
             (lv,) = await c.create_volumes(1)
-        async with BlobWriter(cluster.url, secret=SECRET) as writer:
+        async with BlobWriter(cluster.url, credentials=creds(SECRET)) as writer:
             ref = await writer.put(9, 1, b"precious" * 1000)
         bad = cluster.node(lv["replicas"][2]["node_id"])
         async with bad.client() as store:
@@ -351,8 +352,11 @@ async def test_two_directories_share_one_database(backend: dict[str, Any], tmp_p
 
     config = fast_config(backend, lease_s=1.0)
     async with running_cluster(config, tmp_path) as cluster:
-        async with running_directory(config, secret=SECRET) as (second, port):
-            other = DirectoryClient(f"http://127.0.0.1:{port}", secret=SECRET)
+        async with running_directory(config, credentials=creds(SECRET, "directory")) as (
+            second,
+            port,
+        ):
+            other = DirectoryClient(f"http://127.0.0.1:{port}", credentials=creds(SECRET))
             async with cluster.client() as first, other:
                 made = await asyncio.gather(
                     *(first.create_volumes(1) for _ in range(4)),
@@ -392,7 +396,7 @@ async def test_a_repair_never_brings_a_deleted_needle_back(
         async with cluster.client() as c:
             (lv,) = await c.create_volumes(1)
         first, late = (cluster.node(r["node_id"]) for r in lv["replicas"][:2])
-        async with BlobWriter(cluster.url, secret=SECRET) as writer:
+        async with BlobWriter(cluster.url, credentials=creds(SECRET)) as writer:
             ref = await writer.put(88, 0, b"deleted for good")
             await late.stop()
             answer = await writer.delete(ref.volume_id, 88)

@@ -17,8 +17,9 @@ import pytest
 import xxhash
 from aiohttp import web
 
-from common import credentials
+from common.credentials import Purpose
 from directory.writer import BlobWriter, NoWritableVolume
+from tests.conftest import creds
 
 SECRET = b"writer-tests-secret-0123456789"
 
@@ -125,7 +126,7 @@ async def test_every_replica_gets_the_same_checksum_credential_and_body() -> Non
     data = b"twenty kibibytes, more or less" * 700
     async with (
         scripted({1: list(stores)}) as directory,
-        BlobWriter(directory.url, secret=SECRET) as writer,
+        BlobWriter(directory.url, credentials=creds(SECRET)) as writer,
     ):
         ref = await writer.put(42, 7, data, cookie=0xABC)
         assert (ref.volume_id, ref.key, ref.alt_key, ref.cookie, ref.size) == (
@@ -141,7 +142,7 @@ async def test_every_replica_gets_the_same_checksum_credential_and_body() -> Non
             assert path == "/n/1/42/7/0000000000000abc"
             assert body == data
             assert headers["X-Pinhole-Checksum"] == f"{xxhash.xxh3_64_intdigest(data):016x}"
-            assert headers["Authorization"] == credentials.authorization_header(SECRET)
+            assert headers["Authorization"] == creds(SECRET).header(Purpose.WRITE)
         assert directory.calls == [("GET", "/writable", None)]
 
 
@@ -151,7 +152,7 @@ async def test_concurrent_puts_share_one_volume_and_one_directory_call() -> None
     }
     async with (
         scripted(layout) as directory,
-        BlobWriter(directory.url, secret=SECRET, writable_cache_s=60.0) as writer,
+        BlobWriter(directory.url, credentials=creds(SECRET), writable_cache_s=60.0) as writer,
     ):
         refs = await asyncio.gather(*(writer.put(k, 0, b"x" * 100) for k in range(40)))
         assert len({r.volume_id for r in refs}) == 1  # one group commit per replica
@@ -175,7 +176,7 @@ async def test_a_failing_replica_turns_the_volume_readonly_and_the_write_goes_el
     }
     async with (
         scripted(layout) as directory,
-        BlobWriter(directory.url, secret=SECRET, replica_timeout_s=0.3) as writer,
+        BlobWriter(directory.url, credentials=creds(SECRET), replica_timeout_s=0.3) as writer,
     ):
         ref = await writer.put(5, 1, b"second", volume_id=1)
         assert ref.volume_id == 2
@@ -198,7 +199,7 @@ async def test_no_partial_delete_when_no_replica_took_the_write() -> None:
     }
     async with (
         scripted(layout) as directory,
-        BlobWriter(directory.url, secret=SECRET) as writer,
+        BlobWriter(directory.url, credentials=creds(SECRET)) as writer,
     ):
         assert (await writer.put(5, 0, b"x", volume_id=1)).volume_id == 2
         assert len(directory.of("POST", "/volumes/1/readonly")) == 1
@@ -212,7 +213,7 @@ async def test_no_writable_volume_when_every_volume_fails() -> None:
     }
     async with (
         scripted(layout) as directory,
-        BlobWriter(directory.url, secret=SECRET) as writer,
+        BlobWriter(directory.url, credentials=creds(SECRET)) as writer,
     ):
         with pytest.raises(NoWritableVolume):
             await writer.put(5, 0, b"x")
@@ -224,7 +225,7 @@ async def test_a_cancelled_put_leaves_no_replica_request_running() -> None:
     silent = [FakeStore("a", "silent"), FakeStore("b", "silent"), FakeStore("c", "silent")]
     async with (
         scripted({1: list(silent)}) as directory,
-        BlobWriter(directory.url, secret=SECRET) as writer,
+        BlobWriter(directory.url, credentials=creds(SECRET)) as writer,
     ):
         put = asyncio.create_task(writer.put(5, 0, b"x"))
         async with asyncio.timeout(5):

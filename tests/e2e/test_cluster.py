@@ -31,6 +31,7 @@ from common import credentials, photo
 from directory.writer import BlobRef, BlobWriter, NoWritableVolume
 from ops import local_cluster as lc
 from store.client import StoreClient
+from tests.conftest import creds
 
 pytestmark = pytest.mark.crash
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +127,7 @@ def test_writes_land_on_three_replicas_and_read_through_the_router(cluster: Clus
     base = int(time.time() * 1000) << 23
 
     async def go() -> None:
-        async with BlobWriter(c.layout.directory_url, secret=c.secret) as w:
+        async with BlobWriter(c.layout.directory_url, credentials=creds(c.secret)) as w:
             for i in range(BLOBS):
                 data = rng.randbytes(rng.randrange(1, 64 * 1024))
                 ref = await _put_with_retry(w, base + i, data)
@@ -157,7 +158,7 @@ def test_a_killed_store_node_loses_no_read_and_writes_go_on(cluster: Cluster) ->
     base = (int(time.time() * 1000) + 1) << 23
 
     async def go() -> None:
-        async with BlobWriter(c.layout.directory_url, secret=c.secret) as w:
+        async with BlobWriter(c.layout.directory_url, credentials=creds(c.secret)) as w:
             for i in range(20):
                 data = os.urandom(4096 + i)
                 ref = await _put_with_retry(w, base + i, data)
@@ -263,7 +264,7 @@ def test_a_flipped_byte_is_never_served_and_the_scrubber_repairs_it(cluster: Clu
     async def go() -> None:
         async with (
             aiohttp.ClientSession() as s,
-            StoreClient(store1.url, secret=c.secret, session=s) as sc,
+            StoreClient(store1.url, credentials=creds(c.secret), session=s) as sc,
         ):
             assert await store1_copy(sc, scrub_ref) is None  # corrupt: never served
             for _ in range(5):
@@ -298,7 +299,7 @@ def test_the_cache_coalesces_misses_follows_admission_and_forgets_deletes(
         return total
 
     async def go() -> None:
-        async with BlobWriter(c.layout.directory_url, secret=c.secret) as w:
+        async with BlobWriter(c.layout.directory_url, credentials=creds(c.secret)) as w:
             data = os.urandom(50_000)
             ref = await _put_with_retry(w, (int(time.time() * 1000) + 7) << 23, data)
             async with aiohttp.ClientSession() as s:

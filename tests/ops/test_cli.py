@@ -25,6 +25,7 @@ import pytest
 
 from common import credentials
 from store.client import StoreClient, StoreClientError
+from tests.conftest import creds
 
 T = TypeVar("T")
 
@@ -178,7 +179,7 @@ class Node:
 
     def client(self, fn: Callable[[StoreClient], Awaitable[T]]) -> T:
         async def go() -> T:
-            async with StoreClient(self.url, secret=self.secret) as c:
+            async with StoreClient(self.url, credentials=creds(self.secret)) as c:
                 return await fn(c)
 
         return asyncio.run(go())

@@ -22,6 +22,7 @@ from store.client import StoreClient
 from store.config import StoreConfig
 from store.server import running_node
 from store.volume_config import VolumeLimits
+from tests.conftest import creds
 
 SECRET = b"router-test-secret-0123456789abcdef"
 COOKIE = 0x0123456789ABCDEF
@@ -119,7 +120,7 @@ async def start_store(tmp_path: Path, node_id: str) -> Store:
     )
     stack = contextlib.AsyncExitStack()
     _, server = await stack.enter_async_context(
-        running_node(config, secret=SECRET, create_volumes=[1, 2])
+        running_node(config, credentials=creds(SECRET, "store"), create_volumes=[1, 2])
     )
     return Store(node_id, f"http://127.0.0.1:{server.port}", stack)
 
@@ -145,7 +146,7 @@ class Cluster:
     ) -> None:
         """Writes the variant to the stores listed in `on` (indexes; default all)."""
         for i in on if on is not None else range(len(self.stores)):
-            async with StoreClient(self.stores[i].url, secret=SECRET) as c:
+            async with StoreClient(self.stores[i].url, credentials=creds(SECRET)) as c:
                 await c.put(vid, key, alt_key(rendition, fmt), cookie, data)
 
     def url(
@@ -186,7 +187,9 @@ async def cluster_of(
         for vid in (1, 2):
             directory.set_volume(vid, [(n.node_id, n.url) for n in nodes])
         config = router_config(directory.url, **router_overrides)
-        api, server = await stack.enter_async_context(running_router(config, secret=SECRET))
+        api, server = await stack.enter_async_context(
+            running_router(config, credentials=creds(SECRET, "router"))
+        )
         http = await stack.enter_async_context(aiohttp.ClientSession())
         yield Cluster(directory, nodes, f"http://127.0.0.1:{server.port}", api, http)
 

@@ -13,6 +13,7 @@ from cache.config import CacheConfig
 from cache.node import CacheNode as CacheNodeService
 from cache.server import running_cache
 from common.photo import Format
+from tests.conftest import creds
 from tests.router.conftest import SECRET, Cluster, cluster_of
 
 CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
@@ -27,7 +28,9 @@ class Caches:
     async def start(self, node_id: str) -> str:
         stack = contextlib.AsyncExitStack()
         config = CacheConfig(port=0, node_id=node_id, fetch_timeout_s=1.0, negative_ttl_s=0.0)
-        node, server = await stack.enter_async_context(running_cache(config, secret=SECRET))
+        node, server = await stack.enter_async_context(
+            running_cache(config, credentials=creds(SECRET, "cache"))
+        )
         self.nodes[node_id] = node
         self.urls[node_id] = f"http://127.0.0.1:{server.port}"
         self.stacks[node_id] = stack

@@ -13,13 +13,17 @@ from typing import Any
 
 from aiohttp import web
 
-from common import credentials
+from common.credentials import Purpose
 from store.client import StoreClient
 from store.config import StoreConfig
 from store.volume_config import VolumeLimits
+from tests.conftest import auth, creds
 
 SECRET = b"test-secret-0123456789abcdef"
-AUTH = {"Authorization": credentials.authorization_header(SECRET)}
+READ = auth(SECRET, Purpose.READ)
+WRITE = auth(SECRET, Purpose.WRITE)
+NODE = auth(SECRET, Purpose.NODE)
+ADMIN = auth(SECRET, Purpose.ADMIN)
 COOKIE = 0x1234ABCD5678EF90
 
 
@@ -51,14 +55,15 @@ class StandInDirectory:
         self.repaired = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
-        self._expected = credentials.derive(SECRET, credentials.STORE_INTERNAL)
+        self._credentials = creds(SECRET, "directory")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def _authorized(self, request: web.Request) -> bool:
-        ok = credentials.check_authorization(request.headers.get("Authorization"), self._expected)
+        # Heartbeats and scrubber reports: what a store node sends them with.
+        ok = self._credentials.allows(request.headers.get("Authorization"), Purpose.NODE)
         if not ok:
             self.unauthorized += 1
         return ok

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from common import credentials
+from common.credentials import Credentials, Purpose
 from store.client import needle_path
 
 pytestmark = pytest.mark.crash
@@ -38,6 +39,8 @@ class NodeProcess:
     def __init__(self, data: Path, secret_file: Path, port: int) -> None:
         self.data = data
         self.secret_file = secret_file
+        admin = Credentials.from_secret(secret_file.read_bytes().strip()).header(Purpose.ADMIN)
+        self.admin = {"Authorization": admin}
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -77,7 +80,7 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"node exited: {self.log.read_text()[-2000:]}")
             try:
-                async with http.get(self.url + "/volumes/1") as r:
+                async with http.get(self.url + "/volumes/1", headers=self.admin) as r:
                     if r.status == 200:
                         return
             except aiohttp.ClientError:
@@ -125,8 +128,10 @@ class Load:
                     return
 
 
-async def _read_back(http: aiohttp.ClientSession, url: str, key: int) -> tuple[int, bytes]:
-    async with http.get(url + needle_path(1, key, 0, COOKIE)) as r:
+async def _read_back(
+    http: aiohttp.ClientSession, url: str, key: int, read: dict[str, str]
+) -> tuple[int, bytes]:
+    async with http.get(url + needle_path(1, key, 0, COOKIE), headers=read) as r:
         return r.status, await r.read()
 
 
@@ -134,7 +139,7 @@ async def _verify(http: aiohttp.ClientSession, url: str, auth: dict[str, str]) -
     async with http.post(url + "/volumes/1/verify", headers=auth) as r:
         assert r.status == 202, await r.text()
     while True:
-        async with http.get(url + "/volumes/1/verify") as r:
+        async with http.get(url + "/volumes/1/verify", headers=auth) as r:
             job = await r.json()
         if job["state"] != "running":
             assert job["state"] == "done", job
@@ -145,7 +150,10 @@ async def _verify(http: aiohttp.ClientSession, url: str, auth: dict[str, str]) -
 @pytest.mark.timeout(600)
 async def test_kill_9_under_write_load_loses_no_acknowledged_write(tmp_path: Path) -> None:
     secret_file = credentials.ensure_secret_file(tmp_path)
-    auth = {"Authorization": credentials.authorization_header(secret_file.read_bytes().strip())}
+    held = Credentials.from_secret(secret_file.read_bytes().strip())
+    auth = {"Authorization": held.header(Purpose.WRITE)}
+    admin = {"Authorization": held.header(Purpose.ADMIN)}
+    read = {"Authorization": held.header(Purpose.READ)}
     node = NodeProcess(tmp_path / "node", secret_file, _free_port())
     rnd = random.Random(int.from_bytes(os.urandom(4), "big"))
     acked: dict[int, bytes] = {}
@@ -166,11 +174,11 @@ async def test_kill_9_under_write_load_loses_no_acknowledged_write(tmp_path: Pat
                     async with http.post(
                         node.url + "/volumes/1/compact",
                         json={"bytes_per_s_max": 20_000_000},
-                        headers=auth,
+                        headers=admin,
                     ) as r:
                         assert r.status == 202, await r.text()
                     await asyncio.sleep(rnd.uniform(0.05, 0.4))
-                    async with http.get(node.url + "/volumes/1/compact") as r:
+                    async with http.get(node.url + "/volumes/1/compact", headers=admin) as r:
                         if (await r.json())["state"] == "running":
                             compaction_kills += 1
                 node.kill9()
@@ -191,12 +199,12 @@ async def test_kill_9_under_write_load_loses_no_acknowledged_write(tmp_path: Pat
                     older = [k for k in acked if k not in load.acked]
                     sample += rnd.sample(older, min(200, len(older)))
                 for key in sample:
-                    status, body = await _read_back(http, node.url, key)
+                    status, body = await _read_back(http, node.url, key, read)
                     assert status == 200 and body == acked[key], (round_, key, status)
                 for key in list(deleted)[-100:] if not last else deleted:
-                    status, _ = await _read_back(http, node.url, key)
+                    status, _ = await _read_back(http, node.url, key, read)
                     assert status == 404, (round_, key)
-                report = await _verify(http, node.url, auth)
+                report = await _verify(http, node.url, admin)
                 assert report["ok"], (round_, report)
     finally:
         node.stop()

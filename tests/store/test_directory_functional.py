@@ -21,6 +21,7 @@ from store.volume import Volume, data_name
 from store.volume_checking import verify
 from store.volume_config import VolumeLimits
 from store.volume_loading import create_volume
+from tests.conftest import creds
 from tests.store.cluster import (
     COOKIE,
     SECRET,
@@ -55,7 +56,9 @@ async def test_heartbeats_carry_the_node_and_its_volumes(
     tmp_path: Path, directory: StandInDirectory
 ) -> None:
     directory.interval_s = 0.2
-    async with running_node(_config(tmp_path, directory), secret=SECRET, create_volumes=[1]) as (
+    async with running_node(
+        _config(tmp_path, directory), credentials=creds(SECRET, "store"), create_volumes=[1]
+    ) as (
         n,
         server,
     ):
@@ -74,7 +77,7 @@ async def test_heartbeats_carry_the_node_and_its_volumes(
         await directory.next_beat()
         assert n.heartbeat is not None and n.heartbeat.interval_s == 0.2
         # A new volume is announced at once, not one interval later.
-        async with StoreClient(f"http://127.0.0.1:{server.port}", secret=SECRET) as c:
+        async with StoreClient(f"http://127.0.0.1:{server.port}", credentials=creds(SECRET)) as c:
             t0 = time.monotonic()
             await c.create_volume(2)
             while [v["volume_id"] for v in directory.heartbeats[-1]["volumes"]] != [1, 2]:
@@ -89,7 +92,7 @@ async def test_advertise_url_is_what_the_directory_is_told(
     tmp_path: Path, directory: StandInDirectory
 ) -> None:
     config = _config(tmp_path, directory, advertise_url="http://store-9.example:8701")
-    async with running_node(config, secret=SECRET):
+    async with running_node(config, credentials=creds(SECRET, "store")):
         beat = await directory.next_beat()
         assert beat["url"] == "http://store-9.example:8701"
 
@@ -98,7 +101,10 @@ async def test_a_directory_outage_is_logged_once_and_beats_resume(
     tmp_path: Path, directory: StandInDirectory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="pinhole.store")
-    async with running_node(_config(tmp_path, directory), secret=SECRET) as (n, _):
+    async with running_node(_config(tmp_path, directory), credentials=creds(SECRET, "store")) as (
+        n,
+        _,
+    ):
         await directory.next_beat()
         hb = n.heartbeat
         assert hb is not None
@@ -124,13 +130,18 @@ async def test_a_node_starts_while_its_directory_is_unreachable(
         tmp_path / "n", directory_url=f"http://127.0.0.1:{port}", heartbeat_interval_s=0.05
     )
     try:  # the directory stops after the node: no beat is cut short by its going away
-        async with running_node(config, secret=SECRET, create_volumes=[1]) as (n, server):
+        async with running_node(config, credentials=creds(SECRET, "store"), create_volumes=[1]) as (
+            n,
+            server,
+        ):
             hb = n.heartbeat
             assert hb is not None
             await eventually(lambda: hb.beats_failed >= 5)
             warnings = [r for r in caplog.records if "heartbeat to the directory" in r.message]
             assert len(warnings) == 1
-            async with StoreClient(f"http://127.0.0.1:{server.port}", secret=SECRET) as c:
+            async with StoreClient(
+                f"http://127.0.0.1:{server.port}", credentials=creds(SECRET)
+            ) as c:
                 await c.put(1, 1, 0, COOKIE, b"the data path does not need the directory")
             await directory.start(port)
             beat = await directory.next_beat()
@@ -140,7 +151,10 @@ async def test_a_node_starts_while_its_directory_is_unreachable(
 
 
 async def test_no_directory_no_heartbeat(tmp_path: Path) -> None:
-    async with running_node(node_config(tmp_path / "n"), secret=SECRET) as (n, _):
+    async with running_node(node_config(tmp_path / "n"), credentials=creds(SECRET, "store")) as (
+        n,
+        _,
+    ):
         assert n.heartbeat is None
         assert n.statistics().heartbeat is None
 
@@ -160,11 +174,13 @@ def _flip_byte(n: StoreNode, vid: int, offset: int) -> None:
 async def test_scrub_finds_a_flipped_byte_and_reports_it_for_repair(
     tmp_path: Path, directory: StandInDirectory
 ) -> None:
-    async with running_node(_config(tmp_path, directory), secret=SECRET, create_volumes=[1]) as (
+    async with running_node(
+        _config(tmp_path, directory), credentials=creds(SECRET, "store"), create_volumes=[1]
+    ) as (
         n,
         server,
     ):
-        c = StoreClient(f"http://127.0.0.1:{server.port}", secret=SECRET)
+        c = StoreClient(f"http://127.0.0.1:{server.port}", credentials=creds(SECRET))
         async with c:
             offsets = {}
             for key in range(1, 20):
@@ -198,14 +214,16 @@ async def test_scrub_finds_a_flipped_byte_and_reports_it_for_repair(
 
 
 async def test_unsent_reports_are_retried(tmp_path: Path, directory: StandInDirectory) -> None:
-    async with running_node(_config(tmp_path, directory), secret=SECRET, create_volumes=[1]) as (
+    async with running_node(
+        _config(tmp_path, directory), credentials=creds(SECRET, "store"), create_volumes=[1]
+    ) as (
         n,
         server,
     ):
         offset = (await n.put(1, 5, 0, COOKIE, b"z" * 500)).offset
         _flip_byte(n, 1, offset + 40)
         directory.down = True
-        async with StoreClient(f"http://127.0.0.1:{server.port}", secret=SECRET) as c:
+        async with StoreClient(f"http://127.0.0.1:{server.port}", credentials=creds(SECRET)) as c:
             await c.scrub(1)
             assert (await wait_job(c, 1, "scrub"))["result"]["reports_sent"] == 0
             assert n.scrubber.statistics().reports_pending == 1
@@ -219,7 +237,10 @@ async def test_the_background_scrubber_passes_over_every_volume(
     tmp_path: Path, directory: StandInDirectory
 ) -> None:
     config = _config(tmp_path, directory, scrub_interval_s=0.2)
-    async with running_node(config, secret=SECRET, create_volumes=[1, 2]) as (n, _):
+    async with running_node(config, credentials=creds(SECRET, "store"), create_volumes=[1, 2]) as (
+        n,
+        _,
+    ):
         offset = (await n.put(2, 9, 0, COOKIE, b"y" * 700)).offset
         _flip_byte(n, 2, offset + 50)
         await asyncio.wait_for(directory.repaired.wait(), 5.0)

@@ -12,16 +12,20 @@ import pytest
 import xxhash
 
 from bench.peers.pagecache import evict
-from common import credentials
+from common.credentials import Purpose
 from store.client import StoreClient, StoreClientError, needle_path
 from store.config import StoreConfig
 from store.node import StoreNode
 from store.server import running_node
 from store.volume import data_name
 from store.volume_config import VolumeLimits
+from tests.conftest import auth, creds
 
 SECRET = b"test-secret-0123456789abcdef"
-AUTH = {"Authorization": credentials.authorization_header(SECRET)}
+WRITE = auth(SECRET, Purpose.WRITE)
+READ = auth(SECRET, Purpose.READ)
+ADMIN = auth(SECRET, Purpose.ADMIN)
+NODE_ = auth(SECRET, Purpose.NODE)
 COOKIE = 0x1234ABCD5678EF90
 
 
@@ -33,18 +37,23 @@ async def node(tmp_path: Path) -> AsyncIterator[tuple[StoreNode, str]]:
         compaction_check_interval_s=0,
         volume=VolumeLimits(size_bytes_max=64 * 1024 * 1024, needle_data_bytes_max=1024 * 1024),
     )
-    async with running_node(config, secret=SECRET, create_volumes=[1]) as (n, server):
+    async with running_node(config, credentials=creds(SECRET, "store"), create_volumes=[1]) as (
+        n,
+        server,
+    ):
         yield n, f"http://127.0.0.1:{server.port}"
 
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
+    """Reads carry the read credential, as the cache's and the router's do; other calls
+    name theirs."""
+    async with aiohttp.ClientSession(headers=READ) as s:
         yield s
 
 
 async def _put(http: aiohttp.ClientSession, url: str, key: int, data: bytes, alt: int = 0) -> None:
-    async with http.put(url + needle_path(1, key, alt, COOKIE), data=data, headers=AUTH) as r:
+    async with http.put(url + needle_path(1, key, alt, COOKIE), data=data, headers=WRITE) as r:
         assert r.status == 201, await r.text()
 
 
@@ -112,6 +121,35 @@ async def test_wrong_cookie_is_exactly_like_absent(
     assert set(wrong_headers) - {"Date"} == set(absent_headers) - {"Date"}
 
 
+async def test_each_route_takes_the_credential_of_its_purpose(
+    node: tuple[StoreNode, str], http: aiohttp.ClientSession
+) -> None:
+    _, url = node
+    await _put(http, url, 7, b"seven")
+    path = url + needle_path(1, 7, 0, COOKIE)
+    anonymous = {"Authorization": ""}
+    for headers, status in [
+        (anonymous, 401),  # a cookie alone reads nothing here
+        (WRITE, 401),
+        (auth(SECRET, Purpose.NODE), 401),
+        (READ, 200),
+    ]:
+        async with http.get(path, headers=headers) as r:
+            assert r.status == status, headers
+    async with http.get(url + "/n/1/7/0", headers=READ) as r:  # without the cookie
+        assert r.status == 200 and r.headers["X-Pinhole-Cookie"] == f"{COOKIE:016x}"
+    async with http.put(path, data=b"x", headers=READ) as r:
+        assert r.status == 401  # reading is not writing
+    async with http.get(url + "/volumes/1/dat?offset=0&length=64", headers=WRITE) as r:
+        assert r.status == 401
+    async with http.get(url + "/volumes/1/dat?offset=0&length=64", headers=NODE_) as r:
+        assert r.status == 200
+    async with http.post(url + "/volumes/1/verify", headers=WRITE) as r:
+        assert r.status == 401
+    async with http.get(url + "/healthz", headers=anonymous) as r:
+        assert r.status == 200 and await r.json() == {"ok": True, "volumes": 1}
+
+
 async def test_writes_need_the_credential_and_valid_paths(
     node: tuple[StoreNode, str], http: aiohttp.ClientSession
 ) -> None:
@@ -131,10 +169,10 @@ async def test_writes_need_the_credential_and_valid_paths(
         "/n/1/5/0/ABCD",
         "/n/x/5/0/" + f"{COOKIE:016x}",
     ]:
-        async with http.put(url + p, data=b"x", headers=AUTH) as r:
+        async with http.put(url + p, data=b"x", headers=WRITE) as r:
             assert r.status in (400, 404), p
             assert "error" in await r.json()
-    async with http.put(url + needle_path(99, 5, 0, COOKIE), data=b"x", headers=AUTH) as r:
+    async with http.put(url + needle_path(99, 5, 0, COOKIE), data=b"x", headers=WRITE) as r:
         assert r.status == 404
         assert (await r.json())["error"]["code"] == "volume_not_found"
     async with http.get(url + needle_path(1, 5, 0, COOKIE)) as r:
@@ -148,7 +186,7 @@ async def test_oversized_body_is_refused_before_it_is_read(node: tuple[StoreNode
     head = (
         f"PUT {needle_path(1, 5, 0, COOKIE)} HTTP/1.1\r\nHost: x\r\n"
         f"Content-Length: {2 * 1024 * 1024}\r\n"
-        f"Authorization: {AUTH['Authorization']}\r\n\r\n"
+        f"Authorization: {WRITE['Authorization']}\r\n\r\n"
     )
     writer.write(head.encode())
     await writer.drain()
@@ -162,7 +200,7 @@ async def test_checksum_mismatch_stores_nothing(
 ) -> None:
     _, url = node
     path = url + needle_path(1, 11, 0, COOKIE)
-    headers = {**AUTH, "X-Pinhole-Checksum": f"{xxhash.xxh3_64_intdigest(b'other'):016x}"}
+    headers = {**WRITE, "X-Pinhole-Checksum": f"{xxhash.xxh3_64_intdigest(b'other'):016x}"}
     async with http.put(path, data=b"mine", headers=headers) as r:
         assert r.status == 400
         assert (await r.json())["error"]["code"] == "checksum_mismatch"
@@ -172,7 +210,7 @@ async def test_checksum_mismatch_stores_nothing(
 
 async def test_delete_then_404_everywhere(node: tuple[StoreNode, str]) -> None:
     _, url = node
-    async with StoreClient(url, secret=SECRET) as c:
+    async with StoreClient(url, credentials=creds(SECRET)) as c:
         await c.put(1, 20, 0, COOKIE, b"a")
         await c.put(1, 20, 1, COOKIE, b"b")
         assert await c.delete(1, 20, 1) == 1
@@ -189,7 +227,7 @@ async def test_corrupt_bytes_are_a_distinct_error_and_never_served(
     node: tuple[StoreNode, str],
 ) -> None:
     n, url = node
-    async with StoreClient(url, secret=SECRET) as c:
+    async with StoreClient(url, credentials=creds(SECRET)) as c:
         await c.put(1, 30, 0, COOKIE, b"precious" * 50)
         r = await c.put(1, 31, 0, COOKIE, b"fine")
         assert r["size"] == 4
@@ -199,7 +237,7 @@ async def test_corrupt_bytes_are_a_distinct_error_and_never_served(
     raw = bytearray(path.read_bytes())
     raw[offset + 40] ^= 0x04
     path.write_bytes(raw)
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=READ) as http:
         async with http.get(url + needle_path(1, 30, 0, COOKIE)) as resp:
             assert resp.status == 500
             body = await resp.read()
@@ -227,7 +265,7 @@ async def test_page_cache_misses_are_read_from_the_device(
 
 async def test_admin_volume_lifecycle_and_jobs(node: tuple[StoreNode, str]) -> None:
     _, url = node
-    async with StoreClient(url, secret=SECRET) as c:
+    async with StoreClient(url, credentials=creds(SECRET)) as c:
         created = await c.create_volume(2)
         assert created["volume_id"] == 2 and created["mode"] == "writable"
         with pytest.raises(StoreClientError) as e:
@@ -276,11 +314,15 @@ async def test_status_and_metrics(node: tuple[StoreNode, str], http: aiohttp.Cli
     async with http.get(url + needle_path(1, 1, 0, COOKIE)) as r:
         await r.read()
     async with http.get(url + "/status") as r:
+        assert r.status == 401  # the node's status is for operators
+    async with http.get(url + "/status", headers=ADMIN) as r:
         doc = await r.json()
         assert doc["node_id"] == n.node_id == url.removeprefix("http://")  # the bound port
         assert doc["reads"] == 1
         assert doc["volumes"][0]["needles_live"] == 1
     async with http.get(url + "/metrics") as r:
+        assert r.status == 401
+    async with http.get(url + "/metrics", headers=auth(SECRET, Purpose.METRICS)) as r:
         text = await r.text()
         assert r.headers["Content-Type"].startswith("text/plain")
     assert 'pinhole_store_reads_total{node="' in text

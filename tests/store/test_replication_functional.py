@@ -19,7 +19,8 @@ from store.volume import data_name
 from store.volume_config import VolumeLimits
 from store.volume_pull import DAT_READ_BYTES_MAX, pull_data_name, pull_sidecar_name
 from store.volume_state import Reason, read_only
-from tests.store.cluster import AUTH, COOKIE, SECRET, eventually, node_config, wait_job
+from tests.conftest import creds
+from tests.store.cluster import COOKIE, NODE, READ, SECRET, WRITE, eventually, node_config, wait_job
 
 
 @pytest.fixture
@@ -30,7 +31,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[tuple[StoreNode, str]]:
-    async with running_node(node_config(tmp_path / "a"), secret=SECRET, create_volumes=[1]) as (
+    async with running_node(
+        node_config(tmp_path / "a"), credentials=creds(SECRET, "store"), create_volumes=[1]
+    ) as (
         n,
         server,
     ):
@@ -39,7 +42,7 @@ async def node(tmp_path: Path) -> AsyncIterator[tuple[StoreNode, str]]:
 
 @pytest.fixture
 async def client(node: tuple[StoreNode, str]) -> AsyncIterator[StoreClient]:
-    async with StoreClient(node[1], secret=SECRET) as c:
+    async with StoreClient(node[1], credentials=creds(SECRET)) as c:
         yield c
 
 
@@ -58,7 +61,7 @@ async def test_internal_read_needs_the_credential_and_answers_the_cookie(
     async with http.get(url + "/n/1/42/3") as r:
         assert r.status == 401
         assert (await r.json())["error"]["code"] == "unauthorized"
-    async with http.get(url + "/n/1/42/3", headers=AUTH) as r:
+    async with http.get(url + "/n/1/42/3", headers=READ) as r:
         assert r.status == 200
         assert await r.read() == b"bytes of a photo"
         assert r.headers["X-Pinhole-Cookie"] == f"{COOKIE:016x}"
@@ -67,9 +70,9 @@ async def test_internal_read_needs_the_credential_and_answers_the_cookie(
     got = await client.internal_read(1, 42, 3)
     assert (got.data, got.cookie, got.etag) == (b"bytes of a photo", COOKIE, put["etag"])
     for path in ("/n/1/42/4", "/n/1/43/3"):  # absent variant, absent key
-        async with http.get(url + path, headers=AUTH) as r:
+        async with http.get(url + path, headers=READ) as r:
             assert r.status == 404
-    async with http.get(url + "/n/9/42/3", headers=AUTH) as r:
+    async with http.get(url + "/n/9/42/3", headers=READ) as r:
         assert r.status == 404
         assert (await r.json())["error"]["code"] == "volume_not_found"
     await client.delete(1, 42, 3)
@@ -118,8 +121,11 @@ async def test_repair_put_is_taken_by_read_only_volumes_full_or_by_operator(
 async def test_repair_put_goes_past_the_size_limit_of_a_full_volume(tmp_path: Path) -> None:
     limits = VolumeLimits(size_bytes_max=16 * 1024, needle_data_bytes_max=8 * 1024)
     config = node_config(tmp_path / "n", volume=limits)
-    async with running_node(config, secret=SECRET, create_volumes=[1]) as (_, server):
-        c = StoreClient(f"http://127.0.0.1:{server.port}", secret=SECRET)
+    async with running_node(config, credentials=creds(SECRET, "store"), create_volumes=[1]) as (
+        _,
+        server,
+    ):
+        c = StoreClient(f"http://127.0.0.1:{server.port}", credentials=creds(SECRET))
         async with c:
             key = 0
             with pytest.raises(StoreClientError) as e:
@@ -153,7 +159,7 @@ async def test_bad_repair_header_is_a_400(
     node: tuple[StoreNode, str], http: aiohttp.ClientSession
 ) -> None:
     _, url = node
-    headers = {**AUTH, "X-Pinhole-Repair": "yes"}
+    headers = {**WRITE, "X-Pinhole-Repair": "yes"}
     async with http.put(url + needle_path(1, 1, 0, COOKIE), data=b"x", headers=headers) as r:
         assert r.status == 400
 
@@ -207,9 +213,9 @@ async def test_dat_export_ranges_and_limits(
         await client.read_dat(1, 0, DAT_READ_BYTES_MAX + 1)
     assert (e.value.status, e.value.code) == (400, "length_too_large")
     for query in ("offset=-1&length=5", "offset=01&length=5", "offset=x"):
-        async with http.get(url + "/volumes/1/dat?" + query, headers=AUTH) as r:
+        async with http.get(url + "/volumes/1/dat?" + query, headers=NODE) as r:
             assert r.status == 400, query
-    async with http.get(url + "/volumes/7/dat?offset=0&length=5", headers=AUTH) as r:
+    async with http.get(url + "/volumes/7/dat?offset=0&length=5", headers=NODE) as r:
         assert r.status == 404
     # The revision follows compaction.
     await client.delete(1, 1)
@@ -235,13 +241,15 @@ async def test_pull_copies_a_volume_that_verifies_and_serves_the_same_needles(
     tmp_path: Path,
 ) -> None:
     async with (
-        running_node(node_config(tmp_path / "a"), secret=SECRET, create_volumes=[1]) as (a, sa),
-        running_node(node_config(tmp_path / "b"), secret=SECRET) as (b, sb),
+        running_node(
+            node_config(tmp_path / "a"), credentials=creds(SECRET, "store"), create_volumes=[1]
+        ) as (a, sa),
+        running_node(node_config(tmp_path / "b"), credentials=creds(SECRET, "store")) as (b, sb),
     ):
         url_a, url_b = f"http://127.0.0.1:{sa.port}", f"http://127.0.0.1:{sb.port}"
         async with (
-            StoreClient(url_a, secret=SECRET) as ca,
-            StoreClient(url_b, secret=SECRET) as cb,
+            StoreClient(url_a, credentials=creds(SECRET)) as ca,
+            StoreClient(url_b, credentials=creds(SECRET)) as cb,
         ):
             await _fill(ca, range(1, 40))
             await ca.delete(1, 7)
@@ -294,17 +302,21 @@ async def test_bad_pull_requests(node: tuple[StoreNode, str], client: StoreClien
 
 
 async def test_an_interrupted_pull_resumes_from_its_temp_file(tmp_path: Path) -> None:
-    async with running_node(node_config(tmp_path / "a"), secret=SECRET, create_volumes=[1]) as (
+    async with running_node(
+        node_config(tmp_path / "a"), credentials=creds(SECRET, "store"), create_volumes=[1]
+    ) as (
         a,
         sa,
     ):
         url_a = f"http://127.0.0.1:{sa.port}"
-        async with StoreClient(url_a, secret=SECRET) as ca:
+        async with StoreClient(url_a, credentials=creds(SECRET)) as ca:
             await _fill(ca, range(1, 120), size=4000)  # about 650 KB
         total = a.volume(1).end
         # A slow pull, stopped with its node part way.
-        async with running_node(node_config(tmp_path / "b"), secret=SECRET) as (b, sb):
-            cb = StoreClient(f"http://127.0.0.1:{sb.port}", secret=SECRET)
+        async with running_node(
+            node_config(tmp_path / "b"), credentials=creds(SECRET, "store")
+        ) as (b, sb):
+            cb = StoreClient(f"http://127.0.0.1:{sb.port}", credentials=creds(SECRET))
             async with cb:
                 await cb.start_pull(1, url_a, bytes_per_s_max=1_000_000)
                 await eventually(lambda: _pulled_more_than(cb, 0.2))
@@ -316,9 +328,11 @@ async def test_an_interrupted_pull_resumes_from_its_temp_file(tmp_path: Path) ->
         kept = (Path(b.storage.root) / pull_data_name(1)).stat().st_size
         assert 0 < kept < total
         # The node starts with the temp files and no volume; a new pull resumes them.
-        async with running_node(node_config(tmp_path / "b"), secret=SECRET) as (b2, sb2):
+        async with running_node(
+            node_config(tmp_path / "b"), credentials=creds(SECRET, "store")
+        ) as (b2, sb2):
             assert 1 not in b2.volumes
-            async with StoreClient(f"http://127.0.0.1:{sb2.port}", secret=SECRET) as cb:
+            async with StoreClient(f"http://127.0.0.1:{sb2.port}", credentials=creds(SECRET)) as cb:
                 await cb.start_pull(1, url_a)
                 done = await wait_job(cb, 1, "pull")
                 assert done["state"] == "done", done
@@ -332,13 +346,15 @@ async def test_an_interrupted_pull_resumes_from_its_temp_file(tmp_path: Path) ->
 
 async def test_a_pull_starts_over_when_the_source_was_compacted(tmp_path: Path) -> None:
     async with (
-        running_node(node_config(tmp_path / "a"), secret=SECRET, create_volumes=[1]) as (a, sa),
-        running_node(node_config(tmp_path / "b"), secret=SECRET) as (b, sb),
+        running_node(
+            node_config(tmp_path / "a"), credentials=creds(SECRET, "store"), create_volumes=[1]
+        ) as (a, sa),
+        running_node(node_config(tmp_path / "b"), credentials=creds(SECRET, "store")) as (b, sb),
     ):
         url_a = f"http://127.0.0.1:{sa.port}"
         async with (
-            StoreClient(url_a, secret=SECRET) as ca,
-            StoreClient(f"http://127.0.0.1:{sb.port}", secret=SECRET) as cb,
+            StoreClient(url_a, credentials=creds(SECRET)) as ca,
+            StoreClient(f"http://127.0.0.1:{sb.port}", credentials=creds(SECRET)) as cb,
         ):
             await _fill(ca, range(1, 120), size=4000)
             await cb.start_pull(1, url_a, bytes_per_s_max=1_000_000)
@@ -356,13 +372,15 @@ async def test_a_pull_starts_over_when_the_source_was_compacted(tmp_path: Path) 
 
 async def test_delete_volume_abandons_a_pull_and_its_temp_files(tmp_path: Path) -> None:
     async with (
-        running_node(node_config(tmp_path / "a"), secret=SECRET, create_volumes=[1]) as (_, sa),
-        running_node(node_config(tmp_path / "b"), secret=SECRET) as (b, sb),
+        running_node(
+            node_config(tmp_path / "a"), credentials=creds(SECRET, "store"), create_volumes=[1]
+        ) as (_, sa),
+        running_node(node_config(tmp_path / "b"), credentials=creds(SECRET, "store")) as (b, sb),
     ):
         url_a = f"http://127.0.0.1:{sa.port}"
         async with (
-            StoreClient(url_a, secret=SECRET) as ca,
-            StoreClient(f"http://127.0.0.1:{sb.port}", secret=SECRET) as cb,
+            StoreClient(url_a, credentials=creds(SECRET)) as ca,
+            StoreClient(f"http://127.0.0.1:{sb.port}", credentials=creds(SECRET)) as cb,
         ):
             await _fill(ca, range(1, 60), size=4000)
             await cb.start_pull(1, url_a, bytes_per_s_max=500_000)
