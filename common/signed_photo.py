@@ -126,8 +126,9 @@ def sign_playlist(key: bytes, text: bytes, *, expiry: int) -> bytes:
 
 
 def is_signed(query: str) -> bool:
-    """Whether a photo request's query string asks for a signed URL (it has an "s")."""
-    return "s=" in query
+    """Whether a photo request's query string is (or tries to be) a signed URL's: it has an
+    "e" or an "s" parameter. Any other query is not ours and is ignored (cache busters)."""
+    return query.startswith(("e=", "s=")) or "&e=" in query or "&s=" in query
 
 
 def _parse_query(query: str) -> tuple[int, str]:

@@ -333,7 +333,9 @@ class Directory:
         now = self._clock()
         if info is None:
             self._forget_known(vid)
-            self._remember_absent(vid, now + cfg.unknown_volume_ttl_s)
+            if vid <= self._id_max or self._id_max < 0:
+                # Above the highest id the probe answers for it: nothing to remember.
+                self._remember_absent(vid, now + cfg.unknown_volume_ttl_s)
         else:
             self._absent.pop(vid, None)
             ttl = cfg.lookup_ttl_s

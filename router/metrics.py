@@ -28,12 +28,16 @@ _ROUTER_HELP: Final = {
     "lookup_refreshes": "Volume lookups forced because the known replicas failed",
     "repair_reports": "Bad replica copies reported to the directory",
     "repair_reports_dropped": "Repair reports dropped (repair_reports_inflight_max)",
+    "signed_served": "Photo answers to signed (private) URLs",
+    "signed_refused": "Signed URLs refused as forged or expired (403)",
 }
 _LOOKUP_COUNTERS: Final = {
     "lookups": "Volume lookups asked of the lookup cache",
     "lookup_fetches": "Volume lookups fetched from the directory",
     "lookup_failures": "Directory lookups that failed",
     "stale_served": "Lookups answered from an expired entry while it was refreshed",
+    "unknown_answered": "Lookups of unknown volumes answered without asking the directory",
+    "probes": "Lookups of volume ids above the directory's highest (one at a time)",
     "cache_refresh_failures": "Failed refreshes of the cache node list",
 }
 
@@ -51,6 +55,11 @@ class _RouterCollector:
             yield CounterMetricFamily(f"pinhole_router_{name}", doc, value=getattr(lookup, name))
         yield GaugeMetricFamily(
             "pinhole_router_volumes_cached", "Volume lookups cached", value=lookup.volumes_cached
+        )
+        yield GaugeMetricFamily(
+            "pinhole_router_unknown_volumes_cached",
+            "Unknown volume ids remembered",
+            value=lookup.unknown_volumes_cached,
         )
         yield GaugeMetricFamily(
             "pinhole_router_caches", "Cache nodes the directory lists alive", value=lookup.caches

@@ -64,7 +64,9 @@ async def start_store(tmp_path: Path) -> AsyncIterator[StartStore]:
     async def start() -> Store:
         data_dir = tmp_path / f"store{len(started)}"
         cm = running_node(
-            StoreConfig(data_dir=data_dir, port=0), secret=SECRET, create_volumes=[VID]
+            StoreConfig(data_dir=data_dir, port=0),
+            credentials=creds(SECRET, "store"),
+            create_volumes=[VID],
         )
         node, server = await cm.__aenter__()
         store = Store(node, server, f"http://127.0.0.1:{server.port}", data_dir, cm)

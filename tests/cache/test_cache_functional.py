@@ -68,6 +68,11 @@ async def peer() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
         await runner.cleanup()
 
 
+def _authorization(request: web.Request) -> dict[str, str]:
+    value = request.headers.get("Authorization")
+    return {} if value is None else {"Authorization": value}
+
+
 def relay_to(store: Store, gate: asyncio.Event | None = None) -> Handler:
     """A replica that waits for ``gate`` and then relays the real store's answer."""
 
@@ -76,7 +81,8 @@ def relay_to(store: Store, gate: asyncio.Event | None = None) -> Handler:
             await gate.wait()
         async with (
             aiohttp.ClientSession() as http,
-            http.get(store.url + request.path) as resp,
+            # The cache's own credential, passed on: the relay is only a slow wire.
+            http.get(store.url + request.path, headers=_authorization(request)) as resp,
         ):
             body = await resp.read()
             headers = {k: v for k, v in resp.headers.items() if k.lower() in ("etag",)}
@@ -109,7 +115,8 @@ async def test_miss_then_hit(stores: list[Store], cache: Cache) -> None:
     status, headers, body = await cache.get(7, 0, COOKIE, None, method="HEAD")
     assert (status, body, headers["Content-Length"]) == (200, b"", str(len(data)))
     async with cache.http.get(
-        f"{cache.url}/c/{VID}/7/0/{COOKIE:016x}", headers={"If-None-Match": etag_of(7, data)}
+        f"{cache.url}/c/{VID}/7/0/{COOKIE:016x}",
+        headers={"If-None-Match": etag_of(7, data), **auth(SECRET, Purpose.READ)},
     ) as resp:
         assert resp.status == 304
 
@@ -304,7 +311,7 @@ async def test_corrupt_copy_is_skipped_and_reported(
     await put_all(stores, 19, data)
     corrupt_on_disk(stores[0], data)
     async with (  # the store itself refuses the bad copy
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers=auth(SECRET, Purpose.READ)) as http,
         http.get(f"{stores[0].url}/n/{VID}/19/0/{COOKIE:016x}") as resp,
     ):
         assert (resp.status, resp.headers["X-Pinhole-Error"]) == (500, "corrupt_needle")
@@ -351,13 +358,41 @@ async def test_etag_mismatch_is_treated_as_corrupt(
 # --------------------------------------------------------------------------- the rest
 
 
+async def test_replica_lists_are_taken_only_with_the_read_credential(
+    stores: list[Store], cache: Cache, peer: Callable[[Handler], Awaitable[str]]
+) -> None:
+    data = os.urandom(3000)
+    await put_all(stores, 40, data)
+    fetched: list[str] = []
+
+    async def forged(request: web.Request) -> web.Response:
+        fetched.append(request.path)
+        return web.Response(body=b"not the photo", headers={"ETag": etag_of(40, b"x")})
+
+    evil = await peer(forged)
+    for headers in ({}, auth(SECRET, Purpose.WRITE), {"Authorization": "Pinhole-Internal x"}):
+        status, got, body = await cache.get(40, 0, COOKIE, [evil], authorized=False)
+        async with cache.http.get(
+            f"{cache.url}/c/{VID}/40/0/{COOKIE:016x}",
+            headers={**headers, "X-Pinhole-Replicas": evil},
+        ) as resp:
+            assert resp.status == 401 and (await resp.json())["error"]["code"] == "unauthorized"
+        assert status == 401 and got["X-Pinhole-Error"] == "unauthorized"
+    assert fetched == [] and cache.node.statistics().lru.items == 0
+    # With the credential the listed replica is asked; a body not matching its ETag is
+    # refused, never cached, and the real photo is still served from a real replica.
+    status, _, body = await cache.get(40, 0, COOKIE, [evil, *urls(stores)])
+    assert (status, body) == (200, data) and fetched == [f"/n/{VID}/40/0/{COOKIE:016x}"]
+
+
 async def test_bad_requests(cache: Cache) -> None:
-    async with cache.http.get(f"{cache.url}/c/1/2/3/XYZ", headers={}) as resp:
+    read = auth(SECRET, Purpose.READ)
+    async with cache.http.get(f"{cache.url}/c/1/2/3/XYZ", headers=read) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"]["code"] == "bad_path"
-    async with cache.http.get(f"{cache.url}/c/01/2/3/{COOKIE:016x}") as resp:
+    async with cache.http.get(f"{cache.url}/c/01/2/3/{COOKIE:016x}", headers=read) as resp:
         assert resp.status == 400
-    async with cache.http.get(f"{cache.url}/c/1/2/3/{COOKIE:016x}") as resp:
+    async with cache.http.get(f"{cache.url}/c/1/2/3/{COOKIE:016x}", headers=read) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"]["code"] == "no_replicas"
     status, _, _ = await cache.get(1, 2, COOKIE, ["ftp://x"])
@@ -379,9 +414,13 @@ async def test_status_metrics_and_heartbeat(
     async with cache.http.get(f"{cache.url}/healthz") as resp:
         assert (await resp.json())["ok"] is True
     async with cache.http.get(f"{cache.url}/status") as resp:
+        assert resp.status == 401
+    async with cache.http.get(f"{cache.url}/status", headers=auth(SECRET, Purpose.ADMIN)) as resp:
         st = await resp.json()
         assert (st["misses"], st["lru"]["items"]) == (1, 1)
-    async with cache.http.get(f"{cache.url}/metrics") as resp:
+    async with cache.http.get(
+        f"{cache.url}/metrics", headers=auth(SECRET, Purpose.METRICS)
+    ) as resp:
         text = await resp.text()
         assert "pinhole_cache_misses_total" in text
         assert "pinhole_cache_lru_bytes" in text

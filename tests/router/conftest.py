@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from common.credentials import Purpose
 from common.photo import Format, alt_key, photo_path
 from router.config import RouterConfig
 from router.http_api import RouterHttpApi
@@ -25,6 +26,10 @@ from store.volume_config import VolumeLimits
 from tests.conftest import creds
 
 SECRET = b"router-test-secret-0123456789abcdef"
+# The variant the tests read by default: a published one (rendition 0, the original, is
+# served to nobody without the internal read credential).
+PUBLIC_RENDITION = 640
+_VERIFIER = creds(SECRET, "directory")
 COOKIE = 0x0123456789ABCDEF
 MiB = 1024 * 1024
 
@@ -40,6 +45,9 @@ class FakeDirectory:
     cache_requests: int = 0
     fail: bool = False  # answer 500 to everything
     url: str = ""
+    unauthorized: int = 0
+    # Sent as X-Pinhole-Volume-Id-Max on lookups, like the directory (None: not sent).
+    volume_id_max: int | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -48,22 +56,39 @@ class FakeDirectory:
         app.router.add_post("/repairs", self._repair)
         return app
 
+    def _refused(self, request: web.Request) -> web.Response | None:
+        """401 unless the request carries what a router sends lookups with (read)."""
+        if _VERIFIER.allows(request.headers.get("Authorization"), Purpose.READ):
+            return None
+        self.unauthorized += 1
+        return web.json_response({"error": {"code": "unauthorized", "message": "no"}}, status=401)
+
     async def _volume(self, request: web.Request) -> web.Response:
         self.volume_requests += 1
+        if (refused := self._refused(request)) is not None:
+            return refused
         if self.fail:
             return web.json_response({"error": {"code": "x", "message": "down"}}, status=500)
+        headers = {}
+        if self.volume_id_max is not None:
+            headers["X-Pinhole-Volume-Id-Max"] = str(self.volume_id_max)
         lv = self.volumes.get(int(request.match_info["vid"]))
         if lv is None:
-            return web.json_response({"error": {"code": "not_found", "message": "no"}}, status=404)
-        return web.json_response(lv)
+            body = {"error": {"code": "not_found", "message": "no"}}
+            return web.json_response(body, status=404, headers=headers)
+        return web.json_response(lv, headers=headers)
 
     async def _caches(self, request: web.Request) -> web.Response:
         self.cache_requests += 1
+        if (refused := self._refused(request)) is not None:
+            return refused
         if self.fail:
             return web.json_response({"error": {"code": "x", "message": "down"}}, status=500)
         return web.json_response({"caches": self.caches})
 
     async def _repair(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
         self.repairs.append(await request.json())
         return web.json_response({}, status=202)
 
@@ -139,7 +164,7 @@ class Cluster:
         data: bytes,
         *,
         vid: int = 1,
-        rendition: int = 0,
+        rendition: int = PUBLIC_RENDITION,
         fmt: Format = Format.JPEG,
         cookie: int = COOKIE,
         on: list[int] | None = None,
@@ -155,7 +180,7 @@ class Cluster:
         fmt: Format | None = Format.JPEG,
         *,
         vid: int = 1,
-        rendition: int = 0,
+        rendition: int = PUBLIC_RENDITION,
         cookie: int = COOKIE,
     ) -> str:
         return self.router_url + photo_path(vid, key, cookie, rendition, fmt)

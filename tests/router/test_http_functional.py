@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from common.photo import Format
-from tests.router.conftest import COOKIE, Cluster, cluster_of
+from common.credentials import Purpose
+from common.photo import Format, alt_key
+from tests.conftest import auth
+from tests.router.conftest import COOKIE, PUBLIC_RENDITION, SECRET, Cluster, cluster_of
+
+READ = auth(SECRET, Purpose.READ)
+ADMIN = auth(SECRET, Purpose.ADMIN)
+METRICS = auth(SECRET, Purpose.METRICS)
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
@@ -223,7 +229,8 @@ async def test_missing_copy_on_one_replica_is_reported_for_repair(cluster: Clust
             break
         await asyncio.sleep(0.01)
     [report] = cluster.directory.repairs
-    assert report["volume_id"] == 1 and report["key"] == str(key) and report["alt_key"] == 1
+    alt = alt_key(PUBLIC_RENDITION, Format.JPEG)
+    assert report["volume_id"] == 1 and report["key"] == str(key) and report["alt_key"] == alt
     assert report["node_id"] == "store-1" and report["reason"] == "read"
 
 
@@ -294,15 +301,20 @@ async def test_status_healthz_metrics(cluster: Cluster) -> None:
     await cluster.put(19, b"m")
     assert await _status(cluster, cluster.url(19)) == 200
     async with cluster.http.get(cluster.router_url + "/healthz") as r:
-        assert r.status == 200 and (await r.json())["ok"] is True
-    async with cluster.http.get(cluster.router_url + "/status") as r:
+        assert r.status == 200 and await r.json() == {"ok": True}  # no topology in it
+    for path in ("/status", "/metrics"):
+        async with cluster.http.get(cluster.router_url + path) as r:
+            assert r.status == 401
+        async with cluster.http.get(cluster.router_url + path, headers=READ) as r:
+            assert r.status == 401  # reading photos is not reading the router's state
+    async with cluster.http.get(cluster.router_url + "/status", headers=ADMIN) as r:
         doc = await r.json()
         assert doc["router"]["photos_served"] == 1
         assert doc["router"]["direct_reads"] == 1
         assert doc["lookup"]["lookup_fetches"] == 1
         assert doc["caches"] == [] and doc["caches_down"] == []
         assert doc["http"]["requests_total"] >= 2
-    async with cluster.http.get(cluster.router_url + "/metrics") as r:
+    async with cluster.http.get(cluster.router_url + "/metrics", headers=METRICS) as r:
         text = await r.text()
         assert "pinhole_router_photos_served_total 1.0" in text
         assert "pinhole_router_direct_reads_total 1.0" in text
@@ -323,5 +335,5 @@ async def test_dead_cache_node_falls_back_to_replicas(cluster: Cluster, header: 
     # The failed node is skipped for cache_down_s: no second failure, no timeout paid.
     assert await _status(cluster, cluster.url(20)) == 200
     assert cluster.api.statistics().cache_failures == 1
-    async with cluster.http.get(cluster.router_url + "/status") as r:
+    async with cluster.http.get(cluster.router_url + "/status", headers=ADMIN) as r:
         assert (await r.json())["caches_down"] == ["http://127.0.0.1:9"]
