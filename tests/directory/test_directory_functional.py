@@ -10,11 +10,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from common.credentials import Purpose
 from directory.client import DirectoryClient
 from directory.errors import DirectoryError, NoWritableVolume
 from directory.writer import BlobWriter
 from store.client import StoreClientError
-from tests.conftest import creds
+from tests.conftest import auth, creds
 from tests.directory.conftest import SECRET, Cluster, eventually, fast_config, running_cluster
 
 
@@ -61,16 +62,93 @@ async def test_bad_requests_answer_json_errors(backend: dict[str, Any], tmp_path
             assert (e.value.status, e.value.code) == (401, "unauthorized")
         async with aiohttp.ClientSession() as s:
             async with s.get(cluster.url + "/nope") as resp:
+                assert resp.status == 401  # without a credential no route is told apart
+            async with s.get(cluster.url + "/nope", headers=auth(SECRET, Purpose.ADMIN)) as resp:
                 assert resp.status == 404
                 assert (await resp.json())["error"]["code"] == "not_found"
-            headers = {"Authorization": c._auth or ""}
+            node = auth(SECRET, Purpose.NODE)
             async with s.post(
-                cluster.url + "/heartbeat", data=b"x" * 100_000, headers=headers
+                cluster.url + "/heartbeat", data=b"x" * 100_000, headers=node
             ) as resp:
                 assert resp.status == 413
                 assert (await resp.json())["error"]["code"] == "body_too_large"
-            async with s.post(cluster.url + "/deletes", data=b"{", headers=headers) as resp:
+            write = auth(SECRET, Purpose.WRITE)
+            async with s.post(cluster.url + "/deletes", data=b"{", headers=write) as resp:
                 assert resp.status == 400
+
+
+async def test_each_route_takes_the_credential_of_its_purpose(tmp_path: Path) -> None:
+    config = fast_config({"data_dir": tmp_path / "directory"})
+    async with running_cluster(config, tmp_path, stores=0, loops=False) as cluster:
+        url = cluster.url
+        read, write, node, admin, metrics = (auth(SECRET, p) for p in Purpose)
+        beat = {
+            "node_id": "n1",
+            "role": "cache",
+            "url": "http://127.0.0.1:9",
+            "failure_domain": "x",
+        }
+        cases = [
+            ("GET", "/healthz", None, [({}, 200)]),
+            ("GET", "/status", None, [({}, 401), (read, 401), (write, 401), (admin, 200)]),
+            ("GET", "/metrics", None, [({}, 401), (read, 401), (metrics, 200), (admin, 200)]),
+            ("GET", "/nodes", None, [(read, 401), (node, 401), (admin, 200)]),
+            ("GET", "/volumes", None, [(read, 401), (write, 401), (admin, 200)]),
+            (
+                "GET",
+                "/volumes/1",
+                None,
+                [({}, 401), (node, 401), (read, 404), (write, 404), (admin, 404)],
+            ),
+            ("GET", "/caches", None, [({}, 401), (write, 401), (read, 200)]),
+            ("GET", "/writable", None, [({}, 401), (read, 401), (write, 200)]),
+            ("POST", "/heartbeat", beat, [({}, 401), (read, 401), (write, 401), (node, 200)]),
+            ("POST", "/volumes", {"count": 1}, [(write, 401), (node, 401), (admin, 409)]),
+            ("GET", "/repairs", None, [(read, 401), (admin, 200)]),
+            ("GET", "/plan/replication", None, [(write, 401), (admin, 200)]),
+        ]
+        async with aiohttp.ClientSession() as s:
+            for method, path, body, expected in cases:
+                for headers, status in expected:
+                    async with s.request(method, url + path, json=body, headers=headers) as r:
+                        assert r.status == status, (method, path, headers, await r.text())
+
+
+async def test_lookups_answer_from_a_snapshot(tmp_path: Path) -> None:
+    config = fast_config(
+        {"data_dir": tmp_path / "directory"}, lookup_snapshot_s=60.0, lookup_reload_s_min=0.2
+    )
+    read = auth(SECRET, Purpose.READ)
+    async with (
+        running_cluster(config, tmp_path, stores=3, loops=False) as cluster,
+        cluster.client() as c,
+        aiohttp.ClientSession(headers=read) as s,
+    ):
+        await c.create_volumes(1)
+        directory = cluster.directory
+        async with s.get(cluster.url + "/volumes/1") as r:
+            assert r.status == 200 and r.headers["X-Pinhole-Volume-Id-Max"] == "1"
+        loads = directory.lookup_loads
+
+        async def lookup(vid: int) -> int:
+            async with s.get(f"{cluster.url}/volumes/{vid}") as r:
+                assert r.headers["X-Pinhole-Volume-Id-Max"] == "1"
+                return r.status
+
+        # Below the highest id: answered from the snapshot, no load at all.
+        assert {await lookup(1) for _ in range(50)} == {200}
+        assert directory.lookup_loads == loads
+        # Above it: reloads, but at most one per lookup_reload_s_min.
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        statuses = await asyncio.gather(*(lookup(v) for v in range(2, 502)))
+        elapsed = loop.time() - started
+        assert set(statuses) == {404}
+        assert directory.lookup_loads - loads <= elapsed / 0.2 + 2
+        # A volume created since the snapshot is found by the next reload.
+        await c.create_volumes(1)
+        await asyncio.sleep(0.25)
+        assert (await c.volume(2))["volume_id"] == 2
 
 
 async def test_create_volumes_places_replicas_and_creates_them(
