@@ -97,6 +97,12 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+# The variant the benchmark writes and reads: a published one (the router serves the
+# original, rendition 0, to internal readers only).
+RENDITION: Final = 640
+ALT_KEY: Final = photo.alt_key(RENDITION, photo.Format.JPEG)
+
+
 @dataclass(frozen=True)
 class Blob:
     volume_id: int
@@ -106,13 +112,11 @@ class Blob:
 
     @property
     def photo_path(self) -> str:
-        return photo.photo_path(self.volume_id, self.key, self.cookie, 0, photo.Format.JPEG)
+        return photo.photo_path(self.volume_id, self.key, self.cookie, RENDITION, photo.Format.JPEG)
 
     @property
     def needle_path(self) -> str:
-        return needle_path(
-            self.volume_id, self.key, photo.alt_key(0, photo.Format.JPEG), self.cookie
-        )
+        return needle_path(self.volume_id, self.key, ALT_KEY, self.cookie)
 
 
 class ClusterBench:
@@ -174,7 +178,7 @@ class ClusterBench:
                 async with sem:
                     ref = await w.put(
                         base + i,
-                        photo.alt_key(0, photo.Format.JPEG),
+                        ALT_KEY,
                         payload,
                         cookie=secrets.randbits(64),
                     )
@@ -298,7 +302,7 @@ class ClusterBench:
                 "store_cpu_us": cpu_us_per_request(store_s, done),
             }
 
-        alt = photo.alt_key(0, photo.Format.JPEG)
+        alt = ALT_KEY
         async with (
             aiohttp.ClientSession() as s,
             s.get(self.layout.directory_url + "/writable", headers=self._admin()) as r,

@@ -145,7 +145,10 @@ def api_serve(
         ctx, _media_overrides(media_data, database_url, directory_url, router_url)
     )
     creds = service_credentials(
-        "api", credentials_file=credentials_file, secret_file=secret_file, root=root
+        "api",
+        credentials_file=credentials_file,
+        secret_file=secret_file or (None if credentials_file else media.cluster_secret_file),
+        root=root,
     )
     run(serve_forever(config, media, credentials=creds, social=social, feed=feed))
 
@@ -185,7 +188,10 @@ def worker_serve(
         ctx, _media_overrides(media_data, database_url, directory_url, router_url)
     )
     creds = service_credentials(
-        "worker", credentials_file=credentials_file, secret_file=secret_file, root=root
+        "worker",
+        credentials_file=credentials_file,
+        secret_file=secret_file or (None if credentials_file else media.cluster_secret_file),
+        root=root,
     )
     run(_serve_worker(media, creds, name=name, host=host, port=port))
 

@@ -45,6 +45,8 @@ def _config(ctx: click.Context, role: str, overrides: dict[str, Any]) -> Any:
 def _serve(
     role: str, config: Any, credentials_file: Path | None, secret_file: Path | None, root: Path
 ) -> None:
+    if credentials_file is None and secret_file is None:
+        secret_file = getattr(config, "cluster_secret_file", None)
     creds = service_credentials(
         role, credentials_file=credentials_file, secret_file=secret_file, root=root
     )

@@ -18,9 +18,10 @@ import pytest
 from api.app import running_api
 from api.config import ApiConfig
 from api.context import CONTEXT, ApiContext
+from common.credentials import Purpose
 from router.config import RouterConfig
 from router.server import running_router
-from tests.conftest import creds
+from tests.conftest import auth, creds
 from tests.directory.conftest import SECRET, Cluster, fast_config, running_cluster
 from transformer.config import MediaConfig
 
@@ -147,7 +148,7 @@ async def sign_up(api_url: str, username: str, *, private: bool = False) -> tupl
 
 
 async def _wait_writable(directory_url: str) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=auth(SECRET, Purpose.ADMIN)) as http:
         for _ in range(200):
             async with http.get(directory_url + "/writable") as r:
                 if r.status == 200 and (await r.json()).get("volumes"):

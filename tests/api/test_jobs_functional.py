@@ -20,7 +20,14 @@ import sqlalchemy as sa
 
 from tests.api.conftest import MediaEnv, media_env
 from tests.api.media_files import SECRET_PLACE, jpeg_with_gps, video_with_location
-from tests.api.test_media import fetch, get_media, live_needles, upload
+from tests.api.test_media import (
+    fetch,
+    get_media,
+    live_needles,
+    original_gone,
+    original_photo_url,
+    upload,
+)
 from tests.directory.conftest import SECRET, eventually
 from transformer import jobs, schema
 
@@ -142,11 +149,14 @@ async def test_dead_letters_are_listed_and_retried_by_the_jobs_commands(tmp_path
         status, doc = await upload(env, jpeg_with_gps(400, 300))
         assert status == 201
         media_id = doc["media_id"]
-        vid = int(doc["original_url"].split("/")[-4])
+        original = await original_photo_url(env, media_id)
+        vid = int(original.split("/")[-4])
         # The original vanishes before any worker reads it: every attempt fails.
         await env.ctx.writer.delete(vid, int(media_id))
         await eventually(
-            lambda: _gone(doc["original_url"]), timeout_s=20, what="the original's delete"
+            lambda: original_gone(env, media_id, original),
+            timeout_s=20,
+            what="the original's delete",
         )
         env.start_worker()
 
@@ -195,6 +205,7 @@ async def test_unattached_media_expire_and_their_needles_are_deleted(tmp_path: P
         env.start_worker()
         ready = await wait_ready(env, doc["media_id"], timeout_s=20)
         assert ready["status"] == "ready"
+        original = await original_photo_url(env, doc["media_id"])
         photo_url = ready["variants"]["320"]["formats"]["webp"]
         assert (await fetch(photo_url))[0] == 200
 
@@ -203,7 +214,9 @@ async def test_unattached_media_expire_and_their_needles_are_deleted(tmp_path: P
 
         await eventually(expired, timeout_s=20, what="the media to expire")
         await eventually(lambda: _gone(photo_url), timeout_s=20, what="the variant's delete")
-        await eventually(lambda: _gone(doc["original_url"]), timeout_s=20, what="the original")
+        await eventually(
+            lambda: original_gone(env, doc["media_id"], original), timeout_s=20, what="the original"
+        )
 
         async def no_needles() -> bool:
             return live_needles(env) == 0

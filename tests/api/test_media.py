@@ -14,10 +14,13 @@ import aiohttp
 from PIL import Image
 
 from api import openapi
+from common.credentials import Purpose
+from common.photo import Format, photo_path
 from tests.api.conftest import MediaEnv, media_env
 from tests.api.media_files import jpeg_with_gps
-from tests.conftest import creds
-from transformer import variants
+from tests.conftest import auth, creds
+from tests.directory.conftest import SECRET
+from transformer import media_store, variants
 from transformer.limits import MediaLimits
 
 SIZES = variants.PHOTO_SIZES
@@ -54,6 +57,30 @@ async def fetch(url: str, **headers: str) -> tuple[int, str, bytes]:
         return r.status, r.headers.get("Content-Type", ""), await r.read()
 
 
+async def fetch_original(env: MediaEnv, doc: dict[str, Any]) -> tuple[int, str, bytes]:
+    """The owner's download of the original, through the API with the owner's session."""
+    return await fetch(env.api_url + doc["original_url"], **env.auth)
+
+
+async def original_photo_url(env: MediaEnv, media_id: str) -> str:
+    """The original's URL at the router, with its own cookie (only the database knows it);
+    served only with the internal read credential."""
+    got = await media_store.get(env.ctx.db, int(media_id))
+    assert got is not None
+    row, rows = got
+    var = next(r for r in rows if r.rendition == 0)
+    return env.router_url + photo_path(
+        var.volume_id, row.media_id, row.original_cookie, 0, Format(var.fmt)
+    )
+
+
+async def original_gone(env: MediaEnv, media_id: str, url: str | None = None) -> bool:
+    """Whether the original's needle reads 404 even for an internal reader."""
+    url = url or await original_photo_url(env, media_id)
+    status, _, _ = await fetch(url, **auth(SECRET, Purpose.READ))
+    return status == 404
+
+
 def live_needles(env: MediaEnv) -> int:
     return sum(v.needles_live for n in env.cluster.nodes for v in n.node.volumes.values())
 
@@ -69,8 +96,9 @@ async def test_a_photo_upload_becomes_ready_with_every_variant_and_no_exif(env: 
     assert status == 201, doc
     assert doc["status"] == "processing" and doc["media_type"] == "image"
     assert (doc["width"], doc["height"]) == (1600, 1200)
-    # The original is durable before the answer: it reads back byte-exact now.
-    got = await fetch(doc["original_url"])
+    # The original is durable before the answer: its owner downloads it byte-exact now.
+    assert doc["original_url"] == f"/api/v1/media/{doc['media_id']}/original"
+    got = await fetch_original(env, doc)
     assert got[0] == 200 and got[2] == original
 
     env.start_worker()

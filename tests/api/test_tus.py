@@ -18,7 +18,7 @@ from PIL import Image
 
 from api import tus, tus_store
 from tests.api.conftest import MediaEnv
-from tests.api.test_media import fetch, get_media, live_needles, media_rows
+from tests.api.test_media import fetch_original, get_media, live_needles, media_rows
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -89,7 +89,7 @@ async def test_the_stock_client_uploads_in_chunks_with_checksums(env: MediaEnv) 
             assert doc["media_id"] == media_id and doc["offset"] == doc["length"] == len(photo)
     status, media = await get_media(env, media_id)
     assert status == 200 and media["status"] == "processing" and media["media_type"] == "image"
-    code, _, body = await fetch(media["original_url"])
+    code, _, body = await fetch_original(env, media)
     assert code == 200 and body == photo
     assert not list((env.api.data_dir / "tus").glob("*.part"))
 
@@ -129,7 +129,7 @@ async def test_an_upload_cut_off_several_times_completes_byte_exact(env: MediaEn
         media_id = headers["Pinhole-Media-Id"]
     assert env.ctx.tus_locks == {}  # a finished upload's lock goes with it
     _, media = await get_media(env, media_id)
-    code, _, body = await fetch(media["original_url"])
+    code, _, body = await fetch_original(env, media)
     assert code == 200 and body == photo
 
 

@@ -28,15 +28,16 @@ import aiohttp
 import pytest
 
 from common import credentials, photo
+from common.credentials import Purpose
 from directory.writer import BlobRef, BlobWriter, NoWritableVolume
 from ops import local_cluster as lc
 from store.client import StoreClient
-from tests.conftest import creds
+from tests.conftest import auth, creds
 
 pytestmark = pytest.mark.crash
 REPO = Path(__file__).resolve().parents[2]
 BLOBS = 60
-ALT = photo.alt_key(0, photo.Format.JPEG)
+ALT = photo.alt_key(640, photo.Format.JPEG)  # a published variant (not the original)
 SETTLE_S_MAX = 30.0
 
 
@@ -66,6 +67,10 @@ class Cluster:
 
     def services(self) -> dict[str, lc.Running]:
         return lc.read_registry(self.root)
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return auth(self.secret, Purpose.ADMIN)
 
     def photo_url(self, ref: BlobRef) -> str:
         rendition, fmt = photo.split_alt(ref.alt_key)
@@ -134,13 +139,14 @@ def test_writes_land_on_three_replicas_and_read_through_the_router(cluster: Clus
                 c.blobs[ref.key] = (ref, data)
         # Every acknowledged blob is on each of its volume's three replicas.
         async with aiohttp.ClientSession() as s:
-            async with s.get(c.layout.directory_url + "/volumes") as r:
+            async with s.get(c.layout.directory_url + "/volumes", headers=c.admin) as r:
                 lvs = {v["volume_id"]: v for v in (await r.json())["volumes"]}
             for ref, data in c.blobs.values():
                 replicas = lvs[ref.volume_id]["replicas"]
                 assert len({rep["node_id"] for rep in replicas}) == 3
                 for rep in replicas:
-                    async with StoreClient(rep["url"], session=s) as sc:
+                    read = creds(c.secret, "router")  # what a reader holds
+                    async with StoreClient(rep["url"], credentials=read, session=s) as sc:
                         got = await sc.get(ref.volume_id, ref.key, ref.alt_key, ref.cookie)
                         assert got.data == data
 
@@ -165,7 +171,7 @@ def test_a_killed_store_node_loses_no_read_and_writes_go_on(cluster: Cluster) ->
                 c.blobs[ref.key] = (ref, data)
         async with (
             aiohttp.ClientSession() as s,
-            s.get(c.layout.directory_url + "/volumes") as r,
+            s.get(c.layout.directory_url + "/volumes", headers=c.admin) as r,
         ):
             lvs = {v["volume_id"]: v for v in (await r.json())["volumes"]}
         for ref, _ in list(c.blobs.values())[-20:]:
@@ -206,7 +212,7 @@ def test_an_added_node_and_fix_replication_restore_three_verified_replicas(
 
     async def check() -> None:
         async with aiohttp.ClientSession() as s:
-            async with s.get(c.layout.directory_url + "/volumes") as r:
+            async with s.get(c.layout.directory_url + "/volumes", headers=c.admin) as r:
                 lvs = (await r.json())["volumes"]
             for lv in lvs:
                 ready = [rep for rep in lv["replicas"] if rep["state"] == "ready" and rep["alive"]]
@@ -215,7 +221,8 @@ def test_an_added_node_and_fix_replication_restore_three_verified_replicas(
             for ref, data in c.blobs.values():
                 lv = next(v for v in lvs if v["volume_id"] == ref.volume_id)
                 for rep in lv["replicas"]:
-                    async with StoreClient(rep["url"], session=s) as sc:
+                    read = creds(c.secret, "router")  # what a reader holds
+                    async with StoreClient(rep["url"], credentials=read, session=s) as sc:
                         got = await sc.get(ref.volume_id, ref.key, ref.alt_key, ref.cookie)
                         assert got.data == data
 
@@ -294,7 +301,7 @@ def test_the_cache_coalesces_misses_follows_admission_and_forgets_deletes(
         total = 0
         for e in c.services().values():
             if e.role == "store" and lc.alive(e):
-                async with s.get(e.url + "/status") as r:
+                async with s.get(e.url + "/status", headers=c.admin) as r:
                     total += (await r.json())["reads"]
         return total
 
@@ -331,7 +338,7 @@ def _until(c: Cluster, ok: Callable[[dict[str, Any]], bool], path: str) -> dict[
         deadline = time.monotonic() + SETTLE_S_MAX
         async with aiohttp.ClientSession() as s:
             while True:
-                async with s.get(c.layout.directory_url + path) as r:
+                async with s.get(c.layout.directory_url + path, headers=c.admin) as r:
                     doc: dict[str, Any] = await r.json()
                 if ok(doc):
                     return doc

@@ -173,7 +173,7 @@ class Node:
 
     def volumes(self) -> dict[int, dict[str, Any]]:
         """`pinhole volume list --json`, by volume id."""
-        r = self.volume_cmd("list", "--json", secret=False)
+        r = self.volume_cmd("list", "--json")
         assert r.code == 0 and r.err == "", r
         return {v["volume_id"]: v for v in r.json()["volumes"]}
 
@@ -260,7 +260,7 @@ def test_list_prints_a_table_and_json(node: Node) -> None:
     assert created["mode"] == "writable"
     assert created["size_bytes_max"] == VOLUME_SIZE_MAX
 
-    r = node.volume_cmd("list", secret=False)
+    r = node.volume_cmd("list")
     assert r.code == 0 and r.err == "", r
     lines = r.out.splitlines()
     assert lines[0].split() == [
@@ -593,8 +593,9 @@ def test_unreachable_node_exits_3(
         ("readonly", "--volume", 1),
         ("verify", "--volume", 1),
         ("compact", "--volume", 1),
+        ("list",),
     ],
-    ids=["create", "readonly", "verify", "compact"],
+    ids=["create", "readonly", "verify", "compact", "list"],
 )
 def test_missing_secret_exits_2(node: Node, tmp_path: Path, args: tuple[object, ...]) -> None:
     r = pinhole("volume", *args, *_lock_for(args, tmp_path), "--node", node.url, cwd=tmp_path)
@@ -603,8 +604,14 @@ def test_missing_secret_exits_2(node: Node, tmp_path: Path, args: tuple[object, 
     assert 9 not in node.volumes()
 
 
-def test_list_needs_no_secret(node: Node, tmp_path: Path) -> None:
+def test_list_needs_the_secret(node: Node, tmp_path: Path) -> None:
+    # The node's volumes are its topology: an operator's business, not anyone's.
     r = pinhole("volume", "list", "--json", "--node", node.url, cwd=tmp_path)
+    assert r.code == 2 and one_error_line(r) == NO_SECRET, r
+    r = pinhole(
+        "volume", "list", "--json", "--node", node.url, "--secret-file", node.secret_file,
+        cwd=tmp_path,
+    )  # fmt: skip
     assert r.code == 0 and r.err == "", r
     assert 1 in {v["volume_id"] for v in r.json()["volumes"]}
 
@@ -630,7 +637,8 @@ def test_a_node_url_that_is_not_a_store_gives_one_line(tmp_path: Path) -> None:
         server.start()
         try:
             url = f"http://127.0.0.1:{srv.server_address[1]}"
-            r = pinhole("volume", "list", "--node", url, cwd=tmp_path)
+            secret = credentials.ensure_secret_file(tmp_path / "secret")
+            r = pinhole("volume", "list", "--node", url, "--secret-file", secret, cwd=tmp_path)
         finally:
             srv.shutdown()
             server.join(30)
