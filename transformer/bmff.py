@@ -16,8 +16,8 @@ top-level box may say (it is then the last one). A FullBox starts its payload wi
 What is checked (docs/formats/containers.md has the tables):
 
 - every box read lies within its parent and the file: the top level, and inside the boxes
-  that hold only boxes (CONTAINERS); `ftyp` comes first (a classic QuickTime file may have
-  none);
+  that hold only boxes (MOVIE_CONTAINERS, HEIF_CONTAINERS); `ftyp` comes first (a classic
+  QuickTime file may have none): this module;
 - HEIF: one top-level `meta` with `hdlr` 'pict', `pitm`, `iinf` and `iloc`; every extent of
   every item lies inside the file (construction method 0) or the `idat` (method 1); the
   primary item and the items it is derived from (`iref` 'dimg', followed through) exist and
@@ -26,9 +26,9 @@ What is checked (docs/formats/containers.md has the tables):
   offset plus the sizes, from `stsz`/`stz2`, of the samples `stsc` puts in it) lie inside
   the file, so a file cut inside `mdat` fails even with its index at the front (movie.py).
 
-Work is bounded by MediaLimits (container_parts_max boxes, container_depth_max levels,
-heif_entries_max and mp4_table_entries_max entries); only box headers and the tables parsed
-are read, never the media data.
+container.py runs the three. Work is bounded by MediaLimits (container_parts_max boxes,
+container_depth_max levels, heif_entries_max and mp4_table_entries_max entries); only box
+headers and the tables parsed are read, never the media data.
 """
 
 from __future__ import annotations
@@ -121,11 +121,11 @@ class BoxReader:
 
     def boxes_in(self, start: int, end: int, *, depth: int) -> tuple[Box, ...]:
         """The boxes tiling [start, end), `depth` levels down (1 is the top level)."""
-        if depth > self.limits.container_depth_max:
-            raise corrupt(f"boxes nest more than {self.limits.container_depth_max} levels deep")
         boxes: list[Box] = []
         pos = start
         while pos < end:
+            if depth > self.limits.container_depth_max:
+                raise corrupt(f"boxes nest more than {self.limits.container_depth_max} levels deep")
             self.boxes_read += 1
             if self.boxes_read > self.limits.container_parts_max:
                 raise corrupt(f"the file has more than {self.limits.container_parts_max} boxes")
@@ -162,8 +162,8 @@ class BoxReader:
         skip = 0
         if box.kind in _FULL_BOX_CONTAINERS:
             skip = FULL_BOX_BYTES
-        elif box.kind == b"iinf" and box.payload_bytes >= FULL_BOX_BYTES:
-            version = self.src.read(box.body, 1)[0]
+        elif box.kind == b"iinf":
+            version = self.payload(box, 1, "iinf")[0]
             skip = FULL_BOX_BYTES + (2 if version == 0 else 4)  # the entry count
         if skip > box.payload_bytes:
             raise corrupt(f"box {printable(box.kind)} is too short")

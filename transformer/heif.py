@@ -90,7 +90,7 @@ def check_items(reader: BoxReader, meta: Box) -> None:
         if kind is None:
             raise corrupt(f"HEIF item {item}, which the picture needs, is not listed")
         location = locations.get(item)
-        if location is None and kind not in _DATALESS_TYPES:
+        if (location is None or not location.extents) and kind not in _DATALESS_TYPES:
             raise corrupt(f"HEIF item {item} ({printable(kind)}) has no data")
         parts = derived_from.get(item, ())
         if kind == b"grid" and location is not None:
@@ -178,8 +178,6 @@ def _locations(reader: BoxReader, iloc: Box, idat: Box | None) -> dict[int, Item
             raise corrupt(f"the HEIF's items have more than {entries_max} extents")
         if item in locations:
             raise corrupt(f"HEIF item {item} is located twice")
-        if extent_count == 0:
-            raise corrupt(f"HEIF item {item} has no extents")
         if data_reference != 0:
             raise corrupt(f"HEIF item {item} has its data in another file")
         if method == _FILE_OFFSETS:

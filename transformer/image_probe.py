@@ -10,7 +10,8 @@ structure check comes before any decoder sees the bytes: decoders are lenient (s
 truncated HEIC or PNG and make up the rest), so truncation is found there, not by them.
 
 An image is bytes in memory or the path of its file (`probe_image_file`): a file is checked
-in bounded reads and decoded from disk, never held whole in memory.
+in bounded reads and handed to the decoders by its path, so that validating it needs no
+copy of it in memory (libvips streams it; libheif may read it whole).
 
 HEIC is read with pillow-heif: the libvips bundled here has libheif without an HEVC decoder
 (it decodes and encodes AVIF only). Everything else is read with libvips.
@@ -83,9 +84,9 @@ def probe_image(data: bytes, limits: MediaLimits) -> ImageInfo:
 
 
 def probe_image_file(path: Path, limits: MediaLimits) -> ImageInfo:
-    """probe_image for the image file at `path`, which is read in bounded pieces and
-    decoded from disk. Blocking: run it on a thread. Raises Rejected, or OSError when the
-    file cannot be read."""
+    """probe_image for the image file at `path`: checked in bounded reads, decoded from its
+    path. Blocking: run it on a thread. Raises Rejected, or OSError when the file cannot be
+    opened."""
     info = read_header(path, limits)
     check_decodes(path, info.fmt)
     return info

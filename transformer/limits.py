@@ -55,6 +55,7 @@ class MediaLimits:
         # A HEIF file is at least ftyp, meta and four boxes in it; a PNG is IHDR, IDAT, IEND.
         if self.container_parts_max < 8:
             raise ValueError("container_parts_max must be at least 8")
-        # meta/iprp/ipco and moov/trak/mdia/minf/stbl: the deepest boxes the check reads.
-        if self.container_depth_max < 6:
-            raise ValueError("container_depth_max must be at least 6")
+        # At least moov/trak/mdia/minf/stbl/stco, the deepest boxes the check needs; at most
+        # what the reader's recursion affords.
+        if not 6 <= self.container_depth_max <= 64:
+            raise ValueError("container_depth_max must be within 6..64")

@@ -100,8 +100,9 @@ def test_boxes_and_depth_are_bounded() -> None:
     shallow = MediaLimits(container_depth_max=6)
     check_container(BytesSource(plain + nest(6)), Format.MP4, shallow)
     assert "nest more than 6 levels" in broken(plain + nest(7), Format.MP4, shallow)
-    with pytest.raises(ValueError, match="container_depth_max"):
-        MediaLimits(container_depth_max=5)
+    for bad in (5, 65):
+        with pytest.raises(ValueError, match="container_depth_max"):
+            MediaLimits(container_depth_max=bad)
 
 
 def _count(parent: object) -> int:

@@ -290,3 +290,14 @@ def test_webp_bitstream_headers() -> None:
     version = vp8l[1][:4] + bytes([vp8l[1][4] | 0x20]) + vp8l[1][5:]
     assert "VP8L" in broken(_riff(_chunk(b"VP8L", version)))
     assert "too short" in broken(_riff(_chunk(b"VP8L", vp8l[1][:4])))
+
+
+def test_the_container_limits_are_validated() -> None:
+    for bad in (
+        {"container_parts_max": 7},  # fewer than the boxes of the smallest HEIC
+        {"container_parts_max": 0},
+        {"heif_entries_max": 0},
+        {"mp4_table_entries_max": 0},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            MediaLimits(**bad)  # type: ignore[arg-type]
