@@ -154,7 +154,9 @@ class BoxReader:
             size = end - pos
         if kind == b"uuid":
             header += USERTYPE_BYTES
-        if size < header or size > end - pos:
+        if size < header:
+            raise corrupt(f"box {printable(kind)} is shorter than its own header")
+        if size > end - pos:
             raise corrupt(f"box {printable(kind)} runs past the end of {parent}")
         return Box(kind, pos, pos + header, pos + size)
 

@@ -69,11 +69,12 @@ def test_box_header_forms() -> None:
     assert (last.kind, last.body - last.start, last.end) == (b"uuid", 24, len(data) + len(uuid))
     assert "uuid runs past" in broken(data + uuid[:-1], Format.HEIC)
     short_uuid = struct.pack(">I", 20) + b"uuid" + bytes(12)  # shorter than its usertype
-    assert "uuid runs past" in broken(data + short_uuid, Format.HEIC)
+    assert "uuid is shorter than its own header" in broken(data + short_uuid, Format.HEIC)
     for size in (2, 7):
-        assert "runs past" in broken(data + struct.pack(">I", size) + b"free", Format.HEIC)
+        free = struct.pack(">I", size) + b"free"
+        assert "free is shorter than its own header" in broken(data + free, Format.HEIC)
     large = struct.pack(">I", 1) + b"free" + struct.pack(">Q", 15) + bytes(8)  # < 16
-    assert "free runs past" in broken(data + large, Format.HEIC)
+    assert "free is shorter than its own header" in broken(data + large, Format.HEIC)
 
 
 def test_boxes_and_depth_are_bounded() -> None:
