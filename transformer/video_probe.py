@@ -1,10 +1,12 @@
 """Validation of an uploaded video by its content, before anything is stored, and the one
 way this package runs ffmpeg and ffprobe (`run_tool`).
 
-Checks, cheapest first: file size -> container and streams (ffprobe) -> duration -> the
-displayed size -> a decode of the first frame and of the last second. The last check exists
-because a truncated MP4 whose index (moov) is at the front probes fine, with its full
-duration, yet cannot be played to its end.
+Checks, cheapest first: file size -> magic bytes -> the container's structure (bmff.py:
+every box, and every chunk of every track, inside the file) -> streams (ffprobe) ->
+duration -> frame rate and frame count -> the displayed size -> a decode of the first frame
+and of the last second. A truncated MP4 whose index (moov) is at the front probes fine,
+with its full duration: the structure check refuses it, and the decode check stays for what
+only a decoder finds.
 
 Every input is opened with the mov demuxer forced (`-f mov`, which reads MP4 too) and the
 file protocol only: whatever the bytes claim, ffmpeg never reads them as a playlist, a
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from common.photo import Format
+from transformer.container import check_container_file
 from transformer.errors import Rejected, TranscodeFailed
 from transformer.limits import MediaLimits
 from transformer.sniff import SNIFF_BYTES, sniff
@@ -139,12 +142,14 @@ async def probe_video(
 
     Raises Rejected, in this order of checks: file_too_large (413, from the file's size
     before reading it), unsupported_format (415, not an MP4/QuickTime container),
-    corrupt_file (ffprobe fails, no video stream, no positive duration, or the first frame
-    or the last second does not decode), video_too_long, image_too_small /
-    image_too_large (a displayed side outside video_side_px_min..max), too_many_pixels
-    (more than 4096 x 2304). Raises TranscodeFailed only when the tools cannot be run at all
-    (missing binary, the file unreadable): a fault of ours, not of the upload. Nothing else
-    escapes. `ffmpeg` runs the decode check.
+    corrupt_file (a broken container structure, ffprobe fails, no video stream, no positive
+    duration, no frame rate, or the first frame or the last second does not decode),
+    video_too_long, frame_rate_too_high (over video_frame_rate_max), too_many_frames (over
+    video_frames_max), image_too_small / image_too_large (a displayed side outside
+    video_side_px_min..max), too_many_pixels (more than 4096 x 2304); all 422 but the first
+    two. Raises TranscodeFailed only when the tools cannot be run at all (missing binary,
+    the file unreadable): a fault of ours, not of the upload. Nothing else escapes.
+    `ffmpeg` runs the decode check.
     """
     try:
         url, size_bytes, head = await asyncio.to_thread(_open, path)
@@ -159,6 +164,10 @@ async def probe_video(
         raise Rejected(
             "unsupported_format", "the file is not an MP4 or QuickTime video", status=415
         )
+    try:
+        await asyncio.to_thread(check_container_file, path, fmt, limits)
+    except OSError as e:
+        raise TranscodeFailed(f"cannot read the upload: {e.strerror or e}") from e
     argv = [ffprobe, "-v", "error", *INPUT_OPTIONS, "-print_format", "json",
             "-show_format", "-show_streams", url]  # fmt: skip
     try:
@@ -181,6 +190,18 @@ async def probe_video(
             "video_too_long",
             f"the video lasts {duration_s:.1f} s; at most {limits.video_duration_s_max:g} s "
             "are allowed",
+        )
+    if found.frame_rate > limits.video_frame_rate_max:
+        raise Rejected(
+            "frame_rate_too_high",
+            f"the video runs at {found.frame_rate:.4g} frames per second; the limit "
+            f"(video_frame_rate_max) is {limits.video_frame_rate_max:g}",
+        )
+    if found.frames > limits.video_frames_max:
+        raise Rejected(
+            "too_many_frames",
+            f"the video has {found.frames} frames; the limit (video_frames_max) is "
+            f"{limits.video_frames_max}",
         )
     if min(width, height) < limits.video_side_px_min:
         raise Rejected(
@@ -220,11 +241,13 @@ class _Probed(NamedTuple):
     video_duration_s: float  # the video stream's (the container's when it has none)
     has_audio: bool
     video_codec: str
+    frame_rate: float  # frames per second, > 0
+    frames: int  # in the video stream
 
 
 def _parse(raw: bytes) -> _Probed:
     """What ffprobe's JSON says. Raises ValueError (KeyError, TypeError, AttributeError) for
-    anything unusable: no video stream, no size, no positive duration."""
+    anything unusable: no video stream, no size, no positive duration, no frame rate."""
     doc = json.loads(raw)
     streams: list[dict[str, Any]] = doc["streams"]
     # Cover art (an attached picture) is a "video" stream of an audio file, not a video.
@@ -254,7 +277,38 @@ def _parse(raw: bytes) -> _Probed:
         width, height = height, width
     has_audio = any(s.get("codec_type") == "audio" for s in streams)
     codec = str(video.get("codec_name") or "unknown")
-    return _Probed(width, height, duration_s, video_duration_s, has_audio, codec)
+    frame_rate, frames = frame_rate_and_count(video, video_duration_s)
+    return _Probed(
+        width, height, duration_s, video_duration_s, has_audio, codec, frame_rate, frames
+    )
+
+
+def frame_rate_and_count(stream: dict[str, Any], duration_s: float) -> tuple[float, int]:
+    """(frames per second, frames) of a video stream ffprobe described, lasting duration_s.
+    The rate is the average (avg_frame_rate), else the rate all timestamps fit
+    (r_frame_rate, an upper bound for variable-rate video), else nb_frames over the
+    duration; the count is nb_frames, else the duration times the rate. Raises ValueError
+    when neither a rate nor a count is given."""
+    frames = round(_ratio(stream.get("nb_frames")))
+    rate = _ratio(stream.get("avg_frame_rate")) or _ratio(stream.get("r_frame_rate"))
+    if rate <= 0 < frames:
+        rate = frames / duration_s
+    if rate <= 0:
+        raise ValueError("no frame rate")
+    if frames <= 0:
+        frames = round(duration_s * rate)
+    return rate, frames
+
+
+def _ratio(text: object) -> float:
+    """A ratio such as "30000/1001", or a count, as a number; 0.0 for "0/0", nothing, or
+    anything else unusable."""
+    num, _, den = str(text or "").partition("/")
+    try:
+        value = float(num) / float(den or 1)
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0
 
 
 def _rotation(stream: dict[str, Any]) -> int:

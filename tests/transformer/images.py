@@ -114,6 +114,19 @@ def camera_jpeg() -> bytes:
 
 
 @functools.cache
+def progressive_jpeg(width: int, height: int) -> bytes:
+    """A progressive JPEG (several scans, tables between them), as web tools save them."""
+    return _save(Image.fromarray(scene(width, height)), "JPEG", quality=85, progressive=True)
+
+
+@functools.cache
+def restart_jpeg(width: int, height: int) -> bytes:
+    """A JPEG with a restart marker after every row of blocks, as cameras write them."""
+    args: dict[str, object] = {"quality": 85, "restart_marker_rows": 1, "exif": exif_bytes()}
+    return _save(Image.fromarray(scene(width, height)), "JPEG", **args)
+
+
+@functools.cache
 def png(width: int, height: int) -> bytes:
     return _save(Image.fromarray(scene(width, height)), "PNG", compress_level=1)
 
@@ -140,6 +153,20 @@ def webp(width: int = 320, height: int = 240) -> bytes:
     return _save(
         Image.fromarray(scene(width, height)), "WEBP", quality=85, exif=exif_bytes(gps=True)
     )
+
+
+@functools.cache
+def webp_lossless(width: int = 320, height: int = 240) -> bytes:
+    """A lossless WebP (a VP8L chunk, the simple format)."""
+    return _save(Image.fromarray(scene(width, height)), "WEBP", lossless=True)
+
+
+@functools.cache
+def webp_alpha(width: int = 320, height: int = 240) -> bytes:
+    """A lossy WebP with alpha (VP8X, ALPH, VP8)."""
+    rgb = scene(width, height)
+    rgba = np.dstack([rgb, np.full((height, width), 128, np.uint8)])
+    return _save(Image.fromarray(rgba, "RGBA"), "WEBP", quality=85)
 
 
 @functools.cache
@@ -206,6 +233,38 @@ def avif(width: int = 100, height: int = 80) -> bytes:
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, data) of every chunk of a well-formed PNG, in order."""
+    chunks = []
+    pos = len(PNG_SIGNATURE)
+    while pos < len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        chunks.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def png_of(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """A PNG of these (type, data) chunks, each with its right CRC."""
+    return PNG_SIGNATURE + b"".join(_png_chunk(kind, body) for kind, body in chunks)
+
+
+@functools.cache
+def png_with_garbage_pixels(width: int, height: int) -> bytes:
+    """png(width, height) with the second half of its compressed pixel data replaced by
+    garbage, every chunk whole and its CRC right: only a decoder can tell."""
+    chunks = []
+    for kind, body in png_chunks(png(width, height)):
+        if kind == b"IDAT":
+            half = len(body) // 2
+            body = body[:half] + (bytes(range(256)) * (len(body) // 256 + 1))[: len(body) - half]
+        chunks.append((kind, body))
+    return png_of(chunks)
 
 
 @functools.cache

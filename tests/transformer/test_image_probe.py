@@ -4,13 +4,14 @@ code and status, in the documented order (a bomb is refused from its header, und
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from common.photo import Format
 from tests.transformer import images
 from transformer.errors import Rejected
-from transformer.image_probe import ImageInfo, probe_image, read_header
+from transformer.image_probe import ImageInfo, probe_image, probe_image_file, read_header
 from transformer.limits import MediaLimits
 
 LIMITS = MediaLimits()
@@ -138,9 +139,53 @@ def test_truncated_and_corrupt_files_are_corrupt_file(data: bytes) -> None:
 
 
 def test_read_header_checks_everything_but_the_decode() -> None:
-    truncated = images.jpeg(640, 480)[:-200]
-    assert read_header(truncated, LIMITS).width == 640
-    assert rejected(truncated).code == "corrupt_file"
+    # Every chunk whole, every CRC right, the compressed pixels garbage: only a decode finds it.
+    garbage = images.png_with_garbage_pixels(300, 200)
+    assert read_header(garbage, LIMITS).width == 300
+    assert rejected(garbage).code == "corrupt_file"
     with pytest.raises(Rejected) as got:
         read_header(images.bomb_png(30000), LIMITS)
     assert got.value.code == "too_many_pixels"
+    # the container's structure is no decode: a truncated file fails here already
+    with pytest.raises(Rejected) as got:
+        read_header(images.jpeg(640, 480)[:-200], LIMITS)
+    assert got.value.code == "corrupt_file"
+
+
+FILE_CASES = {
+    "jpeg": images.jpeg(640, 480, orientation=6, gps=True),
+    "png": images.png_alpha(300, 200),
+    "webp": images.webp(320, 240),
+    "heic": images.heic(320, 240),
+    "truncated": images.heic(320, 240)[:-64],
+    "garbage-pixels": images.png_with_garbage_pixels(300, 200),
+    "bomb": images.bomb_png(30000),
+    "gif": images.gif(),
+    "tiny": images.png(40, 300),
+}
+
+
+@pytest.mark.parametrize("data", FILE_CASES.values(), ids=FILE_CASES.keys())
+def test_a_file_gets_the_answer_its_bytes_get(data: bytes, tmp_path: Path) -> None:
+    # A name libvips would read load options from, were it given one to parse.
+    path = tmp_path / "upload.jpg[shrink=2]"
+    path.write_bytes(data)
+    try:
+        expected: ImageInfo | tuple[str, int] = probe_image(data, LIMITS)
+    except Rejected as e:
+        expected = (e.code, e.status)
+    try:
+        got: ImageInfo | tuple[str, int] = probe_image_file(path, LIMITS)
+    except Rejected as e:
+        got = (e.code, e.status)
+    assert got == expected
+
+
+def test_a_file_over_the_size_limit_is_413_unread(tmp_path: Path) -> None:
+    path = tmp_path / "upload"
+    path.write_bytes(images.jpeg(640, 480))
+    with pytest.raises(Rejected) as got:
+        probe_image_file(path, MediaLimits(image_bytes_max=1000))
+    assert (got.value.code, got.value.status) == ("file_too_large", 413)
+    with pytest.raises(FileNotFoundError):
+        probe_image_file(tmp_path / "gone", LIMITS)

@@ -54,6 +54,15 @@ async def status(db: Database, media_id: int) -> str:
     return got[0].status
 
 
+async def claim_within(db: Database, *, worker: str, deadline_s: float = 10.0) -> jobs.Job:
+    """The job `worker` claims once one is runnable, polling until deadline_s."""
+    deadline = time.monotonic() + deadline_s
+    while (job := await jobs.claim(db, worker=worker, lease_s=30)) is None:
+        assert time.monotonic() < deadline, f"{worker} claimed nothing in {deadline_s} s"
+        await asyncio.sleep(0.02)
+    return job
+
+
 async def test_photos_before_video_and_small_before_large(db: Database) -> None:
     await add(db, 1, "video", 1000)
     await add(db, 2, "photo", 9000)
@@ -69,13 +78,12 @@ async def test_photos_before_video_and_small_before_large(db: Database) -> None:
 
 async def test_an_expired_lease_lets_another_worker_take_the_job(db: Database) -> None:
     await add(db, 7, "photo", 10)
-    first = await jobs.claim(db, worker="a", lease_s=0.2)
+    first = await jobs.claim(db, worker="a", lease_s=30)
     assert first is not None
     assert await jobs.claim(db, worker="b", lease_s=30) is None  # leased
-    assert await jobs.renew(db, first, worker="a", lease_s=0.2)
-    await asyncio.sleep(0.3)
-    second = await jobs.claim(db, worker="b", lease_s=30)
-    assert second is not None and second.job_id == 7 and second.attempts == 2
+    assert await jobs.renew(db, first, worker="a", lease_s=0.2)  # then not renewed again
+    second = await claim_within(db, worker="b")
+    assert second.job_id == 7 and second.attempts == 2
     # The first worker lost it: it can neither renew nor complete nor fail it.
     assert not await jobs.renew(db, first, worker="a", lease_s=30)
     async with db.transaction(lock=jobs.LOCK) as conn:
@@ -92,11 +100,12 @@ async def test_failures_back_off_then_dead_letter_and_retry_requeues(db: Databas
     await add(db, 9, "photo", 10, attempts_max=2)
     job = await jobs.claim(db, worker="w", lease_s=30)
     assert job is not None
+    failed_at = time.time()
     assert await jobs.fail(db, job, worker="w", error="boom 1", base_s=0.2, max_s=5) == "queued"
-    assert await jobs.claim(db, worker="w", lease_s=30) is None  # backing off
-    await asyncio.sleep(0.3)
-    job = await jobs.claim(db, worker="w", lease_s=30)
-    assert job is not None and job.attempts == 2
+    (queued,) = await jobs.listing(db, state="queued")  # backing off: 0.2 s, +-20%
+    assert 0.16 <= queued.run_after_unix_s - failed_at <= 0.24 + (time.time() - failed_at)
+    job = await claim_within(db, worker="w")
+    assert job.attempts == 2
     assert await jobs.fail(db, job, worker="w", error="boom 2", base_s=0.2, max_s=5) == "dead"
     assert await status(db, 9) == "failed"
     dead = await jobs.listing(db, state="dead")
@@ -106,6 +115,14 @@ async def test_failures_back_off_then_dead_letter_and_retry_requeues(db: Databas
     assert await status(db, 9) == "processing"
     again = await jobs.claim(db, worker="w", lease_s=30)
     assert again is not None and again.attempts == 1
+
+
+async def test_a_job_backing_off_is_not_claimed(db: Database) -> None:
+    await add(db, 11, "photo", 10)
+    job = await jobs.claim(db, worker="w", lease_s=30)
+    assert job is not None
+    assert await jobs.fail(db, job, worker="w", error="boom", base_s=30, max_s=60) == "queued"
+    assert await jobs.claim(db, worker="w", lease_s=30) is None  # 24 s to wait, at least
 
 
 def test_backoff_doubles_and_is_capped() -> None:

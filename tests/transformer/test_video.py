@@ -19,7 +19,7 @@ from transformer.errors import Rejected, TranscodeFailed
 from transformer.hls import codecs_string, h264_level, rung_sizes
 from transformer.limits import MediaLimits
 from transformer.video import VideoLadder, transcode_video
-from transformer.video_probe import VideoInfo, probe_video, run_tool
+from transformer.video_probe import VideoInfo, frame_rate_and_count, probe_video, run_tool
 
 LIMITS = MediaLimits()
 
@@ -227,3 +227,58 @@ async def test_a_tool_past_its_timeout_is_killed(tmp_path: Path) -> None:
     result = await run_tool(["sh", "-c", flood], timeout_s=30)
     assert (result.returncode, result.last_line()) == (3, "the last line")
     assert len(result.stderr_tail) <= 16 * 1024
+
+
+async def test_frame_rate_and_frame_count_limits(tmp_path: Path) -> None:
+    at_rate = await videos.clip(tmp_path / "60.mp4", seconds=1, size="160x120", rate=60)
+    assert (await probe_video(at_rate, LIMITS)).duration_s > 0.9  # at the limit: accepted
+    fast = await videos.clip(tmp_path / "61.mp4", seconds=1, size="160x120", rate=61)
+    with pytest.raises(Rejected) as got:
+        await probe_video(fast, LIMITS)
+    assert (got.value.code, got.value.status) == ("frame_rate_too_high", 422)
+    assert "61 frames per second" in got.value.message
+    assert "video_frame_rate_max" in got.value.message
+    # 6 s at 10 fps: 60 frames
+    clip = await videos.clip(tmp_path / "clip.mp4", seconds=6, size="160x120", rate=10)
+    assert (await videos.streams(clip))[0]["nb_frames"] == "60"
+    at_count = MediaLimits(video_frame_rate_max=10.0, video_frames_max=60)
+    assert (await probe_video(clip, at_count)).duration_s > 5.9
+    over = MediaLimits(video_frame_rate_max=10.0, video_frames_max=59)
+    with pytest.raises(Rejected) as got:
+        await probe_video(clip, over)
+    assert (got.value.code, got.value.status) == ("too_many_frames", 422)
+    assert "60 frames" in got.value.message and "video_frames_max" in got.value.message
+    assert await _rejected(clip, MediaLimits(video_frame_rate_max=9.5)) == (
+        "frame_rate_too_high",
+        422,
+    )
+
+
+def test_the_frame_rate_is_the_average_and_the_count_can_be_estimated() -> None:
+    assert frame_rate_and_count({"avg_frame_rate": "30000/1001", "nb_frames": "300"}, 10.01) == (
+        30000 / 1001,
+        300,
+    )
+    # no count: duration x rate; no average: the timestamps' rate
+    assert frame_rate_and_count({"avg_frame_rate": "0/0", "r_frame_rate": "25/1"}, 4.0) == (
+        25.0,
+        100,
+    )
+    # no rate at all: the count over the duration
+    assert frame_rate_and_count({"nb_frames": "90", "avg_frame_rate": "0/0"}, 3.0) == (30.0, 90)
+    for unusable in ({}, {"avg_frame_rate": "N/A", "r_frame_rate": "1/0"}):
+        with pytest.raises(ValueError, match="no frame rate"):
+            frame_rate_and_count(unusable, 2.0)
+
+
+def test_the_frame_limits_are_validated() -> None:
+    assert MediaLimits().video_frames_max == 90 * 60
+    for bad in (
+        {"video_frame_rate_max": 0.0},
+        {"video_frame_rate_max": float("nan")},
+        {"video_frames_max": 0},
+        {"video_frame_rate_max": 120.0, "video_frames_max": 119},  # not a second at 120 fps
+    ):
+        with pytest.raises(ValueError, match="video_frame"):
+            MediaLimits(**bad)  # type: ignore[arg-type]
+    assert MediaLimits(video_frame_rate_max=120.0, video_frames_max=120).video_frames_max == 120
