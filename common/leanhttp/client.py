@@ -131,9 +131,10 @@ class HttpResponseTooLarge(HttpClientError):
 class FileBody(NamedTuple):
     """A request body of ``length`` bytes read from a file at ``offset``.
 
-    ``source`` is a path (each attempt opens it and closes it after) or an open file
-    descriptor (read with pread, so requests may share it; the caller keeps it open until
-    they have ended). The file must not change while a request reads it.
+    ``source`` is a path (the request opens it before sending anything and closes it when
+    it ends) or an open file descriptor (read with pread, so requests may share it; the
+    caller keeps it open until they have ended). The file must not change while a request
+    reads it.
     """
 
     source: str | os.PathLike[str] | int
@@ -433,39 +434,37 @@ class _Connection(asyncio.Protocol):
             transport.write(data)
         return waiter
 
-    async def send_file(self, body: FileBody, waiter: asyncio.Future[ClientResponse]) -> bool:
-        """Streams ``body`` after the head ``start`` wrote. Returns whether all of it was
-        written: False when ``waiter`` resolved first (an early answer, a failure, the
-        deadline). Raises OSError when the file cannot be read or ends early."""
-        reader = await _FileReader.open(body.source, self._loop)
+    async def send_file(self, reader: _FileReader, waiter: asyncio.Future[ClientResponse]) -> bool:
+        """Streams the file body ``reader`` reads after the head ``start`` wrote. Returns
+        whether all of it was written: False when ``waiter`` resolved first (an early
+        answer, a failure, the deadline). Raises OSError when the file cannot be read or
+        ends early."""
         client = self._client
-        try:
-            pos = body.offset
-            end = pos + body.length
-            while pos < end:
-                if waiter.done():
-                    return False
-                if self._write_paused:
-                    drained = self._drained = self._loop.create_future()
-                    await asyncio.wait((drained, waiter), return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                chunk = await reader.pread(min(FILE_CHUNK_BYTES, end - pos), pos)
-                transport = self._transport
-                if waiter.done() or transport is None:
-                    return False
-                if not chunk:
-                    raise OSError(
-                        f"{body.source!r} ended at byte {pos}, before the "
-                        f"{body.length} bytes announced from byte {body.offset}"
-                    )
-                transport.write(chunk)
-                pos += len(chunk)
-                buffered = transport.get_write_buffer_size()
-                if buffered > client._file_body_buffered_max:
-                    client._file_body_buffered_max = buffered
-            return True
-        finally:
-            reader.close()
+        body = reader.body
+        pos = body.offset
+        end = pos + body.length
+        while pos < end:
+            if waiter.done():
+                return False
+            if self._write_paused:
+                drained = self._drained = self._loop.create_future()
+                await asyncio.wait((drained, waiter), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            chunk = await reader.pread(min(FILE_CHUNK_BYTES, end - pos), pos)
+            transport = self._transport
+            if waiter.done() or transport is None:
+                return False
+            if not chunk:
+                raise OSError(
+                    f"{body.source!r} ended at byte {pos}, before the "
+                    f"{body.length} bytes announced from byte {body.offset}"
+                )
+            transport.write(chunk)
+            pos += len(chunk)
+            buffered = transport.get_write_buffer_size()
+            if buffered > client._file_body_buffered_max:
+                client._file_body_buffered_max = buffered
+        return True
 
     def finish(self) -> None:
         """The caller is done with the current request."""
@@ -528,27 +527,29 @@ class _FileReader:
     this reader opened is closed only once no read of it is in flight.
     """
 
-    __slots__ = ("_fd", "_loop", "_owned", "_pending")
+    __slots__ = ("_fd", "_loop", "_owned", "_pending", "body")
 
-    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, *, owned: bool) -> None:
+    def __init__(
+        self, body: FileBody, fd: int, loop: asyncio.AbstractEventLoop, *, owned: bool
+    ) -> None:
+        self.body = body
         self._fd = fd
         self._loop = loop
         self._owned = owned
         self._pending: asyncio.Future[bytes] | None = None
 
     @classmethod
-    async def open(
-        cls, source: str | os.PathLike[str] | int, loop: asyncio.AbstractEventLoop
-    ) -> _FileReader:
+    async def open(cls, body: FileBody, loop: asyncio.AbstractEventLoop) -> _FileReader:
+        source = body.source
         if isinstance(source, int):
-            return cls(source, loop, owned=False)
+            return cls(body, source, loop, owned=False)
         opening = loop.run_in_executor(None, os.open, source, os.O_RDONLY)
         try:
             fd = await asyncio.shield(opening)
         except asyncio.CancelledError:
             opening.add_done_callback(_close_opened)
             raise
-        return cls(fd, loop, owned=True)
+        return cls(body, fd, loop, owned=True)
 
     async def pread(self, size: int, offset: int) -> bytes:
         read = self._pending = self._loop.run_in_executor(None, os.pread, self._fd, size, offset)
@@ -743,6 +744,7 @@ class LeanHTTPClient:
         if self._closed:
             raise HttpClientError("the client is closed", url=url)
         pool, target = self._route(url)
+        reader = None
         if body_file is None:
             length = len(body)
         else:
@@ -754,6 +756,9 @@ class LeanHTTPClient:
         head_request = method == "HEAD"
         attempts = 2 if method in _IDEMPOTENT else 1
         idle = pool.idle
+        if body_file is not None:
+            # Opened once, before a byte is sent; a retry reads it again from the start.
+            reader = await _FileReader.open(body_file, self._loop)
         try:
             while True:
                 attempts -= 1
@@ -777,8 +782,8 @@ class LeanHTTPClient:
                     waiter = conn.start(
                         data, body, head_request=head_request, deadline=deadline, url=url
                     )
-                    if body_file is not None:
-                        await self._send_file(conn, body_file, waiter)
+                    if reader is not None:
+                        await self._send_file(conn, reader, waiter)
                     resp = await waiter
                 except _Stale:
                     conn.finish()
@@ -804,12 +809,15 @@ class LeanHTTPClient:
             kind = type(exc).__name__
             self._errors[kind] = self._errors.get(kind, 0) + 1
             raise
+        finally:
+            if reader is not None:
+                reader.close()
 
     async def _send_file(
-        self, conn: _Connection, body_file: FileBody, waiter: asyncio.Future[ClientResponse]
+        self, conn: _Connection, reader: _FileReader, waiter: asyncio.Future[ClientResponse]
     ) -> None:
         try:
-            complete = await conn.send_file(body_file, waiter)
+            complete = await conn.send_file(reader, waiter)
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 waiter.exception()  # retrieved: the stream's own error is the one raised

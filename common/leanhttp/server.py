@@ -90,7 +90,8 @@ class ServerStatistics:
     "connections_max", "connections_per_address_max", always present).
     addresses_connected is the number of distinct peer addresses with an open connection.
     connections_reading_paused is the number of open connections whose socket is not read
-    now (back-pressure: a full write buffer, a full pipeline queue, held pipelined bodies).
+    now: back-pressure (a full write buffer, a full pipeline queue, held pipelined bodies)
+    or a last request still being answered.
     requests_total counts completely received requests; responses_by_class counts every
     final response written, including the ones this layer produces for requests it rejects
     ("2xx".."5xx" always present). handler_errors counts 500s produced because a handler

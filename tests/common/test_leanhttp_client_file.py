@@ -276,8 +276,10 @@ async def test_a_file_shorter_than_announced_is_an_oserror(
     srv, url = await lean(_digest, request_head_s_max=0.5)
     with pytest.raises(OSError, match="ended at byte 1000"):
         await client.request("PUT", url + "/short", body_file=FileBody(tmp_path / "body", 0, 2000))
-    with pytest.raises(FileNotFoundError):
+    opened = client.statistics().connections_opened
+    with pytest.raises(FileNotFoundError):  # before anything is sent
         await client.request("PUT", url + "/x", body_file=FileBody(tmp_path / "absent", 0, 1))
+    assert client.statistics().connections_opened == opened
     with pytest.raises(ValueError, match="body_file"):
         await client.request("PUT", url + "/x", body=b"x", body_file=FileBody(0, 0, 1))
     # The half-sent request's connection was dropped; the next request is whole.
