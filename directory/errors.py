@@ -66,7 +66,14 @@ class VolumeCreateFailed(DirectoryError):
 
 
 class NoWritableVolume(DirectoryError):
-    """No writable logical volume is left for a write (callers answer 503)."""
+    """No writable logical volume took a write within the writer's retry time (callers
+    answer 503). The message says what was tried and why it failed; `retry_after_s` is
+    how long a caller should wait before trying again (an API's Retry-After)."""
 
     status = 503
     code = "no_writable_volume"
+    RETRY_AFTER_S_DEFAULT = 10.0
+
+    def __init__(self, *args: object, retry_after_s: float = RETRY_AFTER_S_DEFAULT) -> None:
+        super().__init__(*args)
+        self.retry_after_s = retry_after_s

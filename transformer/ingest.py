@@ -3,8 +3,8 @@
 Order, so that a rejected upload leaves nothing behind and an acknowledged one is never lost:
 1. validate by content (magic bytes, header, limits, a decode check), never by name or
    declared type: `Rejected` (4xx) before anything is stored;
-2. write the original to every replica of a logical volume (BlobWriter: acknowledged after
-   each replica's fdatasync);
+2. write the original to every replica of a logical volume, streamed from the uploaded file
+   (BlobWriter.put_file: acknowledged after each replica's fdatasync);
 3. one transaction inserts the media row, its original's variant row and its transcode job;
    if that fails, the original's needle is deleted again.
 """
@@ -95,6 +95,7 @@ class Ingest:
                 )
             data = await asyncio.to_thread(path.read_bytes)
             info = await loop.run_in_executor(None, functools.partial(probe_image, data, limits))
+            del data  # validated; the original is streamed from the file, not held in memory
             width, height = info.width, info.height
         else:
             if size_bytes > limits.video_bytes_max:
@@ -105,9 +106,8 @@ class Ingest:
                 )
             vinfo = await probe_video(path, limits)
             width, height, duration_s = vinfo.width, vinfo.height, vinfo.duration_s
-            data = await asyncio.to_thread(path.read_bytes)
         return await self._store(
-            data,
+            path,
             fmt=fmt,
             owner_id=owner_id,
             kind=kind,
@@ -119,7 +119,7 @@ class Ingest:
 
     async def _store(
         self,
-        data: bytes,
+        path: Path,
         *,
         fmt: Format,
         owner_id: int,
@@ -135,7 +135,7 @@ class Ingest:
         cookie = secrets.randbits(64)
         original_cookie = secrets.randbits(64)
         original_alt = alt_key(variants.ORIGINAL, fmt)
-        ref = await self.writer.put(media_id, original_alt, data, cookie=original_cookie)
+        ref = await self.writer.put_file(media_id, original_alt, path, cookie=original_cookie)
         now = time.time()
         row = media_store.MediaRow(
             media_id=media_id,
@@ -143,7 +143,7 @@ class Ingest:
             media_type=kind,
             status="processing",
             fmt=int(fmt),
-            size_bytes=len(data),
+            size_bytes=ref.size,
             width=width,
             height=height,
             duration_s=duration_s,
@@ -159,7 +159,7 @@ class Ingest:
             original_cookie_hex=f"{original_cookie:016x}",
         )
         original = media_store.VariantRow(
-            media_id, variants.ORIGINAL, int(fmt), ref.volume_id, len(data), width, height
+            media_id, variants.ORIGINAL, int(fmt), ref.volume_id, ref.size, width, height
         )
         try:
             async with self.db.transaction(lock=jobs.LOCK) as conn:
@@ -170,7 +170,7 @@ class Ingest:
                     job_id=media_id,
                     media_id=media_id,
                     kind="photo" if kind == "image" else "video",
-                    size_bytes=len(data),
+                    size_bytes=ref.size,
                     attempts_max=self.config.attempts_max,
                     now=now,
                 )

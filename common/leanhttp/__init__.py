@@ -3,6 +3,7 @@
 from .client import (
     ClientResponse,
     ClientStatistics,
+    FileBody,
     HttpClientError,
     HttpConnectError,
     HttpProtocolError,
@@ -26,6 +27,7 @@ __all__ = [
     "BodyLimit",
     "ClientResponse",
     "ClientStatistics",
+    "FileBody",
     "Handler",
     "HeadHook",
     "HttpClientError",

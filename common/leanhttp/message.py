@@ -32,7 +32,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    """Per-server protocol limits. Sizes are bytes, durations seconds.
+    """Per-server protocol limits. Sizes are bytes, durations seconds, rates bytes/second.
 
     header_bytes_max: request line + header fields; exceeding it -> 431 and close.
     body_bytes_max: default per-request body cap (see ``LeanHTTPServer(body_limit=...)``) -> 413.
@@ -41,12 +41,31 @@ class HttpLimits:
     request_head_s_max: a request head that has started must complete within this time
         (slowloris guard) -> 408 and close. The same bound applies to any silence while a
         request body is still arriving.
+    body_rate_bytes_per_s_min, body_rate_grace_s: once a body has been arriving for the
+        grace time (counted from its head's completion), its average rate since then must
+        stay at or above the minimum, else 408 (code ``body_too_slow``) and close. Checked
+        by the connection's timer, so a slow body is noticed within about one timer period
+        (the smallest of the durations here) of falling below the rate. Time the server
+        itself does not read (back-pressure) or owes a 100 Continue does not count.
     connections_max: open connections beyond this are closed as soon as they are accepted.
+    connections_per_address_max: open connections from one peer IP address (loopback
+        included); a connection over it is closed as soon as it is accepted. The default
+        leaves room for a cache's store pool (256 by default) and the writers of the same
+        host.
     pipeline_depth_max: parsed-but-unanswered requests per connection; at this depth the
         server stops reading the socket until the queue drains. Requests already inside one
         received packet are still parsed, so the queue can overshoot by one read's worth.
+    pipeline_bytes_max: body bytes of requests received while an earlier request on the
+        connection is still being answered (queued bodies plus the one arriving). A
+        pipelined body that would take the total over it (or a chunked one, whose size is
+        unknown) is not read until the earlier answers are written; the overshoot is at
+        most one read's worth.
     write_buffer_bytes_high: transport write-buffer high-water mark; above it the server
-        stops reading (and dispatching) until the peer has drained the buffer.
+        stops reading (and dispatching) until the peer has drained the buffer. A peer that
+        does not read thus holds at most this buffer plus the one response being written.
+    write_stall_s_max: a connection whose write buffer stays above the high-water mark
+        (the peer does not drain it to the low-water mark) for this long is aborted; so is a
+        closing connection whose buffered answer is not flushed within this long.
     close_linger_s_max: after an error response that closes the connection (400/408/413/431
         or a head-hook rejection) the server half-closes and discards input for at most this
         long, so the peer's unread body does not turn the close into a reset that destroys
@@ -57,22 +76,35 @@ class HttpLimits:
     body_bytes_max: int = 64 * 1024 * 1024
     keepalive_idle_s_max: float = 75.0
     request_head_s_max: float = 15.0
+    body_rate_bytes_per_s_min: int = 32 * 1024
+    body_rate_grace_s: float = 5.0
     connections_max: int = 10_000
+    connections_per_address_max: int = 1024
     pipeline_depth_max: int = 64
+    pipeline_bytes_max: int = 4 * 1024 * 1024
     write_buffer_bytes_high: int = 4 * 1024 * 1024
+    write_stall_s_max: float = 30.0
     close_linger_s_max: float = 2.0
 
     def __post_init__(self) -> None:
         for name in (
             "header_bytes_max",
             "body_bytes_max",
+            "body_rate_bytes_per_s_min",
             "connections_max",
+            "connections_per_address_max",
             "pipeline_depth_max",
+            "pipeline_bytes_max",
             "write_buffer_bytes_high",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"HttpLimits.{name} must be >= 1")
-        for name in ("keepalive_idle_s_max", "request_head_s_max"):
+        for name in (
+            "keepalive_idle_s_max",
+            "request_head_s_max",
+            "body_rate_grace_s",
+            "write_stall_s_max",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"HttpLimits.{name} must be > 0")
         if self.close_linger_s_max < 0:

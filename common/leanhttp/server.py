@@ -13,10 +13,15 @@ request, a raw protocol ~17-29 us. This layer keeps the hot path close to the ra
 * Timeouts use one ``TimerHandle`` per connection that is re-armed lazily: requests only
   store a timestamp, the timer checks the phase when it fires.
 
+* Slow and greedy peers are bounded by the same timer and by rarely-taken branches: a
+  body arriving below a minimum average rate, more connections from one address than
+  allowed, a peer that does not read its answers, pipelined bodies piling up behind a
+  pending handler (see ``HttpLimits``).
+
 Status codes this layer produces itself: 400 (malformed request, unsupported upgrade),
-408 (request head or body stalled), 413 (body over the limit), 431 (head over the limit),
-500 (handler exception or invalid handler response). All are JSON error bodies and all but
-500 close the connection.
+408 (request head or body stalled, body too slow), 413 (body over the limit), 431 (head
+over the limit), 500 (handler exception or invalid handler response). All are JSON error
+bodies and all but 500 close the connection.
 """
 
 from __future__ import annotations
@@ -60,6 +65,12 @@ _BODY = 2  # head complete, body arriving
 
 _INTERNAL_ERROR = error_response(500, "internal", "internal server error")
 
+# Why a connection was closed as soon as it was accepted (ServerStatistics).
+REFUSED_SHUTDOWN = "shutdown"
+REFUSED_CONNECTIONS_MAX = "connections_max"
+REFUSED_PER_ADDRESS = "connections_per_address_max"
+_REFUSAL_REASONS = (REFUSED_SHUTDOWN, REFUSED_CONNECTIONS_MAX, REFUSED_PER_ADDRESS)
+
 # A parser with no callbacks, swapped in when a connection ends so the protocol and its
 # parser (which holds bound methods of the protocol) do not form a reference cycle.
 _NULL_PARSER = httptools.HttpRequestParser(object())
@@ -73,17 +84,27 @@ class _StopParsing(Exception):
 class ServerStatistics:
     """Counters since ``start``. Bytes are raw socket payload (heads included).
 
-    connections_total counts accepted connections; refused ones (over ``connections_max``
-    or during shutdown) only count in connections_refused. requests_total counts completely
-    received requests; responses_by_class counts every final response written, including
-    the ones this layer produces for requests it rejects ("2xx".."5xx" always present).
-    handler_errors counts 500s produced because a handler (or a head hook / body-limit
-    callback) raised or returned something that is not a valid Response.
+    connections_total counts accepted connections; refused ones (over ``connections_max``,
+    over ``connections_per_address_max``, or during shutdown) only count in
+    connections_refused, and by reason in connections_refused_by_reason ("shutdown",
+    "connections_max", "connections_per_address_max", always present).
+    addresses_connected is the number of distinct peer addresses with an open connection.
+    connections_reading_paused is the number of open connections whose socket is not read
+    now: back-pressure (a full write buffer, a full pipeline queue, held pipelined bodies)
+    or a last request still being answered.
+    requests_total counts completely received requests; responses_by_class counts every
+    final response written, including the ones this layer produces for requests it rejects
+    ("2xx".."5xx" always present). handler_errors counts 500s produced because a handler
+    (or a head hook / body-limit callback) raised or returned something that is not a valid
+    Response.
     """
 
     connections_open: int
     connections_total: int
     connections_refused: int
+    connections_refused_by_reason: dict[str, int]
+    addresses_connected: int
+    connections_reading_paused: int
     requests_total: int
     responses_by_class: dict[str, int]
     bytes_in: int
@@ -117,12 +138,15 @@ class _HttpProtocol(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_address",
         "_body_buf",
         "_body_expected",
         "_body_first",
+        "_body_held",
         "_body_len",
         "_body_limit",
         "_body_max",
+        "_body_started",
         "_closing",
         "_continue_owed",
         "_draining",
@@ -143,6 +167,7 @@ class _HttpProtocol(asyncio.Protocol):
         "_loop",
         "_parse_dead",
         "_parser",
+        "_paused_at",
         "_reading_paused",
         "_remote",
         "_req",
@@ -154,7 +179,9 @@ class _HttpProtocol(asyncio.Protocol):
         "_transport",
         "_url",
         "_waiting",
+        "_waiting_bytes",
         "_write_paused",
+        "_write_stalled_at",
     )
 
     def __init__(self, server: LeanHTTPServer, loop: asyncio.AbstractEventLoop) -> None:
@@ -168,6 +195,7 @@ class _HttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._remote: str | None = None
+        self._address: str | None = None  # peer IP, the key of the per-address count
         # Message being parsed.
         self._state = _IDLE
         self._url = b""
@@ -186,9 +214,16 @@ class _HttpProtocol(asyncio.Protocol):
         self._body_len = 0
         self._body_expected = 0  # Content-Length, or -1 for a chunked body
         self._body_max = 0
+        # Loop time the body's rate is measured from (head complete; moved on by the time
+        # the server did not read or owed a 100 Continue).
+        self._body_started = 0.0
+        # The arriving body is pipelined behind answers still due and over
+        # pipeline_bytes_max: the socket is not read until they are written.
+        self._body_held = False
         self._continue_owed = False
         # Answering.
         self._waiting: deque[Request] = deque()
+        self._waiting_bytes = 0  # body bytes of the requests in _waiting
         self._inflight: asyncio.Future[Response] | None = None
         self._inflight_req: Request | None = None
         self._terminal: Response | None = None
@@ -197,10 +232,13 @@ class _HttpProtocol(asyncio.Protocol):
         self._draining = False
         self._closing = False
         self._lingering = False
+        # Ends a lingering close, or aborts a close whose buffered answer is not taken.
         self._linger_handle: asyncio.TimerHandle | None = None
         # Flow control and timers.
         self._write_paused = False
+        self._write_stalled_at = 0.0  # loop time the transport last paused our writing
         self._reading_paused = False
+        self._paused_at = 0.0  # loop time reading was last paused
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -209,8 +247,21 @@ class _HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         srv = self._srv
         tr = cast(asyncio.Transport, transport)
-        if srv._closing or len(srv._conns) >= self._limits.connections_max:
-            srv._connections_refused += 1
+        peer = tr.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer else None
+        per_address = srv._per_address
+        refusal = None
+        if srv._closing:
+            refusal = REFUSED_SHUTDOWN
+        elif len(srv._conns) >= self._limits.connections_max:
+            refusal = REFUSED_CONNECTIONS_MAX
+        elif (
+            address is not None
+            and per_address.get(address, 0) >= self._limits.connections_per_address_max
+        ):
+            refusal = REFUSED_PER_ADDRESS
+        if refusal is not None:
+            srv._connections_refused[refusal] += 1
             self._closing = self._parse_dead = True
             self._parser = _NULL_PARSER
             tr.close()
@@ -218,7 +269,10 @@ class _HttpProtocol(asyncio.Protocol):
         self._transport = tr
         srv._conns.add(self)
         srv._connections_total += 1
-        self._remote = _format_peer(tr.get_extra_info("peername"))
+        if address is not None:
+            self._address = address
+            per_address[address] = per_address.get(address, 0) + 1
+        self._remote = _format_peer(peer)
         tr.set_write_buffer_limits(high=self._limits.write_buffer_bytes_high)
         now = self._last_activity = self._loop.time()
         self._timer = self._loop.call_at(now + srv._timer_period, self._on_timer)
@@ -274,6 +328,7 @@ class _HttpProtocol(asyncio.Protocol):
         self._transport = None
         self._parser = _NULL_PARSER
         self._waiting.clear()
+        self._waiting_bytes = 0
         self._req = None
         if self._timer is not None:
             self._timer.cancel()
@@ -284,12 +339,20 @@ class _HttpProtocol(asyncio.Protocol):
         srv = self._srv
         if self in srv._conns:
             srv._conns.discard(self)
+            address = self._address
+            if address is not None:
+                left = srv._per_address[address] - 1
+                if left:
+                    srv._per_address[address] = left
+                else:
+                    del srv._per_address[address]  # the dict holds connected addresses only
             srv._maybe_drained()
         # An in-flight handler is left to finish (a store write should not be torn in
         # half by a disconnect); its answer is dropped. LeanHTTPServer.close cancels it.
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._write_stalled_at = self._loop.time()
         self._update_reading()
 
     def resume_writing(self) -> None:
@@ -380,6 +443,14 @@ class _HttpProtocol(asyncio.Protocol):
             if expected > limit:
                 self._stop(_payload_too_large(limit))
             self._body_max = limit
+            self._body_started = self._last_activity
+            # Pipelined behind answers still due, a body may not pile up on top of the
+            # queued ones (a chunked body's size is unknown until it ends).
+            if (self._inflight is not None or self._waiting) and (
+                expected < 0 or self._waiting_bytes + expected > self._limits.pipeline_bytes_max
+            ):
+                self._body_held = True
+                self._update_reading()
             if req.http_version == "1.1" and headers.get("expect", "").lower() == "100-continue":
                 if self._inflight is None and not self._waiting and self._transport:
                     self._transport.write(CONTINUE)
@@ -434,6 +505,7 @@ class _HttpProtocol(asyncio.Protocol):
             self._dispatch(req)
         else:
             self._waiting.append(req)
+            self._waiting_bytes += len(req.body)
             if len(self._waiting) >= self._limits.pipeline_depth_max:
                 self._update_reading()
         if self._parse_dead:
@@ -529,7 +601,9 @@ class _HttpProtocol(asyncio.Protocol):
             return
         waiting = self._waiting
         while waiting and self._inflight is None and not self._write_paused and not self._closing:
-            self._dispatch(waiting.popleft())
+            req = waiting.popleft()
+            self._waiting_bytes -= len(req.body)
+            self._dispatch(req)
         if self._closing:  # also when a handler asked for "connection: close"
             return
         if self._inflight is None and not waiting:
@@ -543,6 +617,7 @@ class _HttpProtocol(asyncio.Protocol):
                 self._continue_owed = False
                 self._transport.write(CONTINUE)
                 self._srv._bytes_out += len(CONTINUE)
+                self._body_started = self._loop.time()  # the peer waited for this to send
         self._update_reading()
 
     def _update_reading(self) -> None:
@@ -551,17 +626,23 @@ class _HttpProtocol(asyncio.Protocol):
             return
         pause = (
             self._write_paused
+            or (self._body_held and (self._inflight is not None or bool(self._waiting)))
             or len(self._waiting) >= self._limits.pipeline_depth_max
             or (self._parse_dead and not self._lingering and self._state != _BODY)
         )
         if pause == self._reading_paused:
             return
         self._reading_paused = pause
+        now = self._loop.time()
         if pause:
+            self._paused_at = now
             transport.pause_reading()
         else:
-            # The peer could not send while we were not reading: restart its clocks.
-            self._last_activity = self._head_started = self._loop.time()
+            # The peer could not send while we were not reading: restart its clocks, and
+            # leave the pause out of its body's rate.
+            self._last_activity = self._head_started = now
+            self._body_started += now - self._paused_at
+            self._body_held = False
             transport.resume_reading()
 
     # ------------------------------------------------------------------ ending
@@ -579,6 +660,10 @@ class _HttpProtocol(asyncio.Protocol):
         self._state = _IDLE
         self._req = None
         self._continue_owed = False
+        # A body cut short is never handed to a handler: let go of what arrived of it.
+        self._body_first = b""
+        self._body_buf = None
+        self._body_len = 0
         self._terminal = resp
         self._terminal_is_head = head_request
         if self._inflight is None and not self._waiting:
@@ -634,8 +719,15 @@ class _HttpProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._transport is not None:
-            self._transport.close()  # flushes what is buffered first
+        transport = self._transport
+        if transport is not None:
+            transport.close()  # flushes what is buffered first
+            if transport.get_write_buffer_size() and self._linger_handle is None:
+                # A peer that does not read would keep the buffered answer (and this
+                # connection) forever: the flush gets write_stall_s_max.
+                self._linger_handle = self._loop.call_later(
+                    self._limits.write_stall_s_max, self._abort
+                )
 
     def _abort(self) -> None:
         self._closing = self._parse_dead = True
@@ -664,8 +756,9 @@ class _HttpProtocol(asyncio.Protocol):
         period = self._srv._timer_period
         deadline = now + period
         if self._write_paused:
-            if now >= self._last_activity + limits.keepalive_idle_s_max:
-                self._abort()  # the peer stopped reading our answers
+            deadline = self._write_stalled_at + limits.write_stall_s_max
+            if now >= deadline:
+                self._abort()  # the peer does not read our answers
                 return
         elif self._reading_paused or self._parse_dead:
             pass  # waiting on our own handler or queue, not on the peer
@@ -679,6 +772,17 @@ class _HttpProtocol(asyncio.Protocol):
             if now >= deadline:
                 self._fail(error_response(408, "request_timeout", "request body stalled"))
                 deadline = now + period
+            elif not self._continue_owed:
+                # The average rate since the head falls below the minimum once more time
+                # has passed than the bytes received allow (and never within the grace).
+                rate_min = limits.body_rate_bytes_per_s_min
+                started = self._body_started
+                too_slow_at = started + max(limits.body_rate_grace_s, self._body_len / rate_min)
+                if now >= too_slow_at:
+                    self._fail(_body_too_slow(self._body_len / (now - started), rate_min))
+                    deadline = now + period
+                else:
+                    deadline = min(deadline, too_slow_at)
         elif self._inflight is None and not self._waiting:
             deadline = self._last_activity + limits.keepalive_idle_s_max
             if now >= deadline:
@@ -692,6 +796,14 @@ class _HttpProtocol(asyncio.Protocol):
 
 def _header_too_large() -> Response:
     return error_response(431, "header_too_large", "request header fields too large")
+
+
+def _body_too_slow(rate: float, rate_min: int) -> Response:
+    return error_response(
+        408,
+        "body_too_slow",
+        f"request body arrived at {rate:.0f} bytes/s, below the minimum of {rate_min} bytes/s",
+    )
 
 
 def _payload_too_large(limit: int) -> Response:
@@ -732,10 +844,16 @@ class LeanHTTPServer:
         self._drained: asyncio.Event | None = None
         self._date_line = date_line()
         self._date_handle: asyncio.TimerHandle | None = None
-        self._timer_period = min(limits.request_head_s_max, limits.keepalive_idle_s_max)
+        self._timer_period = min(
+            limits.request_head_s_max,
+            limits.keepalive_idle_s_max,
+            limits.body_rate_grace_s,
+            limits.write_stall_s_max,
+        )
         # Statistics, bumped in place by the protocols.
+        self._per_address: dict[str, int] = {}  # peer IP -> open connections (never 0)
         self._connections_total = 0
-        self._connections_refused = 0
+        self._connections_refused = dict.fromkeys(_REFUSAL_REASONS, 0)
         self._requests_total = 0
         self._responses = [0] * 10  # index: status // 100
         self._bytes_in = 0
@@ -825,7 +943,10 @@ class LeanHTTPServer:
         return ServerStatistics(
             connections_open=len(self._conns),
             connections_total=self._connections_total,
-            connections_refused=self._connections_refused,
+            connections_refused=sum(self._connections_refused.values()),
+            connections_refused_by_reason=dict(self._connections_refused),
+            addresses_connected=len(self._per_address),
+            connections_reading_paused=sum(1 for c in self._conns if c._reading_paused),
             requests_total=self._requests_total,
             responses_by_class=by_class,
             bytes_in=self._bytes_in,

@@ -901,18 +901,6 @@ async def test_lingering_close_ends(start_server: StartServer, connect: Connect)
     assert server.statistics().connections_open == 0
 
 
-async def test_peer_that_stops_reading_is_dropped(
-    start_server: StartServer, connect: Connect
-) -> None:
-    blob = b"z" * (64 * 1024 * 1024)
-    limits = HttpLimits(keepalive_idle_s_max=0.15, write_buffer_bytes_high=256 * 1024)
-    server = await start_server(lambda r: Response(200, blob), limits=limits)
-    conn = await connect(server)
-    await conn.send(get())
-    await asyncio.sleep(0.5)  # never read the 64 MiB answer
-    assert server.statistics().connections_open == 0
-
-
 async def test_start_on_given_socket_and_invalid_handler_results(connect: Connect) -> None:
     async def not_a_response() -> object:
         return "oops"
@@ -973,7 +961,215 @@ def test_limits_validation() -> None:
         HttpLimits(header_bytes_max=0)
     with pytest.raises(ValueError, match="request_head_s_max"):
         HttpLimits(request_head_s_max=0)
+    for name in (
+        "body_rate_bytes_per_s_min",
+        "connections_per_address_max",
+        "pipeline_bytes_max",
+        "body_rate_grace_s",
+        "write_stall_s_max",
+    ):
+        with pytest.raises(ValueError, match=name):
+            HttpLimits(**{name: 0})
     assert json_response(201, {"a": [1]}).body == b'{"a":[1]}'
     assert json.loads(error_response(418, "teapot", "short").body) == {
         "error": {"code": "teapot", "message": "short"}
     }
+
+
+# --------------------------------------------------------------------------- slow and greedy peers
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """Polls ``check`` until it holds; fails the test after ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def put_head(length: int, path: str = "/up") -> bytes:
+    return f"PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+async def test_body_below_the_minimum_rate_is_408(
+    start_server: StartServer, connect: Connect
+) -> None:
+    handled: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        handled.append(request)
+        return Response(200)
+
+    # The stall bound is far away: only the rate can end this body.
+    limits = HttpLimits(
+        body_rate_bytes_per_s_min=1000, body_rate_grace_s=0.2, request_head_s_max=10.0
+    )
+    server = await start_server(handler, limits=limits)
+    conn = await connect(server)
+    await conn.send(put_head(10_000))
+
+    async def trickle() -> None:  # about 200 bytes/s: a byte every few ms never stalls
+        for _ in range(1000):
+            await conn.send(b"x" * 10)
+            await asyncio.sleep(0.05)
+
+    sender = asyncio.create_task(trickle())
+    try:
+        reply = await conn.reply()
+    finally:
+        sender.cancel()
+    assert reply.status == 408
+    error = reply.json()
+    assert isinstance(error, dict)
+    assert error["error"]["code"] == "body_too_slow"
+    assert error["error"]["message"].endswith("below the minimum of 1000 bytes/s")
+    assert reply.headers["connection"] == "close"
+    assert await conn.at_eof()
+    assert handled == []
+
+
+async def test_body_above_the_minimum_rate_outlasts_the_grace(
+    start_server: StartServer, connect: Connect
+) -> None:
+    limits = HttpLimits(body_rate_bytes_per_s_min=1000, body_rate_grace_s=0.1)
+    server = await start_server(echo, limits=limits)
+    conn = await connect(server)
+    await conn.send(put_head(25 * 2000))
+    for _ in range(25):  # 0.5 s at about 100 kB/s: five graces, a hundred times the minimum
+        await conn.send(b"y" * 2000)
+        await asyncio.sleep(0.02)
+    reply = await conn.reply()
+    assert reply.status == 200
+    got = reply.json()
+    assert isinstance(got, dict)
+    assert got["len"] == 50_000
+
+
+async def test_connections_per_address_max(start_server: StartServer, connect: Connect) -> None:
+    server = await start_server(echo, limits=HttpLimits(connections_per_address_max=2))
+    first, second = await connect(server), await connect(server)
+    for conn in (first, second):
+        await conn.send(get())
+        assert (await conn.reply()).status == 200
+    third = await connect(server)
+    assert await third.at_eof()
+    # Another address has its own count.
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.port, local_addr=("127.0.0.2", 0)
+    )
+    other = Conn(reader, writer)
+    try:
+        await other.send(get())
+        assert (await other.reply()).status == 200
+        stats = server.statistics()
+        assert (stats.connections_open, stats.connections_refused) == (3, 1)
+        assert stats.connections_refused_by_reason == {
+            "shutdown": 0,
+            "connections_max": 0,
+            "connections_per_address_max": 1,
+        }
+        assert stats.addresses_connected == 2
+    finally:
+        await other.close()
+    await first.close()
+    await eventually(lambda: server.statistics().connections_open == 1, "the closes")
+    fourth = await connect(server)
+    await fourth.send(get())
+    assert (await fourth.reply()).status == 200
+    await second.close()
+    await fourth.close()
+    await eventually(lambda: server.statistics().addresses_connected == 0, "no address left")
+
+
+async def test_peer_that_does_not_read_is_aborted_after_write_stall_s_max(
+    start_server: StartServer, connect: Connect
+) -> None:
+    blob = b"z" * (64 * 1024 * 1024)
+    limits = HttpLimits(write_stall_s_max=0.2, write_buffer_bytes_high=256 * 1024)
+    server = await start_server(lambda r: Response(200, blob), limits=limits)
+    conn = await connect(server)
+    await conn.send(get())  # and never read the 64 MiB answer
+    await eventually(lambda: server.statistics().connections_open == 0, "the abort")
+
+
+async def test_closing_connection_whose_answer_is_not_read_is_aborted(
+    start_server: StartServer, connect: Connect
+) -> None:
+    # The answer closes the connection; the close waits for the buffer to flush, which a
+    # peer that does not read would make wait forever.
+    blob = b"c" * (64 * 1024 * 1024)
+    limits = HttpLimits(write_stall_s_max=0.2, write_buffer_bytes_high=256 * 1024)
+    server = await start_server(
+        lambda r: Response(200, blob, [("Connection", "close")]), limits=limits
+    )
+    conn = await connect(server)
+    await conn.send(get())
+    await eventually(lambda: server.statistics().connections_open == 0, "the abort")
+
+
+async def test_one_answer_in_flight_while_the_peer_does_not_read(
+    start_server: StartServer, connect: Connect
+) -> None:
+    blob = memoryview(bytes(range(256)) * (64 * 1024))  # 16 MiB: more than the kernel holds
+    calls: list[str] = []
+
+    def handler(request: Request) -> Response:
+        calls.append(request.path)
+        return Response(200, blob)
+
+    limits = HttpLimits(write_buffer_bytes_high=64 * 1024)
+    server = await start_server(handler, limits=limits)
+    conn = await connect(server)
+    await conn.send(b"".join(get(f"/{i}") for i in range(8)))
+    await eventually(lambda: server.statistics().connections_reading_paused == 1, "back-pressure")
+    # The other seven wait unanswered: nothing of theirs is in memory but their heads.
+    assert calls == ["/0"]
+    assert server.statistics().bytes_out < len(blob) + 1024
+    for _ in range(8):
+        assert (await conn.reply()).body == blob
+    assert calls == [f"/{i}" for i in range(8)]
+
+
+async def test_pipelined_bodies_behind_a_pending_handler_are_bounded(
+    start_server: StartServer, connect: Connect
+) -> None:
+    release = asyncio.Event()
+
+    async def blocked(request: Request) -> Response:
+        await release.wait()
+        return echo(request)
+
+    def route(request: Request) -> Response | Awaitable[Response]:
+        return blocked(request) if request.path == "/block" else echo(request)
+
+    body_size = 512 * 1024
+    pipeline_bytes_max = 1024 * 1024
+    limits = HttpLimits(body_bytes_max=body_size, pipeline_bytes_max=pipeline_bytes_max)
+    server = await start_server(route, limits=limits)
+    conn = await connect(server)
+    bodies = [bytes([i]) * body_size for i in range(20)]
+    stream = get("/block") + b"".join(
+        put_head(body_size, f"/{i}") + b for i, b in enumerate(bodies)
+    )
+    sender = asyncio.create_task(conn.send(stream))  # 10 MiB; drains only as the server reads
+    try:
+        await eventually(
+            lambda: server.statistics().connections_reading_paused == 1, "the server to stop"
+        )
+        # Two queued bodies fill the budget; the third is held after at most one read.
+        one_read = 256 * 1024
+        assert server.statistics().bytes_in <= pipeline_bytes_max + one_read + 4096
+        assert not sender.done()
+        release.set()
+        assert (await conn.reply()).status == 200
+        for i, body in enumerate(bodies):
+            got = (await conn.reply()).json()
+            assert isinstance(got, dict)
+            assert (got["path"], got["len"]) == (f"/{i}", body_size)
+            assert got["sha"] == hashlib.sha256(body).hexdigest()
+        await sender
+    finally:
+        release.set()
+        sender.cancel()
+    assert server.statistics().requests_total == 21

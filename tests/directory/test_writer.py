@@ -1,16 +1,19 @@
 """BlobWriter's replica PUTs and failure handling against scripted servers on 127.0.0.1: a
-directory that serves a fixed writable list and records every call, and store nodes that
-answer 201, answer an error, never answer, or are not there. (The same paths against real
-store nodes and a real directory are in test_directory_functional.py.)"""
+directory that serves a writable list (which a test may change) and records every call, and
+store nodes that answer 201, answer an error, never answer, or are not there. (The same
+paths against real store nodes and a real directory are in test_directory_functional.py and
+test_writer_failover.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,10 +63,12 @@ class FakeDirectory:
     volumes: list[dict[str, Any]]
     url: str = ""
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
+    called: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else None
         self.calls.append((request.method, request.path, body))
+        self.called.set()
         if request.path == "/writable":
             return web.json_response({"volumes": self.volumes, "alerts": []})
         if request.path == "/deletes":
@@ -93,27 +98,37 @@ def _unused_url() -> str:
 async def scripted(
     layout: dict[int, list[FakeStore | str]],
 ) -> AsyncIterator[FakeDirectory]:
-    """A directory listing volume id -> replicas (a FakeStore, or "absent": a port with
-    nothing behind it), with every FakeStore serving."""
+    """A directory listing volume id -> replicas (a FakeStore; "absent": a port with
+    nothing behind it; "absent:<name>": node <name>, absent, wherever it is named), with
+    every FakeStore serving."""
     async with contextlib.AsyncExitStack() as stack:
         urls: dict[str, str] = {}
         for replicas in layout.values():
             for r in replicas:
                 if isinstance(r, FakeStore) and r.node_id not in urls:
-                    app = web.Application()
+                    app = web.Application(client_max_size=64 * 1024 * 1024)
                     app.router.add_put("/n/{tail:.*}", r.handle)
                     r.url = urls[r.node_id] = await _serve(app, stack)
-        volumes = [
-            {
-                "volume_id": vid,
-                "replicas": [r.url if isinstance(r, FakeStore) else _unused_url() for r in reps],
-                "node_ids": [
-                    r.node_id if isinstance(r, FakeStore) else f"absent-{vid}-{i}"
-                    for i, r in enumerate(reps)
-                ],
-            }
-            for vid, reps in layout.items()
-        ]
+                elif isinstance(r, str) and r.startswith("absent:") and r not in urls:
+                    urls[r] = _unused_url()
+
+        def replica(vid: int, i: int, r: FakeStore | str) -> tuple[str, str]:
+            if isinstance(r, FakeStore):
+                return r.url, r.node_id
+            if r in urls:
+                return urls[r], r.partition(":")[2]
+            return _unused_url(), f"absent-{vid}-{i}"
+
+        volumes = []
+        for vid, reps in layout.items():
+            placed = [replica(vid, i, r) for i, r in enumerate(reps)]
+            volumes.append(
+                {
+                    "volume_id": vid,
+                    "replicas": [url for url, _ in placed],
+                    "node_ids": [node_id for _, node_id in placed],
+                }
+            )
         directory = FakeDirectory(volumes)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", directory.handle)
@@ -213,12 +228,88 @@ async def test_no_writable_volume_when_every_volume_fails() -> None:
     }
     async with (
         scripted(layout) as directory,
-        BlobWriter(directory.url, credentials=creds(SECRET)) as writer,
+        BlobWriter(directory.url, credentials=creds(SECRET), put_retry_s_max=0.3) as writer,
     ):
-        with pytest.raises(NoWritableVolume):
+        with pytest.raises(NoWritableVolume) as info:
             await writer.put(5, 0, b"x")
+        assert str(info.value) == (
+            "no writable volume accepted the write within 0.3 s: 2 volumes failed "
+            "(node a no_space; node e no_space), the directory lists none other"
+        )
+        assert (info.value.status, info.value.code) == (503, "no_writable_volume")
+        assert info.value.retry_after_s == 1.0
         reported = [p for m, p, _ in directory.calls if p.endswith("/readonly")]
         assert sorted(reported) == ["/volumes/1/readonly", "/volumes/2/readonly"]
+        # While it waited, the writer asked the directory for new volumes.
+        assert len(directory.of("GET", "/writable")) >= 2
+
+
+async def test_volumes_on_an_unreachable_node_are_not_tried() -> None:
+    others = [FakeStore("c"), FakeStore("d")]
+    layout: dict[int, list[FakeStore | str]] = {
+        1: [FakeStore("a"), "absent:dead", FakeStore("b")],
+        2: [others[0], "absent:dead", others[1]],
+        3: [FakeStore("e"), FakeStore("f"), FakeStore("g")],
+    }
+    async with (
+        scripted(layout) as directory,
+        BlobWriter(directory.url, credentials=creds(SECRET)) as writer,
+    ):
+        assert (await writer.put(5, 0, b"x", volume_id=1)).volume_id == 3
+        assert (await writer.put(6, 0, b"y", volume_id=2)).volume_id == 3
+        assert [p for _, p, _ in directory.calls if p.endswith("/readonly")] == [
+            "/volumes/1/readonly"
+        ]
+        assert [s.puts for s in others] == [[], []]
+
+
+async def test_a_put_waits_for_the_directory_to_list_a_new_volume() -> None:
+    fresh = [FakeStore("c"), FakeStore("d"), FakeStore("e")]
+    layout: dict[int, list[FakeStore | str]] = {
+        1: ["absent:dead", FakeStore("a"), FakeStore("b")],
+        2: list(fresh),
+    }
+    async with scripted(layout) as directory:
+        volume_2 = directory.volumes.pop()  # listed only once the put has failed on 1
+        async with BlobWriter(directory.url, credentials=creds(SECRET)) as writer:
+            put = asyncio.create_task(writer.put(5, 0, b"late"))
+            async with asyncio.timeout(5):
+                while not directory.of("POST", "/volumes/1/readonly"):
+                    directory.called.clear()
+                    await directory.called.wait()
+            directory.volumes = [volume_2]
+            ref = await put
+        assert ref.volume_id == 2
+        assert [len(s.puts) for s in fresh] == [1, 1, 1]
+
+
+async def test_an_unreachable_directory_is_no_writable_volume() -> None:
+    async with BlobWriter(_unused_url(), credentials=creds(SECRET), put_retry_s_max=0.2) as writer:
+        with pytest.raises(NoWritableVolume, match="asking the directory failed"):
+            await writer.put(5, 0, b"x")
+
+
+async def test_put_file_streams_the_same_bytes_and_checksum_to_every_replica(
+    tmp_path: Path,
+) -> None:
+    stores = [FakeStore("a"), FakeStore("b"), FakeStore("c")]
+    data = os.urandom(5 * 1024 * 1024 + 3)
+    (tmp_path / "upload").write_bytes(data)
+    async with (
+        scripted({1: list(stores)}) as directory,
+        BlobWriter(directory.url, credentials=creds(SECRET)) as writer,
+    ):
+        ref = await writer.put_file(42, 7, tmp_path / "upload", cookie=0xABC)
+        checksum = f"{xxhash.xxh3_64_intdigest(data):016x}"
+        assert (ref.volume_id, ref.size, ref.etag) == (1, len(data), f'"{checksum}"')
+        for s in stores:
+            ((path, headers, body),) = s.puts
+            assert path == "/n/1/42/7/0000000000000abc"
+            assert body == data
+            assert headers["X-Pinhole-Checksum"] == checksum
+        with pytest.raises(FileNotFoundError):
+            await writer.put_file(43, 7, tmp_path / "absent")
+        assert [len(s.puts) for s in stores] == [1, 1, 1]
 
 
 async def test_a_cancelled_put_leaves_no_replica_request_running() -> None:
