@@ -12,9 +12,9 @@ from api.context import CONTEXT, ApiContext
 from api.errors import NotFound
 from api.social_docs import avatars, post_documents, user_document
 from social import accounts, graph, passwords, posts, sessions
+from social import avatars as profile_pictures
 from social.errors import AuthFailed, Invalid
 from social.schema import users
-from transformer.schema import media
 
 routes = web.RouteTableDef()
 
@@ -90,37 +90,9 @@ async def patch_me(request: web.Request) -> web.Response:
     changes = accounts.profile_changes(body, ctx.social)
     async with ctx.db.transaction(lock=accounts.LOCK) as conn:
         if "avatar_media_id" in body:
-            value = body["avatar_media_id"]
-            if value is None:
-                changes["avatar_media_id"] = None
-            else:
-                media_id = posts.parse_id(value, "avatar_media_id")
-                row = (
-                    await conn.execute(media.select().where(media.c.media_id == media_id))
-                ).first()
-                if (
-                    row is None
-                    or row.owner_id != viewer
-                    or row.media_type != "image"
-                    or row.status != "ready"
-                ):
-                    raise Invalid(
-                        "avatar_media_id must be one of your ready images", code="bad_media"
-                    )
-                await conn.execute(
-                    media.update()
-                    .where(media.c.media_id == media_id)
-                    .values(attached_unix_s=time.time(), expires_unix_s=None)
-                )
-                changes["avatar_media_id"] = media_id
-            old = await accounts.get(conn, viewer)
-            if old is not None and old.avatar_media_id not in (None, changes["avatar_media_id"]):
-                # The replaced avatar expires now: the workers' sweep deletes its needles.
-                await conn.execute(
-                    media.update()
-                    .where(media.c.media_id == old.avatar_media_id)
-                    .values(expires_unix_s=time.time())
-                )
+            changes["avatar_media_id"] = await profile_pictures.set_avatar(
+                conn, viewer, body["avatar_media_id"]
+            )
         accepted: list[int] = []
         if changes.get("is_private") is False:
             accepted = await graph.approve_all_requests(conn, ctx.ids, viewer)
