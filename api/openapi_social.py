@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from feed.config import FeedConfig
 from social.config import SocialConfig
 from social.schema import PUBLIC_ID_CHARS
 
@@ -25,10 +26,18 @@ def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": _ID}
 
 
-_PAGE: Final = [
-    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-]
+def _page(limit_max: int) -> list[dict[str, Any]]:
+    return [
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": limit_max},
+        },
+    ]
+
+
+_PAGE: Final = _page(SocialConfig().page_size_max)
 
 
 def _op(
@@ -46,7 +55,8 @@ def _op(
     closed: bool = False,
 ) -> dict[str, Any]:
     """One operation. `body`: the JSON body's properties, `required` its required fields,
-    `closed` when other fields are refused (400)."""
+    `closed` when other fields are refused (400). The answers every route of its shape can
+    give are added: 400 for a query or a body, 404 for an id in the path, 413 for a body."""
     response: dict[str, Any] = {"description": ok_description}
     if schema:
         response["content"] = {
@@ -57,6 +67,13 @@ def _op(
     responses: dict[str, Any] = {ok: response}
     for code, text in (errors or {}).items():
         responses[code] = _error(text)
+    where = {p["in"] for p in parameters or []}
+    if "query" in where or body is not None:
+        responses.setdefault("400", _error("bad input (the JSON error body names it)"))
+    if "path" in where:
+        responses.setdefault("404", _error("no such id (a malformed one included)"))
+    if body is not None:
+        responses["413"] = _error("body over [api] json_body_bytes_max")
     if auth:
         responses["401"] = _error("no bearer token, or a revoked one")
     if rate_limited:
@@ -304,7 +321,7 @@ PATHS: Final[dict[str, Any]] = {
         "get": _op(
             "The home feed: {posts, next_cursor, has_more}",
             parameters=[
-                *_PAGE,
+                *_page(FeedConfig().page_size_max),
                 {"name": "mode", "in": "query", "schema": {"enum": ["chronological", "ranked"]}},
             ],
             errors={"400": "bad cursor, limit or mode"},
