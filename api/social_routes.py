@@ -89,8 +89,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def sign_out_everywhere(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     viewer = await ctx.user_id(request)
-    async with ctx.db.transaction(lock=sessions.LOCK) as conn:
-        await sessions.revoke_all(conn, viewer, keep_token=None)
+    await sessions.sign_out_everywhere(ctx.db, viewer)
     return web.Response(status=204)
 
 
@@ -118,18 +117,13 @@ async def revoke_session(request: web.Request) -> web.Response:
 async def change_password(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     viewer = await ctx.user_id(request)
-    body = await params.json_body(request)
-    unknown = set(body) - {"current_password", "new_password"}
-    if unknown:
-        raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
     revoked, request[RATE] = await signin.change_password(
         ctx.db,
         ctx.counters,
         ctx.social,
         user_id=viewer,
         token=auth.bearer(request),
-        current=body.get("current_password"),
-        new=body.get("new_password"),
+        body=await params.json_body(request),
         address=_client(request),
     )
     return web.json_response({"sessions_revoked": revoked})

@@ -192,6 +192,12 @@ async def revoke_all(conn: AsyncConnection, user_id: int, *, keep_token: str | N
     return int(result.rowcount)
 
 
+async def sign_out_everywhere(db: Database, user_id: int) -> int:
+    """Revokes every unrevoked session of the user, the caller's too; returns how many."""
+    async with db.transaction(lock=LOCK) as conn:
+        return await revoke_all(conn, user_id, keep_token=None)
+
+
 async def seen_from(conn: AsyncConnection, user_id: int, address: str, *, since: float) -> bool:
     """True when the user signed in from `address` since `since` (Unix s), whether or not
     that session still lives."""

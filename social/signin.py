@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from common.db import Database
 from social import accounts, passwords, sessions
@@ -149,15 +149,18 @@ async def change_password(
     *,
     user_id: int,
     token: str,
-    current: object,
-    new: object,
+    body: dict[str, Any],
     address: str,
 ) -> tuple[int, Rate]:
-    """Sets a new password (the sign-up rules: 400 bad_password) after checking the current
-    one under the sign-in throttles (403 wrong_password, 429), and revokes every other
-    session of the user; returns how many, and the per-address rate. 409 when the password
-    changed meanwhile."""
-    new_password = accounts.check_password(new, config)
+    """Sets `body`'s new_password (the sign-up rules: 400 bad_password) after checking its
+    current_password under the sign-in throttles (403 wrong_password, 429), and revokes
+    every other session of the user than `token`'s; returns how many, and the per-address
+    rate. 409 when the password changed meanwhile."""
+    unknown = set(body) - {"current_password", "new_password"}
+    if unknown:
+        raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
+    new_password = accounts.check_password(body.get("new_password"), config)
+    current = body.get("current_password")
     if not isinstance(current, str):
         raise Invalid("current_password must be a string")
     async with db.snapshot() as conn:
