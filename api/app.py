@@ -40,6 +40,7 @@ from feed.runner import FanoutRunner
 from feed.service import Feed
 from social import schema as social_schema
 from social.config import SocialConfig
+from social.counters import open_counters
 from transformer import schema
 from transformer.config import MediaConfig
 from transformer.ingest import Ingest
@@ -66,6 +67,7 @@ def make_app(
             await asyncio.to_thread(media.data_dir.mkdir, parents=True, exist_ok=True)
         db = await open_database(media.database, schema=media.database_schema or None)
         hot = open_hot_store(feed_config.redis_url, prefix=feed_config.redis_prefix)
+        counters = open_counters(db, feed_config.redis_url, prefix=feed_config.redis_prefix)
         try:
             await migrate(db, schema.COMPONENT, schema.MIGRATIONS)
             await tus.migrate_tables(db)
@@ -85,6 +87,7 @@ def make_app(
                     hot,
                     Feed(db, hot, feed_config),
                     id_gen,
+                    counters,
                     credentials,
                     PhotoUrls(
                         media.photo_url_base,
@@ -95,6 +98,7 @@ def make_app(
                 )
                 yield
         finally:
+            await counters.close()
             await hot.close()
             await db.close()
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from api.client_address import parse_networks
 from common.config import build
 
 DEFAULT_PORT: Final = 8790
@@ -33,6 +34,9 @@ class ApiConfig:
     tus_sweep_interval_s: float = 60.0
     # A GET of a media waits at most this long for it to turn ready (?wait_s=).
     media_wait_s_max: float = 10.0
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For is believed: the
+    # client address is then the right-most entry not in this list (api/client_address.py).
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -51,6 +55,7 @@ class ApiConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.media_wait_s_max < 0:
             raise ValueError("media_wait_s_max must not be negative")
+        parse_networks(self.trusted_proxies)
 
 
 def api_config(document: dict[str, Any], **overrides: Any) -> ApiConfig:

@@ -1,7 +1,7 @@
 """What every API handler reaches through `request.app[CONTEXT]`: config, the metadata
 database (media, social and feed tables), the blob writer, the ingest path, the hot store
-and the feed, the id generator, the count of uploads in flight and the tus locks. Opened
-and closed by api.app's cleanup context; no module-level singletons."""
+and the feed, the id generator, the rate-limit counters, the count of uploads in flight and
+the tus locks. Opened and closed by api.app's cleanup context; no module-level singletons."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from feed.hotstore import HotStore
 from feed.service import Feed
 from social import ratelimit, sessions
 from social.config import SocialConfig
+from social.counters import Counters
 from transformer.config import MediaConfig
 from transformer.ingest import Ingest
 
@@ -42,6 +43,7 @@ class ApiContext:
     hot: HotStore
     feed: Feed
     ids: IdGenerator
+    counters: Counters
     credentials: Credentials
     photo_urls: PhotoUrls
     uploads_inflight: int = 0
@@ -50,14 +52,12 @@ class ApiContext:
 
     async def user_id(self, request: web.Request) -> int:
         """The user of the request's session; raises Unauthorized / AuthFailed (401)."""
-        return await sessions.authenticate(
-            self.db, auth.bearer(request), days_max=self.social.session_days_max
-        )
+        return await sessions.authenticate(self.db, auth.bearer(request), self.social)
 
     async def rate(self, request: web.Request, action: str, subject: int | str) -> None:
         """Counts one rate-limited write; its X-RateLimit-* headers go on the response
         (api.app), a 429 beyond the limit."""
-        request[RATE] = await ratelimit.take(self.hot, self.social, action, str(subject))
+        request[RATE] = await ratelimit.take(self.counters, self.social, action, str(subject))
 
     @contextlib.contextmanager
     def upload_slot(self) -> Iterator[None]:

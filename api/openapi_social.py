@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from feed.config import FeedConfig
+from social.config import SocialConfig
+from social.schema import PUBLIC_ID_CHARS
+
 _ERROR_REF: Final = {"$ref": "#/components/schemas/Error"}
 _ID: Final = {"type": "string", "description": "64-bit id as a decimal string"}
 _RATE: Final = {
@@ -22,10 +26,18 @@ def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": _ID}
 
 
-_PAGE: Final = [
-    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-]
+def _page(limit_max: int) -> list[dict[str, Any]]:
+    return [
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": limit_max},
+        },
+    ]
+
+
+_PAGE: Final = _page(SocialConfig().page_size_max)
 
 
 def _op(
@@ -39,7 +51,12 @@ def _op(
     errors: dict[str, str] | None = None,
     rate_limited: bool = False,
     schema: str | None = None,
+    required: list[str] | None = None,
+    closed: bool = False,
 ) -> dict[str, Any]:
+    """One operation. `body`: the JSON body's properties, `required` its required fields,
+    `closed` when other fields are refused (400). The answers every route of its shape can
+    give are added: 400 for a query or a body, 404 for an id in the path, 413 for a body."""
     response: dict[str, Any] = {"description": ok_description}
     if schema:
         response["content"] = {
@@ -50,6 +67,13 @@ def _op(
     responses: dict[str, Any] = {ok: response}
     for code, text in (errors or {}).items():
         responses[code] = _error(text)
+    where = {p["in"] for p in parameters or []}
+    if "query" in where or body is not None:
+        responses.setdefault("400", _error("bad input (the JSON error body names it)"))
+    if "path" in where:
+        responses.setdefault("404", _error("no such id (a malformed one included)"))
+    if body is not None:
+        responses["413"] = _error("body over [api] json_body_bytes_max")
     if auth:
         responses["401"] = _error("no bearer token, or a revoked one")
     if rate_limited:
@@ -58,9 +82,14 @@ def _op(
     if auth:
         op["security"] = [{"bearer": []}]
     if body is not None:
+        body_schema: dict[str, Any] = {"type": "object", "properties": body}
+        if required:
+            body_schema["required"] = required
+        if closed:
+            body_schema["additionalProperties"] = False
         op["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"type": "object", "properties": body}}},
+            "content": {"application/json": {"schema": body_schema}},
         }
     if parameters:
         op["parameters"] = parameters
@@ -70,6 +99,19 @@ def _op(
 _STR: Final = {"type": "string"}
 _BAD: Final = {"400": "bad input (JSON error body names the field)"}
 _NF: Final = {"404": "no such user or post, or not visible to you"}
+_DEFAULTS: Final = SocialConfig()
+_PASSWORD: Final = {
+    "type": "string",
+    "minLength": _DEFAULTS.password_chars_min,
+    "maxLength": _DEFAULTS.password_chars_max,
+}
+_SESSION_ID: Final = {
+    "type": "string",
+    "pattern": f"^[A-Za-z0-9_-]{{{PUBLIC_ID_CHARS}}}$",
+    "description": "a session's public id (GET /api/v1/sessions); neither its token nor "
+    "derived from it",
+}
+_IN_USE: Final = "media_in_use: a media belongs to one place (a post, or a profile)"
 
 PATHS: Final[dict[str, Any]] = {
     "/api/v1/accounts": {
@@ -85,28 +127,67 @@ PATHS: Final[dict[str, Any]] = {
     },
     "/api/v1/sessions": {
         "post": _op(
-            "Sign in: a bearer token (stored hashed, revocable)",
+            "Sign in: a bearer token (stored hashed, revocable); failed sign-ins are "
+            "throttled per client address, per account and address, and per account",
             ok="201",
+            ok_description="{token, user_id}",
             auth=False,
             body={"username": _STR, "password": _STR},
-            errors=_BAD,
+            required=["username", "password"],
+            errors={**_BAD, "401": "bad_credentials: wrong username or password"},
             rate_limited=True,
-        )
+            schema="SessionToken",
+        ),
+        "get": _op("Your live sessions, newest first", schema="SessionList"),
+        "delete": _op("Sign out everywhere: revoke every session of yours, this one too", ok="204"),
     },
     "/api/v1/sessions/current": {"delete": _op("Sign out: revoke this token", ok="204")},
+    "/api/v1/sessions/{session_id}": {
+        "delete": _op(
+            "Revoke one of your sessions",
+            ok="204",
+            parameters=[
+                {
+                    "name": "session_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": _STR,
+                    "description": _SESSION_ID["description"],
+                }
+            ],
+            errors={"404": "no live session of yours has that id"},
+        )
+    },
     "/api/v1/accounts/me": {
         "get": _op("Your account", schema="User"),
         "patch": _op(
             "Edit your profile",
             body={
-                "full_name": _STR,
-                "bio": _STR,
+                "full_name": {"type": "string", "maxLength": _DEFAULTS.full_name_chars_max},
+                "bio": {"type": "string", "maxLength": _DEFAULTS.bio_chars_max},
                 "is_private": {"type": "boolean"},
-                "avatar_media_id": _ID,
+                "avatar_media_id": {**_ID, "type": ["string", "null"]},
             },
-            errors=_BAD,
+            closed=True,
+            errors={**_BAD, "409": f"{_IN_USE}: that media is in a post"},
             schema="User",
         ),
+    },
+    "/api/v1/accounts/me/password": {
+        "post": _op(
+            "Change your password; every other session of yours is revoked. A wrong current "
+            "password counts as a failed sign-in",
+            body={"current_password": _STR, "new_password": _PASSWORD},
+            required=["current_password", "new_password"],
+            closed=True,
+            errors={
+                **_BAD,
+                "403": "wrong_password: the current password is wrong",
+                "409": "password_changed: it changed meanwhile; try again",
+            },
+            rate_limited=True,
+            schema="PasswordChanged",
+        )
     },
     "/api/v1/users/{user_id}": {
         "get": _op(
@@ -182,7 +263,10 @@ PATHS: Final[dict[str, Any]] = {
                 "tagged_users": {"type": "array", "items": _ID},
                 "alt_text": {"oneOf": [_STR, {"type": "array", "items": _STR}]},
             },
-            errors={**_BAD, "403": "a tagged user has blocked you"},
+            errors={
+                **_BAD,
+                "409": f"{_IN_USE}: a media is or was your profile picture",
+            },
             rate_limited=True,
             schema="Post",
         )
@@ -227,7 +311,7 @@ PATHS: Final[dict[str, Any]] = {
     },
     "/api/v1/posts/{post_id}/comments/{comment_id}": {
         "delete": _op(
-            "Delete a comment (its author or the post's author)",
+            "Delete a comment (its author, always; or the post's author)",
             ok="204",
             parameters=[_path("post_id"), _path("comment_id")],
             errors=_NF,
@@ -237,7 +321,7 @@ PATHS: Final[dict[str, Any]] = {
         "get": _op(
             "The home feed: {posts, next_cursor, has_more}",
             parameters=[
-                *_PAGE,
+                *_page(FeedConfig().page_size_max),
                 {"name": "mode", "in": "query", "schema": {"enum": ["chronological", "ranked"]}},
             ],
             errors={"400": "bad cursor, limit or mode"},
@@ -249,7 +333,39 @@ PATHS: Final[dict[str, Any]] = {
     },
 }
 
+_SESSION: Final = {
+    "type": "object",
+    "required": ["session_id", "created_at", "last_used_at", "user_agent", "address", "current"],
+    "properties": {
+        "session_id": _SESSION_ID,
+        "created_at": {"type": "string", "format": "date-time"},
+        "last_used_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "recorded at most once per [social] session_touch_s",
+        },
+        "user_agent": {"type": "string", "description": "as sent at sign-in"},
+        "address": {"type": "string", "description": "the client address at sign-in"},
+        "current": {"type": "boolean", "description": "the session of this request"},
+    },
+}
+
 SCHEMAS: Final[dict[str, Any]] = {
+    "SessionToken": {
+        "type": "object",
+        "required": ["token", "user_id"],
+        "properties": {"token": _STR, "user_id": _ID},
+    },
+    "SessionList": {
+        "type": "object",
+        "required": ["sessions"],
+        "properties": {"sessions": {"type": "array", "items": _SESSION}},
+    },
+    "PasswordChanged": {
+        "type": "object",
+        "required": ["sessions_revoked"],
+        "properties": {"sessions_revoked": {"type": "integer", "minimum": 0}},
+    },
     "User": {
         "type": "object",
         "required": ["user_id", "username"],

@@ -1,4 +1,4 @@
-"""Accounts, sessions, profiles and the follow graph (docs/api/social.md)."""
+"""Accounts, passwords, sessions, profiles and the follow graph (docs/api/social.md)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,21 @@ from typing import Any
 
 from aiohttp import web
 
-from api import auth, params
-from api.context import CONTEXT, ApiContext
+from api import auth, client_address, params
+from api.context import CONTEXT, RATE, ApiContext
 from api.errors import NotFound
+from api.media_docs import iso
 from api.social_docs import avatars, post_documents, user_document
-from social import accounts, graph, passwords, posts, sessions
-from social.errors import AuthFailed, Invalid
+from social import accounts, graph, posts, sessions, signin
+from social import avatars as profile_pictures
+from social.errors import Invalid
 from social.schema import users
-from transformer.schema import media
 
 routes = web.RouteTableDef()
 
 
 def _client(request: web.Request) -> str:
-    return request.remote or "unknown"
+    return client_address.of_request(request, request.app[CONTEXT].config.trusted_proxies)
 
 
 @routes.post("/api/v1/accounts")
@@ -48,18 +49,48 @@ async def sign_in(request: web.Request) -> web.Response:
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
         raise Invalid("username and password are required strings")
-    # Every attempt counts (not only failures): past the limit, even the right password
-    # waits, so the limit bounds guessing.
-    await ctx.rate(request, "login", _client(request))
-    async with ctx.db.snapshot() as conn:
-        user = await accounts.by_username(conn, username)
-    if not await passwords.verify_password(user.password_hash if user else None, password):
-        raise AuthFailed("wrong username or password", code="bad_credentials")
-    assert user is not None
+    address = _client(request)
+    user, request[RATE] = await signin.sign_in(
+        ctx.db, ctx.counters, ctx.social, username=username, password=password, address=address
+    )
     token = await sessions.open_session(
-        ctx.db, user.user_id, per_user_max=ctx.social.sessions_per_user_max
+        ctx.db,
+        user.user_id,
+        per_user_max=ctx.social.sessions_per_user_max,
+        user_agent=request.headers.get("User-Agent", ""),
+        address=address,
     )
     return web.json_response({"token": token, "user_id": str(user.user_id)}, status=201)
+
+
+@routes.get("/api/v1/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    found = await sessions.live_sessions(ctx.db, viewer, ctx.social, token=auth.bearer(request))
+    return web.json_response(
+        {
+            "sessions": [
+                {
+                    "session_id": s.public_id,
+                    "created_at": iso(s.created_unix_s),
+                    "last_used_at": iso(s.last_used_unix_s),
+                    "user_agent": s.user_agent,
+                    "address": s.address,
+                    "current": s.current,
+                }
+                for s in found
+            ]
+        }
+    )
+
+
+@routes.delete("/api/v1/sessions")
+async def sign_out_everywhere(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    await sessions.sign_out_everywhere(ctx.db, viewer)
+    return web.Response(status=204)
 
 
 @routes.delete("/api/v1/sessions/current")
@@ -68,6 +99,34 @@ async def sign_out(request: web.Request) -> web.Response:
     await ctx.user_id(request)
     await sessions.revoke(ctx.db, auth.bearer(request))
     return web.Response(status=204)
+
+
+@routes.delete("/api/v1/sessions/{session_id}")
+async def revoke_session(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    session_id = request.match_info["session_id"]
+    if not sessions.is_public_id(session_id) or not await sessions.revoke_by_id(
+        ctx.db, viewer, session_id, ctx.social
+    ):
+        raise NotFound("no such session")
+    return web.Response(status=204)
+
+
+@routes.post("/api/v1/accounts/me/password")
+async def change_password(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    viewer = await ctx.user_id(request)
+    revoked, request[RATE] = await signin.change_password(
+        ctx.db,
+        ctx.counters,
+        ctx.social,
+        user_id=viewer,
+        token=auth.bearer(request),
+        body=await params.json_body(request),
+        address=_client(request),
+    )
+    return web.json_response({"sessions_revoked": revoked})
 
 
 async def _me(ctx: ApiContext, user_id: int) -> dict[str, Any]:
@@ -90,37 +149,9 @@ async def patch_me(request: web.Request) -> web.Response:
     changes = accounts.profile_changes(body, ctx.social)
     async with ctx.db.transaction(lock=accounts.LOCK) as conn:
         if "avatar_media_id" in body:
-            value = body["avatar_media_id"]
-            if value is None:
-                changes["avatar_media_id"] = None
-            else:
-                media_id = posts.parse_id(value, "avatar_media_id")
-                row = (
-                    await conn.execute(media.select().where(media.c.media_id == media_id))
-                ).first()
-                if (
-                    row is None
-                    or row.owner_id != viewer
-                    or row.media_type != "image"
-                    or row.status != "ready"
-                ):
-                    raise Invalid(
-                        "avatar_media_id must be one of your ready images", code="bad_media"
-                    )
-                await conn.execute(
-                    media.update()
-                    .where(media.c.media_id == media_id)
-                    .values(attached_unix_s=time.time(), expires_unix_s=None)
-                )
-                changes["avatar_media_id"] = media_id
-            old = await accounts.get(conn, viewer)
-            if old is not None and old.avatar_media_id not in (None, changes["avatar_media_id"]):
-                # The replaced avatar expires now: the workers' sweep deletes its needles.
-                await conn.execute(
-                    media.update()
-                    .where(media.c.media_id == old.avatar_media_id)
-                    .values(expires_unix_s=time.time())
-                )
+            changes["avatar_media_id"] = await profile_pictures.set_avatar(
+                conn, viewer, body["avatar_media_id"]
+            )
         accepted: list[int] = []
         if changes.get("is_private") is False:
             accepted = await graph.approve_all_requests(conn, ctx.ids, viewer)

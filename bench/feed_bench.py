@@ -179,9 +179,6 @@ class CountingHotStore:
     async def size(self, key: str) -> int:
         return await self.inner.size(key)
 
-    async def incr_window(self, key: str, *, window_s: int) -> tuple[int, float]:
-        return await self.inner.incr_window(key, window_s=window_s)
-
     async def memory_bytes(self, key: str) -> int | None:
         return await self.inner.memory_bytes(key)
 

@@ -1,4 +1,4 @@
-"""Timelines, celebrity lists and rate-limit counters: the feed's hot store.
+"""Timelines and celebrity lists: the feed's hot store.
 
 Two implementations pass the same conformance suite (tests/feed/test_hotstore.py):
 RedisHotStore (Redis when configured; what a deployment runs) and MemoryHotStore (the
@@ -113,10 +113,6 @@ class HotStore(Protocol):
 
     async def size(self, key: str) -> int:
         """Entries in a list (sentinel not counted)."""
-
-    async def incr_window(self, key: str, *, window_s: int) -> tuple[int, float]:
-        """Counts one event in the fixed window of `key`; returns (count in the window so
-        far, seconds until the window resets)."""
 
     async def memory_bytes(self, key: str) -> int | None:
         """The store's own figure for a key's memory (None when it has none)."""
@@ -308,15 +304,6 @@ class RedisHotStore:
     async def size(self, key: str) -> int:
         return max(0, int(await self.redis.zcard(self._k(key))) - 1)
 
-    async def incr_window(self, key: str, *, window_s: int) -> tuple[int, float]:
-        k = self._k(key)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(k)
-            pipe.expire(k, window_s, nx=True)
-            pipe.pttl(k)
-            count, _, pttl = await pipe.execute()
-        return int(count), max(0.0, int(pttl) / 1000)
-
     async def memory_bytes(self, key: str) -> int | None:
         got = await self.redis.memory_usage(self._k(key), samples=0)
         return None if got is None else int(got)
@@ -338,7 +325,6 @@ class MemoryHotStore:
         self._lists: dict[str, list[Entry]] = {}  # ascending id order
         self._expires: dict[str, float] = {}
         self._complete: set[str] = set()
-        self._counters: dict[str, tuple[int, float]] = {}
         self._clock = clock
 
     def _live(self, key: str) -> list[Entry] | None:
@@ -440,16 +426,6 @@ class MemoryHotStore:
 
     async def size(self, key: str) -> int:
         return len(self._live(key) or ())
-
-    async def incr_window(self, key: str, *, window_s: int) -> tuple[int, float]:
-        now = self._clock()
-        count, reset = self._counters.get(key, (0, now + window_s))
-        if reset <= now:
-            count, reset = 0, now + window_s
-        self._counters[key] = (count + 1, reset)
-        if len(self._counters) > 100_000:
-            self._counters = {k: v for k, v in self._counters.items() if v[1] > now}
-        return count + 1, reset - now
 
     async def memory_bytes(self, key: str) -> int | None:
         return None

@@ -1,12 +1,15 @@
 """The social layer's configuration: the [social] table of pinhole.toml (limits on text and
-lists, and the write rate limits), parsed once into a frozen, validated SocialConfig."""
+lists, sessions, the write rate limits and the sign-in throttles), parsed once into a
+frozen, validated SocialConfig."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from common.config import build
+
+DAY_S: Final = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,18 +30,28 @@ class SocialConfig:
     page_size_default: int = 20
     page_size_max: int = 100
     # Sessions a user may hold at once; the oldest is revoked beyond it. A session lasts
-    # session_days_max days from its sign-in, then its token answers 401.
+    # session_days_max days from its sign-in, and ends sooner when unused for
+    # session_idle_days_max days; its last use is written at most once per session_touch_s
+    # (so a request is not a write, and "idle" is known to within that many seconds).
     sessions_per_user_max: int = 50
     session_days_max: int = 90
+    session_idle_days_max: int = 30
+    session_touch_s: int = 300
     # Write rate limits per user (fixed windows): posts a day (seed 000), the rest an hour.
-    # Sign-ups and failed logins are limited per client address.
+    # Sign-ups are limited per client address.
     posts_per_day_max: int = 25
     comments_per_hour_max: int = 120
     likes_per_hour_max: int = 500
     follows_per_hour_max: int = 200
     messages_per_hour_max: int = 500
     accounts_per_hour_max: int = 20
-    logins_per_hour_max: int = 60
+    # Failed sign-ins (and wrong current passwords of a password change): per client
+    # address an hour; per account and client address in 15 minutes; per account in 15
+    # minutes over the addresses that never signed in to it (so an attacker spreading
+    # guesses over many addresses cannot lock the account's owner out).
+    sign_in_failures_per_address_max: int = 60
+    sign_in_failures_per_account_address_max: int = 10
+    sign_in_failures_per_account_max: int = 100
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
@@ -48,6 +61,15 @@ class SocialConfig:
             raise ValueError("password_chars_min must not exceed password_chars_max")
         if self.page_size_default > self.page_size_max:
             raise ValueError("page_size_default must not exceed page_size_max")
+        if self.session_idle_days_max > self.session_days_max:
+            raise ValueError("session_idle_days_max must not exceed session_days_max")
+        if self.session_touch_s >= self.session_idle_days_max * DAY_S:
+            raise ValueError("session_touch_s must be shorter than session_idle_days_max")
+        if self.sign_in_failures_per_account_address_max > self.sign_in_failures_per_account_max:
+            raise ValueError(
+                "sign_in_failures_per_account_address_max must not exceed "
+                "sign_in_failures_per_account_max"
+            )
 
 
 def social_config(document: dict[str, Any], **overrides: Any) -> SocialConfig:

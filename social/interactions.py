@@ -145,7 +145,14 @@ async def comment(
             parent = (
                 await conn.execute(sa.select(comments).where(comments.c.comment_id == parent_id))
             ).first()
-            if parent is None or parent.post_id != post_id or parent.deleted_unix_s is not None:
+            # A comment by someone blocked either way is hidden from the viewer, so a reply
+            # to it is refused exactly as a reply to no comment at all.
+            if (
+                parent is None
+                or parent.post_id != post_id
+                or parent.deleted_unix_s is not None
+                or await graph.blocked_between(conn, viewer, [parent.author_id])
+            ):
                 raise Invalid("parent_id is not a comment of this post", code="bad_parent")
             if parent.parent_id is not None:
                 raise Invalid(
@@ -203,19 +210,20 @@ async def comment(
 
 
 async def delete_comment(db: Database, viewer: int, post_id: int, comment_id: int) -> None:
-    """The comment's author or the post's author may delete it; NotFound otherwise."""
+    """The comment's author may delete it whatever became of the post (deleted, or its
+    author blocking them), the post's author any comment on it; NotFound otherwise."""
     async with db.transaction(lock=LOCK) as conn:
-        post = await posts.visible(conn, viewer, post_id)
         row = (
             await conn.execute(sa.select(comments).where(comments.c.comment_id == comment_id))
         ).first()
-        if (
-            row is None
-            or row.post_id != post_id
-            or row.deleted_unix_s is not None
-            or viewer not in (row.author_id, post.author_id)
-        ):
+        if row is None or row.post_id != post_id or row.deleted_unix_s is not None:
             raise NotFound("no such comment")
+        if viewer != row.author_id:
+            author = (
+                await conn.execute(sa.select(post_t.c.author_id).where(post_t.c.post_id == post_id))
+            ).scalar_one_or_none()
+            if author != viewer:
+                raise NotFound("no such comment")
         await conn.execute(
             comments.update()
             .where(comments.c.comment_id == comment_id)

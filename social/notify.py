@@ -1,7 +1,11 @@
 """Notifications: recorded in the transaction of the event that causes them (a like, a
 comment, a follow, a follow request, a mention), never to oneself, and grouped when read
 ("X and 5 others liked your post"): one group per (kind, post) for likes, comments and
-mentions, one per kind for follows and follow requests."""
+mentions, one per kind for follows and follow requests.
+
+A block either way hides, when read (list and unread count), the notifications whose actor
+or whose post's author is on the other side of it; they are kept, and show again if the
+block is lifted, as the likes and comments they tell of do."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
 from common.ids import IdGenerator
-from social.schema import notifications
+from social.schema import blocks, notifications, posts
 
 KINDS: Final = ("like", "comment", "follow", "follow_request", "mention")
 LOCK: Final = "social"
@@ -66,6 +70,21 @@ async def retract(
     await conn.execute(query)
 
 
+def _shown(user_id: int) -> sa.ColumnElement[bool]:
+    """The user's notifications that no block hides (see the module docstring)."""
+    n, b = notifications.c, blocks.c
+    blocked = sa.union(
+        sa.select(b.blocked_id).where(b.blocker_id == user_id),
+        sa.select(b.blocker_id).where(b.blocked_id == user_id),
+    )
+    about_blocked = (
+        sa.select(posts.c.post_id)
+        .where(posts.c.post_id == n.post_id, posts.c.author_id.in_(blocked))
+        .exists()
+    )
+    return sa.and_(n.user_id == user_id, n.actor_id.not_in(blocked), ~about_blocked)
+
+
 @dataclass(frozen=True, slots=True)
 class Group:
     kind: str
@@ -81,8 +100,9 @@ async def groups(
     db: Database, user_id: int, *, before: int | None, limit: int
 ) -> tuple[list[Group], int]:
     """A page of groups, newest first (strictly older than `before`, a group's latest_id),
-    and the user's unread count."""
+    and the user's unread count, both without what a block hides."""
     n = notifications.c
+    shown = _shown(user_id)
     # A literal, not a bound 0: PostgreSQL matches the selected expression to the grouped
     # one only when both are the same text (two parameters are two expressions to it).
     post_key = sa.func.coalesce(n.post_id, sa.literal_column("0"))
@@ -96,7 +116,7 @@ async def groups(
             sa.func.count(sa.distinct(n.actor_id)).label("actors_total"),
             sa.func.sum(sa.case((n.read_unix_s.is_(None), 1), else_=0)).label("unread"),
         )
-        .where(n.user_id == user_id)
+        .where(shown)
         .group_by(*group_key)
         .order_by(latest.desc())
         .limit(limit)
@@ -110,7 +130,7 @@ async def groups(
             actors = await conn.execute(
                 sa.select(n.actor_id, sa.func.max(n.notification_id).label("at"))
                 .where(
-                    n.user_id == user_id,
+                    shown,
                     n.kind == r.kind,
                     sa.func.coalesce(n.post_id, 0) == r.post_id,
                 )
@@ -135,9 +155,7 @@ async def groups(
                 )
             )
         unread = (
-            await conn.execute(
-                sa.select(sa.func.count()).where(n.user_id == user_id, n.read_unix_s.is_(None))
-            )
+            await conn.execute(sa.select(sa.func.count()).where(shown, n.read_unix_s.is_(None)))
         ).scalar_one()
     return out, int(unread)
 

@@ -15,8 +15,14 @@ _HASHER: Final = PasswordHasher()  # argon2id, t=3, m=64 MiB, p=4 (argon2-cffi's
 _DUMMY: Final = _HASHER.hash("pinhole-no-such-user")
 
 
+def _bytes(password: str) -> bytes:
+    # UTF-8, as argon2-cffi encodes a str; a lone surrogate (JSON allows "\ud800") is
+    # kept as its bytes rather than failing the encoding.
+    return password.encode("utf-8", "surrogatepass")
+
+
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_HASHER.hash, password)
+    return await asyncio.to_thread(_HASHER.hash, _bytes(password))
 
 
 async def verify_password(stored: str | None, password: str) -> bool:
@@ -24,7 +30,7 @@ async def verify_password(stored: str | None, password: str) -> bool:
 
     def check() -> bool:
         try:
-            return _HASHER.verify(stored or _DUMMY, password) and stored is not None
+            return _HASHER.verify(stored or _DUMMY, _bytes(password)) and stored is not None
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

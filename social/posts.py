@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common import ids
 from common.ids import IdGenerator
-from social import accounts, graph, notify, text
+from social import accounts, avatars, graph, notify, text
 from social.config import SocialConfig
-from social.errors import Forbidden, Invalid, NotFound
+from social.errors import Invalid, NotFound
 from social.schema import hashtags, post_media, post_users, posts, users
 from transformer.schema import media
 
@@ -86,8 +86,9 @@ async def create(
     body: dict[str, Any],
 ) -> Post:
     """Validates and records a post (inside the caller's transaction). Raises Invalid for
-    bad fields or media that is not the author's own, ready or processing, unattached and
-    unexpired; Forbidden when a tagged user blocks the author (or the author them)."""
+    bad fields, media that is not the author's own, ready or processing, unattached and
+    unexpired, or a tagged user who does not exist or is blocked either way (the same
+    answer); Conflict (media_in_use) for a media that is or was an avatar."""
     unknown = set(body) - {"media_ids", "caption", "location", "tagged_users", "alt_text"}
     if unknown:
         raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
@@ -110,26 +111,14 @@ async def create(
             )
 
     now = time.time()
-    rows = (await conn.execute(sa.select(media).where(media.c.media_id.in_(media_ids)))).all()
-    by_id = {r.media_id: r for r in rows}
-    states = []
-    for media_id in media_ids:
-        row = by_id.get(media_id)
-        if row is None or row.owner_id != author_id or row.status in ("expired", "deleted"):
-            raise Invalid(f"media {media_id} is not one of your uploads", code="bad_media")
-        if row.status == "failed":
-            raise Invalid(f"media {media_id} failed to process", code="bad_media")
-        if row.attached_unix_s is not None:
-            raise Invalid(f"media {media_id} is already in a post", code="bad_media")
-        if row.expires_unix_s is not None and row.expires_unix_s <= now:
-            raise Invalid(f"media {media_id} has expired", code="bad_media")
-        states.append(row.status)
+    states = await _media_states(conn, author_id, media_ids, now)
     if tagged:
         found = await accounts.get_many(conn, tagged)
-        if len(found) != len(tagged):
-            raise Invalid("tagged_users names a user that does not exist")
-        if await graph.blocked_between(conn, author_id, tagged):
-            raise Forbidden("a tagged user has blocked you", code="blocked")
+        blocked = await graph.blocked_between(conn, author_id, tagged)
+        for user_id in tagged:
+            # A block either way answers as no such user: a tag must not reveal a block.
+            if user_id not in found or user_id in blocked:
+                raise Invalid(f"tagged_users: no such user {user_id}", code="no_such_user")
     tags = text.hashtags(caption, limit=config.hashtags_per_post_max)
     mentioned_names = text.mentions(caption, limit=config.mentions_per_post_max)
     mentioned: list[int] = []
@@ -198,6 +187,34 @@ async def create(
         tagged=tuple(tagged),
         hashtags=tuple(tags),
     )
+
+
+async def _media_states(
+    conn: AsyncConnection, author_id: int, media_ids: list[int], now: float
+) -> list[str]:
+    """The status of each media of a new post, after checking it may be posted: the
+    author's own, neither failed nor expired, in no post (400 bad_media) and no avatar
+    (409 media_in_use, social/avatars.py)."""
+    rows = (await conn.execute(sa.select(media).where(media.c.media_id.in_(media_ids)))).all()
+    by_id = {r.media_id: r for r in rows}
+    posted = await avatars.in_posts(conn, media_ids)
+    states = []
+    for media_id in media_ids:
+        row = by_id.get(media_id)
+        if row is None or row.owner_id != author_id:
+            raise Invalid(f"media {media_id} is not one of your uploads", code="bad_media")
+        if row.attached_unix_s is not None and media_id not in posted:
+            raise avatars.avatar_in_use(media_id)
+        if row.status in ("expired", "deleted"):
+            raise Invalid(f"media {media_id} is not one of your uploads", code="bad_media")
+        if row.status == "failed":
+            raise Invalid(f"media {media_id} failed to process", code="bad_media")
+        if row.attached_unix_s is not None:
+            raise Invalid(f"media {media_id} is already in a post", code="bad_media")
+        if row.expires_unix_s is not None and row.expires_unix_s <= now:
+            raise Invalid(f"media {media_id} has expired", code="bad_media")
+        states.append(row.status)
+    return states
 
 
 async def get_many(conn: AsyncConnection, post_ids: Iterable[int]) -> dict[int, Post]:

@@ -1,5 +1,6 @@
-"""Write rate limits: fixed windows counted in the hot store (Redis INCR with a TTL, or the
-embedded store), one counter per (action, subject). Each limit is named in SocialConfig."""
+"""Write rate limits: fixed windows in the shared counters (social/counters.py), one counter
+per (action, subject). Each limit is named in SocialConfig. The post limit is counted in
+SQL from the posts themselves (`take_post`); the sign-in throttles are in social/signin.py."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from feed.hotstore import HotStore
 from social.config import SocialConfig
+from social.counters import Counters
 from social.errors import RateLimited
 from social.schema import posts
 
+MINUTE_S: Final = 60
 HOUR_S: Final = 3600
 DAY_S: Final = 86400
 
@@ -29,28 +31,39 @@ class Rate:
 def limits(config: SocialConfig) -> dict[str, tuple[int, int]]:
     """action -> (events allowed, window seconds)."""
     return {
-        "post": (config.posts_per_day_max, DAY_S),
         "comment": (config.comments_per_hour_max, HOUR_S),
         "like": (config.likes_per_hour_max, HOUR_S),
         "follow": (config.follows_per_hour_max, HOUR_S),
         "message": (config.messages_per_hour_max, HOUR_S),
         "account": (config.accounts_per_hour_max, HOUR_S),
-        "login": (config.logins_per_hour_max, HOUR_S),
     }
 
 
-async def take(hot: HotStore, config: SocialConfig, action: str, subject: str) -> Rate:
+def window_text(window_s: int) -> str:
+    """How a window reads in a message: "24 h", "1 h", "15 min"."""
+    if window_s % HOUR_S == 0:
+        return f"{window_s // HOUR_S} h"
+    if window_s % MINUTE_S == 0:
+        return f"{window_s // MINUTE_S} min"
+    return f"{window_s} s"
+
+
+def refused(what: str, limit: int, window_s: int, reset_s: float) -> RateLimited:
+    return RateLimited(
+        f"too many {what}: at most {limit} per {window_text(window_s)}; "
+        f"retry in {int(reset_s) + 1} s",
+        limit=limit,
+        reset_s=reset_s,
+    )
+
+
+async def take(counters: Counters, config: SocialConfig, action: str, subject: str) -> Rate:
     """Counts one `action` by `subject`; raises RateLimited (429) beyond the limit."""
     limit, window_s = limits(config)[action]
-    count, reset_s = await hot.incr_window(f"rl:{action}:{subject}", window_s=window_s)
-    if count > limit:
-        raise RateLimited(
-            f"too many {action}s: at most {limit} per {window_s // HOUR_S} h; "
-            f"retry in {int(reset_s) + 1} s",
-            limit=limit,
-            reset_s=reset_s,
-        )
-    return Rate(limit, limit - count, reset_s)
+    got = await counters.incr(f"{action}:{subject}", window_s=window_s)
+    if got.count > limit:
+        raise refused(f"{action}s", limit, window_s, got.reset_s)
+    return Rate(limit, limit - got.count, got.reset_s)
 
 
 async def take_post(conn: AsyncConnection, config: SocialConfig, author_id: int) -> Rate:

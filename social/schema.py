@@ -9,14 +9,23 @@ MIGRATIONS, never an edit of an applied one.
 
 from __future__ import annotations
 
-from typing import Final
+import secrets
+import time
+from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
 from common.db import Migration
 
 COMPONENT: Final = "social"
+# A session's public id: 12 random bytes, 16 characters of URL-safe base64.
+PUBLIC_ID_BYTES: Final = 12
+PUBLIC_ID_CHARS: Final = PUBLIC_ID_BYTES * 4 // 3
+USER_AGENT_CHARS_MAX: Final = 300  # a longer User-Agent is stored cut to this
+ADDRESS_CHARS_MAX: Final = 64  # an IPv6 address in text is at most 45
+COUNTER_KEY_CHARS_MAX: Final = 200  # longer keys are stored as their sha256
 
 metadata = sa.MetaData()
 
@@ -44,15 +53,29 @@ users = sa.Table(
     sa.Column("active_unix_s", sa.Float, nullable=False),
 )
 
-sessions = sa.Table(
-    "sessions",
-    metadata,
-    # sha256 of the bearer token: a leaked table gives no usable token.
-    sa.Column("token_sha256", sa.String(64), primary_key=True),
-    sa.Column("user_id", sa.BigInteger, nullable=False),
-    sa.Column("created_unix_s", sa.Float, nullable=False),
-    sa.Column("revoked_unix_s", sa.Float, nullable=True),
+
+def _session_columns_v1() -> list[sa.Column[Any]]:
+    return [
+        # sha256 of the bearer token: a leaked table gives no usable token.
+        sa.Column("token_sha256", sa.String(64), primary_key=True),
+        sa.Column("user_id", sa.BigInteger, nullable=False),
+        sa.Column("created_unix_s", sa.Float, nullable=False),
+        sa.Column("revoked_unix_s", sa.Float, nullable=True),
+    ]
+
+
+# Columns added by migration 2 (null in no row once it ran: it fills them in).
+_SESSION_COLUMNS_V2: Final = (
+    # What the user sees and names a session by (GET/DELETE /sessions/{id}): random, neither
+    # the token nor derived from it.
+    sa.Column("public_id", sa.String(PUBLIC_ID_CHARS), nullable=True),
+    # Written at most once per [social] session_touch_s, so a request is not a write.
+    sa.Column("last_used_unix_s", sa.Float, nullable=True),
+    sa.Column("user_agent", sa.String(USER_AGENT_CHARS_MAX), nullable=True),
+    sa.Column("address", sa.String(ADDRESS_CHARS_MAX), nullable=True),
 )
+
+sessions = sa.Table("sessions", metadata, *_session_columns_v1(), *_SESSION_COLUMNS_V2)
 
 follows = sa.Table(
     "follows",
@@ -160,6 +183,16 @@ notifications = sa.Table(
     sa.Column("read_unix_s", sa.Float, nullable=True),
 )
 
+# Fixed-window rate-limit counters when no Redis is configured (social/counters.py): one row
+# per (action, subject) window, shared by every API process and kept across restarts.
+rate_counters = sa.Table(
+    "rate_counters",
+    metadata,
+    sa.Column("counter_key", sa.String(COUNTER_KEY_CHARS_MAX), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("window_end_unix_s", sa.Float, nullable=False),
+)
+
 _indexes = (
     sa.Index("sessions_user", sessions.c.user_id),
     sa.Index("follows_followee", follows.c.followee_id, follows.c.follower_id),
@@ -173,11 +206,59 @@ _indexes = (
     sa.Index("comments_post", comments.c.post_id, comments.c.parent_id, comments.c.comment_id),
     sa.Index("notifications_user", notifications.c.user_id, notifications.c.notification_id),
 )
+_indexes_v2 = (
+    sa.Index("sessions_public", sessions.c.public_id, unique=True),
+    sa.Index("rate_counters_window", rate_counters.c.window_end_unix_s),
+)
+
+# Migration 1 as it was applied: the sessions table of version 1 (the live `sessions`
+# above has the columns of migration 2 as well), the other tables unchanged since.
+_sessions_v1 = sa.Table("sessions", sa.MetaData(), *_session_columns_v1())
+_TABLES_V1: Final = (
+    users,
+    _sessions_v1,
+    follows,
+    follow_requests,
+    blocks,
+    posts,
+    post_media,
+    post_users,
+    hashtags,
+    likes,
+    saves,
+    comments,
+    notifications,
+)
+
+
+async def _sessions_v2(conn: AsyncConnection) -> None:
+    """Adds the sessions' public id, last use, user agent and address; existing sessions
+    get a fresh public id and count as used now (an upgrade signs nobody out)."""
+    for column in _SESSION_COLUMNS_V2:
+        ddl = CreateColumn(column).compile(dialect=conn.dialect)
+        await conn.execute(sa.text(f"ALTER TABLE sessions ADD COLUMN {ddl}"))
+    now = time.time()
+    digests = [r[0] for r in await conn.execute(sa.select(sessions.c.token_sha256))]
+    for digest in digests:
+        await conn.execute(
+            sessions.update()
+            .where(sessions.c.token_sha256 == digest)
+            .values(public_id=new_public_id(), last_used_unix_s=now)
+        )
+    await conn.execute(CreateTable(rate_counters))
+    for index in _indexes_v2:
+        await conn.execute(CreateIndex(index))
+
+
+def new_public_id() -> str:
+    return secrets.token_urlsafe(PUBLIC_ID_BYTES)
+
 
 MIGRATIONS: Final = (
     Migration(
         1,
         "users, sessions, graph, posts, interactions, notifications",
-        [CreateTable(t) for t in metadata.sorted_tables] + [CreateIndex(i) for i in _indexes],
+        [CreateTable(t) for t in _TABLES_V1] + [CreateIndex(i) for i in _indexes],
     ),
+    Migration(2, "sessions: public id, last use, user agent, address; rate counters", _sessions_v2),
 )

@@ -115,16 +115,6 @@ async def test_lists_expire_and_touch_extends_them(hot: HotStore) -> None:
     assert not await hot.exists("tl:6")
 
 
-async def test_fixed_windows_count_and_reset(hot: HotStore) -> None:
-    counts = [(await hot.incr_window("rl:post:1", window_s=1))[0] for _ in range(3)]
-    assert counts == [1, 2, 3]
-    _, reset = await hot.incr_window("rl:post:1", window_s=1)
-    assert 0 < reset <= 1
-    assert (await hot.incr_window("rl:post:2", window_s=1))[0] == 1
-    await asyncio.sleep(1.1)
-    assert (await hot.incr_window("rl:post:1", window_s=1))[0] == 1
-
-
 def test_members_are_16_bytes_in_id_order() -> None:
     a, b = encode((5, 1 << 40)), encode((6, 1))
     assert len(a) == ENTRY.size == 16 and a < b and decode(a) == (5, 1 << 40)

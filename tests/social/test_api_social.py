@@ -5,113 +5,16 @@ comments, notifications, the feed, rate limits, and bad input."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import io
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import pytest
-from PIL import Image
 
-from feed.config import FeedConfig
-from social.config import SocialConfig
 from social.schema import sessions
-from tests.api.conftest import MediaEnv, media_env
-from tests.directory.conftest import PG_URL, eventually, pg_schema
-from tests.feed.conftest import REDIS_URL, drop_keys, redis_store
-
-
-class Client:
-    def __init__(self, env: MediaEnv, token: str | None) -> None:
-        self.env = env
-        self.token = token
-
-    async def call(
-        self, method: str, path: str, body: Any = None, **params: str
-    ) -> tuple[int, Any, Any]:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        async with (
-            aiohttp.ClientSession() as http,
-            http.request(
-                method, self.env.api_url + path, json=body, params=params, headers=headers
-            ) as r,
-        ):
-            doc = await r.json() if r.content_type == "application/json" else None
-            return r.status, doc, r.headers
-
-    async def photo(self, shade: int = 10, *, ready: bool = True) -> str:
-        out = io.BytesIO()
-        Image.new("RGB", (96, 72), (shade, 120, 200)).save(out, "PNG")
-        form = aiohttp.FormData()
-        form.add_field("file", out.getvalue(), filename="p.png")
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                self.env.api_url + "/api/v1/media/upload",
-                data=form,
-                headers={"Authorization": f"Bearer {self.token}"},
-            ) as r,
-        ):
-            assert r.status == 201, await r.text()
-            media_id = str((await r.json())["media_id"])
-        if not ready:
-            return media_id
-        status, doc, _ = await self.call("GET", f"/api/v1/media/{media_id}", wait_s="10")
-        assert status == 200 and doc["status"] == "ready", doc
-        return media_id
-
-    async def post(self, caption: str = "", n: int = 1) -> dict[str, Any]:
-        media = [await self.photo(i * 40) for i in range(n)]
-        status, doc, _ = await self.call(
-            "POST", "/api/v1/posts", {"media_ids": media, "caption": caption}
-        )
-        assert status == 201, doc
-        return dict(doc)
-
-    async def feed_ids(self, limit: int = 50) -> list[str]:
-        status, doc, _ = await self.call("GET", "/api/v1/feed", limit=str(limit))
-        assert status == 200, doc
-        return [p["post_id"] for p in doc["posts"]]
-
-
-async def user(env: MediaEnv, name: str, *, private: bool = False) -> tuple[str, Client]:
-    user_id, token = await env.sign_up(name, private=private)
-    return user_id, Client(env, token)
-
-
-@contextlib.asynccontextmanager
-async def social_cluster(kind: str, tmp: Path, *, worker: bool) -> AsyncIterator[MediaEnv]:
-    """The API on a local cluster, its tables on SQLite or PostgreSQL (the same suite for
-    both), its feed on the real Redis; with a media worker unless `worker` is false."""
-    store = await redis_store()
-    prefix = store.prefix
-    try:
-        feed = FeedConfig(redis_url=REDIS_URL, redis_prefix=prefix, poll_interval_s=0.05)
-        social = SocialConfig(posts_per_day_max=4)
-        async with contextlib.AsyncExitStack() as stack:
-            database: dict[str, str] = {}
-            if kind == "postgresql":
-                schema = await stack.enter_async_context(pg_schema())
-                database = {"database_url": PG_URL, "database_schema": schema}
-            env = await stack.enter_async_context(
-                media_env(tmp, {"feed": feed, "social": social}, **database)
-            )
-            if worker:
-                env.start_worker()
-            yield env
-    finally:
-        await drop_keys(store)
-        await store.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def social_env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MediaEnv]:
-    async with social_cluster(request.param, tmp_path, worker=True) as env:
-        yield env
+from tests.api.conftest import MediaEnv
+from tests.directory.conftest import eventually
+from tests.social.conftest import Client, social_cluster, user
 
 
 async def test_accounts_sessions_and_every_route_needs_one(social_env: MediaEnv) -> None:
@@ -168,7 +71,7 @@ async def test_accounts_sessions_and_every_route_needs_one(social_env: MediaEnv)
     async with env.ctx.db.transaction() as conn:
         await conn.execute(
             sessions.update()
-            .where(sessions.c.token_sha256 == hashlib.sha256(old.token.encode()).hexdigest())
+            .where(sessions.c.token_sha256 == hashlib.sha256(str(old.token).encode()).hexdigest())
             .values(created_unix_s=time.time() - 91 * 86400)
         )
     status, doc, _ = await old.call("GET", "/api/v1/accounts/me")
@@ -349,7 +252,8 @@ async def test_feed_cursor_and_bad_parameters(social_env: MediaEnv) -> None:
 
 
 async def test_a_post_waits_for_its_media_then_reaches_the_followers(tmp_path: Path) -> None:
-    async with social_cluster("sqlite", tmp_path, worker=False) as env:
+    async with social_cluster("sqlite", tmp_path, worker=False) as cluster:
+        env = cluster.env
         alice_id, alice = await user(env, "alice")
         _, bob = await user(env, "bob")
         status, _, _ = await bob.call("POST", "/api/v1/follows", {"followee_id": alice_id})
