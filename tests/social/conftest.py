@@ -21,6 +21,7 @@ from api.config import ApiConfig
 from feed.config import FeedConfig
 from social.config import SocialConfig
 from tests.api.conftest import MediaEnv, media_env
+from tests.conftest import creds
 from tests.directory.conftest import PG_URL, SECRET, pg_schema
 from tests.feed.conftest import REDIS_URL, drop_keys, redis_store
 
@@ -113,7 +114,11 @@ class SocialEnv:
         port); yields its URL."""
         config = ApiConfig(port=0, data_dir=self.env.tmp / name, **api_fields)
         async with running_api(
-            config, self.env.media, secret=SECRET, social=self.social, feed=self.feed
+            config,
+            self.env.media,
+            credentials=creds(SECRET, "api"),
+            social=self.social,
+            feed=self.feed,
         ) as (_, port):
             yield f"http://127.0.0.1:{port}"
 
