@@ -19,6 +19,7 @@ from api import feed_routes, media_routes, openapi, post_routes, social_routes, 
 from api.config import ApiConfig
 from api.context import CONTEXT, RATE, ApiContext
 from api.errors import error_middleware, rate_headers
+from api.upload_limits import open_staging
 from common.db import migrate, open_database
 from common.ids import IdGenerator
 from common.signals import stop_event
@@ -47,6 +48,7 @@ def make_app(
 ) -> web.Application:
     social = social or SocialConfig()
     feed_config = feed or FeedConfig()
+    config.check_staging_fits(max(media.limits.image_bytes_max, media.limits.video_bytes_max))
     app = web.Application(
         middlewares=[error_middleware], client_max_size=config.json_body_bytes_max
     )
@@ -57,6 +59,7 @@ def make_app(
         db = await open_database(media.database, schema=media.database_schema or None)
         hot = open_hot_store(feed_config.redis_url, prefix=feed_config.redis_prefix)
         try:
+            staging = await asyncio.to_thread(open_staging, config)
             await migrate(db, schema.COMPONENT, schema.MIGRATIONS)
             await tus.migrate_tables(db)
             await migrate(db, social_schema.COMPONENT, social_schema.MIGRATIONS)
@@ -75,6 +78,7 @@ def make_app(
                     hot,
                     Feed(db, hot, feed_config),
                     id_gen,
+                    staging,
                 )
                 yield
         finally:
@@ -118,7 +122,13 @@ async def healthz(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     async with ctx.db.snapshot() as conn:
         await conn.exec_driver_sql("SELECT 1")
-    return web.json_response({"ok": True, "uploads_inflight": ctx.uploads_inflight})
+    return web.json_response(
+        {
+            "ok": True,
+            "uploads_inflight": ctx.uploads_inflight,
+            "staging_bytes": ctx.staging.used_bytes,
+        }
+    )
 
 
 @contextlib.asynccontextmanager
@@ -132,7 +142,12 @@ async def running_api(
 ) -> AsyncIterator[tuple[web.Application, int]]:
     """Serves the API on config.host:config.port (0: a free port); yields (app, port)."""
     app = make_app(config, media, secret=secret, social=social, feed=feed)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        max_line_size=config.header_bytes_max,
+        max_field_size=config.header_bytes_max,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)
