@@ -126,7 +126,7 @@ async def healthz(request: web.Request) -> web.Response:
         {
             "ok": True,
             "uploads_inflight": ctx.uploads_inflight,
-            "staging_bytes": ctx.staging.used_bytes,
+            "staging_bytes": ctx.staging.statistics().used_bytes,
         }
     )
 

@@ -375,6 +375,11 @@ async def _receive(
     try:
         stopped = await _read_body(request, ctx, fd, body)
         ended = body.received == body.room or request.content.is_eof()
+        if not ended:
+            why = stopped.code if stopped is not None else "connection lost"
+            log.info(
+                "upload %s: body cut after %d bytes (%s)", upload.upload_id, body.received, why
+            )
         if checksum is not None:
             if stopped is not None:
                 raise stopped

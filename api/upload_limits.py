@@ -54,10 +54,10 @@ async def check_quota(
             reset_s=reset_s,
         )
     if size + max(1, incoming_bytes) > config.upload_bytes_per_day_max:
+        this = f", this upload {incoming_bytes}" if incoming_bytes else ""
         raise QuotaExceeded(
             f"upload quota exceeded: at most {config.upload_bytes_per_day_max} bytes a day "
-            f"(upload_bytes_per_day_max), {size} used, this upload "
-            f"{incoming_bytes or 'more'}; retry in {int(reset_s) + 1} s",
+            f"(upload_bytes_per_day_max), {size} used{this}; retry in {int(reset_s) + 1} s",
             limit=config.upload_bytes_per_day_max,
             remaining=config.upload_bytes_per_day_max - size,
             reset_s=reset_s,
