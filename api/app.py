@@ -28,6 +28,7 @@ from api.config import ApiConfig
 from api.context import CONTEXT, RATE, ApiContext
 from api.errors import error_middleware, rate_headers
 from api.photo_urls import PhotoUrls
+from api.upload_limits import open_staging
 from common.credentials import Credentials
 from common.db import migrate, open_database
 from common.ids import IdGenerator
@@ -58,6 +59,7 @@ def make_app(
 ) -> web.Application:
     social = social or SocialConfig()
     feed_config = feed or FeedConfig()
+    config.check_staging_fits(max(media.limits.image_bytes_max, media.limits.video_bytes_max))
     app = web.Application(
         middlewares=[error_middleware], client_max_size=config.json_body_bytes_max
     )
@@ -69,6 +71,7 @@ def make_app(
         hot = open_hot_store(feed_config.redis_url, prefix=feed_config.redis_prefix)
         counters = open_counters(db, feed_config.redis_url, prefix=feed_config.redis_prefix)
         try:
+            staging = await asyncio.to_thread(open_staging, config)
             await migrate(db, schema.COMPONENT, schema.MIGRATIONS)
             await tus.migrate_tables(db)
             await migrate(db, social_schema.COMPONENT, social_schema.MIGRATIONS)
@@ -95,6 +98,7 @@ def make_app(
                         ttl_s=media.signed_url_ttl_s,
                         step_s=media.signed_url_step_s,
                     ),
+                    staging,
                 )
                 yield
         finally:
@@ -140,7 +144,13 @@ async def healthz(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     async with ctx.db.snapshot() as conn:
         await conn.exec_driver_sql("SELECT 1")
-    return web.json_response({"ok": True, "uploads_inflight": ctx.uploads_inflight})
+    return web.json_response(
+        {
+            "ok": True,
+            "uploads_inflight": ctx.uploads_inflight,
+            "staging_bytes": ctx.staging.statistics().used_bytes,
+        }
+    )
 
 
 @contextlib.asynccontextmanager
@@ -154,7 +164,12 @@ async def running_api(
 ) -> AsyncIterator[tuple[web.Application, int]]:
     """Serves the API on config.host:config.port (0: a free port); yields (app, port)."""
     app = make_app(config, media, credentials=credentials, social=social, feed=feed)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        max_line_size=config.header_bytes_max,
+        max_field_size=config.header_bytes_max,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)

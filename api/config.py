@@ -12,6 +12,7 @@ from common.config import build
 
 DEFAULT_PORT: Final = 8790
 MiB: Final = 1024 * 1024
+GiB: Final = 1024 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,17 +21,38 @@ class ApiConfig:
     port: int = DEFAULT_PORT
     # Uploads in progress (multipart spooled to disk, tus uploads) live in <data_dir>.
     data_dir: Path = Path(".pinhole/api")
+    # The request line and each header field; aiohttp's parser answers 400 beyond.
+    header_bytes_max: int = 8190
     # Bodies of JSON requests; uploads are limited by the media limits ([media.limits]).
     json_body_bytes_max: int = 64 * 1024
     # Multipart: non-file fields, and the number of parts.
     form_field_bytes_max: int = 1024
     form_parts_max: int = 8
-    # Uploads being received at once (multipart and tus PATCH); beyond it 503.
+    # Uploads being received at once (multipart and tus PATCH, the finishing one's ingest
+    # included); beyond it 503.
     uploads_inflight_max: int = 32
+    # Per user and sliding day: uploads made (counted from the media table whatever became
+    # of them, plus incomplete tus uploads at their Upload-Length); 429 beyond. These
+    # belong to the API, not to [media.limits]: they are admission policy of the one
+    # process that takes uploads, like uploads_inflight_max, while [media.limits] says
+    # what a single file may be and is read by the workers too.
+    uploads_per_day_max: int = 500
+    upload_bytes_per_day_max: int = 2 * GiB
+    # An upload body (multipart, tus PATCH) has upload_body_rate_grace_s to get going; each
+    # later span of that length must bring upload_body_rate_bytes_per_s_min per second, or
+    # the body is cut (408), so a trickling client cannot hold an upload slot.
+    upload_body_rate_bytes_per_s_min: int = 4096
+    upload_body_rate_grace_s: float = 10.0
+    # Bytes staged on this process's disk: multipart spools in <data_dir>/incoming and tus
+    # part files. An upload that would pass it is refused with 503 and Retry-After. At
+    # least the largest upload [media.limits] allows (checked when the app is made).
+    staging_bytes_max: int = 8 * GiB
     # tus: an incomplete upload expires this long after its creation and is reclaimed;
-    # at most tus_uploads_per_user_max incomplete uploads per user.
+    # at most tus_uploads_per_user_max incomplete uploads per user; Upload-Metadata up to
+    # tus_metadata_bytes_max.
     tus_expiry_s: float = 86400.0
     tus_uploads_per_user_max: int = 20
+    tus_metadata_bytes_max: int = 4096
     tus_sweep_interval_s: float = 60.0
     # A GET of a media waits at most this long for it to turn ready (?wait_s=).
     media_wait_s_max: float = 10.0
@@ -41,21 +63,36 @@ class ApiConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise ValueError("port must be within 0..65535")
-        for name in ("tus_expiry_s", "tus_sweep_interval_s"):
+        for name in ("tus_expiry_s", "tus_sweep_interval_s", "upload_body_rate_grace_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         for name in (
+            "header_bytes_max",
             "json_body_bytes_max",
             "form_field_bytes_max",
             "form_parts_max",
             "uploads_inflight_max",
+            "uploads_per_day_max",
+            "upload_bytes_per_day_max",
+            "upload_body_rate_bytes_per_s_min",
+            "staging_bytes_max",
             "tus_uploads_per_user_max",
+            "tus_metadata_bytes_max",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.media_wait_s_max < 0:
             raise ValueError("media_wait_s_max must not be negative")
         parse_networks(self.trusted_proxies)
+
+    def check_staging_fits(self, largest_upload_bytes: int) -> None:
+        """Raises ValueError when the largest upload the media limits allow could never be
+        staged (the [api] and [media] tables disagree)."""
+        if self.staging_bytes_max < largest_upload_bytes:
+            raise ValueError(
+                "api.staging_bytes_max must be at least the largest upload the media limits "
+                f"allow ({largest_upload_bytes} bytes)"
+            )
 
 
 def api_config(document: dict[str, Any], **overrides: Any) -> ApiConfig:

@@ -1,7 +1,8 @@
 """What every API handler reaches through `request.app[CONTEXT]`: config, the metadata
 database (media, social and feed tables), the blob writer, the ingest path, the hot store
-and the feed, the id generator, the rate-limit counters, the count of uploads in flight and
-the tus locks. Opened and closed by api.app's cleanup context; no module-level singletons."""
+and the feed, the id generator, the rate-limit counters, the credentials and photo URLs, the
+staging space, the count of uploads in flight and the tus locks. Opened and closed by
+api.app's cleanup context; no module-level singletons."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from aiohttp import web
 
 from api import auth
 from api.config import ApiConfig
-from api.errors import Busy
+from api.errors import Busy, Unauthorized
 from api.photo_urls import PhotoUrls
+from api.upload_limits import Staging
 from common.credentials import Credentials
 from common.db import Database
 from common.ids import IdGenerator
@@ -46,13 +48,17 @@ class ApiContext:
     counters: Counters
     credentials: Credentials
     photo_urls: PhotoUrls
+    staging: Staging
     uploads_inflight: int = 0
     # tus: one lock per upload being written (PATCH, DELETE, the sweeper), this process only.
     tus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def user_id(self, request: web.Request) -> int:
         """The user of the request's session; raises Unauthorized / AuthFailed (401)."""
-        return await sessions.authenticate(self.db, auth.bearer(request), self.social)
+        token = auth.bearer(request)
+        if not token.isascii():  # undecodable header bytes arrive as lone surrogates
+            raise Unauthorized("the token is not valid")
+        return await sessions.authenticate(self.db, token, self.social)
 
     async def rate(self, request: web.Request, action: str, subject: int | str) -> None:
         """Counts one rate-limited write; its X-RateLimit-* headers go on the response

@@ -1,5 +1,10 @@
 """The OpenAPI 3.1 document of the public API, served at /api/openapi.json. Every route
-the application registers is described here (tests/api/test_openapi.py checks both ways)."""
+the application registers is described here (tests/api/test_media.py checks both ways, and
+tests/api/test_schemathesis.py that the answers match it).
+
+Answers that come from the shared machinery rather than a route (api/params.py's input
+checks, bearer sessions, the JSON body limit, ids in paths) are added to every operation
+they apply to in one place, `_shared_errors`."""
 
 from __future__ import annotations
 
@@ -16,7 +21,30 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ERROR_REF}}}
 
 
+def _header(description: str, kind: str = "integer") -> dict[str, Any]:
+    return {"description": description, "schema": {"type": kind}}
+
+
 _AUTH_ERRORS: Final = {"401": _error("no or bad bearer token")}
+RETRY_AFTER: Final = {"Retry-After": _header("seconds")}
+QUOTA_HEADERS: Final = {
+    **RETRY_AFTER,
+    "X-RateLimit-Limit": _header("the daily limit that was reached (uploads or bytes)"),
+    "X-RateLimit-Remaining": _header("what is left of it"),
+    "X-RateLimit-Reset": _header("seconds until the oldest upload of the day leaves the window"),
+}
+
+
+def quota_error() -> dict[str, Any]:
+    return {
+        **_error("over uploads_per_day_max or upload_bytes_per_day_max (upload_quota_exceeded)"),
+        "headers": QUOTA_HEADERS,
+    }
+
+
+def unavailable_error(description: str) -> dict[str, Any]:
+    return {**_error(description), "headers": RETRY_AFTER}
+
 
 MEDIA_SCHEMA: Final = {
     "type": "object",
@@ -92,12 +120,19 @@ MEDIA_PATHS: Final[dict[str, Any]] = {
                         "application/json": {"schema": {"$ref": "#/components/schemas/Media"}}
                     },
                 },
-                "400": _error("malformed form, unknown field, empty file"),
+                "400": _error(
+                    "malformed form or multipart body, unknown field, a name that is not text, "
+                    "empty file"
+                ),
                 **_AUTH_ERRORS,
+                "408": _error("the body arrived below upload_body_rate_bytes_per_s_min"),
                 "413": _error("file over the image or video size limit"),
                 "415": _error("not a JPEG, PNG, HEIC, WebP, MP4 or MOV file"),
                 "422": _error("corrupt, truncated, too many pixels, bad dimensions, too long"),
-                "503": _error("no writable volume, or too many uploads in progress"),
+                "429": quota_error(),
+                "503": unavailable_error(
+                    "no writable volume, too many uploads in progress, or the staging space is full"
+                ),
             },
         }
     },
@@ -130,7 +165,7 @@ MEDIA_PATHS: Final[dict[str, Any]] = {
     "/healthz": {
         "get": {
             "summary": "Liveness: the process serves and its database answers",
-            "responses": {"200": {"description": "{ok: true, uploads_inflight}"}},
+            "responses": {"200": {"description": "{ok: true, uploads_inflight, staging_bytes}"}},
         }
     },
     "/api/openapi.json": {
@@ -142,11 +177,37 @@ MEDIA_PATHS: Final[dict[str, Any]] = {
 }
 
 
+def _shared_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """`paths` with the answers any operation gives through the shared machinery, where the
+    operation does not describe them itself: 400 for malformed parameters or bodies (bad
+    JSON, NUL or lone surrogates in text, a limit or cursor out of range: api/params.py),
+    401 when it needs a session, 404 for an id in the path that names nothing, 413 for a
+    JSON body over json_body_bytes_max."""
+    out: dict[str, Any] = {}
+    for path, item in paths.items():
+        out[path] = {}
+        for method, op in item.items():
+            shared: dict[str, Any] = {}
+            parameters = op.get("parameters", [])
+            body = op.get("requestBody", {}).get("content", {})
+            if parameters or body:
+                shared["400"] = _error("malformed input (the error names the parameter)")
+            if op.get("security"):
+                shared["401"] = _error("no bearer token, or a revoked one")
+            if any(p["in"] == "path" for p in parameters):
+                shared["404"] = _error("the path names nothing (or nothing visible to you)")
+            if "application/json" in body:
+                shared["413"] = _error("body over json_body_bytes_max")
+            out[path][method] = {**op, "responses": {**shared, **op["responses"]}}
+    return out
+
+
 def document() -> dict[str, Any]:
+    paths = {**MEDIA_PATHS, **tus.OPENAPI_PATHS, **openapi_social.PATHS}
     return {
         "openapi": "3.1.0",
         "info": {"title": "pinhole API", "version": "1"},
-        "paths": {**MEDIA_PATHS, **tus.OPENAPI_PATHS, **openapi_social.PATHS},
+        "paths": _shared_errors(paths),
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {

@@ -1,4 +1,5 @@
-"""The OpenAPI description of the tus endpoints (api/tus.py), merged into /api/openapi.json."""
+"""The OpenAPI description of the tus endpoints (api/tus.py), merged into /api/openapi.json.
+Every error answer carries Tus-Resumable, as the protocol asks."""
 
 from __future__ import annotations
 
@@ -12,11 +13,37 @@ def _h(description: str) -> dict[str, Any]:
     return {"description": description, "schema": {"type": "string"}}
 
 
-def _e(description: str) -> dict[str, Any]:
-    return {"description": description, **_ERR}
-
-
 _TUS: Final = {"Tus-Resumable": _h("1.0.0")}
+_RETRY: Final = {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}}
+_QUOTA: Final = {
+    **_RETRY,
+    "X-RateLimit-Limit": {"description": "the daily limit reached", "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "what is left of it", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "seconds", "schema": {"type": "integer"}},
+}
+
+
+def _e(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "headers": {**_TUS, **(headers or {})}, **_ERR}
+
+
+_STATUS: Final = {
+    "type": "object",
+    "required": ["upload_id", "offset", "length", "expires_at", "media_id"],
+    "properties": {
+        "upload_id": {"type": "string"},
+        "offset": {"type": "integer", "description": "bytes acknowledged (on disk)"},
+        "length": {"type": "integer"},
+        "expires_at": {"type": "string", "description": "RFC 9110 date"},
+        "media_id": {"type": ["string", "null"], "description": "once complete"},
+    },
+}
+_VERSION: Final = {
+    "name": "Tus-Resumable",
+    "in": "header",
+    "required": True,
+    "schema": {"const": "1.0.0"},
+}
 _OFFSET: Final = {
     **_TUS,
     "Upload-Offset": _h("bytes acknowledged (on disk)"),
@@ -57,12 +84,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                     "description": "filename, filetype, media_type, filter_id (base64 values)",
                     "schema": {"type": "string"},
                 },
-                {
-                    "name": "Tus-Resumable",
-                    "in": "header",
-                    "required": True,
-                    "schema": {"const": "1.0.0"},
-                },
+                _VERSION,
             ],
             "responses": {
                 "201": {
@@ -73,7 +95,12 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                 "401": _e("no or bad bearer token"),
                 "412": _e("unsupported Tus-Resumable"),
                 "413": _e("Upload-Length over Tus-Max-Size"),
-                "429": _e("too many incomplete uploads for this user"),
+                "429": _e(
+                    "too many incomplete uploads for this user (too_many_uploads), or the "
+                    "daily upload quota would be passed (upload_quota_exceeded)",
+                    _QUOTA,
+                ),
+                "503": _e("the staging space cannot take Upload-Length now", _RETRY),
             },
         },
     },
@@ -94,11 +121,12 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "security": [{"bearer": []}],
             "parameters": [
                 _ID,
+                _VERSION,
                 {
                     "name": "Upload-Offset",
                     "in": "header",
                     "required": True,
-                    "schema": {"type": "integer"},
+                    "schema": {"type": "integer", "minimum": 0},
                 },
                 {
                     "name": "Upload-Checksum",
@@ -119,6 +147,10 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                 "400": _e("bad headers; body ended early with a checksum"),
                 "401": _e("no or bad bearer token"),
                 "404": _e("no such upload"),
+                "408": _e(
+                    "the body arrived below upload_body_rate_bytes_per_s_min; what arrived is "
+                    "kept (unless it carried a checksum)"
+                ),
                 "409": _e("Upload-Offset mismatch, or another PATCH in progress"),
                 "410": _e("expired"),
                 "412": _e("unsupported Tus-Resumable"),
@@ -126,18 +158,23 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                 "415": _e("wrong Content-Type, or the completed file is not a supported format"),
                 "422": _e("the completed file is rejected (see POST /api/v1/media/upload)"),
                 "460": _e("checksum mismatch: the chunk was discarded"),
-                "503": _e("no writable volume: a later empty PATCH retries the ingest"),
+                "503": _e(
+                    "no writable volume (a later empty PATCH retries the ingest), too many "
+                    "uploads in progress, or the staging space is full (what arrived is kept)",
+                    _RETRY,
+                ),
             },
         },
         "delete": {
             "summary": "tus termination: abandon the upload",
             "security": [{"bearer": []}],
-            "parameters": [_ID],
+            "parameters": [_ID, _VERSION],
             "responses": {
                 "204": {"description": "gone", "headers": _TUS},
                 "401": _e("no or bad bearer token"),
                 "404": _e("no such upload"),
                 "410": _e("expired"),
+                "412": _e("unsupported Tus-Resumable"),
             },
         },
         "get": {
@@ -145,7 +182,11 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
             "security": [{"bearer": []}],
             "parameters": [_ID],
             "responses": {
-                "200": {"description": "{upload_id, offset, length, expires_at, media_id}"},
+                "200": {
+                    "description": "the upload",
+                    "headers": _TUS,
+                    "content": {"application/json": {"schema": _STATUS}},
+                },
                 "401": _e("no or bad bearer token"),
                 "404": _e("no such upload"),
                 "410": _e("expired"),

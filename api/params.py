@@ -1,27 +1,85 @@
 """Reading request input: JSON bodies (bounded by json_body_bytes_max through aiohttp's
-client_max_size), path ids, and the limit/cursor of paginated lists."""
+client_max_size), path ids, integer headers, and the limit/cursor of paginated lists.
+
+Everything a client sends is checked here before it reaches SQL or a file: numbers are
+bounded before they are converted (a BIGINT column overflows past 2^63 - 1, and int() of
+thousands of digits is slow), and text is valid Unicode without NUL (PostgreSQL's text
+refuses NUL, UTF-8 refuses lone surrogates), so bad input is a 400 and never a 5xx."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
 from api.errors import BadRequest, NotFound
 from common import ids
 
+# What a signed 64-bit column (BIGINT) holds: the bound of every integer stored from input.
+BIGINT_MAX: Final = 2**63 - 1
+
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; BadRequest when it is not one (413 beyond the limit)."""
+    """The request's JSON object; BadRequest `bad_json` when it is not one, nests deeper
+    than Python's parser goes, or holds a string (key or value) with NUL or a lone
+    surrogate; 413 beyond json_body_bytes_max."""
     raw = await request.read()
     try:
         doc = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the body is not JSON", code="bad_json") from None
+    except RecursionError:
+        raise BadRequest("the body nests too deeply", code="bad_json") from None
     if not isinstance(doc, dict):
         raise BadRequest("the body must be a JSON object", code="bad_json")
+    _check_strings(doc)
     return doc
+
+
+def _check_strings(doc: Any) -> None:
+    # Iterative: the parser has already bounded the depth, this walk must not recurse on it.
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                text(key, "a JSON key")
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            text(item, "a JSON string")
+
+
+def text(value: str, what: str) -> str:
+    """`value` when it is text a database stores: UTF-8 encodable (no lone surrogates,
+    which JSON escapes and undecodable headers produce) and free of NUL; else BadRequest."""
+    if "\0" in value:
+        raise BadRequest(f"{what} contains a NUL character", code="bad_text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what} is not valid Unicode", code="bad_text") from None
+    return value
+
+
+def decimal(given: str, what: str, *, maximum: int, minimum: int = 0) -> int:
+    """A decimal integer within minimum..maximum (0 <= minimum; ASCII digits only, at most
+    as many as `maximum` has, checked before converting); BadRequest otherwise."""
+    if (
+        not (given.isascii() and given.isdigit())
+        or len(given) > len(str(maximum))
+        or not minimum <= int(given) <= maximum
+    ):
+        raise BadRequest(f"{what} must be an integer within {minimum}..{maximum}")
+    return int(given)
+
+
+def header_int(request: web.Request, name: str, *, maximum: int = BIGINT_MAX) -> int:
+    """An integer header (Upload-Length, Upload-Offset) within 0..maximum; BadRequest when
+    it is absent or anything else."""
+    return decimal(request.headers.get(name, ""), name, maximum=maximum)
 
 
 def path_id(request: web.Request, name: str, what: str) -> int:
@@ -33,16 +91,10 @@ def path_id(request: web.Request, name: str, what: str) -> int:
 
 
 def limit(request: web.Request, *, default: int, maximum: int) -> int:
-    text = request.query.get("limit")
-    if text is None:
+    given = request.query.get("limit")
+    if given is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest("limit must be an integer") from None
-    if not 1 <= value <= maximum:
-        raise BadRequest(f"limit must be within 1..{maximum}")
-    return value
+    return decimal(given, "limit", minimum=1, maximum=maximum)
 
 
 def id_cursor(request: web.Request, name: str = "cursor") -> int | None:

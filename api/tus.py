@@ -8,25 +8,32 @@ unverifiable chunk is dropped. Each PATCH first cuts the file to the recorded of
 bytes written before a crash but never recorded are not trusted. PATCHes of one upload are
 serialized; a second one arriving while the first runs answers 409.
 
-The PATCH that completes an upload ingests it exactly like a multipart upload
-(transformer.ingest): on success the media id is recorded, the file removed and the answer
-carries `Pinhole-Media-Id`; a `Rejected` deletes the upload and is the answer (4xx); when the
-cluster has no writable volume (503) the complete upload is kept, and a later empty PATCH at
-the final offset retries the ingest. Uploads expire `tus_expiry_s` after creation (410), and
-a sweeper reclaims their rows and files.
+Limits (api.upload_limits): a creation counts against the user's daily upload quota at
+its Upload-Length (429) and needs that much room in the staging space (503); a PATCH is
+received in an upload slot, its bytes counted in the staging space as they arrive, at the
+minimum body rate. A body cut short (connection lost, too slow: 408, staging full: 503)
+keeps what arrived, as tus expects, unless it carried Upload-Checksum; any other failure
+cuts the file back to the recorded offset, so it holds exactly the acknowledged bytes.
+
+The PATCH that completes an upload ingests it, in its upload slot, exactly like a multipart
+upload (transformer.ingest): on success the media id is recorded, the file removed and the
+answer carries `Pinhole-Media-Id`; a `Rejected` deletes the upload and is the answer (4xx);
+when the cluster has no writable volume (503) the complete upload is kept, and a later empty
+PATCH at the final offset retries the ingest. Uploads expire `tus_expiry_s` after creation
+(410), and a sweeper reclaims their rows and files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import email.utils
 import hashlib
 import json
 import logging
 import os
+import re
 import time
 import uuid
 import zlib
@@ -35,10 +42,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from api import tus_store
+from api import params, tus_store, upload_limits
 from api.context import CONTEXT, ApiContext
-from api.errors import ApiError, BadRequest, NotFound
+from api.errors import ApiError, BadRequest, BodyTooSlow, NotFound, StagingFull
 from api.openapi_tus import OPENAPI_PATHS
 from common.db import Database
 from transformer.errors import Rejected
@@ -52,9 +60,9 @@ OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 WRITE_BATCH_BYTES: Final = 1 << 20
 # On shutdown, a sweep in progress gets this long to end before it is cancelled.
 SWEEP_STOP_S_MAX: Final = 5.0
-METADATA_BYTES_MAX: Final = 4096
 METADATA_KEYS: Final = ("filename", "filetype", "media_type", "filter_id")
 PREFIX: Final = "/api/v1/uploads"
+_UPLOAD_ID: Final = re.compile(r"[0-9a-f]{32}")
 
 routes = web.RouteTableDef()
 
@@ -92,25 +100,20 @@ def _check_version(request: web.Request) -> None:
         raise error
 
 
-def _int_header(request: web.Request, name: str) -> int:
-    text = request.headers.get(name, "")
-    if not (text.isascii() and text.isdigit()):
-        raise BadRequest(f"{name} must be a non-negative integer")
-    return int(text)
-
-
-def parse_metadata(text: str) -> dict[str, str]:
+def parse_metadata(text: str, *, bytes_max: int) -> dict[str, str]:
     """Upload-Metadata: `key base64,key base64,key`; only known keys are kept."""
-    if len(text) > METADATA_BYTES_MAX:
-        raise BadRequest(f"Upload-Metadata is longer than {METADATA_BYTES_MAX} bytes")
+    if len(text) > bytes_max:
+        raise BadRequest(f"Upload-Metadata is longer than {bytes_max} bytes")
     out: dict[str, str] = {}
     for pair in filter(None, (p.strip() for p in text.split(","))):
         key, _, value = pair.partition(" ")
         if not key or not key.isascii() or " " in value.strip():
             raise BadRequest("Upload-Metadata must be 'key base64value' pairs")
+        # ValueError covers binascii.Error, UnicodeDecodeError and b64decode's refusal of
+        # non-ASCII text (undecodable header bytes).
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:
             raise BadRequest(f"Upload-Metadata value of {key!r} is not base64 UTF-8") from None
         if key in METADATA_KEYS:
             out[key] = decoded
@@ -119,7 +122,9 @@ def parse_metadata(text: str) -> dict[str, str]:
 
 async def _owned(request: web.Request, ctx: ApiContext) -> tus_store.Upload:
     owner_id = await ctx.user_id(request)
-    upload = await tus_store.get(ctx.db, request.match_info["upload_id"])
+    upload_id = request.match_info["upload_id"]
+    # Ids are uuid4 hex: anything else names no upload and never reaches SQL.
+    upload = await tus_store.get(ctx.db, upload_id) if _UPLOAD_ID.fullmatch(upload_id) else None
     if upload is None or upload.owner_id != owner_id:
         raise NotFound("no such upload")
     if upload.expires_unix_s <= time.time():
@@ -154,7 +159,7 @@ async def create(request: web.Request) -> web.Response:
     _check_version(request)
     if "Upload-Defer-Length" in request.headers:
         raise BadRequest("Upload-Defer-Length is not supported: send Upload-Length")
-    length = _int_header(request, "Upload-Length")
+    length = params.header_int(request, "Upload-Length")
     if length == 0:
         raise BadRequest("an upload needs at least one byte")
     if length > _max_size(ctx):
@@ -163,7 +168,11 @@ async def create(request: web.Request) -> web.Response:
             code="file_too_large",
             status=413,
         )
-    meta = parse_metadata(request.headers.get("Upload-Metadata", ""))
+    meta = parse_metadata(
+        request.headers.get("Upload-Metadata", ""), bytes_max=ctx.config.tus_metadata_bytes_max
+    )
+    await upload_limits.check_quota(ctx.db, ctx.config, owner_id, incoming_bytes=length)
+    ctx.staging.check(length)
     now = time.time()
     upload = tus_store.Upload(
         uuid.uuid4().hex, owner_id, length, 0, json.dumps(meta), now,
@@ -174,7 +183,7 @@ async def create(request: web.Request) -> web.Response:
     if not await tus_store.create(
         ctx.db, upload, per_owner_max=ctx.config.tus_uploads_per_user_max
     ):
-        await asyncio.to_thread(_unlink, part)
+        await _remove(ctx, part)
         raise ApiError(
             f"at most {ctx.config.tus_uploads_per_user_max} incomplete uploads per user",
             code="too_many_uploads",
@@ -213,7 +222,7 @@ async def terminate(request: web.Request) -> web.Response:
     upload = await _owned(request, ctx)
     async with _lock(ctx, upload.upload_id):
         await tus_store.delete(ctx.db, upload.upload_id)
-        await asyncio.to_thread(_unlink, _part(ctx, upload.upload_id))
+        await _remove(ctx, _part(ctx, upload.upload_id))
     _forget(ctx, upload.upload_id)
     return web.Response(status=204, headers={"Tus-Resumable": TUS_VERSION})
 
@@ -227,7 +236,7 @@ async def patch(request: web.Request) -> web.Response:
             f"Content-Type must be {OFFSET_CONTENT_TYPE}", code="bad_content_type", status=415
         )
     upload = await _owned(request, ctx)
-    offset = _int_header(request, "Upload-Offset")
+    offset = params.header_int(request, "Upload-Offset")
     checksum = _checksum_header(request)
     if ctx.tus_locks.setdefault(upload.upload_id, asyncio.Lock()).locked():
         raise ApiError("another PATCH of this upload is in progress", code="conflict", status=409)
@@ -239,12 +248,22 @@ async def patch(request: web.Request) -> web.Response:
                 code="offset_mismatch",
                 status=409,
             )
-        if upload.media_id is None and upload.offset < upload.length:
+        if upload.media_id is None:
             with ctx.upload_slot():
-                upload = await _receive(request, ctx, upload, checksum)
-        if upload.offset == upload.length and upload.media_id is None:
-            upload = await _complete(ctx, upload)
+                if upload.offset < upload.length:
+                    _check_room(request, ctx, upload)
+                    upload = await _receive(request, ctx, upload, checksum)
+                if upload.offset == upload.length:
+                    upload = await _complete(ctx, upload)
     return web.Response(status=204, headers=_headers(upload))
+
+
+def _check_room(request: web.Request, ctx: ApiContext, upload: tus_store.Upload) -> None:
+    """StagingFull before reading a body the staging space cannot take now."""
+    coming = upload.length - upload.offset
+    if request.content_length is not None:
+        coming = min(coming, request.content_length)
+    ctx.staging.check(coming)
 
 
 @contextlib.asynccontextmanager
@@ -268,7 +287,7 @@ def _checksum_header(request: web.Request) -> tuple[str, bytes] | None:
         raise BadRequest(f"unsupported checksum algorithm {algorithm!r}")
     try:
         return algorithm, base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         raise BadRequest("Upload-Checksum value is not base64") from None
 
 
@@ -283,63 +302,108 @@ class _Crc32:
         return self.value.to_bytes(4, "big")
 
 
+class _Body:
+    """A PATCH body on its way to the file: its checksum, and the bytes received (each
+    counted in the staging space) and written."""
+
+    def __init__(self, room: int, checksum: tuple[str, bytes] | None) -> None:
+        self.room = room
+        self.hasher: Any = None
+        if checksum is not None:
+            self.hasher = _Crc32() if checksum[0] == "crc32" else hashlib.new(checksum[0])
+        self.received = 0
+        self.written = 0
+        self.batch: list[bytes] = []
+        self.batch_bytes = 0
+
+    def add(self, chunk: bytes) -> None:
+        if self.received + len(chunk) > self.room:
+            raise ApiError("the body goes past Upload-Length", code="length_exceeded", status=413)
+        if self.hasher is not None:
+            self.hasher.update(chunk)
+        self.received += len(chunk)
+        self.batch.append(chunk)
+        self.batch_bytes += len(chunk)
+
+    def take(self) -> bytes:
+        data = b"".join(self.batch)
+        self.batch, self.batch_bytes = [], 0
+        self.written += len(data)
+        return data
+
+
+async def _read_body(
+    request: web.Request, ctx: ApiContext, fd: int, body: _Body
+) -> ApiError | None:
+    """Reads the body into the file (unsynced); returns why it stopped early when it was
+    cut short by the server (too slow, no staging room), None when it ended or the
+    connection was lost (then body.received tells how much arrived)."""
+    try:
+        async with upload_limits.paced(request.content, ctx.config):
+            while True:
+                try:
+                    chunk = await request.content.readany()
+                except (ConnectionError, asyncio.IncompleteReadError, OSError, HttpProcessingError):
+                    return None
+                if not chunk:
+                    return None
+                ctx.staging.reserve(len(chunk))
+                try:
+                    body.add(chunk)
+                except ApiError:
+                    ctx.staging.release(len(chunk))
+                    raise
+                if body.batch_bytes >= WRITE_BATCH_BYTES:
+                    await asyncio.to_thread(_write, fd, body.take())
+    except (BodyTooSlow, StagingFull) as e:
+        return e
+
+
 async def _receive(
     request: web.Request,
     ctx: ApiContext,
     upload: tus_store.Upload,
     checksum: tuple[str, bytes] | None,
 ) -> tus_store.Upload:
-    """Streams the body after the upload's bytes; returns the upload with its new offset."""
-    hasher: Any = None
-    if checksum is not None:
-        hasher = _Crc32() if checksum[0] == "crc32" else hashlib.new(checksum[0])
-    room = upload.length - upload.offset
-    fd = await asyncio.to_thread(_open_at, _part(ctx, upload.upload_id), upload.offset)
-    received = 0
-    batch: list[bytes] = []
-    batch_bytes = 0
-    cut_short = False
+    """Streams the body after the upload's bytes, makes them durable and records the new
+    offset; returns the upload with it. Raises BodyTooSlow / StagingFull after recording
+    what arrived before the body was cut."""
+    part = _part(ctx, upload.upload_id)
+    fd, dropped = await asyncio.to_thread(_open_at, part, upload.offset)
+    ctx.staging.release(dropped)
+    body = _Body(upload.length - upload.offset, checksum)
     try:
-        while True:
-            try:
-                chunk = await request.content.readany()
-            except (ConnectionError, asyncio.IncompleteReadError, OSError) as e:
-                log.info(
-                    "upload %s: connection lost after %d bytes (%s)", upload.upload_id, received, e
-                )
-                cut_short = True
-                break
-            except Exception as e:  # aiohttp's payload errors: the body ended early
-                if isinstance(e, ApiError):
-                    raise
-                cut_short = True
-                break
-            if not chunk:
-                break
-            received += len(chunk)
-            if received > room:
-                raise ApiError(
-                    "the body goes past Upload-Length", code="length_exceeded", status=413
-                )
-            if hasher is not None:
-                hasher.update(chunk)
-            batch.append(chunk)
-            batch_bytes += len(chunk)
-            if batch_bytes >= WRITE_BATCH_BYTES:
-                await asyncio.to_thread(_write, fd, b"".join(batch))
-                batch, batch_bytes = [], 0
-        if checksum is not None and (cut_short or hasher.digest() != checksum[1]):
-            if cut_short:
+        stopped = await _read_body(request, ctx, fd, body)
+        ended = body.received == body.room or request.content.is_eof()
+        if not ended:
+            why = stopped.code if stopped is not None else "connection lost"
+            log.info(
+                "upload %s: body cut after %d bytes (%s)", upload.upload_id, body.received, why
+            )
+        if checksum is not None:
+            if stopped is not None:
+                raise stopped
+            if not ended:
                 raise ApiError("the body ended early", code="incomplete_body", status=400)
-            raise ApiError("Upload-Checksum does not match the body", code="checksum_mismatch",
-                           status=460)  # fmt: skip
-        if batch:
-            await asyncio.to_thread(_write, fd, b"".join(batch))
-        await asyncio.to_thread(os.fdatasync, fd)
+            if body.hasher.digest() != checksum[1]:
+                raise ApiError("Upload-Checksum does not match the body", code="checksum_mismatch",
+                               status=460)  # fmt: skip
+        await asyncio.to_thread(_write_and_sync, fd, body.take())
+    except Exception:
+        # Nothing of a refused body stays: the file goes back to the acknowledged offset.
+        await asyncio.to_thread(os.ftruncate, fd, upload.offset)
+        ctx.staging.release(body.received)
+        raise
+    except BaseException:
+        # Cancelled: what reached the file is cut (and released) by the next PATCH.
+        ctx.staging.release(body.received - body.written)
+        raise
     finally:
         await asyncio.to_thread(os.close, fd)
-    new_offset = upload.offset + received
+    new_offset = upload.offset + body.received
     await tus_store.update(ctx.db, upload.upload_id, offset=new_offset)
+    if stopped is not None:
+        raise stopped
     return _replace(upload, offset=new_offset)
 
 
@@ -361,11 +425,11 @@ async def _complete(ctx: ApiContext, upload: tus_store.Upload) -> tus_store.Uplo
         )
     except Rejected:
         await tus_store.delete(ctx.db, upload.upload_id)
-        await asyncio.to_thread(_unlink, part)
+        await _remove(ctx, part)
         _forget(ctx, upload.upload_id)
         raise
     await tus_store.update(ctx.db, upload.upload_id, media_id=row.media_id)
-    await asyncio.to_thread(_unlink, part)
+    await _remove(ctx, part)
     _forget(ctx, upload.upload_id)
     return _replace(upload, media_id=row.media_id)
 
@@ -379,11 +443,13 @@ def _create_file(path: Path) -> None:
     os.close(fd)
 
 
-def _open_at(path: Path, offset: int) -> int:
+def _open_at(path: Path, offset: int) -> tuple[int, int]:
+    """The part file open for writing at `offset`, and how many bytes past it were cut."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    size = os.fstat(fd).st_size
     os.ftruncate(fd, offset)  # bytes past the recorded offset were never acknowledged
     os.lseek(fd, offset, os.SEEK_SET)
-    return fd
+    return fd, max(0, size - offset)
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -393,9 +459,24 @@ def _write(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+def _write_and_sync(fd: int, data: bytes) -> None:
+    _write(fd, data)
+    os.fdatasync(fd)
+
+
+def _unlink(path: Path) -> int:
+    """Removes the file; returns its size (0 when it was not there)."""
+    try:
+        size = path.stat().st_size
         path.unlink()
+    except FileNotFoundError:
+        return 0
+    return size
+
+
+async def _remove(ctx: ApiContext, part: Path) -> None:
+    """Removes a part file and gives its bytes back to the staging space."""
+    ctx.staging.release(await asyncio.to_thread(_unlink, part))
 
 
 # -- expiry -------------------------------------------------------------------------------
@@ -406,7 +487,7 @@ async def sweep_once(ctx: ApiContext, *, now: float | None = None) -> int:
     gone = await tus_store.expired(ctx.db, now=time.time() if now is None else now)
     for upload in gone:
         async with _lock(ctx, upload.upload_id):
-            await asyncio.to_thread(_unlink, _part(ctx, upload.upload_id))
+            await _remove(ctx, _part(ctx, upload.upload_id))
             await tus_store.delete(ctx.db, upload.upload_id)
         _forget(ctx, upload.upload_id)
     return len(gone)

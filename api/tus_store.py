@@ -111,3 +111,16 @@ async def expired(db: Database, *, now: float, limit: int = 1000) -> list[Upload
             )
         ).all()
     return [_upload(r) for r in rows]
+
+
+async def pending(db: Database, owner_id: int, *, now: float) -> tuple[int, int]:
+    """The owner's incomplete uploads that have not expired: (how many, their Upload-Length
+    summed). They reserve their share of the owner's daily upload quota."""
+    query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(uploads.c.length), 0)).where(
+        uploads.c.owner_id == owner_id,
+        uploads.c.media_id.is_(None),
+        uploads.c.expires_unix_s > now,
+    )
+    async with db.snapshot() as conn:
+        count, length = (await conn.execute(query)).one()
+    return int(count), int(length)

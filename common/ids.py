@@ -7,6 +7,10 @@
 `ORDER BY id` is time order and a cursor is an id. One generator per process and shard:
 processes that make ids at the same time need distinct shards. Ids travel in JSON as decimal
 strings (they exceed 2^53).
+
+The databases keep ids in signed 64-bit columns (BIGINT), so an id is at most 2^63 - 1
+(ID_MAX): the top time bit turns on 2^40 ms (about 34.8 years) after EPOCH_UNIX_MS, in
+2060, and until then every id made here is below it.
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ SHARD_BITS: Final = 13
 SEQUENCE_BITS: Final = 10
 SHARD_MAX: Final = (1 << SHARD_BITS) - 1
 SEQUENCE_MAX: Final = (1 << SEQUENCE_BITS) - 1
-ID_MAX: Final = (1 << (TIME_BITS + SHARD_BITS + SEQUENCE_BITS)) - 1
+ID_BITS: Final = TIME_BITS + SHARD_BITS + SEQUENCE_BITS
+# The largest id `parse` accepts: a BIGINT holds it, so no client text overflows a column.
+ID_MAX: Final = (1 << (ID_BITS - 1)) - 1
+ID_DIGITS_MAX: Final = len(str(ID_MAX))
 
-assert TIME_BITS + SHARD_BITS + SEQUENCE_BITS == 64
+assert ID_BITS == 64
+assert ID_DIGITS_MAX == 19
 
 
 class IdGenerator:
@@ -77,10 +85,13 @@ def created_unix_ms(id_: int) -> int:
 
 
 def parse(text: str) -> int:
-    """An id from its decimal string; ValueError for anything else (sign, spaces, range)."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 20:
-        raise ValueError("an id is a decimal string")
+    """An id from its decimal string, within 0..ID_MAX (2^63 - 1, what a BIGINT holds);
+    ValueError for anything else (sign, spaces, non-ASCII digits, more than ID_DIGITS_MAX
+    digits, a value past ID_MAX). The length is checked before any conversion, so a string
+    of thousands of digits costs nothing."""
+    if not (text.isascii() and text.isdigit()) or len(text) > ID_DIGITS_MAX:
+        raise ValueError("an id is a decimal string of at most 19 digits")
     value = int(text)
     if value > ID_MAX:
-        raise ValueError("id out of range")
+        raise ValueError(f"an id is at most {ID_MAX}")
     return value

@@ -2,7 +2,12 @@
 A chronological cursor holds the last post id shown ("older than this"): ids are unique and
 totally ordered, so pages neither repeat nor skip posts, also among posts of the same
 millisecond, whatever is inserted meanwhile. A ranked cursor holds the anchor (the newest
-candidate when the first page was made) and the offset into the ranking."""
+candidate when the first page was made) and the offset into the ranking.
+
+A cursor comes back from a client, so every field is checked as input: ids within
+common.ids' range (the anchor below its end, since the read asks for ids below anchor + 1)
+and the offset a small integer, never a number of any size for the database to overflow
+on."""
 
 from __future__ import annotations
 
@@ -10,10 +15,15 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
+
+from common import ids
 
 VERSION: Final = 1
 CURSOR_CHARS_MAX: Final = 200
+# Ranked pages walk a list of at most [feed] ranked_candidates_max posts; an offset past it
+# only reads an empty page, and this bound keeps it a machine integer.
+OFFSET_MAX: Final = 1_000_000
 
 
 class BadCursor(ValueError):
@@ -47,12 +57,21 @@ def decode(text: str | None) -> Cursor:
         if not isinstance(doc, dict) or doc.get("v") != VERSION:
             raise BadCursor("unknown cursor version")
         if "a" in doc:
-            offset = int(doc["o"])
-            if offset < 0:
+            offset = doc["o"]
+            if type(offset) is not int or not 0 <= offset <= OFFSET_MAX:
                 raise BadCursor("bad cursor offset")
-            return Cursor(anchor=int(doc["a"]), offset=offset)
-        return Cursor(before=int(doc["b"]) if "b" in doc else None)
+            anchor = _id(doc["a"])
+            if anchor >= ids.ID_MAX:
+                raise BadCursor("bad cursor anchor")
+            return Cursor(anchor=anchor, offset=offset)
+        return Cursor(before=_id(doc["b"]) if "b" in doc else None)
     except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError) as e:
         if isinstance(e, BadCursor):
             raise
         raise BadCursor("not a cursor from this API") from None
+
+
+def _id(value: Any) -> int:
+    if not isinstance(value, str):
+        raise BadCursor("not a cursor from this API")
+    return ids.parse(value)

@@ -535,13 +535,13 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     if first == "":
         if last == "":
             return None
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0:
             return -1, -1
         return max(0, size - suffix), size
-    start = int(first)
+    start = _position(first)
     if last:
-        end = int(last) + 1
+        end = _position(last) + 1
         if end <= start:
             return None  # last < first: syntactically invalid, ignored (RFC 9110 14.1.1)
     else:
@@ -551,10 +551,16 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
-# Byte positions past this many digits (> 10^18 bytes) exceed any photo: such a Range is
-# ignored rather than parsed (int() refuses thousands of digits with an exception).
-RANGE_DIGITS_MAX: Final = 18
-
-
 def _digits_or_empty(text: str) -> bool:
-    return text == "" or (text.isascii() and text.isdigit() and len(text) <= RANGE_DIGITS_MAX)
+    return text == "" or (text.isascii() and text.isdigit())
+
+
+# More digits than this pass any photo's size; they are never converted (int() of thousands
+# of digits is slow, and past 4300 a ValueError).
+_POSITION_DIGITS_MAX: Final = 19
+
+
+def _position(digits: str) -> int:
+    """A byte position of a Range; a longer number than _POSITION_DIGITS_MAX is taken as
+    2^63, past the end of any photo (the range is then clamped or unsatisfiable)."""
+    return int(digits) if len(digits) <= _POSITION_DIGITS_MAX else 2**63

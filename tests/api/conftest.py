@@ -72,9 +72,14 @@ class MediaEnv:
 
 @contextlib.asynccontextmanager
 async def media_env(
-    tmp: Path, api_overrides: dict[str, Any] | None = None, **media_overrides: Any
+    tmp: Path,
+    api_overrides: dict[str, Any] | None = None,
+    *,
+    api_config: dict[str, Any] | None = None,
+    **media_overrides: Any,
 ) -> AsyncIterator[MediaEnv]:
-    """`api_overrides` go to running_api (social=, feed= configs)."""
+    """`api_overrides` go to running_api (social=, feed= configs), `api_config` to the
+    ApiConfig, the rest to the MediaConfig."""
     api_overrides = api_overrides or {}
     # Every service of these tests shares one event loop with the workers and the tests:
     # on a busy machine a heartbeat can be late by more than the directory tests' 1 s, and
@@ -98,7 +103,7 @@ async def media_env(
                 backoff_s_max=0.5,
                 **media_overrides,
             )
-            api = ApiConfig(port=0, data_dir=tmp / "api")
+            api = ApiConfig(port=0, data_dir=tmp / "api", **(api_config or {}))
             async with running_api(
                 api, media, credentials=creds(SECRET, "api"), **api_overrides
             ) as (app, port):

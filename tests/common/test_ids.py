@@ -45,3 +45,19 @@ def test_compose_and_parse_bounds() -> None:
     for bad in ("", "-1", " 1", "1.0", "0x10", str(ids.ID_MAX + 1), "١٢"):
         with pytest.raises(ValueError):
             ids.parse(bad)
+
+
+def test_parse_stops_at_what_a_bigint_holds() -> None:
+    assert ids.ID_MAX == 2**63 - 1
+    assert ids.parse("9223372036854775807") == 2**63 - 1
+    assert ids.parse("0009") == 9
+    for bad in ("9223372036854775808", "18446744073709551615", "1" * 20, "9" * 5000):
+        with pytest.raises(ValueError):
+            ids.parse(bad)
+
+
+def test_ids_made_until_2060_fit_a_bigint() -> None:
+    last_ms_below = (1 << (ids.TIME_BITS - 1)) - 1
+    assert ids.compose(last_ms_below, ids.SHARD_MAX, ids.SEQUENCE_MAX) == ids.ID_MAX
+    years = (last_ms_below + ids.EPOCH_UNIX_MS) / 1000 / 86400 / 365.25 + 1970
+    assert 2060 < years < 2061

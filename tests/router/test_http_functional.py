@@ -89,15 +89,21 @@ async def test_ranges(cluster: Cluster) -> None:
         ("bytes=1000-", data[1000:]),
         ("bytes=-5", data[-5:]),
         ("bytes=1020-5000", data[1020:]),
+        ("bytes=1020-" + "9" * 5000, data[1020:]),
+        ("bytes=-" + "9" * 5000, data),
     ]:
         async with cluster.http.get(cluster.url(8), headers={"Range": spec}) as r:
             assert r.status == 206, spec
             assert await r.read() == expected
-            start = len(data) - 5 if spec == "bytes=-5" else int(spec[6:].split("-")[0])
+            start = (
+                len(data) - len(expected)
+                if spec.startswith("bytes=-")
+                else int(spec[6:].split("-")[0])
+            )
             end = start + len(expected) - 1
             assert r.headers["Content-Range"] == f"bytes {start}-{end}/{len(data)}"
             assert r.headers["Content-Type"] == "image/jpeg"
-    for spec in ("bytes=1024-", "bytes=5000-6000", "bytes=-0"):
+    for spec in ("bytes=1024-", "bytes=5000-6000", "bytes=-0", "bytes=" + "9" * 5000 + "-"):
         async with cluster.http.get(cluster.url(8), headers={"Range": spec}) as r:
             assert r.status == 416, spec
             assert r.headers["Content-Range"] == f"bytes */{len(data)}"
