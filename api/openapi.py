@@ -65,7 +65,11 @@ MEDIA_SCHEMA: Final = {
             "format": "date-time",
             "description": "unattached media expires then and its photos are deleted",
         },
-        "original_url": {"type": "string", "description": "the upload as sent; owner only"},
+        "original_url": {
+            "type": "string",
+            "description": "owner only: the API path that downloads the upload as sent "
+            "(GET, with the owner's session); no photo URL leads to it",
+        },
         "urls": {
             "type": "object",
             "description": "variant name -> photo URL (negotiated: the router picks AVIF, "
@@ -159,6 +163,26 @@ MEDIA_PATHS: Final[dict[str, Any]] = {
                 "400": _error("bad wait_s"),
                 **_AUTH_ERRORS,
                 "404": _error("no such media (or not yours, or expired)"),
+            },
+        }
+    },
+    "/api/v1/media/{media_id}/original": {
+        "get": {
+            "summary": "The original upload, bytes as received (EXIF and GPS included): its "
+            "owner only",
+            "security": [{"bearer": []}],
+            "parameters": [
+                {"name": "media_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "the file, Content-Disposition: attachment, "
+                    "Cache-Control: private, no-store",
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                **_AUTH_ERRORS,
+                "404": _error("no such media (or not yours, or expired)"),
+                "503": _error("the original cannot be read right now"),
             },
         }
     },
