@@ -16,6 +16,7 @@ from social import accounts, graph, posts, sessions, signin
 from social import avatars as profile_pictures
 from social.errors import Invalid
 from social.schema import users
+from transformer import rekey
 
 routes = web.RouteTableDef()
 
@@ -155,6 +156,13 @@ async def patch_me(request: web.Request) -> web.Response:
         accepted: list[int] = []
         if changes.get("is_private") is False:
             accepted = await graph.approve_all_requests(conn, ctx.ids, viewer)
+        elif (
+            changes.get("is_private") is True
+            and not (await accounts.require(conn, viewer)).is_private
+        ):
+            # The public URLs handed out so far must stop working: re-key the posts' media
+            # (their profile picture stays public). Same transaction as the switch.
+            await rekey.request(conn, await posts.media_of_author(conn, viewer), now=time.time())
         if changes:
             changes["updated_unix_s"] = time.time()
             await conn.execute(users.update().where(users.c.user_id == viewer).values(**changes))

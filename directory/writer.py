@@ -262,11 +262,15 @@ class BlobWriter:
         *,
         cookie: int | None = None,
         volume_id: int | None = None,
+        avoid_volume_ids: frozenset[int] = frozenset(),
     ) -> BlobRef:
         """Writes `data` as needle (key, alt_key) on every replica of one writable volume
-        (`volume_id` preferred while it is writable). Raises NoWritableVolume."""
+        (`volume_id` preferred while it is writable; never one of `avoid_volume_ids`).
+        Raises NoWritableVolume."""
         checksum = xxhash.xxh3_64_intdigest(data)
-        return await self._put(key, alt_key, data, len(data), checksum, cookie, volume_id)
+        return await self._put(
+            key, alt_key, data, len(data), checksum, cookie, volume_id, avoid_volume_ids
+        )
 
     async def put_file(
         self,
@@ -282,7 +286,7 @@ class BlobWriter:
         NoWritableVolume, or OSError when the file cannot be read."""
         size, checksum = await asyncio.to_thread(_file_digest, path)
         body = FileBody(path, 0, size)
-        return await self._put(key, alt_key, body, size, checksum, cookie, volume_id)
+        return await self._put(key, alt_key, body, size, checksum, cookie, volume_id, frozenset())
 
     async def _put(
         self,
@@ -293,6 +297,7 @@ class BlobWriter:
         checksum: int,
         cookie: int | None,
         volume_id: int | None,
+        avoid_volume_ids: frozenset[int],
     ) -> BlobRef:
         if cookie is None:
             cookie = secrets.randbits(64)
@@ -325,8 +330,12 @@ class BlobWriter:
                 candidates = ()
                 failures = failures or _PutFailures()
                 failures.directory_error = e
-            if tried:
-                candidates = tuple(v for v in candidates if v.volume_id not in tried)
+            if tried or avoid_volume_ids:
+                candidates = tuple(
+                    v
+                    for v in candidates
+                    if v.volume_id not in tried and v.volume_id not in avoid_volume_ids
+                )
             attempts_left = len(tried) < self._volume_attempts_max
             # The first attempt always runs; no later one starts after the deadline.
             if candidates and attempts_left and (not tried or loop.time() < deadline):

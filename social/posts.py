@@ -364,3 +364,14 @@ async def media_states(conn: AsyncConnection, post_id: int) -> list[str]:
         .where(post_media.c.post_id == post_id)
     )
     return [str(r[0]) for r in rows]
+
+
+async def media_of_author(conn: AsyncConnection, author_id: int) -> list[int]:
+    """The media of the author's posts that are not deleted: what an author's followers and,
+    while the account was public, anyone may have seen the URLs of."""
+    rows = await conn.execute(
+        sa.select(post_media.c.media_id)
+        .select_from(post_media.join(posts, posts.c.post_id == post_media.c.post_id))
+        .where(posts.c.author_id == author_id, posts.c.status != "deleted")
+    )
+    return [int(r[0]) for r in rows]

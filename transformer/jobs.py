@@ -25,7 +25,10 @@ from common.db import Database
 from transformer.schema import jobs, media
 
 LOCK: Final = "media_jobs"
-LANES: Final = {"photo": 0, "video": 1}
+# Kinds: "photo" and "video" make a media's variants; "rekey" rewrites them under a new
+# cookie (transformer/rekey.py). Re-keys share the photo lane: they copy bytes, they do not
+# transcode, and an owner waiting to be private should not wait behind videos.
+LANES: Final = {"photo": 0, "video": 1, "rekey": 0}
 STATES: Final = ("queued", "running", "done", "dead")
 LIST_ROWS_MAX: Final = 1000
 ERROR_CHARS_MAX: Final = 2000

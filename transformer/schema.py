@@ -71,6 +71,20 @@ variants = sa.Table(
     sa.Column("height", sa.Integer, nullable=False),
 )
 
+# A re-key's variants written under the new cookie so far (the shape of media_variants):
+# a re-run skips them; the re-key's last transaction moves them into media_variants.
+rekey_variants = sa.Table(
+    "media_rekey_variants",
+    metadata,
+    sa.Column("media_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("rendition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("fmt", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("volume_id", sa.BigInteger, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+)
+
 # Needles nothing references any more whose delete the directory has not recorded yet
 # (a re-key's old variants): an outbox, drained by the workers.
 needle_deletes = sa.Table(
@@ -87,7 +101,7 @@ jobs = sa.Table(
     metadata,
     sa.Column("job_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("media_id", sa.BigInteger, nullable=False, unique=True),
-    sa.Column("kind", sa.String(8), nullable=False),  # photo | video
+    sa.Column("kind", sa.String(8), nullable=False),  # photo | video | rekey
     # Lower lanes first: photos (0) ahead of video (1); within a lane smaller first.
     sa.Column("lane", sa.Integer, nullable=False),
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
@@ -125,6 +139,7 @@ MIGRATIONS: Final = (
         [
             sa.text("ALTER TABLE media ADD COLUMN original_cookie_hex VARCHAR(16)"),
             sa.text("ALTER TABLE media ADD COLUMN pending_cookie_hex VARCHAR(16)"),
+            CreateTable(rekey_variants),
             CreateTable(needle_deletes),
         ],
     ),

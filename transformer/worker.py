@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -38,7 +39,7 @@ from common.credentials import Credentials, Purpose
 from common.db import Database, migrate, open_database
 from common.photo import EXTENSIONS, Format, alt_key, photo_path
 from directory.writer import BlobWriter
-from transformer import jobs, media_store, schema
+from transformer import jobs, media_store, rekey, schema
 from transformer import variants as v
 from transformer.config import MediaConfig
 from transformer.errors import Rejected, TranscodeFailed
@@ -101,6 +102,12 @@ class Worker:
                 continue
             idle_s = self.config.poll_interval_s
             await self.run_job(job)
+            if job.kind == rekey.KIND:
+                # The old needles' deletes, at once (outside the job: its lease is over).
+                try:
+                    await self.drain_deletes()
+                except Exception:
+                    log.exception("draining needle deletes failed; the expiry pass retries")
 
     async def run_job(self, job: jobs.Job) -> None:
         renewing = asyncio.create_task(self._renew(job))
@@ -146,6 +153,9 @@ class Worker:
         if got is None:
             raise TranscodeFailed(f"media {job.media_id} has no row")
         row, rows = got
+        if job.kind == rekey.KIND:
+            await self._rekey(job, row, rows)
+            return
         if row.status != "processing":
             await self._finish(job, row, publish=None)
             return
@@ -368,6 +378,66 @@ class Worker:
         for var in got[1]:
             await self.writer.delete(var.volume_id, media_id, alt_key(var.rendition, var.fmt))
 
+    # -- re-keys (transformer/rekey.py) ----------------------------------------------------
+
+    async def _rekey(
+        self, job: jobs.Job, row: media_store.MediaRow, rows: list[media_store.VariantRow]
+    ) -> None:
+        """Rewrites the published variants under a new cookie, then swaps in one transaction
+        with the job's completion; the old needles' deletes go out through the outbox."""
+        new_cookie = await rekey.pending_cookie(self.db, row.media_id)
+        done = await rekey.written(self.db, row.media_id)
+        moved: dict[str, str] = {}  # old URL path -> new one, for the playlists
+        old = rekey.order(rows)
+        new: list[media_store.VariantRow] = []
+        for var in old:
+            old_path = rekey.url_path(var, row.media_id, row.cookie)
+            written = done.get((var.rendition, var.fmt))
+            if written is None and row.status == "ready":
+                data = await self._read(old_path)
+                if var.fmt == Format.M3U8:
+                    data = rekey.rewrite_playlist(data, moved)
+                ref = await self.writer.put(
+                    row.media_id,
+                    alt_key(var.rendition, var.fmt),
+                    data,
+                    cookie=new_cookie,
+                    avoid_volume_ids=frozenset((var.volume_id,)),
+                )
+                written = dataclasses.replace(var, volume_id=ref.volume_id, size_bytes=ref.size)
+                await rekey.record(self.db, written)
+            if written is not None:
+                new.append(written)
+                moved[old_path] = rekey.url_path(written, row.media_id, new_cookie)
+        async with self.db.transaction(lock=jobs.LOCK) as conn:
+            if not await jobs.finish(conn, job, worker=self.name):
+                raise LeaseLost(str(job.job_id))
+            swapped = await rekey.swap(conn, row.media_id, old, new)
+        log.info(
+            "media %d re-keyed (%d variants)%s",
+            row.media_id,
+            len(new),
+            "" if swapped else ": gone meanwhile, new needles deleted",
+        )
+
+    async def _read(self, path: str) -> bytes:
+        """A variant's bytes through the router (checksummed, failing over)."""
+        timeout = aiohttp.ClientTimeout(total=READ_TIMEOUT_S)
+        url = self.config.router_url + path
+        async with self.http.get(url, headers=self._read_headers, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise TranscodeFailed(f"reading {path} answered {resp.status}")
+            return await resp.read()
+
+    async def drain_deletes(self) -> int:
+        """Hands the outbox's needle deletes to the directory (which records each before it
+        answers, then delivers it to every replica and cache); how many went."""
+        pending = await rekey.pending_deletes(self.db)
+        for gone in pending:
+            await self.writer.delete(gone.volume_id, gone.media_id, gone.alt_key)
+            await rekey.delete_recorded(self.db, gone)
+        return len(pending)
+
     async def expire_once(self) -> int:
         """Deletes the needles of media left unattached past their expiry; returns how many
         media expired. The deletes are recorded by the directory (and retried there) before
@@ -380,6 +450,7 @@ class Worker:
             await media_store.mark_gone(self.db, row.media_id, status="expired")
         if expired:
             log.info("expired %d unattached media", len(expired))
+        await self.drain_deletes()  # what a re-key left, should its own drain have failed
         return len(expired)
 
 
