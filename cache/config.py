@@ -33,9 +33,10 @@ class CacheConfig:
     cluster_secret_file: Path | None = None
     cache_bytes_max: int = 256 * MiB
     item_bytes_max: int = 8 * MiB
-    # Largest body accepted from a store node (a needle is at most the store's
-    # needle_data_bytes_max); bodies over item_bytes_max are relayed, not cached.
-    response_bytes_max: int = 64 * MiB
+    # Largest body accepted from a store node: at least the store's needle_data_bytes_max,
+    # or an original a worker reads through this cache would not pass (ops/limits_check.py
+    # refuses such a configuration). Bodies over item_bytes_max are relayed, not cached.
+    response_bytes_max: int = 256 * MiB
     # Each replica gets this long to answer a read before the next one is tried.
     fetch_timeout_s: float = 2.0
     # Distinct store reads in flight at once (concurrent misses on one needle share one).

@@ -47,16 +47,24 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-def load_config(path: Path | None) -> dict[str, Any]:
-    """The parsed pinhole.toml: the given file, else ./pinhole.toml if present, else {}."""
+def load_config(path: Path | None, *, serving: bool = False) -> dict[str, Any]:
+    """The parsed pinhole.toml: the given file, else ./pinhole.toml if present, else {}.
+    `serving`: a service is about to start on it, so the size limits of every tier must
+    agree (ops/limits_check.py); a mismatch exits 2 with one line."""
     try:
         if path is not None:
-            return load_toml(path)
-        if DEFAULT_CONFIG.exists():
-            return load_toml(DEFAULT_CONFIG)
+            document = load_toml(path)
+        elif DEFAULT_CONFIG.exists():
+            document = load_toml(DEFAULT_CONFIG)
+        else:
+            document = {}
+        if serving:
+            from ops.limits_check import check_upload_path
+
+            check_upload_path(document)
     except ConfigError as e:
         raise CliError(str(e), EXIT_USAGE) from e
-    return {}
+    return document
 
 
 def cluster_secret(secret_file: Path | None, root: Path) -> bytes:

@@ -38,7 +38,7 @@ from transformer.config import MediaConfig, media_config
 
 def _media_config(ctx: click.Context, overrides: dict[str, Any]) -> MediaConfig:
     try:
-        return media_config(load_config(ctx.obj["config_path"]), **overrides)
+        return media_config(load_config(ctx.obj["config_path"], serving=True), **overrides)
     except ConfigError as e:
         raise CliError(str(e), EXIT_USAGE) from e
 
@@ -135,7 +135,7 @@ def api_serve(
     setup_logging(log_level)
     overrides = {"host": host, "port": port, "data_dir": str(data_dir) if data_dir else None}
     try:
-        document = load_config(ctx.obj["config_path"])
+        document = load_config(ctx.obj["config_path"], serving=True)
         config = api_config(document, **overrides)
         social = social_config(document)
         feed = feed_config(document, redis_url=redis_url)

@@ -33,7 +33,7 @@ _SERVICES = {
 def _config(ctx: click.Context, role: str, overrides: dict[str, Any]) -> Any:
     module, cls_name, _ = _SERVICES[role]
     cls = getattr(importlib.import_module(module), cls_name)
-    doc = load_config(ctx.obj["config_path"])
+    doc = load_config(ctx.obj["config_path"], serving=True)
     table = dict(doc.get(role, {}))
     table.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -27,7 +27,7 @@ def store() -> None:
 
 
 def resolve_store_config(ctx: click.Context, **overrides: Any) -> StoreConfig:
-    doc = load_config(ctx.obj["config_path"])
+    doc = load_config(ctx.obj["config_path"], serving=True)
     try:
         return store_config(doc, **overrides)
     except ConfigError as e:

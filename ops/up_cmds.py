@@ -24,7 +24,15 @@ import click
 
 from common import credentials
 from ops import local_cluster as lc
-from ops.cli_support import DEFAULT_ROOT, EXIT_FAILED, CliError, emit_json, run, table
+from ops.cli_support import (
+    DEFAULT_ROOT,
+    EXIT_FAILED,
+    CliError,
+    emit_json,
+    load_config,
+    run,
+    table,
+)
 
 DEMO_FILE: Final = "demo.json"
 DEMO_PHOTOS: Final = 6
@@ -181,6 +189,8 @@ def up(
     detach: bool,
 ) -> None:
     """Start the local cluster (foreground: Ctrl-C stops it; --detach: `pinhole down`)."""
+    # The services read ./pinhole.toml: refuse here, in one line, what they would refuse.
+    load_config(None, serving=True)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
     credentials.ensure_secret_file(root)

@@ -50,8 +50,10 @@ class RouterConfig:
     cache_attempts_max: int = 2
     # One read from a store replica when the router reads replicas directly.
     store_timeout_s: float = 2.0
-    # Largest photo the router fetches (a bigger answer from a cache or store is an error).
-    photo_bytes_max: int = 64 * MiB
+    # Largest answer the router fetches from a cache or store (a bigger one is an error): at
+    # least the largest upload, which workers read through the router
+    # (ops/limits_check.py refuses a configuration where it is smaller).
+    photo_bytes_max: int = 256 * MiB
     # Internal connections per cache or store node.
     connections_per_origin_max: int = 256
     # Read-repair reports to the directory in flight; beyond it reports are dropped (the
