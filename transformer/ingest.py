@@ -26,7 +26,7 @@ from transformer import jobs, media_store, variants
 from transformer.config import MediaConfig
 from transformer.errors import Rejected
 from transformer.filters import filter_ids
-from transformer.image_probe import probe_image
+from transformer.image_probe import probe_image_file
 from transformer.sniff import ACCEPTED_IMAGE_FORMATS, ACCEPTED_VIDEO_FORMATS, SNIFF_BYTES, sniff
 from transformer.video_probe import probe_video
 
@@ -93,9 +93,11 @@ class Ingest:
                     f"images are limited to {limits.image_bytes_max} bytes",
                     status=413,
                 )
-            data = await asyncio.to_thread(path.read_bytes)
-            info = await loop.run_in_executor(None, functools.partial(probe_image, data, limits))
-            del data  # validated; the original is streamed from the file, not held in memory
+            # Checked in bounded reads and decoded from the file: the upload is never held
+            # whole in memory, here or when it is stored (put_file streams it).
+            info = await loop.run_in_executor(
+                None, functools.partial(probe_image_file, path, limits)
+            )
             width, height = info.width, info.height
         else:
             if size_bytes > limits.video_bytes_max:
