@@ -168,10 +168,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except BadCursor as e:
         response = error_response(400, "bad_cursor", str(e))
     except NoWritableVolume as e:
-        # Read with getattr: older directory errors carry neither a retry hint nor more
-        # than the internal message.
-        message = getattr(e, "message", "") or "storage is full or unavailable"
-        retry_after_s = getattr(e, "retry_after_s", None) or NO_WRITABLE_VOLUME_RETRY_S
+        # The writer's message says what it tried and why that failed (directory/writer.py).
+        message = e.message or "storage is full or unavailable"
+        retry_after_s = e.retry_after_s or NO_WRITABLE_VOLUME_RETRY_S
         log.error("upload refused: %s", message)
         response = error_response(503, "no_writable_volume", message)
         response.headers["Retry-After"] = _retry_after(retry_after_s)

@@ -86,6 +86,22 @@ def _with_secret_options(f: Any) -> Any:
     return f
 
 
+def _credentials(
+    role: str,
+    media: MediaConfig,
+    credentials_file: Path | None,
+    secret_file: Path | None,
+    root: Path,
+) -> Credentials:
+    """The service's credentials: its file, else its share of the secret named on the
+    command line or in [media] cluster_secret_file."""
+    if credentials_file is None and secret_file is None:
+        secret_file = media.cluster_secret_file
+    return service_credentials(
+        role, credentials_file=credentials_file, secret_file=secret_file, root=root
+    )
+
+
 # -- api ------------------------------------------------------------------------------------
 
 
@@ -144,12 +160,7 @@ def api_serve(
     media = _media_config(
         ctx, _media_overrides(media_data, database_url, directory_url, router_url)
     )
-    creds = service_credentials(
-        "api",
-        credentials_file=credentials_file,
-        secret_file=secret_file or (None if credentials_file else media.cluster_secret_file),
-        root=root,
-    )
+    creds = _credentials("api", media, credentials_file, secret_file, root)
     run(serve_forever(config, media, credentials=creds, social=social, feed=feed))
 
 
@@ -187,12 +198,7 @@ def worker_serve(
     media = _media_config(
         ctx, _media_overrides(media_data, database_url, directory_url, router_url)
     )
-    creds = service_credentials(
-        "worker",
-        credentials_file=credentials_file,
-        secret_file=secret_file or (None if credentials_file else media.cluster_secret_file),
-        root=root,
-    )
+    creds = _credentials("worker", media, credentials_file, secret_file, root)
     run(_serve_worker(media, creds, name=name, host=host, port=port))
 
 

@@ -107,17 +107,23 @@ async def insert_variant(conn: AsyncConnection, row: VariantRow) -> None:
     await conn.execute(variants.insert().values(**dataclasses.asdict(row)))
 
 
-async def record_variant(db: Database, row: VariantRow) -> None:
-    """Records (or replaces: a re-run rewrites the same variant) one written variant."""
+async def record_variant(db: Database, row: VariantRow, *, table: sa.Table = variants) -> None:
+    """Records (or replaces: a re-run rewrites the same variant) one written variant, in
+    media_variants or a table of its shape (a re-key's media_rekey_variants)."""
     async with db.transaction(lock=LOCK) as conn:
         await conn.execute(
-            variants.delete().where(
-                variants.c.media_id == row.media_id,
-                variants.c.rendition == row.rendition,
-                variants.c.fmt == row.fmt,
+            table.delete().where(
+                table.c.media_id == row.media_id,
+                table.c.rendition == row.rendition,
+                table.c.fmt == row.fmt,
             )
         )
-        await conn.execute(variants.insert().values(**dataclasses.asdict(row)))
+        await conn.execute(table.insert().values(**dataclasses.asdict(row)))
+
+
+def variant_of(row: Any) -> VariantRow:
+    """A VariantRow from a result row of media_variants (or a table of its shape)."""
+    return _variant(row)
 
 
 async def publish(

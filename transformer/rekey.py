@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
 from common.photo import Format, alt_key, photo_path
-from transformer import jobs
+from transformer import jobs, media_store
 from transformer import variants as v
 from transformer.media_store import VariantRow
 from transformer.schema import jobs as jobs_table
@@ -108,25 +108,13 @@ async def written(db: Database, media_id: int) -> dict[tuple[int, int], VariantR
                 sa.select(rekey_variants).where(rekey_variants.c.media_id == media_id)
             )
         ).all()
-    fields = [f.name for f in dataclasses.fields(VariantRow)]
-    out = {}
-    for r in rows:
-        row = VariantRow(**{n: r._mapping[n] for n in fields})
-        out[(row.rendition, row.fmt)] = row
-    return out
+    found = (media_store.variant_of(r) for r in rows)
+    return {(row.rendition, row.fmt): row for row in found}
 
 
 async def record(db: Database, row: VariantRow) -> None:
     """Records one variant written under the new cookie (right after its write)."""
-    async with db.transaction(lock=jobs.LOCK) as conn:
-        await conn.execute(
-            rekey_variants.delete().where(
-                rekey_variants.c.media_id == row.media_id,
-                rekey_variants.c.rendition == row.rendition,
-                rekey_variants.c.fmt == row.fmt,
-            )
-        )
-        await conn.execute(rekey_variants.insert().values(**dataclasses.asdict(row)))
+    await media_store.record_variant(db, row, table=rekey_variants)
 
 
 async def swap(

@@ -1,10 +1,12 @@
 """schemathesis hooks for tests/api/test_schemathesis.py (loaded in the `st` process through
 SCHEMATHESIS_HOOKS): bearer tokens for the fuzzed API.
 
-Two accounts, so that signing out never logs the run out: DELETE /api/v1/sessions/current
-gets a fresh session of the second account for every call, every other operation a session
-of the first, opened once and opened again whenever an answer is 401 (the token was
-revoked after all). The accounts come from PINHOLE_ST_* environment variables.
+Two accounts, so that signing out never logs the run out: the operations that end sessions
+(DELETE /api/v1/sessions/current, /sessions, /sessions/{id}; a password change ends the
+other sessions) get a fresh session of the second account for every call, every other
+operation a session of the first, opened once and opened again whenever an answer is 401
+(the token was revoked after all). The accounts come from PINHOLE_ST_* environment
+variables.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ SIGN_IN_TIMEOUT_S = 30.0
 # The operations without security: they get no token.
 _OPEN_POSTS = r"^/api/v1/(accounts|sessions)$"
 _OPEN_GETS = r"^/(healthz|api/openapi\.json)$"
+# The operations that end sessions (the caller's, or every other one of the account).
+_ENDS_SESSIONS = r"^(DELETE /api/v1/sessions(/.*)?|POST /api/v1/accounts/me/password)$"
 
 
 def _sign_in(prefix: str) -> str:
@@ -38,9 +42,9 @@ def _bearer(case: Any, token: str) -> None:
     case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
 
 
-@schemathesis.auth(refresh_interval=None).apply_to(method="DELETE", path="/api/v1/sessions/current")
+@schemathesis.auth(refresh_interval=None).apply_to(name_regex=_ENDS_SESSIONS)
 class SignOutAuth:
-    """The second account, a session per sign-out."""
+    """The second account, a session per call that ends sessions."""
 
     def get(self, case: Any, ctx: Any) -> str:
         return _sign_in("SIGN_OUT")
@@ -53,6 +57,7 @@ class SignOutAuth:
     schemathesis.auth(refresh_interval=3600, retry_on=[401])
     .skip_for(method="POST", path_regex=_OPEN_POSTS)
     .skip_for(method="GET", path_regex=_OPEN_GETS)
+    .skip_for(name_regex=_ENDS_SESSIONS)
     .skip_for(method="OPTIONS")
 )
 class MainAuth:

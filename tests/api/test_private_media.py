@@ -33,21 +33,8 @@ async def _status(url: str, **headers: str) -> int:
 
 
 async def _upload(client: Client, data: bytes) -> dict[str, Any]:
-    form = aiohttp.FormData()
-    form.add_field("file", data, filename="photo.jpg")
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            client.api_url + "/api/v1/media/upload",
-            data=form,
-            headers={"Authorization": f"Bearer {client.token}"},
-        ) as r,
-    ):
-        assert r.status == 201, await r.text()
-        doc = await r.json()
-    status, ready, _ = await client.call("GET", f"/api/v1/media/{doc['media_id']}", wait_s="10")
-    assert status == 200 and ready["status"] == "ready", ready
-    return dict(ready)
+    media_id = await client.upload(data, "photo.jpg")
+    return await _ready(client, media_id, timeout_s=10)
 
 
 async def _post_url(client: Client, post_id: str) -> tuple[int, str | None]:
@@ -221,19 +208,7 @@ async def test_a_rekeyed_video_plays_from_its_signed_playlists(tmp_path: Path) -
         env.start_worker()
         _, owner = await user(env, "cam")
         clip = video_with_location(tmp_path / "clip.mp4", seconds=5)
-        form = aiohttp.FormData()
-        form.add_field("file", clip.read_bytes(), filename="clip.mp4")
-        form.add_field("media_type", "video")
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                env.api_url + "/api/v1/media/upload",
-                data=form,
-                headers={"Authorization": f"Bearer {owner.token}"},
-            ) as r,
-        ):
-            assert r.status == 201, await r.text()
-            media_id = (await r.json())["media_id"]
+        media_id = await owner.upload(clip.read_bytes(), "clip.mp4", media_type="video")
         doc = await _ready(owner, media_id, timeout_s=120)
         assert doc["status"] == "ready", doc
         status, post, _ = await owner.call("POST", "/api/v1/posts", {"media_ids": [media_id]})

@@ -60,7 +60,12 @@ async def fuzz_env(tmp_path: Path) -> AsyncIterator[MediaEnv]:
     store = await redis_store()
     try:
         feed = FeedConfig(redis_url=REDIS_URL, redis_prefix=store.prefix, poll_interval_s=0.05)
-        social = SocialConfig(logins_per_hour_max=1_000_000, accounts_per_hour_max=1_000_000)
+        social = SocialConfig(
+            sign_in_failures_per_address_max=1_000_000,
+            sign_in_failures_per_account_address_max=1_000_000,
+            sign_in_failures_per_account_max=1_000_000,
+            accounts_per_hour_max=1_000_000,
+        )
         async with (
             pg_schema() as schema,
             media_env(

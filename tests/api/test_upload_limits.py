@@ -30,7 +30,7 @@ from api.upload_limits import open_staging
 from directory.errors import NoWritableVolume
 from tests.api.conftest import MediaEnv, media_env
 from tests.api.media_files import jpeg_with_gps
-from tests.api.test_media import fetch, live_needles, media_rows
+from tests.api.test_media import fetch_original, live_needles, media_rows
 from tests.conftest import creds
 from tests.directory.conftest import PG_URL, pg_schema
 from transformer.config import MediaConfig
@@ -272,9 +272,7 @@ async def _trickles(env: MediaEnv) -> None:
         await conn.exec_driver_sql('UPDATE tus_uploads SET "offset" = 3000')
     status, headers, body = await tus_patch(env, url, 3000, photo[3000:])
     assert status == 204, body
-    code, _, original = await fetch(
-        (await _media(env, headers["Pinhole-Media-Id"]))["original_url"]
-    )
+    code, _, original = await fetch_original(env, await _media(env, headers["Pinhole-Media-Id"]))
     assert code == 200 and original == photo
     assert env.ctx.staging.used_bytes == 0 and not part.exists()
 
@@ -394,16 +392,12 @@ def test_limits_are_validated() -> None:
 # -- no writable volume -----------------------------------------------------------------------
 
 
-class _TellingNoWritableVolume(NoWritableVolume):
-    retry_after_s = 42.5
-
-
 async def test_no_writable_volume_is_a_503_with_what_the_error_says() -> None:
     async def old(request: web.Request) -> web.Response:
         raise NoWritableVolume("no writable volume took key 1/0")
 
     async def new(request: web.Request) -> web.Response:
-        raise _TellingNoWritableVolume("every volume is full; more are being added")
+        raise NoWritableVolume("every volume is full; more are being added", retry_after_s=42.5)
 
     app = web.Application(middlewares=[error_middleware])
     app.router.add_get("/old", old)

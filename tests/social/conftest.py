@@ -55,11 +55,12 @@ class Client:
             doc = await r.json() if r.content_type == "application/json" else None
             return r.status, doc, r.headers
 
-    async def photo(self, shade: int = 10, *, ready: bool = True) -> str:
-        out = io.BytesIO()
-        Image.new("RGB", (96, 72), (shade, 120, 200)).save(out, "PNG")
+    async def upload(self, data: bytes, filename: str, **fields: str) -> str:
+        """Uploads a file (multipart, with these form fields): the new media's id."""
         form = aiohttp.FormData()
-        form.add_field("file", out.getvalue(), filename="p.png")
+        form.add_field("file", data, filename=filename)
+        for name, value in fields.items():
+            form.add_field(name, value)
         async with (
             aiohttp.ClientSession() as http,
             http.post(
@@ -69,7 +70,12 @@ class Client:
             ) as r,
         ):
             assert r.status == 201, await r.text()
-            media_id = str((await r.json())["media_id"])
+            return str((await r.json())["media_id"])
+
+    async def photo(self, shade: int = 10, *, ready: bool = True) -> str:
+        out = io.BytesIO()
+        Image.new("RGB", (96, 72), (shade, 120, 200)).save(out, "PNG")
+        media_id = await self.upload(out.getvalue(), "p.png")
         if not ready:
             return media_id
         status, doc, _ = await self.call("GET", f"/api/v1/media/{media_id}", wait_s="10")
