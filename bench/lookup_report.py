@@ -113,11 +113,11 @@ def latency_summary(p: Pooled) -> dict[str, Any]:
     }
 
 
-def flood_summary(p: Pooled, idle_directory_cpu_per_s: float) -> dict[str, Any]:
-    """A flood's outcome, the directory's part of it, and its servers' CPU per GET (the
-    directory's less its idle CPU per second: heartbeats and loops)."""
-    directory_s = max(0.0, p.cpu_s["directory"] - idle_directory_cpu_per_s * p.measure_s)
-    return {
+def flood_summary(p: Pooled, idle_directory_cpu_per_s: float, *, alone: bool) -> dict[str, Any]:
+    """A flood's outcome, the directory's part of it, and its servers' CPU; per GET only for
+    a flood run `alone` (otherwise the real reads' CPU is in it too). The directory's CPU per
+    GET is less its idle CPU per second (heartbeats and loops)."""
+    doc = {
         "gets": p.gets,
         "gets_per_s": round(p.per_s()),
         "flood_s": round(p.flood_s, 2),
@@ -126,10 +126,15 @@ def flood_summary(p: Pooled, idle_directory_cpu_per_s: float) -> dict[str, Any]:
         "router_lookup": p.lookup,
         "directory_lookup_loads": p.lookup_loads,
         "server_cpu_s": {g: round(s, 3) for g, s in p.cpu_s.items()},
-        "router_cpu_us_per_get": round(p.cpu_s["router"] * 1e6 / p.gets, 1),
-        "directory_cpu_us_per_get": round(directory_s * 1e6 / p.gets, 1),
-        "cache_stores_cpu_us_per_get": round(p.cpu_s["cache_stores"] * 1e6 / p.gets, 1),
     }
+    if alone:
+        directory_s = max(0.0, p.cpu_s["directory"] - idle_directory_cpu_per_s * p.measure_s)
+        doc.update(
+            router_cpu_us_per_get=round(p.cpu_s["router"] * 1e6 / p.gets, 1),
+            directory_cpu_us_per_get=round(directory_s * 1e6 / p.gets, 1),
+            cache_stores_cpu_us_per_get=round(p.cpu_s["cache_stores"] * 1e6 / p.gets, 1),
+        )
+    return doc
 
 
 def figures_of(phases: list[Phase]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -139,7 +144,8 @@ def figures_of(phases: list[Phase]) -> tuple[dict[str, Any], dict[str, Any]]:
     detail: dict[str, Any] = {k: latency_summary(pools[k]) for k in MEASURED}
     idle_directory_cpu_per_s = idle.cpu_s["directory"] / idle.measure_s
     for k in ("flood", "normal_404_flood", *ALONE):
-        detail.setdefault(k, {}).update(flood_summary(pools[k], idle_directory_cpu_per_s))
+        summary = flood_summary(pools[k], idle_directory_cpu_per_s, alone=k in ALONE)
+        detail.setdefault(k, {}).update(summary)
     detail["idle"].update(
         server_cpu_s={g: round(s, 3) for g, s in idle.cpu_s.items()},
         router_cpu_us_per_read=round(idle.cpu_s["router"] * 1e6 / idle.reads, 1),
