@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= .pinhole
 
-.PHONY: up test lock lint typecheck unit bench-store bench-cluster bench-media bench-feed clean bootstrap
+.PHONY: up test lock lint typecheck unit bench-store bench-cluster bench-lookups bench-media bench-feed clean bootstrap
 
 bootstrap:
 	@scripts/bootstrap
@@ -40,6 +40,10 @@ bench-store: bootstrap
 ## Full cluster benchmark; `pinhole bench cluster --quick` is the CI variant.
 bench-cluster: bootstrap
 	$(BIN)/pinhole bench cluster --json bench/results/cluster.json --plot bench/results/cluster.png
+
+## Full lookup benchmark (unknown volume ids against real photos); `pinhole bench lookups --quick` is the CI variant.
+bench-lookups: bootstrap
+	$(BIN)/pinhole bench lookups --json bench/results/lookups.json --plot bench/results/lookups.png
 
 ## Full media benchmark; `pinhole bench media --quick` is the CI variant.
 bench-media: bootstrap

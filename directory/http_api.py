@@ -280,7 +280,8 @@ async def status_doc(directory: Directory) -> dict[str, Any]:
         "pending_deletes": await deletes.pending_count(directory),
         "pending_repairs": await repairs.pending_count(directory),
         "alerts": alerts(directory, state),
-        "process": directory.statistics(),
+        # What lookups cost the database: the snapshots Directory.lookup_state loaded.
+        "process": {**directory.statistics(), "lookup_loads": directory.lookup_loads},
     }
 
 

@@ -75,6 +75,17 @@ def bench_media(
     main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
 
 
+@bench.command("lookups")
+@_bench_options
+def bench_lookups(
+    quick: bool, json_path: Path | None, work_dir: Path | None, plot_path: Path | None
+) -> None:
+    """A flood of unknown volume ids against real photo latency and the directory's load."""
+    from bench.lookup_bench import main
+
+    main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
+
+
 @bench.command("feed")
 @_bench_options
 @click.option(
