@@ -65,9 +65,10 @@ class DirectoryConfig:
     plan_moves_max: int = 1000
     # Volume lookups (GET /volumes/{vid}, /caches) are answered from a snapshot of the state
     # at most lookup_snapshot_s old, loaded by one request at a time. A volume id above the
-    # snapshot's highest (one created since) reloads it, but at most once per
-    # lookup_reload_s_min: a flood of unknown ids costs at most 1 / lookup_reload_s_min
-    # state loads a second.
+    # snapshot's highest reads the database's highest id (one indexed query, at most once
+    # per lookup_reload_s_min) and reloads the snapshot only when a volume was created
+    # since: a flood of unknown ids costs at most 1 / lookup_reload_s_min cheap queries a
+    # second and no state load.
     lookup_snapshot_s: float = 1.0
     lookup_reload_s_min: float = 0.05
 

@@ -281,7 +281,11 @@ async def status_doc(directory: Directory) -> dict[str, Any]:
         "pending_repairs": await repairs.pending_count(directory),
         "alerts": alerts(directory, state),
         # What lookups cost the database: the snapshots Directory.lookup_state loaded.
-        "process": {**directory.statistics(), "lookup_loads": directory.lookup_loads},
+        "process": {
+            **directory.statistics(),
+            "lookup_loads": directory.lookup_loads,
+            "id_max_checks": directory.id_max_checks,
+        },
     }
 
 

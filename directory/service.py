@@ -26,7 +26,7 @@ from common.credentials import Credentials
 from common.db import Database
 from directory import deletes, growth, health, leases, repairs
 from directory.config import DirectoryConfig
-from directory.state import ClusterState, load_state
+from directory.state import ClusterState, load_state, volume_id_max
 
 LOOPS = ("health", "growth", "deletes", "repairs")
 
@@ -66,6 +66,8 @@ class Directory:
         self._lookup: LookupSnapshot | None = None
         self._lookup_loading: asyncio.Future[LookupSnapshot] | None = None
         self.lookup_loads = 0
+        self.id_max_checks = 0
+        self._id_max_checked = -1e18
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -115,17 +117,23 @@ class Directory:
 
     async def lookup_state(self, *, volume_id: int | None = None) -> LookupSnapshot:
         """The state read-only lookups answer from: a snapshot at most lookup_snapshot_s
-        old, one load at a time for everyone waiting. `volume_id` above the snapshot's
-        highest id (a volume created since) reloads it if it is older than
-        lookup_reload_s_min."""
+        old, one load at a time for everyone waiting. For a `volume_id` above the
+        snapshot's highest id, the highest id in the database is read (one indexed query,
+        at most once per lookup_reload_s_min): only when a volume was created since is the
+        whole state loaded again. A flood of made-up ids thus costs a few cheap queries a
+        second and no state load."""
         now = time.monotonic()
         cached = self._lookup
-        if cached is not None:
-            age = now - cached.loaded_monotonic_s
-            newer = volume_id is not None and volume_id > cached.volume_id_max
-            if age < self.config.lookup_snapshot_s and not (
-                newer and age >= self.config.lookup_reload_s_min
-            ):
+        if cached is not None and now - cached.loaded_monotonic_s < self.config.lookup_snapshot_s:
+            if volume_id is None or volume_id <= cached.volume_id_max:
+                return cached
+            if now - self._id_max_checked < self.config.lookup_reload_s_min:
+                return cached
+            self._id_max_checked = now
+            self.id_max_checks += 1
+            async with self.db.snapshot() as conn:
+                top = await volume_id_max(conn)
+            if top <= cached.volume_id_max:
                 return cached
         loading = self._lookup_loading
         if loading is None:

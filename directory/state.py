@@ -176,6 +176,12 @@ class ClusterState:
         }
 
 
+async def volume_id_max(conn: AsyncConnection) -> int:
+    """The highest logical volume id in the database (0 when none): one indexed read."""
+    top = await conn.scalar(sa.select(sa.func.max(schema.logical_volumes.c.volume_id)))
+    return int(top or 0)
+
+
 async def load_state(conn: AsyncConnection, config: DirectoryConfig, now: float) -> ClusterState:
     state = ClusterState(now=now, config=config)
     for row in await conn.execute(sa.select(schema.nodes)):
