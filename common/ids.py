@@ -86,12 +86,21 @@ def created_unix_ms(id_: int) -> int:
 
 def parse(text: str) -> int:
     """An id from its decimal string, within 0..ID_MAX (2^63 - 1, what a BIGINT holds);
-    ValueError for anything else (sign, spaces, non-ASCII digits, more than ID_DIGITS_MAX
-    digits, a value past ID_MAX). The length is checked before any conversion, so a string
-    of thousands of digits costs nothing."""
-    if not (text.isascii() and text.isdigit()) or len(text) > ID_DIGITS_MAX:
-        raise ValueError("an id is a decimal string of at most 19 digits")
+    ValueError for anything else (see parse_decimal)."""
+    return parse_decimal(text, maximum=ID_MAX, what="an id")
+
+
+def parse_decimal(text: str, *, maximum: int, what: str = "the number") -> int:
+    """A number in canonical decimal, within 0..maximum: ASCII digits only, no sign, no
+    spaces, no leading zero (so every number has one spelling: URLs that caches key on
+    stay unique). ValueError with a message naming `what` for anything else. The length
+    is checked before converting: a string of thousands of digits costs nothing (and
+    int() refuses past 4300 digits)."""
+    if not (text.isascii() and text.isdigit()) or (len(text) > 1 and text[0] == "0"):
+        raise ValueError(f"{what} must be a decimal number without sign or leading zeros")
+    if len(text) > len(str(maximum)):
+        raise ValueError(f"{what} must be at most {maximum}")
     value = int(text)
-    if value > ID_MAX:
-        raise ValueError(f"an id is at most {ID_MAX}")
+    if value > maximum:
+        raise ValueError(f"{what} must be at most {maximum}")
     return value

@@ -50,10 +50,19 @@ def test_compose_and_parse_bounds() -> None:
 def test_parse_stops_at_what_a_bigint_holds() -> None:
     assert ids.ID_MAX == 2**63 - 1
     assert ids.parse("9223372036854775807") == 2**63 - 1
-    assert ids.parse("0009") == 9
-    for bad in ("9223372036854775808", "18446744073709551615", "1" * 20, "9" * 5000):
+    assert ids.parse("0") == 0
+    # One spelling per id: a leading zero, a sign or a space is not an id.
+    for bad in ("0009", "+9", " 9", "9 ", "٩", "9223372036854775808", "18446744073709551615",
+                "1" * 20, "9" * 5000):  # fmt: skip
         with pytest.raises(ValueError):
             ids.parse(bad)
+
+
+def test_parse_decimal_is_canonical_and_bounded() -> None:
+    assert ids.parse_decimal("4294967295", maximum=2**32 - 1) == 2**32 - 1
+    for bad in ("4294967296", "04", "", "-1", "1e3", "9" * 10_000):
+        with pytest.raises(ValueError, match="volume"):
+            ids.parse_decimal(bad, maximum=2**32 - 1, what="volume")
 
 
 def test_ids_made_until_2060_fit_a_bigint() -> None:
