@@ -257,7 +257,7 @@ class LookupBench:
         (the retired ids, the directory's highest id), once lookups see both."""
         from common.db import open_database
         from directory import schema
-        from directory.leases import LOCK
+        from directory.schema import LOCK
         from store.client import StoreClient
 
         directory = self.layout.directory_url

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from common.credentials import Purpose
 from directory import schema
 from directory.errors import VolumeNotFound
-from directory.leases import LOCK
+from directory.schema import LOCK
 from store.client import StoreClient, StoreClientError
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 
 from directory import schema
 from directory.errors import NoCapacity, VolumeCreateFailed
-from directory.leases import LOCK
 from directory.placement import Placement, Unsatisfiable, place
+from directory.schema import LOCK
 from directory.state import ClusterState, VolumeInfo, load_state
 from store.client import StoreClient, StoreClientError
 

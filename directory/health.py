@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from directory import schema
 from directory.errors import BadRequest, VolumeNotFound
-from directory.leases import LOCK
+from directory.schema import LOCK
 
 if TYPE_CHECKING:
     from directory.service import Directory

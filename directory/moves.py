@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from directory import schema
 from directory.errors import BadRequest, Conflict, NodeNotFound, NotFound, VolumeNotFound
-from directory.leases import LOCK
 from directory.placement import Placement, Unsatisfiable, loose_targets, place, plan_balance
+from directory.schema import LOCK
 from directory.state import ClusterState
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from directory import schema
 from directory.errors import BadRequest
-from directory.leases import LOCK
 from directory.placement import parse_failure_domain
+from directory.schema import LOCK
 from directory.state import ClusterState
 
 if TYPE_CHECKING:

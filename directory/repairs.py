@@ -25,8 +25,8 @@ from common.credentials import Purpose
 from directory import schema
 from directory.deletes import ERROR_CHARS_MAX, backoff_s
 from directory.errors import BadRequest, VolumeNotFound
-from directory.leases import LOCK
 from directory.registry import NODE_ID_CHARS_MAX, VOLUME_ID_MAX
+from directory.schema import LOCK
 from directory.state import ClusterState
 from store.client import needle_path
 

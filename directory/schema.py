@@ -11,11 +11,16 @@ from __future__ import annotations
 from typing import Final
 
 import sqlalchemy as sa
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
 from common.db import Migration
+from common.jobs import schema as job_schema
 
 COMPONENT: Final = "directory"
+# The directory's write lock (common/db.py): every transaction on its tables takes it.
+LOCK: Final = "directory"
+# The prefix of the directory loops' lease names in the job framework's lease table.
+LEASE_PREFIX: Final = "directory."
 
 metadata = sa.MetaData()
 
@@ -97,7 +102,9 @@ repairs = sa.Table(
     sa.Column("last_error", sa.String(500), nullable=True),
 )
 
-leases = sa.Table(
+# The loops' leases until migration 2 moved them to the job framework's lease table
+# (common/jobs/schema.py); kept for the migrations that create and empty it.
+_leases_v1 = sa.Table(
     "directory_leases",
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
@@ -112,10 +119,24 @@ _indexes = (
     sa.Index("directory_repairs_due", repairs.c.state, repairs.c.next_try_unix_s),
 )
 
+
+def _move_leases() -> list[sa.Executable]:
+    """Migration 2: the loops' leases into the framework's lease table (named with
+    LEASE_PREFIX), then the old table dropped."""
+    old = _leases_v1.c
+    moved = sa.select(LEASE_PREFIX + old.name, old.holder, old.expires_unix_s)
+    return [
+        *job_schema.leases_create_steps(),
+        job_schema.leases.insert().from_select(["name", "holder", "expires_unix_s"], moved),
+        DropTable(_leases_v1),
+    ]
+
+
 MIGRATIONS: Final = (
     Migration(
         1,
         "nodes, logical volumes, replicas, pending deletes, repairs, leases",
         [CreateTable(t) for t in metadata.sorted_tables] + [CreateIndex(i) for i in _indexes],
     ),
+    Migration(2, "the loops' leases move to the job framework's table", _move_leases()),
 )

@@ -1,9 +1,9 @@
 """The Directory: the database, the HTTP session to nodes, and the background loops.
 
-Each loop (health, growth, deletes, repairs) runs every health_interval_s in the process
-that holds its lease (directory/leases.py). The lease is renewed while a pass runs; a
-process that loses it cancels its pass. Everything a pass does is idempotent, so a pass
-cut short leaves nothing to clean up.
+Each loop (health, growth, deletes, repairs) is a `LeasedLoop` (common/jobs/lease.py): it
+runs every health_interval_s in the process that holds its lease, renewed while a pass
+runs; a process that loses it cancels its pass. Everything a pass does is idempotent, so a
+pass cut short leaves nothing to clean up.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import aiohttp
 
 from common.credentials import Credentials
 from common.db import Database
-from directory import deletes, growth, health, leases, repairs
+from common.jobs import Clock, LeasedLoop, SystemClock
+from directory import deletes, growth, health, repairs
 from directory.config import DirectoryConfig
+from directory.schema import LEASE_PREFIX
 from directory.state import ClusterState, load_state, volume_id_max
 
 LOOPS = ("health", "growth", "deletes", "repairs")
@@ -46,8 +48,16 @@ LOOP_STOP_S_MAX = 5.0
 
 
 class Directory:
-    def __init__(self, config: DirectoryConfig, db: Database, *, credentials: Credentials) -> None:
+    def __init__(
+        self,
+        config: DirectoryConfig,
+        db: Database,
+        *,
+        credentials: Credentials,
+        clock: Clock | None = None,
+    ) -> None:
         self.config = config
+        self.clock: Clock = clock or SystemClock()
         self.db = db
         # Sent to stores and caches (deletes, repairs, volume orders); checked on requests.
         self.credentials = credentials
@@ -62,6 +72,7 @@ class Directory:
         self.nodes_seen_alive: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.loops: dict[str, LeasedLoop] = {}
         self._stopping = asyncio.Event()
         self._lookup: LookupSnapshot | None = None
         self._lookup_loading: asyncio.Future[LookupSnapshot] | None = None
@@ -87,26 +98,42 @@ class Directory:
                 "repairs": repairs.repair_pass,
             }
             for name in LOOPS:
+                loop = self._leased_loop(name, passes[name])
+                self.loops[name] = loop
                 self._tasks.append(
-                    asyncio.create_task(self._loop(name, passes[name]), name=f"directory-{name}")
+                    asyncio.create_task(loop.run(self._stopping), name=f"directory-{name}")
                 )
+
+    def _leased_loop(
+        self, name: str, one_pass: Callable[[Directory], Coroutine[Any, Any, None]]
+    ) -> LeasedLoop:
+        def record(started: float, finished: float) -> None:
+            self.passes[name] += 1
+            self.pass_log.append((name, started, finished))
+
+        return LeasedLoop(
+            self.db,
+            LEASE_PREFIX + name,
+            lambda: one_pass(self),
+            holder=self.holder,
+            lease_s=self.config.lease_s,
+            interval_s=self.config.health_interval_s,
+            clock=self.clock,
+            on_pass=record,
+            stop_s_max=LOOP_STOP_S_MAX,
+        )
 
     async def close(self) -> None:
         """Stops the loops: each ends after its current pass (at most LOOP_STOP_S_MAX),
-        then what still runs is cancelled. A pass cancelled inside a transaction leaves
-        its connection to the driver's forced close, which can stall on SQLite."""
+        then what still runs is cancelled (a pass cancelled inside a transaction leaves
+        its connection to the driver's forced close, which can stall on SQLite), and each
+        releases its lease."""
         self._stopping.set()
-        if self._tasks:
-            _, running = await asyncio.wait(self._tasks, timeout=LOOP_STOP_S_MAX)
-            for task in running:
-                task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for name in LOOPS:
-            with contextlib.suppress(Exception):
-                await leases.release(self.db, name, self.holder)
+        self.loops.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -162,50 +189,6 @@ class Directory:
     def clear_alert(self, name: str) -> None:
         if self.alerts.pop(name, None) is not None:
             self.log.info("alert %s cleared", name)
-
-    # -- loops -----------------------------------------------------------------------------
-
-    async def _loop(
-        self, name: str, one_pass: Callable[[Directory], Coroutine[Any, Any, None]]
-    ) -> None:
-        interval = self.config.health_interval_s
-        while not self._stopping.is_set():
-            try:
-                started = await self._pass_under_lease(name, one_pass)
-                if started is not None:
-                    self.passes[name] += 1
-                    self.pass_log.append((name, started, time.monotonic()))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.log.exception("directory %s loop pass failed", name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), interval)
-
-    async def _pass_under_lease(
-        self, name: str, one_pass: Callable[[Directory], Coroutine[Any, Any, None]]
-    ) -> float | None:
-        """Runs one pass if this process holds (or takes) the lease: the pass's start
-        (time.monotonic()) when it ran to the end, None otherwise."""
-        lease_s = self.config.lease_s
-        if not await leases.acquire(self.db, name, self.holder, lease_s):
-            return None
-        started = time.monotonic()
-        task = asyncio.create_task(one_pass(self))
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=lease_s / 4)
-                if done:
-                    task.result()
-                    return started
-                if not await leases.acquire(self.db, name, self.holder, lease_s):
-                    self.log.warning("lost the %s lease during a pass; stopping it", name)
-                    return None
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
     def statistics(self) -> dict[str, Any]:
         return {

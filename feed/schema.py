@@ -1,22 +1,23 @@
-"""The feed's one table: durable fan-out jobs (docs/formats/social-schema.md).
-
-A `publish` job is inserted in the transaction that records its post, a `retract` job in
-the one that deletes it (BRIEF §4), so no acknowledged post misses its fan-out."""
+"""The feed's migrations: its fan-out jobs live in the job framework's table
+(common/jobs/schema.py) since migration 2, which moved the rows of the feed's own table
+(`feed_jobs`, kept here for the migrations that create and empty it)."""
 
 from __future__ import annotations
 
 from typing import Final
 
 import sqlalchemy as sa
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
 from common.db import Migration
+from common.jobs import schema as job_schema
+from feed.config import FeedConfig
 
 COMPONENT: Final = "feed"
 
 metadata = sa.MetaData()
 
-jobs = sa.Table(
+_feed_jobs_v1 = sa.Table(
     "feed_jobs",
     metadata,
     sa.Column("job_id", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -34,12 +35,52 @@ jobs = sa.Table(
     sa.UniqueConstraint("kind", "post_id", name="feed_jobs_post"),
 )
 
-_indexes = (sa.Index("feed_jobs_claim", jobs.c.state, jobs.c.run_after_unix_s, jobs.c.job_id),)
+_indexes = (
+    sa.Index(
+        "feed_jobs_claim",
+        _feed_jobs_v1.c.state,
+        _feed_jobs_v1.c.run_after_unix_s,
+        _feed_jobs_v1.c.job_id,
+    ),
+)
+
+
+def _move_feed_jobs() -> list[sa.Executable]:
+    """Migration 2: the fan-out jobs into the framework's table (queue "feed", the author
+    as owner, "kind:post" as dedupe key, no priority or weight: claimed due first), then
+    the old table dropped. The attempt budget is the feed's default."""
+    old = _feed_jobs_v1.c
+    moved = sa.select(
+        old.job_id,
+        sa.literal("feed", sa.String),
+        old.kind,
+        old.post_id,
+        old.author_id,
+        old.kind + ":" + sa.cast(old.post_id, sa.String(100)),
+        sa.literal(0, sa.Integer),
+        sa.literal(0, sa.BigInteger),
+        old.state,
+        old.attempts,
+        sa.literal(FeedConfig().attempts_max, sa.Integer),
+        old.run_after_unix_s,
+        old.lease_owner,
+        old.lease_expires_unix_s,
+        old.last_error,
+        old.created_unix_s,
+        old.updated_unix_s,
+    )
+    return [
+        *job_schema.jobs_create_steps(),
+        job_schema.jobs.insert().from_select(list(job_schema.jobs.c.keys()), moved),
+        DropTable(_feed_jobs_v1),
+    ]
+
 
 MIGRATIONS: Final = (
     Migration(
         1,
         "feed jobs",
-        [CreateTable(t) for t in metadata.sorted_tables] + [CreateIndex(i) for i in _indexes],
+        [CreateTable(_feed_jobs_v1), *(CreateIndex(i) for i in _indexes)],
     ),
+    Migration(2, "fan-out jobs move to the job framework's table", _move_feed_jobs()),
 )

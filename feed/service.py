@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
+from common.jobs import Job
 from common.quickread import placeholders
 from feed import jobs
 from feed.config import FeedConfig
@@ -93,11 +94,12 @@ class Feed:
         )
         self.wake.set()
 
-    async def run_job(self, job: jobs.Job) -> float | None:
+    async def run_job(self, job: Job) -> float | None:
         """Runs one job; returns a delay when it must wait for media, else None (done)."""
-        if job.kind == "publish":
-            return await self._publish(job.post_id, job.author_id)
-        await self._retract(job.post_id, job.author_id)
+        assert job.owner_id is not None, "a fan-out job names its post's author"
+        if job.kind == jobs.PUBLISH.name:
+            return await self._publish(job.subject_id, job.owner_id)
+        await self._retract(job.subject_id, job.owner_id)
         return None
 
     async def _publish(self, post_id: int, author_id: int) -> float | None:

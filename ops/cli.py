@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ops.bench_cmds import bench
-from ops.feed_cmds import feed_group
-from ops.media_cmds import api, jobs_group, worker
+from ops.jobs_cmds import jobs_group
+from ops.media_cmds import api, worker
 from ops.service_cmds import cache, directory, router
 from ops.store_cmds import store
 from ops.up_cmds import down, status, up
@@ -41,7 +41,6 @@ main.add_command(bench)
 main.add_command(api)
 main.add_command(worker)
 main.add_command(jobs_group)
-main.add_command(feed_group)
 
 if __name__ == "__main__":
     main()

@@ -1,8 +1,7 @@
-"""`pinhole api serve`, `pinhole worker serve` and `pinhole jobs list | retry | dead`.
+"""`pinhole api serve` and `pinhole worker serve` (the job commands: ops/jobs_cmds.py).
 
 The API reads [api] and [media] of pinhole.toml, a worker [media]; options override single
-keys. The jobs commands open the media database directly (the one in [media], or
---media-data / --database-url), so they work while the API and workers run.
+keys.
 """
 
 from __future__ import annotations
@@ -18,21 +17,16 @@ from aiohttp import web
 
 from common.config import ConfigError
 from common.credentials import Credentials
-from common.db import Database, migrate, open_database
 from common.signals import stop_event
 from ops.cli_support import (
-    DEFAULT_ROOT,
     EXIT_USAGE,
     CliError,
     credentials_options,
-    emit_json,
     load_config,
     run,
     service_credentials,
     setup_logging,
-    table,
 )
-from transformer import jobs, schema
 from transformer.config import MediaConfig, media_config
 
 
@@ -235,131 +229,3 @@ async def _health_endpoint(
         yield
     finally:
         await runner.cleanup()
-
-
-# -- jobs -----------------------------------------------------------------------------------
-
-
-@click.group("jobs")
-def jobs_group() -> None:
-    """The media job queue: list jobs, see the dead letters, retry them."""
-
-
-async def _open(media: MediaConfig) -> Database:
-    if not media.database_url and not (media.data_dir / "media.sqlite3").exists():
-        raise CliError(f"no media database in {media.data_dir} (is --media-data right?)")
-    db = await open_database(media.database, schema=media.database_schema or None)
-    await migrate(db, schema.COMPONENT, schema.MIGRATIONS)
-    return db
-
-
-def _rows(listed: list[jobs.Job]) -> list[list[str]]:
-    now = time.time()
-    return [
-        [
-            str(j.job_id),
-            j.kind,
-            j.state,
-            f"{j.attempts}/{j.attempts_max}",
-            str(j.size_bytes),
-            f"{max(0.0, j.run_after_unix_s - now):.0f}s" if j.state == "queued" else "",
-            (j.last_error or "")[:60],
-        ]
-        for j in listed
-    ]
-
-
-_HEADERS = ["job", "kind", "state", "attempts", "bytes", "runs in", "last error"]
-
-
-def _list(ctx: click.Context, state: str | None, limit: int, json_output: bool) -> None:
-    media = _media_config(ctx, {"data_dir": ctx.obj.get("media_data")})
-
-    async def go() -> tuple[list[jobs.Job], dict[str, int]]:
-        db = await _open(media)
-        try:
-            return await jobs.listing(db, state=state, limit=limit), await jobs.counts(db)
-        finally:
-            await db.close()
-
-    listed, counts = run(go())
-    if json_output:
-        emit_json({"counts": counts, "jobs": [j.as_json() for j in listed]})
-        return
-    click.echo("  ".join(f"{k} {v}" for k, v in counts.items()))
-    if listed:
-        click.echo(table(_rows(listed), _HEADERS))
-
-
-def _media_data_option(f: Any) -> Any:
-    return click.option(
-        "--media-data",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=DEFAULT_ROOT / "media",
-        show_default=True,
-        help="Where the media database lives.",
-    )(f)
-
-
-@jobs_group.command("list")
-@click.option("--state", type=click.Choice(jobs.STATES), help="Only jobs in this state.")
-@click.option("--limit", type=click.IntRange(1, jobs.LIST_ROWS_MAX), default=50, show_default=True)
-@click.option("--json", "json_output", is_flag=True, help="Print JSON.")
-@_media_data_option
-@click.pass_context
-def jobs_list(
-    ctx: click.Context, state: str | None, limit: int, json_output: bool, media_data: Path
-) -> None:
-    """Jobs, newest first, with the count in each state."""
-    ctx.obj["media_data"] = str(media_data)
-    _list(ctx, state, limit, json_output)
-
-
-@jobs_group.command("dead")
-@click.option("--limit", type=click.IntRange(1, jobs.LIST_ROWS_MAX), default=50, show_default=True)
-@click.option("--json", "json_output", is_flag=True, help="Print JSON.")
-@_media_data_option
-@click.pass_context
-def jobs_dead(ctx: click.Context, limit: int, json_output: bool, media_data: Path) -> None:
-    """The dead letters: jobs that failed their last attempt, with their last error."""
-    ctx.obj["media_data"] = str(media_data)
-    _list(ctx, "dead", limit, json_output)
-
-
-@jobs_group.command("retry")
-@click.argument("job_ids", nargs=-1)
-@click.option("--all-dead", is_flag=True, help="Retry every dead job.")
-@click.option("--json", "json_output", is_flag=True, help="Print JSON.")
-@_media_data_option
-@click.pass_context
-def jobs_retry(
-    ctx: click.Context,
-    job_ids: tuple[str, ...],
-    all_dead: bool,
-    json_output: bool,
-    media_data: Path,
-) -> None:
-    """Put dead jobs back in the queue with a fresh attempt budget."""
-    if bool(job_ids) == all_dead:
-        raise CliError("give job ids or --all-dead (not both)", EXIT_USAGE)
-    try:
-        wanted = [int(j) for j in job_ids] if job_ids else None
-    except ValueError:
-        raise CliError("job ids are decimal numbers", EXIT_USAGE) from None
-    media = _media_config(ctx, {"data_dir": str(media_data)})
-
-    async def go() -> list[int]:
-        db = await _open(media)
-        try:
-            return await jobs.retry(db, wanted)
-        finally:
-            await db.close()
-
-    requeued = run(go())
-    missing = sorted(set(wanted or []) - set(requeued))
-    if json_output:
-        emit_json({"requeued": [str(j) for j in requeued], "not_dead": [str(j) for j in missing]})
-    else:
-        click.echo(f"requeued {len(requeued)} job(s)")
-    if missing:
-        raise CliError(f"not dead (or unknown): {', '.join(str(j) for j in missing)}")

@@ -37,14 +37,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
+from common.jobs import JobState
+from common.jobs.schema import jobs as jobs_table
 from common.photo import Format, alt_key, photo_path
 from transformer import jobs, media_store
 from transformer import variants as v
 from transformer.media_store import VariantRow
-from transformer.schema import jobs as jobs_table
 from transformer.schema import media, needle_deletes, rekey_variants, variants
 
-KIND: Final = "rekey"
+KIND: Final = jobs.REKEY.name
 DRAIN_BATCH_MAX: Final = 500
 
 
@@ -61,17 +62,18 @@ async def request(conn: AsyncConnection, media_ids: Iterable[int], *, now: float
     result = await conn.execute(
         jobs_table.update()
         .where(
-            jobs_table.c.media_id.in_(ready),
+            jobs_table.c.queue == jobs.QUEUE,
+            jobs_table.c.subject_id.in_(ready),
             # A done job (the ladder, or an earlier re-key) or a dead re-key.
             sa.or_(
-                jobs_table.c.state == "done",
-                sa.and_(jobs_table.c.state == "dead", jobs_table.c.kind == KIND),
+                jobs_table.c.state == JobState.DONE,
+                sa.and_(jobs_table.c.state == JobState.DEAD, jobs_table.c.kind == KIND),
             ),
         )
         .values(
             kind=KIND,
-            lane=jobs.LANES[KIND],
-            state="queued",
+            priority=jobs.REKEY.priority,
+            state=JobState.QUEUED,
             attempts=0,
             run_after_unix_s=now,
             last_error=None,

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
 from common.db import Migration
+from common.jobs import schema as job_schema
 
 COMPONENT: Final = "media"
 
@@ -96,7 +97,9 @@ needle_deletes = sa.Table(
     sa.Column("created_unix_s", sa.Float, nullable=False),
 )
 
-jobs = sa.Table(
+# The media queue's table until migration 3 moved its rows to the job framework's table
+# (common/jobs/schema.py); kept for the migrations that create and empty it.
+_media_jobs_v1 = sa.Table(
     "media_jobs",
     metadata,
     sa.Column("job_id", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -119,8 +122,45 @@ jobs = sa.Table(
 _indexes = (
     sa.Index("media_owner", media.c.owner_id, media.c.media_id),
     sa.Index("media_expiry", media.c.status, media.c.expires_unix_s),
-    sa.Index("media_jobs_claim", jobs.c.state, jobs.c.lane, jobs.c.size_bytes, jobs.c.job_id),
+    sa.Index(
+        "media_jobs_claim",
+        _media_jobs_v1.c.state,
+        _media_jobs_v1.c.lane,
+        _media_jobs_v1.c.size_bytes,
+        _media_jobs_v1.c.job_id,
+    ),
 )
+
+
+def _move_media_jobs() -> list[sa.Executable]:
+    """Migration 3: the media jobs into the framework's table (queue "media", lane as
+    priority, size as weight, the media id as dedupe key), then the old table dropped."""
+    old = _media_jobs_v1.c
+    moved = sa.select(
+        old.job_id,
+        sa.literal("media", sa.String),
+        old.kind,
+        old.media_id,
+        sa.null(),
+        sa.cast(old.media_id, sa.String(100)),
+        old.lane,
+        old.size_bytes,
+        old.state,
+        old.attempts,
+        old.attempts_max,
+        old.run_after_unix_s,
+        old.lease_owner,
+        old.lease_expires_unix_s,
+        old.last_error,
+        old.created_unix_s,
+        old.updated_unix_s,
+    )
+    return [
+        *job_schema.jobs_create_steps(),
+        job_schema.jobs.insert().from_select(list(job_schema.jobs.c.keys()), moved),
+        DropTable(_media_jobs_v1),
+    ]
+
 
 MIGRATIONS: Final = (
     Migration(
@@ -129,7 +169,7 @@ MIGRATIONS: Final = (
         [
             CreateTable(sa.Table("media", sa.MetaData(), *_media_v1_columns())),
             CreateTable(variants),
-            CreateTable(jobs),
+            CreateTable(_media_jobs_v1),
         ]
         + [CreateIndex(i) for i in _indexes],
     ),
@@ -143,4 +183,5 @@ MIGRATIONS: Final = (
             CreateTable(needle_deletes),
         ],
     ),
+    Migration(3, "media jobs move to the job framework's table", _move_media_jobs()),
 )

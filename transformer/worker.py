@@ -16,16 +16,18 @@ A job, idempotent from start to end so that it can run again after any crash:
    before it leaves the media processing, and the job's lease runs out, so another attempt
    starts over. If the media expired meanwhile, what the job wrote is deleted again.
 
-Failures back off and dead-letter (transformer/jobs.py). Expired media are swept here too.
+Jobs run on the job framework's runner (common/jobs/runner.py), which renews the lease
+while a job runs, backs failures off and dead-letters them (transformer/jobs.py).
+Expired media are swept here too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import shutil
 import time
@@ -37,6 +39,7 @@ import aiohttp
 
 from common.credentials import Credentials, Purpose
 from common.db import Database, migrate, open_database
+from common.jobs import Clock, Job, JobLease, JobRunner, JobStore
 from common.photo import EXTENSIONS, Format, alt_key, photo_path
 from directory.writer import BlobWriter
 from transformer import jobs, media_store, rekey, schema
@@ -58,10 +61,6 @@ READ_TIMEOUT_S: Final = 120.0
 DOWNLOAD_CHUNK_BYTES: Final = 1 << 20
 
 
-class LeaseLost(Exception):
-    """Another worker took the job over (this one was too slow to renew): stop."""
-
-
 class Worker:
     def __init__(
         self,
@@ -72,6 +71,7 @@ class Worker:
         *,
         credentials: Credentials,
         name: str,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.db = db
@@ -79,91 +79,71 @@ class Worker:
         self.http = http
         self.name = name
         self._read_headers = {"Via": VIA, "Authorization": credentials.header(Purpose.READ)}
-        self.jobs_done = 0
-        self.jobs_failed = 0
-        self._last_expiry = 0.0
+        self.store = JobStore(db, clock=clock)
+        policy = jobs.retry_policy(config)
+        self.runner = JobRunner(
+            self.store,
+            dict.fromkeys(jobs.KINDS, self._process),
+            queues=[jobs.QUEUE],
+            worker=name,
+            lease_s=config.lease_s,
+            policies=dict.fromkeys(jobs.KINDS, policy),
+            after_job=self._after_job,
+        )
+        self._last_expiry = -math.inf
+
+    @property
+    def jobs_done(self) -> int:
+        return self.runner.statistics.done
+
+    @property
+    def jobs_failed(self) -> int:
+        return self.runner.statistics.failed
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Claims and runs jobs until `stop` is set; sweeps expired media between jobs."""
-        idle_s = self.config.poll_interval_s
-        while not stop.is_set():
-            if time.monotonic() - self._last_expiry >= self.config.expire_interval_s:
-                self._last_expiry = time.monotonic()
-                try:
-                    await self.expire_once()
-                except Exception:
-                    log.exception("expiry pass failed")
-            job = await jobs.claim(self.db, worker=self.name, lease_s=self.config.lease_s)
-            if job is None:
-                # Idle: look again soon, then less often (an idle worker costs little).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), idle_s)
-                idle_s = min(idle_s * 1.5, self.config.poll_interval_s_max)
-                continue
-            idle_s = self.config.poll_interval_s
-            await self.run_job(job)
-            if job.kind == rekey.KIND:
-                # The old needles' deletes, at once (outside the job: its lease is over).
-                try:
-                    await self.drain_deletes()
-                except Exception:
-                    log.exception("draining needle deletes failed; the expiry pass retries")
+        """Claims and runs jobs until `stop` is set; sweeps expired media between jobs.
+        Idle, it looks again after poll_interval_s, then less often (an idle worker costs
+        little), up to poll_interval_s_max."""
+        await self.runner.run(
+            stop,
+            idle_s=self.config.poll_interval_s,
+            idle_s_max=self.config.poll_interval_s_max,
+            between_jobs=self._expire_when_due,
+        )
 
-    async def run_job(self, job: jobs.Job) -> None:
-        renewing = asyncio.create_task(self._renew(job))
-        work = asyncio.create_task(self._process(job))
-        try:
-            done, _ = await asyncio.wait({renewing, work}, return_when=asyncio.FIRST_COMPLETED)
-            if renewing in done:  # the lease is lost: abandon the work
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await work
-                log.warning("job %d: lease lost, abandoned", job.job_id)
-                return
-            work.result()
-            self.jobs_done += 1
-            log.info("job %d (%s) done, attempt %d", job.job_id, job.kind, job.attempts)
-        except Exception as e:
-            self.jobs_failed += 1
-            reason = f"{type(e).__name__}: {e}"
-            state = await jobs.fail(
-                self.db,
-                job,
-                worker=self.name,
-                error=reason,
-                base_s=self.config.backoff_s_base,
-                max_s=self.config.backoff_s_max,
-            )
-            log.warning(
-                "job %d attempt %d failed (%s): %s", job.job_id, job.attempts, state, reason
-            )
-        finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LeaseLost):
-                await renewing
+    async def run_job(self, job: Job) -> None:
+        await self.runner.run_job(job)
 
-    async def _renew(self, job: jobs.Job) -> None:
-        while True:
-            await asyncio.sleep(self.config.lease_s / 3)
-            if not await jobs.renew(self.db, job, worker=self.name, lease_s=self.config.lease_s):
-                raise LeaseLost(str(job.job_id))
+    async def _expire_when_due(self) -> None:
+        if time.monotonic() - self._last_expiry >= self.config.expire_interval_s:
+            self._last_expiry = time.monotonic()
+            await self.expire_once()
 
-    async def _process(self, job: jobs.Job) -> None:
-        got = await media_store.get(self.db, job.media_id)
+    async def _after_job(self, job: Job) -> None:
+        if job.kind == jobs.REKEY.name:
+            # The old needles' deletes, at once (outside the job: its lease is over).
+            try:
+                await self.drain_deletes()
+            except Exception:
+                log.exception("draining needle deletes failed; the expiry pass retries")
+
+    async def _process(self, lease: JobLease) -> None:
+        job = lease.job
+        got = await media_store.get(self.db, job.subject_id)
         if got is None:
-            raise TranscodeFailed(f"media {job.media_id} has no row")
+            raise TranscodeFailed(f"media {job.subject_id} has no row")
         row, rows = got
-        if job.kind == rekey.KIND:
-            await self._rekey(job, row, rows)
+        if job.kind == jobs.REKEY.name:
+            await self._rekey(lease, row, rows)
             return
         if row.status != "processing":
-            await self._finish(job, row, publish=None)
+            await self._finish(lease, row, publish=None)
             return
         original = next(r for r in rows if r.rendition == v.ORIGINAL)
-        if job.kind == "photo":
-            await self._photo(job, row, original)
+        if job.kind == jobs.PHOTO.name:
+            await self._photo(lease, row, original)
         else:
-            await self._video(job, row, original)
+            await self._video(lease, row, original)
 
     # -- reading and writing -------------------------------------------------------------
 
@@ -226,7 +206,7 @@ class Worker:
     # -- photo ----------------------------------------------------------------------------
 
     async def _photo(
-        self, job: jobs.Job, row: media_store.MediaRow, original: media_store.VariantRow
+        self, lease: JobLease, row: media_store.MediaRow, original: media_store.VariantRow
     ) -> None:
         data = await self._read_original(row, original, None)
         loop = asyncio.get_running_loop()
@@ -248,7 +228,7 @@ class Worker:
             ]
         )
         await self._finish(
-            job,
+            lease,
             row,
             publish={
                 "width": ladder.width,
@@ -260,9 +240,9 @@ class Worker:
     # -- video ----------------------------------------------------------------------------
 
     async def _video(
-        self, job: jobs.Job, row: media_store.MediaRow, original: media_store.VariantRow
+        self, lease: JobLease, row: media_store.MediaRow, original: media_store.VariantRow
     ) -> None:
-        work = self.config.work_dir / f"job-{job.job_id}-{os.getpid()}"
+        work = self.config.work_dir / f"job-{lease.job.job_id}-{os.getpid()}"
         await asyncio.to_thread(shutil.rmtree, work, True)
         await asyncio.to_thread(work.mkdir, parents=True)
         try:
@@ -329,7 +309,7 @@ class Worker:
             )
             placeholder = await asyncio.to_thread(_placeholder_of, ladder.poster_jpeg)
             await self._finish(
-                job,
+                lease,
                 row,
                 publish={
                     "width": info.width,
@@ -359,12 +339,11 @@ class Worker:
     # -- publishing and expiry ------------------------------------------------------------
 
     async def _finish(
-        self, job: jobs.Job, row: media_store.MediaRow, *, publish: dict[str, Any] | None
+        self, lease: JobLease, row: media_store.MediaRow, *, publish: dict[str, Any] | None
     ) -> None:
         published = False
         async with self.db.transaction(lock=jobs.LOCK) as conn:
-            if not await jobs.finish(conn, job, worker=self.name):
-                raise LeaseLost(str(job.job_id))
+            await lease.finish_in(conn)
             if publish is not None:
                 published = await media_store.publish(conn, row.media_id, **publish)
         if publish is not None and not published:
@@ -381,7 +360,7 @@ class Worker:
     # -- re-keys (transformer/rekey.py) ----------------------------------------------------
 
     async def _rekey(
-        self, job: jobs.Job, row: media_store.MediaRow, rows: list[media_store.VariantRow]
+        self, lease: JobLease, row: media_store.MediaRow, rows: list[media_store.VariantRow]
     ) -> None:
         """Rewrites the published variants under a new cookie, then swaps in one transaction
         with the job's completion; the old needles' deletes go out through the outbox."""
@@ -410,8 +389,7 @@ class Worker:
                 new.append(written)
                 moved[old_path] = rekey.url_path(written, row.media_id, new_cookie)
         async with self.db.transaction(lock=jobs.LOCK) as conn:
-            if not await jobs.finish(conn, job, worker=self.name):
-                raise LeaseLost(str(job.job_id))
+            await lease.finish_in(conn)
             swapped = await rekey.swap(conn, row.media_id, old, new)
         log.info(
             "media %d re-keyed (%d variants)%s",

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
+from common.jobs import JobStore
 from tests.api.conftest import MediaEnv, media_env
 from tests.api.media_files import SECRET_PLACE, jpeg_with_gps, video_with_location
 from tests.api.test_media import (
@@ -222,4 +223,5 @@ async def test_unattached_media_expire_and_their_needles_are_deleted(tmp_path: P
             return live_needles(env) == 0
 
         await eventually(no_needles, timeout_s=20, what="every replica's needles to go")
-        assert await jobs.counts(env.ctx.db) == {"queued": 0, "running": 0, "done": 1, "dead": 0}
+        stats = await JobStore(env.ctx.db).statistics(jobs.QUEUE)
+        assert stats.as_json() == {"queued": 0, "running": 0, "done": 1, "dead": 0}

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from common.credentials import Purpose
+from common.jobs import JobStore
 from common.photo import ORIGINAL_RENDITION, parse_photo_path, photo_path
 from tests.api.conftest import media_env
 from tests.api.media_files import jpeg_with_gps, video_with_location
@@ -175,7 +176,8 @@ async def test_turning_private_rekeys_and_kills_the_public_urls(tmp_path: Path) 
             return live_needles(env) == needles_before
 
         await eventually(old_needles_gone, timeout_s=30, what="the old needles' deletes")
-        assert await jobs.counts(env.ctx.db) == {"queued": 0, "running": 0, "done": 1, "dead": 0}
+        stats = await JobStore(env.ctx.db).statistics(jobs.QUEUE)
+        assert stats.as_json() == {"queued": 0, "running": 0, "done": 1, "dead": 0}
         # A second switch back and forth re-keys again and leaves everything working.
         assert (await owner.call("PATCH", "/api/v1/accounts/me", {"is_private": False}))[0] == 200
         status, public_again = await _post_url(fan, post["post_id"])

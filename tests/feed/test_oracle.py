@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.ids import IdGenerator
+from common.jobs import JobState, JobStore
 from feed import jobs
 from feed.config import FeedConfig
 from feed.cursor import Cursor
@@ -112,7 +113,7 @@ async def run_program(
             for viewer in ids:
                 got = await read_all(feed, viewer, page_size)
                 assert got == model.expected(viewer), (viewer, got, model.expected(viewer))
-            assert (await jobs.counts(db)).get("dead", 0) == 0
+            assert (await JobStore(db).statistics(jobs.QUEUE)).counts[JobState.DEAD] == 0
 
 
 async def apply(kind, a, b, y, db, feed, runner, id_gen, social, model) -> None:  # type: ignore[no-untyped-def]
