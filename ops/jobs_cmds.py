@@ -43,7 +43,7 @@ def _common_options(f: Any) -> Any:
         [
             click.option(
                 "--queue",
-                type=click.Choice(QUEUE_CHOICES),
+                metavar="|".join(QUEUE_CHOICES),
                 default=admin.ALL_QUEUES,
                 show_default=True,
                 help="Which queue.",

@@ -152,7 +152,11 @@ class JobRunner:
                 reason,
             )
         finally:
-            renewing.cancel()
+            # Cancelled itself (a stop past its bound): the handler goes too.
+            for task in (work, renewing):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
             with contextlib.suppress(asyncio.CancelledError, LeaseLost):
                 await renewing
             if self.after_job is not None:

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from common.jobs import JobStore
+from common.jobs import schema as job_schema
 from tests.api.conftest import MediaEnv, media_env
 from tests.api.media_files import SECRET_PLACE, jpeg_with_gps, video_with_location
 from tests.api.test_media import (
@@ -51,7 +52,10 @@ async def job_row(env: MediaEnv, media_id: str) -> Any:
     async with env.ctx.db.snapshot() as conn:
         return (
             await conn.execute(
-                sa.select(schema.jobs).where(schema.jobs.c.media_id == int(media_id))
+                sa.select(job_schema.jobs).where(
+                    job_schema.jobs.c.queue == jobs.QUEUE,
+                    job_schema.jobs.c.subject_id == int(media_id),
+                )
             )
         ).one()
 
@@ -172,9 +176,9 @@ async def test_dead_letters_are_listed_and_retried_by_the_jobs_commands(tmp_path
         p = await asyncio.to_thread(pinhole, "jobs", "dead", "--json", "--media-data", media_data)
         assert p.returncode == 0, p.stderr
         listed = json.loads(p.stdout)
-        assert [j["media_id"] for j in listed["jobs"]] == [media_id]
+        assert [j["subject_id"] for j in listed["jobs"]] == [media_id]
         assert listed["jobs"][0]["attempts"] == 2 and "404" in listed["jobs"][0]["last_error"]
-        assert listed["counts"]["dead"] == 1
+        assert listed["counts"]["media"]["dead"] == 1
 
         p = await asyncio.to_thread(pinhole, "jobs", "retry", "424242", "--media-data", media_data)
         assert p.returncode == 1 and p.stderr.strip().startswith("pinhole: not dead")
@@ -186,7 +190,7 @@ async def test_dead_letters_are_listed_and_retried_by_the_jobs_commands(tmp_path
         assert p.returncode == 0 and json.loads(p.stdout)["requeued"] == [media_id], p.stderr
         p = await asyncio.to_thread(pinhole, "jobs", "list", "--json", "--media-data", media_data)
         doc = json.loads(p.stdout)
-        assert doc["counts"]["queued"] == 1 and doc["jobs"][0]["attempts"] == 0
+        assert doc["counts"]["media"]["queued"] == 1 and doc["jobs"][0]["attempts"] == 0
         status, media = await get_media(env, media_id)
         assert media["status"] == "processing"
         p = await asyncio.to_thread(pinhole, "jobs", "list", "--media-data", tmp_path / "nowhere")
