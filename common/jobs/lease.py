@@ -142,6 +142,7 @@ class LeasedLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Passes every interval_s until `stop` is set; the pass in hand then gets
         stop_s_max to end before it is cancelled, and the lease is released."""
+        task: asyncio.Future[bool] | None = None
         try:
             while not stop.is_set():
                 task = asyncio.ensure_future(self.pass_under_lease())
@@ -158,5 +159,9 @@ class LeasedLoop:
                     break
                 await first_of(stop.wait(), self.clock.sleep(self.interval_s))
         finally:
+            if task is not None and not task.done():  # run() itself was cancelled
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.release())

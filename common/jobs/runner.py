@@ -224,6 +224,10 @@ class JobRunner:
             return task.result()
         finally:
             stopping.cancel()
+            if not task.done():  # run() itself was cancelled: the job in hand goes too
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 async def first_of(*waits: Awaitable[object]) -> None:
