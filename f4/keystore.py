@@ -15,6 +15,7 @@ nonce BLOB(12)); blob_id = volume u32 | key u64 | alt key u32, little-endian.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,9 +32,15 @@ CREATE TABLE IF NOT EXISTS blob_keys (
 
 
 class KeyStore:
-    def __init__(self, path: str | Path) -> None:
+    """One connection, shared by threads under a lock."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+        """`busy_timeout_s`: how long a write or the purge waits for other connections."""
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -49,13 +56,14 @@ class KeyStore:
     def put_many(self, items: Iterable[tuple[BlobId, BlobKey]]) -> None:
         """Stores keys durably in one transaction. An existing key is never replaced."""
         rows = [(b.packed(), k.secret, k.nonce) for b, k in items]
-        with self._transaction():
+        with self._lock, self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO blob_keys VALUES (?, ?, ?)", rows)
 
     def get(self, blob: BlobId) -> BlobKey | None:
-        row = self._db.execute(
-            "SELECT secret, nonce FROM blob_keys WHERE blob_id = ?", (blob.packed(),)
-        ).fetchone()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT secret, nonce FROM blob_keys WHERE blob_id = ?", (blob.packed(),)
+            ).fetchone()
         if row is None:
             return None
         secret, nonce = bytes(row[0]), bytes(row[1])
@@ -71,23 +79,24 @@ class KeyStore:
         return out
 
     def delete(self, blobs: Iterable[BlobId]) -> int:
-        """Deletes keys and purges; returns how many existed."""
-        with self._transaction():
-            cur = self._db.executemany(
-                "DELETE FROM blob_keys WHERE blob_id = ?", [(b.packed(),) for b in blobs]
-            )
-            deleted = cur.rowcount
+        """Deletes keys and purges; returns how many existed. On KeyStoreBusy the delete is
+        committed (the blobs read absent) and `purge` must be retried."""
+        ids = [(b.packed(),) for b in blobs]
+        with self._lock, self._transaction():
+            deleted = self._db.executemany("DELETE FROM blob_keys WHERE blob_id = ?", ids).rowcount
         self.purge()
         return deleted
 
     def purge(self) -> None:
         """The purge step: checkpoint the WAL into the database and truncate it."""
-        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        with self._lock:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             raise KeyStoreBusy("a reader held the WAL; the purge did not complete")
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM blob_keys").fetchone()[0])
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM blob_keys").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()

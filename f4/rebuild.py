@@ -34,9 +34,15 @@ class Throttle(Protocol):
 class RateLimit:
     """A throttle of `bytes_per_s` (0: unlimited), with a one-second burst."""
 
-    def __init__(self, bytes_per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        bytes_per_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.bytes_per_s = bytes_per_s
         self._clock = clock
+        self._sleep = sleep
         self._allowance = bytes_per_s
         self._last = clock()
 
@@ -50,7 +56,7 @@ class RateLimit:
         self._last = now
         self._allowance -= nbytes
         if self._allowance < 0:
-            time.sleep(-self._allowance / self.bytes_per_s)
+            self._sleep(-self._allowance / self.bytes_per_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from f4.reader import Reader, delete
 from f4.rebuild import RateLimit, RebuildProgress, rebuild, verify
 from store.storage import OsStorage
 from store.volume_loading import create_volume
+from store.volume_state import sealed
 from tests.f4.helpers import (
     LIMITS,
     Blobs,
@@ -204,3 +205,47 @@ def test_placement_uses_distinct_nodes(cell: Cell) -> None:
     for s, info in enumerate(idx.stripes):
         assert info.nodes == stripe_nodes(cell.store.nodes(), s)
         assert len(set(info.nodes)) == STRIPE_BLOCKS
+
+
+class RecordingThrottle:
+    def __init__(self) -> None:
+        self.paid = 0
+
+    def wait(self, nbytes: int) -> None:
+        self.paid += nbytes
+
+
+def test_rebuild_pays_the_throttle_for_every_byte(cell: Cell) -> None:
+    idx = index_file.load(cell.store, VID)
+    for b in (0, 12):
+        _block_path(cell, 1, b).unlink()
+    throttle = RecordingThrottle()
+    stats = rebuild(cell.store, VID, throttle=throttle)
+    assert stats.blocks_rebuilt == 2
+    assert throttle.paid == stats.bytes_written == 2 * idx.stripes[1].block_length
+
+
+def test_rate_limit_paces_to_its_rate() -> None:
+    now = [0.0]
+    slept: list[float] = []
+    limit = RateLimit(1000.0, clock=lambda: now[0], sleep=slept.append)
+    limit.wait(1000)  # the one-second burst
+    limit.wait(500)
+    assert slept == [0.5]
+
+
+def test_source_takes_the_newest_live_needle(tmp_path: Path) -> None:
+    storage = OsStorage(tmp_path)
+    vol = create_volume(storage, 4, LIMITS)
+    vol.put(1, 1, 11, b"old").result()
+    vol.put(1, 1, 12, b"new").result()
+    vol.put(2, 1, 13, b"gone").result()
+    vol.delete(2, 1).result()
+    vol.put(3, 1, 14, b"kept").result()
+    vol.set_state(sealed("test"))
+    vol.close()
+    source = NeedleSource(tmp_path, 4)
+    refs = source.live_needles()
+    assert [(r.key, r.cookie) for r in refs] == [(1, 12), (3, 14)]
+    assert [source.read(r) for r in refs] == [b"new", b"kept"]
+    source.close()

@@ -149,3 +149,38 @@ def test_kill_9_during_rebuild_then_resume(tmp_path: Path, blobs: Blobs, vols: P
     reader = Reader(cell.store, cell.keys)
     for (key, alt), (cookie, data) in blobs.items():
         assert reader.read(VID, key, alt, cookie) == data
+
+
+def test_kill_9_in_the_middle_of_a_block_write(tmp_path: Path, blobs: Blobs, vols: Path) -> None:
+    cell_dir = tmp_path / "cell"
+    _run_killed(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from f4.local_block_store import LocalBlockStore, LocalBlockWriter
+        from tests.f4 import helpers
+
+        class Dying(LocalBlockWriter):
+            writes = 0
+
+            def write(self, data):
+                super().write(data)
+                Dying.writes += 1
+                if Dying.writes == 12:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        class Store(LocalBlockStore):
+            def open_writer(self, node, name):
+                return Dying(self.root / node, name)
+
+        cell = helpers.make_cell(Path({str(cell_dir)!r}))
+        cell.store = Store(cell.store.root, cell.store.nodes())
+        cell.migrate(Path({str(vols)!r}), {VID})
+        """
+    )
+    cell = make_cell(cell_dir)
+    assert list(cell.store.root.rglob("*.tmp"))  # the torn block is only a temporary
+    stats = cell.migrate(vols, VID)
+    assert stats.stripes_resumed == 0
+    assert cell.store.clean_temporaries() >= 1
+    _check_resumed(cell, blobs, tmp_path / "again", vols)

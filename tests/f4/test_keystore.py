@@ -6,11 +6,14 @@ deleted keys still on disk: freed pages are not zeroed. That is why keys live in
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import lmdb
+import pytest
 
 from f4.blob import BlobId, BlobKey
+from f4.errors import KeyStoreBusy
 from f4.keystore import KeyStore
 
 KEYS = 400
@@ -69,3 +72,20 @@ def test_lmdb_leaves_deleted_keys_on_disk(tmp_path: Path) -> None:
     files = [tmp_path / "keys.lmdb" / n for n in os.listdir(tmp_path / "keys.lmdb")]
     found = _findable(files, [k.secret for _, k in items[::2]])
     assert found > 0, "LMDB now zeroes freed pages: revisit the key store choice"
+
+
+def test_purge_blocked_by_a_reader_is_reported_and_retried(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.db", busy_timeout_s=0.1)
+    items = _keys()[:50]
+    store.put_many(items)
+    reader = sqlite3.connect(tmp_path / "keys.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM blob_keys").fetchone()  # pins a WAL snapshot
+    with pytest.raises(KeyStoreBusy):
+        store.delete([items[0][0]])
+    assert store.get(items[0][0]) is None  # the delete itself is committed
+    reader.execute("COMMIT")
+    store.purge()
+    assert _findable(store.files(), [items[0][1].secret]) == 0
+    reader.close()
+    store.close()
