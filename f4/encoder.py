@@ -9,7 +9,8 @@ Steps, each durable before the next and recorded in a journal file (atomically r
    a. keys: a new (secret, nonce) for each blob without one, committed to the key store
       before any byte sealed with it is written (a key is never replaced);
    b. the 10 data blocks, each with its sidecar first, then the block (temp, fsync, rename);
-   c. the 4 parity blocks, computed row by row from the data blocks as written;
+   c. the 4 parity blocks, computed row by row from the data blocks as written (read back
+      and checked against their sidecars: parity never covers bytes that went bad);
    d. the journal records the stripe done.
 3. the index, INDEX_COPIES copies; then the journal records the volume done.
 
@@ -40,6 +41,7 @@ from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
 from f4.errors import MigrationMismatch
 from f4.keystore import KeyStore
 from f4.needle_source import NeedleRef, NeedleSource
+from f4.stripe import ReadCounter, StripeRef, read_checked
 
 ROW_BYTES: Final = 64 * 1024  # parity is computed this many bytes of each block at a time (see
 # ARCHITECTURE.md: PyECLib encodes 64 KiB rows many times faster than 1 MiB rows)
@@ -269,13 +271,13 @@ class Migration:
         if not todo:
             return
         writers = {i: self._writer(nodes, stripe, i) for i in todo}
+        ref = StripeRef(self.volume, stripe, index_file.StripeInfo(shape.block_length, nodes))
+        counter = ReadCounter()
         try:
             for offset in range(0, shape.block_length, ROW_BYTES):
                 length = min(ROW_BYTES, shape.block_length - offset)
                 rows = [
-                    self.store.get_range(
-                        nodes[b], block_name(self.volume, stripe, b), offset, length
-                    )
+                    read_checked(self.store, ref, b, offset, offset + length, counter)
                     for b in range(DATA_BLOCKS)
                 ]
                 for i, row in enumerate(self.codec.parity(rows), start=DATA_BLOCKS):

@@ -1,6 +1,7 @@
 """Reading f4 blobs: healthy reads from one block, degraded reads from 10 survivors.
 
-A read looks the blob up in its volume's index, checks the cookie and fetches its key; an
+A read looks the blob up in its volume's index (cached; reloaded when a block is not where
+the index said, as after a rebuild moved it), checks the cookie and fetches its key; an
 unknown blob, a wrong cookie and a deleted key all raise the same BlobAbsent. The healthy
 path is one checked range read from the blob's data block. When that block is missing,
 unreachable or fails its sums (or the record fails authentication), the degraded path reads
@@ -16,9 +17,9 @@ from f4 import index as index_file
 from f4.blob import BlobId, BlobKey, open_sealed
 from f4.block_store import BlockStore
 from f4.erasure import Codec
-from f4.errors import BlobAbsent, BlobCorrupt
+from f4.errors import BlobAbsent, BlobCorrupt, BlockCorrupt, BlockMissing, BlockUnreachable
 from f4.keystore import KeyStore
-from f4.stripe import BLOCK_FAULTS, ReadCounter, StripeRef, aligned, read_checked, reconstruct
+from f4.stripe import ReadCounter, StripeRef, aligned, read_checked, reconstruct
 
 
 class Reader:
@@ -54,12 +55,24 @@ class Reader:
     def read(self, volume: int, key: int, alt_key: int, cookie: int) -> bytes:
         at = self._locate(volume, key, alt_key, cookie)
         try:
-            record = read_checked(self.store, at.ref, at.block, at.start, at.end, self.counter)
-            plaintext = open_sealed(at.blob_key, at.blob, record[at.cut])
-            self.counter.healthy_reads += 1
-        except (*BLOCK_FAULTS, BlobCorrupt):
+            plaintext = self._healthy(at)
+        except (BlockMissing, BlockUnreachable):
+            # A rebuild may have moved the block since the index was loaded.
+            generation = self.index(volume).generation
+            self.reload(volume)
+            if self.index(volume).generation == generation:
+                plaintext = self._degraded(at)
+            else:
+                return self.read(volume, key, alt_key, cookie)
+        except (BlockCorrupt, BlobCorrupt):
             plaintext = self._degraded(at)
         self.counter.bytes_served += len(plaintext)
+        return plaintext
+
+    def _healthy(self, at: _Located) -> bytes:
+        record = read_checked(self.store, at.ref, at.block, at.start, at.end, self.counter)
+        plaintext = open_sealed(at.blob_key, at.blob, record[at.cut])
+        self.counter.healthy_reads += 1
         return plaintext
 
     def degraded_read(self, volume: int, key: int, alt_key: int, cookie: int) -> bytes:

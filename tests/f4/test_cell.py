@@ -135,8 +135,13 @@ def test_rebuild_moves_blocks_of_a_lost_node(cell: Cell, blobs: Blobs) -> None:
     idx = index_file.load(cell.store, VID)
     node = idx.stripes[0].nodes[3]
     shutil.rmtree(cell.store.root / node)  # the whole failure domain is gone
-    _read_all(Reader(cell.store, cell.keys), blobs)
+    reader = Reader(cell.store, cell.keys)
+    _read_all(reader, blobs)
+    assert reader.counter.degraded_reads > 0
     stats = rebuild(cell.store, VID)
+    degraded = reader.counter.degraded_reads
+    _read_all(reader, blobs)  # the reader finds the moved blocks through a newer index
+    assert reader.counter.degraded_reads == degraded
     assert stats.blocks_rebuilt >= 1
     after = index_file.load(cell.store, VID)
     assert after.generation > idx.generation
