@@ -3,8 +3,9 @@
 Steps, each durable before the next and recorded in a journal file (atomically replaced):
 
 1. plan: the live needles (f4.needle_source) and their placement (f4.layout), a pure
-   function of the sealed volume and the settings; the journal keeps its digest, and a
-   resumed run refuses a volume or settings that no longer match (MigrationMismatch).
+   function of the sealed volume and the settings (block size, code, nodes); the journal
+   keeps its digest, and a resumed run refuses a volume or settings that no longer match
+   (MigrationMismatch).
 2. per stripe, in order:
    a. keys: a new (secret, nonce) for each blob without one, committed to the key store
       before any byte sealed with it is written (a key is never replaced);
@@ -74,10 +75,14 @@ def stripe_nodes(nodes: list[str], stripe: int) -> tuple[str, ...]:
 
 
 def _plan_digest(
-    refs: list[NeedleRef], placements: list[layout.Placement], block_bytes: int, ec_type: str
+    refs: list[NeedleRef],
+    placements: list[layout.Placement],
+    block_bytes: int,
+    ec_type: str,
+    nodes: list[str],
 ) -> str:
     h = xxhash.xxh3_128()
-    h.update(f"{block_bytes} {ec_type}".encode())
+    h.update(f"{block_bytes} {ec_type} {nodes}".encode())
     for r, p in zip(refs, placements, strict=True):
         h.update(f"{r.key} {r.alt_key} {r.cookie} {r.offset} {r.data_size} {p};".encode())
     return h.hexdigest()
@@ -165,7 +170,7 @@ class Migration:
         placements, shapes = layout.plan(
             [sealed_length(r.data_size) for r in refs], self.block_bytes
         )
-        digest = _plan_digest(refs, placements, self.block_bytes, self.codec.ec_type)
+        digest = _plan_digest(refs, placements, self.block_bytes, self.codec.ec_type, self._nodes)
         journal = self._open_journal(digest)
         resumed = int(journal["stripes_done"])
         by_stripe: list[list[tuple[NeedleRef, layout.Placement]]] = [[] for _ in shapes]

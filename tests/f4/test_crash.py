@@ -16,11 +16,12 @@ import pytest
 
 from f4 import index as index_file
 from f4.block_store import block_name
-from f4.encoder import stripe_nodes
-from f4.errors import IndexUnavailable
+from f4.encoder import Migration, stripe_nodes
+from f4.errors import IndexUnavailable, MigrationMismatch
+from f4.needle_source import NeedleSource
 from f4.reader import Reader
 from f4.rebuild import rebuild, verify
-from tests.f4.helpers import Blobs, Cell, make_cell, random_blobs, sealed_volume
+from tests.f4.helpers import SMALL_BLOCK, Blobs, Cell, make_cell, random_blobs, sealed_volume
 
 VID = 2
 REPO = Path(__file__).resolve().parents[2]
@@ -184,3 +185,19 @@ def test_kill_9_in_the_middle_of_a_block_write(tmp_path: Path, blobs: Blobs, vol
     assert stats.stripes_resumed == 0
     assert cell.store.clean_temporaries() >= 1
     _check_resumed(cell, blobs, tmp_path / "again", vols)
+
+
+def test_resume_refuses_other_settings(tmp_path: Path, vols: Path) -> None:
+    def crash(step: str) -> None:
+        if step == "stripe 0":
+            raise Crash(step)
+
+    cell = make_cell(tmp_path / "cell")
+    with pytest.raises(Crash):
+        cell.migrate(vols, VID, on_step=crash)
+    source = NeedleSource(vols, VID)
+    with pytest.raises(MigrationMismatch):
+        Migration(source, cell.store, cell.keys, cell.work, block_bytes=2 * SMALL_BLOCK).run()
+    source.close()
+    cell.migrate(vols, VID)  # the settings it started with still resume
+    assert verify(cell.store, VID).ok
