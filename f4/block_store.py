@@ -1,0 +1,56 @@
+"""Where blocks live: named files on nodes (failure domains), behind one protocol.
+
+A node is a failure domain (a disk, host or rack); an object is a block, a block's sidecar
+or an index copy, named by the functions below. `put`/`open_writer(...).commit()` make an
+object appear whole or not at all, durably; an object that exists is complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+Buffer = bytes | bytearray | memoryview
+
+
+def block_name(volume: int, stripe: int, block: int) -> str:
+    return f"v{volume}.s{stripe}.b{block}.blk"
+
+
+def sidecar_name(volume: int, stripe: int, block: int) -> str:
+    return f"v{volume}.s{stripe}.b{block}.sum"
+
+
+def index_name(volume: int) -> str:
+    return f"v{volume}.f4idx"
+
+
+class BlockWriter(Protocol):
+    def write(self, data: Buffer) -> None: ...
+
+    def commit(self) -> None:
+        """Makes the object appear durably, whole."""
+
+    def abort(self) -> None: ...
+
+
+class BlockStore(Protocol):
+    def nodes(self) -> list[str]: ...
+
+    def put(self, node: str, name: str, pieces: Iterable[Buffer]) -> None: ...
+
+    def open_writer(self, node: str, name: str) -> BlockWriter: ...
+
+    def get_range(self, node: str, name: str, offset: int, length: int) -> bytes:
+        """Exactly `length` bytes, or BlockMissing (no such object, or shorter) /
+        BlockUnreachable (the node is down)."""
+
+    def get(self, node: str, name: str) -> bytes: ...
+
+    def exists(self, node: str, name: str) -> bool: ...
+
+    def size(self, node: str, name: str) -> int: ...
+
+    def delete(self, node: str, name: str) -> None: ...
+
+    def list(self, node: str) -> list[str]: ...

@@ -1,0 +1,116 @@
+"""The key store: one (secret, nonce) per blob, in SQLite, deleted for real on disk.
+
+Deleting a blob's key is the blob's delete: once `delete` returns, reads answer absent, and
+the key's bytes are in none of the store's files. SQLite gives that with
+`PRAGMA secure_delete=ON` (freed cells and pages are overwritten with zeros) plus the purge
+step, `PRAGMA wal_checkpoint(TRUNCATE)`, which copies the zeroed pages into the database and
+cuts the WAL (which still held the key's page images) to zero bytes. `delete` runs the purge
+before it returns. LMDB was measured and rejected: it does not zero freed pages
+(docs/formats/f4.md, ARCHITECTURE.md).
+
+Layout: one WITHOUT ROWID table, blob_keys(blob_id BLOB(16) PRIMARY KEY, secret BLOB(32),
+nonce BLOB(12)); blob_id = volume u32 | key u64 | alt key u32, little-endian.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from f4.blob import KEY_BYTES, NONCE_BYTES, BlobId, BlobKey
+from f4.errors import KeyStoreBusy
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blob_keys (
+    blob_id BLOB PRIMARY KEY,
+    secret BLOB NOT NULL CHECK (length(secret) = 32),
+    nonce BLOB NOT NULL CHECK (length(nonce) = 12)
+) WITHOUT ROWID
+"""
+
+
+class KeyStore:
+    """One connection, shared by threads under a lock."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+        """`busy_timeout_s`: how long a write or the purge waits for other connections."""
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(_SCHEMA)
+        if self._db.execute("PRAGMA secure_delete").fetchone()[0] != 1:
+            raise RuntimeError("this SQLite cannot secure_delete")
+
+    def files(self) -> list[Path]:
+        """Every file the store may keep bytes in (database, WAL, shared memory, journal)."""
+        names = [self.path.name + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+        return [self.path.parent / n for n in names if (self.path.parent / n).exists()]
+
+    def put_many(self, items: Iterable[tuple[BlobId, BlobKey]]) -> None:
+        """Stores keys durably in one transaction. An existing key is never replaced."""
+        rows = [(b.packed(), k.secret, k.nonce) for b, k in items]
+        with self._lock, self._transaction():
+            self._db.executemany("INSERT OR IGNORE INTO blob_keys VALUES (?, ?, ?)", rows)
+
+    def get(self, blob: BlobId) -> BlobKey | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT secret, nonce FROM blob_keys WHERE blob_id = ?", (blob.packed(),)
+            ).fetchone()
+        if row is None:
+            return None
+        secret, nonce = bytes(row[0]), bytes(row[1])
+        assert len(secret) == KEY_BYTES and len(nonce) == NONCE_BYTES
+        return BlobKey(secret, nonce)
+
+    def get_many(self, blobs: Iterable[BlobId]) -> dict[BlobId, BlobKey]:
+        out: dict[BlobId, BlobKey] = {}
+        for b in blobs:
+            k = self.get(b)
+            if k is not None:
+                out[b] = k
+        return out
+
+    def delete(self, blobs: Iterable[BlobId]) -> int:
+        """Deletes keys and purges; returns how many existed. On KeyStoreBusy the delete is
+        committed (the blobs read absent) and `purge` must be retried."""
+        ids = [(b.packed(),) for b in blobs]
+        with self._lock, self._transaction():
+            deleted = self._db.executemany("DELETE FROM blob_keys WHERE blob_id = ?", ids).rowcount
+        self.purge()
+        return deleted
+
+    def purge(self) -> None:
+        """The purge step: checkpoint the WAL into the database and truncate it."""
+        with self._lock:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise KeyStoreBusy("a reader held the WAL; the purge did not complete")
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM blob_keys").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,130 @@
+"""Blocks as files: one directory per node (failure domain) under a root.
+
+A node whose directory is missing is down (BlockUnreachable). Writes go to a temporary file
+in the node's directory, are fsync'd, renamed into place and the directory fsync'd, so a
+name that exists is a complete object even after a kill -9 or power loss; leftover
+temporaries are removed by `clean_temporaries`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+from f4.block_store import Buffer
+from f4.errors import BlockMissing, BlockUnreachable
+
+TEMP_SUFFIX: Final = ".tmp"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalBlockWriter:
+    def __init__(self, directory: Path, name: str) -> None:
+        self._dir = directory
+        self._final = directory / name
+        self._temp = directory / f"{name}.{os.getpid()}{TEMP_SUFFIX}"
+        self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def write(self, data: Buffer) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def commit(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        os.replace(self._temp, self._final)
+        _fsync_dir(self._dir)
+
+    def abort(self) -> None:
+        os.close(self._fd)
+        self._temp.unlink(missing_ok=True)
+
+
+class LocalBlockStore:
+    def __init__(self, root: str | Path, nodes: Iterable[str]) -> None:
+        self.root = Path(root)
+        self._nodes = list(nodes)
+        for n in self._nodes:
+            (self.root / n).mkdir(parents=True, exist_ok=True)
+
+    def nodes(self) -> list[str]:
+        return list(self._nodes)
+
+    def node_up(self, node: str) -> bool:
+        return (self.root / node).is_dir()
+
+    def _dir(self, node: str) -> Path:
+        d = self.root / node
+        if node not in self._nodes or not d.is_dir():
+            raise BlockUnreachable(f"node {node} is unreachable")
+        return d
+
+    def put(self, node: str, name: str, pieces: Iterable[Buffer]) -> None:
+        w = self.open_writer(node, name)
+        try:
+            for p in pieces:
+                w.write(p)
+        except BaseException:
+            w.abort()
+            raise
+        w.commit()
+
+    def open_writer(self, node: str, name: str) -> LocalBlockWriter:
+        return LocalBlockWriter(self._dir(node), name)
+
+    def get_range(self, node: str, name: str, offset: int, length: int) -> bytes:
+        path = self._dir(node) / name
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise BlockMissing(f"{node}/{name} does not exist") from None
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+        if len(data) != length:
+            raise BlockMissing(f"{node}/{name} is shorter than {offset + length} bytes")
+        return data
+
+    def get(self, node: str, name: str) -> bytes:
+        try:
+            return (self._dir(node) / name).read_bytes()
+        except FileNotFoundError:
+            raise BlockMissing(f"{node}/{name} does not exist") from None
+
+    def exists(self, node: str, name: str) -> bool:
+        return self.node_up(node) and (self.root / node / name).is_file()
+
+    def size(self, node: str, name: str) -> int:
+        try:
+            return (self._dir(node) / name).stat().st_size
+        except FileNotFoundError:
+            raise BlockMissing(f"{node}/{name} does not exist") from None
+
+    def delete(self, node: str, name: str) -> None:
+        d = self._dir(node)
+        (d / name).unlink(missing_ok=True)
+        _fsync_dir(d)
+
+    def list(self, node: str) -> list[str]:
+        return sorted(p.name for p in self._dir(node).iterdir() if not p.name.endswith(TEMP_SUFFIX))
+
+    def clean_temporaries(self) -> int:
+        """Removes temporaries left by writers that never committed; returns how many."""
+        removed = 0
+        for node in self._nodes:
+            if self.node_up(node):
+                for p in (self.root / node).glob(f"*{TEMP_SUFFIX}"):
+                    p.unlink(missing_ok=True)
+                    removed += 1
+        return removed

@@ -1,0 +1,67 @@
+"""The live needles of a sealed Haystack volume, read straight from its data file.
+
+The volume must not take writes (its state is read-only or sealed), so two passes over the
+file agree: `live_needles` replays the file in order with the store's needle scan (a later
+needle for the same (key, alt key) replaces an earlier one; a deleted flag or a tombstone
+removes it) and returns what is live, in file order; `read` then fetches one needle's data
+and checks it again. Damaged needles are reported, never migrated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from f4.errors import VolumeNotSealed
+from store import needle, volume_state
+from store.needle_scan import Damage, scan
+from store.storage import OsStorage, OsVolumeFile
+from store.superblock import SUPERBLOCK_BYTES
+from store.volume import data_name, state_name
+
+
+@dataclass(frozen=True, slots=True)
+class NeedleRef:
+    key: int
+    alt_key: int
+    cookie: int
+    offset: int  # of the needle in the volume file
+    data_size: int
+
+
+@dataclass
+class NeedleSource:
+    directory: Path
+    volume: int
+    damaged: list[Damage] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        state = volume_state.load(OsStorage(self.directory), state_name(self.volume))
+        if state.accepts_writes:
+            raise VolumeNotSealed(f"volume {self.volume} still takes writes")
+        self._file = OsVolumeFile(str(self.directory / data_name(self.volume)), create=False)
+
+    def live_needles(self) -> list[NeedleRef]:
+        live: dict[tuple[int, int], NeedleRef] = {}
+        self.damaged = []
+        for item in scan(self._file, SUPERBLOCK_BYTES, self._file.size()):
+            if isinstance(item, Damage):
+                self.damaged.append(item)
+                continue
+            h = item.header
+            if h.tombstone or h.deleted:
+                live.pop((h.key, h.alt_key), None)
+                continue
+            live.pop((h.key, h.alt_key), None)  # re-inserted last: file order of the live one
+            live[(h.key, h.alt_key)] = NeedleRef(
+                h.key, h.alt_key, h.cookie, item.offset, h.data_size
+            )
+        return sorted(live.values(), key=lambda r: r.offset)
+
+    def read(self, ref: NeedleRef) -> bytes:
+        raw = self._file.read(needle.needle_length(ref.data_size), ref.offset)
+        header = needle.verify(raw, offset=ref.offset)
+        return bytes(needle.data_view(raw, header))
+
+    def close(self) -> None:
+        self._file.close()

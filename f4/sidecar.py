@@ -1,0 +1,135 @@
+"""Per-block checksums: one xxh3_64 per fixed chunk of a block, kept in a sidecar file.
+
+Layout (little-endian; docs/formats/f4.md has the table):
+
+    0       4        6          8             16             24
+    | magic | version| reserved | chunk_bytes | block_length | chunk sums: u64 each ...
+    | F4SC  |  u16   |  2 x 0   |  u32 + 4x0  |     u64      | | trailer: xxh3_64 of all before
+
+Chunk i covers block bytes [i * chunk_bytes, (i + 1) * chunk_bytes) (the last may be short),
+and its sum sits at HEADER_BYTES + 8 * i, so a read checks only the chunks it touches by
+reading just their sums. The trailer covers the header and all sums (checked by a whole-file
+load: scrub, rebuild).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import xxhash
+
+from f4.errors import BlockCorrupt, F4FormatError
+
+MAGIC: Final = b"F4SC"
+VERSION: Final = 1
+CHUNK_BYTES: Final = 1024
+HEADER_BYTES: Final = 24
+SUM_BYTES: Final = 8
+TRAILER_BYTES: Final = 8
+
+_HEADER = struct.Struct("<4sH2xI4xQ")
+assert _HEADER.size == HEADER_BYTES
+
+Buffer = bytes | bytearray | memoryview
+
+
+def chunk_count(block_length: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    return -(-block_length // chunk_bytes)
+
+
+def file_length(block_length: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    return HEADER_BYTES + SUM_BYTES * chunk_count(block_length, chunk_bytes) + TRAILER_BYTES
+
+
+def chunk_span(offset: int, length: int, chunk_bytes: int = CHUNK_BYTES) -> tuple[int, int]:
+    """(first chunk, chunk count) covering [offset, offset + length)."""
+    first = offset // chunk_bytes
+    last = (offset + max(length, 1) - 1) // chunk_bytes
+    return first, last - first + 1
+
+
+def sums_of(data: Buffer, chunk_bytes: int = CHUNK_BYTES) -> list[int]:
+    view = memoryview(data)
+    return [
+        xxhash.xxh3_64_intdigest(view[i : i + chunk_bytes])
+        for i in range(0, len(view), chunk_bytes)
+    ]
+
+
+class SidecarBuilder:
+    """Accumulates sums while a block is written in pieces (each a multiple of the chunk
+    size, except the last)."""
+
+    def __init__(self, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self.chunk_bytes = chunk_bytes
+        self.sums: list[int] = []
+        self.length = 0
+
+    def update(self, data: Buffer) -> None:
+        if self.length % self.chunk_bytes:
+            raise ValueError("only the last piece of a block may end off a chunk boundary")
+        self.sums.extend(sums_of(data, self.chunk_bytes))
+        self.length += len(data)
+
+    def encode(self) -> bytes:
+        return encode(self.sums, self.length, self.chunk_bytes)
+
+
+def encode(sums: Iterable[int], block_length: int, chunk_bytes: int = CHUNK_BYTES) -> bytes:
+    body = bytearray(_HEADER.pack(MAGIC, VERSION, chunk_bytes, block_length))
+    for s in sums:
+        body += s.to_bytes(SUM_BYTES, "little")
+    body += xxhash.xxh3_64_intdigest(bytes(body)).to_bytes(TRAILER_BYTES, "little")
+    return bytes(body)
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    chunk_bytes: int
+    block_length: int
+    sums: tuple[int, ...]
+
+    def check(self, data: Buffer, offset: int = 0) -> None:
+        """Raises BlockCorrupt unless `data`, read at `offset` (chunk-aligned, whole chunks
+        or up to the block's end), matches the sums."""
+        check_sums(data, offset, self.sums[offset // self.chunk_bytes :], self.chunk_bytes)
+
+
+def decode(raw: Buffer) -> Sidecar:
+    if len(raw) < HEADER_BYTES + TRAILER_BYTES:
+        raise F4FormatError("short sidecar")
+    magic, version, chunk_bytes, block_length = _HEADER.unpack_from(raw, 0)
+    if magic != MAGIC or version != VERSION or chunk_bytes <= 0:
+        raise F4FormatError("bad sidecar header")
+    count = chunk_count(block_length, chunk_bytes)
+    if len(raw) != HEADER_BYTES + SUM_BYTES * count + TRAILER_BYTES:
+        raise F4FormatError("sidecar length does not match its block length")
+    body = memoryview(raw)[: len(raw) - TRAILER_BYTES]
+    trailer = int.from_bytes(raw[len(raw) - TRAILER_BYTES :], "little")
+    if xxhash.xxh3_64_intdigest(body) != trailer:
+        raise F4FormatError("sidecar checksum mismatch")
+    sums = struct.unpack_from(f"<{count}Q", raw, HEADER_BYTES)
+    return Sidecar(chunk_bytes, block_length, tuple(sums))
+
+
+def sums_range(first: int, count: int) -> tuple[int, int]:
+    """(offset, length) in the sidecar file of the sums of chunks [first, first + count)."""
+    return HEADER_BYTES + SUM_BYTES * first, SUM_BYTES * count
+
+
+def parse_sums(raw: Buffer) -> tuple[int, ...]:
+    return struct.unpack(f"<{len(raw) // SUM_BYTES}Q", raw)
+
+
+def check_sums(data: Buffer, offset: int, sums: Iterable[int], chunk_bytes: int) -> None:
+    if offset % chunk_bytes:
+        raise ValueError("checked reads start on a chunk boundary")
+    view = memoryview(data)
+    expected = iter(sums)
+    for i in range(0, len(view), chunk_bytes):
+        want = next(expected, None)
+        if want is None or xxhash.xxh3_64_intdigest(view[i : i + chunk_bytes]) != want:
+            raise BlockCorrupt(f"checksum mismatch in the chunk at block offset {offset + i}")

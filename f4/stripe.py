@@ -1,0 +1,89 @@
+"""Reading ranges of a stripe's blocks: checked reads, and reconstruction from survivors.
+
+Every range read from a block is widened to whole sidecar chunks and checked against the
+sums of just those chunks (read from the sidecar at their offset), so no unchecked byte is
+ever used. A reconstruction of rows `wanted` over [offset, offset + length) reads that same
+chunk-aligned range from the first 10 healthy other blocks of the stripe, data blocks first
+(cheapest to decode), skipping any that is missing, unreachable or fails its sums, and
+decodes only that range (f4.erasure). Bytes read are counted in a ReadCounter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from f4 import sidecar
+from f4.block_store import BlockStore, block_name, sidecar_name
+from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
+from f4.errors import BlockCorrupt, BlockMissing, BlockUnreachable, StripeUnrecoverable
+from f4.index import StripeInfo
+
+BLOCK_FAULTS = (BlockMissing, BlockUnreachable, BlockCorrupt)
+
+
+@dataclass
+class ReadCounter:
+    bytes_read: int = 0  # block and sidecar bytes read from nodes
+    bytes_served: int = 0
+    healthy_reads: int = 0
+    degraded_reads: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StripeRef:
+    volume: int
+    stripe: int
+    info: StripeInfo
+
+
+def aligned(offset: int, length: int, block_length: int) -> tuple[int, int]:
+    """The chunk-aligned [start, end) that covers [offset, offset + length)."""
+    c = sidecar.CHUNK_BYTES
+    start = offset // c * c
+    end = min(-(-(offset + length) // c) * c, block_length)
+    return start, end
+
+
+def read_checked(
+    store: BlockStore, ref: StripeRef, block: int, start: int, end: int, counter: ReadCounter
+) -> bytes:
+    """Block bytes [start, end) (chunk-aligned), checked against the sidecar."""
+    node = ref.info.nodes[block]
+    first, count = sidecar.chunk_span(start, end - start)
+    sums_at, sums_length = sidecar.sums_range(first, count)
+    sums = store.get_range(node, sidecar_name(ref.volume, ref.stripe, block), sums_at, sums_length)
+    data = store.get_range(node, block_name(ref.volume, ref.stripe, block), start, end - start)
+    counter.bytes_read += len(sums) + len(data)
+    sidecar.check_sums(data, start, sidecar.parse_sums(sums), sidecar.CHUNK_BYTES)
+    return data
+
+
+def reconstruct(
+    store: BlockStore,
+    codec: Codec,
+    ref: StripeRef,
+    wanted: Collection[int],
+    start: int,
+    end: int,
+    counter: ReadCounter,
+    *,
+    avoid: Collection[int] = (),
+) -> dict[int, bytes]:
+    """Rows `wanted` of [start, end) (chunk-aligned) decoded from 10 healthy other blocks;
+    blocks in `avoid` are known bad and not tried."""
+    pieces: dict[int, bytes] = {}
+    for block in range(STRIPE_BLOCKS):
+        if len(pieces) == DATA_BLOCKS:
+            break
+        if block in wanted or block in avoid:
+            continue
+        try:
+            pieces[block] = read_checked(store, ref, block, start, end, counter)
+        except BLOCK_FAULTS:
+            continue
+    if len(pieces) < DATA_BLOCKS:
+        raise StripeUnrecoverable(
+            f"volume {ref.volume} stripe {ref.stripe}: only {len(pieces)} healthy blocks"
+        )
+    return codec.reconstruct(pieces, list(wanted))
