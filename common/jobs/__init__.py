@@ -1,0 +1,1 @@
+"""Jobs: durable queued jobs and local in-process jobs."""
