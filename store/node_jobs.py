@@ -110,7 +110,7 @@ class NodeJobs:
             compaction = Compaction(vol, throttle=job.throttle(rate), progress=job.set_progress)
             job.start(self._on_admin_thread(lambda: asdict(compaction.run())))
         else:
-            throttle = job.throttle()
+            throttle = job.throttle(bytes_per_s_max)
             job.start(
                 self._on_admin_thread(
                     lambda: asdict(verify(vol, progress=job.set_progress, throttle=throttle))
