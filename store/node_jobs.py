@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import asdict
 from typing import Any, Final
@@ -87,7 +88,7 @@ class NodeJobs:
         if self.running(vid, "pull"):
             raise NodeBusy(f"volume {vid} is being pulled to this node")
 
-    async def _on_admin_thread(self, fn: Any) -> dict[str, Any]:
+    async def _on_admin_thread(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         result: dict[str, Any] = await until_done(loop.run_in_executor(self._admin_pool, fn))
         return result
