@@ -12,7 +12,8 @@ one. The directory answers {"interval_s": s}, which becomes the interval (within
 state changed) sends the next beat at once. The directory being away is logged once per
 outage (and once when it is back), never per beat; beats go on at the same interval.
 
-aiohttp's client: this is not on the data path.
+aiohttp's client: this is not on the data path. The heartbeat sees the node only through
+`BeatingNode`: what it reads, nothing more.
 """
 
 from __future__ import annotations
@@ -21,20 +22,35 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import aiohttp
 
 from common.credentials import Credentials, Purpose
 from store.config import HEARTBEAT_INTERVAL_S_MAX
-
-if TYPE_CHECKING:
-    from store.node import StoreNode
+from store.volume import VolumeStatistics
 
 log = logging.getLogger("pinhole.store")
 
 # One beat waits at most this long for the directory's answer.
 HEARTBEAT_TIMEOUT_S_MAX: Final = 5.0
+
+
+class BeatingNode(Protocol):
+    """What the heartbeat reads of its node."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def failure_domain(self) -> str: ...
+
+    @property
+    def changed(self) -> asyncio.Event: ...
+
+    def free_bytes(self) -> int: ...
+
+    def volume_statistics(self) -> list[VolumeStatistics]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +67,7 @@ class HeartbeatStatistics:
 class Heartbeat:
     def __init__(
         self,
-        node: StoreNode,
+        node: BeatingNode,
         *,
         directory_url: str,
         url: str,
@@ -90,14 +106,14 @@ class Heartbeat:
             self._session = None
 
     def payload(self) -> dict[str, Any]:
-        st = self._node.statistics()
+        node = self._node
         return {
-            "node_id": self._node.node_id,
+            "node_id": node.node_id,
             "role": "store",
             "url": self.url,
-            "failure_domain": st.failure_domain,
-            "free_bytes": st.free_bytes,
-            "volumes": [asdict(v) for v in st.volumes],
+            "failure_domain": node.failure_domain,
+            "free_bytes": node.free_bytes(),
+            "volumes": [asdict(v) for v in node.volume_statistics()],
         }
 
     async def beat(self) -> bool:

@@ -14,8 +14,11 @@ Administration:
     POST /volumes/{id}/state [admin]   GET /volumes/{id}/dat?offset=&length= [node or admin]
     POST|GET /volumes/{id}/compact|verify|scrub|pull [admin]
 
-Store errors become HTTP answers in exactly one place, `error_for`. A read served from the
-page cache is answered inside the protocol callback, with no Task and no executor hop.
+Errors become HTTP answers in exactly one place, `error_for`, from the attributes of the
+store's error classes (store/errors.py: status, code, headers); `handle` is the one place
+that catches, for the synchronous part of a request and for its coroutine alike. A read
+served from the page cache is answered inside the protocol callback, with no Task and no
+executor hop.
 """
 
 from __future__ import annotations
@@ -28,9 +31,19 @@ from dataclasses import asdict
 from typing import Any, Final
 
 from common.credentials import Credentials, Purpose
+from common.ids import parse_decimal
 from common.leanhttp import Request, Response, error_response, json_response
 from store import errors, needle
-from store.node import VOLUME_ID_MAX, OffsetPastEnd, StoreNode
+from store.errors import (
+    JobNotFound,
+    NeedlePathInvalid,
+    RangeNotSatisfiable,
+    RouteNotFound,
+    StoreBadRequest,
+)
+from store.node import StoreNode
+from store.node_jobs import job_json
+from store.registry import VOLUME_ID_MAX
 from store.volume_pull import DAT_READ_BYTES_MAX
 from store.volume_read import NeedleRead
 from store.volume_state import Mode
@@ -42,23 +55,6 @@ OCTETS: Final = "application/octet-stream"
 COOKIE_HEX_DIGITS: Final = 16
 ADMIN_BODY_BYTES_MAX: Final = 64 * 1024
 
-_STATUS: Final[dict[type[errors.StoreError], int]] = {
-    errors.NotFound: 404,
-    errors.VolumeNotFound: 404,
-    errors.VolumeExists: 409,
-    errors.VolumeFull: 409,
-    errors.VolumeNotWritable: 409,
-    errors.Busy: 409,
-    errors.NeedleTooLarge: 413,
-    errors.ChecksumMismatch: 400,
-    errors.QueueFull: 503,
-    errors.CorruptNeedle: 500,
-    errors.VolumeIOError: 500,
-    errors.FormatError: 500,
-    OffsetPastEnd: 416,
-}
-
-_NOT_FOUND = error_response(404, "not_found", "no such needle")
 _UNAUTHORIZED = error_response(401, "unauthorized", "a valid internal credential is required")
 _READ, _WRITE, _NODE, _ADMIN, _METRICS = (
     Purpose.READ,
@@ -74,26 +70,11 @@ RANGE_DIGITS_MAX: Final = 18
 _PUT_ANSWER = b'{"volume_id":%d,"key":"%d","alt_key":%d,"size":%d,"etag":"\\"%016x\\""}'
 
 
-class BadRequest(Exception):
-    def __init__(self, message: str, *, status: int = 400, code: str = "bad_request") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
 def error_for(exc: BaseException) -> Response:
     """The one place where an exception becomes an HTTP answer."""
-    if isinstance(exc, BadRequest):
-        return error_response(exc.status, exc.code, str(exc))
-    if isinstance(exc, errors.NotFound):
-        return _NOT_FOUND
     if isinstance(exc, errors.StoreError):
-        status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 500)
-        headers: tuple[tuple[str, str], ...] = (("x-pinhole-error", exc.code),)
-        if status == 503:
-            headers += (("retry-after", "1"),)
-        body = {"error": {"code": exc.code, "message": str(exc)}}
-        return json_response(status, body, headers)
+        body = {"error": {"code": exc.code, "message": exc.public_message or str(exc)}}
+        return json_response(exc.status, body, tuple(exc.headers().items()))
     if isinstance(exc, ValueError):
         return error_response(400, "bad_request", str(exc))
     if isinstance(exc, OSError):
@@ -103,20 +84,20 @@ def error_for(exc: BaseException) -> Response:
     return error_response(500, "internal", "internal server error")
 
 
+_NOT_FOUND = error_for(errors.NeedleNotFound("no such needle"))
+
+
 def _decimal(text: str, what: str, limit: int) -> int:
-    # Canonical decimal only: one URL per needle (caches key on it). int() alone would also
-    # take "+5", " 5", "5_0" and non-ASCII digits.
-    if not (text.isascii() and text.isdigit()) or (len(text) > 1 and text[0] == "0"):
-        raise BadRequest(f"{what} must be a decimal number")
-    value = int(text)
-    if value > limit:
-        raise BadRequest(f"{what} out of range")
-    return value
+    # Canonical decimal only: one URL per needle (caches key on it).
+    try:
+        return parse_decimal(text, maximum=limit, what=what)
+    except ValueError as e:
+        raise StoreBadRequest(str(e)) from None
 
 
 def _cookie(text: str) -> int:
     if len(text) != COOKIE_HEX_DIGITS or not all(c in "0123456789abcdef" for c in text):
-        raise BadRequest(f"cookie must be {COOKIE_HEX_DIGITS} lower-case hex digits")
+        raise StoreBadRequest(f"cookie must be {COOKIE_HEX_DIGITS} lower-case hex digits")
     return int(text, 16)
 
 
@@ -126,9 +107,7 @@ def parse_needle_path(path: str, *, cookie: bool) -> tuple[int, int, int | None,
     parts = path.split("/")
     n = len(parts)
     if (cookie and n != 6) or (not cookie and n not in (4, 5)):
-        raise BadRequest(
-            "expected /n/{volume}/{key}/{alt_key}/{cookie}", status=404, code="bad_path"
-        )
+        raise NeedlePathInvalid("expected /n/{volume}/{key}/{alt_key}/{cookie}")
     vid = _decimal(parts[2], "volume", VOLUME_ID_MAX)
     key = _decimal(parts[3], "key", needle.KEY_MAX)
     alt = _decimal(parts[4], "alt_key", needle.ALT_KEY_MAX) if n >= 5 else None
@@ -156,7 +135,7 @@ def fast_needle_path(path: str) -> tuple[int, int, int, int]:
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     """[start, end) of a single byte range; None to ignore the header (multiple ranges or
-    a unit we do not serve); raises BadRequest(416) when unsatisfiable."""
+    a unit we do not serve); raises RangeNotSatisfiable."""
     unit, _, spec = header.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
@@ -174,7 +153,7 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     except ValueError:
         return None
     if start >= size or end <= start:
-        raise BadRequest("range not satisfiable", status=416, code="range_not_satisfiable")
+        raise RangeNotSatisfiable("range not satisfiable")
     return start, min(end, size)
 
 
@@ -195,7 +174,7 @@ def needle_response(req: Request, read: NeedleRead) -> Response:
             size = len(data)
             try:
                 span = _parse_range(rng, size)
-            except BadRequest:
+            except RangeNotSatisfiable:
                 return Response(
                     416,
                     b"",
@@ -228,19 +207,33 @@ class StoreHttpApi:
     # -- the three entry points --------------------------------------------------------------
 
     def handle(self, req: Request) -> Response | Awaitable[Response]:
+        """The error middleware: every error of a request, raised before or after its first
+        await, is answered by error_for here."""
         try:
-            if req.path.startswith("/n/"):
-                method = req.method
-                if method == "GET" or method == "HEAD":
-                    return self._get(req)
-                if method == "PUT":
-                    return self._put(req)
-                if method == "DELETE":
-                    return self._delete(req)
-                return error_response(405, "method_not_allowed", f"{method} is not allowed here")
-            return self._admin(req)
+            answer = self._route(req)
         except Exception as e:
             return error_for(e)
+        if isinstance(answer, Response):
+            return answer
+        return self._answer_later(answer)
+
+    async def _answer_later(self, answer: Awaitable[Response]) -> Response:
+        try:
+            return await answer
+        except Exception as e:
+            return error_for(e)
+
+    def _route(self, req: Request) -> Response | Awaitable[Response]:
+        if req.path.startswith("/n/"):
+            method = req.method
+            if method == "GET" or method == "HEAD":
+                return self._get(req)
+            if method == "PUT":
+                return self._put(req)
+            if method == "DELETE":
+                return self._delete(req)
+            return error_response(405, "method_not_allowed", f"{method} is not allowed here")
+        return self._admin(req)
 
     def head_hook(self, req: Request) -> Response | None:
         """Rejects a write before its body is read: bad path, no credential, no volume."""
@@ -273,7 +266,7 @@ class StoreHttpApi:
             return _UNAUTHORIZED
         try:
             vid, key, alt, cookie = fast_needle_path(req.path)
-        except BadRequest:
+        except (StoreBadRequest, NeedlePathInvalid):
             if req.path.count("/") == 4:  # /n/{volume}/{key}/{alt_key}: no cookie
                 return self._internal_get(req)
             raise
@@ -285,10 +278,7 @@ class StoreHttpApi:
     async def _get_from_disk(
         self, req: Request, vid: int, key: int, alt: int, cookie: int
     ) -> Response:
-        try:
-            read = await self.node.read(vid, key, alt, cookie)
-        except Exception as e:
-            return error_for(e)
+        read = await self.node.read(vid, key, alt, cookie)
         return needle_response(req, read)
 
     def _internal_get(self, req: Request) -> Response | Awaitable[Response]:
@@ -297,10 +287,7 @@ class StoreHttpApi:
         return self._internal_read(vid, key, alt)
 
     async def _internal_read(self, vid: int, key: int, alt: int) -> Response:
-        try:
-            read, cookie = await self.node.read_internal(vid, key, alt)
-        except Exception as e:
-            return error_for(e)
+        read, cookie = await self.node.read_internal(vid, key, alt)
         headers = (
             ("etag", f'"{read.checksum:016x}"'),
             ("x-pinhole-cookie", f"{cookie:016x}"),
@@ -310,36 +297,30 @@ class StoreHttpApi:
         return Response(200, read.data, headers, OCTETS)
 
     async def _put(self, req: Request) -> Response:
-        try:
-            vid, key, alt, cookie = parse_needle_path(req.path, cookie=True)
-            assert alt is not None and cookie is not None
-            repair = req.headers.get("x-pinhole-repair", "0")
-            if repair not in ("0", "1"):
-                raise BadRequest("x-pinhole-repair must be 1 or 0")
-            checksum = None
-            given = req.headers.get("x-pinhole-checksum")
-            if given is not None:
-                try:
-                    checksum = int(given, 16)
-                except ValueError:
-                    raise BadRequest(
-                        "x-pinhole-checksum must be hex (xxh3_64 of the data)"
-                    ) from None
-            result = await self.node.put(
-                vid, key, alt, cookie, req.body, data_checksum=checksum, repair=repair == "1"
-            )
-        except Exception as e:
-            return error_for(e)
+        vid, key, alt, cookie = parse_needle_path(req.path, cookie=True)
+        assert alt is not None and cookie is not None
+        repair = req.headers.get("x-pinhole-repair", "0")
+        if repair not in ("0", "1"):
+            raise StoreBadRequest("x-pinhole-repair must be 1 or 0")
+        checksum = None
+        given = req.headers.get("x-pinhole-checksum")
+        if given is not None:
+            try:
+                checksum = int(given, 16)
+            except ValueError:
+                raise StoreBadRequest(
+                    "x-pinhole-checksum must be hex (xxh3_64 of the data)"
+                ) from None
+        result = await self.node.put(
+            vid, key, alt, cookie, req.body, data_checksum=checksum, repair=repair == "1"
+        )
         # One answer per write: formatted, not json.dumps'd (every field is a number).
         body = _PUT_ANSWER % (vid, key, alt, len(req.body), result.checksum)
         return Response(201, body, (), "application/json")
 
     async def _delete(self, req: Request) -> Response:
-        try:
-            vid, key, alt, _ = parse_needle_path(req.path, cookie=False)
-            result = await self.node.delete(vid, key, alt)
-        except Exception as e:
-            return error_for(e)
+        vid, key, alt, _ = parse_needle_path(req.path, cookie=False)
+        result = await self.node.delete(vid, key, alt)
         if result.deleted == 0:
             return _NOT_FOUND
         return json_response(200, {"deleted": result.deleted})
@@ -349,7 +330,7 @@ class StoreHttpApi:
     def _admin(self, req: Request) -> Response | Awaitable[Response]:
         parts = [p for p in req.path.split("/") if p]
         if not parts:
-            raise BadRequest("no such resource", status=404, code="not_found")
+            raise RouteNotFound("no such resource")
         route = self._routes.get((req.method, parts[0])) if len(parts) == 1 else None
         if route is not None:
             handler, purposes = route
@@ -364,7 +345,7 @@ class StoreHttpApi:
                     return _UNAUTHORIZED
             elif not self._authorized(req, _ADMIN):
                 return _UNAUTHORIZED
-            vid = _decimal(parts[1], "volume", 2**32 - 1)
+            vid = _decimal(parts[1], "volume", VOLUME_ID_MAX)
             if action == "" and req.method == "GET":
                 return json_response(200, _volume_json(self.node, vid))
             if action == "" and req.method == "DELETE":
@@ -378,10 +359,8 @@ class StoreHttpApi:
             if action == "pull" and req.method == "GET":
                 job = self.node.jobs.get((vid, "pull"))
                 if job is None:
-                    raise BadRequest(
-                        f"no pull of volume {vid} has run", status=404, code="not_found"
-                    )
-                return json_response(200, job.to_json())
+                    raise JobNotFound(f"no pull of volume {vid} has run")
+                return json_response(200, job_json(job))
             if action in ("compact", "verify", "scrub"):
                 if req.method == "POST":
                     return self._start_job(req, vid, action)
@@ -389,11 +368,9 @@ class StoreHttpApi:
                     job = self.node.jobs.get((vid, action))
                     self.node.volume(vid)
                     if job is None:
-                        raise BadRequest(
-                            f"no {action} has run on volume {vid}", status=404, code="not_found"
-                        )
-                    return json_response(200, job.to_json())
-        raise BadRequest(f"no route for {req.method} {req.path}", status=404, code="not_found")
+                        raise JobNotFound(f"no {action} has run on volume {vid}")
+                    return json_response(200, job_json(job))
+        raise RouteNotFound(f"no route for {req.method} {req.path}")
 
     def _status(self, req: Request, parts: list[str]) -> Response:
         st = self.node.statistics()
@@ -413,33 +390,24 @@ class StoreHttpApi:
         return json_response(200, {"volumes": [asdict(v) for v in self.node.statistics().volumes]})
 
     async def _create_volume(self, req: Request, parts: list[str]) -> Response:
-        try:
-            body = _json_body(req)
-            vid = body.get("volume_id")
-            if not isinstance(vid, int) or isinstance(vid, bool):
-                raise BadRequest("volume_id (an integer) is required")
-            vol = await self.node.create_volume(vid)
-        except Exception as e:
-            return error_for(e)
+        body = _json_body(req)
+        vid = body.get("volume_id")
+        if not isinstance(vid, int) or isinstance(vid, bool):
+            raise StoreBadRequest("volume_id (an integer) is required")
+        vol = await self.node.create_volume(vid)
         return json_response(201, asdict(vol.statistics()))
 
     async def _set_state(self, req: Request, vid: int) -> Response:
+        body = _json_body(req)
         try:
-            body = _json_body(req)
-            try:
-                mode = Mode(str(body.get("mode")))
-            except ValueError:
-                raise BadRequest("mode must be writable, read_only or sealed") from None
-            await self.node.set_mode(vid, mode)
-        except Exception as e:
-            return error_for(e)
+            mode = Mode(str(body.get("mode")))
+        except ValueError:
+            raise StoreBadRequest("mode must be writable, read_only or sealed") from None
+        await self.node.set_mode(vid, mode)
         return json_response(200, _volume_json(self.node, vid))
 
     async def _delete_volume(self, vid: int) -> Response:
-        try:
-            await self.node.delete_volume(vid)
-        except Exception as e:
-            return error_for(e)
+        await self.node.delete_volume(vid)
         return json_response(200, {"volume_id": vid, "deleted": True})
 
     def _read_dat(self, req: Request, vid: int) -> Response | Awaitable[Response]:
@@ -447,17 +415,14 @@ class StoreHttpApi:
         offset = _decimal(params.get("offset", "0"), "offset", DAT_OFFSET_MAX)
         length = _decimal(params.get("length", str(DAT_READ_BYTES_MAX)), "length", 2**63)
         if length > DAT_READ_BYTES_MAX:
-            raise BadRequest(
+            raise StoreBadRequest(
                 f"length must be at most {DAT_READ_BYTES_MAX} bytes", code="length_too_large"
             )
         self.node.volume(vid)
         return self._read_dat_async(vid, offset, length)
 
     async def _read_dat_async(self, vid: int, offset: int, length: int) -> Response:
-        try:
-            chunk = await self.node.read_dat(vid, offset, length)
-        except Exception as e:
-            return error_for(e)
+        chunk = await self.node.read_dat(vid, offset, length)
         headers = (
             ("x-pinhole-volume-end", str(chunk.volume_end)),
             ("x-pinhole-compaction-revision", str(chunk.compaction_revision)),
@@ -468,22 +433,22 @@ class StoreHttpApi:
         body = _json_body(req)
         source = body.get("source")
         if not isinstance(source, str) or not source:
-            raise BadRequest("source (the URL of a store node holding the volume) is required")
+            raise StoreBadRequest("source (the URL of a store node holding the volume) is required")
         rate = body.get("bytes_per_s_max")
         if rate is not None and (
             isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0
         ):
-            raise BadRequest("bytes_per_s_max must be a positive number")
+            raise StoreBadRequest("bytes_per_s_max must be a positive number")
         job = self.node.start_pull(vid, source, bytes_per_s_max=rate)
-        return json_response(202, job.to_json())
+        return json_response(202, job_json(job))
 
     def _start_job(self, req: Request, vid: int, kind: str) -> Response:
         body = _json_body(req) if req.body else {}
         rate = body.get("bytes_per_s_max")
         if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
-            raise BadRequest("bytes_per_s_max must be a positive number")
+            raise StoreBadRequest("bytes_per_s_max must be a positive number")
         job = self.node.start_job(vid, kind, bytes_per_s_max=rate)
-        return json_response(202, job.to_json())
+        return json_response(202, job_json(job))
 
 
 def _json_body(req: Request) -> dict[str, Any]:
@@ -492,9 +457,9 @@ def _json_body(req: Request) -> dict[str, Any]:
     try:
         doc = json.loads(req.body)
     except ValueError:
-        raise BadRequest("the body is not JSON") from None
+        raise StoreBadRequest("the body is not JSON") from None
     if not isinstance(doc, dict):
-        raise BadRequest("the body must be a JSON object")
+        raise StoreBadRequest("the body must be a JSON object")
     return doc
 
 

@@ -31,7 +31,7 @@ from typing import Final
 
 import xxhash
 
-from store.errors import CorruptNeedle, NotFound
+from store.errors import CorruptNeedle, NeedleNotFound
 
 HEADER_MAGIC: Final = b"NEDL"
 FOOTER_MAGIC: Final = b"LDEN"
@@ -195,7 +195,7 @@ def verify_read(
 ) -> tuple[int, int]:
     """The read path's check of a needle read whole from the map's (offset, length):
     integrity (magic, size, reserved bytes, checksum: CorruptNeedle), identity (the needle
-    is the (key, alt_key) the map named: CorruptNeedle), then liveness and cookie (NotFound,
+    is the (key, alt_key) the map named: CorruptNeedle), then liveness and cookie (NeedleNotFound,
     so that a wrong cookie looks exactly like an absent needle).
 
     Returns (data_size, checksum). The same checks as verify(), without building objects:
@@ -223,7 +223,7 @@ def verify_read(
     if stored_key != key or stored_alt != alt_key:
         raise CorruptNeedle("the needle at the indexed offset is another one", offset=offset)
     if flags or stored_cookie != cookie:
-        raise NotFound("no such needle")
+        raise NeedleNotFound("no such needle")
     return size, checksum
 
 

@@ -2,7 +2,8 @@
 corrupt live needle it finds is reported to the directory for repair.
 
 A pass over one volume is store/volume_checking.verify with `scrub_bytes_per_s_max` on an
-admin thread; one pass runs at a time on a node (background or `POST
+admin thread, under a `LocalJob` (common/jobs/local.py) whose cancel stops the pass at its
+next needle; one pass runs at a time on a node (background or `POST
 /volumes/{id}/scrub`). Each corrupt live (key, alt_key) is sent as `POST
 {directory_url}/repairs {volume_id, key, alt_key, node_id, reason: "scrub"}` with the
 internal credential; the directory reads a good copy from another replica and writes it
@@ -14,6 +15,8 @@ Schedule: when each volume was last scrubbed is kept in `scrub.json` in the volu
 directory, so restarts do not reset it. A volume seen for the first time is due one interval
 later (a node that starts does not read all its disks at once); the most overdue volume goes
 first.
+
+The scrubber sees the node only through `ScrubbedNode`: what it calls, nothing more.
 """
 
 from __future__ import annotations
@@ -22,18 +25,20 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 import aiohttp
 
-from common.credentials import Purpose
-from store.storage import read_file, write_file_atomic
+from common.credentials import Credentials, Purpose
+from common.jobs.local import LocalJob, until_done
+from store.config import StoreConfig
+from store.storage import Storage, read_file, write_file_atomic
+from store.volume import Volume
 from store.volume_checking import verify
 
-if TYPE_CHECKING:
-    from store.node import StoreNode
+T = TypeVar("T")
 
 log = logging.getLogger("pinhole.store")
 
@@ -46,7 +51,28 @@ REPORTS_PENDING_MAX: Final = 10_000
 SCRUB_IDLE_CHECK_S_MAX: Final = 60.0
 REPORT_TIMEOUT_S: Final = 5.0
 
-Progress = Callable[[int, int], None]
+
+class ScrubbedNode(Protocol):
+    """What the scrubber uses of its node."""
+
+    @property
+    def config(self) -> StoreConfig: ...
+
+    @property
+    def credentials(self) -> Credentials | None: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def storage(self) -> Storage: ...
+
+    @property
+    def volume_ids(self) -> Collection[int]: ...
+
+    def volume(self, vid: int) -> Volume: ...
+
+    async def run_admin(self, fn: Callable[[], T]) -> T: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +87,14 @@ class ScrubStatistics:
 
 
 class Scrubber:
-    def __init__(self, node: StoreNode) -> None:
+    def __init__(self, node: ScrubbedNode) -> None:
         self._node = node
         self._lock = asyncio.Lock()
         self._pending: dict[tuple[int, int, int], None] = {}
         self._session: aiohttp.ClientSession | None = None
         self._last: dict[int, float] = {}
-        # Set when the node closes: a pass in progress stops at its next needle.
-        self.closing = False
+        # The background loop's pass in progress (cancelled when the node closes).
+        self._pass: LocalJob | None = None
         self.passes = 0
         self.bytes_scrubbed = 0
         self.corrupt_found = 0
@@ -82,24 +108,19 @@ class Scrubber:
         self,
         vid: int,
         *,
+        job: LocalJob,
         bytes_per_s_max: float | None = None,
-        progress: Progress | None = None,
-        cancel: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """Verifies volume `vid` at `bytes_per_s_max` (default: the node's
-        scrub_bytes_per_s_max) and reports its corrupt live needles. Returns the verify
-        report with `reports_sent`."""
+        scrub_bytes_per_s_max) under `job` (its progress and its cancel) and reports its
+        corrupt live needles. Returns the verify report with `reports_sent`."""
         node = self._node
-        rate = bytes_per_s_max or node.config.scrub_bytes_per_s_max
+        throttle = job.throttle(bytes_per_s_max or node.config.scrub_bytes_per_s_max)
         async with self._lock:
             await self.send_pending()
             vol = node.volume(vid)
-
-            def stop() -> bool:
-                return self.closing or (cancel is not None and cancel())
-
-            report = await node.run_admin(
-                lambda: verify(vol, progress=progress, cancel=stop, bytes_per_s_max=rate)
+            report = await until_done(
+                node.run_admin(lambda: verify(vol, progress=job.set_progress, throttle=throttle))
             )
             self.passes += 1
             self.bytes_scrubbed += report.bytes_checked
@@ -172,7 +193,7 @@ class Scrubber:
         await node.run_admin(self._load_schedule)
         while True:
             now = time.time()
-            vids = set(node.volumes)
+            vids = set(node.volume_ids)
             for vid in vids - set(self._last):
                 self._last[vid] = now  # first seen: due one interval from now
             for vid in set(self._last) - vids:
@@ -184,12 +205,15 @@ class Scrubber:
                 await asyncio.sleep(min(wait_s, SCRUB_IDLE_CHECK_S_MAX))
                 continue
             assert due is not None
+            self._pass = LocalJob("scrub", due)
             try:
-                await self.scrub(due)
+                await self.scrub(due, job=self._pass)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a volume deleted meanwhile, an I/O error: next one
                 log.warning("v%d: scrub pass failed: %s", due, e)
+            finally:
+                self._pass = None
             self._last[due] = time.time()
             try:
                 await node.run_admin(self._save_schedule)
@@ -214,6 +238,11 @@ class Scrubber:
             "volumes": {str(k): v for k, v in sorted(self._last.items())},
         }
         write_file_atomic(self._node.storage, SCHEDULE_NAME, [json.dumps(doc).encode()])
+
+    def stop(self) -> None:
+        """Cancels the background pass in progress: it stops at its next needle."""
+        if self._pass is not None:
+            self._pass.cancel()
 
     async def close(self) -> None:
         if self._session is not None:

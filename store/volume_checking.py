@@ -9,8 +9,9 @@ holds through the whole file. Corrupt needles that nothing points at (garbage le
 cut, or bit rot in deleted data) are counted in `corrupt_dead` but do not fail the check:
 compaction drops them.
 
-A scrub is a verify with `bytes_per_s_max` (the read rate is held under it by sleeping on the
-worker thread) whose report lists the (key, alt_key) of the corrupt live needles, so that
+A scrub is a verify with a rate-limited `Throttle` (common/jobs/local.py: the read rate is
+held under it by sleeping on the worker thread, and a cancel of the job is seen there between
+needles) whose report lists the (key, alt_key) of the corrupt live needles, so that
 each can be repaired from another replica. The list holds at most CORRUPT_NEEDLES_LISTED_MAX
 pairs; the counts are always complete. Needles past a point where the framing breaks
 (`broken_at`) are counted in corrupt_live but not listed: the scan cannot tell whether they
@@ -26,6 +27,7 @@ from typing import Final
 
 import numpy as np
 
+from common.jobs.local import Throttle
 from store.needle_run import TOMBSTONE_OFFSET
 from store.needle_scan import SCAN_CHUNK_BYTES, Damage, scan
 from store.superblock import SUPERBLOCK_BYTES
@@ -37,8 +39,6 @@ REPORT_OFFSETS_MAX: Final = 100
 CORRUPT_NEEDLES_LISTED_MAX: Final = 1000
 # A throttled scan reads in chunks of about a quarter second of its rate, within these.
 THROTTLED_CHUNK_BYTES_MIN: Final = 64 * 1024
-# A throttled scan sleeps at most this long at once, so that a cancel is seen promptly.
-THROTTLE_SLEEP_S_MAX: Final = 0.25
 
 Progress = Callable[[int, int], None]  # (bytes checked, bytes total)
 
@@ -65,18 +65,17 @@ def verify(
     volume: Volume,
     *,
     progress: Progress | None = None,
-    cancel: Callable[[], bool] | None = None,
-    bytes_per_s_max: float | None = None,
+    throttle: Throttle | None = None,
 ) -> VerifyReport:
-    """Checks the volume (blocking: run it on a worker thread). With `bytes_per_s_max`, reads
-    at most that many bytes per second. `cancel` is polled between needles
-    (InterruptedError)."""
-    if bytes_per_s_max is not None and bytes_per_s_max <= 0:
-        raise ValueError("bytes_per_s_max must be positive")
+    """Checks the volume (blocking: run it on a worker thread). With a `throttle`, reads at
+    most its rate and raises LocalJobCancelled between needles once its job is cancelled."""
     t0 = time.monotonic()
+    if throttle is None:
+        throttle = Throttle()
+    rate = throttle.bytes_per_s
     chunk_bytes = SCAN_CHUNK_BYTES
-    if bytes_per_s_max is not None:
-        quarter_s = int(bytes_per_s_max / 4)
+    if rate is not None:
+        quarter_s = int(rate / 4)
         chunk_bytes = min(SCAN_CHUNK_BYTES, max(THROTTLED_CHUNK_BYTES_MIN, quarter_s))
     gen = volume.pin_generation()
     try:
@@ -103,7 +102,7 @@ def verify(
             if len(problems) < REPORT_OFFSETS_MAX:
                 problems.append(msg)
 
-        pos = SUPERBLOCK_BYTES
+        pos = waited_to = SUPERBLOCK_BYTES
         for item in scan(gen.file, SUPERBLOCK_BYTES, end, chunk_bytes=chunk_bytes):
             unit = item.offset // UNIT
             while i < n and want_off[i] < unit:
@@ -149,12 +148,8 @@ def verify(
             if progress is not None and pos - last_report >= 64 * 1024 * 1024:
                 progress(pos, end)
                 last_report = pos
-            if cancel is not None and cancel():
-                raise InterruptedError("verify cancelled")
-            if bytes_per_s_max is not None:
-                ahead_s = (pos - SUPERBLOCK_BYTES) / bytes_per_s_max - (time.monotonic() - t0)
-                if ahead_s > 0:
-                    time.sleep(min(ahead_s, THROTTLE_SLEEP_S_MAX))
+            throttle.wait(pos - waited_to)
+            waited_to = pos
         if broken_at is not None:
             corrupt_live += n - i
         else:

@@ -4,8 +4,9 @@ reads and writes go on.
 1. Snapshot: note the durable end W0 and take a snapshot of the map. Every live needle below
    W0 is copied, in file order, into `v<id>.cpd` (a new superblock with the compaction
    revision + 1), each one verified on the way (a corrupt needle stops the compaction: it
-   must be repaired from a replica, not silently dropped or carried over), throttled to
-   `bytes_per_s_max`. The new map is the snapshot with the new offsets.
+   must be repaired from a replica, not silently dropped or carried over), paced by the
+   compaction's `Throttle` (common/jobs/local.py), where a cancel of its job is also seen.
+   The new map is the snapshot with the new offsets.
 2. Catch up: needles appended meanwhile (writes and tombstones) are replayed into the new
    file and map, round after round, until the tail left is small.
 3. Switch, on the volume's writer thread so no write interleaves: replay the last tail, sync
@@ -20,7 +21,6 @@ rolls forward (the renames are finished on open). See store/volume_loading.py.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +28,9 @@ from typing import Final
 
 import numpy as np
 
+from common.jobs.local import LocalJobCancelled, Throttle
 from store import index_file, needle
-from store.errors import Busy, CorruptNeedle, VolumeNotWritable
+from store.errors import CorruptNeedle, NodeBusy, VolumeNotWritable
 from store.needle_map import NeedleMap
 from store.needle_run import Run
 from store.needle_scan import Damage, scan
@@ -72,16 +73,23 @@ class CompactionReport:
     error: str | None
 
 
-class Cancelled(Exception):
-    pass
+Progress = Callable[[int, int], None]  # (bytes copied, bytes to copy)
 
 
 class Compaction:
-    def __init__(self, volume: Volume, *, bytes_per_s_max: float | None = None) -> None:
-        if bytes_per_s_max is not None and bytes_per_s_max <= 0:
-            raise ValueError("bytes_per_s_max must be positive")
+    """One compaction of `volume`: run() on a worker thread. `throttle` paces the copy and
+    carries the cancel (LocalJobCancelled rolls the compaction back)."""
+
+    def __init__(
+        self,
+        volume: Volume,
+        *,
+        throttle: Throttle | None = None,
+        progress: Progress | None = None,
+    ) -> None:
         self.volume = volume
-        self.bytes_per_s_max = bytes_per_s_max
+        self._throttle = throttle if throttle is not None else Throttle()
+        self._progress = progress
         self.phase = "copying"
         self.bytes_total = 0
         self.bytes_copied = 0
@@ -91,16 +99,10 @@ class Compaction:
         self.size_after = 0
         self.started = time.time()
         self._t0 = time.monotonic()
-        self._throttle_t0 = time.monotonic()
-        self._throttle_bytes = 0
         self.error: str | None = None
-        self._cancel = threading.Event()
         self.done = False
         # Hook for crash tests: called with a step name before each step of the switch.
         self.before_step: Callable[[str], None] = lambda step: None
-
-    def cancel(self) -> None:
-        self._cancel.set()
 
     def report(self) -> CompactionReport:
         return CompactionReport(
@@ -124,7 +126,7 @@ class Compaction:
         vol = self.volume
         current = vol.compaction
         if current is not None and not current.done:
-            raise Busy(f"volume {vol.id} is already being compacted")
+            raise NodeBusy(f"volume {vol.id} is already being compacted")
         if vol.state.reason is Reason.IO_ERROR:
             raise VolumeNotWritable(f"volume {vol.id} is read-only after an I/O error")
         vol.compaction = self
@@ -158,7 +160,7 @@ class Compaction:
                 time.monotonic() - self._t0,
             )
         except BaseException as e:
-            self.phase = "cancelled" if isinstance(e, Cancelled) else "failed"
+            self.phase = "cancelled" if isinstance(e, LocalJobCancelled) else "failed"
             self.error = f"{e.__class__.__name__}: {e}"
             if not switched:
                 self._roll_back(new_file)
@@ -229,7 +231,7 @@ class Compaction:
         n = len(keys)
         i = 0
         while i < n:
-            self._check_cancel()
+            self._throttle.check()
             # A chunk: needles contiguous in the old file, up to COPY_CHUNK_BYTES_MAX.
             j = i + 1
             chunk_units = int(len_units[i])
@@ -254,20 +256,30 @@ class Compaction:
             new_file.write([view], int(new_units[i]) * UNIT)
             self.bytes_copied += chunk_units * UNIT
             self.needles_copied += j - i
-            self._throttle(chunk_units * UNIT)
+            if self._progress is not None:
+                self._progress(self.bytes_copied, self.bytes_total)
+            self._throttle.wait(chunk_units * UNIT)
             i = j
 
     # -- phase 2 and the switch: replay what was appended meanwhile --------------------------
 
     def _replay(
-        self, new_file: VolumeFile, new_map: NeedleMap, start: int, stop: int, new_end: int
+        self,
+        new_file: VolumeFile,
+        new_map: NeedleMap,
+        start: int,
+        stop: int,
+        new_end: int,
+        *,
+        paced: bool = True,
     ) -> int:
         """Copies the needles in [start, stop) of the old file to the end of the new one and
-        applies them to the new map. Returns the new end."""
+        applies them to the new map. Returns the new end. Unpaced (the switch holds the
+        writer) it only looks for a cancel."""
         gen = self.volume.pin_generation()
         try:
             for item in scan(gen.file, start, stop):
-                self._check_cancel()
+                self._throttle.check()
                 if isinstance(item, Damage):
                     raise CorruptNeedle(f"while replaying: {item.message}", offset=item.offset)
                 h = item.header
@@ -283,7 +295,8 @@ class Compaction:
                     new_map.put(h.key, h.alt_key, new_end // UNIT, item.length // UNIT)
                 new_end += item.length
                 self.tail_bytes_replayed += item.length
-                self._throttle(item.length)
+                if paced:
+                    self._throttle.wait(item.length)
         finally:
             gen.unpin()
         return new_end
@@ -294,8 +307,7 @@ class Compaction:
         """Runs on the writer thread: no write can interleave."""
         vol = self.volume
         storage = vol.storage
-        self.bytes_per_s_max = None  # the writer is held: no throttling from here on
-        new_end = self._replay(new_file, new_map, replayed_to, vol.end, new_end)
+        new_end = self._replay(new_file, new_map, replayed_to, vol.end, new_end, paced=False)
         self.before_step("sync_data")
         new_file.datasync()
         self.before_step("write_index")
@@ -346,27 +358,6 @@ class Compaction:
         old_gen.retire()
         return new_end
 
-    # -- helpers -----------------------------------------------------------------------------
-
-    def _check_cancel(self) -> None:
-        if self._cancel.is_set():
-            raise Cancelled("compaction cancelled")
-
-    def _throttle(self, nbytes: int) -> None:
-        rate = self.bytes_per_s_max
-        if rate is None:
-            return
-        self._throttle_bytes += nbytes
-        due = self._throttle_t0 + self._throttle_bytes / rate
-        delay = due - time.monotonic()
-        if delay > 0:
-            # Wake up early on cancel.
-            self._cancel.wait(delay)
-        elif delay < -1.0:
-            # Do not bank more than a second of unused budget.
-            self._throttle_t0 = time.monotonic()
-            self._throttle_bytes = 0
-
 
 def _run_subset(snap: Run, keep: np.ndarray, new_offsets: np.ndarray) -> Run:
     from store.needle_run import run_from_sorted
@@ -375,6 +366,6 @@ def _run_subset(snap: Run, keep: np.ndarray, new_offsets: np.ndarray) -> Run:
     return run_from_sorted(keys[keep], alts[keep], new_offsets[keep], lengths[keep])
 
 
-def compact(volume: Volume, *, bytes_per_s_max: float | None = None) -> CompactionReport:
+def compact(volume: Volume, *, throttle: Throttle | None = None) -> CompactionReport:
     """Compacts `volume` now (blocking)."""
-    return Compaction(volume, bytes_per_s_max=bytes_per_s_max).run()
+    return Compaction(volume, throttle=throttle).run()

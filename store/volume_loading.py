@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 
 from store import index_file, needle, superblock, volume_state
-from store.errors import CorruptNeedle, FormatError, VolumeExists, VolumeNotFound
+from store.errors import CorruptNeedle, FormatError, VolumeExists, VolumeNotOnNode
 from store.needle_map import NeedleMap
 from store.needle_run import TOMBSTONE_OFFSET, Run
 from store.needle_scan import Damage, scan
@@ -162,7 +162,7 @@ def open_volume(storage: Storage, vid: int, limits: VolumeLimits) -> Volume:
         if storage.exists(stale + ".tmp"):
             storage.remove(stale + ".tmp")
     if not storage.exists(data_name(vid)):
-        raise VolumeNotFound(f"volume {vid} does not exist")
+        raise VolumeNotOnNode(f"volume {vid} does not exist")
     f = storage.open(data_name(vid))
     try:
         return _open(storage, vid, limits, f)

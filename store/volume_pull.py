@@ -26,7 +26,6 @@ the copy is done, are redelivered by the directory.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -35,9 +34,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from common.jobs.local import Throttle, until_done
 from store import superblock
 from store.client import DatChunk
-from store.errors import FormatError, StoreError, VolumeExists
+from store.errors import FormatError, OffsetPastEnd, PullFailed, VolumeExists
 from store.needle_scan import Damage, scan
 from store.storage import Storage, VolumeFile, read_file, write_file_atomic
 from store.superblock import SUPERBLOCK_BYTES
@@ -94,20 +94,12 @@ def remove_pull_files(storage: Storage, vid: int) -> bool:
     return bool(names)
 
 
-class SourcePastEnd(Exception):
-    """The source answered that the offset asked for is past its volume's end."""
-
-
-class PullFailed(StoreError):
-    """The copy could not be made (source error, broken copy, too many restarts)."""
-
-    code = "pull_failed"
-
-
-# Reads [offset, offset + length) of the source's volume file.
+# Reads [offset, offset + length) of the source's volume file; OffsetPastEnd when the offset
+# is past the source's durable end.
 ReadDat = Callable[[int, int], Awaitable[DatChunk]]
 # Runs a blocking call on a worker thread.
 RunBlocking = Callable[[Callable[[], Any]], Awaitable[Any]]
+Progress = Callable[[int, int], None]  # (bytes of the copy, the source's end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +118,9 @@ class PullReport:
 
 class VolumePull:
     """One pull of volume `vid` from `source` (a URL, recorded in the sidecar). Use copy(),
-    then install() on a worker thread; cancel the task running copy() to stop it (the temp
-    files stay, for a later pull to resume)."""
+    then install() on a worker thread. `throttle` paces the copy and carries the cancel of
+    its job; cancelling the task running copy() stops it too (the temp files stay, for a
+    later pull to resume)."""
 
     def __init__(
         self,
@@ -137,18 +130,21 @@ class VolumePull:
         source: str,
         read_dat: ReadDat,
         run_blocking: RunBlocking,
-        bytes_per_s_max: float,
+        throttle: Throttle | None = None,
+        progress: Progress | None = None,
     ) -> None:
-        if bytes_per_s_max <= 0:
-            raise ValueError("bytes_per_s_max must be positive")
         self.storage = storage
         self.vid = vid
         self.source = source
         self._read_dat = read_dat
         self._run = run_blocking
-        self.bytes_per_s_max = bytes_per_s_max
-        self.chunk_bytes = int(
-            min(DAT_READ_BYTES_MAX, max(PULL_CHUNK_BYTES_MIN, bytes_per_s_max / 4))
+        self._throttle = throttle if throttle is not None else Throttle()
+        self._progress = progress
+        rate = self._throttle.bytes_per_s
+        self.chunk_bytes = (
+            DAT_READ_BYTES_MAX
+            if rate is None
+            else int(min(DAT_READ_BYTES_MAX, max(PULL_CHUNK_BYTES_MIN, rate / 4)))
         )
         self.position = 0
         self.volume_end = 0
@@ -160,19 +156,11 @@ class VolumePull:
         self.corrupt_needles = 0
         self._t0 = time.monotonic()
 
-    @property
-    def progress(self) -> float:
-        return min(1.0, self.position / self.volume_end) if self.volume_end else 0.0
-
     async def _blocking(self, fn: Callable[[], T]) -> T:
         # A cancelled pull still waits for the thread's file operation to end, so that the
         # file is never closed under a write in flight.
-        fut = asyncio.ensure_future(self._run(fn))
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            await asyncio.wait([fut])
-            raise
+        result: T = await until_done(self._run(fn))
+        return result
 
     async def copy(self) -> None:
         """Copies the source's file into the temp file, durably, and checks it whole."""
@@ -193,7 +181,7 @@ class VolumePull:
             chunk: DatChunk | None
             try:
                 chunk = await self._read_dat(pos, self.chunk_bytes)
-            except SourcePastEnd:
+            except OffsetPastEnd:
                 if pos == 0:
                     raise PullFailed(f"volume {self.vid}: the source has no data") from None
                 chunk = None  # our copy is longer than the source's file: not a prefix of it
@@ -217,6 +205,8 @@ class VolumePull:
                 pos += len(data)
                 self.position = pos
                 self.bytes_copied += len(data)
+                if self._progress is not None:
+                    self._progress(pos, chunk.volume_end)
                 unsynced += len(data)
                 if unsynced >= PULL_SYNC_BYTES:
                     await self._blocking(f.datasync)
@@ -232,12 +222,7 @@ class VolumePull:
                     f"volume {self.vid}: the source sent nothing at offset {pos}"
                     f" before its end {chunk.volume_end}"
                 )
-            await self._throttle()
-
-    async def _throttle(self) -> None:
-        ahead_s = self.bytes_copied / self.bytes_per_s_max - (time.monotonic() - self._t0)
-        if ahead_s > 0:
-            await asyncio.sleep(ahead_s)
+            await self._throttle.wait_async(len(data))
 
     def _resume_position(self, f: VolumeFile) -> int:
         """Where the copy resumes (blocking): the temp file's size when the sidecar says it

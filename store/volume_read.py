@@ -3,7 +3,7 @@
 The map gives (offset, length); one read fetches header, data and footer together. Checks
 (store/needle.verify_read): magic, size and checksum (CorruptNeedle: the bytes are bad,
 never served), the header names the (key, alt_key) asked for (CorruptNeedle: the index and
-the file disagree), not deleted, and the cookie (NotFound: a wrong cookie answers exactly
+the file disagree), not deleted, and the cookie (NeedleNotFound: a wrong cookie answers exactly
 like an absent needle).
 
 The internal read (replica repair, no cookie in hand) runs the same checks with the cookie
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Final, NamedTuple
 
 from store import needle
-from store.errors import NotFound
+from store.errors import NeedleNotFound
 from store.volume import UNIT, Generation, Volume
 
 
@@ -34,12 +34,12 @@ class NeedleRead(NamedTuple):
 
 def locate_pinned(volume: Volume, key: int, alt_key: int) -> tuple[Generation, int, int]:
     """(generation, offset, length) of the needle, the generation pinned: the caller must
-    unpin it once its read is done. Raises NotFound."""
+    unpin it once its read is done. Raises NeedleNotFound."""
     gen = volume.pin_generation()
     loc = gen.map.get(key, alt_key)
     if loc is None:
         gen.unpin()
-        raise NotFound("no such needle")
+        raise NeedleNotFound("no such needle")
     return gen, loc[0] * UNIT, loc[1] * UNIT
 
 
@@ -64,7 +64,7 @@ def stored_cookie(raw: bytes | bytearray) -> int:
 def read_cached(volume: Volume, key: int, alt_key: int, cookie: int) -> NeedleRead | None:
     """Serves the needle if its bytes are in the page cache, without ever waiting for the
     device; None means "read it from the device" (read(), or the node's device reader).
-    Raises NotFound and CorruptNeedle."""
+    Raises NeedleNotFound and CorruptNeedle."""
     gen, offset, length = locate_pinned(volume, key, alt_key)
     try:
         raw = gen.file.read_nowait(length, offset)
@@ -76,7 +76,7 @@ def read_cached(volume: Volume, key: int, alt_key: int, cookie: int) -> NeedleRe
 
 
 def read(volume: Volume, key: int, alt_key: int, cookie: int) -> NeedleRead:
-    """Blocking read of one needle. Raises NotFound, CorruptNeedle or OSError."""
+    """Blocking read of one needle. Raises NeedleNotFound, CorruptNeedle or OSError."""
     gen, offset, length = locate_pinned(volume, key, alt_key)
     try:
         raw = gen.file.read(length, offset)

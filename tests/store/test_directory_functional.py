@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from common.jobs.local import Throttle
 from store.client import StoreClient
 from store.config import StoreConfig
 from store.node import StoreNode
 from store.server import running_node
 from store.storage import OsStorage
+from store.superblock import SUPERBLOCK_BYTES
 from store.volume import Volume, data_name
 from store.volume_checking import verify
 from store.volume_config import VolumeLimits
@@ -256,10 +258,17 @@ def test_a_throttled_verify_holds_its_rate(tmp_path: Path) -> None:
     try:
         for key in range(100):
             vol.put(key, 0, 1, bytes(4000)).result()
-        t0 = time.monotonic()
-        report = verify(vol, bytes_per_s_max=1_000_000)
-        elapsed = time.monotonic() - t0
+        # The throttle's clock moves only when it sleeps: the time slept is the scan's time.
+        now = [0.0]
+
+        def sleep(s: float) -> None:
+            now[0] += s
+
+        throttle = Throttle(1_000_000, clock=lambda: now[0], sleep=sleep)
+        report = verify(vol, throttle=throttle)
         assert report.ok and report.bytes_checked > 400_000
-        assert elapsed >= report.bytes_checked / 1_000_000 - 0.3
+        scanned = report.bytes_checked - SUPERBLOCK_BYTES
+        assert throttle.bytes == scanned
+        assert now[0] == pytest.approx(scanned / 1_000_000)
     finally:
         vol.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from store import needle, volume_read
-from store.errors import NeedleTooLarge, NotFound, QueueFull, VolumeFull, VolumeNotWritable
+from store.errors import NeedleNotFound, NeedleTooLarge, QueueFull, VolumeFull, VolumeNotWritable
 from store.storage import OsStorage
 from store.volume import Volume, data_name, index_name
 from store.volume_checking import verify
@@ -34,9 +34,9 @@ def test_put_get_round_trip(volume: Volume) -> None:
 
 def test_wrong_cookie_answers_exactly_like_an_absent_needle(volume: Volume) -> None:
     volume.put(11, 0, 7, b"secret").result()
-    with pytest.raises(NotFound) as wrong:
+    with pytest.raises(NeedleNotFound) as wrong:
         volume_read.read(volume, 11, 0, 8)
-    with pytest.raises(NotFound) as absent:
+    with pytest.raises(NeedleNotFound) as absent:
         volume_read.read(volume, 12, 0, 7)
     assert type(wrong.value) is type(absent.value)
     assert str(wrong.value) == str(absent.value)
@@ -57,10 +57,10 @@ def test_delete_is_durable_and_reads_404(volume: Volume, os_storage: OsStorage) 
     volume.put(6, 0, 7, b"c").result()
     assert volume.delete(5, 1).result().deleted == 1
     assert volume.delete(5, 1).result().deleted == 0  # idempotent
-    with pytest.raises(NotFound):
+    with pytest.raises(NeedleNotFound):
         _read(volume, 5, 1)
     assert volume.delete(5).result().deleted == 1  # all variants of key 5
-    with pytest.raises(NotFound):
+    with pytest.raises(NeedleNotFound):
         _read(volume, 5, 0)
     assert _read(volume, 6) == b"c"
     volume.close()
@@ -68,9 +68,9 @@ def test_delete_is_durable_and_reads_404(volume: Volume, os_storage: OsStorage) 
     os_storage.remove(index_name(1))
     v = open_volume(os_storage, 1, VolumeLimits())
     try:
-        with pytest.raises(NotFound):
+        with pytest.raises(NeedleNotFound):
             _read(v, 5, 0)
-        with pytest.raises(NotFound):
+        with pytest.raises(NeedleNotFound):
             _read(v, 5, 1)
         assert _read(v, 6) == b"c"
         assert v.statistics().needles_live == 1
@@ -189,7 +189,7 @@ def test_torn_tail_is_cut_off(os_storage: OsStorage, limits: VolumeLimits) -> No
         assert v.opened_torn_bytes == 3000
         assert v.end == end == os.path.getsize(path)
         assert all(_read(v, k) == b"y" * 300 for k in range(10))
-        with pytest.raises(NotFound):
+        with pytest.raises(NeedleNotFound):
             _read(v, 99)
         assert verify(v).ok
     finally:

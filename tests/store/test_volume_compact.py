@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from common.jobs.local import LocalJob, LocalJobCancelled, Throttle
 from store import needle, volume_read
-from store.errors import Busy, CorruptNeedle, NotFound
+from store.errors import CorruptNeedle, NeedleNotFound, NodeBusy
 from store.storage import OsStorage
 from store.volume import (
     Volume,
@@ -18,7 +19,7 @@ from store.volume import (
     index_name,
 )
 from store.volume_checking import verify
-from store.volume_compact import Cancelled, Compaction, compact
+from store.volume_compact import Compaction, compact
 from store.volume_config import VolumeLimits
 from store.volume_loading import create_volume, open_volume, recover_compaction, write_marker
 from tests.store.twin import TwinStorage
@@ -49,7 +50,7 @@ def _check(v: Volume, model: dict[tuple[int, int], bytes], n: int) -> None:
         if key in model:
             assert _read(v, *key) == model[key]
         else:
-            with pytest.raises(NotFound):
+            with pytest.raises(NeedleNotFound):
                 _read(v, *key)
 
 
@@ -123,7 +124,7 @@ def test_reads_writes_and_deletes_go_on_during_compaction(
     for t in threads:
         t.start()
     try:
-        c = Compaction(v, bytes_per_s_max=2_000_000)  # slow enough for writes to interleave
+        c = Compaction(v, throttle=Throttle(2_000_000))  # slow enough for writes to interleave
         report = c.run()
     finally:
         stop.set()
@@ -148,20 +149,31 @@ def test_throttle_bounds_the_copy_rate(os_storage: OsStorage, limits: VolumeLimi
     v = create_volume(os_storage, 1, limits)
     for k in range(100):
         v.put(k, 0, 7, b"t" * 4000).result()
-    t0 = time.monotonic()
-    report = Compaction(v, bytes_per_s_max=400_000).run()
-    elapsed = time.monotonic() - t0
-    # Sleeping can only make it slower: a lower bound is a sound check.
-    assert elapsed >= 0.9 * report.bytes_copied / 400_000
+    # A clock that only the throttle's sleeps move: the copy takes no time of its own, so
+    # the time slept is the time the copy took.
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(s: float) -> None:
+        sleeps.append(s)
+        now[0] += s
+
+    throttle = Throttle(400_000, clock=lambda: now[0], sleep=sleep)
+    report = Compaction(v, throttle=throttle).run()
+    assert report.bytes_copied > 400_000 and len(sleeps) >= 1
+    # Each chunk waits until the rate allows the bytes copied so far.
+    assert now[0] == pytest.approx(report.bytes_copied / 400_000)
+    assert throttle.bytes == report.bytes_copied + report.tail_bytes_replayed
     v.close()
 
 
 def test_cancel_rolls_back(os_storage: OsStorage, limits: VolumeLimits) -> None:
     v = create_volume(os_storage, 1, limits)
     model = _fill(v, 200)
-    c = Compaction(v, bytes_per_s_max=10_000)
-    threading.Timer(0.2, c.cancel).start()
-    with pytest.raises(Cancelled):
+    job = LocalJob("compact", 1)
+    c = Compaction(v, throttle=job.throttle(10_000))
+    threading.Timer(0.2, job.cancel).start()  # from another thread, mid-sleep
+    with pytest.raises(LocalJobCancelled):
         c.run()
     assert c.report().phase == "cancelled"
     assert sorted(os_storage.list()) == ["v1.dat"]
@@ -190,17 +202,27 @@ def test_a_second_compaction_is_refused_while_one_runs(
     v = create_volume(os_storage, 1, limits)
     for k in range(50):
         v.put(k, 0, 7, b"b" * 3000).result()
-    c = Compaction(v, bytes_per_s_max=50_000)
-    t = threading.Thread(target=lambda: c.run())
+    job = LocalJob("compact", 1)
+    c = Compaction(v, throttle=job.throttle(50_000))
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            c.run()
+        except LocalJobCancelled as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=run)
     t.start()
     try:
         while c.bytes_copied == 0:
             time.sleep(0.01)
-        with pytest.raises(Busy):
+        with pytest.raises(NodeBusy):
             compact(v)
     finally:
-        c.cancel()
+        job.cancel()
         t.join()
+    assert len(outcome) == 1 and c.report().phase == "cancelled"
     v.close()
 
 

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from store import needle, volume_read
-from store.errors import CorruptNeedle, NotFound, VolumeIOError, VolumeNotWritable
+from store.errors import CorruptNeedle, NeedleNotFound, VolumeIOError, VolumeNotWritable
 from store.volume import Volume, data_name
 from store.volume_checking import verify
 from store.volume_config import VolumeLimits
@@ -36,7 +36,7 @@ def test_failed_write_or_sync_turns_the_volume_read_only_and_acknowledges_nothin
         v.put(101, 0, 7, b"refused").result()
     with pytest.raises(VolumeNotWritable):
         v.delete(1).result()
-    with pytest.raises(NotFound):
+    with pytest.raises(NeedleNotFound):
         _read(v, 100)  # never indexed
     assert all(_read(v, k) == b"ok" * 100 for k in range(5))
     assert v.statistics().sync_failures == 1
@@ -46,7 +46,7 @@ def test_failed_write_or_sync_turns_the_volume_read_only_and_acknowledges_nothin
     w = open_volume(after, 1, limits)
     try:
         assert all(_read(w, k) == b"ok" * 100 for k in range(5))
-        with pytest.raises(NotFound):
+        with pytest.raises(NeedleNotFound):
             _read(w, 100)
         assert verify(w).ok
         assert w.state.reason is Reason.IO_ERROR  # the state survives: an operator decides
@@ -116,7 +116,7 @@ def test_power_cuts_at_random_points_lose_no_acknowledged_write(limits: VolumeLi
             for key, data in acked.items():
                 assert _read(w, *key) == data, (round_, key)
             for key in deleted:
-                with pytest.raises(NotFound):
+                with pytest.raises(NeedleNotFound):
                     _read(w, *key)
             report = verify(w)
             assert report.ok, report
@@ -164,7 +164,7 @@ def test_cache_misses_fall_back_to_the_blocking_read(
     v.put(1, 0, 7, b"abc").result()
     twin.nowait_misses = True
     assert volume_read.read_cached(v, 1, 0, 7) is None
-    with pytest.raises(NotFound):
+    with pytest.raises(NeedleNotFound):
         volume_read.read_cached(v, 2, 0, 7)  # absent needles never need the device
     assert _read(v, 1) == b"abc"
     v.close()

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from store import volume_read
-from store.errors import NotFound
+from store.errors import NeedleNotFound
 from store.volume_checking import verify
 from store.volume_compact import compact
 from store.volume_config import VolumeLimits
@@ -57,7 +57,7 @@ class VolumeMachine(RuleBasedStateMachine):
         else:
             try:
                 volume_read.read(self.volume, key, alt, cookie)
-            except NotFound:
+            except NeedleNotFound:
                 pass
             else:
                 raise AssertionError("served a needle that should answer 404")
