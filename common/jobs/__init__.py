@@ -17,15 +17,44 @@ Invariants, in one place:
 - A `LeasedLoop` runs its pass in one process at a time (a row of `job_leases`), renewing
   the lease while the pass runs and cancelling the pass when the lease is lost.
 - Stopping waits a bounded time for the job or pass in hand, then cancels it.
+
+The durable side (queue, runner, leased loop) needs SQLAlchemy; node-local work
+(`common.jobs.local`) does not, so the names below load on first use and a store node that
+imports only `common.jobs.local` never loads the database layer.
 """
 
-from common.jobs.clock import Clock, ManualClock, SystemClock
-from common.jobs.errors import JobError, LeaseLost, UnknownJobKind, UnknownQueue
-from common.jobs.job import Job, JobState
-from common.jobs.kind import KINDS, JobKind, JobQueue, RetryPolicy, register, register_queue
-from common.jobs.lease import LeasedLoop
-from common.jobs.queue import JobStore, QueueStatistics, enqueue
-from common.jobs.runner import Defer, JobLease, JobRunner
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from common.jobs.clock import Clock, ManualClock, SystemClock
+    from common.jobs.errors import JobError, LeaseLost, UnknownJobKind, UnknownQueue
+    from common.jobs.job import Job, JobState
+    from common.jobs.kind import KINDS, JobKind, JobQueue, RetryPolicy, register, register_queue
+    from common.jobs.lease import LeasedLoop
+    from common.jobs.queue import JobStore, QueueStatistics, enqueue
+    from common.jobs.runner import Defer, JobLease, JobRunner
+
+_HOMES = {
+    "clock": ("Clock", "ManualClock", "SystemClock"),
+    "errors": ("JobError", "LeaseLost", "UnknownJobKind", "UnknownQueue"),
+    "job": ("Job", "JobState"),
+    "kind": ("KINDS", "JobKind", "JobQueue", "RetryPolicy", "register", "register_queue"),
+    "lease": ("LeasedLoop",),
+    "queue": ("JobStore", "QueueStatistics", "enqueue"),
+    "runner": ("Defer", "JobLease", "JobRunner"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'common.jobs' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"common.jobs.{module}"), name)
+
 
 __all__ = [
     "KINDS",
