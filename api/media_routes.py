@@ -28,7 +28,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 
 from api import params, upload_limits
 from api.context import CONTEXT, ApiContext
-from api.errors import BadRequest, NotFound, TooLarge
+from api.errors import BadRequest, NoSuchResource, TooLarge
 from api.media_docs import media_document
 from common import ids
 from social import accounts
@@ -192,7 +192,7 @@ async def _document(ctx: ApiContext, media_id: int, viewer_id: int) -> dict[str,
     got = await media_store.get(ctx.db, media_id)
     # Someone else's media, or one that is gone, is simply not there (no existence leak).
     if got is None or got[0].owner_id != viewer_id or got[0].status in ("expired", "deleted"):
-        raise NotFound("no such media")
+        raise NoSuchResource("no such media")
     row, rows = got
     async with ctx.db.snapshot() as conn:
         owner = await accounts.get(conn, viewer_id)
@@ -207,7 +207,7 @@ async def get_media(request: web.Request) -> web.Response:
     try:
         media_id = ids.parse(request.match_info["media_id"])
     except ValueError:
-        raise NotFound("no such media") from None
+        raise NoSuchResource("no such media") from None
     wait_text = request.query.get("wait_s", "0")
     try:
         wait_s = float(wait_text)

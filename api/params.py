@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from api.errors import BadRequest, NotFound
+from api.errors import BadRequest, NoSuchResource
 from common import ids
 
 # What a signed 64-bit column (BIGINT) holds: the bound of every integer stored from input.
@@ -87,7 +87,7 @@ def path_id(request: web.Request, name: str, what: str) -> int:
     try:
         return ids.parse(request.match_info[name])
     except ValueError:
-        raise NotFound(f"no such {what}") from None
+        raise NoSuchResource(f"no such {what}") from None
 
 
 def limit(request: web.Request, *, default: int, maximum: int) -> int:

@@ -46,7 +46,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from api import params, tus_store, upload_limits
 from api.context import CONTEXT, ApiContext
-from api.errors import ApiError, BadRequest, BodyTooSlow, NotFound, StagingFull
+from api.errors import ApiError, BadRequest, BodyTooSlow, NoSuchResource, StagingFull
 from api.openapi_tus import OPENAPI_PATHS
 from common.db import Database
 from transformer.errors import Rejected
@@ -126,7 +126,7 @@ async def _owned(request: web.Request, ctx: ApiContext) -> tus_store.Upload:
     # Ids are uuid4 hex: anything else names no upload and never reaches SQL.
     upload = await tus_store.get(ctx.db, upload_id) if _UPLOAD_ID.fullmatch(upload_id) else None
     if upload is None or upload.owner_id != owner_id:
-        raise NotFound("no such upload")
+        raise NoSuchResource("no such upload")
     if upload.expires_unix_s <= time.time():
         raise ApiError("the upload has expired", code="upload_expired", status=410)
     return upload

@@ -56,7 +56,8 @@ from common.signed_photo import SignedUrlError, is_signed, sign_playlist, verify
 from replica.errors import NeedleAbsent, ReplicaReadError, ReplicasUnavailable
 from replica.read import needle_etag, read_from_replicas
 from router.config import RouterConfig
-from router.lookup import Directory, DirectoryUnavailable, VolumeInfo
+from router.errors import DirectoryUnavailable
+from router.lookup import Directory, VolumeInfo
 
 log = logging.getLogger("pinhole.router")
 
@@ -97,10 +98,12 @@ def _refused(code: str, message: str) -> Response:
 
 
 _REPLICAS_UNAVAILABLE: Final = _unavailable(
-    502, "replicas_unavailable", "no replica of this photo answered"
+    ReplicasUnavailable.status, ReplicasUnavailable.code, "no replica of this photo answered"
 )
 _DIRECTORY_UNAVAILABLE: Final = _unavailable(
-    503, "directory_unavailable", "the volume directory cannot be reached"
+    DirectoryUnavailable.status,
+    DirectoryUnavailable.code,
+    "the volume directory cannot be reached",
 )
 
 

@@ -38,6 +38,7 @@ from typing import Any, Final
 from common.credentials import Credentials, Purpose
 from common.leanhttp.client import HttpClientError, LeanHTTPClient
 from router.config import RouterConfig
+from router.errors import DirectoryUnavailable
 from router.ring import CacheNode, CacheRing
 
 log = logging.getLogger("pinhole.router")
@@ -46,10 +47,6 @@ log = logging.getLogger("pinhole.router")
 _REFRESH_RETRY_S: Final = 1.0
 # The directory's highest volume id, on every lookup answer (directory/http_api.py).
 VOLUME_ID_MAX_HEADER: Final = "x-pinhole-volume-id-max"
-
-
-class DirectoryUnavailable(Exception):
-    """The directory did not answer usefully and nothing usable was cached."""
 
 
 @dataclass(frozen=True, slots=True)

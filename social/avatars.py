@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common import ids
-from social.errors import Conflict, Invalid
+from social.errors import Invalid, SocialConflict
 from social.schema import post_media, users
 from transformer.schema import media
 
@@ -42,8 +42,8 @@ async def in_posts(conn: AsyncConnection, media_ids: Iterable[int]) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
-def avatar_in_use(media_id: int) -> Conflict:
-    return Conflict(
+def avatar_in_use(media_id: int) -> SocialConflict:
+    return SocialConflict(
         f"media {media_id} is or was a profile picture: a media belongs to one place, "
         "upload it again to post it",
         code="media_in_use",
@@ -54,7 +54,7 @@ async def set_avatar(conn: AsyncConnection, user_id: int, value: object) -> int 
     """Makes `value` (a media id string, or None to remove it) the user's avatar inside the
     caller's transaction and returns the new avatar media id; the replaced avatar's media
     expires now (the workers' sweep deletes its needles). Raises Invalid (bad_media) for a
-    media that is not one of the user's ready images, Conflict (media_in_use) for one in a
+    media that is not one of the user's ready images, SocialConflict (media_in_use) for one in a
     post. The caller writes the users row."""
     new_id = None
     if value is not None:
@@ -68,7 +68,7 @@ async def set_avatar(conn: AsyncConnection, user_id: int, value: object) -> int 
         ):
             raise Invalid("avatar_media_id must be one of your ready images", code="bad_media")
         if await in_posts(conn, [new_id]):
-            raise Conflict(
+            raise SocialConflict(
                 f"media {new_id} is in a post: a media belongs to one place, upload it again "
                 "to make it your profile picture",
                 code="media_in_use",

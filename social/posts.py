@@ -21,7 +21,7 @@ from common import ids
 from common.ids import IdGenerator
 from social import accounts, avatars, graph, notify, text
 from social.config import SocialConfig
-from social.errors import Invalid, NotFound
+from social.errors import Invalid, NotVisible
 from social.schema import hashtags, post_media, post_users, posts, users
 from transformer.schema import media
 
@@ -88,7 +88,7 @@ async def create(
     """Validates and records a post (inside the caller's transaction). Raises Invalid for
     bad fields, media that is not the author's own, ready or processing, unattached and
     unexpired, or a tagged user who does not exist or is blocked either way (the same
-    answer); Conflict (media_in_use) for a media that is or was an avatar."""
+    answer); SocialConflict (media_in_use) for a media that is or was an avatar."""
     unknown = set(body) - {"media_ids", "caption", "location", "tagged_users", "alt_text"}
     if unknown:
         raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
@@ -258,26 +258,26 @@ async def get_many(conn: AsyncConnection, post_ids: Iterable[int]) -> dict[int, 
 
 async def visible(conn: AsyncConnection, viewer: int, post_id: int) -> Post:
     """A post the viewer may see (live, or their own processing one; the author visible to
-    them); NotFound otherwise (no existence leak)."""
+    them); NotVisible otherwise (no existence leak)."""
     post = (await get_many(conn, [post_id])).get(post_id)
     if post is None or post.status not in ("live", "processing"):
-        raise NotFound("no such post")
+        raise NotVisible("no such post")
     if post.status == "processing" and post.author_id != viewer:
-        raise NotFound("no such post")
+        raise NotVisible("no such post")
     owner = await accounts.get(conn, post.author_id)
     if owner is None or post.author_id not in await graph.visible_authors(
         conn, viewer, {owner.user_id: owner}
     ):
-        raise NotFound("no such post")
+        raise NotVisible("no such post")
     return post
 
 
 async def delete(conn: AsyncConnection, viewer: int, post_id: int) -> Post:
     """Deletes the viewer's own post (inside the caller's transaction): the post turns
-    deleted and its media expire now. NotFound for anyone else's post."""
+    deleted and its media expire now. NotVisible for anyone else's post."""
     post = (await get_many(conn, [post_id])).get(post_id)
     if post is None or post.author_id != viewer or post.status == "deleted":
-        raise NotFound("no such post")
+        raise NotVisible("no such post")
     now = time.time()
     await conn.execute(
         posts.update()
