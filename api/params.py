@@ -9,15 +9,12 @@ refuses NUL, UTF-8 refuses lone surrogates), so bad input is a 400 and never a 5
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import web
 
 from api.errors import BadRequest, NoSuchResource
 from common import ids
-
-# What a signed 64-bit column (BIGINT) holds: the bound of every integer stored from input.
-BIGINT_MAX: Final = 2**63 - 1
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -65,18 +62,18 @@ def text(value: str, what: str) -> str:
 
 
 def decimal(given: str, what: str, *, maximum: int, minimum: int = 0) -> int:
-    """A decimal integer within minimum..maximum (0 <= minimum; ASCII digits only, at most
-    as many as `maximum` has, checked before converting); BadRequest otherwise."""
-    if (
-        not (given.isascii() and given.isdigit())
-        or len(given) > len(str(maximum))
-        or not minimum <= int(given) <= maximum
-    ):
+    """A canonical decimal integer within minimum..maximum (0 <= minimum; see
+    common.ids.parse_decimal); BadRequest otherwise."""
+    try:
+        value = ids.parse_decimal(given, maximum=maximum, what=what)
+    except ValueError:
+        value = -1
+    if value < minimum:
         raise BadRequest(f"{what} must be an integer within {minimum}..{maximum}")
-    return int(given)
+    return value
 
 
-def header_int(request: web.Request, name: str, *, maximum: int = BIGINT_MAX) -> int:
+def header_int(request: web.Request, name: str, *, maximum: int = ids.ID_MAX) -> int:
     """An integer header (Upload-Length, Upload-Offset) within 0..maximum; BadRequest when
     it is absent or anything else."""
     return decimal(request.headers.get(name, ""), name, maximum=maximum)

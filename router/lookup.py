@@ -35,8 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from common import ids
 from common.credentials import Credentials, Purpose
 from common.leanhttp.client import HttpClientError, LeanHTTPClient
+from common.photo import VOLUME_ID_MAX
 from router.config import RouterConfig
 from router.errors import DirectoryUnavailable
 from router.ring import CacheNode, CacheRing
@@ -312,8 +314,9 @@ class Directory:
                 timeout_s=cfg.directory_timeout_s,
             )
             id_max = resp.headers.get(VOLUME_ID_MAX_HEADER)
-            if id_max is not None and id_max.isascii() and id_max.isdigit() and len(id_max) < 20:
-                self._id_max = int(id_max)
+            if id_max is not None:
+                with contextlib.suppress(ValueError):
+                    self._id_max = ids.parse_decimal(id_max, maximum=VOLUME_ID_MAX)
             if resp.status == 404:
                 info = None
             elif resp.status == 200:
