@@ -191,7 +191,7 @@ async def upload(request: web.Request) -> web.Response:
 async def _document(ctx: ApiContext, media_id: int, viewer_id: int) -> dict[str, Any]:
     got = await media_store.get(ctx.db, media_id)
     # Someone else's media, or one that is gone, is simply not there (no existence leak).
-    if got is None or got[0].owner_id != viewer_id or got[0].status in ("expired", "deleted"):
+    if got is None or got[0].owner_id != viewer_id or got[0].status in media_store.GONE:
         raise NoSuchResource("no such media")
     row, rows = got
     async with ctx.db.snapshot() as conn:
@@ -217,7 +217,7 @@ async def get_media(request: web.Request) -> web.Response:
         raise BadRequest(f"wait_s must be within 0..{ctx.config.media_wait_s_max}")
     deadline = time.monotonic() + wait_s
     doc = await _document(ctx, media_id, viewer_id)
-    while doc["status"] == "processing" and time.monotonic() < deadline:
+    while doc["status"] == media_store.MediaStatus.PROCESSING and time.monotonic() < deadline:
         await asyncio.sleep(MEDIA_WAIT_POLL_S)
         doc = await _document(ctx, media_id, viewer_id)
     return web.json_response(doc)

@@ -38,7 +38,7 @@ async def original(request: web.Request) -> web.StreamResponse:
     media_id = path_id(request, "media_id", "media")
     got = await media_store.get(ctx.db, media_id)
     # Someone else's media, or one that is gone, is simply not there (no existence leak).
-    if got is None or got[0].owner_id != viewer_id or got[0].status in ("expired", "deleted"):
+    if got is None or got[0].owner_id != viewer_id or got[0].status in media_store.GONE:
         raise NoSuchResource("no such media")
     row, rows = got
     var = next((r for r in rows if r.rendition == v.ORIGINAL), None)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from common import ids
 from social.errors import Invalid, SocialConflict
 from social.schema import post_media, users
+from transformer.media_store import MediaStatus
 from transformer.schema import media
 
 
@@ -64,7 +65,7 @@ async def set_avatar(conn: AsyncConnection, user_id: int, value: object) -> int 
             row is None
             or row.owner_id != user_id
             or row.media_type != "image"
-            or row.status != "ready"
+            or row.status != MediaStatus.READY
         ):
             raise Invalid("avatar_media_id must be one of your ready images", code="bad_media")
         if await in_posts(conn, [new_id]):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -20,7 +21,22 @@ from common.db import Database
 from transformer.schema import media, variants
 
 LOCK: Final = "media"
-STATUSES: Final = ("processing", "ready", "failed", "expired", "deleted")
+
+
+class MediaStatus(StrEnum):
+    """A media's life: processing -> ready | failed, then expired (never attached) or
+    deleted; the last two hold no needles. Stored as the member's text."""
+
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    DELETED = "deleted"
+
+
+# The statuses whose media still hold needles (what expiry and deletion reclaim).
+HOLDING_NEEDLES: Final = (MediaStatus.PROCESSING, MediaStatus.READY, MediaStatus.FAILED)
+GONE: Final = (MediaStatus.EXPIRED, MediaStatus.DELETED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +44,7 @@ class MediaRow:
     media_id: int
     owner_id: int
     media_type: str
-    status: str
+    status: MediaStatus
     fmt: int
     size_bytes: int
     width: int
@@ -74,7 +90,9 @@ _VARIANT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(VariantRow))
 
 
 def _media(row: Any) -> MediaRow:
-    return MediaRow(**{n: row._mapping[n] for n in _MEDIA_FIELDS})
+    fields = {n: row._mapping[n] for n in _MEDIA_FIELDS}
+    fields["status"] = MediaStatus(fields["status"])
+    return MediaRow(**fields)
 
 
 def _variant(row: Any) -> VariantRow:
@@ -138,7 +156,7 @@ async def publish(
     """Turns a processing media ready inside the caller's transaction (with its job's
     completion). False when it is no longer processing (expired or deleted meanwhile)."""
     values: dict[str, Any] = {
-        "status": "ready",
+        "status": MediaStatus.READY,
         "width": width,
         "height": height,
         "placeholder": placeholder,
@@ -148,7 +166,7 @@ async def publish(
         values["duration_s"] = duration_s
     result = await conn.execute(
         media.update()
-        .where(media.c.media_id == media_id, media.c.status == "processing")
+        .where(media.c.media_id == media_id, media.c.status == MediaStatus.PROCESSING)
         .values(**values)
     )
     return bool(result.rowcount)
@@ -163,7 +181,7 @@ async def expired(db: Database, *, now: float, limit: int) -> list[MediaRow]:
                 .where(
                     media.c.expires_unix_s.is_not(None),
                     media.c.expires_unix_s <= now,
-                    media.c.status.in_(("processing", "ready", "failed")),
+                    media.c.status.in_(HOLDING_NEEDLES),
                 )
                 .order_by(media.c.expires_unix_s)
                 .limit(limit)
@@ -172,7 +190,7 @@ async def expired(db: Database, *, now: float, limit: int) -> list[MediaRow]:
     return [_media(r) for r in rows]
 
 
-async def mark_gone(db: Database, media_id: int, *, status: str) -> None:
+async def mark_gone(db: Database, media_id: int, *, status: MediaStatus) -> None:
     """Marks a media expired or deleted once its needles' deletes are recorded, and
     forgets its variants."""
     async with db.transaction(lock=LOCK) as conn:
