@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from common import ids
 from social.errors import Invalid, SocialConflict
 from social.schema import post_media, users
+from transformer import media_store
 from transformer.media_store import MediaStatus
 from transformer.schema import media
 
@@ -74,18 +75,12 @@ async def set_avatar(conn: AsyncConnection, user_id: int, value: object) -> int 
                 "to make it your profile picture",
                 code="media_in_use",
             )
-        await conn.execute(
-            media.update()
-            .where(media.c.media_id == new_id)
-            .values(attached_unix_s=time.time(), expires_unix_s=None)
-        )
+        await media_store.attach(conn, [new_id], now=time.time())
     old_id = (
         await conn.execute(sa.select(users.c.avatar_media_id).where(users.c.user_id == user_id))
     ).scalar_one_or_none()
     # Only the avatar's own media expires: an avatar made from a post's media before this
     # rule existed stays with its post.
     if old_id is not None and old_id != new_id and not await in_posts(conn, [old_id]):
-        await conn.execute(
-            media.update().where(media.c.media_id == old_id).values(expires_unix_s=time.time())
-        )
+        await media_store.expire(conn, [old_id], now=time.time())
     return new_id

@@ -24,6 +24,7 @@ from social import accounts, avatars, graph, notify, text
 from social.config import SocialConfig
 from social.errors import Invalid, NotVisible
 from social.schema import hashtags, post_media, post_users, posts, users
+from transformer import media_store
 from transformer.media_store import GONE, MediaStatus
 from transformer.schema import media
 
@@ -164,11 +165,7 @@ async def create(
             for i, (m, a) in enumerate(zip(media_ids, alt_texts, strict=True))
         ],
     )
-    await conn.execute(
-        media.update()
-        .where(media.c.media_id.in_(media_ids))
-        .values(attached_unix_s=now, expires_unix_s=None)
-    )
+    await media_store.attach(conn, media_ids, now=now)
     people = [{"post_id": post_id, "user_id": u, "kind": "tagged"} for u in tagged] + [
         {"post_id": post_id, "user_id": u, "kind": "mention"} for u in mentioned
     ]
@@ -297,11 +294,7 @@ async def delete(conn: AsyncConnection, viewer: int, post_id: int) -> Post:
         .where(posts.c.post_id == post_id)
         .values(status=PostStatus.DELETED, deleted_unix_s=now)
     )
-    await conn.execute(
-        media.update()
-        .where(media.c.media_id.in_([m.media_id for m in post.media]))
-        .values(expires_unix_s=now)
-    )
+    await media_store.expire(conn, [m.media_id for m in post.media], now=now)
     await conn.execute(
         users.update().where(users.c.user_id == viewer).values(post_count=users.c.post_count - 1)
     )

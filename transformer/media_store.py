@@ -4,12 +4,17 @@ A media is `processing` from the upload until its job publishes every variant in
 transaction (`publish`): readers never see a half-made ladder. Each variant's needle
 location is recorded as soon as it is written (`record_variant`), so a re-run of a job
 knows what an earlier attempt left and the expiry sweeper can delete every needle.
+
+The transformer owns the `media` table: other packages write it only through this module
+(`attach` when a media joins a post or becomes an avatar, `expire` when it leaves one) and
+compare statuses with `MediaStatus`, never bare strings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -170,6 +175,24 @@ async def publish(
         .values(**values)
     )
     return bool(result.rowcount)
+
+
+async def attach(conn: AsyncConnection, media_ids: Iterable[int], *, now: float) -> None:
+    """Attaches media to a post or an avatar inside the caller's transaction: they stop
+    expiring (an unattached upload expires, transformer's sweep)."""
+    await conn.execute(
+        media.update()
+        .where(media.c.media_id.in_(list(media_ids)))
+        .values(attached_unix_s=now, expires_unix_s=None)
+    )
+
+
+async def expire(conn: AsyncConnection, media_ids: Iterable[int], *, now: float) -> None:
+    """Makes media expire at `now` inside the caller's transaction (their post deleted,
+    their avatar replaced): the workers' sweep deletes their needles."""
+    await conn.execute(
+        media.update().where(media.c.media_id.in_(list(media_ids))).values(expires_unix_s=now)
+    )
 
 
 async def expired(db: Database, *, now: float, limit: int) -> list[MediaRow]:
