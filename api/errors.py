@@ -38,12 +38,12 @@ class ApiError(PinholeError):
     code = "bad_request"
 
 
-class BadRequest(ApiError):
+class BadApiRequest(ApiError):
     status = 400
     code = "bad_request"
 
 
-class Unauthorized(ApiError):
+class NotAuthenticated(ApiError):
     status = 401
     code = "unauthorized"
 
@@ -60,7 +60,7 @@ class TooLarge(ApiError):
     code = "body_too_large"
 
 
-class Busy(ApiError):
+class UploadsBusy(ApiError):
     status = 503
     code = "busy"
     retry_after_s = 1.0
