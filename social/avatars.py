@@ -21,7 +21,6 @@ from social.errors import Invalid, SocialConflict
 from social.schema import post_media, users
 from transformer import media_store
 from transformer.media_store import MediaStatus
-from transformer.schema import media
 
 
 def parse_media_id(value: object) -> int:
@@ -61,7 +60,7 @@ async def set_avatar(conn: AsyncConnection, user_id: int, value: object) -> int 
     new_id = None
     if value is not None:
         new_id = parse_media_id(value)
-        row = (await conn.execute(media.select().where(media.c.media_id == new_id))).first()
+        row = (await media_store.rows(conn, [new_id])).get(new_id)
         if (
             row is None
             or row.owner_id != user_id

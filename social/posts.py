@@ -201,14 +201,13 @@ async def create(
 
 async def _media_states(
     conn: AsyncConnection, author_id: int, media_ids: list[int], now: float
-) -> list[str]:
+) -> list[MediaStatus]:
     """The status of each media of a new post, after checking it may be posted: the
     author's own, neither failed nor expired, in no post (400 bad_media) and no avatar
     (409 media_in_use, social/avatars.py)."""
-    rows = (await conn.execute(sa.select(media).where(media.c.media_id.in_(media_ids)))).all()
-    by_id = {r.media_id: r for r in rows}
+    by_id = await media_store.rows(conn, media_ids)
     posted = await avatars.in_posts(conn, media_ids)
-    states = []
+    states: list[MediaStatus] = []
     for media_id in media_ids:
         row = by_id.get(media_id)
         if row is None or row.owner_id != author_id:

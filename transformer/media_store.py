@@ -125,6 +125,16 @@ async def get(db: Database, media_id: int) -> tuple[MediaRow, list[VariantRow]] 
     return _media(row), [_variant(r) for r in rows]
 
 
+async def rows(conn: AsyncConnection, media_ids: Iterable[int]) -> dict[int, MediaRow]:
+    """The media of these ids that exist (without variants), read inside the caller's
+    transaction: what another package checks before it attaches media."""
+    wanted = sorted(set(media_ids))
+    if not wanted:
+        return {}
+    result = await conn.execute(sa.select(media).where(media.c.media_id.in_(wanted)))
+    return {r.media_id: _media(r) for r in result}
+
+
 async def insert_variant(conn: AsyncConnection, row: VariantRow) -> None:
     """Records a variant inside the caller's transaction."""
     await conn.execute(variants.insert().values(**dataclasses.asdict(row)))
