@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= .pinhole
 
-.PHONY: up test lock lint typecheck unit bench-store bench-cluster bench-lookups bench-media bench-feed clean bootstrap
+.PHONY: up test lock lint typecheck imports unit bench-store bench-cluster bench-lookups bench-media bench-feed clean bootstrap
 
 bootstrap:
 	@scripts/bootstrap
@@ -12,8 +12,8 @@ bootstrap:
 up: bootstrap
 	$(BIN)/pinhole up --data $(DATA) --demo
 
-## Lint, type-check and run the whole test suite (what CI runs).
-test: bootstrap lint typecheck unit
+## Lint, type-check, check the package layering and run the whole test suite (what CI runs).
+test: bootstrap lint typecheck imports unit
 
 ## Refresh requirements.lock to the newest releases the ranges in pyproject.toml admit,
 ## install them and run the whole suite: an upgrade is a deliberate, tested commit.
@@ -21,7 +21,7 @@ lock: bootstrap
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 		--generate-hashes --no-header --upgrade -q -o requirements.lock
 	@scripts/bootstrap
-	$(MAKE) lint typecheck unit
+	$(MAKE) lint typecheck imports unit
 
 lint:
 	$(BIN)/ruff check .
@@ -29,6 +29,10 @@ lint:
 
 typecheck:
 	$(BIN)/mypy
+
+## The layering contracts of pyproject.toml's [tool.importlinter] (ARCHITECTURE.md).
+imports:
+	$(BIN)/lint-imports --no-cache
 
 unit:
 	$(BIN)/pytest

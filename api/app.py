@@ -26,11 +26,12 @@ from api import (
 )
 from api.config import ApiConfig
 from api.context import CONTEXT, RATE, ApiContext
-from api.errors import error_middleware, rate_headers
+from api.errors import error_middleware
 from api.photo_urls import PhotoUrls
 from api.upload_limits import open_staging
 from common.credentials import Credentials
 from common.db import migrate, open_database
+from common.errors import rate_limit_headers
 from common.ids import IdGenerator
 from common.signals import stop_event
 from directory.writer import BlobWriter
@@ -136,7 +137,7 @@ async def fanout(app: web.Application) -> AsyncIterator[None]:
 async def _rate_headers(request: web.Request, response: web.StreamResponse) -> None:
     rate = request.get(RATE)
     if rate is not None and response.status < 400:
-        response.headers.update(rate_headers(rate.limit, rate.remaining, rate.reset_s))
+        response.headers.update(rate_limit_headers(rate.limit, rate.remaining, rate.reset_s))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.errors import Unauthorized
+from api.errors import NotAuthenticated
 
 
 def bearer(request: web.Request) -> str:
-    """The request's bearer token; raises Unauthorized when there is none."""
+    """The request's bearer token; raises NotAuthenticated when there is none."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     given = given.strip()
     if scheme.lower() != "bearer" or not given:
-        raise Unauthorized("an Authorization: Bearer token is required (POST /api/v1/sessions)")
+        raise NotAuthenticated("an Authorization: Bearer token is required (POST /api/v1/sessions)")
     if len(given) > 200:
-        raise Unauthorized("the token is not valid")
+        raise NotAuthenticated("the token is not valid")
     return given

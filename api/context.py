@@ -16,7 +16,7 @@ from aiohttp import web
 
 from api import auth
 from api.config import ApiConfig
-from api.errors import Busy, Unauthorized
+from api.errors import NotAuthenticated, UploadsBusy
 from api.photo_urls import PhotoUrls
 from api.upload_limits import Staging
 from common.credentials import Credentials
@@ -54,10 +54,10 @@ class ApiContext:
     tus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def user_id(self, request: web.Request) -> int:
-        """The user of the request's session; raises Unauthorized / AuthFailed (401)."""
+        """The user of the request's session; raises NotAuthenticated / AuthFailed (401)."""
         token = auth.bearer(request)
         if not token.isascii():  # undecodable header bytes arrive as lone surrogates
-            raise Unauthorized("the token is not valid")
+            raise NotAuthenticated("the token is not valid")
         return await sessions.authenticate(self.db, token, self.social)
 
     async def rate(self, request: web.Request, action: str, subject: int | str) -> None:
@@ -67,10 +67,10 @@ class ApiContext:
 
     @contextlib.contextmanager
     def upload_slot(self) -> Iterator[None]:
-        """Holds one of uploads_inflight_max slots while an upload is received; raises Busy
+        """Holds one of uploads_inflight_max slots while an upload is received; raises UploadsBusy
         (503) when all are taken rather than queueing unbounded uploads."""
         if self.uploads_inflight >= self.config.uploads_inflight_max:
-            raise Busy("too many uploads in progress; retry shortly")
+            raise UploadsBusy("too many uploads in progress; retry shortly")
         self.uploads_inflight += 1
         try:
             yield

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from api import params
 from api.context import CONTEXT
-from api.errors import BadRequest
+from api.errors import BadApiRequest
 from api.media_docs import iso
 from api.social_docs import author_document, avatars, post_documents
 from feed import cursor as feed_cursor
@@ -28,14 +28,14 @@ async def feed(request: web.Request) -> web.Response:
     cursor = feed_cursor.decode(request.query.get("cursor"))
     if mode == "chronological":
         if cursor.anchor is not None:
-            raise BadRequest("that cursor belongs to the ranked feed", code="bad_cursor")
+            raise BadApiRequest("that cursor belongs to the ranked feed", code="bad_cursor")
         page = await ctx.feed.page(viewer, cursor, size)
     elif mode == "ranked":
         if cursor.before is not None:
-            raise BadRequest("that cursor belongs to the chronological feed", code="bad_cursor")
+            raise BadApiRequest("that cursor belongs to the chronological feed", code="bad_cursor")
         page = await ctx.feed.ranked(viewer, cursor, size)
     else:
-        raise BadRequest("mode must be chronological or ranked")
+        raise BadApiRequest("mode must be chronological or ranked")
     docs = await post_documents(ctx, viewer, [e[0] for e in page.entries])
     return web.json_response(
         {

@@ -10,7 +10,7 @@ from typing import Any, Final
 from api.photo_urls import UrlMaker
 from common.photo import EXTENSIONS, Format
 from transformer import variants as v
-from transformer.media_store import MediaRow, VariantRow
+from transformer.media_store import MediaRow, MediaStatus, VariantRow
 
 _FORMAT_NAMES = {Format.AVIF: "avif", Format.WEBP: "webp", Format.JPEG: "jpeg"}
 
@@ -58,7 +58,7 @@ def media_document(
 
     if owner and any(r.rendition == v.ORIGINAL for r in rows):
         doc["original_url"] = ORIGINAL_PATH.format(media_id=row.media_id)
-    if row.status != "ready":
+    if row.status != MediaStatus.READY:
         return doc
     by_rendition: dict[int, list[VariantRow]] = defaultdict(list)
     for var in rows:

@@ -28,7 +28,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 
 from api import params, upload_limits
 from api.context import CONTEXT, ApiContext
-from api.errors import BadRequest, NotFound, TooLarge
+from api.errors import BadApiRequest, NoSuchResource, TooLarge
 from api.media_docs import media_document
 from common import ids
 from social import accounts
@@ -44,8 +44,8 @@ routes = web.RouteTableDef()
 T = TypeVar("T")
 
 
-def _bad_multipart(detail: str) -> BadRequest:
-    return BadRequest(f"the multipart body is malformed: {detail}", code="bad_multipart")
+def _bad_multipart(detail: str) -> BadApiRequest:
+    return BadApiRequest(f"the multipart body is malformed: {detail}", code="bad_multipart")
 
 
 async def _parsed(step: Awaitable[T]) -> T:
@@ -82,11 +82,11 @@ async def _text_field(part: BodyPartReader, name: str, limit: int) -> str:
     while chunk := await _parsed(part.read_chunk(limit + 1)):
         raw += chunk
         if len(raw) > limit:
-            raise BadRequest(f"form field {name!r} is longer than {limit} bytes")
+            raise BadApiRequest(f"form field {name!r} is longer than {limit} bytes")
     try:
         return params.text(raw.decode("utf-8").strip(), f"form field {name!r}")
     except UnicodeDecodeError:
-        raise BadRequest(f"form field {name!r} is not UTF-8") from None
+        raise BadApiRequest(f"form field {name!r} is not UTF-8") from None
 
 
 @dataclass
@@ -137,21 +137,21 @@ async def _receive_form(
         if part is None:
             break
         if not isinstance(part, BodyPartReader):
-            raise BadRequest("nested multipart bodies are not accepted")
+            raise BadApiRequest("nested multipart bodies are not accepted")
         name, _ = _disposition(part)
         if name == "file":
             if got_file:
-                raise BadRequest("only one 'file' part is accepted")
+                raise BadApiRequest("only one 'file' part is accepted")
             await _spool(ctx, part, path, limit, spooled)
             got_file = True
         elif name in FORM_FIELDS:
             fields[name] = await _text_field(part, name, ctx.config.form_field_bytes_max)
         else:
-            raise BadRequest(f"unknown form field {name!r}")
+            raise BadApiRequest(f"unknown form field {name!r}")
     else:
-        raise BadRequest(f"at most {ctx.config.form_parts_max} form parts")
+        raise BadApiRequest(f"at most {ctx.config.form_parts_max} form parts")
     if not got_file:
-        raise BadRequest("the form has no 'file' part")
+        raise BadApiRequest("the form has no 'file' part")
     return fields
 
 
@@ -160,7 +160,7 @@ async def upload(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     owner_id = await ctx.user_id(request)
     if not request.content_type.startswith("multipart/form-data"):
-        raise BadRequest("the body must be multipart/form-data with a 'file' part")
+        raise BadApiRequest("the body must be multipart/form-data with a 'file' part")
     # The count now, before a body is read for nothing; the bytes once they are known.
     await upload_limits.check_quota(ctx.db, ctx.config, owner_id)
     incoming = ctx.config.data_dir / "incoming"
@@ -191,8 +191,8 @@ async def upload(request: web.Request) -> web.Response:
 async def _document(ctx: ApiContext, media_id: int, viewer_id: int) -> dict[str, Any]:
     got = await media_store.get(ctx.db, media_id)
     # Someone else's media, or one that is gone, is simply not there (no existence leak).
-    if got is None or got[0].owner_id != viewer_id or got[0].status in ("expired", "deleted"):
-        raise NotFound("no such media")
+    if got is None or got[0].owner_id != viewer_id or got[0].status in media_store.GONE:
+        raise NoSuchResource("no such media")
     row, rows = got
     async with ctx.db.snapshot() as conn:
         owner = await accounts.get(conn, viewer_id)
@@ -207,17 +207,17 @@ async def get_media(request: web.Request) -> web.Response:
     try:
         media_id = ids.parse(request.match_info["media_id"])
     except ValueError:
-        raise NotFound("no such media") from None
+        raise NoSuchResource("no such media") from None
     wait_text = request.query.get("wait_s", "0")
     try:
         wait_s = float(wait_text)
     except ValueError:
-        raise BadRequest("wait_s must be a number of seconds") from None
+        raise BadApiRequest("wait_s must be a number of seconds") from None
     if not 0 <= wait_s <= ctx.config.media_wait_s_max:
-        raise BadRequest(f"wait_s must be within 0..{ctx.config.media_wait_s_max}")
+        raise BadApiRequest(f"wait_s must be within 0..{ctx.config.media_wait_s_max}")
     deadline = time.monotonic() + wait_s
     doc = await _document(ctx, media_id, viewer_id)
-    while doc["status"] == "processing" and time.monotonic() < deadline:
+    while doc["status"] == media_store.MediaStatus.PROCESSING and time.monotonic() < deadline:
         await asyncio.sleep(MEDIA_WAIT_POLL_S)
         doc = await _document(ctx, media_id, viewer_id)
     return web.json_response(doc)

@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from api.context import CONTEXT
-from api.errors import ApiError, NotFound
+from api.errors import ApiError, NoSuchResource
 from api.params import path_id
 from common.credentials import Purpose
 from common.photo import EXTENSIONS, Format, content_type, photo_path
@@ -38,12 +38,12 @@ async def original(request: web.Request) -> web.StreamResponse:
     media_id = path_id(request, "media_id", "media")
     got = await media_store.get(ctx.db, media_id)
     # Someone else's media, or one that is gone, is simply not there (no existence leak).
-    if got is None or got[0].owner_id != viewer_id or got[0].status in ("expired", "deleted"):
-        raise NotFound("no such media")
+    if got is None or got[0].owner_id != viewer_id or got[0].status in media_store.GONE:
+        raise NoSuchResource("no such media")
     row, rows = got
     var = next((r for r in rows if r.rendition == v.ORIGINAL), None)
     if var is None:
-        raise NotFound("no such media")
+        raise NoSuchResource("no such media")
     fmt = Format(var.fmt)
     url = ctx.media.router_url + photo_path(
         var.volume_id, media_id, row.original_cookie, v.ORIGINAL, fmt

@@ -9,30 +9,27 @@ refuses NUL, UTF-8 refuses lone surrogates), so bad input is a 400 and never a 5
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import web
 
-from api.errors import BadRequest, NotFound
+from api.errors import BadApiRequest, NoSuchResource
 from common import ids
-
-# What a signed 64-bit column (BIGINT) holds: the bound of every integer stored from input.
-BIGINT_MAX: Final = 2**63 - 1
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; BadRequest `bad_json` when it is not one, nests deeper
+    """The request's JSON object; BadApiRequest `bad_json` when it is not one, nests deeper
     than Python's parser goes, or holds a string (key or value) with NUL or a lone
     surrogate; 413 beyond json_body_bytes_max."""
     raw = await request.read()
     try:
         doc = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not JSON", code="bad_json") from None
+        raise BadApiRequest("the body is not JSON", code="bad_json") from None
     except RecursionError:
-        raise BadRequest("the body nests too deeply", code="bad_json") from None
+        raise BadApiRequest("the body nests too deeply", code="bad_json") from None
     if not isinstance(doc, dict):
-        raise BadRequest("the body must be a JSON object", code="bad_json")
+        raise BadApiRequest("the body must be a JSON object", code="bad_json")
     _check_strings(doc)
     return doc
 
@@ -54,30 +51,30 @@ def _check_strings(doc: Any) -> None:
 
 def text(value: str, what: str) -> str:
     """`value` when it is text a database stores: UTF-8 encodable (no lone surrogates,
-    which JSON escapes and undecodable headers produce) and free of NUL; else BadRequest."""
+    which JSON escapes and undecodable headers produce) and free of NUL; else BadApiRequest."""
     if "\0" in value:
-        raise BadRequest(f"{what} contains a NUL character", code="bad_text")
+        raise BadApiRequest(f"{what} contains a NUL character", code="bad_text")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadRequest(f"{what} is not valid Unicode", code="bad_text") from None
+        raise BadApiRequest(f"{what} is not valid Unicode", code="bad_text") from None
     return value
 
 
 def decimal(given: str, what: str, *, maximum: int, minimum: int = 0) -> int:
-    """A decimal integer within minimum..maximum (0 <= minimum; ASCII digits only, at most
-    as many as `maximum` has, checked before converting); BadRequest otherwise."""
-    if (
-        not (given.isascii() and given.isdigit())
-        or len(given) > len(str(maximum))
-        or not minimum <= int(given) <= maximum
-    ):
-        raise BadRequest(f"{what} must be an integer within {minimum}..{maximum}")
-    return int(given)
+    """A canonical decimal integer within minimum..maximum (0 <= minimum; see
+    common.ids.parse_decimal); BadApiRequest otherwise."""
+    try:
+        value = ids.parse_decimal(given, maximum=maximum, what=what)
+    except ValueError:
+        value = -1
+    if value < minimum:
+        raise BadApiRequest(f"{what} must be an integer within {minimum}..{maximum}")
+    return value
 
 
-def header_int(request: web.Request, name: str, *, maximum: int = BIGINT_MAX) -> int:
-    """An integer header (Upload-Length, Upload-Offset) within 0..maximum; BadRequest when
+def header_int(request: web.Request, name: str, *, maximum: int = ids.ID_MAX) -> int:
+    """An integer header (Upload-Length, Upload-Offset) within 0..maximum; BadApiRequest when
     it is absent or anything else."""
     return decimal(request.headers.get(name, ""), name, maximum=maximum)
 
@@ -87,7 +84,7 @@ def path_id(request: web.Request, name: str, what: str) -> int:
     try:
         return ids.parse(request.match_info[name])
     except ValueError:
-        raise NotFound(f"no such {what}") from None
+        raise NoSuchResource(f"no such {what}") from None
 
 
 def limit(request: web.Request, *, default: int, maximum: int) -> int:
@@ -105,7 +102,7 @@ def id_cursor(request: web.Request, name: str = "cursor") -> int | None:
     try:
         return ids.parse(text)
     except ValueError:
-        raise BadRequest(f"{name} is not a cursor from this API", code="bad_cursor") from None
+        raise BadApiRequest(f"{name} is not a cursor from this API", code="bad_cursor") from None
 
 
 def page_document(items: list[Any], key: str, *, cursor: str | None) -> dict[str, Any]:

@@ -76,7 +76,7 @@ async def _delete_needles(ctx: ApiContext, media_id: int) -> None:
     except Exception as e:
         log.warning("media %s: needle deletes left to the expiry sweep: %s", media_id, e)
         return
-    await media_store.mark_gone(ctx.db, media_id, status="deleted")
+    await media_store.mark_gone(ctx.db, media_id, status=media_store.MediaStatus.DELETED)
 
 
 async def _toggle(request: web.Request, what: str, *, on: bool) -> web.Response:

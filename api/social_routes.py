@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api import auth, client_address, params
 from api.context import CONTEXT, RATE, ApiContext
-from api.errors import NotFound
+from api.errors import NoSuchResource
 from api.media_docs import iso
 from api.social_docs import avatars, post_documents, user_document
 from social import accounts, graph, posts, sessions, signin
@@ -110,7 +110,7 @@ async def revoke_session(request: web.Request) -> web.Response:
     if not sessions.is_public_id(session_id) or not await sessions.revoke_by_id(
         ctx.db, viewer, session_id, ctx.social
     ):
-        raise NotFound("no such session")
+        raise NoSuchResource("no such session")
     return web.Response(status=204)
 
 
@@ -180,7 +180,7 @@ async def get_user(request: web.Request) -> web.Response:
         user = await accounts.require(conn, user_id)
         rel = await graph.relationship(conn, viewer, user_id)
     if rel.blocked_by or rel.blocking:
-        raise NotFound("no such user")
+        raise NoSuchResource("no such user")
     doc = user_document(user, avatar=(await avatars(ctx, [user])).get(user_id))
     doc["relationship"] = {
         "following": rel.following,

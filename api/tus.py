@@ -46,7 +46,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from api import params, tus_store, upload_limits
 from api.context import CONTEXT, ApiContext
-from api.errors import ApiError, BadRequest, BodyTooSlow, NotFound, StagingFull
+from api.errors import ApiError, BadApiRequest, BodyTooSlow, NoSuchResource, StagingFull
 from api.openapi_tus import OPENAPI_PATHS
 from common.db import Database
 from transformer.errors import Rejected
@@ -103,18 +103,18 @@ def _check_version(request: web.Request) -> None:
 def parse_metadata(text: str, *, bytes_max: int) -> dict[str, str]:
     """Upload-Metadata: `key base64,key base64,key`; only known keys are kept."""
     if len(text) > bytes_max:
-        raise BadRequest(f"Upload-Metadata is longer than {bytes_max} bytes")
+        raise BadApiRequest(f"Upload-Metadata is longer than {bytes_max} bytes")
     out: dict[str, str] = {}
     for pair in filter(None, (p.strip() for p in text.split(","))):
         key, _, value = pair.partition(" ")
         if not key or not key.isascii() or " " in value.strip():
-            raise BadRequest("Upload-Metadata must be 'key base64value' pairs")
+            raise BadApiRequest("Upload-Metadata must be 'key base64value' pairs")
         # ValueError covers binascii.Error, UnicodeDecodeError and b64decode's refusal of
         # non-ASCII text (undecodable header bytes).
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except ValueError:
-            raise BadRequest(f"Upload-Metadata value of {key!r} is not base64 UTF-8") from None
+            raise BadApiRequest(f"Upload-Metadata value of {key!r} is not base64 UTF-8") from None
         if key in METADATA_KEYS:
             out[key] = decoded
     return out
@@ -126,7 +126,7 @@ async def _owned(request: web.Request, ctx: ApiContext) -> tus_store.Upload:
     # Ids are uuid4 hex: anything else names no upload and never reaches SQL.
     upload = await tus_store.get(ctx.db, upload_id) if _UPLOAD_ID.fullmatch(upload_id) else None
     if upload is None or upload.owner_id != owner_id:
-        raise NotFound("no such upload")
+        raise NoSuchResource("no such upload")
     if upload.expires_unix_s <= time.time():
         raise ApiError("the upload has expired", code="upload_expired", status=410)
     return upload
@@ -158,10 +158,10 @@ async def create(request: web.Request) -> web.Response:
     owner_id = await ctx.user_id(request)
     _check_version(request)
     if "Upload-Defer-Length" in request.headers:
-        raise BadRequest("Upload-Defer-Length is not supported: send Upload-Length")
+        raise BadApiRequest("Upload-Defer-Length is not supported: send Upload-Length")
     length = params.header_int(request, "Upload-Length")
     if length == 0:
-        raise BadRequest("an upload needs at least one byte")
+        raise BadApiRequest("an upload needs at least one byte")
     if length > _max_size(ctx):
         raise ApiError(
             f"Upload-Length exceeds Tus-Max-Size {_max_size(ctx)}",
@@ -284,11 +284,11 @@ def _checksum_header(request: web.Request) -> tuple[str, bytes] | None:
         return None
     algorithm, _, value = text.strip().partition(" ")
     if algorithm not in CHECKSUM_ALGORITHMS:
-        raise BadRequest(f"unsupported checksum algorithm {algorithm!r}")
+        raise BadApiRequest(f"unsupported checksum algorithm {algorithm!r}")
     try:
         return algorithm, base64.b64decode(value, validate=True)
     except ValueError:  # binascii.Error, or non-ASCII text
-        raise BadRequest("Upload-Checksum value is not base64") from None
+        raise BadApiRequest("Upload-Checksum value is not base64") from None
 
 
 class _Crc32:

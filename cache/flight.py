@@ -30,6 +30,10 @@ T = TypeVar("T")
 class TooManyFetches(CacheError):
     """``inflight_fetches_max`` distinct fetches are already running."""
 
+    status = 503
+    code = "busy"
+    retry_after_s = 1.0
+
 
 class Flight(Generic[T]):
     """One fetch. ``admit`` is True when any caller that joined asked for the result to be

@@ -21,79 +21,56 @@ from collections.abc import Awaitable
 from dataclasses import asdict
 from typing import Final
 
-from cache.errors import CacheError, NeedleAbsent, ReplicasUnavailable
-from cache.flight import TooManyFetches
+from cache.errors import CacheRequestError
 from cache.lru import CachedNeedle, NeedleKey
 from cache.metrics import render_metrics
 from cache.node import CacheNode
+from common import ids
 from common.credentials import Credentials, Purpose
+from common.errors import PinholeError
 from common.leanhttp import Request, Response, encode_header_lines, json_response
+from common.photo import ALT_KEY_MAX, KEY_MAX, VOLUME_ID_MAX
 
-__all__ = ["REPLICAS_PER_REQUEST_MAX", "ApiError", "CacheHttpApi"]
+__all__ = ["REPLICAS_PER_REQUEST_MAX", "CacheHttpApi"]
 
 REPLICAS_PER_REQUEST_MAX: Final = 16
-_U32_MAX: Final = 2**32 - 1
-_U64_MAX: Final = 2**64 - 1
 _OCTETS: Final = "application/octet-stream"
 _HEX: Final = frozenset("0123456789abcdef")
 
 
-class ApiError(CacheError):
-    """A request the API refuses: status, code, message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-def _error_response(exc: Exception) -> Response:
-    """The one place errors become HTTP answers."""
-    headers: list[tuple[str, str]] = []
-    if isinstance(exc, ApiError):
-        status, code = exc.status, exc.code
-    elif isinstance(exc, NeedleAbsent):
-        status, code = 404, "not_found"
-    elif isinstance(exc, ReplicasUnavailable):
-        status, code = 502, "replicas_unavailable"
-    elif isinstance(exc, TooManyFetches):
-        status, code = 503, "busy"
-        headers.append(("retry-after", "1"))
-    else:
-        raise exc
-    headers.append(("x-pinhole-error", code))
-    return json_response(status, {"error": {"code": code, "message": str(exc)}}, headers)
+def _error_response(exc: PinholeError) -> Response:
+    """The one place errors become HTTP answers: the error's status, code and headers."""
+    headers = [(name.lower(), value) for name, value in exc.headers().items()]
+    headers.append(("x-pinhole-error", exc.code))
+    return json_response(exc.status, {"error": {"code": exc.code, "message": str(exc)}}, headers)
 
 
 def _number(text: str, maximum: int, what: str) -> int:
-    # Canonical decimal only (one URL per needle): ASCII digits, no sign, no leading zero.
-    if not (text.isascii() and text.isdigit()) or (len(text) > 1 and text[0] == "0"):
-        raise ApiError(400, "bad_path", f"{what} must be a canonical decimal number")
-    value = int(text)
-    if value > maximum:
-        raise ApiError(400, "bad_path", f"{what} is out of range")
-    return value
+    try:
+        return ids.parse_decimal(text, maximum=maximum, what=what)
+    except ValueError as e:
+        raise CacheRequestError(400, "bad_path", str(e)) from None
 
 
 def _cookie(text: str) -> int:
     if len(text) != 16 or not _HEX.issuperset(text):
-        raise ApiError(400, "bad_path", "cookie must be 16 lower-case hex digits")
+        raise CacheRequestError(400, "bad_path", "cookie must be 16 lower-case hex digits")
     return int(text, 16)
 
 
 def _replicas(header: str | None) -> list[str]:
     if not header:
-        raise ApiError(400, "no_replicas", "a miss needs the X-Pinhole-Replicas header")
+        raise CacheRequestError(400, "no_replicas", "a miss needs the X-Pinhole-Replicas header")
     urls = [u.strip() for u in header.split(",") if u.strip()]
     if len(urls) > REPLICAS_PER_REQUEST_MAX:
-        raise ApiError(
+        raise CacheRequestError(
             400, "bad_replicas", f"more than {REPLICAS_PER_REQUEST_MAX} replicas in one request"
         )
     for url in urls:
         if not url.startswith("http://") or len(url) <= 7:
-            raise ApiError(400, "bad_replicas", f"replica {url!r} is not an http:// URL")
+            raise CacheRequestError(400, "bad_replicas", f"replica {url!r} is not an http:// URL")
     if not urls:
-        raise ApiError(400, "no_replicas", "a miss needs the X-Pinhole-Replicas header")
+        raise CacheRequestError(400, "no_replicas", "a miss needs the X-Pinhole-Replicas header")
     return urls
 
 
@@ -104,12 +81,14 @@ class CacheHttpApi:
 
     def _require(self, req: Request, *purposes: Purpose) -> None:
         if not self._credentials.allows(req.headers.get("authorization"), *purposes):
-            raise ApiError(401, "unauthorized", "the internal credential is missing or wrong")
+            raise CacheRequestError(
+                401, "unauthorized", "the internal credential is missing or wrong"
+            )
 
     def handle(self, req: Request) -> Response | Awaitable[Response]:
         try:
             return self._route(req)
-        except CacheError as exc:
+        except PinholeError as exc:
             return _error_response(exc)
 
     def _route(self, req: Request) -> Response | Awaitable[Response]:
@@ -119,17 +98,21 @@ class CacheHttpApi:
             parts = path[3:].split("/")
             if len(parts) == 4:
                 if method not in ("GET", "HEAD"):
-                    raise ApiError(405, "method_not_allowed", f"{method} is not allowed here")
+                    raise CacheRequestError(
+                        405, "method_not_allowed", f"{method} is not allowed here"
+                    )
                 self._require(req, Purpose.READ)
                 return self._get(req, parts)
             if len(parts) == 2:
                 if method != "DELETE":
-                    raise ApiError(405, "method_not_allowed", f"{method} is not allowed here")
+                    raise CacheRequestError(
+                        405, "method_not_allowed", f"{method} is not allowed here"
+                    )
                 self._require(req, Purpose.WRITE, Purpose.ADMIN)
                 return self._delete(req, parts)
-            raise ApiError(404, "bad_path", "expected /c/{vid}/{key}/{alt}/{cookie}")
+            raise CacheRequestError(404, "bad_path", "expected /c/{vid}/{key}/{alt}/{cookie}")
         if method not in ("GET", "HEAD"):
-            raise ApiError(405, "method_not_allowed", f"{method} is not allowed here")
+            raise CacheRequestError(405, "method_not_allowed", f"{method} is not allowed here")
         if path == "/healthz":
             return json_response(200, {"ok": True})
         if path == "/status":
@@ -139,15 +122,15 @@ class CacheHttpApi:
             self._require(req, Purpose.METRICS, Purpose.ADMIN)
             body, content_type = render_metrics(self.node)
             return Response(200, body, (), content_type)
-        raise ApiError(404, "not_found", f"no route {path}")
+        raise CacheRequestError(404, "not_found", f"no route {path}")
 
     # ------------------------------------------------------------------ needles
 
     def _get(self, req: Request, parts: list[str]) -> Response | Awaitable[Response]:
         k: NeedleKey = (
-            _number(parts[0], _U32_MAX, "volume id"),
-            _number(parts[1], _U64_MAX, "key"),
-            _number(parts[2], _U32_MAX, "alt key"),
+            _number(parts[0], VOLUME_ID_MAX, "volume id"),
+            _number(parts[1], KEY_MAX, "key"),
+            _number(parts[2], ALT_KEY_MAX, "alt key"),
             _cookie(parts[3]),
         )
         entry = self.node.lookup(k)
@@ -161,13 +144,13 @@ class CacheHttpApi:
     async def _miss(self, req: Request, k: NeedleKey, replicas: list[str], admit: bool) -> Response:
         try:
             entry = await self.node.fetch(k, replicas, admit=admit)
-        except CacheError as exc:
+        except PinholeError as exc:
             return _error_response(exc)
         return _needle_response(req, entry, "miss")
 
     def _delete(self, req: Request, parts: list[str]) -> Response:
-        vid = _number(parts[0], _U32_MAX, "volume id")
-        key = _number(parts[1], _U64_MAX, "key")
+        vid = _number(parts[0], VOLUME_ID_MAX, "volume id")
+        key = _number(parts[1], KEY_MAX, "key")
         return json_response(200, {"forgotten": self.node.forget(vid, key)})
 
 

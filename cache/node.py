@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Final
 
 from cache.config import CacheConfig
-from cache.errors import NeedleAbsent, ReplicaReadError
 from cache.flight import Flight, FlightTable
 from cache.lru import CachedNeedle, LruStatistics, NeedleKey, NeedleLru
-from cache.replica_read import read_from_replicas, report_bad_replicas
 from common.credentials import Credentials, Purpose
 from common.leanhttp.client import LeanHTTPClient
+from replica.errors import NeedleAbsent, ReplicaReadError
+from replica.read import read_from_replicas, report_bad_replicas
 
 __all__ = ["CacheNode", "CacheStatistics"]
 

@@ -1,11 +1,14 @@
-"""The directory's exception tree. HTTP statuses are assigned in exactly one place
-(directory/http_api.py's error middleware) from each class's `status` and `code`; the
-client raises the same base class with the status and code the server answered."""
+"""The directory's exception tree, under `common.errors.PinholeError`. HTTP statuses are
+assigned in exactly one place (directory/http_api.py's error middleware) from each class's
+`status`, `code` and `headers()`; the client raises the same base class with the status and
+code the server answered."""
 
 from __future__ import annotations
 
+from common.errors import PinholeError
 
-class DirectoryError(Exception):
+
+class DirectoryError(PinholeError):
     """Base of every directory error: `status` (HTTP; 0 = not reached), `code`, message."""
 
     status = 500
@@ -20,7 +23,6 @@ class DirectoryError(Exception):
         else:
             message = " ".join(str(a) for a in args)
         super().__init__(message)
-        self.message = message
 
 
 class BadRequest(DirectoryError):
@@ -33,16 +35,18 @@ class Unauthorized(DirectoryError):
     code = "unauthorized"
 
 
-class NotFound(DirectoryError):
+class DirectoryNotFound(DirectoryError):
+    """A volume, node or replica the directory does not know."""
+
     status = 404
     code = "not_found"
 
 
-class VolumeNotFound(NotFound):
+class VolumeNotFound(DirectoryNotFound):
     code = "volume_not_found"
 
 
-class NodeNotFound(NotFound):
+class NodeNotFound(DirectoryNotFound):
     code = "node_not_found"
 
 
@@ -67,13 +71,17 @@ class VolumeCreateFailed(DirectoryError):
 
 class NoWritableVolume(DirectoryError):
     """No writable logical volume took a write within the writer's retry time (callers
-    answer 503). The message says what was tried and why it failed; `retry_after_s` is
-    how long a caller should wait before trying again (an API's Retry-After)."""
+    answer 503). The message says what was tried and why it failed (a generic one when
+    none is given); `retry_after_s` is how long a caller should wait before trying again
+    (an API's Retry-After), 10 s when not given."""
 
     status = 503
     code = "no_writable_volume"
-    RETRY_AFTER_S_DEFAULT = 10.0
+    retry_after_s: float | None = 10.0
 
-    def __init__(self, *args: object, retry_after_s: float = RETRY_AFTER_S_DEFAULT) -> None:
+    def __init__(self, *args: object, retry_after_s: float | None = None) -> None:
         super().__init__(*args)
-        self.retry_after_s = retry_after_s
+        if not self.message:
+            self.message = "storage is full or unavailable"
+        if retry_after_s:
+            self.retry_after_s = retry_after_s

@@ -1,7 +1,8 @@
 """The directory's HTTP API (docs/api/directory.md) as an aiohttp application.
 
 One middleware turns every error into `{"error": {"code", "message"}}`: the package's
-DirectoryError tree by its `status`/`code`, aiohttp's own HTTP errors (unknown route 404,
+PinholeError tree (directory/errors.py and any other package's) by its
+`status`/`code`/`headers()`, aiohttp's own HTTP errors (unknown route 404,
 405, body over request_body_bytes_max 413) by theirs, anything else 500 `internal`. The
 same middleware checks the internal credential of every route but /healthz against the
 purposes `make_app` lists for it (common/credentials.py): lookups take read, the write
@@ -19,9 +20,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from common import ids
 from common.credentials import Purpose
+from common.errors import PinholeError
+from common.photo import ALT_KEY_MAX, KEY_MAX
 from directory import deletes, growth, health, moves, registry, repairs
-from directory.errors import BadRequest, DirectoryError, Unauthorized, VolumeNotFound
+from directory.errors import BadRequest, Unauthorized, VolumeNotFound
 from directory.registry import VOLUME_ID_MAX
 from directory.service import Directory
 from directory.state import ClusterState
@@ -31,8 +35,6 @@ log = logging.getLogger("pinhole.directory")
 DIRECTORY: Final = web.AppKey("directory", Directory)
 # (method, route path) -> the purposes whose credential it takes; () = open.
 PURPOSES: Final = web.AppKey("purposes", dict)
-KEY_MAX: Final = 2**64 - 1
-ALT_KEY_MAX: Final = 2**32 - 1
 
 Handler = Any
 
@@ -59,8 +61,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise Unauthorized("a valid internal credential is required")
         response: web.StreamResponse = await handler(request)
         return response
-    except DirectoryError as e:
-        return _error(e.status, e.code, e.message)
+    except PinholeError as e:
+        if not 400 <= e.status <= 599:
+            # A peer the directory called was not reached (status 0): its own fault, a 500.
+            log.error("directory request %s %s failed: %s", request.method, request.path, e)
+            return _error(500, "internal", "internal server error")
+        response = _error(e.status, e.code, e.message)
+        response.headers.update(e.headers())
+        return response
     except web.HTTPRequestEntityTooLarge as e:
         return _error(413, "body_too_large", e.text or "request body too large")
     except web.HTTPException as e:
@@ -87,17 +95,21 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 def _vid(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) > VOLUME_ID_MAX:
-        raise BadRequest(f"volume id must be a decimal number within 0..{VOLUME_ID_MAX}")
-    return int(text)
+    try:
+        return ids.parse_decimal(text, maximum=VOLUME_ID_MAX, what="volume id")
+    except ValueError:
+        raise BadRequest(f"volume id must be a decimal number within 0..{VOLUME_ID_MAX}") from None
 
 
 def _int_field(body: dict[str, Any], name: str, high: int, *, required: bool = True) -> int | None:
     value = body.get(name)
     if value is None and not required:
         return None
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)  # 64-bit keys travel as strings in JSON
+    if isinstance(value, str):  # 64-bit keys travel as strings in JSON
+        try:
+            return ids.parse_decimal(value, maximum=high, what=name)
+        except ValueError:
+            raise BadRequest(f"{name} must be an integer within 0..{high}") from None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
         raise BadRequest(f"{name} must be an integer within 0..{high}")
     return value

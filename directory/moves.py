@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from directory import schema
-from directory.errors import BadRequest, Conflict, NodeNotFound, NotFound, VolumeNotFound
+from directory.errors import (
+    BadRequest,
+    Conflict,
+    DirectoryNotFound,
+    NodeNotFound,
+    VolumeNotFound,
+)
 from directory.placement import Placement, Unsatisfiable, loose_targets, place, plan_balance
 from directory.schema import LOCK
 from directory.state import ClusterState
@@ -146,7 +152,7 @@ async def replica_ready(directory: Directory, volume_id: int, node_id: str) -> N
             )
         ).first()
         if row is None:
-            raise NotFound(f"node {node_id} holds no replica of volume {volume_id}")
+            raise DirectoryNotFound(f"node {node_id} holds no replica of volume {volume_id}")
         await conn.execute(
             rp.update()
             .where(rp.c.volume_id == volume_id, rp.c.node_id == node_id)
@@ -162,7 +168,7 @@ async def remove_replica(directory: Directory, volume_id: int, node_id: str) -> 
     async with directory.db.transaction(lock=LOCK) as conn:
         rows = list(await conn.execute(sa.select(rp).where(rp.c.volume_id == volume_id)))
         if not any(r.node_id == node_id for r in rows):
-            raise NotFound(f"node {node_id} holds no replica of volume {volume_id}")
+            raise DirectoryNotFound(f"node {node_id} holds no replica of volume {volume_id}")
         others_ready = [r for r in rows if r.node_id != node_id and r.state == "ready"]
         if not others_ready:
             raise Conflict(f"{node_id} holds the last ready replica of volume {volume_id}")

@@ -7,7 +7,7 @@ candidate when the first page was made) and the offset into the ranking.
 A cursor comes back from a client, so every field is checked as input: ids within
 common.ids' range (the anchor below its end, since the read asks for ids below anchor + 1)
 and the offset a small integer, never a number of any size for the database to overflow
-on."""
+on. Anything else raises BadCursor (feed/errors.py), a 400."""
 
 from __future__ import annotations
 
@@ -18,16 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from common import ids
+from feed.errors import BadCursor
 
 VERSION: Final = 1
 CURSOR_CHARS_MAX: Final = 200
 # Ranked pages walk a list of at most [feed] ranked_candidates_max posts; an offset past it
 # only reads an empty page, and this bound keeps it a machine integer.
 OFFSET_MAX: Final = 1_000_000
-
-
-class BadCursor(ValueError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +62,7 @@ def decode(text: str | None) -> Cursor:
                 raise BadCursor("bad cursor anchor")
             return Cursor(anchor=anchor, offset=offset)
         return Cursor(before=_id(doc["b"]) if "b" in doc else None)
-    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError) as e:
-        if isinstance(e, BadCursor):
-            raise
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
         raise BadCursor("not a cursor from this API") from None
 
 

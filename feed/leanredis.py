@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 
+from feed.errors import FeedError
+
 # Requests waiting for their replies on the connection at most; more fail at once.
 LEAN_PENDING_MAX: Final = 10_000
 # A reply slower than this fails its request and drops the connection (replies behind a
@@ -31,7 +33,7 @@ LEAN_PENDING_MAX: Final = 10_000
 LEAN_TIMEOUT_S: Final = 5.0
 
 
-class LeanRedisError(Exception):
+class LeanRedisError(FeedError):
     """An error reply from Redis, or the connection failing under a request."""
 
 

@@ -45,6 +45,7 @@ from feed.hotstore import Entry, HotStore, Slice, celebrity_key, timeline_key
 from social import accounts, graph, posts
 from social.schema import comments, follows, likes, users
 from social.schema import posts as post_t
+from transformer.media_store import GONE, MediaStatus
 
 log = logging.getLogger("pinhole.feed")
 
@@ -105,16 +106,16 @@ class Feed:
     async def _publish(self, post_id: int, author_id: int) -> float | None:
         async with self.db.transaction(lock="social") as conn:
             post = (await posts.get_many(conn, [post_id])).get(post_id)
-            if post is None or post.status in ("deleted", "failed"):
+            if post is None or post.status in (posts.PostStatus.DELETED, posts.PostStatus.FAILED):
                 return None
-            if post.status == "processing":
+            if post.status == posts.PostStatus.PROCESSING:
                 states = await posts.media_states(conn, post_id)
-                if any(s in ("failed", "expired", "deleted") for s in states):
-                    await posts.set_status(conn, post_id, "failed")
+                if any(s in (MediaStatus.FAILED, *GONE) for s in states):
+                    await posts.set_status(conn, post_id, posts.PostStatus.FAILED)
                     return None
-                if not all(s == "ready" for s in states):
+                if not all(s == MediaStatus.READY for s in states):
                     return self.config.wait_media_s
-                await posts.set_status(conn, post_id, "live")
+                await posts.set_status(conn, post_id, posts.PostStatus.LIVE)
             author = await accounts.get(conn, author_id)
             if author is None:
                 return None
@@ -406,7 +407,9 @@ class Feed:
             got = status.get(post_id)
             if got is None or int(got[2]) != author_id:
                 continue
-            if got[1] == "live" or (got[1] == "processing" and author_id == viewer):
+            if got[1] == posts.PostStatus.LIVE or (
+                got[1] == posts.PostStatus.PROCESSING and author_id == viewer
+            ):
                 out.append((post_id, author_id))
         return out
 

@@ -33,6 +33,7 @@ from ops.cli_support import (
     run,
     table,
 )
+from transformer.media_store import MediaStatus
 
 DEMO_FILE: Final = "demo.json"
 DEMO_PHOTOS: Final = 6
@@ -142,7 +143,7 @@ async def _seed_demo(layout: lc.Layout) -> list[str]:
             tmp.write_text(json.dumps([{"media_id": d["media_id"]} for d in docs], indent=2))
             tmp.replace(path)
     for doc in docs:
-        if doc["status"] != "ready":
+        if doc["status"] != MediaStatus.READY:
             raise CliError(f"demo media {doc['media_id']} is {doc['status']}, not ready")
         urls.append(doc["variants"]["640"]["formats"]["jpeg"])
     return urls

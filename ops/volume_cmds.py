@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from common.photo import VOLUME_ID_MAX
 from ops.cli_support import (
     EXIT_FAILED,
     EXIT_LOCKED,
@@ -115,7 +116,7 @@ def list_(node: str, secret_file: Path | None, json_output: bool) -> None:
 
 @volume.command("create")
 @node_option
-@click.option("--volume", "vid", type=click.IntRange(0, 2**32 - 1), required=True)
+@click.option("--volume", "vid", type=click.IntRange(0, VOLUME_ID_MAX), required=True)
 def create(node: str, secret_file: Path | None, json_output: bool, vid: int) -> None:
     """Create an empty volume."""
     doc = _call(node, secret_file, lambda c: c.create_volume(vid))

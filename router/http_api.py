@@ -9,7 +9,7 @@ A photo request: parse the URL (strict, common.photo), pick the formats (the ext
 or Accept's among avif > webp > jpeg > png > gif > heic), look the volume up (cached,
 router.lookup), then for each format until one exists: ask the key's cache node
 (rendezvous order, router.ring) with the replicas and the admission decision; when the
-cache nodes fail, read the replicas directly (cache.replica_read) and report bad copies for
+cache nodes fail, read the replicas directly (replica.read) and report bad copies for
 repair. The bytes are fetched whole; conditional and range answers are cut here, so they
 hold whatever the cache or store does with those headers.
 
@@ -32,8 +32,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from cache.errors import NeedleAbsent, ReplicaReadError, ReplicasUnavailable
-from cache.replica_read import needle_etag, read_from_replicas
 from common.credentials import Credentials, Purpose
 from common.leanhttp import (
     LeanHTTPServer,
@@ -55,8 +53,11 @@ from common.photo import (
     photo_path,
 )
 from common.signed_photo import SignedUrlError, is_signed, sign_playlist, verify
+from replica.errors import NeedleAbsent, ReplicaReadError, ReplicasUnavailable
+from replica.read import needle_etag, read_from_replicas
 from router.config import RouterConfig
-from router.lookup import Directory, DirectoryUnavailable, VolumeInfo
+from router.errors import DirectoryUnavailable
+from router.lookup import Directory, VolumeInfo
 
 log = logging.getLogger("pinhole.router")
 
@@ -97,10 +98,12 @@ def _refused(code: str, message: str) -> Response:
 
 
 _REPLICAS_UNAVAILABLE: Final = _unavailable(
-    502, "replicas_unavailable", "no replica of this photo answered"
+    ReplicasUnavailable.status, ReplicasUnavailable.code, "no replica of this photo answered"
 )
 _DIRECTORY_UNAVAILABLE: Final = _unavailable(
-    503, "directory_unavailable", "the volume directory cannot be reached"
+    DirectoryUnavailable.status,
+    DirectoryUnavailable.code,
+    "the volume directory cannot be reached",
 )
 
 

@@ -35,9 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from common import ids
 from common.credentials import Credentials, Purpose
 from common.leanhttp.client import HttpClientError, LeanHTTPClient
+from common.photo import VOLUME_ID_MAX
 from router.config import RouterConfig
+from router.errors import DirectoryUnavailable
 from router.ring import CacheNode, CacheRing
 
 log = logging.getLogger("pinhole.router")
@@ -46,10 +49,6 @@ log = logging.getLogger("pinhole.router")
 _REFRESH_RETRY_S: Final = 1.0
 # The directory's highest volume id, on every lookup answer (directory/http_api.py).
 VOLUME_ID_MAX_HEADER: Final = "x-pinhole-volume-id-max"
-
-
-class DirectoryUnavailable(Exception):
-    """The directory did not answer usefully and nothing usable was cached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,8 +314,9 @@ class Directory:
                 timeout_s=cfg.directory_timeout_s,
             )
             id_max = resp.headers.get(VOLUME_ID_MAX_HEADER)
-            if id_max is not None and id_max.isascii() and id_max.isdigit() and len(id_max) < 20:
-                self._id_max = int(id_max)
+            if id_max is not None:
+                with contextlib.suppress(ValueError):
+                    self._id_max = ids.parse_decimal(id_max, maximum=VOLUME_ID_MAX)
             if resp.status == 404:
                 info = None
             elif resp.status == 200:

@@ -18,7 +18,7 @@ from common.db import Database
 from common.ids import IdGenerator
 from social import passwords
 from social.config import SocialConfig
-from social.errors import Conflict, Invalid, NotFound
+from social.errors import Invalid, NotVisible, SocialConflict
 from social.schema import users
 
 LOCK: Final = "social"
@@ -129,10 +129,10 @@ async def create(
                 )
             )
             if taken.first() is not None:
-                raise Conflict("that username or email is taken", code="taken")
+                raise SocialConflict("that username or email is taken", code="taken")
             await conn.execute(users.insert().values(**_values(row)))
     except IntegrityError:
-        raise Conflict("that username or email is taken", code="taken") from None
+        raise SocialConflict("that username or email is taken", code="taken") from None
     return row
 
 
@@ -163,7 +163,7 @@ async def get_many(conn: AsyncConnection, user_ids: Iterable[int]) -> dict[int, 
 async def require(conn: AsyncConnection, user_id: int) -> User:
     user = await get(conn, user_id)
     if user is None:
-        raise NotFound("no such user")
+        raise NotVisible("no such user")
     return user
 
 

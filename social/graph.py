@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from common.db import Database
 from common.ids import IdGenerator
 from social import accounts, notify
-from social.errors import Forbidden, Invalid, NotFound
+from social.errors import Forbidden, Invalid, NotVisible
 from social.schema import blocks, follow_requests, follows, users
 
 LOCK: Final = "social"
@@ -120,14 +120,14 @@ async def _counts(conn: AsyncConnection, follower: int, followee: int, delta: in
 
 async def follow(db: Database, id_gen: IdGenerator, follower: int, followee: int) -> str:
     """Follows a public account ("following") or asks a private one ("requested").
-    Idempotent. Raises NotFound (no such user, or a block either way), Invalid (oneself)."""
+    Idempotent. Raises NotVisible (no such user, or a block either way), Invalid (oneself)."""
     if follower == followee:
         raise Invalid("you cannot follow yourself", code="self_follow")
     now = time.time()
     async with db.transaction(lock=LOCK) as conn:
         target = await accounts.get(conn, followee)
         if target is None or await blocked_between(conn, follower, [followee]):
-            raise NotFound("no such user")
+            raise NotVisible("no such user")
         rel = await relationship(conn, follower, followee)
         if rel.following:
             return "following"
@@ -185,14 +185,14 @@ async def _unfollow(conn: AsyncConnection, follower: int, followee: int) -> bool
 async def answer_request(
     db: Database, id_gen: IdGenerator, target: int, requester: int, *, approve: bool
 ) -> None:
-    """Approves (the requester now follows) or denies a pending request; NotFound if none."""
+    """Approves (the requester now follows) or denies a pending request; NotVisible if none."""
     r = follow_requests.c
     async with db.transaction(lock=LOCK) as conn:
         gone = await conn.execute(
             follow_requests.delete().where(r.requester_id == requester, r.target_id == target)
         )
         if not gone.rowcount:
-            raise NotFound("no such follow request")
+            raise NotVisible("no such follow request")
         await notify.retract(conn, recipient=target, kind="follow_request", actor_id=requester)
         if approve:
             await _insert_follow(conn, id_gen, requester, target, time.time())
@@ -204,7 +204,7 @@ async def block(db: Database, blocker: int, blocked: int) -> None:
         raise Invalid("you cannot block yourself", code="self_block")
     async with db.transaction(lock=LOCK) as conn:
         if await accounts.get(conn, blocked) is None:
-            raise NotFound("no such user")
+            raise NotVisible("no such user")
         exists = await conn.execute(
             sa.select(blocks.c.blocker_id).where(
                 blocks.c.blocker_id == blocker, blocks.c.blocked_id == blocked
@@ -230,11 +230,11 @@ async def unblock(db: Database, blocker: int, blocked: int) -> bool:
 
 
 async def require_visible(conn: AsyncConnection, viewer: int, owner_id: int) -> accounts.User:
-    """The owner when the viewer may see their content; NotFound when blocked either way
+    """The owner when the viewer may see their content; NotVisible when blocked either way
     (or no such user), Forbidden for a private account the viewer does not follow."""
     owner = await accounts.get(conn, owner_id)
     if owner is None or await blocked_between(conn, viewer, [owner_id]):
-        raise NotFound("no such user")
+        raise NotVisible("no such user")
     if (
         owner.is_private
         and viewer != owner_id

@@ -17,7 +17,7 @@ from common.db import Database
 from common.ids import IdGenerator
 from social import graph, notify, posts, text
 from social.config import SocialConfig
-from social.errors import Invalid, NotFound
+from social.errors import Invalid, NotVisible
 from social.schema import comments, likes, saves, users
 from social.schema import posts as post_t
 
@@ -211,19 +211,19 @@ async def comment(
 
 async def delete_comment(db: Database, viewer: int, post_id: int, comment_id: int) -> None:
     """The comment's author may delete it whatever became of the post (deleted, or its
-    author blocking them), the post's author any comment on it; NotFound otherwise."""
+    author blocking them), the post's author any comment on it; NotVisible otherwise."""
     async with db.transaction(lock=LOCK) as conn:
         row = (
             await conn.execute(sa.select(comments).where(comments.c.comment_id == comment_id))
         ).first()
         if row is None or row.post_id != post_id or row.deleted_unix_s is not None:
-            raise NotFound("no such comment")
+            raise NotVisible("no such comment")
         if viewer != row.author_id:
             author = (
                 await conn.execute(sa.select(post_t.c.author_id).where(post_t.c.post_id == post_id))
             ).scalar_one_or_none()
             if author != viewer:
-                raise NotFound("no such comment")
+                raise NotVisible("no such comment")
         await conn.execute(
             comments.update()
             .where(comments.c.comment_id == comment_id)

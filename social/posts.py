@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -21,12 +22,23 @@ from common import ids
 from common.ids import IdGenerator
 from social import accounts, avatars, graph, notify, text
 from social.config import SocialConfig
-from social.errors import Invalid, NotFound
+from social.errors import Invalid, NotVisible
 from social.schema import hashtags, post_media, post_users, posts, users
+from transformer import media_store
+from transformer.media_store import GONE, MediaStatus
 from transformer.schema import media
 
 LOCK: Final = "social"
-STATES: Final = ("processing", "live", "failed", "deleted")
+
+
+class PostStatus(StrEnum):
+    """A post's life: processing (its media not all ready; only the author sees it) ->
+    live | failed, and deleted by its author. Stored as the member's text."""
+
+    PROCESSING = "processing"
+    LIVE = "live"
+    FAILED = "failed"
+    DELETED = "deleted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +100,7 @@ async def create(
     """Validates and records a post (inside the caller's transaction). Raises Invalid for
     bad fields, media that is not the author's own, ready or processing, unattached and
     unexpired, or a tagged user who does not exist or is blocked either way (the same
-    answer); Conflict (media_in_use) for a media that is or was an avatar."""
+    answer); SocialConflict (media_in_use) for a media that is or was an avatar."""
     unknown = set(body) - {"media_ids", "caption", "location", "tagged_users", "alt_text"}
     if unknown:
         raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
@@ -131,7 +143,9 @@ async def create(
         mentioned = [u for u in candidates if u not in blocked and u != author_id]
 
     post_id = id_gen.next_id()
-    status = "live" if all(s == "ready" for s in states) else "processing"
+    status = (
+        PostStatus.LIVE if all(s == MediaStatus.READY for s in states) else PostStatus.PROCESSING
+    )
     await conn.execute(
         posts.insert().values(
             post_id=post_id,
@@ -151,11 +165,7 @@ async def create(
             for i, (m, a) in enumerate(zip(media_ids, alt_texts, strict=True))
         ],
     )
-    await conn.execute(
-        media.update()
-        .where(media.c.media_id.in_(media_ids))
-        .values(attached_unix_s=now, expires_unix_s=None)
-    )
+    await media_store.attach(conn, media_ids, now=now)
     people = [{"post_id": post_id, "user_id": u, "kind": "tagged"} for u in tagged] + [
         {"post_id": post_id, "user_id": u, "kind": "mention"} for u in mentioned
     ]
@@ -191,23 +201,22 @@ async def create(
 
 async def _media_states(
     conn: AsyncConnection, author_id: int, media_ids: list[int], now: float
-) -> list[str]:
+) -> list[MediaStatus]:
     """The status of each media of a new post, after checking it may be posted: the
     author's own, neither failed nor expired, in no post (400 bad_media) and no avatar
     (409 media_in_use, social/avatars.py)."""
-    rows = (await conn.execute(sa.select(media).where(media.c.media_id.in_(media_ids)))).all()
-    by_id = {r.media_id: r for r in rows}
+    by_id = await media_store.rows(conn, media_ids)
     posted = await avatars.in_posts(conn, media_ids)
-    states = []
+    states: list[MediaStatus] = []
     for media_id in media_ids:
         row = by_id.get(media_id)
         if row is None or row.owner_id != author_id:
             raise Invalid(f"media {media_id} is not one of your uploads", code="bad_media")
         if row.attached_unix_s is not None and media_id not in posted:
             raise avatars.avatar_in_use(media_id)
-        if row.status in ("expired", "deleted"):
+        if row.status in GONE:
             raise Invalid(f"media {media_id} is not one of your uploads", code="bad_media")
-        if row.status == "failed":
+        if row.status == MediaStatus.FAILED:
             raise Invalid(f"media {media_id} failed to process", code="bad_media")
         if row.attached_unix_s is not None:
             raise Invalid(f"media {media_id} is already in a post", code="bad_media")
@@ -258,37 +267,33 @@ async def get_many(conn: AsyncConnection, post_ids: Iterable[int]) -> dict[int, 
 
 async def visible(conn: AsyncConnection, viewer: int, post_id: int) -> Post:
     """A post the viewer may see (live, or their own processing one; the author visible to
-    them); NotFound otherwise (no existence leak)."""
+    them); NotVisible otherwise (no existence leak)."""
     post = (await get_many(conn, [post_id])).get(post_id)
-    if post is None or post.status not in ("live", "processing"):
-        raise NotFound("no such post")
-    if post.status == "processing" and post.author_id != viewer:
-        raise NotFound("no such post")
+    if post is None or post.status not in (PostStatus.LIVE, PostStatus.PROCESSING):
+        raise NotVisible("no such post")
+    if post.status == PostStatus.PROCESSING and post.author_id != viewer:
+        raise NotVisible("no such post")
     owner = await accounts.get(conn, post.author_id)
     if owner is None or post.author_id not in await graph.visible_authors(
         conn, viewer, {owner.user_id: owner}
     ):
-        raise NotFound("no such post")
+        raise NotVisible("no such post")
     return post
 
 
 async def delete(conn: AsyncConnection, viewer: int, post_id: int) -> Post:
     """Deletes the viewer's own post (inside the caller's transaction): the post turns
-    deleted and its media expire now. NotFound for anyone else's post."""
+    deleted and its media expire now. NotVisible for anyone else's post."""
     post = (await get_many(conn, [post_id])).get(post_id)
-    if post is None or post.author_id != viewer or post.status == "deleted":
-        raise NotFound("no such post")
+    if post is None or post.author_id != viewer or post.status == PostStatus.DELETED:
+        raise NotVisible("no such post")
     now = time.time()
     await conn.execute(
         posts.update()
         .where(posts.c.post_id == post_id)
-        .values(status="deleted", deleted_unix_s=now)
+        .values(status=PostStatus.DELETED, deleted_unix_s=now)
     )
-    await conn.execute(
-        media.update()
-        .where(media.c.media_id.in_([m.media_id for m in post.media]))
-        .values(expires_unix_s=now)
-    )
+    await media_store.expire(conn, [m.media_id for m in post.media], now=now)
     await conn.execute(
         users.update().where(users.c.user_id == viewer).values(post_count=users.c.post_count - 1)
     )
@@ -304,7 +309,7 @@ async def by_author(
     include_processing: bool = False,
 ) -> list[int]:
     """An author's post ids, newest first, strictly older than `before`."""
-    states = ("live", "processing") if include_processing else ("live",)
+    states = (PostStatus.LIVE, PostStatus.PROCESSING) if include_processing else (PostStatus.LIVE,)
     query = (
         sa.select(posts.c.post_id)
         .where(posts.c.author_id == author_id, posts.c.status.in_(states))
@@ -330,10 +335,11 @@ async def by_authors(
     wanted = sorted(set(author_ids))
     if not wanted:
         return []
-    shown = posts.c.status == "live"
+    shown = posts.c.status == PostStatus.LIVE
     if processing_of is not None:
         shown = sa.or_(
-            shown, sa.and_(posts.c.author_id == processing_of, posts.c.status == "processing")
+            shown,
+            sa.and_(posts.c.author_id == processing_of, posts.c.status == PostStatus.PROCESSING),
         )
     query = (
         sa.select(posts.c.post_id, posts.c.author_id)
@@ -346,12 +352,12 @@ async def by_authors(
     return [(int(a), int(b)) for a, b in await conn.execute(query)]
 
 
-async def set_status(conn: AsyncConnection, post_id: int, status: str) -> bool:
+async def set_status(conn: AsyncConnection, post_id: int, status: PostStatus) -> bool:
     """processing -> live | failed (the publish job); False if it is no longer processing."""
-    assert status in ("live", "failed")
+    assert status in (PostStatus.LIVE, PostStatus.FAILED)
     result = await conn.execute(
         posts.update()
-        .where(posts.c.post_id == post_id, posts.c.status == "processing")
+        .where(posts.c.post_id == post_id, posts.c.status == PostStatus.PROCESSING)
         .values(status=status)
     )
     return bool(result.rowcount)
@@ -372,6 +378,6 @@ async def media_of_author(conn: AsyncConnection, author_id: int) -> list[int]:
     rows = await conn.execute(
         sa.select(post_media.c.media_id)
         .select_from(post_media.join(posts, posts.c.post_id == post_media.c.post_id))
-        .where(posts.c.author_id == author_id, posts.c.status != "deleted")
+        .where(posts.c.author_id == author_id, posts.c.status != PostStatus.DELETED)
     )
     return [int(r[0]) for r in rows]

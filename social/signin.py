@@ -31,7 +31,7 @@ from social import accounts, passwords, sessions
 from social.accounts import User
 from social.config import DAY_S, SocialConfig
 from social.counters import Counters
-from social.errors import AuthFailed, Conflict, Forbidden, Invalid, RateLimited, SocialError
+from social.errors import AuthFailed, Forbidden, Invalid, RateLimited, SocialConflict, SocialError
 from social.ratelimit import HOUR_S, MINUTE_S, Rate, refused
 from social.schema import users
 
@@ -182,5 +182,7 @@ async def change_password(
             .values(password_hash=new_hash, updated_unix_s=time.time())
         )
         if not changed.rowcount:
-            raise Conflict("the password was changed meanwhile; try again", code="password_changed")
+            raise SocialConflict(
+                "the password was changed meanwhile; try again", code="password_changed"
+            )
         return await sessions.revoke_all(conn, user_id, keep_token=token), rate

@@ -1,10 +1,13 @@
-"""The transformer's exception tree. `Rejected` is bad input: the API translates it (in its
-one error middleware) to a 4xx with `code` and `message`, and nothing is stored."""
+"""The transformer's exception tree, under `common.errors.PinholeError`. `Rejected` is bad
+input: the API answers it (in its one error middleware) with its `status` (a 4xx), `code`
+and `message`, and nothing is stored."""
 
 from __future__ import annotations
 
+from common.errors import PinholeError
 
-class TransformerError(Exception):
+
+class TransformerError(PinholeError):
     """Base of the transformer's errors."""
 
 
@@ -13,10 +16,7 @@ class Rejected(TransformerError):
     person, `status` the HTTP status it maps to."""
 
     def __init__(self, code: str, message: str, *, status: int = 422) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+        super().__init__(message, code=code, status=status)
 
 
 class TranscodeFailed(TransformerError):

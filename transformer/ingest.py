@@ -143,7 +143,7 @@ class Ingest:
             media_id=media_id,
             owner_id=owner_id,
             media_type=kind,
-            status="processing",
+            status=media_store.MediaStatus.PROCESSING,
             fmt=int(fmt),
             size_bytes=ref.size,
             width=width,

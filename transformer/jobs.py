@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common import jobs as framework
 from common.jobs import Job, JobKind, JobQueue, RetryPolicy
+from transformer import media_store
 from transformer.config import MediaConfig
-from transformer.schema import media
 
 QUEUE: Final = "media"
 # The media tables' write lock: the queue's own transactions and the pipeline's (ingest,
@@ -29,19 +29,11 @@ VIDEO_LANE: Final = 1
 
 
 async def _fail_media(conn: AsyncConnection, dead: Sequence[Job]) -> None:
-    await conn.execute(
-        media.update()
-        .where(media.c.media_id.in_([j.subject_id for j in dead]), media.c.status == "processing")
-        .values(status="failed", error_code="processing_failed")
-    )
+    await media_store.fail_processing(conn, [j.subject_id for j in dead])
 
 
 async def _reprocess_media(conn: AsyncConnection, retried: Sequence[Job]) -> None:
-    await conn.execute(
-        media.update()
-        .where(media.c.media_id.in_([j.subject_id for j in retried]), media.c.status == "failed")
-        .values(status="processing", error_code=None)
-    )
+    await media_store.reprocess_failed(conn, [j.subject_id for j in retried])
 
 
 def retry_policy(config: MediaConfig) -> RetryPolicy:

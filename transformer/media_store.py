@@ -4,13 +4,19 @@ A media is `processing` from the upload until its job publishes every variant in
 transaction (`publish`): readers never see a half-made ladder. Each variant's needle
 location is recorded as soon as it is written (`record_variant`), so a re-run of a job
 knows what an earlier attempt left and the expiry sweeper can delete every needle.
+
+The transformer owns the `media` table: other packages write it only through this module
+(`attach` when a media joins a post or becomes an avatar, `expire` when it leaves one) and
+compare statuses with `MediaStatus`, never bare strings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -20,7 +26,22 @@ from common.db import Database
 from transformer.schema import media, variants
 
 LOCK: Final = "media"
-STATUSES: Final = ("processing", "ready", "failed", "expired", "deleted")
+
+
+class MediaStatus(StrEnum):
+    """A media's life: processing -> ready | failed, then expired (never attached) or
+    deleted; the last two hold no needles. Stored as the member's text."""
+
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    DELETED = "deleted"
+
+
+# The statuses whose media still hold needles (what expiry and deletion reclaim).
+HOLDING_NEEDLES: Final = (MediaStatus.PROCESSING, MediaStatus.READY, MediaStatus.FAILED)
+GONE: Final = (MediaStatus.EXPIRED, MediaStatus.DELETED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +49,7 @@ class MediaRow:
     media_id: int
     owner_id: int
     media_type: str
-    status: str
+    status: MediaStatus
     fmt: int
     size_bytes: int
     width: int
@@ -74,7 +95,9 @@ _VARIANT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(VariantRow))
 
 
 def _media(row: Any) -> MediaRow:
-    return MediaRow(**{n: row._mapping[n] for n in _MEDIA_FIELDS})
+    fields = {n: row._mapping[n] for n in _MEDIA_FIELDS}
+    fields["status"] = MediaStatus(fields["status"])
+    return MediaRow(**fields)
 
 
 def _variant(row: Any) -> VariantRow:
@@ -100,6 +123,16 @@ async def get(db: Database, media_id: int) -> tuple[MediaRow, list[VariantRow]] 
             )
         ).all()
     return _media(row), [_variant(r) for r in rows]
+
+
+async def rows(conn: AsyncConnection, media_ids: Iterable[int]) -> dict[int, MediaRow]:
+    """The media of these ids that exist (without variants), read inside the caller's
+    transaction: what another package checks before it attaches media."""
+    wanted = sorted(set(media_ids))
+    if not wanted:
+        return {}
+    result = await conn.execute(sa.select(media).where(media.c.media_id.in_(wanted)))
+    return {r.media_id: _media(r) for r in result}
 
 
 async def insert_variant(conn: AsyncConnection, row: VariantRow) -> None:
@@ -138,7 +171,7 @@ async def publish(
     """Turns a processing media ready inside the caller's transaction (with its job's
     completion). False when it is no longer processing (expired or deleted meanwhile)."""
     values: dict[str, Any] = {
-        "status": "ready",
+        "status": MediaStatus.READY,
         "width": width,
         "height": height,
         "placeholder": placeholder,
@@ -148,10 +181,48 @@ async def publish(
         values["duration_s"] = duration_s
     result = await conn.execute(
         media.update()
-        .where(media.c.media_id == media_id, media.c.status == "processing")
+        .where(media.c.media_id == media_id, media.c.status == MediaStatus.PROCESSING)
         .values(**values)
     )
     return bool(result.rowcount)
+
+
+async def attach(conn: AsyncConnection, media_ids: Iterable[int], *, now: float) -> None:
+    """Attaches media to a post or an avatar inside the caller's transaction: they stop
+    expiring (an unattached upload expires, transformer's sweep)."""
+    await conn.execute(
+        media.update()
+        .where(media.c.media_id.in_(list(media_ids)))
+        .values(attached_unix_s=now, expires_unix_s=None)
+    )
+
+
+async def expire(conn: AsyncConnection, media_ids: Iterable[int], *, now: float) -> None:
+    """Makes media expire at `now` inside the caller's transaction (their post deleted,
+    their avatar replaced): the workers' sweep deletes their needles."""
+    await conn.execute(
+        media.update().where(media.c.media_id.in_(list(media_ids))).values(expires_unix_s=now)
+    )
+
+
+async def fail_processing(conn: AsyncConnection, media_ids: Iterable[int]) -> None:
+    """Fails the media among these still processing (their job was dead-lettered), inside
+    the caller's transaction."""
+    await conn.execute(
+        media.update()
+        .where(media.c.media_id.in_(list(media_ids)), media.c.status == MediaStatus.PROCESSING)
+        .values(status=MediaStatus.FAILED, error_code="processing_failed")
+    )
+
+
+async def reprocess_failed(conn: AsyncConnection, media_ids: Iterable[int]) -> None:
+    """Makes the failed media among these processing again (their job is retried), inside
+    the caller's transaction."""
+    await conn.execute(
+        media.update()
+        .where(media.c.media_id.in_(list(media_ids)), media.c.status == MediaStatus.FAILED)
+        .values(status=MediaStatus.PROCESSING, error_code=None)
+    )
 
 
 async def expired(db: Database, *, now: float, limit: int) -> list[MediaRow]:
@@ -163,7 +234,7 @@ async def expired(db: Database, *, now: float, limit: int) -> list[MediaRow]:
                 .where(
                     media.c.expires_unix_s.is_not(None),
                     media.c.expires_unix_s <= now,
-                    media.c.status.in_(("processing", "ready", "failed")),
+                    media.c.status.in_(HOLDING_NEEDLES),
                 )
                 .order_by(media.c.expires_unix_s)
                 .limit(limit)
@@ -172,7 +243,7 @@ async def expired(db: Database, *, now: float, limit: int) -> list[MediaRow]:
     return [_media(r) for r in rows]
 
 
-async def mark_gone(db: Database, media_id: int, *, status: str) -> None:
+async def mark_gone(db: Database, media_id: int, *, status: MediaStatus) -> None:
     """Marks a media expired or deleted once its needles' deletes are recorded, and
     forgets its variants."""
     async with db.transaction(lock=LOCK) as conn:

@@ -42,7 +42,7 @@ from common.jobs.schema import jobs as jobs_table
 from common.photo import Format, alt_key, photo_path
 from transformer import jobs, media_store
 from transformer import variants as v
-from transformer.media_store import VariantRow
+from transformer.media_store import MediaStatus, VariantRow
 from transformer.schema import media, needle_deletes, rekey_variants, variants
 
 KIND: Final = jobs.REKEY.name
@@ -57,7 +57,7 @@ async def request(conn: AsyncConnection, media_ids: Iterable[int], *, now: float
     if not wanted:
         return 0
     ready = sa.select(media.c.media_id).where(
-        media.c.media_id.in_(wanted), media.c.status == "ready"
+        media.c.media_id.in_(wanted), media.c.status == MediaStatus.READY
     )
     result = await conn.execute(
         jobs_table.update()
@@ -131,7 +131,7 @@ async def swap(
         media.update()
         .where(
             media.c.media_id == media_id,
-            media.c.status == "ready",
+            media.c.status == MediaStatus.READY,
             media.c.pending_cookie_hex.is_not(None),
         )
         .values(cookie_hex=media.c.pending_cookie_hex, pending_cookie_hex=None)

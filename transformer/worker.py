@@ -136,7 +136,7 @@ class Worker:
         if job.kind == jobs.REKEY.name:
             await self._rekey(lease, row, rows)
             return
-        if row.status != "processing":
+        if row.status != media_store.MediaStatus.PROCESSING:
             await self._finish(lease, row, publish=None)
             return
         original = next(r for r in rows if r.rendition == v.ORIGINAL)
@@ -372,7 +372,7 @@ class Worker:
         for var in old:
             old_path = rekey.url_path(var, row.media_id, row.cookie)
             written = done.get((var.rendition, var.fmt))
-            if written is None and row.status == "ready":
+            if written is None and row.status == media_store.MediaStatus.READY:
                 data = await self._read(old_path)
                 if var.fmt == Format.M3U8:
                     data = rekey.rewrite_playlist(data, moved)
@@ -425,7 +425,9 @@ class Worker:
         )
         for row in expired:
             await self._delete_needles(row.media_id)
-            await media_store.mark_gone(self.db, row.media_id, status="expired")
+            await media_store.mark_gone(
+                self.db, row.media_id, status=media_store.MediaStatus.EXPIRED
+            )
         if expired:
             log.info("expired %d unattached media", len(expired))
         await self.drain_deletes()  # what a re-key left, should its own drain have failed

@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 
 from cache.lru import ENTRY_OVERHEAD_BYTES
-from cache.replica_read import needle_etag
 from common.credentials import Purpose
+from replica.read import needle_etag
 from tests.cache.conftest import SECRET, VID, Cache, DirectoryStub, StartCache, Store
 from tests.conftest import auth
 

@@ -28,7 +28,7 @@ from feed.runner import FanoutRunner
 from feed.service import Feed
 from social import graph, posts
 from social.config import SocialConfig
-from social.errors import NotFound
+from social.errors import NotVisible
 from social.schema import users
 from tests.feed.conftest import hot_store, make_user, ready_media, social_db
 
@@ -123,7 +123,7 @@ async def apply(kind, a, b, y, db, feed, runner, id_gen, social, model) -> None:
             return
         try:
             state = await graph.follow(db, id_gen, a, b)
-        except NotFound:
+        except NotVisible:
             assert blocked
             return
         assert not blocked
@@ -143,7 +143,7 @@ async def apply(kind, a, b, y, db, feed, runner, id_gen, social, model) -> None:
     elif kind == "approve":  # a approves b's request
         try:
             await graph.answer_request(db, id_gen, a, b, approve=True)
-        except NotFound:
+        except NotVisible:
             assert (b, a) not in model.requests
             return
         model.requests.discard((b, a))

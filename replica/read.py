@@ -36,9 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from cache.errors import NeedleAbsent, ReplicasUnavailable
 from common.credentials import Credentials, Purpose
 from common.leanhttp.client import HttpClientError, LeanHTTPClient
+from replica.errors import NeedleAbsent, ReplicasUnavailable
 from store.needle import CHECKSUM_BYTES, FOOTER_BYTES, encode_parts
 
 __all__ = [
@@ -51,7 +51,7 @@ __all__ = [
     "report_bad_replicas",
 ]
 
-log = logging.getLogger("pinhole.cache")
+log = logging.getLogger("pinhole.replica")
 
 _ETAG_LEN = 18  # '"' + 16 hex digits + '"'
 _CHECKSUM_START = FOOTER_BYTES - CHECKSUM_BYTES  # the footer ends with the u64 checksum
