@@ -30,7 +30,14 @@ async def create_post(request: web.Request) -> web.Response:
     async with ctx.db.transaction(lock=posts.LOCK) as conn:
         rate = await ratelimit.take_post(conn, ctx.social, viewer)
         post = await posts.create(conn, ctx.ids, ctx.social, viewer, body)
-        await feed_jobs.enqueue(conn, ctx.ids, "publish", post_id=post.post_id, author_id=viewer)
+        await feed_jobs.enqueue(
+            conn,
+            ctx.ids,
+            "publish",
+            post_id=post.post_id,
+            author_id=viewer,
+            attempts_max=ctx.feed.config.attempts_max,
+        )
     request[RATE] = rate
     await ctx.feed.posted(post.post_id, viewer)
     docs = await post_documents(ctx, viewer, [post.post_id])
@@ -56,7 +63,14 @@ async def delete_post(request: web.Request) -> web.Response:
     post_id = params.path_id(request, "post_id", "post")
     async with ctx.db.transaction(lock=posts.LOCK) as conn:
         post = await posts.delete(conn, viewer, post_id)
-        await feed_jobs.enqueue(conn, ctx.ids, "retract", post_id=post_id, author_id=viewer)
+        await feed_jobs.enqueue(
+            conn,
+            ctx.ids,
+            "retract",
+            post_id=post_id,
+            author_id=viewer,
+            attempts_max=ctx.feed.config.attempts_max,
+        )
     ctx.feed.wake.set()
     await ctx.feed.hot.remove([timeline_key(viewer)], [(post_id, viewer)])
     for item in post.media:

@@ -411,7 +411,14 @@ async def post(db: Database, id_gen: ids.IdGenerator, feed: Feed, author: int) -
             .where(users.c.user_id == author)
             .values(post_count=users.c.post_count + 1)
         )
-        await jobs.enqueue(conn, id_gen, "publish", post_id=post_id, author_id=author)
+        await jobs.enqueue(
+            conn,
+            id_gen,
+            "publish",
+            post_id=post_id,
+            author_id=author,
+            attempts_max=feed.config.attempts_max,
+        )
     await feed.posted(post_id, author)
     return post_id
 

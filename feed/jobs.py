@@ -38,9 +38,11 @@ async def enqueue(
     *,
     post_id: int,
     author_id: int,
+    attempts_max: int,
     now: float | None = None,
 ) -> None:
-    """Records a fan-out job inside the caller's transaction (one per kind and post)."""
+    """Records a fan-out job inside the caller's transaction (one per kind and post),
+    dead-lettered after `attempts_max` attempts ([feed] attempts_max)."""
     await framework.enqueue(
         conn,
         KINDS[kind],
@@ -48,5 +50,6 @@ async def enqueue(
         subject_id=post_id,
         owner_id=author_id,
         dedupe_key=f"{kind}:{post_id}",
+        attempts_max=attempts_max,
         now=framework.SystemClock().now() if now is None else now,
     )

@@ -168,7 +168,14 @@ async def apply(kind, a, b, y, db, feed, runner, id_gen, social, model) -> None:
             post = await posts.create(
                 conn, id_gen, social, a, {"media_ids": [str(m) for m in media]}
             )
-            await jobs.enqueue(conn, id_gen, "publish", post_id=post.post_id, author_id=a)
+            await jobs.enqueue(
+                conn,
+                id_gen,
+                "publish",
+                post_id=post.post_id,
+                author_id=a,
+                attempts_max=feed.config.attempts_max,
+            )
         await feed.posted(post.post_id, a)
         model.posts.append((post.post_id, a))
     elif kind == "delete":
@@ -179,7 +186,14 @@ async def apply(kind, a, b, y, db, feed, runner, id_gen, social, model) -> None:
             return
         async with db.transaction(lock=posts.LOCK) as conn:
             await posts.delete(conn, author, post_id)
-            await jobs.enqueue(conn, id_gen, "retract", post_id=post_id, author_id=author)
+            await jobs.enqueue(
+                conn,
+                id_gen,
+                "retract",
+                post_id=post_id,
+                author_id=author,
+                attempts_max=feed.config.attempts_max,
+            )
         await feed.hot.remove([timeline_key(author)], [(post_id, author)])
         model.deleted.add(post_id)
     elif kind == "private":  # as PATCH /accounts/me: going public accepts pending requests

@@ -41,7 +41,14 @@ async def test_a_ranked_session_keeps_its_order_as_the_clock_moves(
                 post = await posts.create(
                     conn, id_gen, SocialConfig(), author, {"media_ids": [str(media)]}
                 )
-                await jobs.enqueue(conn, id_gen, "publish", post_id=post.post_id, author_id=author)
+                await jobs.enqueue(
+                    conn,
+                    id_gen,
+                    "publish",
+                    post_id=post.post_id,
+                    author_id=author,
+                    attempts_max=feed.config.attempts_max,
+                )
                 await conn.execute(
                     post_t.update()
                     .where(post_t.c.post_id == post.post_id)
