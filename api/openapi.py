@@ -13,6 +13,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from api import openapi_social, tus
+from transformer.media_store import GONE, MediaStatus
 
 _ERROR_REF: Final = {"$ref": "#/components/schemas/Error"}
 
@@ -46,13 +47,16 @@ def unavailable_error(description: str) -> dict[str, Any]:
     return {**_error(description), "headers": RETRY_AFTER}
 
 
+# The statuses a client sees: a gone media (expired, deleted) is answered as not found.
+_MEDIA_STATUSES_SHOWN: Final = [str(s) for s in MediaStatus if s not in GONE]
+
 MEDIA_SCHEMA: Final = {
     "type": "object",
     "required": ["media_id", "media_type", "status", "urls", "variants"],
     "properties": {
         "media_id": {"type": "string", "description": "64-bit id as a decimal string"},
         "media_type": {"enum": ["image", "video"]},
-        "status": {"enum": ["processing", "ready", "failed"]},
+        "status": {"enum": _MEDIA_STATUSES_SHOWN},
         "width": {"type": "integer"},
         "height": {"type": "integer"},
         "duration_s": {"type": ["number", "null"]},
