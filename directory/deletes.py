@@ -13,7 +13,6 @@ Delivery is idempotent: a store answering 404 not_found (nothing live) counts as
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +58,7 @@ async def record(
     claim_s = config.node_request_timeout_s + 1.0
     rows: list[PendingDelete] = []
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         lv = schema.logical_volumes
         exists = (
             await conn.execute(sa.select(lv.c.volume_id).where(lv.c.volume_id == volume_id))
@@ -143,7 +142,7 @@ async def deliver(directory: Directory, rows: list[PendingDelete]) -> set[int]:
     done = {r.id for r, err in zip(rows, outcomes, strict=True) if err is None}
     pd = schema.pending_deletes
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         if done:
             await conn.execute(pd.delete().where(pd.c.id.in_(sorted(done))))
         for row, err in zip(rows, outcomes, strict=True):
@@ -169,7 +168,7 @@ async def claim_due(directory: Directory) -> list[PendingDelete]:
     config = directory.config
     pd, n = schema.pending_deletes, schema.nodes
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         result = await conn.execute(
             sa.select(pd, n.c.url)
             .join(n, n.c.node_id == pd.c.node_id)

@@ -15,7 +15,6 @@ moving it is only a change of rows), so that a dead node never blocks growth.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -37,7 +36,7 @@ async def allocate(directory: Directory, count: int, *, partial: bool) -> list[i
     policy = Placement.parse(directory.config.placement)
     lv, rp = schema.logical_volumes, schema.replicas
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         state = await load_state(conn, directory.config, now)
         candidates = {c.node_id: c for c in state.placement_candidates()}
         top = (await conn.execute(sa.select(sa.func.max(lv.c.volume_id)))).scalar()
@@ -110,7 +109,9 @@ async def create_physical(directory: Directory, state: ClusterState, lv: VolumeI
             # The writability rule's grace for heartbeats that predate the physical volume
             # counts from now, when every physical volume exists.
             await conn.execute(
-                rp.update().where(rp.c.volume_id == lv.volume_id).values(created_unix_s=time.time())
+                rp.update()
+                .where(rp.c.volume_id == lv.volume_id)
+                .values(created_unix_s=directory.clock.now())
             )
 
 
@@ -138,7 +139,7 @@ async def replace_down_replicas(directory: Directory, vid: int) -> bool:
     policy = Placement.parse(directory.config.placement)
     rp = schema.replicas
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         state = await load_state(conn, directory.config, now)
         lv = state.volumes.get(vid)
         if lv is None or lv.state != "creating":

@@ -10,7 +10,6 @@ the replica endpoints is what changes state, and each step is idempotent.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -135,7 +134,7 @@ async def add_replica(directory: Directory, volume_id: int, body: dict[str, Any]
                 node_id=node_id,
                 state="copying",
                 replaces=replaces,
-                created_unix_s=time.time(),
+                created_unix_s=directory.clock.now(),
             )
         )
     directory.log.info(
@@ -156,7 +155,7 @@ async def replica_ready(directory: Directory, volume_id: int, node_id: str) -> N
         await conn.execute(
             rp.update()
             .where(rp.c.volume_id == volume_id, rp.c.node_id == node_id)
-            .values(state="ready", replaces=None, created_unix_s=time.time())
+            .values(state="ready", replaces=None, created_unix_s=directory.clock.now())
         )
         if row.replaces and row.replaces != node_id:
             await _remove(conn, volume_id, row.replaces)

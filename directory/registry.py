@@ -9,7 +9,6 @@ its backoff.
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -88,7 +87,7 @@ async def heartbeat(directory: Directory, body: dict[str, Any]) -> dict[str, Any
     config = directory.config
     t = schema.nodes
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         row = (await conn.execute(sa.select(t).where(t.c.node_id == hb["node_id"]))).first()
         values = {
             "role": hb["role"],

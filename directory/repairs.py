@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -68,7 +67,7 @@ async def record(directory: Directory, body: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest(f"reason must be a string of at most {REASON_CHARS_MAX} characters")
     t, rp = schema.repairs, schema.replicas
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         replica = (
             await conn.execute(
                 sa.select(rp.c.node_id).where(rp.c.volume_id == vid, rp.c.node_id == node_id)
@@ -148,7 +147,7 @@ async def _claim(directory: Directory) -> list[Repair]:
     config = directory.config
     t = schema.repairs
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         rows = [
             Repair(int(r.id), int(r.volume_id), int(r.key), int(r.alt_key), r.node_id, r.attempts)
             for r in await conn.execute(
@@ -272,7 +271,7 @@ async def repair_pass(directory: Directory) -> None:
     t = schema.repairs
     config = directory.config
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         for r, err in zip(claimed, outcomes, strict=True):
             if err is None:
                 values: dict[str, Any] = {"state": "done", "updated_unix_s": now}
