@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from common.credentials import Purpose
 from directory import schema
 from directory.errors import VolumeNotFound
-from directory.schema import LOCK
+from directory.schema import LOCK, NodeRole
 from store.client import StoreClient, StoreClientError
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ async def record(
             raise VolumeNotFound(f"no logical volume {volume_id}")
         n, rp = schema.nodes, schema.replicas
         targets = [
-            (r.node_id, "store", r.url)
+            (r.node_id, NodeRole.STORE, r.url)
             for r in await conn.execute(
                 sa.select(rp.c.node_id, n.c.url)
                 .join(n, n.c.node_id == rp.c.node_id)
@@ -76,10 +76,10 @@ async def record(
         ]
         caches = await conn.execute(
             sa.select(n.c.node_id, n.c.url).where(
-                n.c.role == "cache", n.c.last_heartbeat_unix_s > now - config.node_timeout_s
+                n.c.role == NodeRole.CACHE, n.c.last_heartbeat_unix_s > now - config.node_timeout_s
             )
         )
-        targets += [(c.node_id, "cache", c.url) for c in caches]
+        targets += [(c.node_id, NodeRole.CACHE, c.url) for c in caches]
         for node_id, role, url in targets:
             result = await conn.execute(
                 pd.insert().values(
@@ -98,14 +98,14 @@ async def record(
             assert pk is not None
             rows.append(PendingDelete(int(pk[0]), volume_id, key, alt_key, node_id, role, url, 0))
     done = await deliver(directory, rows)
-    stores = [r for r in rows if r.target_role == "store"]
+    stores = [r for r in rows if r.target_role == NodeRole.STORE]
     replicas_done = sum(1 for r in stores if r.id in done)
     return {"replicas_done": replicas_done, "replicas_pending": len(stores) - replicas_done}
 
 
 async def _send(directory: Directory, row: PendingDelete) -> str | None:
     """None when the target has the delete, else the error."""
-    if row.target_role == "store":
+    if row.target_role == NodeRole.STORE:
         client = StoreClient(row.url, credentials=directory.credentials, session=directory.session)
         try:
             await client.delete(row.volume_id, row.key, row.alt_key)

@@ -27,6 +27,7 @@ from common.photo import ALT_KEY_MAX, KEY_MAX
 from directory import deletes, growth, health, moves, registry, repairs
 from directory.errors import BadRequest, Unauthorized, VolumeNotFound
 from directory.registry import VOLUME_ID_MAX
+from directory.schema import LogicalVolumeState
 from directory.service import Directory
 from directory.state import ClusterState
 
@@ -287,7 +288,7 @@ async def status_doc(directory: Directory) -> dict[str, Any]:
         "under_replicated_volumes": sum(
             1
             for v in state.volumes.values()
-            if v.state == "active" and len(state.ready_alive(v)) < replica_count
+            if v.state == LogicalVolumeState.ACTIVE and len(state.ready_alive(v)) < replica_count
         ),
         "pending_deletes": await deletes.pending_count(directory),
         "pending_repairs": await repairs.pending_count(directory),

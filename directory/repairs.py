@@ -25,7 +25,7 @@ from directory import schema
 from directory.deletes import ERROR_CHARS_MAX, backoff_s
 from directory.errors import BadRequest, VolumeNotFound
 from directory.registry import NODE_ID_CHARS_MAX, VOLUME_ID_MAX
-from directory.schema import LOCK
+from directory.schema import LOCK, NodeRole, RepairState
 from directory.state import ClusterState
 from store.client import needle_path
 
@@ -82,12 +82,12 @@ async def record(directory: Directory, body: dict[str, Any]) -> dict[str, Any]:
                     t.c.key == str(key),
                     t.c.alt_key == alt,
                     t.c.node_id == node_id,
-                    t.c.state == "pending",
+                    t.c.state == RepairState.PENDING,
                 )
             )
         ).first()
         if same is not None:
-            return {"id": int(same.id), "state": "pending", "duplicate": True}
+            return {"id": int(same.id), "state": RepairState.PENDING, "duplicate": True}
         result = await conn.execute(
             t.insert().values(
                 volume_id=vid,
@@ -95,7 +95,7 @@ async def record(directory: Directory, body: dict[str, Any]) -> dict[str, Any]:
                 alt_key=alt,
                 node_id=node_id,
                 reason=reason,
-                state="pending",
+                state=RepairState.PENDING,
                 attempts=0,
                 next_try_unix_s=now,
                 created_unix_s=now,
@@ -108,18 +108,20 @@ async def record(directory: Directory, body: dict[str, Any]) -> dict[str, Any]:
     directory.log.warning(
         "repair queued: volume %d key %d/%d on %s (%s)", vid, key, alt, node_id, reason
     )
-    return {"id": int(pk[0]), "state": "pending", "duplicate": False}
+    return {"id": int(pk[0]), "state": RepairState.PENDING, "duplicate": False}
 
 
 async def listing(directory: Directory) -> list[dict[str, Any]]:
     """Pending repairs, then the most recent finished ones (repairs_listed_max)."""
     t = schema.repairs
     async with directory.db.snapshot() as conn:
-        pending = await conn.execute(sa.select(t).where(t.c.state == "pending").order_by(t.c.id))
+        pending = await conn.execute(
+            sa.select(t).where(t.c.state == RepairState.PENDING).order_by(t.c.id)
+        )
         out = [_json(r._mapping) for r in pending]
         finished = await conn.execute(
             sa.select(t)
-            .where(t.c.state != "pending")
+            .where(t.c.state != RepairState.PENDING)
             .order_by(t.c.updated_unix_s.desc())
             .limit(directory.config.repairs_listed_max)
         )
@@ -152,7 +154,7 @@ async def _claim(directory: Directory) -> list[Repair]:
             Repair(int(r.id), int(r.volume_id), int(r.key), int(r.alt_key), r.node_id, r.attempts)
             for r in await conn.execute(
                 sa.select(t)
-                .where(t.c.state == "pending", t.c.next_try_unix_s <= now)
+                .where(t.c.state == RepairState.PENDING, t.c.next_try_unix_s <= now)
                 .order_by(t.c.next_try_unix_s)
                 .limit(config.loop_batch_max)
             )
@@ -249,7 +251,7 @@ async def _delete_pending(directory: Directory, r: Repair) -> bool:
             .where(
                 t.c.volume_id == r.volume_id,
                 t.c.key == str(r.key),
-                t.c.target_role == "store",
+                t.c.target_role == NodeRole.STORE,
                 sa.or_(t.c.alt_key.is_(None), t.c.alt_key == r.alt_key),
             )
         )
@@ -274,13 +276,15 @@ async def repair_pass(directory: Directory) -> None:
         now = directory.clock.now()
         for r, err in zip(claimed, outcomes, strict=True):
             if err is None:
-                values: dict[str, Any] = {"state": "done", "updated_unix_s": now}
+                values: dict[str, Any] = {"state": RepairState.DONE, "updated_unix_s": now}
                 directory.counters["repairs_done"] += 1
             else:
                 attempts = r.attempts + 1
                 values = {
                     "attempts": attempts,
-                    "state": "failed" if attempts >= config.repair_attempts_max else "pending",
+                    "state": RepairState.FAILED
+                    if attempts >= config.repair_attempts_max
+                    else RepairState.PENDING,
                     "next_try_unix_s": now + backoff_s(r.attempts, config.delete_retry_s_max),
                     "last_error": err[:ERROR_CHARS_MAX],
                     "updated_unix_s": now,
@@ -292,5 +296,5 @@ async def repair_pass(directory: Directory) -> None:
 async def pending_count(directory: Directory) -> int:
     t = schema.repairs
     async with directory.db.snapshot() as conn:
-        q = sa.select(sa.func.count()).select_from(t).where(t.c.state == "pending")
+        q = sa.select(sa.func.count()).select_from(t).where(t.c.state == RepairState.PENDING)
         return int((await conn.execute(q)).scalar() or 0)

@@ -20,6 +20,7 @@ from directory.errors import DirectoryError, NoWritableVolume
 from directory.growth import allocate, growth_pass
 from directory.health import health_pass
 from directory.repairs import repair_pass
+from directory.schema import LogicalVolumeState, RepairState, ReplicaState
 from directory.server import running_directory
 from directory.service import LOOPS, Directory
 from directory.writer import BlobWriter
@@ -364,7 +365,7 @@ async def test_repairs_are_recorded_once_and_listed(
         again = await c.report_repair(1, 2**64 - 1, 3, nid, "scrub")
         assert first["id"] == again["id"] and again["duplicate"]
         (listed,) = await c.repairs()
-        assert listed["key"] == str(2**64 - 1) and listed["state"] == "pending"
+        assert listed["key"] == str(2**64 - 1) and listed["state"] == RepairState.PENDING
         with pytest.raises(DirectoryError) as e:
             await c.report_repair(1, 1, 0, "store-unknown", "scrub")
         assert e.value.status == 404
@@ -390,7 +391,7 @@ async def test_replication_plan_and_replica_moves(backend: dict[str, Any], tmp_p
         assert move["replaces"] == victim.node_id
         assert move["source"]["node_id"] in holders - {victim.node_id}
         after = await c.add_replica(1, spare, replaces=victim.node_id)
-        assert {r["node_id"]: r["state"] for r in after["replicas"]}[spare] == "copying"
+        assert {r["node_id"]: r["state"] for r in after["replicas"]}[spare] == ReplicaState.COPYING
         await c.add_replica(1, spare, replaces=victim.node_id)  # idempotent
         (resumed,) = await c.plan_replication()
         assert resumed["target"]["node_id"] == spare
@@ -437,7 +438,7 @@ async def test_repair_rewrites_a_bad_copy_from_a_healthy_replica(
             await c.report_repair(1, 9, 1, bad.node_id, "scrub")
 
             async def repaired() -> bool:
-                return [r["state"] for r in await c.repairs()] == ["done"]
+                return [r["state"] for r in await c.repairs()] == [RepairState.DONE]
 
             await eventually(repaired, what="the repair to finish")
         async with bad.client() as store:
@@ -512,7 +513,7 @@ async def test_a_repair_never_brings_a_deleted_needle_back(
                 await store.get(1, 88, 0, ref.cookie)
             assert e.value.status == 404
         async with cluster.client() as c:
-            assert [r["state"] for r in await c.repairs()] == ["done"]
+            assert [r["state"] for r in await c.repairs()] == [RepairState.DONE]
 
 
 async def test_a_volume_still_being_created_moves_off_a_dead_node(
@@ -526,7 +527,7 @@ async def test_a_volume_still_being_created_moves_off_a_dead_node(
         (vid,) = await allocate(cluster.directory, 1, partial=False)
         state = await cluster.directory.state()
         chosen = [r.node_id for r in state.volumes[vid].replicas]
-        assert state.volumes[vid].state == "creating" and len(chosen) == 3
+        assert state.volumes[vid].state == LogicalVolumeState.CREATING and len(chosen) == 3
         dead = cluster.node(chosen[1])
         await dead.stop()
         await cluster.advance(config.node_timeout_s)  # the directory now sees it down
@@ -534,7 +535,7 @@ async def test_a_volume_still_being_created_moves_off_a_dead_node(
         state = await cluster.directory.state()
         lv = state.volumes[vid]
         now_on = {r.node_id for r in lv.replicas}
-        assert lv.state == "active", lv
+        assert lv.state == LogicalVolumeState.ACTIVE, lv
         assert dead.node_id not in now_on and len(now_on) == 3
         assert now_on == {n.node_id for n in cluster.nodes} - {dead.node_id}
         for node in cluster.nodes:
