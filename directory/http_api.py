@@ -23,10 +23,9 @@ from aiohttp import web
 from common import ids
 from common.credentials import Purpose
 from common.errors import PinholeError
-from common.photo import ALT_KEY_MAX, KEY_MAX
+from common.photo import ALT_KEY_MAX, KEY_MAX, VOLUME_ID_MAX
 from directory import deletes, growth, health, moves, registry, repairs
 from directory.errors import BadRequest, Unauthorized, VolumeNotFound
-from directory.registry import VOLUME_ID_MAX
 from directory.schema import LogicalVolumeState
 from directory.service import Directory
 from directory.state import ClusterState

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
+from common.photo import VOLUME_ID_MAX
 from directory import schema
 from directory.errors import BadRequest
 from directory.placement import parse_failure_domain
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 NODE_ID_CHARS_MAX: Final = 200
 URL_CHARS_MAX: Final = 500
-VOLUME_ID_MAX: Final = 2**32 - 1
 # The heartbeat fields the directory keeps per volume (the rest are statistics it ignores).
 _VOLUME_FIELDS: Final = ("mode", "reason", "size_bytes", "size_bytes_max")
 

@@ -20,11 +20,13 @@ import aiohttp
 import sqlalchemy as sa
 import xxhash
 
+from common import ids
 from common.credentials import Purpose
+from common.photo import ALT_KEY_MAX, KEY_MAX, VOLUME_ID_MAX
 from directory import schema
 from directory.deletes import ERROR_CHARS_MAX, backoff_s
 from directory.errors import BadRequest, VolumeNotFound
-from directory.registry import NODE_ID_CHARS_MAX, VOLUME_ID_MAX
+from directory.registry import NODE_ID_CHARS_MAX
 from directory.schema import LOCK, NodeRole, RepairState
 from directory.state import ClusterState
 from store.client import needle_path
@@ -32,8 +34,6 @@ from store.client import needle_path
 if TYPE_CHECKING:
     from directory.service import Directory
 
-KEY_MAX: Final = 2**64 - 1
-ALT_KEY_MAX: Final = 2**32 - 1
 REASON_CHARS_MAX: Final = 200
 
 
@@ -48,8 +48,11 @@ class Repair:
 
 
 def _int(value: object, name: str, high: int) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)  # keys travel as strings too (they exceed 2^53)
+    if isinstance(value, str):  # keys travel as strings too (they exceed 2^53)
+        try:
+            return ids.parse_decimal(value, maximum=high, what=name)
+        except ValueError:
+            raise BadRequest(f"{name} must be an integer within 0..{high}") from None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
         raise BadRequest(f"{name} must be an integer within 0..{high}")
     return value

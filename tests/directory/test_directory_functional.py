@@ -369,6 +369,15 @@ async def test_repairs_are_recorded_once_and_listed(
         with pytest.raises(DirectoryError) as e:
             await c.report_repair(1, 1, 0, "store-unknown", "scrub")
         assert e.value.status == 404
+        # Keys travel as canonical decimal strings (they exceed 2^53); anything else in a
+        # number field is a bad request, never an error of the directory.
+        write = auth(SECRET, Purpose.WRITE)
+        async with aiohttp.ClientSession(headers=write) as s:
+            for key in ("²", "007", "-1", str(2**64), 1.5, True):
+                body = {"volume_id": 1, "key": key, "alt_key": 0, "node_id": nid}
+                async with s.post(cluster.url + "/repairs", json=body) as r:
+                    assert r.status == 400, key
+                    assert (await r.json())["error"]["code"] == "bad_request"
 
 
 async def test_replication_plan_and_replica_moves(backend: dict[str, Any], tmp_path: Path) -> None:
