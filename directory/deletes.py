@@ -13,7 +13,6 @@ Delivery is idempotent: a store answering 404 not_found (nothing live) counts as
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,7 @@ import sqlalchemy as sa
 from common.credentials import Purpose
 from directory import schema
 from directory.errors import VolumeNotFound
-from directory.schema import LOCK
+from directory.schema import LOCK, NodeRole
 from store.client import StoreClient, StoreClientError
 
 if TYPE_CHECKING:
@@ -59,7 +58,7 @@ async def record(
     claim_s = config.node_request_timeout_s + 1.0
     rows: list[PendingDelete] = []
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         lv = schema.logical_volumes
         exists = (
             await conn.execute(sa.select(lv.c.volume_id).where(lv.c.volume_id == volume_id))
@@ -68,7 +67,7 @@ async def record(
             raise VolumeNotFound(f"no logical volume {volume_id}")
         n, rp = schema.nodes, schema.replicas
         targets = [
-            (r.node_id, "store", r.url)
+            (r.node_id, NodeRole.STORE, r.url)
             for r in await conn.execute(
                 sa.select(rp.c.node_id, n.c.url)
                 .join(n, n.c.node_id == rp.c.node_id)
@@ -77,10 +76,10 @@ async def record(
         ]
         caches = await conn.execute(
             sa.select(n.c.node_id, n.c.url).where(
-                n.c.role == "cache", n.c.last_heartbeat_unix_s > now - config.node_timeout_s
+                n.c.role == NodeRole.CACHE, n.c.last_heartbeat_unix_s > now - config.node_timeout_s
             )
         )
-        targets += [(c.node_id, "cache", c.url) for c in caches]
+        targets += [(c.node_id, NodeRole.CACHE, c.url) for c in caches]
         for node_id, role, url in targets:
             result = await conn.execute(
                 pd.insert().values(
@@ -99,14 +98,14 @@ async def record(
             assert pk is not None
             rows.append(PendingDelete(int(pk[0]), volume_id, key, alt_key, node_id, role, url, 0))
     done = await deliver(directory, rows)
-    stores = [r for r in rows if r.target_role == "store"]
+    stores = [r for r in rows if r.target_role == NodeRole.STORE]
     replicas_done = sum(1 for r in stores if r.id in done)
     return {"replicas_done": replicas_done, "replicas_pending": len(stores) - replicas_done}
 
 
 async def _send(directory: Directory, row: PendingDelete) -> str | None:
     """None when the target has the delete, else the error."""
-    if row.target_role == "store":
+    if row.target_role == NodeRole.STORE:
         client = StoreClient(row.url, credentials=directory.credentials, session=directory.session)
         try:
             await client.delete(row.volume_id, row.key, row.alt_key)
@@ -143,7 +142,7 @@ async def deliver(directory: Directory, rows: list[PendingDelete]) -> set[int]:
     done = {r.id for r, err in zip(rows, outcomes, strict=True) if err is None}
     pd = schema.pending_deletes
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         if done:
             await conn.execute(pd.delete().where(pd.c.id.in_(sorted(done))))
         for row, err in zip(rows, outcomes, strict=True):
@@ -169,7 +168,7 @@ async def claim_due(directory: Directory) -> list[PendingDelete]:
     config = directory.config
     pd, n = schema.pending_deletes, schema.nodes
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         result = await conn.execute(
             sa.select(pd, n.c.url)
             .join(n, n.c.node_id == pd.c.node_id)

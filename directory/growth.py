@@ -15,7 +15,6 @@ moving it is only a change of rows), so that a dead node never blocks growth.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -23,7 +22,7 @@ import sqlalchemy as sa
 from directory import schema
 from directory.errors import NoCapacity, VolumeCreateFailed
 from directory.placement import Placement, Unsatisfiable, place
-from directory.schema import LOCK
+from directory.schema import LOCK, LogicalVolumeState, ReplicaState
 from directory.state import ClusterState, VolumeInfo, load_state
 from store.client import StoreClient, StoreClientError
 
@@ -37,7 +36,7 @@ async def allocate(directory: Directory, count: int, *, partial: bool) -> list[i
     policy = Placement.parse(directory.config.placement)
     lv, rp = schema.logical_volumes, schema.replicas
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         state = await load_state(conn, directory.config, now)
         candidates = {c.node_id: c for c in state.placement_candidates()}
         top = (await conn.execute(sa.select(sa.func.max(lv.c.volume_id)))).scalar()
@@ -61,7 +60,7 @@ async def allocate(directory: Directory, count: int, *, partial: bool) -> list[i
             await conn.execute(
                 lv.insert().values(
                     volume_id=vid,
-                    state="creating",
+                    state=LogicalVolumeState.CREATING,
                     writable=False,
                     readonly_reason=None,
                     readonly_until_unix_s=0.0,
@@ -72,7 +71,11 @@ async def allocate(directory: Directory, count: int, *, partial: bool) -> list[i
             for nid in chosen:
                 await conn.execute(
                     rp.insert().values(
-                        volume_id=vid, node_id=nid, state="ready", replaces=None, created_unix_s=now
+                        volume_id=vid,
+                        node_id=nid,
+                        state=ReplicaState.READY,
+                        replaces=None,
+                        created_unix_s=now,
                     )
                 )
     for vid, chosen in planned:
@@ -103,14 +106,16 @@ async def create_physical(directory: Directory, state: ClusterState, lv: VolumeI
     async with directory.db.transaction(lock=LOCK) as conn:
         result = await conn.execute(
             t.update()
-            .where(t.c.volume_id == lv.volume_id, t.c.state == "creating")
-            .values(state="active")
+            .where(t.c.volume_id == lv.volume_id, t.c.state == LogicalVolumeState.CREATING)
+            .values(state=LogicalVolumeState.ACTIVE)
         )
         if result.rowcount:
             # The writability rule's grace for heartbeats that predate the physical volume
             # counts from now, when every physical volume exists.
             await conn.execute(
-                rp.update().where(rp.c.volume_id == lv.volume_id).values(created_unix_s=time.time())
+                rp.update()
+                .where(rp.c.volume_id == lv.volume_id)
+                .values(created_unix_s=directory.clock.now())
             )
 
 
@@ -138,10 +143,10 @@ async def replace_down_replicas(directory: Directory, vid: int) -> bool:
     policy = Placement.parse(directory.config.placement)
     rp = schema.replicas
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         state = await load_state(conn, directory.config, now)
         lv = state.volumes.get(vid)
-        if lv is None or lv.state != "creating":
+        if lv is None or lv.state != LogicalVolumeState.CREATING:
             return False
         down = [r.node_id for r in lv.replicas if not state.alive(r.node_id)]
         if not down:
@@ -156,7 +161,11 @@ async def replace_down_replicas(directory: Directory, vid: int) -> bool:
         for nid in chosen[len(keep) :]:
             await conn.execute(
                 rp.insert().values(
-                    volume_id=vid, node_id=nid, state="ready", replaces=None, created_unix_s=now
+                    volume_id=vid,
+                    node_id=nid,
+                    state=ReplicaState.READY,
+                    replaces=None,
+                    created_unix_s=now,
                 )
             )
     directory.log.info("volume %d (creating): moved off %s to %s", vid, down, chosen[len(keep) :])
@@ -169,11 +178,13 @@ async def growth_pass(directory: Directory) -> None:
     config = directory.config
     state = await directory.state()
     for lv in list(state.volumes.values()):
-        stuck = lv.state == "creating" and any(not state.alive(r.node_id) for r in lv.replicas)
+        stuck = lv.state == LogicalVolumeState.CREATING and any(
+            not state.alive(r.node_id) for r in lv.replicas
+        )
         if stuck and await replace_down_replicas(directory, lv.volume_id):
             state = await directory.state()
     for lv in state.volumes.values():
-        if lv.state == "creating":
+        if lv.state == LogicalVolumeState.CREATING:
             try:
                 await create_physical(directory, state, lv)
             except VolumeCreateFailed as e:
@@ -182,7 +193,7 @@ async def growth_pass(directory: Directory) -> None:
     writable = sum(1 for lv in state.volumes.values() if state.writability(lv)[0])
     # A volume still `creating` counts as coming: a node failing creation must not make
     # every pass allocate more.
-    creating = sum(1 for lv in state.volumes.values() if lv.state == "creating")
+    creating = sum(1 for lv in state.volumes.values() if lv.state == LogicalVolumeState.CREATING)
     missing = min(config.writable_volumes_min - writable - creating, config.volumes_create_max)
     if missing <= 0:
         return

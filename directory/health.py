@@ -7,7 +7,6 @@ every transition, and logs `no_writable_volume` at error level while it holds.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -64,7 +63,7 @@ async def set_readonly(directory: Directory, volume_id: int, body: dict[str, Any
         raise BadRequest("node_id must be a string")
     lv = schema.logical_volumes
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         row = (await conn.execute(sa.select(lv).where(lv.c.volume_id == volume_id))).first()
         if row is None:
             raise VolumeNotFound(f"no logical volume {volume_id}")

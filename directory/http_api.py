@@ -23,10 +23,10 @@ from aiohttp import web
 from common import ids
 from common.credentials import Purpose
 from common.errors import PinholeError
-from common.photo import ALT_KEY_MAX, KEY_MAX
+from common.photo import ALT_KEY_MAX, KEY_MAX, VOLUME_ID_MAX
 from directory import deletes, growth, health, moves, registry, repairs
 from directory.errors import BadRequest, Unauthorized, VolumeNotFound
-from directory.registry import VOLUME_ID_MAX
+from directory.schema import LogicalVolumeState
 from directory.service import Directory
 from directory.state import ClusterState
 
@@ -287,7 +287,7 @@ async def status_doc(directory: Directory) -> dict[str, Any]:
         "under_replicated_volumes": sum(
             1
             for v in state.volumes.values()
-            if v.state == "active" and len(state.ready_alive(v)) < replica_count
+            if v.state == LogicalVolumeState.ACTIVE and len(state.ready_alive(v)) < replica_count
         ),
         "pending_deletes": await deletes.pending_count(directory),
         "pending_repairs": await repairs.pending_count(directory),

@@ -10,7 +10,6 @@ the replica endpoints is what changes state, and each step is idempotent.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -24,7 +23,7 @@ from directory.errors import (
     VolumeNotFound,
 )
 from directory.placement import Placement, Unsatisfiable, loose_targets, place, plan_balance
-from directory.schema import LOCK
+from directory.schema import LOCK, LogicalVolumeState, NodeRole, ReplicaState
 from directory.state import ClusterState
 
 if TYPE_CHECKING:
@@ -42,13 +41,15 @@ def replication_plan(state: ClusterState) -> list[dict[str, Any]]:
     candidates = state.placement_candidates()
     moves: list[dict[str, Any]] = []
     for lv in state.volumes.values():
-        if lv.state != "active" or len(moves) >= state.config.plan_moves_max:
+        if lv.state != LogicalVolumeState.ACTIVE or len(moves) >= state.config.plan_moves_max:
             continue
         ready = state.ready_alive(lv)
         if len(ready) >= policy.replica_count or not ready:
             continue  # healthy, or nothing left to copy from (an alert, not a move)
         source = ready[0].node_id
-        copying = [r for r in lv.replicas if r.state == "copying" and state.alive(r.node_id)]
+        copying = [
+            r for r in lv.replicas if r.state == ReplicaState.COPYING and state.alive(r.node_id)
+        ]
         for r in copying:  # resume what was started
             moves.append(
                 {
@@ -89,7 +90,8 @@ def balance_plan(state: ClusterState) -> list[dict[str, Any]]:
     volumes = {
         vid: [r.node_id for r in lv.replicas]
         for vid, lv in state.volumes.items()
-        if lv.state == "active" and all(r.state == "ready" for r in lv.replicas)
+        if lv.state == LogicalVolumeState.ACTIVE
+        and all(r.state == ReplicaState.READY for r in lv.replicas)
     }
     allowed = {c.node_id for c in state.placement_candidates()}
     moves = plan_balance(
@@ -120,7 +122,7 @@ async def add_replica(directory: Directory, volume_id: int, body: dict[str, Any]
         ).first() is None:
             raise VolumeNotFound(f"no logical volume {volume_id}")
         node = (await conn.execute(sa.select(n.c.role).where(n.c.node_id == node_id))).first()
-        if node is None or node.role != "store":
+        if node is None or node.role != NodeRole.STORE:
             raise NodeNotFound(f"no store node {node_id}")
         existing = (
             await conn.execute(
@@ -133,9 +135,9 @@ async def add_replica(directory: Directory, volume_id: int, body: dict[str, Any]
             rp.insert().values(
                 volume_id=volume_id,
                 node_id=node_id,
-                state="copying",
+                state=ReplicaState.COPYING,
                 replaces=replaces,
-                created_unix_s=time.time(),
+                created_unix_s=directory.clock.now(),
             )
         )
     directory.log.info(
@@ -156,7 +158,7 @@ async def replica_ready(directory: Directory, volume_id: int, node_id: str) -> N
         await conn.execute(
             rp.update()
             .where(rp.c.volume_id == volume_id, rp.c.node_id == node_id)
-            .values(state="ready", replaces=None, created_unix_s=time.time())
+            .values(state=ReplicaState.READY, replaces=None, created_unix_s=directory.clock.now())
         )
         if row.replaces and row.replaces != node_id:
             await _remove(conn, volume_id, row.replaces)
@@ -169,7 +171,7 @@ async def remove_replica(directory: Directory, volume_id: int, node_id: str) -> 
         rows = list(await conn.execute(sa.select(rp).where(rp.c.volume_id == volume_id)))
         if not any(r.node_id == node_id for r in rows):
             raise DirectoryNotFound(f"node {node_id} holds no replica of volume {volume_id}")
-        others_ready = [r for r in rows if r.node_id != node_id and r.state == "ready"]
+        others_ready = [r for r in rows if r.node_id != node_id and r.state == ReplicaState.READY]
         if not others_ready:
             raise Conflict(f"{node_id} holds the last ready replica of volume {volume_id}")
         await _remove(conn, volume_id, node_id)
@@ -182,6 +184,6 @@ async def _remove(conn: Any, volume_id: int, node_id: str) -> None:
     # Deletes owed to a replica that no longer exists are owed to nobody.
     await conn.execute(
         pd.delete().where(
-            pd.c.volume_id == volume_id, pd.c.node_id == node_id, pd.c.target_role == "store"
+            pd.c.volume_id == volume_id, pd.c.node_id == node_id, pd.c.target_role == NodeRole.STORE
         )
     )

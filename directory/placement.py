@@ -18,9 +18,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
-
-DIGITS_MAX: Final = 9
 
 
 class Unsatisfiable(ValueError):

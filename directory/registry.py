@@ -9,24 +9,23 @@ its backoff.
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
+from common.photo import VOLUME_ID_MAX
 from directory import schema
 from directory.errors import BadRequest
 from directory.placement import parse_failure_domain
-from directory.schema import LOCK
+from directory.schema import LOCK, NodeRole
 from directory.state import ClusterState
+from store.volume_state import Mode
 
 if TYPE_CHECKING:
     from directory.service import Directory
 
-ROLES: Final = ("store", "cache")
 NODE_ID_CHARS_MAX: Final = 200
 URL_CHARS_MAX: Final = 500
-VOLUME_ID_MAX: Final = 2**32 - 1
 # The heartbeat fields the directory keeps per volume (the rest are statistics it ignores).
 _VOLUME_FIELDS: Final = ("mode", "reason", "size_bytes", "size_bytes_max")
 
@@ -48,13 +47,13 @@ def parse_heartbeat(body: dict[str, Any]) -> dict[str, Any]:
     """The validated heartbeat, or BadRequest naming the field."""
     node_id = _text(body, "node_id", NODE_ID_CHARS_MAX)
     role = body.get("role")
-    if role not in ROLES:
+    if role not in tuple(NodeRole):
         raise BadRequest("role must be 'store' or 'cache'")
     url = _text(body, "url", URL_CHARS_MAX).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise BadRequest("url must be an http:// or https:// base URL")
-    domain = _text(body, "failure_domain", 300) if role == "store" else "-/-/-"
-    if role == "store":
+    domain = _text(body, "failure_domain", 300) if role == NodeRole.STORE else "-/-/-"
+    if role == NodeRole.STORE:
         try:
             parse_failure_domain(domain)
         except ValueError as e:
@@ -69,7 +68,7 @@ def parse_heartbeat(body: dict[str, Any]) -> dict[str, Any]:
             raise BadRequest("each volume must be an object")
         vid = _int(v.get("volume_id"), "volumes[].volume_id", high=VOLUME_ID_MAX)
         mode = v.get("mode")
-        if mode not in ("writable", "read_only", "sealed"):
+        if mode not in tuple(Mode):
             raise BadRequest("volumes[].mode must be writable, read_only or sealed")
         kept = {k: v[k] for k in _VOLUME_FIELDS if k in v}
         volumes.append({"volume_id": vid, **kept})
@@ -88,7 +87,7 @@ async def heartbeat(directory: Directory, body: dict[str, Any]) -> dict[str, Any
     config = directory.config
     t = schema.nodes
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         row = (await conn.execute(sa.select(t).where(t.c.node_id == hb["node_id"]))).first()
         values = {
             "role": hb["role"],
@@ -122,5 +121,5 @@ def caches_json(state: ClusterState) -> list[dict[str, Any]]:
     return [
         {"node_id": n.node_id, "url": n.url}
         for n in sorted(state.nodes.values(), key=lambda n: n.node_id)
-        if n.role == "cache" and state.alive(n.node_id)
+        if n.role == NodeRole.CACHE and state.alive(n.node_id)
     ]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,20 +20,20 @@ import aiohttp
 import sqlalchemy as sa
 import xxhash
 
+from common import ids
 from common.credentials import Purpose
+from common.photo import ALT_KEY_MAX, KEY_MAX, VOLUME_ID_MAX
 from directory import schema
 from directory.deletes import ERROR_CHARS_MAX, backoff_s
 from directory.errors import BadRequest, VolumeNotFound
-from directory.registry import NODE_ID_CHARS_MAX, VOLUME_ID_MAX
-from directory.schema import LOCK
+from directory.registry import NODE_ID_CHARS_MAX
+from directory.schema import LOCK, NodeRole, RepairState
 from directory.state import ClusterState
 from store.client import needle_path
 
 if TYPE_CHECKING:
     from directory.service import Directory
 
-KEY_MAX: Final = 2**64 - 1
-ALT_KEY_MAX: Final = 2**32 - 1
 REASON_CHARS_MAX: Final = 200
 
 
@@ -49,8 +48,11 @@ class Repair:
 
 
 def _int(value: object, name: str, high: int) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)  # keys travel as strings too (they exceed 2^53)
+    if isinstance(value, str):  # keys travel as strings too (they exceed 2^53)
+        try:
+            return ids.parse_decimal(value, maximum=high, what=name)
+        except ValueError:
+            raise BadRequest(f"{name} must be an integer within 0..{high}") from None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
         raise BadRequest(f"{name} must be an integer within 0..{high}")
     return value
@@ -68,7 +70,7 @@ async def record(directory: Directory, body: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest(f"reason must be a string of at most {REASON_CHARS_MAX} characters")
     t, rp = schema.repairs, schema.replicas
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         replica = (
             await conn.execute(
                 sa.select(rp.c.node_id).where(rp.c.volume_id == vid, rp.c.node_id == node_id)
@@ -83,12 +85,12 @@ async def record(directory: Directory, body: dict[str, Any]) -> dict[str, Any]:
                     t.c.key == str(key),
                     t.c.alt_key == alt,
                     t.c.node_id == node_id,
-                    t.c.state == "pending",
+                    t.c.state == RepairState.PENDING,
                 )
             )
         ).first()
         if same is not None:
-            return {"id": int(same.id), "state": "pending", "duplicate": True}
+            return {"id": int(same.id), "state": RepairState.PENDING, "duplicate": True}
         result = await conn.execute(
             t.insert().values(
                 volume_id=vid,
@@ -96,7 +98,7 @@ async def record(directory: Directory, body: dict[str, Any]) -> dict[str, Any]:
                 alt_key=alt,
                 node_id=node_id,
                 reason=reason,
-                state="pending",
+                state=RepairState.PENDING,
                 attempts=0,
                 next_try_unix_s=now,
                 created_unix_s=now,
@@ -109,18 +111,20 @@ async def record(directory: Directory, body: dict[str, Any]) -> dict[str, Any]:
     directory.log.warning(
         "repair queued: volume %d key %d/%d on %s (%s)", vid, key, alt, node_id, reason
     )
-    return {"id": int(pk[0]), "state": "pending", "duplicate": False}
+    return {"id": int(pk[0]), "state": RepairState.PENDING, "duplicate": False}
 
 
 async def listing(directory: Directory) -> list[dict[str, Any]]:
     """Pending repairs, then the most recent finished ones (repairs_listed_max)."""
     t = schema.repairs
     async with directory.db.snapshot() as conn:
-        pending = await conn.execute(sa.select(t).where(t.c.state == "pending").order_by(t.c.id))
+        pending = await conn.execute(
+            sa.select(t).where(t.c.state == RepairState.PENDING).order_by(t.c.id)
+        )
         out = [_json(r._mapping) for r in pending]
         finished = await conn.execute(
             sa.select(t)
-            .where(t.c.state != "pending")
+            .where(t.c.state != RepairState.PENDING)
             .order_by(t.c.updated_unix_s.desc())
             .limit(directory.config.repairs_listed_max)
         )
@@ -148,12 +152,12 @@ async def _claim(directory: Directory) -> list[Repair]:
     config = directory.config
     t = schema.repairs
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         rows = [
             Repair(int(r.id), int(r.volume_id), int(r.key), int(r.alt_key), r.node_id, r.attempts)
             for r in await conn.execute(
                 sa.select(t)
-                .where(t.c.state == "pending", t.c.next_try_unix_s <= now)
+                .where(t.c.state == RepairState.PENDING, t.c.next_try_unix_s <= now)
                 .order_by(t.c.next_try_unix_s)
                 .limit(config.loop_batch_max)
             )
@@ -250,7 +254,7 @@ async def _delete_pending(directory: Directory, r: Repair) -> bool:
             .where(
                 t.c.volume_id == r.volume_id,
                 t.c.key == str(r.key),
-                t.c.target_role == "store",
+                t.c.target_role == NodeRole.STORE,
                 sa.or_(t.c.alt_key.is_(None), t.c.alt_key == r.alt_key),
             )
         )
@@ -272,16 +276,18 @@ async def repair_pass(directory: Directory) -> None:
     t = schema.repairs
     config = directory.config
     async with directory.db.transaction(lock=LOCK) as conn:
-        now = time.time()
+        now = directory.clock.now()
         for r, err in zip(claimed, outcomes, strict=True):
             if err is None:
-                values: dict[str, Any] = {"state": "done", "updated_unix_s": now}
+                values: dict[str, Any] = {"state": RepairState.DONE, "updated_unix_s": now}
                 directory.counters["repairs_done"] += 1
             else:
                 attempts = r.attempts + 1
                 values = {
                     "attempts": attempts,
-                    "state": "failed" if attempts >= config.repair_attempts_max else "pending",
+                    "state": RepairState.FAILED
+                    if attempts >= config.repair_attempts_max
+                    else RepairState.PENDING,
                     "next_try_unix_s": now + backoff_s(r.attempts, config.delete_retry_s_max),
                     "last_error": err[:ERROR_CHARS_MAX],
                     "updated_unix_s": now,
@@ -293,5 +299,5 @@ async def repair_pass(directory: Directory) -> None:
 async def pending_count(directory: Directory) -> int:
     t = schema.repairs
     async with directory.db.snapshot() as conn:
-        q = sa.select(sa.func.count()).select_from(t).where(t.c.state == "pending")
+        q = sa.select(sa.func.count()).select_from(t).where(t.c.state == RepairState.PENDING)
         return int((await conn.execute(q)).scalar() or 0)

@@ -1,13 +1,15 @@
 """The directory's tables and their migrations (docs/formats/directory-schema.md).
 
 Keys (u64) are stored as decimal text: both engines' integers are signed 64-bit, and the
-directory never orders or sums keys. Times are Unix seconds (float). Every table is
-created through `migrate(db, COMPONENT, MIGRATIONS)`; a change to a table is a new
-migration appended to MIGRATIONS, never an edit of an applied one.
+directory never orders or sums keys. Times are Unix seconds (float). The state and role
+columns hold the values of the StrEnums below, and every comparison goes through them.
+Every table is created through `migrate(db, COMPONENT, MIGRATIONS)`; a change to a table is
+a new migration appended to MIGRATIONS, never an edit of an applied one.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
 import sqlalchemy as sa
@@ -22,13 +24,43 @@ LOCK: Final = "directory"
 # The prefix of the directory loops' lease names in the job framework's lease table.
 LEASE_PREFIX: Final = "directory."
 
+
+class NodeRole(StrEnum):
+    """`nodes.role`, and `pending_deletes.target_role`: what a delete is owed to."""
+
+    STORE = "store"
+    CACHE = "cache"
+
+
+class LogicalVolumeState(StrEnum):
+    """`logical_volumes.state`."""
+
+    CREATING = "creating"  # physical volumes not yet all created (growth.py finishes them)
+    ACTIVE = "active"  # in service
+
+
+class ReplicaState(StrEnum):
+    """`replicas.state`."""
+
+    COPYING = "copying"  # its node is pulling the data (a move in progress, moves.py)
+    READY = "ready"  # holds the volume's data
+
+
+class RepairState(StrEnum):
+    """`repairs.state`."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"  # repair_attempts_max failures: stays listed for operators
+
+
 metadata = sa.MetaData()
 
 nodes = sa.Table(
     "directory_nodes",
     metadata,
     sa.Column("node_id", sa.String(200), primary_key=True),
-    sa.Column("role", sa.String(16), nullable=False),  # store | cache
+    sa.Column("role", sa.String(16), nullable=False),  # NodeRole
     sa.Column("url", sa.String(500), nullable=False),
     sa.Column("failure_domain", sa.String(300), nullable=False),
     sa.Column("free_bytes", sa.BigInteger, nullable=False),
@@ -43,8 +75,7 @@ logical_volumes = sa.Table(
     "directory_logical_volumes",
     metadata,
     sa.Column("volume_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    # creating: physical volumes not yet all created; active: in service.
-    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # LogicalVolumeState
     # Last writability the health loop computed (reads compute it afresh).
     sa.Column("writable", sa.Boolean, nullable=False),
     sa.Column("readonly_reason", sa.String(200), nullable=True),
@@ -65,7 +96,7 @@ replicas = sa.Table(
     sa.Column(
         "node_id", sa.String(200), sa.ForeignKey("directory_nodes.node_id"), primary_key=True
     ),
-    sa.Column("state", sa.String(16), nullable=False),  # copying | ready
+    sa.Column("state", sa.String(16), nullable=False),  # ReplicaState
     sa.Column("replaces", sa.String(200), nullable=True),
     sa.Column("created_unix_s", sa.Float, nullable=False),
 )
@@ -78,7 +109,7 @@ pending_deletes = sa.Table(
     sa.Column("key", sa.String(20), nullable=False),
     sa.Column("alt_key", sa.BigInteger, nullable=True),  # NULL: every variant
     sa.Column("node_id", sa.String(200), nullable=False),
-    sa.Column("target_role", sa.String(16), nullable=False),  # store | cache
+    sa.Column("target_role", sa.String(16), nullable=False),  # NodeRole
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("next_try_unix_s", sa.Float, nullable=False),
     sa.Column("created_unix_s", sa.Float, nullable=False),
@@ -94,7 +125,7 @@ repairs = sa.Table(
     sa.Column("alt_key", sa.BigInteger, nullable=False),
     sa.Column("node_id", sa.String(200), nullable=False),
     sa.Column("reason", sa.String(200), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),  # pending | done | failed
+    sa.Column("state", sa.String(16), nullable=False),  # RepairState
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("next_try_unix_s", sa.Float, nullable=False),
     sa.Column("created_unix_s", sa.Float, nullable=False),

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from common.credentials import Credentials
 from common.db import migrate, open_database
+from common.jobs import Clock
 from common.signals import stop_event
 from directory import schema
 from directory.config import DirectoryConfig
@@ -22,17 +23,22 @@ log = logging.getLogger("pinhole.directory")
 
 @contextlib.asynccontextmanager
 async def running_directory(
-    config: DirectoryConfig, *, credentials: Credentials, loops: bool = True
+    config: DirectoryConfig,
+    *,
+    credentials: Credentials,
+    loops: bool = True,
+    clock: Clock | None = None,
 ) -> AsyncIterator[tuple[Directory, int]]:
     """Opens (and migrates) the database, starts the loops (unless `loops` is false: for
     tests of the handlers alone) and serves the API; yields (directory, port). On exit the
-    loops stop, their leases are released and the database is closed."""
+    loops stop, their leases are released and the database is closed. `clock` (the system
+    clock by default) is where the directory reads the time: tests pass a ManualClock."""
     if not config.database_url:
         await asyncio.to_thread(config.data_dir.mkdir, parents=True, exist_ok=True)
     db = await open_database(config.database, schema=config.database_schema or None)
     try:
         await migrate(db, schema.COMPONENT, schema.MIGRATIONS)
-        directory = Directory(config, db, credentials=credentials)
+        directory = Directory(config, db, credentials=credentials, clock=clock)
         await directory.start(loops=loops)
         try:
             runner = web.AppRunner(make_app(directory), access_log=None)

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
@@ -35,11 +34,12 @@ LOOPS = ("health", "growth", "deletes", "repairs")
 
 @dataclass(frozen=True, slots=True)
 class LookupSnapshot:
-    """The state lookups answer from, its highest volume id, and when it was loaded."""
+    """The state lookups answer from, its highest volume id, and when (clock time) it was
+    loaded."""
 
     state: ClusterState
     volume_id_max: int
-    loaded_monotonic_s: float
+    loaded_unix_s: float
 
 
 PASS_LOG_MAX = 1000
@@ -140,7 +140,7 @@ class Directory:
 
     async def state(self) -> ClusterState:
         async with self.db.snapshot() as conn:
-            return await load_state(conn, self.config, time.time())
+            return await load_state(conn, self.config, self.clock.now())
 
     async def lookup_state(self, *, volume_id: int | None = None) -> LookupSnapshot:
         """The state read-only lookups answer from: a snapshot at most lookup_snapshot_s
@@ -148,13 +148,15 @@ class Directory:
         snapshot's highest id, the highest id in the database is read (one indexed query,
         at most once per lookup_reload_s_min): only when a volume was created since is the
         whole state loaded again. A flood of made-up ids thus costs a few cheap queries a
-        second and no state load."""
-        now = time.monotonic()
+        second and no state load. Ages are read on the directory's clock; a clock that
+        stepped back makes an age negative, which counts as too old (never as fresh for
+        longer)."""
+        now = self.clock.now()
         cached = self._lookup
-        if cached is not None and now - cached.loaded_monotonic_s < self.config.lookup_snapshot_s:
+        if cached is not None and 0 <= now - cached.loaded_unix_s < self.config.lookup_snapshot_s:
             if volume_id is None or volume_id <= cached.volume_id_max:
                 return cached
-            if now - self._id_max_checked < self.config.lookup_reload_s_min:
+            if 0 <= now - self._id_max_checked < self.config.lookup_reload_s_min:
                 return cached
             self._id_max_checked = now
             self.id_max_checks += 1
@@ -171,7 +173,7 @@ class Directory:
 
     async def _load_lookup(self) -> LookupSnapshot:
         try:
-            started = time.monotonic()
+            started = self.clock.now()
             state = await self.state()
             self.lookup_loads += 1
             self._lookup = LookupSnapshot(state, state.volume_id_max, started)

@@ -18,12 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from directory import schema
 from directory.config import DirectoryConfig
 from directory.placement import Candidate
+from directory.schema import LogicalVolumeState, NodeRole, ReplicaState
+from store.volume_state import Mode
 
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     node_id: str
-    role: str
+    role: NodeRole
     url: str
     failure_domain: str
     free_bytes: int
@@ -40,7 +42,7 @@ class NodeInfo:
 class ReplicaInfo:
     volume_id: int
     node_id: str
-    state: str
+    state: ReplicaState
     replaces: str | None
     created_unix_s: float
 
@@ -48,7 +50,7 @@ class ReplicaInfo:
 @dataclass(frozen=True, slots=True)
 class VolumeInfo:
     volume_id: int
-    state: str
+    state: LogicalVolumeState
     writable: bool
     readonly_reason: str | None
     readonly_until_unix_s: float
@@ -78,11 +80,11 @@ class ClusterState:
         return [
             n
             for n in sorted(self.nodes.values(), key=lambda n: n.node_id)
-            if n.role == "store" and (not alive_only or self.alive(n.node_id))
+            if n.role == NodeRole.STORE and (not alive_only or self.alive(n.node_id))
         ]
 
     def replica_counts(self) -> dict[str, int]:
-        counts = {n.node_id: 0 for n in self.nodes.values() if n.role == "store"}
+        counts = {n.node_id: 0 for n in self.nodes.values() if n.role == NodeRole.STORE}
         for lv in self.volumes.values():
             for r in lv.replicas:
                 counts[r.node_id] = counts.get(r.node_id, 0) + 1
@@ -105,8 +107,8 @@ class ClusterState:
 
     def writability(self, lv: VolumeInfo) -> tuple[bool, str | None]:
         """(writable, reason when not) by the rule of docs/api/directory.md."""
-        if lv.state != "active":
-            return False, lv.state
+        if lv.state != LogicalVolumeState.ACTIVE:
+            return False, lv.state.value
         if lv.operator_readonly:
             return False, lv.readonly_reason or "operator"
         if lv.readonly_until_unix_s > self.now:
@@ -114,7 +116,7 @@ class ClusterState:
         if len(lv.replicas) < self.config.replica_count:
             return False, "under_replicated"
         for r in lv.replicas:
-            if r.state != "ready":
+            if r.state != ReplicaState.READY:
                 return False, "replica_copying"
             node = self.nodes.get(r.node_id)
             if node is None or not self.alive(r.node_id):
@@ -128,18 +130,18 @@ class ClusterState:
                 grace_s = self.config.node_timeout_s
                 if node.last_heartbeat_unix_s >= r.created_unix_s + grace_s:
                     return False, "replica_missing"
-            elif reported.get("mode") != "writable":
+            elif reported.get("mode") != Mode.WRITABLE:
                 return False, f"replica_{reported.get('reason') or reported.get('mode')}"
         return True, None
 
     def ready_alive(self, lv: VolumeInfo) -> list[ReplicaInfo]:
-        return [r for r in lv.replicas if r.state == "ready" and self.alive(r.node_id)]
+        return [r for r in lv.replicas if r.state == ReplicaState.READY and self.alive(r.node_id)]
 
     def volume_json(self, lv: VolumeInfo) -> dict[str, Any]:
         writable, reason = self.writability(lv)
 
         def order(r: ReplicaInfo) -> tuple[int, str]:
-            return (0 if r.state == "ready" and self.alive(r.node_id) else 1, r.node_id)
+            return (0 if r.state == ReplicaState.READY and self.alive(r.node_id) else 1, r.node_id)
 
         replicas = []
         for r in sorted(lv.replicas, key=order):
@@ -189,7 +191,7 @@ async def load_state(conn: AsyncConnection, config: DirectoryConfig, now: float)
         volumes = {int(v["volume_id"]): v for v in json.loads(m["volumes_json"])}
         state.nodes[m["node_id"]] = NodeInfo(
             node_id=m["node_id"],
-            role=m["role"],
+            role=NodeRole(m["role"]),
             url=m["url"],
             failure_domain=m["failure_domain"],
             free_bytes=int(m["free_bytes"]),
@@ -203,7 +205,7 @@ async def load_state(conn: AsyncConnection, config: DirectoryConfig, now: float)
         r = ReplicaInfo(
             volume_id=int(m["volume_id"]),
             node_id=m["node_id"],
-            state=m["state"],
+            state=ReplicaState(m["state"]),
             replaces=m["replaces"],
             created_unix_s=float(m["created_unix_s"]),
         )
@@ -214,7 +216,7 @@ async def load_state(conn: AsyncConnection, config: DirectoryConfig, now: float)
         vid = int(m["volume_id"])
         state.volumes[vid] = VolumeInfo(
             volume_id=vid,
-            state=m["state"],
+            state=LogicalVolumeState(m["state"]),
             writable=bool(m["writable"]),
             readonly_reason=m["readonly_reason"],
             readonly_until_unix_s=float(m["readonly_until_unix_s"]),

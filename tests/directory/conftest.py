@@ -3,7 +3,9 @@ schema, parametrized), in-process store nodes, and simulated heartbeats.
 
 The heartbeats are sent by the test (`SimNode`) rather than by the store node itself, so the
 tests control exactly when a node goes silent; the node behind them is a real store node
-serving real volumes on 127.0.0.1."""
+serving real volumes on 127.0.0.1. A cluster started with a `ManualClock` lets a test move
+the directory's time (`Cluster.advance`) instead of waiting for node timeouts, cooldowns
+and backoffs."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 
 from common.db import open_database
+from common.jobs import ManualClock
 from directory.client import DirectoryClient
 from directory.config import DirectoryConfig
 from directory.server import running_directory
@@ -113,6 +116,12 @@ class SimNode:
         self.url = ""
         self._stack: contextlib.AsyncExitStack | None = None
         self._beat: asyncio.Task[None] | None = None
+        self._pause = asyncio.Event()
+
+    @property
+    def beating(self) -> bool:
+        """Whether the node runs and its heartbeats are not paused."""
+        return self.node is not None and self._beat is not None
 
     async def start(self, *, heartbeat: bool = True) -> None:
         self._stack = contextlib.AsyncExitStack()
@@ -134,7 +143,8 @@ class SimNode:
             self.resume_heartbeats()
 
     def resume_heartbeats(self) -> None:
-        self._beat = asyncio.create_task(self._heartbeats())
+        self._pause = asyncio.Event()
+        self._beat = asyncio.create_task(self._heartbeats(self._pause))
 
     async def beat_once(self) -> None:
         assert self.node is not None
@@ -149,17 +159,19 @@ class SimNode:
                 volumes=[dataclasses.asdict(v) for v in stats.volumes],
             )
 
-    async def _heartbeats(self) -> None:
-        while True:
+    async def _heartbeats(self, pause: asyncio.Event) -> None:
+        while not pause.is_set():
             with contextlib.suppress(Exception):
                 await self.beat_once()
-            await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pause.wait(), 0.1)
 
     async def pause_heartbeats(self) -> None:
+        """Stops the heartbeats once the one in flight has been answered: a heartbeat
+        cut off mid-request could still reach the directory after this returns."""
         if self._beat is not None:
-            self._beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat
+            self._pause.set()
+            await self._beat
             self._beat = None
 
     async def stop(self) -> None:
@@ -185,15 +197,27 @@ class Cluster:
     def node(self, node_id: str) -> SimNode:
         return next(n for n in self.nodes if n.node_id == node_id)
 
+    async def advance(self, seconds: float) -> None:
+        """Moves the directory's ManualClock on by `seconds`; then every node still
+        beating sends a heartbeat at the new time, so only the silent ones age."""
+        clock = self.directory.clock
+        assert isinstance(clock, ManualClock), "the cluster was started without a ManualClock"
+        await clock.advance(seconds)
+        await asyncio.gather(*(n.beat_once() for n in self.nodes if n.beating))
+
 
 @contextlib.asynccontextmanager
 async def running_cluster(
-    config: DirectoryConfig, tmp: Path, *, stores: int = 4, loops: bool = True
+    config: DirectoryConfig,
+    tmp: Path,
+    *,
+    stores: int = 4,
+    loops: bool = True,
+    clock: ManualClock | None = None,
 ) -> AsyncIterator[Cluster]:
-    async with running_directory(config, credentials=creds(SECRET, "directory"), loops=loops) as (
-        directory,
-        port,
-    ):
+    async with running_directory(
+        config, credentials=creds(SECRET, "directory"), loops=loops, clock=clock
+    ) as (directory, port):
         url = f"http://127.0.0.1:{port}"
         nodes = [
             SimNode(f"store-{i + 1}", DOMAINS[i % len(DOMAINS)], tmp / f"store-{i + 1}", url)

@@ -9,10 +9,20 @@ from typing import Any
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 
 from common.credentials import Purpose
+from common.jobs import ManualClock
+from directory import schema
 from directory.client import DirectoryClient
+from directory.deletes import delete_pass
 from directory.errors import DirectoryError, NoWritableVolume
+from directory.growth import allocate, growth_pass
+from directory.health import health_pass
+from directory.repairs import repair_pass
+from directory.schema import LogicalVolumeState, RepairState, ReplicaState
+from directory.server import running_directory
+from directory.service import LOOPS, Directory
 from directory.writer import BlobWriter
 from store.client import StoreClientError
 from tests.conftest import auth, creds
@@ -120,7 +130,7 @@ async def test_lookups_answer_from_a_snapshot(tmp_path: Path) -> None:
     )
     read = auth(SECRET, Purpose.READ)
     async with (
-        running_cluster(config, tmp_path, stores=3, loops=False) as cluster,
+        running_cluster(config, tmp_path, stores=3, loops=False, clock=ManualClock()) as cluster,
         cluster.client() as c,
         aiohttp.ClientSession(headers=read) as s,
     ):
@@ -139,19 +149,20 @@ async def test_lookups_answer_from_a_snapshot(tmp_path: Path) -> None:
         assert {await lookup(1) for _ in range(50)} == {200}
         assert directory.lookup_loads == loads
         # Above it: the database's highest id is read, at most once per
-        # lookup_reload_s_min, and no state is loaded (no volume was created).
+        # lookup_reload_s_min (the clock stands still here), and no state is loaded (no
+        # volume was created).
         checks = directory.id_max_checks
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         statuses = await asyncio.gather(*(lookup(v) for v in range(2, 502)))
-        elapsed = loop.time() - started
         assert set(statuses) == {404}
         assert directory.lookup_loads == loads
-        assert 1 <= directory.id_max_checks - checks <= elapsed / 0.2 + 2
-        # A volume created since the snapshot is found by the next reload.
+        assert directory.id_max_checks - checks == 1
+        # A volume created since the snapshot is not seen before lookup_reload_s_min has
+        # passed, and is found by the first lookup after.
         await c.create_volumes(1)
-        await asyncio.sleep(0.25)
+        assert await lookup(2) == 404
+        await cluster.advance(0.2)
         assert (await c.volume(2))["volume_id"] == 2
+        assert directory.id_max_checks - checks == 2
 
 
 async def test_create_volumes_places_replicas_and_creates_them(
@@ -187,33 +198,32 @@ async def test_create_volumes_places_replicas_and_creates_them(
 async def test_node_timeout_makes_volumes_readonly_and_return_rejoins(
     backend: dict[str, Any], tmp_path: Path
 ) -> None:
+    # Lookups answer from a snapshot at most lookup_snapshot_s old (on the same clock).
+    config = fast_config(backend, lookup_snapshot_s=0.1)
     async with (
-        running_cluster(fast_config(backend), tmp_path) as cluster,
+        running_cluster(config, tmp_path, loops=False, clock=ManualClock()) as cluster,
         cluster.client() as c,
     ):
         (lv,) = await c.create_volumes(1)
         victim = cluster.node(lv["replicas"][0]["node_id"])
         await victim.pause_heartbeats()
-
-        async def readonly() -> bool:
-            v = await c.volume(1)
-            return not v["writable"] and v["reason"] == "node_down"
-
-        await eventually(readonly, what="the volume to turn read-only")
+        await cluster.advance(config.node_timeout_s * 0.9)
+        assert (await c.volume(1))["writable"]  # silent, but not for node_timeout_s yet
+        await cluster.advance(config.node_timeout_s * 0.2)
+        down = await c.volume(1)
+        assert not down["writable"] and down["reason"] == "node_down"
         nodes = {n["node_id"]: n for n in await c.nodes()}
         assert not nodes[victim.node_id]["alive"]
         assert (await c.writable())["alerts"] == ["no_writable_volume"]
-        down = await c.volume(1)
         assert down["replicas"][-1]["node_id"] == victim.node_id  # alive ones first
+        await health_pass(cluster.directory)
+        assert await _stored_writable(cluster, 1, expected=False)
+        await victim.beat_once()
         victim.resume_heartbeats()
-
-        async def writable() -> bool:
-            return bool((await c.volume(1))["writable"])
-
-        await eventually(writable, what="the volume to be writable again")
-        await eventually(
-            lambda: _stored_writable(cluster, 1, expected=True), what="the health loop"
-        )
+        await cluster.advance(config.lookup_snapshot_s * 1.5)
+        assert (await c.volume(1))["writable"]
+        await health_pass(cluster.directory)
+        assert await _stored_writable(cluster, 1, expected=True)
 
 
 async def _stored_writable(cluster: Cluster, vid: int, *, expected: bool) -> bool:
@@ -283,7 +293,10 @@ async def test_replica_failure_turns_readonly_and_write_goes_elsewhere(
 async def test_delete_reaches_a_replica_that_was_down(
     backend: dict[str, Any], tmp_path: Path
 ) -> None:
-    async with running_cluster(fast_config(backend), tmp_path) as cluster:
+    """The delete loop retries a replica that fails with growing backoff; the node's
+    first heartbeat after its downtime makes the delete due at once."""
+    config = fast_config(backend, delete_retry_s_max=60.0)
+    async with running_cluster(config, tmp_path, loops=False, clock=ManualClock()) as cluster:
         async with cluster.client() as c:
             (lv,) = await c.create_volumes(1)
         async with BlobWriter(cluster.url, credentials=creds(SECRET)) as writer:
@@ -292,26 +305,33 @@ async def test_delete_reaches_a_replica_that_was_down(
             await victim.stop()
             answer = await writer.delete(ref.volume_id, 77)
             assert answer == {"replicas_done": 2, "replicas_pending": 1}
-            await asyncio.sleep(0.3)
-            await victim.start()  # comes back on a new port, heartbeats again
-            async with victim.client() as store:
-
-                async def gone() -> bool:
-                    try:
-                        await store.get(ref.volume_id, 77, 0, ref.cookie)
-                    except StoreClientError as e:
-                        return e.status == 404
-                    return False
-
-                await eventually(gone, what="the delete to reach the returning replica")
+        # The node is still seen alive (silent for less than node_timeout_s): each pass
+        # that finds the delete due tries it and backs it off further (0.4 s, 0.8 s).
+        await cluster.advance(0.3)
+        await delete_pass(cluster.directory)
+        assert await _pending_attempts(cluster) == [2]
+        await cluster.advance(0.45)
+        await delete_pass(cluster.directory)
+        assert await _pending_attempts(cluster) == [3]
+        await cluster.advance(0.3)  # silent for node_timeout_s: down; next try 0.5 s away
+        await delete_pass(cluster.directory)
+        assert await _pending_attempts(cluster) == [3]
+        await victim.start()  # back on a new port, heartbeating again
+        await delete_pass(cluster.directory)
+        assert await _pending_attempts(cluster) == []
+        async with victim.client() as store:
+            with pytest.raises(StoreClientError) as e:
+                await store.get(ref.volume_id, 77, 0, ref.cookie)
+            assert e.value.status == 404
         async with cluster.client() as c:
-            await eventually(
-                lambda: _no_pending(c), what="the pending delete to be marked delivered"
-            )
+            assert (await c.status())["pending_deletes"] == 0
 
 
-async def _no_pending(c: DirectoryClient) -> bool:
-    return (await c.status())["pending_deletes"] == 0
+async def _pending_attempts(cluster: Cluster) -> list[int]:
+    """The attempts of each pending delete."""
+    pd = schema.pending_deletes
+    async with cluster.directory.db.snapshot() as conn:
+        return [int(a) for a in await conn.scalars(sa.select(pd.c.attempts).order_by(pd.c.id))]
 
 
 async def test_growth_keeps_the_minimum_of_writable_volumes(
@@ -345,15 +365,25 @@ async def test_repairs_are_recorded_once_and_listed(
         again = await c.report_repair(1, 2**64 - 1, 3, nid, "scrub")
         assert first["id"] == again["id"] and again["duplicate"]
         (listed,) = await c.repairs()
-        assert listed["key"] == str(2**64 - 1) and listed["state"] == "pending"
+        assert listed["key"] == str(2**64 - 1) and listed["state"] == RepairState.PENDING
         with pytest.raises(DirectoryError) as e:
             await c.report_repair(1, 1, 0, "store-unknown", "scrub")
         assert e.value.status == 404
+        # Keys travel as canonical decimal strings (they exceed 2^53); anything else in a
+        # number field is a bad request, never an error of the directory.
+        write = auth(SECRET, Purpose.WRITE)
+        async with aiohttp.ClientSession(headers=write) as s:
+            for key in ("²", "007", "-1", str(2**64), 1.5, True):
+                body = {"volume_id": 1, "key": key, "alt_key": 0, "node_id": nid}
+                async with s.post(cluster.url + "/repairs", json=body) as r:
+                    assert r.status == 400, key
+                    assert (await r.json())["error"]["code"] == "bad_request"
 
 
 async def test_replication_plan_and_replica_moves(backend: dict[str, Any], tmp_path: Path) -> None:
+    config = fast_config(backend)
     async with (
-        running_cluster(fast_config(backend), tmp_path, loops=False) as cluster,
+        running_cluster(config, tmp_path, loops=False, clock=ManualClock()) as cluster,
         cluster.client() as c,
     ):
         (lv,) = await c.create_volumes(1)
@@ -362,17 +392,15 @@ async def test_replication_plan_and_replica_moves(backend: dict[str, Any], tmp_p
         assert await c.plan_replication() == []
         victim = cluster.node(sorted(holders)[0])
         await victim.pause_heartbeats()
-
-        async def planned() -> bool:
-            return len(await c.plan_replication()) == 1
-
-        await eventually(planned, what="a replication move")
+        await cluster.advance(config.node_timeout_s * 0.5)
+        assert await c.plan_replication() == []  # silent, not yet down
+        await cluster.advance(config.node_timeout_s * 0.6)
         (move,) = await c.plan_replication()
         assert move["target"]["node_id"] == spare
         assert move["replaces"] == victim.node_id
         assert move["source"]["node_id"] in holders - {victim.node_id}
         after = await c.add_replica(1, spare, replaces=victim.node_id)
-        assert {r["node_id"]: r["state"] for r in after["replicas"]}[spare] == "copying"
+        assert {r["node_id"]: r["state"] for r in after["replicas"]}[spare] == ReplicaState.COPYING
         await c.add_replica(1, spare, replaces=victim.node_id)  # idempotent
         (resumed,) = await c.plan_replication()
         assert resumed["target"]["node_id"] == spare
@@ -419,7 +447,7 @@ async def test_repair_rewrites_a_bad_copy_from_a_healthy_replica(
             await c.report_repair(1, 9, 1, bad.node_id, "scrub")
 
             async def repaired() -> bool:
-                return [r["state"] for r in await c.repairs()] == ["done"]
+                return [r["state"] for r in await c.repairs()] == [RepairState.DONE]
 
             await eventually(repaired, what="the repair to finish")
         async with bad.client() as store:
@@ -429,8 +457,6 @@ async def test_repair_rewrites_a_bad_copy_from_a_healthy_replica(
 async def test_two_directories_share_one_database(backend: dict[str, Any], tmp_path: Path) -> None:
     """Concurrent volume creation through both never reuses an id, and each loop runs in one
     process at a time; when that process stops, the other takes its loops over."""
-    from directory.server import running_directory
-
     config = fast_config(backend, lease_s=1.0)
     async with running_cluster(config, tmp_path) as cluster:
         async with running_directory(config, credentials=creds(SECRET, "directory")) as (
@@ -446,8 +472,11 @@ async def test_two_directories_share_one_database(backend: dict[str, Any], tmp_p
                 ids = sorted(lv["volume_id"] for batch in made for lv in batch)
                 assert ids == list(range(1, 9))
                 assert len(await other.volumes()) == 8
-            await asyncio.sleep(1.5)
-            for loop in ("health", "growth", "deletes", "repairs"):
+            await eventually(
+                lambda: _passes_each(LOOPS, [cluster.directory, second], at_least=5),
+                what="five passes of every loop between the two",
+            )
+            for loop in LOOPS:
                 mine = [(s, e) for n, s, e in cluster.directory.pass_log if n == loop]
                 theirs = [(s, e) for n, s, e in second.pass_log if n == loop]
                 assert mine or theirs, loop
@@ -457,12 +486,14 @@ async def test_two_directories_share_one_database(backend: dict[str, Any], tmp_p
         before = cluster.directory.passes.copy()
 
         async def took_over() -> bool:
-            return all(
-                cluster.directory.passes[loop] > before[loop]
-                for loop in ("health", "growth", "deletes", "repairs")
-            )
+            return all(cluster.directory.passes[loop] > before[loop] for loop in LOOPS)
 
         await eventually(took_over, what="the first directory to run every loop")
+
+
+async def _passes_each(loops: tuple[str, ...], directories: list[Directory], at_least: int) -> bool:
+    """Whether the directories together ran at least `at_least` passes of every loop."""
+    return all(sum(d.passes[loop] for d in directories) >= at_least for loop in loops)
 
 
 async def test_a_repair_never_brings_a_deleted_needle_back(
@@ -471,8 +502,6 @@ async def test_a_repair_never_brings_a_deleted_needle_back(
     """A delete reached two replicas; the third was down and is back, its delete still
     pending. A report that the first replica "lost" the needle (a reader found it absent
     there but present on the third) must not copy it back."""
-    from directory.repairs import repair_pass
-
     async with running_cluster(fast_config(backend), tmp_path, loops=False) as cluster:
         async with cluster.client() as c:
             (lv,) = await c.create_volumes(1)
@@ -493,7 +522,7 @@ async def test_a_repair_never_brings_a_deleted_needle_back(
                 await store.get(1, 88, 0, ref.cookie)
             assert e.value.status == 404
         async with cluster.client() as c:
-            assert [r["state"] for r in await c.repairs()] == ["done"]
+            assert [r["state"] for r in await c.repairs()] == [RepairState.DONE]
 
 
 async def test_a_volume_still_being_created_moves_off_a_dead_node(
@@ -502,21 +531,20 @@ async def test_a_volume_still_being_created_moves_off_a_dead_node(
     """Growth allocated a volume on a node that died before the physical volume was made:
     the next pass moves that replica elsewhere (keeping placement) and finishes the volume,
     so a dead node never blocks growth."""
-    from directory.growth import allocate, growth_pass
-
-    async with running_cluster(fast_config(backend), tmp_path, loops=False) as cluster:
+    config = fast_config(backend)
+    async with running_cluster(config, tmp_path, loops=False, clock=ManualClock()) as cluster:
         (vid,) = await allocate(cluster.directory, 1, partial=False)
         state = await cluster.directory.state()
         chosen = [r.node_id for r in state.volumes[vid].replicas]
-        assert state.volumes[vid].state == "creating" and len(chosen) == 3
+        assert state.volumes[vid].state == LogicalVolumeState.CREATING and len(chosen) == 3
         dead = cluster.node(chosen[1])
         await dead.stop()
-        await asyncio.sleep(1.1)  # node_timeout_s: the directory now sees it down
+        await cluster.advance(config.node_timeout_s)  # the directory now sees it down
         await growth_pass(cluster.directory)
         state = await cluster.directory.state()
         lv = state.volumes[vid]
         now_on = {r.node_id for r in lv.replicas}
-        assert lv.state == "active", lv
+        assert lv.state == LogicalVolumeState.ACTIVE, lv
         assert dead.node_id not in now_on and len(now_on) == 3
         assert now_on == {n.node_id for n in cluster.nodes} - {dead.node_id}
         for node in cluster.nodes:

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from common.jobs import ManualClock
 from directory.errors import NoWritableVolume
+from directory.growth import growth_pass
 from directory.writer import BlobWriter
 from tests.conftest import creds
-from tests.directory.conftest import SECRET, Cluster, eventually, fast_config, running_cluster
+from tests.directory.conftest import SECRET, Cluster, fast_config, running_cluster
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,21 +64,21 @@ async def test_a_dead_node_s_volumes_are_skipped_before_the_directory_notices(
 async def test_a_put_waits_for_the_volume_grown_after_a_node_dies(
     backend: dict[str, Any], tmp_path: Path
 ) -> None:
-    # The directory grows one writable volume, notices a silent node after a second, and
-    # then grows another without it: the first put after the death waits for that one.
+    # The directory grows one writable volume, notices a silent node after node_timeout_s
+    # (on its clock, moved by the test), and then grows another without it: the first put
+    # after the death waits (in real time, the writer's) for that one.
     config = fast_config(backend, writable_volumes_min=1, node_timeout_s=1.0)
-    async with running_cluster(config, tmp_path) as cluster:
-
-        async def grown() -> bool:
-            return bool(await _writable(cluster))
-
-        await eventually(grown, what="the first volume")
+    async with running_cluster(config, tmp_path, loops=False, clock=ManualClock()) as cluster:
+        await growth_pass(cluster.directory)
         (first,) = await _writable(cluster)
         victim = sorted(await _replica_nodes(cluster, first))[0]
         async with BlobWriter(cluster.url, credentials=creds(SECRET)) as writer:
             await writer.put(1, 0, b"before", volume_id=first)
             await cluster.node(victim).stop()
-            ref = await writer.put(2, 0, b"after")
+            put = asyncio.create_task(writer.put(2, 0, b"after"))
+            await cluster.advance(config.node_timeout_s)
+            await growth_pass(cluster.directory)
+            ref = await put
             assert ref.volume_id != first
             assert victim not in await _replica_nodes(cluster, ref.volume_id)
 
