@@ -4,7 +4,9 @@ of the [f4] config (f4/config.py), docs/operations/f4.md.
 `migrate` and `rebuild` hold the cell's lock (exit 75 when another run has it) and run
 their work as jobs of the f4 queue (f4/jobs.py) on the metadata database (the one in
 [media], or --media-data / --database-url), so a killed run leaves a job that the next run
-resumes. `status` and `verify` only read. Exit codes: ops/cli_support.py.
+resumes; holding the lock, a run first queues such orphaned jobs again and removes the
+temporary block files their writers left. `status` and `verify` only read. Exit codes:
+ops/cli_support.py.
 """
 
 from __future__ import annotations
@@ -274,6 +276,7 @@ def migrate_cmd(
 
             async def use(store: JobStore) -> list[dict[str, Any]]:
                 await f4_jobs.release_orphans(store)
+                cell.store.clean_temporaries()
                 wanted = [
                     await f4_jobs.enqueue(
                         store.db,
@@ -493,6 +496,7 @@ def rebuild_cmd(
 
         async def use(store: JobStore) -> list[dict[str, Any]]:
             released = set(await f4_jobs.release_orphans(store))
+            cell.store.clean_temporaries()
             wanted = []
             for v in volumes:
                 pending = [
