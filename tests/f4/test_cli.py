@@ -30,7 +30,7 @@ from f4.local_block_store import LocalBlockStore
 from f4.reader import Reader
 from tests.directory.conftest import PG_URL, pg_schema
 from tests.f4.helpers import Blobs, random_blobs, sealed_volume
-from tests.ops.test_cli import Result, _env, one_error_line, pinhole
+from tests.ops.test_cli import Result, _env, assert_no_progress_bar, one_error_line, pinhole
 
 BLOCK = 16 * 1024
 RACKS = 5  # 15 nodes, 3 per rack
@@ -438,3 +438,41 @@ def test_missing_metadata_directory_is_one_line(site: Site) -> None:
     r = site.run("f4", "migrate", "--media-data", site.root / "nowhere")
     assert r.code == 1
     assert one_error_line(r).startswith("pinhole: no metadata directory ")
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+def test_progress_bar_on_a_terminal_only(site: Site) -> None:
+    import pty
+    import struct
+    import termios
+
+    sealed_volume(site.volumes, 1, random_blobs(random.Random(8), 60))
+    sealed_volume(site.volumes, 2, random_blobs(random.Random(9), 60))
+    piped = site.run("f4", "migrate", "--volume", 1, db=True)
+    assert piped.code == 0, piped
+    assert_no_progress_bar(piped)
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ops.cli", "f4", "migrate", "--volume", "2", *site.db_args],
+            cwd=site.root,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            timeout=60,
+            check=False,
+        )
+        os.close(terminal)
+        drawn = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(controller, 65536):
+                drawn += chunk
+    finally:
+        os.close(controller)
+    assert proc.returncode == 0
+    assert b"migrate v2" in drawn and b"1000/1000" in drawn, drawn[-500:]
+    assert b"migrated" in proc.stdout
