@@ -144,14 +144,14 @@ class Cell:
         state = volume_state.load(OsStorage(directory), state_name(volume))
         age = now - data.stat().st_mtime
         reason = ""
-        if state.accepts_writes:
+        if self.verified(volume) is not None:
+            reason = "already migrated"
+        elif state.accepts_writes:
             reason = "takes writes (not sealed)"
         elif state.mode is Mode.READ_ONLY and state.reason is Reason.IO_ERROR:
             reason = "read-only after an I/O error"
         elif age < self.config.age_s_min:
             reason = f"newest needle {age:.0f} s old, younger than age_s_min"
-        elif self.verified(volume) is not None:
-            reason = "already migrated"
         return Candidate(volume, str(state.mode), age, not reason, reason)
 
     def plan(self, volume: int) -> VolumePlan:

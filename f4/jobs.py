@@ -3,8 +3,9 @@ into the cell, checked end to end) and `rebuild` (one volume's damaged blocks), 
 metadata database, so `pinhole jobs` lists, dead-letters and retries them like the others.
 
 Invariants:
-- One migrate job per volume, ever (dedupe key "migrate:<volume>"); at most one rebuild
-  job per volume not yet done (enqueue reuses it), each rebuild with its own dedupe key.
+- At most one job per kind and volume not yet done (`enqueue` reuses it); each job has its
+  own dedupe key ("<kind>:<volume>:<job id>"), so a volume can be migrated again when its
+  f4 copy was lost after an earlier migration, and rebuilt any number of times.
 - The f4 jobs of a cell run only in a process holding the cell's lock (ops/f4_cmds.py), so
   such a process finds every f4 job still marked running orphaned (its process was killed)
   and queues it again at once (`release_orphans`) instead of waiting out its lease. The
@@ -77,25 +78,25 @@ async def jobs_of(db: Database, kind: JobKind, volume: int) -> list[Job]:
 async def enqueue(
     db: Database, id_gen: IdGenerator, kind: JobKind, volume: int, *, now: float, attempts_max: int
 ) -> Job:
-    """The volume's job of `kind` to run: for `migrate` its only one, for `rebuild` the one
-    not yet done or a new one."""
+    """The volume's job of `kind` not yet done (queued, running, or dead until an operator
+    retries it), else a new one."""
     async with db.transaction(lock=LOCK) as conn:
         query = sa.select(jobs).where(
-            _J.queue == QUEUE, _J.kind == kind.name, _J.subject_id == volume
+            _J.queue == QUEUE,
+            _J.kind == kind.name,
+            _J.subject_id == volume,
+            _J.state != JobState.DONE,
         )
-        if kind is REBUILD:
-            query = query.where(_J.state != JobState.DONE)
         row = (await conn.execute(query.limit(1))).first()
         if row is not None:
             return Job.from_row(row)
         job_id = id_gen.next_id()
-        dedupe = f"migrate:{volume}" if kind is MIGRATE else f"rebuild:{volume}:{job_id}"
         await framework.enqueue(
             conn,
             kind,
             job_id=job_id,
             subject_id=volume,
-            dedupe_key=dedupe,
+            dedupe_key=f"{kind.name}:{volume}:{job_id}",
             now=now,
             attempts_max=attempts_max,
         )

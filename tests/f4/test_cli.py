@@ -476,3 +476,48 @@ def test_progress_bar_on_a_terminal_only(site: Site) -> None:
     assert proc.returncode == 0
     assert b"migrate v2" in drawn and b"1000/1000" in drawn, drawn[-500:]
     assert b"migrated" in proc.stdout
+
+
+# -- failures as jobs ------------------------------------------------------------------------
+
+
+def test_a_failed_migration_is_dead_lettered_then_retried(site: Site) -> None:
+    """A journal written for other contents makes the migration fail: the job is dead after
+    its one attempt, `pinhole jobs` shows and retries it, and the next run migrates."""
+    blobs = random_blobs(random.Random(10), 30)
+    sealed_volume(site.volumes, 1, blobs)
+    site.write_config(attempts_max=1)
+    (site.cell / "work").mkdir(parents=True)
+    journal = site.cell / "work" / "v1.f4journal"
+    journal.write_text(json.dumps({"version": 1, "volume": 1, "plan": "other", "done": False,
+                                   "stripes_done": 0}))  # fmt: skip
+
+    r = site.run("f4", "migrate", "--json", db=True)
+    assert r.code == 1, r
+    (dead,) = r.json()["volumes"]
+    assert dead["outcome"] == "dead"
+    assert "MigrationMismatch" in dead["error"]
+    listed = site.run("jobs", "dead", "--queue", "f4", "--json", db=True).json()
+    assert [(j["kind"], j["subject_id"]) for j in listed["jobs"]] == [("migrate", "1")]
+    again = site.run("f4", "migrate", "--json", db=True)
+    assert again.code == 1 and again.json()["volumes"][0]["outcome"] == "dead"
+
+    journal.unlink()
+    assert site.run("jobs", "retry", "--queue", "f4", "--all-dead", db=True).code == 0
+    done = site.run("f4", "migrate", "--json", db=True)
+    assert done.code == 0, done
+    assert done.json()["volumes"][0]["outcome"] == "migrated"
+    _read_all(site, 1, blobs)
+
+
+def test_a_volume_whose_f4_copy_was_lost_migrates_again(site: Site) -> None:
+    blobs = random_blobs(random.Random(11), 30)
+    sealed_volume(site.volumes, 1, blobs)
+    assert site.run("f4", "migrate", db=True).code == 0
+    shutil.rmtree(site.cell)
+    r = site.run("f4", "migrate", "--json", db=True)
+    assert r.code == 0, r
+    assert r.json()["volumes"][0]["outcome"] == "migrated"
+    _read_all(site, 1, blobs)
+    jobs = site.run("jobs", "list", "--queue", "f4", "--json", db=True).json()
+    assert jobs["counts"]["f4"]["done"] == 2
