@@ -75,6 +75,13 @@ async def jobs_of(db: Database, kind: JobKind, volume: int) -> list[Job]:
         return [Job.from_row(r) for r in (await conn.execute(query)).all()]
 
 
+async def current(db: Database, job_ids: list[int]) -> dict[int, Job]:
+    """The jobs as they are now, by id."""
+    async with db.snapshot() as conn:
+        rows = (await conn.execute(sa.select(jobs).where(_J.job_id.in_(job_ids)))).all()
+    return {j.job_id: j for j in (Job.from_row(r) for r in rows)}
+
+
 async def enqueue(
     db: Database, id_gen: IdGenerator, kind: JobKind, volume: int, *, now: float, attempts_max: int
 ) -> Job:

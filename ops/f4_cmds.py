@@ -26,7 +26,7 @@ from common.db import Database, migrate, open_database
 from common.ids import IdGenerator
 from common.jobs import Job, JobRunner, JobState, JobStore
 from f4 import jobs as f4_jobs
-from f4.cell import Cell, StripeHealth
+from f4.cell import Candidate, Cell, StripeHealth
 from f4.config import F4Config, f4_config
 from f4.errors import F4Error
 from f4.rebuild import RebuildProgress, VerifyReport
@@ -189,12 +189,7 @@ async def _run_jobs(
         await runner.drain()
     finally:
         bars.close()
-    ended = {}
-    for job in wanted:
-        for now in await f4_jobs.jobs_of(store.db, store.kinds.get(job.kind), job.subject_id):
-            if now.job_id == job.job_id:
-                ended[job.job_id] = now
-    return ended, outcomes
+    return await f4_jobs.current(store.db, [j.job_id for j in wanted]), outcomes
 
 
 def _job_outcome(job: Job, outcomes: f4_jobs.Outcomes) -> dict[str, Any]:
@@ -257,7 +252,10 @@ def migrate_cmd(
         if dry_run:
             planned = []
             for c in due:
-                p = cell.plan(c.volume)
+                try:
+                    p = cell.plan(c.volume)
+                except F4Error as e:
+                    raise CliError(f"volume {c.volume}: {e.message}") from e
                 planned.append(
                     {
                         "volume": c.volume,
@@ -305,7 +303,7 @@ def migrate_cmd(
         raise SystemExit(EXIT_FAILED)
 
 
-def _skipped(c: Any) -> dict[str, Any]:
+def _skipped(c: Candidate) -> dict[str, Any]:
     return {"volume": c.volume, "outcome": "skipped", "reason": c.reason}
 
 
@@ -487,24 +485,26 @@ def rebuild_cmd(
         volumes = _volumes(cell, volume, written=True)
         damaged: list[int] = []
         healthy: list[int] = []
+        unreadable: list[dict[str, Any]] = []
         for v in volumes:
             report, error = _health(cell, v)
             if report is None:
-                raise CliError(f"volume {v}: {error}")
-            (healthy if report.ok else damaged).append(v)
+                unreadable.append({"volume": v, "outcome": "failed", "error": error})
+            else:
+                (healthy if report.ok else damaged).append(v)
         id_gen = IdGenerator(config.id_shard)
 
         async def use(store: JobStore) -> list[dict[str, Any]]:
-            released = set(await f4_jobs.release_orphans(store))
+            await f4_jobs.release_orphans(store)
             cell.store.clean_temporaries()
             wanted = []
-            for v in volumes:
+            for v in damaged + healthy:
                 pending = [
                     j
                     for j in await f4_jobs.jobs_of(store.db, f4_jobs.REBUILD, v)
                     if j.state != JobState.DONE
                 ]
-                if v in damaged or any(j.job_id in released for j in pending):
+                if v in damaged or pending:
                     wanted.append(
                         await f4_jobs.enqueue(
                             store.db,
@@ -524,9 +524,11 @@ def rebuild_cmd(
 
         done = _with_jobs(ctx, media_data, database_url, use)
     rebuilt = {d["volume"] for d in done}
-    rows: list[dict[str, Any]] = done + [
-        {"volume": v, "outcome": "healthy"} for v in healthy if v not in rebuilt
-    ]
+    rows: list[dict[str, Any]] = (
+        done
+        + unreadable
+        + [{"volume": v, "outcome": "healthy"} for v in healthy if v not in rebuilt]
+    )
     rows.sort(key=lambda r: r["volume"])
     throttle = f"throttle {config.rebuild_mb_s} MB/s" if config.rebuild_mb_s else "unthrottled"
     if json_output:

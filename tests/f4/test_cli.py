@@ -521,3 +521,24 @@ def test_a_volume_whose_f4_copy_was_lost_migrates_again(site: Site) -> None:
     _read_all(site, 1, blobs)
     jobs = site.run("jobs", "list", "--queue", "f4", "--json", db=True).json()
     assert jobs["counts"]["f4"]["done"] == 2
+
+
+def test_rebuild_goes_on_past_a_volume_without_an_index(site: Site) -> None:
+    one = random_blobs(random.Random(12), 30)
+    sealed_volume(site.volumes, 1, one)
+    sealed_volume(site.volumes, 2, random_blobs(random.Random(13), 30))
+    assert site.run("f4", "migrate", db=True).code == 0
+    for path in (site.cell / "blocks").glob("*/v2.f4idx"):
+        path.unlink()
+    (lost,) = (site.cell / "blocks").glob("*/v1.s0.b2.blk")
+    lost.unlink()
+    r = site.run("f4", "rebuild", "--json", db=True)
+    assert r.code == 1, r
+    rows = {v["volume"]: v for v in r.json()["volumes"]}
+    assert rows[1]["outcome"] == "done" and rows[1]["blocks_rebuilt"] == 1
+    assert rows[2]["outcome"] == "failed"
+    assert "no readable index copy of volume 2" in rows[2]["error"]
+    _read_all(site, 1, one)
+    v = site.run("f4", "verify", "--json")
+    assert v.code == 1
+    assert [(x["volume"], x["ok"]) for x in v.json()["volumes"]] == [(1, True), (2, False)]
