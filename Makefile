@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= .pinhole
 
-.PHONY: up test lock lint typecheck imports unit bench-store bench-cluster bench-lookups bench-media bench-feed clean bootstrap
+.PHONY: up test lock lint typecheck imports unit bench-store bench-cluster bench-lookups bench-media bench-feed bench-f4 clean bootstrap
 
 bootstrap:
 	@scripts/bootstrap
@@ -56,6 +56,10 @@ bench-media: bootstrap
 ## Full feed benchmark (push, pull, hybrid; needs Redis); `pinhole bench feed --quick` is the CI variant.
 bench-feed: bootstrap
 	$(BIN)/pinhole bench feed --json bench/results/feed.json --plot bench/results/feed.png
+
+## Full f4 benchmark (encode, reads healthy and degraded, bytes on disk, rebuild); `pinhole bench f4 --quick` is the CI variant.
+bench-f4: bootstrap
+	$(BIN)/pinhole bench f4 --json bench/results/f4.json --plot bench/results/f4.png
 
 clean:
 	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis

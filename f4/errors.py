@@ -93,3 +93,10 @@ class KeyStoreBusy(F4Error):
     status = 503
     code = "key_store_busy"
     retry_after_s = 1.0
+
+
+class MigrationUnverified(F4Error):
+    """A migrated blob read back through f4 differs from its Haystack needle."""
+
+    status = 500
+    code = "migration_unverified"

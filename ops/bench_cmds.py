@@ -86,6 +86,18 @@ def bench_lookups(
     main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
 
 
+@bench.command("f4")
+@_bench_options
+def bench_f4(
+    quick: bool, json_path: Path | None, work_dir: Path | None, plot_path: Path | None
+) -> None:
+    """f4 against raw PyECLib and Haystack: encode, reads healthy and degraded, bytes on
+    disk, rebuild against its throttle."""
+    from bench.f4_bench import main
+
+    main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
+
+
 @bench.command("feed")
 @_bench_options
 @click.option(

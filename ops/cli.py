@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ops.bench_cmds import bench
+from ops.f4_cmds import f4_group
 from ops.jobs_cmds import jobs_group
 from ops.media_cmds import api, worker
 from ops.service_cmds import cache, directory, router
@@ -41,6 +42,7 @@ main.add_command(bench)
 main.add_command(api)
 main.add_command(worker)
 main.add_command(jobs_group)
+main.add_command(f4_group)
 
 if __name__ == "__main__":
     main()

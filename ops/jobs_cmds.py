@@ -1,4 +1,4 @@
-"""`pinhole jobs list | dead | retry [--queue media|feed|all] [--json]`: every job queue
+"""`pinhole jobs list | dead | retry [--queue media|feed|f4|all] [--json]`: every job queue
 (common/jobs) and its dead letters, for operators.
 
 The commands open the metadata database directly (the one in [media], or --media-data /
@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+import f4.jobs
 import feed.jobs
 import transformer.jobs
 from common.config import ConfigError
@@ -28,14 +29,14 @@ from transformer.config import media_config
 
 T = TypeVar("T")
 JOB_ID_MAX = 2**63 - 1
-QUEUE_CHOICES = (transformer.jobs.QUEUE, feed.jobs.QUEUE, admin.ALL_QUEUES)
+QUEUE_CHOICES = (transformer.jobs.QUEUE, feed.jobs.QUEUE, f4.jobs.QUEUE, admin.ALL_QUEUES)
 _HEADERS = ["job", "queue", "kind", "subject", "state", "attempts", "runs in", "last error"]
 
 
 @click.group("jobs")
 def jobs_group() -> None:
-    """Every job queue (media transcodes, feed fan-out): list jobs, see the dead letters,
-    retry them."""
+    """Every job queue (media transcodes, feed fan-out, f4 migrations and rebuilds): list
+    jobs, see the dead letters, retry them."""
 
 
 def _common_options(f: Any) -> Any:
@@ -85,6 +86,7 @@ def _with_store(
         try:
             await migrate(db, media_schema.COMPONENT, media_schema.MIGRATIONS)
             await migrate(db, feed_schema.COMPONENT, feed_schema.MIGRATIONS)
+            await migrate(db, f4.jobs.COMPONENT, f4.jobs.MIGRATIONS)
             return await use(JobStore(db))
         finally:
             await db.close()

@@ -51,6 +51,7 @@ def test_list_dead_and_retry_across_queues(media_data: Path, tmp_path: Path) -> 
     assert r.code == 0, r
     doc = json.loads(r.out)
     assert doc["counts"] == {
+        "f4": {"queued": 0, "running": 0, "done": 0, "dead": 0},
         "feed": {"queued": 0, "running": 0, "done": 0, "dead": 1},
         "media": {"queued": 1, "running": 0, "done": 0, "dead": 1},
     }
@@ -80,7 +81,10 @@ def test_list_dead_and_retry_across_queues(media_data: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("list", "--queue", "bogus"), "pinhole: unknown queue 'bogus' (known: feed, media, all)"),
+        (
+            ("list", "--queue", "bogus"),
+            "pinhole: unknown queue 'bogus' (known: f4, feed, media, all)",
+        ),
         (("retry", "01"), "pinhole: a job id must be a decimal number without sign or leading"),
         (("retry",), "pinhole: give job ids or --all-dead (not both)"),
         (("retry", "5", "--all-dead"), "pinhole: give job ids or --all-dead (not both)"),

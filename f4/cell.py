@@ -1,0 +1,356 @@
+"""One f4 cell as the operator commands see it: its blocks, key store and work directory
+(from F4Config), which sealed Haystack volumes are due to migrate, a migration checked end to
+end, and each stripe's health and placement.
+
+Invariants:
+- A volume is reported migrated only once every live needle of the Haystack volume has been
+  read back through f4's Reader and found equal; that check writes the volume's verified
+  mark (<work>/v<N>.verified, atomically), and nothing else does.
+- A volume is due when its state refuses writes (sealed, or read-only when full or by an
+  operator; never after an I/O error), its newest needle is at least age_s_min old, and it
+  has no verified mark. Needles carry no time: the data file's modification time is the
+  time of its last needle (or tombstone), since sealing changes only the state file.
+- A stripe survives k losses of a kind (node, rack) when every choice of k such domains
+  leaves at least 10 healthy blocks: the worst case takes the domains holding the most.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from f4 import index as index_file
+from f4 import layout
+from f4.blob import sealed_length
+from f4.block_store import block_name
+from f4.config import F4Config
+from f4.encoder import Migration, journal_path
+from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
+from f4.errors import F4Error, MigrationUnverified
+from f4.keystore import KeyStore
+from f4.local_block_store import LocalBlockStore
+from f4.needle_source import NeedleSource
+from f4.reader import Reader
+from f4.rebuild import RateLimit, RebuildProgress, RebuildStats, VerifyReport, rebuild, verify
+from store import volume_state
+from store.storage import OsStorage
+from store.volume import data_name, state_name
+from store.volume_state import Mode, Reason
+
+_DATA_FILE = re.compile(r"^v(\d+)\.dat$")
+MIGRATE_SHARE = 0.9  # of a migration's progress; reading it back is the rest
+
+
+class Cancelled(Exception):
+    """The work was asked to stop (its job's lease was lost)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    volume: int
+    mode: str
+    age_s: float
+    due: bool
+    reason: str  # why not due ("" when due)
+
+
+@dataclass(frozen=True, slots=True)
+class VolumePlan:
+    volume: int
+    blobs: int
+    plaintext_bytes: int
+    stripes: int
+    damaged_needles: int
+
+
+@dataclass(frozen=True, slots=True)
+class StripeHealth:
+    stripe: int
+    blocks_present: int
+    blocks_healthy: int
+    node_losses_survived: int  # -1: fewer than 10 healthy blocks (data lost until rebuilt)
+    rack_losses_survived: int
+
+    def as_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def losses_survived(domains: Iterable[str]) -> int:
+    """How many failure domains may be lost at once, whichever they are, with 10 of the
+    stripe's blocks left; `domains` is the domain of each healthy block. -1 when fewer than
+    10 are healthy."""
+    counts = sorted(Counter(domains).values(), reverse=True)
+    spare = sum(counts) - DATA_BLOCKS
+    if spare < 0:
+        return -1
+    lost = 0
+    for n in counts:
+        if n > spare:
+            break
+        spare -= n
+        lost += 1
+    return lost
+
+
+def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+    temp = path.with_name(path.name + ".tmp")
+    with open(temp, "wb") as f:
+        f.write(json.dumps(doc, sort_keys=True).encode())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+Progress = Callable[[float], None]  # the fraction of the work done, 0..1
+
+
+class Cell:
+    def __init__(self, config: F4Config) -> None:
+        self.config = config
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        self.store = LocalBlockStore(config.blocks_dir, [n.name for n in config.nodes])
+        self.keys = KeyStore(config.keys_path)
+
+    def close(self) -> None:
+        self.keys.close()
+
+    # -- what is due ----------------------------------------------------------------------
+
+    def haystack_volumes(self) -> list[int]:
+        directory = self.config.haystack_dir
+        if not directory.is_dir():
+            raise F4Error(f"no Haystack volume directory {directory}")
+        found = (_DATA_FILE.match(p.name) for p in directory.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def candidate(self, volume: int, now: float) -> Candidate:
+        directory = self.config.haystack_dir
+        data = directory / data_name(volume)
+        if not data.exists():
+            raise F4Error(f"no Haystack volume {volume} in {directory}")
+        state = volume_state.load(OsStorage(directory), state_name(volume))
+        age = now - data.stat().st_mtime
+        reason = ""
+        if self.verified(volume) is not None:
+            reason = "already migrated"
+        elif state.accepts_writes:
+            reason = "takes writes (not sealed)"
+        elif state.mode is Mode.READ_ONLY and state.reason is Reason.IO_ERROR:
+            reason = "read-only after an I/O error"
+        elif age < self.config.age_s_min:
+            reason = f"newest needle {age:.0f} s old, younger than age_s_min"
+        return Candidate(volume, str(state.mode), age, not reason, reason)
+
+    def plan(self, volume: int) -> VolumePlan:
+        source = NeedleSource(self.config.haystack_dir, volume)
+        try:
+            refs = source.live_needles()
+            _, shapes = layout.plan(
+                [sealed_length(r.data_size) for r in refs], self.config.block_bytes
+            )
+            return VolumePlan(
+                volume, len(refs), sum(r.data_size for r in refs), len(shapes), len(source.damaged)
+            )
+        finally:
+            source.close()
+
+    # -- migration ------------------------------------------------------------------------
+
+    def verified(self, volume: int) -> dict[str, Any] | None:
+        path = self._verified_path(volume)
+        if not path.exists():
+            return None
+        mark: dict[str, Any] = json.loads(path.read_bytes())
+        return mark
+
+    def _verified_path(self, volume: int) -> Path:
+        return self.config.work_dir / f"v{volume}.verified"
+
+    def migrate(
+        self,
+        volume: int,
+        *,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """Migrates the volume (resuming what an earlier run left), reads every blob back
+        through f4 and compares it with the Haystack needle, then writes the verified mark;
+        returns the mark. Raises MigrationUnverified when a blob differs."""
+        done = self.verified(volume)
+        if done is not None:
+            return done
+        cancel = cancel or threading.Event()
+        report = progress or (lambda fraction: None)
+        plan = self.plan(volume)
+        stripes_done = 0
+
+        def on_step(step: str) -> None:
+            nonlocal stripes_done
+            if cancel.is_set():
+                raise Cancelled(f"migration of volume {volume} stopped")
+            if step.startswith("stripe "):
+                stripes_done += 1
+                report(MIGRATE_SHARE * stripes_done / max(1, plan.stripes))
+
+        source = NeedleSource(self.config.haystack_dir, volume)
+        try:
+            stats = Migration(
+                source,
+                self.store,
+                self.keys,
+                self.config.work_dir,
+                block_bytes=self.config.block_bytes,
+                codec=Codec(self.config.code),
+                on_step=on_step,
+            ).run()
+            checked = self._read_back(source, volume, report, cancel)
+            damaged = len(source.damaged)
+        finally:
+            source.close()
+        mark = {
+            "volume": volume,
+            "blobs": stats.blobs,
+            "blobs_checked": checked,
+            "stripes": stats.stripes,
+            "plaintext_bytes": stats.plaintext_bytes,
+            "stored_bytes": stats.stored_bytes,
+            "damaged_needles": damaged,
+            "stripes_resumed": stats.stripes_resumed,
+            "seconds": round(stats.seconds, 3),
+            "verified_unix_s": time.time(),
+        }
+        _write_json_atomic(self._verified_path(volume), mark)
+        report(1.0)
+        return mark
+
+    def _read_back(
+        self, source: NeedleSource, volume: int, report: Progress, cancel: threading.Event
+    ) -> int:
+        reader = Reader(self.store, self.keys, Codec(self.config.code))
+        refs = source.live_needles()
+        if len(reader.index(volume).entries) != len(refs):
+            raise MigrationUnverified(
+                f"volume {volume}: the f4 index has {len(reader.index(volume).entries)} "
+                f"blobs, the Haystack volume {len(refs)}"
+            )
+        for i, ref in enumerate(refs, start=1):
+            if cancel.is_set():
+                raise Cancelled(f"read-back of volume {volume} stopped")
+            if reader.read(volume, ref.key, ref.alt_key, ref.cookie) != source.read(ref):
+                raise MigrationUnverified(
+                    f"volume {volume}: blob {ref.key}/{ref.alt_key} differs from its needle"
+                )
+            if i % 64 == 0 or i == len(refs):
+                report(MIGRATE_SHARE + (1 - MIGRATE_SHARE) * i / len(refs))
+        return len(refs)
+
+    # -- health ---------------------------------------------------------------------------
+
+    def f4_volumes(self) -> list[int]:
+        """Volumes with an index copy or a migration journal in the cell."""
+        found: set[int] = set()
+        for node in self.store.nodes():
+            if self.store.node_up(node):
+                for name in self.store.list(node):
+                    m = re.match(r"^v(\d+)\.f4idx$", name)
+                    if m:
+                        found.add(int(m.group(1)))
+        for p in self.config.work_dir.glob("v*.f4journal"):
+            found.add(int(p.name[1:].split(".", 1)[0]))
+        return sorted(found)
+
+    def state(self, volume: int) -> str:
+        if self.verified(volume) is not None:
+            return "migrated"
+        path = journal_path(self.config.work_dir, volume)
+        if path.exists() and json.loads(path.read_bytes()).get("done"):
+            return "written, not verified"
+        return "migrating"
+
+    def verify(self, volume: int) -> VerifyReport:
+        return verify(self.store, volume)
+
+    def stripe_health(self, volume: int, report: VerifyReport) -> list[StripeHealth]:
+        idx = index_file.load(self.store, volume)
+        bad = {(d.stripe, d.block) for d in report.damage}
+        out = []
+        for s, info in enumerate(idx.stripes):
+            present = sum(
+                self.store.exists(info.nodes[b], block_name(volume, s, b))
+                for b in range(STRIPE_BLOCKS)
+            )
+            healthy = [info.nodes[b] for b in range(STRIPE_BLOCKS) if (s, b) not in bad]
+            out.append(
+                StripeHealth(
+                    s,
+                    present,
+                    len(healthy),
+                    losses_survived(healthy),
+                    losses_survived(self.config.rack_of(n) for n in healthy),
+                )
+            )
+        return out
+
+    def failure_domains(self) -> dict[str, Any]:
+        nodes = [n.name for n in self.config.nodes]
+        racks = {self.config.rack_of(n) for n in nodes}
+        note = ""
+        if len(nodes) < STRIPE_BLOCKS or len(racks) < STRIPE_BLOCKS:
+            note = (
+                f"{len(nodes)} nodes in {len(racks)} racks: fewer than the {STRIPE_BLOCKS} "
+                "failure domains a stripe needs to survive any 4 losses"
+            )
+        return {
+            "nodes": len(nodes),
+            "racks": len(racks),
+            "nodes_up": sum(self.store.node_up(n) for n in nodes),
+            "note": note,
+        }
+
+    # -- rebuild --------------------------------------------------------------------------
+
+    def rebuild(
+        self,
+        volume: int,
+        *,
+        progress: Callable[[RebuildProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> RebuildStats:
+        """Rebuilds the volume's damaged blocks at the configured rate, then verifies it;
+        raises when damage remains."""
+        cancel = cancel or threading.Event()
+
+        def on_progress(p: RebuildProgress) -> None:
+            if progress is not None:
+                progress(p)
+            if cancel.is_set():
+                raise Cancelled(f"rebuild of volume {volume} stopped")
+
+        stats = rebuild(
+            self.store,
+            volume,
+            codec=Codec(self.config.code),
+            throttle=RateLimit(self.config.rebuild_mb_s * 1e6),
+            on_progress=on_progress,
+        )
+        after = verify(self.store, volume)
+        if not after.ok:
+            raise F4Error(
+                f"volume {volume}: {len(after.damage)} block(s) damaged and "
+                f"{after.index_copies_ok}/{after.index_copies_expected} index copies "
+                "after the rebuild"
+            )
+        return stats

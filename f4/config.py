@@ -1,0 +1,120 @@
+"""The f4 cell's configuration: the [f4] table of pinhole.toml, parsed once into a frozen,
+validated F4Config. Sizes in bytes, durations in seconds.
+
+A cell is one directory per node under `<cell_root>/blocks`; each node is a failure domain
+and names the rack it sits in, so `pinhole f4 status` can say how many node and rack losses
+every stripe survives. One cell per metadata database: the f4 job queue has no cell column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from common.config import build
+from common.ids import SHARD_MAX
+from f4.erasure import DEFAULT_EC_TYPE, EC_TYPES, STRIPE_BLOCKS
+from f4.layout import ALIGN_BYTES
+
+NODES_MAX: Final = 1000  # the index stores node numbers as u16; far more than a cell needs
+NODE_NAME_CHARS_MAX: Final = 64  # the index stores a name's length as u8
+BLOCK_BYTES_MAX: Final = 16 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class F4Node:
+    """A failure domain: a disk or host, in a rack."""
+
+    name: str
+    rack: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > NODE_NAME_CHARS_MAX:
+            raise ValueError(f"a node name has 1..{NODE_NAME_CHARS_MAX} characters")
+        if not all(ch.isalnum() or ch in "-_." for ch in self.name) or self.name[0] == ".":
+            raise ValueError(f"node name {self.name!r}: letters, digits, '-', '_', '.' only")
+
+
+def _default_nodes() -> tuple[F4Node, ...]:
+    return tuple(F4Node(f"n{i:02d}", f"r{i:02d}") for i in range(STRIPE_BLOCKS))
+
+
+@dataclass(frozen=True, slots=True)
+class F4Config:
+    # Blocks live in <cell_root>/blocks/<node>; journals and verified marks in
+    # <cell_root>/work; the cron lock is <cell_root>/f4.lock.
+    cell_root: Path = Path(".pinhole/f4")
+    # The sealed Haystack volumes to migrate: a store node's volume directory.
+    haystack_dir: Path = Path(".pinhole/store/volumes")
+    nodes: tuple[F4Node, ...] = _default_nodes()
+    block_bytes: int = 1 << 30
+    code: str = DEFAULT_EC_TYPE
+    # A sealed volume migrates once its newest needle (its data file's last write) is
+    # at least this old.
+    age_s_min: float = 90 * 86400.0
+    # Rebuilds write at most this many MB (10^6 bytes) per second; 0: unthrottled.
+    rebuild_mb_s: float = 50.0
+    # "" = <cell_root>/keys.sqlite3.
+    key_store_path: str = ""
+    # Migrate and rebuild jobs: attempts before dead-lettering, backoff between them, lease.
+    attempts_max: int = 5
+    backoff_s_base: float = 60.0
+    backoff_s_max: float = 3600.0
+    lease_s: float = 60.0
+    id_shard: int = 900  # the shard of job ids; distinct from every API process's id_shard
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            raise ValueError("nodes must name at least one node")
+        if len(self.nodes) > NODES_MAX:
+            raise ValueError(f"at most {NODES_MAX} nodes")
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError("node names must be distinct")
+        if not ALIGN_BYTES <= self.block_bytes <= BLOCK_BYTES_MAX or self.block_bytes % ALIGN_BYTES:
+            raise ValueError(
+                f"block_bytes must be a multiple of {ALIGN_BYTES} up to {BLOCK_BYTES_MAX}"
+            )
+        if self.code not in EC_TYPES:
+            raise ValueError(f"code must be one of {', '.join(EC_TYPES)}")
+        if self.age_s_min < 0 or self.rebuild_mb_s < 0:
+            raise ValueError("age_s_min and rebuild_mb_s must not be negative")
+        if self.attempts_max < 1:
+            raise ValueError("attempts_max must be >= 1")
+        for name in ("backoff_s_base", "backoff_s_max", "lease_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if not 0 <= self.id_shard <= SHARD_MAX:
+            raise ValueError(f"id_shard must be within 0..{SHARD_MAX}")
+
+    @property
+    def blocks_dir(self) -> Path:
+        return self.cell_root / "blocks"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.cell_root / "work"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.cell_root / "f4.lock"
+
+    @property
+    def keys_path(self) -> Path:
+        return Path(self.key_store_path) if self.key_store_path else self.cell_root / "keys.sqlite3"
+
+    def rack_of(self, node: str) -> str:
+        """The node's rack; a node without one is a rack of its own."""
+        for n in self.nodes:
+            if n.name == node:
+                return n.rack or f"({n.name})"
+        return f"({node})"
+
+
+def f4_config(document: dict[str, Any], **overrides: Any) -> F4Config:
+    """The [f4] table of a parsed pinhole.toml with command-line overrides (None ignored)
+    on top. Raises common.config.ConfigError."""
+    table = dict(document.get("f4", {}))
+    table.update({k: v for k, v in overrides.items() if v is not None})
+    return build(F4Config, table, where="f4.")
