@@ -44,6 +44,7 @@ from typing import Any, Final
 from pyeclib.ec_iface import ECDriver
 
 from bench.report import Goals, publish, run_header
+from common.jobs.local import Throttle
 from f4 import index as index_file
 from f4.block_store import block_name, sidecar_name
 from f4.encoder import ROW_BYTES, Migration
@@ -52,7 +53,7 @@ from f4.keystore import KeyStore
 from f4.local_block_store import LocalBlockStore
 from f4.needle_source import NeedleSource
 from f4.reader import Reader
-from f4.rebuild import RateLimit, rebuild, verify
+from f4.rebuild import rebuild, verify
 from store import volume_read
 from store.storage import OsStorage
 from store.volume_config import VolumeLimits
@@ -279,7 +280,7 @@ class F4Bench:
             for b in range(DATA_BLOCKS, STRIPE_BLOCKS):
                 for name in (block_name(VOLUME, s, b), sidecar_name(VOLUME, s, b)):
                     self.store.delete(info.nodes[b], name)
-        throttle = RateLimit(self.plan.rebuild_mb_s * 1e6)
+        throttle = Throttle(self.plan.rebuild_mb_s * 1e6)
         throttle.wait(int(self.plan.rebuild_mb_s * 1e6))  # the burst, spent up front
         result: dict[str, Any] = {}
 

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from common.jobs.local import Throttle
 from f4 import index as index_file
 from f4 import layout
 from f4.blob import sealed_length
@@ -39,7 +40,7 @@ from f4.keystore import KeyStore
 from f4.local_block_store import LocalBlockStore
 from f4.needle_source import NeedleSource
 from f4.reader import Reader
-from f4.rebuild import RateLimit, RebuildProgress, RebuildStats, VerifyReport, rebuild, verify
+from f4.rebuild import RebuildProgress, RebuildStats, VerifyReport, rebuild, verify
 from store import volume_state
 from store.storage import OsStorage
 from store.volume import data_name, state_name
@@ -343,7 +344,7 @@ class Cell:
             self.store,
             volume,
             codec=Codec(self.config.code),
-            throttle=RateLimit(self.config.rebuild_mb_s * 1e6),
+            throttle=Throttle(self.config.rebuild_mb_s * 1e6),
             on_progress=on_progress,
         )
         after = verify(self.store, volume)

@@ -26,37 +26,11 @@ from f4.errors import BlockMissing, BlockUnreachable, F4FormatError, IndexUnavai
 from f4.stripe import BLOCK_FAULTS, ReadCounter, StripeRef, reconstruct
 
 
-class Throttle(Protocol):
-    def wait(self, nbytes: int) -> None:
-        """Blocks until `nbytes` more bytes may be processed."""
+class Pacer(Protocol):
+    """What a rebuild is paced by: common.jobs.local.Throttle (also where a cancel is seen)."""
 
-
-class RateLimit:
-    """A throttle of `bytes_per_s` (0: unlimited), with a one-second burst."""
-
-    def __init__(
-        self,
-        bytes_per_s: float,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.bytes_per_s = bytes_per_s
-        self._clock = clock
-        self._sleep = sleep
-        self._allowance = bytes_per_s
-        self._last = clock()
-
-    def wait(self, nbytes: int) -> None:
-        if self.bytes_per_s <= 0:
-            return
-        now = self._clock()
-        self._allowance = min(
-            self.bytes_per_s, self._allowance + (now - self._last) * self.bytes_per_s
-        )
-        self._last = now
-        self._allowance -= nbytes
-        if self._allowance < 0:
-            self._sleep(-self._allowance / self.bytes_per_s)
+    def wait(self, nbytes: int = 0) -> None:
+        """Accounts `nbytes` and blocks until the rate allows more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +155,7 @@ def rebuild(
     volume: int,
     *,
     codec: Codec | None = None,
-    throttle: Throttle | None = None,
+    throttle: Pacer | None = None,
     on_progress: Callable[[RebuildProgress], None] | None = None,
 ) -> RebuildStats:
     started = time.monotonic()
@@ -244,7 +218,7 @@ def _rebuild_block(
     block: int,
     target: str,
     damaged: set[int],
-    throttle: Throttle | None,
+    throttle: Pacer | None,
     counter: ReadCounter,
 ) -> int:
     writer = ChecksummedWriter(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from common.jobs.local import Throttle
 from f4 import index as index_file
 from f4.blob import BlobId
 from f4.block_store import block_name
@@ -18,7 +19,7 @@ from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS
 from f4.errors import BlobAbsent, StripeUnrecoverable, VolumeNotSealed
 from f4.needle_source import NeedleSource
 from f4.reader import Reader, delete
-from f4.rebuild import RateLimit, RebuildProgress, rebuild, verify
+from f4.rebuild import RebuildProgress, rebuild, verify
 from store.storage import OsStorage
 from store.volume_loading import create_volume
 from store.volume_state import sealed
@@ -120,7 +121,7 @@ def test_four_lost_blocks_read_exact_then_rebuild(
     report = verify(cell.store, VID)
     assert {(d.stripe, d.block) for d in report.damage} == {(0, b) for b in lost}
     seen: list[RebuildProgress] = []
-    stats = rebuild(cell.store, VID, throttle=RateLimit(0), on_progress=seen.append)
+    stats = rebuild(cell.store, VID, throttle=Throttle(None), on_progress=seen.append)
     assert stats.blocks_rebuilt == 4
     assert seen[-1].blocks_done == seen[-1].blocks_total == 4
     assert verify(cell.store, VID).ok
@@ -228,15 +229,6 @@ def test_rebuild_pays_the_throttle_for_every_byte(cell: Cell) -> None:
     stats = rebuild(cell.store, VID, throttle=throttle)
     assert stats.blocks_rebuilt == 2
     assert throttle.paid == stats.bytes_written == 2 * idx.stripes[1].block_length
-
-
-def test_rate_limit_paces_to_its_rate() -> None:
-    now = [0.0]
-    slept: list[float] = []
-    limit = RateLimit(1000.0, clock=lambda: now[0], sleep=slept.append)
-    limit.wait(1000)  # the one-second burst
-    limit.wait(500)
-    assert slept == [0.5]
 
 
 def test_source_takes_the_newest_live_needle(tmp_path: Path) -> None:
