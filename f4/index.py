@@ -156,3 +156,18 @@ def load(store: BlockStore, volume: int) -> VolumeIndex:
     if best is None:
         raise IndexUnavailable(f"no readable index copy of volume {volume}")
     return best
+
+
+def newest_generation(store: BlockStore, volume: int) -> int | None:
+    """The highest generation any readable copy's header names (a 32-byte read per copy, no
+    decode): when it equals the loaded index's, reloading would find nothing newer."""
+    newest: int | None = None
+    for node in index_nodes(store, volume):
+        try:
+            raw = store.get_range(node, index_name(volume), 0, _HEADER.size)
+            magic, _version, copy_volume, generation, *_ = _HEADER.unpack_from(raw)
+        except (BlockMissing, BlockUnreachable, F4FormatError, struct.error):
+            continue
+        if magic == MAGIC and copy_volume == volume and (newest is None or generation > newest):
+            newest = generation
+    return newest

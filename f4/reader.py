@@ -57,13 +57,15 @@ class Reader:
         try:
             plaintext = self._healthy(at)
         except (BlockMissing, BlockUnreachable):
-            # A rebuild may have moved the block since the index was loaded.
-            generation = self.index(volume).generation
-            self.reload(volume)
-            if self.index(volume).generation == generation:
-                plaintext = self._degraded(at)
-            else:
-                return self.read(volume, key, alt_key, cookie)
+            # A rebuild may have moved the block since the index was loaded: reload only
+            # when a copy's header names a newer generation (a 32-byte read per copy).
+            loaded = self.index(volume).generation
+            newest = index_file.newest_generation(self.store, volume)
+            if newest is not None and newest > loaded:
+                self.reload(volume)
+                if self.index(volume).generation > loaded:  # not a newer copy that fails
+                    return self.read(volume, key, alt_key, cookie)
+            plaintext = self._degraded(at)
         except (BlockCorrupt, BlobCorrupt):
             plaintext = self._degraded(at)
         self.counter.bytes_served += len(plaintext)

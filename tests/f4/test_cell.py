@@ -156,6 +156,32 @@ def test_rebuild_moves_blocks_of_a_lost_node(cell: Cell, blobs: Blobs) -> None:
     _read_all(Reader(cell.store, cell.keys), blobs)
 
 
+def test_reads_of_a_lost_block_decode_the_index_only_when_it_changed(
+    cell: Cell, blobs: Blobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    idx = index_file.load(cell.store, VID)
+    shutil.rmtree(cell.store.root / idx.stripes[0].nodes[3])
+    loads: list[int] = []
+    real_load = index_file.load
+
+    def counting_load(store: object, volume: int) -> index_file.VolumeIndex:
+        loads.append(volume)
+        return real_load(cell.store, volume)
+
+    monkeypatch.setattr(index_file, "load", counting_load)
+    reader = Reader(cell.store, cell.keys)
+    _read_all(reader, blobs)
+    _read_all(reader, blobs)
+    assert reader.counter.degraded_reads > 0
+    assert loads == [VID]  # the first read's load; lost-block reads peek at headers only
+    rebuild(cell.store, VID)
+    loads.clear()
+    degraded = reader.counter.degraded_reads
+    _read_all(reader, blobs)
+    assert loads == [VID]  # the rebuild's newer generation, loaded once
+    assert reader.counter.degraded_reads == degraded
+
+
 def test_five_losses_are_unrecoverable(cell: Cell, blobs: Blobs) -> None:
     losing = LosingStore(cell.store, {(0, b) for b in range(5)})
     reader = Reader(losing, cell.keys)
