@@ -17,7 +17,6 @@ Invariants:
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -33,7 +32,7 @@ from f4 import layout
 from f4.blob import sealed_length
 from f4.block_store import block_name
 from f4.config import F4Config
-from f4.encoder import Migration, journal_path
+from f4.encoder import Migration, journal_path, write_json_atomic
 from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
 from f4.errors import F4Error, MigrationUnverified
 from f4.keystore import KeyStore
@@ -99,20 +98,6 @@ def losses_survived(domains: Iterable[str]) -> int:
         spare -= n
         lost += 1
     return lost
-
-
-def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    with open(temp, "wb") as f:
-        f.write(json.dumps(doc, sort_keys=True).encode())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 Progress = Callable[[float], None]  # the fraction of the work done, 0..1
@@ -233,7 +218,7 @@ class Cell:
             "seconds": round(stats.seconds, 3),
             "verified_unix_s": time.time(),
         }
-        _write_json_atomic(self._verified_path(volume), mark)
+        write_json_atomic(self._verified_path(volume), mark)
         report(1.0)
         return mark
 

@@ -88,7 +88,8 @@ def _plan_digest(
     return h.hexdigest()
 
 
-def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+    """Replaces `path` with `doc` durably: a temporary file, fsync, rename, directory fsync."""
     temp = path.with_name(path.name + ".tmp")
     with open(temp, "wb") as f:
         f.write(json.dumps(doc, sort_keys=True).encode())
@@ -184,7 +185,7 @@ class Migration:
                 continue
             self._migrate_stripe(s, shape, by_stripe[s])
             journal["stripes_done"] = s + 1
-            _write_json_atomic(journal_path(self.work_dir, self.volume), journal)
+            write_json_atomic(journal_path(self.work_dir, self.volume), journal)
             self._on_step(f"stripe {s}")
         if not journal["done"]:
             entries = {
@@ -200,7 +201,7 @@ class Migration:
             index_file.write(self.store, index_file.VolumeIndex(self.volume, 1, stripes, entries))
             self._on_step("index")
             journal["done"] = True
-            _write_json_atomic(journal_path(self.work_dir, self.volume), journal)
+            write_json_atomic(journal_path(self.work_dir, self.volume), journal)
         return MigrationStats(
             volume=self.volume,
             blobs=len(refs),
@@ -227,7 +228,7 @@ class Migration:
             "stripes_done": 0,
             "done": False,
         }
-        _write_json_atomic(path, journal)
+        write_json_atomic(path, journal)
         return journal
 
     def _migrate_stripe(

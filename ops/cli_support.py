@@ -3,11 +3,13 @@ bars only on terminals, config and secret lookup, running a coroutine on uvloop.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -156,3 +158,38 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def metadata_database_options(f: Any) -> Any:
+    """--media-data / --database-url: where the metadata database (and its job queues) is."""
+    for option in reversed(
+        [
+            click.option(
+                "--media-data",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=DEFAULT_ROOT / "media",
+                show_default=True,
+                help="Where the metadata database lives (the API's [media] data_dir).",
+            ),
+            click.option("--database-url", help="postgresql+asyncpg://... instead."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, holder: str) -> Iterator[None]:
+    """An exclusive lock (flock) that a second run finds taken: it fails with EXIT_LOCKED,
+    saying that `holder` (e.g. "another compaction") has it. Cron-safe: the lock goes with
+    the process, however it ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CliError(f"{holder} holds {path}", EXIT_LOCKED) from None
+        yield
+    finally:
+        os.close(fd)

@@ -12,8 +12,6 @@ ops/cli_support.py.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,20 +23,21 @@ from common.config import ConfigError
 from common.db import Database, migrate, open_database
 from common.ids import IdGenerator
 from common.jobs import Job, JobRunner, JobState, JobStore
+from common.photo import VOLUME_ID_MAX
 from f4 import jobs as f4_jobs
 from f4.cell import Candidate, Cell, StripeHealth
 from f4.config import F4Config, f4_config
 from f4.errors import F4Error
 from f4.rebuild import RebuildProgress, VerifyReport
 from ops.cli_support import (
-    DEFAULT_ROOT,
     EXIT_FAILED,
-    EXIT_LOCKED,
     EXIT_USAGE,
     CliError,
     emit_json,
+    exclusive_lock,
     human_bytes,
     load_config,
+    metadata_database_options,
     run,
     show_progress,
     table,
@@ -46,7 +45,6 @@ from ops.cli_support import (
 from transformer.config import media_config
 
 T = TypeVar("T")
-VOLUME_ID_MAX = 2**32 - 1
 
 
 @click.group("f4")
@@ -62,23 +60,6 @@ def _volume_option(f: Any) -> Any:
     return click.option(
         "--volume", "volume", type=click.IntRange(0, VOLUME_ID_MAX), help="Only this volume."
     )(f)
-
-
-def _database_options(f: Any) -> Any:
-    for option in reversed(
-        [
-            click.option(
-                "--media-data",
-                type=click.Path(file_okay=False, path_type=Path),
-                default=DEFAULT_ROOT / "media",
-                show_default=True,
-                help="Where the metadata database lives (the API's [media] data_dir).",
-            ),
-            click.option("--database-url", help="postgresql+asyncpg://... instead."),
-        ]
-    ):
-        f = option(f)
-    return f
 
 
 def _config(ctx: click.Context, **overrides: Any) -> F4Config:
@@ -98,21 +79,6 @@ def _open_cell(config: F4Config) -> Iterator[Cell]:
         yield cell
     finally:
         cell.close()
-
-
-@contextlib.contextmanager
-def cell_lock(path: Path) -> Iterator[None]:
-    """The cell's exclusive lock: a second run finds it taken and exits EXIT_LOCKED."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CliError(f"another f4 migrate or rebuild holds {path}", EXIT_LOCKED) from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def _with_jobs(
@@ -219,7 +185,7 @@ def _job_outcome(job: Job, outcomes: f4_jobs.Outcomes) -> dict[str, Any]:
     help="The store node's volume directory (default: [f4] haystack_dir).",
 )
 @_json_option
-@_database_options
+@metadata_database_options
 @click.pass_context
 def migrate_cmd(
     ctx: click.Context,
@@ -269,7 +235,7 @@ def migrate_cmd(
                 )
             _report_migrate(json_output, True, planned + skipped)
             return
-        with cell_lock(config.lock_path):
+        with exclusive_lock(config.lock_path, "another f4 migrate or rebuild"):
             id_gen = IdGenerator(config.id_shard)
 
             async def use(store: JobStore) -> list[dict[str, Any]]:
@@ -468,7 +434,7 @@ def verify_cmd(ctx: click.Context, volume: int | None, json_output: bool) -> Non
 @f4_group.command("rebuild")
 @_volume_option
 @_json_option
-@_database_options
+@metadata_database_options
 @click.pass_context
 def rebuild_cmd(
     ctx: click.Context,
@@ -481,7 +447,10 @@ def rebuild_cmd(
     then verify them. Cron-safe (exit 75 when the cell's lock is held); a killed rebuild
     resumes on the next run; exit 1 when damage remains."""
     config = _config(ctx)
-    with _open_cell(config) as cell, cell_lock(config.lock_path):
+    with (
+        _open_cell(config) as cell,
+        exclusive_lock(config.lock_path, "another f4 migrate or rebuild"),
+    ):
         volumes = _volumes(cell, volume, written=True)
         damaged: list[int] = []
         healthy: list[int] = []

@@ -19,16 +19,23 @@ import feed.jobs
 import transformer.jobs
 from common.config import ConfigError
 from common.db import Database, migrate, open_database
-from common.ids import parse_decimal
+from common.ids import ID_MAX, parse_decimal
 from common.jobs import Job, JobState, JobStore, UnknownQueue, admin
 from common.jobs.queue import LIST_ROWS_MAX
 from feed import schema as feed_schema
-from ops.cli_support import DEFAULT_ROOT, EXIT_USAGE, CliError, emit_json, load_config, run, table
+from ops.cli_support import (
+    EXIT_USAGE,
+    CliError,
+    emit_json,
+    load_config,
+    metadata_database_options,
+    run,
+    table,
+)
 from transformer import schema as media_schema
 from transformer.config import media_config
 
 T = TypeVar("T")
-JOB_ID_MAX = 2**63 - 1
 QUEUE_CHOICES = (transformer.jobs.QUEUE, feed.jobs.QUEUE, f4.jobs.QUEUE, admin.ALL_QUEUES)
 _HEADERS = ["job", "queue", "kind", "subject", "state", "attempts", "runs in", "last error"]
 
@@ -50,18 +57,10 @@ def _common_options(f: Any) -> Any:
                 help="Which queue.",
             ),
             click.option("--json", "json_output", is_flag=True, help="Print JSON."),
-            click.option(
-                "--media-data",
-                type=click.Path(file_okay=False, path_type=Path),
-                default=DEFAULT_ROOT / "media",
-                show_default=True,
-                help="Where the metadata database lives (the API's [media] data_dir).",
-            ),
-            click.option("--database-url", help="postgresql+asyncpg://... instead."),
         ]
     ):
         f = option(f)
-    return f
+    return metadata_database_options(f)
 
 
 def _with_store(
@@ -224,7 +223,7 @@ def jobs_retry(
     if bool(job_ids) == all_dead:
         raise CliError("give job ids or --all-dead (not both)", EXIT_USAGE)
     try:
-        wanted = [parse_decimal(j, maximum=JOB_ID_MAX, what="a job id") for j in job_ids]
+        wanted = [parse_decimal(j, maximum=ID_MAX, what="a job id") for j in job_ids]
     except ValueError as e:
         raise CliError(str(e), EXIT_USAGE) from None
     queues = _queues(queue)

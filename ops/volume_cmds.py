@@ -4,11 +4,9 @@ cluster-wide replica moves (ops/replication_cmds.py)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,10 +15,10 @@ import click
 from common.photo import VOLUME_ID_MAX
 from ops.cli_support import (
     EXIT_FAILED,
-    EXIT_LOCKED,
     EXIT_UNREACHABLE,
     CliError,
     emit_json,
+    exclusive_lock,
     human_bytes,
     operator_credentials,
     run,
@@ -245,21 +243,6 @@ def verify(
         raise SystemExit(EXIT_FAILED)
 
 
-@contextlib.contextmanager
-def cron_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock that a second run finds taken (it exits with EXIT_LOCKED)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CliError(f"another compaction holds {path}", EXIT_LOCKED) from None
-        yield
-    finally:
-        os.close(fd)
-
-
 def default_lock_path(node: str) -> Path:
     safe = "".join(ch if ch.isalnum() else "_" for ch in node)
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
@@ -315,7 +298,7 @@ def compact(
         )
         return vols, jobs
 
-    with cron_lock(lock_path or default_lock_path(node)):
+    with exclusive_lock(lock_path or default_lock_path(node), "another compaction"):
         vols, jobs = _call(node, secret_file, go)
     failed = [j for j in jobs if j["state"] != "done"]
     if json_output:
