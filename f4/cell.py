@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -26,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common.jobs.local import Throttle
+from common.jobs.local import LocalJob, Throttle
 from f4 import index as index_file
 from f4 import layout
 from f4.blob import sealed_length
@@ -47,10 +46,6 @@ from store.volume_state import Mode, Reason
 
 _DATA_FILE = re.compile(r"^v(\d+)\.dat$")
 MIGRATE_SHARE = 0.9  # of a migration's progress; reading it back is the rest
-
-
-class Cancelled(Exception):
-    """The work was asked to stop (its job's lease was lost)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,23 +165,23 @@ class Cell:
         volume: int,
         *,
         progress: Progress | None = None,
-        cancel: threading.Event | None = None,
+        job: LocalJob | None = None,
     ) -> dict[str, Any]:
         """Migrates the volume (resuming what an earlier run left), reads every blob back
         through f4 and compares it with the Haystack needle, then writes the verified mark;
-        returns the mark. Raises MigrationUnverified when a blob differs."""
+        returns the mark. Raises MigrationUnverified when a blob differs, LocalJobCancelled
+        at the next step after `job` is cancelled."""
         done = self.verified(volume)
         if done is not None:
             return done
-        cancel = cancel or threading.Event()
+        steps = (job or LocalJob("f4-migrate", volume)).throttle()
         report = progress or (lambda fraction: None)
         plan = self.plan(volume)
         stripes_done = 0
 
         def on_step(step: str) -> None:
             nonlocal stripes_done
-            if cancel.is_set():
-                raise Cancelled(f"migration of volume {volume} stopped")
+            steps.wait()
             if step.startswith("stripe "):
                 stripes_done += 1
                 report(MIGRATE_SHARE * stripes_done / max(1, plan.stripes))
@@ -202,7 +197,7 @@ class Cell:
                 codec=Codec(self.config.code),
                 on_step=on_step,
             ).run()
-            checked = self._read_back(source, volume, report, cancel)
+            checked = self._read_back(source, volume, report, steps)
             damaged = len(source.damaged)
         finally:
             source.close()
@@ -223,7 +218,7 @@ class Cell:
         return mark
 
     def _read_back(
-        self, source: NeedleSource, volume: int, report: Progress, cancel: threading.Event
+        self, source: NeedleSource, volume: int, report: Progress, steps: Throttle
     ) -> int:
         reader = Reader(self.store, self.keys, Codec(self.config.code))
         refs = source.live_needles()
@@ -233,8 +228,7 @@ class Cell:
                 f"blobs, the Haystack volume {len(refs)}"
             )
         for i, ref in enumerate(refs, start=1):
-            if cancel.is_set():
-                raise Cancelled(f"read-back of volume {volume} stopped")
+            steps.wait()
             if reader.read(volume, ref.key, ref.alt_key, ref.cookie) != source.read(ref):
                 raise MigrationUnverified(
                     f"volume {volume}: blob {ref.key}/{ref.alt_key} differs from its needle"
@@ -313,24 +307,17 @@ class Cell:
         volume: int,
         *,
         progress: Callable[[RebuildProgress], None] | None = None,
-        cancel: threading.Event | None = None,
+        job: LocalJob | None = None,
     ) -> RebuildStats:
-        """Rebuilds the volume's damaged blocks at the configured rate, then verifies it;
-        raises when damage remains."""
-        cancel = cancel or threading.Event()
-
-        def on_progress(p: RebuildProgress) -> None:
-            if progress is not None:
-                progress(p)
-            if cancel.is_set():
-                raise Cancelled(f"rebuild of volume {volume} stopped")
-
+        """Rebuilds the volume's damaged blocks at the configured rate (the job's throttle,
+        where a cancel is seen), then verifies it; raises when damage remains."""
+        job = job or LocalJob("f4-rebuild", volume)
         stats = rebuild(
             self.store,
             volume,
             codec=Codec(self.config.code),
-            throttle=Throttle(self.config.rebuild_mb_s * 1e6),
-            on_progress=on_progress,
+            throttle=job.throttle(self.config.rebuild_mb_s * 1e6),
+            on_progress=progress,
         )
         after = verify(self.store, volume)
         if not after.ok:

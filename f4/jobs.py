@@ -10,8 +10,8 @@ Invariants:
   such a process finds every f4 job still marked running orphaned (its process was killed)
   and queues it again at once (`release_orphans`) instead of waiting out its lease. The
   work itself resumes from what is on disk (f4.encoder's journal, f4.rebuild).
-- The work runs in a thread while the runner renews the lease; a lost lease sets the
-  work's cancel event and the work stops at its next step.
+- The work runs in a thread as a LocalJob while the runner renews the lease; a lost lease
+  cancels the LocalJob and the work raises LocalJobCancelled at its next step.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -31,6 +30,7 @@ from common.db import Database
 from common.db import Migration as SchemaMigration
 from common.ids import IdGenerator
 from common.jobs import Job, JobKind, JobLease, JobQueue, JobState, JobStore, RetryPolicy
+from common.jobs.local import LocalJob
 from common.jobs.runner import Handler
 from common.jobs.schema import jobs, jobs_create_steps
 from f4.cell import Cell
@@ -146,14 +146,14 @@ def handlers(
     on_migrate: MigrateProgress | None = None,
     on_rebuild: RebuildProgressFor | None = None,
 ) -> dict[str, Handler]:
-    async def in_thread(lease: JobLease, work: Callable[[threading.Event], dict[str, Any]]) -> None:
-        cancel = threading.Event()
+    async def in_thread(lease: JobLease, work: Callable[[LocalJob], dict[str, Any]]) -> None:
+        local = LocalJob(f"f4-{lease.job.kind}", lease.job.subject_id)
         try:
             outcomes.results[lease.job.job_id] = await asyncio.shield(
-                asyncio.to_thread(work, cancel)
+                asyncio.to_thread(work, local)
             )
         except asyncio.CancelledError:
-            cancel.set()
+            local.cancel()
             raise
         except Exception as e:
             outcomes.errors[lease.job.job_id] = f"{type(e).__name__}: {e}"
@@ -162,24 +162,24 @@ def handlers(
     async def migrate(lease: JobLease) -> None:
         volume = lease.job.subject_id
 
-        def work(cancel: threading.Event) -> dict[str, Any]:
+        def work(local: LocalJob) -> dict[str, Any]:
             def progress(fraction: float) -> None:
                 if on_migrate is not None:
                     on_migrate(volume, fraction)
 
-            return cell.migrate(volume, progress=progress, cancel=cancel)
+            return cell.migrate(volume, progress=progress, job=local)
 
         await in_thread(lease, work)
 
     async def rebuild(lease: JobLease) -> None:
         volume = lease.job.subject_id
 
-        def work(cancel: threading.Event) -> dict[str, Any]:
+        def work(local: LocalJob) -> dict[str, Any]:
             def progress(p: RebuildProgress) -> None:
                 if on_rebuild is not None:
                     on_rebuild(volume, p)
 
-            stats = cell.rebuild(volume, progress=progress, cancel=cancel)
+            stats = cell.rebuild(volume, progress=progress, job=local)
             return {
                 "volume": volume,
                 "blocks_rebuilt": stats.blocks_rebuilt,
