@@ -49,6 +49,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,8 +372,14 @@ class ClusterBench:
 
     async def failover(self, blobs: list[Blob]) -> None:
         plan = self.plan
-        victim = next(e for e in self.running.values() if e.name == "store-2")
+        # The victim is the store node holding replicas of the most blobs (placement decides
+        # which nodes the written volumes landed on; a fixed name may hold none of them).
+        holders = Counter(url for b in blobs for url in b.replicas)
+        stores = [e for e in self.running.values() if e.name.startswith("store-")]
+        victim = max(stores, key=lambda e: holders[e.url])
         paths = [b.photo_path for b in blobs if victim.url in b.replicas]
+        if not paths:
+            raise RuntimeError("no written blob has a replica on any store node")
         latencies: list[float] = []
         errors = 0
         duration = max(3.0, plan.duration_s * 3)
