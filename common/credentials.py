@@ -15,6 +15,7 @@ the purpose's name under the secret:
 |           | scrubber findings                                                               |
 | `admin`   | everything an operator does: volume administration, topology, status, plans     |
 | `metrics` | read /metrics                                                                   |
+| `blocks`  | read and write raw f4 blocks on an f4 storage node (the cell's own services)    |
 
 A service holds the tokens it sends and, for the purposes it accepts, only their SHA-256
 digests (verifiers): a store node can check a write credential but cannot make one. Signed
@@ -53,6 +54,7 @@ class Purpose(enum.StrEnum):
     NODE = "node"
     ADMIN = "admin"
     METRICS = "metrics"
+    BLOCKS = "blocks"
 
 
 # The derivation labels are part of the tokens: changing one invalidates its credentials.
@@ -94,6 +96,10 @@ SERVICE_GRANTS: Final[Mapping[str, Grant]] = {
     "api": _grant((R, W), (), url_key=True),
     # A worker reads originals and writes variants.
     "worker": _grant((R, W), ()),
+    # An f4 storage node serves raw (encrypted) blocks to the cell's own services.
+    "f4-node": _grant((), (Purpose.BLOCKS, A, M)),
+    # The f4 name node reads blocks, heartbeats, and serves reads and deletes.
+    "f4-name": _grant((Purpose.BLOCKS, N), (R, W, A, M)),
 }
 
 

@@ -4,8 +4,13 @@ end, and each stripe's health and placement.
 
 Invariants:
 - A volume is reported migrated only once every live needle of the Haystack volume has been
-  read back through f4's Reader and found equal; that check writes the volume's verified
-  mark (<work>/v<N>.verified, atomically), and nothing else does.
+  read back through f4's Reader and found equal (or found deleted since: reconciled, see
+  f4.handover); that check writes the volume's verified mark (<work>/v<N>.verified,
+  atomically), and nothing else does.
+- With a directory (a DirectoryLink), the directory lists the cell as a copying replica
+  before the migration reads the volume, and switches the volume's reads to the cell only
+  after the verified mark exists; the mark records the switch ("switched": true) once the
+  directory confirmed it, so a run killed in between switches on its next run.
 - A volume is due when its state refuses writes (sealed, or read-only when full or by an
   operator; never after an I/O error), its newest needle is at least age_s_min old, and it
   has no verified mark. Needles carry no time: the data file's modification time is the
@@ -25,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from common.credentials import Credentials
 from common.jobs.local import LocalJob, Throttle
 from f4 import index as index_file
 from f4 import layout
@@ -33,7 +39,8 @@ from f4.block_store import block_name
 from f4.config import F4Config
 from f4.encoder import Migration, journal_path, write_json_atomic
 from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
-from f4.errors import F4Error, MigrationUnverified
+from f4.errors import BlobAbsent, F4Error, MigrationUnverified
+from f4.handover import DirectoryLink, reconcile
 from f4.keystore import KeyStore
 from f4.local_block_store import LocalBlockStore
 from f4.needle_source import NeedleSource
@@ -99,11 +106,15 @@ Progress = Callable[[float], None]  # the fraction of the work done, 0..1
 
 
 class Cell:
-    def __init__(self, config: F4Config) -> None:
+    def __init__(self, config: F4Config, *, credentials: Credentials | None = None) -> None:
+        """`credentials`: the operator's, to announce migrations to config.directory_url."""
         self.config = config
         config.work_dir.mkdir(parents=True, exist_ok=True)
         self.store = LocalBlockStore(config.blocks_dir, [n.name for n in config.nodes])
         self.keys = KeyStore(config.keys_path)
+        self.link: DirectoryLink | None = None
+        if config.directory_url and credentials is not None:
+            self.link = DirectoryLink(config.directory_url, config.name_node_id, credentials)
 
     def close(self) -> None:
         self.keys.close()
@@ -125,7 +136,8 @@ class Cell:
         state = volume_state.load(OsStorage(directory), state_name(volume))
         age = now - data.stat().st_mtime
         reason = ""
-        if self.verified(volume) is not None:
+        mark = self.verified(volume)
+        if mark is not None and (mark.get("switched") or not self.config.directory_url):
             reason = "already migrated"
         elif state.accepts_writes:
             reason = "takes writes (not sealed)"
@@ -166,14 +178,36 @@ class Cell:
         *,
         progress: Progress | None = None,
         job: LocalJob | None = None,
+        link: DirectoryLink | None = None,
     ) -> dict[str, Any]:
         """Migrates the volume (resuming what an earlier run left), reads every blob back
         through f4 and compares it with the Haystack needle, then writes the verified mark;
-        returns the mark. Raises MigrationUnverified when a blob differs, LocalJobCancelled
-        at the next step after `job` is cancelled."""
-        done = self.verified(volume)
-        if done is not None:
-            return done
+        with `link`, announces the migration to the directory first and switches the
+        volume's reads to the cell last. Returns the mark. Raises MigrationUnverified when a
+        blob differs, HandoverRefused when the directory refuses a step (retry later),
+        LocalJobCancelled at the next step after `job` is cancelled."""
+        link = link or self.link
+        mark = self.verified(volume)
+        if mark is None:
+            if link is not None:
+                link.begin(volume)
+            mark = self._migrate(volume, progress, job)
+        if link is not None and not mark.get("switched"):
+            answer = link.switch(volume)
+            released = answer.get("released", [])
+            mark = {
+                **mark,
+                "switched": True,
+                "switched_unix_s": time.time(),
+                "bytes_released": int(answer.get("bytes_released", 0)),
+                "replicas_released": [r.get("node_id") for r in released if r.get("ok")],
+            }
+            write_json_atomic(self._verified_path(volume), mark)
+        return mark
+
+    def _migrate(
+        self, volume: int, progress: Progress | None, job: LocalJob | None
+    ) -> dict[str, Any]:
         steps = (job or LocalJob("f4-migrate", volume)).throttle()
         report = progress or (lambda fraction: None)
         plan = self.plan(volume)
@@ -197,10 +231,16 @@ class Cell:
                 codec=Codec(self.config.code),
                 on_step=on_step,
             ).run()
-            checked = self._read_back(source, volume, report, steps)
             damaged = len(source.damaged)
         finally:
             source.close()
+        # Deletes that reached Haystack or the cell while the keys were being written.
+        after = NeedleSource(self.config.haystack_dir, volume)
+        try:
+            deleted = reconcile(self.store, self.keys, after, volume)
+            checked = self._read_back(after, volume, report, steps)
+        finally:
+            after.close()
         mark = {
             "volume": volume,
             "blobs": stats.blobs,
@@ -209,6 +249,7 @@ class Cell:
             "plaintext_bytes": stats.plaintext_bytes,
             "stored_bytes": stats.stored_bytes,
             "damaged_needles": damaged,
+            "deleted_while_migrating": deleted,
             "stripes_resumed": stats.stripes_resumed,
             "seconds": round(stats.seconds, 3),
             "verified_unix_s": time.time(),
@@ -220,22 +261,33 @@ class Cell:
     def _read_back(
         self, source: NeedleSource, volume: int, report: Progress, steps: Throttle
     ) -> int:
+        """Every blob still live in Haystack reads back equal; one deleted meanwhile (its
+        key destroyed and tombstoned by the name node) is skipped. Returns how many were
+        compared."""
         reader = Reader(self.store, self.keys, Codec(self.config.code))
         refs = source.live_needles()
-        if len(reader.index(volume).entries) != len(refs):
-            raise MigrationUnverified(
-                f"volume {volume}: the f4 index has {len(reader.index(volume).entries)} "
-                f"blobs, the Haystack volume {len(refs)}"
-            )
+        entries = reader.index(volume).entries
+        checked = 0
         for i, ref in enumerate(refs, start=1):
             steps.wait()
-            if reader.read(volume, ref.key, ref.alt_key, ref.cookie) != source.read(ref):
+            if (ref.key, ref.alt_key) not in entries:
+                raise MigrationUnverified(
+                    f"volume {volume}: needle {ref.key}/{ref.alt_key} is not in the f4 index"
+                )
+            try:
+                blob = reader.read(volume, ref.key, ref.alt_key, ref.cookie)
+            except BlobAbsent:
+                if self.keys.tombstoned(volume, ref.key, ref.alt_key):
+                    continue
+                raise
+            checked += 1
+            if blob != source.read(ref):
                 raise MigrationUnverified(
                     f"volume {volume}: blob {ref.key}/{ref.alt_key} differs from its needle"
                 )
             if i % 64 == 0 or i == len(refs):
                 report(MIGRATE_SHARE + (1 - MIGRATE_SHARE) * i / len(refs))
-        return len(refs)
+        return checked
 
     # -- health ---------------------------------------------------------------------------
 
@@ -253,7 +305,10 @@ class Cell:
         return sorted(found)
 
     def state(self, volume: int) -> str:
-        if self.verified(volume) is not None:
+        mark = self.verified(volume)
+        if mark is not None:
+            if self.config.directory_url and not mark.get("switched"):
+                return "verified, reads not switched"
             return "migrated"
         path = journal_path(self.config.work_dir, volume)
         if path.exists() and json.loads(path.read_bytes()).get("done"):

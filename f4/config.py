@@ -20,6 +20,7 @@ from f4.layout import ALIGN_BYTES
 NODES_MAX: Final = 1000  # the index stores node numbers as u16; far more than a cell needs
 NODE_NAME_CHARS_MAX: Final = 64  # the index stores a name's length as u8
 BLOCK_BYTES_MAX: Final = 16 << 30
+READ_THREADS_MAX: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,17 @@ class F4Config:
     backoff_s_max: float = 3600.0
     lease_s: float = 60.0
     id_shard: int = 900  # the shard of job ids; distinct from every API process's id_shard
+    # The directory whose volumes migrate here: a migration is announced to it first and the
+    # volume's reads are switched to the cell last ("" = no directory: blocks only).
+    directory_url: str = ""
+    # The name node (`pinhole f4 name serve`): serves the cell's blobs under the store's
+    # read and delete protocol, decrypting them; heartbeats to the directory under this id.
+    name_node_id: str = "f4-name-1"
+    name_host: str = "127.0.0.1"
+    name_port: int = 8760
+    name_url: str = ""  # how others reach it ("" = http://name_host:name_port)
+    heartbeat_s: float = 2.0
+    read_threads: int = 8  # reads and decryption run on this many threads
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -82,7 +94,14 @@ class F4Config:
             raise ValueError("age_s_min and rebuild_mb_s must not be negative")
         if self.attempts_max < 1:
             raise ValueError("attempts_max must be >= 1")
-        for name in ("backoff_s_base", "backoff_s_max", "lease_s"):
+        if not 0 <= self.name_port <= 65535:
+            raise ValueError("name_port must be within 0..65535")
+        for url in (self.directory_url, self.name_url):
+            if url and not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http:// or https:// base URL")
+        if not 1 <= self.read_threads <= READ_THREADS_MAX:
+            raise ValueError(f"read_threads must be within 1..{READ_THREADS_MAX}")
+        for name in ("backoff_s_base", "backoff_s_max", "lease_s", "heartbeat_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if not 0 <= self.id_shard <= SHARD_MAX:
@@ -103,6 +122,10 @@ class F4Config:
     @property
     def keys_path(self) -> Path:
         return Path(self.key_store_path) if self.key_store_path else self.cell_root / "keys.sqlite3"
+
+    @property
+    def name_node_url(self) -> str:
+        return (self.name_url or f"http://{self.name_host}:{self.name_port}").rstrip("/")
 
     def rack_of(self, node: str) -> str:
         """The node's rack; a node without one is a rack of its own."""

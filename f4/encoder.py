@@ -3,9 +3,10 @@
 Steps, each durable before the next and recorded in a journal file (atomically replaced):
 
 1. plan: the live needles (f4.needle_source) and their placement (f4.layout), a pure
-   function of the sealed volume and the settings (block size, code, nodes); the journal
-   keeps its digest, and a resumed run refuses a volume or settings that no longer match
-   (MigrationMismatch).
+   function of the sealed volume as it was when the first run started (the file's end
+   then, `source_end`, kept in the journal: deletes since then do not change the plan)
+   and the settings (block size, code, nodes); the journal keeps its digest, and a resumed
+   run refuses a volume or settings that no longer match (MigrationMismatch).
 2. per stripe, in order:
    a. keys: a new (secret, nonce) for each blob without one, committed to the key store
       before any byte sealed with it is written (a key is never replaced);
@@ -46,7 +47,7 @@ from f4.stripe import ReadCounter, StripeRef, read_checked
 
 ROW_BYTES: Final = 64 * 1024  # parity is computed this many bytes of each block at a time (see
 # ARCHITECTURE.md: PyECLib encodes 64 KiB rows many times faster than 1 MiB rows)
-JOURNAL_VERSION: Final = 1
+JOURNAL_VERSION: Final = 2  # 2: the journal keeps source_end
 
 assert ROW_BYTES % sidecar.CHUNK_BYTES == 0 and ROW_BYTES % layout.ALIGN_BYTES == 0
 
@@ -167,12 +168,13 @@ class Migration:
 
     def run(self) -> MigrationStats:
         started = time.monotonic()
-        refs = self.source.live_needles()
+        end = self._source_end()
+        refs = self.source.live_needles(end=end, flags=False)
         placements, shapes = layout.plan(
             [sealed_length(r.data_size) for r in refs], self.block_bytes
         )
         digest = _plan_digest(refs, placements, self.block_bytes, self.codec.ec_type, self._nodes)
-        journal = self._open_journal(digest)
+        journal = self._open_journal(digest, end)
         resumed = int(journal["stripes_done"])
         by_stripe: list[list[tuple[NeedleRef, layout.Placement]]] = [[] for _ in shapes]
         for r, p in zip(refs, placements, strict=True):
@@ -212,7 +214,16 @@ class Migration:
             seconds=time.monotonic() - started,
         )
 
-    def _open_journal(self, digest: str) -> dict[str, Any]:
+    def _source_end(self) -> int:
+        """Where the volume's file ended when the first run of this migration started."""
+        path = journal_path(self.work_dir, self.volume)
+        if path.exists():
+            journal = json.loads(path.read_bytes())
+            if journal.get("version") == JOURNAL_VERSION:
+                return int(journal["source_end"])
+        return self.source.size()
+
+    def _open_journal(self, digest: str, end: int) -> dict[str, Any]:
         path = journal_path(self.work_dir, self.volume)
         if path.exists():
             journal: dict[str, Any] = json.loads(path.read_bytes())
@@ -225,6 +236,7 @@ class Migration:
             "version": JOURNAL_VERSION,
             "volume": self.volume,
             "plan": digest,
+            "source_end": end,
             "stripes_done": 0,
             "done": False,
         }

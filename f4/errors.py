@@ -100,3 +100,18 @@ class MigrationUnverified(F4Error):
 
     status = 500
     code = "migration_unverified"
+
+
+class VolumeNotServed(F4Error):
+    """The cell serves no migrated (verified) copy of this volume."""
+
+    status = 404
+    code = "volume_not_found"
+
+
+class HandoverRefused(F4Error):
+    """The directory refused a step of handing a volume's reads to the cell (its status and
+    code kept); `deletes_pending` is worth retrying later."""
+
+    status = 502
+    code = "handover_refused"

@@ -10,6 +10,11 @@ before it returns. LMDB was measured and rejected: it does not zero freed pages
 
 Layout: one WITHOUT ROWID table, blob_keys(blob_id BLOB(16) PRIMARY KEY, secret BLOB(32),
 nonce BLOB(12)); blob_id = volume u32 | key u64 | alt key u32, little-endian.
+
+Deletes that arrive while a volume migrates are also written down as tombstones
+(volume, key, alt key or -1 for every variant): a delete can reach the cell before the
+migration wrote the blob's key, and the migration applies the tombstones once its keys
+and index exist (f4.handover). A tombstone holds no key material.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Final
 
 from f4.blob import KEY_BYTES, NONCE_BYTES, BlobId, BlobKey
 from f4.errors import KeyStoreBusy
@@ -27,8 +33,23 @@ CREATE TABLE IF NOT EXISTS blob_keys (
     blob_id BLOB PRIMARY KEY,
     secret BLOB NOT NULL CHECK (length(secret) = 32),
     nonce BLOB NOT NULL CHECK (length(nonce) = 12)
-) WITHOUT ROWID
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tombstones (
+    volume INTEGER NOT NULL,
+    key INTEGER NOT NULL,  -- the u64 key as a signed 64-bit integer (SQLite's own)
+    alt_key INTEGER NOT NULL,  -- -1: every variant
+    PRIMARY KEY (volume, key, alt_key)
+) WITHOUT ROWID;
 """
+EVERY_VARIANT: Final = -1
+
+
+def _signed(key: int) -> int:
+    return key - (1 << 64) if key >= 1 << 63 else key
+
+
+def _unsigned(key: int) -> int:
+    return key + (1 << 64) if key < 0 else key
 
 
 class KeyStore:
@@ -44,7 +65,7 @@ class KeyStore:
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
         if self._db.execute("PRAGMA secure_delete").fetchone()[0] != 1:
             raise RuntimeError("this SQLite cannot secure_delete")
 
@@ -86,6 +107,31 @@ class KeyStore:
             deleted = self._db.executemany("DELETE FROM blob_keys WHERE blob_id = ?", ids).rowcount
         self.purge()
         return deleted
+
+    def tombstone(self, volume: int, key: int, alt_key: int | None) -> None:
+        """Records a delete of the blob (alt_key None: every variant of the key), durably."""
+        alt = EVERY_VARIANT if alt_key is None else alt_key
+        with self._lock, self._transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO tombstones VALUES (?, ?, ?)", (volume, _signed(key), alt)
+            )
+
+    def tombstones(self, volume: int) -> list[tuple[int, int | None]]:
+        """The volume's recorded deletes: (key, alt key or None for every variant)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, alt_key FROM tombstones WHERE volume = ? ORDER BY key, alt_key",
+                (volume,),
+            ).fetchall()
+        return [(_unsigned(k), None if a == EVERY_VARIANT else a) for k, a in rows]
+
+    def tombstoned(self, volume: int, key: int, alt_key: int) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM tombstones WHERE volume = ? AND key = ? AND alt_key IN (?, ?)",
+                (volume, _signed(key), alt_key, EVERY_VARIANT),
+            ).fetchone()
+        return row is not None
 
     def purge(self) -> None:
         """The purge step: checkpoint the WAL into the database and truncate it."""

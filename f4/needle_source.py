@@ -5,6 +5,12 @@ file agree: `live_needles` replays the file in order with the store's needle sca
 needle for the same (key, alt key) replaces an earlier one; a deleted flag or a tombstone
 removes it) and returns what is live, in file order; `read` then fetches one needle's data
 and checks it again. Damaged needles are reported, never migrated.
+
+A sealed volume still takes deletes: each appends a tombstone (the durable record) and then
+flags the needle in place (advisory). `live_needles(end=E, flags=False)` is therefore the
+volume as it was when its file ended at E, whatever was deleted since: the migration plans
+from that snapshot so that a resumed run plans the same stripes (f4.encoder), and deletes
+after it are reconciled separately (f4.handover).
 """
 
 from __future__ import annotations
@@ -41,15 +47,21 @@ class NeedleSource:
             raise VolumeNotSealed(f"volume {self.volume} still takes writes")
         self._file = OsVolumeFile(str(self.directory / data_name(self.volume)), create=False)
 
-    def live_needles(self) -> list[NeedleRef]:
+    def size(self) -> int:
+        """Where the volume's file ends now."""
+        return self._file.size()
+
+    def live_needles(self, *, end: int | None = None, flags: bool = True) -> list[NeedleRef]:
+        """The live needles of the file up to `end` (default: all of it); `flags=False`
+        ignores the advisory deleted flags, so only tombstones before `end` delete."""
         live: dict[tuple[int, int], NeedleRef] = {}
         self.damaged = []
-        for item in scan(self._file, SUPERBLOCK_BYTES, self._file.size()):
+        for item in scan(self._file, SUPERBLOCK_BYTES, self._file.size() if end is None else end):
             if isinstance(item, Damage):
                 self.damaged.append(item)
                 continue
             h = item.header
-            if h.tombstone or h.deleted:
+            if h.tombstone or (flags and h.deleted):
                 live.pop((h.key, h.alt_key), None)
                 continue
             live.pop((h.key, h.alt_key), None)  # re-inserted last: file order of the live one

@@ -37,8 +37,12 @@ from ops.cli_support import (
     exclusive_lock,
     human_bytes,
     load_config,
+    credentials_options,
     metadata_database_options,
+    operator_credentials,
     run,
+    service_credentials,
+    setup_logging,
     show_progress,
     table,
 )
@@ -70,9 +74,12 @@ def _config(ctx: click.Context, **overrides: Any) -> F4Config:
 
 
 @contextlib.contextmanager
-def _open_cell(config: F4Config) -> Iterator[Cell]:
+def _open_cell(config: F4Config, secret_file: Path | None = None) -> Iterator[Cell]:
+    """The cell; with a directory_url, holding the operator's credentials to announce
+    migrations to the directory (the cluster secret: --secret-file or the default)."""
+    credentials = operator_credentials(secret_file) if config.directory_url else None
     try:
-        cell = Cell(config)
+        cell = Cell(config, credentials=credentials)
     except OSError as e:
         raise CliError(f"cannot open the f4 cell at {config.cell_root}: {e}") from e
     try:
@@ -184,6 +191,16 @@ def _job_outcome(job: Job, outcomes: f4_jobs.Outcomes) -> dict[str, Any]:
     type=click.Path(file_okay=False, path_type=Path),
     help="The store node's volume directory (default: [f4] haystack_dir).",
 )
+@click.option(
+    "--directory-url",
+    help="Announce migrations to this directory and switch reads to the cell "
+    "(default: [f4] directory_url).",
+)
+@click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Cluster secret (default: $PINHOLE_CLUSTER_SECRET or ./.pinhole/cluster.secret).",
+)
 @_json_option
 @metadata_database_options
 @click.pass_context
@@ -192,16 +209,23 @@ def migrate_cmd(
     volume: int | None,
     dry_run: bool,
     haystack_dir: Path | None,
+    directory_url: str | None,
+    secret_file: Path | None,
     json_output: bool,
     media_data: Path,
     database_url: str | None,
 ) -> None:
     """Migrate the sealed volumes whose newest needle is older than [f4] age_s_min (or
     only --volume), each checked blob by blob against Haystack before it counts as
-    migrated. Cron-safe: exit 75 when another run holds the cell's lock; exit 1 when a
-    migration failed (it is retried by a later run)."""
-    config = _config(ctx, haystack_dir=None if haystack_dir is None else str(haystack_dir))
-    with _open_cell(config) as cell:
+    migrated; with a directory, the volume's reads then switch to the cell and its
+    Haystack replicas are released. Cron-safe: exit 75 when another run holds the cell's
+    lock; exit 1 when a migration failed (it is retried by a later run)."""
+    config = _config(
+        ctx,
+        haystack_dir=None if haystack_dir is None else str(haystack_dir),
+        directory_url=directory_url,
+    )
+    with _open_cell(config, secret_file) as cell:
         now = time.time()
         try:
             ids = [volume] if volume is not None else cell.haystack_volumes()
@@ -287,6 +311,8 @@ def _report_migrate(json_output: bool, dry_run: bool, rows: list[dict[str, Any]]
             detail = (
                 f"{r['blobs']} blobs, {human_bytes(r['plaintext_bytes'])}, {r['stripes']} stripes"
             )
+            if r.get("switched"):
+                detail += f"; reads switched, {human_bytes(r['bytes_released'])} released"
         else:
             detail = r.get("reason") or r.get("error") or ""
         lines.append([str(r["volume"]), r["outcome"], detail])
@@ -513,3 +539,44 @@ def rebuild_cmd(
                 click.echo(f"volume {r['volume']}: {r['outcome']} {r.get('error', '')}".rstrip())
     if any(r["outcome"] in ("failed", "dead") for r in rows):
         raise SystemExit(EXIT_FAILED)
+
+
+# -- the name node ---------------------------------------------------------------------------
+
+
+@f4_group.group("name")
+def name_group() -> None:
+    """The f4 name node: serves the cell's migrated blobs (decrypted) to caches and routers
+    under the store's read protocol, and takes their deletes."""
+
+
+@name_group.command("serve")
+@click.option("--host", help="Address to listen on (default: [f4] name_host).")
+@click.option("--port", type=int, help="Port to listen on (default: [f4] name_port; 0: any).")
+@click.option("--node-id", help="Its id in the directory (default: [f4] name_node_id).")
+@click.option("--directory-url", help="The directory to heartbeat to (default: [f4]).")
+@credentials_options
+@click.option("--log-level", default="info", show_default=True)
+@click.pass_context
+def name_serve(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    node_id: str | None,
+    directory_url: str | None,
+    credentials_file: Path | None,
+    secret_file: Path | None,
+    root: Path,
+    log_level: str,
+) -> None:
+    """Run the f4 name node until SIGINT/SIGTERM."""
+    from f4 import name_server
+
+    setup_logging(log_level)
+    config = _config(
+        ctx, name_host=host, name_port=port, name_node_id=node_id, directory_url=directory_url
+    )
+    creds = service_credentials(
+        "f4-name", credentials_file=credentials_file, secret_file=secret_file, root=root
+    )
+    run(name_server.serve_forever(config, credentials=creds))

@@ -1,0 +1,104 @@
+"""The f4 name node's HTTP API (docs/api/f4.md): the store's read and delete protocol, so
+routers, caches and the directory's deletes reach a migrated volume unchanged.
+
+    GET|HEAD /n/{volume}/{key}/{alt_key}/{cookie}   a blob, decrypted [read]
+    DELETE   /n/{volume}/{key}[/{alt_key}]          destroy its key(s) [write]
+    GET /healthz (open)   GET /status [admin]
+
+Answers match a store node's byte for byte where a reader can compare them: the same
+ETag (the needle checksum of the same bytes), the same caching headers, ranges and 304s
+(store.http_api.needle_response), the same 404 for absent, deleted and wrong-cookie
+blobs, volume_not_found for a volume the cell does not serve. A stripe that cannot be read
+answers 503 (a reader tries its other replicas; the router answers 502).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from common.credentials import Credentials, Purpose
+from common.errors import PinholeError
+from common.leanhttp import Request, Response, error_response, json_response
+from f4.name_node import NameNode
+from store import needle
+from store.http_api import fast_needle_path, needle_response, parse_needle_path
+from store.volume_read import NeedleRead
+
+log = logging.getLogger("pinhole.f4")
+
+_HEADER_ROOM: Final = bytes(needle.HEADER_BYTES)
+_UNAUTHORIZED: Final = error_response(401, "unauthorized", "a valid internal credential is required")
+
+
+def error_for(exc: BaseException) -> Response:
+    """The one place where an exception becomes an HTTP answer."""
+    if isinstance(exc, PinholeError):
+        body = {"error": {"code": exc.code, "message": exc.message or str(exc)}}
+        return json_response(exc.status, body, tuple(exc.headers().items()))
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(500, "internal", "internal server error")
+
+
+class NameNodeHttpApi:
+    def __init__(
+        self,
+        node: NameNode,
+        *,
+        credentials: Credentials,
+        status: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.node = node
+        self._credentials = credentials
+        self._status = status or node.statistics
+
+    def handle(self, req: Request) -> Response | Awaitable[Response]:
+        try:
+            answer = self._route(req)
+        except Exception as e:
+            return error_for(e)
+        if isinstance(answer, Response):
+            return answer
+        return self._later(answer)
+
+    async def _later(self, answer: Awaitable[Response]) -> Response:
+        try:
+            return await answer
+        except Exception as e:
+            return error_for(e)
+
+    def _allowed(self, req: Request, *purposes: Purpose) -> bool:
+        return self._credentials.allows(req.headers.get("authorization"), *purposes)
+
+    def _route(self, req: Request) -> Response | Awaitable[Response]:
+        path, method = req.path, req.method
+        if path.startswith("/n/"):
+            if method in ("GET", "HEAD"):
+                if not self._allowed(req, Purpose.READ):
+                    return _UNAUTHORIZED
+                return self._read(req, *fast_needle_path(path))
+            if method == "DELETE":
+                if not self._allowed(req, Purpose.WRITE):
+                    return _UNAUTHORIZED
+                vid, key, alt, _ = parse_needle_path(path, cookie=False)
+                return self._delete(vid, key, alt)
+            return error_response(405, "method_not_allowed", "blobs take GET, HEAD and DELETE")
+        if method not in ("GET", "HEAD"):
+            return error_response(405, "method_not_allowed", f"{method} is not allowed here")
+        if path == "/healthz":
+            return json_response(200, {"ok": True})
+        if path == "/status":
+            if not self._allowed(req, Purpose.ADMIN):
+                return _UNAUTHORIZED
+            return json_response(200, self._status())
+        return error_response(404, "not_found", f"no route for {method} {path}")
+
+    async def _read(self, req: Request, vid: int, key: int, alt: int, cookie: int) -> Response:
+        data, checksum = await self.node.read(vid, key, alt, cookie)
+        # needle_response cuts the data out of a needle's bytes after its header.
+        return needle_response(req, NeedleRead(_HEADER_ROOM + data, len(data), checksum, 0))
+
+    async def _delete(self, vid: int, key: int, alt: int | None) -> Response:
+        deleted = await self.node.delete(vid, key, alt)
+        return json_response(200, {"volume_id": vid, "key": str(key), "deleted": deleted})

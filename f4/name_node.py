@@ -1,0 +1,144 @@
+"""The f4 name node's work: serving the cell's migrated blobs and taking their deletes.
+
+It holds the cell's key store and loads each volume's index from its copies on the blocks'
+nodes (f4.reader); the storage nodes hold only ciphertext, so decryption happens here, on
+the read path, never on a storage node. Reads and deletes run on a thread pool
+(`read_threads`): block reads, reconstruction and AES-GCM never run on the event loop.
+
+Invariants:
+- A volume is served only once its verified mark exists (f4.cell); before that the cell
+  answers volume_not_found, exactly as a store node that does not hold the volume.
+- An absent blob, a deleted one and a wrong cookie are one answer (BlobAbsent).
+- A delete of a volume not yet verified is first committed as a tombstone in the key store,
+  then applied to every key the index (if it exists by then) lists: the migration's
+  reconcile step finds what this could not (f4.handover).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+from f4.blob import BlobId
+from f4.cell import Cell
+from f4.erasure import Codec
+from f4.errors import BlockMissing, BlockUnreachable, IndexUnavailable, VolumeNotServed
+from f4.reader import Reader
+from store import needle
+
+# A volume asked for but not (yet) served: look for its verified mark again at most this often.
+SERVED_RESCAN_S_MIN: Final = 1.0
+
+
+class NameNode:
+    def __init__(self, cell: Cell) -> None:
+        self.cell = cell
+        self.config = cell.config
+        self.reader = Reader(cell.store, cell.keys, Codec(cell.config.code))
+        self._pool = ThreadPoolExecutor(cell.config.read_threads, thread_name_prefix="f4-read")
+        self._served: frozenset[int] = frozenset()
+        self._scanned_at = float("-inf")
+        self._alts: dict[tuple[int, int], dict[int, tuple[int, ...]]] = {}
+        self.reads = 0
+        self.reads_absent = 0
+        self.deletes = 0
+        self.keys_destroyed = 0
+        self.rescan()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.cell.close()
+
+    # -- which volumes --------------------------------------------------------------------
+
+    def rescan(self) -> frozenset[int]:
+        found = set()
+        for path in self.config.work_dir.glob("v*.verified"):
+            digits = path.name[1 : -len(".verified")]
+            if digits.isdigit():
+                found.add(int(digits))
+        self._served = frozenset(found)
+        self._scanned_at = time.monotonic()
+        return self._served
+
+    def served(self) -> frozenset[int]:
+        return self._served
+
+    def serves(self, volume: int) -> bool:
+        if volume in self._served:
+            return True
+        if time.monotonic() - self._scanned_at >= SERVED_RESCAN_S_MIN:
+            return volume in self.rescan()
+        return False
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def read(self, volume: int, key: int, alt_key: int, cookie: int) -> tuple[bytes, int]:
+        """(plaintext, the needle checksum the store would have) or BlobAbsent /
+        VolumeNotServed / an F4Error when the stripe cannot be read."""
+        if not self.serves(volume):
+            raise VolumeNotServed(f"volume {volume} is not served by this cell")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._read, volume, key, alt_key, cookie)
+
+    def _read(self, volume: int, key: int, alt_key: int, cookie: int) -> tuple[bytes, int]:
+        self.reads += 1
+        data = self.reader.read(volume, key, alt_key, cookie)
+        return data, needle_checksum(key, alt_key, cookie, data)
+
+    # -- deletes --------------------------------------------------------------------------
+
+    async def delete(self, volume: int, key: int, alt_key: int | None) -> int:
+        """Destroys the keys of the blob (every variant when alt_key is None); how many."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._delete, volume, key, alt_key)
+
+    def _delete(self, volume: int, key: int, alt_key: int | None) -> int:
+        self.deletes += 1
+        verified = self.serves(volume)
+        if not verified:
+            self.cell.keys.tombstone(volume, key, alt_key)
+        try:
+            alts = (alt_key,) if alt_key is not None else self._alts_of(volume, key)
+        except (IndexUnavailable, BlockMissing, BlockUnreachable):
+            if verified:
+                raise
+            return 0  # no index yet: the tombstone is the delete (f4.handover.reconcile)
+        destroyed = self.cell.keys.delete([BlobId(volume, key, a) for a in alts])
+        self.keys_destroyed += destroyed
+        return destroyed
+
+    def _alts_of(self, volume: int, key: int) -> tuple[int, ...]:
+        idx = self.reader.index(volume)
+        table = self._alts.get((volume, idx.generation))
+        if table is None:
+            grouped: dict[int, list[int]] = {}
+            for k, a in idx.entries:
+                grouped.setdefault(k, []).append(a)
+            table = {k: tuple(sorted(v)) for k, v in grouped.items()}
+            for stale in [vk for vk in self._alts if vk[0] == volume]:
+                del self._alts[stale]
+            self._alts[(volume, idx.generation)] = table
+        return table.get(key, ())
+
+    def statistics(self) -> dict[str, Any]:
+        counter = self.reader.counter
+        return {
+            "volumes_served": sorted(self._served),
+            "reads": self.reads,
+            "healthy_reads": counter.healthy_reads,
+            "degraded_reads": counter.degraded_reads,
+            "bytes_served": counter.bytes_served,
+            "deletes": self.deletes,
+            "keys_destroyed": self.keys_destroyed,
+        }
+
+
+def needle_checksum(key: int, alt_key: int, cookie: int, data: bytes) -> int:
+    """The checksum (and so the ETag) a store node gives this needle: the same bytes keep
+    the same ETag when their volume moves to the cell."""
+    _, footer = needle.encode_parts(key=key, alt_key=alt_key, cookie=cookie, data=data)
+    at = needle.FOOTER_BYTES - needle.CHECKSUM_BYTES  # the footer ends with the checksum
+    return int.from_bytes(footer[at : needle.FOOTER_BYTES], "little")
