@@ -29,7 +29,9 @@ from store.volume_read import NeedleRead
 log = logging.getLogger("pinhole.f4")
 
 _HEADER_ROOM: Final = bytes(needle.HEADER_BYTES)
-_UNAUTHORIZED: Final = error_response(401, "unauthorized", "a valid internal credential is required")
+_UNAUTHORIZED: Final = error_response(
+    401, "unauthorized", "a valid internal credential is required"
+)
 
 
 def error_for(exc: BaseException) -> Response:

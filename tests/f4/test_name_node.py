@@ -153,7 +153,8 @@ async def test_each_route_takes_its_own_credential(served: str, blobs: Blobs) ->
         assert (await client.request("GET", f"{served}/status")).status == 401
         status = await client.request("GET", f"{served}/status", headers=_headers(Purpose.ADMIN))
         assert status.status == 200 and b'"volumes_served":[7]' in status.body.replace(b" ", b"")
-        bad = await client.request("GET", f"{served}/n/{VID}/x/1/00", headers=_headers(Purpose.READ))
+        read = _headers(Purpose.READ)
+        bad = await client.request("GET", f"{served}/n/{VID}/x/1/00", headers=read)
         assert bad.status == 400 and b"bad_request" in bad.body  # as a store answers
 
 
@@ -179,14 +180,13 @@ async def test_a_delete_before_the_keys_exist_is_applied_by_the_migration(
         assert cell.keys.count() == len(blobs) - 1
     finally:
         cell.close()
-    async with running_name_node(config, credentials=creds) as (node, server):
-        async with _client() as client:
-            resp = await client.request(
-                "GET",
-                f"http://127.0.0.1:{server.port}/n/{VID}/{key}/{alt}/{cookie:016x}",
-                headers=_headers(Purpose.READ),
-            )
-            assert resp.status == 404
+    async with running_name_node(config, credentials=creds) as (node, server), _client() as client:
+        resp = await client.request(
+            "GET",
+            f"http://127.0.0.1:{server.port}/n/{VID}/{key}/{alt}/{cookie:016x}",
+            headers=_headers(Purpose.READ),
+        )
+        assert resp.status == 404
 
 
 def test_a_haystack_delete_after_the_keys_were_written_is_reconciled(
@@ -243,7 +243,7 @@ def test_the_process_serves_and_comes_back_after_kill_9(
     config_file = tmp_path / "pinhole.toml"
     config_file.write_text(
         f'[f4]\ncell_root = "{config.cell_root}"\nhaystack_dir = "{config.haystack_dir}"\n'
-        f'block_bytes = {SMALL_BLOCK}\n'
+        f"block_bytes = {SMALL_BLOCK}\n"
     )
     port = _free_port()
     http = urllib3.PoolManager()
