@@ -9,13 +9,15 @@ idempotent, around the migration the f4 commands run:
    every delete of the volume is recorded for the f4 node too (target_role f4,
    deletes.py), and the volume stays unwritable while that replica exists (a write would
    miss the f4 copy: ClusterState.writability, reason `f4_copying`).
-2. `switch`: in one write transaction, with no delete of the volume still owed to any
-   replica (else 409 deletes_pending: the caller retries later, so the f4 copy has every
-   delete the Haystack replicas had), the f4 replica turns ready, the Haystack replicas'
-   rows go (with their pending deletes and repairs) and the volume turns `f4`: from the
-   commit on, lookups list the f4 name node as the only replica and deletes go to it
-   alone. After the commit (no network call inside a transaction) every former Haystack
-   replica is released: `DELETE /volumes/{vid}` on its store node.
+2. `switch`: in one write transaction, with the f4 node alive and no delete of the
+   volume still owed to any replica (else 409 deletes_pending: the caller retries later,
+   so the f4 copy has every delete the Haystack replicas had), the f4 replica turns
+   ready, the Haystack replicas' rows go (with their pending deletes and repairs) and
+   the volume turns `f4`: from the commit on, lookups list the f4 name node as the only
+   replica and deletes go to it alone. After the commit (no network call inside a
+   transaction) every former Haystack replica is released: `DELETE /volumes/{vid}` on
+   its store node. Routers holding a lookup from before the switch (lookup_ttl_s) may
+   still ask a released replica until their lookup expires.
 3. `abort` (instead of 2, for a failed migration): the copying f4 replica is removed (with
    the deletes owed to it); refused once switched (409 volume_in_f4).
 
@@ -140,6 +142,9 @@ async def switch(directory: Directory, volume_id: int, body: dict[str, Any]) -> 
         else:
             if lv.state != LogicalVolumeState.ACTIVE:
                 raise Conflict(f"volume {volume_id} is {lv.state}, not active")
+            if not state.alive(node_id):
+                # Its reads would go nowhere; the Haystack replicas still serve them.
+                raise Conflict(f"the f4 node {node_id} is down: switch once it is back")
             pending = await replica_deletes_pending(conn, volume_id)
             if pending:
                 raise DeletesPending(

@@ -256,6 +256,13 @@ async def test_a_volume_moves_to_f4_and_its_haystack_replicas_are_released(
         await delete_pass(cluster.directory)
         assert (await c.status())["pending_deletes"] == 0
 
+        # The f4 node must be alive to take the reads.
+        await cluster.advance(config.node_timeout_s)  # the f4 node alone stays silent
+        with pytest.raises(DirectoryError) as e:
+            await c.f4_switch(vid, F4_NODE)
+        assert (e.value.status, e.value.code) == (409, "conflict") and "down" in e.value.message
+        await f4.beat_once()
+
         # store-3 goes down again just before the switch: its release fails.
         sizes = await _heartbeat_sizes(cluster, vid)
         assert set(sizes) == {"store-1", "store-2", "store-3"} and min(sizes.values()) > 0
