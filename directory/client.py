@@ -192,6 +192,21 @@ class DirectoryClient:
     async def remove_replica(self, vid: int, node_id: str) -> dict[str, Any]:
         return dict(await self._call("DELETE", f"/volumes/{vid}/replicas/{node_id}"))
 
+    # -- the f4 tier -----------------------------------------------------------------------
+
+    async def f4_begin(self, vid: int, node_id: str) -> dict[str, Any]:
+        body = {"node_id": node_id}
+        return dict(await self._call("POST", f"/volumes/{vid}/f4/begin", body=body))
+
+    async def f4_switch(self, vid: int, node_id: str) -> dict[str, Any]:
+        """The lv plus {"released": [{node_id, size_bytes, ok, error}], "bytes_released"}."""
+        body = {"node_id": node_id}
+        return dict(await self._call("POST", f"/volumes/{vid}/f4/switch", body=body))
+
+    async def f4_abort(self, vid: int, node_id: str) -> dict[str, Any]:
+        body = {"node_id": node_id}
+        return dict(await self._call("POST", f"/volumes/{vid}/f4/abort", body=body))
+
     # -- status ----------------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:

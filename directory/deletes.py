@@ -8,13 +8,20 @@ delete_retry_s_max), skipping nodes that are down; a node's heartbeat after down
 its rows due at once. Before trying a row, its next try is pushed past the attempt's
 timeout (a claim), so a second directory process never sends the same row concurrently.
 Delivery is idempotent: a store answering 404 not_found (nothing live) counts as done.
+
+A replica on an f4 node (a volume being migrated, or migrated: tiering.py) is a target
+like any other, recorded with target_role `f4` and delivered with the store's protocol
+(`DELETE {url}/n/{vid}/{key}[/{alt}]`, the same answers): the f4 name node speaks it for
+the volumes it serves. The role tells the f4 switch which rows it waits for and lets
+status tell the tiers apart; until the name node serves the volume it answers 404
+volume_not_found and the row stays pending, as for a store replica still being copied.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 import sqlalchemy as sa
@@ -29,6 +36,9 @@ if TYPE_CHECKING:
     from directory.service import Directory
 
 BACKOFF_FIRST_S = 0.2
+# The delete targets that hold the volume's data (the store's delete protocol); the rest
+# (caches) get an invalidation.
+REPLICA_ROLES: Final = frozenset((NodeRole.STORE, NodeRole.F4))
 ERROR_CHARS_MAX = 500
 
 
@@ -51,8 +61,8 @@ def backoff_s(attempts: int, cap_s: float) -> float:
 async def record(
     directory: Directory, volume_id: int, key: int, alt_key: int | None
 ) -> dict[str, int]:
-    """Records and tries the delete; {"replicas_done", "replicas_pending"} (store replicas;
-    cache invalidations are delivered the same way but not counted)."""
+    """Records and tries the delete; {"replicas_done", "replicas_pending"} (store and f4
+    replicas; cache invalidations are delivered the same way but not counted)."""
     config = directory.config
     pd = schema.pending_deletes
     claim_s = config.node_request_timeout_s + 1.0
@@ -67,9 +77,9 @@ async def record(
             raise VolumeNotFound(f"no logical volume {volume_id}")
         n, rp = schema.nodes, schema.replicas
         targets = [
-            (r.node_id, NodeRole.STORE, r.url)
+            (r.node_id, NodeRole.F4 if r.role == NodeRole.F4 else NodeRole.STORE, r.url)
             for r in await conn.execute(
-                sa.select(rp.c.node_id, n.c.url)
+                sa.select(rp.c.node_id, n.c.url, n.c.role)
                 .join(n, n.c.node_id == rp.c.node_id)
                 .where(rp.c.volume_id == volume_id)
             )
@@ -98,14 +108,14 @@ async def record(
             assert pk is not None
             rows.append(PendingDelete(int(pk[0]), volume_id, key, alt_key, node_id, role, url, 0))
     done = await deliver(directory, rows)
-    stores = [r for r in rows if r.target_role == NodeRole.STORE]
+    stores = [r for r in rows if r.target_role in REPLICA_ROLES]
     replicas_done = sum(1 for r in stores if r.id in done)
     return {"replicas_done": replicas_done, "replicas_pending": len(stores) - replicas_done}
 
 
 async def _send(directory: Directory, row: PendingDelete) -> str | None:
     """None when the target has the delete, else the error."""
-    if row.target_role == NodeRole.STORE:
+    if row.target_role in REPLICA_ROLES:
         client = StoreClient(row.url, credentials=directory.credentials, session=directory.session)
         try:
             await client.delete(row.volume_id, row.key, row.alt_key)
@@ -210,3 +220,14 @@ async def pending_count(directory: Directory) -> int:
     pd = schema.pending_deletes
     async with directory.db.snapshot() as conn:
         return int((await conn.execute(sa.select(sa.func.count()).select_from(pd))).scalar() or 0)
+
+
+async def replica_deletes_pending(conn: Any, volume_id: int) -> int:
+    """Deletes of `volume_id` still owed to a replica (store or f4), in `conn`'s view."""
+    pd = schema.pending_deletes
+    q = (
+        sa.select(sa.func.count())
+        .select_from(pd)
+        .where(pd.c.volume_id == volume_id, pd.c.target_role.in_(sorted(REPLICA_ROLES)))
+    )
+    return int((await conn.execute(q)).scalar() or 0)

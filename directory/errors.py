@@ -61,6 +61,37 @@ class NoCapacity(Conflict):
     code = "no_capacity"
 
 
+class VolumeInF4(Conflict):
+    """The volume's reads are served by f4 (state f4): no Haystack replica, move, abort or
+    repair applies to it any more."""
+
+    code = "volume_in_f4"
+
+
+class VolumeWritable(Conflict):
+    """An f4 migration begins only on a volume that takes no writes (sealed or read-only)."""
+
+    code = "volume_writable"
+
+
+class DeletesPending(Conflict):
+    """Deletes of the volume are still owed to a replica: the f4 switch waits for them (the
+    caller retries later). `count` is how many."""
+
+    code = "deletes_pending"
+
+    def __init__(self, message: str, *, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
+class RepairedByF4(Conflict):
+    """A repair report about an f4 replica or an f4 volume: the f4 cell reconstructs and
+    rebuilds its blocks itself, so the directory schedules nothing."""
+
+    code = "repaired_by_f4"
+
+
 class VolumeCreateFailed(DirectoryError):
     """A store node did not create its replica; the logical volume stays in state creating
     and growth retries it."""

@@ -24,7 +24,7 @@ from common import ids
 from common.credentials import Purpose
 from common.errors import PinholeError
 from common.photo import ALT_KEY_MAX, KEY_MAX, VOLUME_ID_MAX
-from directory import deletes, growth, health, moves, registry, repairs
+from directory import deletes, growth, health, moves, registry, repairs, tiering
 from directory.errors import BadRequest, Unauthorized, VolumeNotFound
 from directory.schema import LogicalVolumeState
 from directory.service import Directory
@@ -275,6 +275,32 @@ async def remove_replica(request: web.Request) -> web.Response:
     return await _volume_answer(directory, vid)
 
 
+async def f4_begin(request: web.Request) -> web.Response:
+    directory = _d(request)
+    vid = _vid(request.match_info["vid"])
+    await tiering.begin(directory, vid, await _body(request))
+    return await _volume_answer(directory, vid)
+
+
+async def f4_switch(request: web.Request) -> web.Response:
+    """The volume view plus {"released": [...], "bytes_released"} (tiering.switch)."""
+    directory = _d(request)
+    vid = _vid(request.match_info["vid"])
+    released = await tiering.switch(directory, vid, await _body(request))
+    state = await directory.state()
+    lv = state.volumes.get(vid)
+    if lv is None:
+        raise VolumeNotFound(f"no logical volume {vid}")
+    return web.json_response({**state.volume_json(lv), **released})
+
+
+async def f4_abort(request: web.Request) -> web.Response:
+    directory = _d(request)
+    vid = _vid(request.match_info["vid"])
+    await tiering.abort(directory, vid, await _body(request))
+    return await _volume_answer(directory, vid)
+
+
 async def status_doc(directory: Directory) -> dict[str, Any]:
     state = await directory.state()
     alive = [n for n in state.nodes.values() if state.alive(n.node_id)]
@@ -283,6 +309,10 @@ async def status_doc(directory: Directory) -> dict[str, Any]:
         "nodes_alive": len(alive),
         "nodes_down": len(state.nodes) - len(alive),
         "volumes": len(state.volumes),
+        "volumes_by_state": {
+            st.value: sum(1 for v in state.volumes.values() if v.state == st)
+            for st in LogicalVolumeState
+        },
         "writable_volumes": sum(1 for v in state.volumes.values() if state.writability(v)[0]),
         "under_replicated_volumes": sum(
             1
@@ -323,6 +353,9 @@ async def metrics(request: web.Request) -> web.Response:
         "pending_repairs",
     ):
         lines += [f"# TYPE pinhole_directory_{name} gauge", f"pinhole_directory_{name} {doc[name]}"]
+    lines.append("# TYPE pinhole_directory_volumes_by_state gauge")
+    for name, count in doc["volumes_by_state"].items():
+        lines.append(f'pinhole_directory_volumes_by_state{{state="{name}"}} {count}')
     lines.append("# TYPE pinhole_directory_alert gauge")
     for alert in ("no_writable_volume", "no_capacity"):
         lines.append(f'pinhole_directory_alert{{name="{alert}"}} {int(alert in doc["alerts"])}')
@@ -355,6 +388,9 @@ def make_app(directory: Directory) -> web.Application:
         ("POST", "/volumes/{vid}/replicas", add_replica, (admin,)),
         ("POST", "/volumes/{vid}/replicas/{node_id}/ready", replica_ready, (admin,)),
         ("DELETE", "/volumes/{vid}/replicas/{node_id}", remove_replica, (admin,)),
+        ("POST", "/volumes/{vid}/f4/begin", f4_begin, (admin,)),
+        ("POST", "/volumes/{vid}/f4/switch", f4_switch, (admin,)),
+        ("POST", "/volumes/{vid}/f4/abort", f4_abort, (admin,)),
         ("GET", "/writable", writable, (write, admin)),
         ("POST", "/deletes", post_delete, (write, admin)),
         # Readers, scrubbers and writers report bad copies.

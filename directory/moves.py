@@ -6,6 +6,11 @@ The directory only plans and records; the data is copied by the target store nod
 (docs/api/store.md), driven by `pinhole volume fix-replication` / `balance` in ops/.
 A plan is computed from one snapshot and is advisory: executing it step by step through
 the replica endpoints is what changes state, and each step is idempotent.
+
+Plans see Haystack replicas only: a replica on an f4 node (tiering.py) is never a source,
+a target, a copy to resume nor a dead replica to replace, and volumes in state f4 are
+neither re-replicated nor balanced. The replica endpoints refuse f4 nodes and f4 volumes
+(the f4 routes own them).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from directory.errors import (
     Conflict,
     DirectoryNotFound,
     NodeNotFound,
+    VolumeInF4,
     VolumeNotFound,
 )
 from directory.placement import Placement, Unsatisfiable, loose_targets, place, plan_balance
-from directory.schema import LOCK, LogicalVolumeState, NodeRole, ReplicaState
+from directory.schema import LOCK, LogicalVolumeState, NodeRole, RepairState, ReplicaState
 from directory.state import ClusterState
 
 if TYPE_CHECKING:
@@ -43,12 +49,13 @@ def replication_plan(state: ClusterState) -> list[dict[str, Any]]:
     for lv in state.volumes.values():
         if lv.state != LogicalVolumeState.ACTIVE or len(moves) >= state.config.plan_moves_max:
             continue
-        ready = state.ready_alive(lv)
+        haystack = state.store_replicas(lv)
+        ready = [r for r in state.ready_alive(lv) if not state.on_f4(r.node_id)]
         if len(ready) >= policy.replica_count or not ready:
             continue  # healthy, or nothing left to copy from (an alert, not a move)
         source = ready[0].node_id
         copying = [
-            r for r in lv.replicas if r.state == ReplicaState.COPYING and state.alive(r.node_id)
+            r for r in haystack if r.state == ReplicaState.COPYING and state.alive(r.node_id)
         ]
         for r in copying:  # resume what was started
             moves.append(
@@ -69,7 +76,7 @@ def replication_plan(state: ClusterState) -> list[dict[str, Any]]:
             targets = loose_targets(needed, candidates, keep=keep)
         dead = [
             r.node_id
-            for r in lv.replicas
+            for r in haystack
             if not state.alive(r.node_id) and not any(c.replaces == r.node_id for c in copying)
         ]
         for i, target in enumerate(targets[:needed]):
@@ -91,6 +98,7 @@ def balance_plan(state: ClusterState) -> list[dict[str, Any]]:
         vid: [r.node_id for r in lv.replicas]
         for vid, lv in state.volumes.items()
         if lv.state == LogicalVolumeState.ACTIVE
+        and state.f4_replica(lv) is None  # being migrated: its replicas stay where they are
         and all(r.state == ReplicaState.READY for r in lv.replicas)
     }
     allowed = {c.node_id for c in state.placement_candidates()}
@@ -117,10 +125,13 @@ async def add_replica(directory: Directory, volume_id: int, body: dict[str, Any]
         raise BadRequest("replaces must be a node id or null")
     lv, rp, n = schema.logical_volumes, schema.replicas, schema.nodes
     async with directory.db.transaction(lock=LOCK) as conn:
-        if (
-            await conn.execute(sa.select(lv.c.volume_id).where(lv.c.volume_id == volume_id))
-        ).first() is None:
+        volume = (
+            await conn.execute(sa.select(lv.c.state).where(lv.c.volume_id == volume_id))
+        ).first()
+        if volume is None:
             raise VolumeNotFound(f"no logical volume {volume_id}")
+        if volume.state == LogicalVolumeState.F4:
+            raise VolumeInF4(f"volume {volume_id} is served by f4: it takes no Haystack replica")
         node = (await conn.execute(sa.select(n.c.role).where(n.c.node_id == node_id))).first()
         if node is None or node.role != NodeRole.STORE:
             raise NodeNotFound(f"no store node {node_id}")
@@ -146,8 +157,11 @@ async def add_replica(directory: Directory, volume_id: int, body: dict[str, Any]
 
 
 async def replica_ready(directory: Directory, volume_id: int, node_id: str) -> None:
-    rp = schema.replicas
+    rp, n = schema.replicas, schema.nodes
     async with directory.db.transaction(lock=LOCK) as conn:
+        role = await conn.scalar(sa.select(n.c.role).where(n.c.node_id == node_id))
+        if role == NodeRole.F4:
+            raise Conflict(f"{node_id} is an f4 node: POST /volumes/{volume_id}/f4/switch")
         row = (
             await conn.execute(
                 sa.select(rp).where(rp.c.volume_id == volume_id, rp.c.node_id == node_id)
@@ -161,7 +175,7 @@ async def replica_ready(directory: Directory, volume_id: int, node_id: str) -> N
             .values(state=ReplicaState.READY, replaces=None, created_unix_s=directory.clock.now())
         )
         if row.replaces and row.replaces != node_id:
-            await _remove(conn, volume_id, row.replaces)
+            await remove_rows(conn, volume_id, row.replaces)
     directory.log.info("volume %d: replica on %s ready", volume_id, node_id)
 
 
@@ -174,16 +188,27 @@ async def remove_replica(directory: Directory, volume_id: int, node_id: str) -> 
         others_ready = [r for r in rows if r.node_id != node_id and r.state == ReplicaState.READY]
         if not others_ready:
             raise Conflict(f"{node_id} holds the last ready replica of volume {volume_id}")
-        await _remove(conn, volume_id, node_id)
+        await remove_rows(conn, volume_id, node_id)
     directory.log.info("volume %d: replica on %s removed", volume_id, node_id)
 
 
-async def _remove(conn: Any, volume_id: int, node_id: str) -> None:
-    rp, pd = schema.replicas, schema.pending_deletes
+async def remove_rows(conn: Any, volume_id: int, node_id: str) -> None:
+    """Removes the replica of `volume_id` on `node_id` with what is owed to it: its pending
+    deletes (store or f4; a cache's invalidations stay) and its pending repairs."""
+    rp, pd, rep = schema.replicas, schema.pending_deletes, schema.repairs
     await conn.execute(rp.delete().where(rp.c.volume_id == volume_id, rp.c.node_id == node_id))
     # Deletes owed to a replica that no longer exists are owed to nobody.
     await conn.execute(
         pd.delete().where(
-            pd.c.volume_id == volume_id, pd.c.node_id == node_id, pd.c.target_role == NodeRole.STORE
+            pd.c.volume_id == volume_id,
+            pd.c.node_id == node_id,
+            pd.c.target_role.in_([NodeRole.STORE, NodeRole.F4]),
+        )
+    )
+    await conn.execute(
+        rep.delete().where(
+            rep.c.volume_id == volume_id,
+            rep.c.node_id == node_id,
+            rep.c.state == RepairState.PENDING,
         )
     )

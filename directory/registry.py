@@ -1,7 +1,10 @@
 """Node registration by heartbeat, and the node listings.
 
 A node registers with its first heartbeat and stays known forever (an operator removes
-its replicas, not the node). A heartbeat from a node that was down makes its pending
+its replicas, not the node). Roles: `store` (Haystack volumes, in a failure domain
+"dc/rack/host"), `cache`, and `f4` (an f4 name node: its `volumes` are the migrated ones
+it serves, every one `sealed`); caches and f4 nodes sit in no failure domain ("-/-/-")
+and never take part in placement. A heartbeat from a node that was down makes its pending
 deletes and repairs due at once, so a returning replica catches up without waiting out
 its backoff.
 """
@@ -48,7 +51,7 @@ def parse_heartbeat(body: dict[str, Any]) -> dict[str, Any]:
     node_id = _text(body, "node_id", NODE_ID_CHARS_MAX)
     role = body.get("role")
     if role not in tuple(NodeRole):
-        raise BadRequest("role must be 'store' or 'cache'")
+        raise BadRequest("role must be one of " + ", ".join(f"'{r}'" for r in NodeRole))
     url = _text(body, "url", URL_CHARS_MAX).rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise BadRequest("url must be an http:// or https:// base URL")
@@ -70,6 +73,8 @@ def parse_heartbeat(body: dict[str, Any]) -> dict[str, Any]:
         mode = v.get("mode")
         if mode not in tuple(Mode):
             raise BadRequest("volumes[].mode must be writable, read_only or sealed")
+        if role == NodeRole.F4 and mode != Mode.SEALED:
+            raise BadRequest("an f4 node serves sealed volumes only: volumes[].mode must be sealed")
         kept = {k: v[k] for k in _VOLUME_FIELDS if k in v}
         volumes.append({"volume_id": vid, **kept})
     return {

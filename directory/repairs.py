@@ -7,6 +7,10 @@ credential: the bytes and `X-Pinhole-Cookie`), and writes them to the bad node w
 `PUT /n/{vid}/{key}/{alt}/{cookie}` and `X-Pinhole-Repair: 1` (accepted even on a
 read-only volume). A needle no healthy replica has (deleted since) needs no repair.
 After repair_attempts_max failures a repair is `failed` and stays listed for operators.
+
+The f4 tier repairs itself (online reconstruction, the rebuilder): a report naming an f4
+node, or about a volume in state f4, is answered 409 repaired_by_f4 and nothing is
+scheduled; the f4 switch removes the pending repairs of the replicas it releases.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from common.credentials import Purpose
 from common.photo import ALT_KEY_MAX, KEY_MAX, VOLUME_ID_MAX
 from directory import schema
 from directory.deletes import ERROR_CHARS_MAX, backoff_s
-from directory.errors import BadRequest, VolumeNotFound
+from directory.errors import BadRequest, RepairedByF4, VolumeNotFound
 from directory.registry import NODE_ID_CHARS_MAX
-from directory.schema import LOCK, NodeRole, RepairState
+from directory.schema import LOCK, LogicalVolumeState, NodeRole, RepairState
 from directory.state import ClusterState
 from store.client import needle_path
 
@@ -68,9 +72,13 @@ async def record(directory: Directory, body: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest("node_id must be a non-empty string")
     if not isinstance(reason, str) or len(reason) > REASON_CHARS_MAX:
         raise BadRequest(f"reason must be a string of at most {REASON_CHARS_MAX} characters")
-    t, rp = schema.repairs, schema.replicas
+    t, rp, n, lv = schema.repairs, schema.replicas, schema.nodes, schema.logical_volumes
     async with directory.db.transaction(lock=LOCK) as conn:
         now = directory.clock.now()
+        lv_state = await conn.scalar(sa.select(lv.c.state).where(lv.c.volume_id == vid))
+        role = await conn.scalar(sa.select(n.c.role).where(n.c.node_id == node_id))
+        if lv_state == LogicalVolumeState.F4 or role == NodeRole.F4:
+            raise RepairedByF4(f"volume {vid} on {node_id}: the f4 cell repairs its copies itself")
         replica = (
             await conn.execute(
                 sa.select(rp.c.node_id).where(rp.c.volume_id == vid, rp.c.node_id == node_id)
@@ -205,6 +213,8 @@ async def _repair_one(directory: Directory, state: ClusterState, r: Repair) -> s
     target = state.nodes.get(r.node_id)
     if lv is None or target is None or all(x.node_id != r.node_id for x in lv.replicas):
         return None  # the replica is gone: nothing to repair
+    if lv.state == LogicalVolumeState.F4 or target.role == NodeRole.F4:
+        return None  # the f4 cell repairs itself
     if not state.alive(r.node_id):
         return f"{r.node_id} is down"
     if await _delete_pending(directory, r):

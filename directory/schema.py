@@ -30,6 +30,10 @@ class NodeRole(StrEnum):
 
     STORE = "store"
     CACHE = "cache"
+    # An f4 name node: serves the store's read and delete protocol for the volumes migrated
+    # to its cell (docs/api/directory.md "The f4 tier"). As a delete target: a needle
+    # delete sent with the store's protocol, owed until the f4 replica is removed.
+    F4 = "f4"
 
 
 class LogicalVolumeState(StrEnum):
@@ -37,12 +41,17 @@ class LogicalVolumeState(StrEnum):
 
     CREATING = "creating"  # physical volumes not yet all created (growth.py finishes them)
     ACTIVE = "active"  # in service
+    # Reads served by the f4 cell (its name node is the only replica); the Haystack
+    # replicas are released. Never writable; final (tiering.py).
+    F4 = "f4"
 
 
 class ReplicaState(StrEnum):
     """`replicas.state`."""
 
-    COPYING = "copying"  # its node is pulling the data (a move in progress, moves.py)
+    # Its node is pulling the data (a move in progress, moves.py), or, on an f4 node, the
+    # volume is being migrated to the f4 cell (tiering.py).
+    COPYING = "copying"
     READY = "ready"  # holds the volume's data
 
 

@@ -1,6 +1,7 @@
 """The Directory: the database, the HTTP session to nodes, and the background loops.
 
-Each loop (health, growth, deletes, repairs) is a `LeasedLoop` (common/jobs/lease.py): it
+Each loop (health, growth, deletes, repairs, releases: the f4 tier's release retries,
+tiering.py) is a `LeasedLoop` (common/jobs/lease.py): it
 runs every health_interval_s in the process that holds its lease, renewed while a pass
 runs; a process that loses it cancels its pass. Everything a pass does is idempotent, so a
 pass cut short leaves nothing to clean up.
@@ -24,12 +25,12 @@ import aiohttp
 from common.credentials import Credentials
 from common.db import Database
 from common.jobs import Clock, LeasedLoop, SystemClock
-from directory import deletes, growth, health, repairs
+from directory import deletes, growth, health, repairs, tiering
 from directory.config import DirectoryConfig
 from directory.schema import LEASE_PREFIX
 from directory.state import ClusterState, load_state, volume_id_max
 
-LOOPS = ("health", "growth", "deletes", "repairs")
+LOOPS = ("health", "growth", "deletes", "repairs", "releases")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class Directory:
                 "growth": growth.growth_pass,
                 "deletes": deletes.delete_pass,
                 "repairs": repairs.repair_pass,
+                "releases": tiering.release_pass,
             }
             for name in LOOPS:
                 loop = self._leased_loop(name, passes[name])

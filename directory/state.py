@@ -4,6 +4,10 @@ replicas, and the pure rules computed from it (liveness, writability, the JSON v
 Writability is computed from the snapshot every time it is asked for, so two directory
 processes over one database always agree; the health loop stores the result only for
 operators and to log transitions.
+
+Replicas on f4 nodes (role f4: a volume being migrated, or migrated) are not Haystack
+replicas: they never count for placement, loads or the replica count, and a volume with
+one is never writable (a write would miss the f4 copy).
 """
 
 from __future__ import annotations
@@ -83,10 +87,24 @@ class ClusterState:
             if n.role == NodeRole.STORE and (not alive_only or self.alive(n.node_id))
         ]
 
+    def on_f4(self, node_id: str) -> bool:
+        """Whether `node_id` is an f4 name node."""
+        node = self.nodes.get(node_id)
+        return node is not None and node.role == NodeRole.F4
+
+    def store_replicas(self, lv: VolumeInfo) -> list[ReplicaInfo]:
+        """The volume's Haystack replicas (those not on an f4 node)."""
+        return [r for r in lv.replicas if not self.on_f4(r.node_id)]
+
+    def f4_replica(self, lv: VolumeInfo) -> ReplicaInfo | None:
+        """The volume's replica on an f4 node (at most one: tiering.py), if any."""
+        return next((r for r in lv.replicas if self.on_f4(r.node_id)), None)
+
     def replica_counts(self) -> dict[str, int]:
+        """Haystack replicas per store node (f4 replicas are no load of a store)."""
         counts = {n.node_id: 0 for n in self.nodes.values() if n.role == NodeRole.STORE}
         for lv in self.volumes.values():
-            for r in lv.replicas:
+            for r in self.store_replicas(lv):
                 counts[r.node_id] = counts.get(r.node_id, 0) + 1
         return counts
 
@@ -109,6 +127,8 @@ class ClusterState:
         """(writable, reason when not) by the rule of docs/api/directory.md."""
         if lv.state != LogicalVolumeState.ACTIVE:
             return False, lv.state.value
+        if self.f4_replica(lv) is not None:
+            return False, "f4_copying"
         if lv.operator_readonly:
             return False, lv.readonly_reason or "operator"
         if lv.readonly_until_unix_s > self.now:
