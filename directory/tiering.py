@@ -5,7 +5,9 @@ Three operator steps (admin routes, docs/api/directory.md "The f4 tier"), each
 idempotent, around the migration the f4 commands run:
 
 1. `begin`: the volume is active and takes no writes (sealed or read-only, else 409
-   volume_writable); a replica on the f4 node is recorded in state copying. From then on
+   volume_writable) and no delete of it is still owed to a replica (else 409
+   deletes_pending: the migration then reads a Haystack volume that has every earlier
+   delete); a replica on the f4 node is recorded in state copying. From then on
    every delete of the volume is recorded for the f4 node too (target_role f4,
    deletes.py), and the volume stays unwritable while that replica exists (a write would
    miss the f4 copy: ClusterState.writability, reason `f4_copying`).
@@ -110,6 +112,13 @@ async def begin(directory: Directory, volume_id: int, body: dict[str, Any]) -> N
         if writable:
             raise VolumeWritable(
                 f"volume {volume_id} is writable: seal it (or make it read-only) first"
+            )
+        pending = await replica_deletes_pending(conn, volume_id)
+        if pending:
+            raise DeletesPending(
+                f"{pending} deletes of volume {volume_id} are still owed to its replicas: "
+                "begin once they are delivered",
+                count=pending,
             )
         await conn.execute(
             schema.replicas.insert().values(

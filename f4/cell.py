@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from common.credentials import Credentials
 from common.jobs.local import LocalJob, Throttle
@@ -39,7 +39,7 @@ from f4.block_store import block_name
 from f4.config import F4Config
 from f4.encoder import Migration, journal_path, write_json_atomic
 from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
-from f4.errors import BlobAbsent, F4Error, MigrationUnverified
+from f4.errors import BlobAbsent, F4Error, HandoverRefused, MigrationUnverified
 from f4.handover import DirectoryLink, reconcile
 from f4.keystore import KeyStore
 from f4.local_block_store import LocalBlockStore
@@ -103,6 +103,26 @@ def losses_survived(domains: Iterable[str]) -> int:
 
 
 Progress = Callable[[float], None]  # the fraction of the work done, 0..1
+
+# The directory refuses to begin or switch while deletes of the volume are still owed to
+# its replicas (deletes_pending): ask again every DELETES_POLL_S for up to DELETES_WAIT_S,
+# then fail the attempt (the job framework retries it later).
+DELETES_WAIT_S: Final = 30.0
+DELETES_POLL_S: Final = 0.5
+
+
+def _when_delivered(step: Callable[[], dict[str, Any]], job: LocalJob | None) -> dict[str, Any]:
+    deadline = time.monotonic() + DELETES_WAIT_S
+    steps = job.throttle() if job is not None else None
+    while True:
+        try:
+            return step()
+        except HandoverRefused as e:
+            if e.code != "deletes_pending" or time.monotonic() > deadline:
+                raise
+        if steps is not None:
+            steps.check()
+        time.sleep(DELETES_POLL_S)
 
 
 class Cell:
@@ -190,10 +210,10 @@ class Cell:
         mark = self.verified(volume)
         if mark is None:
             if link is not None:
-                link.begin(volume)
+                _when_delivered(lambda: link.begin(volume), job)
             mark = self._migrate(volume, progress, job)
         if link is not None and not mark.get("switched"):
-            answer = link.switch(volume)
+            answer = _when_delivered(lambda: link.switch(volume), job)
             released = answer.get("released", [])
             mark = {
                 **mark,
