@@ -7,7 +7,14 @@ registry `<root>/services.json` records each service's pid, url and command. A p
 counts as the service while /proc/<pid>/cmdline still names that service (pids get reused).
 
 Ports are laid out from one base (default 8700): directory base, store-i base+i, cache
-base+50, router base+80, API base+90, worker-i's health endpoint base+90+i.
+base+50, f4 storage node f4-node-h base+60+h, f4 name node base+70, router base+80, API
+base+90, worker-i's health endpoint base+90+i.
+
+The f4 cell: F4_HOSTS storage node processes share the cell's 14 failure domains (disks
+n00..n13, 4+4+3+3), each process a rack of its own, so every stripe survives the loss of
+any one of them; the name node serves migrated volumes to the cache and the router. They
+read <root>/f4.toml (written by `up`), which `pinhole --config <root>/f4.toml f4 ...` uses
+too.
 """
 
 from __future__ import annotations
@@ -33,6 +40,11 @@ STORES_DEFAULT: Final = 4
 STORES_MIN: Final = 3
 STORES_MAX: Final = 40
 CACHE_PORT_OFFSET: Final = 50
+F4_NODE_PORT_OFFSET: Final = 60
+F4_NAME_PORT_OFFSET: Final = 70
+F4_HOSTS: Final = 4
+F4_DISKS: Final = 14  # one stripe's blocks, each on a disk of its own
+F4_CONFIG_FILE: Final = "f4.toml"
 ROUTER_PORT_OFFSET: Final = 80
 API_PORT_OFFSET: Final = 90
 WORKERS_DEFAULT: Final = 2
@@ -106,9 +118,43 @@ class Layout:
     def store_url(self, i: int) -> str:
         return f"http://{self.host}:{self.port_base + i}"
 
+    def f4_node_url(self, h: int) -> str:
+        return f"http://{self.host}:{self.port_base + F4_NODE_PORT_OFFSET + h}"
+
+    @property
+    def f4_name_url(self) -> str:
+        return f"http://{self.host}:{self.port_base + F4_NAME_PORT_OFFSET}"
+
+    @property
+    def f4_config_file(self) -> Path:
+        return self.root / F4_CONFIG_FILE
+
+    def f4_disks(self, h: int) -> list[str]:
+        """The disks (failure domains) of f4 storage node h (1-based): 4, 4, 3, 3."""
+        return [f"n{d:02d}" for d in range(F4_DISKS) if d % F4_HOSTS == h - 1]
+
+    def f4_config(self) -> str:
+        """The [f4] table of the local cell (TOML)."""
+        nodes = ",\n".join(
+            f'  {{ name = "{d}", rack = "f4-node-{h}", url = "{self.f4_node_url(h)}" }}'
+            for h in range(1, F4_HOSTS + 1)
+            for d in self.f4_disks(h)
+        )
+        return (
+            "# Written by `pinhole up`: the local f4 cell (docs/operations/f4.md).\n"
+            "[f4]\n"
+            f'cell_root = "{self.root / "f4"}"\n'
+            f'haystack_dir = "{self.root / "store-1" / "volumes"}"\n'
+            "age_s_min = 0.0  # a sealed volume migrates at once (production: 90 days)\n"
+            f'directory_url = "{self.directory_url}"\n'
+            f'name_host = "{self.host}"\n'
+            f"name_port = {self.port_base + F4_NAME_PORT_OFFSET}\n"
+            f"nodes = [\n{nodes},\n]\n"
+        )
+
     def services(self) -> list[Service]:
-        """In start order: the directory, the store nodes, the cache, the router, the API,
-        the media workers."""
+        """In start order: the directory, the store nodes, the cache, the f4 storage nodes
+        and name node, the router, the API, the media workers."""
         py = (sys.executable, "-m", "ops.cli")
 
         def creds(role: str) -> tuple[str, str]:
@@ -149,6 +195,27 @@ class Layout:
                  "--directory-url", self.directory_url, *creds("cache")),
             )
         )  # fmt: skip
+        f4 = (*py, "--config", str(self.f4_config_file), "f4")
+        for h in range(1, F4_HOSTS + 1):
+            disks = [a for d in self.f4_disks(h) for a in ("--node", d)]
+            out.append(
+                Service(
+                    f"f4-node-{h}",
+                    "f4-node",
+                    self.f4_node_url(h),
+                    (*f4, "node", "serve", *disks, "--host", self.host,
+                     "--port", str(self.port_base + F4_NODE_PORT_OFFSET + h),
+                     *creds("f4-node")),
+                )
+            )  # fmt: skip
+        out.append(
+            Service(
+                "f4-name",
+                "f4-name",
+                self.f4_name_url,
+                (*f4, "name", "serve", *creds("f4-name")),
+            )
+        )
         out.append(
             Service(
                 "router-1",
@@ -360,6 +427,13 @@ def write_service_credentials(layout: Layout) -> None:
         Credentials.for_service(secret, role).write(layout.credentials_file(role))
 
 
+def write_f4_config(layout: Layout) -> None:
+    path = layout.f4_config_file
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(layout.f4_config())
+    tmp.replace(path)
+
+
 def start_missing(layout: Layout) -> tuple[dict[str, Running], list[str]]:
     """Starts every service of the layout that is not running (the directory first, and
     waited for: stores register with it at start). Returns the registry and the names
@@ -367,6 +441,7 @@ def start_missing(layout: Layout) -> tuple[dict[str, Running], list[str]]:
     import asyncio
 
     write_service_credentials(layout)
+    write_f4_config(layout)
     running = read_registry(layout.root)
     started = []
     for service in layout.services():

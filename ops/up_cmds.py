@@ -149,7 +149,68 @@ async def _seed_demo(layout: lc.Layout) -> list[str]:
     return urls
 
 
-def _banner(layout: lc.Layout, running: dict[str, lc.Running], demo_urls: list[str]) -> None:
+# Sealing a volume reaches the directory with the stores' next heartbeats (sent at once on a
+# change); the demo waits at most this long for it.
+SEAL_WAIT_S_MAX: Final = 30.0
+F4_MIGRATE_S_MAX: Final = 300.0
+
+
+async def _demo_f4(layout: lc.Layout, url: str) -> str:
+    """Moves the volume of the demo photo at `url` to the f4 cell, the way an operator
+    does: seal it on its replicas, wait until the directory sees it sealed, then run
+    `pinhole f4 migrate --volume N` (migrated, checked blob by blob, reads switched to the
+    name node, Haystack replicas released). The same URL is then served from f4."""
+    import asyncio
+    import sys
+    from urllib.parse import urlsplit
+
+    from common.credentials import Purpose
+    from common.photo import parse_photo_path
+    from store.client import StoreClient, StoreClientError
+
+    vid = parse_photo_path(urlsplit(url).path).volume_id
+    creds = layout.operator_credentials()
+    admin = {"Authorization": creds.header(Purpose.ADMIN)}
+    lookup = f"{layout.directory_url}/volumes/{vid}"
+    async with aiohttp.ClientSession(headers=admin) as http:
+        async with http.get(lookup) as r:
+            doc = await r.json()
+        if doc.get("state") == "f4":
+            return url
+        replicas = [rep for rep in doc["replicas"] if rep.get("url")]
+        for rep in replicas:
+            async with StoreClient(rep["url"], credentials=creds) as store:
+                try:
+                    await store.set_mode(vid, "sealed")
+                except StoreClientError as e:
+                    raise CliError(f"cannot seal volume {vid} on {rep['node_id']}: {e}") from e
+        deadline = time.monotonic() + SEAL_WAIT_S_MAX
+        while True:
+            async with http.get(lookup) as r:
+                doc = await r.json()
+            if not doc.get("writable"):
+                break
+            if time.monotonic() > deadline:
+                raise CliError(f"the directory still lists volume {vid} as writable")
+            await asyncio.sleep(0.2)
+    source = replicas[0]["node_id"]  # a local store: its volumes are under <root>/<node id>
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ops.cli", "--config", str(layout.f4_config_file),
+        "f4", "migrate", "--volume", str(vid),
+        "--haystack-dir", str(layout.root / source / "volumes"),
+        "--media-data", str(layout.root / "media"),
+        "--secret-file", str(layout.secret_file), "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), F4_MIGRATE_S_MAX)
+    if proc.returncode != 0:
+        raise CliError(f"the demo's f4 migration failed: {out.decode(errors='replace')[-500:]}")
+    return url
+
+
+def _banner(
+    layout: lc.Layout, running: dict[str, lc.Running], demo_urls: list[str], f4_url: str = ""
+) -> None:
     click.echo(f"pinhole local cluster (data in {layout.root}/)")
     for e in running.values():
         click.echo(f"  {e.name:<10} {e.role:<9} {e.url}   pid {e.pid}")
@@ -160,6 +221,8 @@ def _banner(layout: lc.Layout, running: dict[str, lc.Running], demo_urls: list[s
     click.echo(f"  secret     {layout.secret_file}")
     for u in demo_urls:
         click.echo(f"  demo       {u}")
+    if f4_url:
+        click.echo(f"  demo (f4)  {f4_url}  (its volume migrated to the f4 cell)")
 
 
 @click.command()
@@ -209,7 +272,8 @@ def up(
         running, _ = lc.start_missing(layout)
         run(lc.wait_up(layout, running))
         urls = run(_seed_demo(layout)) if demo else []
-        _banner(layout, running, urls)
+        f4_url = run(_demo_f4(layout, urls[0])) if urls else ""
+        _banner(layout, running, urls, f4_url)
         if detach:
             click.echo("the cluster runs in the background: `pinhole status`, `pinhole down`")
             return
