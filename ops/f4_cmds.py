@@ -38,6 +38,7 @@ from ops.cli_support import (
     human_bytes,
     load_config,
     metadata_database_options,
+    operator_credentials,
     run,
     show_progress,
     table,
@@ -71,8 +72,10 @@ def _config(ctx: click.Context, **overrides: Any) -> F4Config:
 
 @contextlib.contextmanager
 def _open_cell(config: F4Config) -> Iterator[Cell]:
+    # Storage nodes take the blocks credential: the operator's, from the cluster secret.
+    creds = operator_credentials(None) if any(n.url for n in config.nodes) else None
     try:
-        cell = Cell(config)
+        cell = Cell(config, credentials=creds)
     except OSError as e:
         raise CliError(f"cannot open the f4 cell at {config.cell_root}: {e}") from e
     try:
