@@ -43,6 +43,7 @@ from ops.cli_support import (
     show_progress,
     table,
 )
+from ops.f4_service_cmds import node_group
 from transformer.config import media_config
 
 T = TypeVar("T")
@@ -51,6 +52,9 @@ T = TypeVar("T")
 @click.group("f4")
 def f4_group() -> None:
     """The f4 warm tier: migrate sealed volumes into it, see its health, repair it."""
+
+
+f4_group.add_command(node_group)
 
 
 def _json_option(f: Any) -> Any:
