@@ -139,6 +139,8 @@ class NodeHttpApi:
         if not path.startswith("/b/"):
             return error_response(404, "not_found", "no such route")
         parts = path[3:].split("/")
+        if len(parts) < 2:
+            return error_response(404, "not_found", "no such route")
         node = parts[0]
         if len(parts) == 2 and parts[1] == "":
             return await self._node(req, node)
