@@ -208,21 +208,30 @@ class HttpBlockWriter:
         self._tail = f"{name}/{UPLOADS}/{self._id}"
 
     def write(self, data: Buffer) -> None:
-        self._buffer += data
-        while len(self._buffer) >= UPLOAD_CHUNK_BYTES_MAX:
-            self._send(UPLOAD_CHUNK_BYTES_MAX)
+        view = memoryview(data).cast("B")
+        chunk_max = UPLOAD_CHUNK_BYTES_MAX
+        if self._buffer:
+            take = min(len(view), chunk_max - len(self._buffer))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) == chunk_max:
+                self._send(bytes(self._buffer))
+                self._buffer.clear()
+        while len(view) >= chunk_max:  # whole chunks straight from the caller's bytes
+            self._send(bytes(view[:chunk_max]))
+            view = view[chunk_max:]
+        self._buffer += view
 
-    def _send(self, n: int) -> None:
-        chunk = bytes(self._buffer[:n])
+    def _send(self, chunk: bytes) -> None:
         self._store.request(
             "PUT", self._node, self._tail, fields={"offset": self._sent}, body=chunk
         )
-        del self._buffer[:n]
-        self._sent += n
+        self._sent += len(chunk)
 
     def commit(self) -> None:
         if self._buffer:
-            self._send(len(self._buffer))
+            self._send(bytes(self._buffer))
+            self._buffer.clear()
         self._store.request("POST", self._node, f"{self._tail}/commit")
 
     def abort(self) -> None:

@@ -6,6 +6,7 @@ a lost disk, and a whole cell (migrate, degraded reads, rebuild) spread over pro
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import random
@@ -27,10 +28,11 @@ from f4.block_store import block_name
 from f4.cell import Cell
 from f4.config import F4Config, F4Node
 from f4.erasure import STRIPE_BLOCKS
-from f4.errors import BlockMissing, BlockUnreachable, F4Error
+from f4.errors import BadObjectName, BlockMissing, BlockUnreachable, F4Error, UploadUnknown
 from f4.http_block_store import HttpBlockStore
 from f4.local_block_store import TEMP_SUFFIX
-from f4.node_disk import RANGE_BYTES_MAX
+from f4.node_disk import RANGE_BYTES_MAX, UPLOAD_IDLE_S_MAX, NodeDisks
+from f4.node_http import UPLOAD_CHUNK_BYTES_MAX
 from f4.reader import Reader
 from tests.f4.helpers import Blobs, random_blobs, sealed_volume
 
@@ -231,6 +233,13 @@ def test_ranges_missing_objects_names_and_credentials(
     writer.abort()
     assert list((node.blocks / "n02").iterdir()) == []
 
+    # A writer sends whole chunks of at most the limit, whatever the pieces it is given.
+    big = random.Random(2).randbytes(UPLOAD_CHUNK_BYTES_MAX * 2 + 5)
+    cuts = [0, 3, UPLOAD_CHUNK_BYTES_MAX - 1, UPLOAD_CHUNK_BYTES_MAX * 2 + 1, len(big)]
+    store.put("n02", "v1.s0.b1.blk", [big[a:b] for a, b in itertools.pairwise(cuts)])
+    assert (node.blocks / "n02" / "v1.s0.b1.blk").read_bytes() == big
+    assert store.get("n02", "v1.s0.b1.blk") == big
+
     # Deletes are idempotent; a lost disk is unreachable, the other disks still serve.
     store.delete("n01", BLOCK)
     store.delete("n01", BLOCK)
@@ -271,6 +280,22 @@ def test_a_killed_upload_leaves_the_old_object_or_nothing(
     resp = _raw("POST", f"{uploads[0]}/commit", blocks)  # the restarted node knows it not
     assert (resp.status, _code(resp)) == (404, "upload_unknown")
     assert store.get("n00", BLOCK) == old
+
+
+def test_idle_uploads_expire_and_names_are_checked_first(tmp_path: Path) -> None:
+    disks = NodeDisks(tmp_path, ["n00"])
+    disks.create_directories()
+    upload = disks.begin("n00", BLOCK)
+    assert disks.append("n00", BLOCK, upload, 0, b"abc") == 3
+    assert disks.expire_idle(time.monotonic() + UPLOAD_IDLE_S_MAX / 2) == 0
+    assert len(list((tmp_path / "n00").glob(f"*{TEMP_SUFFIX}"))) == 1
+    assert disks.expire_idle(time.monotonic() + UPLOAD_IDLE_S_MAX + 1) == 1
+    assert list((tmp_path / "n00").iterdir()) == []
+    with pytest.raises(UploadUnknown):
+        disks.commit("n00", BLOCK, upload)
+    with pytest.raises(BadObjectName):
+        disks.begin("n00", "../n00/v1.f4idx")
+    assert list(tmp_path.iterdir()) == [tmp_path / "n00"]
 
 
 # -- a cell over storage node processes ----------------------------------------------------
