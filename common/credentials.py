@@ -15,7 +15,7 @@ the purpose's name under the secret:
 |           | scrubber findings                                                               |
 | `admin`   | everything an operator does: volume administration, topology, status, plans     |
 | `metrics` | read /metrics                                                                   |
-| `blocks`  | read and write raw f4 blocks on an f4 storage node (the cell's own services)    |
+| `blocks`  | read, write and delete raw f4 blocks at an f4 storage node                      |
 
 A service holds the tokens it sends and, for the purposes it accepts, only their SHA-256
 digests (verifiers): a store node can check a write credential but cannot make one. Signed
@@ -79,14 +79,18 @@ def _grant(sends: Iterable[Purpose], accepts: Iterable[Purpose], *, url_key: boo
 
 
 R, W, N, A, M = Purpose.READ, Purpose.WRITE, Purpose.NODE, Purpose.ADMIN, Purpose.METRICS
+B = Purpose.BLOCKS
+# What the Haystack side's control plane and stores accept: every purpose but raw f4 block
+# access, which only f4 storage nodes take.
+HAYSTACK_PURPOSES: Final = frozenset((R, W, N, A, M))
 
 # Each service of a cluster and what it needs; nothing more.
 SERVICE_GRANTS: Final[Mapping[str, Grant]] = {
     # The control plane delivers deletes and repairs (read + write) and orders volumes
     # created and removed (admin); it accepts every purpose.
-    "directory": _grant((R, W, A), ALL_PURPOSES),
+    "directory": _grant((R, W, A), HAYSTACK_PURPOSES),
     # A store heartbeats, pulls volume bytes from peers and reports scrubber findings (node).
-    "store": _grant((N,), ALL_PURPOSES),
+    "store": _grant((N,), HAYSTACK_PURPOSES),
     # A cache reads stores and heartbeats; it serves routers (read) and takes invalidations.
     "cache": _grant((R, N), (R, W, A, M)),
     # A router reads caches and stores and checks signed URLs; workers read originals
@@ -96,10 +100,11 @@ SERVICE_GRANTS: Final[Mapping[str, Grant]] = {
     "api": _grant((R, W), (), url_key=True),
     # A worker reads originals and writes variants.
     "worker": _grant((R, W), ()),
-    # An f4 storage node serves raw (encrypted) blocks to the cell's own services.
-    "f4-node": _grant((), (Purpose.BLOCKS, A, M)),
-    # The f4 name node reads blocks, heartbeats, and serves reads and deletes.
-    "f4-name": _grant((Purpose.BLOCKS, N), (R, W, A, M)),
+    # An f4 storage node serves raw blocks (blocks) and its status; it calls nobody.
+    "f4-node": _grant((), (B, A, M)),
+    # The f4 name node reaches blocks on storage nodes (blocks) and heartbeats (node); it
+    # serves blob reads and deletes (read, write) and its status.
+    "f4-name": _grant((B, N), (R, W, A, M)),
 }
 
 

@@ -3,12 +3,15 @@
 A node is a failure domain (a disk, host or rack); an object is a block, a block's sidecar
 or an index copy, named by the functions below. `put`/`open_writer(...).commit()` make an
 object appear whole or not at all, durably; an object that exists is complete.
+`object_name_ok` is the one check of a name coming from outside (a storage node's path):
+only the shapes below, so no name can hold '/' or '..'.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Final, Protocol
 
 Buffer = bytes | bytearray | memoryview
 
@@ -23,6 +26,19 @@ def sidecar_name(volume: int, stripe: int, block: int) -> str:
 
 def index_name(volume: int) -> str:
     return f"v{volume}.f4idx"
+
+
+# The shapes of the three names above; numbers in decimal without a leading zero (u32
+# volumes and stripes, at most 2-digit block numbers).
+_OBJECT_NAME: Final = re.compile(
+    r"v(?:0|[1-9][0-9]{0,9})\.(?:s(?:0|[1-9][0-9]{0,9})\.b(?:0|[1-9][0-9]?)\.(?:blk|sum)|f4idx)"
+)
+
+
+def object_name_ok(name: str) -> bool:
+    """Whether `name` is a block, sidecar or index name (block_name, sidecar_name,
+    index_name)."""
+    return _OBJECT_NAME.fullmatch(name) is not None
 
 
 class BlockWriter(Protocol):

@@ -30,19 +30,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from common.credentials import Credentials
+from common.credentials import Credentials, Purpose
 from common.jobs.local import LocalJob, Throttle
 from f4 import index as index_file
 from f4 import layout
 from f4.blob import sealed_length
 from f4.block_store import block_name
+from f4.cell_store import CellBlockStore, cell_block_store
 from f4.config import F4Config
 from f4.encoder import Migration, journal_path, write_json_atomic
 from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
 from f4.errors import BlobAbsent, F4Error, HandoverRefused, MigrationUnverified
 from f4.handover import DirectoryLink, reconcile
 from f4.keystore import KeyStore
-from f4.local_block_store import LocalBlockStore
 from f4.needle_source import NeedleSource
 from f4.reader import Reader
 from f4.rebuild import RebuildProgress, RebuildStats, VerifyReport, rebuild, verify
@@ -126,14 +126,23 @@ def _when_delivered(step: Callable[[], dict[str, Any]], job: LocalJob | None) ->
 
 
 class Cell:
-    def __init__(self, config: F4Config, *, credentials: Credentials | None = None) -> None:
-        """`credentials`: the operator's, to announce migrations to config.directory_url."""
+    def __init__(
+        self,
+        config: F4Config,
+        *,
+        store: CellBlockStore | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        """`store`: where the blocks are; by default the one the config describes
+        (f4.cell_store.cell_block_store, which needs `credentials` holding the blocks
+        credential when a node has a url); `credentials` also announce migrations to
+        config.directory_url (the operator's)."""
         self.config = config
         config.work_dir.mkdir(parents=True, exist_ok=True)
-        self.store = LocalBlockStore(config.blocks_dir, [n.name for n in config.nodes])
+        self.store = store if store is not None else cell_block_store(config, credentials)
         self.keys = KeyStore(config.keys_path)
         self.link: DirectoryLink | None = None
-        if config.directory_url and credentials is not None:
+        if config.directory_url and credentials and Purpose.ADMIN in credentials.tokens:
             self.link = DirectoryLink(config.directory_url, config.name_node_id, credentials)
 
     def close(self) -> None:

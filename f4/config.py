@@ -1,9 +1,12 @@
 """The f4 cell's configuration: the [f4] table of pinhole.toml, parsed once into a frozen,
 validated F4Config. Sizes in bytes, durations in seconds.
 
-A cell is one directory per node under `<cell_root>/blocks`; each node is a failure domain
-and names the rack it sits in, so `pinhole f4 status` can say how many node and rack losses
-every stripe survives. One cell per metadata database: the f4 job queue has no cell column.
+Each node is a failure domain (a disk) and names the rack it sits in, so `pinhole f4 status`
+can say how many node and rack losses every stripe survives. A node without a url is a
+directory `<cell_root>/blocks/<node>` on this host; a node with one is served by the f4
+storage node process at that base URL (f4/node_http.py), which may serve several nodes (one
+process, several disks) from its own `<blocks>/<node>` directories. One cell per metadata
+database: the f4 job queue has no cell column.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from common.config import build
 from common.ids import SHARD_MAX
@@ -21,20 +25,46 @@ NODES_MAX: Final = 1000  # the index stores node numbers as u16; far more than a
 NODE_NAME_CHARS_MAX: Final = 64  # the index stores a name's length as u8
 BLOCK_BYTES_MAX: Final = 16 << 30
 READ_THREADS_MAX: Final = 256
+NODE_URL_CHARS_MAX: Final = 2048
+
+
+def node_url_problem(url: str) -> str | None:
+    """Why `url` is not a storage node's base URL (http(s)://host[:port][/path], no query,
+    fragment or credentials), or None when it is one."""
+    if len(url) > NODE_URL_CHARS_MAX:
+        return f"is longer than {NODE_URL_CHARS_MAX} characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a bad port
+    except ValueError as e:
+        return f"does not parse: {e}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return "must have no query, fragment or user"
+    if port == 0 or any(ch.isspace() for ch in url):
+        return "has a bad port or white space"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class F4Node:
-    """A failure domain: a disk or host, in a rack."""
+    """A failure domain: a disk or host, in a rack; reached at `url` (an f4 storage node
+    process) or, when url is "", as the directory <cell_root>/blocks/<name>."""
 
     name: str
     rack: str = ""
+    url: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > NODE_NAME_CHARS_MAX:
             raise ValueError(f"a node name has 1..{NODE_NAME_CHARS_MAX} characters")
         if not all(ch.isalnum() or ch in "-_." for ch in self.name) or self.name[0] == ".":
             raise ValueError(f"node name {self.name!r}: letters, digits, '-', '_', '.' only")
+        if self.url:
+            problem = node_url_problem(self.url)
+            if problem is not None:
+                raise ValueError(f"node {self.name}: url {problem}")
 
 
 def _default_nodes() -> tuple[F4Node, ...]:

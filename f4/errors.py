@@ -115,3 +115,69 @@ class HandoverRefused(F4Error):
 
     status = 502
     code = "handover_refused"
+
+
+# -- the storage node's answers (f4/node_http.py) and what its client raises ---------------
+
+
+class ObjectMissing(BlockMissing):
+    """A storage node has no such object (or it is shorter than the range asked for)."""
+
+    status = 404
+    code = "block_missing"
+
+
+class NodeUnreachable(BlockUnreachable):
+    """A storage node serves the node, but its directory is gone (the disk is lost)."""
+
+    status = 503
+    code = "node_unreachable"
+
+
+class NodeNotServed(F4Error):
+    """The storage node does not serve that node (failure domain)."""
+
+    status = 404
+    code = "node_not_served"
+
+
+class BadObjectName(F4Error):
+    """A node or object name that is not one of f4's shapes (f4/block_store.py)."""
+
+    status = 400
+    code = "bad_name"
+
+
+class BadBlockRequest(F4Error):
+    """A malformed offset, length or upload id, or a range over the node's limit."""
+
+    status = 400
+    code = "bad_request"
+
+
+class UploadUnknown(F4Error):
+    """No open upload with that id for that object (finished, aborted, expired, or the
+    storage node restarted)."""
+
+    status = 404
+    code = "upload_unknown"
+
+
+class UploadConflict(F4Error):
+    """A chunk's offset is not the upload's current size, or the upload is busy."""
+
+    status = 409
+    code = "upload_conflict"
+
+
+class UploadsBusy(F4Error):
+    """The storage node has as many uploads open as it allows."""
+
+    status = 503
+    code = "uploads_busy"
+    retry_after_s = 1.0
+
+
+class NodeAnswered(F4Error):
+    """A storage node answered with a status its client does not expect; `status` and
+    `code` are the node's."""

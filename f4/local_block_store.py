@@ -19,7 +19,7 @@ from f4.errors import BlockMissing, BlockUnreachable
 TEMP_SUFFIX: Final = ".tmp"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -43,7 +43,7 @@ class LocalBlockWriter:
         os.fsync(self._fd)
         os.close(self._fd)
         os.replace(self._temp, self._final)
-        _fsync_dir(self._dir)
+        fsync_dir(self._dir)
 
     def abort(self) -> None:
         os.close(self._fd)
@@ -114,7 +114,7 @@ class LocalBlockStore:
     def delete(self, node: str, name: str) -> None:
         d = self._dir(node)
         (d / name).unlink(missing_ok=True)
-        _fsync_dir(d)
+        fsync_dir(d)
 
     def list(self, node: str) -> list[str]:
         return sorted(p.name for p in self._dir(node).iterdir() if not p.name.endswith(TEMP_SUFFIX))

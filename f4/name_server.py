@@ -65,7 +65,7 @@ class NameNodeHeartbeat(Heartbeat):
 async def running_name_node(
     config: F4Config, *, credentials: Credentials, cell: Cell | None = None
 ) -> AsyncIterator[tuple[NameNode, LeanHTTPServer]]:
-    node = NameNode(cell or Cell(config))
+    node = NameNode(cell or Cell(config, credentials=credentials))
     heartbeat: NameNodeHeartbeat | None = None
     server: LeanHTTPServer | None = None
 

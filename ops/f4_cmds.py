@@ -46,6 +46,7 @@ from ops.cli_support import (
     show_progress,
     table,
 )
+from ops.f4_service_cmds import node_group
 from transformer.config import media_config
 
 T = TypeVar("T")
@@ -54,6 +55,9 @@ T = TypeVar("T")
 @click.group("f4")
 def f4_group() -> None:
     """The f4 warm tier: migrate sealed volumes into it, see its health, repair it."""
+
+
+f4_group.add_command(node_group)
 
 
 def _json_option(f: Any) -> Any:
@@ -75,9 +79,11 @@ def _config(ctx: click.Context, **overrides: Any) -> F4Config:
 
 @contextlib.contextmanager
 def _open_cell(config: F4Config, secret_file: Path | None = None) -> Iterator[Cell]:
-    """The cell; with a directory_url, holding the operator's credentials to announce
-    migrations to the directory (the cluster secret: --secret-file or the default)."""
-    credentials = operator_credentials(secret_file) if config.directory_url else None
+    """The cell, holding the operator's credentials (the cluster secret: --secret-file or
+    the default) when it needs them: storage nodes take the blocks credential, and the
+    directory the admin one to announce migrations and switch reads."""
+    needs = config.directory_url or any(n.url for n in config.nodes)
+    credentials = operator_credentials(secret_file) if needs else None
     try:
         cell = Cell(config, credentials=credentials)
     except OSError as e:

@@ -135,10 +135,12 @@ class Layout:
 
     def f4_config(self) -> str:
         """The [f4] table of the local cell (TOML)."""
+        # In disk order, so neighbours in the list sit on different processes: a stripe's
+        # blocks and a volume's three index copies go to consecutive nodes.
+        host_of = {d: h for h in range(1, F4_HOSTS + 1) for d in self.f4_disks(h)}
         nodes = ",\n".join(
             f'  {{ name = "{d}", rack = "f4-node-{h}", url = "{self.f4_node_url(h)}" }}'
-            for h in range(1, F4_HOSTS + 1)
-            for d in self.f4_disks(h)
+            for d, h in sorted(host_of.items())
         )
         return (
             "# Written by `pinhole up`: the local f4 cell (docs/operations/f4.md).\n"

@@ -28,6 +28,10 @@ def test_the_example_lists_exactly_the_defaults() -> None:
         ({"nodes": [{"name": "a"}, {"name": "a"}]}, "f4: node names must be distinct"),
         ({"nodes": [{"name": "a/b"}]}, "letters, digits"),
         ({"nodes": [{"name": "a", "zone": "z"}]}, "unknown key f4.nodes[].zone"),
+        ({"nodes": [{"name": "a", "url": "ftp://h:1"}]}, "node a: url must be an http"),
+        ({"nodes": [{"name": "a", "url": "http://h:99999"}]}, "node a: url does not parse"),
+        ({"nodes": [{"name": "a", "url": "http://h:1/?q=1"}]}, "node a: url must have no query"),
+        ({"nodes": [{"name": "a", "url": "http://"}]}, "node a: url must be an http"),
         ({"rebuild_mb_s": -1}, "must not be negative"),
         ({"age_s_min": "old"}, "f4.age_s_min must be a number"),
         ({"id_shard": 1 << 20}, "id_shard must be within"),
@@ -46,6 +50,8 @@ def test_overrides_and_derived_paths() -> None:
     assert f4_config({"f4": {"key_store_path": "/k.db"}}).keys_path == Path("/k.db")
     racks = f4_config({"f4": {"nodes": [{"name": "a", "rack": "r"}, {"name": "b"}]}})
     assert (racks.rack_of("a"), racks.rack_of("b")) == ("r", "(b)")
+    served = f4_config({"f4": {"nodes": [{"name": "a", "url": "https://h:8800/"}, {"name": "b"}]}})
+    assert [n.url for n in served.nodes] == ["https://h:8800/", ""]
 
 
 @pytest.mark.parametrize(

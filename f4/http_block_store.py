@@ -1,0 +1,260 @@
+"""Blocks on f4 storage node processes (f4/node_http.py), behind the BlockStore protocol.
+
+Each node (failure domain) has the base URL of the process serving it; several nodes may
+share one. Every request carries the blocks credential. One urllib3 PoolManager serves all
+threads (the name node calls this from executor threads; urllib3's pools are thread-safe).
+
+What a caller sees, whatever the node's answer:
+- a connect error, a timeout (CONNECT_TIMEOUT_S, READ_TIMEOUT_S), a 503, or a node the
+  process does not serve: BlockUnreachable, as a LocalBlockStore's missing directory;
+- a 404 for an object: BlockMissing (absent, or shorter than the range asked for);
+- anything else unexpected: NodeAnswered, carrying the node's status and code.
+Idempotent requests (GET, HEAD, DELETE) are retried once after a connection-level failure
+(a pooled keep-alive connection the node closed when it restarted); uploads never are.
+
+Writes keep the protocol's promise (an object that exists is complete): the writer buffers
+up to the node's chunk limit, appends chunks to an upload at their offsets, and the node
+renames the upload into place only on commit; an aborted writer deletes its upload, and a
+dead one leaves a temporary the node removes (idle expiry, restart, clean_temporaries).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import urllib3
+from urllib3.exceptions import HTTPError
+
+from common.credentials import Credentials, Purpose
+from f4.block_store import Buffer
+from f4.errors import BlockMissing, BlockUnreachable, NodeAnswered
+from f4.node_disk import OBJECT_TOO_LARGE, RANGE_BYTES_MAX
+from f4.node_http import ERROR_HEADER, SIZE_HEADER, UPLOAD_CHUNK_BYTES_MAX, UPLOADS
+
+CONNECT_TIMEOUT_S: Final = 2.0
+READ_TIMEOUT_S: Final = 30.0
+# Connection pools (one per storage node URL) and connections kept per pool.
+POOLS_MAX: Final = 64
+MISSING: Final = "block_missing"  # the code of a storage node's 404 for an object
+CONNECTIONS_PER_URL_MAX: Final = 16
+
+
+class HttpBlockStore:
+    def __init__(
+        self,
+        urls: Mapping[str, str],
+        credentials: Credentials,
+        *,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        read_timeout_s: float = READ_TIMEOUT_S,
+    ) -> None:
+        """`urls`: node name -> base URL of the storage node process serving it."""
+        self._urls = {node: url.rstrip("/") for node, url in urls.items()}
+        self._auth = credentials.header(Purpose.BLOCKS)
+        timeout = urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s)
+        self._pool = urllib3.PoolManager(
+            num_pools=POOLS_MAX,
+            maxsize=CONNECTIONS_PER_URL_MAX,
+            timeout=timeout,
+            headers={"Authorization": self._auth},
+        )
+        self._retry_idempotent = urllib3.Retry(
+            total=1, connect=1, read=1, redirect=0, status=0, other=0, raise_on_status=False
+        )
+
+    def close(self) -> None:
+        self._pool.clear()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _url(self, node: str, tail: str) -> str:
+        base = self._urls.get(node)
+        if base is None:
+            raise BlockUnreachable(f"node {node} is not in this cell")
+        return f"{base}/b/{node}/{tail}"
+
+    def request(
+        self,
+        method: str,
+        node: str,
+        tail: str,
+        *,
+        fields: Mapping[str, int] | None = None,
+        body: bytes | None = None,
+    ) -> urllib3.BaseHTTPResponse:
+        """One request to the node's process; errors as the module docstring says. 2xx
+        answers and the 404 of a missing object are returned (the caller says what that
+        means)."""
+        url = self._url(node, tail)
+        if fields:
+            url += "?" + "&".join(f"{k}={v}" for k, v in fields.items())
+        # Opening an upload may be repeated too: an upload opened twice leaves one unused,
+        # which the node drops once idle.
+        again = method in ("GET", "HEAD", "DELETE") or (method == "POST" and tail.endswith(UPLOADS))
+        retries: urllib3.Retry | bool = self._retry_idempotent if again else False
+        try:
+            resp = self._pool.request(
+                method,
+                url,
+                body=body,
+                retries=retries,
+                redirect=False,
+            )
+        except (HTTPError, OSError) as e:
+            raise BlockUnreachable(f"node {node} at {self._urls[node]}: {e}") from None
+        if 200 <= resp.status < 300:
+            return resp
+        code, message = _error_of(resp)
+        where = f"node {node} at {self._urls[node]}"
+        if resp.status == 503 or (resp.status == 404 and code == "node_not_served"):
+            raise BlockUnreachable(f"{where}: {message}")
+        if resp.status == 404 and code == MISSING:
+            return resp
+        raise NodeAnswered(f"{where}: {message}", status=resp.status, code=code)
+
+    # -- BlockStore --------------------------------------------------------------------------
+
+    def nodes(self) -> list[str]:
+        return list(self._urls)
+
+    def node_up(self, node: str) -> bool:
+        try:
+            return self.request("HEAD", node, "").status == 200
+        except (BlockUnreachable, NodeAnswered):
+            return False
+
+    def put(self, node: str, name: str, pieces: Iterable[Buffer]) -> None:
+        w = self.open_writer(node, name)
+        try:
+            for p in pieces:
+                w.write(p)
+        except BaseException:
+            w.abort()
+            raise
+        w.commit()
+
+    def open_writer(self, node: str, name: str) -> HttpBlockWriter:
+        return HttpBlockWriter(self, node, name)
+
+    def get_range(self, node: str, name: str, offset: int, length: int) -> bytes:
+        if length > RANGE_BYTES_MAX:  # the node answers at most this much at once
+            out = bytearray()
+            for at in range(offset, offset + length, RANGE_BYTES_MAX):
+                out += self.get_range(node, name, at, min(RANGE_BYTES_MAX, offset + length - at))
+            return bytes(out)
+        resp = self.request("GET", node, name, fields={"offset": offset, "length": length})
+        if resp.status == 404 or len(resp.data) != length:
+            raise BlockMissing(f"{node}/{name} has no {length} bytes at {offset}")
+        return resp.data
+
+    def get(self, node: str, name: str) -> bytes:
+        try:
+            resp = self.request("GET", node, name)
+        except NodeAnswered as e:
+            if e.code != OBJECT_TOO_LARGE:
+                raise
+            return self.get_range(node, name, 0, self.size(node, name))
+        if resp.status == 404:
+            raise BlockMissing(f"{node}/{name} does not exist")
+        return resp.data
+
+    def exists(self, node: str, name: str) -> bool:
+        try:
+            return self.request("HEAD", node, name).status == 200
+        except BlockUnreachable:
+            return False
+
+    def size(self, node: str, name: str) -> int:
+        resp = self.request("HEAD", node, name)
+        if resp.status == 404:
+            raise BlockMissing(f"{node}/{name} does not exist")
+        return int(resp.headers[SIZE_HEADER])
+
+    def delete(self, node: str, name: str) -> None:
+        self.request("DELETE", node, name)
+
+    def list(self, node: str) -> list[str]:
+        resp = self.request("GET", node, "")
+        names: list[str] = _json(resp)["names"]
+        return names
+
+    def clean_temporaries(self) -> int:
+        """Aborts the uploads open on every reachable node (run, like LocalBlockStore's,
+        by the holder of the cell's lock before it writes); returns how many."""
+        removed = 0
+        for node in self._urls:
+            try:
+                removed += int(_json(self.request("DELETE", node, UPLOADS))["aborted"])
+            except BlockUnreachable:
+                continue
+        return removed
+
+
+class HttpBlockWriter:
+    """An upload: chunks of at most UPLOAD_CHUNK_BYTES_MAX at their offsets, then commit."""
+
+    def __init__(self, store: HttpBlockStore, node: str, name: str) -> None:
+        self._store = store
+        self._node = node
+        self._name = name
+        self._buffer = bytearray()
+        self._sent = 0
+        resp = store.request("POST", node, f"{name}/{UPLOADS}")
+        if resp.status == 404:
+            raise BlockMissing(f"{node}/{name}: no upload could be opened")
+        self._id = str(_json(resp)["upload"])
+        self._tail = f"{name}/{UPLOADS}/{self._id}"
+
+    def write(self, data: Buffer) -> None:
+        view = memoryview(data).cast("B")
+        chunk_max = UPLOAD_CHUNK_BYTES_MAX
+        if self._buffer:
+            take = min(len(view), chunk_max - len(self._buffer))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) == chunk_max:
+                self._send(bytes(self._buffer))
+                self._buffer.clear()
+        while len(view) >= chunk_max:  # whole chunks straight from the caller's bytes
+            self._send(bytes(view[:chunk_max]))
+            view = view[chunk_max:]
+        self._buffer += view
+
+    def _send(self, chunk: bytes) -> None:
+        self._store.request(
+            "PUT", self._node, self._tail, fields={"offset": self._sent}, body=chunk
+        )
+        self._sent += len(chunk)
+
+    def commit(self) -> None:
+        if self._buffer:
+            self._send(bytes(self._buffer))
+            self._buffer.clear()
+        self._store.request("POST", self._node, f"{self._tail}/commit")
+
+    def abort(self) -> None:
+        """Deletes the upload; a node that cannot be reached drops it itself later."""
+        self._buffer.clear()
+        try:
+            self._store.request("DELETE", self._node, self._tail)
+        except (BlockUnreachable, NodeAnswered):
+            pass
+
+
+def _json(resp: urllib3.BaseHTTPResponse) -> dict[str, Any]:
+    doc = json.loads(resp.data)
+    if not isinstance(doc, dict):
+        raise NodeAnswered("a storage node answered something that is not a JSON object")
+    return doc
+
+
+def _error_of(resp: urllib3.BaseHTTPResponse) -> tuple[str, str]:
+    """The error's code (the header, which HEAD answers carry too) and message."""
+    code = resp.headers.get(ERROR_HEADER, "http_error")
+    try:
+        error = json.loads(resp.data)["error"]
+        return str(error.get("code", code)), str(error.get("message", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return code, f"HTTP {resp.status}"

@@ -1,0 +1,206 @@
+"""The f4 storage node's HTTP API (docs/api/f4-node.md) on the lean HTTP server: raw
+objects (blocks, sidecars, index copies) of the nodes it serves, `<blocks_root>/<node>`.
+
+    GET  /b/{node}/{name}[?offset=O&length=L]         the object, or exactly L bytes at O
+    HEAD /b/{node}/{name}                             200 with X-Pinhole-Size / 404
+    DELETE /b/{node}/{name}                           idempotent; the directory fsync'd
+    GET|HEAD /b/{node}/                               {"names": [...]} / whether it is up
+    DELETE /b/{node}/uploads                          aborts the node's open uploads
+    POST /b/{node}/{name}/uploads                     {"upload": id}
+    PUT  /b/{node}/{name}/uploads/{id}?offset=O       appends a chunk at O (its size)
+    POST /b/{node}/{name}/uploads/{id}/commit         fsync, rename, directory fsync
+    DELETE /b/{node}/{name}/uploads/{id}              aborts
+    GET /healthz (open)   GET /status (admin)
+
+Invariants:
+- Every route but /healthz takes a credential, checked from the head before any body byte
+  is read: /b/ the blocks one, /status the admin one (401 otherwise).
+- No request body is over UPLOAD_CHUNK_BYTES_MAX (a chunk) and no answer over
+  RANGE_BYTES_MAX, so a storage node holds a bounded number of bytes per request.
+- The event loop never touches the disk: every disk call runs on the node's own thread
+  pool (DISK_THREADS).
+- Errors become HTTP answers in one place (`_error`), from the F4Error's status and code;
+  bad input is a 4xx, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Final, TypeVar
+
+from common.credentials import Credentials, Purpose
+from common.errors import PinholeError
+from common.ids import parse_decimal
+from common.leanhttp import Request, Response, error_response, json_response
+from f4.errors import BadBlockRequest
+from f4.node_disk import OBJECT_BYTES_MAX, RANGE_BYTES_MAX, NodeDisks
+
+log = logging.getLogger("pinhole.f4.node")
+
+T = TypeVar("T")
+
+# One upload chunk (a PUT body) is at most this many bytes.
+UPLOAD_CHUNK_BYTES_MAX: Final = 8 << 20
+# Bodies of the other requests (none carries one that matters).
+OTHER_BODY_BYTES_MAX: Final = 4096
+# Threads doing disk I/O for one storage node process.
+DISK_THREADS: Final = 8
+
+OCTETS: Final = "application/octet-stream"
+SIZE_HEADER: Final = "X-Pinhole-Size"
+ERROR_HEADER: Final = "X-Pinhole-Error"
+UPLOADS: Final = "uploads"
+
+_OK: Final = json_response(200, {"ok": True})
+_UNAUTHORIZED: Final = Response(
+    401,
+    b'{"error":{"code":"unauthorized","message":"a valid internal credential is required"}}',
+    ((ERROR_HEADER, "unauthorized"),),
+    "application/json",
+)
+
+
+def _error(exc: BaseException) -> Response:
+    """The one place where an exception becomes an answer."""
+    if isinstance(exc, PinholeError):
+        headers = [(name.lower(), value) for name, value in exc.headers().items()]
+        headers.append((ERROR_HEADER, exc.code))  # HEAD answers carry no body
+        body = {"error": {"code": exc.code, "message": str(exc)}}
+        if exc.status >= 500:
+            log.warning("%s: %s", exc.code, exc)
+        return json_response(exc.status, body, headers)
+    if isinstance(exc, OSError):
+        log.error("I/O error: %s", exc)
+        return error_response(500, "io_error", f"I/O error: {exc.strerror or exc}")
+    log.error("unexpected error", exc_info=exc)
+    return error_response(500, "internal", "internal server error")
+
+
+def _number(params: dict[str, str], key: str, maximum: int) -> int:
+    try:
+        return parse_decimal(params[key], maximum=maximum, what=key)
+    except KeyError:
+        raise BadBlockRequest(f"{key} is required") from None
+    except ValueError as e:
+        raise BadBlockRequest(str(e)) from None
+
+
+class NodeHttpApi:
+    """The handler (`handle`), head hook and body limit for one LeanHTTPServer."""
+
+    def __init__(self, disks: NodeDisks, *, credentials: Credentials) -> None:
+        self.disks = disks
+        self._credentials = credentials
+        self._executor = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="f4-node-disk")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=False)
+
+    async def _disk(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    # -- before the body -----------------------------------------------------------------
+
+    def head_hook(self, req: Request) -> Response | None:
+        path = req.path
+        if path == "/healthz":
+            return None
+        purpose = Purpose.ADMIN if path == "/status" else Purpose.BLOCKS
+        if not self._credentials.allows(req.headers.get("authorization"), purpose):
+            return _UNAUTHORIZED
+        return None
+
+    def body_limit(self, req: Request) -> int:
+        return UPLOAD_CHUNK_BYTES_MAX if req.method == "PUT" else OTHER_BODY_BYTES_MAX
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def handle(self, req: Request) -> Response | Awaitable[Response]:
+        path = req.path
+        if path == "/healthz":
+            return _OK
+        return self._guarded(req)
+
+    async def _guarded(self, req: Request) -> Response:
+        try:
+            return await self._route(req)
+        except Exception as e:
+            return _error(e)
+
+    async def _route(self, req: Request) -> Response:
+        path, method = req.path, req.method
+        if path == "/status" and method == "GET":
+            return json_response(200, await self._disk(self._status))
+        if not path.startswith("/b/"):
+            return error_response(404, "not_found", "no such route")
+        parts = path[3:].split("/")
+        if len(parts) < 2:
+            return error_response(404, "not_found", "no such route")
+        node = parts[0]
+        if len(parts) == 2 and parts[1] == "":
+            return await self._node(req, node)
+        if len(parts) == 2 and parts[1] == UPLOADS and method == "DELETE":
+            removed = await self._disk(self.disks.abort_all, node)
+            return json_response(200, {"aborted": removed})
+        name = parts[1]
+        if len(parts) == 2:
+            return await self._object(req, node, name)
+        if len(parts) >= 3 and parts[2] == UPLOADS:
+            return await self._upload(req, node, name, parts[3:])
+        return error_response(404, "not_found", "no such route")
+
+    def _status(self) -> dict[str, object]:
+        return {"nodes": [asdict(s) for s in self.disks.status()]}
+
+    async def _node(self, req: Request, node: str) -> Response:
+        if req.method == "GET":
+            return json_response(200, {"names": await self._disk(self.disks.names, node)})
+        if req.method == "HEAD":
+            await self._disk(self.disks.directory, node)
+            return Response(200)
+        return _not_allowed(req)
+
+    async def _object(self, req: Request, node: str, name: str) -> Response:
+        method = req.method
+        if method == "GET":
+            params = req.query_params()
+            if "offset" in params or "length" in params:
+                offset = _number(params, "offset", OBJECT_BYTES_MAX)
+                length = _number(params, "length", RANGE_BYTES_MAX)
+                data = await self._disk(self.disks.read_range, node, name, offset, length)
+            else:
+                data = await self._disk(self.disks.read_whole, node, name)
+            return Response(200, data, (), OCTETS)
+        if method == "HEAD":
+            size = await self._disk(self.disks.size, node, name)
+            return Response(200, b"", ((SIZE_HEADER, str(size)),), OCTETS)
+        if method == "DELETE":
+            await self._disk(self.disks.delete, node, name)
+            return _OK
+        return _not_allowed(req)
+
+    async def _upload(self, req: Request, node: str, name: str, rest: list[str]) -> Response:
+        method = req.method
+        if not rest and method == "POST":
+            upload_id = await self._disk(self.disks.begin, node, name)
+            return json_response(201, {"upload": upload_id})
+        if len(rest) == 1 and method == "PUT":
+            offset = _number(req.query_params(), "offset", OBJECT_BYTES_MAX)
+            size = await self._disk(self.disks.append, node, name, rest[0], offset, req.body)
+            return json_response(200, {"size": size})
+        if len(rest) == 1 and method == "DELETE":
+            await self._disk(self.disks.abort, node, name, rest[0])
+            return _OK
+        if len(rest) == 2 and rest[1] == "commit" and method == "POST":
+            size = await self._disk(self.disks.commit, node, name, rest[0])
+            return json_response(200, {"size": size})
+        return _not_allowed(req)
+
+
+def _not_allowed(req: Request) -> Response:
+    return error_response(405, "method_not_allowed", f"{req.method} is not allowed on {req.path}")
