@@ -91,7 +91,10 @@ async def test_each_route_takes_the_credential_of_its_purpose(tmp_path: Path) ->
     config = fast_config({"data_dir": tmp_path / "directory"})
     async with running_cluster(config, tmp_path, stores=0, loops=False) as cluster:
         url = cluster.url
-        read, write, node, admin, metrics = (auth(SECRET, p) for p in Purpose)
+        read, write, node, admin, metrics = (
+            auth(SECRET, p)
+            for p in (Purpose.READ, Purpose.WRITE, Purpose.NODE, Purpose.ADMIN, Purpose.METRICS)
+        )
         beat = {
             "node_id": "n1",
             "role": "cache",
