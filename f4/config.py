@@ -104,6 +104,10 @@ class F4Config:
     name_port: int = 8760
     name_url: str = ""  # how others reach it ("" = http://name_host:name_port)
     heartbeat_s: float = 2.0
+    # The cluster secret the f4 commands take their credentials from when they need them
+    # (storage nodes with a url, a directory_url); unset: PINHOLE_CLUSTER_SECRET or
+    # ./.pinhole/cluster.secret. Services take --credentials or --secret-file instead.
+    cluster_secret_file: Path | None = None
     read_threads: int = 8  # reads and decryption run on this many threads
 
     def __post_init__(self) -> None:

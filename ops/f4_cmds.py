@@ -83,6 +83,8 @@ def _open_cell(config: F4Config, secret_file: Path | None = None) -> Iterator[Ce
     the default) when it needs them: storage nodes take the blocks credential, and the
     directory the admin one to announce migrations and switch reads."""
     needs = config.directory_url or any(n.url for n in config.nodes)
+    if secret_file is None:
+        secret_file = config.cluster_secret_file
     credentials = operator_credentials(secret_file) if needs else None
     try:
         cell = Cell(config, credentials=credentials)

@@ -149,6 +149,7 @@ class Layout:
             f'haystack_dir = "{self.root / "store-1" / "volumes"}"\n'
             "age_s_min = 0.0  # a sealed volume migrates at once (production: 90 days)\n"
             f'directory_url = "{self.directory_url}"\n'
+            f'cluster_secret_file = "{self.secret_file}"\n'
             f'name_host = "{self.host}"\n'
             f"name_port = {self.port_base + F4_NAME_PORT_OFFSET}\n"
             f"nodes = [\n{nodes},\n]\n"
