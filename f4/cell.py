@@ -237,17 +237,22 @@ class Cell:
     def _migrate(
         self, volume: int, progress: Progress | None, job: LocalJob | None
     ) -> dict[str, Any]:
-        steps = (job or LocalJob("f4-migrate", volume)).throttle()
+        rate = self.config.migrate_mb_s * 1e6 or None
+        steps = (job or LocalJob("f4-migrate", volume)).throttle(rate)
         report = progress or (lambda fraction: None)
         plan = self.plan(volume)
         stripes_done = 0
 
+        stripe_bytes = plan.plaintext_bytes // max(1, plan.stripes)
+
         def on_step(step: str) -> None:
             nonlocal stripes_done
-            steps.wait()
             if step.startswith("stripe "):
+                steps.wait(stripe_bytes)
                 stripes_done += 1
                 report(MIGRATE_SHARE * stripes_done / max(1, plan.stripes))
+            else:
+                steps.wait()
 
         source = NeedleSource(self.config.haystack_dir, volume)
         try:
@@ -298,7 +303,7 @@ class Cell:
         entries = reader.index(volume).entries
         checked = 0
         for i, ref in enumerate(refs, start=1):
-            steps.wait()
+            steps.wait(ref.data_size)
             if (ref.key, ref.alt_key) not in entries:
                 raise MigrationUnverified(
                     f"volume {volume}: needle {ref.key}/{ref.alt_key} is not in the f4 index"

@@ -86,6 +86,9 @@ class F4Config:
     age_s_min: float = 90 * 86400.0
     # Rebuilds write at most this many MB (10^6 bytes) per second; 0: unthrottled.
     rebuild_mb_s: float = 50.0
+    # Migrations read and write at most about this many MB (10^6 bytes) of plaintext per
+    # second, paid per stripe written and per blob read back; 0: unthrottled.
+    migrate_mb_s: float = 0.0
     # "" = <cell_root>/keys.sqlite3.
     key_store_path: str = ""
     # Migrate and rebuild jobs: attempts before dead-lettering, backoff between them, lease.
@@ -124,8 +127,8 @@ class F4Config:
             )
         if self.code not in EC_TYPES:
             raise ValueError(f"code must be one of {', '.join(EC_TYPES)}")
-        if self.age_s_min < 0 or self.rebuild_mb_s < 0:
-            raise ValueError("age_s_min and rebuild_mb_s must not be negative")
+        if self.age_s_min < 0 or self.rebuild_mb_s < 0 or self.migrate_mb_s < 0:
+            raise ValueError("age_s_min, rebuild_mb_s and migrate_mb_s must not be negative")
         if self.attempts_max < 1:
             raise ValueError("attempts_max must be >= 1")
         if not 0 <= self.name_port <= 65535:

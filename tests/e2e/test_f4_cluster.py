@@ -2,10 +2,13 @@
 nodes, a cache, a router, four f4 storage nodes holding the cell's 14 disks, the f4 name
 node), in file order:
 
-write blobs -> seal their volume -> `pinhole f4 migrate --volume N` while a reader reads
+write blobs -> seal their volume -> a migration killed with -9 half-way (reads still served
+by Haystack) -> `pinhole f4 migrate --volume N` again, resuming, while a reader reads
 through the router the whole time (no read fails) -> the same URLs answer the same bytes
 and ETags from f4, the Haystack replicas are released and their bytes returned -> a delete
-reads 404 at once, like an absent blob -> kill -9 an f4 storage node (4 of each stripe's
+reads 404 at once, like an absent blob -> 4 blocks of a stripe deleted or corrupted, data
+only, parity only and mixed: every blob reads byte-exact, then rebuild and verify -> kill -9
+an f4 storage node (4 of each stripe's
 14 blocks gone): every blob still reads byte-exact (reconstructed) -> it comes back with
 empty disks, `pinhole f4 rebuild` restores every block and verify passes -> kill -9 the
 name node: `pinhole up` brings it back and it serves again.
@@ -19,6 +22,8 @@ import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +37,9 @@ import pytest
 from common import credentials, photo
 from common.credentials import Purpose
 from directory.writer import BlobRef, BlobWriter
+from f4 import index as index_file
+from f4.block_store import block_name
+from f4.local_block_store import LocalBlockStore
 from ops import local_cluster as lc
 from store.client import StoreClient
 from tests.conftest import auth, creds
@@ -143,6 +151,65 @@ def _volume_files(c: F4Cluster) -> list[Path]:
     )
 
 
+SMALL_BLOCK = 16 * 1024  # several stripes for a small volume
+
+
+def _slow_config(c: F4Cluster, migrate_mb_s: float) -> Path:
+    """The local cell's config with small blocks (and a paced migration)."""
+    path = c.root / f"f4-small-{migrate_mb_s}.toml"
+    text = c.layout.f4_config_file.read_text().replace(
+        "[f4]\n", f"[f4]\nblock_bytes = {SMALL_BLOCK}\nmigrate_mb_s = {migrate_mb_s}\n", 1
+    )
+    path.write_text(text)
+    return path
+
+
+def _migrate_args(c: F4Cluster, config: Path) -> list[object]:
+    source = next(p.parent.parent.name for p in _volume_files(c))
+    return [
+        "--config", config, "f4", "migrate", "--volume", c.volume,
+        "--haystack-dir", c.root / source / "volumes", "--media-data", c.root / "media",
+        "--json",
+    ]  # fmt: skip
+
+
+def test_a_migration_killed_half_way_leaves_reads_on_haystack(cluster: F4Cluster) -> None:
+    c = cluster
+    env = {k: v for k, v in os.environ.items() if k != credentials.SECRET_ENV}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", *map(str, _migrate_args(c, _slow_config(c, 0.05)))],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    journal = c.root / "f4" / "work" / f"v{c.volume}.f4journal"
+    try:
+        deadline = time.monotonic() + 60
+        while not (journal.exists() and json.loads(journal.read_bytes())["stripes_done"] >= 1):
+            assert proc.poll() is None, "the paced migration ended before it could be killed"
+            assert time.monotonic() < deadline, "no stripe written within 60 s"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not json.loads(journal.read_bytes())["done"]
+    _read_all(c)  # still Haystack's: begun, not switched
+    lv = _lookup(c)
+    assert lv["state"] == "active"
+    assert {r["node_id"] for r in lv["replicas"]} >= {"f4-name-1"}
+
+
+def _lookup(c: F4Cluster) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"{c.layout.directory_url}/volumes/{c.volume}", headers=c_admin(c)) as r,
+        ):
+            doc: dict[str, Any] = await r.json()
+            return doc
+
+    return asyncio.run(go())
+
+
 def test_migration_switches_reads_to_f4_without_a_failed_read(cluster: F4Cluster) -> None:
     c = cluster
     haystack = _volume_files(c)
@@ -169,12 +236,9 @@ def test_migration_switches_reads_to_f4_without_a_failed_read(cluster: F4Cluster
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        source = next(p.parent.parent.name for p in haystack)
-        doc = c.f4(
-            "migrate", "--volume", c.volume,
-            "--haystack-dir", c.root / source / "volumes",
-            "--media-data", c.root / "media", "--secret-file", c.layout.secret_file,
-        )  # fmt: skip
+        p = pinhole(*_migrate_args(c, _slow_config(c, 0.0)), cwd=REPO)
+        assert p.returncode == 0, p.stderr + p.stdout
+        doc = json.loads(p.stdout)
         time.sleep(1.0)  # reads after the switch too
     finally:
         stop.set()
@@ -183,20 +247,13 @@ def test_migration_switches_reads_to_f4_without_a_failed_read(cluster: F4Cluster
     assert reads > len(c.blobs)
     (row,) = doc["volumes"]
     assert row["outcome"] == "migrated" and row["switched"], row
+    assert row["stripes_resumed"] >= 1 and row["stripes"] > row["stripes_resumed"]
     assert row["bytes_released"] > 0
     assert len(row["replicas_released"]) == 3
     # The Haystack replicas are gone from the stores; the directory lists the name node.
     assert _volume_files(c) == []
 
-    async def lookup() -> dict[str, Any]:
-        async with (
-            aiohttp.ClientSession() as s,
-            s.get(f"{c.layout.directory_url}/volumes/{c.volume}", headers=c_admin(c)) as r,
-        ):
-            doc: dict[str, Any] = await r.json()
-            return doc
-
-    lv = asyncio.run(lookup())
+    lv = _lookup(c)
     assert lv["state"] == "f4"
     assert [r["node_id"] for r in lv["replicas"]] == ["f4-name-1"]
     _read_all(c)
@@ -223,6 +280,39 @@ def test_a_delete_reads_404_like_an_absent_blob(cluster: F4Cluster) -> None:
             assert status == status2 == 404 and gone == never
 
     asyncio.run(go())
+    _read_all(c)
+
+
+def _block_file(c: F4Cluster, stripe: int, block: int) -> Path:
+    nodes = [f"n{d:02d}" for d in range(lc.F4_DISKS)]
+    idx = index_file.load(LocalBlockStore(c.root / "f4" / "blocks", nodes), c.volume)
+    node = idx.stripes[stripe].nodes[block]
+    return c.root / "f4" / "blocks" / node / block_name(c.volume, stripe, block)
+
+
+@pytest.mark.parametrize(
+    ("lost", "corrupt"),
+    [((0, 1, 2, 3), ()), ((), (10, 11, 12, 13)), ((1, 12), (5, 11))],
+    ids=["data-only", "parity-only", "mixed"],
+)
+def test_any_four_blocks_lost_or_corrupt_read_exact_and_rebuild(
+    cluster: F4Cluster, lost: tuple[int, ...], corrupt: tuple[int, ...]
+) -> None:
+    c = cluster
+    for b in lost:
+        _block_file(c, 0, b).unlink()
+    for b in corrupt:
+        path = _block_file(c, 0, b)
+        raw = bytearray(path.read_bytes())
+        for at in range(0, len(raw), 1024):  # every chunk: every read of it must decode
+            raw[at] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    _read_all(c)
+    assert c.f4("verify", "--volume", c.volume, exit_code=1)["ok"] is False
+    rebuilt = c.f4("rebuild", "--volume", c.volume, "--media-data", c.root / "media")
+    (row,) = rebuilt["volumes"]
+    assert row["outcome"] == "done" and row["blocks_rebuilt"] == 4, row
+    assert c.f4("verify", "--volume", c.volume)["ok"] is True
     _read_all(c)
 
 
