@@ -46,7 +46,7 @@ from tests.conftest import auth, creds
 from tests.e2e.test_cluster import REPO, _put_with_retry, pinhole
 
 pytestmark = pytest.mark.crash
-BLOBS = 40
+BLOBS = 90
 ALT = photo.alt_key(640, photo.Format.JPEG)
 
 
@@ -115,7 +115,7 @@ def test_blobs_are_written_and_their_volume_sealed(cluster: F4Cluster) -> None:
         async with BlobWriter(c.layout.directory_url, credentials=creds(c.secret)) as w:
             refs = []
             for i in range(BLOBS):
-                data = rng.randbytes(rng.randrange(1, 48 * 1024))
+                data = rng.randbytes(rng.randrange(1, 30_000))
                 refs.append((await _put_with_retry(w, base + i, data), data))
         c.volume = refs[0][0].volume_id
         async with aiohttp.ClientSession() as s:
@@ -151,7 +151,7 @@ def _volume_files(c: F4Cluster) -> list[Path]:
     )
 
 
-SMALL_BLOCK = 16 * 1024  # several stripes for a small volume
+SMALL_BLOCK = 32 * 1024  # several stripes for a small volume (blobs < 30 KB)
 
 
 def _slow_config(c: F4Cluster, migrate_mb_s: float) -> Path:
