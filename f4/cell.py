@@ -298,7 +298,7 @@ class Cell:
         """Every blob still live in Haystack reads back equal; one deleted meanwhile (its
         key destroyed and tombstoned by the name node) is skipped. Returns how many were
         compared."""
-        reader = Reader(self.store, self.keys, Codec(self.config.code))
+        reader = Reader(self.store, self.keys, Codec(self.config.code), racks=self.config.rack_of)
         refs = source.live_needles()
         entries = reader.index(volume).entries
         checked = 0
@@ -349,8 +349,14 @@ class Cell:
             return "written, not verified"
         return "migrating"
 
-    def verify(self, volume: int) -> VerifyReport:
-        return verify(self.store, volume)
+    def verify(self, volume: int, *, parity: bool = False) -> VerifyReport:
+        return verify(
+            self.store,
+            volume,
+            parity=parity,
+            codec=Codec(self.config.code),
+            racks=self.config.rack_of,
+        )
 
     def stripe_health(self, volume: int, report: VerifyReport) -> list[StripeHealth]:
         idx = index_file.load(self.store, volume)
@@ -397,9 +403,12 @@ class Cell:
         *,
         progress: Callable[[RebuildProgress], None] | None = None,
         job: LocalJob | None = None,
+        parity: bool = False,
     ) -> RebuildStats:
-        """Rebuilds the volume's damaged blocks at the configured rate (the job's throttle,
-        where a cancel is seen), then verifies it; raises when damage remains."""
+        """Rebuilds the volume's damaged blocks (with `parity`, also the blocks whose parity
+        disagrees) at the configured rate (the job's throttle, where a cancel is seen), puts
+        its index copies on their rack placement, then verifies it; raises when damage
+        remains."""
         job = job or LocalJob("f4-rebuild", volume)
         stats = rebuild(
             self.store,
@@ -407,8 +416,10 @@ class Cell:
             codec=Codec(self.config.code),
             throttle=job.throttle(self.config.rebuild_mb_s * 1e6),
             on_progress=progress,
+            parity=parity,
+            racks=self.config.rack_of,
         )
-        after = verify(self.store, volume)
+        after = self.verify(volume, parity=parity)
         if not after.ok:
             raise F4Error(
                 f"volume {volume}: {len(after.damage)} block(s) damaged and "

@@ -1,8 +1,12 @@
 """A volume's f4 index: blob -> (stripe, block, offset, length, cookie), and stripe placement.
 
-Written as INDEX_COPIES identical files on distinct nodes (replicated, not encoded); a
-reader loads the copy with the highest generation whose checksum verifies. Rebuilds that
-move a block write a new generation. Layout (little-endian; docs/formats/f4.md):
+Written as INDEX_COPIES identical files (replicated, not encoded) on the volume's placement
+(`index_nodes`): nodes in INDEX_COPIES distinct racks when the cell has that many, else
+distinct nodes; a pure function of the volume id, the node list and the racks. A reader
+loads the copy with the highest generation whose checksum verifies; it tries the placement
+first and every other node when a placed copy is missing, unreadable or behind (copies
+written under another placement, before a rebuild moved them, are still found). Rebuilds
+that move a block write a new generation. Layout (little-endian; docs/formats/f4.md):
 
     header   32 B  magic "F4IX" | version u16 | 2x0 | volume u32 | generation u64 |
                    stripes u32 | entries u32 | nodes u32
@@ -16,6 +20,7 @@ move a block write a new generation. Layout (little-endian; docs/formats/f4.md):
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -32,6 +37,8 @@ INDEX_COPIES: Final = 3
 _HEADER = struct.Struct("<4sH2xIQIII")
 _STRIPE = struct.Struct(f"<Q{STRIPE_BLOCKS}H")
 _ENTRY = struct.Struct("<QIIB3xQIQ")
+RackOf = Callable[[str], str]  # node name -> rack name (F4Config.rack_of)
+
 assert _HEADER.size == 32 and _STRIPE.size == 36 and _ENTRY.size == 40
 
 
@@ -120,20 +127,40 @@ def decode(raw: bytes) -> VolumeIndex:
     return VolumeIndex(volume, generation, tuple(stripes), entries)
 
 
-def index_nodes(store: BlockStore, volume: int) -> list[str]:
-    """The nodes that hold a volume's index copies: INDEX_COPIES consecutive nodes."""
+def index_nodes(store: BlockStore, volume: int, *, racks: RackOf | None = None) -> list[str]:
+    """The nodes that should hold a volume's index copies. Walking the node list from node
+    (volume mod n), each node whose rack holds no copy yet, until INDEX_COPIES are chosen;
+    with fewer racks than that, the walk's next distinct nodes fill up. Without racks every
+    node is a rack of its own: INDEX_COPIES consecutive nodes (also the result whenever
+    consecutive nodes already sit in distinct racks)."""
     nodes = store.nodes()
     first = volume % len(nodes)
-    chosen = [nodes[(first + i) % len(nodes)] for i in range(min(INDEX_COPIES, len(nodes)))]
+    walk = nodes[first:] + nodes[:first]
+    rack_of = racks or str
+    chosen: list[str] = []
+    used: set[str] = set()
+    for node in walk:
+        if len(chosen) == INDEX_COPIES:
+            break
+        rack = rack_of(node)
+        if rack not in used:
+            chosen.append(node)
+            used.add(rack)
+    for node in walk:
+        if len(chosen) == INDEX_COPIES:
+            break
+        if node not in chosen:
+            chosen.append(node)
     return chosen
 
 
-def write(store: BlockStore, index: VolumeIndex) -> None:
-    """Writes every copy (each atomically). Copies on unreachable nodes are skipped, but at
-    least one must be written."""
+def write(store: BlockStore, index: VolumeIndex, *, racks: RackOf | None = None) -> None:
+    """Writes every copy of the placement (each atomically). Copies on unreachable nodes are
+    skipped, but at least one must be written. Copies elsewhere are left alone
+    (`remove_misplaced` takes them away once the placement is complete)."""
     raw = encode(index)
     written = 0
-    for node in index_nodes(store, index.volume):
+    for node in index_nodes(store, index.volume, racks=racks):
         try:
             store.put(node, index_name(index.volume), [raw])
             written += 1
@@ -143,31 +170,70 @@ def write(store: BlockStore, index: VolumeIndex) -> None:
         raise IndexUnavailable(f"no index copy of volume {index.volume} could be written")
 
 
-def load(store: BlockStore, volume: int) -> VolumeIndex:
-    """The newest verified copy; IndexUnavailable when none is readable."""
-    best: VolumeIndex | None = None
-    for node in index_nodes(store, volume):
+def _read_copies(store: BlockStore, volume: int, nodes: list[str]) -> list[VolumeIndex]:
+    copies = []
+    for node in nodes:
         try:
-            candidate = decode(store.get(node, index_name(volume)))
+            copy = decode(store.get(node, index_name(volume)))
         except (BlockMissing, BlockUnreachable, F4FormatError):
             continue
-        if candidate.volume == volume and (best is None or candidate.generation > best.generation):
-            best = candidate
-    if best is None:
+        if copy.volume == volume:
+            copies.append(copy)
+    return copies
+
+
+def load(store: BlockStore, volume: int, *, racks: RackOf | None = None) -> VolumeIndex:
+    """The newest verified copy; IndexUnavailable when none is readable. Reads the
+    placement's copies; when one of them is missing, unreadable or of an older generation
+    than another, reads every other node's copy too."""
+    placed = index_nodes(store, volume, racks=racks)
+    copies = _read_copies(store, volume, placed)
+    if len(copies) < len(placed) or len({c.generation for c in copies}) > 1:
+        copies += _read_copies(store, volume, [n for n in store.nodes() if n not in placed])
+    if not copies:
         raise IndexUnavailable(f"no readable index copy of volume {volume}")
-    return best
+    return max(copies, key=lambda c: c.generation)
 
 
-def newest_generation(store: BlockStore, volume: int) -> int | None:
-    """The highest generation any readable copy's header names (a 32-byte read per copy, no
-    decode): when it equals the loaded index's, reloading would find nothing newer."""
-    newest: int | None = None
-    for node in index_nodes(store, volume):
-        try:
-            raw = store.get_range(node, index_name(volume), 0, _HEADER.size)
-            magic, _version, copy_volume, generation, *_ = _HEADER.unpack_from(raw)
-        except (BlockMissing, BlockUnreachable, F4FormatError, struct.error):
+def _peek_generation(store: BlockStore, volume: int, node: str) -> int | None:
+    """The generation a copy's header names (a 32-byte read, no decode), or None."""
+    try:
+        raw = store.get_range(node, index_name(volume), 0, _HEADER.size)
+        magic, _version, copy_volume, generation, *_ = _HEADER.unpack_from(raw)
+    except (BlockMissing, BlockUnreachable, F4FormatError, struct.error):
+        return None
+    if magic != MAGIC or copy_volume != volume:
+        return None
+    return int(generation)
+
+
+def newest_generation(store: BlockStore, volume: int, *, racks: RackOf | None = None) -> int | None:
+    """The highest generation any readable copy's header names: when it equals the loaded
+    index's, reloading would find nothing newer. Peeks at the placement's copies (a 32-byte
+    read each); only when none of them answers, at every other node's."""
+    placed = index_nodes(store, volume, racks=racks)
+    found = [g for g in (_peek_generation(store, volume, n) for n in placed) if g is not None]
+    if not found:
+        others = (n for n in store.nodes() if n not in placed)
+        found = [g for g in (_peek_generation(store, volume, n) for n in others) if g is not None]
+    return max(found, default=None)
+
+
+def remove_misplaced(store: BlockStore, index: VolumeIndex, *, racks: RackOf | None = None) -> int:
+    """Removes the copies on nodes outside the placement whose generation is not newer than
+    `index`'s; the caller has checked that every placed copy is of `index`'s generation.
+    Unreachable nodes are skipped. Returns how many were removed."""
+    placed = index_nodes(store, index.volume, racks=racks)
+    removed = 0
+    for node in store.nodes():
+        if node in placed or not store.exists(node, index_name(index.volume)):
             continue
-        if magic == MAGIC and copy_volume == volume and (newest is None or generation > newest):
-            newest = generation
-    return newest
+        generation = _peek_generation(store, index.volume, node)
+        if generation is not None and generation > index.generation:
+            continue
+        try:
+            store.delete(node, index_name(index.volume))
+            removed += 1
+        except BlockUnreachable:
+            continue
+    return removed

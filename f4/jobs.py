@@ -145,7 +145,11 @@ def handlers(
     *,
     on_migrate: MigrateProgress | None = None,
     on_rebuild: RebuildProgressFor | None = None,
+    parity: bool = False,
 ) -> dict[str, Handler]:
+    """`parity`: rebuilds also rewrite blocks whose stripe's parity disagrees (they read
+    every block: `pinhole f4 rebuild --parity`)."""
+
     async def in_thread(lease: JobLease, work: Callable[[LocalJob], dict[str, Any]]) -> None:
         local = LocalJob(f"f4-{lease.job.kind}", lease.job.subject_id)
         try:
@@ -179,7 +183,7 @@ def handlers(
                 if on_rebuild is not None:
                     on_rebuild(volume, p)
 
-            stats = cell.rebuild(volume, progress=progress, job=local)
+            stats = cell.rebuild(volume, progress=progress, job=local, parity=parity)
             return {
                 "volume": volume,
                 "blocks_rebuilt": stats.blocks_rebuilt,

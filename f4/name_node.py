@@ -36,7 +36,9 @@ class NameNode:
     def __init__(self, cell: Cell) -> None:
         self.cell = cell
         self.config = cell.config
-        self.reader = Reader(cell.store, cell.keys, Codec(cell.config.code))
+        self.reader = Reader(
+            cell.store, cell.keys, Codec(cell.config.code), racks=cell.config.rack_of
+        )
         self._pool = ThreadPoolExecutor(cell.config.read_threads, thread_name_prefix="f4-read")
         self._served: frozenset[int] = frozenset()
         self._scanned_at = float("-inf")

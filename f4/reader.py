@@ -23,17 +23,27 @@ from f4.stripe import ReadCounter, StripeRef, aligned, read_checked, reconstruct
 
 
 class Reader:
-    def __init__(self, store: BlockStore, keys: KeyStore, codec: Codec | None = None) -> None:
+    def __init__(
+        self,
+        store: BlockStore,
+        keys: KeyStore,
+        codec: Codec | None = None,
+        *,
+        racks: index_file.RackOf | None = None,
+    ) -> None:
+        """`racks`: the cell's racks (F4Config.rack_of), where index copies are looked for
+        first (f4.index.index_nodes); copies elsewhere are found too."""
         self.store = store
         self.keys = keys
         self.codec = codec or Codec()
+        self.racks = racks
         self.counter = ReadCounter()
         self._indexes: dict[int, index_file.VolumeIndex] = {}
 
     def index(self, volume: int) -> index_file.VolumeIndex:
         idx = self._indexes.get(volume)
         if idx is None:
-            idx = self._indexes[volume] = index_file.load(self.store, volume)
+            idx = self._indexes[volume] = index_file.load(self.store, volume, racks=self.racks)
         return idx
 
     def reload(self, volume: int) -> None:
@@ -60,7 +70,7 @@ class Reader:
             # A rebuild may have moved the block since the index was loaded: reload only
             # when a copy's header names a newer generation (a 32-byte read per copy).
             loaded = self.index(volume).generation
-            newest = index_file.newest_generation(self.store, volume)
+            newest = index_file.newest_generation(self.store, volume, racks=self.racks)
             if newest is not None and newest > loaded:
                 self.reload(volume)
                 if self.index(volume).generation > loaded:  # not a newer copy that fails

@@ -1,13 +1,27 @@
 """Finding lost or corrupt blocks and rebuilding them whole, throttled and resumable.
 
 `verify` checks every block of a volume: present, the length its stripe says, its sidecar
-whole and every chunk matching; and every index copy readable. `rebuild` rewrites each
-damaged block, row by row, decoded from 10 healthy blocks of its stripe, onto a node that
-holds no other block of the stripe when there is one (else the same node, else any reachable
-one), through a temporary file that is fsync'd and renamed (sidecar first). Only then does a
-new index generation point at it; the old copy is removed last. A rebuild killed at any
-point resumes: a block already complete and healthy on the chosen node is not rewritten.
-Every block written is paced by `throttle.wait(nbytes)` before its bytes are read.
+whole and every chunk matching; and every index copy readable on its placement. With
+`parity`, it also recomputes each stripe's 4 parity rows from its 10 data rows (the rows the
+encoder used, ROW_BYTES of each block at a time) and compares them with the stored parity
+byte for byte: one row of each of the 14 blocks in memory at a time, never a whole block.
+A mismatch is damage with problem PARITY_MISMATCH: on the parity blocks that disagree when
+some of the healthy parity blocks agree (a wrong data byte would change all of them); when
+all disagree, on the one data block whose decoded row (from the other 13) makes every
+parity row agree; when no single block explains it, on every parity block that disagrees.
+Parity alone cannot tell more than that (which side lies); the sidecar sums are the first
+line, parity the check for what they cannot see. Each row is paid for with
+`throttle.wait(nbytes)` before it is read.
+
+`rebuild` rewrites each damaged block (by `verify`, with parity when asked), row by row,
+decoded from 10 healthy blocks of its stripe, onto a node that holds no other block of the
+stripe when there is one (else the same node, else any reachable one), through a temporary
+file that is fsync'd and renamed (sidecar first). Only then does a new index generation
+point at it; the old copy is removed last. A rebuild killed at any point resumes: a block
+already complete and healthy on the chosen node is not rewritten. Every block written is
+paced by `throttle.wait(nbytes)` before its bytes are read. Last, it writes the index copies
+its placement lacks, and only when all of them hold the newest generation removes the
+copies found elsewhere (written under another placement).
 """
 
 from __future__ import annotations
@@ -15,15 +29,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from f4 import index as index_file
 from f4 import sidecar
 from f4.block_store import BlockStore, block_name, index_name, sidecar_name
 from f4.encoder import ROW_BYTES, ChecksummedWriter
-from f4.erasure import STRIPE_BLOCKS, Codec
-from f4.errors import BlockMissing, BlockUnreachable, F4FormatError, IndexUnavailable
-from f4.stripe import BLOCK_FAULTS, ReadCounter, StripeRef, reconstruct
+from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
+from f4.errors import (
+    BlockMissing,
+    BlockUnreachable,
+    F4Error,
+    F4FormatError,
+    IndexUnavailable,
+)
+from f4.index import RackOf
+from f4.stripe import BLOCK_FAULTS, ReadCounter, StripeRef, read_checked, reconstruct
+
+PARITY_MISMATCH: Final = "parity_mismatch"
 
 
 class Pacer(Protocol):
@@ -47,6 +70,8 @@ class VerifyReport:
     damage: tuple[Damage, ...]
     index_copies_ok: int
     index_copies_expected: int
+    parity_checked: bool = False  # the stripes' parity was recomputed and compared
+    bytes_read: int = 0  # block and sidecar bytes read by the rows' checks
 
     @property
     def ok(self) -> bool:
@@ -74,51 +99,176 @@ class RebuildStats:
         return self.bytes_written / 1e6 / self.seconds if self.seconds else 0.0
 
 
-def check_block(
+def _problem(e: F4Error) -> str:
+    """What a fault reading a block says about it (Damage.problem)."""
+    if isinstance(e, BlockUnreachable):
+        return "node unreachable"
+    if isinstance(e, BlockMissing):
+        return "missing"
+    if isinstance(e, F4FormatError):
+        return f"sidecar: {e.message}"
+    return e.message
+
+
+def _check_shape(
     store: BlockStore, volume: int, stripe: int, block: int, node: str, block_length: int
 ) -> str | None:
-    """None when the block on `node` is healthy, else what is wrong with it."""
+    """None when the block's sidecar is whole and for a block of `block_length` bytes and the
+    block has that length, else what is wrong."""
     try:
         sums = sidecar.decode(store.get(node, sidecar_name(volume, stripe, block)))
         if sums.block_length != block_length or sums.chunk_bytes != sidecar.CHUNK_BYTES:
             return "sidecar is for another block length"
-        name = block_name(volume, stripe, block)
-        if store.size(node, name) != block_length:
+        if store.size(node, block_name(volume, stripe, block)) != block_length:
             return "block has the wrong length"
-        for offset in range(0, block_length, ROW_BYTES):
-            data = store.get_range(node, name, offset, min(ROW_BYTES, block_length - offset))
-            sums.check(data, offset)
-    except BlockUnreachable:
-        return "node unreachable"
-    except BlockMissing:
-        return "missing"
-    except F4FormatError as e:
-        return f"sidecar: {e.message}"
-    except BLOCK_FAULTS as e:
-        return e.message
+    except (*BLOCK_FAULTS, F4FormatError) as e:
+        return _problem(e)
     return None
 
 
-def verify(store: BlockStore, volume: int) -> VerifyReport:
-    idx = index_file.load(store, volume)
+def check_block(
+    store: BlockStore,
+    volume: int,
+    stripe: int,
+    block: int,
+    node: str,
+    block_length: int,
+    *,
+    throttle: Pacer | None = None,
+    counter: ReadCounter | None = None,
+) -> str | None:
+    """None when the block on `node` is healthy, else what is wrong with it."""
+    problem = _check_shape(store, volume, stripe, block, node, block_length)
+    if problem is not None:
+        return problem
+    info = index_file.StripeInfo(block_length, (node,) * STRIPE_BLOCKS)
+    ref = StripeRef(volume, stripe, info)
+    counter = counter if counter is not None else ReadCounter()
+    try:
+        for offset in range(0, block_length, ROW_BYTES):
+            end = min(offset + ROW_BYTES, block_length)
+            if throttle is not None:
+                throttle.wait(end - offset)
+            read_checked(store, ref, block, offset, end, counter)
+    except BLOCK_FAULTS as e:
+        return _problem(e)
+    return None
+
+
+def verify(
+    store: BlockStore,
+    volume: int,
+    *,
+    parity: bool = False,
+    throttle: Pacer | None = None,
+    codec: Codec | None = None,
+    racks: RackOf | None = None,
+) -> VerifyReport:
+    """Every block of the volume checked against its sidecar (and, with `parity`, every
+    stripe's parity recomputed and compared), and its index copies on their placement."""
+    idx = index_file.load(store, volume, racks=racks)
+    counter = ReadCounter()
     damage = []
     for s, info in enumerate(idx.stripes):
-        for b in range(STRIPE_BLOCKS):
-            problem = check_block(store, volume, s, b, info.nodes[b], info.block_length)
-            if problem is not None:
-                damage.append(Damage(s, b, problem))
+        if parity:
+            problems = _verify_stripe_rows(
+                store, codec or Codec(), StripeRef(volume, s, info), throttle, counter
+            )
+        else:
+            problems = {}
+            for b in range(STRIPE_BLOCKS):
+                problem = check_block(
+                    store,
+                    volume,
+                    s,
+                    b,
+                    info.nodes[b],
+                    info.block_length,
+                    throttle=throttle,
+                    counter=counter,
+                )
+                if problem is not None:
+                    problems[b] = problem
+        damage += [Damage(s, b, problems[b]) for b in sorted(problems)]
     return VerifyReport(
         volume,
         len(idx.stripes) * STRIPE_BLOCKS,
         tuple(damage),
-        _index_copies_ok(store, idx),
-        len(index_file.index_nodes(store, volume)),
+        _index_copies_ok(store, idx, racks),
+        len(index_file.index_nodes(store, volume, racks=racks)),
+        parity_checked=parity,
+        bytes_read=counter.bytes_read,
     )
 
 
-def _index_copies_ok(store: BlockStore, idx: index_file.VolumeIndex) -> int:
+def _verify_stripe_rows(
+    store: BlockStore,
+    codec: Codec,
+    ref: StripeRef,
+    throttle: Pacer | None,
+    counter: ReadCounter,
+) -> dict[int, str]:
+    """Block -> problem for one stripe, reading it a row (ROW_BYTES of each block) at a
+    time: each row checked against its sidecar sums, then, when the 10 data rows are
+    healthy, the parity recomputed from them and compared with the healthy parity rows. A
+    block with a problem is not read further."""
+    length = ref.info.block_length
+    problems: dict[int, str] = {}
+    for b in range(STRIPE_BLOCKS):
+        problem = _check_shape(store, ref.volume, ref.stripe, b, ref.info.nodes[b], length)
+        if problem is not None:
+            problems[b] = problem
+    for offset in range(0, length, ROW_BYTES):
+        end = min(offset + ROW_BYTES, length)
+        live = [b for b in range(STRIPE_BLOCKS) if b not in problems]
+        if not live:
+            break
+        if throttle is not None:
+            throttle.wait((end - offset) * len(live))
+        rows: dict[int, bytes] = {}
+        for b in live:
+            try:
+                rows[b] = read_checked(store, ref, b, offset, end, counter)
+            except BLOCK_FAULTS as e:
+                problems[b] = _problem(e)
+        if all(b in rows for b in range(DATA_BLOCKS)):
+            for b in parity_disagreement(codec, rows):
+                problems.setdefault(b, PARITY_MISMATCH)
+    return problems
+
+
+def parity_disagreement(codec: Codec, rows: dict[int, bytes]) -> list[int]:
+    """The blocks to blame when a row's stored parity differs from the parity of its data
+    rows (empty when it agrees). `rows`: block -> the same range of each block, all 10
+    data blocks and the healthy parity blocks."""
+    data = [rows[b] for b in range(DATA_BLOCKS)]
+    stored = {b: rows[b] for b in range(DATA_BLOCKS, STRIPE_BLOCKS) if b in rows}
+    computed = codec.parity(data)
+    wrong = [b for b in stored if computed[b - DATA_BLOCKS] != stored[b]]
+    if not wrong or len(wrong) < len(stored) or len(stored) < 2:
+        # A wrong data byte changes every parity row (every coefficient of an MDS code's
+        # parity is non-zero): some parity rows agreeing blames those that do not.
+        return wrong
+    suspects = [b for b in range(DATA_BLOCKS) if _explains(codec, rows, stored, b)]
+    return suspects if len(suspects) == 1 else wrong
+
+
+def _explains(codec: Codec, rows: dict[int, bytes], stored: dict[int, bytes], block: int) -> bool:
+    """Whether replacing data block `block`'s row by the one decoded from the 9 other data
+    rows and one parity row makes every stored parity row agree."""
+    first = min(stored)
+    pieces = {b: rows[b] for b in range(DATA_BLOCKS) if b != block}
+    pieces[first] = stored[first]
+    decoded = codec.reconstruct(pieces, [block])[block]
+    data = [decoded if b == block else rows[b] for b in range(DATA_BLOCKS)]
+    computed = codec.parity(data)
+    return all(computed[b - DATA_BLOCKS] == stored[b] for b in stored)
+
+
+def _index_copies_ok(store: BlockStore, idx: index_file.VolumeIndex, racks: RackOf | None) -> int:
+    """How many of the placement's copies are readable and of `idx`'s generation."""
     ok = 0
-    for node in index_file.index_nodes(store, idx.volume):
+    for node in index_file.index_nodes(store, idx.volume, racks=racks):
         try:
             copy = index_file.decode(store.get(node, index_name(idx.volume)))
         except (BlockMissing, BlockUnreachable, F4FormatError):
@@ -157,11 +307,15 @@ def rebuild(
     codec: Codec | None = None,
     throttle: Pacer | None = None,
     on_progress: Callable[[RebuildProgress], None] | None = None,
+    parity: bool = False,
+    racks: RackOf | None = None,
 ) -> RebuildStats:
+    """Rebuilds what `verify` (with `parity` when asked; not paced: the rebuild pays for
+    what it writes) finds damaged, then puts the index copies on their placement."""
     started = time.monotonic()
     codec = codec or Codec()
-    idx = index_file.load(store, volume)
-    report = verify(store, volume)
+    idx = index_file.load(store, volume, racks=racks)
+    report = verify(store, volume, parity=parity, codec=codec, racks=racks)
     counter = ReadCounter()
     rebuilt = found_done = written = 0
     damaged: dict[int, set[int]] = {}
@@ -175,7 +329,10 @@ def rebuild(
             moved = target != info.nodes[block]
             if (
                 moved
-                and check_block(store, volume, stripe, block, target, info.block_length) is None
+                and check_block(
+                    store, volume, stripe, block, target, info.block_length, throttle=throttle
+                )
+                is None
             ):
                 found_done += 1
             else:
@@ -193,7 +350,7 @@ def rebuild(
             if moved:
                 old = info.nodes[block]
                 idx = idx.with_block_moved(stripe, block, target)
-                index_file.write(store, idx)
+                index_file.write(store, idx, racks=racks)
                 for name in (
                     block_name(volume, stripe, block),
                     sidecar_name(volume, stripe, block),
@@ -204,8 +361,11 @@ def rebuild(
                         pass
             if on_progress is not None:
                 on_progress(RebuildProgress(rebuilt + found_done, total, written))
-    if _index_copies_ok(store, idx) < len(index_file.index_nodes(store, volume)):
-        index_file.write(store, idx)
+    placed = len(index_file.index_nodes(store, volume, racks=racks))
+    if _index_copies_ok(store, idx, racks) < placed:
+        index_file.write(store, idx, racks=racks)
+    if _index_copies_ok(store, idx, racks) == placed:
+        index_file.remove_misplaced(store, idx, racks=racks)
     return RebuildStats(
         volume, rebuilt, found_done, written, counter.bytes_read, time.monotonic() - started
     )

@@ -23,12 +23,14 @@ from common.config import ConfigError
 from common.db import Database, migrate, open_database
 from common.ids import IdGenerator
 from common.jobs import Job, JobRunner, JobState, JobStore
+from common.jobs.local import Throttle
 from common.photo import VOLUME_ID_MAX
 from f4 import jobs as f4_jobs
 from f4.cell import Candidate, Cell, StripeHealth
 from f4.config import F4Config, f4_config
+from f4.erasure import Codec
 from f4.errors import F4Error
-from f4.rebuild import RebuildProgress, VerifyReport
+from f4.rebuild import RebuildProgress, VerifyReport, verify
 from ops.cli_support import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -149,7 +151,7 @@ class _Bars:
 
 
 async def _run_jobs(
-    store: JobStore, cell: Cell, wanted: list[Job], bars: _Bars
+    store: JobStore, cell: Cell, wanted: list[Job], bars: _Bars, *, parity: bool = False
 ) -> tuple[dict[int, Job], f4_jobs.Outcomes]:
     """Runs the f4 jobs due now; returns the wanted jobs as they ended, and what each did."""
     config = cell.config
@@ -160,7 +162,9 @@ async def _run_jobs(
 
     runner = JobRunner(
         store,
-        f4_jobs.handlers(cell, outcomes, on_migrate=bars.fraction, on_rebuild=on_rebuild),
+        f4_jobs.handlers(
+            cell, outcomes, on_migrate=bars.fraction, on_rebuild=on_rebuild, parity=parity
+        ),
         queues=[f4_jobs.QUEUE],
         worker=f4_jobs.worker_name(),
         lease_s=config.lease_s,
@@ -355,9 +359,9 @@ def _volumes(cell: Cell, volume: int | None, *, written: bool = False) -> list[i
     return [v for v in known if not written or cell.state(v) != "migrating"]
 
 
-def _health(cell: Cell, volume: int) -> tuple[VerifyReport | None, str]:
+def _health(cell: Cell, volume: int, *, parity: bool = False) -> tuple[VerifyReport | None, str]:
     try:
-        return cell.verify(volume), ""
+        return cell.verify(volume, parity=parity), ""
     except F4Error as e:
         return None, e.message
 
@@ -414,18 +418,35 @@ def status_cmd(ctx: click.Context, volume: int | None, json_output: bool) -> Non
 
 @f4_group.command("verify")
 @_volume_option
+@click.option(
+    "--parity",
+    is_flag=True,
+    help="Also recompute every stripe's parity from its data blocks and compare it.",
+)
 @_json_option
 @click.pass_context
-def verify_cmd(ctx: click.Context, volume: int | None, json_output: bool) -> None:
+def verify_cmd(ctx: click.Context, volume: int | None, parity: bool, json_output: bool) -> None:
     """Check every block of every f4 volume (or --volume) against its sidecar, and its
-    index copies. Exit 1 when a block or index copy is missing or corrupt."""
+    index copies on their placement; with --parity, also recompute each stripe's parity
+    from its data blocks and compare it byte for byte. Reads at most [f4] rebuild_mb_s.
+    Exit 1 when a block or index copy is missing or corrupt, or parity disagrees."""
     config = _config(ctx)
+    throttle = Throttle(config.rebuild_mb_s * 1e6)
+    codec = Codec(config.code)
     with _open_cell(config) as cell:
         volumes: list[dict[str, Any]] = []
         for v in _volumes(cell, volume, written=True):
-            report, error = _health(cell, v)
-            if report is None:
-                volumes.append({"volume": v, "ok": False, "error": error, "damage": []})
+            try:
+                report = verify(
+                    cell.store,
+                    v,
+                    parity=parity,
+                    throttle=throttle,
+                    codec=codec,
+                    racks=config.rack_of,
+                )
+            except F4Error as e:
+                volumes.append({"volume": v, "ok": False, "error": e.message, "damage": []})
                 continue
             lost = [s.stripe for s in cell.stripe_health(v, report) if s.node_losses_survived < 0]
             volumes.append(
@@ -433,6 +454,8 @@ def verify_cmd(ctx: click.Context, volume: int | None, json_output: bool) -> Non
                     "volume": v,
                     "ok": report.ok,
                     "blocks_checked": report.blocks_checked,
+                    "parity_checked": report.parity_checked,
+                    "bytes_read": report.bytes_read,
                     "damage": [
                         {"stripe": d.stripe, "block": d.block, "problem": d.problem}
                         for d in report.damage
@@ -444,15 +467,16 @@ def verify_cmd(ctx: click.Context, volume: int | None, json_output: bool) -> Non
             )
     ok = all(d["ok"] for d in volumes)
     if json_output:
-        emit_json({"ok": ok, "volumes": volumes})
+        emit_json({"ok": ok, "parity": parity, "volumes": volumes})
     else:
         for d in volumes:
             if d.get("error"):
                 click.echo(f"volume {d['volume']}: {d['error']}")
                 continue
             verdict = "ok" if d["ok"] else "DAMAGED"
+            checked = "blocks and parity checked" if d["parity_checked"] else "blocks checked"
             click.echo(
-                f"volume {d['volume']}: {verdict}, {d['blocks_checked']} blocks checked, "
+                f"volume {d['volume']}: {verdict}, {d['blocks_checked']} {checked}, "
                 f"index copies {d['index_copies_ok']}/{d['index_copies_expected']}"
                 + (f", stripes LOST: {d['stripes_lost']}" if d["stripes_lost"] else "")
             )
@@ -467,19 +491,26 @@ def verify_cmd(ctx: click.Context, volume: int | None, json_output: bool) -> Non
 
 @f4_group.command("rebuild")
 @_volume_option
+@click.option(
+    "--parity",
+    is_flag=True,
+    help="Also find and rewrite blocks whose stripe's parity disagrees (reads every block).",
+)
 @_json_option
 @metadata_database_options
 @click.pass_context
 def rebuild_cmd(
     ctx: click.Context,
     volume: int | None,
+    parity: bool,
     json_output: bool,
     media_data: Path,
     database_url: str | None,
 ) -> None:
     """Rebuild the damaged blocks of every f4 volume (or --volume) at [f4] rebuild_mb_s,
-    then verify them. Cron-safe (exit 75 when the cell's lock is held); a killed rebuild
-    resumes on the next run; exit 1 when damage remains."""
+    put index copies on their rack placement, then verify them (with --parity, parity
+    mismatches count as damage too). Cron-safe (exit 75 when the cell's lock is held); a
+    killed rebuild resumes on the next run; exit 1 when damage remains."""
     config = _config(ctx)
     with (
         _open_cell(config) as cell,
@@ -490,7 +521,7 @@ def rebuild_cmd(
         healthy: list[int] = []
         unreadable: list[dict[str, Any]] = []
         for v in volumes:
-            report, error = _health(cell, v)
+            report, error = _health(cell, v, parity=parity)
             if report is None:
                 unreadable.append({"volume": v, "outcome": "failed", "error": error})
             else:
@@ -519,7 +550,7 @@ def rebuild_cmd(
                         )
                     )
             ended, outcomes = await _run_jobs(
-                store, cell, wanted, _Bars(show_progress(json_output), "rebuild")
+                store, cell, wanted, _Bars(show_progress(json_output), "rebuild"), parity=parity
             )
             return [
                 {"volume": j.subject_id, **_job_outcome(ended[j.job_id], outcomes)} for j in wanted

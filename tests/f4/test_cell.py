@@ -164,9 +164,11 @@ def test_reads_of_a_lost_block_decode_the_index_only_when_it_changed(
     loads: list[int] = []
     real_load = index_file.load
 
-    def counting_load(store: object, volume: int) -> index_file.VolumeIndex:
+    def counting_load(
+        store: object, volume: int, *, racks: index_file.RackOf | None = None
+    ) -> index_file.VolumeIndex:
         loads.append(volume)
-        return real_load(cell.store, volume)
+        return real_load(cell.store, volume, racks=racks)
 
     monkeypatch.setattr(index_file, "load", counting_load)
     reader = Reader(cell.store, cell.keys)
