@@ -173,6 +173,10 @@ class Directory:
         # shield: one caller giving up must not cancel the load the others wait for.
         return await asyncio.shield(loading)
 
+    def forget_lookup(self) -> None:
+        """The next lookup loads the state again (after a change lookups must show)."""
+        self._lookup = None
+
     async def _load_lookup(self) -> LookupSnapshot:
         try:
             started = self.clock.now()

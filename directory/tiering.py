@@ -16,10 +16,12 @@ idempotent, around the migration the f4 commands run:
    so the f4 copy has every delete the Haystack replicas had), the f4 replica turns
    ready, the Haystack replicas' rows go (with their pending deletes and repairs) and
    the volume turns `f4`: from the commit on, lookups list the f4 name node as the only
-   replica and deletes go to it alone. After the commit (no network call inside a
-   transaction) every former Haystack replica is released: `DELETE /volumes/{vid}` on
-   its store node. Routers holding a lookup from before the switch (lookup_ttl_s) may
-   still ask a released replica until their lookup expires.
+   replica and deletes go to it alone. lookup_snapshot_s after the commit (no network
+   call inside a transaction; by then every directory's lookup snapshot shows the switch,
+   so a router whose old replicas fail and that looks again finds the f4 node) every
+   former Haystack replica is released: `DELETE /volumes/{vid}` on its store node. A
+   router holding a lookup from before the switch (lookup_ttl_s) asks the released
+   replicas, is told volume_not_found by each, looks the volume up again and reads f4.
 3. `abort` (instead of 2, for a failed migration): the copying f4 replica is removed (with
    the deletes owed to it); refused once switched (409 volume_in_f4).
 
@@ -182,6 +184,13 @@ async def switch(directory: Directory, volume_id: int, body: dict[str, Any]) -> 
                 node_id,
                 ", ".join(r.node_id for r in releases) or "nothing",
             )
+    if releases and not repeat:
+        # Lookups are answered from snapshots up to lookup_snapshot_s old (in every
+        # directory sharing the database): release only once each has reloaded, so a
+        # router whose Haystack replicas fail and that looks the volume up again is told
+        # the f4 node, never the replicas being released.
+        directory.forget_lookup()
+        await asyncio.sleep(directory.config.lookup_snapshot_s)
     outcomes = await release(directory, releases, absent_listed=not repeat)
     return {
         "released": outcomes,

@@ -8,8 +8,10 @@ routers, caches and the directory's deletes reach a migrated volume unchanged.
 Answers match a store node's byte for byte where a reader can compare them: the same
 ETag (the needle checksum of the same bytes), the same caching headers, ranges and 304s
 (store.http_api.needle_response), the same 404 for absent, deleted and wrong-cookie
-blobs, volume_not_found for a volume the cell does not serve. A stripe that cannot be read
-answers 503 (a reader tries its other replicas; the router answers 502).
+blobs, volume_not_found for a volume the cell does not serve, each error's code also in
+X-Pinhole-Error (replica.read tells a missing needle from a missing volume by it). A
+stripe that cannot be read answers 503 (a reader tries its other replicas; the router
+answers 502).
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ _UNAUTHORIZED: Final = error_response(
 def error_for(exc: BaseException) -> Response:
     """The one place where an exception becomes an HTTP answer."""
     if isinstance(exc, PinholeError):
+        # X-Pinhole-Error as a store sends it: readers tell a missing needle (not_found)
+        # from a missing volume (volume_not_found, try the next replica) by it.
         body = {"error": {"code": exc.code, "message": exc.message or str(exc)}}
-        return json_response(exc.status, body, tuple(exc.headers().items()))
+        headers = {**exc.headers(), "x-pinhole-error": exc.code}
+        return json_response(exc.status, body, tuple(headers.items()))
     log.exception("unexpected error", exc_info=exc)
     return error_response(500, "internal", "internal server error")
 

@@ -17,9 +17,8 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import Any
 
 from f4.blob import BlobId
 from f4.cell import Cell
@@ -27,9 +26,6 @@ from f4.erasure import Codec
 from f4.errors import BlockMissing, BlockUnreachable, IndexUnavailable, VolumeNotServed
 from f4.reader import Reader
 from store import needle
-
-# A volume asked for but not (yet) served: look for its verified mark again at most this often.
-SERVED_RESCAN_S_MIN: Final = 1.0
 
 
 class NameNode:
@@ -41,7 +37,6 @@ class NameNode:
         )
         self._pool = ThreadPoolExecutor(cell.config.read_threads, thread_name_prefix="f4-read")
         self._served: frozenset[int] = frozenset()
-        self._scanned_at = float("-inf")
         self._alts: dict[tuple[int, int], dict[int, tuple[int, ...]]] = {}
         self.reads = 0
         self.reads_absent = 0
@@ -62,17 +57,20 @@ class NameNode:
             if digits.isdigit():
                 found.add(int(digits))
         self._served = frozenset(found)
-        self._scanned_at = time.monotonic()
         return self._served
 
     def served(self) -> frozenset[int]:
         return self._served
 
     def serves(self, volume: int) -> bool:
+        """Served volumes are remembered; any other is looked for (one stat of its verified
+        mark), so a volume is served from the moment its mark exists: the directory switches
+        its reads here only after that."""
         if volume in self._served:
             return True
-        if time.monotonic() - self._scanned_at >= SERVED_RESCAN_S_MIN:
-            return volume in self.rescan()
+        if (self.config.work_dir / f"v{volume}.verified").exists():
+            self._served = self._served | {volume}
+            return True
         return False
 
     # -- reads ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from f4.blob import BlobId
 from f4.cell import Cell
 from f4.config import F4Config
 from f4.name_server import running_name_node
-from replica.errors import NeedleAbsent
+from replica.errors import NeedleAbsent, ReplicasUnavailable
 from replica.read import needle_etag, read_from_replicas
 from store.storage import OsStorage
 from store.volume_loading import open_volume
@@ -270,3 +270,31 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_a_volume_is_served_the_moment_its_mark_exists(
+    config: F4Config, blobs: Blobs
+) -> None:
+    """Until then readers are told the volume is not here (volume_not_found, in
+    X-Pinhole-Error too), so they try another replica and never remember the blob as
+    absent; once the migration wrote its mark, the very next read is served."""
+    (key, alt), (cookie, data) = next(iter(blobs.items()))
+    creds = Credentials.for_service(SECRET, "f4-name")
+    async with running_name_node(config, credentials=creds) as (_, server), _client() as client:
+        base = f"http://127.0.0.1:{server.port}"
+        url = f"{base}/n/{VID}/{key}/{alt}/{cookie:016x}"
+        before = await client.request("GET", url, headers=_headers(Purpose.READ))
+        assert before.status == 404
+        assert before.headers["x-pinhole-error"] == "volume_not_found"
+        with pytest.raises(ReplicasUnavailable):
+            await read_from_replicas(
+                client, [base], VID, key, alt, cookie, headers=_headers(Purpose.READ),
+                timeout_s=5.0,
+            )  # fmt: skip
+        _migrate(config)
+        after = await client.request("GET", url, headers=_headers(Purpose.READ))
+        assert after.status == 200 and after.body == data
+        absent = await client.request(
+            "GET", f"{base}/n/{VID}/{key}/{alt}/{cookie ^ 1:016x}", headers=_headers(Purpose.READ)
+        )
+        assert absent.status == 404 and absent.headers["x-pinhole-error"] == "not_found"
