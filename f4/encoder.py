@@ -118,6 +118,12 @@ class ChecksummedWriter:
         self.length = 0
 
     def write(self, data: Buffer) -> None:
+        if not self._pending and len(data) % sidecar.CHUNK_BYTES == 0:
+            # Whole chunks with nothing pending: summed and written as they are, no copy.
+            self._sums.update(data)
+            self._writer.write(data)
+            self.length += len(data)
+            return
         self._pending += data
         self.length += len(data)
         if len(self._pending) >= ROW_BYTES:
