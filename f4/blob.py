@@ -64,9 +64,24 @@ def sealed_length(plaintext_length: int) -> int:
     return plaintext_length + OVERHEAD_BYTES
 
 
+def seal_into(
+    key: BlobKey, blob: BlobId, plaintext: bytes | memoryview, out: bytearray | memoryview
+) -> None:
+    """Writes the record of `plaintext` into `out`, exactly sealed_length(len(plaintext))
+    bytes (a slice of a block being built): the ciphertext is written in place, no copy."""
+    view = memoryview(out)
+    if len(view) != sealed_length(len(plaintext)):
+        raise ValueError("the record's place must be exactly its sealed length")
+    body = len(MAGIC) + NONCE_BYTES
+    view[: len(MAGIC)] = MAGIC
+    view[len(MAGIC) : body] = key.nonce
+    AESGCM(key.secret).encrypt_into(key.nonce, plaintext, MAGIC + blob.packed(), view[body:])
+
+
 def seal(key: BlobKey, blob: BlobId, plaintext: bytes | memoryview) -> bytes:
-    ciphertext = AESGCM(key.secret).encrypt(key.nonce, bytes(plaintext), MAGIC + blob.packed())
-    return MAGIC + key.nonce + ciphertext
+    record = bytearray(sealed_length(len(plaintext)))
+    seal_into(key, blob, plaintext, record)
+    return bytes(record)
 
 
 def open_sealed(key: BlobKey, blob: BlobId, record: bytes | memoryview) -> bytes:

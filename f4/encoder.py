@@ -10,9 +10,19 @@ Steps, each durable before the next and recorded in a journal file (atomically r
 2. per stripe, in order:
    a. keys: a new (secret, nonce) for each blob without one, committed to the key store
       before any byte sealed with it is written (a key is never replaced);
-   b. the 10 data blocks, each with its sidecar first, then the block (temp, fsync, rename);
-   c. the 4 parity blocks, computed row by row from the data blocks as written (read back
-      and checked against their sidecars: parity never covers bytes that went bad);
+   b. the 14 blocks are built together in memory, WINDOW_BYTES of each at a time: the data
+      windows get their records sealed in place (zeros elsewhere), the parity windows are
+      computed row by row (ROW_BYTES) from those same data windows, and every window is
+      summed into its block's sidecar and written to its block's temporary file. Parity is
+      thus computed from exactly the bytes written and summed, never read back; a data
+      block an earlier run already wrote is regenerated the same way (same keys, same
+      bytes), and its windows are compared with the block and checked against its sidecar
+      before they are encoded, so parity never covers bytes that went bad (BlockCorrupt
+      stops the migration);
+      The windows are reused (a BlockWriter's write is done with its bytes when it
+      returns, as LocalBlockWriter's and HttpBlockWriter's are);
+   c. the blocks are committed, each with its sidecar first, then the block (temp, fsync,
+      rename): the data blocks in order, then the parity blocks;
    d. the journal records the stripe done.
 3. the index, INDEX_COPIES copies; then the journal records the volume done.
 
@@ -37,19 +47,21 @@ import xxhash
 
 from f4 import index as index_file
 from f4 import layout, sidecar
-from f4.blob import BlobId, BlobKey, seal, sealed_length
+from f4.blob import BlobId, BlobKey, seal_into, sealed_length
 from f4.block_store import BlockStore, BlockWriter, Buffer, block_name, sidecar_name
 from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
-from f4.errors import MigrationMismatch
+from f4.errors import BlockCorrupt, MigrationMismatch
 from f4.keystore import KeyStore
 from f4.needle_source import NeedleRef, NeedleSource
-from f4.stripe import ReadCounter, StripeRef, read_checked
 
 ROW_BYTES: Final = 64 * 1024  # parity is computed this many bytes of each block at a time (see
 # ARCHITECTURE.md: PyECLib encodes 64 KiB rows many times faster than 1 MiB rows)
+WINDOW_BYTES: Final = 4 << 20  # a stripe is built this many bytes of each block at a time:
+# a migration holds STRIPE_BLOCKS windows (56 MiB) plus the one record crossing a window edge
 JOURNAL_VERSION: Final = 2  # 2: the journal keeps source_end
 
 assert ROW_BYTES % sidecar.CHUNK_BYTES == 0 and ROW_BYTES % layout.ALIGN_BYTES == 0
+assert WINDOW_BYTES % ROW_BYTES == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +130,12 @@ class ChecksummedWriter:
         self.length = 0
 
     def write(self, data: Buffer) -> None:
+        if not self._pending and len(data) % sidecar.CHUNK_BYTES == 0:
+            # Whole chunks with nothing pending: summed and written as they are, no copy.
+            self._sums.update(data)
+            self._writer.write(data)
+            self.length += len(data)
+            return
         self._pending += data
         self.length += len(data)
         if len(self._pending) >= ROW_BYTES:
@@ -144,6 +162,60 @@ class ChecksummedWriter:
         self._writer.abort()
 
 
+@dataclass(frozen=True, slots=True)
+class _Record:
+    offset: int  # in its data block
+    length: int  # sealed
+    needle: NeedleRef
+    blob: BlobId
+    key: BlobKey
+
+
+class _DataBlockBuilder:
+    """Produces one data block's bytes window by window, in order: each record sealed in
+    place (a record crossing a window's end is sealed once aside and copied in two parts),
+    zeros everywhere else."""
+
+    def __init__(self, source: NeedleSource, records: list[_Record]) -> None:
+        self._source = source
+        self._records = sorted(records, key=lambda r: r.offset)
+        self._next = 0
+        self._carry: tuple[int, memoryview] | None = None  # (offset, sealed record)
+
+    def fill(self, window: memoryview, start: int) -> None:
+        """Writes the block's bytes [start, start + len(window)) into `window`."""
+        end = start + len(window)
+        at = start  # bytes before `at` are written
+        while at < end:
+            if self._carry is not None:
+                offset, record = self._carry
+                piece = record[at - offset : end - offset]
+                window[at - start : at - start + len(piece)] = piece
+                at += len(piece)
+                if offset + len(record) <= end:
+                    self._carry = None
+                continue
+            if self._next == len(self._records) or self._records[self._next].offset >= end:
+                window[at - start :] = bytes(end - at)
+                return
+            r = self._records[self._next]
+            self._next += 1
+            if r.offset < at:
+                raise ValueError("records of a data block overlap")
+            window[at - start : r.offset - start] = bytes(r.offset - at)
+            plaintext = self._source.read(r.needle)
+            if r.offset + r.length <= end:
+                seal_into(
+                    r.key, r.blob, plaintext, window[r.offset - start : r.offset - start + r.length]
+                )
+                at = r.offset + r.length
+            else:
+                aside = bytearray(r.length)
+                seal_into(r.key, r.blob, plaintext, aside)
+                self._carry = (r.offset, memoryview(aside))
+                at = r.offset
+
+
 class Migration:
     def __init__(
         self,
@@ -165,6 +237,7 @@ class Migration:
         self.codec = codec or Codec()
         self._on_step = on_step or (lambda step: None)
         self._nodes = store.nodes()
+        self._windows: list[memoryview] = []  # reused by every stripe (_stripe_windows)
 
     def run(self) -> MigrationStats:
         started = time.monotonic()
@@ -255,22 +328,99 @@ class Migration:
         keys = self.keys.get_many(ids)
         self._on_step(f"keys {stripe}")
         nodes = stripe_nodes(self._nodes, stripe)
-        for block in range(DATA_BLOCKS):
-            if self.store.exists(nodes[block], block_name(self.volume, stripe, block)):
-                continue
-            w = self._writer(nodes, stripe, block)
-            try:
-                for (r, p), b in zip(blobs, ids, strict=True):
-                    if p.block == block:
-                        w.write(seal(keys[b], b, self.source.read(r)))
-                w.write(bytes(shape.block_length - w.length))
-            except BaseException:
+        todo = [
+            i
+            for i in range(STRIPE_BLOCKS)
+            if not self.store.exists(nodes[i], block_name(self.volume, stripe, i))
+        ]
+        if not todo:
+            return
+        # Data blocks an earlier run wrote: regenerated, compared and checked (_check_written).
+        written = {
+            i: self._sums_on_disk(nodes, stripe, i, shape)
+            for i in range(DATA_BLOCKS)
+            if i not in todo
+        }
+        records: list[list[_Record]] = [[] for _ in range(DATA_BLOCKS)]
+        for (r, p), b in zip(blobs, ids, strict=True):
+            records[p.block].append(_Record(p.offset, p.length, r, b, keys[b]))
+        builders = [_DataBlockBuilder(self.source, records[i]) for i in range(DATA_BLOCKS)]
+        writers: dict[int, ChecksummedWriter] = {}
+        try:
+            for i in todo:
+                writers[i] = self._writer(nodes, stripe, i)
+            windows = self._stripe_windows(min(WINDOW_BYTES, shape.block_length))
+            for start in range(0, shape.block_length, WINDOW_BYTES):
+                n = min(WINDOW_BYTES, shape.block_length - start)
+                views = [w[:n] for w in windows]
+                for i, builder in enumerate(builders):
+                    builder.fill(views[i], start)
+                for i, sums in written.items():
+                    self._check_written(nodes, stripe, i, sums, views[i], start)
+                for row in range(0, n, ROW_BYTES):
+                    end = min(row + ROW_BYTES, n)
+                    self.codec.parity_into(
+                        [v[row:end] for v in views[:DATA_BLOCKS]],
+                        [v[row:end] for v in views[DATA_BLOCKS:]],
+                    )
+                for i, w in writers.items():
+                    w.write(views[i])
+        except BaseException:
+            for w in writers.values():
                 w.abort()
+            raise
+        for n_done, i in enumerate(todo):
+            try:
+                writers[i].commit()
+            except BaseException:
+                for j in todo[n_done + 1 :]:
+                    writers[j].abort()
                 raise
-            w.commit()
-            self._on_step(f"data {stripe}.{block}")
-        self._write_parity(stripe, shape, nodes)
+            if i < DATA_BLOCKS:
+                self._on_step(f"data {stripe}.{i}")
         self._on_step(f"parity {stripe}")
+
+    def _stripe_windows(self, width: int) -> list[memoryview]:
+        """STRIPE_BLOCKS buffers of at least `width` bytes, allocated once per migration: a
+        fresh 56 MiB per stripe costs its page faults every time. Every byte of a window is
+        written before it is used (records and zeros, or parity)."""
+        if not self._windows or len(self._windows[0]) < width:
+            self._windows = [memoryview(bytearray(width)) for _ in range(STRIPE_BLOCKS)]
+        return self._windows
+
+    def _check_written(
+        self,
+        nodes: tuple[str, ...],
+        stripe: int,
+        block: int,
+        sums: tuple[int, ...],
+        window: memoryview,
+        start: int,
+    ) -> None:
+        """BlockCorrupt unless the block an earlier run wrote holds exactly the regenerated
+        `window` at `start` and its sidecar vouches for those bytes (a resumed stripe only)."""
+        name = block_name(self.volume, stripe, block)
+        on_disk = self.store.get_range(nodes[block], name, start, len(window))
+        try:
+            if on_disk != window:
+                raise BlockCorrupt(f"bytes differ in [{start}, {start + len(window)})")
+            c = sidecar.CHUNK_BYTES
+            sidecar.check_sums(window, start, sums[start // c :], c)
+        except BlockCorrupt as e:
+            raise BlockCorrupt(
+                f"{nodes[block]}/{name} does not hold the bytes this migration writes there: {e}"
+            ) from None
+
+    def _sums_on_disk(
+        self, nodes: tuple[str, ...], stripe: int, block: int, shape: layout.StripeShape
+    ) -> tuple[int, ...]:
+        raw = self.store.get(nodes[block], sidecar_name(self.volume, stripe, block))
+        sums = sidecar.decode(raw)
+        if sums.block_length != shape.block_length or sums.chunk_bytes != sidecar.CHUNK_BYTES:
+            raise BlockCorrupt(
+                f"{nodes[block]}/{sidecar_name(self.volume, stripe, block)} describes another block"
+            )
+        return sums.sums
 
     def _writer(self, nodes: tuple[str, ...], stripe: int, block: int) -> ChecksummedWriter:
         return ChecksummedWriter(
@@ -279,31 +429,3 @@ class Migration:
             block_name(self.volume, stripe, block),
             sidecar_name(self.volume, stripe, block),
         )
-
-    def _write_parity(self, stripe: int, shape: layout.StripeShape, nodes: tuple[str, ...]) -> None:
-        todo = [
-            i
-            for i in range(DATA_BLOCKS, STRIPE_BLOCKS)
-            if not self.store.exists(nodes[i], block_name(self.volume, stripe, i))
-        ]
-        if not todo:
-            return
-        writers = {i: self._writer(nodes, stripe, i) for i in todo}
-        ref = StripeRef(self.volume, stripe, index_file.StripeInfo(shape.block_length, nodes))
-        counter = ReadCounter()
-        try:
-            for offset in range(0, shape.block_length, ROW_BYTES):
-                length = min(ROW_BYTES, shape.block_length - offset)
-                rows = [
-                    read_checked(self.store, ref, b, offset, offset + length, counter)
-                    for b in range(DATA_BLOCKS)
-                ]
-                for i, row in enumerate(self.codec.parity(rows), start=DATA_BLOCKS):
-                    if i in writers:
-                        writers[i].write(row)
-        except BaseException:
-            for w in writers.values():
-                w.abort()
-            raise
-        for i in todo:
-            writers[i].commit()

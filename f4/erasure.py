@@ -54,6 +54,21 @@ class Codec:
         fragments = self._driver.encode(b"".join(rows))
         return [bytes(f[FRAGMENT_HEADER_BYTES:]) for f in fragments[DATA_BLOCKS:]]
 
+    def parity_into(self, rows: Sequence[Buffer], out: Sequence[memoryview]) -> None:
+        """Writes the 4 parity rows of 10 data rows of equal length into `out` (4 writable
+        views of that length), copying each once from PyECLib's fragments."""
+        if len(out) != PARITY_BLOCKS or any(len(o) != len(rows[0]) for o in out):
+            raise ValueError(f"need {PARITY_BLOCKS} output rows as long as the data rows")
+        if (
+            len(rows) != DATA_BLOCKS
+            or len(rows[0]) == 0
+            or any(len(r) != len(rows[0]) for r in rows)
+        ):
+            raise ValueError(f"need {DATA_BLOCKS} non-empty data rows of equal length")
+        fragments = self._driver.encode(b"".join(rows))
+        for o, f in zip(out, fragments[DATA_BLOCKS:], strict=True):
+            o[:] = memoryview(f)[FRAGMENT_HEADER_BYTES:]
+
     def reconstruct(self, pieces: Mapping[int, Buffer], wanted: Sequence[int]) -> dict[int, bytes]:
         """The rows `wanted` (block indexes 0..13) of a range, from at least 10 other rows
         of the same range (index -> bytes, equal lengths)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import urllib3
 from urllib3.exceptions import HTTPError
@@ -39,6 +39,10 @@ READ_TIMEOUT_S: Final = 30.0
 POOLS_MAX: Final = 64
 MISSING: Final = "block_missing"  # the code of a storage node's 404 for an object
 CONNECTIONS_PER_URL_MAX: Final = 16
+# A write at least this long is sent at once, from the caller's memory (no copy); shorter
+# ones are gathered into chunks of UPLOAD_CHUNK_BYTES_MAX.
+SEND_DIRECT_BYTES_MIN: Final = 1 << 20
+assert SEND_DIRECT_BYTES_MIN <= UPLOAD_CHUNK_BYTES_MAX
 
 
 class HttpBlockStore:
@@ -82,7 +86,7 @@ class HttpBlockStore:
         tail: str,
         *,
         fields: Mapping[str, int] | None = None,
-        body: bytes | None = None,
+        body: Buffer | None = None,
     ) -> urllib3.BaseHTTPResponse:
         """One request to the node's process; errors as the module docstring says. 2xx
         answers and the 404 of a missing object are returned (the caller says what that
@@ -98,7 +102,9 @@ class HttpBlockStore:
             resp = self._pool.request(
                 method,
                 url,
-                body=body,
+                # urllib3 sends any buffer as it is, with its length (body_to_chunks); its
+                # annotation names only bytes.
+                body=cast(bytes | None, body),
                 retries=retries,
                 redirect=False,
             )
@@ -208,21 +214,26 @@ class HttpBlockWriter:
         self._tail = f"{name}/{UPLOADS}/{self._id}"
 
     def write(self, data: Buffer) -> None:
+        """Small pieces are gathered into chunks; a piece of at least SEND_DIRECT_BYTES_MIN
+        is sent as it is (after what was gathered), in chunks straight from the caller's
+        memory, so a migration's 4 MiB windows are never copied here."""
         view = memoryview(data).cast("B")
         chunk_max = UPLOAD_CHUNK_BYTES_MAX
-        if self._buffer:
-            take = min(len(view), chunk_max - len(self._buffer))
-            self._buffer += view[:take]
-            view = view[take:]
-            if len(self._buffer) == chunk_max:
+        if len(view) >= SEND_DIRECT_BYTES_MIN:
+            if self._buffer:
                 self._send(bytes(self._buffer))
                 self._buffer.clear()
-        while len(view) >= chunk_max:  # whole chunks straight from the caller's bytes
-            self._send(bytes(view[:chunk_max]))
-            view = view[chunk_max:]
-        self._buffer += view
+            for at in range(0, len(view), chunk_max):
+                self._send(view[at : at + chunk_max])
+            return
+        take = min(len(view), chunk_max - len(self._buffer))
+        self._buffer += view[:take]
+        if len(self._buffer) == chunk_max:
+            self._send(bytes(self._buffer))
+            self._buffer.clear()
+            self._buffer += view[take:]
 
-    def _send(self, chunk: bytes) -> None:
+    def _send(self, chunk: Buffer) -> None:
         self._store.request(
             "PUT", self._node, self._tail, fields={"offset": self._sent}, body=chunk
         )

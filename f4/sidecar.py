@@ -14,7 +14,9 @@ load: scrub, rebuild).
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -32,6 +34,7 @@ TRAILER_BYTES: Final = 8
 
 _HEADER = struct.Struct("<4sH2xI4xQ")
 assert _HEADER.size == HEADER_BYTES
+assert array.array("Q").itemsize == SUM_BYTES  # sums are packed through an array of u64
 
 Buffer = bytes | bytearray | memoryview
 
@@ -78,12 +81,17 @@ class SidecarBuilder:
         return encode(self.sums, self.length, self.chunk_bytes)
 
 
+def pack_sums(sums: Iterable[int]) -> bytes:
+    """Sums as little-endian u64s, back to back."""
+    packed = array.array("Q", sums)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
 def encode(sums: Iterable[int], block_length: int, chunk_bytes: int = CHUNK_BYTES) -> bytes:
-    body = bytearray(_HEADER.pack(MAGIC, VERSION, chunk_bytes, block_length))
-    for s in sums:
-        body += s.to_bytes(SUM_BYTES, "little")
-    body += xxhash.xxh3_64_intdigest(bytes(body)).to_bytes(TRAILER_BYTES, "little")
-    return bytes(body)
+    body = _HEADER.pack(MAGIC, VERSION, chunk_bytes, block_length) + pack_sums(sums)
+    return body + xxhash.xxh3_64_intdigest(body).to_bytes(TRAILER_BYTES, "little")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import pytest
 from f4 import index as index_file
 from f4.block_store import block_name
 from f4.encoder import Migration, stripe_nodes
+from f4.erasure import STRIPE_BLOCKS
 from f4.errors import IndexUnavailable, MigrationMismatch
 from f4.needle_source import NeedleSource
 from f4.reader import Reader
@@ -114,6 +115,9 @@ def test_kill_9_during_migration_then_resume(tmp_path: Path, blobs: Blobs, vols:
     cell = make_cell(cell_dir)
     assert cell.store.exists(stripe_nodes(cell.store.nodes(), 1)[4], block_name(VID, 1, 4))
     assert not cell.store.exists(stripe_nodes(cell.store.nodes(), 1)[5], block_name(VID, 1, 5))
+    # The stripe's 14 blocks are written together: the 9 not yet committed are temporaries,
+    # which the cell's lock holder removes before it runs anything.
+    assert cell.store.clean_temporaries() == STRIPE_BLOCKS - 5
     stats = cell.migrate(vols, VID)
     assert stats.stripes_resumed == 1
     assert cell.store.clean_temporaries() == 0

@@ -7,12 +7,13 @@ import random
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
 from f4 import index as index_file
 from f4 import layout, sidecar
-from f4.blob import OVERHEAD_BYTES, BlobId, BlobKey, open_sealed, seal
+from f4.blob import MAGIC, OVERHEAD_BYTES, BlobId, BlobKey, open_sealed, seal, seal_into
 from f4.errors import (
     BlobCorrupt,
     BlobTooLarge,
@@ -95,6 +96,20 @@ def test_sealed_blob_binds_its_id_and_key() -> None:
     tampered[20] ^= 1
     with pytest.raises(BlobCorrupt):
         open_sealed(key, blob, bytes(tampered))
+
+
+def test_sealing_in_place_writes_the_documented_record() -> None:
+    key = BlobKey.new()
+    blob = BlobId(7, 12, 0x101)
+    plaintext = random.Random(2).randbytes(5000)
+    block = bytearray(b"\xee" * 6000)
+    seal_into(key, blob, plaintext, memoryview(block)[100 : 100 + 5000 + OVERHEAD_BYTES])
+    ciphertext = AESGCM(key.secret).encrypt(key.nonce, plaintext, MAGIC + blob.packed())
+    record = MAGIC + key.nonce + ciphertext
+    assert block[100 : 100 + len(record)] == record == seal(key, blob, plaintext)
+    assert block[:100] == b"\xee" * 100 and block[100 + len(record) :] == b"\xee" * 868
+    with pytest.raises(ValueError):
+        seal_into(key, blob, plaintext, bytearray(len(record) - 1))
 
 
 def _index(generation: int) -> index_file.VolumeIndex:
