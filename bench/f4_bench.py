@@ -142,9 +142,9 @@ class Plan:
 
 
 QUICK: Final = Plan(
-    blobs=150,
+    blobs=100,
     blob_bytes_min=8_000,
-    blob_bytes_max=80_000,
+    blob_bytes_max=60_000,
     block_bytes=256 << 10,
     read_concurrency=8,
     read_s=1.5,
@@ -568,18 +568,18 @@ class F4Bench:
             idx = index_file.load(store, self.volume)
             host_of = {d: h for h in range(1, lc.F4_HOSTS + 1) for d in self.layout.f4_disks(h)}
             holder: dict[int, int] = {}
-            for (key, _alt), entry in idx.entries.items():
-                holder[key] = host_of[idx.stripes[entry.stripe].nodes[entry.block]]
+            for (key, _alt), e in idx.entries.items():
+                holder[key] = host_of[idx.stripes[e.stripe].nodes[e.block]]
             counts = Counter(holder.values())
             host = max(counts, key=lambda h: counts[h])
             victims = [b for b in blobs if holder.get(b.key) == host]
             passes = self.plan.degraded_passes
             healthy = uvloop.run(self.latency(victims, passes=passes))
-            entry = self.running[f"f4-node-{host}"]
-            log(f"killing f4-node-{host} (pid {entry.pid}): {len(victims)} blobs' data blocks")
-            os.kill(entry.pid, signal.SIGKILL)
+            node = self.running[f"f4-node-{host}"]
+            log(f"killing f4-node-{host} (pid {node.pid}): {len(victims)} blobs' data blocks")
+            os.kill(node.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(entry.pid, 0)
+                os.waitpid(node.pid, 0)
             degraded = uvloop.run(self.latency(victims, passes=passes))
             if healthy.failures or degraded.failures:
                 raise RuntimeError(f"reads failed: {(healthy.failures + degraded.failures)[:5]}")
