@@ -4,8 +4,10 @@ a router, 4 f4 storage node processes holding the cell's 14 disks, the f4 name n
 
 One run, in order:
 1. writes `blobs` random (incompressible, like photos) blobs through the write path
-   (directory.writer.BlobWriter, every replica synced) into ONE logical volume, seals it on
-   each replica and waits until the directory lists it as not writable;
+   (directory.writer.BlobWriter, every replica synced), all asking for the same logical
+   volume; the volume that holds the most of them (all, unless a replica failed a write and
+   turned the first one read-only) is the one measured, with the blobs in it; it is sealed
+   on each replica and the run waits until the directory lists it as not writable;
 2. Haystack reads: every blob once through the router (bytes and ETag checked), then
    `read_runs` timed runs of `read_s` seconds each with `read_concurrency` requests in
    flight (LeanHTTPClient, keep-alive), over the blobs in a shuffled cycle;
@@ -117,6 +119,7 @@ WRITE_CONCURRENCY: Final = 16
 SEAL_WAIT_S_MAX: Final = 30.0
 COMMAND_S_MAX: Final = 600.0  # a migrate or rebuild command of the full plan
 REQUEST_TIMEOUT_S: Final = 10.0
+BLOBS_IN_VOLUME_MIN: Final = 0.5  # of the plan's blobs, or the run stops
 READER_BLOBS_MAX: Final = 40  # victims read in this process for the bytes figure
 STALE_LOOKUP_S_MAX: Final = 60.0  # the router's lookup_ttl_s (5 s) and then some
 BENCH_F4_CONFIG: Final = "f4-bench.toml"
@@ -297,7 +300,7 @@ class F4Bench:
             )
             self.figures["pyeclib_encode_mb_s"] = round(_raw_encode_mb_s(blobs), 1)
             self.migrate(plaintext)
-            self.bytes_on_disk(plaintext)
+            self.bytes_on_disk(self.detail["migration"]["plaintext_bytes"])
             uvloop.run(self.await_f4(blobs[0]))
             uvloop.run(self.read_each("f4", blobs, etags))
             self.detail["f4_reads"] = uvloop.run(
@@ -322,7 +325,7 @@ class F4Bench:
         rng = random.Random(12)
         sizes = [rng.randint(plan.blob_bytes_min, plan.blob_bytes_max) for _ in range(plan.blobs)]
         base = int(time.time() * 1000) << 23
-        log(f"writing {plan.blobs} blobs ({sum(sizes) / 1e6:.1f} MB) into one volume")
+        log(f"writing {plan.blobs} blobs ({sum(sizes) / 1e6:.1f} MB), all to one volume")
         written: list[tuple[int, int, bytes]] = []
         async with BlobWriter(self.layout.directory_url, credentials=self.creds) as w:
             first = os.urandom(sizes[0])
@@ -344,9 +347,16 @@ class F4Bench:
                 return r.volume_id, r.cookie, data
 
             written += await asyncio.gather(*(one(i) for i in range(1, plan.blobs)))
-        elsewhere = sum(1 for vid, _, _ in written if vid != self.volume)
-        if elsewhere:
-            raise RuntimeError(f"{elsewhere} blobs landed outside volume {self.volume}")
+        # A put that a replica fails (a timeout on a loaded machine is enough) turns its
+        # volume read-only and lands on another one: the volume holding the most blobs is
+        # the one measured, with the blobs in it.
+        per_volume = Counter(vid for vid, _, _ in written)
+        self.volume, count = per_volume.most_common(1)[0]
+        if count < plan.blobs * BLOBS_IN_VOLUME_MIN:
+            raise RuntimeError(f"the writes spread over volumes {dict(per_volume)}")
+        if count < plan.blobs:
+            log(f"{plan.blobs - count} blobs landed outside volume {self.volume}: left out")
+        self.detail["written"] = {"blobs": plan.blobs, "in_volume": count}
         return [
             Blob(
                 base + i,
@@ -354,7 +364,8 @@ class F4Bench:
                 data,
                 photo.photo_path(self.volume, base + i, cookie, RENDITION, photo.Format.JPEG),
             )
-            for i, (_, cookie, data) in enumerate(written)
+            for i, (vid, cookie, data) in enumerate(written)
+            if vid == self.volume
         ]
 
     async def _lookup(self, http: LeanHTTPClient) -> dict[str, Any]:
@@ -541,7 +552,7 @@ class F4Bench:
             "written_plaintext_bytes": plaintext,
             "seconds": row["seconds"],
             "command_seconds": round(seconds, 3),
-            "command_mb_s": round(plaintext / 1e6 / seconds, 2),
+            "command_mb_s": round(row["plaintext_bytes"] / 1e6 / seconds, 2),
             "replicas_released": row.get("replicas_released", []),
         }
         log(f"migrated: {self.figures['migrate_mb_s']} MB/s ({seconds:.1f} s for the command)")

@@ -66,8 +66,13 @@ def test_quick_f4_benchmark_shape_and_sane_values(tmp_path: Path) -> None:
         assert reads["requests_per_s"] > 0 and reads["server_cpu_us_per_request"] > 0
         assert 0 < reads["latency_p50_ms"] <= reads["latency_p99_ms"]
     migration = detail["migration"]
-    assert migration["blobs"] == migration["blobs_checked"] == QUICK.blobs
-    assert migration["plaintext_bytes"] == migration["written_plaintext_bytes"]
+    # Every blob written lands in the measured volume unless a replica failed a write (then
+    # most of them do); the migration checks each one back, and any needle a failed write
+    # left behind too.
+    in_volume = detail["written"]["in_volume"]
+    assert QUICK.blobs / 2 <= in_volume <= QUICK.blobs
+    assert migration["blobs"] >= migration["blobs_checked"] >= in_volume
+    assert migration["plaintext_bytes"] >= migration["written_plaintext_bytes"]
     assert len(migration["replicas_released"]) == 3
 
     degraded = detail["degraded_reads"]
