@@ -54,7 +54,8 @@ Figures (goals from issue 12; the table says ok or MISSED):
                                write through the storage nodes, fsync; f4.encoder's stats,
                                reported by the command); the whole command's rate (Python
                                start-up, read-back, switch, release) is in detail
-    pyeclib_encode_mb_s, rebuild_mb_s (from the rebuild command's report)
+    pyeclib_encode_mb_s        the best of ENCODE_TRIALS passes (each pass in detail)
+    rebuild_mb_s               from the rebuild command's report
     read_p99_during_rebuild_vs_idle   router p99 during the rebuild / idle f4 p99, both at
                                latency_concurrency in flight
 
@@ -114,7 +115,8 @@ GOALS: Final[Goals] = {
     "effective_replication": ("<=", 1.45),
     "rebuild_vs_throttle": ("<=", 1.05),
 }
-ENCODE_S_MIN: Final = 0.2  # the raw encode repeats over the bytes until this long
+ENCODE_S_MIN: Final = 0.2  # one pass of the raw encode repeats over the bytes this long
+ENCODE_TRIALS: Final = 5
 WRITE_CONCURRENCY: Final = 16
 SEAL_WAIT_S_MAX: Final = 30.0
 COMMAND_S_MAX: Final = 600.0  # a migrate or rebuild command of the full plan
@@ -211,22 +213,29 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _raw_encode_mb_s(blobs: list[Blob]) -> float:
-    """ECDriver.encode of the plaintext in calls of 10 rows of ROW_BYTES each."""
+def _raw_encode_mb_s(blobs: list[Blob]) -> tuple[float, list[float]]:
+    """ECDriver.encode of the plaintext in calls of 10 rows of ROW_BYTES each: ENCODE_TRIALS
+    passes over the bytes (each at least ENCODE_S_MIN), the best pass's MB/s and every
+    pass's. The best, since other processes on a shared 2-core machine only ever slow a
+    pass down: the baseline is what the code does when it has a core."""
     data = b"".join(b.data for b in blobs)
     call_bytes = DATA_BLOCKS * ROW_BYTES
     data += bytes(-len(data) % call_bytes)
     driver = ECDriver(k=DATA_BLOCKS, m=PARITY_BLOCKS, ec_type=DEFAULT_EC_TYPE)
     view = memoryview(data)
-    encoded = 0
-    started = time.perf_counter()
-    while True:
-        for at in range(0, len(data), call_bytes):
-            driver.encode(bytes(view[at : at + call_bytes]))
-        encoded += len(data)
-        elapsed = time.perf_counter() - started
-        if elapsed >= ENCODE_S_MIN:
-            return encoded / 1e6 / elapsed
+    rates: list[float] = []
+    for _ in range(ENCODE_TRIALS):
+        encoded = 0
+        started = time.perf_counter()
+        while True:
+            for at in range(0, len(data), call_bytes):
+                driver.encode(bytes(view[at : at + call_bytes]))
+            encoded += len(data)
+            elapsed = time.perf_counter() - started
+            if elapsed >= ENCODE_S_MIN:
+                rates.append(encoded / 1e6 / elapsed)
+                break
+    return max(rates), rates
 
 
 class F4Bench:
@@ -298,7 +307,9 @@ class F4Bench:
             self.detail["haystack_reads"] = uvloop.run(
                 self.throughput(blobs, self.pids("router", "cache", "store"))
             )
-            self.figures["pyeclib_encode_mb_s"] = round(_raw_encode_mb_s(blobs), 1)
+            best, trials = _raw_encode_mb_s(blobs)
+            self.figures["pyeclib_encode_mb_s"] = round(best, 1)
+            self.detail["pyeclib_encode_trials_mb_s"] = [round(r, 1) for r in trials]
             self.migrate(plaintext)
             self.bytes_on_disk(self.detail["migration"]["plaintext_bytes"])
             uvloop.run(self.await_f4(blobs[0]))
@@ -700,7 +711,8 @@ def main(
         "baselines": {
             "encode_vs_pyeclib": (
                 f"ECDriver.encode ({DEFAULT_EC_TYPE}) of the same plaintext in memory, 10 rows "
-                f"of {ROW_BYTES} bytes per call; no reading, sealing, sums, writes or fsync"
+                f"of {ROW_BYTES} bytes per call, the best of {ENCODE_TRIALS} passes; no "
+                "reading, sealing, sums, writes or fsync"
             ),
             "healthy_read_vs_haystack": (
                 "GET of the same blobs through the same router (cache -> store nodes) while "
