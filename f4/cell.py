@@ -264,6 +264,7 @@ class Cell:
                 block_bytes=self.config.block_bytes,
                 codec=Codec(self.config.code),
                 on_step=on_step,
+                racks=self.config.rack_of,
             ).run()
             damaged = len(source.damaged)
         finally:

@@ -227,9 +227,12 @@ class Migration:
         block_bytes: int = layout.DEFAULT_BLOCK_BYTES,
         codec: Codec | None = None,
         on_step: Callable[[str], None] | None = None,
+        racks: index_file.RackOf | None = None,
     ) -> None:
+        """`racks`: the cell's racks, so the index copies go on distinct racks."""
         self.source = source
         self.volume = source.volume
+        self.racks = racks
         self.store = store
         self.keys = keys
         self.work_dir = work_dir
@@ -273,7 +276,11 @@ class Migration:
                 index_file.StripeInfo(shape.block_length, stripe_nodes(self._nodes, s))
                 for s, shape in enumerate(shapes)
             )
-            index_file.write(self.store, index_file.VolumeIndex(self.volume, 1, stripes, entries))
+            index_file.write(
+                self.store,
+                index_file.VolumeIndex(self.volume, 1, stripes, entries),
+                racks=self.racks,
+            )
             self._on_step("index")
             journal["done"] = True
             write_json_atomic(journal_path(self.work_dir, self.volume), journal)
