@@ -317,7 +317,7 @@ def _down(root: Path, *, quiet: bool) -> list[str]:
     running = lc.read_registry(root)
     up_now = [e for e in running.values() if lc.alive(e)]
     # Workers and the API first, the directory last: nothing is left talking to a dead peer.
-    roles = ("worker", "api", "router", "cache", "store", "directory")
+    roles = ("worker", "api", "router", "cache", "f4-name", "f4-node", "store", "directory")
     up_now.sort(key=lambda e: roles.index(e.role) if e.role in roles else len(roles))
     killed: list[str] = []
     for role in roles:

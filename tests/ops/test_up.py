@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from common.credentials import Purpose
 from ops import local_cluster as lc
 
 pytestmark = pytest.mark.crash
@@ -58,14 +59,20 @@ def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
         assert len(demo_urls) == 6
         first = get(demo_urls[0])
         assert first.startswith(b"\xff\xd8\xff")  # the demo PNGs' JPEG 640 variants
+        # The first photo's volume was moved to the f4 cell: the same URL, served from f4.
+        assert _f4_demo_url(p.stdout) == demo_urls[0]
+        lookup = _directory_lookup(data, demo_urls[0])
+        assert lookup["state"] == "f4"
+        assert [r["node_id"] for r in lookup["replicas"]] == ["f4-name-1"]
 
         code, doc = status(data, tmp_path)
         assert code == 0 and doc["ok"]
         names = {s["name"]: s for s in doc["services"]}
         assert set(names) == {"directory", "store-1", "store-2", "store-3", "store-4",
-                              "cache-1", "router-1", "api", "worker-1", "worker-2"}  # fmt: skip
+                              "cache-1", "f4-node-1", "f4-node-2", "f4-node-3", "f4-node-4",
+                              "f4-name", "router-1", "api", "worker-1", "worker-2"}  # fmt: skip
         assert {s["role"] for s in doc["services"]} == {
-            "directory", "store", "cache", "router", "api", "worker"
+            "directory", "store", "cache", "f4-node", "f4-name", "router", "api", "worker"
         }  # fmt: skip
         assert all(s["health"] == "ok" and s["pid"] for s in doc["services"])
         assert names["router-1"]["url"] == f"http://127.0.0.1:{base + lc.ROUTER_PORT_OFFSET}"
@@ -90,21 +97,43 @@ def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
 
         # down stops everything; up on the same data dir brings the same photos back.
         p = pinhole("down", "--data", data, cwd=tmp_path)
-        assert p.returncode == 0 and p.stdout.count("stopped") == 10, p.stdout
+        assert p.returncode == 0 and p.stdout.count("stopped") == 15, p.stdout
         code, doc = status(data, tmp_path)
-        assert code == 1 and all(s["health"] == "down" for s in doc["services"])
+        assert code == 1 and all(s["health"] == "down" for s in doc["services"]), doc
         for pid in again.values():
             assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
         p = pinhole("up", "--data", data, "--detach", "--demo", cwd=tmp_path)
         assert p.returncode == 0, p.stderr
         assert _demo_urls(p.stdout) == demo_urls
+        assert _f4_demo_url(p.stdout) == demo_urls[0]
         assert get(demo_urls[0]) == first
     finally:
         pinhole("down", "--data", data, cwd=tmp_path)
 
 
 def _demo_urls(banner: str) -> list[str]:
-    return [line.split()[1] for line in banner.splitlines() if line.split()[:1] == ["demo"]]
+    return [line.split()[1] for line in banner.splitlines() if line.split()[:1] == ["demo"]
+            and line.split()[1] != "(f4)"]  # fmt: skip
+
+
+def _f4_demo_url(banner: str) -> str:
+    (url,) = [
+        line.split()[2] for line in banner.splitlines() if line.split()[:2] == ["demo", "(f4)"]
+    ]
+    return url
+
+
+def _directory_lookup(data: Path, url: str) -> dict[str, Any]:
+    layout = lc.load_layout(data.resolve())
+    assert layout is not None
+    vid = url.split("/p/", 1)[1].split("/", 1)[0]
+    admin = layout.operator_credentials().header(Purpose.ADMIN)
+    request = urllib.request.Request(
+        f"{layout.directory_url}/volumes/{vid}", headers={"Authorization": admin}
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        doc: dict[str, Any] = json.loads(r.read())
+    return doc
 
 
 def _zombie(pid: int) -> bool:
@@ -152,7 +181,9 @@ def test_up_in_the_foreground_stops_every_service_on_sigint(tmp_path: Path) -> N
         code, doc = status(data, tmp_path)
         assert code == 0, doc
         pids = [s["pid"] for s in doc["services"]]
-        assert len(pids) == 9  # directory, 3 stores, cache, router, api, 2 workers
+        # directory, 3 stores, cache, 4 f4 storage nodes, the f4 name node, router, api,
+        # 2 workers
+        assert len(pids) == 14
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         for pid in pids:
