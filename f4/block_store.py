@@ -50,6 +50,17 @@ class BlockWriter(Protocol):
     def abort(self) -> None: ...
 
 
+def put_pieces(writer: BlockWriter, pieces: Iterable[Buffer]) -> None:
+    """Writes `pieces` through `writer` and commits; aborts on any failure."""
+    try:
+        for p in pieces:
+            writer.write(p)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.commit()
+
+
 class BlockStore(Protocol):
     def nodes(self) -> list[str]: ...
 

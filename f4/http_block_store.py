@@ -28,7 +28,7 @@ import urllib3
 from urllib3.exceptions import HTTPError
 
 from common.credentials import Credentials, Purpose
-from f4.block_store import Buffer
+from f4.block_store import Buffer, put_pieces
 from f4.errors import BlockMissing, BlockUnreachable, NodeAnswered
 from f4.node_disk import OBJECT_TOO_LARGE, RANGE_BYTES_MAX
 from f4.node_http import ERROR_HEADER, SIZE_HEADER, UPLOAD_CHUNK_BYTES_MAX, UPLOADS
@@ -132,14 +132,7 @@ class HttpBlockStore:
             return False
 
     def put(self, node: str, name: str, pieces: Iterable[Buffer]) -> None:
-        w = self.open_writer(node, name)
-        try:
-            for p in pieces:
-                w.write(p)
-        except BaseException:
-            w.abort()
-            raise
-        w.commit()
+        put_pieces(self.open_writer(node, name), pieces)
 
     def open_writer(self, node: str, name: str) -> HttpBlockWriter:
         return HttpBlockWriter(self, node, name)

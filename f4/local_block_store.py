@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from f4.block_store import Buffer
+from f4.block_store import Buffer, put_pieces
 from f4.errors import BlockMissing, BlockUnreachable
 
 TEMP_SUFFIX: Final = ".tmp"
@@ -70,14 +70,7 @@ class LocalBlockStore:
         return d
 
     def put(self, node: str, name: str, pieces: Iterable[Buffer]) -> None:
-        w = self.open_writer(node, name)
-        try:
-            for p in pieces:
-                w.write(p)
-        except BaseException:
-            w.abort()
-            raise
-        w.commit()
+        put_pieces(self.open_writer(node, name), pieces)
 
     def open_writer(self, node: str, name: str) -> LocalBlockWriter:
         return LocalBlockWriter(self._dir(node), name)

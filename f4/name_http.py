@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from common.credentials import Credentials, Purpose
 from common.errors import PinholeError
-from common.leanhttp import Request, Response, error_response, json_response
+from common.leanhttp import Request, Response, error_response, guarded, json_response
 from f4.name_node import NameNode
 from store import needle
 from store.http_api import fast_needle_path, needle_response, parse_needle_path
@@ -59,21 +59,7 @@ class NameNodeHttpApi:
         self.node = node
         self._credentials = credentials
         self._status = status or node.statistics
-
-    def handle(self, req: Request) -> Response | Awaitable[Response]:
-        try:
-            answer = self._route(req)
-        except Exception as e:
-            return error_for(e)
-        if isinstance(answer, Response):
-            return answer
-        return self._later(answer)
-
-    async def _later(self, answer: Awaitable[Response]) -> Response:
-        try:
-            return await answer
-        except Exception as e:
-            return error_for(e)
+        self.handle = guarded(self._route, error_for)
 
     def _allowed(self, req: Request, *purposes: Purpose) -> bool:
         return self._credentials.allows(req.headers.get("authorization"), *purposes)

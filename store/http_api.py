@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from common.credentials import Credentials, Purpose
 from common.ids import parse_decimal
-from common.leanhttp import Request, Response, error_response, json_response
+from common.leanhttp import Request, Response, error_response, guarded, json_response
 from store import errors, needle
 from store.errors import (
     JobNotFound,
@@ -203,25 +203,11 @@ class StoreHttpApi:
             ("GET", "volumes"): (self._volumes, (_ADMIN,)),
             ("POST", "volumes"): (self._create_volume, (_ADMIN,)),
         }
+        # The error middleware: every error of a request, raised before or after its first
+        # await, is answered by error_for here.
+        self.handle = guarded(self._route, error_for)
 
     # -- the three entry points --------------------------------------------------------------
-
-    def handle(self, req: Request) -> Response | Awaitable[Response]:
-        """The error middleware: every error of a request, raised before or after its first
-        await, is answered by error_for here."""
-        try:
-            answer = self._route(req)
-        except Exception as e:
-            return error_for(e)
-        if isinstance(answer, Response):
-            return answer
-        return self._answer_later(answer)
-
-    async def _answer_later(self, answer: Awaitable[Response]) -> Response:
-        try:
-            return await answer
-        except Exception as e:
-            return error_for(e)
 
     def _route(self, req: Request) -> Response | Awaitable[Response]:
         if req.path.startswith("/n/"):

@@ -19,6 +19,7 @@ from .message import (
     Response,
     encode_header_lines,
     error_response,
+    guarded,
     json_response,
 )
 from .server import BodyLimit, LeanHTTPServer, ServerStatistics
@@ -43,5 +44,6 @@ __all__ = [
     "ServerStatistics",
     "encode_header_lines",
     "error_response",
+    "guarded",
     "json_response",
 ]

@@ -227,6 +227,28 @@ def error_response(status: int, code: str, message: str) -> Response:
     return json_response(status, {"error": {"code": code, "message": message}})
 
 
+def guarded(route: Handler, error_for: Callable[[BaseException], Response]) -> Handler:
+    """A service's error middleware: `route`'s answer, or `error_for` of whatever it raised,
+    before its first await or after. A synchronous answer stays synchronous (no Task)."""
+
+    async def later(answer: Awaitable[Response]) -> Response:
+        try:
+            return await answer
+        except Exception as e:
+            return error_for(e)
+
+    def handle(req: Request) -> Response | Awaitable[Response]:
+        try:
+            answer = route(req)
+        except Exception as e:
+            return error_for(e)
+        if isinstance(answer, Response):
+            return answer
+        return later(answer)
+
+    return handle
+
+
 # --------------------------------------------------------------------------- wire format
 # Used by the protocol in server.py; kept here so that module is only the state machine.
 
