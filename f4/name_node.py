@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Final
 
 from f4.blob import BlobId
 from f4.cell import Cell
@@ -27,13 +27,20 @@ from f4.errors import BlockMissing, BlockUnreachable, IndexUnavailable, VolumeNo
 from f4.reader import Reader
 from store import needle
 
+# While a block is lost, reads of it look for a newer index at most this often per volume.
+INDEX_PEEK_S_MIN: Final = 1.0
+
 
 class NameNode:
     def __init__(self, cell: Cell) -> None:
         self.cell = cell
         self.config = cell.config
         self.reader = Reader(
-            cell.store, cell.keys, Codec(cell.config.code), racks=cell.config.rack_of
+            cell.store,
+            cell.keys,
+            Codec(cell.config.code),
+            racks=cell.config.rack_of,
+            index_peek_s_min=INDEX_PEEK_S_MIN,
         )
         self._pool = ThreadPoolExecutor(cell.config.read_threads, thread_name_prefix="f4-read")
         self._served: frozenset[int] = frozenset()

@@ -11,6 +11,8 @@ range: about 10 x (length + up to 2 chunks) bytes for `length` bytes served.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 from f4 import index as index_file
@@ -30,6 +32,7 @@ class Reader:
         codec: Codec | None = None,
         *,
         racks: index_file.RackOf | None = None,
+        index_peek_s_min: float = 0.0,
     ) -> None:
         """`racks`: the cell's racks (F4Config.rack_of), where index copies are looked for
         first (f4.index.index_nodes); copies elsewhere are found too."""
@@ -37,6 +40,11 @@ class Reader:
         self.keys = keys
         self.codec = codec or Codec()
         self.racks = racks
+        # A lost block makes every read of it look for a newer index (a header read per
+        # copy); a busy reader looks at most once per index_peek_s_min per volume and reads
+        # degraded meanwhile (the same bytes).
+        self.index_peek_s_min = index_peek_s_min
+        self._peeked: dict[int, float] = {}
         self.counter = ReadCounter()
         self._indexes: dict[int, index_file.VolumeIndex] = {}
 
@@ -70,7 +78,7 @@ class Reader:
             # A rebuild may have moved the block since the index was loaded: reload only
             # when a copy's header names a newer generation (a 32-byte read per copy).
             loaded = self.index(volume).generation
-            newest = index_file.newest_generation(self.store, volume, racks=self.racks)
+            newest = self._newest_generation(volume)
             if newest is not None and newest > loaded:
                 self.reload(volume)
                 if self.index(volume).generation > loaded:  # not a newer copy that fails
@@ -80,6 +88,13 @@ class Reader:
             plaintext = self._degraded(at)
         self.counter.bytes_served += len(plaintext)
         return plaintext
+
+    def _newest_generation(self, volume: int) -> int | None:
+        now = time.monotonic()
+        if now - self._peeked.get(volume, -math.inf) < self.index_peek_s_min:
+            return None
+        self._peeked[volume] = now
+        return index_file.newest_generation(self.store, volume, racks=self.racks)
 
     def _healthy(self, at: _Located) -> bytes:
         record = read_checked(self.store, at.ref, at.block, at.start, at.end, self.counter)
