@@ -477,9 +477,9 @@ class F4Bench:
         return got
 
     async def await_f4(self, blob: Blob) -> None:
-        """Until the router serves `blob` again after the switch: a router whose lookup is
-        from before it asks the released Haystack replicas (which answer 404) until the
-        lookup expires (the router's lookup_ttl_s). The wait is reported, not hidden."""
+        """Until the router serves `blob` from f4 after the switch (at once: a router whose
+        lookup predates the switch is told volume_not_found by the released replicas and
+        looks again). The wait is reported, not hidden."""
         t0 = time.perf_counter()
         http = LeanHTTPClient()
         try:
