@@ -8,8 +8,8 @@ chunk-aligned range from the first 10 healthy other blocks of the stripe, data b
 decodes only that range (f4.erasure). Bytes read are counted in a ReadCounter.
 
 The reads of a reconstruction go out together (FETCH_THREADS_MAX threads shared by every
-reconstruction of the process): over storage nodes a degraded read then costs about one
-round trip more than a healthy one, not ten. A block that fails is replaced by the next
+reconstruction of the process): over storage nodes a degraded read then waits for its
+slowest range, not for ten in a row. A block that fails is replaced by the next
 candidate in the same order, so the blocks used are the first 10 healthy ones, as before.
 """
 
