@@ -27,6 +27,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def read_exact(
+    path: Path, label: str, offset: int, length: int, missing: type[BlockMissing] = BlockMissing
+) -> bytes:
+    """Exactly `length` bytes of the file at `offset`, else `missing` (absent or shorter)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise missing(f"{label} does not exist") from None
+    try:
+        data = os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise missing(f"{label} is shorter than {offset + length} bytes")
+    return data
+
+
 class LocalBlockWriter:
     def __init__(self, directory: Path, name: str) -> None:
         self._dir = directory
@@ -76,18 +93,7 @@ class LocalBlockStore:
         return LocalBlockWriter(self._dir(node), name)
 
     def get_range(self, node: str, name: str, offset: int, length: int) -> bytes:
-        path = self._dir(node) / name
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise BlockMissing(f"{node}/{name} does not exist") from None
-        try:
-            data = os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
-        if len(data) != length:
-            raise BlockMissing(f"{node}/{name} is shorter than {offset + length} bytes")
-        return data
+        return read_exact(self._dir(node) / name, f"{node}/{name}", offset, length)
 
     def get(self, node: str, name: str) -> bytes:
         try:

@@ -39,7 +39,7 @@ from f4.errors import (
     UploadsBusy,
     UploadUnknown,
 )
-from f4.local_block_store import TEMP_SUFFIX, fsync_dir
+from f4.local_block_store import TEMP_SUFFIX, fsync_dir, read_exact
 
 # One read answers at most this many bytes (a range, or a whole object).
 RANGE_BYTES_MAX: Final = 64 << 20
@@ -135,18 +135,7 @@ class NodeDisks:
         """Exactly `length` bytes at `offset`; ObjectMissing when absent or shorter."""
         if length > RANGE_BYTES_MAX:
             raise BadBlockRequest(f"length {length} is over RANGE_BYTES_MAX ({RANGE_BYTES_MAX})")
-        path = self._path(node, name)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise ObjectMissing(f"{node}/{name} does not exist") from None
-        try:
-            data = os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
-        if len(data) != length:
-            raise ObjectMissing(f"{node}/{name} is shorter than {offset + length} bytes")
-        return data
+        return read_exact(self._path(node, name), f"{node}/{name}", offset, length, ObjectMissing)
 
     def read_whole(self, node: str, name: str) -> bytes:
         path = self._path(node, name)
