@@ -131,6 +131,9 @@ async def begin(directory: Directory, volume_id: int, body: dict[str, Any]) -> N
                 created_unix_s=directory.clock.now(),
             )
         )
+    # Lookups show the copying replica at once (here; other directories sharing the
+    # database within lookup_snapshot_s): deletes reach it from then on.
+    directory.forget_lookup()
     directory.log.info("volume %d: f4 copy on %s begun", volume_id, node_id)
 
 
