@@ -24,6 +24,13 @@ def sidecar_name(volume: int, stripe: int, block: int) -> str:
     return f"v{volume}.s{stripe}.b{block}.sum"
 
 
+def sidecar_of(block: str) -> str:
+    """The sidecar name of a block name."""
+    if not block.endswith(".blk"):
+        raise ValueError(f"{block!r} is not a block name")
+    return block[: -len(".blk")] + ".sum"
+
+
 def index_name(volume: int) -> str:
     return f"v{volume}.f4idx"
 
@@ -71,6 +78,11 @@ class BlockStore(Protocol):
     def get_range(self, node: str, name: str, offset: int, length: int) -> bytes:
         """Exactly `length` bytes, or BlockMissing (no such object, or shorter) /
         BlockUnreachable (the node is down)."""
+
+    def get_checked_range(self, node: str, block: str, offset: int, length: int) -> bytes:
+        """Exactly `length` bytes of the block `block` at `offset`, checked against its
+        sidecar (f4.sidecar.read_checked: the same rules, wherever the check runs), or
+        BlockCorrupt, BlockMissing, BlockUnreachable."""
 
     def get(self, node: str, name: str) -> bytes: ...
 

@@ -62,6 +62,9 @@ class MixedBlockStore:
     def get_range(self, node: str, name: str, offset: int, length: int) -> bytes:
         return self._store(node).get_range(node, name, offset, length)
 
+    def get_checked_range(self, node: str, block: str, offset: int, length: int) -> bytes:
+        return self._store(node).get_checked_range(node, block, offset, length)
+
     def get(self, node: str, name: str) -> bytes:
         return self._store(node).get(node, name)
 

@@ -29,7 +29,7 @@ from urllib3.exceptions import HTTPError
 
 from common.credentials import Credentials, Purpose
 from f4.block_store import Buffer, put_pieces
-from f4.errors import BlockMissing, BlockUnreachable, NodeAnswered
+from f4.errors import BlockCorrupt, BlockMissing, BlockUnreachable, F4Error, NodeAnswered
 from f4.node_disk import OBJECT_TOO_LARGE, RANGE_BYTES_MAX
 from f4.node_http import ERROR_HEADER, SIZE_HEADER, UPLOAD_CHUNK_BYTES_MAX, UPLOADS
 
@@ -112,13 +112,10 @@ class HttpBlockStore:
             raise BlockUnreachable(f"node {node} at {self._urls[node]}: {e}") from None
         if 200 <= resp.status < 300:
             return resp
-        code, message = _error_of(resp)
-        where = f"node {node} at {self._urls[node]}"
-        if resp.status == 503 or (resp.status == 404 and code == "node_not_served"):
-            raise BlockUnreachable(f"{where}: {message}")
+        code, message = error_of(resp.status, resp.headers.get(ERROR_HEADER), resp.data)
         if resp.status == 404 and code == MISSING:
             return resp
-        raise NodeAnswered(f"{where}: {message}", status=resp.status, code=code)
+        raise answer_fault(resp.status, code, f"node {node} at {self._urls[node]}: {message}")
 
     # -- BlockStore --------------------------------------------------------------------------
 
@@ -146,6 +143,14 @@ class HttpBlockStore:
         resp = self.request("GET", node, name, fields={"offset": offset, "length": length})
         if resp.status == 404 or len(resp.data) != length:
             raise BlockMissing(f"{node}/{name} has no {length} bytes at {offset}")
+        return resp.data
+
+    def get_checked_range(self, node: str, block: str, offset: int, length: int) -> bytes:
+        """One request: the node checks the range against the block's sidecar."""
+        fields = {"offset": offset, "length": length, "checked": 1}
+        resp = self.request("GET", node, block, fields=fields)
+        if resp.status == 404 or len(resp.data) != length:
+            raise BlockMissing(f"{node}/{block} has no {length} bytes at {offset}")
         return resp.data
 
     def get(self, node: str, name: str) -> bytes:
@@ -254,11 +259,24 @@ def _json(resp: urllib3.BaseHTTPResponse) -> dict[str, Any]:
     return doc
 
 
-def _error_of(resp: urllib3.BaseHTTPResponse) -> tuple[str, str]:
+def error_of(status: int, header: str | None, body: bytes) -> tuple[str, str]:
     """The error's code (the header, which HEAD answers carry too) and message."""
-    code = resp.headers.get(ERROR_HEADER, "http_error")
+    code = header or "http_error"
     try:
-        error = json.loads(resp.data)["error"]
+        error = json.loads(body)["error"]
         return str(error.get("code", code)), str(error.get("message", ""))
     except (ValueError, KeyError, TypeError, AttributeError):
-        return code, f"HTTP {resp.status}"
+        return code, f"HTTP {status}"
+
+
+def answer_fault(status: int, code: str, message: str) -> F4Error:
+    """What a storage node's error answer means to its reader: a corrupt range, a node
+    that cannot serve (503, or a node the process does not serve), a missing object, or
+    an answer the client does not expect (NodeAnswered)."""
+    if status == 503 and code == BlockCorrupt.code:
+        return BlockCorrupt(message)
+    if status == 503 or (status == 404 and code == "node_not_served"):
+        return BlockUnreachable(message)
+    if status == 404 and code == MISSING:
+        return BlockMissing(message)
+    return NodeAnswered(message, status=status, code=code)

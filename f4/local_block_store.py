@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-from f4.block_store import Buffer, put_pieces
+from f4 import sidecar
+from f4.block_store import Buffer, put_pieces, sidecar_of
 from f4.errors import BlockMissing, BlockUnreachable
 
 TEMP_SUFFIX: Final = ".tmp"
@@ -94,6 +95,17 @@ class LocalBlockStore:
 
     def get_range(self, node: str, name: str, offset: int, length: int) -> bytes:
         return read_exact(self._dir(node) / name, f"{node}/{name}", offset, length)
+
+    def get_checked_range(self, node: str, block: str, offset: int, length: int) -> bytes:
+        d = self._dir(node)
+        return sidecar.read_checked(
+            lambda name, at, n: read_exact(d / name, f"{node}/{name}", at, n),
+            lambda name: self.size(node, name),
+            block,
+            sidecar_of(block),
+            offset,
+            length,
+        )
 
     def get(self, node: str, name: str) -> bytes:
         try:

@@ -2,8 +2,11 @@
 
 It holds the cell's key store and loads each volume's index from its copies on the blocks'
 nodes (f4.reader); the storage nodes hold only ciphertext, so decryption happens here, on
-the read path, never on a storage node. Reads and deletes run on a thread pool
-(`read_threads`): block reads, reconstruction and AES-GCM never run on the event loop.
+the read path, never on a storage node. A read awaits its block ranges on the event loop
+(f4.async_blocks: one request to a storage node per range, which it checks against the
+block's sidecar); everything that may wait on a disk or a lock (index loads, the key
+store, deletes), decoding, and decrypting a large record run on a thread pool
+(`read_threads`), never on the event loop.
 
 Invariants:
 - A volume is served only once its verified mark exists (f4.cell); before that the cell
@@ -20,19 +23,27 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
+from common.credentials import Credentials
+from f4.async_blocks import AsyncBlocks
 from f4.blob import BlobId
 from f4.cell import Cell
 from f4.erasure import Codec
 from f4.errors import BlockMissing, BlockUnreachable, IndexUnavailable, VolumeNotServed
-from f4.reader import Reader
+from f4.reader import AsyncReader, Reader
 from store import needle
 
 # While a block is lost, reads of it look for a newer index at most this often per volume.
 INDEX_PEEK_S_MIN: Final = 1.0
 
 
+# A blob up to this long gets its ETag (the needle checksum) on the event loop.
+CHECKSUM_INLINE_BYTES_MAX: Final = 64 * 1024
+
+
 class NameNode:
-    def __init__(self, cell: Cell) -> None:
+    def __init__(self, cell: Cell, *, credentials: Credentials | None = None) -> None:
+        """`credentials`: the cluster's, for the blocks credential its storage nodes take
+        (the nodes of the cell's config that have a url are read over HTTP)."""
         self.cell = cell
         self.config = cell.config
         self.reader = Reader(
@@ -43,6 +54,9 @@ class NameNode:
             index_peek_s_min=INDEX_PEEK_S_MIN,
         )
         self._pool = ThreadPoolExecutor(cell.config.read_threads, thread_name_prefix="f4-read")
+        urls = {n.name: n.url for n in cell.config.nodes if n.url} if credentials else {}
+        self.blocks = AsyncBlocks(cell.store, self._pool, urls=urls, credentials=credentials)
+        self.async_reader = AsyncReader(self.reader, self.blocks, self._pool)
         self._served: frozenset[int] = frozenset()
         self._alts: dict[tuple[int, int], dict[int, tuple[int, ...]]] = {}
         self.reads = 0
@@ -50,6 +64,10 @@ class NameNode:
         self.deletes = 0
         self.keys_destroyed = 0
         self.rescan()
+
+    async def aclose(self) -> None:
+        await self.blocks.close()
+        self.close()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -87,13 +105,15 @@ class NameNode:
         VolumeNotServed / an F4Error when the stripe cannot be read."""
         if not self.serves(volume):
             raise VolumeNotServed(f"volume {volume} is not served by this cell")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._read, volume, key, alt_key, cookie)
-
-    def _read(self, volume: int, key: int, alt_key: int, cookie: int) -> tuple[bytes, int]:
         self.reads += 1
-        data = self.reader.read(volume, key, alt_key, cookie)
-        return data, needle_checksum(key, alt_key, cookie, data)
+        data = await self.async_reader.read(volume, key, alt_key, cookie)
+        if len(data) <= CHECKSUM_INLINE_BYTES_MAX:
+            return data, needle_checksum(key, alt_key, cookie, data)
+        loop = asyncio.get_running_loop()
+        checksum = await loop.run_in_executor(
+            self._pool, needle_checksum, key, alt_key, cookie, data
+        )
+        return data, checksum
 
     # -- deletes --------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ class NameNodeHeartbeat(Heartbeat):
 async def running_name_node(
     config: F4Config, *, credentials: Credentials, cell: Cell | None = None
 ) -> AsyncIterator[tuple[NameNode, LeanHTTPServer]]:
-    node = NameNode(cell or Cell(config, credentials=credentials))
+    node = NameNode(cell or Cell(config, credentials=credentials), credentials=credentials)
     heartbeat: NameNodeHeartbeat | None = None
     server: LeanHTTPServer | None = None
 
@@ -97,7 +97,7 @@ async def running_name_node(
             await heartbeat.stop()
         if server is not None:
             await server.close(grace_s=SHUTDOWN_GRACE_S)
-        node.close()
+        await node.aclose()
 
 
 async def serve_forever(

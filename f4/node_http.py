@@ -2,6 +2,8 @@
 objects (blocks, sidecars, index copies) of the nodes it serves, `<blocks_root>/<node>`.
 
     GET  /b/{node}/{name}[?offset=O&length=L]         the object, or exactly L bytes at O
+    GET  /b/{node}/{block}?offset=O&length=L&checked=1  the same, checked against the
+                                                      block's sidecar (503 block_corrupt)
     HEAD /b/{node}/{name}                             200 with X-Pinhole-Size / 404
     DELETE /b/{node}/{name}                           idempotent; the directory fsync'd
     GET|HEAD /b/{node}/                               {"names": [...]} / whether it is up
@@ -172,7 +174,11 @@ class NodeHttpApi:
             if "offset" in params or "length" in params:
                 offset = _number(params, "offset", OBJECT_BYTES_MAX)
                 length = _number(params, "length", RANGE_BYTES_MAX)
-                data = await self._disk(self.disks.read_range, node, name, offset, length)
+                checked = params.get("checked")
+                if checked is not None and checked != "1":
+                    raise BadBlockRequest("checked takes 1")
+                read = self.disks.read_checked if checked else self.disks.read_range
+                data = await self._disk(read, node, name, offset, length)
             else:
                 data = await self._disk(self.disks.read_whole, node, name)
             return Response(200, data, (), OCTETS)

@@ -11,17 +11,44 @@ range: about 10 x (length + up to 2 chunks) bytes for `length` bytes served.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
 from f4 import index as index_file
+from f4 import sidecar
+from f4.async_blocks import AsyncBlocks
 from f4.blob import BlobId, BlobKey, open_sealed
-from f4.block_store import BlockStore
-from f4.erasure import Codec
-from f4.errors import BlobAbsent, BlobCorrupt, BlockCorrupt, BlockMissing, BlockUnreachable
+from f4.block_store import BlockStore, block_name
+from f4.erasure import DATA_BLOCKS, Codec
+from f4.errors import (
+    BlobAbsent,
+    BlobCorrupt,
+    BlockCorrupt,
+    BlockMissing,
+    BlockUnreachable,
+    StripeUnrecoverable,
+)
 from f4.keystore import KeyStore
-from f4.stripe import ReadCounter, StripeRef, aligned, read_checked, reconstruct
+from f4.stripe import (
+    BLOCK_FAULTS,
+    ReadCounter,
+    StripeRef,
+    aligned,
+    read_checked,
+    reconstruct,
+    survivor_order,
+)
+
+T = TypeVar("T")
+
+# A record up to this long is decrypted on the event loop (AES-GCM: some microseconds,
+# less than a hand-off to a thread); a longer one on the executor.
+OPEN_INLINE_BYTES_MAX: Final = 64 * 1024
 
 
 class Reader:
@@ -57,7 +84,9 @@ class Reader:
     def reload(self, volume: int) -> None:
         self._indexes.pop(volume, None)
 
-    def _locate(self, volume: int, key: int, alt_key: int, cookie: int) -> _Located:
+    def locate(self, volume: int, key: int, alt_key: int, cookie: int) -> Located:
+        """Where the blob is and its key (the index loaded if need be, the key store
+        asked): BlobAbsent for an unknown blob, a wrong cookie and a deleted key alike."""
         entry = self.index(volume).entries.get((key, alt_key))
         if entry is None or entry.cookie != cookie:
             raise BlobAbsent("no such blob")
@@ -68,26 +97,31 @@ class Reader:
         ref = StripeRef(volume, entry.stripe, self.index(volume).stripes[entry.stripe])
         start, end = aligned(entry.offset, entry.length, ref.info.block_length)
         cut = slice(entry.offset - start, entry.offset - start + entry.length)
-        return _Located(entry.block, blob, blob_key, ref, start, end, cut)
+        return Located(entry.block, blob, blob_key, ref, start, end, cut, entry.length)
 
     def read(self, volume: int, key: int, alt_key: int, cookie: int) -> bytes:
-        at = self._locate(volume, key, alt_key, cookie)
+        at = self.locate(volume, key, alt_key, cookie)
         try:
             plaintext = self._healthy(at)
         except (BlockMissing, BlockUnreachable):
-            # A rebuild may have moved the block since the index was loaded: reload only
-            # when a copy's header names a newer generation (a 32-byte read per copy).
-            loaded = self.index(volume).generation
-            newest = self._newest_generation(volume)
-            if newest is not None and newest > loaded:
-                self.reload(volume)
-                if self.index(volume).generation > loaded:  # not a newer copy that fails
-                    return self.read(volume, key, alt_key, cookie)
+            if self.reloaded_newer(volume):
+                return self.read(volume, key, alt_key, cookie)
             plaintext = self._degraded(at)
         except (BlockCorrupt, BlobCorrupt):
             plaintext = self._degraded(at)
         self.counter.bytes_served += len(plaintext)
         return plaintext
+
+    def reloaded_newer(self, volume: int) -> bool:
+        """After a block was missing or unreachable: a rebuild may have moved it since the
+        index was loaded. Reloads only when a copy's header names a newer generation (a
+        32-byte read per copy); True when a newer index was loaded (read again)."""
+        loaded = self.index(volume).generation
+        newest = self._newest_generation(volume)
+        if newest is None or newest <= loaded:
+            return False
+        self.reload(volume)
+        return self.index(volume).generation > loaded  # not a newer copy that fails
 
     def _newest_generation(self, volume: int) -> int | None:
         now = time.monotonic()
@@ -96,7 +130,7 @@ class Reader:
         self._peeked[volume] = now
         return index_file.newest_generation(self.store, volume, racks=self.racks)
 
-    def _healthy(self, at: _Located) -> bytes:
+    def _healthy(self, at: Located) -> bytes:
         record = read_checked(self.store, at.ref, at.block, at.start, at.end, self.counter)
         plaintext = open_sealed(at.blob_key, at.blob, record[at.cut])
         self.counter.healthy_reads += 1
@@ -104,11 +138,11 @@ class Reader:
 
     def degraded_read(self, volume: int, key: int, alt_key: int, cookie: int) -> bytes:
         """The blob decoded from the other blocks, as when its own block is lost."""
-        plaintext = self._degraded(self._locate(volume, key, alt_key, cookie))
+        plaintext = self._degraded(self.locate(volume, key, alt_key, cookie))
         self.counter.bytes_served += len(plaintext)
         return plaintext
 
-    def _degraded(self, at: _Located) -> bytes:
+    def _degraded(self, at: Located) -> bytes:
         rows = reconstruct(
             self.store, self.codec, at.ref, [at.block], at.start, at.end, self.counter
         )
@@ -117,7 +151,7 @@ class Reader:
 
 
 @dataclass(frozen=True, slots=True)
-class _Located:
+class Located:
     block: int
     blob: BlobId
     blob_key: BlobKey
@@ -125,6 +159,100 @@ class _Located:
     start: int
     end: int
     cut: slice
+    length: int  # of the sealed record
+
+    @property
+    def node(self) -> str:
+        return self.ref.info.nodes[self.block]
+
+    @property
+    def block_name(self) -> str:
+        return block_name(self.ref.volume, self.ref.stripe, self.block)
+
+
+class AsyncReader:
+    """The Reader's read for an event loop (the name node's): the same answers, the same
+    counters. What may touch a disk or a lock (the index load, the key store) runs on
+    `executor`, each read making one such hop; block ranges are awaited on `blocks`
+    (one request to a storage node each); a degraded read awaits its ranges together
+    and decodes on `executor`; a record over OPEN_INLINE_BYTES_MAX is decrypted there
+    too, a smaller one on the loop (cheaper than the hop)."""
+
+    def __init__(self, reader: Reader, blocks: AsyncBlocks, executor: Executor) -> None:
+        self.reader = reader
+        self.blocks = blocks
+        self.executor = executor
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def read(self, volume: int, key: int, alt_key: int, cookie: int) -> bytes:
+        r = self.reader
+        at = await self._run(r.locate, volume, key, alt_key, cookie)
+        try:
+            record = await self.blocks.get_checked_range(
+                at.node, at.block_name, at.start, at.end - at.start
+            )
+            r.counter.bytes_read += sidecar.checked_read_bytes(at.start, at.end - at.start)
+            plaintext = await self._open(at, record)
+            r.counter.healthy_reads += 1
+        except (BlockMissing, BlockUnreachable):
+            if await self._run(r.reloaded_newer, volume):
+                return await self.read(volume, key, alt_key, cookie)
+            plaintext = await self._degraded(at)
+        except (BlockCorrupt, BlobCorrupt):
+            plaintext = await self._degraded(at)
+        r.counter.bytes_served += len(plaintext)
+        return plaintext
+
+    async def _open(self, at: Located, record: bytes) -> bytes:
+        view = memoryview(record)[at.cut]
+        if at.length <= OPEN_INLINE_BYTES_MAX:
+            return open_sealed(at.blob_key, at.blob, view)
+        return await self._run(open_sealed, at.blob_key, at.blob, view)
+
+    async def _degraded(self, at: Located) -> bytes:
+        pieces = await self._fetch_survivors(at)
+        rows = await self._run(self.reader.codec.reconstruct, pieces, [at.block])
+        plaintext = await self._open(at, rows[at.block])
+        self.reader.counter.degraded_reads += 1
+        return plaintext
+
+    async def _fetch_survivors(self, at: Located) -> dict[int, bytes]:
+        """The range of 10 healthy other blocks, fetched together (f4.stripe.reconstruct's
+        order: the first healthy ones, a failed one replaced by the next candidate)."""
+        ref, start, end = at.ref, at.start, at.end
+        candidates = survivor_order([at.block])
+        pieces: dict[int, bytes] = {}
+        running: dict[asyncio.Future[bytes], int] = {}
+
+        def more() -> None:
+            while candidates and len(pieces) + len(running) < DATA_BLOCKS:
+                b = candidates.pop(0)
+                name = block_name(ref.volume, ref.stripe, b)
+                fetch = self.blocks.get_checked_range(ref.info.nodes[b], name, start, end - start)
+                running[asyncio.ensure_future(fetch)] = b
+
+        more()
+        try:
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    b = running.pop(future)
+                    try:
+                        pieces[b] = future.result()
+                    except BLOCK_FAULTS:
+                        continue
+                    self.reader.counter.bytes_read += sidecar.checked_read_bytes(start, end - start)
+                more()
+        finally:
+            for future in running:
+                future.cancel()
+        if len(pieces) < DATA_BLOCKS:
+            raise StripeUnrecoverable(
+                f"volume {ref.volume} stripe {ref.stripe}: only {len(pieces)} healthy blocks"
+            )
+        return pieces
 
 
 def delete(keys: KeyStore, volume: int, key: int, alt_key: int) -> bool:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import array
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
 import xxhash
 
-from f4.errors import BlockCorrupt, F4FormatError
+from f4.errors import BadBlockRequest, BlockCorrupt, F4FormatError
 
 MAGIC: Final = b"F4SC"
 VERSION: Final = 1
@@ -141,3 +141,36 @@ def check_sums(data: Buffer, offset: int, sums: Iterable[int], chunk_bytes: int)
         want = next(expected, None)
         if want is None or xxhash.xxh3_64_intdigest(view[i : i + chunk_bytes]) != want:
             raise BlockCorrupt(f"checksum mismatch in the chunk at block offset {offset + i}")
+
+
+def checked_read_bytes(offset: int, length: int) -> int:
+    """Bytes a checked read of [offset, offset + length) reads: the range and its sums."""
+    return length + SUM_BYTES * chunk_span(offset, length)[1]
+
+
+def read_checked(
+    read_range: Callable[[str, int, int], bytes],
+    size: Callable[[str], int],
+    block: str,
+    sidecar: str,
+    offset: int,
+    length: int,
+) -> bytes:
+    """Bytes [offset, offset + length) of `block`, checked against the sums of just the
+    chunks they cover, read from `sidecar` at their offset: two exact reads through
+    `read_range(name, offset, length)`, BlockCorrupt on a mismatch. The range starts on a
+    chunk boundary and ends on one or at the block's end (`size(block)` is asked only for
+    a range ending off a boundary), else BadBlockRequest: a short last chunk anywhere else
+    would be compared with the sum of the whole chunk."""
+    if offset % CHUNK_BYTES:
+        raise BadBlockRequest(f"a checked range starts on a {CHUNK_BYTES}-byte boundary")
+    if length % CHUNK_BYTES and size(block) != offset + length:
+        raise BadBlockRequest(
+            f"a checked range ends on a {CHUNK_BYTES}-byte boundary or at the block's end"
+        )
+    first, count = chunk_span(offset, length)
+    sums_at, sums_length = sums_range(first, count)
+    sums = read_range(sidecar, sums_at, sums_length)
+    data = read_range(block, offset, length)
+    check_sums(data, offset, parse_sums(sums), CHUNK_BYTES)
+    return data

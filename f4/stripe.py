@@ -1,11 +1,13 @@
 """Reading ranges of a stripe's blocks: checked reads, and reconstruction from survivors.
 
 Every range read from a block is widened to whole sidecar chunks and checked against the
-sums of just those chunks (read from the sidecar at their offset), so no unchecked byte is
-ever used. A reconstruction of rows `wanted` over [offset, offset + length) reads that same
-chunk-aligned range from the first 10 healthy other blocks of the stripe, data blocks first
-(cheapest to decode), skipping any that is missing, unreachable or fails its sums, and
-decodes only that range (f4.erasure). Bytes read are counted in a ReadCounter.
+sums of just those chunks (read from the sidecar at their offset) where the block is: a
+storage node checks before it answers (BlockStore.get_checked_range, one request), so no
+unchecked byte is ever used. A reconstruction of rows `wanted` over [offset, offset +
+length) reads that same chunk-aligned range from the first 10 healthy other blocks of the
+stripe, data blocks first (cheapest to decode), skipping any that is missing, unreachable
+or fails its sums, and decodes only that range (f4.erasure). Bytes read are counted in a
+ReadCounter.
 
 The reads of a reconstruction go out together (FETCH_THREADS_MAX threads shared by every
 reconstruction of the process): over storage nodes a degraded read then waits for its
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from f4 import sidecar
-from f4.block_store import BlockStore, block_name, sidecar_name
+from f4.block_store import BlockStore, block_name
 from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
 from f4.errors import BlockCorrupt, BlockMissing, BlockUnreachable, StripeUnrecoverable
 from f4.index import StripeInfo
@@ -69,16 +71,21 @@ def aligned(offset: int, length: int, block_length: int) -> tuple[int, int]:
 def read_checked(
     store: BlockStore, ref: StripeRef, block: int, start: int, end: int, counter: ReadCounter
 ) -> bytes:
-    """Block bytes [start, end) (chunk-aligned), checked against the sidecar."""
+    """Block bytes [start, end) (chunk-aligned), checked against the sidecar where the
+    block is (one request to a storage node)."""
     node = ref.info.nodes[block]
-    first, count = sidecar.chunk_span(start, end - start)
-    sums_at, sums_length = sidecar.sums_range(first, count)
-    sums = store.get_range(node, sidecar_name(ref.volume, ref.stripe, block), sums_at, sums_length)
-    data = store.get_range(node, block_name(ref.volume, ref.stripe, block), start, end - start)
+    data = store.get_checked_range(
+        node, block_name(ref.volume, ref.stripe, block), start, end - start
+    )
     with _count_lock:  # reconstructions read from several threads
-        counter.bytes_read += len(sums) + len(data)
-    sidecar.check_sums(data, start, sidecar.parse_sums(sums), sidecar.CHUNK_BYTES)
+        counter.bytes_read += sidecar.checked_read_bytes(start, end - start)
     return data
+
+
+def survivor_order(wanted: Collection[int], avoid: Collection[int] = ()) -> list[int]:
+    """The blocks a reconstruction of `wanted` tries, in order: data blocks first (the
+    cheapest to decode), none wanted nor known bad."""
+    return [b for b in range(STRIPE_BLOCKS) if b not in wanted and b not in avoid]
 
 
 def reconstruct(
@@ -94,7 +101,7 @@ def reconstruct(
 ) -> dict[int, bytes]:
     """Rows `wanted` of [start, end) (chunk-aligned) decoded from 10 healthy other blocks;
     blocks in `avoid` are known bad and not tried."""
-    candidates = [b for b in range(STRIPE_BLOCKS) if b not in wanted and b not in avoid]
+    candidates = survivor_order(wanted, avoid)
     pieces: dict[int, bytes] = {}
     pool = _pool()
     running: dict[Future[bytes], int] = {}

@@ -100,6 +100,11 @@ class LosingStore:
             raise BlockMissing(name)
         return self.inner.get_range(node, name, offset, length)
 
+    def get_checked_range(self, node: str, block: str, offset: int, length: int) -> bytes:
+        if self._is_lost(block):
+            raise BlockMissing(block)
+        return self.inner.get_checked_range(node, block, offset, length)
+
     def get(self, node: str, name: str) -> bytes:
         if self._is_lost(name):
             raise BlockMissing(name)

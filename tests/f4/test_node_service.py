@@ -5,6 +5,7 @@ a lost disk, and a whole cell (migrate, degraded reads, rebuild) spread over pro
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import itertools
 import json
@@ -15,7 +16,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,13 +26,22 @@ import pytest
 
 from common import credentials
 from common.credentials import Credentials, Purpose
-from f4.block_store import block_name
+from f4 import sidecar
+from f4.async_blocks import AsyncBlocks
+from f4.block_store import block_name, sidecar_of
 from f4.cell import Cell
 from f4.config import F4Config, F4Node
 from f4.erasure import STRIPE_BLOCKS
-from f4.errors import BadObjectName, BlockMissing, BlockUnreachable, F4Error, UploadUnknown
+from f4.errors import (
+    BadObjectName,
+    BlockCorrupt,
+    BlockMissing,
+    BlockUnreachable,
+    F4Error,
+    UploadUnknown,
+)
 from f4.http_block_store import HttpBlockStore
-from f4.local_block_store import TEMP_SUFFIX
+from f4.local_block_store import TEMP_SUFFIX, LocalBlockStore
 from f4.node_disk import RANGE_BYTES_MAX, UPLOAD_IDLE_S_MAX, NodeDisks
 from f4.node_http import UPLOAD_CHUNK_BYTES_MAX
 from f4.reader import Reader
@@ -451,3 +462,76 @@ def test_the_cell_store_mixes_local_and_remote_nodes(
             cell.close()
     finally:
         proc.stop()
+
+
+def test_a_checked_range_is_checked_where_the_block_is(
+    node: NodeProcess, operator: Credentials
+) -> None:
+    """One request per checked range: the storage node reads the sums of just the chunks a
+    range covers, checks, and answers the bytes or 503 block_corrupt; HttpBlockStore,
+    AsyncBlocks (the name node's) and LocalBlockStore over the same files agree."""
+    chunk = sidecar.CHUNK_BYTES
+    data = random.Random(3).randbytes(10 * chunk + 100)  # a short last chunk
+    sums = sidecar.SidecarBuilder()
+    sums.update(data)
+    store = HttpBlockStore({n: node.url for n in node.nodes}, operator)
+    store.put("n00", BLOCK, [data])
+    store.put("n00", sidecar_of(BLOCK), [sums.encode()])
+    local = LocalBlockStore(node.blocks, node.nodes)
+
+    async def via_async(offset: int, length: int) -> bytes:
+        with ThreadPoolExecutor(1) as pool:
+            blocks = AsyncBlocks(
+                local, pool, urls={n: node.url for n in node.nodes}, credentials=operator
+            )
+            try:
+                return await blocks.get_checked_range("n00", BLOCK, offset, length)
+            finally:
+                await blocks.close()
+
+    def every_reader(offset: int, length: int) -> list[Callable[[], bytes]]:
+        return [
+            lambda: store.get_checked_range("n00", BLOCK, offset, length),
+            lambda: local.get_checked_range("n00", BLOCK, offset, length),
+            lambda: asyncio.run(via_async(offset, length)),
+        ]
+
+    for offset, length in ((0, chunk), (2 * chunk, 3 * chunk), (10 * chunk, 100), (0, len(data))):
+        for read in every_reader(offset, length):
+            assert read() == data[offset : offset + length]
+
+    blocks = operator.header(Purpose.BLOCKS)
+    base = f"{node.url}/b/n00/"
+    for target in (
+        f"{BLOCK}?offset=1&length={chunk}",  # not on a chunk boundary
+        f"{BLOCK}?offset=0&length={chunk + 1}",  # ends off a boundary, not at the block's end
+        f"{BLOCK}?offset=0&length={chunk}&checked=2",
+        f"{sidecar_of(BLOCK)}?offset=0&length=8&checked=1",  # only blocks are read checked
+    ):
+        resp = _raw("GET", base + target + ("" if "checked" in target else "&checked=1"), blocks)
+        assert (resp.status, _code(resp)) == (400, "bad_request"), target
+
+    # One flipped byte in chunk 4: a range over it is never answered, the others still are.
+    path = node.blocks / "n00" / BLOCK
+    raw = bytearray(path.read_bytes())
+    raw[4 * chunk + 17] ^= 0xFF
+    path.write_bytes(raw)
+    for read in every_reader(3 * chunk, 2 * chunk):
+        with pytest.raises(BlockCorrupt):
+            read()
+    resp = _raw("GET", f"{base}{BLOCK}?offset={4 * chunk}&length={chunk}&checked=1", blocks)
+    assert (resp.status, _code(resp), resp.headers["x-pinhole-error"]) == (
+        503,
+        "block_corrupt",
+        "block_corrupt",
+    )
+    for read in every_reader(5 * chunk, chunk):
+        assert read() == data[5 * chunk : 6 * chunk]
+    # Unchecked reads still return the bytes as they are (rebuild and scrub compare them).
+    assert store.get_range("n00", BLOCK, 4 * chunk, chunk) == raw[4 * chunk : 5 * chunk]
+
+    # A block without its sidecar is missing, as a block without its file is.
+    store.delete("n00", sidecar_of(BLOCK))
+    for read in every_reader(0, chunk):
+        with pytest.raises(BlockMissing):
+            read()

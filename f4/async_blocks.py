@@ -1,0 +1,95 @@
+"""Checked block ranges for an event loop: what the name node's read path awaits.
+
+A node the cell's config gives a url (a storage node process) is read with one keep-alive
+request on LeanHTTPClient, the node checking the range against the block's sidecar before
+it answers (`GET ...?checked=1`, docs/api/f4-node.md); any other node is read by the
+cell's BlockStore on the caller's executor. Either way the answer is the BlockStore's:
+the bytes, or BlockCorrupt, BlockMissing, BlockUnreachable, NodeAnswered
+(f4.http_block_store.answer_fault gives both clients one meaning for a node's answer).
+
+Why not HttpBlockStore on a thread pool, as before: a healthy read then cost a thread
+hand-off and urllib3's request machinery, and a degraded read ten of each (measured in
+ARCHITECTURE.md: the name node's CPU per read, healthy and degraded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from typing import Final
+
+from common.credentials import Credentials, Purpose
+from common.leanhttp.client import HttpClientError, LeanHTTPClient
+from f4.block_store import BlockStore
+from f4.errors import BlockMissing, BlockUnreachable
+from f4.http_block_store import (
+    CONNECT_TIMEOUT_S,
+    CONNECTIONS_PER_URL_MAX,
+    READ_TIMEOUT_S,
+    answer_fault,
+    error_of,
+)
+from f4.node_disk import RANGE_BYTES_MAX
+from f4.node_http import ERROR_HEADER
+
+_ERROR_HEADER: Final = ERROR_HEADER.lower()
+
+
+class AsyncBlocks:
+    def __init__(
+        self,
+        store: BlockStore,
+        executor: Executor,
+        *,
+        urls: Mapping[str, str] | None = None,
+        credentials: Credentials | None = None,
+        timeout_s: float = READ_TIMEOUT_S,
+    ) -> None:
+        """`urls`: node -> base URL of its storage node process (read over HTTP with the
+        blocks credential of `credentials`); other nodes go to `store` on `executor`."""
+        self._store = store
+        self._executor = executor
+        self._urls = {node: url.rstrip("/") for node, url in (urls or {}).items()}
+        if self._urls and credentials is None:
+            raise ValueError("storage nodes need the blocks credential")
+        self._headers = (
+            (("Authorization", credentials.header(Purpose.BLOCKS)),) if credentials else ()
+        )
+        self._timeout_s = timeout_s
+        self._http: LeanHTTPClient | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _client(self) -> LeanHTTPClient:
+        if self._http is None:
+            self._http = LeanHTTPClient(
+                connections_per_origin_max=CONNECTIONS_PER_URL_MAX,
+                response_bytes_max=RANGE_BYTES_MAX,
+                connect_timeout_s=CONNECT_TIMEOUT_S,
+            )
+        return self._http
+
+    async def get_checked_range(self, node: str, block: str, offset: int, length: int) -> bytes:
+        base = self._urls.get(node)
+        if base is None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._executor, self._store.get_checked_range, node, block, offset, length
+            )
+        url = f"{base}/b/{node}/{block}?offset={offset}&length={length}&checked=1"
+        try:
+            resp = await self._client().request(
+                "GET", url, headers=self._headers, timeout_s=self._timeout_s
+            )
+        except HttpClientError as e:
+            raise BlockUnreachable(f"node {node} at {base}: {e}") from None
+        if resp.status == 200:
+            if len(resp.body) != length:
+                raise BlockMissing(f"{node}/{block} has no {length} bytes at {offset}")
+            return resp.body
+        code, message = error_of(resp.status, resp.headers.get(_ERROR_HEADER), resp.body)
+        raise answer_fault(resp.status, code, f"node {node} at {base}: {message}")
