@@ -305,7 +305,7 @@ class F4Bench:
             plaintext = sum(len(b.data) for b in blobs)
             etags = uvloop.run(self.read_each("haystack", blobs, {}))
             self.detail["haystack_reads"] = uvloop.run(
-                self.throughput(blobs, self.pids("router", "cache", "store"))
+                self.throughput(blobs, ("router", "cache", "store"))
             )
             best, trials = _raw_encode_mb_s(blobs)
             self.figures["pyeclib_encode_mb_s"] = round(best, 1)
@@ -315,7 +315,7 @@ class F4Bench:
             uvloop.run(self.await_f4(blobs[0]))
             uvloop.run(self.read_each("f4", blobs, etags))
             self.detail["f4_reads"] = uvloop.run(
-                self.throughput(blobs, self.pids("router", "cache", "f4-name", "f4-node"))
+                self.throughput(blobs, ("router", "cache", "f4-name", "f4-node"))
             )
             self.figures["healthy_read_vs_haystack"] = round(
                 self.detail["f4_reads"]["requests_per_s"]
@@ -494,27 +494,34 @@ class F4Bench:
             await http.close()
         self.detail["migration"]["router_stale_after_switch_s"] = round(time.perf_counter() - t0, 2)
 
-    async def throughput(self, blobs: list[Blob], pids: list[int]) -> dict[str, Any]:
+    async def throughput(self, blobs: list[Blob], roles: tuple[str, ...]) -> dict[str, Any]:
         plan = self.plan
         order = list(blobs)
         random.Random(3).shuffle(order)
         runs: list[Load] = []
         cpus: list[float] = []
+        by_role: dict[str, list[float]] = {role: [] for role in roles}
         for _ in range(plan.read_runs):
-            cpu = ProcessCpu(pids)
-            cpu.start()
+            meters = {role: ProcessCpu(self.pids(role)) for role in roles}
+            for meter in meters.values():
+                meter.start()
             load = await self._drive(order, plan.read_concurrency, _for_s(plan.read_s))
-            spent = cpu.stop()
+            spent = {role: meter.stop() for role, meter in meters.items()}
             if load.failures:
                 raise RuntimeError(f"reads failed: {load.failures[:5]}")
             runs.append(load)
-            cpus.append(cpu_us_per_request(spent, load.requests))
+            cpus.append(cpu_us_per_request(sum(spent.values()), load.requests))
+            for role, seconds in spent.items():
+                by_role[role].append(cpu_us_per_request(seconds, load.requests))
         rates = [r.requests / r.seconds for r in runs]
         middle = sorted(range(len(runs)), key=lambda i: rates[i])[len(runs) // 2]
         mid = runs[middle]
         doc = {
             "requests_per_s": round(rates[middle]),
             "server_cpu_us_per_request": round(float(statistics.median(cpus)), 1),
+            "server_cpu_us_per_request_by_role": {
+                role: round(float(statistics.median(v)), 1) for role, v in by_role.items()
+            },
             "latency_p50_ms": _ms(_p(mid.latencies_s, 0.5)),
             "latency_p99_ms": _ms(_p(mid.latencies_s, 0.99)),
             "runs": [round(r) for r in rates],

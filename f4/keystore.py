@@ -81,22 +81,20 @@ class KeyStore:
             self._db.executemany("INSERT OR IGNORE INTO blob_keys VALUES (?, ?, ?)", rows)
 
     def get(self, blob: BlobId) -> BlobKey | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT secret, nonce FROM blob_keys WHERE blob_id = ?", (blob.packed(),)
-            ).fetchone()
-        if row is None:
-            return None
-        secret, nonce = bytes(row[0]), bytes(row[1])
-        assert len(secret) == KEY_BYTES and len(nonce) == NONCE_BYTES
-        return BlobKey(secret, nonce)
+        return self.get_many((blob,)).get(blob)
 
     def get_many(self, blobs: Iterable[BlobId]) -> dict[BlobId, BlobKey]:
+        """The keys of those `blobs` that have one, read under one hold of the lock."""
         out: dict[BlobId, BlobKey] = {}
-        for b in blobs:
-            k = self.get(b)
-            if k is not None:
-                out[b] = k
+        with self._lock:
+            for b in blobs:
+                row = self._db.execute(
+                    "SELECT secret, nonce FROM blob_keys WHERE blob_id = ?", (b.packed(),)
+                ).fetchone()
+                if row is not None:
+                    secret, nonce = bytes(row[0]), bytes(row[1])
+                    assert len(secret) == KEY_BYTES and len(nonce) == NONCE_BYTES
+                    out[b] = BlobKey(secret, nonce)
         return out
 
     def delete(self, blobs: Iterable[BlobId]) -> int:

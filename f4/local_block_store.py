@@ -28,6 +28,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class WouldBlock(Exception):
+    """A read with nowait=True found part of its range outside the page cache."""
+
+
 def read_exact(
     path: Path, label: str, offset: int, length: int, missing: type[BlockMissing] = BlockMissing
 ) -> bytes:
@@ -43,6 +47,29 @@ def read_exact(
     if len(data) != length:
         raise missing(f"{label} is shorter than {offset + length} bytes")
     return data
+
+
+def read_cached(
+    path: Path, label: str, offset: int, length: int, missing: type[BlockMissing] = BlockMissing
+) -> bytearray:
+    """read_exact from the page cache only (preadv with RWF_NOWAIT): WouldBlock when any
+    of the range is not there (or the file is shorter), and the caller reads again the
+    blocking way, which also tells a short file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise missing(f"{label} does not exist") from None
+    try:
+        buf = bytearray(length)
+        try:
+            got = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+        except OSError as e:  # EAGAIN; EOPNOTSUPP where the filesystem cannot
+            raise WouldBlock(label) from e
+    finally:
+        os.close(fd)
+    if got != length:
+        raise WouldBlock(label)
+    return buf
 
 
 class LocalBlockWriter:

@@ -4,9 +4,10 @@ It holds the cell's key store and loads each volume's index from its copies on t
 nodes (f4.reader); the storage nodes hold only ciphertext, so decryption happens here, on
 the read path, never on a storage node. A read awaits its block ranges on the event loop
 (f4.async_blocks: one request to a storage node per range, which it checks against the
-block's sidecar); everything that may wait on a disk or a lock (index loads, the key
-store, deletes), decoding, and decrypting a large record run on a thread pool
-(`read_threads`), never on the event loop.
+block's sidecar); everything that may wait on a disk or a lock (index loads, deletes),
+decoding, and decrypting a large record run on a thread pool (`read_threads`),
+key lookups on one thread of their own that batches them (f4.key_lookups), never on the
+event loop.
 
 Invariants:
 - A volume is served only once its verified mark exists (f4.cell); before that the cell
@@ -67,6 +68,7 @@ class NameNode:
 
     async def aclose(self) -> None:
         await self.blocks.close()
+        self.async_reader.close()
         self.close()
 
     def close(self) -> None:

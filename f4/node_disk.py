@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import threading
@@ -40,7 +41,7 @@ from f4.errors import (
     UploadsBusy,
     UploadUnknown,
 )
-from f4.local_block_store import TEMP_SUFFIX, fsync_dir, read_exact
+from f4.local_block_store import TEMP_SUFFIX, fsync_dir, read_cached, read_exact
 
 # One read answers at most this many bytes (a range, or a whole object).
 RANGE_BYTES_MAX: Final = 64 << 20
@@ -138,24 +139,31 @@ class NodeDisks:
             raise BadBlockRequest(f"length {length} is over RANGE_BYTES_MAX ({RANGE_BYTES_MAX})")
         return read_exact(self._path(node, name), f"{node}/{name}", offset, length, ObjectMissing)
 
-    def read_checked(self, node: str, block: str, offset: int, length: int) -> bytes:
+    def read_checked(
+        self, node: str, block: str, offset: int, length: int, *, nowait: bool = False
+    ) -> bytes | bytearray:
         """Exactly `length` bytes of a block at `offset`, checked against the sums of the
         chunks they cover (f4.sidecar.read_checked), else BlockCorrupt: a corrupt range is
-        never answered, and the reader needs one request instead of two."""
+        never answered, and the reader needs one request instead of two. `nowait`: from
+        the page cache only, else WouldBlock (read_exact)."""
         if length > RANGE_BYTES_MAX:
             raise BadBlockRequest(f"length {length} is over RANGE_BYTES_MAX ({RANGE_BYTES_MAX})")
         try:
             sums = sidecar_of(block)
         except ValueError:
             raise BadBlockRequest(f"{block!r}: only a block's range is read checked") from None
-        return sidecar.read_checked(
-            lambda name, at, n: self.read_range(node, name, at, n),
-            lambda name: self.size(node, name),
-            block,
-            sums,
-            offset,
-            length,
-        )
+        label = f"{node}/{block}"
+
+        def cached(name: str, at: int, n: int) -> bytearray:
+            return read_cached(self._path(node, name), label, at, n, ObjectMissing)
+
+        def blocking(name: str, at: int, n: int) -> bytes:
+            return read_exact(self._path(node, name), label, at, n, ObjectMissing)
+
+        rest = (functools.partial(self.size, node), block, sums, offset, length)
+        if nowait:
+            return sidecar.read_checked(cached, *rest)
+        return sidecar.read_checked(blocking, *rest)
 
     def read_whole(self, node: str, name: str) -> bytes:
         path = self._path(node, name)

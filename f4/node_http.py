@@ -19,8 +19,9 @@ Invariants:
   is read: /b/ the blocks one, /status the admin one (401 otherwise).
 - No request body is over UPLOAD_CHUNK_BYTES_MAX (a chunk) and no answer over
   RANGE_BYTES_MAX, so a storage node holds a bounded number of bytes per request.
-- The event loop never touches the disk: every disk call runs on the node's own thread
-  pool (DISK_THREADS).
+- The event loop never waits for a device: every disk call runs on the node's own thread
+  pool (DISK_THREADS), except a short checked range read entirely from the page cache
+  (RWF_NOWAIT, INLINE_READ_BYTES_MAX), which cannot wait.
 - Errors become HTTP answers in one place (`_error`), from the F4Error's status and code;
   bad input is a 4xx, never a 5xx.
 """
@@ -38,7 +39,9 @@ from common.credentials import Credentials, Purpose
 from common.errors import PinholeError
 from common.ids import parse_decimal
 from common.leanhttp import Request, Response, error_response, json_response
+from f4.block_store import Buffer
 from f4.errors import BadBlockRequest
+from f4.local_block_store import WouldBlock
 from f4.node_disk import OBJECT_BYTES_MAX, RANGE_BYTES_MAX, NodeDisks
 
 log = logging.getLogger("pinhole.f4.node")
@@ -51,6 +54,9 @@ UPLOAD_CHUNK_BYTES_MAX: Final = 8 << 20
 OTHER_BODY_BYTES_MAX: Final = 4096
 # Threads doing disk I/O for one storage node process.
 DISK_THREADS: Final = 8
+# A checked range up to this long is read on the event loop when the page cache holds it
+# all (RWF_NOWAIT); a longer one, or one that would wait for the device, on DISK_THREADS.
+INLINE_READ_BYTES_MAX: Final = 256 * 1024
 
 OCTETS: Final = "application/octet-stream"
 SIZE_HEADER: Final = "X-Pinhole-Size"
@@ -177,8 +183,10 @@ class NodeHttpApi:
                 checked = params.get("checked")
                 if checked is not None and checked != "1":
                     raise BadBlockRequest("checked takes 1")
-                read = self.disks.read_checked if checked else self.disks.read_range
-                data = await self._disk(read, node, name, offset, length)
+                if checked:
+                    data = await self._checked(node, name, offset, length)
+                    return Response(200, data, (), OCTETS)
+                data = await self._disk(self.disks.read_range, node, name, offset, length)
             else:
                 data = await self._disk(self.disks.read_whole, node, name)
             return Response(200, data, (), OCTETS)
@@ -189,6 +197,18 @@ class NodeHttpApi:
             await self._disk(self.disks.delete, node, name)
             return _OK
         return _not_allowed(req)
+
+    async def _checked(self, node: str, block: str, offset: int, length: int) -> Buffer:
+        """A checked range of at most INLINE_READ_BYTES_MAX bytes found in the page cache
+        is read and checked right here on the loop (as a store node answers a cached
+        needle): a hand-off to a disk thread and back costs more CPU than the read. Any
+        other goes to the disk threads."""
+        if length <= INLINE_READ_BYTES_MAX:
+            try:
+                return self.disks.read_checked(node, block, offset, length, nowait=True)
+            except WouldBlock:
+                pass
+        return await self._disk(self.disks.read_checked, node, block, offset, length)
 
     async def _upload(self, req: Request, node: str, name: str, rest: list[str]) -> Response:
         method = req.method

@@ -33,6 +33,8 @@ from f4.errors import (
     BlockUnreachable,
     StripeUnrecoverable,
 )
+from f4.index import Entry
+from f4.key_lookups import KeyLookups
 from f4.keystore import KeyStore
 from f4.stripe import (
     BLOCK_FAULTS,
@@ -84,20 +86,33 @@ class Reader:
     def reload(self, volume: int) -> None:
         self._indexes.pop(volume, None)
 
-    def locate(self, volume: int, key: int, alt_key: int, cookie: int) -> Located:
-        """Where the blob is and its key (the index loaded if need be, the key store
-        asked): BlobAbsent for an unknown blob, a wrong cookie and a deleted key alike."""
+    def loaded(self, volume: int) -> bool:
+        """Whether the volume's index is in memory (place then needs no I/O)."""
+        return volume in self._indexes
+
+    def place(self, volume: int, key: int, alt_key: int, cookie: int) -> tuple[BlobId, Entry]:
+        """The blob's index entry (the index loaded if need be): BlobAbsent for an unknown
+        blob and a wrong cookie."""
         entry = self.index(volume).entries.get((key, alt_key))
         if entry is None or entry.cookie != cookie:
             raise BlobAbsent("no such blob")
-        blob = BlobId(volume, key, alt_key)
-        blob_key = self.keys.get(blob)
+        return BlobId(volume, key, alt_key), entry
+
+    def located(self, blob: BlobId, entry: Entry, blob_key: BlobKey | None) -> Located:
+        """Where the placed blob is read, with its key; BlobAbsent without a key (deleted):
+        the same answer as for an unknown blob."""
         if blob_key is None:
             raise BlobAbsent("no such blob")
-        ref = StripeRef(volume, entry.stripe, self.index(volume).stripes[entry.stripe])
+        ref = StripeRef(blob.volume, entry.stripe, self.index(blob.volume).stripes[entry.stripe])
         start, end = aligned(entry.offset, entry.length, ref.info.block_length)
         cut = slice(entry.offset - start, entry.offset - start + entry.length)
         return Located(entry.block, blob, blob_key, ref, start, end, cut, entry.length)
+
+    def locate(self, volume: int, key: int, alt_key: int, cookie: int) -> Located:
+        """Where the blob is and its key (the index loaded if need be, the key store
+        asked): BlobAbsent for an unknown blob, a wrong cookie and a deleted key alike."""
+        blob, entry = self.place(volume, key, alt_key, cookie)
+        return self.located(blob, entry, self.keys.get(blob))
 
     def read(self, volume: int, key: int, alt_key: int, cookie: int) -> bytes:
         at = self.locate(volume, key, alt_key, cookie)
@@ -172,23 +187,31 @@ class Located:
 
 class AsyncReader:
     """The Reader's read for an event loop (the name node's): the same answers, the same
-    counters. What may touch a disk or a lock (the index load, the key store) runs on
-    `executor`, each read making one such hop; block ranges are awaited on `blocks`
-    (one request to a storage node each); a degraded read awaits its ranges together
-    and decodes on `executor`; a record over OPEN_INLINE_BYTES_MAX is decrypted there
-    too, a smaller one on the loop (cheaper than the hop)."""
+    counters. What may touch a disk or a lock runs off the loop: an index load on
+    `executor`, the key lookup on f4.key_lookups' thread (batched with other reads'),
+    decoding on `executor`, and decrypting a record over OPEN_INLINE_BYTES_MAX there too
+    (a smaller one on the loop: cheaper than the hand-off). Block ranges are awaited on
+    `blocks`, one request to a storage node each; a degraded read awaits its 10 together."""
 
     def __init__(self, reader: Reader, blocks: AsyncBlocks, executor: Executor) -> None:
         self.reader = reader
         self.blocks = blocks
         self.executor = executor
+        self.keys = KeyLookups(reader.keys)
+
+    def close(self) -> None:
+        self.keys.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def read(self, volume: int, key: int, alt_key: int, cookie: int) -> bytes:
         r = self.reader
-        at = await self._run(r.locate, volume, key, alt_key, cookie)
+        if r.loaded(volume):
+            blob, entry = r.place(volume, key, alt_key, cookie)
+        else:
+            blob, entry = await self._run(r.place, volume, key, alt_key, cookie)
+        at = r.located(blob, entry, await self.keys.get(blob))
         try:
             record = await self.blocks.get_checked_range(
                 at.node, at.block_name, at.start, at.end - at.start

@@ -19,7 +19,7 @@ import struct
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import xxhash
 
@@ -37,6 +37,7 @@ assert _HEADER.size == HEADER_BYTES
 assert array.array("Q").itemsize == SUM_BYTES  # sums are packed through an array of u64
 
 Buffer = bytes | bytearray | memoryview
+B = TypeVar("B", bytes, bytearray)
 
 
 def chunk_count(block_length: int, chunk_bytes: int = CHUNK_BYTES) -> int:
@@ -149,13 +150,13 @@ def checked_read_bytes(offset: int, length: int) -> int:
 
 
 def read_checked(
-    read_range: Callable[[str, int, int], bytes],
+    read_range: Callable[[str, int, int], B],
     size: Callable[[str], int],
     block: str,
     sidecar: str,
     offset: int,
     length: int,
-) -> bytes:
+) -> B:
     """Bytes [offset, offset + length) of `block`, checked against the sums of just the
     chunks they cover, read from `sidecar` at their offset: two exact reads through
     `read_range(name, offset, length)`, BlockCorrupt on a mismatch. The range starts on a

@@ -64,6 +64,15 @@ def test_quick_f4_benchmark_shape_and_sane_values(tmp_path: Path) -> None:
         assert set(reads["cache"]) <= {"miss", "direct"}, reads
         assert sum(reads["cache"].values()) > 0
         assert reads["requests_per_s"] > 0 and reads["server_cpu_us_per_request"] > 0
+        # The total is the sum of the roles' shares, each one measured (none idle).
+        roles = reads["server_cpu_us_per_request_by_role"]
+        assert set(roles) == (
+            {"router", "cache", "store"}
+            if run == "haystack_reads"
+            else {"router", "cache", "f4-name", "f4-node"}
+        )
+        assert all(v > 0 for v in roles.values()), roles
+        assert abs(sum(roles.values()) - reads["server_cpu_us_per_request"]) < 0.5 * len(roles)
         assert 0 < reads["latency_p50_ms"] <= reads["latency_p99_ms"]
     migration = detail["migration"]
     # Every blob written lands in the measured volume unless a replica failed a write (then
