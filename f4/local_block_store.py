@@ -33,7 +33,11 @@ class WouldBlock(Exception):
 
 
 def read_exact(
-    path: Path, label: str, offset: int, length: int, missing: type[BlockMissing] = BlockMissing
+    path: str | Path,
+    label: str,
+    offset: int,
+    length: int,
+    missing: type[BlockMissing] = BlockMissing,
 ) -> bytes:
     """Exactly `length` bytes of the file at `offset`, else `missing` (absent or shorter)."""
     try:
@@ -50,7 +54,11 @@ def read_exact(
 
 
 def read_cached(
-    path: Path, label: str, offset: int, length: int, missing: type[BlockMissing] = BlockMissing
+    path: str | Path,
+    label: str,
+    offset: int,
+    length: int,
+    missing: type[BlockMissing] = BlockMissing,
 ) -> bytearray:
     """read_exact from the page cache only (preadv with RWF_NOWAIT): WouldBlock when any
     of the range is not there (or the file is shorter), and the caller reads again the

@@ -153,12 +153,15 @@ class NodeDisks:
         except ValueError:
             raise BadBlockRequest(f"{block!r}: only a block's range is read checked") from None
         label = f"{node}/{block}"
+        # One directory check and one name check for both files (the sidecar's name is
+        # made from the block's), plain string paths: this runs once per read.
+        directory = f"{self._path(node, block).parent}/"
 
         def cached(name: str, at: int, n: int) -> bytearray:
-            return read_cached(self._path(node, name), label, at, n, ObjectMissing)
+            return read_cached(directory + name, label, at, n, ObjectMissing)
 
         def blocking(name: str, at: int, n: int) -> bytes:
-            return read_exact(self._path(node, name), label, at, n, ObjectMissing)
+            return read_exact(directory + name, label, at, n, ObjectMissing)
 
         rest = (functools.partial(self.size, node), block, sums, offset, length)
         if nowait:
