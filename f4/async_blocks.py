@@ -7,6 +7,9 @@ cell's BlockStore on the caller's executor. Either way the answer is the BlockSt
 the bytes, or BlockCorrupt, BlockMissing, BlockUnreachable, NodeAnswered
 (f4.http_block_store.answer_fault gives both clients one meaning for a node's answer).
 
+A process that could not be reached is skipped for PROCESS_DOWN_S (its blocks read as
+unreachable at once, so reads of them go degraded without a failed connect each).
+
 Why not HttpBlockStore on a thread pool, as before: a healthy read then cost a thread
 hand-off and urllib3's request machinery, and a degraded read ten of each (measured in
 ARCHITECTURE.md: the name node's CPU per read, healthy and degraded).
@@ -34,6 +37,10 @@ from f4.node_disk import RANGE_BYTES_MAX
 from f4.node_http import ERROR_HEADER
 
 _ERROR_HEADER: Final = ERROR_HEADER.lower()
+# A storage node process that could not be reached (refused, reset, timed out) is not
+# asked again for this long: reads of its blocks go degraded at once instead of each
+# paying a failed connect first (f4's backoff). A 503 from a live process does not count.
+PROCESS_DOWN_S: Final = 1.0
 
 
 class AsyncBlocks:
@@ -58,6 +65,7 @@ class AsyncBlocks:
         )
         self._timeout_s = timeout_s
         self._http: LeanHTTPClient | None = None
+        self._down_until: dict[str, float] = {}  # base URL -> loop time
 
     async def close(self) -> None:
         if self._http is not None:
@@ -80,13 +88,18 @@ class AsyncBlocks:
             return await loop.run_in_executor(
                 self._executor, self._store.get_checked_range, node, block, offset, length
             )
+        loop = asyncio.get_running_loop()
+        if self._down_until.get(base, 0.0) > loop.time():
+            raise BlockUnreachable(f"node {node} at {base}: unreachable moments ago")
         url = f"{base}/b/{node}/{block}?offset={offset}&length={length}&checked=1"
         try:
             resp = await self._client().request(
                 "GET", url, headers=self._headers, timeout_s=self._timeout_s
             )
         except HttpClientError as e:
+            self._down_until[base] = loop.time() + PROCESS_DOWN_S
             raise BlockUnreachable(f"node {node} at {base}: {e}") from None
+        self._down_until.pop(base, None)
         if resp.status == 200:
             if len(resp.body) != length:
                 raise BlockMissing(f"{node}/{block} has no {length} bytes at {offset}")

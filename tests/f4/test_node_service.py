@@ -27,7 +27,7 @@ import pytest
 from common import credentials
 from common.credentials import Credentials, Purpose
 from f4 import sidecar
-from f4.async_blocks import AsyncBlocks
+from f4.async_blocks import PROCESS_DOWN_S, AsyncBlocks
 from f4.block_store import block_name, sidecar_of
 from f4.cell import Cell
 from f4.config import F4Config, F4Node
@@ -535,3 +535,44 @@ def test_a_checked_range_is_checked_where_the_block_is(
     for read in every_reader(0, chunk):
         with pytest.raises(BlockMissing):
             read()
+
+
+def test_a_dead_process_is_skipped_for_a_moment_then_read_again(
+    node: NodeProcess, operator: Credentials
+) -> None:
+    """After a refused connect, the name node's client answers unreachable at once for
+    PROCESS_DOWN_S (reads go degraded without a failed connect each), then asks again."""
+    chunk = sidecar.CHUNK_BYTES
+    data = random.Random(4).randbytes(4 * chunk)
+    sums = sidecar.SidecarBuilder()
+    sums.update(data)
+    store = HttpBlockStore({n: node.url for n in node.nodes}, operator)
+    store.put("n01", BLOCK, [data])
+    store.put("n01", sidecar_of(BLOCK), [sums.encode()])
+
+    async def go() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            blocks = AsyncBlocks(
+                store, pool, urls={n: node.url for n in node.nodes}, credentials=operator
+            )
+            try:
+                assert await blocks.get_checked_range("n01", BLOCK, 0, chunk) == data[:chunk]
+                node.kill()
+                with pytest.raises(BlockUnreachable):
+                    await blocks.get_checked_range("n01", BLOCK, 0, chunk)
+                with pytest.raises(BlockUnreachable, match="moments ago"):
+                    await blocks.get_checked_range("n02", BLOCK, 0, chunk)  # same process
+                node.start()  # the same port
+                deadline = time.monotonic() + PROCESS_DOWN_S + 10
+                while True:
+                    try:
+                        got = await blocks.get_checked_range("n01", BLOCK, chunk, chunk)
+                        break
+                    except BlockUnreachable:
+                        assert time.monotonic() < deadline, "the process was never asked again"
+                        await asyncio.sleep(0.05)
+                assert got == data[chunk : 2 * chunk]
+            finally:
+                await blocks.close()
+
+    asyncio.run(go())
