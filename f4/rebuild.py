@@ -14,8 +14,10 @@ line, parity the check for what they cannot see. Each row is paid for with
 `throttle.wait(nbytes)` before it is read.
 
 `rebuild` rewrites each damaged block (by `verify`, with parity when asked), row by row,
-decoded from 10 healthy blocks of its stripe, onto a node that holds no other block of the
-stripe when there is one (else the same node, else any reachable one), through a temporary
+decoded from 10 healthy blocks of its stripe, onto its own node when that is fine, else a
+node holding no other block of the stripe, on the rack holding the fewest of them, the least
+loaded (`choose_target`: the stripe's failure domains stay apart and rebuilt blocks spread
+over the cell), through a temporary
 file that is fsync'd and renamed (sidecar first). Only then does a new index generation
 point at it; the old copy is removed last. A rebuild killed at any point resumes: a block
 already complete and healthy on the chosen node is not rewritten. Every block written is
@@ -27,6 +29,7 @@ copies found elsewhere (written under another placement).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -277,27 +280,51 @@ def _index_copies_ok(store: BlockStore, idx: index_file.VolumeIndex, racks: Rack
     return ok
 
 
-def _reachable(store: BlockStore, node: str) -> bool:
-    try:
-        store.list(node)
-    except BlockUnreachable:
-        return False
-    return True
-
-
-def choose_target(store: BlockStore, info: index_file.StripeInfo, block: int) -> str:
-    """A reachable node with no other block of the stripe; else the block's own node if
-    reachable; else the reachable node holding the fewest of the stripe's blocks."""
-    nodes = [n for n in store.nodes() if _reachable(store, n)]
-    if not nodes:
+def choose_target(
+    store: BlockStore,
+    volume: int,
+    stripe: int,
+    info: index_file.StripeInfo,
+    block: int,
+    *,
+    racks: RackOf | None = None,
+) -> str:
+    """Where a damaged block is rebuilt: its own node when that is reachable and holds no
+    other block of the stripe (the file was lost or went bad, the disk is fine). Else,
+    among the reachable nodes holding no other block of the stripe (all reachable nodes when
+    none is free): one that already holds a copy of the block (a rebuild killed after
+    writing it: the resumed run checks that copy instead of writing another), else the one
+    on the rack holding the fewest of the stripe's other blocks, then holding the fewest
+    blocks in all, then first in the cell's order. So the stripe keeps its failure domains
+    apart when the cell has room, and rebuilt blocks spread over the cell instead of
+    piling onto its first free node."""
+    listings: dict[str, list[str]] = {}
+    for node in store.nodes():
+        try:
+            listings[node] = store.list(node)
+        except BlockUnreachable:
+            continue
+    if not listings:
         raise IndexUnavailable("no node is reachable")
+    own = info.nodes[block]
     others = [n for i, n in enumerate(info.nodes) if i != block]
-    free = [n for n in nodes if n not in others]
-    if info.nodes[block] in free:
-        return info.nodes[block]
-    if free:
-        return free[0]
-    return min(nodes, key=others.count)
+    free = [n for n in listings if n not in others]
+    if own in free:
+        return own
+    pool = free or list(listings)
+    name = block_name(volume, stripe, block)
+    for node in pool:
+        if name in listings[node]:
+            return node
+    rack = racks or (lambda n: n)
+    on_rack = Counter(rack(n) for n in others)
+    order = {n: i for i, n in enumerate(store.nodes())}
+
+    def cost(node: str) -> tuple[int, int, int, int]:
+        held = sum(1 for x in listings[node] if x.endswith(".blk"))
+        return others.count(node), on_rack[rack(node)], held, order[node]
+
+    return min(pool, key=cost)
 
 
 def rebuild(
@@ -325,7 +352,7 @@ def rebuild(
     for stripe, blocks in sorted(damaged.items()):
         for block in sorted(blocks):
             info = idx.stripes[stripe]
-            target = choose_target(store, info, block)
+            target = choose_target(store, volume, stripe, info, block, racks=racks)
             moved = target != info.nodes[block]
             if (
                 moved
