@@ -72,6 +72,10 @@ class AsyncBlocks:
             await self._http.close()
             self._http = None
 
+    def client_errors(self) -> dict[str, int]:
+        """Requests to storage nodes that failed before an answer, by kind."""
+        return dict(self._http.statistics().errors_by_kind) if self._http else {}
+
     def _client(self) -> LeanHTTPClient:
         if self._http is None:
             self._http = LeanHTTPClient(

@@ -3,7 +3,7 @@ routers, caches and the directory's deletes reach a migrated volume unchanged.
 
     GET|HEAD /n/{volume}/{key}/{alt_key}/{cookie}   a blob, decrypted [read]
     DELETE   /n/{volume}/{key}[/{alt_key}]          destroy its key(s) [write]
-    GET /healthz (open)   GET /status [admin]
+    GET /healthz (open)   GET /status [admin]   GET /metrics [metrics or admin]
 
 Answers match a store node's byte for byte where a reader can compare them: the same
 ETag (the needle checksum of the same bytes), the same caching headers, ranges and 304s
@@ -23,6 +23,7 @@ from typing import Any, Final
 from common.credentials import Credentials, Purpose
 from common.errors import PinholeError
 from common.leanhttp import Request, Response, error_response, guarded, json_response
+from f4.metrics import render_name_node
 from f4.name_node import NameNode
 from store import needle
 from store.http_api import fast_needle_path, needle_response, parse_needle_path
@@ -85,6 +86,11 @@ class NameNodeHttpApi:
             if not self._allowed(req, Purpose.ADMIN):
                 return _UNAUTHORIZED
             return json_response(200, self._status())
+        if path == "/metrics":
+            if not self._allowed(req, Purpose.METRICS, Purpose.ADMIN):
+                return _UNAUTHORIZED
+            body, content_type = render_name_node(self.node, self.node.config.name_node_id)
+            return Response(200, body, (), content_type)
         return error_response(404, "not_found", f"no route for {method} {path}")
 
     async def _read(self, req: Request, vid: int, key: int, alt: int, cookie: int) -> Response:

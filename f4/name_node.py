@@ -29,7 +29,13 @@ from f4.async_blocks import AsyncBlocks
 from f4.blob import BlobId
 from f4.cell import Cell
 from f4.erasure import Codec
-from f4.errors import BlockMissing, BlockUnreachable, IndexUnavailable, VolumeNotServed
+from f4.errors import (
+    BlobAbsent,
+    BlockMissing,
+    BlockUnreachable,
+    IndexUnavailable,
+    VolumeNotServed,
+)
 from f4.reader import AsyncReader, Reader
 from store import needle
 
@@ -108,7 +114,11 @@ class NameNode:
         if not self.serves(volume):
             raise VolumeNotServed(f"volume {volume} is not served by this cell")
         self.reads += 1
-        data = await self.async_reader.read(volume, key, alt_key, cookie)
+        try:
+            data = await self.async_reader.read(volume, key, alt_key, cookie)
+        except BlobAbsent:
+            self.reads_absent += 1
+            raise
         if len(data) <= CHECKSUM_INLINE_BYTES_MAX:
             return data, needle_checksum(key, alt_key, cookie, data)
         loop = asyncio.get_running_loop()
@@ -157,11 +167,16 @@ class NameNode:
         return {
             "volumes_served": sorted(self._served),
             "reads": self.reads,
+            "reads_absent": self.reads_absent,
             "healthy_reads": counter.healthy_reads,
             "degraded_reads": counter.degraded_reads,
             "bytes_served": counter.bytes_served,
+            "bytes_read": counter.bytes_read,
             "deletes": self.deletes,
             "keys_destroyed": self.keys_destroyed,
+            "key_lookups": self.async_reader.keys.lookups,
+            "key_lookup_batches": self.async_reader.keys.batches,
+            "block_client_errors": self.blocks.client_errors(),
         }
 
 

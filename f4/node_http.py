@@ -12,7 +12,7 @@ objects (blocks, sidecars, index copies) of the nodes it serves, `<blocks_root>/
     PUT  /b/{node}/{name}/uploads/{id}?offset=O       appends a chunk at O (its size)
     POST /b/{node}/{name}/uploads/{id}/commit         fsync, rename, directory fsync
     DELETE /b/{node}/{name}/uploads/{id}              aborts
-    GET /healthz (open)   GET /status (admin)
+    GET /healthz (open)   GET /status (admin)   GET /metrics (metrics or admin)
 
 Invariants:
 - Every route but /healthz takes a credential, checked from the head before any body byte
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -40,8 +41,9 @@ from common.errors import PinholeError
 from common.ids import parse_decimal
 from common.leanhttp import Request, Response, error_response, json_response
 from f4.block_store import Buffer
-from f4.errors import BadBlockRequest
+from f4.errors import BadBlockRequest, BlockCorrupt
 from f4.local_block_store import WouldBlock
+from f4.metrics import STORAGE_NODE_COUNTERS, render_storage_node
 from f4.node_disk import OBJECT_BYTES_MAX, RANGE_BYTES_MAX, NodeDisks
 
 log = logging.getLogger("pinhole.f4.node")
@@ -104,6 +106,8 @@ class NodeHttpApi:
         self.disks = disks
         self._credentials = credentials
         self._executor = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="f4-node-disk")
+        # f4.metrics' counters, kept on the event loop.
+        self.counters: Counter[str] = Counter({name: 0 for name, _ in STORAGE_NODE_COUNTERS})
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
@@ -118,8 +122,13 @@ class NodeHttpApi:
         path = req.path
         if path == "/healthz":
             return None
-        purpose = Purpose.ADMIN if path == "/status" else Purpose.BLOCKS
-        if not self._credentials.allows(req.headers.get("authorization"), purpose):
+        if path == "/status":
+            purposes: tuple[Purpose, ...] = (Purpose.ADMIN,)
+        elif path == "/metrics":
+            purposes = (Purpose.METRICS, Purpose.ADMIN)
+        else:
+            purposes = (Purpose.BLOCKS,)
+        if not self._credentials.allows(req.headers.get("authorization"), *purposes):
             return _UNAUTHORIZED
         return None
 
@@ -144,6 +153,10 @@ class NodeHttpApi:
         path, method = req.path, req.method
         if path == "/status" and method == "GET":
             return json_response(200, await self._disk(self._status))
+        if path == "/metrics" and method == "GET":
+            disks = await self._disk(self.disks.status)
+            body, content_type = render_storage_node(self.counters, disks)
+            return Response(200, body, (), content_type)
         if not path.startswith("/b/"):
             return error_response(404, "not_found", "no such route")
         parts = path[3:].split("/")
@@ -189,6 +202,8 @@ class NodeHttpApi:
                 data = await self._disk(self.disks.read_range, node, name, offset, length)
             else:
                 data = await self._disk(self.disks.read_whole, node, name)
+            self.counters["range_reads"] += 1
+            self.counters["bytes_read"] += len(data)
             return Response(200, data, (), OCTETS)
         if method == "HEAD":
             size = await self._disk(self.disks.size, node, name)
@@ -203,12 +218,23 @@ class NodeHttpApi:
         is read and checked right here on the loop (as a store node answers a cached
         needle): a hand-off to a disk thread and back costs more CPU than the read. Any
         other goes to the disk threads."""
-        if length <= INLINE_READ_BYTES_MAX:
-            try:
-                return self.disks.read_checked(node, block, offset, length, nowait=True)
-            except WouldBlock:
-                pass
-        return await self._disk(self.disks.read_checked, node, block, offset, length)
+        counters = self.counters
+        try:
+            if length <= INLINE_READ_BYTES_MAX:
+                try:
+                    data: Buffer = self.disks.read_checked(node, block, offset, length, nowait=True)
+                    counters["checked_reads_inline"] += 1
+                    counters["bytes_read"] += length
+                    return data
+                except WouldBlock:
+                    pass
+            data = await self._disk(self.disks.read_checked, node, block, offset, length)
+        except BlockCorrupt:
+            counters["ranges_corrupt"] += 1
+            raise
+        counters["checked_reads_threaded"] += 1
+        counters["bytes_read"] += length
+        return data
 
     async def _upload(self, req: Request, node: str, name: str, rest: list[str]) -> Response:
         method = req.method
@@ -218,12 +244,15 @@ class NodeHttpApi:
         if len(rest) == 1 and method == "PUT":
             offset = _number(req.query_params(), "offset", OBJECT_BYTES_MAX)
             size = await self._disk(self.disks.append, node, name, rest[0], offset, req.body)
+            self.counters["chunks_written"] += 1
+            self.counters["bytes_written"] += len(req.body)
             return json_response(200, {"size": size})
         if len(rest) == 1 and method == "DELETE":
             await self._disk(self.disks.abort, node, name, rest[0])
             return _OK
         if len(rest) == 2 and rest[1] == "commit" and method == "POST":
             size = await self._disk(self.disks.commit, node, name, rest[0])
+            self.counters["commits"] += 1
             return json_response(200, {"size": size})
         return _not_allowed(req)
 

@@ -298,3 +298,45 @@ async def test_a_volume_is_served_the_moment_its_mark_exists(
             "GET", f"{base}/n/{VID}/{key}/{alt}/{cookie ^ 1:016x}", headers=_headers(Purpose.READ)
         )
         assert absent.status == 404 and absent.headers["x-pinhole-error"] == "not_found"
+
+
+def _samples(text: bytes) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+async def test_metrics_count_reads_absences_and_deletes(served: str, blobs: Blobs) -> None:
+    items = list(blobs.items())
+    async with _client() as client:
+        read = _headers(Purpose.READ)
+        for (key, alt), (cookie, _) in items[:5]:
+            url = f"{served}/n/{VID}/{key}/{alt}/{cookie:016x}"
+            assert (await client.request("GET", url, headers=read)).status == 200
+        (key, alt), (cookie, _) = items[5]
+        wrong = f"{served}/n/{VID}/{key}/{alt}/{cookie ^ 1:016x}"
+        assert (await client.request("GET", wrong, headers=read)).status == 404
+        write = _headers(Purpose.WRITE)
+        gone = await client.request("DELETE", f"{served}/n/{VID}/{key}", headers=write)
+        assert gone.status == 200
+        assert (await client.request("GET", f"{served}/metrics", headers=read)).status == 401
+        resp = await client.request("GET", f"{served}/metrics", headers=_headers(Purpose.METRICS))
+        assert resp.status == 200 and resp.headers["content-type"].startswith("text/plain")
+        got = _samples(resp.body)
+    served_bytes = sum(len(d) for _, (_, d) in items[:5])
+    assert got["pinhole_f4_name_reads_total"] == 6
+    assert got["pinhole_f4_name_reads_absent_total"] == 1
+    assert got["pinhole_f4_name_healthy_reads_total"] == 5
+    assert got["pinhole_f4_name_degraded_reads_total"] == 0
+    assert got["pinhole_f4_name_bytes_served_total"] == served_bytes
+    assert got["pinhole_f4_name_bytes_read_total"] > served_bytes  # whole chunks + their sums
+    assert got["pinhole_f4_name_deletes_total"] == 1
+    assert got["pinhole_f4_name_keys_destroyed_total"] == sum(1 for k, _ in blobs if k == key)
+    assert got["pinhole_f4_name_key_lookups_total"] == 5  # the wrong cookie needs no key
+    assert 1 <= got["pinhole_f4_name_key_lookup_batches_total"] <= 5
+    assert got["pinhole_f4_name_volumes_served"] == 1

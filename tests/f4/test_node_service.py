@@ -576,3 +576,52 @@ def test_a_dead_process_is_skipped_for_a_moment_then_read_again(
                 await blocks.close()
 
     asyncio.run(go())
+
+
+def test_metrics_count_reads_corruption_uploads_and_disks(
+    node: NodeProcess, operator: Credentials
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    chunk = sidecar.CHUNK_BYTES
+    data = random.Random(5).randbytes(8 * chunk)
+    sums = sidecar.SidecarBuilder()
+    sums.update(data)
+    store = HttpBlockStore({n: node.url for n in node.nodes}, operator)
+    store.put("n00", BLOCK, [data[: 4 * chunk], data[4 * chunk :]])  # two pieces, one chunk
+    store.put("n00", sidecar_of(BLOCK), [sums.encode()])
+    for offset in (0, 2 * chunk, 5 * chunk):
+        assert store.get_checked_range("n00", BLOCK, offset, chunk) == data[offset : offset + chunk]
+    path = node.blocks / "n00" / BLOCK
+    raw = bytearray(path.read_bytes())
+    raw[7 * chunk] ^= 1
+    path.write_bytes(raw)
+    with pytest.raises(BlockCorrupt):
+        store.get_checked_range("n00", BLOCK, 7 * chunk, chunk)
+    assert store.get_range("n00", BLOCK, 0, 10) == data[:10]
+    shutil.rmtree(node.blocks / "n02")  # a lost disk
+
+    blocks = operator.header(Purpose.BLOCKS)
+    assert _raw("GET", node.url + "/metrics", blocks).status == 401
+    resp = _raw("GET", node.url + "/metrics", operator.header(Purpose.METRICS))
+    assert resp.status == 200
+    got = {
+        (s.name, s.labels.get("disk", "")): s.value
+        for family in text_string_to_metric_families(resp.data.decode())
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+    checked = (
+        got[("pinhole_f4_node_checked_reads_inline_total", "")]
+        + got[("pinhole_f4_node_checked_reads_threaded_total", "")]
+    )
+    assert checked == 3
+    assert got[("pinhole_f4_node_ranges_corrupt_total", "")] == 1
+    assert got[("pinhole_f4_node_range_reads_total", "")] == 1
+    assert got[("pinhole_f4_node_bytes_read_total", "")] == 3 * chunk + 10
+    assert got[("pinhole_f4_node_chunks_written_total", "")] == 2  # the block's, the sidecar's
+    assert got[("pinhole_f4_node_bytes_written_total", "")] == len(data) + len(sums.encode())
+    assert got[("pinhole_f4_node_commits_total", "")] == 2
+    assert got[("pinhole_f4_disk_objects", "n00")] == 2
+    assert got[("pinhole_f4_disk_bytes", "n00")] == len(data) + len(sums.encode())
+    assert got[("pinhole_f4_disk_up", "n00")] == 1 and got[("pinhole_f4_disk_up", "n02")] == 0
