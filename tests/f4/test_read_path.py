@@ -5,13 +5,13 @@ lookups (nothing cached: a delete by any connection is seen by the next lookup).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from bench.peers.pagecache import evict
 from f4 import sidecar
 from f4.blob import BlobId, BlobKey
 from f4.block_store import sidecar_of
@@ -25,13 +25,7 @@ BLOCK = "v1.s0.b0.blk"
 
 
 def _evict(path: Path) -> None:
-    """Drops the file's clean pages from the page cache (ext4 honours the advice)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    assert evict(path), f"{path} stayed in the page cache"
 
 
 def test_a_cached_read_never_waits_for_the_device(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from f4.block_store import block_name, sidecar_name
 from f4.erasure import STRIPE_BLOCKS
 from f4.reader import Reader
 from f4.rebuild import choose_target, rebuild, verify
-from tests.f4.helpers import make_cell, random_blobs, sealed_volume
+from tests.f4.helpers import Blobs, Cell, make_cell, random_blobs, sealed_volume
 
 VID = 1
 NODES = 20
@@ -30,11 +30,16 @@ def _rack_spread(nodes: tuple[str, ...]) -> int:
     return max(Counter(rack_of(n) for n in nodes).values())
 
 
-def test_rebuilt_blocks_keep_racks_apart_and_spread_over_the_cell(tmp_path: Path) -> None:
-    blobs = random_blobs(random.Random(8), 800)
+def _migrated(tmp_path: Path, seed: int, count: int) -> tuple[Cell, Blobs]:
+    blobs = random_blobs(random.Random(seed), count)
     sealed_volume(tmp_path / "vols", VID, blobs)
     cell = make_cell(tmp_path / "cell", nodes=NODES)
     cell.migrate(tmp_path / "vols", VID)
+    return cell, blobs
+
+
+def test_rebuilt_blocks_keep_racks_apart_and_spread_over_the_cell(tmp_path: Path) -> None:
+    cell, blobs = _migrated(tmp_path, 8, 800)
     before = index_file.load(cell.store, VID)
     assert len(before.stripes) >= 6  # the lost node holds a block of each
     spread_before = {s: _rack_spread(info.nodes) for s, info in enumerate(before.stripes)}
@@ -67,10 +72,7 @@ def test_rebuilt_blocks_keep_racks_apart_and_spread_over_the_cell(tmp_path: Path
 
 
 def test_a_killed_rebuild_resumes_onto_the_copy_it_wrote(tmp_path: Path) -> None:
-    blobs = random_blobs(random.Random(9), 120)
-    sealed_volume(tmp_path / "vols", VID, blobs)
-    cell = make_cell(tmp_path / "cell", nodes=NODES)
-    cell.migrate(tmp_path / "vols", VID)
+    cell, _ = _migrated(tmp_path, 9, 120)
     idx = index_file.load(cell.store, VID)
     info = idx.stripes[0]
     lost = info.nodes[3]
