@@ -51,6 +51,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert p.returncode == 0, p.stderr + p.stdout
         layout = lc.load_layout(root.resolve())
         assert layout is not None
+        # The first line `pinhole up` prints leads to the web client.
+        assert p.stdout.splitlines()[0] == f"web  {layout.api_url}/  (sign up there)", p.stdout
         yield layout.api_url
     finally:
         pinhole("down", "--data", root, cwd=REPO)
