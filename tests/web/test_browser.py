@@ -75,9 +75,23 @@ def browser(chromium_path: str) -> Iterator[Any]:
             b.close()
 
 
-def _context(browser: Any, base_url: str) -> Any:
+@pytest.fixture
+def csp_violations() -> Iterator[list[str]]:
+    """The Content-Security-Policy violations the pages of a test report (none allowed)."""
+    seen: list[str] = []
+    yield seen
+    assert not seen, seen
+
+
+def _context(browser: Any, base_url: str, csp_violations: list[str]) -> Any:
     ctx = browser.new_context(base_url=base_url, viewport={"width": 900, "height": 1000})
     ctx.set_default_timeout(STEP_TIMEOUT_MS)
+
+    def console(message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            csp_violations.append(message.text)
+
+    ctx.on("console", console)
     return ctx
 
 
@@ -144,9 +158,12 @@ def test_the_client_is_served_with_strict_headers(base_url: str) -> None:
 
 @pytest.mark.timeout(240)
 def test_sign_up_upload_follow_like_and_comment(
-    browser: Any, base_url: str, screens: Path, tmp_path: Path
+    browser: Any, base_url: str, screens: Path, tmp_path: Path, csp_violations: list[str]
 ) -> None:
-    alice_ctx, bob_ctx = _context(browser, base_url), _context(browser, base_url)
+    alice_ctx, bob_ctx = (
+        _context(browser, base_url, csp_violations),
+        _context(browser, base_url, csp_violations),
+    )
     alice, bob = alice_ctx.new_page(), bob_ctx.new_page()
     _sign_up(bob, "bob")
     _sign_up(alice, "alice")
@@ -203,6 +220,7 @@ def test_sign_up_upload_follow_like_and_comment(
     bob.get_by_label("Add a comment").fill("lovely light @alice")
     bob.get_by_role("button", name="Post comment").click()
     expect(bob.get_by_role("list", name="Comments").get_by_text("lovely light")).to_be_visible()
+    expect(bob.get_by_role("link", name="1 comment", exact=True)).to_be_visible()
     _photo_loaded(bob, "a gradient of dawn colours")
     bob.screenshot(path=screens / "04-post.png", full_page=True)
 
@@ -228,9 +246,12 @@ def test_sign_up_upload_follow_like_and_comment(
 
 @pytest.mark.timeout(180)
 def test_a_private_account_hides_its_grid_until_it_approves(
-    browser: Any, base_url: str, screens: Path, tmp_path: Path
+    browser: Any, base_url: str, screens: Path, tmp_path: Path, csp_violations: list[str]
 ) -> None:
-    carol_ctx, dave_ctx = _context(browser, base_url), _context(browser, base_url)
+    carol_ctx, dave_ctx = (
+        _context(browser, base_url, csp_violations),
+        _context(browser, base_url, csp_violations),
+    )
     carol, dave = carol_ctx.new_page(), dave_ctx.new_page()
     _sign_up(carol, "carol")
     _sign_up(dave, "dave")
@@ -254,7 +275,16 @@ def test_a_private_account_hides_its_grid_until_it_approves(
     requests.get_by_role("button", name="Approve").click()
     expect(carol.get_by_text("dave now follows you")).to_be_visible()
 
-    dave.reload()
+    # dave signs out and in again with the keyboard alone.
+    dave.get_by_role("button", name="Sign out").click()
+    expect(dave.get_by_role("heading", name="Sign in to pinhole")).to_be_visible()
+    dave.get_by_label("Username").focus()
+    dave.keyboard.type("dave")
+    dave.keyboard.press("Tab")
+    dave.keyboard.type(PASSWORD)
+    dave.keyboard.press("Enter")
+    expect(dave.get_by_role("link", name="New post")).to_be_visible()
+    _find(dave, "carol")
     expect(dave.get_by_role("button", name="Following")).to_be_visible()
     _photo_loaded(dave, "a quiet harbour")
     carol_ctx.close()

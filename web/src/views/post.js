@@ -103,6 +103,12 @@ function commentItem(post, c, reload, replyTo) {
 
 export async function postView(postId) {
   const post = await api("GET", `/posts/${postId}`);
+  let card = postCard(post, { eager: true, full: true });
+  const recount = async () => {
+    const fresh = postCard(await api("GET", `/posts/${post.post_id}`), { full: true });
+    card.replaceWith(fresh);
+    card = fresh;
+  };
   const list = h("ul", { class: "comments", "aria-label": "Comments" });
   const text = h("textarea", { name: "comment", rows: 2, maxlength: 2200, required: true });
   let parent = null;
@@ -125,6 +131,7 @@ export async function postView(postId) {
       text.value = "";
       setReply(null);
       await load();
+      await recount();
     } catch (err) { say(errorText(err)); }
   } }, replying, field("Add a comment", text), h("button", { type: "submit", class: "primary" }, "Post comment"));
   const me = session.user;
@@ -137,5 +144,5 @@ export async function postView(postId) {
       } }, "Delete post")
     : null;
   await load();
-  return h("div", { class: "post-page" }, postCard(post, { eager: true, full: true }), h("section", { class: "card" }, h("h2", {}, "Comments"), list, form, del));
+  return h("div", { class: "post-page" }, card, h("section", { class: "card" }, h("h2", {}, "Comments"), list, form, del));
 }
