@@ -289,3 +289,44 @@ def test_a_private_account_hides_its_grid_until_it_approves(
     _photo_loaded(dave, "a quiet harbour")
     carol_ctx.close()
     dave_ctx.close()
+
+
+@pytest.mark.timeout(180)
+def test_settings_avatar_password_sessions_and_a_block(
+    browser: Any, base_url: str, screens: Path, tmp_path: Path, csp_violations: list[str]
+) -> None:
+    erin_ctx, frank_ctx = (
+        _context(browser, base_url, csp_violations),
+        _context(browser, base_url, csp_violations),
+    )
+    erin, frank = erin_ctx.new_page(), frank_ctx.new_page()
+    _sign_up(erin, "erin")
+    _sign_up(frank, "frank")
+    _find(frank, "erin")
+    frank.get_by_role("button", name="Follow").click()
+    expect(frank.get_by_role("button", name="Following")).to_be_visible()
+
+    erin.get_by_role("link", name="Settings").click()
+    erin.get_by_label("New picture").set_input_files(str(_png(tmp_path, "me.png", 7)))
+    erin.get_by_role("button", name="Upload").click()
+    expect(erin.get_by_text("Profile picture changed")).to_be_visible()
+    _photo_loaded(erin, "erin's profile picture")
+    erin.get_by_label("Current password").fill(PASSWORD)
+    erin.get_by_label("New password").fill("a new horse battery")
+    erin.get_by_role("button", name="Change password").click()
+    expect(erin.get_by_text("Password changed")).to_be_visible()
+    expect(erin.get_by_text("(this one)")).to_be_visible()
+    erin.screenshot(path=screens / "09-settings-avatar.png", full_page=True)
+
+    _find(erin, "erin")
+    erin.get_by_role("link", name="followers").click()
+    expect(erin.get_by_role("link", name="frank")).to_be_visible()
+    _find(erin, "frank")
+    erin.on("dialog", lambda dialog: dialog.accept())
+    erin.get_by_role("button", name="Block").click()
+    expect(erin.get_by_role("button", name="Unblock")).to_be_visible()
+
+    frank.reload()  # erin's profile, now hidden from frank as if absent
+    expect(frank.get_by_role("heading", name="Not found")).to_be_visible()
+    erin_ctx.close()
+    frank_ctx.close()
