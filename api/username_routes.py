@@ -16,6 +16,7 @@ from social.errors import Invalid
 
 routes = web.RouteTableDef()
 
+
 @routes.get("/api/v1/usernames/{username}")
 async def get_by_username(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
