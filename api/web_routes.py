@@ -7,8 +7,9 @@ whose names carry a hash of their content (`app-3KQ2ZL7M.js`). So:
   a rebuild reaches browsers at once) and a strict Content-Security-Policy: scripts and
   styles only from this origin (no inline script, no CDN), images and video also from the
   router that serves the photo URLs.
-- `GET /assets/{name}` answers a hashed asset `immutable` for a year; a name that is not
-  one (`ASSET_NAME`) or not built is a JSON 404 like any unknown route.
+- `GET /assets/{name}` answers a hashed asset `immutable` for a year (its `.gz` copy, made
+  by the build, to a client that accepts gzip); a name that is not one (`ASSET_NAME`) or
+  not built is a JSON 404 like any unknown route.
 
 The client routes by the URL's fragment (`/#/p/<post id>`), so `/` is the only page. The
 files are sent by `web.FileResponse` (sendfile, off the event loop). An unbuilt client

@@ -3,6 +3,7 @@
 // no-cache). Run by scripts/bootstrap (`npm run build`); dist/ is never committed.
 import * as esbuild from "esbuild";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { gzipSync } from "node:zlib";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -34,4 +35,10 @@ html = html
   .replace("%APP_JS%", `/assets/${names["src/main.js"]}`)
   .replace("%STYLE_CSS%", `/assets/${names["src/style.css"]}`);
 await writeFile(join(dist, "index.html"), html);
+// A gzip copy beside each asset: aiohttp's FileResponse sends it to clients that accept
+// gzip (with Content-Encoding and Vary), so nothing is compressed per request.
+for (const out of Object.keys(result.metafile.outputs)) {
+  const path = join(here, out);
+  await writeFile(`${path}.gz`, gzipSync(await readFile(path), { level: 9 }));
+}
 console.log(`web: built ${names["src/main.js"]}, ${names["src/style.css"]}`);

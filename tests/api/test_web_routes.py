@@ -4,6 +4,7 @@ served from the directory, a JSON 503 while the client is not built."""
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -62,10 +63,18 @@ async def test_the_page_and_hashed_assets_and_nothing_else(served: tuple[str, Pa
             ("style-ABCDEF23.css", "text/css"),
         ):
             async with http.get(f"{base}/assets/{name}") as r:
-                assert r.status == 200
+                assert r.status == 200 and "Content-Encoding" not in r.headers
                 assert r.headers["Content-Type"] == f"{kind}; charset=utf-8"
                 assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        # The build's gzip copy goes to a client that accepts gzip.
+        (dist / "assets" / "app-ABCDEF23.js.gz").write_bytes(gzip.compress(b"export {};"))
+        async with http.get(f"{base}/assets/app-ABCDEF23.js") as r:
+            assert r.headers["Content-Encoding"] == "gzip"
+            assert r.headers["Vary"] == "Accept-Encoding"
+            assert r.headers["Content-Type"] == "text/javascript; charset=utf-8"
+            assert await r.read() == b"export {};"
         for path in (
+            "/assets/app-ABCDEF23.js.gz",
             "/assets/notes.txt",
             "/assets/app-ABCDEF24.js",  # the right shape, not built
             "/assets/app.js",
