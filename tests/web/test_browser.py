@@ -330,3 +330,52 @@ def test_settings_avatar_password_sessions_and_a_block(
     expect(frank.get_by_role("heading", name="Not found")).to_be_visible()
     erin_ctx.close()
     frank_ctx.close()
+
+
+AXE: Final = REPO / "web" / "node_modules" / "axe-core" / "axe.min.js"
+# axe-core's WCAG 2.x A and AA rules (what Lighthouse's accessibility audit runs).
+AXE_TAGS: Final = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def _axe(page: Any, screen: str) -> list[str]:
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS
+    )
+    return [
+        f"{screen}: {v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
+        for v in result["violations"]
+    ]
+
+
+@pytest.mark.timeout(180)
+def test_the_main_screens_pass_the_axe_accessibility_rules(
+    browser: Any, base_url: str, tmp_path: Path
+) -> None:
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: scripts/bootstrap installs web/'s npm packages")
+    # axe is injected as a script: this context alone lets the page run it despite the CSP.
+    ctx = browser.new_context(base_url=base_url, bypass_csp=True)
+    ctx.set_default_timeout(STEP_TIMEOUT_MS)
+    page = ctx.new_page()
+    page.goto("/#/signin")
+    expect(page.get_by_role("heading", name="Sign in to pinhole")).to_be_visible()
+    found = _axe(page, "sign in")
+    _sign_up(page, "grace")
+    page.get_by_role("link", name="New post").click()
+    expect(page.get_by_role("heading", name="New post")).to_be_visible()
+    found += _axe(page, "new post")
+    _upload(page, _png(tmp_path, "field.png", 11), alt="a field at noon", caption="#noon")
+    _photo_loaded(page, "a field at noon")
+    found += _axe(page, "post")
+    page.get_by_role("link", name="Home").click()
+    _photo_loaded(page, "a field at noon")
+    found += _axe(page, "feed")
+    _find(page, "grace")
+    found += _axe(page, "profile")
+    for link, screen in (("Notifications", "notifications"), ("Settings", "settings")):
+        page.get_by_role("link", name=link).click()
+        expect(page.get_by_role("heading", name=link, level=1)).to_be_visible()
+        found += _axe(page, screen)
+    ctx.close()
+    assert not found, "\n".join(found)
