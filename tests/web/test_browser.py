@@ -84,7 +84,10 @@ def csp_violations() -> Iterator[list[str]]:
 
 
 def _context(browser: Any, base_url: str, csp_violations: list[str]) -> Any:
-    ctx = browser.new_context(base_url=base_url, viewport={"width": 900, "height": 1000})
+    # Reduced motion: photos appear without their fade, so screenshots show them.
+    ctx = browser.new_context(
+        base_url=base_url, viewport={"width": 900, "height": 1000}, reduced_motion="reduce"
+    )
     ctx.set_default_timeout(STEP_TIMEOUT_MS)
 
     def console(message: Any) -> None:
@@ -114,10 +117,12 @@ def _upload(page: Any, photo: Path, *, alt: str, caption: str) -> None:
 
 
 def _photo_loaded(page: Any, alt: str) -> None:
-    """Waits until an <img> with this alt text has decoded a photo from the router."""
+    """Waits until an <img> with this alt text has decoded a photo from the router and
+    replaced its blurhash placeholder (its frame is marked `loaded`)."""
     page.wait_for_function(
         "alt => [...document.querySelectorAll('img')]"
-        ".some(i => i.alt === alt && i.complete && i.naturalWidth > 0 && i.currentSrc)",
+        ".some(i => i.alt === alt && i.complete && i.naturalWidth > 0 && i.currentSrc"
+        " && (!i.closest('.photo') || i.closest('.photo').classList.contains('loaded')))",
         arg=alt,
         timeout=STEP_TIMEOUT_MS,
     )
@@ -194,6 +199,8 @@ def test_sign_up_upload_follow_like_and_comment(
     post = alice.get_by_role("article", name="Post by alice")
     expect(post.get_by_role("link", name="#dawn")).to_have_attribute("href", "#/tags/dawn")
     expect(post.get_by_role("link", name="@bob")).to_have_attribute("href", "#/u/bob")
+    # The blurhash placeholder painted under the photo (4x3 components from the API).
+    assert post.locator("canvas.blur").count() == 1
     # AVIF and WebP sources over the ladder, one candidate per width (a 256 px photo's
     # 320, 640 and 1080 rungs are 256 wide: never upscaled).
     sources = post.locator("picture source")
