@@ -12,12 +12,14 @@ whose names carry a hash of their content (`app-3KQ2ZL7M.js`). So:
   not built is a JSON 404 like any unknown route.
 
 The client routes by the URL's fragment (`/#/p/<post id>`), so `/` is the only page. The
-files are sent by `web.FileResponse` (sendfile, off the event loop). An unbuilt client
+files are looked up on a worker thread and sent by `web.FileResponse` (sendfile, its own
+stat and open off the event loop). An unbuilt client
 answers 503 `web_client_not_built` naming the command that builds it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Final
@@ -72,7 +74,7 @@ def add_web_routes(app: web.Application, *, photo_url_base: str, dist: Path = DI
 
     async def index(request: web.Request) -> web.StreamResponse:
         path = dist / INDEX_FILE
-        if not path.is_file():  # one stat; the file itself is sent off the loop
+        if not await asyncio.to_thread(path.is_file):
             raise WebClientNotBuilt(
                 "the web client is not built: run scripts/bootstrap (npm ci, npm run build in web/)"
             )
@@ -90,7 +92,7 @@ def add_web_routes(app: web.Application, *, photo_url_base: str, dist: Path = DI
         name = request.match_info["name"]
         match = ASSET_NAME.match(name)
         path = dist / "assets" / name
-        if match is None or not path.is_file():
+        if match is None or not await asyncio.to_thread(path.is_file):
             raise NoSuchResource("no such asset")
         return web.FileResponse(
             path,
