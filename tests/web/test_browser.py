@@ -386,3 +386,56 @@ def test_the_main_screens_pass_the_axe_accessibility_rules(
         found += _axe(page, screen)
     ctx.close()
     assert not found, "\n".join(found)
+
+
+def _api(base_url: str, method: str, path: str, body: bytes, headers: dict[str, str]) -> Any:
+    request = urllib.request.Request(base_url + path, body, headers, method=method)
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _post_through_the_api(base_url: str, token: str, seed: int) -> None:
+    """One post of one fresh photo (the feed shows it while its media is processing)."""
+    boundary = f"pinhole-test-{seed}"
+    form = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + demo_png(seed, 64)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    auth = {"Authorization": f"Bearer {token}"}
+    media = _api(
+        base_url,
+        "POST",
+        "/api/v1/media/upload",
+        form,
+        {**auth, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    post = json.dumps({"media_ids": [media["media_id"]], "caption": f"post {seed}"}).encode()
+    _api(base_url, "POST", "/api/v1/posts", post, {**auth, "Content-Type": "application/json"})
+
+
+@pytest.mark.timeout(180)
+def test_the_feed_loads_the_next_page_as_it_scrolls(
+    browser: Any, base_url: str, csp_violations: list[str]
+) -> None:
+    page_size, posts = 10, 13  # web/src/views/feed.js PAGE_SIZE: two pages
+    ctx = _context(browser, base_url, csp_violations)
+    page = ctx.new_page()
+    _sign_up(page, "ivan")
+    token = page.evaluate("localStorage.getItem('pinhole.token')")
+    for seed in range(posts):
+        _post_through_the_api(base_url, token, 100 + seed)
+    page.reload()
+    articles = page.get_by_role("article")
+    expect(articles).to_have_count(page_size)
+    expect(page.get_by_text("You're all caught up.")).to_have_count(0)
+    articles.nth(page_size - 1).scroll_into_view_if_needed()
+    expect(articles).to_have_count(posts)
+    expect(page.get_by_text("You're all caught up.")).to_be_visible()
+    # Newest first, none repeated.
+    captions = [c.split(" ", 1)[1] for c in page.locator(".caption").all_inner_texts()]
+    assert captions == [f"post {100 + seed}" for seed in reversed(range(posts))], captions
+    ctx.close()

@@ -6,6 +6,8 @@ import { errorText, h } from "../dom.js";
 import { postCard } from "./post.js";
 
 const PAGE_SIZE = 10;
+// The next page is fetched when the end of the list comes this close to the viewport.
+const PREFETCH_PX = 800;
 const MODE_KEY = "pinhole.feedMode";
 
 export function feedView() {
@@ -17,6 +19,8 @@ export function feedView() {
   const list = h("div", { class: "feed", "aria-label": "Home feed", "aria-busy": "false" });
   const more = h("button", { type: "button", class: "more-button" }, "Load more");
   const end = h("p", { class: "end" });
+  const sentinel = h("div", { class: "sentinel", "aria-hidden": "true" });
+  const nearEnd = () => sentinel.isConnected && sentinel.getBoundingClientRect().top < innerHeight + PREFETCH_PX;
   const load = async () => {
     if (loading || done) return;
     loading = true;
@@ -30,10 +34,13 @@ export function feedView() {
       end.textContent = done ? (shown ? "You're all caught up." : "Nothing here yet: follow people or share a photo.") : "";
     } catch (err) {
       end.textContent = errorText(err);
+      return; // no automatic retry: the button stays
     } finally {
       loading = false;
       list.setAttribute("aria-busy", "false");
     }
+    // A short page leaves the end in view, where the observer does not fire again.
+    if (!done && nearEnd()) load();
   };
   more.addEventListener("click", load);
   const modes = h("div", { class: "tabs", role: "group", "aria-label": "Feed order" },
@@ -41,10 +48,12 @@ export function feedView() {
       localStorage.setItem(MODE_KEY, m);
       window.dispatchEvent(new HashChangeEvent("hashchange"));
     } }, m === "chronological" ? "Latest" : "For you")));
-  const sentinel = h("div", { class: "sentinel", "aria-hidden": "true" });
+  let attached = false;
   const observer = new IntersectionObserver((entries) => {
+    if (sentinel.isConnected) attached = true;
+    else if (attached) return observer.disconnect(); // the view was left
     if (entries.some((e) => e.isIntersecting)) load();
-  }, { rootMargin: "800px" });
+  }, { rootMargin: `${PREFETCH_PX}px` });
   observer.observe(sentinel);
   load();
   return h("div", {}, h("h1", { class: "sr" }, "Home"), modes, list, sentinel, end, more);
