@@ -23,12 +23,14 @@ from api import (
     post_routes,
     social_routes,
     tus,
+    username_routes,
 )
 from api.config import ApiConfig
 from api.context import CONTEXT, RATE, ApiContext
 from api.errors import error_middleware
 from api.photo_urls import PhotoUrls
 from api.upload_limits import open_staging
+from api.web_routes import add_web_routes
 from common.credentials import Credentials
 from common.db import migrate, open_database
 from common.errors import rate_limit_headers
@@ -117,8 +119,10 @@ def make_app(
     app.add_routes(social_routes.routes)
     app.add_routes(post_routes.routes)
     app.add_routes(feed_routes.routes)
+    app.add_routes(username_routes.routes)
     app.router.add_get("/api/openapi.json", openapi.serve)
     app.router.add_get("/healthz", healthz)
+    add_web_routes(app, photo_url_base=media.photo_url_base)
     return app
 
 

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from api import openapi_social, tus
+from api import openapi_social, tus, username_routes
 from transformer.media_store import GONE, MediaStatus
 
 _ERROR_REF: Final = {"$ref": "#/components/schemas/Error"}
@@ -231,7 +231,12 @@ def _shared_errors(paths: dict[str, Any]) -> dict[str, Any]:
 
 
 def document() -> dict[str, Any]:
-    paths = {**MEDIA_PATHS, **tus.OPENAPI_PATHS, **openapi_social.PATHS}
+    paths = {
+        **MEDIA_PATHS,
+        **tus.OPENAPI_PATHS,
+        **openapi_social.PATHS,
+        **username_routes.OPENAPI_PATHS,
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "pinhole API", "version": "1"},

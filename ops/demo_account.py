@@ -28,6 +28,14 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def demo_password(root: Path) -> str | None:
+    """The demo account's password, once `pinhole up --demo` has made the account."""
+    try:
+        return str(json.loads((root / "api" / ACCOUNT_FILE).read_text())["password"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
 async def demo_token(api_url: str, root: Path, *, username: str = USERNAME) -> str:
     """A session token of the demo account (signed up when it does not exist yet)."""
     account = root / "api" / ACCOUNT_FILE

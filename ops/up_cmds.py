@@ -33,6 +33,7 @@ from ops.cli_support import (
     run,
     table,
 )
+from ops.demo_account import USERNAME, demo_password
 from transformer.media_store import MediaStatus
 
 DEMO_FILE: Final = "demo.json"
@@ -211,6 +212,10 @@ async def _demo_f4(layout: lc.Layout, url: str) -> str:
 def _banner(
     layout: lc.Layout, running: dict[str, lc.Running], demo_urls: list[str], f4_url: str = ""
 ) -> None:
+    # The first line leads a newcomer to the web client (docs/web.md).
+    demo = demo_password(layout.root)
+    sign_in = f"  (sign in as {USERNAME} / {demo})" if demo else "  (sign up there)"
+    click.echo(f"web  {layout.api_url}/{sign_in}")
     click.echo(f"pinhole local cluster (data in {layout.root}/)")
     for e in running.values():
         click.echo(f"  {e.name:<10} {e.role:<9} {e.url}   pid {e.pid}")

@@ -55,6 +55,10 @@ def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
     p = pinhole("up", "--data", data, "--port-base", base, "--detach", "--demo", cwd=tmp_path)
     try:
         assert p.returncode == 0, p.stderr + p.stdout
+        # The first line leads to the web client, with the demo account to sign in as.
+        password = json.loads((data / "api" / "demo-account.json").read_text())["password"]
+        web = f"web  http://127.0.0.1:{base + lc.API_PORT_OFFSET}/  (sign in as demo / {password})"
+        assert p.stdout.splitlines()[0] == web
         demo_urls = _demo_urls(p.stdout)
         assert len(demo_urls) == 6
         first = get(demo_urls[0])

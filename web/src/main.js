@@ -1,0 +1,104 @@
+// pinhole's web client: a hash router over the views, a top bar, and the session.
+
+import { api, session } from "./api.js";
+import { errorText, h } from "./dom.js";
+import { signInView, signOut, signUpView } from "./views/auth.js";
+import { feedView } from "./views/feed.js";
+import { notificationsView, requestsView } from "./views/notifications.js";
+import { postView } from "./views/post.js";
+import { followListView, profileView } from "./views/profile.js";
+import { settingsView } from "./views/settings.js";
+import { uploadView } from "./views/upload.js";
+
+const ROUTES = [
+  [/^\/signin$/, () => signInView(), { open: true }],
+  [/^\/signup$/, () => signUpView(), { open: true }],
+  [/^\/$/, () => feedView()],
+  [/^\/new$/, () => uploadView()],
+  [/^\/p\/(\d+)$/, (id) => postView(id)],
+  [/^\/u\/([^/]+)$/, (name) => profileView(decodeURIComponent(name))],
+  [/^\/u\/([^/]+)\/(followers|following)$/, (name, which) => followListView(decodeURIComponent(name), which)],
+  [/^\/notifications$/, () => notificationsView()],
+  [/^\/requests$/, () => requestsView()],
+  [/^\/settings$/, () => settingsView()],
+  [/^\/tags\/([^/]+)$/, (tag) => h("div", { class: "card" }, h("h1", {}, `#${decodeURIComponent(tag)}`), h("p", {}, "Hashtag pages come with search."))],
+];
+
+function topBar() {
+  const user = session.user;
+  const find = h("input", { type: "search", name: "find", placeholder: "Find people by username", "aria-label": "Find people by username", autocapitalize: "none" });
+  return h("nav", { "aria-label": "Main" },
+    h("a", { href: "#/", class: "brand" }, "pinhole"),
+    user
+      ? [
+          h("form", { class: "find", role: "search", onsubmit: (e) => {
+            e.preventDefault();
+            const name = find.value.trim().replace(/^@/, "").toLowerCase();
+            if (name) location.hash = `#/u/${encodeURIComponent(name)}`;
+          } }, find),
+          h("a", { href: "#/" }, "Home"),
+          h("a", { href: "#/new" }, "New post"),
+          h("a", { href: "#/notifications", id: "nav-notifications" }, "Notifications"),
+          h("a", { href: `#/u/${user.username}` }, "Profile"),
+          h("a", { href: "#/settings" }, "Settings"),
+          h("button", { type: "button", class: "link", onclick: signOut }, "Sign out"),
+        ]
+      : [h("a", { href: "#/signin" }, "Sign in"), h("a", { href: "#/signup" }, "Sign up")]);
+}
+
+async function unreadBadge() {
+  if (!session.token) return;
+  try {
+    const page = await api("GET", "/notifications", { query: { limit: 1 } });
+    const link = document.getElementById("nav-notifications");
+    if (link && page.unread_count) link.append(h("span", { class: "badge", "aria-label": `${page.unread_count} unread` }, String(page.unread_count)));
+  } catch {
+    // the badge is a nicety
+  }
+}
+
+let generation = 0;
+
+async function render() {
+  const path = location.hash.replace(/^#/, "") || "/";
+  const main = document.getElementById("main");
+  const mine = ++generation;
+  document.getElementById("top").replaceChildren(topBar());
+  for (const [pattern, view, options = {}] of ROUTES) {
+    const match = pattern.exec(path);
+    if (!match) continue;
+    if (!options.open && !session.token) {
+      location.hash = "#/signin";
+      return;
+    }
+    if (options.open && session.token) {
+      location.hash = "#/";
+      return;
+    }
+    main.replaceChildren(h("p", { class: "loading" }, "Loading…"));
+    try {
+      const el = await view(...match.slice(1));
+      if (mine !== generation) return;
+      main.replaceChildren(el);
+    } catch (err) {
+      if (mine !== generation) return;
+      main.replaceChildren(h("div", { class: "card" }, h("h1", {}, err.status === 404 ? "Not found" : "Something went wrong"), h("p", { class: "error" }, errorText(err))));
+    }
+    unreadBadge();
+    return;
+  }
+  main.replaceChildren(h("div", { class: "card" }, h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Home"))));
+}
+
+// The skip link focuses the content without touching the route in the fragment.
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  document.getElementById("main").focus();
+});
+
+window.addEventListener("hashchange", () => {
+  render();
+  document.getElementById("main").focus({ preventScroll: true });
+  window.scrollTo(0, 0);
+});
+render();
