@@ -17,6 +17,7 @@ from aiohttp import web
 
 from api import (
     feed_routes,
+    mastodon_routes,
     media_routes,
     openapi,
     original_routes,
@@ -117,6 +118,7 @@ def make_app(
     app.add_routes(social_routes.routes)
     app.add_routes(post_routes.routes)
     app.add_routes(feed_routes.routes)
+    mastodon_routes.install(app)  # the Mastodon client API (docs/api/mastodon.md)
     app.router.add_get("/api/openapi.json", openapi.serve)
     app.router.add_get("/healthz", healthz)
     return app
