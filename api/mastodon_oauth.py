@@ -33,11 +33,6 @@ APPS_PER_ADDRESS_HOUR_MAX: Final = 30
 _FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-class OutsideScopes(ApiError):
-    status = 403
-    code = "outside_scopes"
-
-
 class NeedsUser(ApiError):
     """An app token (client_credentials) on a route that acts as a user."""
 
@@ -103,13 +98,16 @@ async def user_of(request: web.Request, scope: str) -> int:
     token = auth.bearer(request)
     if not token.isascii():
         raise NotAuthenticated("the token is not valid")
-    grant = await oauth.grant_of(ctx.db, token)
-    if grant is not None:
-        if grant.user_id is None:
-            raise NeedsUser("This method requires an authenticated user")
-        if not oauth.allows(grant.scopes, scope):
-            raise OutsideScopes("This action is outside the authorized scopes")
-    return await sessions.authenticate(ctx.db, token, ctx.social)
+    try:
+        user_id, scopes = await sessions.authenticate_scoped(ctx.db, token, ctx.social)
+    except AuthFailed:
+        grant = await oauth.grant_of(ctx.db, token)
+        if grant is not None and grant.user_id is None:
+            raise NeedsUser("This method requires an authenticated user") from None
+        raise
+    if scopes is not None and not oauth.allows(scopes, scope):
+        raise oauth.outside_scopes()
+    return user_id
 
 
 def error_body(e: PinholeError, *, oauth_route: bool) -> dict[str, str]:

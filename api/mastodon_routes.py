@@ -18,7 +18,7 @@ from aiohttp import web
 
 from api import client_address, mastodon_docs, mastodon_oauth, params
 from api.context import CONTEXT, RATE, ApiContext
-from api.errors import ApiError, BadApiRequest, NoSuchResource, NotAuthenticated
+from api.errors import ApiError, NoSuchResource, NotAuthenticated
 from api.mastodon_oauth import Handler, base_url, inputs, user_of
 from api.media_routes import owner_document, receive_upload
 from api.post_routes import remove_post
@@ -26,7 +26,17 @@ from common import ids
 from common.db import migrate
 from feed import jobs as feed_jobs
 from feed.cursor import Cursor
-from social import accounts, client_state, graph, interactions, notify, oauth, posts, ratelimit
+from social import (
+    accounts,
+    client_state,
+    graph,
+    interactions,
+    notify,
+    oauth,
+    oauth_schema,
+    posts,
+    ratelimit,
+)
 from social.errors import Forbidden, Invalid, NotVisible
 from social.graph import visible_authors
 
@@ -175,10 +185,9 @@ async def register(request: web.Request) -> web.Response:
     signs up a user and gets that user's token."""
     ctx = request.app[CONTEXT]
     grant = await mastodon_oauth.oauth_grant(request)
-    if grant is None:
-        raise NotAuthenticated("registration needs an app token (POST /oauth/token)")
+    assert grant is not None, "routed here for its OAuth token"
     if not oauth.allows(grant.scopes, "write:accounts"):
-        raise mastodon_oauth.OutsideScopes("This action is outside the authorized scopes")
+        raise oauth.outside_scopes()
     body = await inputs(request)
     if str(body.get("agreement", "")).lower() not in ("true", "1", "on"):
         raise Unprocessable("agreement must be accepted")
@@ -689,40 +698,23 @@ async def notifications(request: web.Request) -> web.Response:
 # -- installation ---------------------------------------------------------------------------
 
 
-async def _form_or_agreement(request: web.Request) -> bool:
-    if request.headers.get("Authorization") or request.content_type in (
-        "application/x-www-form-urlencoded",
-        "multipart/form-data",
-    ):
-        return True
-    if request.content_type == "application/json":
-        try:
-            body = await params.json_body(request)
-        except BadApiRequest:
-            return False  # pinhole's sign-up answers it
-        return "agreement" in body or "locale" in body
-    return False
-
-
 async def _mastodon_shaped(request: web.Request) -> Handler | None:
     """The Mastodon handler of a request whose method and path pinhole's own API also
-    serves, when the request is Mastodon's:
-
-    - POST /api/v1/accounts: Mastodon's registration when it carries a bearer token (the
-      app token Mastodon requires), a form body, or a JSON body with `agreement` or
-      `locale`; otherwise pinhole's sign-up (a JSON body, no token);
-    - GET /api/v1/notifications and GET /api/v1/media/{id}: Mastodon's shape when the
-      bearer token is an OAuth token; pinhole's with a pinhole session.
+    serves (POST /api/v1/accounts, GET /api/v1/notifications, GET /api/v1/media/{id}),
+    when the request is Mastodon's: when its bearer token is an OAuth token (a user's, or
+    for the registration the app token Mastodon requires). Without one (no token, or a
+    pinhole session) pinhole's own API answers.
     """
     resource = request.match_info.route.resource
     path = resource.canonical if resource is not None else ""
-    if request.method == "POST" and path == "/api/v1/accounts":
-        return register if await _form_or_agreement(request) else None
-    if request.method == "GET" and path in ("/api/v1/notifications", "/api/v1/media/{media_id}"):
-        if await mastodon_oauth.oauth_grant(request) is None:
-            return None
-        return notifications if path == "/api/v1/notifications" else get_media
-    return None
+    wanted = {
+        ("POST", "/api/v1/accounts"): register,
+        ("GET", "/api/v1/notifications"): notifications,
+        ("GET", "/api/v1/media/{media_id}"): get_media,
+    }.get((request.method, path))
+    if wanted is None or await mastodon_oauth.oauth_grant(request) is None:
+        return None
+    return wanted
 
 
 def _handlers() -> frozenset[Handler]:
@@ -750,7 +742,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             return await handler(request)
         response = await chosen(request)
     except Exception as e:
-        if chosen is None and not isinstance(e, oauth.OAuthError):
+        if chosen is None:
             raise
         response = mastodon_oauth.mastodon_error(request, e)
     return response
@@ -758,7 +750,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
 
 async def _migrations(app: web.Application) -> AsyncIterator[None]:
     db = app[CONTEXT].db
-    await migrate(db, oauth.COMPONENT, oauth.MIGRATIONS)
+    await migrate(db, oauth_schema.COMPONENT, oauth_schema.MIGRATIONS)
     await migrate(db, client_state.COMPONENT, client_state.MIGRATIONS)
     yield
 

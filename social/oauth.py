@@ -22,26 +22,28 @@ from dataclasses import dataclass
 from typing import Final
 
 import sqlalchemy as sa
-from sqlalchemy.schema import CreateIndex, CreateTable
 
-from common.db import Database, Migration
+from common.db import Database
 from common.ids import IdGenerator
 from social import sessions
 from social.config import DAY_S, SocialConfig
-from social.errors import AuthFailed, Invalid
+from social.errors import AuthFailed, Invalid, SocialError
+from social.oauth_schema import (
+    APP_NAME_CHARS_MAX,
+    APP_WEBSITE_CHARS_MAX,
+    REDIRECT_URIS_CHARS_MAX,
+    SCOPES_CHARS_MAX,
+    SECRET_BYTES,
+    SECRET_CHARS,
+    oauth_apps,
+    oauth_codes,
+    oauth_tokens,
+)
 from social.schema import sessions as session_rows
 
-COMPONENT: Final = "oauth"
 LOCK: Final = "social"
 OOB_REDIRECT: Final = "urn:ietf:wg:oauth:2.0:oob"
-SECRET_BYTES: Final = 32  # client secrets, codes, refresh tokens (access tokens: sessions)
-CLIENT_ID_BYTES: Final = 32
-SECRET_CHARS: Final = (SECRET_BYTES * 4 + 2) // 3  # URL-safe base64 without padding
 CODE_TTL_S: Final = 600  # an authorization code is exchanged within 10 minutes or never
-APP_NAME_CHARS_MAX: Final = 200
-APP_WEBSITE_CHARS_MAX: Final = 2000
-REDIRECT_URIS_CHARS_MAX: Final = 2000
-SCOPES_CHARS_MAX: Final = 300
 TOP_SCOPES: Final = frozenset({"read", "write", "follow", "push"})
 # The granular scopes a client may name (Mastodon's; those pinhole has no route for are
 # accepted and simply never needed).
@@ -81,61 +83,6 @@ _FOLLOW_COVERS: Final = frozenset(
 KNOWN_SCOPES: Final = TOP_SCOPES | {f"{top}:{g}" for top, gs in _GRANULAR.items() for g in gs}
 DEFAULT_SCOPES: Final = "read"
 
-metadata = sa.MetaData()
-
-oauth_apps = sa.Table(
-    "oauth_apps",
-    metadata,
-    sa.Column("app_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("client_id", sa.String(SECRET_CHARS), nullable=False, unique=True),
-    sa.Column("client_secret_sha256", sa.String(64), nullable=False),
-    sa.Column("name", sa.String(APP_NAME_CHARS_MAX), nullable=False),
-    sa.Column("website", sa.String(APP_WEBSITE_CHARS_MAX), nullable=True),
-    sa.Column("redirect_uris", sa.String(REDIRECT_URIS_CHARS_MAX), nullable=False),
-    sa.Column("scopes", sa.String(SCOPES_CHARS_MAX), nullable=False),
-    sa.Column("created_unix_s", sa.Float, nullable=False),
-)
-
-oauth_codes = sa.Table(
-    "oauth_codes",
-    metadata,
-    sa.Column("code_sha256", sa.String(64), primary_key=True),
-    sa.Column("app_id", sa.BigInteger, nullable=False),
-    sa.Column("user_id", sa.BigInteger, nullable=False),
-    sa.Column("scopes", sa.String(SCOPES_CHARS_MAX), nullable=False),
-    sa.Column("redirect_uri", sa.String(REDIRECT_URIS_CHARS_MAX), nullable=False),
-    sa.Column("created_unix_s", sa.Float, nullable=False),
-    sa.Column("used_unix_s", sa.Float, nullable=True),
-)
-
-# One row per token issued by /oauth/token. With a user, token_sha256 is also the
-# session's key (sessions.token_sha256), so the session decides whether it still lives.
-oauth_tokens = sa.Table(
-    "oauth_tokens",
-    metadata,
-    sa.Column("token_sha256", sa.String(64), primary_key=True),
-    sa.Column("app_id", sa.BigInteger, nullable=False),
-    sa.Column("user_id", sa.BigInteger, nullable=True),  # null: an app token
-    sa.Column("scopes", sa.String(SCOPES_CHARS_MAX), nullable=False),
-    sa.Column("refresh_sha256", sa.String(64), nullable=True, unique=True),
-    sa.Column("created_unix_s", sa.Float, nullable=False),
-    sa.Column("revoked_unix_s", sa.Float, nullable=True),
-)
-
-_indexes = (
-    sa.Index("oauth_tokens_user", oauth_tokens.c.user_id),
-    sa.Index("oauth_codes_created", oauth_codes.c.created_unix_s),
-)
-
-MIGRATIONS: Final = (
-    Migration(
-        1,
-        "OAuth apps, authorization codes, tokens",
-        [CreateTable(t) for t in (oauth_apps, oauth_codes, oauth_tokens)]
-        + [CreateIndex(i) for i in _indexes],
-    ),
-)
-
 
 class OAuthError(Invalid):
     """An OAuth refusal (RFC 6749 §5.2): `code` is the OAuth error name."""
@@ -154,6 +101,17 @@ class InvalidGrant(OAuthError):
 
 class InvalidScope(OAuthError):
     code = "invalid_scope"
+
+
+class OutsideScopes(SocialError):
+    """A token used beyond its scopes (Mastodon's message)."""
+
+    status = 403
+    code = "outside_scopes"
+
+
+def outside_scopes() -> OutsideScopes:
+    return OutsideScopes("This action is outside the authorized scopes")
 
 
 def digest(secret: str) -> str:
@@ -257,7 +215,7 @@ async def register_app(
             raise Invalid("redirect_uris must be absolute URIs or " + OOB_REDIRECT)
     site = _text(website, "website", APP_WEBSITE_CHARS_MAX, required=False)
     granted = parse_scopes(scopes)
-    client_id = secrets.token_urlsafe(CLIENT_ID_BYTES)
+    client_id = secrets.token_urlsafe(SECRET_BYTES)
     secret = secrets.token_urlsafe(SECRET_BYTES)
     app_id = id_gen.next_id()
     async with db.transaction(lock=LOCK) as conn:
