@@ -33,7 +33,7 @@ SUPPORTED_MIME_TYPES: Final = (
 # Mastodon's media sizes by role: the full-size photo and the preview.
 _URL_RENDITIONS: Final = ("1080", "640", "320")
 _PREVIEW_RENDITIONS: Final = ("640", "320", "1080")
-_NOTIFICATION_TYPES: Final = {
+NOTIFICATION_TYPES: Final = {
     "like": "favourite",
     "follow": "follow",
     "follow_request": "follow_request",
@@ -75,19 +75,6 @@ def account(user: User, *, avatar_url: str | None, base: str) -> dict[str, Any]:
         "emojis": [],
         "fields": [],
     }
-
-
-def credential_account(user: User, *, avatar_url: str | None, base: str) -> dict[str, Any]:
-    doc = account(user, avatar_url=avatar_url, base=base)
-    doc["source"] = {
-        "privacy": "private" if user.is_private else "public",
-        "sensitive": False,
-        "language": None,
-        "note": user.bio,
-        "fields": [],
-        "follow_requests_count": 0,
-    }
-    return doc
 
 
 async def accounts_of(ctx: ApiContext, users: list[User], base: str) -> list[dict[str, Any]]:
@@ -256,7 +243,7 @@ def relationship(user_id: int, rel: Relationship, *, requested_by: bool) -> dict
         "languages": None,
         "followed_by": rel.followed_by,
         "blocking": rel.blocking,
-        "blocked_by": rel.blocked_by,
+        "blocked_by": False,  # never told: a blocker is as absent (docs/api/social.md)
         "muting": False,
         "muting_notifications": False,
         "requested": rel.requested,
@@ -268,12 +255,12 @@ def relationship(user_id: int, rel: Relationship, *, requested_by: bool) -> dict
 
 
 def notification_type(kind: str) -> str:
-    return _NOTIFICATION_TYPES[kind]
+    return NOTIFICATION_TYPES[kind]
 
 
 def kinds_of(types: list[str]) -> set[str]:
     """pinhole's notification kinds behind Mastodon types."""
-    return {k for k, t in _NOTIFICATION_TYPES.items() if t in types}
+    return {k for k, t in NOTIFICATION_TYPES.items() if t in types}
 
 
 def notification(

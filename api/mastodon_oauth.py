@@ -328,13 +328,16 @@ async def authorize(request: web.Request) -> web.Response:
         )
     query = {"code": code} | ({"state": state} if state else {})
     sep = "&" if "?" in redirect_uri else "?"
-    raise web.HTTPFound(redirect_uri + sep + urlencode(query))
+    return web.Response(
+        status=302,
+        headers={"Location": redirect_uri + sep + urlencode(query), "Cache-Control": "no-store"},
+    )
 
 
 # -- token ----------------------------------------------------------------------------------
 
 
-def _token_document(issued: oauth.Issued) -> dict[str, Any]:
+def token_document(issued: oauth.Issued) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "access_token": issued.access_token,
         "token_type": "Bearer",
@@ -407,7 +410,7 @@ async def token(request: web.Request) -> web.Response:
             code="unsupported_grant_type",
         )
     return web.json_response(
-        _token_document(issued), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
+        token_document(issued), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
     )
 
 

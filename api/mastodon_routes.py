@@ -214,7 +214,7 @@ async def register(request: web.Request) -> web.Response:
         user_agent=request.headers.get("User-Agent", ""),
         address=client_address.of_request(request, ctx.config.trusted_proxies),
     )
-    return web.json_response(mastodon_oauth._token_document(issued))
+    return web.json_response(mastodon_oauth.token_document(issued))
 
 
 @routes.get("/api/v1/accounts/verify_credentials")
@@ -256,6 +256,8 @@ async def relationships(request: web.Request) -> web.Response:
             if await accounts.get(conn, other) is None:
                 continue
             rel = await graph.relationship(conn, viewer, other)
+            if rel.blocked_by:
+                continue  # who blocks you is hidden, as an absent user (docs/api/social.md)
             back = await graph.relationship(conn, other, viewer)
             out.append(mastodon_docs.relationship(other, rel, requested_by=back.requested))
     return web.json_response(out)
@@ -661,7 +663,7 @@ async def notifications(request: web.Request) -> web.Response:
     viewer = await user_of(request, "read:notifications")
     body = await inputs(request)
     limit = _limit(body)
-    types = body.get("types") or list(mastodon_docs._NOTIFICATION_TYPES.values())
+    types = body.get("types") or list(mastodon_docs.NOTIFICATION_TYPES.values())
     excluded = body.get("exclude_types") or []
     if not isinstance(types, list) or not isinstance(excluded, list):
         raise Invalid("types[] and exclude_types[] are lists")

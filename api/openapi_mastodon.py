@@ -148,7 +148,10 @@ _AUTHORIZE_POST: Final = _op(
 )
 _AUTHORIZE_POST["responses"]["200"] = _html("the code (out-of-band redirect)")
 _AUTHORIZE_POST["responses"]["302"] = {"description": "to redirect_uri with the code"}
-_AUTHORIZE_POST["responses"]["401"] = _html("the form again: wrong username or password")
+_AUTHORIZE_POST["responses"]["401"] = {
+    "description": "the form again (wrong username or password), or an unknown client_id",
+    "content": {"text/html": {"schema": _STR}, "application/json": {"schema": _OAUTH_ERROR}},
+}
 
 _STATUS_ACTIONS: Final = {
     f"/api/v1/statuses/{{status_id}}/{action}": {

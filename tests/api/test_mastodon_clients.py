@@ -357,6 +357,30 @@ def test_oauth_authorization_code_refresh_scopes_revocation(base: str) -> None:
     new_headers = bearer(fresh["access_token"])
     assert requests.get(base + "/api/v1/timelines/home", headers=new_headers).status_code == 200
 
+    # An app with its own redirect URI gets the code (and its state) back there.
+    r = requests.post(
+        base + "/api/v1/apps",
+        json={"client_name": "web", "redirect_uris": "https://client.example/cb", "scopes": "read"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    web_app = r.json()
+    redirected = requests.post(
+        base + "/oauth/authorize",
+        data={
+            "client_id": web_app["client_id"],
+            "redirect_uri": "https://client.example/cb",
+            "state": "xyz",
+            "username": erin,
+            "password": PASSWORD,
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert redirected.status_code == 302
+    location = redirected.headers["Location"]
+    assert location.startswith("https://client.example/cb?code=") and "state=xyz" in location
+
     # Revocation ends it at once.
     r = requests.post(
         base + "/oauth/revoke",
@@ -470,5 +494,6 @@ def test_privacy_private_accounts_and_blocks(base: str) -> None:
     with pytest.raises(MastodonNotFoundError):
         k.account(stranger_id)
     assert s.search_v2(blocker, result_type="accounts")["accounts"] == []
+    assert s.account_relationships(k.me()["id"]) == []
     with pytest.raises(MastodonAPIError):
         s.account_follow(k.me()["id"])
