@@ -37,7 +37,7 @@ from social import (
     posts,
     ratelimit,
 )
-from social.errors import Forbidden, Invalid, NotVisible
+from social.errors import AuthFailed, Forbidden, Invalid, NotVisible
 from social.graph import visible_authors
 
 routes = web.RouteTableDef()
@@ -737,9 +737,12 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     """Mastodon routes answer errors as Mastodon does; shared paths go to the API whose
     request this is."""
     chosen: Handler | None = handler if request.match_info.handler in _MASTODON_HANDLERS else None
-    try:
-        if chosen is None and request.path.startswith(_COLLISION_PATHS):
+    if chosen is None and request.path.startswith(_COLLISION_PATHS):
+        try:
             chosen = await _mastodon_shaped(request)
+        except AuthFailed as e:  # a revoked OAuth token: its client is a Mastodon one
+            return mastodon_oauth.mastodon_error(request, e)
+    try:
         if chosen is None:
             return await handler(request)
         response = await chosen(request)

@@ -398,6 +398,10 @@ async def refresh(
             or row.created_unix_s < now - config.session_days_max * DAY_S
         ):
             raise InvalidGrant("the refresh token is not valid (used, revoked or unknown)")
+        granted = frozenset(row.scopes.split())
+        scopes = parse_scopes(asked, default=scope_text(granted))
+        if not covered(scopes, granted):
+            raise InvalidScope("a refresh cannot widen the token's scopes")
         await conn.execute(
             oauth_tokens.update()
             .where(t.token_sha256 == row.token_sha256)
@@ -408,10 +412,8 @@ async def refresh(
             .where(session_rows.c.token_sha256 == row.token_sha256)
             .values(revoked_unix_s=now)
         )
-    granted = frozenset(row.scopes.split())
-    scopes = parse_scopes(asked, default=scope_text(granted))
-    if not covered(scopes, granted):
-        raise InvalidScope("a refresh cannot widen the token's scopes")
+    # The new pair is issued after the old one's revocation commits: a crash between
+    # them costs the user a sign-in, never two live pairs from one refresh token.
     return await issue(
         db, config, app, int(row.user_id), scopes, user_agent=user_agent, address=address
     )

@@ -394,6 +394,9 @@ def test_oauth_authorization_code_refresh_scopes_revocation(base: str) -> None:
     assert r.status_code == 200
     gone = requests.get(base + "/api/v1/timelines/home", headers=new_headers, timeout=10)
     assert gone.status_code == 401
+    # On a path both APIs serve too, in Mastodon's shape.
+    shared = requests.get(base + "/api/v1/notifications", headers=new_headers, timeout=10)
+    assert shared.status_code == 401 and isinstance(shared.json()["error"], str)
 
 
 def test_accounts_collision_serves_both_kinds_of_client(base: str) -> None:
