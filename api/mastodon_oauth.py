@@ -16,6 +16,7 @@ from typing import Any, Final
 from urllib.parse import urlencode
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from api import auth, client_address, params
 from api.context import CONTEXT, RATE
@@ -70,7 +71,8 @@ async def inputs(request: web.Request) -> dict[str, Any]:
         elif request.content_type in _FORM_TYPES:
             try:
                 form = await request.post()
-            except ValueError:
+            except (HttpProcessingError, ValueError, LookupError, RuntimeError, Warning):
+                # aiohttp's refusals of the form's framing (as api/media_routes.py's).
                 raise Invalid("the form body is malformed") from None
             for key, field in form.items():
                 if not isinstance(field, str):

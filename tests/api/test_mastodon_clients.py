@@ -338,6 +338,17 @@ def test_oauth_authorization_code_refresh_scopes_revocation(base: str) -> None:
     sessions = requests.get(base + "/api/v1/sessions", headers=headers, timeout=10)
     assert sessions.status_code == 200 and len(sessions.json()["sessions"]) == 1
 
+    # Malformed bodies are 4xx in Mastodon's shape, never a 5xx.
+    for content_type, raw in (
+        ("multipart/form-data; boundary=x", b"--x\r\nbad"),
+        ("application/x-www-form-urlencoded", b"a=%ff%fe"),
+        ("application/json", b"[1, 2]"),
+    ):
+        r = requests.post(
+            base + "/api/v1/apps", data=raw, headers={"Content-Type": content_type}, timeout=10
+        )
+        assert r.status_code == 400 and isinstance(r.json()["error"], str), (content_type, r.text)
+
     # Refresh: a new pair; the old access token stops working.
     r = requests.post(
         base + "/oauth/token",
