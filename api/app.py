@@ -17,6 +17,7 @@ from aiohttp import web
 
 from api import (
     feed_routes,
+    mastodon_routes,
     media_routes,
     openapi,
     original_routes,
@@ -120,6 +121,7 @@ def make_app(
     app.add_routes(post_routes.routes)
     app.add_routes(feed_routes.routes)
     app.add_routes(username_routes.routes)
+    mastodon_routes.install(app)  # the Mastodon client API (docs/api/mastodon.md)
     app.router.add_get("/api/openapi.json", openapi.serve)
     app.router.add_get("/healthz", healthz)
     add_web_routes(app, photo_url_base=media.photo_url_base)

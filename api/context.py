@@ -26,7 +26,7 @@ from directory.writer import BlobWriter
 from feed.config import FeedConfig
 from feed.hotstore import HotStore
 from feed.service import Feed
-from social import ratelimit, sessions
+from social import oauth, ratelimit, sessions
 from social.config import SocialConfig
 from social.counters import Counters
 from transformer.config import MediaConfig
@@ -54,11 +54,18 @@ class ApiContext:
     tus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def user_id(self, request: web.Request) -> int:
-        """The user of the request's session; raises NotAuthenticated / AuthFailed (401)."""
+        """The user of the request's session; raises NotAuthenticated / AuthFailed (401),
+        and OutsideScopes (403) for an OAuth token (a Mastodon app's session) without
+        `read` for a GET or `write` for a change."""
         token = auth.bearer(request)
         if not token.isascii():  # undecodable header bytes arrive as lone surrogates
             raise NotAuthenticated("the token is not valid")
-        return await sessions.authenticate(self.db, token, self.social)
+        user_id, scopes = await sessions.authenticate_scoped(self.db, token, self.social)
+        if scopes is not None:
+            needed = "read" if request.method in ("GET", "HEAD") else "write"
+            if needed not in scopes:
+                raise oauth.outside_scopes()
+        return user_id
 
     async def rate(self, request: web.Request, action: str, subject: int | str) -> None:
         """Counts one rate-limited write; its X-RateLimit-* headers go on the response

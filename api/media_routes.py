@@ -124,7 +124,11 @@ async def _spool(
 
 
 async def _receive_form(
-    request: web.Request, ctx: ApiContext, path: Path, spooled: _Spooled
+    request: web.Request,
+    ctx: ApiContext,
+    path: Path,
+    spooled: _Spooled,
+    fields_allowed: tuple[str, ...],
 ) -> dict[str, str]:
     """Reads the form: the file spooled to `path`, the other fields returned."""
     limits = ctx.media.limits
@@ -144,7 +148,7 @@ async def _receive_form(
                 raise BadApiRequest("only one 'file' part is accepted")
             await _spool(ctx, part, path, limit, spooled)
             got_file = True
-        elif name in FORM_FIELDS:
+        elif name in fields_allowed:
             fields[name] = await _text_field(part, name, ctx.config.form_field_bytes_max)
         else:
             raise BadApiRequest(f"unknown form field {name!r}")
@@ -159,6 +163,18 @@ async def _receive_form(
 async def upload(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     owner_id = await ctx.user_id(request)
+    row, _ = await receive_upload(request, owner_id, fields_allowed=FORM_FIELDS)
+    doc = await owner_document(ctx, row.media_id, owner_id)
+    return web.json_response(doc, status=201, headers={"Location": f"/api/v1/media/{row.media_id}"})
+
+
+async def receive_upload(
+    request: web.Request, owner_id: int, *, fields_allowed: tuple[str, ...]
+) -> tuple[media_store.MediaRow, dict[str, str]]:
+    """Receives a multipart upload (a `file` part and the text fields named in
+    `fields_allowed`) under every limit above and ingests it: the new media's row and the
+    text fields. The Mastodon API's POST /api/v2/media shares it."""
+    ctx = request.app[CONTEXT]
     if not request.content_type.startswith("multipart/form-data"):
         raise BadApiRequest("the body must be multipart/form-data with a 'file' part")
     # The count now, before a body is read for nothing; the bytes once they are known.
@@ -170,7 +186,7 @@ async def upload(request: web.Request) -> web.Response:
         try:
             await asyncio.to_thread(incoming.mkdir, parents=True, exist_ok=True)
             async with upload_limits.paced(request.content, ctx.config):
-                fields = await _receive_form(request, ctx, path, spooled)
+                fields = await _receive_form(request, ctx, path, spooled, fields_allowed)
             await upload_limits.check_quota(
                 ctx.db, ctx.config, owner_id, incoming_bytes=spooled.size_bytes
             )
@@ -184,11 +200,10 @@ async def upload(request: web.Request) -> web.Response:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(os.unlink, path)
             ctx.staging.release(spooled.size_bytes)
-    doc = await _document(ctx, row.media_id, owner_id)
-    return web.json_response(doc, status=201, headers={"Location": f"/api/v1/media/{row.media_id}"})
+    return row, fields
 
 
-async def _document(ctx: ApiContext, media_id: int, viewer_id: int) -> dict[str, Any]:
+async def owner_document(ctx: ApiContext, media_id: int, viewer_id: int) -> dict[str, Any]:
     got = await media_store.get(ctx.db, media_id)
     # Someone else's media, or one that is gone, is simply not there (no existence leak).
     if got is None or got[0].owner_id != viewer_id or got[0].status in media_store.GONE:
@@ -216,8 +231,8 @@ async def get_media(request: web.Request) -> web.Response:
     if not 0 <= wait_s <= ctx.config.media_wait_s_max:
         raise BadApiRequest(f"wait_s must be within 0..{ctx.config.media_wait_s_max}")
     deadline = time.monotonic() + wait_s
-    doc = await _document(ctx, media_id, viewer_id)
+    doc = await owner_document(ctx, media_id, viewer_id)
     while doc["status"] == media_store.MediaStatus.PROCESSING and time.monotonic() < deadline:
         await asyncio.sleep(MEDIA_WAIT_POLL_S)
-        doc = await _document(ctx, media_id, viewer_id)
+        doc = await owner_document(ctx, media_id, viewer_id)
     return web.json_response(doc)

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from api import openapi_social, tus, username_routes
+from api import openapi_mastodon, openapi_social, tus, username_routes
 from transformer.media_store import GONE, MediaStatus
 
 _ERROR_REF: Final = {"$ref": "#/components/schemas/Error"}
@@ -230,6 +230,14 @@ def _shared_errors(paths: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _merged(paths: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """`paths` with the operations of `more` (a path both name keeps both's methods)."""
+    out = dict(paths)
+    for path, item in more.items():
+        out[path] = {**out.get(path, {}), **item}
+    return out
+
+
 def document() -> dict[str, Any]:
     paths = {
         **MEDIA_PATHS,
@@ -240,7 +248,8 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "pinhole API", "version": "1"},
-        "paths": _shared_errors(paths),
+        # The Mastodon routes describe every answer themselves, in Mastodon's error shape.
+        "paths": _merged(_shared_errors(paths), openapi_mastodon.PATHS),
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
@@ -260,6 +269,7 @@ def document() -> dict[str, Any]:
                 },
                 "Media": MEDIA_SCHEMA,
                 **openapi_social.SCHEMAS,
+                **openapi_mastodon.SCHEMAS,
             },
         },
     }

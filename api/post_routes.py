@@ -61,6 +61,13 @@ async def delete_post(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     viewer = await ctx.user_id(request)
     post_id = params.path_id(request, "post_id", "post")
+    await remove_post(ctx, viewer, post_id)
+    return web.Response(status=204)
+
+
+async def remove_post(ctx: ApiContext, viewer: int, post_id: int) -> None:
+    """Deletes the viewer's own post (NotVisible for anyone else's): it leaves every feed
+    and its needles go (the Mastodon API's DELETE /statuses/{id} shares it)."""
     async with ctx.db.transaction(lock=posts.LOCK) as conn:
         post = await posts.delete(conn, viewer, post_id)
         await feed_jobs.enqueue(
@@ -75,7 +82,6 @@ async def delete_post(request: web.Request) -> web.Response:
     await ctx.feed.hot.remove([timeline_key(viewer)], [(post_id, viewer)])
     for item in post.media:
         await _delete_needles(ctx, item.media_id)
-    return web.Response(status=204)
 
 
 async def _delete_needles(ctx: ApiContext, media_id: int) -> None:

@@ -206,3 +206,20 @@ async def touch_active(
             .values(active_unix_s=now)
         )
     return now, bool(result.rowcount)
+
+
+async def by_username_prefix(conn: AsyncConnection, prefix: str, *, limit: int) -> list[User]:
+    """Users whose username starts with `prefix` (as usernames are written; anything else
+    finds nobody), the exact match first, then by username."""
+    name = prefix.strip().lower()
+    if not name or len(name) > USERNAME_CHARS_MAX or not re.fullmatch(r"[a-z0-9._]+", name):
+        return []
+    # The prefix holds no LIKE wildcard but `_`, which is escaped.
+    pattern = name.replace("_", r"\_") + "%"
+    rows = await conn.execute(
+        sa.select(users)
+        .where(users.c.username.like(pattern, escape="\\"))
+        .order_by((users.c.username != name), users.c.username)
+        .limit(limit)
+    )
+    return [_user(r) for r in rows]

@@ -170,3 +170,48 @@ async def mark_read(db: Database, user_id: int, *, up_to: int | None) -> int:
     async with db.transaction(lock=LOCK) as conn:
         result = await conn.execute(query.values(read_unix_s=time.time()))
     return int(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    notification_id: int
+    kind: str
+    actor_id: int
+    post_id: int | None
+    created_unix_s: float
+
+
+async def page(
+    db: Database,
+    user_id: int,
+    *,
+    before: int | None,
+    after: int | None,
+    limit: int,
+    kinds: Iterable[str] = KINDS,
+) -> list[Notification]:
+    """One by one rather than grouped (the Mastodon API's list), newest first, strictly
+    between `after` and `before`, without what a block hides."""
+    n = notifications.c
+    query = (
+        sa.select(n.notification_id, n.kind, n.actor_id, n.post_id, n.created_unix_s)
+        .where(_shown(user_id), n.kind.in_(sorted(set(kinds))))
+        .order_by(n.notification_id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(n.notification_id < before)
+    if after is not None:
+        query = query.where(n.notification_id > after)
+    async with db.snapshot() as conn:
+        rows = await conn.execute(query)
+        return [
+            Notification(
+                int(r.notification_id),
+                r.kind,
+                int(r.actor_id),
+                None if r.post_id is None else int(r.post_id),
+                float(r.created_unix_s),
+            )
+            for r in rows
+        ]

@@ -381,3 +381,20 @@ async def media_of_author(conn: AsyncConnection, author_id: int) -> list[int]:
         .where(posts.c.author_id == author_id, posts.c.status != PostStatus.DELETED)
     )
     return [int(r[0]) for r in rows]
+
+
+async def by_hashtag(
+    conn: AsyncConnection, tag: str, *, before: int | None, limit: int
+) -> list[int]:
+    """Live posts carrying a hashtag (stored lower-case), newest first, strictly older than
+    `before`; whom they are visible to is the caller's to filter."""
+    query = (
+        sa.select(hashtags.c.post_id)
+        .select_from(hashtags.join(posts, posts.c.post_id == hashtags.c.post_id))
+        .where(hashtags.c.tag == tag.lower(), posts.c.status == PostStatus.LIVE)
+        .order_by(hashtags.c.post_id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(hashtags.c.post_id < before)
+    return [int(r[0]) for r in await conn.execute(query)]

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from common.db import Database
 from social.config import DAY_S, SocialConfig
 from social.errors import AuthFailed
+from social.oauth_schema import oauth_tokens
 from social.schema import (
     ADDRESS_CHARS_MAX,
     PUBLIC_ID_CHARS,
@@ -102,14 +103,29 @@ async def open_session(
 
 
 async def authenticate(db: Database, token: str, config: SocialConfig) -> int:
-    """The user of a live session; raises AuthFailed. Records the use when the last one
-    recorded is older than session_touch_s."""
+    """The user of a live session; raises AuthFailed (see authenticate_scoped)."""
+    user_id, _ = await authenticate_scoped(db, token, config)
+    return user_id
+
+
+async def authenticate_scoped(
+    db: Database, token: str, config: SocialConfig
+) -> tuple[int, frozenset[str] | None]:
+    """The user of a live session and, when the session is an OAuth access token
+    (social/oauth.py), its scopes (None: a pinhole session, every scope); raises
+    AuthFailed. Records the use when the last one recorded is older than session_touch_s.
+    One query: the scopes are read beside the session."""
     now = time.time()
+    t = oauth_tokens.c
     async with db.snapshot() as conn:
         row = (
             await conn.execute(
-                sa.select(sessions.c.user_id, sessions.c.last_used_unix_s)
-                .select_from(sessions.join(users, users.c.user_id == sessions.c.user_id))
+                sa.select(sessions.c.user_id, sessions.c.last_used_unix_s, t.scopes)
+                .select_from(
+                    sessions.join(users, users.c.user_id == sessions.c.user_id).outerjoin(
+                        oauth_tokens, t.token_sha256 == sessions.c.token_sha256
+                    )
+                )
                 .where(sessions.c.token_sha256 == digest(token), _live(config, now))
             )
         ).first()
@@ -125,7 +141,8 @@ async def authenticate(db: Database, token: str, config: SocialConfig) -> int:
                 )
                 .values(last_used_unix_s=now)
             )
-    return int(row.user_id)
+    scopes = None if row.scopes is None else frozenset(row.scopes.split())
+    return int(row.user_id), scopes
 
 
 async def live_sessions(

@@ -1,0 +1,351 @@
+"""Mastodon's entities (Account, Status, MediaAttachment, Relationship, Notification,
+Instance) made from pinhole's own documents (api/social_docs.py, api/media_docs.py), so the
+privacy of photo URLs is decided in one place: signed URLs for private accounts, never an
+original's URL. Ids are strings, times ISO 8601 with milliseconds as Mastodon writes them.
+Pure functions, except `statuses` and `accounts`, which hydrate a page in a few queries."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any, Final
+
+from api.context import ApiContext
+from api.media_docs import iso
+from api.social_docs import avatars, post_documents
+from social import accounts, client_state, text
+from social.accounts import User
+from social.graph import Relationship
+
+VERSION: Final = "4.3.0 (compatible; pinhole 0.1.0)"
+MASTODON_API_VERSION: Final = 2  # instance v2 `api_versions.mastodon` of Mastodon 4.3
+MISSING_AVATAR_PATH: Final = "/avatars/original/missing.png"
+SUPPORTED_MIME_TYPES: Final = (
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/heic",
+    "image/heif",
+    "image/avif",
+    "video/mp4",
+    "video/quicktime",
+)
+# Mastodon's media sizes by role: the full-size photo and the preview.
+_URL_RENDITIONS: Final = ("1080", "640", "320")
+_PREVIEW_RENDITIONS: Final = ("640", "320", "1080")
+NOTIFICATION_TYPES: Final = {
+    "like": "favourite",
+    "follow": "follow",
+    "follow_request": "follow_request",
+    "mention": "mention",
+    "comment": "mention",  # a comment is a reply on Mastodon, told as a mention (Pixelfed)
+}
+_HASHTAG: Final = re.compile(r"#(\w+)")
+_MENTION: Final = re.compile(r"(?<![\w@])@([a-z0-9._]{1,30})", re.IGNORECASE)
+
+
+def mastodon_time(unix_s: float | None) -> str | None:
+    stamp = iso(unix_s)
+    return None if stamp is None else stamp.replace("Z", ".000Z")
+
+
+def account(user: User, *, avatar_url: str | None, base: str) -> dict[str, Any]:
+    avatar = avatar_url or base + MISSING_AVATAR_PATH
+    return {
+        "id": str(user.user_id),
+        "username": user.username,
+        "acct": user.username,
+        "display_name": user.full_name,
+        "locked": user.is_private,
+        "bot": False,
+        "discoverable": not user.is_private,
+        "group": False,
+        "created_at": mastodon_time(user.created_unix_s),
+        "note": html.escape(user.bio),
+        "url": f"{base}/@{user.username}",
+        "uri": f"{base}/users/{user.username}",
+        "avatar": avatar,
+        "avatar_static": avatar,
+        "header": base + MISSING_AVATAR_PATH,
+        "header_static": base + MISSING_AVATAR_PATH,
+        "followers_count": user.follower_count,
+        "following_count": user.following_count,
+        "statuses_count": user.post_count,
+        "last_status_at": None,
+        "emojis": [],
+        "fields": [],
+    }
+
+
+async def accounts_of(ctx: ApiContext, users: list[User], base: str) -> list[dict[str, Any]]:
+    pics = await avatars(ctx, users)
+    return [account(u, avatar_url=_avatar_url(pics.get(u.user_id)), base=base) for u in users]
+
+
+def _avatar_url(doc: dict[str, Any] | None) -> str | None:
+    if doc is None:
+        return None
+    urls: dict[str, str] = doc.get("urls", {})
+    return urls.get("150_square") or urls.get("150") or next(iter(urls.values()), None)
+
+
+def _size(width: int, height: int) -> dict[str, Any]:
+    return {
+        "width": width,
+        "height": height,
+        "size": f"{width}x{height}",
+        "aspect": round(width / height, 6) if height else None,
+    }
+
+
+def media_attachment(doc: dict[str, Any], *, description: str | None) -> dict[str, Any]:
+    """A MediaAttachment from a pinhole media document (of a post, or the owner's view).
+    While the media is processing `url` and `preview_url` are null (POST /api/v2/media
+    then answers 202)."""
+    urls: dict[str, str] = doc.get("urls", {})
+    variants: dict[str, dict[str, Any]] = doc.get("variants", {})
+    url = doc.get("url") or next((urls[r] for r in _URL_RENDITIONS if r in urls), None)
+    if url is None and urls:
+        url = urls.get("hls") or next(iter(urls.values()))
+    preview = next((urls[r] for r in _PREVIEW_RENDITIONS if r in urls), url)
+    meta: dict[str, Any] = {}
+    if doc.get("width") and doc.get("height"):
+        meta["original"] = _size(doc["width"], doc["height"])
+    small = next((variants[r] for r in ("320", "640") if r in variants), None)
+    if small is not None:
+        meta["small"] = _size(small["width"], small["height"])
+    kind = doc.get("media_type")
+    return {
+        "id": doc["media_id"],
+        "type": kind if kind in ("image", "video") else "unknown",
+        "url": url,
+        "preview_url": preview,
+        "remote_url": None,
+        "preview_remote_url": None,
+        "text_url": None,
+        "meta": meta,
+        "description": description,
+        "blurhash": doc.get("placeholder"),
+    }
+
+
+def content_html(caption: str, base: str) -> str:
+    """The caption as Mastodon's status HTML: escaped, hashtags and mentions as links,
+    paragraphs and line breaks kept."""
+    escaped = html.escape(caption)
+
+    def tag(m: re.Match[str]) -> str:
+        name = m.group(1).lower()
+        return (
+            f'<a href="{base}/tags/{name}" class="mention hashtag" rel="tag">'
+            f"#<span>{m.group(1)}</span></a>"
+        )
+
+    def mention(m: re.Match[str]) -> str:
+        name = m.group(1).lower()
+        return (
+            f'<span class="h-card"><a href="{base}/@{name}" class="u-url mention">'
+            f"@<span>{m.group(1)}</span></a></span>"
+        )
+
+    linked = _MENTION.sub(mention, _HASHTAG.sub(tag, escaped))
+    paragraphs = [p.replace("\n", "<br />") for p in linked.split("\n\n") if p]
+    return "".join(f"<p>{p}</p>" for p in paragraphs)
+
+
+def status(
+    post: dict[str, Any],
+    author: dict[str, Any],
+    *,
+    base: str,
+    descriptions: dict[int, str],
+    hashtags_max: int,
+) -> dict[str, Any]:
+    """A Status from a pinhole post document and its author's Account."""
+    caption: str = post["caption"]
+    tags = text.hashtags(caption, limit=hashtags_max)
+    media = [
+        media_attachment(m, description=m.get("alt_text") or descriptions.get(int(m["media_id"])))
+        for m in post["media"]
+    ]
+    return {
+        "id": post["post_id"],
+        "uri": f"{base}/users/{author['username']}/statuses/{post['post_id']}",
+        "url": f"{base}/@{author['username']}/{post['post_id']}",
+        "created_at": mastodon_time_from_iso(post["created_at"]),
+        "account": author,
+        "content": content_html(caption, base),
+        "text": caption,
+        "visibility": "private" if author["locked"] else "public",
+        "sensitive": False,
+        "spoiler_text": "",
+        "media_attachments": media,
+        "application": None,
+        "mentions": [],
+        "tags": [{"name": t, "url": f"{base}/tags/{t}"} for t in tags],
+        "emojis": [],
+        "reblogs_count": 0,
+        "favourites_count": post["like_count"],
+        "replies_count": post["comment_count"],
+        "in_reply_to_id": None,
+        "in_reply_to_account_id": None,
+        "reblog": None,
+        "poll": None,
+        "card": None,
+        "language": None,
+        "edited_at": None,
+        "favourited": post["viewer_has_liked"],
+        "reblogged": False,
+        "muted": False,
+        "bookmarked": post["viewer_has_saved"],
+        "pinned": False,
+        "filtered": [],
+    }
+
+
+def mastodon_time_from_iso(stamp: str | None) -> str | None:
+    return None if stamp is None else stamp.replace("Z", ".000Z")
+
+
+async def statuses(
+    ctx: ApiContext, viewer: int, post_ids: list[int], base: str
+) -> list[dict[str, Any]]:
+    """Statuses of the given posts in that order, hydrated in one batch (posts gone
+    meanwhile are left out). The caller has checked the viewer may see them."""
+    posts = await post_documents(ctx, viewer, post_ids)
+    if not posts:
+        return []
+    author_ids = {int(p["author"]["user_id"]) for p in posts}
+    media_ids = [int(m["media_id"]) for p in posts for m in p["media"]]
+    async with ctx.db.snapshot() as conn:
+        users = await accounts.get_many(conn, author_ids)
+        described = await client_state.descriptions(conn, media_ids)
+    docs = {d["id"]: d for d in await accounts_of(ctx, list(users.values()), base)}
+    return [
+        status(
+            p,
+            docs[p["author"]["user_id"]],
+            base=base,
+            descriptions=described,
+            hashtags_max=ctx.social.hashtags_per_post_max,
+        )
+        for p in posts
+        if p["author"]["user_id"] in docs
+    ]
+
+
+def relationship(user_id: int, rel: Relationship, *, requested_by: bool) -> dict[str, Any]:
+    return {
+        "id": str(user_id),
+        "following": rel.following,
+        "showing_reblogs": rel.following,
+        "notifying": False,
+        "languages": None,
+        "followed_by": rel.followed_by,
+        "blocking": rel.blocking,
+        "blocked_by": False,  # never told: a blocker is as absent (docs/api/social.md)
+        "muting": False,
+        "muting_notifications": False,
+        "requested": rel.requested,
+        "requested_by": requested_by,
+        "domain_blocking": False,
+        "endorsed": False,
+        "note": "",
+    }
+
+
+def notification_type(kind: str) -> str:
+    return NOTIFICATION_TYPES[kind]
+
+
+def kinds_of(types: list[str]) -> set[str]:
+    """pinhole's notification kinds behind Mastodon types."""
+    return {k for k, t in NOTIFICATION_TYPES.items() if t in types}
+
+
+def notification(
+    notification_id: int,
+    kind: str,
+    created_unix_s: float,
+    actor: dict[str, Any],
+    status_doc: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "id": str(notification_id),
+        "type": notification_type(kind),
+        "created_at": mastodon_time(created_unix_s),
+        "group_key": f"ungrouped-{notification_id}",
+        "account": actor,
+        "status": status_doc,
+    }
+
+
+def instance_v1(ctx: ApiContext, base: str, host: str) -> dict[str, Any]:
+    return {
+        "uri": host,
+        "title": "pinhole",
+        "short_description": "Photos on pinhole",
+        "description": "A pinhole photo-sharing instance.",
+        "email": "",
+        "version": VERSION,
+        "urls": {"streaming_api": ""},
+        "stats": {"user_count": 0, "status_count": 0, "domain_count": 1},
+        "thumbnail": None,
+        "languages": ["en"],
+        "registrations": True,
+        "approval_required": False,
+        "invites_enabled": False,
+        "configuration": _configuration(ctx),
+        "contact_account": None,
+        "rules": [],
+    }
+
+
+def instance_v2(ctx: ApiContext, base: str, host: str) -> dict[str, Any]:
+    configuration = _configuration(ctx)
+    configuration["urls"] = {"streaming": None}
+    configuration["vapid"] = {"public_key": ""}
+    configuration["translation"] = {"enabled": False}
+    return {
+        "domain": host,
+        "title": "pinhole",
+        "version": VERSION,
+        "source_url": "",
+        "description": "A pinhole photo-sharing instance.",
+        "usage": {"users": {"active_month": 0}},
+        "thumbnail": {"url": base + MISSING_AVATAR_PATH, "blurhash": None, "versions": {}},
+        "icon": [],
+        "languages": ["en"],
+        "configuration": configuration,
+        "registrations": {"enabled": True, "approval_required": False, "message": None},
+        "api_versions": {"mastodon": MASTODON_API_VERSION},
+        "contact": {"email": "", "account": None},
+        "rules": [],
+    }
+
+
+def _configuration(ctx: ApiContext) -> dict[str, Any]:
+    limits = ctx.media.limits
+    return {
+        "accounts": {"max_featured_tags": 0, "max_pinned_statuses": 0},
+        "statuses": {
+            "max_characters": ctx.social.caption_chars_max,
+            "max_media_attachments": ctx.social.post_media_max,
+            "characters_reserved_per_url": 23,
+        },
+        "media_attachments": {
+            "supported_mime_types": list(SUPPORTED_MIME_TYPES),
+            "description_limit": client_state.DESCRIPTION_CHARS_MAX,
+            "image_size_limit": limits.image_bytes_max,
+            "image_matrix_limit": limits.image_pixels_max,
+            "video_size_limit": limits.video_bytes_max,
+            "video_frame_rate_limit": int(limits.video_frame_rate_max),
+            "video_matrix_limit": limits.video_side_px_max * limits.video_side_px_max,
+        },
+        "polls": {
+            "max_options": 0,
+            "max_characters_per_option": 0,
+            "min_expiration": 0,
+            "max_expiration": 0,
+        },
+    }
