@@ -34,8 +34,6 @@ QOS_WAKEUP: Final = 1
 KEEPALIVE_S: Final = 30
 RECONNECT_DELAY_S_MIN: Final = 1  # paho counts whole seconds
 RECONNECT_DELAY_S_MAX: Final = 2
-# The API processes share the typing events: each is relayed by one of them.
-TYPING_SHARE_GROUP: Final = "pinhole-api"
 # Errors of dynamic-security commands that leave the wanted state in place.
 _ALREADY: Final = ("already exists",)
 _ABSENT: Final = ("not found",)
@@ -137,7 +135,7 @@ class Broker:
             log.warning("broker refused the API's connection: %s", reason)
             return
         client.subscribe(dynsec.RESPONSE_TOPIC, qos=1)
-        client.subscribe(f"$share/{TYPING_SHARE_GROUP}/{topics.TYPING_FILTER}", qos=0)
+        client.subscribe(f"$share/{dynsec.SHARE_GROUP}/{topics.TYPING_FILTER}", qos=0)
         self._call(self._connected.set)
 
     def _on_disconnect(

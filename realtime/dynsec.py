@@ -23,6 +23,8 @@ from realtime import topics
 CONTROL_TOPIC: Final = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC: Final = f"{CONTROL_TOPIC}/response"
 SERVER_ROLE: Final = "pinhole-server"
+# The API processes share the typing events: each is relayed by one of them.
+SHARE_GROUP: Final = "pinhole-api"
 USERNAME_PREFIX: Final = "c"
 USERNAME_RANDOM_BYTES: Final = 12
 PASSWORD_RANDOM_BYTES: Final = 24
@@ -59,6 +61,8 @@ def initial_document(admin_username: str, admin_password: str) -> dict[str, Any]
         _acl("subscribePattern", f"{CONTROL_TOPIC}/#"),
         _acl("publishClientSend", f"{topics.PREFIX}/u/#"),
         _acl("subscribePattern", f"{topics.PREFIX}/in/#"),
+        # The plugin checks a shared subscription with its $share/<group>/ prefix.
+        _acl("subscribePattern", f"$share/{SHARE_GROUP}/{topics.PREFIX}/in/#"),
         _acl("publishClientReceive", f"{topics.PREFIX}/in/#"),
     ]
     return {

@@ -89,9 +89,7 @@ async def test_retried_send_makes_one_message(dm_env: MediaEnv) -> None:
     again = await send(ann, body)
     assert again["message_id"] == first["message_id"] and again["created"] is False
     # Even raced: the unique (thread, sender, client id) lets one win.
-    racing = await asyncio.gather(
-        *(send(ann, {**body, "client_id": "retry-2"}) for _ in range(4))
-    )
+    racing = await asyncio.gather(*(send(ann, {**body, "client_id": "retry-2"}) for _ in range(4)))
     assert len({d["message_id"] for d in racing}) == 1
     # A group's first message retried makes one group.
     group = {"recipient_ids": [bea_id, cid_id], "client_id": "g-1", "text": "all", "title": "us"}
