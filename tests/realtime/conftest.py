@@ -120,7 +120,7 @@ class Client:
 
     def _on_message(self, c: Any, u: Any, message: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.got.append((message.topic, message.payload))
+            self.got.append((message.topic, bytes(message.payload)))
 
     def _on_subscribe(self, c: Any, u: Any, mid: int, reasons: list[Any], props: Any) -> None:
         self.granted[mid] = reasons

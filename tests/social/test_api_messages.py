@@ -163,7 +163,7 @@ async def test_blocked_users_cannot_deliver(dm_env: MediaEnv) -> None:
 
 async def test_reactions_unsend_and_delete_for_me(dm_env: MediaEnv) -> None:
     env = dm_env
-    ann_id, ann = await user(env, "ann")
+    _, ann = await user(env, "ann")
     bea_id, bea = await user(env, "bea")
     one = await send(ann, {"recipient_ids": [bea_id], "client_id": "1", "text": "one"})
     thread = one["thread_id"]
