@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from api import openapi_social, tus
+from api import openapi_messages, openapi_social, tus
 from transformer.media_store import GONE, MediaStatus
 
 _ERROR_REF: Final = {"$ref": "#/components/schemas/Error"}
@@ -231,7 +231,7 @@ def _shared_errors(paths: dict[str, Any]) -> dict[str, Any]:
 
 
 def document() -> dict[str, Any]:
-    paths = {**MEDIA_PATHS, **tus.OPENAPI_PATHS, **openapi_social.PATHS}
+    paths = {**MEDIA_PATHS, **tus.OPENAPI_PATHS, **openapi_social.PATHS, **openapi_messages.PATHS}
     return {
         "openapi": "3.1.0",
         "info": {"title": "pinhole API", "version": "1"},
@@ -255,6 +255,7 @@ def document() -> dict[str, Any]:
                 },
                 "Media": MEDIA_SCHEMA,
                 **openapi_social.SCHEMAS,
+                **openapi_messages.SCHEMAS,
             },
         },
     }
