@@ -16,10 +16,12 @@ from social.config import SocialConfig
 from tests.api.conftest import MediaEnv
 from tests.social.conftest import Client, social_cluster, user
 
+MESSAGES_PER_HOUR = 30
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def dm_env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MediaEnv]:
-    social = SocialConfig(messages_per_hour_max=60)
+    social = SocialConfig(messages_per_hour_max=MESSAGES_PER_HOUR)
     async with social_cluster(request.param, tmp_path, worker=False, social=social) as cluster:
         yield cluster.env
 
@@ -220,3 +222,21 @@ async def test_strangers_see_no_thread(dm_env: MediaEnv) -> None:
         "POST", f"/api/v1/threads/{sent['thread_id']}/messages", {"client_id": "x", "text": "x"}
     )
     assert status == 404
+
+
+async def test_sends_are_rate_limited_per_sender(dm_env: MediaEnv) -> None:
+    env = dm_env
+    _, ann = await user(env, "ann")
+    bea_id, bea = await user(env, "bea")
+    first = await send(ann, {"recipient_ids": [bea_id], "client_id": "0", "text": "x"})
+    for i in range(1, MESSAGES_PER_HOUR):
+        await send(ann, {"client_id": str(i), "text": "x"}, first["thread_id"])
+    status, doc, headers = await ann.call(
+        "POST", f"/api/v1/threads/{first['thread_id']}/messages", {"client_id": "z", "text": "x"}
+    )
+    assert status == 429 and doc["error"]["code"] == "rate_limited"
+    assert int(headers["Retry-After"]) > 0
+    # Another sender is not affected; the refused message was not stored.
+    await send(bea, {"client_id": "b", "text": "fine"}, first["thread_id"])
+    messages, _ = await catch_up(bea, first["thread_id"], limit=100)
+    assert len(messages) == MESSAGES_PER_HOUR + 1
