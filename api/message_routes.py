@@ -108,17 +108,38 @@ async def _send(request: web.Request, thread_id: int | None) -> web.Response:
             sender_id=viewer,
             recipients=sent.deliver_to,
         )
-    changes = await threads.changes(
-        ctx.db, viewer, sent.thread_id, after_seq=sent.change_seq - 1, limit=1
-    )
-    found = [m for m in changes.messages if m.message_id == sent.message_id]
-    doc: dict[str, Any] = (
-        message_document(found[0])
-        if found
-        else {"message_id": str(sent.message_id), "thread_id": str(sent.thread_id)}
-    )
+    if sent.created:  # what was just committed; no second read
+        doc = message_document(
+            threads.Message(
+                message_id=sent.message_id,
+                thread_id=sent.thread_id,
+                seq=sent.seq,
+                change_seq=sent.change_seq,
+                sender_id=viewer,
+                client_id=client_id,
+                kind=content.kind,
+                text=content.text,
+                media_id=content.media_id,
+                post_id=content.post_id,
+                story_id=content.story_id,
+                created_unix_s=sent.created_unix_s,
+                unsent=False,
+                reactions=(),
+            )
+        )
+    else:  # a retry: the message as stored (it may have changed since)
+        doc = await _stored(ctx.db, viewer, sent)
     doc["created"] = sent.created
     return web.json_response(doc, status=201 if sent.created else 200)
+
+
+async def _stored(db: Any, viewer: int, sent: messages.Sent) -> dict[str, Any]:
+    changes = await threads.changes(
+        db, viewer, sent.thread_id, after_seq=0, limit=1, message_id=sent.message_id
+    )
+    if changes.messages:
+        return message_document(changes.messages[0])
+    return {"message_id": str(sent.message_id), "thread_id": str(sent.thread_id)}
 
 
 @routes.post("/api/v1/messages")

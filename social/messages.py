@@ -69,6 +69,7 @@ class Sent:
     seq: int
     change_seq: int
     created: bool  # False: a retry found the message its first attempt made
+    created_unix_s: float
     # Who gets a wake-up: the members other than the sender, minus blocks either way.
     deliver_to: tuple[int, ...]
 
@@ -306,7 +307,7 @@ async def send(
         m = dm_messages.c
         previous = (
             await conn.execute(
-                sa.select(m.message_id, m.seq, m.change_seq).where(
+                sa.select(m.message_id, m.seq, m.change_seq, m.created_unix_s).where(
                     m.thread_id == thread_id, m.sender_id == sender, m.client_id == client_id
                 )
             )
@@ -319,6 +320,7 @@ async def send(
                 int(previous.seq),
                 int(previous.change_seq),
                 created=False,
+                created_unix_s=float(previous.created_unix_s),
                 deliver_to=deliver_to,
             )
         kind = (
@@ -363,7 +365,15 @@ async def send(
             .where(mem.thread_id == thread_id, mem.user_id == sender)
             .values(folder=INBOX, accepted=True, last_read_seq=seq)
         )
-    return Sent(thread_id, message_id, seq, change_seq, created=True, deliver_to=deliver_to)
+    return Sent(
+        thread_id,
+        message_id,
+        seq,
+        change_seq,
+        created=True,
+        created_unix_s=now,
+        deliver_to=deliver_to,
+    )
 
 
 async def _message(conn: AsyncConnection, thread_id: int, message_id: int, viewer: int) -> Any:

@@ -208,23 +208,30 @@ class Changes:
 
 
 async def changes(
-    db: Database, viewer: int, thread_id: int, *, after_seq: int, limit: int
+    db: Database,
+    viewer: int,
+    thread_id: int,
+    *,
+    after_seq: int,
+    limit: int,
+    message_id: int | None = None,
 ) -> Changes:
     """The thread's messages changed after change sequence `after_seq` (0: all), each once
     at its latest state, oldest change first. A new message's change_seq is taken when it
     is sent, so a client that resumes from the last change_seq it saw gets every message it
-    missed exactly once, in order."""
+    missed exactly once, in order. `message_id`: that message only."""
     m = dm_messages.c
+    query = (
+        sa.select(dm_messages)
+        .where(m.thread_id == thread_id, m.change_seq > after_seq)
+        .order_by(m.change_seq)
+        .limit(limit)
+    )
+    if message_id is not None:
+        query = query.where(m.message_id == message_id)
     async with db.snapshot() as conn:
         await member_ids(conn, thread_id, viewer)
-        rows = (
-            await conn.execute(
-                sa.select(dm_messages)
-                .where(m.thread_id == thread_id, m.change_seq > after_seq)
-                .order_by(m.change_seq)
-                .limit(limit)
-            )
-        ).all()
+        rows = (await conn.execute(query)).all()
         shown_ids = (
             {
                 int(r[0])
