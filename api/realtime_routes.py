@@ -85,9 +85,9 @@ async def revoke_signed_out(request: web.Request) -> None:
 
 
 async def sweep_signed_out(app: web.Application, broker: Broker) -> int:
-    """Deletes from the broker the clients whose session is revoked or gone."""
+    """Deletes from the broker the clients whose session no longer authenticates."""
     db = app[CONTEXT].db
-    names = await realtime_clients.signed_out(db)
+    names = await realtime_clients.signed_out(db, app[CONTEXT].social)
     for name in names:
         await broker.revoke(name)
         await realtime_clients.forget(db, name)

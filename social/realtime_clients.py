@@ -14,6 +14,8 @@ from typing import Final
 import sqlalchemy as sa
 
 from common.db import Database
+from social import sessions as sessions_module
+from social.config import SocialConfig
 from social.messages_schema import realtime_clients
 from social.schema import sessions
 
@@ -52,12 +54,13 @@ async def forget(db: Database, username: str) -> None:
         await conn.execute(realtime_clients.delete().where(realtime_clients.c.username == username))
 
 
-async def signed_out(db: Database) -> list[str]:
-    """Clients whose session is revoked or gone (at most SWEEP_BATCH_MAX)."""
+async def signed_out(db: Database, config: SocialConfig) -> list[str]:
+    """Clients whose session no longer authenticates: revoked, expired, idle too long or gone
+    (at most SWEEP_BATCH_MAX)."""
     c, s = realtime_clients.c, sessions.c
     live = (
         sa.select(s.token_sha256)
-        .where(s.token_sha256 == c.token_sha256, s.revoked_unix_s.is_(None))
+        .where(s.token_sha256 == c.token_sha256, sessions_module.live(config, time.time()))
         .exists()
     )
     async with db.snapshot() as conn:
