@@ -246,16 +246,24 @@ async def _open_thread(
     return thread_id
 
 
-async def _next_change(conn: AsyncConnection, thread_id: int, *, message: bool) -> tuple[int, int]:
-    """Takes the thread's next change number (and message number when `message`); the write
-    lock of the transaction makes it unique."""
+async def _next_change(
+    conn: AsyncConnection, thread_id: int, *, message_id: int | None
+) -> tuple[int, int]:
+    """Takes the thread's next change number (and, for a new message `message_id`, its next
+    message number, and makes it the thread's last message) in one UPDATE ... RETURNING; the
+    write lock of the transaction makes the numbers unique."""
     t = dm_threads.c
     values: dict[str, Any] = {"last_change_seq": t.last_change_seq + 1}
-    if message:
+    if message_id is not None:
         values["last_seq"] = t.last_seq + 1
-    await conn.execute(dm_threads.update().where(t.thread_id == thread_id).values(**values))
+        values["last_message_id"] = message_id
     row = (
-        await conn.execute(sa.select(t.last_seq, t.last_change_seq).where(t.thread_id == thread_id))
+        await conn.execute(
+            dm_threads.update()
+            .where(t.thread_id == thread_id)
+            .values(**values)
+            .returning(t.last_seq, t.last_change_seq)
+        )
     ).one()
     return int(row.last_seq), int(row.last_change_seq)
 
@@ -328,11 +336,11 @@ async def send(
                 sa.select(dm_threads.c.kind).where(dm_threads.c.thread_id == thread_id)
             )
         ).scalar_one()
-        if kind == "direct":
-            await _refuse_blocked(conn, sender, members)
+        if kind == "direct" and len(deliver_to) < len(members) - 1:
+            raise Forbidden("you cannot message this account", code="blocked")
         await _check_content(conn, sender, content, now)
-        seq, change_seq = await _next_change(conn, thread_id, message=True)
         message_id = ids.next_id()
+        seq, change_seq = await _next_change(conn, thread_id, message_id=message_id)
         await conn.execute(
             dm_messages.insert().values(
                 message_id=message_id,
@@ -349,11 +357,6 @@ async def send(
                 created_unix_s=now,
                 unsent_unix_s=None,
             )
-        )
-        await conn.execute(
-            dm_threads.update()
-            .where(dm_threads.c.thread_id == thread_id)
-            .values(last_message_id=message_id)
         )
         mem = dm_members.c
         await conn.execute(
@@ -391,7 +394,7 @@ async def _message(conn: AsyncConnection, thread_id: int, message_id: int, viewe
 
 
 async def _touch(conn: AsyncConnection, thread_id: int, message_id: int) -> int:
-    _, change_seq = await _next_change(conn, thread_id, message=False)
+    _, change_seq = await _next_change(conn, thread_id, message_id=None)
     await conn.execute(
         dm_messages.update()
         .where(dm_messages.c.message_id == message_id)
