@@ -10,20 +10,24 @@ from typing import Any
 from aiohttp import web
 
 from api import params
-from api.context import CONTEXT
-from api.media_docs import iso
+from api.context import CONTEXT, ApiContext
+from api.media_docs import iso, media_document
 from api.realtime_routes import broker_of
 from common import ids
 from realtime import events
 from social import graph, messages, threads
 from social.errors import Invalid
+from transformer import media_store
 
 routes = web.RouteTableDef()
 
 SEQ_MAX = 2**31 - 1  # the sequence columns are 32-bit
 
 
-def message_document(m: threads.Message) -> dict[str, Any]:
+def message_document(
+    m: threads.Message, media: dict[int, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """`media`: documents of the messages' media (signed, expiring URLs), by media id."""
     return {
         "message_id": str(m.message_id),
         "thread_id": str(m.thread_id),
@@ -39,10 +43,31 @@ def message_document(m: threads.Message) -> dict[str, Any]:
         "created_at": iso(m.created_unix_s),
         "unsent": m.unsent,
         "reactions": [{"user_id": str(u), "emoji": e} for u, e in m.reactions],
+        "media": None if m.media_id is None else (media or {}).get(m.media_id),
     }
 
 
-def thread_document(t: threads.Thread, viewer: int) -> dict[str, Any]:
+async def media_of(ctx: ApiContext, found: list[threads.Message]) -> dict[int, dict[str, Any]]:
+    """The media of these messages, their URLs signed and expiring: a message's photo
+    reaches the thread's members and no one holding only a public URL."""
+    wanted = [m.media_id for m in found if m.media_id is not None]
+    if not wanted:
+        return {}
+    async with ctx.db.snapshot() as conn:
+        rows = await media_store.get_many(conn, wanted)
+    urls = ctx.photo_urls.signed()
+    out = {}
+    for media_id, (row, variants) in rows.items():
+        if row.status in media_store.GONE:
+            continue
+        doc = media_document(row, variants, urls=urls, owner=False)
+        out[media_id] = doc
+    return out
+
+
+def thread_document(
+    t: threads.Thread, viewer: int, media: dict[int, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     mine = next(x for x in t.members if x.user_id == viewer)
     return {
         "thread_id": str(t.thread_id),
@@ -57,7 +82,9 @@ def thread_document(t: threads.Thread, viewer: int) -> dict[str, Any]:
         "members": [
             {"user_id": str(x.user_id), "last_read_seq": x.last_read_seq} for x in t.members
         ],
-        "last_message": None if t.last_message is None else message_document(t.last_message),
+        "last_message": (
+            None if t.last_message is None else message_document(t.last_message, media)
+        ),
     }
 
 
@@ -170,8 +197,11 @@ async def inbox(request: web.Request) -> web.Response:
         if len(found) == size and found[-1].last_message_id is not None
         else None
     )
+    media = await media_of(ctx, [t.last_message for t in found if t.last_message is not None])
     return web.json_response(
-        params.page_document([thread_document(t, viewer) for t in found], "threads", cursor=cursor)
+        params.page_document(
+            [thread_document(t, viewer, media) for t in found], "threads", cursor=cursor
+        )
     )
 
 
@@ -180,9 +210,9 @@ async def get_thread(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     viewer = await ctx.user_id(request)
     thread_id = params.path_id(request, "thread_id", "thread")
-    return web.json_response(
-        thread_document(await threads.thread(ctx.db, viewer, thread_id), viewer)
-    )
+    found = await threads.thread(ctx.db, viewer, thread_id)
+    media = await media_of(ctx, [found.last_message] if found.last_message else [])
+    return web.json_response(thread_document(found, viewer, media))
 
 
 @routes.get("/api/v1/threads/{thread_id}/messages")
@@ -196,9 +226,10 @@ async def thread_messages(request: web.Request) -> web.Response:
         request, default=ctx.social.page_size_default, maximum=ctx.social.page_size_max
     )
     changes = await threads.changes(ctx.db, viewer, thread_id, after_seq=after, limit=size)
+    media = await media_of(ctx, changes.messages)
     return web.json_response(
         {
-            "messages": [message_document(m) for m in changes.messages],
+            "messages": [message_document(m, media) for m in changes.messages],
             "next_after_seq": changes.next_after_seq,
             "has_more": changes.has_more,
             "last_change_seq": changes.last_change_seq,

@@ -190,6 +190,10 @@ _MESSAGE_SCHEMA: Final = {
             },
         },
         "created": {"type": "boolean", "description": "false: a retry found the message"},
+        "media": {
+            "description": "a media message's media, its URLs signed and expiring",
+            "oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Media"}],
+        },
     },
 }
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from social.config import SocialConfig
@@ -240,3 +241,35 @@ async def test_sends_are_rate_limited_per_sender(dm_env: MediaEnv) -> None:
     await send(bea, {"client_id": "b", "text": "fine"}, first["thread_id"])
     messages, _ = await catch_up(bea, first["thread_id"], limit=100)
     assert len(messages) == MESSAGES_PER_HOUR + 1
+
+
+async def test_media_and_shared_posts_reach_the_members(dm_env: MediaEnv) -> None:
+    env = dm_env
+    env.start_worker()
+    _, ann = await user(env, "ann")
+    bea_id, bea = await user(env, "bea")
+    _, eve = await user(env, "eve")
+    media_id = await ann.photo()
+    post = await ann.post("shared")
+    sent = await send(
+        ann,
+        {"recipient_ids": [bea_id], "client_id": "m", "kind": "media", "media_id": media_id},
+    )
+    await send(
+        ann, {"client_id": "p", "kind": "post", "post_id": post["post_id"]}, sent["thread_id"]
+    )
+    got, _ = await catch_up(bea, sent["thread_id"])
+    photo, shared = got
+    assert photo["kind"] == "media" and photo["media"]["media_id"] == media_id
+    url = next(iter(photo["media"]["urls"].values()))
+    assert "?e=" in url and "&s=" in url, url  # signed, expiring
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        assert r.status == 200 and r.headers["Cache-Control"].startswith("private")
+    assert shared["kind"] == "post" and shared["post_id"] == post["post_id"]
+    # Someone else's media cannot be sent; a stranger still cannot see the thread.
+    status, doc, _ = await eve.call(
+        "POST",
+        "/api/v1/messages",
+        {"recipient_ids": [bea_id], "client_id": "x", "kind": "media", "media_id": media_id},
+    )
+    assert status == 404, doc
