@@ -15,7 +15,8 @@ Contract:
   before BEGIN (SQLite admits one writer; waiting in its busy handler sleeps up to 100 ms
   between retries, which made the tail latency of concurrent writes, `pinhole bench dm`);
   a write transaction must not open another inside it (it would wait for itself until
-  the busy timeout, as SQLite would make it). The lock is held until commit: keep network calls out of write transactions.
+  the busy timeout, as SQLite would make it). The lock is held until commit: keep
+  network calls out of write transactions.
 - `Database.snapshot()` is a read transaction: a consistent view (deferred BEGIN on SQLite,
   REPEATABLE READ on PostgreSQL), never blocking writers.
 - `Database.quick` (SQLite files only, else None) runs a few hot read-only statements in
