@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= .pinhole
 
-.PHONY: up test lock lint typecheck imports unit bench-store bench-cluster bench-lookups bench-media bench-feed bench-f4 clean bootstrap
+.PHONY: up test lock lint typecheck imports unit bench-store bench-cluster bench-lookups bench-media bench-feed bench-f4 bench-dm clean bootstrap
 
 bootstrap:
 	@scripts/bootstrap
@@ -60,6 +60,10 @@ bench-feed: bootstrap
 ## Full f4 benchmark (encode, reads healthy and degraded, bytes on disk, rebuild); `pinhole bench f4 --quick` is the CI variant.
 bench-f4: bootstrap
 	$(BIN)/pinhole bench f4 --json bench/results/f4.json --plot bench/results/f4.png
+
+## Full DM delivery benchmark (Mosquitto, the API, Redis); `pinhole bench dm --quick` is the CI variant.
+bench-dm: bootstrap
+	$(BIN)/pinhole bench dm --json bench/results/dm.json
 
 clean:
 	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis

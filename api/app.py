@@ -19,9 +19,11 @@ from api import (
     feed_routes,
     mastodon_routes,
     media_routes,
+    message_routes,
     openapi,
     original_routes,
     post_routes,
+    realtime_routes,
     social_routes,
     tus,
     username_routes,
@@ -43,6 +45,8 @@ from feed.config import FeedConfig
 from feed.hotstore import open_hot_store
 from feed.runner import FanoutRunner
 from feed.service import Feed
+from realtime.config import RealtimeConfig
+from social import messages_schema
 from social import schema as social_schema
 from social.config import SocialConfig
 from social.counters import open_counters
@@ -60,12 +64,14 @@ def make_app(
     credentials: Credentials,
     social: SocialConfig | None = None,
     feed: FeedConfig | None = None,
+    realtime: RealtimeConfig | None = None,
 ) -> web.Application:
     social = social or SocialConfig()
     feed_config = feed or FeedConfig()
     config.check_staging_fits(max(media.limits.image_bytes_max, media.limits.video_bytes_max))
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=config.json_body_bytes_max
+        middlewares=[error_middleware, realtime_routes.publish_notifications],
+        client_max_size=config.json_body_bytes_max,
     )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -80,6 +86,7 @@ def make_app(
             await tus.migrate_tables(db)
             await migrate(db, social_schema.COMPONENT, social_schema.MIGRATIONS)
             await migrate(db, feed_schema.COMPONENT, feed_schema.MIGRATIONS)
+            await migrate(db, messages_schema.COMPONENT, messages_schema.MIGRATIONS)
             async with BlobWriter(media.directory_url, credentials=credentials) as writer:
                 id_gen = IdGenerator(media.id_shard)
                 ingest = Ingest(media, db, writer, id_gen)
@@ -122,6 +129,8 @@ def make_app(
     app.add_routes(feed_routes.routes)
     app.add_routes(username_routes.routes)
     mastodon_routes.install(app)  # the Mastodon client API (docs/api/mastodon.md)
+    app.add_routes(message_routes.routes)
+    realtime_routes.setup(app, realtime)
     app.router.add_get("/api/openapi.json", openapi.serve)
     app.router.add_get("/healthz", healthz)
     add_web_routes(app, photo_url_base=media.photo_url_base)
@@ -168,9 +177,12 @@ async def running_api(
     credentials: Credentials,
     social: SocialConfig | None = None,
     feed: FeedConfig | None = None,
+    realtime: RealtimeConfig | None = None,
 ) -> AsyncIterator[tuple[web.Application, int]]:
     """Serves the API on config.host:config.port (0: a free port); yields (app, port)."""
-    app = make_app(config, media, credentials=credentials, social=social, feed=feed)
+    app = make_app(
+        config, media, credentials=credentials, social=social, feed=feed, realtime=realtime
+    )
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -194,11 +206,12 @@ async def serve_forever(
     social: SocialConfig | None = None,
     feed: FeedConfig | None = None,
     ready: asyncio.Event | None = None,
+    realtime: RealtimeConfig | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
     with stop_event() as stop:
         async with running_api(
-            config, media, credentials=credentials, social=social, feed=feed
+            config, media, credentials=credentials, social=social, feed=feed, realtime=realtime
         ) as (
             _,
             port,

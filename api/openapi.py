@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from api import openapi_mastodon, openapi_social, tus, username_routes
+from api import openapi_mastodon, openapi_messages, openapi_social, tus, username_routes
 from transformer.media_store import GONE, MediaStatus
 
 _ERROR_REF: Final = {"$ref": "#/components/schemas/Error"}
@@ -243,6 +243,7 @@ def document() -> dict[str, Any]:
         **MEDIA_PATHS,
         **tus.OPENAPI_PATHS,
         **openapi_social.PATHS,
+        **openapi_messages.PATHS,
         **username_routes.OPENAPI_PATHS,
     }
     return {
@@ -270,6 +271,7 @@ def document() -> dict[str, Any]:
                 "Media": MEDIA_SCHEMA,
                 **openapi_social.SCHEMAS,
                 **openapi_mastodon.SCHEMAS,
+                **openapi_messages.SCHEMAS,
             },
         },
     }

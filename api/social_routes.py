@@ -11,6 +11,7 @@ from api import auth, client_address, params
 from api.context import CONTEXT, RATE, ApiContext
 from api.errors import NoSuchResource
 from api.media_docs import iso
+from api.realtime_routes import revoke_signed_out
 from api.social_docs import avatars, post_documents, user_document
 from social import accounts, graph, posts, sessions, signin
 from social import avatars as profile_pictures
@@ -91,6 +92,7 @@ async def sign_out_everywhere(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     viewer = await ctx.user_id(request)
     await sessions.sign_out_everywhere(ctx.db, viewer)
+    await revoke_signed_out(request)
     return web.Response(status=204)
 
 
@@ -99,6 +101,7 @@ async def sign_out(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     await ctx.user_id(request)
     await sessions.revoke(ctx.db, auth.bearer(request))
+    await revoke_signed_out(request)
     return web.Response(status=204)
 
 
@@ -111,6 +114,7 @@ async def revoke_session(request: web.Request) -> web.Response:
         ctx.db, viewer, session_id, ctx.social
     ):
         raise NoSuchResource("no such session")
+    await revoke_signed_out(request)
     return web.Response(status=204)
 
 
@@ -127,6 +131,7 @@ async def change_password(request: web.Request) -> web.Response:
         body=await params.json_body(request),
         address=_client(request),
     )
+    await revoke_signed_out(request)
     return web.json_response({"sessions_revoked": revoked})
 
 

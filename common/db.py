@@ -11,7 +11,12 @@ Contract:
   read-then-write never interleaves with another writer); on PostgreSQL it takes
   `pg_advisory_xact_lock(hash(schema, lock))` first and runs at READ COMMITTED, which is
   then equivalent. Code can therefore read, decide and write ("max(id)+1") without retry
-  loops. The lock is held until commit: keep network calls out of write transactions.
+  loops. On SQLite the write transactions of one process also queue on an asyncio lock
+  before BEGIN (SQLite admits one writer; waiting in its busy handler sleeps up to 100 ms
+  between retries, which made the tail latency of concurrent writes, `pinhole bench dm`);
+  a write transaction must not open another inside it (it would wait for itself until
+  the busy timeout, as SQLite would make it). The lock is held until commit: keep
+  network calls out of write transactions.
 - `Database.snapshot()` is a read transaction: a consistent view (deferred BEGIN on SQLite,
   REPEATABLE READ on PostgreSQL), never blocking writers.
 - `Database.quick` (SQLite files only, else None) runs a few hot read-only statements in
@@ -26,6 +31,7 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import time
@@ -84,12 +90,22 @@ class Database:
     """An engine plus the transaction discipline described in the module docstring."""
 
     def __init__(
-        self, engine: AsyncEngine, *, schema: str | None, quick: QuickReader | None = None
+        self,
+        engine: AsyncEngine,
+        *,
+        schema: str | None,
+        quick: QuickReader | None = None,
+        writer_wait_s: float = SQLITE_BUSY_TIMEOUT_MS_DEFAULT / 1000,
     ) -> None:
         self.engine = engine
         self.schema = schema
         self.dialect: str = engine.dialect.name
         self.quick = quick
+        # SQLite takes one writer at a time: this process's writers queue here, in order,
+        # instead of in SQLite's busy handler (sleeps of up to 100 ms between retries).
+        # Waiting longer than SQLite's busy timeout fails as SQLite would have.
+        self._sqlite_writer = asyncio.Lock()
+        self._writer_wait_s = writer_wait_s
 
     @property
     def is_sqlite(self) -> bool:
@@ -108,6 +124,20 @@ class Database:
     async def transaction(self, *, lock: str = "default") -> AsyncIterator[AsyncConnection]:
         """A write transaction, serialized with every other one on `lock` (on SQLite: with
         every other write transaction). Commits on normal exit, rolls back on an exception."""
+        if self.is_sqlite:
+            try:
+                async with asyncio.timeout(self._writer_wait_s):
+                    await self._sqlite_writer.acquire()
+            except TimeoutError:
+                raise DatabaseError(
+                    "database is locked: no write turn within the busy timeout"
+                ) from None
+            try:
+                async with self.engine.connect() as conn, conn.begin():
+                    yield conn
+            finally:
+                self._sqlite_writer.release()
+            return
         async with self.engine.connect() as conn, conn.begin():
             if self.is_postgresql:
                 await conn.execute(
@@ -211,7 +241,9 @@ async def open_database(
             if file
             else None
         )
-        return Database(engine, schema=None, quick=quick)
+        return Database(
+            engine, schema=None, quick=quick, writer_wait_s=sqlite_busy_timeout_ms / 1000
+        )
     if backend == "postgresql":
         if url.get_driver_name() != "asyncpg":
             url = url.set(drivername="postgresql+asyncpg")

@@ -98,6 +98,18 @@ def bench_f4(
     main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
 
 
+@bench.command("dm")
+@_bench_options
+def bench_dm(
+    quick: bool, json_path: Path | None, work_dir: Path | None, plot_path: Path | None
+) -> None:
+    """Direct messages and notifications from the API's commit to a subscribed MQTT client,
+    against raw MQTT through the same broker."""
+    from bench.dm_bench import main
+
+    main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
+
+
 @bench.command("feed")
 @_bench_options
 @click.option(

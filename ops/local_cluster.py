@@ -8,7 +8,8 @@ counts as the service while /proc/<pid>/cmdline still names that service (pids g
 
 Ports are laid out from one base (default 8700): directory base, store-i base+i, cache
 base+50, f4 storage node f4-node-h base+60+h, f4 name node base+70, router base+80, API
-base+90, worker-i's health endpoint base+90+i.
+base+90, worker-i's health endpoint base+90+i; the MQTT broker (Mosquitto, real-time push)
+base+45 and its WebSocket listener base+46, its generated config under <root>/mqtt.
 
 The f4 cell: F4_HOSTS storage node processes share the cell's 14 failure domains (disks
 n00..n13, 4+4+3+3), each process a rack of its own, so every stripe survives the loss of
@@ -34,12 +35,16 @@ import aiohttp
 
 from common import credentials
 from common.credentials import Credentials, Purpose
+from realtime.mosquitto_conf import BrokerFiles, BrokerMissing
 
 PORT_BASE_DEFAULT: Final = 8700
 STORES_DEFAULT: Final = 4
 STORES_MIN: Final = 3
 STORES_MAX: Final = 40
 CACHE_PORT_OFFSET: Final = 50
+MQTT_PORT_OFFSET: Final = 45  # above the stores (STORES_MAX), below the cache
+MQTT_WEBSOCKET_PORT_OFFSET: Final = 46
+MQTT_DIR: Final = "mqtt"
 F4_NODE_PORT_OFFSET: Final = 60
 F4_NAME_PORT_OFFSET: Final = 70
 F4_HOSTS: Final = 4
@@ -108,6 +113,15 @@ class Layout:
         """Everything, from the cluster secret: what `pinhole` commands use."""
         return Credentials.from_secret(
             credentials.load_secret(secret_file=self.secret_file, default_dir=None)
+        )
+
+    @property
+    def broker_files(self) -> BrokerFiles:
+        return BrokerFiles(
+            self.root / MQTT_DIR,
+            self.host,
+            self.port_base + MQTT_PORT_OFFSET,
+            self.port_base + MQTT_WEBSOCKET_PORT_OFFSET,
         )
 
     @property
@@ -229,6 +243,12 @@ class Layout:
                  "--directory-url", self.directory_url, *creds("router")),
             )
         )  # fmt: skip
+        mqtt = self.broker_files
+        try:
+            broker_argv: tuple[str, ...] = mqtt.argv()
+        except BrokerMissing:  # start-up then fails naming it (scripts/bootstrap installs it)
+            broker_argv = ("mosquitto", "-c", str(mqtt.config_file))
+        out.append(Service("mqtt", "mqtt", f"mqtt://{self.host}:{mqtt.port}", broker_argv))
         media = ("--media-data", str(self.root / "media"), "--directory-url",
                  self.directory_url, "--router-url", self.router_url)  # fmt: skip
         out.append(
@@ -238,7 +258,8 @@ class Layout:
                 self.api_url,
                 (*py, "api", "serve", "--host", self.host,
                  "--port", str(self.port_base + API_PORT_OFFSET),
-                 "--data", str(self.root / "api"), *media, *creds("api")),
+                 "--data", str(self.root / "api"), *media, *creds("api"),
+                 "--realtime-config", str(mqtt.realtime_file)),
             )
         )  # fmt: skip
         for i in range(1, self.workers + 1):
@@ -396,7 +417,10 @@ def _reap() -> None:
 
 
 async def health(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
-    """The service's /healthz answer, or None when it does not answer 200 in time."""
+    """The service's /healthz answer, or None when it does not answer 200 in time (the MQTT
+    broker, an mqtt:// URL: its listener accepts a connection)."""
+    if url.startswith("mqtt://"):
+        return await _listening(url)
     try:
         async with session.get(
             url + "/healthz", timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S)
@@ -407,6 +431,20 @@ async def health(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | N
             return doc if isinstance(doc, dict) else {"ok": True}
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
+
+
+async def _listening(url: str) -> dict[str, Any] | None:
+    import asyncio
+
+    host, _, port = url.removeprefix("mqtt://").rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, int(port)), HEALTH_TIMEOUT_S
+        )
+    except (OSError, TimeoutError, ValueError):
+        return None
+    writer.close()
+    return {"ok": True}
 
 
 # -- starting and waiting ------------------------------------------------------------------------
@@ -445,6 +483,10 @@ def start_missing(layout: Layout) -> tuple[dict[str, Running], list[str]]:
 
     write_service_credentials(layout)
     write_f4_config(layout)
+    try:
+        layout.broker_files.write()
+    except BrokerMissing as e:
+        raise ClusterError(f"{e}; run scripts/bootstrap") from e
     running = read_registry(layout.root)
     started = []
     for service in layout.services():

@@ -118,6 +118,13 @@ def api() -> None:
     help="Timelines and rate limits in this Redis (redis://...); default: [feed] redis_url, "
     "else the embedded store.",
 )
+@click.option(
+    "--realtime-config",
+    "realtime_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A TOML file whose [realtime] table names the MQTT broker (`pinhole up` writes one); "
+    "default: the [realtime] table of --config.",
+)
 @_media_options
 @_with_secret_options
 @click.pass_context
@@ -127,6 +134,7 @@ def api_serve(
     port: int | None,
     data_dir: Path | None,
     redis_url: str | None,
+    realtime_file: Path | None,
     media_data: Path | None,
     database_url: str | None,
     directory_url: str | None,
@@ -140,6 +148,7 @@ def api_serve(
     from api.app import serve_forever
     from api.config import api_config
     from feed.config import feed_config
+    from realtime.config import realtime_config
     from social.config import social_config
 
     setup_logging(log_level)
@@ -149,13 +158,16 @@ def api_serve(
         config = api_config(document, **overrides)
         social = social_config(document)
         feed = feed_config(document, redis_url=redis_url)
+        realtime = realtime_config(load_config(realtime_file) if realtime_file else document)
     except ConfigError as e:
         raise CliError(str(e), EXIT_USAGE) from e
     media = _media_config(
         ctx, _media_overrides(media_data, database_url, directory_url, router_url)
     )
     creds = _credentials("api", media, credentials_file, secret_file, root)
-    run(serve_forever(config, media, credentials=creds, social=social, feed=feed))
+    run(
+        serve_forever(config, media, credentials=creds, social=social, feed=feed, realtime=realtime)
+    )
 
 
 # -- worker ---------------------------------------------------------------------------------

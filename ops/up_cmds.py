@@ -221,6 +221,8 @@ def _banner(
         click.echo(f"  {e.name:<10} {e.role:<9} {e.url}   pid {e.pid}")
     click.echo(f"  photos     {layout.router_url}/p/...")
     click.echo(f"  api        {layout.api_url}/api/v1  (described at /api/openapi.json)")
+    mqtt = layout.broker_files
+    click.echo(f"  mqtt       mqtt://{mqtt.host}:{mqtt.port}, {mqtt.websocket_url}  (push)")
     token = layout.root / "api" / "demo.token"
     click.echo(f"  token      {token}  (user demo; Authorization: Bearer ...)")
     click.echo(f"  secret     {layout.secret_file}")
@@ -322,7 +324,7 @@ def _down(root: Path, *, quiet: bool) -> list[str]:
     running = lc.read_registry(root)
     up_now = [e for e in running.values() if lc.alive(e)]
     # Workers and the API first, the directory last: nothing is left talking to a dead peer.
-    roles = ("worker", "api", "router", "cache", "f4-name", "f4-node", "store", "directory")
+    roles = ("worker", "api", "mqtt", "router", "cache", "f4-name", "f4-node", "store", "directory")
     up_now.sort(key=lambda e: roles.index(e.role) if e.role in roles else len(roles))
     killed: list[str] = []
     for role in roles:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
 from common.ids import IdGenerator
+from realtime import events
 from social.schema import blocks, notifications, posts
 
 KINDS: Final = ("like", "comment", "follow", "follow_request", "mention")
@@ -54,6 +55,15 @@ async def add(
     ]
     if rows:
         await conn.execute(notifications.insert(), rows)
+        for row in rows:  # published by the API once the transaction committed
+            events.notification_created(events.NotificationEvent(**_event_fields(row)))
+
+
+def _event_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: row[k]
+        for k in ("notification_id", "user_id", "kind", "actor_id", "post_id", "comment_id")
+    }
 
 
 async def retract(

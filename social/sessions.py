@@ -61,6 +61,11 @@ def _text(value: str, chars_max: int) -> str:
     return value[:chars_max].encode("utf-8", "replace").decode("utf-8")
 
 
+def live(config: SocialConfig, now: float) -> sa.ColumnElement[bool]:
+    """The sessions that still authenticate: not revoked, not too old, not idle too long."""
+    return _live(config, now)
+
+
 def _live(config: SocialConfig, now: float) -> sa.ColumnElement[bool]:
     s = sessions.c
     return sa.and_(

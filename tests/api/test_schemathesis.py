@@ -83,7 +83,8 @@ async def fuzz_env(tmp_path: Path) -> AsyncIterator[MediaEnv]:
 
 
 async def _seed(env: MediaEnv) -> dict[str, list[str]]:
-    """A second user, a media, a post with a comment and a tus upload of the main user."""
+    """A second user, a media, a post with a comment, a tus upload and a message thread
+    of the main user."""
     other_id, _ = await sign_up(env.api_url, "other")
     out = io.BytesIO()
     Image.new("RGB", (96, 72), (10, 120, 200)).save(out, "PNG")
@@ -104,12 +105,18 @@ async def _seed(env: MediaEnv) -> dict[str, list[str]]:
         async with http.post(api + "/uploads", headers=tus) as r:
             assert r.status == 201, await r.text()
             upload_id = r.headers["Location"].rsplit("/", 1)[1]
+        dm = {"recipient_ids": [other_id], "client_id": "seed", "text": "hello"}
+        async with http.post(api + "/messages", json=dm) as r:
+            assert r.status == 201, await r.text()
+            message = await r.json()
     return {
         "users": [other_id, env.user_id],
         "media": [media_id],
         "posts": [post_id],
         "comments": [comment_id],
         "uploads": [upload_id],
+        "threads": [message["thread_id"]],
+        "messages": [message["message_id"]],
     }
 
 
@@ -128,6 +135,8 @@ def _config(path: Path, known: dict[str, list[str]]) -> Path:
         ("post_id", "posts"),
         ("comment_id", "comments"),
         ("upload_id", "uploads"),
+        ("thread_id", "threads"),
+        ("message_id", "messages"),
     ):
         lines.append(f'"path.{parameter}" = {{ dictionary = "{dictionary}", probability = 0.5 }}')
     lines += ["", "[phases.stateful]", f"max-steps = {STATEFUL_STEPS_MAX}", ""]

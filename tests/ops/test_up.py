@@ -74,12 +74,17 @@ def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
         names = {s["name"]: s for s in doc["services"]}
         assert set(names) == {"directory", "store-1", "store-2", "store-3", "store-4",
                               "cache-1", "f4-node-1", "f4-node-2", "f4-node-3", "f4-node-4",
-                              "f4-name", "router-1", "api", "worker-1", "worker-2"}  # fmt: skip
+                              "f4-name", "router-1", "mqtt", "api", "worker-1",
+                              "worker-2"}  # fmt: skip
         assert {s["role"] for s in doc["services"]} == {
-            "directory", "store", "cache", "f4-node", "f4-name", "router", "api", "worker"
+            "directory", "store", "cache", "f4-node", "f4-name", "router", "mqtt", "api",
+            "worker"
         }  # fmt: skip
         assert all(s["health"] == "ok" and s["pid"] for s in doc["services"])
         assert names["router-1"]["url"] == f"http://127.0.0.1:{base + lc.ROUTER_PORT_OFFSET}"
+        # The API hands out credentials of the cluster's own broker.
+        grant = _realtime_credentials(data)
+        assert grant["port"] == base + lc.MQTT_PORT_OFFSET and grant["password"]
 
         # A crashed service is reported, and `up` starts it again.
         os.kill(names["store-3"]["pid"], signal.SIGKILL)
@@ -101,9 +106,11 @@ def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
 
         # down stops everything; up on the same data dir brings the same photos back.
         p = pinhole("down", "--data", data, cwd=tmp_path)
-        assert p.returncode == 0 and p.stdout.count("stopped") == 15, p.stdout
+        assert p.returncode == 0 and p.stdout.count("stopped") == 16, p.stdout
         code, doc = status(data, tmp_path)
-        assert code == 1 and all(s["health"] == "down" for s in doc["services"]), doc
+        assert code == 1 and all(s["health"] == "down" for s in doc["services"]), [
+            s for s in doc["services"] if s["health"] != "down"
+        ]
         for pid in again.values():
             assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
         p = pinhole("up", "--data", data, "--detach", "--demo", cwd=tmp_path)
@@ -134,6 +141,20 @@ def _directory_lookup(data: Path, url: str) -> dict[str, Any]:
     admin = layout.operator_credentials().header(Purpose.ADMIN)
     request = urllib.request.Request(
         f"{layout.directory_url}/volumes/{vid}", headers={"Authorization": admin}
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        doc: dict[str, Any] = json.loads(r.read())
+    return doc
+
+
+def _realtime_credentials(data: Path) -> dict[str, Any]:
+    layout = lc.load_layout(data.resolve())
+    assert layout is not None
+    token = (data / "api" / "demo.token").read_text().strip()
+    request = urllib.request.Request(
+        f"{layout.api_url}/api/v1/realtime/credentials",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
     )
     with urllib.request.urlopen(request, timeout=10) as r:
         doc: dict[str, Any] = json.loads(r.read())
@@ -185,9 +206,9 @@ def test_up_in_the_foreground_stops_every_service_on_sigint(tmp_path: Path) -> N
         code, doc = status(data, tmp_path)
         assert code == 0, doc
         pids = [s["pid"] for s in doc["services"]]
-        # directory, 3 stores, cache, 4 f4 storage nodes, the f4 name node, router, api,
-        # 2 workers
-        assert len(pids) == 14
+        # directory, 3 stores, cache, 4 f4 storage nodes, the f4 name node, router, the
+        # MQTT broker, api, 2 workers
+        assert len(pids) == 15
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         for pid in pids:
