@@ -209,8 +209,11 @@ class NodeHttpApi:
         if method == "HEAD":
             size = await self._disk(self.disks.size, node, name)
             return Response(200, b"", ((SIZE_HEADER, str(size)),), OCTETS)
-        if method == "PUT":
+        if method == "PUT":  # a whole object: counted as an upload of one chunk, committed
             size = await self._disk(self.disks.put, node, name, req.body)
+            self.counters["chunks_written"] += 1
+            self.counters["bytes_written"] += len(req.body)
+            self.counters["commits"] += 1
             return json_response(200, {"size": size})
         if method == "DELETE":
             await self._disk(self.disks.delete, node, name)
