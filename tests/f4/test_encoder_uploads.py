@@ -1,7 +1,8 @@
-"""The migration writes a stripe's 14 blocks at the same time (f4.stripe_upload): a block
-write, commit or put that fails while the others are in flight stops the migration with
-no stripe recorded past it, no block half written and no upload left open, and the
-resumed run ends byte-identical to an uninterrupted one. The same with a real storage node
+"""The migration writes a stripe's 14 blocks at the same time (f4.stripe_upload) and builds
+the next window meanwhile, never in a window still being written; a block write, commit or
+put that fails while the others are in flight stops the migration with no stripe recorded
+past it, no block half written and no upload left open, and the resumed run ends
+byte-identical to an uninterrupted one. The same with a real storage node
 process killed -9 in the middle of a migration, and the one-request put a storage node
 takes for an object of one chunk."""
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -17,7 +20,7 @@ from common import credentials
 from common.credentials import Credentials, Purpose
 from f4 import encoder
 from f4 import index as index_file
-from f4.block_store import BlockStore, block_name, sidecar_name
+from f4.block_store import BlockStore, BlockWriter, Buffer, block_name, sidecar_name
 from f4.encoder import Migration, MigrationStats, journal_path
 from f4.erasure import STRIPE_BLOCKS
 from f4.errors import BlockUnreachable, IndexUnavailable
@@ -33,6 +36,7 @@ from tests.f4.helpers import SMALL_BLOCK, Blobs, make_cell, random_blobs, sealed
 from tests.f4.test_node_service import NodeProcess, _code, _raw
 
 VID = 4
+HOLD_S_MAX = 30.0  # how long a held window waits for the next one to be built
 
 
 @pytest.fixture
@@ -134,6 +138,70 @@ def test_a_failed_block_stops_the_migration_and_the_resumed_run_is_byte_identica
     assert stats.stripes >= 3 and stats.stripes_resumed <= 1
     assert verify(cell.store, VID).ok
     _read_all(cell.store, cell.keys, blobs)
+    again = make_cell(tmp_path / "again", keys=cell.keys)
+    _migrate(vols, again.store, again.keys, again.work)
+    assert _tree(cell.store.root) == _tree(again.store.root)
+
+
+class _HoldingStore:
+    """A LocalBlockStore whose block 0 holds its first window of every stripe until block 1
+    has started on its second one (so the second window was built meanwhile), then checks
+    that the window it held did not change under it."""
+
+    def __init__(self, inner: LocalBlockStore) -> None:
+        self.inner = inner
+        self.next_started: dict[int, threading.Event] = {}
+        self.held = 0
+
+    def _started(self, stripe: int) -> threading.Event:
+        return self.next_started.setdefault(stripe, threading.Event())
+
+    def open_writer(self, node: str, name: str) -> _HoldingWriter:
+        return _HoldingWriter(self, name, self.inner.open_writer(node, name))
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+
+class _HoldingWriter:
+    def __init__(self, store: _HoldingStore, name: str, inner: BlockWriter) -> None:
+        self._store = store
+        self._stripe, self._block = (int(p[1:]) for p in name.split(".")[1:3])
+        self._inner = inner
+        self._writes = 0
+
+    def write(self, data: Buffer) -> None:
+        n = self._writes
+        self._writes += 1
+        if self._block == 1 and n == 1:
+            self._store._started(self._stripe).set()
+        if self._block == 0 and n == 0:
+            held = bytes(data)
+            if not self._store._started(self._stripe).wait(HOLD_S_MAX):
+                raise AssertionError("the next window was not built while this one was written")
+            if bytes(data) != held:
+                raise AssertionError("a window changed while its write held it")
+            self._store.held += 1
+        self._inner.write(data)
+
+    def commit(self) -> None:
+        self._inner.commit()
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+
+def test_the_next_window_is_built_while_one_is_written_and_never_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encoder, "ROW_BYTES", 4096)
+    monkeypatch.setattr(encoder, "WINDOW_BYTES", SMALL_BLOCK // 2)
+    blobs = random_blobs(random.Random(22), 300)
+    vols = sealed_volume(tmp_path / "vols", VID, blobs)
+    cell = make_cell(tmp_path / "cell")
+    holding = _HoldingStore(cell.store)
+    stats = _migrate(vols, cast(BlockStore, holding), cell.keys, cell.work)
+    assert holding.held == stats.stripes >= 3
     again = make_cell(tmp_path / "again", keys=cell.keys)
     _migrate(vols, again.store, again.keys, again.work)
     assert _tree(cell.store.root) == _tree(again.store.root)
