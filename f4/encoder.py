@@ -19,15 +19,20 @@ Steps, each durable before the next and recorded in a journal file (atomically r
       bytes), and its windows are compared with the block and checked against its sidecar
       before they are encoded, so parity never covers bytes that went bad (BlockCorrupt
       stops the migration);
-      The windows are reused (a BlockWriter's write is done with its bytes when it
-      returns, as LocalBlockWriter's and HttpBlockWriter's are);
-   c. the blocks are committed, each with its sidecar first, then the block (temp, fsync,
-      rename): the data blocks in order, then the parity blocks;
-   d. the journal records the stripe done.
+   c. each block is committed with its last window, its sidecar first, then the block
+      (temp, fsync, rename; a block of one window is put whole, after its sidecar);
+   d. the journal records the stripe done once all 14 commits returned.
+   The 14 blocks' writes and commits run at the same time, block i on lane i
+   (f4.stripe_upload), while the next window is built: WINDOW_SETS sets of windows, a set
+   reused only once the writes that used it returned; a stripe's commits overlap the next
+   stripe's keys and first window, and the journal records the stripes in order. Any
+   failure stops everything: what has not started never runs, every block not committed
+   is aborted, nothing more is recorded.
 3. the index, INDEX_COPIES copies; then the journal records the volume done.
 
 A block that exists is complete (f4.block_store), and re-sealing with the stored key and
-nonce writes the same bytes, so a resumed run skips what exists and produces files
+nonce writes the same bytes, so a resumed run skips what exists (asked once, before it
+writes anything: only this migration writes the volume's blocks) and produces files
 byte-identical to an uninterrupted run with the same keys. Nothing reads the volume from f4
 before its index exists. Block i of stripe s goes to node (s + i) mod len(nodes): 14 distinct
 failure domains when there are at least 14 nodes.
@@ -39,7 +44,8 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -53,11 +59,15 @@ from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
 from f4.errors import BlockCorrupt, MigrationMismatch
 from f4.keystore import KeyStore
 from f4.needle_source import NeedleRef, NeedleSource
+from f4.stripe_upload import Lanes, StripeUpload, wait_all
 
 ROW_BYTES: Final = 64 * 1024  # parity is computed this many bytes of each block at a time (see
 # ARCHITECTURE.md: PyECLib encodes 64 KiB rows many times faster than 1 MiB rows)
-WINDOW_BYTES: Final = 4 << 20  # a stripe is built this many bytes of each block at a time:
-# a migration holds STRIPE_BLOCKS windows (56 MiB) plus the one record crossing a window edge
+WINDOW_BYTES: Final = 4 << 20  # a stripe is built this many bytes of each block at a time
+WINDOW_SETS: Final = 2  # sets of STRIPE_BLOCKS windows: one is built while another is written
+# A migration holds WINDOW_SETS x STRIPE_BLOCKS x WINDOW_BYTES (112 MiB) of windows, plus
+# the one sealed record crossing a window's end.
+WINDOWS_BYTES_MAX: Final = WINDOW_SETS * STRIPE_BLOCKS * WINDOW_BYTES
 JOURNAL_VERSION: Final = 2  # 2: the journal keeps source_end
 
 assert ROW_BYTES % sidecar.CHUNK_BYTES == 0 and ROW_BYTES % layout.ALIGN_BYTES == 0
@@ -118,22 +128,29 @@ def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
 
 class ChecksummedWriter:
     """Writes a block through a BlockWriter while building its sidecar; buffers so that the
-    sidecar sees chunk-aligned pieces."""
+    sidecar sees chunk-aligned pieces. The BlockWriter is opened at the first write: a block
+    written in one piece (`commit_with`) needs none."""
 
     def __init__(self, store: BlockStore, node: str, name: str, sidecar_name: str) -> None:
         self._store = store
         self._node = node
+        self._name = name
         self._sidecar_name = sidecar_name
-        self._writer: BlockWriter = store.open_writer(node, name)
+        self._writer: BlockWriter | None = None
         self._sums = sidecar.SidecarBuilder()
         self._pending = bytearray()
         self.length = 0
+
+    def _opened(self) -> BlockWriter:
+        if self._writer is None:
+            self._writer = self._store.open_writer(self._node, self._name)
+        return self._writer
 
     def write(self, data: Buffer) -> None:
         if not self._pending and len(data) % sidecar.CHUNK_BYTES == 0:
             # Whole chunks with nothing pending: summed and written as they are, no copy.
             self._sums.update(data)
-            self._writer.write(data)
+            self._opened().write(data)
             self.length += len(data)
             return
         self._pending += data
@@ -145,21 +162,40 @@ class ChecksummedWriter:
     def _flush(self, n: int) -> None:
         piece = bytes(self._pending[:n])
         self._sums.update(piece)
-        self._writer.write(piece)
+        self._opened().write(piece)
         del self._pending[:n]
 
     def commit(self) -> None:
         """The sidecar first, then the block: a block that exists has its sidecar."""
+        writer = self._opened()
         try:
             self._flush(len(self._pending))
             self._store.put(self._node, self._sidecar_name, [self._sums.encode()])
         except BaseException:
-            self._writer.abort()
+            writer.abort()
             raise
-        self._writer.commit()
+        writer.commit()
+
+    def commit_with(self, data: Buffer) -> None:
+        """Writes `data` and commits. A block that is all in `data` (nothing written before)
+        is put whole after its sidecar (`BlockStore.put`: one request to a storage node
+        instead of an upload's three)."""
+        if self._writer is not None or self._pending or self.length:
+            try:
+                self.write(data)
+            except BaseException:
+                self.abort()
+                raise
+            self.commit()
+            return
+        self._sums.update(data)
+        self.length = len(data)
+        self._store.put(self._node, self._sidecar_name, [self._sums.encode()])
+        self._store.put(self._node, self._name, [data])
 
     def abort(self) -> None:
-        self._writer.abort()
+        if self._writer is not None:
+            self._writer.abort()
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +252,25 @@ class _DataBlockBuilder:
                 at = r.offset
 
 
+@dataclass(slots=True)
+class _WindowSet:
+    windows: list[memoryview]  # one per block of a stripe
+    sending: list[Future[None]] = field(default_factory=list)  # the writes still using them
+
+
+@dataclass(frozen=True, slots=True)
+class _Stripe:
+    """A stripe being migrated: what builds its data blocks, what checks those an earlier
+    run wrote, and the upload of the blocks still to write (None when none is)."""
+
+    index: int
+    block_length: int
+    nodes: tuple[str, ...]
+    builders: list[_DataBlockBuilder]
+    written: dict[int, tuple[int, ...]]  # data block -> its sums on disk
+    upload: StripeUpload | None
+
+
 class Migration:
     def __init__(
         self,
@@ -240,7 +295,8 @@ class Migration:
         self.codec = codec or Codec()
         self._on_step = on_step or (lambda step: None)
         self._nodes = store.nodes()
-        self._windows: list[memoryview] = []  # reused by every stripe (_stripe_windows)
+        self._window_sets: list[_WindowSet] = []  # reused by every stripe (_allocate_windows)
+        self._next_set = 0
 
     def run(self) -> MigrationStats:
         started = time.monotonic()
@@ -255,16 +311,20 @@ class Migration:
         by_stripe: list[list[tuple[NeedleRef, layout.Placement]]] = [[] for _ in shapes]
         for r, p in zip(refs, placements, strict=True):
             by_stripe[p.stripe].append((r, p))
-        stored = 0
-        for s, shape in enumerate(shapes):
-            stored += shape.block_length * STRIPE_BLOCKS
-            stored += STRIPE_BLOCKS * sidecar.file_length(shape.block_length)
-            if s < resumed:
-                continue
-            self._migrate_stripe(s, shape, by_stripe[s])
-            journal["stripes_done"] = s + 1
-            write_json_atomic(journal_path(self.work_dir, self.volume), journal)
-            self._on_step(f"stripe {s}")
+        stored = sum(
+            STRIPE_BLOCKS * (shape.block_length + sidecar.file_length(shape.block_length))
+            for shape in shapes
+        )
+        self._allocate_windows(max((s.block_length for s in shapes[resumed:]), default=0))
+        try:
+            with Lanes() as lanes:
+                try:
+                    self._migrate_stripes(lanes, shapes, by_stripe, journal)
+                except BaseException:
+                    lanes.abandon()
+                    raise
+        finally:
+            self._window_sets = []
         if not journal["done"]:
             entries = {
                 (r.key, r.alt_key): index_file.Entry(
@@ -293,6 +353,52 @@ class Migration:
             stripes_resumed=resumed,
             seconds=time.monotonic() - started,
         )
+
+    def _migrate_stripes(
+        self,
+        lanes: Lanes,
+        shapes: list[layout.StripeShape],
+        by_stripe: list[list[tuple[NeedleRef, layout.Placement]]],
+        journal: dict[str, Any],
+    ) -> None:
+        """Every stripe not done yet, in order, at most two in flight: a stripe's blocks are
+        still being written and committed on the lanes while the next one's keys are
+        committed and its first window is built; the journal records a stripe only after
+        all its blocks are committed, and the stripes in order."""
+        first = int(journal["stripes_done"])
+        exist = self._existing(lanes, range(first, len(shapes)))
+        previous: _Stripe | None = None
+        for s in range(first, len(shapes)):
+            stripe = self._start_stripe(lanes, s, shapes[s], by_stripe[s], exist[s - first])
+            if stripe.upload is not None:
+                for start in range(0, shapes[s].block_length, WINDOW_BYTES):
+                    self._send_window(stripe, start)
+                    if previous is not None:  # this stripe's first window is on its way
+                        self._finish_stripe(previous, journal)
+                        previous = None
+            if previous is not None:
+                self._finish_stripe(previous, journal)
+            previous = stripe
+        if previous is not None:
+            self._finish_stripe(previous, journal)
+
+    def _existing(self, lanes: Lanes, stripes: range) -> list[list[bool]]:
+        """Which blocks of `stripes` an earlier run wrote, asked before anything is written
+        (block i of every stripe on lane i): only this migration, under the cell's lock,
+        writes the volume's blocks, so the answers hold until it writes them."""
+
+        def column(block: int) -> list[bool]:
+            return [
+                self.store.exists(
+                    stripe_nodes(self._nodes, s)[block], block_name(self.volume, s, block)
+                )
+                for s in stripes
+            ]
+
+        futures = [lanes.submit(i, column, i) for i in range(STRIPE_BLOCKS)]
+        wait_all(futures)
+        columns = [f.result() for f in futures]
+        return [[columns[i][n] for i in range(STRIPE_BLOCKS)] for n in range(len(stripes))]
 
     def _source_end(self) -> int:
         """Where the volume's file ended when the first run of this migration started."""
@@ -323,77 +429,84 @@ class Migration:
         write_json_atomic(path, journal)
         return journal
 
-    def _migrate_stripe(
+    def _start_stripe(
         self,
+        lanes: Lanes,
         stripe: int,
         shape: layout.StripeShape,
         blobs: list[tuple[NeedleRef, layout.Placement]],
-    ) -> None:
+        exist: list[bool],
+    ) -> _Stripe:
+        """Commits the stripe's keys and prepares the upload of its blocks not written yet
+        (`exist`; no upload when all 14 exist)."""
         ids = [BlobId(self.volume, r.key, r.alt_key) for r, _ in blobs]
-        have = self.keys.get_many(ids)
-        self.keys.put_many((b, BlobKey.new()) for b in ids if b not in have)
         keys = self.keys.get_many(ids)
+        # Only this migration (under the cell's lock) adds keys, so once committed the new
+        # keys are the stored ones: no second read.
+        new = {b: BlobKey.new() for b in ids if b not in keys}
+        self.keys.put_many(new.items())
+        keys.update(new)
         self._on_step(f"keys {stripe}")
         nodes = stripe_nodes(self._nodes, stripe)
-        todo = [
-            i
-            for i in range(STRIPE_BLOCKS)
-            if not self.store.exists(nodes[i], block_name(self.volume, stripe, i))
-        ]
+        todo = [i for i in range(STRIPE_BLOCKS) if not exist[i]]
         if not todo:
-            return
+            return _Stripe(stripe, shape.block_length, nodes, [], {}, None)
         # Data blocks an earlier run wrote: regenerated, compared and checked (_check_written).
         written = {
-            i: self._sums_on_disk(nodes, stripe, i, shape)
-            for i in range(DATA_BLOCKS)
-            if i not in todo
+            i: self._sums_on_disk(nodes, stripe, i, shape) for i in range(DATA_BLOCKS) if exist[i]
         }
         records: list[list[_Record]] = [[] for _ in range(DATA_BLOCKS)]
         for (r, p), b in zip(blobs, ids, strict=True):
             records[p.block].append(_Record(p.offset, p.length, r, b, keys[b]))
         builders = [_DataBlockBuilder(self.source, records[i]) for i in range(DATA_BLOCKS)]
-        writers: dict[int, ChecksummedWriter] = {}
-        try:
-            for i in todo:
-                writers[i] = self._writer(nodes, stripe, i)
-            windows = self._stripe_windows(min(WINDOW_BYTES, shape.block_length))
-            for start in range(0, shape.block_length, WINDOW_BYTES):
-                n = min(WINDOW_BYTES, shape.block_length - start)
-                views = [w[:n] for w in windows]
-                for i, builder in enumerate(builders):
-                    builder.fill(views[i], start)
-                for i, sums in written.items():
-                    self._check_written(nodes, stripe, i, sums, views[i], start)
-                for row in range(0, n, ROW_BYTES):
-                    end = min(row + ROW_BYTES, n)
-                    self.codec.parity_into(
-                        [v[row:end] for v in views[:DATA_BLOCKS]],
-                        [v[row:end] for v in views[DATA_BLOCKS:]],
-                    )
-                for i, w in writers.items():
-                    w.write(views[i])
-        except BaseException:
-            for w in writers.values():
-                w.abort()
-            raise
-        for n_done, i in enumerate(todo):
-            try:
-                writers[i].commit()
-            except BaseException:
-                for j in todo[n_done + 1 :]:
-                    writers[j].abort()
-                raise
-            if i < DATA_BLOCKS:
-                self._on_step(f"data {stripe}.{i}")
-        self._on_step(f"parity {stripe}")
+        upload = StripeUpload(lanes, {i: self._writer(nodes, stripe, i) for i in todo})
+        return _Stripe(stripe, shape.block_length, nodes, builders, written, upload)
 
-    def _stripe_windows(self, width: int) -> list[memoryview]:
-        """STRIPE_BLOCKS buffers of at least `width` bytes, allocated once per migration: a
-        fresh 56 MiB per stripe costs its page faults every time. Every byte of a window is
-        written before it is used (records and zeros, or parity)."""
-        if not self._windows or len(self._windows[0]) < width:
-            self._windows = [memoryview(bytearray(width)) for _ in range(STRIPE_BLOCKS)]
-        return self._windows
+    def _send_window(self, stripe: _Stripe, start: int) -> None:
+        """Builds the stripe's 14 windows at `start` in the next set of buffers (once the
+        writes that last used that set have returned) and starts writing them."""
+        assert stripe.upload is not None
+        window_set = self._window_sets[self._next_set]
+        self._next_set = (self._next_set + 1) % WINDOW_SETS
+        wait_all(window_set.sending)
+        n = min(WINDOW_BYTES, stripe.block_length - start)
+        views = [w[:n] for w in window_set.windows]
+        for i, builder in enumerate(stripe.builders):
+            builder.fill(views[i], start)
+        for i, sums in stripe.written.items():
+            self._check_written(stripe.nodes, stripe.index, i, sums, views[i], start)
+        for row in range(0, n, ROW_BYTES):
+            end = min(row + ROW_BYTES, n)
+            self.codec.parity_into(
+                [v[row:end] for v in views[:DATA_BLOCKS]],
+                [v[row:end] for v in views[DATA_BLOCKS:]],
+            )
+        last = start + n == stripe.block_length
+        window_set.sending = stripe.upload.write(views, last=last)
+
+    def _finish_stripe(self, stripe: _Stripe, journal: dict[str, Any]) -> None:
+        """Waits for the stripe's commits (its steps in block order), then records it."""
+        if stripe.upload is not None:
+            for i, commit in stripe.upload.commits.items():
+                wait_all([commit])
+                if i < DATA_BLOCKS:
+                    self._on_step(f"data {stripe.index}.{i}")
+            self._on_step(f"parity {stripe.index}")
+        journal["stripes_done"] = stripe.index + 1
+        write_json_atomic(journal_path(self.work_dir, self.volume), journal)
+        self._on_step(f"stripe {stripe.index}")
+
+    def _allocate_windows(self, block_length: int) -> None:
+        """WINDOW_SETS sets of STRIPE_BLOCKS buffers, as wide as the widest window to
+        build, allocated once per migration: a fresh set per stripe costs its page faults
+        every time. Every byte of a window is written before it is used (records and
+        zeros, or parity)."""
+        width = min(WINDOW_BYTES, block_length)
+        self._window_sets = [
+            _WindowSet([memoryview(bytearray(width)) for _ in range(STRIPE_BLOCKS)])
+            for _ in range(WINDOW_SETS)
+        ]
+        self._next_set = 0
 
     def _check_written(
         self,

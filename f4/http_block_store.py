@@ -9,17 +9,21 @@ What a caller sees, whatever the node's answer:
   process does not serve: BlockUnreachable, as a LocalBlockStore's missing directory;
 - a 404 for an object: BlockMissing (absent, or shorter than the range asked for);
 - anything else unexpected: NodeAnswered, carrying the node's status and code.
-Idempotent requests (GET, HEAD, DELETE) are retried once after a connection-level failure
-(a pooled keep-alive connection the node closed when it restarted); uploads never are.
+Idempotent requests (GET, HEAD, DELETE, opening an upload, a whole-object PUT) are retried
+once after a connection-level failure (a pooled keep-alive connection the node closed when
+it restarted); an upload's chunks and commit never are.
 
-Writes keep the protocol's promise (an object that exists is complete): the writer buffers
-up to the node's chunk limit, appends chunks to an upload at their offsets, and the node
-renames the upload into place only on commit; an aborted writer deletes its upload, and a
-dead one leaves a temporary the node removes (idle expiry, restart, clean_temporaries).
+Writes keep the protocol's promise (an object that exists is complete): an object of one
+chunk at most (`put` of a sidecar or an index copy) is one request the node writes whole;
+otherwise the writer buffers up to the node's chunk limit, appends chunks to an upload at
+their offsets, and the node renames the upload into place only on commit; an aborted
+writer deletes its upload, and a dead one leaves a temporary the node removes (idle
+expiry, restart, clean_temporaries).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, cast
@@ -95,8 +99,11 @@ class HttpBlockStore:
         if fields:
             url += "?" + "&".join(f"{k}={v}" for k, v in fields.items())
         # Opening an upload may be repeated too: an upload opened twice leaves one unused,
-        # which the node drops once idle.
-        again = method in ("GET", "HEAD", "DELETE") or (method == "POST" and tail.endswith(UPLOADS))
+        # which the node drops once idle; and so may a whole-object PUT (the same bytes
+        # replace the same name atomically), but never a chunk or a commit.
+        again = method in ("GET", "HEAD", "DELETE") or (
+            tail.endswith(UPLOADS) if method == "POST" else method == "PUT" and "/" not in tail
+        )
         retries: urllib3.Retry | bool = self._retry_idempotent if again else False
         try:
             resp = self._pool.request(
@@ -129,7 +136,20 @@ class HttpBlockStore:
             return False
 
     def put(self, node: str, name: str, pieces: Iterable[Buffer]) -> None:
-        put_pieces(self.open_writer(node, name), pieces)
+        """An object of at most UPLOAD_CHUNK_BYTES_MAX (a sidecar, an index copy) is one
+        request (`PUT /b/{node}/{name}`, a single piece sent from the caller's memory); a
+        longer one goes through an upload."""
+        gathered: list[Buffer] = []
+        length = 0
+        rest = iter(pieces)
+        for piece in rest:
+            if length + len(piece) > UPLOAD_CHUNK_BYTES_MAX:
+                put_pieces(self.open_writer(node, name), itertools.chain(gathered, [piece], rest))
+                return
+            gathered.append(piece)
+            length += len(piece)
+        body = gathered[0] if len(gathered) == 1 else b"".join(gathered)
+        self.request("PUT", node, name, body=body)
 
     def open_writer(self, node: str, name: str) -> HttpBlockWriter:
         return HttpBlockWriter(self, node, name)

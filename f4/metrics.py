@@ -35,9 +35,9 @@ STORAGE_NODE_COUNTERS = (
     ("ranges_corrupt", "Checked ranges refused because a chunk failed its sum"),
     ("range_reads", "Unchecked range and whole-object reads"),
     ("bytes_read", "Bytes answered by reads"),
-    ("chunks_written", "Upload chunks appended"),
-    ("bytes_written", "Upload bytes appended"),
-    ("commits", "Uploads committed (fsync, rename, directory fsync)"),
+    ("chunks_written", "Upload chunks appended (a whole-object put counts as one)"),
+    ("bytes_written", "Upload bytes appended (and whole objects put)"),
+    ("commits", "Uploads committed and whole objects put (fsync, rename, directory fsync)"),
 )
 
 

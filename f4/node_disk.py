@@ -5,9 +5,11 @@ is thread-safe: the HTTP layer calls it from its disk threads, never from the ev
 Invariants:
 - An object that exists is complete. An upload writes the temporary file
   `<name>.<upload id>.tmp` in the node's directory; its commit fsyncs the file, renames it
-  into place and fsyncs the directory, exactly as LocalBlockWriter does. Temporaries are
-  removed at start (`clean_temporaries`: a killed process leaves no half object behind, only
-  a temporary nobody can name), on abort, and once idle for UPLOAD_IDLE_S_MAX.
+  into place and fsyncs the directory, exactly as LocalBlockWriter does. A whole-object
+  put (`put`, at most one chunk) does the same in one call, through a temporary of its
+  own. Temporaries are removed at start (`clean_temporaries`: a killed process leaves no
+  half object behind, only a temporary nobody can name), on abort, and once idle for
+  UPLOAD_IDLE_S_MAX.
 - An upload grows strictly in order: a chunk is written only at the upload's current size
   (UploadConflict otherwise), by one thread at a time, and never past OBJECT_BYTES_MAX.
 - A served node whose directory is missing is unreachable (NodeUnreachable, a lost disk):
@@ -199,6 +201,29 @@ class NodeDisks:
         path = self._path(node, name)
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def put(self, node: str, name: str, data: bytes | bytearray) -> int:
+        """Writes a whole object in one call, as an upload and its commit would: a
+        temporary file, fsync, rename, directory fsync. Returns its size."""
+        final = self._path(node, name)
+        temp = final.with_name(f"{name}.{secrets.token_hex(UPLOAD_ID_BYTES)}{TEMP_SUFFIX}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            at = 0
+            while at < len(view):
+                at += os.pwrite(fd, view[at:], at)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(temp, final)
+        fsync_dir(final.parent)
+        return len(view)
 
     # -- uploads -----------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ objects (blocks, sidecars, index copies) of the nodes it serves, `<blocks_root>/
     GET  /b/{node}/{block}?offset=O&length=L&checked=1  the same, checked against the
                                                       block's sidecar (503 block_corrupt)
     HEAD /b/{node}/{name}                             200 with X-Pinhole-Size / 404
+    PUT  /b/{node}/{name}                             a whole object of one chunk at most
     DELETE /b/{node}/{name}                           idempotent; the directory fsync'd
     GET|HEAD /b/{node}/                               {"names": [...]} / whether it is up
     DELETE /b/{node}/uploads                          aborts the node's open uploads
@@ -208,6 +209,12 @@ class NodeHttpApi:
         if method == "HEAD":
             size = await self._disk(self.disks.size, node, name)
             return Response(200, b"", ((SIZE_HEADER, str(size)),), OCTETS)
+        if method == "PUT":  # a whole object: counted as an upload of one chunk, committed
+            size = await self._disk(self.disks.put, node, name, req.body)
+            self.counters["chunks_written"] += 1
+            self.counters["bytes_written"] += len(req.body)
+            self.counters["commits"] += 1
+            return json_response(200, {"size": size})
         if method == "DELETE":
             await self._disk(self.disks.delete, node, name)
             return _OK

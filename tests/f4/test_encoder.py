@@ -1,6 +1,7 @@
 """The migration's stripe builder: any window and row size writes the same bytes (records
 that cross a window's end included), and a data block an earlier run wrote is checked
-against its sidecar before parity covers it."""
+against its sidecar before parity covers it (failures of the concurrent block writes
+themselves: test_encoder_uploads.py)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,16 @@ import pytest
 
 from f4 import encoder
 from f4.block_store import block_name
-from f4.encoder import stripe_nodes
-from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS
-from f4.errors import BlockCorrupt
+from f4.encoder import Migration, stripe_nodes
+from f4.erasure import STRIPE_BLOCKS
+from f4.errors import BlockCorrupt, BlockUnreachable
+from f4.needle_source import NeedleSource
 from f4.reader import Reader
 from f4.rebuild import verify
+from tests.f4.faulty_store import FaultyStore
 from tests.f4.helpers import SMALL_BLOCK, Cell, make_cell, random_blobs, sealed_volume
 
 VID = 3
-
-
-class Crash(Exception):
-    pass
 
 
 def _files(cell: Cell) -> dict[str, bytes]:
@@ -56,25 +55,30 @@ def test_a_written_data_block_that_went_bad_stops_the_resumed_stripe(tmp_path: P
     blobs = random_blobs(random.Random(6), 60)
     vols = sealed_volume(tmp_path / "vols", VID, blobs)
     cell = make_cell(tmp_path / "cell")
-
-    def crash(step: str) -> None:
-        if step == "data 0.3":
-            raise Crash(step)
-
-    with pytest.raises(Crash):
-        cell.migrate(vols, VID, on_step=crash)
     nodes = stripe_nodes(cell.store.nodes(), 0)
+    # A first run loses parity block 12: the stripe's blocks before it are committed
+    # (all 14 go out together, and the run waits for them in order).
+    lost = FaultyStore(cell.store, fail_puts={block_name(VID, 0, 12)})
+    source = NeedleSource(vols, VID)
+    try:
+        with pytest.raises(BlockUnreachable):
+            Migration(source, lost, cell.keys, cell.work, block_bytes=SMALL_BLOCK).run()
+    finally:
+        source.close()
+    assert all(cell.store.exists(nodes[b], block_name(VID, 0, b)) for b in range(12))
+    written = _files(cell)
     bad = cell.store.root / nodes[1] / block_name(VID, 0, 1)
     raw = bytearray(bad.read_bytes())
     raw[100] ^= 0x01
     bad.write_bytes(raw)
     with pytest.raises(BlockCorrupt, match=r"v3\.s0\.b1\.blk"):
         cell.migrate(vols, VID)
-    for b in range(4, STRIPE_BLOCKS):  # nothing more of the stripe, parity least of all
-        assert not cell.store.exists(nodes[b], block_name(VID, 0, b))
-    assert cell.store.clean_temporaries() == 0  # the aborted writers left none
+    # Nothing more of the stripe, parity least of all, and no upload left open.
+    assert not cell.store.exists(nodes[12], block_name(VID, 0, 12))
+    assert _files(cell).keys() == written.keys()
+    assert cell.store.clean_temporaries() == 0
     raw[100] ^= 0x01
     bad.write_bytes(raw)  # the block repaired: the stripe resumes and completes
     cell.migrate(vols, VID)
     assert verify(cell.store, VID).ok
-    assert all(cell.store.exists(nodes[b], block_name(VID, 0, b)) for b in range(DATA_BLOCKS))
+    assert all(cell.store.exists(nodes[b], block_name(VID, 0, b)) for b in range(STRIPE_BLOCKS))
