@@ -7,14 +7,10 @@ The tests of this module share one cluster; each makes its own users."""
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -25,41 +21,19 @@ from PIL import Image
 from toot import App, User
 from toot import api as toot_api
 
-from common import credentials
-from ops import local_cluster as lc
+from tests.up_cluster import up_cluster
 
 pytestmark = pytest.mark.crash
-REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
 SETTLE_S_MAX = 30.0  # media processing and fan-out, on a busy machine
 T = TypeVar("T")
 
 
-def _pinhole(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != credentials.SECRET_ENV}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *(str(a) for a in args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mastodon") / "cluster"
-    p = _pinhole("up", "--data", root, "--port-base", lc.free_port_base(), "--detach", cwd=REPO)
-    try:
-        assert p.returncode == 0, p.stderr + p.stdout
-        layout = lc.load_layout(root.resolve())
-        assert layout is not None
+    with up_cluster(root) as (layout, _):
         yield layout.api_url
-    finally:
-        _pinhole("down", "--data", root, cwd=REPO)
 
 
 def until(probe: Callable[[], T | None], what: str) -> T:

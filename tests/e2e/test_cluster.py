@@ -16,8 +16,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -33,26 +31,12 @@ from directory.writer import BlobRef, BlobWriter, NoWritableVolume
 from ops import local_cluster as lc
 from store.client import StoreClient
 from tests.conftest import auth, creds
+from tests.up_cluster import REPO, pinhole, up_cluster
 
 pytestmark = pytest.mark.crash
-REPO = Path(__file__).resolve().parents[2]
 BLOBS = 60
 ALT = photo.alt_key(640, photo.Format.JPEG)  # a published variant (not the original)
 SETTLE_S_MAX = 30.0
-
-
-def pinhole(*args: object, cwd: Path, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != credentials.SECRET_ENV}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *(str(a) for a in args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
 
 
 @dataclass
@@ -86,15 +70,9 @@ async def _as_coroutine(aw: Awaitable[Any]) -> Any:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("e2e") / "cluster"
-    p = pinhole("up", "--data", root, "--port-base", lc.free_port_base(), "--detach", cwd=REPO)
-    try:
-        assert p.returncode == 0, p.stderr + p.stdout
-        layout = lc.load_layout(root.resolve())
-        assert layout is not None
+    with up_cluster(root) as (layout, _):
         secret = credentials.load_secret(secret_file=layout.secret_file, default_dir=None)
         yield Cluster(root.resolve(), layout, secret, {})
-    finally:
-        pinhole("down", "--data", root, cwd=REPO)
 
 
 async def _put_with_retry(w: BlobWriter, key: int, data: bytes) -> BlobRef:

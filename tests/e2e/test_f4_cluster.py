@@ -43,7 +43,8 @@ from f4.local_block_store import LocalBlockStore
 from ops import local_cluster as lc
 from store.client import StoreClient
 from tests.conftest import auth, creds
-from tests.e2e.test_cluster import REPO, _put_with_retry, pinhole
+from tests.e2e.test_cluster import _put_with_retry
+from tests.up_cluster import REPO, pinhole, up_cluster
 
 pytestmark = pytest.mark.crash
 BLOBS = 90
@@ -80,15 +81,9 @@ class F4Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[F4Cluster]:
     root = tmp_path_factory.mktemp("f4e2e") / "cluster"
-    p = pinhole("up", "--data", root, "--port-base", lc.free_port_base(), "--detach", cwd=REPO)
-    try:
-        assert p.returncode == 0, p.stderr + p.stdout
-        layout = lc.load_layout(root.resolve())
-        assert layout is not None
+    with up_cluster(root) as (layout, _):
         secret = credentials.load_secret(secret_file=layout.secret_file, default_dir=None)
         yield F4Cluster(root.resolve(), layout, secret)
-    finally:
-        pinhole("down", "--data", root, cwd=REPO)
 
 
 async def _get(s: aiohttp.ClientSession, url: str) -> tuple[int, bytes, str]:

@@ -18,10 +18,9 @@ from typing import Any, Final
 
 import pytest
 
-from ops import local_cluster as lc
 from ops.up_cmds import demo_png
 from tests.conftest import IN_CI
-from tests.e2e.test_cluster import REPO, pinhole
+from tests.up_cluster import REPO, up_cluster
 
 CHROMIUM: Final = "/usr/bin/chromium"
 # Each step waits at most this long for the page (uploads wait for the media workers).
@@ -46,16 +45,10 @@ def chromium_path() -> str:
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("web") / "cluster"
-    p = pinhole("up", "--data", root, "--port-base", lc.free_port_base(), "--detach", cwd=REPO)
-    try:
-        assert p.returncode == 0, p.stderr + p.stdout
-        layout = lc.load_layout(root.resolve())
-        assert layout is not None
+    with up_cluster(root) as (layout, printed):
         # The first line `pinhole up` prints leads to the web client.
-        assert p.stdout.splitlines()[0] == f"web  {layout.api_url}/  (sign up there)", p.stdout
+        assert printed.splitlines()[0] == f"web  {layout.api_url}/  (sign up there)", printed
         yield layout.api_url
-    finally:
-        pinhole("down", "--data", root, cwd=REPO)
 
 
 @pytest.fixture(scope="module")
