@@ -137,7 +137,7 @@ async function threadItem(thread, { requests, reload }) {
     others[0] ? avatar(others[0], 40) : null,
     h("div", { class: "thread-summary" },
       h("a", { href: `#/messages/${thread.thread_id}` }, name),
-      h("p", { class: "preview" }, preview(last, last && last.sender_id === me().user_id))),
+      h("p", { class: "thread-preview" }, preview(last, last && last.sender_id === me().user_id))),
     last ? h("time", { datetime: last.created_at }, timeAgo(last.created_at)) : null,
     unread ? h("span", { class: "badge", "aria-label": `${unread} unread` }, String(unread)) : null,
     requests
@@ -322,6 +322,8 @@ export async function threadView(threadId) {
       const el = row(m);
       if (had) had[1].replaceWith(el);
       else {
+        // Their message arrived: they stopped typing it.
+        if (m.sender_id !== mine) typingLine.textContent = "";
         const next = [...log.children].find((li) => Number(li.dataset.seq) > m.seq);
         log.insertBefore(el, next || null);
       }
