@@ -8,6 +8,7 @@ the inbox and a thread go with the others; the new screens pass axe-core's rules
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,82 @@ def test_the_message_screens_pass_axe_and_the_policy_names_the_broker(
     found += _axe(page, "new message")
     ctx.close()
     assert not found, "\n".join(found)
+
+
+def _sign_in(page: Any, username: str) -> None:
+    page.goto("/#/signin")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("link", name="New post")).to_be_visible()
+
+
+@pytest.mark.timeout(120)
+def test_a_dropped_connection_reconnects_and_catches_up_and_sign_out_disconnects(
+    browser: Any, base_url: str, csp_violations: list[str]
+) -> None:
+    tara_id, _ = _account(base_url, "tara")
+    _, uma = _account(base_url, "uma")
+    auth = {"Authorization": f"Bearer {uma}", "Content-Type": "application/json"}
+    sent = 0
+
+    def uma_says(text: str) -> str:
+        nonlocal sent
+        sent += 1
+        body = {"recipient_ids": [tara_id], "client_id": f"drop-{sent}", "text": text}
+        return str(
+            _api(base_url, "POST", "/api/v1/messages", json.dumps(body).encode(), auth)["thread_id"]
+        )
+
+    thread_id = uma_says("are you online?")
+
+    # Every WebSocket the page opens goes through here: passed to the broker, or, while
+    # `refusing`, closed at once (the broker unreachable).
+    ctx = _context(browser, base_url, csp_violations)
+    page = ctx.new_page()
+    attempts: list[Any] = []
+    closed_by_page: list[Any] = []
+    refusing = False
+
+    def route(ws: Any) -> None:
+        attempts.append(ws)
+        ws.on_close(lambda code, reason: closed_by_page.append(ws))
+        if refusing:
+            ws.close()
+        else:
+            ws.connect_to_server()
+
+    page.route_web_socket(re.compile(r"^ws://"), route)
+    _sign_in(page, "tara")
+    page.goto(f"/#/messages/{thread_id}")
+    expect(_log(page).get_by_text("are you online?")).to_be_visible()
+    uma_says("first, live")
+    expect(_log(page).get_by_text("first, live")).to_be_visible()
+
+    # The connection drops and the broker stays away for a while: the client retries with
+    # backoff; a message sent meanwhile is caught up through the API once it is back.
+    refusing = True
+    attempts[-1].close()
+    uma_says("sent while you were away")
+    for _ in range(150):  # the retries come after about 1, then 2 s
+        if len(attempts) >= 3:
+            break
+        page.wait_for_timeout(100)
+    assert len(attempts) >= 3, attempts  # the first connection and two refused retries
+    refusing = False
+    expect(_log(page).get_by_text("sent while you were away")).to_be_visible()
+    uma_says("and live again")
+    expect(_log(page).get_by_text("and live again")).to_be_visible()
+    expect(_log(page).locator("li")).to_have_count(4)
+
+    # Signing out closes the connection to the broker, and it is not opened again.
+    live = attempts[-1]
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in to pinhole")).to_be_visible()
+    for _ in range(100):
+        if live in closed_by_page:
+            break
+        page.wait_for_timeout(100)
+    assert live in closed_by_page
+    assert attempts[-1] is live
+    ctx.close()
