@@ -39,6 +39,8 @@ let credentials = null;
 let timer = null;
 let attempt = 0;
 let running = false;
+// Bumped by stop(): a connect() still awaiting from before a sign-out gives up.
+let epoch = 0;
 const typingSent = new Map();
 
 export const live = {
@@ -92,23 +94,27 @@ function dispatch(topic, payload) {
 
 async function connect() {
   if (!running || client) return;
+  const mine = epoch;
+  let found;
   try {
-    credentials = credentials || kept() || (await fresh());
+    found = credentials || kept() || (await fresh());
   } catch (err) {
-    // 404 realtime_off: this deployment has no broker; the views still work by polling.
-    if (err.status === 404 || err.status === 401) return;
-    schedule();
+    // 404 realtime_off: this deployment has no broker; the screens show what the API has
+    // each time they open. 401: signed out.
+    if (mine === epoch && err.status !== 404 && err.status !== 401) schedule();
     return;
   }
-  if (!running || !credentials.websocket_url) return;
+  if (mine !== epoch || !running) return;
+  credentials = found;
+  if (!credentials.websocket_url) return;
   let mqtt;
   try {
     mqtt = await loadMqtt();
   } catch {
-    schedule();
+    if (mine === epoch) schedule();
     return;
   }
-  if (!running || client) return;
+  if (mine !== epoch || !running || client) return;
   const c = mqtt.connect(credentials.websocket_url, {
     clientId: credentials.client_id,
     username: credentials.username,
@@ -125,6 +131,7 @@ async function connect() {
   c.on("connect", () => {
     c.subscribe(credentials.topics.subscribe, { qos: 1 }, (err, granted) => {
       if (err || !granted?.length || granted[0].qos === 128) {
+        forgetCredentials(); // refused topics: these credentials are not (or no longer) ours
         c.end(true);
         return;
       }
@@ -155,6 +162,7 @@ export function start() {
 
 export function stop() {
   running = false;
+  epoch += 1;
   clearTimeout(timer);
   timer = null;
   forgetCredentials();
