@@ -115,6 +115,16 @@ def test_messages_replies_and_reactions_arrive_live(
     _photo_loaded(mia, "Photo from mia")
     mia.screenshot(path=screens / "11-thread.png", full_page=True)
 
+    # Delete for me: the photo leaves mia's thread, for good, and stays in noah's.
+    mia_log.locator("li", has=mia.get_by_role("img", name="Photo from mia")).get_by_role(
+        "button", name="Delete for me"
+    ).click()
+    expect(mia_log.locator("li")).to_have_count(2)
+    mia.reload()
+    expect(mia_log.get_by_text("sure", exact=True)).to_be_visible()
+    expect(mia_log.locator("li")).to_have_count(2)
+    expect(_log(noah).get_by_role("img", name="Photo from mia")).to_be_visible()
+
     # Signing out disconnects from the broker (the client is gone from the page).
     mia.get_by_role("button", name="Sign out").click()
     expect(mia.get_by_role("heading", name="Sign in to pinhole")).to_be_visible()

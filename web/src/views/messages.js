@@ -247,6 +247,14 @@ export async function threadView(threadId) {
   const names = new Map([[mine, me().username], ...others.map((u) => [u.user_id, u.username])]);
   const messages = new Map(); // message_id -> message, at its latest change
   const rows = new Map(); // message_id -> [change_seq, element]
+  const hidden = new Set(); // deleted for me: a change already on its way is not drawn
+  const forget = (id) => {
+    hidden.add(id);
+    rows.get(id)?.[1].remove();
+    rows.delete(id);
+    messages.delete(id);
+    paintReceipt();
+  };
   let afterSeq = 0;
   const receipts = new Map(thread.members.map((m) => [m.user_id, m.last_read_seq]));
   // A request is read without telling its sender, until it is accepted (or answered).
@@ -300,7 +308,14 @@ export async function threadView(threadId) {
           await api("DELETE", `/threads/${threadId}/messages/${m.message_id}`);
           await catchUp();
         } catch (err) { say(errorText(err)); }
-      } }, "Unsend") : null);
+      } }, "Unsend") : null,
+      h("button", { type: "button", class: "link", onclick: async () => {
+        try {
+          await api("POST", `/threads/${threadId}/messages/${m.message_id}/hide`);
+          forget(m.message_id);
+          say("Deleted for you");
+        } catch (err) { say(errorText(err)); }
+      } }, "Delete for me"));
     const reactions = m.reactions.length
       ? h("p", { class: "reactions", "aria-label": `Reactions: ${m.reactions.map((r) => `${r.emoji} from ${names.get(r.user_id) || "someone"}`).join(", ")}` },
           m.reactions.map((r) => r.emoji).join(" "), m.reactions.length > 1 ? ` ${m.reactions.length}` : "")
@@ -316,6 +331,7 @@ export async function threadView(threadId) {
   // Each message drawn once per change, kept in `seq` order (the same for every member).
   const apply = (list) => {
     for (const m of list) {
+      if (hidden.has(m.message_id)) continue;
       const had = rows.get(m.message_id);
       if (had && had[0] >= m.change_seq) continue;
       messages.set(m.message_id, m);
