@@ -133,7 +133,11 @@ def make_app(
     realtime_routes.setup(app, realtime)
     app.router.add_get("/api/openapi.json", openapi.serve)
     app.router.add_get("/healthz", healthz)
-    add_web_routes(app, photo_url_base=media.photo_url_base)
+    add_web_routes(
+        app,
+        photo_url_base=media.photo_url_base,
+        websocket_url=realtime.websocket_url if realtime and realtime.enabled else "",
+    )
     return app
 
 

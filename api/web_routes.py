@@ -6,7 +6,8 @@ whose names carry a hash of their content (`app-3KQ2ZL7M.js`). So:
 - `GET /` answers `index.html` with `Cache-Control: no-cache` (revalidated every load, so
   a rebuild reaches browsers at once) and a strict Content-Security-Policy: scripts and
   styles only from this origin (no inline script, no CDN), images and video also from the
-  router that serves the photo URLs.
+  router that serves the photo URLs, and connections only to this origin and to the
+  broker's WebSocket listener (live messages, `[realtime] websocket_url`).
 - `GET /assets/{name}` answers a hashed asset `immutable` for a year (its `.gz` copy, made
   by the build, to a client that accepts gzip); a name that is not one (`ASSET_NAME`) or
   not built is a JSON 404 like any unknown route.
@@ -45,12 +46,21 @@ class WebClientNotBuilt(ApiError):
     retry_after_s = 60.0
 
 
-def content_security_policy(photo_url_base: str) -> str:
+def _origin(url: str) -> str:
+    """`scheme://host:port` of a URL; "" when it has no scheme or host."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
+def content_security_policy(photo_url_base: str, websocket_url: str = "") -> str:
     """Only this origin, plus the photo router's origin for images and video (the photo
-    URLs the API hands out point there)."""
-    parts = urlsplit(photo_url_base)
-    photos = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+    URLs the API hands out point there) and, for `connect-src`, the origin of the broker's
+    WebSocket listener the credentials route names (`[realtime] websocket_url`; nothing
+    when there is no broker)."""
+    photos = _origin(photo_url_base)
     media = " ".join(filter(None, ["'self'", photos, "blob:", "data:"]))
+    live = _origin(websocket_url) if urlsplit(websocket_url).scheme in ("ws", "wss") else ""
+    connect = " ".join(filter(None, ["'self'", live]))
     return "; ".join(
         [
             "default-src 'self'",
@@ -58,7 +68,7 @@ def content_security_policy(photo_url_base: str) -> str:
             "style-src 'self'",
             f"img-src {media}",
             f"media-src {media}",
-            "connect-src 'self'",
+            f"connect-src {connect}",
             "font-src 'self'",
             "object-src 'none'",
             "base-uri 'none'",
@@ -68,9 +78,12 @@ def content_security_policy(photo_url_base: str) -> str:
     )
 
 
-def add_web_routes(app: web.Application, *, photo_url_base: str, dist: Path = DIST_DIR) -> None:
-    """Adds `GET /` and `GET /assets/{name}` to the API application."""
-    csp = content_security_policy(photo_url_base)
+def add_web_routes(
+    app: web.Application, *, photo_url_base: str, websocket_url: str = "", dist: Path = DIST_DIR
+) -> None:
+    """Adds `GET /` and `GET /assets/{name}` to the API application. `websocket_url`: the
+    broker's WebSocket listener the client connects to ("" without a broker)."""
+    csp = content_security_policy(photo_url_base, websocket_url)
 
     async def index(request: web.Request) -> web.StreamResponse:
         path = dist / INDEX_FILE

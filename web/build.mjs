@@ -18,6 +18,9 @@ const result = await esbuild.build({
   bundle: true,
   minify: true,
   format: "esm",
+  // Code loaded on demand (MQTT.js, once signed in) goes to chunks of its own, also hashed.
+  splitting: true,
+  chunkNames: "chunk-[hash]",
   target: ["chrome110", "firefox110", "safari16"],
   outdir: join(dist, "assets"),
   entryNames: "[name]-[hash]",

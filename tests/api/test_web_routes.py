@@ -94,3 +94,17 @@ def test_the_policy_allows_scripts_from_this_origin_only_and_photos_from_the_rou
     assert csp["script-src"] == csp["style-src"] == csp["connect-src"] == "'self'"
     assert csp["img-src"] == "'self' http://photos.example:8780 blob: data:"
     assert csp["frame-ancestors"] == csp["object-src"] == csp["base-uri"] == "'none'"
+
+
+def test_the_policy_allows_connections_to_the_brokers_websocket_origin_only() -> None:
+    def directives(websocket_url: str) -> dict[str, str]:
+        policy = content_security_policy("http://photos.example:8780/", websocket_url)
+        return dict(part.split(" ", 1) for part in policy.split("; "))
+
+    csp = directives("ws://127.0.0.1:8746")
+    assert csp["connect-src"] == "'self' ws://127.0.0.1:8746"
+    assert csp["script-src"] == csp["style-src"] == "'self'"
+    assert directives("wss://push.example/mqtt")["connect-src"] == "'self' wss://push.example"
+    # No broker, or a URL that is not a WebSocket one: this origin alone.
+    for url in ("", "http://127.0.0.1:8746", "ws://", "127.0.0.1:8746"):
+        assert directives(url)["connect-src"] == "'self'", url

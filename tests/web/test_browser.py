@@ -9,95 +9,27 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import pytest
 
 from ops.up_cmds import demo_png
-from tests.conftest import IN_CI
-from tests.up_cluster import REPO, up_cluster
-
-CHROMIUM: Final = "/usr/bin/chromium"
-# Each step waits at most this long for the page (uploads wait for the media workers).
-STEP_TIMEOUT_MS: Final = 30_000
-PASSWORD: Final = "correct horse battery"
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
-
-
-@pytest.fixture(scope="module")
-def chromium_path() -> str:
-    path = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
-    if path is None:
-        problem = f"Debian's chromium is not installed ({CHROMIUM}; scripts/bootstrap installs it)"
-        if IN_CI:
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return path
-
-
-@pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("web") / "cluster"
-    with up_cluster(root) as (layout, printed):
-        # The first line `pinhole up` prints leads to the web client.
-        assert printed.splitlines()[0] == f"web  {layout.api_url}/  (sign up there)", printed
-        yield layout.api_url
-
-
-@pytest.fixture(scope="module")
-def screens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("web-screens")
-    yield path
-    print(f"\nweb client screenshots: {path}")
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_path: str) -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def csp_violations() -> Iterator[list[str]]:
-    """The Content-Security-Policy violations the pages of a test report (none allowed)."""
-    seen: list[str] = []
-    yield seen
-    assert not seen, seen
-
-
-def _context(browser: Any, base_url: str, csp_violations: list[str]) -> Any:
-    # Reduced motion: photos appear without their fade, so screenshots show them.
-    ctx = browser.new_context(
-        base_url=base_url, viewport={"width": 900, "height": 1000}, reduced_motion="reduce"
-    )
-    ctx.set_default_timeout(STEP_TIMEOUT_MS)
-
-    def console(message: Any) -> None:
-        if "Content Security Policy" in message.text:
-            csp_violations.append(message.text)
-
-    ctx.on("console", console)
-    return ctx
-
-
-def _sign_up(page: Any, username: str) -> None:
-    page.goto("/#/signup")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign up").click()
-    expect(page.get_by_role("link", name="New post")).to_be_visible()
-    expect(page.get_by_text("Nothing here yet")).to_be_visible()
+from tests.web.browser_kit import (
+    AXE,
+    PASSWORD,
+    STEP_TIMEOUT_MS,
+    _api,
+    _axe,
+    _context,
+    _find,
+    _photo_loaded,
+    _png,
+    _sign_up,
+    expect,
+)
 
 
 def _upload(page: Any, photo: Path, *, alt: str, caption: str) -> None:
@@ -107,31 +39,6 @@ def _upload(page: Any, photo: Path, *, alt: str, caption: str) -> None:
     page.get_by_label("Caption").fill(caption)
     page.get_by_role("button", name="Share").click()
     expect(page).to_have_url(re.compile(r"#/p/\d+$"), timeout=STEP_TIMEOUT_MS)
-
-
-def _photo_loaded(page: Any, alt: str) -> None:
-    """Waits until an <img> with this alt text has decoded a photo from the router and
-    replaced its blurhash placeholder (its frame is marked `loaded`)."""
-    page.wait_for_function(
-        "alt => [...document.querySelectorAll('img')]"
-        ".some(i => i.alt === alt && i.complete && i.naturalWidth > 0 && i.currentSrc"
-        " && (!i.closest('.photo') || i.closest('.photo').classList.contains('loaded')))",
-        arg=alt,
-        timeout=STEP_TIMEOUT_MS,
-    )
-
-
-def _find(page: Any, username: str) -> None:
-    box = page.get_by_role("searchbox", name="Find people by username")
-    box.fill(username)
-    box.press("Enter")
-    expect(page.get_by_role("heading", name=username, level=1)).to_be_visible()
-
-
-def _png(tmp_path: Path, name: str, seed: int) -> Path:
-    path = tmp_path / name
-    path.write_bytes(demo_png(seed))
-    return path
 
 
 def test_the_client_is_served_with_strict_headers(base_url: str) -> None:
@@ -332,22 +239,6 @@ def test_settings_avatar_password_sessions_and_a_block(
     frank_ctx.close()
 
 
-AXE: Final = REPO / "web" / "node_modules" / "axe-core" / "axe.min.js"
-# axe-core's WCAG 2.x A and AA rules (what Lighthouse's accessibility audit runs).
-AXE_TAGS: Final = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
-
-
-def _axe(page: Any, screen: str) -> list[str]:
-    page.add_script_tag(path=str(AXE))
-    result = page.evaluate(
-        "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS
-    )
-    return [
-        f"{screen}: {v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
-        for v in result["violations"]
-    ]
-
-
 @pytest.mark.timeout(180)
 def test_the_main_screens_pass_the_axe_accessibility_rules(
     browser: Any, base_url: str, tmp_path: Path
@@ -379,12 +270,6 @@ def test_the_main_screens_pass_the_axe_accessibility_rules(
         found += _axe(page, screen)
     ctx.close()
     assert not found, "\n".join(found)
-
-
-def _api(base_url: str, method: str, path: str, body: bytes, headers: dict[str, str]) -> Any:
-    request = urllib.request.Request(base_url + path, body, headers, method=method)
-    with urllib.request.urlopen(request, timeout=30) as r:
-        return json.loads(r.read())
 
 
 def _post_through_the_api(base_url: str, token: str, seed: int) -> None:

@@ -1,9 +1,11 @@
 // pinhole's web client: a hash router over the views, a top bar, and the session.
 
 import { api, session } from "./api.js";
+import { events, start as startLive, stop as stopLive } from "./live.js";
 import { errorText, h } from "./dom.js";
 import { signInView, signOut, signUpView } from "./views/auth.js";
 import { feedView } from "./views/feed.js";
+import { composeView, inboxView, newScope, refreshMessagesBadge, setBadge, threadView } from "./views/messages.js";
 import { notificationsView, requestsView } from "./views/notifications.js";
 import { postView } from "./views/post.js";
 import { followListView, profileView } from "./views/profile.js";
@@ -21,6 +23,10 @@ const ROUTES = [
   [/^\/notifications$/, () => notificationsView()],
   [/^\/requests$/, () => requestsView()],
   [/^\/settings$/, () => settingsView()],
+  [/^\/messages$/, () => inboxView("inbox")],
+  [/^\/messages\/requests$/, () => inboxView("requests")],
+  [/^\/messages\/to\/([^/]+)$/, (name) => composeView(decodeURIComponent(name))],
+  [/^\/messages\/(\d+)$/, (id) => threadView(id)],
   [/^\/tags\/([^/]+)$/, (tag) => h("div", { class: "card" }, h("h1", {}, `#${decodeURIComponent(tag)}`), h("p", {}, "Hashtag pages come with search."))],
 ];
 
@@ -38,6 +44,7 @@ function topBar() {
           } }, find),
           h("a", { href: "#/" }, "Home"),
           h("a", { href: "#/new" }, "New post"),
+          h("a", { href: "#/messages", id: "nav-messages" }, "Messages"),
           h("a", { href: "#/notifications", id: "nav-notifications" }, "Notifications"),
           h("a", { href: `#/u/${user.username}` }, "Profile"),
           h("a", { href: "#/settings" }, "Settings"),
@@ -50,8 +57,7 @@ async function unreadBadge() {
   if (!session.token) return;
   try {
     const page = await api("GET", "/notifications", { query: { limit: 1 } });
-    const link = document.getElementById("nav-notifications");
-    if (link && page.unread_count) link.append(h("span", { class: "badge", "aria-label": `${page.unread_count} unread` }, String(page.unread_count)));
+    setBadge("nav-notifications", page.unread_count, `${page.unread_count} unread`);
   } catch {
     // the badge is a nicety
   }
@@ -63,6 +69,10 @@ async function render() {
   const path = location.hash.replace(/^#/, "") || "/";
   const main = document.getElementById("main");
   const mine = ++generation;
+  newScope();
+  // Live updates while signed in (a 401 or a sign-out clears the token: disconnect).
+  if (session.token) startLive();
+  else stopLive();
   document.getElementById("top").replaceChildren(topBar());
   for (const [pattern, view, options = {}] of ROUTES) {
     const match = pattern.exec(path);
@@ -85,10 +95,16 @@ async function render() {
       main.replaceChildren(h("div", { class: "card" }, h("h1", {}, err.status === 404 ? "Not found" : "Something went wrong"), h("p", { class: "error" }, errorText(err))));
     }
     unreadBadge();
+    refreshMessagesBadge();
     return;
   }
   main.replaceChildren(h("div", { class: "card" }, h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Home"))));
 }
+
+// The badges follow the wake-ups (and catch up after a reconnection).
+events.addEventListener("notification", unreadBadge);
+for (const name of ["message", "read", "connected"]) events.addEventListener(name, refreshMessagesBadge);
+events.addEventListener("connected", unreadBadge);
 
 // The skip link focuses the content without touching the route in the fragment.
 document.querySelector(".skip").addEventListener("click", (event) => {

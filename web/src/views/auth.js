@@ -2,6 +2,7 @@
 
 import { api, session } from "../api.js";
 import { errorText, field, h, say } from "../dom.js";
+import { stop as stopLive } from "../live.js";
 
 async function signIn(username, password) {
   const { token } = await api("POST", "/sessions", { body: { username, password } });
@@ -72,6 +73,7 @@ export function signUpView() {
 }
 
 export async function signOut() {
+  stopLive();
   try {
     await api("DELETE", "/sessions/current");
   } catch {

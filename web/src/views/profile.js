@@ -90,7 +90,7 @@ export async function profileView(username) {
           h("li", {}, h("a", { href: `#/u/${user.username}/following` }, h("strong", {}, user.following_count), " following"))),
         user.bio ? h("p", { class: "bio" }, user.bio) : null,
         h("div", { class: "profile-actions" },
-          mine ? h("a", { href: "#/settings", class: "button secondary" }, "Edit profile") : [followButton(user, refresh), blockButton(user)],
+          mine ? h("a", { href: "#/settings", class: "button secondary" }, "Edit profile") : [followButton(user, refresh), h("a", { href: `#/messages/to/${encodeURIComponent(user.username)}`, class: "button secondary" }, "Message"), blockButton(user)],
           user.relationship.followed_by && !mine ? h("span", { class: "badge" }, "Follows you") : null))),
     ...grid(user.user_id),
   );

@@ -13,7 +13,7 @@ const CHUNK_BYTES = 5 * 1024 * 1024;
 // Retries after a dropped connection (ms); each resumes at the acknowledged offset.
 const RETRY_DELAYS_MS = [0, 1000, 3000, 5000, 10000, 20000];
 
-function tusUpload(file, filterId, onProgress) {
+export function tusUpload(file, filterId, onProgress) {
   return new Promise((resolve, reject) => {
     let mediaId = null;
     const metadata = { filename: file.name, media_type: file.type.startsWith("video/") ? "video" : "image" };
@@ -47,7 +47,7 @@ function tusUpload(file, filterId, onProgress) {
   });
 }
 
-async function waitReady(mediaId) {
+export async function waitReady(mediaId) {
   for (let i = 0; i < MEDIA_WAITS_MAX; i++) {
     const doc = await api("GET", `/media/${mediaId}`, { query: { wait_s: MEDIA_WAIT_S } });
     if (doc.status !== "processing") return doc;
