@@ -15,7 +15,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -31,7 +31,7 @@ from common.jobs import LeasedLoop
 from feed import story_tray
 from feed.story_store import StoryStore, open_story_store
 from feed.story_views import ViewCounter
-from realtime import events
+from realtime import events, topics
 from social import (
     close_friends,
     highlights,
@@ -110,9 +110,38 @@ async def post_story(request: web.Request) -> web.Response:
     viewer = await ctx.user_id(request)
     new = stories.new_story_of(await params.json_body(request))
     story = await stories.post(ctx.db, ctx.ids, ctx.social, viewer, new)
-    await story_tray.forget_followers(ctx.db, parts.store, viewer)
+    # Committed: drop the followers' cached trays and wake them (their notifications topic).
+    wake = await _story_wakeups(request, story)
+    await story_tray.forget_followers(ctx.db, parts.store, viewer, each_batch=wake)
     media = await media_docs(ctx, [story])
     return web.json_response(story_document(story, media, seen=True), status=201)
+
+
+async def _story_wakeups(
+    request: web.Request, story: stories.Story
+) -> Callable[[list[int]], None] | None:
+    """A `story` event (QoS 1, a wake-up: the tray is the copy) for each follower who may
+    see the story, on their notifications topic; None without a broker."""
+    broker = broker_of(request.app)
+    if broker is None:
+        return None
+    audience: set[int] | None = None
+    if story.audience == stories.CLOSE_FRIENDS:
+        listed = await close_friends.page(
+            request.app[CONTEXT].db,
+            story.author_id,
+            after=None,
+            limit=request.app[CONTEXT].social.close_friends_max,
+        )
+        audience = set(listed)
+    body = topics.payload("story", story_id=story.story_id, author_id=story.author_id)
+
+    def publish(followers: list[int]) -> None:
+        for user in followers:
+            if audience is None or user in audience:
+                broker.publish(topics.notifications(user), body)
+
+    return publish
 
 
 @routes.get("/api/v1/stories/tray")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -131,9 +132,16 @@ async def read(
     return Tray(tuple(out), cached=cached)
 
 
-async def forget_followers(db: Database, store: StoryStore, author: int) -> int:
-    """Drops the cached trays of the author and every follower (the author posted); returns
-    how many trays were dropped (at most)."""
+async def forget_followers(
+    db: Database,
+    store: StoryStore,
+    author: int,
+    *,
+    each_batch: Callable[[list[int]], None] | None = None,
+) -> int:
+    """Drops the cached trays of the author and every follower (the author posted), reading
+    the followers FORGET_BATCH_MAX at a time and handing each batch to `each_batch` (the
+    story wake-ups); returns how many trays were dropped (at most)."""
     await store.drop_trays([author])
     f = follows.c
     after = None
@@ -152,5 +160,7 @@ async def forget_followers(db: Database, store: StoryStore, author: int) -> int:
         if not followers:
             return dropped
         await store.drop_trays(followers)
+        if each_batch is not None:
+            each_batch(followers)
         dropped += len(followers)
         after = followers[-1]
