@@ -39,6 +39,7 @@ from social import (
     posts,
     stories,
     stories_schema,
+    story_reads,
     story_sweep,
     story_views,
     threads,
@@ -216,8 +217,7 @@ async def seen(request: web.Request) -> web.Response:
     viewer = await ctx.user_id(request)
     story_id = params.path_id(request, "story_id", "story")
     now = time.time()
-    async with ctx.db.snapshot() as conn:
-        story = await stories.visible(conn, viewer, story_id, now=now)
+    story = await story_reads.visible_live(ctx.db, viewer, story_id, now=now)
     first = False
     if story.author_id != viewer:  # an author's own views are not counted
         first = await parts.views.mark_seen(story, viewer, now=now)

@@ -11,7 +11,8 @@ earliest expiry among its stories: a cached tray is used only before that moment
 at most story_tray_cache_s_max seconds, and it is dropped when an author the viewer follows
 posts (`forget_followers`). The seen state is never cached (one SMISMEMBER per read), and
 blocks are re-checked on every read (one indexed SQL read), so a block made in any channel
-hides the other side at once. A warm read is two hot-store round trips and that SQL read.
+hides the other side at once. A warm read is two hot-store round trips and that SQL
+read (one statement, social/story_reads.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 
 from common.db import Database
 from feed.story_store import StoryStore
-from social import accounts, graph, stories
+from social import accounts, stories, story_reads
 from social.config import SocialConfig
 from social.schema import follows
 from social.story_affinity import affinity
@@ -102,8 +103,7 @@ async def read(
     entries = doc["authors"]
     if cached and entries:
         others = [e[0] for e in entries if e[0] != viewer]
-        async with db.snapshot() as conn:
-            blocked = await graph.blocked_between(conn, viewer, others)
+        blocked = await story_reads.blocked_among(db, viewer, others)
         entries = [e for e in entries if e[0] not in blocked]
     story_ids = [s[0] for e in entries for s in e[3]]
     seen = await store.seen(viewer, story_ids)

@@ -66,7 +66,9 @@ _FIELDS: Final = tuple(Story.__dataclass_fields__)
 
 
 def story_of(row: Any) -> Story:
-    return Story(**{n: row._mapping[n] for n in _FIELDS})
+    fields = {n: row._mapping[n] for n in _FIELDS}
+    fields["can_reply"] = bool(fields["can_reply"])  # an integer from plain sqlite3
+    return Story(**fields)
 
 
 @dataclass(frozen=True, slots=True)

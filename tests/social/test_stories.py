@@ -23,6 +23,7 @@ from social import (
     messages_schema,
     stories,
     stories_schema,
+    story_reads,
     story_sweep,
     story_views,
 )
@@ -53,12 +54,19 @@ async def story(
 
 
 async def seen_by(db: Database, viewer: int, story_id: int, at: float) -> bool:
+    """Whether the viewer sees the story, by the rules' two paths (they must agree)."""
     try:
         async with db.snapshot() as conn:
             await stories.visible(conn, viewer, story_id, now=at)
+        found = True
     except NotVisible:
-        return False
-    return True
+        found = False
+    try:
+        one = await story_reads.visible_live(db, viewer, story_id, now=at)
+        assert one.story_id == story_id and found
+    except NotVisible:
+        assert not found
+    return found
 
 
 async def test_daily_limit_and_exact_expiry_without_a_sweep(db: Database) -> None:
@@ -109,6 +117,8 @@ async def test_private_close_friends_and_blocks(db: Database) -> None:
     assert await seen_by(db, friend, inner.story_id, at)
     assert await seen_by(db, ann, inner.story_id, at)
     await graph.block(db, friend, ann)  # the friend blocks the author: nothing either way
+    assert await story_reads.blocked_among(db, ann, [friend, fan]) == {friend}
+    assert await story_reads.blocked_among(db, friend, [ann, fan]) == {ann}
     assert not await seen_by(db, friend, public.story_id, at)
     assert not await seen_by(db, friend, inner.story_id, at)
 
