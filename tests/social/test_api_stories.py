@@ -2,20 +2,27 @@
 PostgreSQL: a story's media travels only through signed, expiring URLs; the tray lists the
 followed author with seen state; a view is idempotent and the author's viewer list fills;
 a reply becomes a DM quoting the story, and replies turned off or a block refuse it;
-close-friends stories reach only the list; highlights; bad input is a 4xx."""
+close-friends stories reach only the list; highlights; bad input is a 4xx; and the sweep,
+past the grace hour, has the media workers delete an expired story's needles (its signed
+URL turns 404) but keeps a highlighted story's."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from social import stories_schema, story_sweep
 from social.config import SocialConfig
+from social.stories_schema import STORY_LIFETIME_S
 from tests.api.conftest import MediaEnv
 from tests.social.conftest import Client, social_cluster, user
+from transformer import media_store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -126,3 +133,53 @@ async def test_stories_end_to_end(story_env: MediaEnv) -> None:
         "POST", "/api/v1/stories", {"media_id": await ann.photo(120)}
     )
     assert status == 429 and headers["X-RateLimit-Limit"] == "3", doc
+
+
+@pytest.fixture
+async def sweep_env(tmp_path: Path) -> AsyncIterator[MediaEnv]:
+    async with social_cluster("sqlite", tmp_path, worker=False) as cluster:
+        cluster.env.start_worker(expire_interval_s=0.1)
+        yield cluster.env
+
+
+async def fetch_status(url: str) -> int:
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        await r.read()
+        return r.status
+
+
+async def test_the_sweep_deletes_needles_after_grace_but_not_highlighted(
+    sweep_env: MediaEnv,
+) -> None:
+    env = sweep_env
+    _, ann = await user(env, "ann")
+    kept = await ok(ann, "POST", "/api/v1/stories", {"media_id": await ann.photo(30)})
+    gone = await ok(ann, "POST", "/api/v1/stories", {"media_id": await ann.photo(90)})
+    await ok(ann, "POST", "/api/v1/highlights", {"title": "k", "story_ids": [kept["story_id"]]})
+    kept_url = next(iter(kept["media"]["urls"].values()))
+    gone_url = next(iter(gone["media"]["urls"].values()))
+    assert await fetch_status(kept_url) == 200 and await fetch_status(gone_url) == 200
+    # Both stories made a day and the grace hour ago (the rows moved back in time), then the
+    # sweep as the API's leased loop runs it.
+    config = SocialConfig()
+    back = STORY_LIFETIME_S + config.story_reclaim_grace_s + 1
+    t = stories_schema.stories.c
+    async with env.ctx.db.transaction() as conn:
+        await conn.execute(
+            stories_schema.stories.update().values(
+                created_unix_s=t.created_unix_s - back, expires_unix_s=t.expires_unix_s - back
+            )
+        )
+    swept = await story_sweep.sweep_once(env.ctx.db, config, now=time.time())
+    assert swept.media_ids == (int(gone["media"]["media_id"]),)
+    # The media workers' expiry deletes the needles, then marks the media expired.
+    media_id = int(gone["media"]["media_id"])
+    for _ in range(400):
+        rows = await media_store.get(env.ctx.db, media_id)
+        assert rows is not None
+        if rows[0].status == media_store.MediaStatus.EXPIRED:
+            break
+        await asyncio.sleep(0.05)
+    assert rows is not None and rows[0].status == media_store.MediaStatus.EXPIRED and rows[1] == []
+    assert await fetch_status(gone_url) == 404  # the signed URL answers nothing now
+    assert await fetch_status(kept_url) == 200  # the highlighted story's media stays
