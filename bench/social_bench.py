@@ -71,8 +71,8 @@ class Plan:
     concurrency: int
 
 
-QUICK: Final = Plan(5_000, 20, 1_000, 0.2, 300, 20_000, 32)
-FULL: Final = Plan(100_000, 50, 5_000, 0.2, 2_000, 200_000, 64)
+QUICK: Final = Plan(5_000, 60, 1_000, 0.3, 300, 20_000, 32)
+FULL: Final = Plan(100_000, 60, 5_000, 0.3, 2_000, 200_000, 64)
 
 
 def log(message: str) -> None:
