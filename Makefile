@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= .pinhole
 
-.PHONY: up test lock lint typecheck imports unit bench-store bench-cluster bench-lookups bench-media bench-feed bench-f4 bench-dm clean bootstrap
+.PHONY: up test lock lint typecheck imports unit bench-store bench-cluster bench-lookups bench-media bench-feed bench-f4 bench-dm bench-social clean bootstrap
 
 bootstrap:
 	@scripts/bootstrap
@@ -64,6 +64,10 @@ bench-f4: bootstrap
 ## Full DM delivery benchmark (Mosquitto, the API, Redis); `pinhole bench dm --quick` is the CI variant.
 bench-dm: bootstrap
 	$(BIN)/pinhole bench dm --json bench/results/dm.json
+
+## Full social benchmark (DMs and notifications as bench-dm, the stories tray at 100,000 accounts, story views); `pinhole bench social --quick` is the CI variant.
+bench-social: bootstrap
+	$(BIN)/pinhole bench social --json bench/results/social.json
 
 clean:
 	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -25,6 +25,7 @@ from api import (
     post_routes,
     realtime_routes,
     social_routes,
+    story_routes,
     tus,
     username_routes,
 )
@@ -130,6 +131,7 @@ def make_app(
     app.add_routes(username_routes.routes)
     mastodon_routes.install(app)  # the Mastodon client API (docs/api/mastodon.md)
     app.add_routes(message_routes.routes)
+    story_routes.install(app)  # stories, close friends, highlights (docs/api/stories.md)
     realtime_routes.setup(app, realtime)
     app.router.add_get("/api/openapi.json", openapi.serve)
     app.router.add_get("/healthz", healthz)

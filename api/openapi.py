@@ -12,7 +12,14 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from api import openapi_mastodon, openapi_messages, openapi_social, tus, username_routes
+from api import (
+    openapi_mastodon,
+    openapi_messages,
+    openapi_social,
+    openapi_stories,
+    tus,
+    username_routes,
+)
 from transformer.media_store import GONE, MediaStatus
 
 _ERROR_REF: Final = {"$ref": "#/components/schemas/Error"}
@@ -244,6 +251,7 @@ def document() -> dict[str, Any]:
         **tus.OPENAPI_PATHS,
         **openapi_social.PATHS,
         **openapi_messages.PATHS,
+        **openapi_stories.PATHS,
         **username_routes.OPENAPI_PATHS,
     }
     return {
@@ -272,6 +280,7 @@ def document() -> dict[str, Any]:
                 **openapi_social.SCHEMAS,
                 **openapi_mastodon.SCHEMAS,
                 **openapi_messages.SCHEMAS,
+                **openapi_stories.SCHEMAS,
             },
         },
     }

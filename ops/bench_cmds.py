@@ -110,6 +110,18 @@ def bench_dm(
     main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
 
 
+@bench.command("social")
+@_bench_options
+def bench_social(
+    quick: bool, json_path: Path | None, work_dir: Path | None, plot_path: Path | None
+) -> None:
+    """The DM and notification figures of `bench dm`, the stories tray at 100,000 accounts
+    with power-law follows (quick: 5,000) and story views with their SQL writes per view."""
+    from bench.social_bench import main
+
+    main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
+
+
 @bench.command("feed")
 @_bench_options
 @click.option(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from common.config import build
+from social.stories_schema import HIGHLIGHT_TITLE_CHARS_MAX
 
 DAY_S: Final = 86400
 
@@ -52,6 +53,35 @@ class SocialConfig:
     sign_in_failures_per_address_max: int = 60
     sign_in_failures_per_account_address_max: int = 10
     sign_in_failures_per_account_max: int = 100
+    # Stories (docs/api/stories.md). Stories an author may post in any 24 hours; the length
+    # of a video story; accounts on one close-friends list; highlights per user, stories per
+    # highlight and a highlight's title. The sweep hands an expired story's media to the
+    # media expiry story_reclaim_grace_s after its expiry (unless it is in a highlight),
+    # every story_sweep_interval_s, at most story_sweep_batch_max stories a pass.
+    stories_per_day_max: int = 100
+    story_video_s_max: int = 60
+    close_friends_max: int = 1000
+    highlights_per_user_max: int = 100
+    highlight_stories_max: int = 100
+    highlight_title_chars_max: int = 30
+    story_reclaim_grace_s: int = 3600
+    story_sweep_interval_s: int = 60
+    story_sweep_batch_max: int = 500
+    # The tray: authors in it at most; how long a viewer's cached tray lives at most (it
+    # is also dropped when a followed author posts and is stale once its earliest story
+    # expires). Affinity orders authors whose stories are all seen or all unseen: the
+    # weighted sum of the viewer's DMs to the author, likes and comments on the author's
+    # posts and views of the author's stories (profile visits are not recorded).
+    story_tray_authors_max: int = 100
+    story_tray_cache_s_max: int = 300
+    story_affinity_dm_weight: int = 8
+    story_affinity_like_weight: int = 1
+    story_affinity_comment_weight: int = 3
+    story_affinity_view_weight: int = 2
+    # Views: the viewer lists go to SQL in batches of at most this many rows, at most this
+    # many milliseconds after the view (the count is in the hot store at once).
+    story_views_flush_batch_max: int = 500
+    story_views_flush_interval_ms: int = 1000
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
@@ -65,6 +95,10 @@ class SocialConfig:
             raise ValueError("session_idle_days_max must not exceed session_days_max")
         if self.session_touch_s >= self.session_idle_days_max * DAY_S:
             raise ValueError("session_touch_s must be shorter than session_idle_days_max")
+        if self.highlight_title_chars_max > HIGHLIGHT_TITLE_CHARS_MAX:
+            raise ValueError(
+                f"highlight_title_chars_max must not exceed {HIGHLIGHT_TITLE_CHARS_MAX}"
+            )
         if self.sign_in_failures_per_account_address_max > self.sign_in_failures_per_account_max:
             raise ValueError(
                 "sign_in_failures_per_account_address_max must not exceed "

@@ -1,0 +1,244 @@
+"""The stories' hot state: per-story seen sets and view counts, per-viewer seen sets, the
+views waiting for SQL, and the cached trays (docs/api/stories.md).
+
+Two implementations pass one conformance suite (tests/feed/test_story_store.py):
+RedisStoryStore (Redis when configured) and MemoryStoryStore (the embedded default, one
+process's memory), as the feed's hot store does (feed/hotstore.py).
+
+Keys (under the store's prefix): `sv:<story>` the set of its viewers, `sc:<story>` its view
+count (an INCR when the viewer is new to the set, in the same script), `su:<viewer>` the
+stories the viewer has seen (the tray's seen state in one SMISMEMBER), `sq` the list of
+first views not yet in SQL (drained by feed/story_views.py), `st:<viewer>` a cached tray.
+A view is therefore one round trip and no SQL write; a repeated view changes nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Protocol
+
+View = tuple[int, int, float]  # (story_id, viewer_id, viewed_unix_s)
+
+PENDING: Final = "sq"
+
+# KEYS: viewers set, count, viewer's seen set, pending list.
+# ARGV: viewer id, story id, "story:viewer:at", story keys ttl ms, viewer set ttl ms.
+_MARK_LUA: Final = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('INCR', KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('RPUSH', KEYS[4], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+return 1
+"""
+
+
+def _viewers_key(story_id: int) -> str:
+    return f"sv:{story_id}"
+
+
+def _count_key(story_id: int) -> str:
+    return f"sc:{story_id}"
+
+
+def _seen_key(viewer_id: int) -> str:
+    return f"su:{viewer_id}"
+
+
+def _tray_key(viewer_id: int) -> str:
+    return f"st:{viewer_id}"
+
+
+def _encode(view: View) -> bytes:
+    return f"{view[0]}:{view[1]}:{view[2]!r}".encode()
+
+
+def _decode(raw: bytes) -> View:
+    story, viewer, at = raw.decode().split(":")
+    return int(story), int(viewer), float(at)
+
+
+class StoryStore(Protocol):
+    async def mark_seen(self, view: View, *, story_ttl_s: float, viewer_ttl_s: float) -> bool:
+        """Records a view; True when it is the viewer's first of the story (counted and
+        queued for SQL), False for a repeat (nothing changes)."""
+
+    async def seen(self, viewer_id: int, story_ids: Sequence[int]) -> set[int]:
+        """The stories among these the viewer has seen."""
+
+    async def view_counts(self, story_ids: Sequence[int]) -> dict[int, int]:
+        """Counted views of the stories the store still holds (absent: not held)."""
+
+    async def take_pending(self, count: int) -> list[View]:
+        """Removes and returns up to `count` queued first views, oldest first."""
+
+    async def requeue(self, views: Sequence[View]) -> None:
+        """Puts views back at the head of the queue (a batch that failed to reach SQL)."""
+
+    async def pending(self) -> int: ...
+
+    async def get_tray(self, viewer_id: int) -> bytes | None: ...
+
+    async def put_tray(self, viewer_id: int, payload: bytes, *, ttl_s: float) -> None: ...
+
+    async def drop_trays(self, viewer_ids: Iterable[int]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class RedisStoryStore:
+    """The stories' hot state on a Redis server (redis.asyncio)."""
+
+    def __init__(self, url: str, *, prefix: str) -> None:
+        import redis.asyncio as aioredis
+
+        self.prefix = prefix
+        self.redis: Any = aioredis.Redis.from_url(url, decode_responses=False)
+        self._mark = self.redis.register_script(_MARK_LUA)
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    async def mark_seen(self, view: View, *, story_ttl_s: float, viewer_ttl_s: float) -> bool:
+        story_id, viewer_id, _ = view
+        keys = [
+            self._k(_viewers_key(story_id)),
+            self._k(_count_key(story_id)),
+            self._k(_seen_key(viewer_id)),
+            self._k(PENDING),
+        ]
+        args: list[bytes | int] = [
+            viewer_id,
+            story_id,
+            _encode(view),
+            max(1, int(story_ttl_s * 1000)),
+            max(1, int(viewer_ttl_s * 1000)),
+        ]
+        return bool(await self._mark(keys=keys, args=args))
+
+    async def seen(self, viewer_id: int, story_ids: Sequence[int]) -> set[int]:
+        if not story_ids:
+            return set()
+        flags = await self.redis.smismember(self._k(_seen_key(viewer_id)), list(story_ids))
+        return {s for s, f in zip(story_ids, flags, strict=True) if f}
+
+    async def view_counts(self, story_ids: Sequence[int]) -> dict[int, int]:
+        if not story_ids:
+            return {}
+        values = await self.redis.mget([self._k(_count_key(s)) for s in story_ids])
+        return {s: int(v) for s, v in zip(story_ids, values, strict=True) if v is not None}
+
+    async def take_pending(self, count: int) -> list[View]:
+        raw = await self.redis.lpop(self._k(PENDING), count)
+        return [_decode(r) for r in raw or ()]
+
+    async def requeue(self, views: Sequence[View]) -> None:
+        if views:
+            await self.redis.lpush(self._k(PENDING), *[_encode(v) for v in reversed(views)])
+
+    async def pending(self) -> int:
+        return int(await self.redis.llen(self._k(PENDING)))
+
+    async def get_tray(self, viewer_id: int) -> bytes | None:
+        value = await self.redis.get(self._k(_tray_key(viewer_id)))
+        return None if value is None else bytes(value)
+
+    async def put_tray(self, viewer_id: int, payload: bytes, *, ttl_s: float) -> None:
+        await self.redis.set(self._k(_tray_key(viewer_id)), payload, px=max(1, int(ttl_s * 1000)))
+
+    async def drop_trays(self, viewer_ids: Iterable[int]) -> None:
+        keys = [self._k(_tray_key(v)) for v in viewer_ids]
+        for i in range(0, len(keys), 1000):
+            await self.redis.delete(*keys[i : i + 1000])
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+class MemoryStoryStore:
+    """The embedded stories' hot state: this process's memory, the same contract."""
+
+    def __init__(self, *, clock: Any = time.monotonic) -> None:
+        self._sets: dict[str, set[int]] = {}
+        self._counts: dict[str, int] = {}
+        self._expires: dict[str, float] = {}
+        self._trays: dict[int, tuple[bytes, float]] = {}
+        self._pending: collections.deque[View] = collections.deque()
+        self._clock = clock
+
+    def _live(self, key: str) -> bool:
+        expires = self._expires.get(key)
+        if expires is not None and expires <= self._clock():
+            self._sets.pop(key, None)
+            self._counts.pop(key, None)
+            self._expires.pop(key, None)
+        return key in self._sets or key in self._counts
+
+    async def mark_seen(self, view: View, *, story_ttl_s: float, viewer_ttl_s: float) -> bool:
+        story_id, viewer_id, _ = view
+        viewers, count, seen = _viewers_key(story_id), _count_key(story_id), _seen_key(viewer_id)
+        for key in (viewers, count, seen):
+            self._live(key)
+        members = self._sets.setdefault(viewers, set())
+        if viewer_id in members:
+            return False
+        members.add(viewer_id)
+        self._counts[count] = self._counts.get(count, 0) + 1
+        self._sets.setdefault(seen, set()).add(story_id)
+        self._pending.append(view)
+        now = self._clock()
+        self._expires[viewers] = self._expires[count] = now + story_ttl_s
+        self._expires[seen] = now + viewer_ttl_s
+        return True
+
+    async def seen(self, viewer_id: int, story_ids: Sequence[int]) -> set[int]:
+        key = _seen_key(viewer_id)
+        held = self._sets.get(key, set()) if self._live(key) else set()
+        return {s for s in story_ids if s in held}
+
+    async def view_counts(self, story_ids: Sequence[int]) -> dict[int, int]:
+        out = {}
+        for s in story_ids:
+            key = _count_key(s)
+            if self._live(key) and key in self._counts:
+                out[s] = self._counts[key]
+        return out
+
+    async def take_pending(self, count: int) -> list[View]:
+        return [self._pending.popleft() for _ in range(min(count, len(self._pending)))]
+
+    async def requeue(self, views: Sequence[View]) -> None:
+        self._pending.extendleft(reversed(views))
+
+    async def pending(self) -> int:
+        return len(self._pending)
+
+    async def get_tray(self, viewer_id: int) -> bytes | None:
+        held = self._trays.get(viewer_id)
+        if held is None:
+            return None
+        if held[1] <= self._clock():
+            del self._trays[viewer_id]
+            return None
+        return held[0]
+
+    async def put_tray(self, viewer_id: int, payload: bytes, *, ttl_s: float) -> None:
+        self._trays[viewer_id] = (payload, self._clock() + ttl_s)
+
+    async def drop_trays(self, viewer_ids: Iterable[int]) -> None:
+        for v in viewer_ids:
+            self._trays.pop(v, None)
+
+    async def close(self) -> None:
+        pass
+
+
+def open_story_store(redis_url: str, *, prefix: str) -> StoryStore:
+    """Redis when a URL is configured, else the embedded store."""
+    if redis_url:
+        return RedisStoryStore(redis_url, prefix=prefix)
+    return MemoryStoryStore()

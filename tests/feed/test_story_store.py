@@ -1,0 +1,65 @@
+"""The story store's contract, the same suite for the embedded store and the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from feed.story_store import MemoryStoryStore, RedisStoryStore, StoryStore
+from tests.conftest import IN_CI
+from tests.feed.conftest import REDIS_URL, drop_keys
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StoryStore]:
+    if request.param == "memory":
+        yield MemoryStoryStore()
+        return
+    redis = RedisStoryStore(REDIS_URL, prefix=f"t{uuid.uuid4().hex[:12]}:")
+    try:
+        await redis.redis.ping()
+    except Exception as e:
+        await redis.close()
+        if IN_CI:
+            pytest.fail(f"Redis unavailable: {e!r}")
+        pytest.skip(f"Redis unavailable: {e!r}")
+    try:
+        yield redis
+    finally:
+        await drop_keys(redis)  # type: ignore[arg-type]
+        await redis.close()
+
+
+async def test_a_view_counts_once_and_is_queued_once(store: StoryStore) -> None:
+    ttl = {"story_ttl_s": 60.0, "viewer_ttl_s": 60.0}
+    assert await store.mark_seen((10, 1, 5.0), **ttl) is True
+    assert await store.mark_seen((10, 1, 6.0), **ttl) is False
+    assert await store.mark_seen((10, 2, 7.0), **ttl) is True
+    assert await store.mark_seen((11, 1, 8.0), **ttl) is True
+    assert await store.view_counts([10, 11, 12]) == {10: 2, 11: 1}
+    assert await store.seen(1, [10, 11, 12]) == {10, 11}
+    assert await store.seen(2, [10, 11]) == {10}
+    assert await store.pending() == 3
+    first = await store.take_pending(2)
+    assert first == [(10, 1, 5.0), (10, 2, 7.0)]
+    await store.requeue(first)  # a failed batch goes back to the head
+    assert await store.take_pending(10) == [(10, 1, 5.0), (10, 2, 7.0), (11, 1, 8.0)]
+    assert await store.take_pending(10) == []
+
+
+async def test_trays_are_kept_until_dropped_or_expired(store: StoryStore) -> None:
+    assert await store.get_tray(1) is None
+    await store.put_tray(1, b"one", ttl_s=60)
+    await store.put_tray(2, b"two", ttl_s=60)
+    await store.put_tray(3, b"three", ttl_s=0.001)
+    assert await store.get_tray(1) == b"one"
+    await store.drop_trays([1, 9])
+    assert await store.get_tray(1) is None and await store.get_tray(2) == b"two"
+    for _ in range(500):  # the 1 ms tray expires; wait for that positively
+        if await store.get_tray(3) is None:
+            break
+        await asyncio.sleep(0.002)
+    assert await store.get_tray(3) is None
