@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -304,25 +304,46 @@ def choose_target(
             listings[node] = store.list(node)
         except BlockUnreachable:
             continue
+    return pick_target(listings, store.nodes(), volume, stripe, info, block, racks=racks)
+
+
+def pick_target(
+    listings: Mapping[str, Collection[str]],
+    order: list[str],
+    volume: int,
+    stripe: int,
+    info: index_file.StripeInfo,
+    block: int,
+    *,
+    racks: RackOf | None = None,
+    leaving: bool = False,
+) -> str:
+    """choose_target's rule over given listings (reachable node -> its object names) and
+    the cell's node order. `leaving`: the block moves off its own node (a rebalance), which
+    is then no candidate; a node already holding a copy of the block is still preferred
+    (a move killed after its copy: the resumed run checks that copy)."""
     if not listings:
         raise IndexUnavailable("no node is reachable")
     own = info.nodes[block]
     others = [n for i, n in enumerate(info.nodes) if i != block]
-    free = [n for n in listings if n not in others]
+    reachable = [n for n in listings if not (leaving and n == own)]
+    if not reachable:
+        raise IndexUnavailable("no other node is reachable")
+    free = [n for n in reachable if n not in others]
     if own in free:
         return own
-    pool = free or list(listings)
+    pool = free or reachable
     name = block_name(volume, stripe, block)
     for node in pool:
         if name in listings[node]:
             return node
     rack = racks or (lambda n: n)
     on_rack = Counter(rack(n) for n in others)
-    order = {n: i for i, n in enumerate(store.nodes())}
+    position = {n: i for i, n in enumerate(order)}
 
     def cost(node: str) -> tuple[int, int, int, int]:
         held = sum(1 for x in listings[node] if x.endswith(".blk"))
-        return others.count(node), on_rack[rack(node)], held, order[node]
+        return others.count(node), on_rack[rack(node)], held, position.get(node, len(order))
 
     return min(pool, key=cost)
 
