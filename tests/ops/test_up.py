@@ -75,10 +75,10 @@ def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
         assert set(names) == {"directory", "store-1", "store-2", "store-3", "store-4",
                               "cache-1", "f4-node-1", "f4-node-2", "f4-node-3", "f4-node-4",
                               "f4-name", "router-1", "mqtt", "api", "worker-1",
-                              "worker-2"}  # fmt: skip
+                              "worker-2", "f4-watch"}  # fmt: skip
         assert {s["role"] for s in doc["services"]} == {
             "directory", "store", "cache", "f4-node", "f4-name", "router", "mqtt", "api",
-            "worker"
+            "worker", "f4-watch"
         }  # fmt: skip
         assert all(s["health"] == "ok" and s["pid"] for s in doc["services"])
         assert names["router-1"]["url"] == f"http://127.0.0.1:{base + lc.ROUTER_PORT_OFFSET}"
