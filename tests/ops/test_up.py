@@ -106,7 +106,7 @@ def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
 
         # down stops everything; up on the same data dir brings the same photos back.
         p = pinhole("down", "--data", data, cwd=tmp_path)
-        assert p.returncode == 0 and p.stdout.count("stopped") == 16, p.stdout
+        assert p.returncode == 0 and p.stdout.count("stopped") == 17, p.stdout
         code, doc = status(data, tmp_path)
         assert code == 1 and all(s["health"] == "down" for s in doc["services"]), [
             s for s in doc["services"] if s["health"] != "down"
@@ -207,8 +207,8 @@ def test_up_in_the_foreground_stops_every_service_on_sigint(tmp_path: Path) -> N
         assert code == 0, doc
         pids = [s["pid"] for s in doc["services"]]
         # directory, 3 stores, cache, 4 f4 storage nodes, the f4 name node, router, the
-        # MQTT broker, api, 2 workers
-        assert len(pids) == 15
+        # MQTT broker, api, 2 workers, the f4 watcher
+        assert len(pids) == 16
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         for pid in pids:
