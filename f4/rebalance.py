@@ -43,7 +43,7 @@ from f4.block_store import BlockStore, block_name, sidecar_name
 from f4.encoder import ROW_BYTES, ChecksummedWriter, write_json_atomic
 from f4.errors import BlockMissing, BlockUnreachable, F4Error, IndexUnavailable
 from f4.index import RackOf, StripeInfo, VolumeIndex
-from f4.rebuild import Pacer, check_block, pick_target
+from f4.rebuild import Pacer, check_block, index_copies_ok, pick_target
 from f4.stripe import BLOCK_FAULTS, ReadCounter, StripeRef, read_checked
 
 
@@ -281,8 +281,9 @@ def run(
     on_move: Callable[[int, int], None] | None = None,
 ) -> RebalanceStats:
     """Rebalances the volume: the moves of its journal when a killed run left one, else
-    those `plan` finds now (journaled first); each carried out by `move`; the journal is
-    removed when all are done. `on_move(done, total)` after each."""
+    those `plan` finds now (journaled first); each carried out by `move`; then the index
+    copies are put on their placement (as a rebuild does) and the journal is removed.
+    `on_move(done, total)` after each move."""
     started = time.monotonic()
     idx = index_file.load(store, volume, racks=racks)
     path = journal_path(work_dir, volume)
@@ -300,6 +301,13 @@ def run(
         idx = move(store, idx, m, racks=racks, throttle=throttle, counter=counter, tally=tally)
         if on_move is not None:
             on_move(i, len(moves))
+    # As a rebuild ends: the index copies on their placement (which a longer node list
+    # changes), then the ones elsewhere removed.
+    placed = len(index_file.index_nodes(store, volume, racks=racks))
+    if index_copies_ok(store, idx, racks) < placed:
+        index_file.write(store, idx, racks=racks)
+    if index_copies_ok(store, idx, racks) == placed:
+        index_file.remove_misplaced(store, idx, racks=racks)
     path.unlink(missing_ok=True)
     return RebalanceStats(
         volume,

@@ -197,7 +197,7 @@ def verify(
         volume,
         len(idx.stripes) * STRIPE_BLOCKS,
         tuple(damage),
-        _index_copies_ok(store, idx, racks),
+        index_copies_ok(store, idx, racks),
         len(index_file.index_nodes(store, volume, racks=racks)),
         parity_checked=parity,
         bytes_read=counter.bytes_read,
@@ -268,7 +268,7 @@ def _explains(codec: Codec, rows: dict[int, bytes], stored: dict[int, bytes], bl
     return all(computed[b - DATA_BLOCKS] == stored[b] for b in stored)
 
 
-def _index_copies_ok(store: BlockStore, idx: index_file.VolumeIndex, racks: RackOf | None) -> int:
+def index_copies_ok(store: BlockStore, idx: index_file.VolumeIndex, racks: RackOf | None) -> int:
     """How many of the placement's copies are readable and of `idx`'s generation."""
     ok = 0
     for node in index_file.index_nodes(store, idx.volume, racks=racks):
@@ -410,9 +410,9 @@ def rebuild(
             if on_progress is not None:
                 on_progress(RebuildProgress(rebuilt + found_done, total, written))
     placed = len(index_file.index_nodes(store, volume, racks=racks))
-    if _index_copies_ok(store, idx, racks) < placed:
+    if index_copies_ok(store, idx, racks) < placed:
         index_file.write(store, idx, racks=racks)
-    if _index_copies_ok(store, idx, racks) == placed:
+    if index_copies_ok(store, idx, racks) == placed:
         index_file.remove_misplaced(store, idx, racks=racks)
     return RebuildStats(
         volume, rebuilt, found_done, written, counter.bytes_read, time.monotonic() - started
