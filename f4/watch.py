@@ -331,9 +331,14 @@ class WatchService:
         from common.jobs.schema import jobs
 
         c = jobs.c
+        # Queued and due (not waiting out a backoff), or marked running (by a process
+        # that holds the lock, or by a killed one: its orphan is queued again under it).
         query = sa.select(sa.func.count()).where(
             c.queue == f4_jobs.QUEUE,
-            c.state.in_([JobState.QUEUED, JobState.RUNNING]),
+            sa.or_(
+                sa.and_(c.state == JobState.QUEUED, c.run_after_unix_s <= time.time()),
+                c.state == JobState.RUNNING,
+            ),
             c.kind.in_([k.name for k in f4_jobs.KINDS if k is not f4_jobs.MIGRATE]),
         )
         async with self.jobs.db.snapshot() as conn:

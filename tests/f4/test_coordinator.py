@@ -272,6 +272,20 @@ def test_the_watcher_rebuilds_a_deleted_block_without_a_rebuild_run(setup: Setup
         )
         assert later["last_tick"]["blocks_lost"] == 0
         assert len(s.rebuild_jobs()) == 1
+        # What it saw, for Prometheus and in `pinhole f4 status --json`.
+        status, body = _get(watcher.url + "/metrics", s.operator.header(Purpose.METRICS))
+        assert status == 200
+        metrics = dict(
+            line.rsplit(" ", 1) for line in body.decode().splitlines() if line[:1] != "#"
+        )
+        assert float(metrics["pinhole_f4_watch_rebuilds_queued_total"]) == 1.0
+        assert float(metrics["pinhole_f4_watch_ticks_total"]) >= ticks + 2
+        assert float(metrics["pinhole_f4_watch_blocks_lost"]) == 0.0
+        assert _get(watcher.url + "/status", s.operator.header(Purpose.READ))[0] == 401
+        p = s.pinhole(s.config_file("status.toml"), "status", "--json")
+        assert p.returncode == 0, p.stderr
+        seen = json.loads(p.stdout)["watcher"]
+        assert seen["counters"]["rebuilds_queued"] == 1 and seen["counters"]["ticks"] >= ticks
     finally:
         watcher.stop()
 
