@@ -455,7 +455,8 @@ def test_rebalance_moves_blocks_onto_an_added_node_while_every_read_succeeds(
         assert doc["skew_after"] <= doc["slack"]
         assert len(list(added.blocks.glob("n14/*.blk"))) == done["blocks_moved"]
         assert all(len(disks) == 1 for disks in _copies(s).values())  # old copies deleted
-        verified = json.loads(s.pinhole(config, "verify", "--json").stdout)
+        # verify reads at rebuild_mb_s: unpaced here.
+        verified = json.loads(s.pinhole(s.config_file("unpaced.toml"), "verify", "--json").stdout)
         assert verified["ok"] is True, verified
         assert _read_through(name, s) == []
     finally:
