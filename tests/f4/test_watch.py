@@ -1,23 +1,31 @@
 """The watcher's look at a cell (f4/watch.py) on local directories, with a clock the test
 moves: a missing block is lost at once, a silent node only after its grace, a scrub finds
-what listings cannot (a corrupt block), and a rebalance check names a skewed volume."""
+what listings cannot (a corrupt block), a rebalance check names a skewed volume, and the
+service queues a rebalance at its cadence and runs it only when the cell's lock is free."""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 import random
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from common.db import migrate, open_database
+from common.jobs import JobState, JobStore
 from common.jobs.local import Throttle
 from f4 import index as index_file
+from f4 import jobs as f4_jobs
 from f4.block_store import block_name
 from f4.cell import Cell
 from f4.config import F4Config, F4Node
 from f4.erasure import STRIPE_BLOCKS
-from f4.watch import Lost, Watcher
+from f4.watch import Lost, Watcher, WatchService
 from tests.f4.helpers import random_blobs, sealed_volume
 
 VID = 1
@@ -123,5 +131,48 @@ def test_a_rebalance_check_names_a_volume_once_a_node_was_added(cell: Cell, tmp_
         assert Watcher(bigger).unbalanced() == [VID]
         bigger.rebalance(VID)
         assert Watcher(bigger).unbalanced() == []
+    finally:
+        bigger.close()
+
+
+def test_the_service_queues_a_rebalance_at_its_cadence_and_runs_it_under_the_lock(
+    cell: Cell, tmp_path: Path
+) -> None:
+    grown = replace(_config(tmp_path, STRIPE_BLOCKS + 1), rebalance_interval_s=0.01)
+    (grown.blocks_dir / "n14").mkdir()
+    bigger = Cell(grown)
+
+    async def go() -> None:
+        db = await open_database(str(tmp_path / "media.sqlite3"))
+        try:
+            await migrate(db, f4_jobs.COMPONENT, f4_jobs.MIGRATIONS)
+            jobs = JobStore(db)
+            service = WatchService(bigger, jobs, interval_s=1.0)
+            # Another process holds the cell's lock: the job is queued, left to it.
+            held = os.open(grown.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX)
+                service.last_rebalance_unix_s = 0.0
+                await service.tick()
+            finally:
+                os.close(held)
+            (job,) = await f4_jobs.jobs_of(db, f4_jobs.REBALANCE, VID)
+            assert job.state == JobState.QUEUED
+            assert service.counters.rebalances_queued == 1
+            assert service.counters.lock_busy == 1 and service.counters.jobs_run == 0
+            # The lock free: the next tick runs it (and queues no second one meanwhile).
+            service.last_rebalance_unix_s = 0.0
+            await service.tick()
+            (job,) = await f4_jobs.jobs_of(db, f4_jobs.REBALANCE, VID)
+            assert job.state == JobState.DONE
+            assert service.counters.rebalances_queued == 1 and service.counters.jobs_run == 1
+            assert service.status()["last_tick"]["tick"] == 2
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(go())
+        assert Watcher(bigger).unbalanced() == []
+        assert bigger.verify(VID).ok
     finally:
         bigger.close()
