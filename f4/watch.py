@@ -16,7 +16,8 @@ job per volume and kind, so a volume is never queued twice while its job is pend
 running. Every `rebalance_interval_s` (0: never) a volume whose plan (f4.rebalance.plan)
 has moves gets a rebalance job.
 
-Queued jobs are run by this process only while it holds `<cell_root>/f4.lock` (taken
+Queued jobs are run (in a task of their own, so ticks go on while a rebuild takes
+minutes) by this process only while it holds `<cell_root>/f4.lock` (taken
 without waiting, per run, and released after: invariant 52 holds, and a cron `pinhole f4
 migrate` or `rebuild` finds it free between runs); when another process holds it, that
 process's drain runs them. What the watcher saw is in `Watcher.status()` (its /status),
@@ -251,6 +252,7 @@ class WatchService:
         self.config = self.cell.config
         self._ids = IdGenerator(self.config.id_shard)
         self._run_lock = asyncio.Lock()
+        self._jobs_task: asyncio.Task[None] | None = None
         self.started_unix_s = self.clock()
         self.last_scrub_unix_s = self._saved().get("last_scrub_unix_s", self.started_unix_s)
         self.last_rebalance_unix_s = self.started_unix_s
@@ -283,8 +285,11 @@ class WatchService:
                 self.counters.rebuilds_queued += 1
                 log.info("volume %d: rebuild queued (job %d)", v, job.job_id)
 
-    async def tick(self) -> TickReport:
-        """One tick: look, queue rebuilds, maybe queue rebalances, run what is due."""
+    async def tick(self, *, wait: bool = True) -> TickReport:
+        """One tick: look, queue rebuilds, maybe queue rebalances, run what is due. With
+        `wait` false the jobs run in a task of their own (the loop's ticks go on while a
+        rebuild takes minutes); a tick finding that task still busy leaves the new jobs to
+        it (its drain runs every due job)."""
         report = await asyncio.to_thread(self.watcher.tick, self.counters.ticks + 1)
         self.counters.blocks_lost_seen += len(report.lost)
         await self._queue_rebuilds(report.lost)
@@ -307,7 +312,10 @@ class WatchService:
                         attempts_max=self.config.attempts_max,
                     )
                     self.counters.rebalances_queued += 1
-        await self.run_due()
+        if wait:
+            await self.run_due()
+        elif self._jobs_task is None or self._jobs_task.done():
+            self._jobs_task = asyncio.create_task(self._run_due_logged())
         self.last = report
         self.counters.ticks += 1
         await asyncio.to_thread(self._save)
@@ -343,6 +351,16 @@ class WatchService:
         )
         async with self.jobs.db.snapshot() as conn:
             return bool((await conn.execute(query)).scalar_one())
+
+    async def _run_due_logged(self) -> None:
+        try:
+            await self.run_due()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.counters.errors += 1
+            log.exception("running the f4 jobs failed")
+        await asyncio.to_thread(self._save)
 
     async def run_due(self) -> int:
         """Runs the due rebuild and rebalance jobs (and any other f4 job then due) when the
@@ -403,6 +421,9 @@ class WatchService:
                 log.exception("f4 watcher step failed")
             await asyncio.sleep(seconds())
 
+    async def _tick_in_loop(self) -> None:
+        await self.tick(wait=False)
+
     def _scrub_wait_s(self) -> float:
         return max(0.0, self.last_scrub_unix_s + self.config.scrub_interval_s - self.clock())
 
@@ -421,12 +442,14 @@ class WatchService:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[WatchService]:
         """Ticks (and scrubs, when scrub_interval_s > 0) in background tasks meanwhile."""
-        tasks = [asyncio.create_task(self._every(lambda: self.interval_s, self.tick))]
+        tasks = [asyncio.create_task(self._every(lambda: self.interval_s, self._tick_in_loop))]
         if self.config.scrub_interval_s:
             tasks.append(asyncio.create_task(self._scrub_loop()))
         try:
             yield self
         finally:
+            if self._jobs_task is not None:
+                tasks.append(self._jobs_task)
             for t in tasks:
                 t.cancel()
             for t in tasks:
