@@ -242,9 +242,11 @@ class F4Bench:
     def __init__(self, plan: Plan, work: Path) -> None:
         self.plan = plan
         self.work = work
+        # Without the watcher: the benchmark times `pinhole f4 rebuild` itself.
         self.layout = lc.Layout(
-            root=work / "cluster", port_base=lc.free_port_base(), stores=4, workers=0
-        )
+            root=work / "cluster", port_base=lc.free_port_base(), stores=4, workers=0,
+            f4_watch=False,
+        )  # fmt: skip
         self.running: dict[str, lc.Running] = {}
         self.creds = Credentials.from_secret(b"unset: start() loads the cluster's secret")
         self.volume = 0

@@ -45,6 +45,8 @@ from f4.handover import DirectoryLink, reconcile
 from f4.keystore import KeyStore
 from f4.needle_source import NeedleSource
 from f4.reader import Reader
+from f4.rebalance import RebalanceStats
+from f4.rebalance import run as rebalance_volume
 from f4.rebuild import RebuildProgress, RebuildStats, VerifyReport, rebuild, verify
 from store import volume_state
 from store.storage import OsStorage
@@ -428,3 +430,20 @@ class Cell:
                 "after the rebuild"
             )
         return stats
+
+    # -- rebalance ------------------------------------------------------------------------
+
+    def rebalance(self, volume: int, *, job: LocalJob | None = None) -> RebalanceStats:
+        """Moves the volume's healthy blocks where placement wants them (f4.rebalance),
+        resuming a killed run's journal, each block paced at rebuild_mb_s (the job's
+        throttle, where a cancel is seen)."""
+        job = job or LocalJob("f4-rebalance", volume)
+        return rebalance_volume(
+            self.store,
+            volume,
+            self.config.work_dir,
+            slack=self.config.rebalance_slack_blocks,
+            moves_max=self.config.rebalance_moves_max,
+            racks=self.config.rack_of,
+            throttle=job.throttle(self.config.rebuild_mb_s * 1e6),
+        )

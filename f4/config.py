@@ -112,6 +112,24 @@ class F4Config:
     # ./.pinhole/cluster.secret. Services take --credentials or --secret-file instead.
     cluster_secret_file: Path | None = None
     read_threads: int = 8  # reads and decryption run on this many threads
+    # The watcher (`pinhole f4 watch`): every watch_interval_s it asks each storage node
+    # whether it is up and which objects it holds (listings only, no block read) and queues
+    # a rebuild for a volume as soon as one of its blocks is missing; a node that does not
+    # answer counts as lost only after node_lost_after_s (a restart is not a loss). Every
+    # scrub_interval_s (0: never) it reads every block against its sidecar at scrub_mb_s
+    # (0: unpaced). Every rebalance_interval_s (0: never) it queues rebalance jobs.
+    watch_interval_s: float = 10.0
+    node_lost_after_s: float = 300.0
+    scrub_interval_s: float = 7 * 86400.0
+    scrub_mb_s: float = 20.0
+    rebalance_interval_s: float = 0.0
+    watch_host: str = "127.0.0.1"
+    watch_port: int = 8761
+    # Rebalancing (`pinhole f4 rebalance`): a cell is skewed when a node holds more than
+    # rebalance_slack_blocks blocks more than another; one run moves at most
+    # rebalance_moves_max blocks of a volume, each paced at rebuild_mb_s.
+    rebalance_slack_blocks: int = 2
+    rebalance_moves_max: int = 256
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -141,6 +159,14 @@ class F4Config:
         for name in ("backoff_s_base", "backoff_s_max", "lease_s", "heartbeat_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.node_lost_after_s < 0 or self.scrub_interval_s < 0 or self.scrub_mb_s < 0:
+            raise ValueError("node_lost_after_s, scrub_interval_s and scrub_mb_s must be >= 0")
+        if self.rebalance_interval_s < 0 or not self.watch_interval_s > 0:
+            raise ValueError("watch_interval_s must be > 0 and rebalance_interval_s >= 0")
+        if not 0 <= self.watch_port <= 65535:
+            raise ValueError("watch_port must be within 0..65535")
+        if self.rebalance_slack_blocks < 1 or self.rebalance_moves_max < 1:
+            raise ValueError("rebalance_slack_blocks and rebalance_moves_max must be >= 1")
         if not 0 <= self.id_shard <= SHARD_MAX:
             raise ValueError(f"id_shard must be within 0..{SHARD_MAX}")
 

@@ -1,5 +1,6 @@
 """The f4 queue of the job framework (common/jobs): `migrate` (one sealed Haystack volume
-into the cell, checked end to end) and `rebuild` (one volume's damaged blocks), on the
+into the cell, checked end to end), `rebuild` (one volume's damaged blocks) and
+`rebalance` (one volume's healthy blocks moved for placement, f4.rebalance), on the
 metadata database, so `pinhole jobs` lists, dead-letters and retries them like the others.
 
 Invariants:
@@ -56,6 +57,9 @@ framework.register_queue(JobQueue(QUEUE, lock=LOCK))
 # to migrate is to anything.
 REBUILD: Final = framework.register(JobKind("rebuild", QUEUE, _DEFAULT_RETRY, priority=0))
 MIGRATE: Final = framework.register(JobKind("migrate", QUEUE, _DEFAULT_RETRY, priority=1))
+# Moving healthy blocks (f4.rebalance) waits for both.
+REBALANCE: Final = framework.register(JobKind("rebalance", QUEUE, _DEFAULT_RETRY, priority=2))
+KINDS: Final = (MIGRATE, REBUILD, REBALANCE)
 
 _J = jobs.c
 
@@ -197,4 +201,12 @@ def handlers(
 
         await in_thread(lease, work)
 
-    return {MIGRATE.name: migrate, REBUILD.name: rebuild}
+    async def rebalance(lease: JobLease) -> None:
+        volume = lease.job.subject_id
+
+        def work(local: LocalJob) -> dict[str, Any]:
+            return cell.rebalance(volume, job=local).as_json()
+
+        await in_thread(lease, work)
+
+    return {MIGRATE.name: migrate, REBUILD.name: rebuild, REBALANCE.name: rebalance}

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -197,7 +197,7 @@ def verify(
         volume,
         len(idx.stripes) * STRIPE_BLOCKS,
         tuple(damage),
-        _index_copies_ok(store, idx, racks),
+        index_copies_ok(store, idx, racks),
         len(index_file.index_nodes(store, volume, racks=racks)),
         parity_checked=parity,
         bytes_read=counter.bytes_read,
@@ -268,7 +268,7 @@ def _explains(codec: Codec, rows: dict[int, bytes], stored: dict[int, bytes], bl
     return all(computed[b - DATA_BLOCKS] == stored[b] for b in stored)
 
 
-def _index_copies_ok(store: BlockStore, idx: index_file.VolumeIndex, racks: RackOf | None) -> int:
+def index_copies_ok(store: BlockStore, idx: index_file.VolumeIndex, racks: RackOf | None) -> int:
     """How many of the placement's copies are readable and of `idx`'s generation."""
     ok = 0
     for node in index_file.index_nodes(store, idx.volume, racks=racks):
@@ -304,25 +304,46 @@ def choose_target(
             listings[node] = store.list(node)
         except BlockUnreachable:
             continue
+    return pick_target(listings, store.nodes(), volume, stripe, info, block, racks=racks)
+
+
+def pick_target(
+    listings: Mapping[str, Collection[str]],
+    order: list[str],
+    volume: int,
+    stripe: int,
+    info: index_file.StripeInfo,
+    block: int,
+    *,
+    racks: RackOf | None = None,
+    leaving: bool = False,
+) -> str:
+    """choose_target's rule over given listings (reachable node -> its object names) and
+    the cell's node order. `leaving`: the block moves off its own node (a rebalance), which
+    is then no candidate; a node already holding a copy of the block is still preferred
+    (a move killed after its copy: the resumed run checks that copy)."""
     if not listings:
         raise IndexUnavailable("no node is reachable")
     own = info.nodes[block]
     others = [n for i, n in enumerate(info.nodes) if i != block]
-    free = [n for n in listings if n not in others]
+    reachable = [n for n in listings if not (leaving and n == own)]
+    if not reachable:
+        raise IndexUnavailable("no other node is reachable")
+    free = [n for n in reachable if n not in others]
     if own in free:
         return own
-    pool = free or list(listings)
+    pool = free or reachable
     name = block_name(volume, stripe, block)
     for node in pool:
         if name in listings[node]:
             return node
     rack = racks or (lambda n: n)
     on_rack = Counter(rack(n) for n in others)
-    order = {n: i for i, n in enumerate(store.nodes())}
+    position = {n: i for i, n in enumerate(order)}
 
     def cost(node: str) -> tuple[int, int, int, int]:
         held = sum(1 for x in listings[node] if x.endswith(".blk"))
-        return others.count(node), on_rack[rack(node)], held, order[node]
+        return others.count(node), on_rack[rack(node)], held, position.get(node, len(order))
 
     return min(pool, key=cost)
 
@@ -389,9 +410,9 @@ def rebuild(
             if on_progress is not None:
                 on_progress(RebuildProgress(rebuilt + found_done, total, written))
     placed = len(index_file.index_nodes(store, volume, racks=racks))
-    if _index_copies_ok(store, idx, racks) < placed:
+    if index_copies_ok(store, idx, racks) < placed:
         index_file.write(store, idx, racks=racks)
-    if _index_copies_ok(store, idx, racks) == placed:
+    if index_copies_ok(store, idx, racks) == placed:
         index_file.remove_misplaced(store, idx, racks=racks)
     return RebuildStats(
         volume, rebuilt, found_done, written, counter.bytes_read, time.monotonic() - started

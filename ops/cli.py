@@ -8,6 +8,7 @@ import click
 
 from ops.bench_cmds import bench
 from ops.f4_cmds import f4_group
+from ops.f4_coord_cmds import watch_cmd as _f4_watch  # noqa: F401  (registers f4 watch|rebalance)
 from ops.jobs_cmds import jobs_group
 from ops.media_cmds import api, worker
 from ops.service_cmds import cache, directory, router

@@ -12,6 +12,7 @@ ops/cli_support.py.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from f4.config import F4Config, f4_config
 from f4.erasure import Codec
 from f4.errors import F4Error
 from f4.rebuild import RebuildProgress, VerifyReport, verify
+from f4.watch import STATE_FILE as WATCH_STATE_FILE
 from ops.cli_support import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -168,7 +170,7 @@ async def _run_jobs(
         queues=[f4_jobs.QUEUE],
         worker=f4_jobs.worker_name(),
         lease_s=config.lease_s,
-        policies={k.name: f4_jobs.retry_policy(config) for k in (f4_jobs.MIGRATE, f4_jobs.REBUILD)},
+        policies={k.name: f4_jobs.retry_policy(config) for k in f4_jobs.KINDS},
     )
     try:
         await runner.drain()
@@ -366,6 +368,15 @@ def _health(cell: Cell, volume: int, *, parity: bool = False) -> tuple[VerifyRep
         return None, e.message
 
 
+def _watcher_state(config: F4Config) -> dict[str, Any] | None:
+    """What `pinhole f4 watch` saw last (its <work>/watch.json), or None."""
+    try:
+        doc: dict[str, Any] = json.loads((config.work_dir / WATCH_STATE_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return doc
+
+
 @f4_group.command("status")
 @_volume_option
 @_json_option
@@ -389,8 +400,9 @@ def status_cmd(ctx: click.Context, volume: int | None, json_output: bool) -> Non
                     stripes=[s.as_json() for s in cell.stripe_health(v, report)],
                 )
             volumes.append(doc)
+    watcher = _watcher_state(config)
     if json_output:
-        emit_json({"cell": domains, "volumes": volumes})
+        emit_json({"cell": domains, "volumes": volumes, "watcher": watcher})
         return
     click.echo(
         f"cell {config.cell_root}: {domains['nodes']} nodes ({domains['nodes_up']} up) "

@@ -7,7 +7,8 @@ registry `<root>/services.json` records each service's pid, url and command. A p
 counts as the service while /proc/<pid>/cmdline still names that service (pids get reused).
 
 Ports are laid out from one base (default 8700): directory base, store-i base+i, cache
-base+50, f4 storage node f4-node-h base+60+h, f4 name node base+70, router base+80, API
+base+50, f4 storage node f4-node-h base+60+h, f4 name node base+70, the f4 watcher
+(`pinhole f4 watch`, the cell's coordinator) base+71, router base+80, API
 base+90, worker-i's health endpoint base+90+i; the MQTT broker (Mosquitto, real-time push)
 base+45 and its WebSocket listener base+46, its generated config under <root>/mqtt.
 
@@ -47,6 +48,7 @@ MQTT_WEBSOCKET_PORT_OFFSET: Final = 46
 MQTT_DIR: Final = "mqtt"
 F4_NODE_PORT_OFFSET: Final = 60
 F4_NAME_PORT_OFFSET: Final = 70
+F4_WATCH_PORT_OFFSET: Final = 71
 F4_HOSTS: Final = 4
 F4_DISKS: Final = 14  # one stripe's blocks, each on a disk of its own
 F4_CONFIG_FILE: Final = "f4.toml"
@@ -84,6 +86,7 @@ class Layout:
     host: str = "127.0.0.1"
     extra_store_args: tuple[str, ...] = field(default=())
     workers: int = WORKERS_DEFAULT
+    f4_watch: bool = True  # run `pinhole f4 watch` (the cell's coordinator)
 
     @property
     def directory_url(self) -> str:
@@ -140,6 +143,10 @@ class Layout:
         return f"http://{self.host}:{self.port_base + F4_NAME_PORT_OFFSET}"
 
     @property
+    def f4_watch_url(self) -> str:
+        return f"http://{self.host}:{self.port_base + F4_WATCH_PORT_OFFSET}"
+
+    @property
     def f4_config_file(self) -> Path:
         return self.root / F4_CONFIG_FILE
 
@@ -166,6 +173,8 @@ class Layout:
             f'cluster_secret_file = "{self.secret_file}"\n'
             f'name_host = "{self.host}"\n'
             f"name_port = {self.port_base + F4_NAME_PORT_OFFSET}\n"
+            f'watch_host = "{self.host}"\n'
+            f"watch_port = {self.port_base + F4_WATCH_PORT_OFFSET}\n"
             f"nodes = [\n{nodes},\n]\n"
         )
 
@@ -273,6 +282,16 @@ class Layout:
                      "--port", str(port), *media, *creds("worker")),
                 )
             )  # fmt: skip
+        # Last: it queues and runs the f4 jobs on the API's metadata database.
+        if self.f4_watch:
+            out.append(
+                Service(
+                    "f4-watch",
+                    "f4-watch",
+                    self.f4_watch_url,
+                    (*f4, "watch", "--media-data", str(self.root / "media")),
+                )
+            )
         return out
 
 
@@ -318,6 +337,7 @@ def save_layout(layout: Layout) -> None:
         "stores": layout.stores,
         "host": layout.host,
         "workers": layout.workers,
+        "f4_watch": layout.f4_watch,
     }
     layout_file(layout.root).write_text(json.dumps(doc, indent=2))
 
@@ -334,6 +354,7 @@ def load_layout(root: Path) -> Layout | None:
         stores=doc["stores"],
         host=doc["host"],
         workers=doc.get("workers", WORKERS_DEFAULT),
+        f4_watch=doc.get("f4_watch", True),
     )
 
 

@@ -77,7 +77,11 @@ def demo_png(seed: int, size: int = 256) -> bytes:
 
 
 def resolve_layout(
-    root: Path, port_base: int | None, stores: int | None, workers: int | None = None
+    root: Path,
+    port_base: int | None,
+    stores: int | None,
+    workers: int | None = None,
+    f4_watch: bool | None = None,
 ) -> lc.Layout:
     """The recorded layout of this root, with the options on top (stores only grow)."""
     saved = lc.load_layout(root)
@@ -94,7 +98,9 @@ def resolve_layout(
         if running:
             raise CliError("the cluster runs on other ports; `pinhole down` first", 2)
     workers = workers or (saved.workers if saved else lc.WORKERS_DEFAULT)
-    return lc.Layout(root=root, port_base=base, stores=count, workers=workers)
+    if f4_watch is None:
+        f4_watch = saved.f4_watch if saved else True
+    return lc.Layout(root=root, port_base=base, stores=count, workers=workers, f4_watch=f4_watch)
 
 
 async def _seed_demo(layout: lc.Layout) -> list[str]:
@@ -251,6 +257,12 @@ def _banner(
 )
 @click.option("--demo/--no-demo", default=False, help="Store a few demo photos.")
 @click.option("--detach", is_flag=True, help="Return once the cluster is up.")
+@click.option(
+    "--f4-watch/--no-f4-watch",
+    default=None,
+    help="Run the f4 cell's watcher (default: yes, or as recorded); without it only "
+    "`pinhole f4 rebuild` repairs the cell.",
+)
 def up(
     root: Path,
     port_base: int | None,
@@ -258,6 +270,7 @@ def up(
     workers: int | None,
     demo: bool,
     detach: bool,
+    f4_watch: bool | None,
 ) -> None:
     """Start the local cluster (foreground: Ctrl-C stops it; --detach: `pinhole down`)."""
     # The services read ./pinhole.toml: refuse here, in one line, what they would refuse.
@@ -267,7 +280,7 @@ def up(
     credentials.ensure_secret_file(root)
     # Fail early on an unreadable secret: every service loads it.
     credentials.load_secret(secret_file=root / credentials.SECRET_FILE_NAME, default_dir=None)
-    layout = resolve_layout(root, port_base, stores, workers)
+    layout = resolve_layout(root, port_base, stores, workers, f4_watch)
     lc.save_layout(layout)
 
     def interrupt(signum: int, frame: object) -> None:
@@ -324,7 +337,8 @@ def _down(root: Path, *, quiet: bool) -> list[str]:
     running = lc.read_registry(root)
     up_now = [e for e in running.values() if lc.alive(e)]
     # Workers and the API first, the directory last: nothing is left talking to a dead peer.
-    roles = ("worker", "api", "mqtt", "router", "cache", "f4-name", "f4-node", "store", "directory")
+    roles: tuple[str, ...] = ("f4-watch", "worker", "api", "mqtt", "router", "cache")
+    roles += ("f4-name", "f4-node", "store", "directory")
     up_now.sort(key=lambda e: roles.index(e.role) if e.role in roles else len(roles))
     killed: list[str] = []
     for role in roles:

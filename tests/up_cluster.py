@@ -34,10 +34,10 @@ def pinhole(
 
 
 @contextlib.contextmanager
-def up_cluster(root: Path) -> Iterator[tuple[lc.Layout, str]]:
+def up_cluster(root: Path, *options: str) -> Iterator[tuple[lc.Layout, str]]:
     """A detached local cluster under `root` on free ports: (its layout, what `pinhole up`
-    printed). Stopped on exit."""
-    p = pinhole("up", "--data", root, "--port-base", lc.free_port_base(), "--detach")
+    printed). Stopped on exit. `options`: more of `pinhole up`'s."""
+    p = pinhole("up", "--data", root, "--port-base", lc.free_port_base(), "--detach", *options)
     try:
         assert p.returncode == 0, p.stderr + p.stdout
         layout = lc.load_layout(root.resolve())

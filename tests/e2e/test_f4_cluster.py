@@ -81,7 +81,9 @@ class F4Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[F4Cluster]:
     root = tmp_path_factory.mktemp("f4e2e") / "cluster"
-    with up_cluster(root) as (layout, _):
+    # Without the watcher: these tests repair the cell the cron way (`pinhole f4 rebuild`);
+    # tests/f4/test_coordinator.py covers the watcher.
+    with up_cluster(root, "--no-f4-watch") as (layout, _):
         secret = credentials.load_secret(secret_file=layout.secret_file, default_dir=None)
         yield F4Cluster(root.resolve(), layout, secret)
 

@@ -75,10 +75,10 @@ def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
         assert set(names) == {"directory", "store-1", "store-2", "store-3", "store-4",
                               "cache-1", "f4-node-1", "f4-node-2", "f4-node-3", "f4-node-4",
                               "f4-name", "router-1", "mqtt", "api", "worker-1",
-                              "worker-2"}  # fmt: skip
+                              "worker-2", "f4-watch"}  # fmt: skip
         assert {s["role"] for s in doc["services"]} == {
             "directory", "store", "cache", "f4-node", "f4-name", "router", "mqtt", "api",
-            "worker"
+            "worker", "f4-watch"
         }  # fmt: skip
         assert all(s["health"] == "ok" and s["pid"] for s in doc["services"])
         assert names["router-1"]["url"] == f"http://127.0.0.1:{base + lc.ROUTER_PORT_OFFSET}"
@@ -106,7 +106,7 @@ def test_up_detach_status_crash_restart_down_and_back(tmp_path: Path) -> None:
 
         # down stops everything; up on the same data dir brings the same photos back.
         p = pinhole("down", "--data", data, cwd=tmp_path)
-        assert p.returncode == 0 and p.stdout.count("stopped") == 16, p.stdout
+        assert p.returncode == 0 and p.stdout.count("stopped") == 17, p.stdout
         code, doc = status(data, tmp_path)
         assert code == 1 and all(s["health"] == "down" for s in doc["services"]), [
             s for s in doc["services"] if s["health"] != "down"
@@ -207,8 +207,8 @@ def test_up_in_the_foreground_stops_every_service_on_sigint(tmp_path: Path) -> N
         assert code == 0, doc
         pids = [s["pid"] for s in doc["services"]]
         # directory, 3 stores, cache, 4 f4 storage nodes, the f4 name node, router, the
-        # MQTT broker, api, 2 workers
-        assert len(pids) == 15
+        # MQTT broker, api, 2 workers, the f4 watcher
+        assert len(pids) == 16
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         for pid in pids:
