@@ -531,7 +531,7 @@ def test_mastodon_py_follow_requests_favourites_bookmarks_conversations(base: st
     # Favourites and bookmarks: the follower's likes and saves, newest post first, paged.
     statuses = [posted_photo(o, f"mine {i}", 30 + i) for i in range(3)]
     for st in statuses:
-        until(lambda st=st: True if _visible(f, st["id"]) else None, "the post to go live")
+        until(_visible_probe(f, st["id"]), "the post to go live")
     f.status_favourite(statuses[0]["id"])
     f.status_favourite(statuses[2]["id"])
     f.status_bookmark(statuses[1]["id"])
@@ -580,9 +580,14 @@ def test_mastodon_py_follow_requests_favourites_bookmarks_conversations(base: st
         s.conversations_read(thread_id)  # not a member
 
 
-def _visible(m: Mastodon, status_id: str) -> bool:
-    try:
-        m.status(status_id)
-    except MastodonNotFoundError:
-        return False  # still processing: only its author sees it
-    return True
+def _visible_probe(m: Mastodon, status_id: str) -> Callable[[], bool | None]:
+    """For until(): True once the status is visible to `m` (live), else None."""
+
+    def probe() -> bool | None:
+        try:
+            m.status(status_id)
+        except MastodonNotFoundError:
+            return None  # still processing: only its author sees it
+        return True
+
+    return probe
