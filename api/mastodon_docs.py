@@ -10,10 +10,12 @@ import html
 import re
 from typing import Any, Final
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from api.context import ApiContext
 from api.media_docs import iso
-from api.social_docs import avatars, post_documents
-from social import accounts, client_state, text
+from api.social_docs import PostBatch, avatar_document, avatars, documents_of, read_posts
+from social import client_state, text
 from social.accounts import User
 from social.graph import Relationship
 
@@ -211,16 +213,24 @@ async def statuses(
     ctx: ApiContext, viewer: int, post_ids: list[int], base: str
 ) -> list[dict[str, Any]]:
     """Statuses of the given posts in that order, hydrated in one batch (posts gone
-    meanwhile are left out). The caller has checked the viewer may see them."""
-    posts = await post_documents(ctx, viewer, post_ids)
-    if not posts:
+    meanwhile are left out): one read unit (Database.read) for the posts, authors, media,
+    flags and media descriptions. The caller has checked the viewer may see them."""
+    if not post_ids:
         return []
-    author_ids = {int(p["author"]["user_id"]) for p in posts}
-    media_ids = [int(m["media_id"]) for p in posts for m in p["media"]]
-    async with ctx.db.snapshot() as conn:
-        users = await accounts.get_many(conn, author_ids)
-        described = await client_state.descriptions(conn, media_ids)
-    docs = {d["id"]: d for d in await accounts_of(ctx, list(users.values()), base)}
+
+    async def unit(conn: AsyncConnection) -> tuple[PostBatch, dict[int, str]]:
+        batch = await read_posts(conn, viewer, post_ids)
+        media_ids = [m.media_id for p in batch.found.values() for m in p.media]
+        return batch, await client_state.descriptions(conn, media_ids)
+
+    batch, described = await ctx.db.read(unit)
+    posts = documents_of(ctx, batch, post_ids)
+    docs = {
+        str(u.user_id): account(
+            u, avatar_url=_avatar_url(avatar_document(ctx, batch, u)), base=base
+        )
+        for u in batch.authors.values()
+    }
     return [
         status(
             p,

@@ -3,23 +3,40 @@ timelines, search and notifications, over the same social, feed and media code a
 Instagram-shaped /api/v1 (api/social_routes.py, api/post_routes.py, api/media_routes.py).
 
 `install(app)` registers it: its routes, the OAuth routes (api/mastodon_oauth.py), the
+lists (api/mastodon_lists.py), the conversations (api/mastodon_conversations.py), the
 migrations of its tables, and a middleware that answers errors as Mastodon does and routes
-the three requests whose method and path both APIs use (see `_mastodon_shaped`)."""
+the four requests whose method and path both APIs use (see `_mastodon_shaped`)."""
 
 from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Final
-from urllib.parse import urlencode
 
 from aiohttp import web
 
-from api import client_address, mastodon_docs, mastodon_oauth, params
+from api import (
+    client_address,
+    mastodon_conversations,
+    mastodon_docs,
+    mastodon_lists,
+    mastodon_oauth,
+    params,
+)
 from api.context import CONTEXT, RATE, ApiContext
-from api.errors import ApiError, NoSuchResource, NotAuthenticated
+from api.errors import NoSuchResource, NotAuthenticated
 from api.mastodon_oauth import Handler, base_url, inputs, user_of
+from api.mastodon_paging import (
+    PAGE_SIZE_MAX,
+    Unprocessable,
+    id_param,
+    limit_of,
+    paged,
+    relationship_response,
+    visible_posts,
+    window,
+)
 from api.media_routes import owner_document, receive_upload
 from api.post_routes import remove_post
 from common import ids
@@ -38,16 +55,9 @@ from social import (
     ratelimit,
 )
 from social.errors import AuthFailed, Forbidden, Invalid, NotVisible
-from social.graph import visible_authors
 
 routes = web.RouteTableDef()
 
-# Mastodon's page sizes: 20 by default, at most 40 (80 for accounts).
-PAGE_SIZE_DEFAULT: Final = 20
-PAGE_SIZE_MAX: Final = 40
-# A page "newer than" (since_id/min_id) is read newest first down to the bound, at most
-# this many entries: a client that fell further behind gets the newest ones.
-NEWER_ENTRIES_MAX: Final = 400
 RELATIONSHIP_IDS_MAX: Final = 40
 SEARCH_QUERY_CHARS_MAX: Final = 200
 SEARCH_OFFSET_MAX: Final = 200
@@ -58,97 +68,12 @@ MISSING_PNG: Final = base64.b64decode(
 )
 
 
-class Unprocessable(ApiError):
-    """Input Mastodon would take that pinhole cannot (a text-only status, a poll)."""
-
-    status = 422
-    code = "unprocessable"
-
-
 def _host(request: web.Request) -> str:
     return request.url.raw_host or request.host
 
 
-def _limit(body: dict[str, Any], maximum: int = PAGE_SIZE_MAX) -> int:
-    given = body.get("limit")
-    if given is None or given == "":
-        return PAGE_SIZE_DEFAULT
-    value = params.decimal(str(given), "limit", minimum=1, maximum=1_000_000)
-    return min(value, maximum)  # Mastodon clamps rather than refuses
-
-
-def _id_param(body: dict[str, Any], name: str) -> int | None:
-    given = body.get(name)
-    if given is None or given == "":
-        return None
-    try:
-        return ids.parse(str(given))
-    except ValueError:
-        raise Invalid(f"{name} is not an id") from None
-
-
 def _path_id(request: web.Request, name: str, what: str) -> int:
     return params.path_id(request, name, what)
-
-
-Fetch = Callable[[int | None, int], Awaitable[list[int]]]
-
-
-async def _window(fetch: Fetch, body: dict[str, Any], limit: int) -> list[int]:
-    """Ids newest first within max_id / since_id / min_id, as Mastodon pages: max_id
-    pages back, since_id gives the newest above it, min_id the ones just above it."""
-    max_id = _id_param(body, "max_id")
-    since_id = _id_param(body, "since_id")
-    min_id = _id_param(body, "min_id")
-    if since_id is None and min_id is None:
-        return await fetch(max_id, limit)
-    lower = min_id if min_id is not None else since_id
-    assert lower is not None
-    got: list[int] = []
-    before = max_id
-    while len(got) < NEWER_ENTRIES_MAX:
-        chunk = await fetch(before, PAGE_SIZE_MAX)
-        newer = [i for i in chunk if i > lower]
-        got += newer
-        if len(newer) < len(chunk) or len(chunk) < PAGE_SIZE_MAX or not chunk:
-            break
-        if min_id is None and len(got) >= limit:
-            break
-        before = chunk[-1]
-    return got[-limit:] if min_id is not None else got[:limit]
-
-
-def _paged(request: web.Request, items: list[Any], page_ids: list[int], limit: int) -> web.Response:
-    """A JSON list with Mastodon's Link header: rel="next" (older) first, then "prev"."""
-    response = web.json_response(items)
-    if page_ids:
-        url = base_url(request) + request.path
-        kept = {k: v for k, v in request.query.items() if k not in ("max_id", "min_id", "since_id")}
-        kept["limit"] = str(limit)
-        older = urlencode(kept | {"max_id": str(page_ids[-1])})
-        newer = urlencode(kept | {"min_id": str(page_ids[0])})
-        response.headers["Link"] = f'<{url}?{older}>; rel="next", <{url}?{newer}>; rel="prev"'
-    return response
-
-
-async def _visible_posts(ctx: ApiContext, viewer: int, post_ids: list[int]) -> list[int]:
-    """The posts among `post_ids` the viewer may see now (live, or their own processing
-    ones; the author visible to them), in the given order."""
-    if not post_ids:
-        return []
-    async with ctx.db.snapshot() as conn:
-        found = await posts.get_many(conn, post_ids)
-        owners = await accounts.get_many(conn, {p.author_id for p in found.values()})
-        seen = await visible_authors(conn, viewer, owners)
-    shown = (posts.PostStatus.LIVE, posts.PostStatus.PROCESSING)
-    return [
-        p
-        for p in post_ids
-        if p in found
-        and found[p].author_id in seen
-        and found[p].status in shown
-        and (found[p].status == posts.PostStatus.LIVE or found[p].author_id == viewer)
-    ]
 
 
 # -- instance ------------------------------------------------------------------------------
@@ -302,16 +227,16 @@ async def account_statuses(request: web.Request) -> web.Response:
     viewer = await user_of(request, "read:statuses")
     owner = _path_id(request, "account_id", "account")
     body = await inputs(request)
-    limit = _limit(body)
+    limit = limit_of(body)
     try:
         async with ctx.db.snapshot() as conn:
             await graph.require_visible(conn, viewer, owner)
     except NotVisible:
         raise NoSuchResource("Record not found") from None
     except Forbidden:
-        return _paged(request, [], [], limit)  # a private account's statuses: none shown
+        return paged(request, [], [], limit)  # a private account's statuses: none shown
     if str(body.get("pinned", "")).lower() in ("true", "1"):
-        return _paged(request, [], [], limit)  # pinhole has no pinned posts
+        return paged(request, [], [], limit)  # pinhole has no pinned posts
 
     async def fetch(before: int | None, n: int) -> list[int]:
         async with ctx.db.snapshot() as conn:
@@ -319,16 +244,9 @@ async def account_statuses(request: web.Request) -> web.Response:
                 conn, owner, before=before, limit=n, include_processing=viewer == owner
             )
 
-    page = await _window(fetch, body, limit)
+    page = await window(fetch, body, limit)
     docs = await mastodon_docs.statuses(ctx, viewer, page, base_url(request))
-    return _paged(request, docs, page, limit)
-
-
-async def _relationship_response(ctx: ApiContext, viewer: int, other: int) -> web.Response:
-    async with ctx.db.snapshot() as conn:
-        rel = await graph.relationship(conn, viewer, other)
-        back = await graph.relationship(conn, other, viewer)
-    return web.json_response(mastodon_docs.relationship(other, rel, requested_by=back.requested))
+    return paged(request, docs, page, limit)
 
 
 @routes.post("/api/v1/accounts/{account_id}/follow")
@@ -343,7 +261,7 @@ async def follow(request: web.Request) -> web.Response:
         raise NoSuchResource("Record not found") from None
     if state == "following":
         await ctx.feed.followed(viewer, other)
-    return await _relationship_response(ctx, viewer, other)
+    return await relationship_response(ctx, viewer, other)
 
 
 @routes.post("/api/v1/accounts/{account_id}/unfollow")
@@ -354,7 +272,7 @@ async def unfollow(request: web.Request) -> web.Response:
     await _visible_account(ctx, viewer, other)
     await graph.unfollow(ctx.db, viewer, other)
     await ctx.feed.unfollowed(viewer, other)
-    return await _relationship_response(ctx, viewer, other)
+    return await relationship_response(ctx, viewer, other)
 
 
 @routes.post("/api/v1/accounts/{account_id}/block")
@@ -365,7 +283,7 @@ async def block(request: web.Request) -> web.Response:
     await graph.block(ctx.db, viewer, other)
     await ctx.feed.unfollowed(viewer, other)
     await ctx.feed.unfollowed(other, viewer)
-    return await _relationship_response(ctx, viewer, other)
+    return await relationship_response(ctx, viewer, other)
 
 
 @routes.post("/api/v1/accounts/{account_id}/unblock")
@@ -374,7 +292,7 @@ async def unblock(request: web.Request) -> web.Response:
     viewer = await user_of(request, "write:blocks")
     other = _path_id(request, "account_id", "account")
     await graph.unblock(ctx.db, viewer, other)
-    return await _relationship_response(ctx, viewer, other)
+    return await relationship_response(ctx, viewer, other)
 
 
 # -- media ---------------------------------------------------------------------------------
@@ -548,7 +466,7 @@ async def delete_status(request: web.Request) -> web.Response:
     viewer = await user_of(request, "write:statuses")
     post_id = _path_id(request, "status_id", "status")
     docs = await mastodon_docs.statuses(
-        ctx, viewer, await _visible_posts(ctx, viewer, [post_id]), base_url(request)
+        ctx, viewer, await visible_posts(ctx, viewer, [post_id]), base_url(request)
     )
     await remove_post(ctx, viewer, post_id)
     if not docs:
@@ -606,15 +524,15 @@ async def home(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     viewer = await user_of(request, "read:statuses")
     body = await inputs(request)
-    limit = _limit(body)
+    limit = limit_of(body)
 
     async def fetch(before: int | None, n: int) -> list[int]:
         page = await ctx.feed.page(viewer, Cursor(before=before), n)
         return [e[0] for e in page.entries]
 
-    page = await _window(fetch, body, limit)
+    page = await window(fetch, body, limit)
     docs = await mastodon_docs.statuses(ctx, viewer, page, base_url(request))
-    return _paged(request, docs, page, limit)
+    return paged(request, docs, page, limit)
 
 
 @routes.get("/api/v2/search")
@@ -630,7 +548,7 @@ async def search(request: web.Request) -> web.Response:
     kind = body.get("type") or None
     if kind not in (None, "accounts", "statuses", "hashtags"):
         raise Invalid("type must be accounts, statuses or hashtags")
-    limit = _limit(body)
+    limit = limit_of(body)
     offset = params.decimal(str(body.get("offset") or 0), "offset", maximum=SEARCH_OFFSET_MAX)
     q = q.strip()
     base = base_url(request)
@@ -652,7 +570,7 @@ async def search(request: web.Request) -> web.Response:
                 {"name": tag, "url": f"{base}/tags/{tag}", "history": [], "following": False}
             ]
         if kind == "statuses" or (kind is None and q.startswith("#")):
-            page = (await _visible_posts(ctx, viewer, tagged))[offset:]
+            page = (await visible_posts(ctx, viewer, tagged))[offset:]
             found["statuses"] = await mastodon_docs.statuses(ctx, viewer, page, base)
     return web.json_response(found)
 
@@ -662,15 +580,15 @@ async def notifications(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     viewer = await user_of(request, "read:notifications")
     body = await inputs(request)
-    limit = _limit(body)
+    limit = limit_of(body)
     types = body.get("types") or list(mastodon_docs.NOTIFICATION_TYPES.values())
     excluded = body.get("exclude_types") or []
     if not isinstance(types, list) or not isinstance(excluded, list):
         raise Invalid("types[] and exclude_types[] are lists")
     kinds = mastodon_docs.kinds_of([t for t in types if t not in excluded])
-    lower = _id_param(body, "min_id") or _id_param(body, "since_id")
+    lower = id_param(body, "min_id") or id_param(body, "since_id")
     rows = await notify.page(
-        ctx.db, viewer, before=_id_param(body, "max_id"), after=lower, limit=limit, kinds=kinds
+        ctx.db, viewer, before=id_param(body, "max_id"), after=lower, limit=limit, kinds=kinds
     )
     base = base_url(request)
     async with ctx.db.snapshot() as conn:
@@ -679,7 +597,7 @@ async def notifications(request: web.Request) -> web.Response:
         d["id"]: d for d in await mastodon_docs.accounts_of(ctx, list(actors.values()), base)
     }
     post_ids = sorted({r.post_id for r in rows if r.post_id is not None})
-    visible = await _visible_posts(ctx, viewer, post_ids)
+    visible = await visible_posts(ctx, viewer, post_ids)
     status_docs = {d["id"]: d for d in await mastodon_docs.statuses(ctx, viewer, visible, base)}
     items = []
     for r in rows:
@@ -694,7 +612,7 @@ async def notifications(request: web.Request) -> web.Response:
                 r.notification_id, r.kind, r.created_unix_s, actor, status_doc
             )
         )
-    return _paged(request, items, [r.notification_id for r in rows], limit)
+    return paged(request, items, [r.notification_id for r in rows], limit)
 
 
 # -- installation ---------------------------------------------------------------------------
@@ -702,7 +620,8 @@ async def notifications(request: web.Request) -> web.Response:
 
 async def _mastodon_shaped(request: web.Request) -> Handler | None:
     """The Mastodon handler of a request whose method and path pinhole's own API also
-    serves (POST /api/v1/accounts, GET /api/v1/notifications, GET /api/v1/media/{id}),
+    serves (POST /api/v1/accounts, GET /api/v1/notifications, GET /api/v1/media/{id},
+    GET /api/v1/follow_requests),
     when the request is Mastodon's: when its bearer token is an OAuth token (a user's, or
     for the registration the app token Mastodon requires). Without one (no token, or a
     pinhole session) pinhole's own API answers.
@@ -713,6 +632,7 @@ async def _mastodon_shaped(request: web.Request) -> Handler | None:
         ("POST", "/api/v1/accounts"): register,
         ("GET", "/api/v1/notifications"): notifications,
         ("GET", "/api/v1/media/{media_id}"): get_media,
+        ("GET", "/api/v1/follow_requests"): mastodon_lists.follow_requests,
     }.get((request.method, path))
     if wanted is None or await mastodon_oauth.oauth_grant(request) is None:
         return None
@@ -721,7 +641,12 @@ async def _mastodon_shaped(request: web.Request) -> Handler | None:
 
 def _handlers() -> frozenset[Handler]:
     out = set()
-    for table in (routes, mastodon_oauth.routes):
+    for table in (
+        routes,
+        mastodon_oauth.routes,
+        mastodon_lists.routes,
+        mastodon_conversations.routes,
+    ):
         for route in table:
             if isinstance(route, web.RouteDef):
                 out.add(route.handler)
@@ -729,7 +654,12 @@ def _handlers() -> frozenset[Handler]:
 
 
 _MASTODON_HANDLERS: Final = _handlers()
-_COLLISION_PATHS: Final = ("/api/v1/accounts", "/api/v1/notifications", "/api/v1/media/")
+_COLLISION_PATHS: Final = (
+    "/api/v1/accounts",
+    "/api/v1/notifications",
+    "/api/v1/media/",
+    "/api/v1/follow_requests",
+)
 
 
 @web.middleware
@@ -764,5 +694,7 @@ def install(app: web.Application) -> None:
     """Adds the Mastodon client API to the API application (after its resources)."""
     app.add_routes(mastodon_oauth.routes)
     app.add_routes(routes)
+    app.add_routes(mastodon_lists.routes)
+    app.add_routes(mastodon_conversations.routes)
     app.middlewares.append(middleware)
     app.cleanup_ctx.append(_migrations)

@@ -48,6 +48,16 @@ SCHEMAS: Final = {
         "required": ["id", "account", "content", "media_attachments", "created_at"],
         "properties": {"id": _ID, "media_attachments": _LIST},
     },
+    "MastodonConversation": {
+        "type": "object",
+        "required": ["id", "unread", "accounts", "last_status"],
+        "properties": {
+            "id": _ID,
+            "unread": {"type": "boolean"},
+            "accounts": _LIST,
+            "last_status": {"type": ["object", "null"]},
+        },
+    },
     "MastodonMediaAttachment": {
         "type": "object",
         "required": ["id", "type", "url", "preview_url", "description", "blurhash"],
@@ -167,6 +177,17 @@ _ACCOUNT_ACTIONS: Final = {
     }
     for action in ("follow", "unfollow", "block", "unblock")
 }
+_FOLLOW_REQUEST_ACTIONS: Final = {
+    f"/api/v1/follow_requests/{{account_id}}/{action}": {
+        "post": _op(
+            f"{action.capitalize()} a follow request", {"200": _RELATIONSHIP}, path_id="account_id"
+        )
+    }
+    for action in ("authorize", "reject")
+}
+_CONVERSATIONS: Final = {
+    "get": _op("Your direct-message threads", {"200": ("Conversations", _LIST)}, link=True)
+}
 _INSTANCE_V1: Final = {"get": _op("Instance (v1)", {"200": ("the Instance", _OBJECT)}, auth=False)}
 _INSTANCE_V2: Final = {"get": _op("Instance (v2)", {"200": ("the Instance", _OBJECT)}, auth=False)}
 _UPLOAD_BODY: Final = {
@@ -283,6 +304,22 @@ PATHS: Final = {
     **_STATUS_ACTIONS,
     "/api/v1/timelines/home": {
         "get": _op("The home timeline", {"200": ("Statuses", _LIST)}, link=True)
+    },
+    "/api/v1/favourites": {
+        "get": _op("Your favourited statuses", {"200": ("Statuses", _LIST)}, link=True)
+    },
+    "/api/v1/bookmarks": {
+        "get": _op("Your bookmarked statuses", {"200": ("Statuses", _LIST)}, link=True)
+    },
+    **_FOLLOW_REQUEST_ACTIONS,
+    "/api/v1/conversations": _CONVERSATIONS,
+    "/api/v1/conversations/": _CONVERSATIONS,
+    "/api/v1/conversations/{conversation_id}/read": {
+        "post": _op(
+            "Mark a conversation read",
+            {"200": ("the Conversation", _ref("MastodonConversation"))},
+            path_id="conversation_id",
+        )
     },
     "/api/v2/search": {
         "get": _op(

@@ -235,7 +235,11 @@ PATHS: Final[dict[str, Any]] = {
         )
     },
     "/api/v1/follow_requests": {
-        "get": _op("Follow requests to you, newest first", parameters=_PAGE)
+        "get": _op(
+            "Follow requests to you, newest first (with a Mastodon OAuth token: Mastodon's "
+            "list of Accounts, docs/api/mastodon.md)",
+            parameters=_PAGE,
+        )
     },
     "/api/v1/follow_requests/{user_id}/approve": {
         "post": _op("Approve a request", ok="204", parameters=[_path("user_id")], errors=_NF)

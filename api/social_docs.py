@@ -4,7 +4,10 @@ whole page. Every id is a string."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.context import ApiContext
 from api.media_docs import iso, media_document
@@ -68,17 +71,50 @@ async def avatars(ctx: ApiContext, users: list[User]) -> dict[int, dict[str, Any
     }
 
 
+@dataclass(frozen=True, slots=True)
+class PostBatch:
+    """What a page of posts is made from, read in one snapshot (`read_posts`)."""
+
+    found: dict[int, posts.Post]
+    authors: dict[int, User]
+    media: dict[int, tuple[media_store.MediaRow, list[media_store.VariantRow]]]
+    liked: set[int]
+    saved: set[int]
+
+
+async def read_posts(conn: AsyncConnection, viewer: int, post_ids: list[int]) -> PostBatch:
+    """The posts, their authors, their media and the authors' pictures (with variants),
+    and the viewer's likes and saves among them, inside the caller's snapshot; a unit for
+    Database.read (it awaits only conn.execute)."""
+    found = await posts.get_many(conn, post_ids)
+    authors = await accounts.get_many(conn, {p.author_id for p in found.values()})
+    media_ids = [m.media_id for p in found.values() for m in p.media]
+    media_ids += [u.avatar_media_id for u in authors.values() if u.avatar_media_id]
+    media = await media_store.get_many(conn, media_ids)
+    liked, saved = await interactions.viewer_flags(conn, viewer, found)
+    return PostBatch(found, authors, media, liked, saved)
+
+
+def avatar_document(ctx: ApiContext, batch: PostBatch, user: User) -> dict[str, Any] | None:
+    """A batch author's profile picture (public, of private accounts too), if any."""
+    if user.avatar_media_id is None or user.avatar_media_id not in batch.media:
+        return None
+    return media_document(
+        *batch.media[user.avatar_media_id], urls=ctx.photo_urls.public(), owner=False
+    )
+
+
 async def post_documents(ctx: ApiContext, viewer: int, post_ids: list[int]) -> list[dict[str, Any]]:
     """Documents of the given posts in that order (posts gone meanwhile are left out)."""
     if not post_ids:
         return []
-    async with ctx.db.snapshot() as conn:
-        found = await posts.get_many(conn, post_ids)
-        authors = await accounts.get_many(conn, {p.author_id for p in found.values()})
-        media_ids = [m.media_id for p in found.values() for m in p.media]
-        media_ids += [u.avatar_media_id for u in authors.values() if u.avatar_media_id]
-        media = await media_store.get_many(conn, media_ids)
-        liked, saved = await interactions.viewer_flags(conn, viewer, found)
+    batch = await ctx.db.read(lambda conn: read_posts(conn, viewer, post_ids))
+    return documents_of(ctx, batch, post_ids)
+
+
+def documents_of(ctx: ApiContext, batch: PostBatch, post_ids: list[int]) -> list[dict[str, Any]]:
+    """The documents of `post_ids` (in that order) from a batch read by `read_posts`."""
+    found, authors, media = batch.found, batch.authors, batch.media
     public = ctx.photo_urls.public()
     signed = ctx.photo_urls.signed() if any(a.is_private for a in authors.values()) else public
     out = []
@@ -87,11 +123,7 @@ async def post_documents(ctx: ApiContext, viewer: int, post_ids: list[int]) -> l
         author = authors.get(post.author_id) if post is not None else None
         if post is None or author is None:
             continue
-        avatar = (
-            media_document(*media[author.avatar_media_id], urls=public, owner=False)
-            if author.avatar_media_id in media
-            else None
-        )
+        avatar = avatar_document(ctx, batch, author)
         items = []
         for m in post.media:
             got = media.get(m.media_id)
@@ -115,8 +147,8 @@ async def post_documents(ctx: ApiContext, viewer: int, post_ids: list[int]) -> l
                 "like_count": post.like_count,
                 "comment_count": post.comment_count,
                 "created_at": iso(post.created_unix_s),
-                "viewer_has_liked": post.post_id in liked,
-                "viewer_has_saved": post.post_id in saved,
+                "viewer_has_liked": post.post_id in batch.liked,
+                "viewer_has_saved": post.post_id in batch.saved,
             }
         )
     return out

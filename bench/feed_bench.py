@@ -46,9 +46,10 @@ from typing import Any, Final
 import numpy as np
 import sqlalchemy as sa
 
+from bench import feed_http
 from bench.report import Goals, publish, run_header
 from common import ids
-from common.db import Database, migrate, open_database
+from common.db import Database, migrate, open_database, sqlite_url
 from feed import jobs
 from feed import schema as feed_schema
 from feed.config import FeedConfig
@@ -74,6 +75,10 @@ GOALS: Final[Goals] = {
     "feed_p99_ms_hybrid": ("<", 20.0),
     "feed_reads_per_s_hybrid": (">=", 1000.0),
     "fanout_5k_s": ("<", 1.0),
+    "feed_http_p99_ms_pinhole": ("<", 25.0),
+    "feed_http_req_per_s_pinhole": (">=", 1000.0),
+    "feed_http_p99_ms_mastodon": ("<", 25.0),
+    "feed_http_req_per_s_mastodon": (">=", 1000.0),
 }
 STRATEGIES: Final = ("push", "pull", "hybrid")
 REDIS_URL_DEFAULT: Final = "redis://127.0.0.1:6379/0"
@@ -98,6 +103,9 @@ class Plan:
     readers: int
     posts: int
     concurrency: int
+    # The HTTP phase (bench/feed_http.py): wrk connections, and seconds of load per API.
+    http_connections: int
+    http_seconds: float
 
     @property
     def scale(self) -> float:
@@ -117,7 +125,14 @@ class Plan:
 
 
 QUICK: Final = Plan(
-    users=3_000, follow_draws=25, backlog_posts=6_000, readers=300, posts=10, concurrency=16
+    users=3_000,
+    follow_draws=25,
+    backlog_posts=6_000,
+    readers=300,
+    posts=10,
+    concurrency=16,
+    http_connections=8,
+    http_seconds=5.0,
 )
 FULL: Final = Plan(
     users=FULL_USERS,
@@ -126,6 +141,8 @@ FULL: Final = Plan(
     readers=2_000,
     posts=100,
     concurrency=16,
+    http_connections=8,
+    http_seconds=30.0,
 )
 
 
@@ -634,8 +651,43 @@ async def run(
                 prefix=f"{token}-{strategy}:",
                 rng=random.Random(SEED),  # the same readers and authors for each strategy
             )
+        detail["http"] = await http_phase(
+            db,
+            plan,
+            graph,
+            redis_url=redis_url,
+            prefix=f"{token}-http:",
+            database_url=database_url or sqlite_url(scratch / "feed.sqlite3"),
+        )
     detail["memory"] = await memory_per_entry(redis_url, f"{token}-memory:", graph)
     return graph_doc, detail
+
+
+async def http_phase(
+    db: Database, plan: Plan, graph: Graph, *, redis_url: str, prefix: str, database_url: str
+) -> dict[str, Any]:
+    """The hydrated feed over HTTP from a real API process (bench/feed_http.py), hybrid,
+    the same readers as the strategies; its Redis keys deleted after."""
+    await set_celebrities(db, "hybrid", plan.fanout_threshold)
+    readers = random.Random(SEED).sample([int(u) for u in graph.user_ids], plan.readers)
+    try:
+        return await feed_http.run_http(
+            db,
+            readers,
+            database_url=database_url,
+            database_schema=db.schema,
+            redis_url=redis_url,
+            prefix=prefix,
+            fanout_threshold=plan.fanout_threshold,
+            connections=plan.http_connections,
+            seconds=plan.http_seconds,
+        )
+    finally:
+        hot = RedisHotStore(redis_url, prefix=prefix)
+        try:
+            await delete_prefix(hot)
+        finally:
+            await hot.close()
 
 
 def figures_of(detail: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -664,6 +716,7 @@ def figures_of(detail: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     figures["hybrid_vs_pull_reads"] = round(rates["hybrid"] / rates["pull"], 2)
     figures["hybrid_vs_push_reads"] = round(rates["hybrid"] / rates["push"], 2)
     figures["redis_bytes_per_timeline_entry"] = detail["memory"]["bytes_per_entry"]
+    figures.update(feed_http.figures_of(detail["http"], strategies["hybrid"]))
     return figures, strategies
 
 
@@ -754,6 +807,18 @@ def main(
                 f"writes_per_celebrity_post for the largest author"
             ),
             "redis_url": redis_url,
+            "http": (
+                f"the hydrated first page ({feed_http.PAGE_LIMIT} posts, one photo each) over "
+                f"HTTP from one `pinhole api serve` process, hybrid, {plan.http_connections} "
+                f"wrk connections (closed loop: req/s is the rate the p99 was taken at), "
+                f"{plan.http_seconds:g} s per API"
+                + (
+                    "; quick mode on a shared machine: the goal figure is to be taken in full "
+                    "mode on a quiet one"
+                    if quick
+                    else ""
+                )
+            ),
         },
     }
     publish(doc, GOALS, json_path=json_path, plot_path=None)

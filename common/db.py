@@ -21,6 +21,8 @@ Contract:
   REPEATABLE READ on PostgreSQL), never blocking writers.
 - `Database.quick` (SQLite files only, else None) runs a few hot read-only statements in
   plain SQL, a unit in one thread hop (common/quickread.py).
+- `Database.read(fn)` runs a read unit written for a snapshot (awaiting only
+  `conn.execute`) in one thread hop on a SQLite file, in a snapshot elsewhere.
 - `migrate(db, component, migrations)` applies the component's missing migrations in
   version order, each in its own write transaction together with its row in
   `schema_migrations(component, version, description, applied_unix_s)`; it is idempotent
@@ -38,7 +40,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -46,6 +48,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from common.quickread import QuickReader
+
+T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS_DEFAULT: Final = 30_000
 POOL_CONNECTIONS_MAX_DEFAULT: Final = 10
@@ -155,6 +159,15 @@ class Database:
                 conn = await conn.execution_options(**{_READ_OPTION: True})
             async with conn.begin():
                 yield conn
+
+    async def read(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Runs the read unit `fn(conn)` over one consistent view: on a SQLite file in one
+        thread hop (QuickReader.run_unit: `fn` may await only `conn.execute(...)`), else
+        in a snapshot()."""
+        if self.quick is not None:
+            return await self.quick.run_unit(fn)
+        async with self.snapshot() as conn:
+            return await fn(conn)
 
     async def close(self) -> None:
         try:

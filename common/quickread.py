@@ -8,6 +8,14 @@ holds its own read-only connection, inside one BEGIN ... COMMIT (one consistent 
 one hop: about 0.12 ms for the same work (figures: ARCHITECTURE.md, "Quick reads"). Only
 the few statements of the hottest paths use it; everything else stays on SQLAlchemy, and
 PostgreSQL always does (its Database has no QuickReader).
+
+`run_unit(fn)` runs a SQLAlchemy read unit the same way: `fn(conn)` is an async function
+written for a snapshot's AsyncConnection whose only awaits are `conn.execute(...)` (the
+batched reads of a page's hydration, api/social_docs.py `read_posts`); here it gets a
+synchronous connection of its own on the reader thread, inside one BEGIN ... COMMIT, and
+is driven to its end there without an event loop: the same statements and row handling,
+one hop instead of several per statement. A unit that awaits anything else fails
+(QuickUnitSuspended) rather than run half on the reader thread.
 """
 
 from __future__ import annotations
@@ -15,10 +23,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 T = TypeVar("T")
 
@@ -40,6 +52,7 @@ class QuickReader:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._sa_engine: sa.Engine | None = None
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -66,16 +79,73 @@ class QuickReader:
         """Runs fn(connection) in one read transaction on the reader thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._unit, fn)
 
+    def _engine(self) -> sa.Engine:
+        """The reader thread's synchronous SQLAlchemy engine (made at first use), with the
+        read-only connection settings of `_connection` and our own deferred BEGIN."""
+        if self._sa_engine is None:
+            engine = sa.create_engine(f"sqlite:///{self.path}", poolclass=sa.pool.StaticPool)
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+                dbapi_connection.isolation_level = None
+                for pragma in (
+                    f"busy_timeout = {int(self.busy_timeout_ms)}",
+                    "query_only = ON",
+                    f"cache_size = -{QUICK_READ_CACHE_BYTES >> 10}",
+                    f"mmap_size = {QUICK_READ_MMAP_BYTES}",
+                ):
+                    dbapi_connection.execute(f"PRAGMA {pragma}")
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: sa.Connection) -> None:
+                conn.exec_driver_sql("BEGIN")
+
+            self._sa_engine = engine
+        return self._sa_engine
+
+    def _sa_unit(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        with self._engine().connect() as conn, conn.begin():
+            unit = cast(Coroutine[Any, Any, T], fn(cast(AsyncConnection, _Executes(conn))))
+            try:
+                unit.send(None)
+            except StopIteration as done:
+                return cast(T, done.value)
+            unit.close()
+            raise QuickUnitSuspended("a quick read unit awaited more than conn.execute()")
+
+    async def run_unit(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Runs the SQLAlchemy read unit fn(conn) on the reader thread (module docstring)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._sa_unit, fn)
+
     def _close_all(self) -> None:
         with self._lock:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+        if self._sa_engine is not None:
+            self._sa_engine.dispose()
+            self._sa_engine = None
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close_all)
         self._executor.shutdown(wait=False)
+
+
+class QuickUnitSuspended(RuntimeError):
+    """A unit given to run_unit awaited something other than conn.execute()."""
+
+
+class _Executes:
+    """What a read unit uses of an AsyncConnection, over a synchronous Connection: its
+    execute() completes at once (the result is buffered, as AsyncConnection.execute's)."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._conn.execute(statement, parameters)
 
 
 def placeholders(n: int) -> str:

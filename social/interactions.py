@@ -112,6 +112,24 @@ async def viewer_flags(
     return {int(r[0]) for r in liked}, {int(r[0]) for r in saved}
 
 
+async def liked_or_saved(
+    conn: AsyncConnection, viewer: int, *, saved: bool, before: int | None, limit: int
+) -> list[int]:
+    """The ids of the posts the viewer has liked (or saved, `saved`), newest post first,
+    strictly older than `before` (a post id, the cursor). Not filtered: the caller keeps
+    those the viewer may still see."""
+    table = saves if saved else likes
+    query = (
+        sa.select(table.c.post_id)
+        .where(table.c.user_id == viewer)
+        .order_by(table.c.post_id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(table.c.post_id < before)
+    return [int(r[0]) for r in await conn.execute(query)]
+
+
 @dataclass(frozen=True, slots=True)
 class Comment:
     comment_id: int

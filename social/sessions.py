@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -122,18 +122,20 @@ async def authenticate_scoped(
     One query: the scopes are read beside the session."""
     now = time.time()
     t = oauth_tokens.c
-    async with db.snapshot() as conn:
-        row = (
-            await conn.execute(
-                sa.select(sessions.c.user_id, sessions.c.last_used_unix_s, t.scopes)
-                .select_from(
-                    sessions.join(users, users.c.user_id == sessions.c.user_id).outerjoin(
-                        oauth_tokens, t.token_sha256 == sessions.c.token_sha256
-                    )
-                )
-                .where(sessions.c.token_sha256 == digest(token), _live(config, now))
+    query = (
+        sa.select(sessions.c.user_id, sessions.c.last_used_unix_s, t.scopes)
+        .select_from(
+            sessions.join(users, users.c.user_id == sessions.c.user_id).outerjoin(
+                oauth_tokens, t.token_sha256 == sessions.c.token_sha256
             )
-        ).first()
+        )
+        .where(sessions.c.token_sha256 == digest(token), _live(config, now))
+    )
+
+    async def read(conn: AsyncConnection) -> Any:
+        return (await conn.execute(query)).first()
+
+    row = await db.read(read)  # every authenticated request: one hop on SQLite
     if row is None:
         raise AuthFailed("the token is not valid (signed out, expired or never issued)")
     if row.last_used_unix_s < now - config.session_touch_s:

@@ -104,6 +104,11 @@ def _variant(row: Any) -> VariantRow:
     return VariantRow(**{n: row._mapping[n] for n in _VARIANT_FIELDS})
 
 
+# The variant columns in VariantRow's field order: a page's hundreds of variant rows are
+# made positionally (VariantRow(*row)), without a mapping lookup per field.
+_VARIANT_COLUMNS: Final = tuple(variants.c[n] for n in _VARIANT_FIELDS)
+
+
 async def insert(conn: AsyncConnection, row: MediaRow) -> None:
     """Inserts a media inside the caller's transaction (with its job)."""
     await conn.execute(media.insert().values(**dataclasses.asdict(row)))
@@ -263,9 +268,9 @@ async def get_many(
         r.media_id: (_media(r), []) for r in rows
     }
     for r in await conn.execute(
-        sa.select(variants)
+        sa.select(*_VARIANT_COLUMNS)
         .where(variants.c.media_id.in_(wanted))
         .order_by(variants.c.media_id, variants.c.rendition, variants.c.fmt)
     ):
-        found[r.media_id][1].append(_variant(r))
+        found[r[0]][1].append(VariantRow(*r))
     return found

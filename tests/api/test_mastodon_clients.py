@@ -485,3 +485,109 @@ def test_privacy_private_accounts_and_blocks(base: str) -> None:
     assert s.account_relationships(k.me()["id"]) == []
     with pytest.raises(MastodonAPIError):
         s.account_follow(k.me()["id"])
+
+
+def test_mastodon_py_follow_requests_favourites_bookmarks_conversations(base: str) -> None:
+    app = Mastodon.create_app("lists tests", api_base_url=base)
+    owner, first, second = name("own"), name("req"), name("rej")
+    for who in (owner, first, second):
+        sign_up(base, who)
+    o, f, s = (mastodon_user(base, who, app) for who in (owner, first, second))
+    r = requests.patch(
+        base + "/api/v1/accounts/me",
+        json={"is_private": True},
+        headers=pinhole_session(base, owner),
+        timeout=10,
+    )
+    assert r.status_code == 200
+    owner_id, first_id, second_id = o.me()["id"], f.me()["id"], s.me()["id"]
+
+    # Two requests; the owner pages them newest first, one a page, with the Link headers.
+    assert f.account_follow(owner_id)["requested"] is True
+    assert s.account_follow(owner_id)["requested"] is True
+    assert [a["id"] for a in o.follow_requests()] == [second_id, first_id]
+    page = o.follow_requests(limit=1)
+    assert [a["username"] for a in page] == [second]
+    older = o.fetch_next(page)
+    assert older is not None and [a["username"] for a in older] == [first]
+    # pinhole's own list on the same path, for a pinhole session.
+    mine = requests.get(
+        base + "/api/v1/follow_requests", headers=pinhole_session(base, owner), timeout=10
+    )
+    assert mine.status_code == 200 and len(mine.json()["requests"]) == 2
+
+    # Authorize one, reject the other: Relationships, and the requesters see the outcome.
+    rel = o.follow_request_authorize(first_id)
+    assert rel["id"] == first_id and rel["followed_by"] is True and rel["requested_by"] is False
+    rel = o.follow_request_reject(second_id)
+    assert rel["id"] == second_id and rel["followed_by"] is False
+    assert rel["requested_by"] is False
+    assert o.follow_requests() == []
+    assert f.account_relationships(owner_id)[0]["following"] is True
+    assert s.account_relationships(owner_id)[0]["requested"] is False
+    with pytest.raises(MastodonNotFoundError):
+        o.follow_request_authorize(second_id)  # no request pending any more
+
+    # Favourites and bookmarks: the follower's likes and saves, newest post first, paged.
+    statuses = [posted_photo(o, f"mine {i}", 30 + i) for i in range(3)]
+    for st in statuses:
+        until(_visible_probe(f, st["id"]), "the post to go live")
+    f.status_favourite(statuses[0]["id"])
+    f.status_favourite(statuses[2]["id"])
+    f.status_bookmark(statuses[1]["id"])
+    assert [x["id"] for x in f.favourites()] == [statuses[2]["id"], statuses[0]["id"]]
+    first_page = f.favourites(limit=1)
+    assert [x["id"] for x in first_page] == [statuses[2]["id"]]
+    assert first_page[0]["favourited"] is True
+    next_page = f.fetch_next(first_page)
+    assert next_page is not None and [x["id"] for x in next_page] == [statuses[0]["id"]]
+    assert [x["id"] for x in f.bookmarks()] == [statuses[1]["id"]]
+    assert f.bookmarks()[0]["bookmarked"] is True
+    assert s.favourites() == [] and s.bookmarks() == []
+    # A deleted post leaves the list.
+    o.status_delete(statuses[2]["id"])
+    assert [x["id"] for x in f.favourites()] == [statuses[0]["id"]]
+
+    # Conversations: the owner writes to the follower (their inbox); the rejected user
+    # writes to the owner (a message request: not among the owner's conversations).
+    sent = requests.post(
+        base + "/api/v1/messages",
+        json={"recipient_ids": [first_id], "client_id": "c-1", "text": "hello <b>you</b>"},
+        headers=pinhole_session(base, owner),
+        timeout=10,
+    )
+    assert sent.status_code == 201, sent.text
+    thread_id = sent.json()["thread_id"]
+    asked = requests.post(
+        base + "/api/v1/messages",
+        json={"recipient_ids": [owner_id], "client_id": "c-2", "text": "may I?"},
+        headers=pinhole_session(base, second),
+        timeout=10,
+    )
+    assert asked.status_code == 201, asked.text
+    (conversation,) = f.conversations()
+    assert conversation["id"] == thread_id and conversation["unread"] is True
+    assert [a["id"] for a in conversation["accounts"]] == [owner_id]
+    last = conversation["last_status"]
+    assert last["visibility"] == "direct" and last["account"]["id"] == owner_id
+    assert last["text"] == "hello <b>you</b>" and "&lt;b&gt;" in last["content"]
+    assert [m["id"] for m in last["mentions"]] == [owner_id]
+    read = f.conversations_read(thread_id)
+    assert read["id"] == thread_id and read["unread"] is False
+    assert f.conversations()[0]["unread"] is False
+    assert [c["id"] for c in o.conversations()] == [thread_id]
+    with pytest.raises(MastodonNotFoundError):
+        s.conversations_read(thread_id)  # not a member
+
+
+def _visible_probe(m: Mastodon, status_id: str) -> Callable[[], bool | None]:
+    """For until(): True once the status is visible to `m` (live), else None."""
+
+    def probe() -> bool | None:
+        try:
+            m.status(status_id)
+        except MastodonNotFoundError:
+            return None  # still processing: only its author sees it
+        return True
+
+    return probe

@@ -136,6 +136,7 @@ def _config(path: Path, known: dict[str, list[str]]) -> Path:
         ("comment_id", "comments"),
         ("upload_id", "uploads"),
         ("thread_id", "threads"),
+        ("conversation_id", "threads"),
         ("message_id", "messages"),
     ):
         lines.append(f'"path.{parameter}" = {{ dictionary = "{dictionary}", probability = 0.5 }}')

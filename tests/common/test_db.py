@@ -200,3 +200,40 @@ async def test_sqlite_pragmas(tmp_path: Path) -> None:
             assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 30000
     finally:
         await db.close()
+
+
+async def test_read_units_see_one_view_and_refuse_other_awaits(target: tuple[str, str]) -> None:
+    """Database.read: the same rows as a snapshot (SQLite: on the reader thread), the
+    writes committed before it, and a unit awaiting anything but conn.execute fails."""
+    db = await _open(target)
+    try:
+        await migrate(db, "t", MIGRATIONS)
+        async with db.transaction() as conn:
+            await conn.execute(counters.insert(), [{"name": f"n{i}", "value": i} for i in range(5)])
+
+        async def unit(conn: AsyncConnection) -> tuple[list[tuple[str, int]], int]:
+            rows = await conn.execute(sa.select(counters).order_by(counters.c.name))
+            total = (await conn.execute(sa.select(sa.func.sum(counters.c.value)))).scalar_one()
+            return [(r.name, r.value) for r in rows], int(total)
+
+        got = await db.read(unit)
+        async with db.snapshot() as conn:
+            expected = await unit(conn)
+        assert got == expected and got[1] == 10 and len(got[0]) == 6
+        async with db.transaction() as conn:
+            await conn.execute(counters.update().values(value=counters.c.value + 1))
+        assert (await db.read(unit))[1] == 16  # a later unit sees the commit
+
+        async def sleeps(conn: AsyncConnection) -> int:
+            await asyncio.sleep(0)
+            return 1
+
+        if db.quick is not None:
+            from common.quickread import QuickUnitSuspended
+
+            with pytest.raises(QuickUnitSuspended):
+                await db.read(sleeps)
+        else:
+            assert await db.read(sleeps) == 1  # PostgreSQL: an ordinary snapshot
+    finally:
+        await db.close()
