@@ -46,7 +46,7 @@ from feed.hotstore import open_hot_store
 from feed.runner import FanoutRunner
 from feed.service import Feed
 from realtime.config import RealtimeConfig
-from social import messages_schema
+from social import messages_schema, search_schema
 from social import schema as social_schema
 from social.config import SocialConfig
 from social.counters import open_counters
@@ -87,6 +87,7 @@ def make_app(
             await migrate(db, social_schema.COMPONENT, social_schema.MIGRATIONS)
             await migrate(db, feed_schema.COMPONENT, feed_schema.MIGRATIONS)
             await migrate(db, messages_schema.COMPONENT, messages_schema.MIGRATIONS)
+            await migrate(db, search_schema.COMPONENT, search_schema.MIGRATIONS)
             async with BlobWriter(media.directory_url, credentials=credentials) as writer:
                 id_gen = IdGenerator(media.id_shard)
                 ingest = Ingest(media, db, writer, id_gen)

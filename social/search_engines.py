@@ -1,0 +1,193 @@
+"""The search index behind one protocol, two engines: SQLite FTS5 (trigram tokenizer) and
+PostgreSQL (tsvector + pg_trgm). An engine writes index rows (inside the caller's
+transaction) and finds candidate ids for a folded query of at least
+search_text.TRIGRAM_CHARS characters; ranking is not its business (social/search_rank.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from social.schema import follows, users
+from social.search_schema import FTS_COLUMNS, INDEX_TABLES, hashtag_counts, places, trgm_schema
+from social.search_text import fts_any_trigram, fts_phrase, like_pattern, prefix_tsquery
+
+# kind -> (source table, its id column, the count popularity is measured by)
+SOURCES: Final = {
+    "accounts": (users, users.c.user_id, users.c.follower_count),
+    "hashtags": (hashtag_counts, hashtag_counts.c.tag_id, hashtag_counts.c.post_count),
+    "places": (places, places.c.place_id, places.c.post_count),
+}
+KINDS: Final = tuple(INDEX_TABLES)
+
+
+class SearchEngine(Protocol):
+    """Index rows are (kind, entity id, folded fields); `put` replaces an entity's row."""
+
+    async def put(
+        self, conn: AsyncConnection, kind: str, rows: Sequence[tuple[int, tuple[str, ...]]]
+    ) -> None: ...
+
+    async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None: ...
+
+    async def text_candidates(
+        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
+    ) -> list[int]:
+        """Entities whose text contains the query (SQLite) or a word starting with each
+        of its words or the query itself (PostgreSQL), most popular first; only those
+        `follower` follows when given (accounts)."""
+        ...
+
+    async def fuzzy_candidates(
+        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
+    ) -> list[int]:
+        """Entities sharing trigrams with the query, most similar first."""
+        ...
+
+
+def _following(kind: str, follower: int | None) -> sa.ColumnElement[bool]:
+    """True, or (accounts) only the accounts `follower` follows."""
+    if follower is None:
+        return sa.true()
+    return SOURCES[kind][1].in_(
+        sa.select(follows.c.followee_id).where(follows.c.follower_id == follower)
+    )
+
+
+class SqliteEngine:
+    """FTS5 tables with the trigram tokenizer; the rowid is the entity id."""
+
+    async def put(
+        self, conn: AsyncConnection, kind: str, rows: Sequence[tuple[int, tuple[str, ...]]]
+    ) -> None:
+        if not rows:
+            return
+        table, columns = INDEX_TABLES[kind], FTS_COLUMNS[kind]
+        await conn.execute(
+            sa.text(f"DELETE FROM {table} WHERE rowid = :id"), [{"id": r[0]} for r in rows]
+        )
+        names = ", ".join(columns)
+        marks = ", ".join(f":c{i}" for i in range(len(columns)))
+        await conn.execute(
+            sa.text(f"INSERT INTO {table} (rowid, {names}) VALUES (:id, {marks})"),
+            [{"id": i, **{f"c{n}": v for n, v in enumerate(fields)}} for i, fields in rows],
+        )
+
+    async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None:
+        await conn.execute(
+            sa.text(f"DELETE FROM {INDEX_TABLES[kind]} WHERE rowid = :id"), {"id": entity_id}
+        )
+
+    async def text_candidates(
+        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
+    ) -> list[int]:
+        return await self._match(conn, kind, fts_phrase(query), limit, follower, popular=True)
+
+    async def fuzzy_candidates(
+        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
+    ) -> list[int]:
+        match = fts_any_trigram(query)
+        if match is None:
+            return []
+        return await self._match(conn, kind, match, limit, None, popular=False)
+
+    async def _match(
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        match: str,
+        limit: int,
+        follower: int | None,
+        *,
+        popular: bool,
+    ) -> list[int]:
+        index = sa.table(INDEX_TABLES[kind], sa.column("rowid"))
+        table, id_col, count_col = SOURCES[kind]
+        order = count_col.desc() if popular else sa.text(f"{INDEX_TABLES[kind]}.rank")
+        query = (
+            sa.select(id_col)
+            .select_from(index.join(table, id_col == index.c.rowid))
+            .where(sa.text(f"{INDEX_TABLES[kind]} MATCH :match"), _following(kind, follower))
+            .order_by(order)
+            .limit(limit)
+        )
+        return [int(r[0]) for r in await conn.execute(query, {"match": match})]
+
+
+class PostgresEngine:
+    """Tables (entity_id, terms, doc): GIN over to_tsvector('simple', terms) for word
+    prefixes, GIN pg_trgm over terms for substrings and similarity."""
+
+    def __init__(self) -> None:
+        self._trgm: str | None = None  # pg_trgm's schema, read once
+
+    async def put(
+        self, conn: AsyncConnection, kind: str, rows: Sequence[tuple[int, tuple[str, ...]]]
+    ) -> None:
+        if not rows:
+            return
+        table = INDEX_TABLES[kind]
+        await conn.execute(
+            sa.text(
+                f"INSERT INTO {table} (entity_id, terms, doc) VALUES"
+                " (:id, :terms, to_tsvector('simple', :terms))"
+                " ON CONFLICT (entity_id) DO UPDATE SET terms = excluded.terms, doc = excluded.doc"
+            ),
+            [{"id": i, "terms": " ".join(f for f in fields if f)} for i, fields in rows],
+        )
+
+    async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None:
+        await conn.execute(
+            sa.text(f"DELETE FROM {INDEX_TABLES[kind]} WHERE entity_id = :id"), {"id": entity_id}
+        )
+
+    async def text_candidates(
+        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
+    ) -> list[int]:
+        index = sa.table(INDEX_TABLES[kind], sa.column("entity_id"), sa.column("terms"))
+        table, id_col, count_col = SOURCES[kind]
+        tsquery = prefix_tsquery(query)
+        found: sa.ColumnElement[bool] = sa.text("terms LIKE :like ESCAPE '\\'")  # type: ignore[assignment]
+        if tsquery is not None:
+            found = sa.or_(sa.text("doc @@ to_tsquery('simple', :tsq)"), found)
+        rows = await conn.execute(
+            sa.select(id_col)
+            .select_from(index.join(table, id_col == index.c.entity_id))
+            .where(found, _following(kind, follower))
+            .order_by(count_col.desc())
+            .limit(limit),
+            {"tsq": tsquery, "like": like_pattern(query)},
+        )
+        return [int(r[0]) for r in rows]
+
+    async def fuzzy_candidates(
+        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
+    ) -> list[int]:
+        if self._trgm is None:
+            self._trgm = await trgm_schema(conn)
+        trgm, table = self._trgm, INDEX_TABLES[kind]
+        # Local to this transaction: the threshold of the <% operator (which the index uses).
+        await conn.execute(
+            sa.text("SELECT set_config('pg_trgm.word_similarity_threshold', :t, true)"),
+            {"t": str(similarity_min)},
+        )
+        rows = await conn.execute(
+            sa.text(
+                f"SELECT entity_id FROM {table} WHERE :q OPERATOR({trgm}.<%) terms"
+                f" ORDER BY {trgm}.word_similarity(:q, terms) DESC, entity_id LIMIT :n"
+            ),
+            {"q": query, "n": limit},
+        )
+        return [int(r[0]) for r in rows]
+
+
+def engine_for(dialect: str) -> SearchEngine:
+    if dialect == "sqlite":
+        return SqliteEngine()
+    if dialect == "postgresql":
+        return PostgresEngine()
+    raise ValueError(f"no search engine for {dialect}")
