@@ -24,6 +24,7 @@ from api import (
     original_routes,
     post_routes,
     realtime_routes,
+    search_routes,
     social_routes,
     tus,
     username_routes,
@@ -50,6 +51,7 @@ from social import messages_schema, search_schema
 from social import schema as social_schema
 from social.config import SocialConfig
 from social.counters import open_counters
+from social.search_config import SearchConfig
 from transformer import schema
 from transformer.config import MediaConfig
 from transformer.ingest import Ingest
@@ -65,6 +67,7 @@ def make_app(
     social: SocialConfig | None = None,
     feed: FeedConfig | None = None,
     realtime: RealtimeConfig | None = None,
+    search: SearchConfig | None = None,
 ) -> web.Application:
     social = social or SocialConfig()
     feed_config = feed or FeedConfig()
@@ -132,6 +135,7 @@ def make_app(
     mastodon_routes.install(app)  # the Mastodon client API (docs/api/mastodon.md)
     app.add_routes(message_routes.routes)
     realtime_routes.setup(app, realtime)
+    search_routes.setup(app, search)  # search, hashtag and place pages (docs/api/search.md)
     app.router.add_get("/api/openapi.json", openapi.serve)
     app.router.add_get("/healthz", healthz)
     add_web_routes(app, photo_url_base=media.photo_url_base)
@@ -179,10 +183,17 @@ async def running_api(
     social: SocialConfig | None = None,
     feed: FeedConfig | None = None,
     realtime: RealtimeConfig | None = None,
+    search: SearchConfig | None = None,
 ) -> AsyncIterator[tuple[web.Application, int]]:
     """Serves the API on config.host:config.port (0: a free port); yields (app, port)."""
     app = make_app(
-        config, media, credentials=credentials, social=social, feed=feed, realtime=realtime
+        config,
+        media,
+        credentials=credentials,
+        social=social,
+        feed=feed,
+        realtime=realtime,
+        search=search,
     )
     runner = web.AppRunner(
         app,
@@ -208,11 +219,18 @@ async def serve_forever(
     feed: FeedConfig | None = None,
     ready: asyncio.Event | None = None,
     realtime: RealtimeConfig | None = None,
+    search: SearchConfig | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
     with stop_event() as stop:
         async with running_api(
-            config, media, credentials=credentials, social=social, feed=feed, realtime=realtime
+            config,
+            media,
+            credentials=credentials,
+            social=social,
+            feed=feed,
+            realtime=realtime,
+            search=search,
         ) as (
             _,
             port,

@@ -12,7 +12,14 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from api import openapi_mastodon, openapi_messages, openapi_social, tus, username_routes
+from api import (
+    openapi_mastodon,
+    openapi_messages,
+    openapi_search,
+    openapi_social,
+    tus,
+    username_routes,
+)
 from transformer.media_store import GONE, MediaStatus
 
 _ERROR_REF: Final = {"$ref": "#/components/schemas/Error"}
@@ -245,6 +252,7 @@ def document() -> dict[str, Any]:
         **openapi_social.PATHS,
         **openapi_messages.PATHS,
         **username_routes.OPENAPI_PATHS,
+        **openapi_search.PATHS,
     }
     return {
         "openapi": "3.1.0",
@@ -272,6 +280,7 @@ def document() -> dict[str, Any]:
                 **openapi_social.SCHEMAS,
                 **openapi_mastodon.SCHEMAS,
                 **openapi_messages.SCHEMAS,
+                **openapi_search.SCHEMAS,
             },
         },
     }

@@ -47,14 +47,54 @@ def similarity(a: str, b: str) -> float:
     return len(ta & tb) / union if union else 0.0
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions and swaps of
+    two neighbours, each 1."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[len(b)]
+
+
+def edits_allowed(query_word: str) -> int:
+    """Typos forgiven in a word: one up to EDITS_ONE_CHARS_MAX characters, else two."""
+    return 1 if len(query_word) <= EDITS_ONE_CHARS_MAX else 2
+
+
+EDITS_ONE_CHARS_MAX: Final = 5
+
+
+def word_similarity(query_word: str, target: str) -> float:
+    """0 to 1: the better of pg_trgm's similarity and, within edits_allowed typos, 1 minus
+    the share of characters edited, of the whole target or (a word being typed) of its
+    beginning as long as the query."""
+    best = similarity(query_word, target)
+    allowed = edits_allowed(query_word)
+    for whole in (target, target[: len(query_word)]):
+        if abs(len(whole) - len(query_word)) > allowed:
+            continue
+        distance = edit_distance(query_word, whole)
+        if distance <= allowed:
+            best = max(best, 1 - distance / max(len(query_word), len(whole)))
+    return best
+
+
 def best_word_similarity(query: str, fields: tuple[str, ...]) -> float:
     """For each word of the query, its best similarity to a word of the fields (or to a
-    whole field, so "janedoe" meets "jane_doe"); their mean."""
+    whole field, so "janedoe" meets "jane_doe"); the least of them (every word must
+    match)."""
     targets = [w for f in fields for w in words(f)] + [f.replace(" ", "") for f in fields if f]
     query_words = words(query)
     if not query_words or not targets:
         return 0.0
-    return sum(max(similarity(q, t) for t in targets) for q in query_words) / len(query_words)
+    return min(max(word_similarity(q, t) for t in targets) for q in query_words)
 
 
 def fts_phrase(query: str) -> str:
