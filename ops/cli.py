@@ -10,6 +10,7 @@ from ops.bench_cmds import bench
 from ops.f4_cmds import f4_group
 from ops.jobs_cmds import jobs_group
 from ops.media_cmds import api, worker
+from ops.search_cmds import search_group
 from ops.service_cmds import cache, directory, router
 from ops.store_cmds import store
 from ops.up_cmds import down, status, up
@@ -43,6 +44,7 @@ main.add_command(api)
 main.add_command(worker)
 main.add_command(jobs_group)
 main.add_command(f4_group)
+main.add_command(search_group)
 
 if __name__ == "__main__":
     main()

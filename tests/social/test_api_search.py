@@ -31,9 +31,9 @@ async def search(client: Client, q: str, **query: str) -> dict[str, Any]:
 
 async def test_search_and_pages_through_the_api(social_env: MediaEnv) -> None:
     env = social_env
-    ann_id, ann = await user(env, "ann_search")
+    _, ann = await user(env, "ann_search")
     bob_id, bob = await user(env, "bob_search")
-    eve_id, eve = await user(env, "eve_search")
+    _, eve = await user(env, "eve_search")
     status, doc, _ = await bob.call("PATCH", "/api/v1/accounts/me", {"full_name": "Robert Lumen"})
     assert status == 200, doc
 
@@ -121,4 +121,6 @@ async def test_search_and_pages_through_the_api(social_env: MediaEnv) -> None:
         {"media_ids": [await ann.photo()], "place": {"name": "x", "latitude": 100, "longitude": 0}},
     )
     assert status == 400, doc
-    assert (await Client(env, None).call("GET", "/api/v1/search", q="bob", type="accounts"))[0] == 401
+    assert (await Client(env, None).call("GET", "/api/v1/search", q="bob", type="accounts"))[
+        0
+    ] == 401
