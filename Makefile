@@ -65,5 +65,10 @@ bench-f4: bootstrap
 bench-dm: bootstrap
 	$(BIN)/pinhole bench dm --json bench/results/dm.json
 
+## Full search benchmark (typeahead over 100,000 users on SQLite and PostgreSQL); `pinhole bench search --quick` is the CI variant.
+.PHONY: bench-search
+bench-search: bootstrap
+	$(BIN)/pinhole bench search --json bench/results/search.json
+
 clean:
 	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -88,9 +88,10 @@ async def search(request: web.Request) -> web.Response:
     limit = params.limit(request, default=min(config.results_default, most), maximum=most)
     query = request.query.get("q")
     out: dict[str, Any] = {"q": query}
-    for each in [kind] if kind else KINDS:
-        hits = await service.find(viewer, query or "", each, limit=limit)
-        out[each] = await documents(request, viewer, hits, compact=typeahead)
+    kinds = (kind,) if kind else KINDS
+    found = await service.find_kinds(viewer, query or "", kinds, limit=limit)
+    for each in kinds:
+        out[each] = await documents(request, viewer, found[each], compact=typeahead)
     return web.json_response(out)
 
 

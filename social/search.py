@@ -66,15 +66,26 @@ class Search:
 
     async def find(self, viewer: int, query: str, kind: str, *, limit: int) -> list[Hit]:
         """The best `limit` matches of one kind (accounts, hashtags, places), best first."""
-        if kind not in KINDS:
+        return (await self.find_kinds(viewer, query, (kind,), limit=limit))[kind]
+
+    async def find_kinds(
+        self, viewer: int, query: str, kinds: tuple[str, ...], *, limit: int
+    ) -> dict[str, list[Hit]]:
+        """The best `limit` matches of each kind, in one read transaction (typeahead)."""
+        if any(kind not in KINDS for kind in kinds):
             raise Invalid("type must be accounts, hashtags or places")
         q = self.check_query(query)
+        found: dict[str, list[Hit]] = {kind: [] for kind in kinds}
         if not q:
-            return []
+            return found
         async with self.db.snapshot() as conn:
-            ids = await self._candidates(conn, viewer, q, kind, limit=limit)
-            candidates = await self._load(conn, viewer, kind, ids)
-        return [Hit(kind, r.entity_id, r.score) for r in self._rank(q, candidates, limit)]
+            for kind in kinds:
+                ids = await self._candidates(conn, viewer, q, kind, limit=limit)
+                candidates = await self._load(conn, viewer, kind, ids)
+                found[kind] = [
+                    Hit(kind, r.entity_id, r.score) for r in self._rank(q, candidates, limit)
+                ]
+        return found
 
     def _rank(self, q: str, candidates: list[Candidate], limit: int) -> list[Ranked]:
         return rank(q, candidates, self.config, limit=limit)

@@ -18,7 +18,7 @@ class SearchConfig:
     results_max: int = 50
     typeahead_results_max: int = 10
     # Rows each candidate query may return before ranking (per kind, per source).
-    candidates_max: int = 200
+    candidates_max: int = 100
     # Fuzzy matching (typos, missing letters) starts at this many characters; a candidate
     # counts when its trigram similarity to the query is at least fuzzy_similarity_min_pct.
     fuzzy_chars_min: int = 4

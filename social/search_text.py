@@ -8,11 +8,14 @@ trigrams of a word padded with two spaces before and one after, |A and B| / |A o
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Final
 
 TRIGRAM_CHARS: Final = 3
+# Words whose trigrams are kept (ranking meets the same names query after query).
+TRIGRAM_CACHE_WORDS: Final = 65536
 # Words for prefix matching and similarity: letters and digits (an underscore or a dot in a
 # username separates words, as PostgreSQL's text parser does).
 _WORD = re.compile(r"[^\W_]+")
@@ -35,9 +38,10 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
-def trigrams(word: str) -> set[str]:
+@functools.lru_cache(maxsize=TRIGRAM_CACHE_WORDS)
+def trigrams(word: str) -> frozenset[str]:
     padded = f"  {word} "
-    return {padded[i : i + TRIGRAM_CHARS] for i in range(len(padded) - TRIGRAM_CHARS + 1)}
+    return frozenset(padded[i : i + TRIGRAM_CHARS] for i in range(len(padded) - TRIGRAM_CHARS + 1))
 
 
 def similarity(a: str, b: str) -> float:
@@ -77,8 +81,13 @@ def word_similarity(query_word: str, target: str) -> float:
     beginning as long as the query."""
     best = similarity(query_word, target)
     allowed = edits_allowed(query_word)
-    for whole in (target, target[: len(query_word)]):
+    letters = set(query_word)
+    for whole in dict.fromkeys((target, target[: len(query_word)])):
+        # Cheap bounds first: an edit changes the length by at most 1 and the set of
+        # letters by at most 2.
         if abs(len(whole) - len(query_word)) > allowed:
+            continue
+        if len(letters.symmetric_difference(whole)) > 2 * allowed:
             continue
         distance = edit_distance(query_word, whole)
         if distance <= allowed:
