@@ -21,7 +21,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
-from social import graph
 from social.errors import Invalid, NotVisible
 from social.schema import blocks, follows, hashtags, likes, posts, users
 from social.search_config import SearchConfig
@@ -109,7 +108,7 @@ class Search:
                 kind,
                 q,
                 limit=cap,
-                similarity_min=self.config.fuzzy_similarity_min_pct / 100,
+                similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
             )
         return list(dict.fromkeys(ids))
 
@@ -119,21 +118,26 @@ class Search:
         if not ids:
             return []
         if kind == "accounts":
-            hidden = await graph.blocked_between(conn, viewer, ids)
-            ids = [i for i in ids if i not in hidden]
+            # One query: the rows, minus blocks either way, with whether the viewer follows.
+            followed = sa.exists().where(
+                follows.c.follower_id == viewer, follows.c.followee_id == users.c.user_id
+            )
             rows = await conn.execute(
                 sa.select(
-                    users.c.user_id, users.c.username, users.c.full_name, users.c.follower_count
-                ).where(users.c.user_id.in_(ids))
+                    users.c.user_id,
+                    users.c.username,
+                    users.c.full_name,
+                    users.c.follower_count,
+                    followed.label("followed"),
+                ).where(users.c.user_id.in_(ids), ~_blocked_either_way(viewer, users.c.user_id))
             )
-            followed = await graph.followed_among(conn, viewer, ids)
             engaged = await self._engaged(conn, viewer)
             return [
                 Candidate(
                     int(r.user_id),
                     (fold(r.username), fold(r.full_name)),
                     int(r.follower_count),
-                    followed=r.user_id in followed,
+                    followed=bool(r.followed),
                     engaged=r.user_id in engaged,
                 )
                 for r in rows
@@ -236,18 +240,24 @@ class Search:
         return PostPage([int(r.post_id) for r in page], next_cursor)
 
 
+def _blocked_either_way(viewer: int, other: Any) -> Any:
+    return sa.exists().where(
+        sa.or_(
+            sa.and_(blocks.c.blocker_id == viewer, blocks.c.blocked_id == other),
+            sa.and_(blocks.c.blocker_id == other, blocks.c.blocked_id == viewer),
+        )
+    )
+
+
 def _visible_to(viewer: int) -> Any:
     """A post's author is the viewer, public or followed by the viewer, and no block
     stands between them either way."""
     author = posts.c.author_id
     followed = sa.exists().where(follows.c.follower_id == viewer, follows.c.followee_id == author)
-    blocked = sa.exists().where(
-        sa.or_(
-            sa.and_(blocks.c.blocker_id == viewer, blocks.c.blocked_id == author),
-            sa.and_(blocks.c.blocker_id == author, blocks.c.blocked_id == viewer),
-        )
+    return sa.and_(
+        sa.or_(author == viewer, users.c.is_private == sa.false(), followed),
+        ~_blocked_either_way(viewer, author),
     )
-    return sa.and_(sa.or_(author == viewer, users.c.is_private == sa.false(), followed), ~blocked)
 
 
 def _parse_cursor(cursor: str, *, top: bool) -> tuple[int, int]:

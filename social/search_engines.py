@@ -14,7 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from social.schema import follows, users
 from social.search_schema import FTS_COLUMNS, INDEX_TABLES, hashtag_counts, places, trgm_schema
-from social.search_text import fts_any_trigram, fts_phrase, like_pattern, prefix_tsquery
+from social.search_text import (
+    fts_any_trigram,
+    fts_phrase,
+    like_pattern,
+    prefix_tsquery,
+    words,
+)
 
 # kind -> (source table, its id column, the count popularity is measured by)
 SOURCES: Final = {
@@ -45,7 +51,8 @@ class SearchEngine(Protocol):
     async def fuzzy_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
     ) -> list[int]:
-        """Entities sharing trigrams with the query, most similar first."""
+        """Entities sharing trigrams with the query, most similar first (PostgreSQL: a
+        word similarity of at least `similarity_min`)."""
         ...
 
 
@@ -152,7 +159,10 @@ class PostgresEngine:
         table, id_col, count_col = SOURCES[kind]
         tsquery = prefix_tsquery(query)
         found: sa.ColumnElement[bool] = sa.text("terms LIKE :like ESCAPE '\\'")  # type: ignore[assignment]
-        if tsquery is not None:
+        # One word: the substring (pg_trgm) covers its prefixes, and a tsvector prefix
+        # scan of a short word is the slower of the two (measured). Several words: each
+        # a word prefix, in any order.
+        if tsquery is not None and len(words(query)) > 1:
             found = sa.or_(sa.text("doc @@ to_tsquery('simple', :tsq)"), found)
         rows = await conn.execute(
             sa.select(id_col)
