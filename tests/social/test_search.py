@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from common.config import ConfigError, load_toml
 from common.db import Database
 from common.ids import IdGenerator
 from social import accounts, graph, posts, search_index, search_schema
@@ -21,7 +22,7 @@ from social.config import SocialConfig
 from social.errors import Invalid
 from social.schema import follows, users
 from social.search import Search
-from social.search_config import SearchConfig
+from social.search_config import SearchConfig, search_config
 from tests.feed.conftest import ready_media, social_db
 
 
@@ -281,3 +282,12 @@ async def test_bad_queries_are_refused(db: Database, ids: IdGenerator) -> None:
         with pytest.raises(Invalid):
             await search.find(viewer, q, kind, limit=5)  # type: ignore[arg-type]
     assert await search.find(viewer, '"*) OR %_\\', "accounts", limit=5) == []
+
+
+def test_the_example_file_lists_the_search_defaults() -> None:
+    example = Path(__file__).parents[2] / "pinhole.example.toml"
+    assert search_config(load_toml(example)) == SearchConfig()
+    with pytest.raises(ConfigError, match="candidates_max must be >= 1"):
+        search_config({"search": {"candidates_max": 0}})
+    with pytest.raises(ConfigError, match="typo"):
+        search_config({"search": {"typo": 1}})
