@@ -417,6 +417,11 @@ SCHEMAS: Final[dict[str, Any]] = {
             "author": {"type": "object"},
             "media": {"type": "array", "items": {"$ref": "#/components/schemas/Media"}},
             "caption": _STR,
+            "place": {
+                "type": ["object", "null"],
+                "description": "the place its author chose: place_id, name, latitude, "
+                "longitude, post_count (docs/api/search.md)",
+            },
             "like_count": {"type": "integer"},
             "comment_count": {"type": "integer"},
             "created_at": {"type": "string", "format": "date-time"},

@@ -87,6 +87,8 @@ async def search(request: web.Request) -> web.Response:
     most = config.typeahead_results_max if typeahead else config.results_max
     limit = params.limit(request, default=min(config.results_default, most), maximum=most)
     query = request.query.get("q")
+    if query is not None:
+        params.text(query, "q")
     out: dict[str, Any] = {"q": query}
     kinds = (kind,) if kind else KINDS
     found = await service.find_kinds(viewer, query or "", kinds, limit=limit)
@@ -101,6 +103,11 @@ async def _page(request: web.Request, page: PostPage, viewer: int) -> web.Respon
     return web.json_response(params.page_document(docs, "posts", cursor=page.next_cursor))
 
 
+def _cursor(request: web.Request) -> str | None:
+    given = request.query.get("cursor")
+    return params.text(given, "cursor") if given else None
+
+
 def _page_limit(request: web.Request) -> int:
     config = request.app[SEARCH_CONFIG]
     return params.limit(request, default=config.page_posts_default, maximum=config.page_posts_max)
@@ -109,16 +116,16 @@ def _page_limit(request: web.Request) -> int:
 @routes.get("/api/v1/hashtags/{name}")
 async def hashtag(request: web.Request) -> web.Response:
     await request.app[CONTEXT].user_id(request)
-    tag, count = await request.app[SEARCH].hashtag(request.match_info["name"])
+    tag, count = await request.app[SEARCH].hashtag(params.text(request.match_info["name"], "name"))
     return web.json_response({"name": tag, "post_count": count})
 
 
 async def _hashtag_posts(request: web.Request, *, top: bool) -> web.Response:
     viewer = await request.app[CONTEXT].user_id(request)
     service = request.app[SEARCH]
-    tag, _ = await service.hashtag(request.match_info["name"])
+    tag, _ = await service.hashtag(params.text(request.match_info["name"], "name"))
     page = await service.hashtag_posts(
-        viewer, tag, top=top, cursor=request.query.get("cursor") or None, limit=_page_limit(request)
+        viewer, tag, top=top, cursor=_cursor(request), limit=_page_limit(request)
     )
     return await _page(request, page, viewer)
 
@@ -152,7 +159,7 @@ async def _place_posts(request: web.Request, *, top: bool) -> web.Response:
         viewer,
         found.place_id,
         top=top,
-        cursor=request.query.get("cursor") or None,
+        cursor=_cursor(request),
         limit=_page_limit(request),
     )
     return await _page(request, page, viewer)

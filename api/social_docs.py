@@ -8,8 +8,9 @@ from typing import Any
 
 from api.context import ApiContext
 from api.media_docs import iso, media_document
-from social import accounts, interactions, posts
+from social import accounts, interactions, places, posts
 from social.accounts import User
+from social.places import place_document
 from transformer import media_store
 
 
@@ -79,6 +80,7 @@ async def post_documents(ctx: ApiContext, viewer: int, post_ids: list[int]) -> l
         media_ids += [u.avatar_media_id for u in authors.values() if u.avatar_media_id]
         media = await media_store.get_many(conn, media_ids)
         liked, saved = await interactions.viewer_flags(conn, viewer, found)
+        chosen = await places.of_posts(conn, list(found))
     public = ctx.photo_urls.public()
     signed = ctx.photo_urls.signed() if any(a.is_private for a in authors.values()) else public
     out = []
@@ -110,6 +112,7 @@ async def post_documents(ctx: ApiContext, viewer: int, post_ids: list[int]) -> l
                 "media": items,
                 "caption": post.caption,
                 "location": post.location,
+                "place": place_document(chosen[post_id]) if post_id in chosen else None,
                 "tagged_users": [str(u) for u in post.tagged],
                 "status": post.status,
                 "like_count": post.like_count,

@@ -23,7 +23,7 @@ from common.ids import IdGenerator
 from social import search_index
 from social.errors import Invalid, NotVisible
 from social.search_config import SearchConfig
-from social.search_schema import places
+from social.search_schema import places, post_places
 from social.search_text import fold
 
 LATITUDE_MAX = 90.0
@@ -47,7 +47,8 @@ def _coordinate(body: dict[str, Any], name: str, limit: float, decimals: int) ->
     value = body.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Invalid(f"place.{name} must be a number")
-    if not math.isfinite(value) or not -limit <= value <= limit:
+    # The range first: a huge integer would overflow a float; NaN fails every comparison.
+    if not -limit <= value <= limit or not math.isfinite(value):
         raise Invalid(f"place.{name} must be between {-limit:g} and {limit:g}")
     return round(float(value), decimals) + 0.0  # + 0.0: -0.0 and 0.0 are one place
 
@@ -133,3 +134,15 @@ def place_document(place: Place) -> dict[str, Any]:
         "longitude": place.longitude,
         "post_count": place.post_count,
     }
+
+
+async def of_posts(conn: AsyncConnection, post_ids: list[int]) -> dict[int, Place]:
+    """The place of each of these posts that has one."""
+    if not post_ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(post_places.c.post_id, places)
+        .select_from(post_places.join(places, places.c.place_id == post_places.c.place_id))
+        .where(post_places.c.post_id.in_(sorted(set(post_ids))))
+    )
+    return {r.post_id: _place(r) for r in rows}

@@ -57,6 +57,7 @@ async def test_search_and_pages_through_the_api(social_env: MediaEnv) -> None:
     )
     assert status == 201, post
     assert post["location"] == "Lighthouse Point"
+    assert post["place"]["name"] == "Lighthouse Point" and post["place"]["latitude"] == 50.12
     for item in post["media"]:
         for variant in item["variants"].values():
             for url in variant["formats"].values():
@@ -102,6 +103,7 @@ async def test_search_and_pages_through_the_api(social_env: MediaEnv) -> None:
         {"q": "x", "type": "accounts", "limit": "0"},
         {"q": "x", "typeahead": "yes"},
         {"q": "x", "typeahead": "true", "limit": "11"},
+        {"q": "a\x00b", "type": "accounts"},
     ):
         status, doc, _ = await ann.call("GET", "/api/v1/search", **query)
         assert status == 400 and "error" in doc, (query, doc)
@@ -112,6 +114,7 @@ async def test_search_and_pages_through_the_api(social_env: MediaEnv) -> None:
         ("/api/v1/places/12345", 404),
         ("/api/v1/places/nope/recent", 404),
         ("/api/v1/hashtags/lighthousekeeper/top?cursor=zz", 400),
+        ("/api/v1/hashtags/lighthousekeeper/recent?cursor=%00", 400),
     ):
         status, doc, _ = await ann.call("GET", path)
         assert status == code and "error" in doc, (path, doc)

@@ -251,6 +251,11 @@ async def test_places_dedupe_by_name_and_rounded_coordinates(
         {"name": "", "latitude": 1, "longitude": 0},
         {"place_id": "123"},
         {"name": "x", "latitude": "1", "longitude": 0},
+        {"name": "x", "latitude": 10**400, "longitude": 0},
+        {"name": "x", "latitude": float("nan"), "longitude": 0},
+        {"name": "x", "latitude": 1, "longitude": True},
+        {"name": "x" * 101, "latitude": 1, "longitude": 1},
+        {"place_id": "1", "name": "x"},
         "Paris",
     ):
         with pytest.raises(Invalid):
