@@ -15,6 +15,9 @@ Figures per engine E:
   would write without a search index (`username LIKE 'q%' ORDER BY follower_count DESC
   LIMIT 10`, accounts only, no typos, no names);
 - typeahead_over_like_p99_E: their ratio (the price of three ranked, fuzzy kinds);
+- typeahead_cpu_ms_mean_E: this process's CPU time per typeahead request (the Python
+  ranking, and on SQLite the database's own work too): what a loaded machine inflates
+  least;
 - typo_recall_at_10_E: the share of one-typo queries whose intended account is among the
   first 10 (the baseline finds none of them);
 - reindex_s_E: the full rebuild.
@@ -229,10 +232,12 @@ async def _measure(db: Database, plan: Plan, rng: random.Random) -> dict[str, An
     for q, _ in queries[:20]:  # warm caches and plans
         await search.find(viewer, q, "accounts", limit=limit)
     typeahead_ms, like_ms, typo_found, typos = [], [], 0, 0
+    cpu_s = 0.0
     for q, meant in queries:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         hits = await search.find_kinds(viewer, q, KINDS, limit=limit)
         typeahead_ms.append((time.perf_counter() - started) * 1000)
+        cpu_s += time.process_time() - cpu_started
         if meant:
             typos += 1
             typo_found += meant in {h.entity_id for h in hits["accounts"]}
@@ -245,6 +250,7 @@ async def _measure(db: Database, plan: Plan, rng: random.Random) -> dict[str, An
         "typeahead_p50_ms": round(statistics.median(typeahead_ms), 2),
         "like_prefix_p99_ms": round(_p(like_ms, 0.99), 2),
         "typeahead_over_like_p99": round(_p(typeahead_ms, 0.99) / max(_p(like_ms, 0.99), 1e-3), 1),
+        "typeahead_cpu_ms_mean": round(cpu_s / len(queries) * 1000, 2),
         "typo_recall_at_10": round(typo_found / max(typos, 1), 3),
         "typo_queries": typos,
         "reindex_s": round(reindex_s, 2),

@@ -20,6 +20,7 @@ FIGURES = (
     "typeahead_p50_ms",
     "like_prefix_p99_ms",
     "typeahead_over_like_p99",
+    "typeahead_cpu_ms_mean",
     "typo_recall_at_10",
     "reindex_s",
 )
