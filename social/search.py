@@ -24,7 +24,7 @@ from common.db import Database
 from social.errors import Invalid, NotVisible
 from social.schema import blocks, follows, hashtags, likes, posts, users
 from social.search_config import SearchConfig
-from social.search_engines import KINDS, SOURCES, SearchEngine, engine_for
+from social.search_engines import KINDS, SOURCES, SearchEngine, candidate_ids, engine_for
 from social.search_rank import Candidate, Ranked, rank
 from social.search_schema import hashtag_counts, places, post_places
 from social.search_text import TRIGRAM_CHARS, fold, fold_query, prefix_upper_bound
@@ -93,15 +93,11 @@ class Search:
         self, conn: AsyncConnection, viewer: int, q: str, kind: str, *, limit: int
     ) -> list[int]:
         cap = self.config.candidates_max
-        followers: tuple[int | None, ...] = (None, viewer) if kind == "accounts" else (None,)
-        ids: list[int] = []
-        for follower in followers:
-            if len(q) < TRIGRAM_CHARS:
-                ids += await _prefix_candidates(conn, kind, q, limit=cap, follower=follower)
-            else:
-                ids += await self.engine.text_candidates(
-                    conn, kind, q, limit=cap, follower=follower
-                )
+        follower = viewer if kind == "accounts" else None
+        if len(q) < TRIGRAM_CHARS:
+            ids = await _prefix_candidates(conn, kind, q, limit=cap, follower=follower)
+        else:
+            ids = await self.engine.text_candidates(conn, kind, q, limit=cap, follower=follower)
         if len(q) >= self.config.fuzzy_chars_min and len(set(ids)) < limit:
             ids += await self.engine.fuzzy_candidates(
                 conn,
@@ -280,19 +276,19 @@ def check_hashtag(name: Any) -> str:
 async def _prefix_candidates(
     conn: AsyncConnection, kind: str, q: str, *, limit: int, follower: int | None
 ) -> list[int]:
-    """Names starting with a short query, through the source table's own index."""
+    """Names starting with a short query, through the source table's own index (and those
+    of them `follower` follows, as the engines' text_candidates)."""
     _, id_col, count_col = SOURCES[kind]
     name = {"accounts": users.c.username, "hashtags": hashtag_counts.c.tag}.get(
         kind, places.c.name_key
     )
-    query = (
-        sa.select(id_col)
-        .where(name >= q, name < prefix_upper_bound(q))
-        .order_by(count_col.desc())
-        .limit(limit)
-    )
-    if follower is not None:
-        query = query.where(
-            id_col.in_(sa.select(follows.c.followee_id).where(follows.c.follower_id == follower))
+
+    def query_for(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+        return (
+            sa.select(id_col)
+            .where(name >= q, name < prefix_upper_bound(q), where)
+            .order_by(count_col.desc())
+            .limit(limit)
         )
-    return [int(r[0]) for r in await conn.execute(query)]
+
+    return await candidate_ids(conn, query_for, kind, follower)

@@ -6,10 +6,11 @@ search_text.TRIGRAM_CHARS characters; ranking is not its business (social/search
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from social.schema import follows, users
@@ -29,6 +30,8 @@ SOURCES: Final = {
     "places": (places, places.c.place_id, places.c.post_count),
 }
 KINDS: Final = tuple(INDEX_TABLES)
+# Where a PostgreSQL connection remembers the pg_trgm threshold it was given.
+TRGM_THRESHOLD_KEY: Final = "pinhole_trgm_word_threshold"
 
 
 class SearchEngine(Protocol):
@@ -44,8 +47,9 @@ class SearchEngine(Protocol):
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
     ) -> list[int]:
         """Entities whose text contains the query (SQLite) or a word starting with each
-        of its words or the query itself (PostgreSQL), most popular first; only those
-        `follower` follows when given (accounts)."""
+        of its words or the query itself (PostgreSQL), the `limit` most popular; and
+        when `follower` is given (accounts), the `limit` most popular of those it
+        follows as well, in the same statement."""
         ...
 
     async def fuzzy_candidates(
@@ -63,6 +67,23 @@ def _following(kind: str, follower: int | None) -> sa.ColumnElement[bool]:
     return SOURCES[kind][1].in_(
         sa.select(follows.c.followee_id).where(follows.c.follower_id == follower)
     )
+
+
+async def candidate_ids(
+    conn: AsyncConnection,
+    query_for: Callable[[sa.ColumnElement[bool]], sa.Select[Any]],
+    kind: str,
+    follower: int | None,
+    values: dict[str, Any] | None = None,
+) -> list[int]:
+    """Runs `query_for(true)` and, with a follower, `query_for(followed by it)` too, as
+    one UNION ALL (one round trip); the ids in order, the followed ones after."""
+    query: Any = query_for(sa.true())
+    if follower is not None:
+        query = sa.union_all(
+            sa.select(query.subquery()), sa.select(query_for(_following(kind, follower)).subquery())
+        )
+    return [int(r[0]) for r in await conn.execute(query, values or {})]
 
 
 class SqliteEngine:
@@ -115,14 +136,17 @@ class SqliteEngine:
         index = sa.table(INDEX_TABLES[kind], sa.column("rowid"))
         table, id_col, count_col = SOURCES[kind]
         order = count_col.desc() if popular else sa.text(f"{INDEX_TABLES[kind]}.rank")
-        query = (
-            sa.select(id_col)
-            .select_from(index.join(table, id_col == index.c.rowid))
-            .where(sa.text(f"{INDEX_TABLES[kind]} MATCH :match"), _following(kind, follower))
-            .order_by(order)
-            .limit(limit)
-        )
-        return [int(r[0]) for r in await conn.execute(query, {"match": match})]
+
+        def query_for(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+            return (
+                sa.select(id_col)
+                .select_from(index.join(table, id_col == index.c.rowid))
+                .where(sa.text(f"{INDEX_TABLES[kind]} MATCH :match"), where)
+                .order_by(order)
+                .limit(limit)
+            )
+
+        return await candidate_ids(conn, query_for, kind, follower, {"match": match})
 
 
 class PostgresEngine:
@@ -164,15 +188,18 @@ class PostgresEngine:
         # a word prefix, in any order.
         if tsquery is not None and len(words(query)) > 1:
             found = sa.or_(sa.text("doc @@ to_tsquery('simple', :tsq)"), found)
-        rows = await conn.execute(
-            sa.select(id_col)
-            .select_from(index.join(table, id_col == index.c.entity_id))
-            .where(found, _following(kind, follower))
-            .order_by(count_col.desc())
-            .limit(limit),
-            {"tsq": tsquery, "like": like_pattern(query)},
-        )
-        return [int(r[0]) for r in rows]
+
+        def query_for(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+            return (
+                sa.select(id_col)
+                .select_from(index.join(table, id_col == index.c.entity_id))
+                .where(found, where)
+                .order_by(count_col.desc())
+                .limit(limit)
+            )
+
+        values = {"tsq": tsquery, "like": like_pattern(query)}
+        return await candidate_ids(conn, query_for, kind, follower, values)
 
     async def fuzzy_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
@@ -180,11 +207,18 @@ class PostgresEngine:
         if self._trgm is None:
             self._trgm = await trgm_schema(conn)
         trgm, table = self._trgm, INDEX_TABLES[kind]
-        # Local to this transaction: the threshold of the <% operator (which the index uses).
-        await conn.execute(
-            sa.text("SELECT set_config('pg_trgm.word_similarity_threshold', :t, true)"),
-            {"t": str(similarity_min)},
-        )
+        # The threshold of the <% operator (which the index uses), set on the connection
+        # once: only search uses pg_trgm's operators. A set_config in a transaction that
+        # rolls back is undone, so the mark goes on commit only (the next use sets it).
+        threshold = str(similarity_min)
+        info = conn.sync_connection.info if conn.sync_connection is not None else {}
+        if info.get(TRGM_THRESHOLD_KEY) != threshold:
+            await conn.execute(
+                sa.text("SELECT set_config('pg_trgm.word_similarity_threshold', :t, false)"),
+                {"t": threshold},
+            )
+            info.pop(TRGM_THRESHOLD_KEY, None)
+            _mark_on_commit(conn, threshold)
         rows = await conn.execute(
             sa.text(
                 f"SELECT entity_id FROM {table} WHERE :q OPERATOR({trgm}.<%) terms"
@@ -201,3 +235,16 @@ def engine_for(dialect: str) -> SearchEngine:
     if dialect == "postgresql":
         return PostgresEngine()
     raise ValueError(f"no search engine for {dialect}")
+
+
+def _mark_on_commit(conn: AsyncConnection, threshold: str) -> None:
+    """Records on the DBAPI connection, once this transaction commits, the pg_trgm
+    threshold it now carries."""
+    sync = conn.sync_connection
+    if sync is None:
+        return
+
+    def committed(connection: Any) -> None:
+        connection.info[TRGM_THRESHOLD_KEY] = threshold
+
+    event.listen(sync, "commit", committed, once=True)
