@@ -78,6 +78,9 @@ class Search:
         if not q:
             return found
         async with self.db.snapshot() as conn:
+            await self.engine.begin_read(
+                conn, similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100
+            )
             for kind in kinds:
                 ids = await self._candidates(conn, viewer, q, kind, limit=limit)
                 candidates = await self._load(conn, viewer, kind, ids)
@@ -94,10 +97,11 @@ class Search:
     ) -> list[int]:
         cap = self.config.candidates_max
         follower = viewer if kind == "accounts" else None
-        if len(q) < TRIGRAM_CHARS:
-            ids = await _prefix_candidates(conn, kind, q, limit=cap, follower=follower)
-        else:
-            ids = await self.engine.text_candidates(conn, kind, q, limit=cap, follower=follower)
+        # Names starting with the query always: the best matches, which a broad substring
+        # match's most popular `cap` could leave out.
+        ids = await _prefix_candidates(conn, kind, q, limit=cap, follower=follower)
+        if len(q) >= TRIGRAM_CHARS:
+            ids += await self.engine.text_candidates(conn, kind, q, limit=cap, follower=follower)
         if len(q) >= self.config.fuzzy_chars_min and len(set(ids)) < limit:
             ids += await self.engine.fuzzy_candidates(
                 conn,

@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from social.schema import follows, users
@@ -30,8 +29,6 @@ SOURCES: Final = {
     "places": (places, places.c.place_id, places.c.post_count),
 }
 KINDS: Final = tuple(INDEX_TABLES)
-# Where a PostgreSQL connection remembers the pg_trgm threshold it was given.
-TRGM_THRESHOLD_KEY: Final = "pinhole_trgm_word_threshold"
 
 
 class SearchEngine(Protocol):
@@ -42,6 +39,17 @@ class SearchEngine(Protocol):
     ) -> None: ...
 
     async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None: ...
+
+    async def popularity_changed(
+        self, conn: AsyncConnection, kind: str, entity_ids: Sequence[int]
+    ) -> None:
+        """The source's count (followers, posts) of these entities changed."""
+        ...
+
+    async def begin_read(self, conn: AsyncConnection, *, similarity_min: float) -> None:
+        """Prepares a read transaction for candidate queries (`similarity_min`: that of
+        fuzzy_candidates in it)."""
+        ...
 
     async def text_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
@@ -60,11 +68,12 @@ class SearchEngine(Protocol):
         ...
 
 
-def _following(kind: str, follower: int | None) -> sa.ColumnElement[bool]:
-    """True, or (accounts) only the accounts `follower` follows."""
+def _following(kind: str, follower: int | None, id_col: Any = None) -> sa.ColumnElement[bool]:
+    """True, or (accounts) only the accounts `follower` follows (`id_col`: the column
+    holding the account id, the source's by default)."""
     if follower is None:
         return sa.true()
-    return SOURCES[kind][1].in_(
+    return (SOURCES[kind][1] if id_col is None else id_col).in_(
         sa.select(follows.c.followee_id).where(follows.c.follower_id == follower)
     )
 
@@ -75,13 +84,16 @@ async def candidate_ids(
     kind: str,
     follower: int | None,
     values: dict[str, Any] | None = None,
+    *,
+    id_col: Any = None,
 ) -> list[int]:
     """Runs `query_for(true)` and, with a follower, `query_for(followed by it)` too, as
     one UNION ALL (one round trip); the ids in order, the followed ones after."""
     query: Any = query_for(sa.true())
     if follower is not None:
         query = sa.union_all(
-            sa.select(query.subquery()), sa.select(query_for(_following(kind, follower)).subquery())
+            sa.select(query.subquery()),
+            sa.select(query_for(_following(kind, follower, id_col)).subquery()),
         )
     return [int(r[0]) for r in await conn.execute(query, values or {})]
 
@@ -109,6 +121,14 @@ class SqliteEngine:
         await conn.execute(
             sa.text(f"DELETE FROM {INDEX_TABLES[kind]} WHERE rowid = :id"), {"id": entity_id}
         )
+
+    async def popularity_changed(
+        self, conn: AsyncConnection, kind: str, entity_ids: Sequence[int]
+    ) -> None:
+        """Nothing: SQLite ranks FTS matches by the source table's count directly."""
+
+    async def begin_read(self, conn: AsyncConnection, *, similarity_min: float) -> None:
+        """Nothing to set."""
 
     async def text_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
@@ -162,11 +182,17 @@ class PostgresEngine:
         if not rows:
             return
         table = INDEX_TABLES[kind]
+        source, id_col, count_col = SOURCES[kind]
+        popularity = (
+            f"COALESCE((SELECT {count_col.name} FROM {source.name}"
+            f" WHERE {id_col.name} = CAST(:id AS BIGINT)), 0)"
+        )
         await conn.execute(
             sa.text(
-                f"INSERT INTO {table} (entity_id, terms, doc) VALUES"
-                " (:id, :terms, to_tsvector('simple', :terms))"
-                " ON CONFLICT (entity_id) DO UPDATE SET terms = excluded.terms, doc = excluded.doc"
+                f"INSERT INTO {table} (entity_id, terms, doc, popularity) VALUES"
+                f" (CAST(:id AS BIGINT), :terms, to_tsvector('simple', :terms), {popularity})"
+                " ON CONFLICT (entity_id) DO UPDATE SET terms = excluded.terms,"
+                " doc = excluded.doc, popularity = excluded.popularity"
             ),
             [{"id": i, "terms": " ".join(f for f in fields if f)} for i, fields in rows],
         )
@@ -176,11 +202,25 @@ class PostgresEngine:
             sa.text(f"DELETE FROM {INDEX_TABLES[kind]} WHERE entity_id = :id"), {"id": entity_id}
         )
 
+    async def popularity_changed(
+        self, conn: AsyncConnection, kind: str, entity_ids: Sequence[int]
+    ) -> None:
+        if not entity_ids:
+            return
+        source, id_col, count_col = SOURCES[kind]
+        await conn.execute(
+            sa.text(
+                f"UPDATE {INDEX_TABLES[kind]} AS s SET popularity = src.{count_col.name}"
+                f" FROM {source.name} AS src WHERE src.{id_col.name} = s.entity_id"
+                " AND s.entity_id IN :ids"
+            ).bindparams(sa.bindparam("ids", expanding=True)),
+            {"ids": sorted(set(entity_ids))},
+        )
+
     async def text_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
     ) -> list[int]:
-        index = sa.table(INDEX_TABLES[kind], sa.column("entity_id"), sa.column("terms"))
-        table, id_col, count_col = SOURCES[kind]
+        index = sa.table(INDEX_TABLES[kind], sa.column("entity_id"), sa.column("popularity"))
         tsquery = prefix_tsquery(query)
         found: sa.ColumnElement[bool] = sa.text("terms LIKE :like ESCAPE '\\'")  # type: ignore[assignment]
         # One word: the substring (pg_trgm) covers its prefixes, and a tsvector prefix
@@ -191,15 +231,29 @@ class PostgresEngine:
 
         def query_for(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
             return (
-                sa.select(id_col)
-                .select_from(index.join(table, id_col == index.c.entity_id))
+                sa.select(index.c.entity_id)
                 .where(found, where)
-                .order_by(count_col.desc())
+                .order_by(index.c.popularity.desc(), index.c.entity_id)
                 .limit(limit)
             )
 
         values = {"tsq": tsquery, "like": like_pattern(query)}
-        return await candidate_ids(conn, query_for, kind, follower, values)
+        return await candidate_ids(
+            conn, query_for, kind, follower, values, id_col=index.c.entity_id
+        )
+
+    async def begin_read(self, conn: AsyncConnection, *, similarity_min: float) -> None:
+        # Both settings end with the transaction: the threshold of the <% operator, which
+        # the trigram index serves; and no sequential scan, which the planner picks for a
+        # small table not knowing that word_similarity and LIKE cost microseconds a row
+        # (20,000 hashtags: 70 ms by a scan, about 2 ms through the index).
+        await conn.execute(
+            sa.text(
+                "SELECT set_config('pg_trgm.word_similarity_threshold', :t, true),"
+                " set_config('enable_seqscan', 'off', true)"
+            ),
+            {"t": str(similarity_min)},
+        )
 
     async def fuzzy_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
@@ -207,18 +261,6 @@ class PostgresEngine:
         if self._trgm is None:
             self._trgm = await trgm_schema(conn)
         trgm, table = self._trgm, INDEX_TABLES[kind]
-        # The threshold of the <% operator (which the index uses), set on the connection
-        # once: only search uses pg_trgm's operators. A set_config in a transaction that
-        # rolls back is undone, so the mark goes on commit only (the next use sets it).
-        threshold = str(similarity_min)
-        info = conn.sync_connection.info if conn.sync_connection is not None else {}
-        if info.get(TRGM_THRESHOLD_KEY) != threshold:
-            await conn.execute(
-                sa.text("SELECT set_config('pg_trgm.word_similarity_threshold', :t, false)"),
-                {"t": threshold},
-            )
-            info.pop(TRGM_THRESHOLD_KEY, None)
-            _mark_on_commit(conn, threshold)
         rows = await conn.execute(
             sa.text(
                 f"SELECT entity_id FROM {table} WHERE :q OPERATOR({trgm}.<%) terms"
@@ -235,16 +277,3 @@ def engine_for(dialect: str) -> SearchEngine:
     if dialect == "postgresql":
         return PostgresEngine()
     raise ValueError(f"no search engine for {dialect}")
-
-
-def _mark_on_commit(conn: AsyncConnection, threshold: str) -> None:
-    """Records on the DBAPI connection, once this transaction commits, the pg_trgm
-    threshold it now carries."""
-    sync = conn.sync_connection
-    if sync is None:
-        return
-
-    def committed(connection: Any) -> None:
-        connection.info[TRGM_THRESHOLD_KEY] = threshold
-
-    event.listen(sync, "commit", committed, once=True)

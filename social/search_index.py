@@ -7,7 +7,9 @@ commits or rolls back with its source row:
 - a new post (social/posts.py create): `post_added` (its hashtags and place counted and
   indexed, so a new hashtag is searchable once the post commits);
 - a deleted post (social/posts.py delete): `post_removed` (counts down; an entity whose
-  count reaches 0 stays searchable by name, ranked lower).
+  count reaches 0 stays searchable by name, ranked lower);
+- a follow or unfollow (social/graph.py `_counts`): `followers_changed` (PostgreSQL keeps
+  a copy of the count in its index rows to walk matches in popularity order).
 
 `rebuild` recomputes the counts and every index row from the source tables (the search
 migration and `pinhole search reindex`).
@@ -61,6 +63,10 @@ async def _count_tags(conn: AsyncConnection, tags: Iterable[str], delta: int) ->
             .where(c.tag.in_(sorted(known)))
             .values(post_count=c.post_count + delta)
         )
+        changed = await conn.execute(sa.select(c.tag_id).where(c.tag.in_(sorted(known))))
+        await engine_for(conn.dialect.name).popularity_changed(
+            conn, "hashtags", [int(r[0]) for r in changed]
+        )
     fresh = [t for t in wanted if t not in known]
     if not fresh or delta < 0:
         return
@@ -71,15 +77,25 @@ async def _count_tags(conn: AsyncConnection, tags: Iterable[str], delta: int) ->
     )
 
 
+async def _count_place(conn: AsyncConnection, place_id: int, delta: int) -> None:
+    await conn.execute(
+        places.update()
+        .where(places.c.place_id == place_id)
+        .values(post_count=places.c.post_count + delta)
+    )
+    await engine_for(conn.dialect.name).popularity_changed(conn, "places", [place_id])
+
+
+async def followers_changed(conn: AsyncConnection, user_id: int) -> None:
+    """The user's follower count changed (social/graph.py, same transaction)."""
+    await engine_for(conn.dialect.name).popularity_changed(conn, "accounts", [user_id])
+
+
 async def post_added(conn: AsyncConnection, tags: Iterable[str], place_id: int | None) -> None:
     """Counts a new post under its hashtags (indexing the new ones) and its place."""
     await _count_tags(conn, tags, +1)
     if place_id is not None:
-        await conn.execute(
-            places.update()
-            .where(places.c.place_id == place_id)
-            .values(post_count=places.c.post_count + 1)
-        )
+        await _count_place(conn, place_id, +1)
 
 
 async def post_removed(conn: AsyncConnection, post_id: int) -> None:
@@ -95,11 +111,7 @@ async def post_removed(conn: AsyncConnection, post_id: int) -> None:
         )
     ).scalar_one_or_none()
     if place_id is not None:
-        await conn.execute(
-            places.update()
-            .where(places.c.place_id == place_id)
-            .values(post_count=places.c.post_count - 1)
-        )
+        await _count_place(conn, place_id, -1)
 
 
 async def place_added(conn: AsyncConnection, place_id: int, name_key: str) -> None:

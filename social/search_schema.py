@@ -13,8 +13,9 @@ Index tables, one per kind (accounts, hashtags, places), keyed by the entity's i
 (social/search_text.py):
 - SQLite: FTS5 virtual tables with the trigram tokenizer (substring matches of 3 or more
   characters; the rowid is the entity id).
-- PostgreSQL: plain tables (entity_id, terms, doc) with a GIN tsvector index on `doc`
-  (word prefixes) and a GIN pg_trgm index on `terms` (substrings, similarity). pg_trgm is
+- PostgreSQL: plain tables (entity_id, terms, doc, popularity) with a GIN tsvector index
+  on `doc` (word prefixes), a GIN pg_trgm index on `terms` (substrings, similarity) and a
+  B-tree on `popularity` (a copy of the source's count: followers, posts). pg_trgm is
   created in the `public` schema when missing; its functions are called schema-qualified,
   since a Database's search_path names its own schema only.
 
@@ -118,7 +119,12 @@ async def create_index_tables(conn: AsyncConnection) -> None:
     for table in INDEX_TABLES.values():
         await conn.exec_driver_sql(
             f"CREATE TABLE {table} (entity_id BIGINT PRIMARY KEY, terms TEXT NOT NULL,"
-            " doc TSVECTOR NOT NULL)"
+            " doc TSVECTOR NOT NULL, popularity BIGINT NOT NULL)"
+        )
+        # Broad queries walk this index in popularity order and stop at the limit
+        # instead of joining every match with its source table to sort them.
+        await conn.exec_driver_sql(
+            f"CREATE INDEX {table}_popular ON {table} (popularity DESC, entity_id)"
         )
         await conn.exec_driver_sql(f"CREATE INDEX {table}_doc ON {table} USING gin (doc)")
         await conn.exec_driver_sql(

@@ -113,6 +113,40 @@ async def test_followed_accounts_rank_first_then_popular(db: Database, ids: IdGe
     assert await names(search, viewer, "al") == [quiet, famous]
 
 
+async def test_an_exact_name_is_found_among_many_more_popular_matches(
+    db: Database, ids: IdGenerator
+) -> None:
+    viewer = await make(db, ids, "viewer")
+    for i in range(8):
+        await make(db, ids, f"xkar_star{i}", followers=1000 + i)
+    exact = await make(db, ids, "kar", followers=0)
+    narrow = SearchConfig(
+        candidates_max=5, results_max=5, results_default=5, typeahead_results_max=5
+    )
+    found = [h.entity_id for h in await Search(db, narrow).find(viewer, "kar", "accounts", limit=5)]
+    assert found[0] == exact and len(found) == 5
+
+
+async def test_follows_update_the_popularity_search_ranks_by(
+    db: Database, ids: IdGenerator
+) -> None:
+    viewer = await make(db, ids, "viewer")
+    one = await make(db, ids, "zoe_one")
+    two = await make(db, ids, "zoe_two")
+    fans = [await make(db, ids, f"fan{i}") for i in range(3)]
+    for fan in fans:
+        await graph.follow(db, ids, fan, two)
+    narrow = SearchConfig(
+        candidates_max=1, results_max=1, results_default=1, typeahead_results_max=1
+    )
+    # With one candidate per source, the substring source names the most followed.
+    assert await names(Search(db, narrow), viewer, "oe_") == [two]
+    for fan in fans:
+        await graph.unfollow(db, fan, two)
+        await graph.follow(db, ids, fan, one)
+    assert await names(Search(db, narrow), viewer, "oe_") == [one]
+
+
 async def test_engaged_accounts_rank_before_others(db: Database, ids: IdGenerator) -> None:
     viewer = await make(db, ids, "viewer")
     liked = await make(db, ids, "sam_liked", followers=1)
