@@ -107,7 +107,7 @@ class Search:
                 conn,
                 kind,
                 q,
-                limit=cap,
+                limit=self.config.fuzzy_candidates_max,
                 similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
             )
         return list(dict.fromkeys(ids))

@@ -27,6 +27,9 @@ class SearchConfig:
     # the trigram index return many more rows to recheck: 0.3 took 6x longer than 0.5 over
     # 100,000 accounts).
     fuzzy_candidates_similarity_min_pct: int = 40
+    # Fuzzy candidates per kind, the most similar first (each is scored by edit distance
+    # in Python: the cost of a typo query grows with it).
+    fuzzy_candidates_max: int = 100
     # Ranking weights in percent (docs/api/search.md): match quality, popularity (followers,
     # post counts on a log scale), a followed account, an account the viewer engages with.
     match_weight_pct: int = 100
@@ -47,7 +50,13 @@ class SearchConfig:
         for name in self.__dataclass_fields__:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
-        for name in ("query_chars_max", "results_default", "results_max", "candidates_max"):
+        for name in (
+            "query_chars_max",
+            "results_default",
+            "results_max",
+            "candidates_max",
+            "fuzzy_candidates_max",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.results_default > self.results_max:

@@ -24,6 +24,8 @@ QUERY_SIGILS: Final = "@#"
 
 
 def fold(text: str) -> str:
+    if text.isascii():  # most names: nothing to decompose (and 10x cheaper)
+        return " ".join(text.lower().split())
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.casefold().split())
@@ -34,8 +36,9 @@ def fold_query(text: str) -> str:
     return fold(text).lstrip(QUERY_SIGILS).strip()
 
 
-def words(text: str) -> list[str]:
-    return _WORD.findall(text)
+@functools.lru_cache(maxsize=TRIGRAM_CACHE_WORDS)
+def words(text: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(text))
 
 
 @functools.lru_cache(maxsize=TRIGRAM_CACHE_WORDS)
