@@ -5,10 +5,10 @@ similarity, ranked by match quality, popularity and the viewer's relationship
 Privacy: accounts that block the viewer or that the viewer blocks are never candidates.
 Private accounts are found (as on Instagram); their posts appear on hashtag and place
 pages only to their followers (and themselves). A query folds like the index
-(social/search_text.py); one shorter than search_text.TRIGRAM_CHARS matches names by
-prefix through the source tables' own indexes, a longer one goes to the engine
+(social/search_text.py); names starting with it come from the source tables' own
+indexes, a query of search_text.TRIGRAM_CHARS or more characters also goes to the engine
 (social/search_engines.py), and from [search] fuzzy_chars_min characters on, trigram
-similarity adds candidates for typos and missing letters.
+similarity adds candidates for typos and missing letters when too few matched.
 """
 
 from __future__ import annotations
