@@ -69,5 +69,10 @@ bench-dm: bootstrap
 bench-social: bootstrap
 	$(BIN)/pinhole bench social --json bench/results/social.json
 
+## Full search benchmark (typeahead over 100,000 users on SQLite and PostgreSQL); `pinhole bench search --quick` is the CI variant.
+.PHONY: bench-search
+bench-search: bootstrap
+	$(BIN)/pinhole bench search --json bench/results/search.json
+
 clean:
 	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis

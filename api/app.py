@@ -24,6 +24,7 @@ from api import (
     original_routes,
     post_routes,
     realtime_routes,
+    search_routes,
     social_routes,
     story_routes,
     tus,
@@ -47,10 +48,11 @@ from feed.hotstore import open_hot_store
 from feed.runner import FanoutRunner
 from feed.service import Feed
 from realtime.config import RealtimeConfig
-from social import messages_schema
+from social import messages_schema, search_schema
 from social import schema as social_schema
 from social.config import SocialConfig
 from social.counters import open_counters
+from social.search_config import SearchConfig
 from transformer import schema
 from transformer.config import MediaConfig
 from transformer.ingest import Ingest
@@ -66,6 +68,7 @@ def make_app(
     social: SocialConfig | None = None,
     feed: FeedConfig | None = None,
     realtime: RealtimeConfig | None = None,
+    search: SearchConfig | None = None,
 ) -> web.Application:
     social = social or SocialConfig()
     feed_config = feed or FeedConfig()
@@ -88,6 +91,7 @@ def make_app(
             await migrate(db, social_schema.COMPONENT, social_schema.MIGRATIONS)
             await migrate(db, feed_schema.COMPONENT, feed_schema.MIGRATIONS)
             await migrate(db, messages_schema.COMPONENT, messages_schema.MIGRATIONS)
+            await migrate(db, search_schema.COMPONENT, search_schema.MIGRATIONS)
             async with BlobWriter(media.directory_url, credentials=credentials) as writer:
                 id_gen = IdGenerator(media.id_shard)
                 ingest = Ingest(media, db, writer, id_gen)
@@ -133,6 +137,7 @@ def make_app(
     app.add_routes(message_routes.routes)
     story_routes.install(app)  # stories, close friends, highlights (docs/api/stories.md)
     realtime_routes.setup(app, realtime)
+    search_routes.setup(app, search)  # search, hashtag and place pages (docs/api/search.md)
     app.router.add_get("/api/openapi.json", openapi.serve)
     app.router.add_get("/healthz", healthz)
     add_web_routes(
@@ -184,10 +189,17 @@ async def running_api(
     social: SocialConfig | None = None,
     feed: FeedConfig | None = None,
     realtime: RealtimeConfig | None = None,
+    search: SearchConfig | None = None,
 ) -> AsyncIterator[tuple[web.Application, int]]:
     """Serves the API on config.host:config.port (0: a free port); yields (app, port)."""
     app = make_app(
-        config, media, credentials=credentials, social=social, feed=feed, realtime=realtime
+        config,
+        media,
+        credentials=credentials,
+        social=social,
+        feed=feed,
+        realtime=realtime,
+        search=search,
     )
     runner = web.AppRunner(
         app,
@@ -213,11 +225,18 @@ async def serve_forever(
     feed: FeedConfig | None = None,
     ready: asyncio.Event | None = None,
     realtime: RealtimeConfig | None = None,
+    search: SearchConfig | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
     with stop_event() as stop:
         async with running_api(
-            config, media, credentials=credentials, social=social, feed=feed, realtime=realtime
+            config,
+            media,
+            credentials=credentials,
+            social=social,
+            feed=feed,
+            realtime=realtime,
+            search=search,
         ) as (
             _,
             port,

@@ -39,6 +39,7 @@ from api.mastodon_paging import (
 )
 from api.media_routes import owner_document, receive_upload
 from api.post_routes import remove_post
+from api.search_routes import SEARCH
 from common import ids
 from common.db import migrate
 from feed import jobs as feed_jobs
@@ -555,11 +556,12 @@ async def search(request: web.Request) -> web.Response:
     found: dict[str, list[Any]] = {"accounts": [], "statuses": [], "hashtags": []}
     if kind in (None, "accounts") and not q.startswith("#"):
         name, _, domain = q.lstrip("@").partition("@")
-        if domain in ("", _host(request)):
+        if domain in ("", _host(request)) and name.strip():
+            # The pinhole search service (social/search.py): ranked, blocks filtered.
+            hits = await request.app[SEARCH].find(viewer, name, "accounts", limit=offset + limit)
             async with ctx.db.snapshot() as conn:
-                users = await accounts.by_username_prefix(conn, name, limit=offset + limit)
-                hidden = await graph.blocked_between(conn, viewer, [u.user_id for u in users])
-            shown = [u for u in users if u.user_id not in hidden][offset:]
+                users = await accounts.get_many(conn, [h.entity_id for h in hits])
+            shown = [users[h.entity_id] for h in hits if h.entity_id in users][offset:]
             found["accounts"] = await mastodon_docs.accounts_of(ctx, shown, base)
     tag = q.lstrip("#").lower()
     if kind in (None, "statuses", "hashtags") and re.fullmatch(r"\w{1,100}", tag):

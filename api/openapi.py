@@ -15,6 +15,7 @@ from aiohttp import web
 from api import (
     openapi_mastodon,
     openapi_messages,
+    openapi_search,
     openapi_social,
     openapi_stories,
     tus,
@@ -253,6 +254,7 @@ def document() -> dict[str, Any]:
         **openapi_messages.PATHS,
         **openapi_stories.PATHS,
         **username_routes.OPENAPI_PATHS,
+        **openapi_search.PATHS,
     }
     return {
         "openapi": "3.1.0",
@@ -281,6 +283,7 @@ def document() -> dict[str, Any]:
                 **openapi_mastodon.SCHEMAS,
                 **openapi_messages.SCHEMAS,
                 **openapi_stories.SCHEMAS,
+                **openapi_search.SCHEMAS,
             },
         },
     }

@@ -113,6 +113,32 @@ _SESSION_ID: Final = {
 }
 _IN_USE: Final = "media_in_use: a media belongs to one place (a post, or a profile)"
 
+# A new post's optional place (social/places.py; docs/api/search.md).
+_PLACE: Final = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["place_id"],
+            "properties": {"place_id": _ID},
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "required": ["name", "latitude", "longitude"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                "latitude": {"type": "number", "minimum": -90, "maximum": 90},
+                "longitude": {"type": "number", "minimum": -180, "maximum": 180},
+            },
+            "additionalProperties": False,
+        },
+    ],
+    "description": "a place by id, or by name and coordinates (rounded to "
+    "[search] place_coordinate_decimals; the same folded name and rounded coordinates "
+    "reuse one place)",
+}
+
+
 PATHS: Final[dict[str, Any]] = {
     "/api/v1/accounts": {
         "post": _op(
@@ -264,6 +290,7 @@ PATHS: Final[dict[str, Any]] = {
                 "media_ids": {"type": "array", "items": _ID, "minItems": 1, "maxItems": 10},
                 "caption": {"type": "string", "maxLength": 2200},
                 "location": _STR,
+                "place": _PLACE,
                 "tagged_users": {"type": "array", "items": _ID},
                 "alt_text": {"oneOf": [_STR, {"type": "array", "items": _STR}]},
             },
@@ -394,6 +421,11 @@ SCHEMAS: Final[dict[str, Any]] = {
             "author": {"type": "object"},
             "media": {"type": "array", "items": {"$ref": "#/components/schemas/Media"}},
             "caption": _STR,
+            "place": {
+                "type": ["object", "null"],
+                "description": "the place its author chose: place_id, name, latitude, "
+                "longitude, post_count (docs/api/search.md)",
+            },
             "like_count": {"type": "integer"},
             "comment_count": {"type": "integer"},
             "created_at": {"type": "string", "format": "date-time"},

@@ -10,6 +10,7 @@ from aiohttp import web
 from api import params
 from api.context import CONTEXT, RATE, ApiContext
 from api.media_docs import iso
+from api.search_routes import SEARCH_CONFIG
 from api.social_docs import post_documents
 from common.photo import alt_key
 from feed import jobs as feed_jobs
@@ -29,7 +30,9 @@ async def create_post(request: web.Request) -> web.Response:
     body = await params.json_body(request)
     async with ctx.db.transaction(lock=posts.LOCK) as conn:
         rate = await ratelimit.take_post(conn, ctx.social, viewer)
-        post = await posts.create(conn, ctx.ids, ctx.social, viewer, body)
+        post = await posts.create(
+            conn, ctx.ids, ctx.social, viewer, body, search=request.app[SEARCH_CONFIG]
+        )
         await feed_jobs.enqueue(
             conn,
             ctx.ids,

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.context import ApiContext
 from api.media_docs import iso, media_document
-from social import accounts, interactions, posts
+from social import accounts, interactions, places, posts
 from social.accounts import User
+from social.places import Place, place_document
 from transformer import media_store
 
 
@@ -80,19 +81,21 @@ class PostBatch:
     media: dict[int, tuple[media_store.MediaRow, list[media_store.VariantRow]]]
     liked: set[int]
     saved: set[int]
+    post_places: dict[int, Place]
 
 
 async def read_posts(conn: AsyncConnection, viewer: int, post_ids: list[int]) -> PostBatch:
     """The posts, their authors, their media and the authors' pictures (with variants),
-    and the viewer's likes and saves among them, inside the caller's snapshot; a unit for
-    Database.read (it awaits only conn.execute)."""
+    the viewer's likes and saves among them and the posts' places, inside the caller's
+    snapshot; a unit for Database.read (it awaits only conn.execute)."""
     found = await posts.get_many(conn, post_ids)
     authors = await accounts.get_many(conn, {p.author_id for p in found.values()})
     media_ids = [m.media_id for p in found.values() for m in p.media]
     media_ids += [u.avatar_media_id for u in authors.values() if u.avatar_media_id]
     media = await media_store.get_many(conn, media_ids)
     liked, saved = await interactions.viewer_flags(conn, viewer, found)
-    return PostBatch(found, authors, media, liked, saved)
+    chosen = await places.of_posts(conn, list(found))
+    return PostBatch(found, authors, media, liked, saved, chosen)
 
 
 def avatar_document(ctx: ApiContext, batch: PostBatch, user: User) -> dict[str, Any] | None:
@@ -142,6 +145,9 @@ def documents_of(ctx: ApiContext, batch: PostBatch, post_ids: list[int]) -> list
                 "media": items,
                 "caption": post.caption,
                 "location": post.location,
+                "place": place_document(batch.post_places[post_id])
+                if post_id in batch.post_places
+                else None,
                 "tagged_users": [str(u) for u in post.tagged],
                 "status": post.status,
                 "like_count": post.like_count,

@@ -13,7 +13,7 @@ from api.errors import NoSuchResource
 from api.media_docs import iso
 from api.realtime_routes import revoke_signed_out
 from api.social_docs import avatars, post_documents, user_document
-from social import accounts, graph, posts, sessions, signin
+from social import accounts, graph, posts, search_index, sessions, signin
 from social import avatars as profile_pictures
 from social.errors import Invalid
 from social.schema import users
@@ -171,6 +171,8 @@ async def patch_me(request: web.Request) -> web.Response:
         if changes:
             changes["updated_unix_s"] = time.time()
             await conn.execute(users.update().where(users.c.user_id == viewer).values(**changes))
+            if "full_name" in changes:
+                await search_index.account_changed(conn, viewer)
     for follower in accepted:
         await ctx.feed.followed(follower, viewer)
     return web.json_response(await _me(ctx, viewer))

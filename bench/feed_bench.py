@@ -68,6 +68,7 @@ from feed.hotstore import (
 from feed.runner import FanoutRunner
 from feed.service import Feed
 from social import schema as social_schema
+from social import search_schema
 from social.schema import follows, posts, users
 from transformer import schema as transformer_schema
 
@@ -615,6 +616,7 @@ async def bench_database(database_url: str | None, scratch: Path) -> AsyncIterat
             (transformer_schema.COMPONENT, transformer_schema.MIGRATIONS),
             (social_schema.COMPONENT, social_schema.MIGRATIONS),
             (feed_schema.COMPONENT, feed_schema.MIGRATIONS),
+            (search_schema.COMPONENT, search_schema.MIGRATIONS),
         ):
             await migrate(db, component, migrations)
         yield db

@@ -154,3 +154,15 @@ def bench_feed(
         redis_url=redis_url,
         database_url=database_url,
     )
+
+
+@bench.command("search")
+@_bench_options
+def bench_search(
+    quick: bool, json_path: Path | None, work_dir: Path | None, plot_path: Path | None
+) -> None:
+    """Typeahead p99 over accounts, hashtags and places on SQLite FTS5 and PostgreSQL
+    pg_trgm, against a plain LIKE prefix query."""
+    from bench.search_bench import main
+
+    main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)

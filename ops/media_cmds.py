@@ -150,6 +150,7 @@ def api_serve(
     from feed.config import feed_config
     from realtime.config import realtime_config
     from social.config import social_config
+    from social.search_config import search_config
 
     setup_logging(log_level)
     overrides = {"host": host, "port": port, "data_dir": str(data_dir) if data_dir else None}
@@ -159,6 +160,7 @@ def api_serve(
         social = social_config(document)
         feed = feed_config(document, redis_url=redis_url)
         realtime = realtime_config(load_config(realtime_file) if realtime_file else document)
+        search = search_config(document)
     except ConfigError as e:
         raise CliError(str(e), EXIT_USAGE) from e
     media = _media_config(
@@ -166,7 +168,15 @@ def api_serve(
     )
     creds = _credentials("api", media, credentials_file, secret_file, root)
     run(
-        serve_forever(config, media, credentials=creds, social=social, feed=feed, realtime=realtime)
+        serve_forever(
+            config,
+            media,
+            credentials=creds,
+            social=social,
+            feed=feed,
+            realtime=realtime,
+            search=search,
+        )
     )
 
 

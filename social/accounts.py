@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
 from common.ids import IdGenerator
-from social import passwords
+from social import passwords, search_index
 from social.config import SocialConfig
 from social.errors import Invalid, NotVisible, SocialConflict
 from social.schema import users
@@ -131,6 +131,7 @@ async def create(
             if taken.first() is not None:
                 raise SocialConflict("that username or email is taken", code="taken")
             await conn.execute(users.insert().values(**_values(row)))
+            await search_index.account_changed(conn, row.user_id)
     except IntegrityError:
         raise SocialConflict("that username or email is taken", code="taken") from None
     return row

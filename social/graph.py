@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
 from common.ids import IdGenerator
-from social import accounts, notify
+from social import accounts, notify, search_index
 from social.errors import Forbidden, Invalid, NotVisible
 from social.schema import blocks, follow_requests, follows, users
 
@@ -116,6 +116,7 @@ async def _counts(conn: AsyncConnection, follower: int, followee: int, delta: in
         .where(users.c.user_id == followee)
         .values(follower_count=users.c.follower_count + delta)
     )
+    await search_index.followers_changed(conn, followee)
 
 
 async def follow(db: Database, id_gen: IdGenerator, follower: int, followee: int) -> str:

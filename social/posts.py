@@ -20,10 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common import ids
 from common.ids import IdGenerator
-from social import accounts, avatars, graph, notify, text
+from social import accounts, avatars, graph, notify, places, search_index, text
 from social.config import SocialConfig
 from social.errors import Invalid, NotVisible
 from social.schema import hashtags, post_media, post_users, posts, users
+from social.search_config import SearchConfig
+from social.search_schema import post_places
 from transformer import media_store
 from transformer.media_store import GONE, MediaStatus
 from transformer.schema import media
@@ -96,12 +98,18 @@ async def create(
     config: SocialConfig,
     author_id: int,
     body: dict[str, Any],
+    *,
+    search: SearchConfig | None = None,
 ) -> Post:
     """Validates and records a post (inside the caller's transaction). Raises Invalid for
     bad fields, media that is not the author's own, ready or processing, unattached and
     unexpired, or a tagged user who does not exist or is blocked either way (the same
-    answer); SocialConflict (media_in_use) for a media that is or was an avatar."""
-    unknown = set(body) - {"media_ids", "caption", "location", "tagged_users", "alt_text"}
+    answer); SocialConflict (media_in_use) for a media that is or was an avatar. An
+    optional `place` (social/places.py) is recorded, and its name is the post's location
+    unless one is given; the post's hashtags and place are counted and indexed for search
+    in the same transaction (social/search_index.py)."""
+    allowed = {"media_ids", "caption", "location", "tagged_users", "alt_text", "place"}
+    unknown = set(body) - allowed
     if unknown:
         raise Invalid(f"unknown fields: {', '.join(sorted(unknown))}")
     media_ids = _id_list(body, "media_ids", low=1, high=config.post_media_max)
@@ -142,6 +150,13 @@ async def create(
         blocked = await graph.blocked_between(conn, author_id, candidates)
         mentioned = [u for u in candidates if u not in blocked and u != author_id]
 
+    place = None
+    if body.get("place") is not None:
+        place = await places.resolve(
+            conn, id_gen, search or SearchConfig(), author_id, body["place"]
+        )
+        location = location if location is not None else place.name[: config.location_chars_max]
+
     post_id = id_gen.next_id()
     status = (
         PostStatus.LIVE if all(s == MediaStatus.READY for s in states) else PostStatus.PROCESSING
@@ -173,6 +188,9 @@ async def create(
         await conn.execute(post_users.insert(), people)
     if tags:
         await conn.execute(hashtags.insert(), [{"tag": t, "post_id": post_id} for t in tags])
+    if place is not None:
+        await conn.execute(post_places.insert().values(post_id=post_id, place_id=place.place_id))
+    await search_index.post_added(conn, tags, None if place is None else place.place_id)
     await conn.execute(
         users.update().where(users.c.user_id == author_id).values(post_count=users.c.post_count + 1)
     )
@@ -294,6 +312,7 @@ async def delete(conn: AsyncConnection, viewer: int, post_id: int) -> Post:
         .values(status=PostStatus.DELETED, deleted_unix_s=now)
     )
     await media_store.expire(conn, [m.media_id for m in post.media], now=now)
+    await search_index.post_removed(conn, post_id)
     await conn.execute(
         users.update().where(users.c.user_id == viewer).values(post_count=users.c.post_count - 1)
     )

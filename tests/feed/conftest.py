@@ -19,7 +19,7 @@ from common.db import Database, migrate, open_database
 from common.ids import IdGenerator
 from feed import schema as feed_schema
 from feed.hotstore import HotStore, MemoryHotStore, RedisHotStore
-from social import accounts
+from social import accounts, search_schema
 from social import schema as social_schema
 from social.config import SocialConfig
 from tests.conftest import IN_CI
@@ -75,6 +75,7 @@ async def social_db(kind: str, tmp: Path) -> AsyncIterator[Database]:
                 (media_schema.COMPONENT, media_schema.MIGRATIONS),
                 (social_schema.COMPONENT, social_schema.MIGRATIONS),
                 (feed_schema.COMPONENT, feed_schema.MIGRATIONS),
+                (search_schema.COMPONENT, search_schema.MIGRATIONS),
             ):
                 await migrate(db, component, migrations)
             yield db

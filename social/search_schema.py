@@ -1,0 +1,152 @@
+"""Places and the search index: their tables and migrations, a component of their own
+("search"; docs/api/search.md).
+
+Entity tables (the same on both engines):
+- `places`: a place an author named (name, coordinates rounded to
+  [search] place_coordinate_decimals); one row per normalized name and rounded coordinates.
+- `post_places`: the place a post carries (at most one).
+- `hashtag_counts`: one row per hashtag with the number of posts carrying it that are not
+  deleted; its integer `tag_id` keys the hashtag's index row.
+
+Index tables, one per kind (accounts, hashtags, places), keyed by the entity's id
+(`users.user_id`, `hashtag_counts.tag_id`, `places.place_id`) and holding its folded text
+(social/search_text.py):
+- SQLite: FTS5 virtual tables with the trigram tokenizer (substring matches of 3 or more
+  characters; the rowid is the entity id).
+- PostgreSQL: plain tables (entity_id, terms, doc, popularity) with a GIN tsvector index
+  on `doc` (word prefixes), a GIN pg_trgm index on `terms` (substrings, similarity) and a
+  B-tree on `popularity` (a copy of the source's count: followers, posts). pg_trgm is
+  created in the `public` schema when missing; its functions are called schema-qualified,
+  since a Database's search_path names its own schema only.
+
+The index rows change in the same transaction as the rows they index (social/search_index.py);
+`pinhole search reindex` rebuilds them. A change is a new migration appended to MIGRATIONS.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from common.db import Migration
+
+COMPONENT: Final = "search"
+PLACE_NAME_CHARS_MAX: Final = 100
+HASHTAG_CHARS_MAX: Final = 100  # as social.schema.hashtags.tag
+# The index tables: kind -> table name.
+INDEX_TABLES: Final = {
+    "accounts": "search_accounts",
+    "hashtags": "search_hashtags",
+    "places": "search_places",
+}
+# The SQLite FTS5 columns of each index table (PostgreSQL: entity_id, terms, doc).
+FTS_COLUMNS: Final = {
+    "accounts": ("username", "full_name"),
+    "hashtags": ("tag",),
+    "places": ("name",),
+}
+# Any two sessions creating pg_trgm at once serialize on this advisory lock (the extension
+# is one per database, whatever schema a Database uses).
+PG_TRGM_LOCK_KEY: Final = 0x70696E74726D  # "pintrm"
+
+metadata = sa.MetaData()
+
+places = sa.Table(
+    "places",
+    metadata,
+    sa.Column("place_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(PLACE_NAME_CHARS_MAX), nullable=False),
+    # The folded name (social/search_text.py): what dedupes and what the index holds.
+    sa.Column("name_key", sa.String(PLACE_NAME_CHARS_MAX), nullable=False),
+    sa.Column("latitude", sa.Float, nullable=False),  # degrees, rounded
+    sa.Column("longitude", sa.Float, nullable=False),  # degrees, rounded
+    sa.Column("coordinate_decimals", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.BigInteger, nullable=False),
+    sa.Column("created_unix_s", sa.Float, nullable=False),
+    sa.Column("post_count", sa.Integer, nullable=False),  # posts not deleted
+    sa.UniqueConstraint("name_key", "latitude", "longitude", name="places_dedupe"),
+)
+
+post_places = sa.Table(
+    "post_places",
+    metadata,
+    sa.Column("post_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("place_id", sa.BigInteger, nullable=False),
+)
+
+hashtag_counts = sa.Table(
+    "hashtag_counts",
+    metadata,
+    sa.Column("tag_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tag", sa.String(HASHTAG_CHARS_MAX), nullable=False, unique=True),
+    sa.Column("post_count", sa.Integer, nullable=False),  # posts not deleted
+)
+
+_indexes = (
+    sa.Index("post_places_place", post_places.c.place_id, post_places.c.post_id),
+    sa.Index("places_popular", places.c.post_count),
+    sa.Index("hashtag_counts_popular", hashtag_counts.c.post_count),
+)
+
+
+async def trgm_schema(conn: AsyncConnection) -> str:
+    """The schema pg_trgm is installed in (PostgreSQL)."""
+    row = await conn.exec_driver_sql(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+        " WHERE e.extname = 'pg_trgm'"
+    )
+    name = row.scalar_one_or_none()
+    if name is None:
+        raise RuntimeError("pg_trgm is not installed: run the search migrations")
+    return str(name)
+
+
+async def create_index_tables(conn: AsyncConnection) -> None:
+    """Creates the three index tables of this engine (empty)."""
+    if conn.dialect.name == "sqlite":
+        for kind, table in INDEX_TABLES.items():
+            columns = ", ".join(FTS_COLUMNS[kind])
+            await conn.exec_driver_sql(
+                f"CREATE VIRTUAL TABLE {table} USING fts5({columns}, tokenize='trigram')"
+            )
+        return
+    await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_TRGM_LOCK_KEY})")
+    await conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
+    trgm = await trgm_schema(conn)
+    for table in INDEX_TABLES.values():
+        await conn.exec_driver_sql(
+            f"CREATE TABLE {table} (entity_id BIGINT PRIMARY KEY, terms TEXT NOT NULL,"
+            " doc TSVECTOR NOT NULL, popularity BIGINT NOT NULL)"
+        )
+        # Broad queries walk this index in popularity order and stop at the limit
+        # instead of joining every match with its source table to sort them.
+        await conn.exec_driver_sql(
+            f"CREATE INDEX {table}_popular ON {table} (popularity DESC, entity_id)"
+        )
+        await conn.exec_driver_sql(f"CREATE INDEX {table}_doc ON {table} USING gin (doc)")
+        await conn.exec_driver_sql(
+            f"CREATE INDEX {table}_trgm ON {table} USING gin (terms {trgm}.gin_trgm_ops)"
+        )
+
+
+async def drop_index_tables(conn: AsyncConnection) -> None:
+    for table in INDEX_TABLES.values():
+        await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+
+
+async def _v1(conn: AsyncConnection) -> None:
+    for table in (places, post_places, hashtag_counts):
+        await conn.execute(CreateTable(table))
+    for index in _indexes:
+        await conn.execute(CreateIndex(index))
+    await create_index_tables(conn)
+    # A database with users and posts already: fill the counts and the index now.
+    from social import search_index
+
+    await search_index.rebuild(conn)
+
+
+MIGRATIONS: Final = (Migration(1, "places, post places, hashtag counts and the search index", _v1),)

@@ -1,0 +1,144 @@
+"""Pure text functions of search: folding, words, trigrams and their similarity, and the
+query strings of each engine (FTS5 MATCH, tsquery, LIKE). No I/O.
+
+Folding (what the index holds and what a query is compared as): Unicode NFKD with the
+combining marks removed, case-folded, whitespace collapsed. Similarity is pg_trgm's: the
+trigrams of a word padded with two spaces before and one after, |A and B| / |A or B|.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from typing import Final
+
+TRIGRAM_CHARS: Final = 3
+# Words whose trigrams are kept (ranking meets the same names query after query).
+TRIGRAM_CACHE_WORDS: Final = 65536
+# Words for prefix matching and similarity: letters and digits (an underscore or a dot in a
+# username separates words, as PostgreSQL's text parser does).
+_WORD = re.compile(r"[^\W_]+")
+# What a query may start with and is not part of the name: @user, #tag.
+QUERY_SIGILS: Final = "@#"
+
+
+def fold(text: str) -> str:
+    if text.isascii():  # most names: nothing to decompose (and 10x cheaper)
+        return " ".join(text.lower().split())
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())
+
+
+def fold_query(text: str) -> str:
+    """A query as compared: folded, without a leading @ or #."""
+    return fold(text).lstrip(QUERY_SIGILS).strip()
+
+
+@functools.lru_cache(maxsize=TRIGRAM_CACHE_WORDS)
+def words(text: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(text))
+
+
+@functools.lru_cache(maxsize=TRIGRAM_CACHE_WORDS)
+def trigrams(word: str) -> frozenset[str]:
+    padded = f"  {word} "
+    return frozenset(padded[i : i + TRIGRAM_CHARS] for i in range(len(padded) - TRIGRAM_CHARS + 1))
+
+
+def similarity(a: str, b: str) -> float:
+    """pg_trgm's similarity of two words, 0 to 1."""
+    ta, tb = trigrams(a), trigrams(b)
+    union = len(ta | tb)
+    return len(ta & tb) / union if union else 0.0
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions and swaps of
+    two neighbours, each 1."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[len(b)]
+
+
+def edits_allowed(query_word: str) -> int:
+    """Typos forgiven in a word: one up to EDITS_ONE_CHARS_MAX characters, else two."""
+    return 1 if len(query_word) <= EDITS_ONE_CHARS_MAX else 2
+
+
+EDITS_ONE_CHARS_MAX: Final = 5
+
+
+def word_similarity(query_word: str, target: str) -> float:
+    """0 to 1: the better of pg_trgm's similarity and, within edits_allowed typos, 1 minus
+    the share of characters edited, of the whole target or (a word being typed) of its
+    beginning as long as the query."""
+    best = similarity(query_word, target)
+    allowed = edits_allowed(query_word)
+    letters = set(query_word)
+    for whole in dict.fromkeys((target, target[: len(query_word)])):
+        # Cheap bounds first: an edit changes the length by at most 1 and the set of
+        # letters by at most 2.
+        if abs(len(whole) - len(query_word)) > allowed:
+            continue
+        if len(letters.symmetric_difference(whole)) > 2 * allowed:
+            continue
+        distance = edit_distance(query_word, whole)
+        if distance <= allowed:
+            best = max(best, 1 - distance / max(len(query_word), len(whole)))
+    return best
+
+
+def best_word_similarity(query: str, fields: tuple[str, ...]) -> float:
+    """For each word of the query, its best similarity to a word of the fields (or to a
+    whole field, so "janedoe" meets "jane_doe"); the least of them (every word must
+    match)."""
+    targets = [w for f in fields for w in words(f)] + [f.replace(" ", "") for f in fields if f]
+    query_words = words(query)
+    if not query_words or not targets:
+        return 0.0
+    return min(max(word_similarity(q, t) for t in targets) for q in query_words)
+
+
+def fts_phrase(query: str) -> str:
+    """An FTS5 MATCH string for the query as one substring (trigram tokenizer)."""
+    return '"' + query.replace('"', '""') + '"'
+
+
+def fts_any_trigram(query: str) -> str | None:
+    """An FTS5 MATCH string for rows sharing at least one trigram with the query's words
+    (None when no word has three characters)."""
+    grams = sorted(
+        {w[i : i + TRIGRAM_CHARS] for w in words(query) for i in range(len(w) - TRIGRAM_CHARS + 1)}
+    )
+    if not grams:
+        return None
+    return " OR ".join(fts_phrase(g) for g in grams)
+
+
+def prefix_tsquery(query: str) -> str | None:
+    """A PostgreSQL to_tsquery('simple', ...) string: every word of the query as a prefix."""
+    found = words(query)
+    if not found:
+        return None
+    return " & ".join(f"'{w}':*" for w in found)
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern (escape character backslash) for `text` as a substring."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def prefix_upper_bound(prefix: str) -> str:
+    """The least string above every string starting with `prefix` (for an index range)."""
+    return prefix + "\U0010ffff"

@@ -1,0 +1,332 @@
+"""The search conformance suite: the same tests over SQLite (FTS5 trigram) and PostgreSQL
+(tsvector + pg_trgm), through the service on a migrated database: typeahead by prefix,
+typo, missing letter and full name; ranking (followed first, then popularity); blocks
+both ways; private posts on hashtag and place pages; a new hashtag searchable at once;
+places deduplicated; the index rebuilt after it was dropped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from common.config import ConfigError, load_toml
+from common.db import Database
+from common.ids import IdGenerator
+from social import accounts, graph, posts, search_index, search_schema
+from social.config import SocialConfig
+from social.errors import Invalid
+from social.schema import follows, users
+from social.search import Search
+from social.search_config import SearchConfig, search_config
+from tests.feed.conftest import ready_media, social_db
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with social_db(request.param, tmp_path) as database:
+        yield database
+
+
+@pytest.fixture
+def ids() -> IdGenerator:
+    return IdGenerator(1)
+
+
+async def make(
+    db: Database,
+    ids: IdGenerator,
+    username: str,
+    full_name: str = "",
+    *,
+    followers: int = 0,
+    private: bool = False,
+) -> int:
+    user = await accounts.create(
+        db, ids, SocialConfig(), username=username, password=None, password_hash="x"
+    )
+    async with db.transaction() as conn:
+        await conn.execute(
+            users.update()
+            .where(users.c.user_id == user.user_id)
+            .values(full_name=full_name, follower_count=followers, is_private=private)
+        )
+        await search_index.account_changed(conn, user.user_id)
+    return user.user_id
+
+
+async def follow_now(db: Database, follower: int, followee: int) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            follows.insert().values(
+                follower_id=follower, followee_id=followee, created_unix_s=time.time()
+            )
+        )
+
+
+async def post(db: Database, ids: IdGenerator, author: int, caption: str, place: Any = None) -> int:
+    media_id = await ready_media(db, ids, author)
+    body: dict[str, Any] = {"media_ids": [str(media_id)], "caption": caption}
+    if place is not None:
+        body["place"] = place
+    async with db.transaction(lock=posts.LOCK) as conn:
+        created = await posts.create(conn, ids, SocialConfig(), author, body)
+    return created.post_id
+
+
+async def names(search: Search, viewer: int, q: str, kind: str = "accounts") -> list[int]:
+    return [h.entity_id for h in await search.find(viewer, q, kind, limit=10)]
+
+
+async def test_typeahead_by_prefix_typo_missing_letter_and_full_name(
+    db: Database, ids: IdGenerator
+) -> None:
+    viewer = await make(db, ids, "viewer")
+    margaret = await make(db, ids, "margaret_hill", "Margaret Hill")
+    marcus = await make(db, ids, "marcus", "Marcus Aurelius")
+    theo = await make(db, ids, "xq_77", "Théodora Quinn")
+    await make(db, ids, "zed", "Zed")
+    search = Search(db, SearchConfig())
+    assert (await names(search, viewer, "marg"))[0] == margaret
+    assert set(await names(search, viewer, "ma")) == {margaret, marcus}
+    assert await names(search, viewer, "@Margaret") == [margaret]
+    assert (await names(search, viewer, "margret"))[0] == margaret  # missing letter
+    assert (await names(search, viewer, "margaert"))[0] == margaret  # swapped letters
+    assert (await names(search, viewer, "aurelius"))[0] == marcus  # full name
+    assert await names(search, viewer, "theodora") == [theo]  # accent folded
+    assert (await names(search, viewer, "theodra quin"))[0] == theo  # typos in both words
+    assert await names(search, viewer, "qqqqqq") == []
+
+
+async def test_followed_accounts_rank_first_then_popular(db: Database, ids: IdGenerator) -> None:
+    viewer = await make(db, ids, "viewer")
+    quiet = await make(db, ids, "alex_quiet", "Alex Q", followers=3)
+    famous = await make(db, ids, "alex_famous", "Alex F", followers=90_000)
+    search = Search(db, SearchConfig())
+    assert await names(search, viewer, "alex") == [famous, quiet]
+    await follow_now(db, viewer, quiet)
+    assert await names(search, viewer, "alex") == [quiet, famous]
+    assert await names(search, viewer, "al") == [quiet, famous]
+
+
+async def test_an_exact_name_is_found_among_many_more_popular_matches(
+    db: Database, ids: IdGenerator
+) -> None:
+    viewer = await make(db, ids, "viewer")
+    for i in range(8):
+        await make(db, ids, f"xkar_star{i}", followers=1000 + i)
+    exact = await make(db, ids, "kar", followers=0)
+    narrow = SearchConfig(
+        candidates_max=5, results_max=5, results_default=5, typeahead_results_max=5
+    )
+    found = [h.entity_id for h in await Search(db, narrow).find(viewer, "kar", "accounts", limit=5)]
+    assert found[0] == exact and len(found) == 5
+
+
+async def test_follows_update_the_popularity_search_ranks_by(
+    db: Database, ids: IdGenerator
+) -> None:
+    viewer = await make(db, ids, "viewer")
+    one = await make(db, ids, "zoe_one")
+    two = await make(db, ids, "zoe_two")
+    fans = [await make(db, ids, f"fan{i}") for i in range(3)]
+    for fan in fans:
+        await graph.follow(db, ids, fan, two)
+    narrow = SearchConfig(
+        candidates_max=1, results_max=1, results_default=1, typeahead_results_max=1
+    )
+    # With one candidate per source, the substring source names the most followed.
+    assert await names(Search(db, narrow), viewer, "oe_") == [two]
+    for fan in fans:
+        await graph.unfollow(db, fan, two)
+        await graph.follow(db, ids, fan, one)
+    assert await names(Search(db, narrow), viewer, "oe_") == [one]
+
+
+async def test_engaged_accounts_rank_before_others(db: Database, ids: IdGenerator) -> None:
+    viewer = await make(db, ids, "viewer")
+    liked = await make(db, ids, "sam_liked", followers=1)
+    other = await make(db, ids, "sam_other", followers=500)
+    post_id = await post(db, ids, liked, "hello")
+    async with db.transaction() as conn:
+        from social.schema import likes
+
+        await conn.execute(
+            likes.insert().values(user_id=viewer, post_id=post_id, created_unix_s=time.time())
+        )
+    assert await names(Search(db, SearchConfig()), viewer, "sam") == [liked, other]
+
+
+async def test_blocks_filter_every_result_both_ways(db: Database, ids: IdGenerator) -> None:
+    viewer = await make(db, ids, "viewer_kim")
+    blocked = await make(db, ids, "kim_blocked", "Kim B")
+    blocker = await make(db, ids, "kim_blocker", "Kim C")
+    friend = await make(db, ids, "kim_friend", "Kim D")
+    await graph.block(db, viewer, blocked)
+    await graph.block(db, blocker, viewer)
+    for author in (blocked, blocker, friend):
+        await post(db, ids, author, "a #kimchi day")
+    search = Search(db, SearchConfig())
+    for q in ("kim", "ki", "kim_blokced"):
+        found = await names(search, viewer, q)
+        assert blocked not in found and blocker not in found, q
+    assert friend in await names(search, viewer, "kim")
+    assert viewer not in await names(search, blocked, "viewer")
+    assert viewer not in await names(search, blocker, "viewer_k")
+    page = await search.hashtag_posts(viewer, "kimchi", top=False, cursor=None, limit=10)
+    authors = await _authors(db, page.post_ids)
+    assert authors == [friend]
+    top = await search.hashtag_posts(viewer, "kimchi", top=True, cursor=None, limit=10)
+    assert await _authors(db, top.post_ids) == [friend]
+
+
+async def _authors(db: Database, post_ids: list[int]) -> list[int]:
+    async with db.snapshot() as conn:
+        found = await posts.get_many(conn, post_ids)
+    return [found[p].author_id for p in post_ids]
+
+
+async def test_private_posts_only_for_followers_on_hashtag_and_place_pages(
+    db: Database, ids: IdGenerator
+) -> None:
+    stranger = await make(db, ids, "stranger")
+    fan = await make(db, ids, "fan")
+    hidden = await make(db, ids, "hidden_lou", "Lou", private=True)
+    await follow_now(db, fan, hidden)
+    place = {"name": "Café Lumière", "latitude": 48.85341, "longitude": 2.3488}
+    post_id = await post(db, ids, hidden, "#secretgarden", place)
+    search = Search(db, SearchConfig())
+    assert await names(search, stranger, "hidden") == [hidden]  # the account is found
+    assert (await search.hashtag("secretgarden")) == ("secretgarden", 1)
+    for viewer, shown in ((stranger, []), (fan, [post_id]), (hidden, [post_id])):
+        page = await search.hashtag_posts(viewer, "secretgarden", top=False, cursor=None, limit=5)
+        assert page.post_ids == shown
+        place_id = (await search.find(viewer, "cafe lumiere", "places", limit=5))[0].entity_id
+        page = await search.place_posts(viewer, place_id, top=True, cursor=None, limit=5)
+        assert page.post_ids == shown
+
+
+async def test_new_hashtag_searchable_at_once_and_counted_out_on_delete(
+    db: Database, ids: IdGenerator
+) -> None:
+    author = await make(db, ids, "poster")
+    search = Search(db, SearchConfig())
+    assert await search.find(author, "sunsetlover", "hashtags", limit=5) == []
+    post_id = await post(db, ids, author, "evening #SunsetLover #sea")
+    hits = await search.find(author, "sunset", "hashtags", limit=5)
+    assert len(hits) == 1
+    assert await search.hashtag("#sunsetlover") == ("sunsetlover", 1)
+    assert len(await search.find(author, "sunstlover", "hashtags", limit=5)) == 1  # typo
+    async with db.transaction(lock=posts.LOCK) as conn:
+        await posts.delete(conn, author, post_id)
+    assert await search.hashtag("sunsetlover") == ("sunsetlover", 0)
+    page = await search.hashtag_posts(author, "sunsetlover", top=False, cursor=None, limit=5)
+    assert page.post_ids == []
+
+
+async def test_hashtag_pages_paginate_recent_and_top(db: Database, ids: IdGenerator) -> None:
+    author = await make(db, ids, "pager")
+    made = [await post(db, ids, author, f"#pages number {i}") for i in range(5)]
+    async with db.transaction() as conn:
+        from social.schema import posts as posts_table
+
+        await conn.execute(
+            posts_table.update().where(posts_table.c.post_id == made[1]).values(like_count=7)
+        )
+    search = Search(db, SearchConfig())
+    seen: list[int] = []
+    cursor = None
+    while True:
+        page = await search.hashtag_posts(author, "pages", top=False, cursor=cursor, limit=2)
+        seen += page.post_ids
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == made[::-1]
+    top = await search.hashtag_posts(author, "pages", top=True, cursor=None, limit=2)
+    assert top.post_ids == [made[1], made[4]]
+    rest = await search.hashtag_posts(author, "pages", top=True, cursor=top.next_cursor, limit=9)
+    assert rest.post_ids == [made[3], made[2], made[0]] and rest.next_cursor is None
+    with pytest.raises(Invalid):
+        await search.hashtag_posts(author, "pages", top=True, cursor="x.y", limit=2)
+
+
+async def test_places_dedupe_by_name_and_rounded_coordinates(
+    db: Database, ids: IdGenerator
+) -> None:
+    author = await make(db, ids, "walker")
+    first = await post(
+        db, ids, author, "", {"name": "Old Harbour", "latitude": 54.321, "longitude": -3.004}
+    )
+    second = await post(
+        db, ids, author, "", {"name": "old  harbour", "latitude": 54.3249, "longitude": -2.9951}
+    )
+    elsewhere = await post(
+        db, ids, author, "", {"name": "Old Harbour", "latitude": 10.0, "longitude": 10.0}
+    )
+    search = Search(db, SearchConfig())
+    hits = await search.find(author, "harbor", "places", limit=5)  # a typo
+    assert len(hits) == 2
+    async with db.snapshot() as conn:
+        rows = (await conn.execute(sa.select(search_schema.post_places))).all()
+        found = await posts.get_many(conn, [first])
+    by_post = {r.post_id: r.place_id for r in rows}
+    assert by_post[first] == by_post[second] != by_post[elsewhere]
+    assert found[first].location == "Old Harbour"
+    third = await post(db, ids, author, "", {"place_id": str(by_post[first])})
+    page = await search.place_posts(author, by_post[first], top=False, cursor=None, limit=9)
+    assert page.post_ids == [third, second, first]
+    for bad in (
+        {"name": "x", "latitude": 91, "longitude": 0},
+        {"name": "", "latitude": 1, "longitude": 0},
+        {"place_id": "123"},
+        {"name": "x", "latitude": "1", "longitude": 0},
+        {"name": "x", "latitude": 10**400, "longitude": 0},
+        {"name": "x", "latitude": float("nan"), "longitude": 0},
+        {"name": "x", "latitude": 1, "longitude": True},
+        {"name": "x" * 101, "latitude": 1, "longitude": 1},
+        {"place_id": "1", "name": "x"},
+        "Paris",
+    ):
+        with pytest.raises(Invalid):
+            await post(db, ids, author, "", bad)
+
+
+async def test_reindex_restores_a_dropped_index(db: Database, ids: IdGenerator) -> None:
+    viewer = await make(db, ids, "viewer")
+    target = await make(db, ids, "reindexed_rita", "Rita Moreno")
+    await post(db, ids, target, "#comeback", {"name": "Stage Door", "latitude": 1, "longitude": 2})
+    search = Search(db, SearchConfig())
+    async with db.transaction() as conn:
+        await search_schema.drop_index_tables(conn)
+        await search_schema.create_index_tables(conn)
+    assert await names(search, viewer, "rita") == []
+    async with db.transaction() as conn:
+        done = await search_index.rebuild(conn)
+    assert done == {"accounts": 2, "hashtags": 1, "places": 1}
+    assert await names(search, viewer, "rita") == [target]
+    assert len(await search.find(viewer, "comeback", "hashtags", limit=5)) == 1
+    assert len(await search.find(viewer, "stage", "places", limit=5)) == 1
+    assert await search.hashtag("comeback") == ("comeback", 1)
+
+
+async def test_bad_queries_are_refused(db: Database, ids: IdGenerator) -> None:
+    viewer = await make(db, ids, "viewer")
+    search = Search(db, SearchConfig(query_chars_max=10))
+    for q, kind in (("", "accounts"), ("x" * 11, "accounts"), ("abc", "posts"), (None, "places")):
+        with pytest.raises(Invalid):
+            await search.find(viewer, q, kind, limit=5)  # type: ignore[arg-type]
+    assert await search.find(viewer, '"*) OR %_\\', "accounts", limit=5) == []
+
+
+def test_the_example_file_lists_the_search_defaults() -> None:
+    example = Path(__file__).parents[2] / "pinhole.example.toml"
+    assert search_config(load_toml(example)) == SearchConfig()
+    with pytest.raises(ConfigError, match="candidates_max must be >= 1"):
+        search_config({"search": {"candidates_max": 0}})
+    with pytest.raises(ConfigError, match="typo"):
+        search_config({"search": {"typo": 1}})
