@@ -36,7 +36,7 @@ from typing import Final, Protocol
 
 from f4 import index as index_file
 from f4 import sidecar
-from f4.block_store import BlockStore, block_name, index_name, sidecar_name
+from f4.block_store import BlockStore, block_name, sidecar_name
 from f4.encoder import ROW_BYTES, ChecksummedWriter
 from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
 from f4.errors import (
@@ -172,6 +172,7 @@ def verify(
     idx = index_file.load(store, volume, racks=racks)
     counter = ReadCounter()
     damage = []
+    copies_ok, copies_placed = _index_copies(store, idx, racks)
     for s, info in enumerate(idx.stripes):
         if parity:
             problems = _verify_stripe_rows(
@@ -197,8 +198,8 @@ def verify(
         volume,
         len(idx.stripes) * STRIPE_BLOCKS,
         tuple(damage),
-        index_copies_ok(store, idx, racks),
-        len(index_file.index_nodes(store, volume, racks=racks)),
+        copies_ok,
+        copies_placed,
         parity_checked=parity,
         bytes_read=counter.bytes_read,
     )
@@ -269,15 +270,19 @@ def _explains(codec: Codec, rows: dict[int, bytes], stored: dict[int, bytes], bl
 
 
 def index_copies_ok(store: BlockStore, idx: index_file.VolumeIndex, racks: RackOf | None) -> int:
-    """How many of the placement's copies are readable and of `idx`'s generation."""
-    ok = 0
-    for node in index_file.index_nodes(store, idx.volume, racks=racks):
-        try:
-            copy = index_file.decode(store.get(node, index_name(idx.volume)))
-        except (BlockMissing, BlockUnreachable, F4FormatError):
-            continue
-        ok += copy.generation == idx.generation
-    return ok
+    """How many of the placement's copies are readable and of `idx`'s generation (the
+    placement over the nodes that answer: f4.index.walk_placement)."""
+    return _index_copies(store, idx, racks)[0]
+
+
+def _index_copies(
+    store: BlockStore, idx: index_file.VolumeIndex, racks: RackOf | None
+) -> tuple[int, int]:
+    """(copies readable and of `idx`'s generation, copies placed) on the placement over the
+    nodes that answer."""
+    placed = index_file.placed_copies(store, idx.volume, racks=racks)
+    ok = sum(c is not None and c.generation == idx.generation for c in placed.values())
+    return ok, len(placed)
 
 
 def choose_target(
@@ -409,14 +414,23 @@ def rebuild(
                         pass
             if on_progress is not None:
                 on_progress(RebuildProgress(rebuilt + found_done, total, written))
-    placed = len(index_file.index_nodes(store, volume, racks=racks))
-    if index_copies_ok(store, idx, racks) < placed:
-        index_file.write(store, idx, racks=racks)
-    if index_copies_ok(store, idx, racks) == placed:
-        index_file.remove_misplaced(store, idx, racks=racks)
+    complete_index(store, idx, racks)
     return RebuildStats(
         volume, rebuilt, found_done, written, counter.bytes_read, time.monotonic() - started
     )
+
+
+def complete_index(store: BlockStore, idx: index_file.VolumeIndex, racks: RackOf | None) -> None:
+    """How a rebuild (and a rebalance) ends: the copies its placement over the nodes that
+    answer lacks (a node lost for good has its copy on the walk's next node) written at
+    `idx`'s generation, and, only once all of them hold it, the copies elsewhere removed (a
+    replacement's copy after its node came back, copies of an older placement)."""
+    ok, placed = _index_copies(store, idx, racks)
+    if ok < placed:
+        index_file.write(store, idx, racks=racks)
+        ok, placed = _index_copies(store, idx, racks)
+    if ok == placed:
+        index_file.remove_misplaced(store, idx, racks=racks)
 
 
 def _rebuild_block(
