@@ -1,7 +1,9 @@
 """Finding lost or corrupt blocks and rebuilding them whole, throttled and resumable.
 
 `verify` checks every block of a volume: present, the length its stripe says, its sidecar
-whole and every chunk matching; and every index copy readable on its placement. With
+whole and every chunk matching; and every index copy readable on its placement (over the
+nodes that answer: f4.index.walk_placement, so a lost node's copy is expected on its
+replacement). With
 `parity`, it also recomputes each stripe's 4 parity rows from its 10 data rows (the rows the
 encoder used, ROW_BYTES of each block at a time) and compares them with the stored parity
 byte for byte: one row of each of the 14 blocks in memory at a time, never a whole block.
@@ -21,9 +23,11 @@ over the cell), through a temporary
 file that is fsync'd and renamed (sidecar first). Only then does a new index generation
 point at it; the old copy is removed last. A rebuild killed at any point resumes: a block
 already complete and healthy on the chosen node is not rewritten. Every block written is
-paced by `throttle.wait(nbytes)` before its bytes are read. Last, it writes the index copies
-its placement lacks, and only when all of them hold the newest generation removes the
-copies found elsewhere (written under another placement).
+paced by `throttle.wait(nbytes)` before its bytes are read. Last (`complete_index`), it
+writes the index copies its placement over the nodes that answer lacks (a lost node's on
+the placement's next node), and only when all of them hold the newest generation removes
+the copies found elsewhere (written under another placement, or on a replacement while a
+node that is back was down).
 """
 
 from __future__ import annotations
