@@ -2,11 +2,16 @@
 
 Written as INDEX_COPIES identical files (replicated, not encoded) on the volume's placement
 (`index_nodes`): nodes in INDEX_COPIES distinct racks when the cell has that many, else
-distinct nodes; a pure function of the volume id, the node list and the racks. A reader
+distinct nodes; a pure function of the volume id, the node list, the racks and the nodes
+that are down. Readers and writers find it by walking it (`walk_placement`): a node that
+does not answer is passed over and the walk's next node by the same rule holds its copy, so
+a volume whose node is lost for good has its 3 copies again after a rebuild. A reader
 loads the copy with the highest generation whose checksum verifies; it tries the placement
 first and every other node when a placed copy is missing, unreadable or behind (copies
-written under another placement, before a rebuild moved them, are still found). Rebuilds
-that move a block write a new generation. Layout (little-endian; docs/formats/f4.md):
+written under another placement, before a rebuild moved them, or on a replacement while a
+node was down, are still found; a node back with a stale copy loses to the newer
+generation). Rebuilds that move a block write a new generation. Layout (little-endian;
+docs/formats/f4.md):
 
     header   32 B  magic "F4IX" | version u16 | 2x0 | volume u32 | generation u64 |
                    stripes u32 | entries u32 | nodes u32
@@ -20,9 +25,9 @@ that move a block write a new generation. Layout (little-endian; docs/formats/f4
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Final, TypeVar
 
 import xxhash
 
@@ -38,6 +43,7 @@ _HEADER = struct.Struct("<4sH2xIQIII")
 _STRIPE = struct.Struct(f"<Q{STRIPE_BLOCKS}H")
 _ENTRY = struct.Struct("<QIIB3xQIQ")
 RackOf = Callable[[str], str]  # node name -> rack name (F4Config.rack_of)
+T = TypeVar("T")
 
 assert _HEADER.size == 32 and _STRIPE.size == 36 and _ENTRY.size == 40
 
@@ -127,15 +133,24 @@ def decode(raw: bytes) -> VolumeIndex:
     return VolumeIndex(volume, generation, tuple(stripes), entries)
 
 
-def index_nodes(store: BlockStore, volume: int, *, racks: RackOf | None = None) -> list[str]:
+def index_nodes(
+    store: BlockStore,
+    volume: int,
+    *,
+    racks: RackOf | None = None,
+    down: Collection[str] = (),
+) -> list[str]:
     """The nodes that should hold a volume's index copies. Walking the node list from node
     (volume mod n), each node whose rack holds no copy yet, until INDEX_COPIES are chosen;
     with fewer racks than that, the walk's next distinct nodes fill up. Without racks every
     node is a rack of its own: INDEX_COPIES consecutive nodes (also the result whenever
-    consecutive nodes already sit in distinct racks)."""
+    consecutive nodes already sit in distinct racks). `down`: nodes the walk passes over
+    (lost, or not answering); the walk still starts at (volume mod n) of the whole list, so
+    the copies on the other nodes stay where they were and only a down node's copy moves,
+    to the walk's next node by the same rule."""
     nodes = store.nodes()
     first = volume % len(nodes)
-    walk = nodes[first:] + nodes[:first]
+    walk = [n for n in nodes[first:] + nodes[:first] if n not in down]
     rack_of = racks or str
     chosen: list[str] = []
     used: set[str] = set()
@@ -154,76 +169,138 @@ def index_nodes(store: BlockStore, volume: int, *, racks: RackOf | None = None) 
     return chosen
 
 
+def walk_placement(
+    store: BlockStore,
+    volume: int,
+    probe: Callable[[str], T | None],
+    *,
+    racks: RackOf | None = None,
+) -> tuple[dict[str, T | None], set[str]]:
+    """The placement over the nodes that answer, found by walking it: `probe` is called on
+    each placed node; a node whose probe raises BlockUnreachable is down, and the placement
+    is taken again without it (`index_nodes(down=...)`), its replacement probed in turn.
+    Returns (placed node -> the probe's result, None when the copy there is missing or
+    unreadable, in placement order; the down nodes met). Every reader and writer of index
+    copies uses this rule, so a copy written while a node was down is the first one read
+    while it still is."""
+    down: set[str] = set()
+    seen: dict[str, T | None] = {}
+    while True:
+        placed = index_nodes(store, volume, racks=racks, down=down)
+        fresh = [n for n in placed if n not in seen]
+        if not fresh:
+            return {n: seen[n] for n in placed}, down
+        for node in fresh:
+            try:
+                seen[node] = probe(node)
+            except BlockUnreachable:
+                down.add(node)
+                seen[node] = None
+            except (BlockMissing, F4FormatError, struct.error):
+                seen[node] = None
+
+
 def write(store: BlockStore, index: VolumeIndex, *, racks: RackOf | None = None) -> None:
-    """Writes every copy of the placement (each atomically). Copies on unreachable nodes are
-    skipped, but at least one must be written. Copies elsewhere are left alone
+    """Writes every copy of the placement over the nodes that answer (each atomically): a
+    node that does not answer is passed over and the walk's next node takes its copy
+    (`walk_placement`). At least one must be written. Copies elsewhere are left alone
     (`remove_misplaced` takes them away once the placement is complete)."""
     raw = encode(index)
-    written = 0
-    for node in index_nodes(store, index.volume, racks=racks):
-        try:
-            store.put(node, index_name(index.volume), [raw])
-            written += 1
-        except BlockUnreachable:
-            continue
-    if not written:
+
+    def put(node: str) -> bool:
+        store.put(node, index_name(index.volume), [raw])
+        return True
+
+    written, _down = walk_placement(store, index.volume, put, racks=racks)
+    if not any(written.values()):
         raise IndexUnavailable(f"no index copy of volume {index.volume} could be written")
+
+
+def _read_copy(store: BlockStore, volume: int, node: str) -> VolumeIndex | None:
+    copy = decode(store.get(node, index_name(volume)))
+    return copy if copy.volume == volume else None
 
 
 def _read_copies(store: BlockStore, volume: int, nodes: list[str]) -> list[VolumeIndex]:
     copies = []
     for node in nodes:
         try:
-            copy = decode(store.get(node, index_name(volume)))
+            copy = _read_copy(store, volume, node)
         except (BlockMissing, BlockUnreachable, F4FormatError):
             continue
-        if copy.volume == volume:
+        if copy is not None:
             copies.append(copy)
     return copies
 
 
+def placed_copies(
+    store: BlockStore, volume: int, *, racks: RackOf | None = None
+) -> dict[str, VolumeIndex | None]:
+    """The copies on the placement over the nodes that answer (`walk_placement`): placed
+    node -> its verified copy, None when missing or unreadable."""
+    return walk_placement(store, volume, lambda n: _read_copy(store, volume, n), racks=racks)[0]
+
+
 def load(store: BlockStore, volume: int, *, racks: RackOf | None = None) -> VolumeIndex:
-    """The newest verified copy; IndexUnavailable when none is readable. Reads the
-    placement's copies; when one of them is missing, unreadable or of an older generation
-    than another, reads every other node's copy too."""
-    placed = index_nodes(store, volume, racks=racks)
-    copies = _read_copies(store, volume, placed)
+    """The newest verified copy; IndexUnavailable when none is readable. Reads the copies
+    of the placement over the nodes that answer (`walk_placement`: a down node's copy is
+    looked for on its replacement); when one of them is missing, unreadable or of an older
+    generation than another, reads every other answering node's copy too (a copy written
+    under another placement, or on a replacement before the node came back)."""
+    placed, down = walk_placement(
+        store, volume, lambda n: _read_copy(store, volume, n), racks=racks
+    )
+    copies = [c for c in placed.values() if c is not None]
     if len(copies) < len(placed) or len({c.generation for c in copies}) > 1:
-        copies += _read_copies(store, volume, [n for n in store.nodes() if n not in placed])
+        others = [n for n in store.nodes() if n not in placed and n not in down]
+        copies += _read_copies(store, volume, others)
     if not copies:
         raise IndexUnavailable(f"no readable index copy of volume {volume}")
     return max(copies, key=lambda c: c.generation)
 
 
-def _peek_generation(store: BlockStore, volume: int, node: str) -> int | None:
-    """The generation a copy's header names (a 32-byte read, no decode), or None."""
-    try:
-        raw = store.get_range(node, index_name(volume), 0, _HEADER.size)
-        magic, _version, copy_volume, generation, *_ = _HEADER.unpack_from(raw)
-    except (BlockMissing, BlockUnreachable, F4FormatError, struct.error):
-        return None
+def peek_generation(store: BlockStore, volume: int, node: str) -> int | None:
+    """The generation a copy's header names (a 32-byte read, no decode), None when the
+    copy is missing or not a copy of `volume`; raises BlockUnreachable."""
+    raw = store.get_range(node, index_name(volume), 0, _HEADER.size)
+    magic, _version, copy_volume, generation, *_ = _HEADER.unpack_from(raw)
     if magic != MAGIC or copy_volume != volume:
         return None
     return int(generation)
 
 
+def _peek_generation(store: BlockStore, volume: int, node: str) -> int | None:
+    """peek_generation, None for any fault."""
+    try:
+        return peek_generation(store, volume, node)
+    except (BlockMissing, BlockUnreachable, F4FormatError, struct.error):
+        return None
+
+
 def newest_generation(store: BlockStore, volume: int, *, racks: RackOf | None = None) -> int | None:
     """The highest generation any readable copy's header names: when it equals the loaded
-    index's, reloading would find nothing newer. Peeks at the placement's copies (a 32-byte
-    read each); only when none of them answers, at every other node's."""
-    placed = index_nodes(store, volume, racks=racks)
-    found = [g for g in (_peek_generation(store, volume, n) for n in placed) if g is not None]
+    index's, reloading would find nothing newer. Peeks at the copies of the placement over
+    the nodes that answer (a 32-byte read each); only when none of them answers, at every
+    other node's."""
+    placed, down = walk_placement(
+        store, volume, lambda n: peek_generation(store, volume, n), racks=racks
+    )
+    found = [g for g in placed.values() if g is not None]
     if not found:
-        others = (n for n in store.nodes() if n not in placed)
+        others = (n for n in store.nodes() if n not in placed and n not in down)
         found = [g for g in (_peek_generation(store, volume, n) for n in others) if g is not None]
     return max(found, default=None)
 
 
 def remove_misplaced(store: BlockStore, index: VolumeIndex, *, racks: RackOf | None = None) -> int:
-    """Removes the copies on nodes outside the placement whose generation is not newer than
-    `index`'s; the caller has checked that every placed copy is of `index`'s generation.
-    Unreachable nodes are skipped. Returns how many were removed."""
-    placed = index_nodes(store, index.volume, racks=racks)
+    """Removes the copies on nodes outside the placement over the nodes that answer
+    (`walk_placement`) whose generation is not newer than `index`'s; the caller has checked
+    that every placed copy is of `index`'s generation. Unreachable nodes are skipped (a
+    down node's copy is removed, or superseded, after it answers again). Returns how many
+    were removed."""
+    placed = walk_placement(
+        store, index.volume, lambda n: peek_generation(store, index.volume, n), racks=racks
+    )[0]
     removed = 0
     for node in store.nodes():
         if node in placed or not store.exists(node, index_name(index.volume)):

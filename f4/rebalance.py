@@ -43,7 +43,7 @@ from f4.block_store import BlockStore, block_name, sidecar_name
 from f4.encoder import ROW_BYTES, ChecksummedWriter, write_json_atomic
 from f4.errors import BlockMissing, BlockUnreachable, F4Error, IndexUnavailable
 from f4.index import RackOf, StripeInfo, VolumeIndex
-from f4.rebuild import Pacer, check_block, index_copies_ok, pick_target
+from f4.rebuild import Pacer, check_block, complete_index, pick_target
 from f4.stripe import BLOCK_FAULTS, ReadCounter, StripeRef, read_checked
 
 
@@ -303,11 +303,7 @@ def run(
             on_move(i, len(moves))
     # As a rebuild ends: the index copies on their placement (which a longer node list
     # changes), then the ones elsewhere removed.
-    placed = len(index_file.index_nodes(store, volume, racks=racks))
-    if index_copies_ok(store, idx, racks) < placed:
-        index_file.write(store, idx, racks=racks)
-    if index_copies_ok(store, idx, racks) == placed:
-        index_file.remove_misplaced(store, idx, racks=racks)
+    complete_index(store, idx, racks)
     path.unlink(missing_ok=True)
     return RebalanceStats(
         volume,

@@ -1,7 +1,9 @@
 """Finding lost or corrupt blocks and rebuilding them whole, throttled and resumable.
 
 `verify` checks every block of a volume: present, the length its stripe says, its sidecar
-whole and every chunk matching; and every index copy readable on its placement. With
+whole and every chunk matching; and every index copy readable on its placement (over the
+nodes that answer: f4.index.walk_placement, so a lost node's copy is expected on its
+replacement). With
 `parity`, it also recomputes each stripe's 4 parity rows from its 10 data rows (the rows the
 encoder used, ROW_BYTES of each block at a time) and compares them with the stored parity
 byte for byte: one row of each of the 14 blocks in memory at a time, never a whole block.
@@ -21,9 +23,11 @@ over the cell), through a temporary
 file that is fsync'd and renamed (sidecar first). Only then does a new index generation
 point at it; the old copy is removed last. A rebuild killed at any point resumes: a block
 already complete and healthy on the chosen node is not rewritten. Every block written is
-paced by `throttle.wait(nbytes)` before its bytes are read. Last, it writes the index copies
-its placement lacks, and only when all of them hold the newest generation removes the
-copies found elsewhere (written under another placement).
+paced by `throttle.wait(nbytes)` before its bytes are read. Last (`complete_index`), it
+writes the index copies its placement over the nodes that answer lacks (a lost node's on
+the placement's next node), and only when all of them hold the newest generation removes
+the copies found elsewhere (written under another placement, or on a replacement while a
+node that is back was down).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import Final, Protocol
 
 from f4 import index as index_file
 from f4 import sidecar
-from f4.block_store import BlockStore, block_name, index_name, sidecar_name
+from f4.block_store import BlockStore, block_name, sidecar_name
 from f4.encoder import ROW_BYTES, ChecksummedWriter
 from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
 from f4.errors import (
@@ -172,6 +176,7 @@ def verify(
     idx = index_file.load(store, volume, racks=racks)
     counter = ReadCounter()
     damage = []
+    copies_ok, copies_placed = _index_copies(store, idx, racks)
     for s, info in enumerate(idx.stripes):
         if parity:
             problems = _verify_stripe_rows(
@@ -197,8 +202,8 @@ def verify(
         volume,
         len(idx.stripes) * STRIPE_BLOCKS,
         tuple(damage),
-        index_copies_ok(store, idx, racks),
-        len(index_file.index_nodes(store, volume, racks=racks)),
+        copies_ok,
+        copies_placed,
         parity_checked=parity,
         bytes_read=counter.bytes_read,
     )
@@ -269,15 +274,19 @@ def _explains(codec: Codec, rows: dict[int, bytes], stored: dict[int, bytes], bl
 
 
 def index_copies_ok(store: BlockStore, idx: index_file.VolumeIndex, racks: RackOf | None) -> int:
-    """How many of the placement's copies are readable and of `idx`'s generation."""
-    ok = 0
-    for node in index_file.index_nodes(store, idx.volume, racks=racks):
-        try:
-            copy = index_file.decode(store.get(node, index_name(idx.volume)))
-        except (BlockMissing, BlockUnreachable, F4FormatError):
-            continue
-        ok += copy.generation == idx.generation
-    return ok
+    """How many of the placement's copies are readable and of `idx`'s generation (the
+    placement over the nodes that answer: f4.index.walk_placement)."""
+    return _index_copies(store, idx, racks)[0]
+
+
+def _index_copies(
+    store: BlockStore, idx: index_file.VolumeIndex, racks: RackOf | None
+) -> tuple[int, int]:
+    """(copies readable and of `idx`'s generation, copies placed) on the placement over the
+    nodes that answer."""
+    placed = index_file.placed_copies(store, idx.volume, racks=racks)
+    ok = sum(c is not None and c.generation == idx.generation for c in placed.values())
+    return ok, len(placed)
 
 
 def choose_target(
@@ -409,14 +418,23 @@ def rebuild(
                         pass
             if on_progress is not None:
                 on_progress(RebuildProgress(rebuilt + found_done, total, written))
-    placed = len(index_file.index_nodes(store, volume, racks=racks))
-    if index_copies_ok(store, idx, racks) < placed:
-        index_file.write(store, idx, racks=racks)
-    if index_copies_ok(store, idx, racks) == placed:
-        index_file.remove_misplaced(store, idx, racks=racks)
+    complete_index(store, idx, racks)
     return RebuildStats(
         volume, rebuilt, found_done, written, counter.bytes_read, time.monotonic() - started
     )
+
+
+def complete_index(store: BlockStore, idx: index_file.VolumeIndex, racks: RackOf | None) -> None:
+    """How a rebuild (and a rebalance) ends: the copies its placement over the nodes that
+    answer lacks (a node lost for good has its copy on the walk's next node) written at
+    `idx`'s generation, and, only once all of them hold it, the copies elsewhere removed (a
+    replacement's copy after its node came back, copies of an older placement)."""
+    ok, placed = _index_copies(store, idx, racks)
+    if ok < placed:
+        index_file.write(store, idx, racks=racks)
+        ok, placed = _index_copies(store, idx, racks)
+    if ok == placed:
+        index_file.remove_misplaced(store, idx, racks=racks)
 
 
 def _rebuild_block(

@@ -8,13 +8,16 @@ cache that is reloaded only when a copy's header names a newer generation (a 32-
 per placed copy), and every block is looked for in its node's listing (the block and its
 sidecar). A block missing from a node that answers is lost at once; the blocks of a node
 that does not answer are lost only once it has not answered for `node_lost_after_s` (a
-restart is not a loss). A **scrub pass** (every `scrub_interval_s`, its own task so ticks go
-on) reads every block of the nodes that answer against its sidecar
-(f4.rebuild.check_block), paced at `scrub_mb_s` by the project's Throttle. Every volume
-with a lost or corrupt block gets a rebuild job; `f4.jobs.enqueue` keeps it to one not-done
-job per volume and kind, so a volume is never queued twice while its job is pending or
-running. Every `rebalance_interval_s` (0: never) a volume whose plan (f4.rebalance.plan)
-has moves gets a rebalance job.
+restart is not a loss). Index copies are looked at the same way, on the placement that
+passes over the lost nodes (f4.index.index_nodes with `down`): a copy missing from its
+answering node, or behind the newest generation (a node back with a stale copy), is lost and
+its volume gets a rebuild, which writes it (f4.rebuild.complete_index). A **scrub pass**
+(every `scrub_interval_s`, its own task so ticks go on) reads every block of the nodes that
+answer against its sidecar (f4.rebuild.check_block), paced at `scrub_mb_s` by the project's
+Throttle. Every volume with a lost or corrupt block gets a rebuild job; `f4.jobs.enqueue`
+keeps it to one not-done job per volume and kind, so a volume is never queued twice while
+its job is pending or running. Every `rebalance_interval_s` (0: never) a volume whose plan
+(f4.rebalance.plan) has moves gets a rebalance job.
 
 Queued jobs are run (in a task of their own, so ticks go on while a rebuild takes
 minutes) by this process only while it holds `<cell_root>/f4.lock` (taken
@@ -33,9 +36,10 @@ import fcntl
 import logging
 import os
 import re
+import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -44,7 +48,7 @@ from common.jobs import JobRunner, JobState, JobStore
 from common.jobs.local import Throttle
 from f4 import index as index_file
 from f4 import jobs as f4_jobs
-from f4.block_store import block_name, sidecar_name
+from f4.block_store import block_name, index_name, sidecar_name
 from f4.cell import Cell
 from f4.encoder import write_json_atomic
 from f4.errors import F4Error
@@ -68,6 +72,13 @@ class Lost:
 
 
 @dataclass(frozen=True, slots=True)
+class IndexCopyLost:
+    volume: int
+    node: str  # a node of the placement that passes over the lost nodes
+    problem: str  # "missing", "unreadable", or "stale" (behind the newest generation)
+
+
+@dataclass(frozen=True, slots=True)
 class TickReport:
     tick: int
     unix_s: float
@@ -78,6 +89,7 @@ class TickReport:
     blocks: int
     lost: list[Lost]
     seconds: float
+    index_copies_lost: list[IndexCopyLost] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +99,7 @@ class Counters:
     scrub_bytes: int = 0
     blocks_lost_seen: int = 0  # lost blocks seen by ticks (a block counts once per tick)
     blocks_corrupt_seen: int = 0  # found by scrubs
+    index_copies_lost_seen: int = 0  # missing or stale index copies seen by ticks
     rebuilds_queued: int = 0  # new rebuild jobs (not ones already pending)
     rebalances_queued: int = 0
     job_runs: int = 0  # times this process took the lock and ran the due jobs
@@ -107,11 +120,14 @@ class Watcher:
         self._indexes: dict[int, VolumeIndex] = {}
         self._lock = threading.Lock()
 
-    def _index(self, volume: int) -> VolumeIndex:
+    def _index(self, volume: int, newest: int | None = None) -> VolumeIndex:
+        """The volume's index from the cache, reloaded when `newest` (a generation the
+        caller peeked at; None: peek here) is newer than the cached one."""
         racks = self.config.rack_of
         cached = self._indexes.get(volume)
         if cached is not None:
-            newest = index_file.newest_generation(self.cell.store, volume, racks=racks)
+            if newest is None:
+                newest = index_file.newest_generation(self.cell.store, volume, racks=racks)
             if newest is None or newest <= cached.generation:
                 return cached
         idx = index_file.load(self.cell.store, volume, racks=racks)
@@ -141,14 +157,33 @@ class Watcher:
             grace = self.config.node_lost_after_s
             lost_nodes = {n for n, t in self.down_since.items() if now - t >= grace}
             lost: list[Lost] = []
+            copies_lost: list[IndexCopyLost] = []
             volumes = self.volumes(listings)
             blocks = 0
             for v in volumes:
+                placed = index_file.index_nodes(
+                    self.cell.store, v, racks=self.config.rack_of, down=lost_nodes
+                )
+                generations = {
+                    n: self._peek(v, n)
+                    for n in placed
+                    if n in listings and index_name(v) in listings[n]
+                }
+                newest = max((g for g in generations.values() if g is not None), default=None)
                 try:
-                    idx = self._index(v)
+                    idx = self._index(v, newest)
                 except F4Error as e:
                     log.warning("volume %d: no index readable: %s", v, e.message)
                     continue
+                for node in placed:
+                    if node not in listings:
+                        continue  # within its grace: a restart is not a loss
+                    if node not in generations:
+                        copies_lost.append(IndexCopyLost(v, node, "missing"))
+                    elif (g := generations[node]) is None:
+                        copies_lost.append(IndexCopyLost(v, node, "unreadable"))
+                    elif g < idx.generation:
+                        copies_lost.append(IndexCopyLost(v, node, "stale"))
                 for s, info in enumerate(idx.stripes):
                     for b, node in enumerate(info.nodes):
                         blocks += 1
@@ -168,7 +203,15 @@ class Watcher:
                 blocks,
                 lost,
                 time.monotonic() - started,
+                copies_lost,
             )
+
+    def _peek(self, volume: int, node: str) -> int | None:
+        """The generation of the copy on `node` (a 32-byte read); None when unreadable."""
+        try:
+            return index_file.peek_generation(self.cell.store, volume, node)
+        except (F4Error, struct.error):
+            return None
 
     def scrub(self, throttle: Throttle) -> list[Lost]:
         """Every block of the answering nodes read against its sidecar, paced by
@@ -266,7 +309,7 @@ class WatchService:
             return {}
         return doc
 
-    async def _queue_rebuilds(self, lost: list[Lost]) -> None:
+    async def _queue_rebuilds(self, lost: Sequence[Lost | IndexCopyLost]) -> None:
         for v in sorted({x.volume for x in lost}):
             before = {
                 j.job_id
@@ -292,7 +335,8 @@ class WatchService:
         it (its drain runs every due job)."""
         report = await asyncio.to_thread(self.watcher.tick, self.counters.ticks + 1)
         self.counters.blocks_lost_seen += len(report.lost)
-        await self._queue_rebuilds(report.lost)
+        self.counters.index_copies_lost_seen += len(report.index_copies_lost)
+        await self._queue_rebuilds([*report.lost, *report.index_copies_lost])
         every = self.config.rebalance_interval_s
         if every and self.clock() - self.last_rebalance_unix_s >= every:
             self.last_rebalance_unix_s = self.clock()

@@ -43,6 +43,7 @@ _COUNTER_DOCS = {
     "scrub_bytes": "Block bytes read by scrub passes",
     "blocks_lost_seen": "Lost blocks seen by ticks (once per tick)",
     "blocks_corrupt_seen": "Blocks found failing their sidecar by scrub passes",
+    "index_copies_lost_seen": "Missing or stale index copies seen by ticks (once per tick)",
     "rebuilds_queued": "Rebuild jobs queued by the watcher",
     "rebalances_queued": "Rebalance jobs queued by the watcher",
     "job_runs": "Times the watcher took the cell's lock and ran the due jobs",

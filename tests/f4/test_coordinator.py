@@ -2,7 +2,9 @@
 15) disks, `pinhole f4 watch` repairing a deleted block with no `pinhole f4 rebuild` run
 and leaving a node restarted within its grace alone, and `pinhole f4 rebalance` moving
 blocks onto an added node while a name node process serves every blob, including a
-rebalance killed with -9 mid-move and run again."""
+rebalance killed with -9 mid-move and run again. A node lost for good past its grace has its
+blocks and its index copy rebuilt elsewhere (the job done once, verify passing), and when it
+comes back its stale index copy is replaced while every read stays exact."""
 
 from __future__ import annotations
 
@@ -323,12 +325,22 @@ def test_a_node_restarted_within_the_grace_triggers_no_rebuild(setup: Setup) -> 
         watcher.stop()
 
 
-def test_a_node_silent_past_the_grace_is_rebuilt_elsewhere(setup: Setup) -> None:
+def test_a_node_lost_for_good_is_rebuilt_elsewhere_index_copy_included(setup: Setup) -> None:
     s = setup
     watcher = _watch(s, node_lost_after_s=1.0)
+    name = _name_node(s, s.config_file("name.toml"))
     try:
         _wait("a first tick", lambda: _status(watcher, s.operator)["last_tick"])
+        assert _read_through(name, s) == []
         victim = s.procs[3]
+        config = s.config()
+        cell = s.cell()
+        try:
+            whole = index_file.index_nodes(cell.store, VID, racks=config.rack_of)
+            before = index_file.load(cell.store, VID).generation
+        finally:
+            cell.close()
+        (gone,) = set(whole) & set(victim.nodes)  # the lost process holds an index copy
         victim.kill()
         lost = _wait(
             "the node counted lost",
@@ -340,27 +352,53 @@ def test_a_node_silent_past_the_grace_is_rebuilt_elsewhere(setup: Setup) -> None
         )
         assert lost["last_tick"]["blocks_lost"] >= len(victim.nodes)
         # 3 of each stripe's blocks rebuilt on the 11 nodes left (the stripes then share
-        # nodes: the cell is short of domains until the node comes back). The index copy
-        # placed on the lost node stays missing until it is back (index placement is a
-        # function of the node list), so the job itself is retried until then.
-
-        def blocks_whole() -> bool:
-            cell = s.cell()
-            try:
-                return not cell.verify(VID).damage
-            finally:
-                cell.close()
-
-        _wait("every block rebuilt on the nodes left", blocks_whole)
-        assert len(s.rebuild_jobs()) == 1
+        # nodes: the cell is short of domains until the node comes back), and the index
+        # copy placed on the lost node written on the placement's next node: the job ends
+        # done, once, and verify passes while the node stays gone.
+        _wait(
+            "the watcher's rebuild job done",
+            lambda: [j.state for j in s.rebuild_jobs()] == [JobState.DONE],
+        )
+        (job,) = s.rebuild_jobs()
+        assert job.attempts == 1, job
+        verified = json.loads(s.pinhole(s.config_file("verify.toml"), "verify", "--json").stdout)
+        assert verified["ok"] is True, verified
         cell = s.cell()
         try:
             idx = index_file.load(cell.store, VID)
+            placed = index_file.index_nodes(cell.store, VID, racks=config.rack_of, down={gone})
         finally:
             cell.close()
+        assert idx.generation > before
         assert all(n not in victim.nodes for info in idx.stripes for n in info.nodes)
+        (replacement,) = set(placed) - set(whole)
+        (holder,) = [p for p in s.procs if replacement in p.nodes]
+        assert (holder.blocks / replacement / f"v{VID}.f4idx").exists()
+        assert _read_through(name, s) == []
+        _read_all(s)
+
+        # The node comes back with its old copy (and its old blocks): reads stay exact and
+        # the watcher's next rebuild puts the current copy back on it.
+        victim.start()
+        assert _read_through(name, s) == []
+        _wait(
+            "a second rebuild job done (the stale copy replaced)",
+            lambda: [j.state for j in s.rebuild_jobs()] == [JobState.DONE] * 2,
+        )
+        doc = _status(watcher, s.operator)
+        assert doc["counters"]["index_copies_lost_seen"] >= 2
+        assert _verify_ok(s)
+        cell = s.cell()
+        try:
+            gens = {n: index_file.peek_generation(cell.store, VID, n) for n in whole}
+        finally:
+            cell.close()
+        assert gens == dict.fromkeys(whole, idx.generation)
+        assert not (holder.blocks / replacement / f"v{VID}.f4idx").exists()
+        assert _read_through(name, s) == []
         _read_all(s)
     finally:
+        name.stop()
         watcher.stop()
 
 
