@@ -301,7 +301,10 @@ export function openViewer(reels, start, { onClose = () => {}, markSeen = true }
         count.textContent = `Seen by ${doc.view_count}`;
         const people = await Promise.all(doc.viewers.map((v) => userOf(v.user_id)));
         list.replaceChildren(...people.map((u) => h("li", {}, avatar(u, 24), h("a", { href: `#/u/${encodeURIComponent(u.username)}` }, u.username))));
-        if (!people.length) list.append(h("li", {}, "Nobody yet."));
+        // Views reach the list in batches (a second or so); the count has them at once.
+        const waiting = doc.view_count - people.length;
+        if (!doc.has_more && waiting > 0) list.append(h("li", { class: "hint" }, `${waiting} more in a moment`));
+        else if (!people.length) list.append(h("li", {}, "Nobody yet."));
       } catch (err) {
         count.textContent = errorText(err);
       }
