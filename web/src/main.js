@@ -10,6 +10,7 @@ import { notificationsView, requestsView } from "./views/notifications.js";
 import { postView } from "./views/post.js";
 import { followListView, profileView } from "./views/profile.js";
 import { settingsView } from "./views/settings.js";
+import { newStoryView } from "./views/stories.js";
 import { uploadView } from "./views/upload.js";
 
 const ROUTES = [
@@ -17,6 +18,7 @@ const ROUTES = [
   [/^\/signup$/, () => signUpView(), { open: true }],
   [/^\/$/, () => feedView()],
   [/^\/new$/, () => uploadView()],
+  [/^\/stories\/new$/, () => newStoryView()],
   [/^\/p\/(\d+)$/, (id) => postView(id)],
   [/^\/u\/([^/]+)$/, (name) => profileView(decodeURIComponent(name))],
   [/^\/u\/([^/]+)\/(followers|following)$/, (name, which) => followListView(decodeURIComponent(name), which)],

@@ -4,6 +4,7 @@
 import { api } from "../api.js";
 import { errorText, h } from "../dom.js";
 import { postCard } from "./post.js";
+import { storiesTray } from "./stories.js";
 
 const PAGE_SIZE = 10;
 // The next page is fetched when the end of the list comes this close to the viewport.
@@ -16,7 +17,7 @@ export function feedView() {
   let done = false;
   let loading = false;
   let shown = 0;
-  const list = h("div", { class: "feed", "aria-label": "Home feed", "aria-busy": "false" });
+  const list = h("div", { class: "feed", role: "region", "aria-label": "Home feed", "aria-busy": "false" });
   const more = h("button", { type: "button", class: "more-button" }, "Load more");
   const end = h("p", { class: "end" });
   const sentinel = h("div", { class: "sentinel", "aria-hidden": "true" });
@@ -56,5 +57,5 @@ export function feedView() {
   }, { rootMargin: `${PREFETCH_PX}px` });
   observer.observe(sentinel);
   load();
-  return h("div", {}, h("h1", { class: "sr" }, "Home"), modes, list, sentinel, end, more);
+  return h("div", {}, h("h1", { class: "sr" }, "Home"), storiesTray(), modes, list, sentinel, end, more);
 }

@@ -29,6 +29,11 @@ export function newScope() {
   scope = new AbortController();
 }
 
+// The signal of the current screen (aborted when the next one opens).
+export function screenSignal() {
+  return scope.signal;
+}
+
 function listen(signal, names, handler) {
   for (const name of names) events.addEventListener(name, handler, { signal });
 }

@@ -4,6 +4,7 @@
 import { api, session } from "../api.js";
 import { errorText, h, say } from "../dom.js";
 import { avatar, photo } from "../media.js";
+import { highlightsRow } from "./highlights.js";
 
 export async function lookup(username) {
   return api("GET", `/usernames/${encodeURIComponent(username)}`);
@@ -92,6 +93,7 @@ export async function profileView(username) {
         h("div", { class: "profile-actions" },
           mine ? h("a", { href: "#/settings", class: "button secondary" }, "Edit profile") : [followButton(user, refresh), h("a", { href: `#/messages/to/${encodeURIComponent(user.username)}`, class: "button secondary" }, "Message"), blockButton(user)],
           user.relationship.followed_by && !mine ? h("span", { class: "badge" }, "Follows you") : null))),
+    highlightsRow(user, { mine }),
     ...grid(user.user_id),
   );
   return container;

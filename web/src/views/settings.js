@@ -1,8 +1,11 @@
-// Settings: profile (name, bio, private account), avatar, password, sessions.
+// Settings: profile (name, bio, private account), avatar, password, close friends (who
+// sees a close-friends story), sessions.
 
 import { api, session } from "../api.js";
 import { errorText, field, h, say, timeAgo } from "../dom.js";
 import { avatar } from "../media.js";
+import { lookup } from "./profile.js";
+import { userOf } from "./stories.js";
 
 const AVATAR_WAIT_S = 10;
 
@@ -60,6 +63,48 @@ function passwordForm() {
   } }, h("h2", {}, "Password"), field("Current password", current), field("New password", next), h("button", { type: "submit", class: "primary" }, "Change password"));
 }
 
+const CLOSE_FRIENDS_PAGE = 100;
+
+async function closeFriendsCard() {
+  const list = h("ul", { class: "people", "aria-label": "Close friends" });
+  const name = h("input", { name: "close_friend", autocapitalize: "none", autocomplete: "off", placeholder: "username" });
+  const load = async () => {
+    const friends = [];
+    let cursor = null;
+    do {
+      const page = await api("GET", "/close_friends", { query: { limit: CLOSE_FRIENDS_PAGE, cursor } });
+      friends.push(...page.users);
+      cursor = page.has_more ? page.next_cursor : null;
+    } while (cursor);
+    const people = await Promise.all(friends.map((f) => userOf(f.user_id)));
+    list.replaceChildren(...people.map((u) => h("li", {}, avatar(u), h("a", { href: `#/u/${encodeURIComponent(u.username)}` }, u.username),
+      h("button", { type: "button", class: "secondary", "aria-label": `Remove ${u.username} from close friends`, onclick: async () => {
+        try {
+          await api("DELETE", `/close_friends/${u.user_id}`);
+          say(`${u.username} is no longer a close friend`);
+          load();
+        } catch (err) { say(errorText(err)); }
+      } }, "Remove"))));
+    if (!people.length) list.append(h("li", {}, "Nobody yet."));
+  };
+  await load();
+  return h("section", { class: "card" }, h("h2", {}, "Close friends"),
+    h("p", { class: "hint" }, "Stories you share with close friends reach only these accounts."),
+    list,
+    h("form", { class: "inline-form", onsubmit: async (e) => {
+      e.preventDefault();
+      const username = name.value.trim().replace(/^@/, "").toLowerCase();
+      if (!username) return;
+      try {
+        const user = await lookup(username);
+        await api("POST", "/close_friends", { body: { user_id: user.user_id } });
+        name.value = "";
+        say(`${user.username} is a close friend`);
+        await load();
+      } catch (err) { say(err.status === 404 ? `No account named ${username}` : errorText(err)); }
+    } }, field("Add a close friend", name), h("button", { type: "submit", class: "primary" }, "Add")));
+}
+
 async function sessionsCard() {
   const list = h("ul", { class: "sessions" });
   const load = async () => {
@@ -80,5 +125,5 @@ async function sessionsCard() {
 export async function settingsView() {
   const me = await api("GET", "/accounts/me");
   session.saveUser(me);
-  return h("div", { class: "settings" }, h("h1", {}, "Settings"), profileForm(me), avatarForm(me), passwordForm(), await sessionsCard());
+  return h("div", { class: "settings" }, h("h1", {}, "Settings"), profileForm(me), avatarForm(me), passwordForm(), await closeFriendsCard(), await sessionsCard());
 }
