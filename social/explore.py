@@ -281,6 +281,19 @@ async def stored_list(conn: AsyncConnection, viewer: int) -> tuple[float, list[i
     return float(row.computed_unix_s), ids
 
 
+async def _slice(
+    conn: AsyncConnection, viewer: int, listed: list[int], offset: int, limit: int
+) -> ExplorePage:
+    out: list[int] = []
+    at = offset
+    while at < len(listed) and len(out) < limit:
+        chunk = listed[at : at + limit - len(out)]
+        shown = await visible_now(conn, viewer, chunk)
+        out.extend(p for p in chunk if p in shown)
+        at += len(chunk)
+    return ExplorePage(out, str(at) if at < len(listed) else None)
+
+
 async def page(
     db: Database,
     config: ExploreConfig,
@@ -291,20 +304,18 @@ async def page(
     now: float,
 ) -> ExplorePage:
     """A page of the viewer's list from position `cursor` (opaque to clients), posts no
-    longer visible left out; next_cursor None at the end of the list."""
+    longer visible left out; next_cursor None at the end of the list. A stored list is
+    read and re-checked in one read unit (Database.read: one thread hop on SQLite)."""
     offset = parse_cursor(cursor)
-    async with db.snapshot() as conn:
+
+    async def stored_page(conn: AsyncConnection) -> ExplorePage | None:
         found = await stored_list(conn, viewer)
-    if found is None or now - found[0] > config.stale_s:
-        listed = await compute_for(db, config, viewer, now=now)
-    else:
-        listed = found[1]
-    out: list[int] = []
-    at = offset
-    async with db.snapshot() as conn:
-        while at < len(listed) and len(out) < limit:
-            chunk = listed[at : at + limit - len(out)]
-            shown = await visible_now(conn, viewer, chunk)
-            out.extend(p for p in chunk if p in shown)
-            at += len(chunk)
-    return ExplorePage(out, str(at) if at < len(listed) else None)
+        if found is None or now - found[0] > config.stale_s:
+            return None
+        return await _slice(conn, viewer, found[1], offset, limit)
+
+    done = await db.read(stored_page)
+    if done is not None:
+        return done
+    listed = await compute_for(db, config, viewer, now=now)
+    return await db.read(lambda conn: _slice(conn, viewer, listed, offset, limit))
