@@ -38,6 +38,7 @@ from social.search_schema import post_places
 LIVE: Final = "live"  # social.posts.PostStatus.LIVE
 LEASE: Final = "explore_refresh"
 LOCK: Final = "explore"
+EXCLUDED_BATCH_MAX: Final = 500  # viewers per IN list of the refresh pass's graph reads
 CURSOR: Final = re.compile(r"[0-9]{1,9}")  # a position in the stored list
 
 
@@ -145,18 +146,30 @@ async def load(conn: AsyncConnection, config: ExploreConfig, *, now: float) -> L
 
 async def excluded_authors(conn: AsyncConnection, viewer: int) -> set[int]:
     """The viewer, the accounts they follow and those blocked either way."""
+    return (await excluded_for(conn, [viewer]))[viewer]
+
+
+async def excluded_for(conn: AsyncConnection, viewers: list[int]) -> dict[int, set[int]]:
+    """excluded_authors of several viewers, in two queries per EXCLUDED_BATCH_MAX viewers."""
+    out: dict[int, set[int]] = {v: {v} for v in viewers}
     f, b = follows.c, blocks.c
-    out = {viewer}
-    out.update(
-        int(r[0])
-        for r in await conn.execute(sa.select(f.followee_id).where(f.follower_id == viewer))
-    )
-    rows = await conn.execute(
-        sa.select(b.blocker_id, b.blocked_id).where(
-            sa.or_(b.blocker_id == viewer, b.blocked_id == viewer)
+    for start in range(0, len(viewers), EXCLUDED_BATCH_MAX):
+        batch = viewers[start : start + EXCLUDED_BATCH_MAX]
+        rows = await conn.execute(
+            sa.select(f.follower_id, f.followee_id).where(f.follower_id.in_(batch))
         )
-    )
-    out.update(int(x) for row in rows for x in row)
+        for follower, followee in rows:
+            out[int(follower)].add(int(followee))
+        rows = await conn.execute(
+            sa.select(b.blocker_id, b.blocked_id).where(
+                sa.or_(b.blocker_id.in_(batch), b.blocked_id.in_(batch))
+            )
+        )
+        for blocker, blocked in rows:
+            if blocker in out:
+                out[int(blocker)].add(int(blocked))
+            if blocked in out:
+                out[int(blocked)].add(int(blocker))
     return out
 
 
@@ -200,7 +213,7 @@ async def refresh_once(db: Database, config: ExploreConfig, *, now: float) -> Re
                 .limit(config.refresh_users_per_pass_max)
             )
         ]
-        excluded = {u: await excluded_authors(conn, u) for u in active}
+        excluded = await excluded_for(conn, active)
     loaded_at = time.perf_counter()
 
     def rank_all() -> dict[int, list[int]]:
