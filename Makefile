@@ -74,5 +74,9 @@ bench-social: bootstrap
 bench-search: bootstrap
 	$(BIN)/pinhole bench search --json bench/results/search.json
 
+.PHONY: bench-explore
+bench-explore: bootstrap
+	$(BIN)/pinhole bench explore --json bench/results/explore.json
+
 clean:
 	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from api import (
+    explore_routes,
     feed_routes,
     mastodon_routes,
     media_routes,
@@ -52,6 +53,7 @@ from social import messages_schema, search_schema
 from social import schema as social_schema
 from social.config import SocialConfig
 from social.counters import open_counters
+from social.explore_config import ExploreConfig
 from social.search_config import SearchConfig
 from transformer import schema
 from transformer.config import MediaConfig
@@ -69,6 +71,7 @@ def make_app(
     feed: FeedConfig | None = None,
     realtime: RealtimeConfig | None = None,
     search: SearchConfig | None = None,
+    explore: ExploreConfig | None = None,
 ) -> web.Application:
     social = social or SocialConfig()
     feed_config = feed or FeedConfig()
@@ -138,6 +141,7 @@ def make_app(
     story_routes.install(app)  # stories, close friends, highlights (docs/api/stories.md)
     realtime_routes.setup(app, realtime)
     search_routes.setup(app, search)  # search, hashtag and place pages (docs/api/search.md)
+    explore_routes.setup(app, explore)  # Explore and its refresh job (docs/api/explore.md)
     app.router.add_get("/api/openapi.json", openapi.serve)
     app.router.add_get("/healthz", healthz)
     add_web_routes(
@@ -190,6 +194,7 @@ async def running_api(
     feed: FeedConfig | None = None,
     realtime: RealtimeConfig | None = None,
     search: SearchConfig | None = None,
+    explore: ExploreConfig | None = None,
 ) -> AsyncIterator[tuple[web.Application, int]]:
     """Serves the API on config.host:config.port (0: a free port); yields (app, port)."""
     app = make_app(
@@ -200,6 +205,7 @@ async def running_api(
         feed=feed,
         realtime=realtime,
         search=search,
+        explore=explore,
     )
     runner = web.AppRunner(
         app,
@@ -226,6 +232,7 @@ async def serve_forever(
     ready: asyncio.Event | None = None,
     realtime: RealtimeConfig | None = None,
     search: SearchConfig | None = None,
+    explore: ExploreConfig | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
     with stop_event() as stop:
@@ -237,6 +244,7 @@ async def serve_forever(
             feed=feed,
             realtime=realtime,
             search=search,
+            explore=explore,
         ) as (
             _,
             port,

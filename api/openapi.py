@@ -13,6 +13,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from api import (
+    openapi_explore,
     openapi_mastodon,
     openapi_messages,
     openapi_search,
@@ -255,6 +256,7 @@ def document() -> dict[str, Any]:
         **openapi_stories.PATHS,
         **username_routes.OPENAPI_PATHS,
         **openapi_search.PATHS,
+        **openapi_explore.PATHS,
     }
     return {
         "openapi": "3.1.0",

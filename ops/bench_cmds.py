@@ -166,3 +166,15 @@ def bench_search(
     from bench.search_bench import main
 
     main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
+
+
+@bench.command("explore")
+@_bench_options
+def bench_explore(
+    quick: bool, json_path: Path | None, work_dir: Path | None, plot_path: Path | None
+) -> None:
+    """Explore's recall and NDCG at 24 on planted communities against popularity and
+    random baselines, the page read's p99 and the refresh job's cost per user."""
+    from bench.explore_bench import main
+
+    main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)

@@ -150,6 +150,7 @@ def api_serve(
     from feed.config import feed_config
     from realtime.config import realtime_config
     from social.config import social_config
+    from social.explore_config import explore_config
     from social.search_config import search_config
 
     setup_logging(log_level)
@@ -161,6 +162,7 @@ def api_serve(
         feed = feed_config(document, redis_url=redis_url)
         realtime = realtime_config(load_config(realtime_file) if realtime_file else document)
         search = search_config(document)
+        explore = explore_config(document)
     except ConfigError as e:
         raise CliError(str(e), EXIT_USAGE) from e
     media = _media_config(
@@ -176,6 +178,7 @@ def api_serve(
             feed=feed,
             realtime=realtime,
             search=search,
+            explore=explore,
         )
     )
 
