@@ -66,7 +66,7 @@ def _find(page: Any, username: str) -> None:
     """Opens a profile from the top bar's search: its typeahead option, by the keyboard."""
     box = page.get_by_role("combobox", name="Search")
     box.fill(username)
-    option = page.get_by_role("option", name=re.compile(rf"^{re.escape(username)}(,|$)"))
+    option = page.get_by_role("option", name=re.compile(rf"^{re.escape(username)}(\s|$)"))
     expect(option).to_be_visible()
     for _ in range(page.get_by_role("option").count()):
         if option.get_attribute("aria-selected") == "true":

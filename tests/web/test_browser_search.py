@@ -3,8 +3,8 @@
 new-post form; sid finds her by a misspelt username in the top bar's typeahead with the
 keyboard alone and opens her profile; from her post, the hashtag link opens the hashtag
 page and the place under her name opens the place page, each showing the post (Top and
-Recent). The full results page, the hashtag page and the place page pass axe-core's rules;
-screenshots go with the others."""
+Recent). The open typeahead, the full results page, the hashtag page and the place page
+pass axe-core's rules; screenshots go with the others."""
 
 from __future__ import annotations
 
@@ -143,5 +143,10 @@ def test_typeahead_hashtag_and_place_pages(
     page.goto(f"/#{place_path}")
     _grid_has(page, post_id)
     found += _axe(page, "place page")
+    box = page.get_by_role("combobox", name="Search")
+    box.fill("harbour")
+    expect(page.get_by_role("group", name="Places").get_by_role("option")).to_have_count(1)
+    box.press("ArrowDown")
+    found += _axe(page, "typeahead")
     axe_ctx.close()
     assert not found, "\n".join(found)

@@ -23,19 +23,14 @@ export const hrefOf = {
   places: (p) => `#/places/${p.place_id}`,
 };
 
-const labelOf = {
-  accounts: (a) => (a.full_name ? `${a.username}, ${a.full_name}` : a.username),
-  hashtags: (t) => `#${t.name}, ${plural(t.post_count, "post", "posts")}`,
-  places: (p) => `${p.name}, ${plural(p.post_count, "post", "posts")}`,
-};
-
 function resultBody(kind, item) {
   if (kind === "accounts") {
-    return [avatar(item, 32), h("span", { class: "result-text" }, h("strong", {}, item.username), item.full_name ? h("span", { class: "muted" }, item.full_name) : null)];
+    return [h("span", { "aria-hidden": "true" }, avatar(item, 32)),
+      h("span", { class: "result-text" }, h("strong", {}, item.username), item.full_name ? [" ", h("span", { class: "muted" }, item.full_name)] : null)];
   }
   const name = kind === "hashtags" ? `#${item.name}` : item.name;
   return [h("span", { class: "result-icon", "aria-hidden": "true" }, kind === "hashtags" ? "#" : "📍"),
-    h("span", { class: "result-text" }, h("strong", {}, name), h("span", { class: "muted" }, plural(item.post_count, "post", "posts")))];
+    h("span", { class: "result-text" }, h("strong", {}, name), " ", h("span", { class: "muted" }, plural(item.post_count, "post", "posts")))];
 }
 
 /** The top bar's search box: a combobox whose listbox shows the typeahead's answer grouped
@@ -82,7 +77,7 @@ export function searchBox() {
         h("div", { id: groupLabel, class: "group-title", role: "presentation" }, title),
         items.map((item) => {
           const option = h("div", {
-            role: "option", id: `typeahead-${options.length}`, class: "result", "aria-selected": "false", "aria-label": labelOf[kind](item),
+            role: "option", id: `typeahead-${options.length}`, class: "result", "aria-selected": "false",
             dataset: { href: hrefOf[kind](item) },
             onmousedown: (e) => e.preventDefault(), // keep the focus in the box
             onclick: () => open(hrefOf[kind](item)),
