@@ -5,6 +5,7 @@ axe-core accessibility check."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from pathlib import Path
 from typing import Any, Final
@@ -62,8 +63,16 @@ def _photo_loaded(page: Any, alt: str) -> None:
 
 
 def _find(page: Any, username: str) -> None:
-    box = page.get_by_role("searchbox", name="Find people by username")
+    """Opens a profile from the top bar's search: its typeahead option, by the keyboard."""
+    box = page.get_by_role("combobox", name="Search")
     box.fill(username)
+    option = page.get_by_role("option", name=re.compile(rf"^{re.escape(username)}(\s|$)"))
+    expect(option).to_be_visible()
+    for _ in range(page.get_by_role("option").count()):
+        if option.get_attribute("aria-selected") == "true":
+            break
+        box.press("ArrowDown")
+    expect(option).to_have_attribute("aria-selected", "true")
     box.press("Enter")
     expect(page.get_by_role("heading", name=username, level=1)).to_be_visible()
 

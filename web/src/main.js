@@ -10,6 +10,7 @@ import { notificationsView, requestsView } from "./views/notifications.js";
 import { postView } from "./views/post.js";
 import { followListView, profileView } from "./views/profile.js";
 import { settingsView } from "./views/settings.js";
+import { hashtagView, placeView, searchBox, searchView } from "./views/search.js";
 import { newStoryView } from "./views/stories.js";
 import { uploadView } from "./views/upload.js";
 
@@ -29,21 +30,18 @@ const ROUTES = [
   [/^\/messages\/requests$/, () => inboxView("requests")],
   [/^\/messages\/to\/([^/]+)$/, (name) => composeView(decodeURIComponent(name))],
   [/^\/messages\/(\d+)$/, (id) => threadView(id)],
-  [/^\/tags\/([^/]+)$/, (tag) => h("div", { class: "card" }, h("h1", {}, `#${decodeURIComponent(tag)}`), h("p", {}, "Hashtag pages come with search."))],
+  [/^\/search(?:\?(.*))?$/, (query) => searchView(new URLSearchParams(query ?? ""))],
+  [/^\/tags\/([^/]+)$/, (tag) => hashtagView(decodeURIComponent(tag))],
+  [/^\/places\/(\d+)$/, (id) => placeView(id)],
 ];
 
 function topBar() {
   const user = session.user;
-  const find = h("input", { type: "search", name: "find", placeholder: "Find people by username", "aria-label": "Find people by username", autocapitalize: "none" });
   return h("nav", { "aria-label": "Main" },
     h("a", { href: "#/", class: "brand" }, "pinhole"),
     user
       ? [
-          h("form", { class: "find", role: "search", onsubmit: (e) => {
-            e.preventDefault();
-            const name = find.value.trim().replace(/^@/, "").toLowerCase();
-            if (name) location.hash = `#/u/${encodeURIComponent(name)}`;
-          } }, find),
+          searchBox(),
           h("a", { href: "#/" }, "Home"),
           h("a", { href: "#/new" }, "New post"),
           h("a", { href: "#/messages", id: "nav-messages" }, "Messages"),

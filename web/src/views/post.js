@@ -69,8 +69,11 @@ export function postCard(post, { eager = false, full = false } = {}) {
     { class: "post card", "aria-label": `Post by ${author.username}`, dataset: { postId: post.post_id } },
     h("header", { class: "post-head" },
       avatar(author),
-      h("a", { href: `#/u/${author.username}`, class: "author" }, author.username),
-      post.location ? h("span", { class: "location" }, post.location) : null,
+      h("div", { class: "who" },
+        h("a", { href: `#/u/${author.username}`, class: "author" }, author.username),
+        post.place
+          ? h("a", { href: `#/places/${post.place.place_id}`, class: "location place" }, post.location || post.place.name)
+          : post.location ? h("span", { class: "location" }, post.location) : null),
       h("a", { href: `#/p/${post.post_id}`, class: "time" }, h("time", { datetime: post.created_at }, timeAgo(post.created_at))),
       post.status !== "live" ? h("span", { class: "badge" }, post.status) : null),
     carousel(post, eager),

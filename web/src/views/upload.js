@@ -55,12 +55,24 @@ export async function waitReady(mediaId) {
   return null;
 }
 
+/** A post's place (docs/api/search.md): a name with both coordinates makes (or reuses) a
+ * place; a name alone is only the post's location text, as the API takes no place without
+ * coordinates. Throws when coordinates come without a name or only one is given. */
+function placeOf(name, latitude, longitude) {
+  if (latitude === "" && longitude === "") return null;
+  if (!name) throw new Error("Give the place a name as well as its coordinates.");
+  if (latitude === "" || longitude === "") throw new Error("Give both the latitude and the longitude, or neither.");
+  return { name, latitude: Number(latitude), longitude: Number(longitude) };
+}
+
 export function uploadView() {
   const files = h("input", { type: "file", name: "files", accept: "image/jpeg,image/png,image/webp,image/heic,video/mp4,video/quicktime", multiple: true, required: true });
   const previews = h("div", { class: "previews" });
   const filter = h("select", { name: "filter" }, FILTERS.map((f) => h("option", { value: f }, f || "none")));
   const caption = h("textarea", { name: "caption", rows: 3, maxlength: 2200, placeholder: "Write a caption… #hashtags and @mentions link" });
   const location_ = h("input", { name: "location", maxlength: 100 });
+  const latitude = h("input", { name: "latitude", type: "number", min: -90, max: 90, step: "any", inputmode: "decimal" });
+  const longitude = h("input", { name: "longitude", type: "number", min: -180, max: 180, step: "any", inputmode: "decimal" });
   const progress = h("progress", { max: 100, value: 0, "aria-label": "Upload progress" });
   const progressText = h("span", { class: "progress-text", "aria-live": "polite" });
   const progressRow = h("div", { class: "progress", hidden: true }, progress, progressText);
@@ -88,6 +100,13 @@ export function uploadView() {
     error.textContent = "";
     const chosen = [...files.files];
     if (!chosen.length) return;
+    let place;
+    try {
+      place = placeOf(location_.value.trim(), latitude.value, longitude.value);
+    } catch (err) {
+      error.textContent = errorText(err);
+      return;
+    }
     submit.disabled = true;
     progressRow.hidden = false;
     try {
@@ -108,7 +127,8 @@ export function uploadView() {
         if (doc && doc.status !== "ready") throw new Error(`a photo could not be processed (${doc.status})`);
       }
       const body = { media_ids: ids, caption: caption.value, alt_text: alts.map((a) => a.value || null) };
-      if (location_.value) body.location = location_.value;
+      if (place) body.place = place;
+      else if (location_.value.trim()) body.location = location_.value.trim();
       const post = await api("POST", "/posts", { body });
       progressText.textContent = "Shared.";
       say("Your post is shared");
@@ -124,7 +144,11 @@ export function uploadView() {
     previews,
     field("Filter", filter),
     field("Caption", caption),
-    field("Location (optional)", location_),
+    h("fieldset", { class: "place-fields" },
+      h("legend", {}, "Place (optional)"),
+      field("Place name", location_),
+      h("p", { class: "hint" }, "With its coordinates, the post shows on the place's page; without, the name is shown as text."),
+      h("div", { class: "coords" }, field("Latitude", latitude), field("Longitude", longitude))),
     progressRow,
     error,
     submit);
