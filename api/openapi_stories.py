@@ -34,6 +34,17 @@ def _list(item: str, key: str) -> dict[str, Any]:
     }
 
 
+# The compact account document (api/social_docs.py `author_document`) whose fields the
+# tray's authors, the viewer list and the close-friends list carry beside their ids; absent
+# for an account gone (and, in the lists, one on either side of a block with you).
+_ACCOUNT_FIELDS: Final[dict[str, Any]] = {
+    "username": _STR,
+    "full_name": _STR,
+    "profile_pic_url": {**_NULL_STR, "description": "public URL of the profile picture"},
+    "is_verified": {"type": "boolean"},
+    "is_private": {"type": "boolean"},
+}
+
 _TITLE: Final = {"type": "string", "maxLength": _DEFAULTS.highlight_title_chars_max}
 _STORY_IDS: Final = {
     "type": "array",
@@ -205,7 +216,7 @@ SCHEMAS: Final[dict[str, Any]] = {
                     "required": ["user_id", "username", "has_unseen", "stories"],
                     "properties": {
                         "user_id": _ID,
-                        "username": _STR,
+                        **_ACCOUNT_FIELDS,
                         "has_unseen": {"type": "boolean"},
                         "stories": {
                             "type": "array",
@@ -241,7 +252,7 @@ SCHEMAS: Final[dict[str, Any]] = {
                 "items": {
                     "type": "object",
                     "required": ["user_id", "viewed_at"],
-                    "properties": {"user_id": _ID, "viewed_at": _TIME},
+                    "properties": {"user_id": _ID, "viewed_at": _TIME, **_ACCOUNT_FIELDS},
                 },
             },
             "view_count": {"type": "integer", "minimum": 0},
@@ -260,7 +271,11 @@ SCHEMAS: Final[dict[str, Any]] = {
         "properties": {
             "users": {
                 "type": "array",
-                "items": {"type": "object", "properties": {"user_id": _ID}},
+                "items": {
+                    "type": "object",
+                    "required": ["user_id"],
+                    "properties": {"user_id": _ID, **_ACCOUNT_FIELDS},
+                },
             },
             "next_cursor": _NULL_STR,
             "has_more": {"type": "boolean"},

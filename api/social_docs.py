@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.context import ApiContext
 from api.media_docs import iso, media_document
-from social import accounts, interactions, places, posts
+from social import accounts, graph, interactions, places, posts
 from social.accounts import User
 from social.places import Place, place_document
 from transformer import media_store
@@ -55,6 +55,39 @@ def author_document(user: User, avatar: dict[str, Any] | None) -> dict[str, Any]
         "is_verified": user.is_verified,
         "is_private": user.is_private,
     }
+
+
+def account_documents(
+    ctx: ApiContext,
+    users: dict[int, User],
+    pictures: dict[int, tuple[media_store.MediaRow, list[media_store.VariantRow]]],
+) -> dict[int, dict[str, Any]]:
+    """The compact documents (`author_document`) of `users` by user id, their profile
+    pictures taken from `pictures` (by media id, as `media_store.get_many` reads them)."""
+    urls = ctx.photo_urls.public()
+    out = {}
+    for user_id, user in users.items():
+        got = None if user.avatar_media_id is None else pictures.get(user.avatar_media_id)
+        avatar = None if got is None else media_document(*got, urls=urls, owner=False)
+        out[user_id] = author_document(user, avatar)
+    return out
+
+
+async def author_documents(
+    ctx: ApiContext, viewer: int, user_ids: list[int]
+) -> dict[int, dict[str, Any]]:
+    """The compact documents of the accounts among `user_ids` that exist and are on neither
+    side of a block with `viewer`, by user id, read in one snapshot (the blocks, the
+    accounts, their pictures with variants: four statements whatever the count)."""
+    if not user_ids:
+        return {}
+    async with ctx.db.snapshot() as conn:
+        hidden = await graph.blocked_between(conn, viewer, user_ids)
+        shown = [u for u in user_ids if u not in hidden]
+        users = await accounts.get_many(conn, shown)
+        wanted = [u.avatar_media_id for u in users.values() if u.avatar_media_id is not None]
+        pictures = await media_store.get_many(conn, wanted)
+    return account_documents(ctx, users, pictures)
 
 
 async def avatars(ctx: ApiContext, users: list[User]) -> dict[int, dict[str, Any]]:

@@ -26,6 +26,7 @@ from api.context import CONTEXT, ApiContext
 from api.media_docs import iso, media_document
 from api.message_routes import message_document
 from api.realtime_routes import broker_of
+from api.social_docs import account_documents, author_documents
 from common.db import migrate
 from common.jobs import LeasedLoop
 from feed import story_tray
@@ -150,12 +151,14 @@ async def tray(request: web.Request) -> web.Response:
     ctx, parts = request.app[CONTEXT], request.app[STORIES]
     viewer = await ctx.user_id(request)
     found = await story_tray.read(ctx.db, parts.store, ctx.social, viewer)
+    people = account_documents(ctx, found.accounts, found.pictures)
     return web.json_response(
         {
             "authors": [
                 {
                     "user_id": str(a.user_id),
                     "username": a.username,
+                    **people.get(a.user_id, {}),
                     "has_unseen": a.has_unseen,
                     "stories": [
                         {
@@ -241,8 +244,11 @@ async def viewers(request: web.Request) -> web.Response:
     )
     held = (await parts.store.view_counts([story_id])).get(story_id)
     cursor = str(page[-1][0]) if len(page) == size else None
+    people = await author_documents(ctx, viewer, [u for u, _ in page])
     doc = params.page_document(
-        [{"user_id": str(u), "viewed_at": iso(at)} for u, at in page], "viewers", cursor=cursor
+        [{**people.get(u, {}), "user_id": str(u), "viewed_at": iso(at)} for u, at in page],
+        "viewers",
+        cursor=cursor,
     )
     doc["view_count"] = max(recorded, held or 0)
     return web.json_response(doc)
@@ -309,9 +315,9 @@ async def list_close_friends(request: web.Request) -> web.Response:
     )
     found = await close_friends.page(ctx.db, viewer, after=params.id_cursor(request), limit=size)
     cursor = str(found[-1]) if len(found) == size else None
-    return web.json_response(
-        params.page_document([{"user_id": str(u)} for u in found], "users", cursor=cursor)
-    )
+    people = await author_documents(ctx, viewer, found)
+    docs = [{**people.get(u, {}), "user_id": str(u)} for u in found]
+    return web.json_response(params.page_document(docs, "users", cursor=cursor))
 
 
 @routes.post("/api/v1/close_friends")

@@ -12,7 +12,9 @@ at most story_tray_cache_s_max seconds, and it is dropped when an author the vie
 posts (`forget_followers`). The seen state is never cached (one SMISMEMBER per read), and
 blocks are re-checked on every read (one indexed SQL read), so a block made in any channel
 hides the other side at once. A warm read is two hot-store round trips and that SQL
-read (one statement, social/story_reads.py).
+read (one statement, social/story_reads.py), then one snapshot reading the shown authors'
+accounts and their profile pictures (three statements for the whole tray, never one per
+author): names and pictures are read fresh on every read, never cached with the tray.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from social import accounts, stories, story_reads
 from social.config import SocialConfig
 from social.schema import follows
 from social.story_affinity import affinity
+from transformer import media_store
 
 FORGET_BATCH_MAX: Final = 1000  # followers read and trays dropped per round
 
@@ -61,6 +64,10 @@ class TrayAuthor:
 class Tray:
     authors: tuple[TrayAuthor, ...]
     cached: bool  # served from the cache (else built from SQL now)
+    # The shown authors' accounts (one gone meanwhile is absent) and their profile
+    # pictures by media id, read in one snapshot on every read.
+    accounts: dict[int, accounts.User]
+    pictures: dict[int, tuple[media_store.MediaRow, list[media_store.VariantRow]]]
 
 
 async def _build(db: Database, config: SocialConfig, viewer: int, *, now: float) -> dict[str, Any]:
@@ -129,7 +136,23 @@ async def read(
             -a.stories[-1].story_id,
         )
     )
-    return Tray(tuple(out), cached=cached)
+    users, pictures = await _accounts(db, [a.user_id for a in out])
+    return Tray(tuple(out), cached=cached, accounts=users, pictures=pictures)
+
+
+async def _accounts(
+    db: Database, user_ids: list[int]
+) -> tuple[
+    dict[int, accounts.User], dict[int, tuple[media_store.MediaRow, list[media_store.VariantRow]]]
+]:
+    """The accounts and their profile pictures (with variants) in one snapshot."""
+    if not user_ids:
+        return {}, {}
+    async with db.snapshot() as conn:
+        users = await accounts.get_many(conn, user_ids)
+        wanted = [u.avatar_media_id for u in users.values() if u.avatar_media_id is not None]
+        pictures = await media_store.get_many(conn, wanted)
+    return users, pictures
 
 
 async def forget_followers(

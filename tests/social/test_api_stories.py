@@ -183,3 +183,64 @@ async def test_the_sweep_deletes_needles_after_grace_but_not_highlighted(
     assert rows is not None and rows[0].status == media_store.MediaStatus.EXPIRED and rows[1] == []
     assert await fetch_status(gone_url) == 404  # the signed URL answers nothing now
     assert await fetch_status(kept_url) == 200  # the highlighted story's media stays
+
+
+async def test_the_tray_the_viewers_and_close_friends_carry_account_documents(
+    story_env: MediaEnv,
+) -> None:
+    env = story_env
+    ann_id, ann = await user(env, "ann")
+    bea_id, bea = await user(env, "bea")
+    cid_id, cid = await user(env, "cid")
+    await ok(ann, "PATCH", "/api/v1/accounts/me", {"avatar_media_id": await ann.photo(40)})
+    await ok(ann, "PATCH", "/api/v1/accounts/me", {"full_name": "Ann A."})
+    first_pic = (await ann.me())["profile_pic_url"]
+    assert first_pic and "?e=" not in first_pic  # a profile picture's URL is public
+    for who in (bea, cid):
+        await ok(who, "POST", "/api/v1/follows", {"followee_id": ann_id})
+    story = await ok(ann, "POST", "/api/v1/stories", {"media_id": await ann.photo(20)})
+    # The tray's author is the compact account document, ids and stories kept.
+    tray = await ok(bea, "GET", "/api/v1/stories/tray")
+    [author] = tray["authors"]
+    assert {k: author[k] for k in ("user_id", "username", "full_name", "profile_pic_url")} == {
+        "user_id": ann_id,
+        "username": "ann",
+        "full_name": "Ann A.",
+        "profile_pic_url": first_pic,
+    }
+    assert (author["is_verified"], author["is_private"], author["has_unseen"]) == (
+        False,
+        False,
+        True,
+    )
+    assert [s["story_id"] for s in author["stories"]] == [story["story_id"]]
+    # Read fresh on every read: the cached tray carries a new picture at once.
+    await ok(ann, "PATCH", "/api/v1/accounts/me", {"avatar_media_id": await ann.photo(80)})
+    second_pic = (await ann.me())["profile_pic_url"]
+    assert second_pic and second_pic != first_pic
+    tray = await ok(bea, "GET", "/api/v1/stories/tray")
+    assert tray["authors"][0]["profile_pic_url"] == second_pic
+    # The viewer list: ids, times and paging as before, each viewer's document beside them.
+    for who in (bea, cid):
+        await ok(who, "POST", f"/api/v1/stories/{story['story_id']}/seen")
+    for _ in range(200):  # the flusher writes the list within its interval
+        viewers = await ok(ann, "GET", f"/api/v1/stories/{story['story_id']}/viewers")
+        if len(viewers["viewers"]) == 2:
+            break
+        await asyncio.sleep(0.05)
+    by_id = {v["user_id"]: v for v in viewers["viewers"]}
+    assert set(by_id) == {bea_id, cid_id}
+    assert (by_id[bea_id]["username"], by_id[cid_id]["username"]) == ("bea", "cid")
+    assert by_id[bea_id]["profile_pic_url"] is None and by_id[bea_id]["viewed_at"]
+    page = await ok(ann, "GET", f"/api/v1/stories/{story['story_id']}/viewers", limit="1")
+    assert [v["username"] for v in page["viewers"]] == [by_id[min(by_id, key=int)]["username"]]
+    assert page["has_more"] is True and page["next_cursor"] == min(by_id, key=int)
+    # Close friends: the same documents.
+    await ok(ann, "POST", "/api/v1/close_friends", {"user_id": cid_id})
+    friends = await ok(ann, "GET", "/api/v1/close_friends")
+    assert [(f["user_id"], f["username"]) for f in friends["users"]] == [(cid_id, "cid")]
+    # A block: the id stays in the viewer list, the account's document does not.
+    await ok(ann, "POST", "/api/v1/blocks", {"user_id": bea_id})
+    viewers = await ok(ann, "GET", f"/api/v1/stories/{story['story_id']}/viewers")
+    blocked = next(v for v in viewers["viewers"] if v["user_id"] == bea_id)
+    assert set(blocked) == {"user_id", "viewed_at"}

@@ -24,20 +24,35 @@ const TICK_MS = 50;
 const HOLD_MS = 250;
 const VIEWERS_PAGE = 50;
 
+// Accounts by id. The tray, the viewer list and the close-friends list carry each account's
+// compact document (username, full_name, profile_pic_url, ...), remembered here; only an id
+// seen without one is fetched (GET /users/<id>).
 const users = new Map();
 export function userOf(id) {
   if (!users.has(id)) users.set(id, api("GET", `/users/${id}`).catch(() => ({ user_id: id, username: "someone" })));
   return users.get(id);
 }
 
+// The account of an entry that carries its document (kept for userOf), or a stand-in for
+// one without (an account gone, or on the other side of a block).
+function accountOf(entry) {
+  if (!entry.username) return { user_id: entry.user_id, username: "someone", profile_pic_url: null };
+  const user = { user_id: entry.user_id, username: entry.username, full_name: entry.full_name, profile_pic_url: entry.profile_pic_url ?? null, is_verified: entry.is_verified, is_private: entry.is_private };
+  users.set(user.user_id, Promise.resolve(user));
+  return user;
+}
+
 // ---- the tray -------------------------------------------------------------------------
 
 // A ring is named "ava: new story" (or ": seen"): its visible text, "ava", and the state. The
-// picture says nothing more (a letter drawn by CSS when there is no photo).
+// picture says nothing more: the author's profile picture, or a letter drawn by CSS when
+// there is none (or it fails to load).
 function ringContent(user, label) {
+  const letter = () => h("span", { class: "avatar blank", dataset: { letter: (user.username || "?")[0].toUpperCase() } });
   const picture = user.profile_pic_url
     ? h("img", { class: "avatar", src: user.profile_pic_url, alt: "", width: 56, height: 56 })
-    : h("span", { class: "avatar blank", dataset: { letter: (user.username || "?")[0].toUpperCase() } });
+    : letter();
+  if (user.profile_pic_url) picture.addEventListener("error", () => picture.replaceWith(letter()), { once: true });
   return [h("span", { class: "story-avatar", "aria-hidden": "true" }, picture), h("span", { class: "story-name" }, label)];
 }
 
@@ -59,6 +74,7 @@ export function storiesTray() {
     loading = (async () => {
       try {
         const doc = await api("GET", "/stories/tray");
+        for (const a of doc.authors) accountOf(a);
         const own = doc.authors.find((a) => a.user_id === me.user_id);
         const others = doc.authors.filter((a) => a.user_id !== me.user_id);
         const reels = doc.authors.map((a) => ({ user: a, stories: null }));
@@ -299,7 +315,7 @@ export function openViewer(reels, start, { onClose = () => {}, markSeen = true }
       try {
         const doc = await api("GET", `/stories/${story.story_id}/viewers`, { query: { limit: VIEWERS_PAGE } });
         count.textContent = `Seen by ${doc.view_count}`;
-        const people = await Promise.all(doc.viewers.map((v) => userOf(v.user_id)));
+        const people = doc.viewers.map(accountOf);
         list.replaceChildren(...people.map((u) => h("li", {}, avatar(u, 24), h("a", { href: `#/u/${encodeURIComponent(u.username)}` }, u.username))));
         // Views reach the list in batches (a second or so); the count has them at once.
         const waiting = doc.view_count - people.length;
