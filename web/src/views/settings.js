@@ -76,7 +76,7 @@ async function closeFriendsCard() {
       friends.push(...page.users);
       cursor = page.has_more ? page.next_cursor : null;
     } while (cursor);
-    const people = await Promise.all(friends.map((f) => userOf(f.user_id)));
+    const people = await Promise.all(friends.map((f) => (f.username ? f : userOf(f.user_id))));
     list.replaceChildren(...people.map((u) => h("li", {}, avatar(u), h("a", { href: `#/u/${encodeURIComponent(u.username)}` }, u.username),
       h("button", { type: "button", class: "secondary", "aria-label": `Remove ${u.username} from close friends`, onclick: async () => {
         try {
