@@ -29,7 +29,9 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+# A cluster per module: each module signs up its own accounts from loopback, and together
+# they would pass the hourly sign-ups one address may make (`accounts_per_hour_max`).
+@pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("web") / "cluster"
     with up_cluster(root) as (layout, printed):
