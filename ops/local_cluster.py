@@ -87,6 +87,14 @@ class Layout:
     extra_store_args: tuple[str, ...] = field(default=())
     workers: int = WORKERS_DEFAULT
     f4_watch: bool = True  # run `pinhole f4 watch` (the cell's coordinator)
+    # `pinhole --config F up`: every service is started with `--config F` (absolute); the
+    # f4 processes read <root>/f4.toml, whose [f4] table takes F's [f4] keys under the
+    # layout's own.
+    config_file: Path | None = None
+
+    @property
+    def config_args(self) -> tuple[str, ...]:
+        return ("--config", str(self.config_file)) if self.config_file is not None else ()
 
     @property
     def directory_url(self) -> str:
@@ -166,6 +174,7 @@ class Layout:
         return (
             "# Written by `pinhole up`: the local f4 cell (docs/operations/f4.md).\n"
             "[f4]\n"
+            f"{self._f4_keys_of_config_file()}"
             f'cell_root = "{self.root / "f4"}"\n'
             f'haystack_dir = "{self.root / "store-1" / "volumes"}"\n'
             "age_s_min = 0.0  # a sealed volume migrates at once (production: 90 days)\n"
@@ -178,10 +187,29 @@ class Layout:
             f"nodes = [\n{nodes},\n]\n"
         )
 
+    def _f4_keys_of_config_file(self) -> str:
+        """The scalar keys of the --config file's [f4] table the layout does not set, as
+        TOML lines (the layout's keys follow and win)."""
+        if self.config_file is None:
+            return ""
+        from common.config import load_toml
+
+        own = {"cell_root", "haystack_dir", "age_s_min", "directory_url",
+               "cluster_secret_file", "name_host", "name_port", "watch_host", "watch_port",
+               "nodes"}  # fmt: skip
+        table = load_toml(self.config_file).get("f4", {})
+        lines = []
+        for key, value in table.items():
+            if key in own or not isinstance(value, str | int | float | bool):
+                continue
+            text = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+            lines.append(f"{key} = {text}\n")
+        return "".join(lines)
+
     def services(self) -> list[Service]:
         """In start order: the directory, the store nodes, the cache, the f4 storage nodes
         and name node, the router, the API, the media workers."""
-        py = (sys.executable, "-m", "ops.cli")
+        py = (sys.executable, "-m", "ops.cli", *self.config_args)
 
         def creds(role: str) -> tuple[str, str]:
             return ("--credentials", str(self.credentials_file(role)))
@@ -221,7 +249,7 @@ class Layout:
                  "--directory-url", self.directory_url, *creds("cache")),
             )
         )  # fmt: skip
-        f4 = (*py, "--config", str(self.f4_config_file), "f4")
+        f4 = (sys.executable, "-m", "ops.cli", "--config", str(self.f4_config_file), "f4")
         for h in range(1, F4_HOSTS + 1):
             disks = [a for d in self.f4_disks(h) for a in ("--node", d)]
             out.append(
@@ -338,6 +366,7 @@ def save_layout(layout: Layout) -> None:
         "host": layout.host,
         "workers": layout.workers,
         "f4_watch": layout.f4_watch,
+        "config_file": str(layout.config_file) if layout.config_file is not None else None,
     }
     layout_file(layout.root).write_text(json.dumps(doc, indent=2))
 
@@ -355,6 +384,7 @@ def load_layout(root: Path) -> Layout | None:
         host=doc["host"],
         workers=doc.get("workers", WORKERS_DEFAULT),
         f4_watch=doc.get("f4_watch", True),
+        config_file=Path(doc["config_file"]) if doc.get("config_file") else None,
     )
 
 

@@ -82,8 +82,10 @@ def resolve_layout(
     stores: int | None,
     workers: int | None = None,
     f4_watch: bool | None = None,
+    config_file: Path | None = None,
 ) -> lc.Layout:
-    """The recorded layout of this root, with the options on top (stores only grow)."""
+    """The recorded layout of this root, with the options on top (stores only grow; a
+    --config file replaces the recorded one)."""
     saved = lc.load_layout(root)
     base = port_base or (saved.port_base if saved else lc.PORT_BASE_DEFAULT)
     count = stores or (saved.stores if saved else lc.STORES_DEFAULT)
@@ -100,7 +102,16 @@ def resolve_layout(
     workers = workers or (saved.workers if saved else lc.WORKERS_DEFAULT)
     if f4_watch is None:
         f4_watch = saved.f4_watch if saved else True
-    return lc.Layout(root=root, port_base=base, stores=count, workers=workers, f4_watch=f4_watch)
+    if config_file is None and saved is not None:
+        config_file = saved.config_file
+    return lc.Layout(
+        root=root,
+        port_base=base,
+        stores=count,
+        workers=workers,
+        f4_watch=f4_watch,
+        config_file=config_file.resolve() if config_file is not None else None,
+    )
 
 
 async def _seed_demo(layout: lc.Layout) -> list[str]:
@@ -263,7 +274,9 @@ def _banner(
     help="Run the f4 cell's watcher (default: yes, or as recorded); without it only "
     "`pinhole f4 rebuild` repairs the cell.",
 )
+@click.pass_context
 def up(
+    ctx: click.Context,
     root: Path,
     port_base: int | None,
     stores: int | None,
@@ -272,15 +285,20 @@ def up(
     detach: bool,
     f4_watch: bool | None,
 ) -> None:
-    """Start the local cluster (foreground: Ctrl-C stops it; --detach: `pinhole down`)."""
-    # The services read ./pinhole.toml: refuse here, in one line, what they would refuse.
-    load_config(None, serving=True)
+    """Start the local cluster (foreground: Ctrl-C stops it; --detach: `pinhole down`).
+    `pinhole --config F up` starts every service with F (recorded: a later `up` on the same
+    --data keeps it); without it the services read ./pinhole.toml."""
+    config_path: Path | None = ctx.obj["config_path"]
+    # Refuse here, in one line, what the services would refuse.
+    load_config(config_path, serving=True)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
     credentials.ensure_secret_file(root)
     # Fail early on an unreadable secret: every service loads it.
     credentials.load_secret(secret_file=root / credentials.SECRET_FILE_NAME, default_dir=None)
-    layout = resolve_layout(root, port_base, stores, workers, f4_watch)
+    layout = resolve_layout(root, port_base, stores, workers, f4_watch, config_path)
+    if config_path is None and layout.config_file is not None:
+        load_config(layout.config_file, serving=True)
     lc.save_layout(layout)
 
     def interrupt(signum: int, frame: object) -> None:

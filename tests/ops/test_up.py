@@ -185,12 +185,18 @@ def test_up_refuses_to_remove_store_nodes(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180)
 def test_up_in_the_foreground_stops_every_service_on_sigint(tmp_path: Path) -> None:
+    """Also: `pinhole --config F up` hands F to every service (the API's limits come from
+    it) and F's [f4] keys to the f4 cell."""
     data = tmp_path / "fg"
+    config = tmp_path / "elsewhere" / "cluster.toml"
+    config.parent.mkdir()
+    config.write_text("[social]\ncaption_chars_max = 1234\n[f4]\nrebuild_mb_s = 7.5\n")
     env = {k: v for k, v in os.environ.items() if k != "PINHOLE_CLUSTER_SECRET"}
     env["PYTHONPATH"] = str(REPO)
+    base = lc.free_port_base()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "up", "--data", str(data),
-         "--port-base", str(lc.free_port_base()), "--stores", "3"],
+        [sys.executable, "-m", "ops.cli", "--config", str(config), "up", "--data", str(data),
+         "--port-base", str(base), "--stores", "3"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -209,6 +215,12 @@ def test_up_in_the_foreground_stops_every_service_on_sigint(tmp_path: Path) -> N
         # directory, 3 stores, cache, 4 f4 storage nodes, the f4 name node, router, the
         # MQTT broker, api, 2 workers, the f4 watcher
         assert len(pids) == 16
+        instance = json.loads(get(f"http://127.0.0.1:{base + lc.API_PORT_OFFSET}/api/v1/instance"))
+        assert instance["configuration"]["statuses"]["max_characters"] == 1234
+        f4_toml = (data / lc.F4_CONFIG_FILE).read_text()
+        assert "rebuild_mb_s = 7.5\n" in f4_toml and f'cell_root = "{data / "f4"}"' in f4_toml
+        layout = lc.load_layout(data)
+        assert layout is not None and layout.config_file == config
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         for pid in pids:
