@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
+from ops.backup_cmds import backup_cmd, restore_cmd
 from ops.bench_cmds import bench
 from ops.f4_cmds import f4_group
 from ops.f4_coord_cmds import watch_cmd as _f4_watch  # noqa: F401  (registers f4 watch|rebalance)
+from ops.housekeeping_cmds import compact_all, scrub_group
 from ops.jobs_cmds import jobs_group
 from ops.media_cmds import api, worker
 from ops.search_cmds import search_group
@@ -46,6 +48,10 @@ main.add_command(worker)
 main.add_command(jobs_group)
 main.add_command(f4_group)
 main.add_command(search_group)
+main.add_command(compact_all)
+main.add_command(scrub_group)
+main.add_command(backup_cmd)
+main.add_command(restore_cmd)
 
 if __name__ == "__main__":
     main()

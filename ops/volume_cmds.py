@@ -3,9 +3,7 @@ cluster-wide replica moves (ops/replication_cmds.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,11 +24,17 @@ from ops.cli_support import (
     table,
 )
 from ops.replication_cmds import balance, fix_replication
+from ops.volume_jobs import (
+    chosen_volumes,
+    compact_node,
+    default_lock_path,
+    echo_compactions,
+    run_jobs,
+)
 from store.client import StoreClient, StoreClientError
 from store.config import DEFAULT_PORT
 
 DEFAULT_NODE = f"http://127.0.0.1:{DEFAULT_PORT}"
-POLL_INTERVAL_S = 0.5
 
 
 def node_option(f: Any) -> Any:
@@ -156,54 +160,9 @@ def seal(node: str, secret_file: Path | None, json_output: bool, vid: int) -> No
     _set_mode(node, secret_file, json_output, vid, "sealed")
 
 
-async def _run_jobs(
-    c: StoreClient,
-    vids: list[int],
-    kind: str,
-    *,
-    progress: bool,
-    bytes_per_s_max: float | None = None,
-) -> list[dict[str, Any]]:
-    """Runs the job on each volume in turn and waits for it, with a progress bar."""
-    results = []
-    for vid in vids:
-        await c.start_job(vid, kind, bytes_per_s_max=bytes_per_s_max)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=1000, desc=f"{kind} v{vid}", unit="‰", leave=True)
-        try:
-            while True:
-                job = await c.job(vid, kind)
-                if bar is not None:
-                    bar.n = int(1000 * job["progress"])
-                    bar.refresh()
-                if job["state"] != "running":
-                    break
-                await asyncio.sleep(POLL_INTERVAL_S)
-        finally:
-            if bar is not None:
-                bar.close()
-        results.append(job)
-    return results
-
-
 def _require_target(vid: int | None, all_: bool) -> None:
     if vid is None and not all_:
         raise CliError("name a volume with --volume, or pass --all", 2)
-
-
-async def _volume_ids(c: StoreClient, vid: int | None, all_: bool) -> list[dict[str, Any]]:
-    vols = await c.volumes()
-    if vid is not None:
-        chosen = [v for v in vols if v["volume_id"] == vid]
-        if not chosen:
-            raise CliError(f"volume {vid} is not on {c.base_url}")
-        return chosen
-    if not all_:
-        raise CliError("name a volume with --volume, or pass --all", 2)
-    return vols
 
 
 @volume.command("verify")
@@ -217,9 +176,9 @@ def verify(
     _require_target(vid, all_)
 
     async def go(c: StoreClient) -> list[dict[str, Any]]:
-        vols = await _volume_ids(c, vid, all_)
+        vols = await chosen_volumes(c, vid, all_)
         ids = [v["volume_id"] for v in vols]
-        return await _run_jobs(c, ids, "verify", progress=show_progress(json_output))
+        return await run_jobs(c, ids, "verify", progress=show_progress(json_output))
 
     jobs = _call(node, secret_file, go)
     bad = [j for j in jobs if j["state"] != "done" or not j["result"]["ok"]]
@@ -241,12 +200,6 @@ def verify(
                 click.echo(f"  {p}")
     if bad:
         raise SystemExit(EXIT_FAILED)
-
-
-def default_lock_path(node: str) -> Path:
-    safe = "".join(ch if ch.isalnum() else "_" for ch in node)
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / f"pinhole-compact-{safe}.lock"
 
 
 @volume.command("compact")
@@ -287,16 +240,13 @@ def compact(
     _require_target(vid, all_)
 
     async def go(c: StoreClient) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        vols = await _volume_ids(c, vid, all_)
-        due = vols if vid is not None else [v for v in vols if v["garbage_ratio"] >= threshold]
-        jobs = await _run_jobs(
+        return await compact_node(
             c,
-            [v["volume_id"] for v in due],
-            "compact",
+            vid=vid,
+            threshold=threshold,
             progress=show_progress(json_output),
             bytes_per_s_max=rate_mb_s * 1e6 if rate_mb_s else None,
         )
-        return vols, jobs
 
     with exclusive_lock(lock_path or default_lock_path(node), "another compaction"):
         vols, jobs = _call(node, secret_file, go)
@@ -306,17 +256,7 @@ def compact(
     else:
         if not jobs:
             click.echo(f"nothing to compact ({len(vols)} volumes below {threshold:.0%} garbage)")
-        for j in jobs:
-            r = j["result"]
-            if j["state"] == "done" and r:
-                saved = r["size_before"] - r["size_after"]
-                click.echo(
-                    f"volume {j['volume_id']}: {human_bytes(r['size_before'])} -> "
-                    f"{human_bytes(r['size_after'])} ({human_bytes(saved)} reclaimed) "
-                    f"in {r['elapsed_s']:.1f} s"
-                )
-            else:
-                click.echo(f"volume {j['volume_id']}: compaction {j['state']}: {j['error']}")
+        echo_compactions(jobs)
     if failed:
         raise SystemExit(EXIT_FAILED)
 

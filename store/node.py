@@ -104,6 +104,7 @@ class StoreNode:
         # DELETE /volumes/{id} to remove them.
         for vid, nbytes in (await self.run_admin(lambda: pull_leftovers(self.storage))).items():
             log.info("v%d: an interrupted pull left %d bytes (resumable)", vid, nbytes)
+        await self.scrubber.open()
         if self.config.compaction_check_interval_s > 0:
             self._background.append(asyncio.create_task(self.node_jobs.compact_in_background()))
         if self.config.scrub_interval_s > 0:

@@ -11,10 +11,12 @@ back with a repair PUT (the corrupt needle becomes garbage). Reports that could 
 are kept (at most REPORTS_PENDING_MAX) and retried before the next pass. Without a
 directory (standalone node) corrupt needles are only logged and counted.
 
-Schedule: when each volume was last scrubbed is kept in `scrub.json` in the volumes
-directory, so restarts do not reset it. A volume seen for the first time is due one interval
+Schedule: each volume's record (`VolumeScrub`: when it was first seen or last attempted,
+and its last completed pass: when, bytes read, corrupt live needles found) is kept in
+`scrub.json` in the volumes directory, so restarts do not reset it; a pass started by
+`POST /volumes/{id}/scrub` counts too. A volume seen for the first time is due one interval
 later (a node that starts does not read all its disks at once); the most overdue volume goes
-first.
+first. `statistics().volumes` carries the records (GET /status, `pinhole scrub status`).
 
 The scrubber sees the node only through `ScrubbedNode`: what it calls, nothing more.
 """
@@ -43,7 +45,9 @@ T = TypeVar("T")
 log = logging.getLogger("pinhole.store")
 
 SCHEDULE_NAME: Final = "scrub.json"
-SCHEDULE_FORMAT_VERSION: Final = 1
+# 2: a record per volume; 1 (read, never written): one unix time per volume, which was the
+# first-seen time or the last attempt (so it tells no pass apart).
+SCHEDULE_FORMAT_VERSION: Final = 2
 # Unsent repair reports kept for a retry; beyond, the oldest are dropped (the next pass
 # finds the needles again).
 REPORTS_PENDING_MAX: Final = 10_000
@@ -75,6 +79,32 @@ class ScrubbedNode(Protocol):
     async def run_admin(self, fn: Callable[[], T]) -> T: ...
 
 
+@dataclass(slots=True)
+class VolumeScrub:
+    """One volume's scrub record (a line of scrub.json)."""
+
+    # The schedule's base: when the volume was first seen, or its last pass was attempted
+    # (a failed pass too); the next pass is due one interval later.
+    since_unix_s: float
+    first_seen_unix_s: float
+    # The last pass that completed (None: none yet) and what it found.
+    last_pass_unix_s: float | None = None
+    last_pass_bytes: int = 0
+    last_pass_corrupt: int = 0
+    passes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeScrubStatistics:
+    volume_id: int
+    first_seen_unix_s: float | None  # None: the scrubber has not met the volume yet
+    last_pass_unix_s: float | None
+    bytes_scrubbed: int  # by the last pass
+    corrupt_found: int  # corrupt live needles the last pass found (each reported for repair)
+    passes: int
+    next_due_unix_s: float | None  # None: scrubbing is off (scrub_interval_s = 0)
+
+
 @dataclass(frozen=True, slots=True)
 class ScrubStatistics:
     passes: int
@@ -84,6 +114,8 @@ class ScrubStatistics:
     reports_failed: int
     reports_pending: int
     last_pass_unix_s: float | None
+    interval_s: float
+    volumes: tuple[VolumeScrubStatistics, ...]
 
 
 class Scrubber:
@@ -92,7 +124,7 @@ class Scrubber:
         self._lock = asyncio.Lock()
         self._pending: dict[tuple[int, int, int], None] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._last: dict[int, float] = {}
+        self._volumes: dict[int, VolumeScrub] = {}
         # The background loop's pass in progress (cancelled when the node closes).
         self._pass: LocalJob | None = None
         self.passes = 0
@@ -125,7 +157,13 @@ class Scrubber:
             self.passes += 1
             self.bytes_scrubbed += report.bytes_checked
             self.corrupt_found += report.corrupt_live
-            self.last_pass_unix_s = time.time()
+            now = self.last_pass_unix_s = time.time()
+            record = self._volumes.setdefault(vid, VolumeScrub(now, now))
+            record.since_unix_s = record.last_pass_unix_s = now
+            record.last_pass_bytes = report.bytes_checked
+            record.last_pass_corrupt = report.corrupt_live
+            record.passes += 1
+            await self._save()
             if report.corrupt_live:
                 log.error(
                     "v%d: scrub found %d corrupt live needles (%d listed)",
@@ -187,19 +225,25 @@ class Scrubber:
 
     # -- the background loop --------------------------------------------------------------------
 
+    async def open(self) -> None:
+        """Loads the schedule (scrub.json); the node calls it at start."""
+        await self._node.run_admin(self._load_schedule)
+
     async def run_forever(self, interval_s: float) -> None:
         """Scrubs each volume once per `interval_s`, the most overdue first."""
         node = self._node
-        await node.run_admin(self._load_schedule)
         while True:
             now = time.time()
             vids = set(node.volume_ids)
-            for vid in vids - set(self._last):
-                self._last[vid] = now  # first seen: due one interval from now
-            for vid in set(self._last) - vids:
-                del self._last[vid]
-            due = min(self._last, key=self._last.__getitem__, default=None)
-            wait_s = interval_s if due is None else self._last[due] + interval_s - now
+            for vid in vids - set(self._volumes):
+                # First seen: due one interval from now.
+                self._volumes[vid] = VolumeScrub(now, now)
+            for vid in set(self._volumes) - vids:
+                del self._volumes[vid]
+            due = min(self._volumes, key=lambda v: self._volumes[v].since_unix_s, default=None)
+            wait_s = (
+                interval_s if due is None else self._volumes[due].since_unix_s + interval_s - now
+            )
             if wait_s > 0:
                 await self.send_pending()
                 await asyncio.sleep(min(wait_s, SCRUB_IDLE_CHECK_S_MAX))
@@ -214,11 +258,16 @@ class Scrubber:
                 log.warning("v%d: scrub pass failed: %s", due, e)
             finally:
                 self._pass = None
-            self._last[due] = time.time()
-            try:
-                await node.run_admin(self._save_schedule)
-            except OSError as e:
-                log.warning("cannot save the scrub schedule: %s", e)
+            record = self._volumes.get(due)
+            if record is not None and record.since_unix_s < now:  # the pass failed
+                record.since_unix_s = time.time()
+                await self._save()
+
+    async def _save(self) -> None:
+        try:
+            await self._node.run_admin(self._save_schedule)
+        except OSError as e:
+            log.warning("cannot save the scrub schedule: %s", e)
 
     def _load_schedule(self) -> None:
         storage = self._node.storage
@@ -226,16 +275,35 @@ class Scrubber:
             return
         try:
             doc = json.loads(read_file(storage, SCHEDULE_NAME))
-            if doc.get("version") != SCHEDULE_FORMAT_VERSION:
-                raise ValueError(f"version {doc.get('version')}")
-            self._last = {int(k): float(v) for k, v in doc["volumes"].items()}
+            version = doc.get("version")
+            if version == 1:
+                # The time was the first sighting or the last attempt: a base, not a pass.
+                self._volumes = {
+                    int(k): VolumeScrub(float(v), float(v)) for k, v in doc["volumes"].items()
+                }
+                return
+            if version != SCHEDULE_FORMAT_VERSION:
+                raise ValueError(f"version {version}")
+            self._volumes = {
+                int(k): VolumeScrub(
+                    since_unix_s=float(v["since_unix_s"]),
+                    first_seen_unix_s=float(v["first_seen_unix_s"]),
+                    last_pass_unix_s=(
+                        None if v["last_pass_unix_s"] is None else float(v["last_pass_unix_s"])
+                    ),
+                    last_pass_bytes=int(v["last_pass_bytes"]),
+                    last_pass_corrupt=int(v["last_pass_corrupt"]),
+                    passes=int(v["passes"]),
+                )
+                for k, v in doc["volumes"].items()
+            }
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             log.warning("ignoring a bad %s (%s): every volume is due later", SCHEDULE_NAME, e)
 
     def _save_schedule(self) -> None:
         doc = {
             "version": SCHEDULE_FORMAT_VERSION,
-            "volumes": {str(k): v for k, v in sorted(self._last.items())},
+            "volumes": {str(k): asdict(v) for k, v in sorted(self._volumes.items())},
         }
         write_file_atomic(self._node.storage, SCHEDULE_NAME, [json.dumps(doc).encode()])
 
@@ -250,6 +318,25 @@ class Scrubber:
             self._session = None
 
     def statistics(self) -> ScrubStatistics:
+        interval_s = self._node.config.scrub_interval_s
+        volumes = []
+        for vid in sorted(self._node.volume_ids):
+            # A volume the loop has not met yet (created a moment ago): no record, no date.
+            record = self._volumes.get(vid)
+            due = None
+            if record is not None and interval_s > 0:
+                due = record.since_unix_s + interval_s
+            volumes.append(
+                VolumeScrubStatistics(
+                    volume_id=vid,
+                    first_seen_unix_s=record.first_seen_unix_s if record else None,
+                    last_pass_unix_s=record.last_pass_unix_s if record else None,
+                    bytes_scrubbed=record.last_pass_bytes if record else 0,
+                    corrupt_found=record.last_pass_corrupt if record else 0,
+                    passes=record.passes if record else 0,
+                    next_due_unix_s=due,
+                )
+            )
         return ScrubStatistics(
             passes=self.passes,
             bytes_scrubbed=self.bytes_scrubbed,
@@ -258,4 +345,6 @@ class Scrubber:
             reports_failed=self.reports_failed,
             reports_pending=len(self._pending),
             last_pass_unix_s=self.last_pass_unix_s,
+            interval_s=interval_s,
+            volumes=tuple(volumes),
         )

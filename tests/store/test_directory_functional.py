@@ -213,6 +213,12 @@ async def test_scrub_finds_a_flipped_byte_and_reports_it_for_repair(
             assert b'pinhole_store_scrub_reports_sent_total{node="store-9"} 1.0' in metrics
             assert b'pinhole_store_directory_reachable{node="store-9"} 1.0' in metrics
             assert scrub["reports_sent"] == 1 and scrub["bytes_scrubbed"] > 2 * 19 * 2000
+            # Per volume: the last pass (sound now), what it read, and when the next is due.
+            [v1] = scrub["volumes"]
+            assert (v1["volume_id"], v1["passes"], v1["corrupt_found"]) == (1, 2, 0)
+            assert v1["bytes_scrubbed"] == again["bytes_checked"]
+            assert v1["last_pass_unix_s"] == pytest.approx(time.time(), abs=30)
+            assert scrub["interval_s"] == 0 and v1["next_due_unix_s"] is None
 
 
 async def test_unsent_reports_are_retried(tmp_path: Path, directory: StandInDirectory) -> None:
@@ -248,8 +254,37 @@ async def test_the_background_scrubber_passes_over_every_volume(
         await asyncio.wait_for(directory.repaired.wait(), 5.0)
         assert directory.repairs[0]["volume_id"] == 2 and directory.repairs[0]["key"] == 9
         await eventually(lambda: n.scrubber.statistics().passes >= 2)
-    # The schedule survives restarts.
+        passes = {v.volume_id: v.passes for v in n.scrubber.statistics().volumes}
+    # The schedule, with each volume's last pass, survives restarts.
     assert (tmp_path / "n" / "volumes" / "scrub.json").exists()
+    quiet = _config(tmp_path, directory, scrub_interval_s=3600)
+    async with running_node(quiet, credentials=creds(SECRET, "store")) as (n, _):
+        st = n.scrubber.statistics()
+        by_vid = {v.volume_id: v for v in st.volumes}
+        assert {vid: v.passes for vid, v in by_vid.items()} == passes
+        for v in by_vid.values():
+            assert v.last_pass_unix_s is not None and v.first_seen_unix_s is not None
+            assert v.next_due_unix_s is not None
+            assert v.next_due_unix_s == pytest.approx(v.last_pass_unix_s + 3600, abs=1)
+        assert by_vid[2].corrupt_found + by_vid[1].corrupt_found <= 1
+
+
+async def test_a_version_1_schedule_keeps_its_dates_and_claims_no_pass(
+    tmp_path: Path, directory: StandInDirectory
+) -> None:
+    volumes = tmp_path / "n" / "volumes"
+    async with running_node(
+        _config(tmp_path, directory), credentials=creds(SECRET, "store"), create_volumes=[1]
+    ):
+        pass
+    # Not due within the test (the loop would scrub an overdue volume at once).
+    seen = round(time.time()) - 10.0
+    (volumes / "scrub.json").write_text(f'{{"version": 1, "volumes": {{"1": {seen}}}}}')
+    config = _config(tmp_path, directory, scrub_interval_s=3600)
+    async with running_node(config, credentials=creds(SECRET, "store")) as (n, _):
+        [v] = n.scrubber.statistics().volumes
+        assert (v.volume_id, v.first_seen_unix_s, v.last_pass_unix_s) == (1, seen, None)
+        assert (v.passes, v.next_due_unix_s) == (0, seen + 3600)
 
 
 def test_a_throttled_verify_holds_its_rate(tmp_path: Path) -> None:
