@@ -11,6 +11,7 @@ from ops.f4_cmds import f4_group
 from ops.f4_coord_cmds import watch_cmd as _f4_watch  # noqa: F401  (registers f4 watch|rebalance)
 from ops.jobs_cmds import jobs_group
 from ops.media_cmds import api, worker
+from ops.plan_cmds import plan_cmd
 from ops.search_cmds import search_group
 from ops.service_cmds import cache, directory, router
 from ops.store_cmds import store
@@ -46,6 +47,7 @@ main.add_command(worker)
 main.add_command(jobs_group)
 main.add_command(f4_group)
 main.add_command(search_group)
+main.add_command(plan_cmd)
 
 if __name__ == "__main__":
     main()
