@@ -617,8 +617,8 @@ def _hot_tier(s: Sheet) -> None:
     d(
         "needle_map_ram_bytes_per_node",
         "B",
-        "needle_map_ram_bytes / store_nodes",
-        lambda needle_map_ram_bytes, store_nodes: needle_map_ram_bytes / store_nodes,
+        "needle_map_ram_bytes / max(store_nodes, 1)",
+        lambda needle_map_ram_bytes, store_nodes: needle_map_ram_bytes / max(store_nodes, 1),
     )
 
 
