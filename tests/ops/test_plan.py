@@ -206,6 +206,7 @@ def test_every_number_is_traced(tmp_path: Path, load_file: Path) -> None:
     }
 
 
+@pytest.mark.timeout(300)
 def test_options_override_the_load_file_and_defaults_trace_to_config(
     tmp_path: Path, load_file: Path
 ) -> None:
@@ -270,6 +271,7 @@ def test_bad_input_is_one_line_and_exit_2(
     assert proc.stdout == ""
 
 
+@pytest.mark.timeout(300)
 def test_missing_load_and_disk_figures_are_named(tmp_path: Path, load_file: Path) -> None:
     load_file.write_text(LOAD_TOML.replace("timeline_users = 1_000_000\n", ""))
     proc = pinhole("plan", "--bench", str(DISK_JSON), "--load", str(load_file), cwd=tmp_path)
