@@ -80,3 +80,9 @@ bench-explore: bootstrap
 
 clean:
 	rm -rf $(VENV) $(DATA) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+## The worked example of docs/operations/capacity.md: seed 000's load on the benchmark JSONs beside it.
+.PHONY: plan-example
+plan-example: bootstrap
+	$(BIN)/pinhole plan $(addprefix --bench ,$(sort $(wildcard docs/operations/capacity/bench/*.json))) \
+		--load docs/operations/capacity/seed-000.toml --plot docs/operations/capacity/seed-000.png

@@ -29,7 +29,13 @@ from typing import Any, Final
 from bench.peers import free_port
 from bench.peers.cpu import ProcessCpu, cpu_us_per_request
 from bench.peers.debian import Availability, PeerUnavailableError, ensure_debian_packages
-from bench.peers.fio import append_fdatasync_job, randread_job, run_fio
+from bench.peers.fio import (
+    STORE_READ_BLOCK_BYTES,
+    STORE_READ_QUEUE_DEPTH,
+    append_fdatasync_job,
+    randread_job,
+    run_fio,
+)
 from bench.peers.nginx import NginxServer
 from bench.peers.pagecache import evict, evict_tree, warm
 from bench.peers.swift import SwiftObjectServer, ensure_swift
@@ -69,13 +75,15 @@ class Plan:
     runs: int  # repetitions of each HTTP figure (median reported)
     map_needles: int
     hot_connections: int = 64
-    cold_queue_depth: int = 16
+    cold_queue_depth: int = STORE_READ_QUEUE_DEPTH
     put_connections: int = 64
 
 
+# Object sizes: the block sizes of the shared fio jobs (`pinhole bench disk` runs the same).
+_SMALL, _LARGE = STORE_READ_BLOCK_BYTES
 # Quick mode keeps enough objects that a 1 s cold run never reads one twice.
-QUICK = Plan("quick", {20 * KiB: 20_000, 100 * KiB: 10_000}, 1, 1, 1, 300_000)
-FULL = Plan("full", {20 * KiB: 100_000, 100 * KiB: 40_000}, 10, 3, 3, 10_000_000)
+QUICK = Plan("quick", {_SMALL: 20_000, _LARGE: 10_000}, 1, 1, 1, 300_000)
+FULL = Plan("full", {_SMALL: 100_000, _LARGE: 40_000}, 10, 3, 3, 10_000_000)
 
 
 def _median(values: list[float]) -> float:

@@ -178,3 +178,25 @@ def bench_explore(
     from bench.explore_bench import main
 
     main(quick=quick, json_path=json_path, work_dir=work_dir, plot_path=plot_path)
+
+
+@bench.command("disk")
+@click.option("--quick", is_flag=True, help="Tiny files, one 1 s run per job (what CI runs).")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the figures as JSON here (the input of `pinhole plan --bench`).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A directory on the disk to measure (default: ./.pinhole).",
+)
+def bench_disk(quick: bool, json_path: Path | None, directory: Path | None) -> None:
+    """fio on the disk under --dir: random reads of 20 and 100 KiB at QD16 (direct), 1 MiB
+    sequential writes, fdatasync'd 20 KiB appends: the store benchmark's own jobs."""
+    from bench.disk_bench import main
+
+    main(quick=quick, json_path=json_path, directory=directory)

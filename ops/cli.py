@@ -13,6 +13,7 @@ from ops.f4_coord_cmds import watch_cmd as _f4_watch  # noqa: F401  (registers f
 from ops.housekeeping_cmds import compact_all, scrub_group
 from ops.jobs_cmds import jobs_group
 from ops.media_cmds import api, worker
+from ops.plan_cmds import plan_cmd
 from ops.search_cmds import search_group
 from ops.service_cmds import cache, directory, router
 from ops.store_cmds import store
@@ -52,6 +53,7 @@ main.add_command(compact_all)
 main.add_command(scrub_group)
 main.add_command(backup_cmd)
 main.add_command(restore_cmd)
+main.add_command(plan_cmd)
 
 if __name__ == "__main__":
     main()

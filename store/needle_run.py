@@ -10,7 +10,10 @@ Entries are sorted by (key, alt_key) and grouped by key, struct-of-arrays:
     len_hi   u8[N]       ... high 8 bits (24 bits: 512 MiB needles at 32-byte units)
 
 Per needle: 1 + 4 + 2 + 1 = 8 bytes; per key: 12 bytes. With nine variants per photo that is
-8 + 12/9 = 9.3 bytes per needle. The same arrays are the body of the index file.
+8 + 12/9 = 9.3 bytes per needle. That is with u8 alts: a photo's ladder uses alt keys
+`rendition << 8 | format` (common/photo.py) up to the 1080 square's 2,836,483, so a volume of
+photos holds u32 alts, 4 + 4 + 2 + 1 = 11 bytes per needle, 11.5 with 25 needles per photo
+(`bytes_per_needle`). The same arrays are the body of the index file.
 """
 
 from __future__ import annotations
@@ -30,6 +33,22 @@ _LEN_MASK: Final = (1 << _LEN_BITS) - 1
 
 U64 = np.ndarray  # of uint64
 U32 = np.ndarray  # of uint32
+
+
+# The RAM a run spends per needle besides its alt key (offsets u32, len_lo u16, len_hi u8)
+# and per distinct key (keys u64, starts u32), in bytes: what capacity planning reads.
+NEEDLE_BYTES_BESIDES_ALT: Final = (
+    np.dtype(np.uint32).itemsize + np.dtype(np.uint16).itemsize + np.dtype(np.uint8).itemsize
+)
+KEY_BYTES: Final = np.dtype(np.uint64).itemsize + np.dtype(np.uint32).itemsize
+
+
+def bytes_per_needle(*, max_alt: int, needles_per_key: float) -> float:
+    """RAM per needle of a run whose largest alt key is `max_alt`, with `needles_per_key`
+    needles per distinct key on average (a photo and its variants share one key)."""
+    if needles_per_key < 1:
+        raise ValueError("needles_per_key must be >= 1")
+    return alt_dtype_for(max_alt).itemsize + NEEDLE_BYTES_BESIDES_ALT + KEY_BYTES / needles_per_key
 
 
 def alt_dtype_for(max_alt: int) -> np.dtype[np.unsignedinteger]:

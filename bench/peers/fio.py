@@ -12,9 +12,21 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from bench.peers.debian import Availability, ensure_debian_packages
+
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+# The disk jobs of the store benchmark, shared with `pinhole bench disk` (bench/disk_bench.py)
+# so that a capacity plan reads the same figures the store is compared against: random
+# reads of photo-sized blocks (a small variant, a large one) at the queue depth of the
+# store's cold runs, and a volume's append of small needles, each made durable.
+STORE_READ_BLOCK_BYTES: Final = (20 * KiB, 100 * KiB)
+STORE_READ_QUEUE_DEPTH: Final = 16
+STORE_WRITE_BLOCK_BYTES: Final = 20 * KiB
+SEQ_WRITE_BLOCK_BYTES: Final = 1 * MiB
+SEQ_WRITE_QUEUE_DEPTH: Final = 8
 
 READ_MODES = frozenset({"read", "randread"})
 WRITE_MODES = frozenset({"write", "randwrite", "trimwrite"})
@@ -137,6 +149,23 @@ def append_fdatasync_job(path: Path, *, bs_bytes: int, size_bytes: int, runtime_
         time_based=False,
         file_append=True,
         fallocate="none",
+    )
+
+
+def seq_write_job(path: Path, *, size_bytes: int, runtime_s: float) -> FioJob:
+    """Sequential direct writes of SEQ_WRITE_BLOCK_BYTES with SEQ_WRITE_QUEUE_DEPTH in flight
+    (libaio): the disk's streaming write rate, what filling a volume or copying one is bound
+    by. Stops after `size_bytes` or `runtime_s` seconds, whichever comes first."""
+    return FioJob(
+        name="seqwrite",
+        filename=path,
+        rw="write",
+        bs_bytes=SEQ_WRITE_BLOCK_BYTES,
+        iodepth=SEQ_WRITE_QUEUE_DEPTH,
+        direct=True,
+        size_bytes=size_bytes,
+        runtime_s=runtime_s,
+        ioengine="libaio",
     )
 
 

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from store.needle_map import NeedleMap
-from store.needle_run import merge_runs, run_from_entries
+from store.needle_run import bytes_per_needle, merge_runs, run_from_entries
 
 
 def _random_ops(
@@ -122,3 +122,29 @@ def test_bad_values_are_refused() -> None:
         m.put(1, 1, 0, 5)  # offset 0 is the superblock
     with pytest.raises(ValueError):
         m.put(1, 1, 5, 2**24)
+
+
+def test_bytes_per_needle_is_what_a_run_of_photo_ladders_spends() -> None:
+    """The figure capacity planning reads (store.needle_run.bytes_per_needle) against the
+    arrays of a real run: photos of 25 needles whose alt keys are the ladder's
+    (rendition << 8 | format, up to the 1080 square in AVIF), so the alts are u32."""
+    photo_alts = [0] + [
+        (rendition << 8) | fmt
+        for size in (1080, 640, 320, 150)
+        for rendition in (size, 10_000 + size)
+        for fmt in (1, 2, 3)
+    ]
+    photos = 2000
+    entries = {
+        (key << 32) | alt: ((1 + key * 25 + i) << 24) | 7
+        for key in range(1, photos + 1)
+        for i, alt in enumerate(photo_alts)
+    }
+    run = run_from_entries(entries)
+    per_needle = bytes_per_needle(max_alt=max(photo_alts), needles_per_key=len(photo_alts))
+    assert run.alts.dtype.itemsize == 4
+    # starts has one slot more than there are keys.
+    assert run.nbytes == pytest.approx(per_needle * len(entries) + 4, abs=1e-6)
+    assert per_needle == pytest.approx(4 + 7 + 12 / 25)
+    # The needle-map benchmark's layout (alt keys 0..8, nine per photo): u8 alts.
+    assert bytes_per_needle(max_alt=8, needles_per_key=9) == pytest.approx(1 + 7 + 12 / 9)
