@@ -59,6 +59,7 @@ PASSWORD: Final = "bench password 0123"
 REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 START_S_MAX: Final = 30.0
 WAIT_S_MAX: Final = 30.0
+LOG_TAIL_CHARS: Final = 4000  # of the API's log, shown when a run fails
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,11 @@ def processes(scratch: Path) -> Iterator[tuple[BrokerFiles, str, subprocess.Pope
         with open(scratch / "api.log", "wb") as out:
             started.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT))
         yield files, f"http://127.0.0.1:{port}", started[-1]
+    except BaseException:
+        # The scratch directory goes with the run: show why the API failed first.
+        with contextlib.suppress(OSError):
+            log("the API's log ends with:\n" + (scratch / "api.log").read_text()[-LOG_TAIL_CHARS:])
+        raise
     finally:
         for p in reversed(started):
             p.terminate()
