@@ -4,9 +4,8 @@ A direct message's send was one write transaction of eight statements. Through
 SQLAlchemy's async engine and aiosqlite each statement costs several hops between the event
 loop and aiosqlite's thread (cursor, execute, fetch, close), plus BEGIN IMMEDIATE and COMMIT
 of their own: about thirty hops a send, each a wake-up of the other thread and a turn for
-the GIL, which on a loaded two-core machine was a large part of the send's latency and CPU
-(`pinhole bench dm`; the decision and its figures: ARCHITECTURE.md, "Hot writes in one
-hop").
+the GIL, each a chance to wait for a core on a loaded machine (`pinhole bench dm`; the
+decision and its figures: ARCHITECTURE.md, "Hot writes in one hop").
 
 `QuickWriter.run_unit(fn)` runs a SQLAlchemy write unit the way `QuickReader.run_unit` runs
 a read unit (common/quickread.py): `fn(conn)` is an async function written for
