@@ -11,8 +11,9 @@ from api import auth, client_address, params
 from api.context import CONTEXT, RATE, ApiContext
 from api.errors import NoSuchResource
 from api.media_docs import iso
-from api.realtime_routes import revoke_signed_out
+from api.realtime_routes import broker_of, revoke_signed_out
 from api.social_docs import avatars, post_documents, user_document
+from realtime import events
 from social import accounts, graph, posts, search_index, sessions, signin
 from social import avatars as profile_pictures
 from social.errors import Invalid
@@ -262,6 +263,7 @@ async def follow(request: web.Request) -> web.Response:
     followee = posts.parse_id(body.get("followee_id"), "followee_id")
     await ctx.rate(request, "follow", viewer)
     state = await graph.follow(ctx.db, ctx.ids, viewer, followee)
+    events.publish_committed(broker_of(request.app))  # before the backfill below
     if state == "following":
         await ctx.feed.followed(viewer, followee)
     return web.json_response({"followee_id": str(followee), "state": state}, status=201)

@@ -23,6 +23,9 @@ Contract:
   plain SQL, a unit in one thread hop (common/quickread.py).
 - `Database.read(fn)` runs a read unit written for a snapshot (awaiting only
   `conn.execute`) in one thread hop on a SQLite file, in a snapshot elsewhere.
+- `Database.write(fn, lock=...)` runs a write unit written for a transaction (awaiting
+  only `conn.execute`) in one thread hop on a SQLite file (common/quickwrite.py), in a
+  transaction() elsewhere: the same discipline, for the hottest writes (a DM's send).
 - `migrate(db, component, migrations)` applies the component's missing migrations in
   version order, each in its own write transaction together with its row in
   `schema_migrations(component, version, description, applied_unix_s)`; it is idempotent
@@ -48,6 +51,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from common.quickread import QuickReader
+from common.quickwrite import QuickWriter
 
 T = TypeVar("T")
 
@@ -99,12 +103,14 @@ class Database:
         *,
         schema: str | None,
         quick: QuickReader | None = None,
+        quick_writer: QuickWriter | None = None,
         writer_wait_s: float = SQLITE_BUSY_TIMEOUT_MS_DEFAULT / 1000,
     ) -> None:
         self.engine = engine
         self.schema = schema
         self.dialect: str = engine.dialect.name
         self.quick = quick
+        self.quick_writer = quick_writer
         # SQLite takes one writer at a time: this process's writers queue here, in order,
         # instead of in SQLite's busy handler (sleeps of up to 100 ms between retries).
         # Waiting longer than SQLite's busy timeout fails as SQLite would have.
@@ -124,18 +130,21 @@ class Database:
         digest = hashlib.sha256(f"{self.schema or ''}/{lock}".encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
+    async def _sqlite_write_turn(self) -> None:
+        try:
+            async with asyncio.timeout(self._writer_wait_s):
+                await self._sqlite_writer.acquire()
+        except TimeoutError:
+            raise DatabaseError(
+                "database is locked: no write turn within the busy timeout"
+            ) from None
+
     @contextlib.asynccontextmanager
     async def transaction(self, *, lock: str = "default") -> AsyncIterator[AsyncConnection]:
         """A write transaction, serialized with every other one on `lock` (on SQLite: with
         every other write transaction). Commits on normal exit, rolls back on an exception."""
         if self.is_sqlite:
-            try:
-                async with asyncio.timeout(self._writer_wait_s):
-                    await self._sqlite_writer.acquire()
-            except TimeoutError:
-                raise DatabaseError(
-                    "database is locked: no write turn within the busy timeout"
-                ) from None
+            await self._sqlite_write_turn()
             try:
                 async with self.engine.connect() as conn, conn.begin():
                     yield conn
@@ -169,10 +178,32 @@ class Database:
         async with self.snapshot() as conn:
             return await fn(conn)
 
+    async def write(self, fn: Callable[[AsyncConnection], Awaitable[T]], *, lock: str) -> T:
+        """Runs the write unit `fn(conn)` as one transaction() on `lock`: on a SQLite file in
+        one thread hop (QuickWriter.run_unit: `fn` may await only `conn.execute(...)`),
+        after this process's writer lock, as transaction() takes it; elsewhere inside
+        transaction(). Commits when fn returns, rolls back when it raises."""
+        if self.quick_writer is None:
+            async with self.transaction(lock=lock) as conn:
+                return await fn(conn)
+        await self._sqlite_write_turn()
+        job = asyncio.ensure_future(self.quick_writer.run_unit(fn))
+        # The turn ends when the transaction has, even if this caller is cancelled while
+        # the writer thread still runs it (a thread cannot be interrupted).
+        job.add_done_callback(self._end_quick_write)
+        return await asyncio.shield(job)
+
+    def _end_quick_write(self, job: asyncio.Future[Any]) -> None:
+        self._sqlite_writer.release()
+        if not job.cancelled():
+            job.exception()  # retrieved: a cancelled caller's failure is not "never retrieved"
+
     async def close(self) -> None:
         try:
             if self.quick is not None:
                 await self.quick.close()
+            if self.quick_writer is not None:
+                await self.quick_writer.close()
         finally:
             await self.engine.dispose()
 
@@ -198,6 +229,21 @@ def _wal(cursor: Any, busy_timeout_ms: int) -> None:
             time.sleep(0.01)
 
 
+def sqlite_writer_settings(dbapi_connection: Any, busy_timeout_ms: int) -> None:
+    """The settings of every SQLite connection that writes (the async engine's and the
+    quick writer's): our own BEGIN, the busy timeout, WAL, synchronous=FULL, foreign keys."""
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout first: switching to WAL itself may wait for another process.
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        _wal(cursor, busy_timeout_ms)
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
 def _sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     # The documented SQLAlchemy recipe for pysqlite/aiosqlite: the driver's own implicit
     # BEGIN is disabled and SQLAlchemy's "begin" event emits ours, so a write transaction
@@ -205,16 +251,7 @@ def _sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     # SQLite would fail a deferred upgrade with SQLITE_BUSY without waiting.
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            # busy_timeout first: switching to WAL itself may wait for another process.
-            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            _wal(cursor, busy_timeout_ms)
-            cursor.execute("PRAGMA synchronous = FULL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cursor.close()
+        sqlite_writer_settings(dbapi_connection, busy_timeout_ms)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
@@ -249,13 +286,23 @@ async def open_database(
         engine = create_async_engine(url)
         _sqlite_hooks(engine, busy_timeout_ms=sqlite_busy_timeout_ms)
         file = url.database not in (None, "", ":memory:") and "mode=memory" not in str(url)
-        quick = (
-            QuickReader(Path(str(url.database)), busy_timeout_ms=sqlite_busy_timeout_ms)
+        path = Path(str(url.database))
+        quick = QuickReader(path, busy_timeout_ms=sqlite_busy_timeout_ms) if file else None
+        quick_writer = (
+            QuickWriter(
+                path,
+                busy_timeout_ms=sqlite_busy_timeout_ms,
+                on_connect=sqlite_writer_settings,
+            )
             if file
             else None
         )
         return Database(
-            engine, schema=None, quick=quick, writer_wait_s=sqlite_busy_timeout_ms / 1000
+            engine,
+            schema=None,
+            quick=quick,
+            quick_writer=quick_writer,
+            writer_wait_s=sqlite_busy_timeout_ms / 1000,
         )
     if backend == "postgresql":
         if url.get_driver_name() != "asyncpg":

@@ -105,13 +105,7 @@ class QuickReader:
 
     def _sa_unit(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         with self._engine().connect() as conn, conn.begin():
-            unit = cast(Coroutine[Any, Any, T], fn(cast(AsyncConnection, _Executes(conn))))
-            try:
-                unit.send(None)
-            except StopIteration as done:
-                return cast(T, done.value)
-            unit.close()
-            raise QuickUnitSuspended("a quick read unit awaited more than conn.execute()")
+            return drive_unit(conn, fn)
 
     async def run_unit(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Runs the SQLAlchemy read unit fn(conn) on the reader thread (module docstring)."""
@@ -137,12 +131,28 @@ class QuickUnitSuspended(RuntimeError):
     """A unit given to run_unit awaited something other than conn.execute()."""
 
 
+def drive_unit(conn: sa.Connection, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Runs the async unit fn(conn) to its end over the synchronous `conn`, on this thread
+    and without an event loop (its awaits of conn.execute() complete at once);
+    QuickUnitSuspended when it awaits anything else (the caller's transaction then rolls
+    back). Shared by the quick reader and the quick writer (common/quickwrite.py)."""
+    unit = cast(Coroutine[Any, Any, T], fn(cast(AsyncConnection, _Executes(conn))))
+    try:
+        unit.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    unit.close()
+    raise QuickUnitSuspended("a quick unit awaited more than conn.execute()")
+
+
 class _Executes:
-    """What a read unit uses of an AsyncConnection, over a synchronous Connection: its
-    execute() completes at once (the result is buffered, as AsyncConnection.execute's)."""
+    """What a unit uses of an AsyncConnection, over a synchronous Connection: its execute()
+    completes at once (the result is buffered, as AsyncConnection.execute's), and its
+    dialect."""
 
     def __init__(self, conn: sa.Connection) -> None:
         self._conn = conn
+        self.dialect = conn.dialect  # units pick their SQL by dialect (social/search_index.py)
 
     async def execute(self, statement: Any, parameters: Any = None) -> Any:
         return self._conn.execute(statement, parameters)

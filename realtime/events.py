@@ -55,6 +55,16 @@ def collecting() -> Iterator[list[NotificationEvent]]:
         _pending.reset(token)
 
 
+def publish_committed(broker: Broker | None) -> None:
+    """Publishes the notifications this request recorded so far, and forgets them: for a
+    handler whose write transaction has committed and which has more to do before it
+    answers (a follow's feed backfill), so the wake-up does not wait for that."""
+    pending = _pending.get()
+    if pending:
+        publish_notifications(broker, pending)
+        pending.clear()
+
+
 def publish_notifications(broker: Broker | None, events: list[NotificationEvent]) -> None:
     if broker is None:
         return

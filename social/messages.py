@@ -248,10 +248,11 @@ async def _open_thread(
 
 async def _next_change(
     conn: AsyncConnection, thread_id: int, *, message_id: int | None
-) -> tuple[int, int]:
+) -> tuple[int, int, str]:
     """Takes the thread's next change number (and, for a new message `message_id`, its next
     message number, and makes it the thread's last message) in one UPDATE ... RETURNING; the
-    write lock of the transaction makes the numbers unique."""
+    write lock of the transaction makes the numbers unique. Returns (last_seq, change_seq,
+    the thread's kind)."""
     t = dm_threads.c
     values: dict[str, Any] = {"last_change_seq": t.last_change_seq + 1}
     if message_id is not None:
@@ -262,10 +263,10 @@ async def _next_change(
             dm_threads.update()
             .where(t.thread_id == thread_id)
             .values(**values)
-            .returning(t.last_seq, t.last_change_seq)
+            .returning(t.last_seq, t.last_change_seq, t.kind)
         )
     ).one()
-    return int(row.last_seq), int(row.last_change_seq)
+    return int(row.last_seq), int(row.last_change_seq), str(row.kind)
 
 
 async def _deliverable(conn: AsyncConnection, sender: int, members: list[int]) -> tuple[int, ...]:
@@ -304,70 +305,90 @@ async def send(
     """Commits one message (to `thread_id`, or to the thread of `recipients`, made on the
     first message) and returns it; a retry with the same client_id returns the first."""
     now = time.time()
-    async with db.transaction(lock=LOCK) as conn:
-        if thread_id is None:
-            assert recipients is not None
-            thread_id = await _retried_first(conn, sender, client_id)
-        if thread_id is None:
-            assert recipients is not None
-            thread_id = await _open_thread(conn, ids, sender, recipients, title, now)
-        members = await member_ids(conn, thread_id, sender)
-        m = dm_messages.c
-        previous = (
-            await conn.execute(
-                sa.select(m.message_id, m.seq, m.change_seq, m.created_unix_s).where(
-                    m.thread_id == thread_id, m.sender_id == sender, m.client_id == client_id
-                )
-            )
-        ).first()
-        deliver_to = await _deliverable(conn, sender, members)
-        if previous is not None:
-            return Sent(
-                thread_id,
-                int(previous.message_id),
-                int(previous.seq),
-                int(previous.change_seq),
-                created=False,
-                created_unix_s=float(previous.created_unix_s),
-                deliver_to=deliver_to,
-            )
-        kind = (
-            await conn.execute(
-                sa.select(dm_threads.c.kind).where(dm_threads.c.thread_id == thread_id)
-            )
-        ).scalar_one()
-        if kind == "direct" and len(deliver_to) < len(members) - 1:
-            raise Forbidden("you cannot message this account", code="blocked")
-        await _check_content(conn, sender, content, now)
-        message_id = ids.next_id()
-        seq, change_seq = await _next_change(conn, thread_id, message_id=message_id)
+
+    async def unit(conn: AsyncConnection) -> Sent:
+        return await _send(conn, ids, sender, client_id, content, thread_id, recipients, title, now)
+
+    # The hottest write: one thread hop on SQLite (common/quickwrite.py).
+    return await db.write(unit, lock=LOCK)
+
+
+async def _send(
+    conn: AsyncConnection,
+    ids: IdGenerator,
+    sender: int,
+    client_id: str,
+    content: Content,
+    thread_id: int | None,
+    recipients: list[int] | None,
+    title: str | None,
+    now: float,
+) -> Sent:
+    """send's write transaction; awaits only conn.execute (Database.write)."""
+    if thread_id is None:
+        assert recipients is not None
+        thread_id = await _retried_first(conn, sender, client_id)
+    if thread_id is None:
+        assert recipients is not None
+        thread_id = await _open_thread(conn, ids, sender, recipients, title, now)
+    members = await member_ids(conn, thread_id, sender)
+    m = dm_messages.c
+    previous = (
         await conn.execute(
-            dm_messages.insert().values(
-                message_id=message_id,
-                thread_id=thread_id,
-                seq=seq,
-                change_seq=change_seq,
-                sender_id=sender,
-                client_id=client_id,
-                kind=content.kind,
-                text=content.text,
-                media_id=content.media_id,
-                post_id=content.post_id,
-                story_id=content.story_id,
-                created_unix_s=now,
-                unsent_unix_s=None,
+            sa.select(m.message_id, m.seq, m.change_seq, m.created_unix_s).where(
+                m.thread_id == thread_id, m.sender_id == sender, m.client_id == client_id
             )
         )
-        mem = dm_members.c
-        await conn.execute(
-            dm_members.update().where(mem.thread_id == thread_id).values(last_message_id=message_id)
+    ).first()
+    deliver_to = await _deliverable(conn, sender, members)
+    if previous is not None:
+        return Sent(
+            thread_id,
+            int(previous.message_id),
+            int(previous.seq),
+            int(previous.change_seq),
+            created=False,
+            created_unix_s=float(previous.created_unix_s),
+            deliver_to=deliver_to,
         )
-        # Replying accepts a request; the sender has read what they answer.
-        await conn.execute(
-            dm_members.update()
-            .where(mem.thread_id == thread_id, mem.user_id == sender)
-            .values(folder=INBOX, accepted=True, last_read_seq=seq)
+    message_id = ids.next_id()
+    # The numbers first (the same UPDATE reads the thread's kind); a refusal below rolls
+    # them back with the rest.
+    seq, change_seq, kind = await _next_change(conn, thread_id, message_id=message_id)
+    if kind == "direct" and len(deliver_to) < len(members) - 1:
+        raise Forbidden("you cannot message this account", code="blocked")
+    await _check_content(conn, sender, content, now)
+    await conn.execute(
+        dm_messages.insert().values(
+            message_id=message_id,
+            thread_id=thread_id,
+            seq=seq,
+            change_seq=change_seq,
+            sender_id=sender,
+            client_id=client_id,
+            kind=content.kind,
+            text=content.text,
+            media_id=content.media_id,
+            post_id=content.post_id,
+            story_id=content.story_id,
+            created_unix_s=now,
+            unsent_unix_s=None,
         )
+    )
+    # Every member's last message; and, in the same statement, replying accepts a request
+    # and the sender has read what they answer.
+    mem = dm_members.c
+    is_sender = mem.user_id == sender
+    await conn.execute(
+        dm_members.update()
+        .where(mem.thread_id == thread_id)
+        .values(
+            last_message_id=message_id,
+            folder=sa.case((is_sender, INBOX), else_=mem.folder),
+            accepted=sa.case((is_sender, sa.true()), else_=mem.accepted),
+            last_read_seq=sa.case((is_sender, seq), else_=mem.last_read_seq),
+        )
+    )
     return Sent(
         thread_id,
         message_id,
@@ -394,7 +415,7 @@ async def _message(conn: AsyncConnection, thread_id: int, message_id: int, viewe
 
 
 async def _touch(conn: AsyncConnection, thread_id: int, message_id: int) -> int:
-    _, change_seq = await _next_change(conn, thread_id, message_id=None)
+    _, change_seq, _ = await _next_change(conn, thread_id, message_id=None)
     await conn.execute(
         dm_messages.update()
         .where(dm_messages.c.message_id == message_id)

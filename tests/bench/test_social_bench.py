@@ -21,6 +21,8 @@ FIGURES = (
     "dm_delivery_p99_ms",
     "dm_sends_per_s",
     "notification_delivery_p99_ms",
+    "dm_saturated_sends_per_s",
+    "notifications_per_s",
     "stories_tray_p99_ms",
     "stories_tray_build_p99_ms",
     "story_views_per_s",
@@ -56,4 +58,5 @@ def test_quick_social_benchmark_produces_every_figure(tmp_path: Path) -> None:
     assert figures["sql_writes_per_view"] < 0.1
     assert views["top_story_views"] > 100  # the skew makes one story popular
     assert stories["tray"]["authors_per_tray"] > 0
-    assert doc["detail"]["dm"]["sends"] == doc["dm_plan"]["sends"]
+    assert doc["detail"]["dm"]["open"]["sends"] == doc["dm_plan"]["sends"]
+    assert doc["detail"]["dm"]["saturated"]["sends"] == doc["dm_plan"]["saturated_sends"]

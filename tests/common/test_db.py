@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -237,3 +238,95 @@ async def test_read_units_see_one_view_and_refuse_other_awaits(target: tuple[str
             assert await db.read(sleeps) == 1  # PostgreSQL: an ordinary snapshot
     finally:
         await db.close()
+
+
+async def test_write_units_commit_roll_back_and_queue_with_transactions(
+    target: tuple[str, str],
+) -> None:
+    """Database.write: a unit's writes commit together (SQLite: on the writer thread, in
+    one hop), an exception rolls them all back, a unit awaiting anything but conn.execute
+    is refused and rolled back, and concurrent units and transaction()s lose no update."""
+    db = await _open(target)
+    try:
+        await migrate(db, "t", MIGRATIONS)
+
+        async def add(conn: AsyncConnection) -> int:
+            value = (
+                await conn.execute(sa.select(counters.c.value).where(counters.c.name == "c"))
+            ).scalar_one()
+            await conn.execute(
+                counters.update().where(counters.c.name == "c").values(value=value + 1)
+            )
+            return int(value) + 1
+
+        assert await db.write(add, lock="t") == 1
+
+        async def fails(conn: AsyncConnection) -> None:
+            await conn.execute(counters.insert().values(name="gone", value=1))
+            await conn.execute(counters.update().values(value=counters.c.value + 100))
+            raise ValueError("refused")
+
+        with pytest.raises(ValueError, match="refused"):
+            await db.write(fails, lock="t")
+
+        async def sleeps(conn: AsyncConnection) -> None:
+            await conn.execute(counters.insert().values(name="half", value=1))
+            await asyncio.sleep(0)
+
+        if db.quick_writer is not None:
+            from common.quickread import QuickUnitSuspended
+
+            with pytest.raises(QuickUnitSuspended):
+                await db.write(sleeps, lock="t")
+        else:
+            await db.write(sleeps, lock="t")  # PostgreSQL: an ordinary transaction
+            async with db.transaction() as conn:
+                await conn.execute(counters.delete().where(counters.c.name == "half"))
+
+        async def in_transaction() -> None:
+            async with db.transaction(lock="t") as conn:
+                await add(conn)
+
+        await asyncio.gather(
+            *(db.write(add, lock="t") for _ in range(20)), *(in_transaction() for _ in range(20))
+        )
+        async with db.snapshot() as conn:
+            rows = dict((await conn.execute(sa.select(counters.c.name, counters.c.value))).all())
+        assert rows == {"c": 41}
+    finally:
+        await db.close()
+
+
+async def test_a_cancelled_write_unit_still_commits_before_the_next_writer(
+    tmp_path: Path,
+) -> None:
+    """SQLite: the writer thread cannot be interrupted, so a caller cancelled while its unit
+    runs does not end its turn; the next writer starts after that unit committed."""
+    db = await open_database(tmp_path / "db.sqlite3")
+    try:
+        await migrate(db, "t", MIGRATIONS)
+        started = asyncio.Event()
+        release = threading.Event()
+        loop = asyncio.get_running_loop()
+
+        async def slow(conn: AsyncConnection) -> None:
+            await conn.execute(counters.update().values(value=7))
+            loop.call_soon_threadsafe(started.set)
+            release.wait(30)  # the writer thread, not the event loop, waits here
+
+        job = asyncio.create_task(db.write(slow, lock="t"))
+        await started.wait()
+        job.cancel()
+        await asyncio.wait([job])
+        assert job.cancelled()
+        assert db._sqlite_writer.locked()  # the unit still runs: the turn is still its own
+        waiting = asyncio.create_task(_value_in_transaction(db))
+        release.set()
+        assert await waiting == 7
+    finally:
+        await db.close()
+
+
+async def _value_in_transaction(db: Database) -> int:
+    async with db.transaction() as conn:
+        return int((await conn.execute(sa.select(counters.c.value))).scalar_one())
