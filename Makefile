@@ -34,8 +34,11 @@ typecheck:
 imports:
 	$(BIN)/lint-imports --no-cache
 
+## The suite on two worker processes (about half of a serial run's time is spent waiting on
+## processes, disks and sockets); `make unit TEST_WORKERS=0` runs it serially.
+TEST_WORKERS ?= 2
 unit:
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 ## Full store benchmark (minutes); `pinhole bench store --quick` is the CI variant.
 bench-store: bootstrap

@@ -16,6 +16,26 @@ from common.credentials import Credentials, Purpose
 
 # Under CI=true a missing server fails a test rather than skipping it.
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# PINHOLE_TESTS=full gives the property tests their whole example budgets; `make test` runs
+# the quick budgets (see `examples`).
+FULL_TESTS = os.environ.get("PINHOLE_TESTS", "").lower() == "full"
+
+
+def examples(full: int) -> int:
+    """A property test's example budget: `full` under PINHOLE_TESTS=full, else a third of
+    it (at least 10)."""
+    return full if FULL_TESTS else max(10, full // 3)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make unit` runs the suite on two pytest-xdist workers with `--dist loadgroup`: a
+    module's tests stay together on one worker (its module-scoped clusters start once), and
+    the browser modules share one worker and the cluster of their session."""
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        group = "web" if module.startswith("tests/web/") else module
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture

@@ -34,10 +34,16 @@ def pinhole(
 
 
 @contextlib.contextmanager
-def up_cluster(root: Path, *options: str) -> Iterator[tuple[lc.Layout, str]]:
+def up_cluster(
+    root: Path, *options: str, config: Path | None = None
+) -> Iterator[tuple[lc.Layout, str]]:
     """A detached local cluster under `root` on free ports: (its layout, what `pinhole up`
-    printed). Stopped on exit. `options`: more of `pinhole up`'s."""
-    p = pinhole("up", "--data", root, "--port-base", lc.free_port_base(), "--detach", *options)
+    printed). Stopped on exit. `options`: more of `pinhole up`'s; `config`: the pinhole.toml
+    every service reads (`pinhole --config`)."""
+    before = ("--config", config) if config is not None else ()
+    p = pinhole(
+        *before, "up", "--data", root, "--port-base", lc.free_port_base(), "--detach", *options
+    )
     try:
         assert p.returncode == 0, p.stderr + p.stdout
         layout = lc.load_layout(root.resolve())

@@ -30,6 +30,7 @@ from social import graph, posts
 from social.config import SocialConfig
 from social.errors import NotVisible
 from social.schema import users
+from tests.conftest import examples as budget
 from tests.feed.conftest import hot_store, make_user, ready_media, social_db
 
 USERS_MAX = 7
@@ -235,7 +236,7 @@ async def read_all(feed: Feed, viewer: int, page_size: int) -> list[int]:
 
 def _settings(examples: int) -> settings:
     return settings(
-        max_examples=examples,
+        max_examples=budget(examples),
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -4,9 +4,11 @@ axe-core accessibility check."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,6 +41,23 @@ def _context(browser: Any, base_url: str, csp_violations: list[str]) -> Any:
 
     ctx.on("console", console)
     return ctx
+
+
+@contextlib.contextmanager
+def _users(
+    browser: Any, base_url: str, csp_violations: list[str], *names: str
+) -> Iterator[list[Any]]:
+    """A page per name, each in a browser context of its own, signed up as that user;
+    the contexts are closed after."""
+    contexts = [_context(browser, base_url, csp_violations) for _ in names]
+    try:
+        pages = [c.new_page() for c in contexts]
+        for page, name in zip(pages, names, strict=True):
+            _sign_up(page, name)
+        yield pages
+    finally:
+        for c in contexts:
+            c.close()
 
 
 def _sign_up(page: Any, username: str) -> None:

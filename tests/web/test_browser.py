@@ -28,6 +28,7 @@ from tests.web.browser_kit import (
     _photo_loaded,
     _png,
     _sign_up,
+    _users,
     expect,
 )
 
@@ -155,88 +156,72 @@ def test_sign_up_upload_follow_like_and_comment(
 def test_a_private_account_hides_its_grid_until_it_approves(
     browser: Any, base_url: str, screens: Path, tmp_path: Path, csp_violations: list[str]
 ) -> None:
-    carol_ctx, dave_ctx = (
-        _context(browser, base_url, csp_violations),
-        _context(browser, base_url, csp_violations),
-    )
-    carol, dave = carol_ctx.new_page(), dave_ctx.new_page()
-    _sign_up(carol, "carol")
-    _sign_up(dave, "dave")
-    carol.get_by_role("link", name="Settings").click()
-    carol.get_by_label("Private account").check()
-    carol.get_by_role("button", name="Save profile").click()
-    expect(carol.get_by_text("Profile saved")).to_be_visible()
-    carol.screenshot(path=screens / "07-settings.png", full_page=True)
-    _upload(carol, _png(tmp_path, "harbour.png", 5), alt="a quiet harbour", caption="home")
+    with _users(browser, base_url, csp_violations, "carol", "dave") as (carol, dave):
+        carol.get_by_role("link", name="Settings").click()
+        carol.get_by_label("Private account").check()
+        carol.get_by_role("button", name="Save profile").click()
+        expect(carol.get_by_text("Profile saved")).to_be_visible()
+        carol.screenshot(path=screens / "07-settings.png", full_page=True)
+        _upload(carol, _png(tmp_path, "harbour.png", 5), alt="a quiet harbour", caption="home")
 
-    _find(dave, "carol")
-    expect(dave.get_by_role("heading", name="This account is private")).to_be_visible()
-    assert dave.get_by_role("img", name="a quiet harbour").count() == 0
-    dave.screenshot(path=screens / "08-private-profile.png")
-    dave.get_by_role("button", name="Follow").click()
-    expect(dave.get_by_role("button", name="Requested")).to_be_visible()
+        _find(dave, "carol")
+        expect(dave.get_by_role("heading", name="This account is private")).to_be_visible()
+        assert dave.get_by_role("img", name="a quiet harbour").count() == 0
+        dave.screenshot(path=screens / "08-private-profile.png")
+        dave.get_by_role("button", name="Follow").click()
+        expect(dave.get_by_role("button", name="Requested")).to_be_visible()
 
-    carol.goto("/#/requests")
-    requests = carol.get_by_role("list", name="Follow requests")
-    expect(requests.get_by_role("link", name="dave")).to_be_visible()
-    requests.get_by_role("button", name="Approve").click()
-    expect(carol.get_by_text("dave now follows you")).to_be_visible()
+        carol.goto("/#/requests")
+        requests = carol.get_by_role("list", name="Follow requests")
+        expect(requests.get_by_role("link", name="dave")).to_be_visible()
+        requests.get_by_role("button", name="Approve").click()
+        expect(carol.get_by_text("dave now follows you")).to_be_visible()
 
-    # dave signs out and in again with the keyboard alone.
-    dave.get_by_role("button", name="Sign out").click()
-    expect(dave.get_by_role("heading", name="Sign in to pinhole")).to_be_visible()
-    dave.get_by_label("Username").focus()
-    dave.keyboard.type("dave")
-    dave.keyboard.press("Tab")
-    dave.keyboard.type(PASSWORD)
-    dave.keyboard.press("Enter")
-    expect(dave.get_by_role("link", name="New post")).to_be_visible()
-    _find(dave, "carol")
-    expect(dave.get_by_role("button", name="Following")).to_be_visible()
-    _photo_loaded(dave, "a quiet harbour")
-    carol_ctx.close()
-    dave_ctx.close()
+        # dave signs out and in again with the keyboard alone.
+        dave.get_by_role("button", name="Sign out").click()
+        expect(dave.get_by_role("heading", name="Sign in to pinhole")).to_be_visible()
+        dave.get_by_label("Username").focus()
+        dave.keyboard.type("dave")
+        dave.keyboard.press("Tab")
+        dave.keyboard.type(PASSWORD)
+        dave.keyboard.press("Enter")
+        expect(dave.get_by_role("link", name="New post")).to_be_visible()
+        _find(dave, "carol")
+        expect(dave.get_by_role("button", name="Following")).to_be_visible()
+        _photo_loaded(dave, "a quiet harbour")
 
 
 @pytest.mark.timeout(180)
 def test_settings_avatar_password_sessions_and_a_block(
     browser: Any, base_url: str, screens: Path, tmp_path: Path, csp_violations: list[str]
 ) -> None:
-    erin_ctx, frank_ctx = (
-        _context(browser, base_url, csp_violations),
-        _context(browser, base_url, csp_violations),
-    )
-    erin, frank = erin_ctx.new_page(), frank_ctx.new_page()
-    _sign_up(erin, "erin")
-    _sign_up(frank, "frank")
-    _find(frank, "erin")
-    frank.get_by_role("button", name="Follow").click()
-    expect(frank.get_by_role("button", name="Following")).to_be_visible()
+    with _users(browser, base_url, csp_violations, "erin", "frank") as (erin, frank):
+        _find(frank, "erin")
+        frank.get_by_role("button", name="Follow").click()
+        expect(frank.get_by_role("button", name="Following")).to_be_visible()
 
-    erin.get_by_role("link", name="Settings").click()
-    erin.get_by_label("New picture").set_input_files(str(_png(tmp_path, "me.png", 7)))
-    erin.get_by_role("button", name="Upload").click()
-    expect(erin.get_by_text("Profile picture changed")).to_be_visible()
-    _photo_loaded(erin, "erin's profile picture")
-    erin.get_by_label("Current password").fill(PASSWORD)
-    erin.get_by_label("New password").fill("a new horse battery")
-    erin.get_by_role("button", name="Change password").click()
-    expect(erin.get_by_text("Password changed")).to_be_visible()
-    expect(erin.get_by_text("(this one)")).to_be_visible()
-    erin.screenshot(path=screens / "09-settings-avatar.png", full_page=True)
+        erin.get_by_role("link", name="Settings").click()
+        erin.get_by_label("New picture").set_input_files(str(_png(tmp_path, "me.png", 7)))
+        erin.get_by_role("button", name="Upload").click()
+        expect(erin.get_by_text("Profile picture changed")).to_be_visible()
+        _photo_loaded(erin, "erin's profile picture")
+        erin.get_by_label("Current password").fill(PASSWORD)
+        erin.get_by_label("New password").fill("a new horse battery")
+        erin.get_by_role("button", name="Change password").click()
+        expect(erin.get_by_text("Password changed")).to_be_visible()
+        expect(erin.get_by_text("(this one)")).to_be_visible()
+        erin.screenshot(path=screens / "09-settings-avatar.png", full_page=True)
 
-    _find(erin, "erin")
-    erin.get_by_role("link", name="followers").click()
-    expect(erin.get_by_role("link", name="frank")).to_be_visible()
-    _find(erin, "frank")
-    erin.on("dialog", lambda dialog: dialog.accept())
-    erin.get_by_role("button", name="Block").click()
-    expect(erin.get_by_role("button", name="Unblock")).to_be_visible()
+        _find(erin, "erin")
+        erin.get_by_role("link", name="followers").click()
+        expect(erin.get_by_role("link", name="frank")).to_be_visible()
+        _find(erin, "frank")
+        erin.on("dialog", lambda dialog: dialog.accept())
+        erin.get_by_role("button", name="Block").click()
+        expect(erin.get_by_role("button", name="Unblock")).to_be_visible()
 
-    frank.reload()  # erin's profile, now hidden from frank as if absent
-    expect(frank.get_by_role("heading", name="Not found")).to_be_visible()
-    erin_ctx.close()
-    frank_ctx.close()
+        frank.reload()  # erin's profile, now hidden from frank as if absent
+        expect(frank.get_by_role("heading", name="Not found")).to_be_visible()
 
 
 @pytest.mark.timeout(180)

@@ -24,7 +24,7 @@ from tests.web.browser_kit import (
     _find,
     _photo_loaded,
     _png,
-    _sign_up,
+    _users,
     expect,
 )
 
@@ -52,132 +52,114 @@ def _badge(page: Any, link: str) -> Any:
 def test_messages_replies_and_reactions_arrive_live(
     browser: Any, base_url: str, screens: Path, tmp_path: Path, csp_violations: list[str]
 ) -> None:
-    mia_ctx, noah_ctx = (
-        _context(browser, base_url, csp_violations),
-        _context(browser, base_url, csp_violations),
-    )
-    mia, noah = mia_ctx.new_page(), noah_ctx.new_page()
-    _sign_up(mia, "mia")
-    _sign_up(noah, "noah")
+    with _users(browser, base_url, csp_violations, "mia", "noah") as (mia, noah):
+        # noah follows mia: mia's notifications badge counts it without a reload.
+        _find(noah, "mia")
+        noah.get_by_role("button", name="Follow").click()
+        expect(noah.get_by_role("button", name="Following")).to_be_visible()
+        expect(_badge(mia, "nav-notifications")).to_have_text("1")
 
-    # noah follows mia: mia's notifications badge counts it without a reload.
-    _find(noah, "mia")
-    noah.get_by_role("button", name="Follow").click()
-    expect(noah.get_by_role("button", name="Following")).to_be_visible()
-    expect(_badge(mia, "nav-notifications")).to_have_text("1")
+        # noah waits in his inbox; mia writes to him from his profile.
+        noah.get_by_role("link", name="Messages").click()
+        expect(noah.get_by_text("No messages yet")).to_be_visible()
+        _message(mia, "noah")
+        expect(mia.get_by_role("heading", name="New message to noah")).to_be_visible()
+        _send(mia, "hi noah, coffee later?")
+        expect(_log(mia).get_by_text("hi noah, coffee later?")).to_be_visible()
 
-    # noah waits in his inbox; mia writes to him from his profile.
-    noah.get_by_role("link", name="Messages").click()
-    expect(noah.get_by_text("No messages yet")).to_be_visible()
-    _message(mia, "noah")
-    expect(mia.get_by_role("heading", name="New message to noah")).to_be_visible()
-    _send(mia, "hi noah, coffee later?")
-    expect(_log(mia).get_by_text("hi noah, coffee later?")).to_be_visible()
+        # He follows her, so it lands in his inbox, live, with its preview and unread count.
+        conversations = noah.get_by_role("list", name="Conversations")
+        expect(conversations.get_by_role("link", name="mia")).to_be_visible()
+        expect(conversations.get_by_text("hi noah, coffee later?")).to_be_visible()
+        expect(conversations.get_by_label("1 unread", exact=True)).to_be_visible()
+        expect(_badge(noah, "nav-messages")).to_have_text("1")
+        noah.screenshot(path=screens / "10-inbox.png")
 
-    # He follows her, so it lands in his inbox, live, with its preview and unread count.
-    conversations = noah.get_by_role("list", name="Conversations")
-    expect(conversations.get_by_role("link", name="mia")).to_be_visible()
-    expect(conversations.get_by_text("hi noah, coffee later?")).to_be_visible()
-    expect(conversations.get_by_label("1 unread", exact=True)).to_be_visible()
-    expect(_badge(noah, "nav-messages")).to_have_text("1")
-    noah.screenshot(path=screens / "10-inbox.png")
+        # He opens it: mia sees it seen; he types and she sees it; his reply reaches her.
+        conversations.get_by_role("link", name="mia").click()
+        expect(_log(noah).get_by_text("hi noah, coffee later?")).to_be_visible()
+        expect(mia.locator(".receipt")).to_have_text("Seen")
+        noah.get_by_label("Message", exact=True).press_sequentially("sure")
+        expect(mia.get_by_text("noah is typing…")).to_be_visible()
+        noah.get_by_role("button", name="Send", exact=True).click()
+        expect(_log(mia).get_by_text("sure", exact=True)).to_be_visible()
+        expect(_log(noah).get_by_text("sure", exact=True)).to_be_visible()
 
-    # He opens it: mia sees it seen; he types and she sees it; his reply reaches her.
-    conversations.get_by_role("link", name="mia").click()
-    expect(_log(noah).get_by_text("hi noah, coffee later?")).to_be_visible()
-    expect(mia.locator(".receipt")).to_have_text("Seen")
-    noah.get_by_label("Message", exact=True).press_sequentially("sure")
-    expect(mia.get_by_text("noah is typing…")).to_be_visible()
-    noah.get_by_role("button", name="Send", exact=True).click()
-    expect(_log(mia).get_by_text("sure", exact=True)).to_be_visible()
-    expect(_log(noah).get_by_text("sure", exact=True)).to_be_visible()
+        # A photo through the upload path; a reaction and an unsend, all live on the other side.
+        mia.get_by_label("Send a photo").set_input_files(str(_png(tmp_path, "cafe.png", 21)))
+        _photo_loaded(noah, "Photo from mia")
+        mia_log = _log(mia)
+        mia_log.locator("li", has_text="sure").get_by_role(
+            "button", name="React ❤ to this message"
+        ).click()
+        expect(_log(noah).get_by_label("Reactions: ❤ from mia")).to_be_visible()
+        mia_log.locator("li", has_text="hi noah, coffee later?").get_by_role(
+            "button", name="Unsend"
+        ).click()
+        expect(_log(noah).get_by_text("Message unsent")).to_be_visible()
+        expect(_log(noah).get_by_text("hi noah, coffee later?")).to_have_count(0)
+        # Everyone sees the same order: the unsent message keeps its place.
+        expect(_log(noah).locator("li")).to_have_count(3)
+        assert _log(noah).locator("li").evaluate_all("els => els.map(e => e.dataset.seq)") == [
+            "1",
+            "2",
+            "3",
+        ]
+        _photo_loaded(mia, "Photo from mia")
+        mia.screenshot(path=screens / "11-thread.png", full_page=True)
 
-    # A photo through the upload path; a reaction and an unsend, all live on the other side.
-    mia.get_by_label("Send a photo").set_input_files(str(_png(tmp_path, "cafe.png", 21)))
-    _photo_loaded(noah, "Photo from mia")
-    mia_log = _log(mia)
-    mia_log.locator("li", has_text="sure").get_by_role(
-        "button", name="React ❤ to this message"
-    ).click()
-    expect(_log(noah).get_by_label("Reactions: ❤ from mia")).to_be_visible()
-    mia_log.locator("li", has_text="hi noah, coffee later?").get_by_role(
-        "button", name="Unsend"
-    ).click()
-    expect(_log(noah).get_by_text("Message unsent")).to_be_visible()
-    expect(_log(noah).get_by_text("hi noah, coffee later?")).to_have_count(0)
-    # Everyone sees the same order: the unsent message keeps its place.
-    expect(_log(noah).locator("li")).to_have_count(3)
-    assert _log(noah).locator("li").evaluate_all("els => els.map(e => e.dataset.seq)") == [
-        "1",
-        "2",
-        "3",
-    ]
-    _photo_loaded(mia, "Photo from mia")
-    mia.screenshot(path=screens / "11-thread.png", full_page=True)
+        # Delete for me: the photo leaves mia's thread, for good, and stays in noah's.
+        mia_log.locator("li", has=mia.get_by_role("img", name="Photo from mia")).get_by_role(
+            "button", name="Delete for me"
+        ).click()
+        expect(mia_log.locator("li")).to_have_count(2)
+        mia.reload()
+        expect(mia_log.get_by_text("sure", exact=True)).to_be_visible()
+        expect(mia_log.locator("li")).to_have_count(2)
+        expect(_log(noah).get_by_role("img", name="Photo from mia")).to_be_visible()
 
-    # Delete for me: the photo leaves mia's thread, for good, and stays in noah's.
-    mia_log.locator("li", has=mia.get_by_role("img", name="Photo from mia")).get_by_role(
-        "button", name="Delete for me"
-    ).click()
-    expect(mia_log.locator("li")).to_have_count(2)
-    mia.reload()
-    expect(mia_log.get_by_text("sure", exact=True)).to_be_visible()
-    expect(mia_log.locator("li")).to_have_count(2)
-    expect(_log(noah).get_by_role("img", name="Photo from mia")).to_be_visible()
-
-    # Signing out disconnects from the broker (the client is gone from the page).
-    mia.get_by_role("button", name="Sign out").click()
-    expect(mia.get_by_role("heading", name="Sign in to pinhole")).to_be_visible()
-    assert mia.evaluate("sessionStorage.getItem('pinhole.mqtt')") is None
-    mia_ctx.close()
-    noah_ctx.close()
+        # Signing out disconnects from the broker (the client is gone from the page).
+        mia.get_by_role("button", name="Sign out").click()
+        expect(mia.get_by_role("heading", name="Sign in to pinhole")).to_be_visible()
+        assert mia.evaluate("sessionStorage.getItem('pinhole.mqtt')") is None
 
 
 @pytest.mark.timeout(120)
 def test_a_request_waits_until_accepted_and_a_block_stops_messages(
     browser: Any, base_url: str, csp_violations: list[str]
 ) -> None:
-    olga_ctx, pete_ctx = (
-        _context(browser, base_url, csp_violations),
-        _context(browser, base_url, csp_violations),
-    )
-    olga, pete = olga_ctx.new_page(), pete_ctx.new_page()
-    _sign_up(olga, "olga")
-    _sign_up(pete, "pete")
+    with _users(browser, base_url, csp_violations, "olga", "pete") as (olga, pete):
+        # pete does not follow olga: her message waits in his requests (live there).
+        pete.goto("/#/messages/requests")
+        expect(pete.get_by_text("No message requests.")).to_be_visible()
+        _message(olga, "pete")
+        expect(olga.get_by_text("your message goes to their message requests")).to_be_visible()
+        _send(olga, "hello from olga")
+        expect(_log(olga).get_by_text("hello from olga")).to_be_visible()
+        requests = pete.get_by_role("list", name="Message requests")
+        expect(requests.get_by_role("link", name="olga")).to_be_visible()
+        pete.get_by_role("link", name="Inbox").click()
+        expect(pete.get_by_text("No messages yet")).to_be_visible()
 
-    # pete does not follow olga: her message waits in his requests (live there).
-    pete.goto("/#/messages/requests")
-    expect(pete.get_by_text("No message requests.")).to_be_visible()
-    _message(olga, "pete")
-    expect(olga.get_by_text("your message goes to their message requests")).to_be_visible()
-    _send(olga, "hello from olga")
-    expect(_log(olga).get_by_text("hello from olga")).to_be_visible()
-    requests = pete.get_by_role("list", name="Message requests")
-    expect(requests.get_by_role("link", name="olga")).to_be_visible()
-    pete.get_by_role("link", name="Inbox").click()
-    expect(pete.get_by_text("No messages yet")).to_be_visible()
+        # Accepted, it moves to the inbox.
+        pete.get_by_role("link", name="Requests").click()
+        requests.get_by_role("button", name="Accept").click()
+        expect(pete.get_by_text("No message requests.")).to_be_visible()
+        pete.get_by_role("link", name="Inbox").click()
+        conversations = pete.get_by_role("list", name="Conversations")
+        expect(conversations.get_by_role("link", name="olga")).to_be_visible()
 
-    # Accepted, it moves to the inbox.
-    pete.get_by_role("link", name="Requests").click()
-    requests.get_by_role("button", name="Accept").click()
-    expect(pete.get_by_text("No message requests.")).to_be_visible()
-    pete.get_by_role("link", name="Inbox").click()
-    conversations = pete.get_by_role("list", name="Conversations")
-    expect(conversations.get_by_role("link", name="olga")).to_be_visible()
-
-    # pete blocks olga: her next message is refused and she is told.
-    _find(pete, "olga")
-    pete.on("dialog", lambda dialog: dialog.accept())
-    pete.get_by_role("button", name="Block").click()
-    expect(pete.get_by_role("button", name="Unblock")).to_be_visible()
-    _send(olga, "are you there?")
-    expect(olga.get_by_role("alert")).to_have_text("You can't message this account.")
-    expect(_log(olga).locator("li")).to_have_count(1)
-    # Nor can she start over from his profile: it is gone for her.
-    olga.goto("/#/messages/to/pete")
-    expect(olga.get_by_role("heading", name="Not found")).to_be_visible()
-    olga_ctx.close()
-    pete_ctx.close()
+        # pete blocks olga: her next message is refused and she is told.
+        _find(pete, "olga")
+        pete.on("dialog", lambda dialog: dialog.accept())
+        pete.get_by_role("button", name="Block").click()
+        expect(pete.get_by_role("button", name="Unblock")).to_be_visible()
+        _send(olga, "are you there?")
+        expect(olga.get_by_role("alert")).to_have_text("You can't message this account.")
+        expect(_log(olga).locator("li")).to_have_count(1)
+        # Nor can she start over from his profile: it is gone for her.
+        olga.goto("/#/messages/to/pete")
+        expect(olga.get_by_role("heading", name="Not found")).to_be_visible()
 
 
 def _account(base_url: str, username: str) -> tuple[str, str]:
