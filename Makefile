@@ -34,11 +34,12 @@ typecheck:
 imports:
 	$(BIN)/lint-imports --no-cache
 
-## The suite on two worker processes (about half of a serial run's time is spent waiting on
-## processes, disks and sockets); `make unit TEST_WORKERS=0` runs it serially.
+## The suite on two worker processes (a serial run keeps 0.9 of this machine's 2 cores busy:
+## the rest is waiting on processes, disks and sockets), each test module whole on one
+## worker (its module-scoped clusters start once); `make unit TEST_WORKERS=0` runs serially.
 TEST_WORKERS ?= 2
 unit:
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## Full store benchmark (minutes); `pinhole bench store --quick` is the CI variant.
 bench-store: bootstrap

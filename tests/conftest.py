@@ -27,17 +27,6 @@ def examples(full: int) -> int:
     return full if FULL_TESTS else max(10, full // 3)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make unit` runs the suite on two pytest-xdist workers with `--dist loadgroup`: a
-    module's tests stay together on one worker (its module-scoped clusters start once), and
-    the browser modules share one worker and the cluster of their session."""
-    for item in items:
-        module = item.nodeid.split("::", 1)[0]
-        group = "web" if module.startswith("tests/web/") else module
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture
 def rng_seed(request: pytest.FixtureRequest) -> int:
     return abs(hash(request.node.nodeid)) % (2**32)

@@ -21,6 +21,8 @@ from tests.api.conftest import MediaEnv
 from tests.api.test_media import fetch_original, get_media, live_needles, media_rows
 
 TUS = {"Tus-Resumable": "1.0.0"}
+CUT_READ_S = 1.0
+CUT_RECORDED_S_MAX = 10.0
 
 
 def noisy_jpeg(width: int = 900, height: int = 700) -> bytes:
@@ -105,10 +107,23 @@ async def _cut_patch(env: MediaEnv, url: str, offset: int, data: bytes, send: in
     )
     writer.write(head_lines.encode() + data[:send])
     await writer.drain()
-    await asyncio.sleep(0.2)
+    # Time for the server to read what was sent: the reset below discards what it has not.
+    await asyncio.sleep(CUT_READ_S)
     writer.transport.abort()
-    await asyncio.sleep(0.1)
     del reader
+
+
+async def _offset_after_cut(http: aiohttp.ClientSession, env: MediaEnv, url: str, was: int) -> int:
+    """The upload's offset once the server has recorded the cut-off PATCH (it does so when
+    the body ends): polled until it moves past `was`, bounded."""
+    deadline = asyncio.get_running_loop().time() + CUT_RECORDED_S_MAX
+    while True:
+        status, headers = await head(http, env, url)
+        assert status == 200
+        offset = int(headers["Upload-Offset"])
+        if offset > was or asyncio.get_running_loop().time() > deadline:
+            return offset
+        await asyncio.sleep(0.05)
 
 
 async def test_an_upload_cut_off_several_times_completes_byte_exact(env: MediaEnv) -> None:
@@ -119,9 +134,7 @@ async def test_an_upload_cut_off_several_times_completes_byte_exact(env: MediaEn
         for _ in range(4):
             left = len(photo) - offset
             await _cut_patch(env, url, offset, photo[offset:], send=left // 3)
-            status, headers = await head(http, env, url)
-            assert status == 200
-            acknowledged = int(headers["Upload-Offset"])
+            acknowledged = await _offset_after_cut(http, env, url, offset)
             assert offset < acknowledged <= offset + left // 3  # kept what arrived, no more
             offset = acknowledged
         status, headers, _ = await patch(http, env, url, offset, photo[offset:])

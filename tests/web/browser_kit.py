@@ -26,6 +26,9 @@ AXE_TAGS: Final = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
+# A step waits as long for a condition as for an action (a sign-up hashes its password on a
+# busy machine).
+expect.set_options(timeout=STEP_TIMEOUT_MS)
 
 
 def _context(browser: Any, base_url: str, csp_violations: list[str]) -> Any:

@@ -29,8 +29,9 @@ def chromium_path() -> str:
     return path
 
 
-# One cluster for every browser module. Each module signs up its own accounts from
-# loopback; together they pass the default hourly sign-ups of one address
+# One cluster for the browser modules (per pytest-xdist worker that runs any). Each module
+# signs up its own accounts from loopback; together they pass the default hourly sign-ups
+# of one address
 # (`accounts_per_hour_max`, 20), so this cluster's configuration allows more (the limit
 # itself is tested in tests/social/).
 SIGN_UPS_PER_HOUR: Final = 500
