@@ -1,27 +1,63 @@
-"""The `pinhole` command."""
+"""The `pinhole` command.
+
+Each subcommand's module is imported when that subcommand runs (`pinhole --help` imports
+them all for their one-line help): a service process started as `pinhole store serve`
+imports the store's code, not the f4 cell's, the social layer's and the benchmarks'. With
+every service of `pinhole up` a process of its own, that is most of a start's CPU.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any, Final
 
 import click
 
-from ops.backup_cmds import backup_cmd, restore_cmd
-from ops.bench_cmds import bench
-from ops.f4_cmds import f4_group
-from ops.f4_coord_cmds import watch_cmd as _f4_watch  # noqa: F401  (registers f4 watch|rebalance)
-from ops.housekeeping_cmds import compact_all, scrub_group
-from ops.jobs_cmds import jobs_group
-from ops.media_cmds import api, worker
-from ops.plan_cmds import plan_cmd
-from ops.search_cmds import search_group
-from ops.service_cmds import cache, directory, router
-from ops.store_cmds import store
-from ops.up_cmds import down, status, up
-from ops.volume_cmds import volume
+# name -> (module, attribute); "f4" also loads the modules that add commands to its group.
+COMMANDS: Final[dict[str, tuple[str, str]]] = {
+    "api": ("ops.media_cmds", "api"),
+    "backup": ("ops.backup_cmds", "backup_cmd"),
+    "bench": ("ops.bench_cmds", "bench"),
+    "cache": ("ops.service_cmds", "cache"),
+    "compact": ("ops.housekeeping_cmds", "compact_all"),
+    "directory": ("ops.service_cmds", "directory"),
+    "down": ("ops.up_cmds", "down"),
+    "f4": ("ops.f4_cmds", "f4_group"),
+    "jobs": ("ops.jobs_cmds", "jobs_group"),
+    "plan": ("ops.plan_cmds", "plan_cmd"),
+    "restore": ("ops.backup_cmds", "restore_cmd"),
+    "router": ("ops.service_cmds", "router"),
+    "scrub": ("ops.housekeeping_cmds", "scrub_group"),
+    "search": ("ops.search_cmds", "search_group"),
+    "status": ("ops.up_cmds", "status"),
+    "store": ("ops.store_cmds", "store"),
+    "up": ("ops.up_cmds", "up"),
+    "volume": ("ops.volume_cmds", "volume"),
+    "worker": ("ops.media_cmds", "worker"),
+}
+# Modules that register more commands on a group when imported.
+EXTENDS: Final[dict[str, tuple[str, ...]]] = {"f4": ("ops.f4_coord_cmds",)}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use (COMMANDS)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = COMMANDS[cmd_name]
+        command: Any = getattr(importlib.import_module(module), attribute)
+        for extension in EXTENDS.get(cmd_name, ()):
+            importlib.import_module(extension)
+        assert isinstance(command, click.Command), (module, attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -34,26 +70,6 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     """pinhole: a photo-sharing platform on its own Haystack/f4 blob store."""
     ctx.obj = {"config_path": config_path}
 
-
-main.add_command(store)
-main.add_command(volume)
-main.add_command(directory)
-main.add_command(cache)
-main.add_command(router)
-main.add_command(up)
-main.add_command(status)
-main.add_command(down)
-main.add_command(bench)
-main.add_command(api)
-main.add_command(worker)
-main.add_command(jobs_group)
-main.add_command(f4_group)
-main.add_command(search_group)
-main.add_command(compact_all)
-main.add_command(scrub_group)
-main.add_command(backup_cmd)
-main.add_command(restore_cmd)
-main.add_command(plan_cmd)
 
 if __name__ == "__main__":
     main()
