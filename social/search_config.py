@@ -19,6 +19,10 @@ class SearchConfig:
     typeahead_results_max: int = 10
     # Rows each candidate query may return before ranking (per kind, per source).
     candidates_max: int = 100
+    # Prefix candidates per result asked (typeahead of 10: the 40 most popular names and
+    # words starting with the query, and as many of those the viewer follows), at most
+    # candidates_max.
+    candidates_per_result: int = 4
     # Fuzzy matching (typos, missing letters) starts at this many characters; a candidate
     # counts when its trigram similarity to the query is at least fuzzy_similarity_min_pct.
     fuzzy_chars_min: int = 4
@@ -55,6 +59,7 @@ class SearchConfig:
             "results_default",
             "results_max",
             "candidates_max",
+            "candidates_per_result",
             "fuzzy_candidates_max",
         ):
             if getattr(self, name) < 1:

@@ -12,27 +12,25 @@ from typing import Any, Final, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from social.schema import follows, users
-from social.search_schema import FTS_COLUMNS, INDEX_TABLES, hashtag_counts, places, trgm_schema
+from social import search_keys
+from social.schema import follows
+from social.search_keys import SOURCES
+from social.search_schema import FTS_COLUMNS, INDEX_TABLES, trgm_schema
 from social.search_text import (
-    fts_any_trigram,
     fts_phrase,
+    fts_typo_match,
     like_pattern,
+    like_typo_patterns,
     prefix_tsquery,
     words,
 )
 
-# kind -> (source table, its id column, the count popularity is measured by)
-SOURCES: Final = {
-    "accounts": (users, users.c.user_id, users.c.follower_count),
-    "hashtags": (hashtag_counts, hashtag_counts.c.tag_id, hashtag_counts.c.post_count),
-    "places": (places, places.c.place_id, places.c.post_count),
-}
 KINDS: Final = tuple(INDEX_TABLES)
 
 
 class SearchEngine(Protocol):
-    """Index rows are (kind, entity id, folded fields); `put` replaces an entity's row."""
+    """Index rows are (kind, entity id, folded fields); `put` replaces an entity's row
+    and its prefix keys (social/search_keys.py, the same on both engines)."""
 
     async def put(
         self, conn: AsyncConnection, kind: str, rows: Sequence[tuple[int, tuple[str, ...]]]
@@ -46,9 +44,8 @@ class SearchEngine(Protocol):
         """The source's count (followers, posts) of these entities changed."""
         ...
 
-    async def begin_read(self, conn: AsyncConnection, *, similarity_min: float) -> None:
-        """Prepares a read transaction for candidate queries (`similarity_min`: that of
-        fuzzy_candidates in it)."""
+    async def begin_read(self, conn: AsyncConnection) -> None:
+        """Prepares a read transaction for candidate queries."""
         ...
 
     async def text_candidates(
@@ -63,8 +60,9 @@ class SearchEngine(Protocol):
     async def fuzzy_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
     ) -> list[int]:
-        """Entities sharing trigrams with the query, most similar first (PostgreSQL: a
-        word similarity of at least `similarity_min`)."""
+        """Entities that may be within a typo of a query word: holding the pieces of one
+        of search_text.typo_pieces(query), most similar first (SQLite: bm25; PostgreSQL:
+        pg_trgm word similarity, at least `similarity_min`)."""
         ...
 
 
@@ -116,18 +114,21 @@ class SqliteEngine:
             sa.text(f"INSERT INTO {table} (rowid, {names}) VALUES (:id, {marks})"),
             [{"id": i, **{f"c{n}": v for n, v in enumerate(fields)}} for i, fields in rows],
         )
+        await search_keys.put(conn, kind, rows)
 
     async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None:
         await conn.execute(
             sa.text(f"DELETE FROM {INDEX_TABLES[kind]} WHERE rowid = :id"), {"id": entity_id}
         )
+        await search_keys.remove(conn, kind, entity_id)
 
     async def popularity_changed(
         self, conn: AsyncConnection, kind: str, entity_ids: Sequence[int]
     ) -> None:
-        """Nothing: SQLite ranks FTS matches by the source table's count directly."""
+        """The prefix keys' copy (FTS matches are ranked by the source's count directly)."""
+        await search_keys.popularity_changed(conn, kind, entity_ids)
 
-    async def begin_read(self, conn: AsyncConnection, *, similarity_min: float) -> None:
+    async def begin_read(self, conn: AsyncConnection) -> None:
         """Nothing to set."""
 
     async def text_candidates(
@@ -138,7 +139,7 @@ class SqliteEngine:
     async def fuzzy_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
     ) -> list[int]:
-        match = fts_any_trigram(query)
+        match = fts_typo_match(query)
         if match is None:
             return []
         return await self._match(conn, kind, match, limit, None, popular=False)
@@ -196,11 +197,13 @@ class PostgresEngine:
             ),
             [{"id": i, "terms": " ".join(f for f in fields if f)} for i, fields in rows],
         )
+        await search_keys.put(conn, kind, rows)
 
     async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None:
         await conn.execute(
             sa.text(f"DELETE FROM {INDEX_TABLES[kind]} WHERE entity_id = :id"), {"id": entity_id}
         )
+        await search_keys.remove(conn, kind, entity_id)
 
     async def popularity_changed(
         self, conn: AsyncConnection, kind: str, entity_ids: Sequence[int]
@@ -216,6 +219,7 @@ class PostgresEngine:
             ).bindparams(sa.bindparam("ids", expanding=True)),
             {"ids": sorted(set(entity_ids))},
         )
+        await search_keys.popularity_changed(conn, kind, entity_ids)
 
     async def text_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
@@ -229,11 +233,15 @@ class PostgresEngine:
         if tsquery is not None and len(words(query)) > 1:
             found = sa.or_(sa.text("doc @@ to_tsquery('simple', :tsq)"), found)
 
+        # The search service asks only when the prefix keys found too few, so matches are
+        # usually sparse: read them through the trigram index and sort them (`+ 0` keeps
+        # the planner from walking the popularity index instead, which for a sparse match
+        # reads the whole table: 20-30 ms over 100,000 accounts).
         def query_for(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
             return (
                 sa.select(index.c.entity_id)
                 .where(found, where)
-                .order_by(index.c.popularity.desc(), index.c.entity_id)
+                .order_by((index.c.popularity + 0).desc(), index.c.entity_id)
                 .limit(limit)
             )
 
@@ -242,31 +250,32 @@ class PostgresEngine:
             conn, query_for, kind, follower, values, id_col=index.c.entity_id
         )
 
-    async def begin_read(self, conn: AsyncConnection, *, similarity_min: float) -> None:
-        # Both settings end with the transaction: the threshold of the <% operator, which
-        # the trigram index serves; and no sequential scan, which the planner picks for a
+    async def begin_read(self, conn: AsyncConnection) -> None:
+        # Ends with the transaction: no sequential scan, which the planner picks for a
         # small table not knowing that word_similarity and LIKE cost microseconds a row
         # (20,000 hashtags: 70 ms by a scan, about 2 ms through the index).
-        await conn.execute(
-            sa.text(
-                "SELECT set_config('pg_trgm.word_similarity_threshold', :t, true),"
-                " set_config('enable_seqscan', 'off', true)"
-            ),
-            {"t": str(similarity_min)},
-        )
+        await conn.execute(sa.text("SELECT set_config('enable_seqscan', 'off', true)"))
 
     async def fuzzy_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
     ) -> list[int]:
+        patterns = like_typo_patterns(query)
+        if not patterns:
+            return []
         if self._trgm is None:
             self._trgm = await trgm_schema(conn)
         trgm, table = self._trgm, INDEX_TABLES[kind]
+        # Each pattern is served by the trigram index (its pieces have 3+ characters);
+        # the similarity is computed for their matches only.
+        found = " OR ".join(f"terms LIKE :p{i} ESCAPE '\\'" for i in range(len(patterns)))
+        similar = f"{trgm}.word_similarity(:q, terms)"
         rows = await conn.execute(
             sa.text(
-                f"SELECT entity_id FROM {table} WHERE :q OPERATOR({trgm}.<%) terms"
-                f" ORDER BY {trgm}.word_similarity(:q, terms) DESC, entity_id LIMIT :n"
+                f"SELECT entity_id FROM {table} WHERE ({found}) AND {similar} >= :t"
+                f" ORDER BY {similar} DESC, entity_id LIMIT :n"
             ),
-            {"q": query, "n": limit},
+            {"q": query, "n": limit, "t": similarity_min}
+            | {f"p{i}": p for i, p in enumerate(patterns)},
         )
         return [int(r[0]) for r in rows]
 
