@@ -27,12 +27,11 @@ class SearchConfig:
     # counts when its trigram similarity to the query is at least fuzzy_similarity_min_pct.
     fuzzy_chars_min: int = 4
     fuzzy_similarity_min_pct: int = 30
-    # PostgreSQL: the pg_trgm word similarity a fuzzy candidate needs (a lower one makes
-    # the trigram index return many more rows to recheck: 0.3 took 6x longer than 0.5 over
-    # 100,000 accounts).
-    fuzzy_candidates_similarity_min_pct: int = 40
-    # Fuzzy candidates per kind, the most similar first (each is scored by edit distance
-    # in Python: the cost of a typo query grows with it).
+    # PostgreSQL: the pg_trgm word similarity a typo candidate needs (computed only for the
+    # rows holding the query's pieces in order, social/search_text.py typo_pieces).
+    fuzzy_candidates_similarity_min_pct: int = 30
+    # Typo candidates per kind, and at most candidates_per_result per result asked (each
+    # is scored by edit distance in Python: the cost of a typo query grows with it).
     fuzzy_candidates_max: int = 100
     # Ranking weights in percent (docs/api/search.md): match quality, popularity (followers,
     # post counts on a log scale), a followed account, an account the viewer engages with.

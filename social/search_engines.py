@@ -61,8 +61,9 @@ class SearchEngine(Protocol):
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
     ) -> list[int]:
         """Entities that may be within a typo of a query word: holding the pieces of one
-        of search_text.typo_pieces(query), most similar first (SQLite: bm25; PostgreSQL:
-        pg_trgm word similarity, at least `similarity_min`)."""
+        of search_text.typo_pieces(query) in order; SQLite: the most popular first;
+        PostgreSQL: a pg_trgm word similarity of at least `similarity_min`, the most
+        similar first."""
         ...
 
 
@@ -134,7 +135,7 @@ class SqliteEngine:
     async def text_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
     ) -> list[int]:
-        return await self._match(conn, kind, fts_phrase(query), limit, follower, popular=True)
+        return await self._match(conn, kind, fts_phrase(query), limit, follower)
 
     async def fuzzy_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
@@ -142,7 +143,30 @@ class SqliteEngine:
         match = fts_typo_match(query)
         if match is None:
             return []
-        return await self._match(conn, kind, match, limit, None, popular=False)
+        # The trigram index finds the rows with the long pieces; LIKE then checks every
+        # piece in its order on those rows only (the MATCH of a 3-letter piece can hold
+        # thousands). A name within one typo keeps the pieces of most alternatives, so
+        # the rows keeping more come first, then the more popular.
+        patterns = like_typo_patterns(query)
+        table = INDEX_TABLES[kind]
+        kept = [
+            "("
+            + " OR ".join(f"{table}.{c} LIKE :p{i} ESCAPE '\\'" for c in FTS_COLUMNS[kind])
+            + ")"
+            for i in range(len(patterns))
+        ]
+        source, id_col, count_col = SOURCES[kind]
+        rows = await conn.execute(
+            sa.text(
+                f"SELECT {table}.rowid FROM {table} JOIN {source.name}"
+                f" ON {source.name}.{id_col.name} = {table}.rowid"
+                f" WHERE {table} MATCH :match AND ({' OR '.join(kept)})"
+                f" ORDER BY {' + '.join(kept)} DESC, {source.name}.{count_col.name} DESC,"
+                f" {table}.rowid LIMIT :n"
+            ),
+            {"match": match, "n": limit} | {f"p{i}": p for i, p in enumerate(patterns)},
+        )
+        return [int(r[0]) for r in rows]
 
     async def _match(
         self,
@@ -151,19 +175,16 @@ class SqliteEngine:
         match: str,
         limit: int,
         follower: int | None,
-        *,
-        popular: bool,
     ) -> list[int]:
         index = sa.table(INDEX_TABLES[kind], sa.column("rowid"))
         table, id_col, count_col = SOURCES[kind]
-        order = count_col.desc() if popular else sa.text(f"{INDEX_TABLES[kind]}.rank")
 
         def query_for(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
             return (
                 sa.select(id_col)
                 .select_from(index.join(table, id_col == index.c.rowid))
                 .where(sa.text(f"{INDEX_TABLES[kind]} MATCH :match"), where)
-                .order_by(order)
+                .order_by(count_col.desc())
                 .limit(limit)
             )
 
