@@ -119,7 +119,7 @@ class Search:
                 conn,
                 kind,
                 q,
-                limit=min(self.config.fuzzy_candidates_max, cap),
+                limit=self.config.fuzzy_candidates_max,
                 similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
             )
         extra = [i for i in dict.fromkeys(more) if i not in seen]

@@ -30,8 +30,9 @@ class SearchConfig:
     # PostgreSQL: the pg_trgm word similarity a typo candidate needs (computed only for the
     # rows holding the query's pieces in order, social/search_text.py typo_pieces).
     fuzzy_candidates_similarity_min_pct: int = 30
-    # Typo candidates per kind, and at most candidates_per_result per result asked (each
-    # is scored by edit distance in Python: the cost of a typo query grows with it).
+    # Typo candidates per kind (each is scored by edit distance in Python: the cost of a
+    # typo query grows with it; 40 instead of 100 found 39 instead of 43 of 49 one-typo
+    # names among 100,000 accounts).
     fuzzy_candidates_max: int = 100
     # Ranking weights in percent (docs/api/search.md): match quality, popularity (followers,
     # post counts on a log scale), a followed account, an account the viewer engages with.
