@@ -33,8 +33,16 @@ class SearchEngine(Protocol):
     and its prefix keys (social/search_keys.py, the same on both engines)."""
 
     async def put(
-        self, conn: AsyncConnection, kind: str, rows: Sequence[tuple[int, tuple[str, ...]]]
-    ) -> None: ...
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        rows: Sequence[tuple[int, tuple[str, ...]]],
+        *,
+        fresh: bool = False,
+    ) -> None:
+        """`fresh`: these entities have no prefix keys yet (a rebuild into emptied
+        tables), so none are looked for to delete."""
+        ...
 
     async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None: ...
 
@@ -101,7 +109,12 @@ class SqliteEngine:
     """FTS5 tables with the trigram tokenizer; the rowid is the entity id."""
 
     async def put(
-        self, conn: AsyncConnection, kind: str, rows: Sequence[tuple[int, tuple[str, ...]]]
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        rows: Sequence[tuple[int, tuple[str, ...]]],
+        *,
+        fresh: bool = False,
     ) -> None:
         if not rows:
             return
@@ -115,7 +128,7 @@ class SqliteEngine:
             sa.text(f"INSERT INTO {table} (rowid, {names}) VALUES (:id, {marks})"),
             [{"id": i, **{f"c{n}": v for n, v in enumerate(fields)}} for i, fields in rows],
         )
-        await search_keys.put(conn, kind, rows)
+        await search_keys.put(conn, kind, rows, fresh=fresh)
 
     async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None:
         await conn.execute(
@@ -199,7 +212,12 @@ class PostgresEngine:
         self._trgm: str | None = None  # pg_trgm's schema, read once
 
     async def put(
-        self, conn: AsyncConnection, kind: str, rows: Sequence[tuple[int, tuple[str, ...]]]
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        rows: Sequence[tuple[int, tuple[str, ...]]],
+        *,
+        fresh: bool = False,
     ) -> None:
         if not rows:
             return
@@ -218,7 +236,7 @@ class PostgresEngine:
             ),
             [{"id": i, "terms": " ".join(f for f in fields if f)} for i, fields in rows],
         )
-        await search_keys.put(conn, kind, rows)
+        await search_keys.put(conn, kind, rows, fresh=fresh)
 
     async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None:
         await conn.execute(

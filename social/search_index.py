@@ -170,7 +170,7 @@ async def rebuild(conn: AsyncConnection, progress: Progress | None = None) -> di
             batch = [
                 (int(r[0]), tuple(fold(v) for v in r[1:])) for r in rows[i : i + REBUILD_BATCH_ROWS]
             ]
-            await engine.put(conn, kind, batch)
+            await engine.put(conn, kind, batch, fresh=True)
             n += len(batch)
             if progress is not None:
                 progress(kind, n, total)

@@ -51,17 +51,23 @@ keys = sa.table(
 
 
 async def put(
-    conn: AsyncConnection, kind: str, rows: Sequence[tuple[int, tuple[str, ...]]]
+    conn: AsyncConnection,
+    kind: str,
+    rows: Sequence[tuple[int, tuple[str, ...]]],
+    *,
+    fresh: bool = False,
 ) -> None:
-    """Replaces the keys of these entities (their popularity read from the source)."""
+    """Replaces the keys of these entities (their popularity read from the source);
+    `fresh`: they have none (a rebuild), nothing to delete."""
     if not rows:
         return
     code = KIND_CODES[kind]
-    await conn.execute(
-        sa.delete(keys).where(
-            keys.c.kind == code, keys.c.entity_id.in_(sorted({r[0] for r in rows}))
+    if not fresh:
+        await conn.execute(
+            sa.delete(keys).where(
+                keys.c.kind == code, keys.c.entity_id.in_(sorted({r[0] for r in rows}))
+            )
         )
-    )
     _, id_col, count_col = SOURCES[kind]
     counts = {
         int(r[0]): int(r[1])
