@@ -5,14 +5,16 @@ similarity, ranked by match quality, popularity and the viewer's relationship
 Privacy: accounts that block the viewer or that the viewer blocks are never candidates.
 Private accounts are found (as on Instagram); their posts appear on hashtag and place
 pages only to their followers (and themselves). A query folds like the index
-(social/search_text.py); names starting with it come from the source tables' own
-indexes, a query of search_text.TRIGRAM_CHARS or more characters also goes to the engine
-(social/search_engines.py), and from [search] fuzzy_chars_min characters on, trigram
-similarity adds candidates for typos and missing letters when too few matched.
+(social/search_text.py); names and words starting with it come from one B-tree of
+prefix keys (social/search_keys.py) with the rows ranking needs, in one statement per
+kind. Only when those are fewer than asked, a query of search_text.TRIGRAM_CHARS or more
+characters also goes to the engine for substrings (social/search_engines.py), and from
+[search] fuzzy_chars_min characters on for names within a typo.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -22,12 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
 from social.errors import Invalid, NotVisible
-from social.schema import blocks, follows, hashtags, likes, posts, users
+from social.schema import follows, hashtags, likes, posts, users
 from social.search_config import SearchConfig
-from social.search_engines import KINDS, SOURCES, SearchEngine, candidate_ids, engine_for
+from social.search_engines import KINDS, SearchEngine, engine_for
+from social.search_keys import SOURCES, blocked_either_way, prefix_query, prefix_values
 from social.search_rank import Candidate, Ranked, rank
 from social.search_schema import hashtag_counts, places, post_places
-from social.search_text import TRIGRAM_CHARS, fold, fold_query, prefix_upper_bound
+from social.search_text import TRIGRAM_CHARS, fold, fold_query
 
 LIVE: Final = "live"  # social.posts.PostStatus.LIVE
 HASHTAG_NAME: Final = re.compile(r"\w{1,100}")
@@ -70,103 +73,76 @@ class Search:
     async def find_kinds(
         self, viewer: int, query: str, kinds: tuple[str, ...], *, limit: int
     ) -> dict[str, list[Hit]]:
-        """The best `limit` matches of each kind, in one read transaction (typeahead)."""
+        """The best `limit` matches of each kind, in one read unit (typeahead: on SQLite one
+        thread hop for every statement)."""
         if any(kind not in KINDS for kind in kinds):
             raise Invalid("type must be accounts, hashtags or places")
         q = self.check_query(query)
-        found: dict[str, list[Hit]] = {kind: [] for kind in kinds}
         if not q:
-            return found
-        async with self.db.snapshot() as conn:
-            await self.engine.begin_read(
-                conn, similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100
-            )
+            return {kind: [] for kind in kinds}
+
+        async def unit(conn: AsyncConnection) -> dict[str, list[Hit]]:
+            await self.engine.begin_read(conn)
+            found: dict[str, list[Hit]] = {}
             for kind in kinds:
-                ids = await self._candidates(conn, viewer, q, kind, limit=limit)
-                candidates = await self._load(conn, viewer, kind, ids)
+                candidates = await self._candidates(conn, viewer, q, kind, limit=limit)
                 found[kind] = [
                     Hit(kind, r.entity_id, r.score) for r in self._rank(q, candidates, limit)
                 ]
-        return found
+            return found
+
+        return await self.db.read(unit)
 
     def _rank(self, q: str, candidates: list[Candidate], limit: int) -> list[Ranked]:
         return rank(q, candidates, self.config, limit=limit)
 
     async def _candidates(
         self, conn: AsyncConnection, viewer: int, q: str, kind: str, *, limit: int
-    ) -> list[int]:
-        cap = self.config.candidates_max
+    ) -> list[Candidate]:
+        """Names (or words of them) starting with the query first, the most popular
+        `candidates_per_result` x `limit` (and as many of those the viewer follows), with
+        the rows ranking needs, in one statement. Only when they are fewer than `limit`
+        entities: substrings (TRIGRAM_CHARS characters on), then names within a typo
+        (fuzzy_chars_min on), whose rows one more statement reads."""
+        cap = min(self.config.candidates_max, limit * self.config.candidates_per_result)
         follower = viewer if kind == "accounts" else None
-        # Names starting with the query always: the best matches, which a broad substring
-        # match's most popular `cap` could leave out.
-        ids = await _prefix_candidates(conn, kind, q, limit=cap, follower=follower)
-        if len(q) >= TRIGRAM_CHARS:
-            ids += await self.engine.text_candidates(conn, kind, q, limit=cap, follower=follower)
-        if len(q) >= self.config.fuzzy_chars_min and len(set(ids)) < limit:
-            ids += await self.engine.fuzzy_candidates(
+        values = {"viewer": viewer, **prefix_values(q)}
+        rows = list(await conn.execute(_prefix_rows_query(kind, cap), values))
+        seen = {int(r[0]) for r in rows}
+        more: list[int] = []
+        if len(seen) < limit and len(q) >= TRIGRAM_CHARS:
+            more += await self.engine.text_candidates(
+                conn, kind, q, limit=self.config.candidates_max, follower=follower
+            )
+        if len(seen.union(more)) < limit and len(q) >= self.config.fuzzy_chars_min:
+            more += await self.engine.fuzzy_candidates(
                 conn,
                 kind,
                 q,
                 limit=self.config.fuzzy_candidates_max,
                 similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
             )
-        return list(dict.fromkeys(ids))
-
-    async def _load(
-        self, conn: AsyncConnection, viewer: int, kind: str, ids: list[int]
-    ) -> list[Candidate]:
-        if not ids:
-            return []
-        if kind == "accounts":
-            # One query: the rows, minus blocks either way, with whether the viewer follows.
-            followed = sa.exists().where(
-                follows.c.follower_id == viewer, follows.c.followee_id == users.c.user_id
+        extra = [i for i in dict.fromkeys(more) if i not in seen]
+        if extra:
+            rows += await conn.execute(_rows_query(kind, None), {"viewer": viewer, "ids": extra})
+        if kind != "accounts":
+            return [Candidate(int(r[0]), (fold(r[1]),), int(r[2])) for r in rows]
+        engaged = await self._engaged(conn, viewer) if rows else set()
+        return [
+            Candidate(
+                int(r.user_id),
+                (fold(r.username), fold(r.full_name)),
+                int(r.follower_count),
+                followed=bool(r.followed),
+                engaged=r.user_id in engaged,
             )
-            rows = await conn.execute(
-                sa.select(
-                    users.c.user_id,
-                    users.c.username,
-                    users.c.full_name,
-                    users.c.follower_count,
-                    followed.label("followed"),
-                ).where(users.c.user_id.in_(ids), ~_blocked_either_way(viewer, users.c.user_id))
-            )
-            engaged = await self._engaged(conn, viewer)
-            return [
-                Candidate(
-                    int(r.user_id),
-                    (fold(r.username), fold(r.full_name)),
-                    int(r.follower_count),
-                    followed=bool(r.followed),
-                    engaged=r.user_id in engaged,
-                )
-                for r in rows
-            ]
-        if kind == "hashtags":
-            c = hashtag_counts.c
-            rows = await conn.execute(
-                sa.select(c.tag_id, c.tag, c.post_count).where(c.tag_id.in_(ids))
-            )
-            return [Candidate(int(r.tag_id), (fold(r.tag),), int(r.post_count)) for r in rows]
-        p = places.c
-        rows = await conn.execute(
-            sa.select(p.place_id, p.name_key, p.post_count).where(p.place_id.in_(ids))
-        )
-        return [Candidate(int(r.place_id), (r.name_key,), int(r.post_count)) for r in rows]
+            for r in rows
+        ]
 
     async def _engaged(self, conn: AsyncConnection, viewer: int) -> set[int]:
         """The authors of the posts among the viewer's latest likes (by post id)."""
-        recent = (
-            sa.select(likes.c.post_id)
-            .where(likes.c.user_id == viewer)
-            .order_by(likes.c.post_id.desc())
-            .limit(self.config.engaged_likes_max)
-            .subquery()
-        )
         rows = await conn.execute(
-            sa.select(posts.c.author_id)
-            .distinct()
-            .select_from(recent.join(posts, posts.c.post_id == recent.c.post_id))
+            _ENGAGED_QUERY, {"viewer": viewer, "n": self.config.engaged_likes_max}
         )
         return {int(r[0]) for r in rows} - {viewer}
 
@@ -240,15 +216,6 @@ class Search:
         return PostPage([int(r.post_id) for r in page], next_cursor)
 
 
-def _blocked_either_way(viewer: int, other: Any) -> Any:
-    return sa.exists().where(
-        sa.or_(
-            sa.and_(blocks.c.blocker_id == viewer, blocks.c.blocked_id == other),
-            sa.and_(blocks.c.blocker_id == other, blocks.c.blocked_id == viewer),
-        )
-    )
-
-
 def _visible_to(viewer: int) -> Any:
     """A post's author is the viewer, public or followed by the viewer, and no block
     stands between them either way."""
@@ -256,7 +223,7 @@ def _visible_to(viewer: int) -> Any:
     followed = sa.exists().where(follows.c.follower_id == viewer, follows.c.followee_id == author)
     return sa.and_(
         sa.or_(author == viewer, users.c.is_private == sa.false(), followed),
-        ~_blocked_either_way(viewer, author),
+        ~blocked_either_way(viewer, author),
     )
 
 
@@ -277,22 +244,54 @@ def check_hashtag(name: Any) -> str:
     return tag
 
 
-async def _prefix_candidates(
-    conn: AsyncConnection, kind: str, q: str, *, limit: int, follower: int | None
-) -> list[int]:
-    """Names starting with a short query, through the source table's own index (and those
-    of them `follower` follows, as the engines' text_candidates)."""
-    _, id_col, count_col = SOURCES[kind]
-    name = {"accounts": users.c.username, "hashtags": hashtag_counts.c.tag}.get(
-        kind, places.c.name_key
-    )
+@functools.cache
+def _prefix_rows_query(kind: str, limit: int) -> sa.Select[Any]:
+    """What _rows_query reads of the `limit` most popular entities with a key starting
+    with `q` (search_keys.prefix_query) and, for accounts, of as many the viewer follows:
+    one statement (made once per kind and limit; bound: viewer, q, q_end)."""
+    branches = [sa.select(prefix_query(kind, limit=limit, followed=False).subquery())]
+    if kind == "accounts":
+        branches.append(sa.select(prefix_query(kind, limit=limit, followed=True).subquery()))
+    return _rows_query(kind, sa.union_all(*branches).subquery())
 
-    def query_for(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
-        return (
-            sa.select(id_col)
-            .where(name >= q, name < prefix_upper_bound(q), where)
-            .order_by(count_col.desc())
-            .limit(limit)
+
+@functools.cache
+def _rows_query(kind: str, ids: sa.Subquery | None) -> sa.Select[Any]:
+    """The rows ranking needs of the entities a subquery's entity_id column names (None:
+    those of the bound list `ids`): id, name fields, count; for accounts whether the bound
+    `viewer` follows it, and none blocked either way."""
+    source, id_col, count_col = SOURCES[kind]
+    names = {
+        "accounts": (users.c.username, users.c.full_name),
+        "hashtags": (hashtag_counts.c.tag,),
+        "places": (places.c.name_key,),
+    }[kind]
+    viewer: Any = sa.bindparam("viewer")
+    columns: list[Any] = [id_col, *names, count_col]
+    if kind == "accounts":
+        followed = sa.exists().where(
+            follows.c.follower_id == viewer, follows.c.followee_id == users.c.user_id
         )
+        columns.append(followed.label("followed"))
+    query = sa.select(*columns)
+    if ids is None:
+        query = query.where(id_col.in_(sa.bindparam("ids", expanding=True)))
+    else:
+        query = query.select_from(ids.join(source, id_col == ids.c.entity_id))
+    if kind == "accounts":
+        query = query.where(~blocked_either_way(viewer, users.c.user_id))
+    return query
 
-    return await candidate_ids(conn, query_for, kind, follower)
+
+_RECENT_LIKES = (
+    sa.select(likes.c.post_id)
+    .where(likes.c.user_id == sa.bindparam("viewer"))
+    .order_by(likes.c.post_id.desc())
+    .limit(sa.bindparam("n"))
+    .subquery()
+)
+_ENGAGED_QUERY = (
+    sa.select(posts.c.author_id)
+    .distinct()
+    .select_from(_RECENT_LIKES.join(posts, posts.c.post_id == _RECENT_LIKES.c.post_id))
+)

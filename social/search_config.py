@@ -19,16 +19,20 @@ class SearchConfig:
     typeahead_results_max: int = 10
     # Rows each candidate query may return before ranking (per kind, per source).
     candidates_max: int = 100
+    # Prefix candidates per result asked (typeahead of 10: the 40 most popular names and
+    # words starting with the query, and as many of those the viewer follows), at most
+    # candidates_max.
+    candidates_per_result: int = 4
     # Fuzzy matching (typos, missing letters) starts at this many characters; a candidate
     # counts when its trigram similarity to the query is at least fuzzy_similarity_min_pct.
     fuzzy_chars_min: int = 4
     fuzzy_similarity_min_pct: int = 30
-    # PostgreSQL: the pg_trgm word similarity a fuzzy candidate needs (a lower one makes
-    # the trigram index return many more rows to recheck: 0.3 took 6x longer than 0.5 over
-    # 100,000 accounts).
-    fuzzy_candidates_similarity_min_pct: int = 40
-    # Fuzzy candidates per kind, the most similar first (each is scored by edit distance
-    # in Python: the cost of a typo query grows with it).
+    # PostgreSQL: the pg_trgm word similarity a typo candidate needs (computed only for the
+    # rows holding the query's pieces in order, social/search_text.py typo_pieces).
+    fuzzy_candidates_similarity_min_pct: int = 30
+    # Typo candidates per kind (each is scored by edit distance in Python: the cost of a
+    # typo query grows with it; 40 instead of 100 found 39 instead of 43 of 49 one-typo
+    # names among 100,000 accounts).
     fuzzy_candidates_max: int = 100
     # Ranking weights in percent (docs/api/search.md): match quality, popularity (followers,
     # post counts on a log scale), a followed account, an account the viewer engages with.
@@ -55,6 +59,7 @@ class SearchConfig:
             "results_default",
             "results_max",
             "candidates_max",
+            "candidates_per_result",
             "fuzzy_candidates_max",
         ):
             if getattr(self, name) < 1:

@@ -12,31 +12,37 @@ from typing import Any, Final, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from social.schema import follows, users
-from social.search_schema import FTS_COLUMNS, INDEX_TABLES, hashtag_counts, places, trgm_schema
+from social import search_keys
+from social.schema import follows
+from social.search_keys import SOURCES
+from social.search_schema import FTS_COLUMNS, INDEX_TABLES, trgm_schema
 from social.search_text import (
-    fts_any_trigram,
     fts_phrase,
+    fts_typo_match,
     like_pattern,
+    like_typo_patterns,
     prefix_tsquery,
     words,
 )
 
-# kind -> (source table, its id column, the count popularity is measured by)
-SOURCES: Final = {
-    "accounts": (users, users.c.user_id, users.c.follower_count),
-    "hashtags": (hashtag_counts, hashtag_counts.c.tag_id, hashtag_counts.c.post_count),
-    "places": (places, places.c.place_id, places.c.post_count),
-}
 KINDS: Final = tuple(INDEX_TABLES)
 
 
 class SearchEngine(Protocol):
-    """Index rows are (kind, entity id, folded fields); `put` replaces an entity's row."""
+    """Index rows are (kind, entity id, folded fields); `put` replaces an entity's row
+    and its prefix keys (social/search_keys.py, the same on both engines)."""
 
     async def put(
-        self, conn: AsyncConnection, kind: str, rows: Sequence[tuple[int, tuple[str, ...]]]
-    ) -> None: ...
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        rows: Sequence[tuple[int, tuple[str, ...]]],
+        *,
+        fresh: bool = False,
+    ) -> None:
+        """`fresh`: these entities have no prefix keys yet (a rebuild into emptied
+        tables), so none are looked for to delete."""
+        ...
 
     async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None: ...
 
@@ -46,9 +52,8 @@ class SearchEngine(Protocol):
         """The source's count (followers, posts) of these entities changed."""
         ...
 
-    async def begin_read(self, conn: AsyncConnection, *, similarity_min: float) -> None:
-        """Prepares a read transaction for candidate queries (`similarity_min`: that of
-        fuzzy_candidates in it)."""
+    async def begin_read(self, conn: AsyncConnection) -> None:
+        """Prepares a read transaction for candidate queries."""
         ...
 
     async def text_candidates(
@@ -63,8 +68,10 @@ class SearchEngine(Protocol):
     async def fuzzy_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
     ) -> list[int]:
-        """Entities sharing trigrams with the query, most similar first (PostgreSQL: a
-        word similarity of at least `similarity_min`)."""
+        """Entities that may be within a typo of a query word: holding the pieces of one
+        of search_text.typo_pieces(query) in order; SQLite: the most popular first;
+        PostgreSQL: a pg_trgm word similarity of at least `similarity_min`, the most
+        similar first."""
         ...
 
 
@@ -102,7 +109,12 @@ class SqliteEngine:
     """FTS5 tables with the trigram tokenizer; the rowid is the entity id."""
 
     async def put(
-        self, conn: AsyncConnection, kind: str, rows: Sequence[tuple[int, tuple[str, ...]]]
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        rows: Sequence[tuple[int, tuple[str, ...]]],
+        *,
+        fresh: bool = False,
     ) -> None:
         if not rows:
             return
@@ -116,32 +128,58 @@ class SqliteEngine:
             sa.text(f"INSERT INTO {table} (rowid, {names}) VALUES (:id, {marks})"),
             [{"id": i, **{f"c{n}": v for n, v in enumerate(fields)}} for i, fields in rows],
         )
+        await search_keys.put(conn, kind, rows, fresh=fresh)
 
     async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None:
         await conn.execute(
             sa.text(f"DELETE FROM {INDEX_TABLES[kind]} WHERE rowid = :id"), {"id": entity_id}
         )
+        await search_keys.remove(conn, kind, entity_id)
 
     async def popularity_changed(
         self, conn: AsyncConnection, kind: str, entity_ids: Sequence[int]
     ) -> None:
-        """Nothing: SQLite ranks FTS matches by the source table's count directly."""
+        """The prefix keys' copy (FTS matches are ranked by the source's count directly)."""
+        await search_keys.popularity_changed(conn, kind, entity_ids)
 
-    async def begin_read(self, conn: AsyncConnection, *, similarity_min: float) -> None:
+    async def begin_read(self, conn: AsyncConnection) -> None:
         """Nothing to set."""
 
     async def text_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
     ) -> list[int]:
-        return await self._match(conn, kind, fts_phrase(query), limit, follower, popular=True)
+        return await self._match(conn, kind, fts_phrase(query), limit, follower)
 
     async def fuzzy_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
     ) -> list[int]:
-        match = fts_any_trigram(query)
+        match = fts_typo_match(query)
         if match is None:
             return []
-        return await self._match(conn, kind, match, limit, None, popular=False)
+        # The trigram index finds the rows with the long pieces; LIKE then checks every
+        # piece in its order on those rows only (the MATCH of a 3-letter piece can hold
+        # thousands). A name within one typo keeps the pieces of most alternatives, so
+        # the rows keeping more come first, then the more popular.
+        patterns = like_typo_patterns(query)
+        table = INDEX_TABLES[kind]
+        kept = [
+            "("
+            + " OR ".join(f"{table}.{c} LIKE :p{i} ESCAPE '\\'" for c in FTS_COLUMNS[kind])
+            + ")"
+            for i in range(len(patterns))
+        ]
+        source, id_col, count_col = SOURCES[kind]
+        rows = await conn.execute(
+            sa.text(
+                f"SELECT {table}.rowid FROM {table} JOIN {source.name}"
+                f" ON {source.name}.{id_col.name} = {table}.rowid"
+                f" WHERE {table} MATCH :match AND ({' OR '.join(kept)})"
+                f" ORDER BY {' + '.join(kept)} DESC, {source.name}.{count_col.name} DESC,"
+                f" {table}.rowid LIMIT :n"
+            ),
+            {"match": match, "n": limit} | {f"p{i}": p for i, p in enumerate(patterns)},
+        )
+        return [int(r[0]) for r in rows]
 
     async def _match(
         self,
@@ -150,19 +188,16 @@ class SqliteEngine:
         match: str,
         limit: int,
         follower: int | None,
-        *,
-        popular: bool,
     ) -> list[int]:
         index = sa.table(INDEX_TABLES[kind], sa.column("rowid"))
         table, id_col, count_col = SOURCES[kind]
-        order = count_col.desc() if popular else sa.text(f"{INDEX_TABLES[kind]}.rank")
 
         def query_for(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
             return (
                 sa.select(id_col)
                 .select_from(index.join(table, id_col == index.c.rowid))
                 .where(sa.text(f"{INDEX_TABLES[kind]} MATCH :match"), where)
-                .order_by(order)
+                .order_by(count_col.desc())
                 .limit(limit)
             )
 
@@ -177,7 +212,12 @@ class PostgresEngine:
         self._trgm: str | None = None  # pg_trgm's schema, read once
 
     async def put(
-        self, conn: AsyncConnection, kind: str, rows: Sequence[tuple[int, tuple[str, ...]]]
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        rows: Sequence[tuple[int, tuple[str, ...]]],
+        *,
+        fresh: bool = False,
     ) -> None:
         if not rows:
             return
@@ -196,11 +236,13 @@ class PostgresEngine:
             ),
             [{"id": i, "terms": " ".join(f for f in fields if f)} for i, fields in rows],
         )
+        await search_keys.put(conn, kind, rows, fresh=fresh)
 
     async def remove(self, conn: AsyncConnection, kind: str, entity_id: int) -> None:
         await conn.execute(
             sa.text(f"DELETE FROM {INDEX_TABLES[kind]} WHERE entity_id = :id"), {"id": entity_id}
         )
+        await search_keys.remove(conn, kind, entity_id)
 
     async def popularity_changed(
         self, conn: AsyncConnection, kind: str, entity_ids: Sequence[int]
@@ -216,6 +258,7 @@ class PostgresEngine:
             ).bindparams(sa.bindparam("ids", expanding=True)),
             {"ids": sorted(set(entity_ids))},
         )
+        await search_keys.popularity_changed(conn, kind, entity_ids)
 
     async def text_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
@@ -229,11 +272,15 @@ class PostgresEngine:
         if tsquery is not None and len(words(query)) > 1:
             found = sa.or_(sa.text("doc @@ to_tsquery('simple', :tsq)"), found)
 
+        # The search service asks only when the prefix keys found too few, so matches are
+        # usually sparse: read them through the trigram index and sort them (`+ 0` keeps
+        # the planner from walking the popularity index instead, which for a sparse match
+        # reads the whole table: 20-30 ms over 100,000 accounts).
         def query_for(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
             return (
                 sa.select(index.c.entity_id)
                 .where(found, where)
-                .order_by(index.c.popularity.desc(), index.c.entity_id)
+                .order_by((index.c.popularity + 0).desc(), index.c.entity_id)
                 .limit(limit)
             )
 
@@ -242,31 +289,32 @@ class PostgresEngine:
             conn, query_for, kind, follower, values, id_col=index.c.entity_id
         )
 
-    async def begin_read(self, conn: AsyncConnection, *, similarity_min: float) -> None:
-        # Both settings end with the transaction: the threshold of the <% operator, which
-        # the trigram index serves; and no sequential scan, which the planner picks for a
+    async def begin_read(self, conn: AsyncConnection) -> None:
+        # Ends with the transaction: no sequential scan, which the planner picks for a
         # small table not knowing that word_similarity and LIKE cost microseconds a row
         # (20,000 hashtags: 70 ms by a scan, about 2 ms through the index).
-        await conn.execute(
-            sa.text(
-                "SELECT set_config('pg_trgm.word_similarity_threshold', :t, true),"
-                " set_config('enable_seqscan', 'off', true)"
-            ),
-            {"t": str(similarity_min)},
-        )
+        await conn.execute(sa.text("SELECT set_config('enable_seqscan', 'off', true)"))
 
     async def fuzzy_candidates(
         self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
     ) -> list[int]:
+        patterns = like_typo_patterns(query)
+        if not patterns:
+            return []
         if self._trgm is None:
             self._trgm = await trgm_schema(conn)
         trgm, table = self._trgm, INDEX_TABLES[kind]
+        # Each pattern is served by the trigram index (its pieces have 3+ characters);
+        # the similarity is computed for their matches only.
+        found = " OR ".join(f"terms LIKE :p{i} ESCAPE '\\'" for i in range(len(patterns)))
+        similar = f"{trgm}.word_similarity(:q, terms)"
         rows = await conn.execute(
             sa.text(
-                f"SELECT entity_id FROM {table} WHERE :q OPERATOR({trgm}.<%) terms"
-                f" ORDER BY {trgm}.word_similarity(:q, terms) DESC, entity_id LIMIT :n"
+                f"SELECT entity_id FROM {table} WHERE ({found}) AND {similar} >= :t"
+                f" ORDER BY {similar} DESC, entity_id LIMIT :n"
             ),
-            {"q": query, "n": limit},
+            {"q": query, "n": limit, "t": similarity_min}
+            | {f"p{i}": p for i, p in enumerate(patterns)},
         )
         return [int(r[0]) for r in rows]
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from social.schema import hashtags, posts, users
 from social.search_engines import engine_for
-from social.search_schema import hashtag_counts, places, post_places
+from social.search_schema import KEYS_TABLE, hashtag_counts, places, post_places
 from social.search_text import fold
 
 REBUILD_BATCH_ROWS: Final = 2000
@@ -156,6 +156,7 @@ async def rebuild(conn: AsyncConnection, progress: Progress | None = None) -> di
         "places": sa.select(places.c.place_id, places.c.name_key),
     }
     done: dict[str, int] = {}
+    await conn.exec_driver_sql(f"DELETE FROM {KEYS_TABLE}")
     for kind, query in sources.items():
         await conn.exec_driver_sql(f"DELETE FROM search_{kind}")
         total = int(
@@ -169,7 +170,7 @@ async def rebuild(conn: AsyncConnection, progress: Progress | None = None) -> di
             batch = [
                 (int(r[0]), tuple(fold(v) for v in r[1:])) for r in rows[i : i + REBUILD_BATCH_ROWS]
             ]
-            await engine.put(conn, kind, batch)
+            await engine.put(conn, kind, batch, fresh=True)
             n += len(batch)
             if progress is not None:
                 progress(kind, n, total)

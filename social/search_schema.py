@@ -18,6 +18,9 @@ Index tables, one per kind (accounts, hashtags, places), keyed by the entity's i
   B-tree on `popularity` (a copy of the source's count: followers, posts). pg_trgm is
   created in the `public` schema when missing; its functions are called schema-qualified,
   since a Database's search_path names its own schema only.
+- Both: `search_keys` (kind, key, popularity, entity_id), the prefix keys of every kind
+  (social/search_keys.py draws it): each whole folded field and word, walked by the
+  typeahead through a covering B-tree.
 
 The index rows change in the same transaction as the rows they index (social/search_index.py);
 `pinhole search reindex` rebuilds them. A change is a new migration appended to MIGRATIONS.
@@ -42,6 +45,8 @@ INDEX_TABLES: Final = {
     "hashtags": "search_hashtags",
     "places": "search_places",
 }
+# The prefix keys of every kind, the same on both engines (social/search_keys.py).
+KEYS_TABLE: Final = "search_keys"
 # The SQLite FTS5 columns of each index table (PostgreSQL: entity_id, terms, doc).
 FTS_COLUMNS: Final = {
     "accounts": ("username", "full_name"),
@@ -104,8 +109,29 @@ async def trgm_schema(conn: AsyncConnection) -> str:
     return str(name)
 
 
+async def create_keys_table(conn: AsyncConnection) -> None:
+    """The prefix keys (social/search_keys.py draws the table): a covering B-tree for
+    prefix ranges, bytewise on PostgreSQL too (COLLATE "C"), and one for the writes."""
+    collate = ' COLLATE "C"' if conn.dialect.name == "postgresql" else ""
+    await conn.exec_driver_sql(
+        f"CREATE TABLE {KEYS_TABLE} (kind SMALLINT NOT NULL, key TEXT{collate} NOT NULL,"
+        " popularity BIGINT NOT NULL, entity_id BIGINT NOT NULL)"
+    )
+    await conn.exec_driver_sql(
+        f"CREATE INDEX {KEYS_TABLE}_prefix ON {KEYS_TABLE} (kind, key, popularity, entity_id)"
+    )
+    await conn.exec_driver_sql(
+        f"CREATE INDEX {KEYS_TABLE}_entity ON {KEYS_TABLE} (kind, entity_id)"
+    )
+
+
 async def create_index_tables(conn: AsyncConnection) -> None:
-    """Creates the three index tables of this engine (empty)."""
+    """Creates the index tables of this engine and the prefix keys (empty)."""
+    await _create_engine_tables(conn)
+    await create_keys_table(conn)
+
+
+async def _create_engine_tables(conn: AsyncConnection) -> None:
     if conn.dialect.name == "sqlite":
         for kind, table in INDEX_TABLES.items():
             columns = ", ".join(FTS_COLUMNS[kind])
@@ -133,7 +159,7 @@ async def create_index_tables(conn: AsyncConnection) -> None:
 
 
 async def drop_index_tables(conn: AsyncConnection) -> None:
-    for table in INDEX_TABLES.values():
+    for table in (*INDEX_TABLES.values(), KEYS_TABLE):
         await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
 
 
@@ -142,11 +168,20 @@ async def _v1(conn: AsyncConnection) -> None:
         await conn.execute(CreateTable(table))
     for index in _indexes:
         await conn.execute(CreateIndex(index))
-    await create_index_tables(conn)
-    # A database with users and posts already: fill the counts and the index now.
+    await _create_engine_tables(conn)
+    # Filled by version 2, which always follows.
+
+
+async def _v2(conn: AsyncConnection) -> None:
+    # Version 1 created its index tables without the prefix keys: add them, then fill the
+    # counts and every index row (a database with users and posts already).
+    await create_keys_table(conn)
     from social import search_index
 
     await search_index.rebuild(conn)
 
 
-MIGRATIONS: Final = (Migration(1, "places, post places, hashtag counts and the search index", _v1),)
+MIGRATIONS: Final = (
+    Migration(1, "places, post places, hashtag counts and the search index", _v1),
+    Migration(2, "the prefix keys of the search index (search_keys)", _v2),
+)

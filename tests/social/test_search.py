@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from common.config import ConfigError, load_toml
 from common.db import Database
 from common.ids import IdGenerator
-from social import accounts, graph, posts, search_index, search_schema
+from social import accounts, graph, posts, search_index, search_schema, search_text
 from social.config import SocialConfig
 from social.errors import Invalid
 from social.schema import follows, users
@@ -145,6 +145,43 @@ async def test_follows_update_the_popularity_search_ranks_by(
         await graph.unfollow(db, fan, two)
         await graph.follow(db, ids, fan, one)
     assert await names(Search(db, narrow), viewer, "oe_") == [one]
+    # The prefix keys keep their own copy of the count: one candidate, the most followed.
+    assert await names(Search(db, narrow), viewer, "zoe") == [one]
+    for fan in fans:
+        await graph.unfollow(db, fan, one)
+        await graph.follow(db, ids, fan, two)
+    assert await names(Search(db, narrow), viewer, "zoe") == [two]
+
+
+async def test_prefixes_of_every_word_and_typos_in_a_crowd(db: Database, ids: IdGenerator) -> None:
+    viewer = await make(db, ids, "viewer")
+    for i in range(12):
+        await make(db, ids, f"lindqvist{i}", "Tomasz Lindqvist", followers=100 + i)
+    target = await make(db, ids, "quietone", "Ingrid Lindqvist", followers=0)
+    search = Search(db, SearchConfig())
+    # Twelve more popular accounts share the last name; the first name is the target's own.
+    assert await names(search, viewer, "ingr") == [target]
+    assert await names(search, viewer, "ingrid lind") == [target]  # a whole field's prefix
+    assert len(await names(search, viewer, "lindq")) == 10
+    assert (await names(search, viewer, "quitone"))[0] == target  # a missing letter
+    assert (await names(search, viewer, "quiteone"))[0] == target  # two letters swapped
+
+
+def test_index_keys_and_typo_pieces() -> None:
+    assert search_text.index_keys(("margaret_hill", "margaret hill")) == (
+        "margaret_hill",
+        "margaret hill",
+        "margaret",
+        "hill",
+    )
+    assert search_text.index_keys(("", "")) == ()
+    pieces = search_text.typo_pieces("margret")
+    # One alternative per place of the typo: here "margaret" keeps "mar" ... "et".
+    assert ("mar", "et") in pieces and ("m", "gret") in pieces
+    assert all(any(len(p) >= 3 for p in alternative) for alternative in pieces)
+    assert search_text.typo_pieces("jonh") == ()  # no piece of 3 letters survives
+    assert "%m%gret%" in search_text.like_typo_patterns("margret")
+    assert search_text.fts_typo_match("jonh") is None
 
 
 async def test_engaged_accounts_rank_before_others(db: Database, ids: IdGenerator) -> None:
