@@ -60,8 +60,9 @@ class ApiConfig:
     # client address is then the right-most entry not in this list (api/client_address.py).
     trusted_proxies: tuple[str, ...] = ()
     # Public media documents (a post's photo with its URLs) remembered by the rows they are
-    # made from (api/media_docs.py PublicMediaDocuments), least recently used dropped.
-    media_documents_cached_max: int = 20_000
+    # made from (api/media_docs.py PublicMediaDocuments), least recently used dropped;
+    # about 5 KB each (a photo with its 12-variant ladder).
+    media_documents_cached_max: int = 5_000
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:

@@ -191,7 +191,7 @@ def _media(c: sqlite3.Connection, wanted: list[int]) -> dict[int, MediaWithVaria
 # frozen object: made once, and compared by identity where it is a key
 # (api/media_docs.py PublicMediaDocuments). Keyed by the row's whole content: a changed
 # row is a new object. Bounded; least recently used dropped.
-ROWS_INTERNED_MAX: Final = 1 << 16
+ROWS_INTERNED_MAX: Final = 1 << 15  # of each kind; a variant row about 300 bytes
 
 
 @functools.lru_cache(maxsize=ROWS_INTERNED_MAX)
