@@ -14,4 +14,9 @@ from aiohttp import web
 def json_response(data: Any, *, status: int = 200) -> web.Response:
     """`data` (dicts, lists, strings, numbers, booleans, None) as an application/json
     answer."""
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(data),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",  # as aiohttp's json_response labels the other answers
+    )
