@@ -2,14 +2,14 @@
 authors, their media and the authors' pictures with every variant, the viewer's likes and
 saves among them, the posts' places (and, for the Mastodon API, the media descriptions).
 
-Two readers of the same batch, which must agree row for row (tests/social/test_post_batch.py
-holds them to it):
+Two readers of the same batch, which must agree row for row
+(tests/social/test_api_feed_hydration.py holds them to it):
 - `read_posts`, a SQLAlchemy read unit (Database.read), for every database;
 - on a SQLite file, `read_quick`: the same statements as plain SQL on the QuickReader's
   thread (common/quickread.py), without SQLAlchemy's per-statement execution and per-row
-  processing. A feed page's batch is nine statements and about 300 rows (20 posts with a
-  twelve-variant photo each); through SQLAlchemy that cost 3.5 ms of CPU, plain about
-  0.4 ms (ARCHITECTURE.md, "The hydrated feed over HTTP").
+  processing. A feed page's batch is eight statements and about 300 rows (20 posts with a
+  twelve-variant photo each); through SQLAlchemy that cost 4.4-5.0 ms of CPU, plain
+  0.9-1.0 ms (ARCHITECTURE.md, "The hydrated feed over HTTP, cheaper per page").
 """
 
 from __future__ import annotations
