@@ -6,6 +6,7 @@ are the same JSON."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -14,9 +15,13 @@ from aiohttp import web
 
 def json_response(data: Any, *, status: int = 200) -> web.Response:
     """`data` (dicts, lists, strings, numbers, booleans, None) as an application/json
-    answer."""
+    answer; whatever the standard encoder takes (non-string keys, any integer) is taken."""
+    try:
+        body = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:  # what orjson refuses and json takes: integers past 64 bits
+        body = json.dumps(data).encode()
     return web.Response(
-        body=orjson.dumps(data),
+        body=body,
         status=status,
         content_type="application/json",
         charset="utf-8",  # as aiohttp's json_response labels the other answers

@@ -18,3 +18,10 @@ def test_the_same_json_and_content_type_as_aiohttps() -> None:
     assert isinstance(ours.body, bytes) and isinstance(theirs.body, bytes)
     assert json.loads(ours.body) == json.loads(theirs.body) == doc
     assert "café ☕".encode() in ours.body  # UTF-8, not \u escapes
+
+
+def test_what_orjson_refuses_is_encoded_as_json_would() -> None:
+    doc = {"big": 1 << 70, "negative": -(1 << 64), 7: "an int key"}
+    ours = json_response(doc)
+    assert isinstance(ours.body, bytes)
+    assert json.loads(ours.body) == json.loads(json.dumps(doc))
