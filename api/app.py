@@ -34,6 +34,7 @@ from api import (
 from api.config import ApiConfig
 from api.context import CONTEXT, RATE, ApiContext
 from api.errors import error_middleware
+from api.media_docs import PublicMediaDocuments
 from api.photo_urls import PhotoUrls
 from api.upload_limits import open_staging
 from api.web_routes import add_web_routes
@@ -98,6 +99,12 @@ def make_app(
             async with BlobWriter(media.directory_url, credentials=credentials) as writer:
                 id_gen = IdGenerator(media.id_shard)
                 ingest = Ingest(media, db, writer, id_gen)
+                photo_urls = PhotoUrls(
+                    media.photo_url_base,
+                    credentials.url_key,
+                    ttl_s=media.signed_url_ttl_s,
+                    step_s=media.signed_url_step_s,
+                )
                 app[CONTEXT] = ApiContext(
                     config,
                     media,
@@ -111,13 +118,11 @@ def make_app(
                     id_gen,
                     counters,
                     credentials,
-                    PhotoUrls(
-                        media.photo_url_base,
-                        credentials.url_key,
-                        ttl_s=media.signed_url_ttl_s,
-                        step_s=media.signed_url_step_s,
-                    ),
+                    photo_urls,
                     staging,
+                    PublicMediaDocuments(
+                        photo_urls, documents_max=config.media_documents_cached_max
+                    ),
                 )
                 yield
         finally:

@@ -59,6 +59,10 @@ class ApiConfig:
     # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For is believed: the
     # client address is then the right-most entry not in this list (api/client_address.py).
     trusted_proxies: tuple[str, ...] = ()
+    # Public media documents (a post's photo with its URLs) remembered by the rows they are
+    # made from (api/media_docs.py PublicMediaDocuments), least recently used dropped;
+    # about 5 KB each (a photo with its 12-variant ladder).
+    media_documents_cached_max: int = 5_000
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -78,6 +82,7 @@ class ApiConfig:
             "staging_bytes_max",
             "tus_uploads_per_user_max",
             "tus_metadata_bytes_max",
+            "media_documents_cached_max",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

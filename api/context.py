@@ -17,6 +17,7 @@ from aiohttp import web
 from api import auth
 from api.config import ApiConfig
 from api.errors import NotAuthenticated, UploadsBusy
+from api.media_docs import PublicMediaDocuments
 from api.photo_urls import PhotoUrls
 from api.upload_limits import Staging
 from common.credentials import Credentials
@@ -49,6 +50,9 @@ class ApiContext:
     credentials: Credentials
     photo_urls: PhotoUrls
     staging: Staging
+    # Public media documents remembered by their rows (feed pages render the same photos
+    # again and again).
+    public_media: PublicMediaDocuments
     uploads_inflight: int = 0
     # tus: one lock per upload being written (PATCH, DELETE, the sweeper), this process only.
     tus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)

@@ -8,6 +8,7 @@ from api import params
 from api.context import CONTEXT
 from api.errors import BadApiRequest
 from api.media_docs import iso
+from api.responses import json_response
 from api.social_docs import author_document, avatars, post_documents
 from feed import cursor as feed_cursor
 from social import accounts, notify, posts
@@ -37,7 +38,7 @@ async def feed(request: web.Request) -> web.Response:
     else:
         raise BadApiRequest("mode must be chronological or ranked")
     docs = await post_documents(ctx, viewer, [e[0] for e in page.entries])
-    return web.json_response(
+    return json_response(
         {
             "posts": docs,
             "next_cursor": None

@@ -10,12 +10,10 @@ import html
 import re
 from typing import Any, Final
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from api.context import ApiContext
 from api.media_docs import iso
-from api.social_docs import PostBatch, avatar_document, avatars, documents_of, read_posts
-from social import client_state, text
+from api.social_docs import avatar_document, avatars, documents_of
+from social import client_state, post_batch, text
 from social.accounts import User
 from social.graph import Relationship
 
@@ -218,12 +216,7 @@ async def statuses(
     if not post_ids:
         return []
 
-    async def unit(conn: AsyncConnection) -> tuple[PostBatch, dict[int, str]]:
-        batch = await read_posts(conn, viewer, post_ids)
-        media_ids = [m.media_id for p in batch.found.values() for m in p.media]
-        return batch, await client_state.descriptions(conn, media_ids)
-
-    batch, described = await ctx.db.read(unit)
+    batch, described = await post_batch.read_batch_described(ctx.db, viewer, post_ids)
     posts = documents_of(ctx, batch, post_ids)
     docs = {
         str(u.user_id): account(

@@ -4,10 +4,13 @@ GET /media/{id} returns. Pure functions of the rows."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
-from api.photo_urls import UrlMaker
+from api.photo_urls import PhotoUrls, UrlMaker
 from common.photo import EXTENSIONS, Format
 from transformer import variants as v
 from transformer.media_store import MediaRow, MediaStatus, VariantRow
@@ -81,3 +84,38 @@ def media_document(
             "formats": formats,
         }
     return doc
+
+
+@dataclass(frozen=True, slots=True)
+class PublicMediaStatistics:
+    hits: int
+    misses: int
+    documents: int
+    documents_max: int
+
+
+class PublicMediaDocuments:
+    """`media_document(row, rows, urls=public, owner=False)` remembered by its arguments:
+    the key is the media row and every variant row as this request read them, so a row that
+    changed (a re-keyed cookie, a new status, a variant rewritten) is a new key and nothing
+    needs invalidating, in this process or any other. Only public URLs are remembered
+    (signed ones are per viewer and expire; a private account's media never come here), and
+    only a document's own rows decide it (no viewer, no counts). The least recently used
+    are dropped beyond `documents_max`. A returned document is shared by every later caller:
+    copy it before changing it (`documents_of` copies the top level and adds its keys)."""
+
+    def __init__(self, photo_urls: PhotoUrls, *, documents_max: int) -> None:
+        self._urls = photo_urls.public()
+        self._documents_max = documents_max
+        self._render = functools.lru_cache(maxsize=documents_max)(self._document)
+
+    def _document(self, row: MediaRow, rows: tuple[VariantRow, ...]) -> dict[str, Any]:
+        return media_document(row, list(rows), urls=self._urls, owner=False)
+
+    def get(self, row: MediaRow, rows: Sequence[VariantRow]) -> dict[str, Any]:
+        """The public document of the media (shared: do not change it)."""
+        return self._render(row, tuple(rows))
+
+    def statistics(self) -> PublicMediaStatistics:
+        info = self._render.cache_info()
+        return PublicMediaStatistics(info.hits, info.misses, info.currsize, self._documents_max)

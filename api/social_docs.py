@@ -4,16 +4,14 @@ whole page. Every id is a string."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.context import ApiContext
 from api.media_docs import iso, media_document
-from social import accounts, graph, interactions, places, posts
+from social import accounts, graph, post_batch
 from social.accounts import User
-from social.places import Place, place_document
+from social.places import place_document
+from social.post_batch import PostBatch
 from transformer import media_store
 
 
@@ -105,54 +103,25 @@ async def avatars(ctx: ApiContext, users: list[User]) -> dict[int, dict[str, Any
     }
 
 
-@dataclass(frozen=True, slots=True)
-class PostBatch:
-    """What a page of posts is made from, read in one snapshot (`read_posts`)."""
-
-    found: dict[int, posts.Post]
-    authors: dict[int, User]
-    media: dict[int, tuple[media_store.MediaRow, list[media_store.VariantRow]]]
-    liked: set[int]
-    saved: set[int]
-    post_places: dict[int, Place]
-
-
-async def read_posts(conn: AsyncConnection, viewer: int, post_ids: list[int]) -> PostBatch:
-    """The posts, their authors, their media and the authors' pictures (with variants),
-    the viewer's likes and saves among them and the posts' places, inside the caller's
-    snapshot; a unit for Database.read (it awaits only conn.execute)."""
-    found = await posts.get_many(conn, post_ids)
-    authors = await accounts.get_many(conn, {p.author_id for p in found.values()})
-    media_ids = [m.media_id for p in found.values() for m in p.media]
-    media_ids += [u.avatar_media_id for u in authors.values() if u.avatar_media_id]
-    media = await media_store.get_many(conn, media_ids)
-    liked, saved = await interactions.viewer_flags(conn, viewer, found)
-    chosen = await places.of_posts(conn, list(found))
-    return PostBatch(found, authors, media, liked, saved, chosen)
-
-
 def avatar_document(ctx: ApiContext, batch: PostBatch, user: User) -> dict[str, Any] | None:
     """A batch author's profile picture (public, of private accounts too), if any."""
     if user.avatar_media_id is None or user.avatar_media_id not in batch.media:
         return None
-    return media_document(
-        *batch.media[user.avatar_media_id], urls=ctx.photo_urls.public(), owner=False
-    )
+    return ctx.public_media.get(*batch.media[user.avatar_media_id])
 
 
 async def post_documents(ctx: ApiContext, viewer: int, post_ids: list[int]) -> list[dict[str, Any]]:
     """Documents of the given posts in that order (posts gone meanwhile are left out)."""
     if not post_ids:
         return []
-    batch = await ctx.db.read(lambda conn: read_posts(conn, viewer, post_ids))
+    batch = await post_batch.read_batch(ctx.db, viewer, post_ids)
     return documents_of(ctx, batch, post_ids)
 
 
 def documents_of(ctx: ApiContext, batch: PostBatch, post_ids: list[int]) -> list[dict[str, Any]]:
-    """The documents of `post_ids` (in that order) from a batch read by `read_posts`."""
+    """The documents of `post_ids` (in that order) from a batch read by `post_batch.read_batch`."""
     found, authors, media = batch.found, batch.authors, batch.media
-    public = ctx.photo_urls.public()
-    signed = ctx.photo_urls.signed() if any(a.is_private for a in authors.values()) else public
+    signed = ctx.photo_urls.signed() if any(a.is_private for a in authors.values()) else None
     out = []
     for post_id in post_ids:
         post = found.get(post_id)
@@ -165,8 +134,13 @@ def documents_of(ctx: ApiContext, batch: PostBatch, post_ids: list[int]) -> list
             got = media.get(m.media_id)
             if got is None:
                 continue
-            # A private account's photos travel only as signed, expiring URLs.
-            doc = media_document(*got, urls=signed if author.is_private else public, owner=False)
+            # A private account's photos travel only as signed, expiring URLs, made for
+            # this answer; a public account's are remembered (shared: copied, then added to).
+            if author.is_private:
+                assert signed is not None
+                doc = media_document(*got, urls=signed, owner=False)
+            else:
+                doc = dict(ctx.public_media.get(*got))
             urls = doc["urls"]
             doc["url"] = urls.get("1080") or urls.get("hls") or next(iter(urls.values()), None)
             doc["alt_text"] = m.alt_text

@@ -11,7 +11,7 @@ PostgreSQL always does (its Database has no QuickReader).
 
 `run_unit(fn)` runs a SQLAlchemy read unit the same way: `fn(conn)` is an async function
 written for a snapshot's AsyncConnection whose only awaits are `conn.execute(...)` (the
-batched reads of a page's hydration, api/social_docs.py `read_posts`); here it gets a
+batched reads of a page's hydration, social/post_batch.py `read_posts`); here it gets a
 synchronous connection of its own on the reader thread, inside one BEGIN ... COMMIT, and
 is driven to its end there without an event loop: the same statements and row handling,
 one hop instead of several per statement. A unit that awaits anything else fails
