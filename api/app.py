@@ -35,13 +35,17 @@ from api.config import ApiConfig
 from api.context import CONTEXT, RATE, ApiContext
 from api.errors import error_middleware
 from api.media_docs import PublicMediaDocuments
+from api.metrics import FANOUT, REQUESTS, metrics
 from api.photo_urls import PhotoUrls
 from api.upload_limits import open_staging
 from api.web_routes import add_web_routes
+from common.aiohttp_observe import observe_middleware
 from common.credentials import Credentials
 from common.db import migrate, open_database
 from common.errors import rate_limit_headers
 from common.ids import IdGenerator
+from common.json_logs import AccessLog
+from common.request_metrics import RequestMetrics, RequestObserver
 from common.signals import stop_event
 from directory.writer import BlobWriter
 from feed import schema as feed_schema
@@ -73,14 +77,22 @@ def make_app(
     realtime: RealtimeConfig | None = None,
     search: SearchConfig | None = None,
     explore: ExploreConfig | None = None,
+    access_log: AccessLog | None = None,
 ) -> web.Application:
     social = social or SocialConfig()
     feed_config = feed or FeedConfig()
     config.check_staging_fits(max(media.limits.image_bytes_max, media.limits.video_bytes_max))
+    requests = RequestMetrics("pinhole_api")
     app = web.Application(
-        middlewares=[error_middleware, realtime_routes.publish_notifications],
+        middlewares=[
+            # Outermost: the request id, and the status the error middleware answered.
+            observe_middleware(RequestObserver(requests, access_log)),
+            error_middleware,
+            realtime_routes.publish_notifications,
+        ],
         client_max_size=config.json_body_bytes_max,
     )
+    app[REQUESTS] = requests
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         if not media.database_url:
@@ -149,6 +161,7 @@ def make_app(
     explore_routes.setup(app, explore)  # Explore and its refresh job (docs/api/explore.md)
     app.router.add_get("/api/openapi.json", openapi.serve)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     add_web_routes(
         app,
         photo_url_base=media.photo_url_base,
@@ -159,7 +172,7 @@ def make_app(
 
 async def fanout(app: web.Application) -> AsyncIterator[None]:
     """Runs the feed's fan-out jobs in this process while it serves."""
-    runner = FanoutRunner(app[CONTEXT].feed)
+    runner = app[FANOUT] = FanoutRunner(app[CONTEXT].feed)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
@@ -200,8 +213,10 @@ async def running_api(
     realtime: RealtimeConfig | None = None,
     search: SearchConfig | None = None,
     explore: ExploreConfig | None = None,
+    access_log: AccessLog | None = None,
 ) -> AsyncIterator[tuple[web.Application, int]]:
-    """Serves the API on config.host:config.port (0: a free port); yields (app, port)."""
+    """Serves the API on config.host:config.port (0: a free port); yields (app, port).
+    `access_log`: where its one line per request goes (none: only the request metrics)."""
     app = make_app(
         config,
         media,
@@ -211,6 +226,7 @@ async def running_api(
         realtime=realtime,
         search=search,
         explore=explore,
+        access_log=access_log,
     )
     runner = web.AppRunner(
         app,
@@ -240,7 +256,8 @@ async def serve_forever(
     explore: ExploreConfig | None = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
-    with stop_event() as stop:
+    access_log = AccessLog("api")
+    with stop_event() as stop, contextlib.closing(access_log):
         async with running_api(
             config,
             media,
@@ -250,6 +267,7 @@ async def serve_forever(
             realtime=realtime,
             search=search,
             explore=explore,
+            access_log=access_log,
         ) as (
             _,
             port,

@@ -205,6 +205,16 @@ MEDIA_PATHS: Final[dict[str, Any]] = {
             "responses": {"200": {"description": "{ok: true, uploads_inflight, staging_bytes}"}},
         }
     },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus text of the API process (internal metrics or admin "
+            "credential; docs/operations/metrics.md)",
+            "responses": {
+                "200": {"description": "Prometheus text exposition 0.0.4"},
+                "401": _error("no metrics or admin internal credential"),
+            },
+        }
+    },
     "/api/openapi.json": {
         "get": {
             "summary": "This document",

@@ -17,6 +17,7 @@ from aiohttp import web
 from api.context import CONTEXT
 from api.errors import ApiError, NoSuchResource
 from api.params import path_id
+from common import request_ids
 from common.credentials import Purpose
 from common.photo import EXTENSIONS, Format, content_type, photo_path
 from transformer import media_store
@@ -56,7 +57,7 @@ async def original(request: web.Request) -> web.StreamResponse:
         total=DOWNLOAD_TIMEOUT_S_MAX, sock_connect=ROUTER_CONNECT_TIMEOUT_S
     )
     async with (
-        aiohttp.ClientSession(timeout=timeout) as http,
+        aiohttp.ClientSession(timeout=timeout, trace_configs=[request_ids.trace_config()]) as http,
         http.get(url, headers=headers) as upstream,
     ):
         if upstream.status != 200:

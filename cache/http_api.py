@@ -28,8 +28,11 @@ from cache.node import CacheNode
 from common import ids
 from common.credentials import Credentials, Purpose
 from common.errors import PinholeError
-from common.leanhttp import Request, Response, encode_header_lines, json_response
+from common.json_logs import AccessLog
+from common.leanhttp import Handler, Request, Response, encode_header_lines, json_response
+from common.leanhttp.observe import observed
 from common.photo import ALT_KEY_MAX, KEY_MAX, VOLUME_ID_MAX
+from common.request_metrics import RequestMetrics, RequestObserver
 
 __all__ = ["REPLICAS_PER_REQUEST_MAX", "CacheHttpApi"]
 
@@ -74,10 +77,32 @@ def _replicas(header: str | None) -> list[str]:
     return urls
 
 
+_ROUTES: Final = {
+    4: "/c/{vid}/{key}/{alt}/{cookie}",
+    2: "/c/{vid}/{key}",
+}
+_PLAIN_ROUTES: Final = frozenset(("/healthz", "/status", "/metrics"))
+
+
+def route_of(req: Request) -> str:
+    """The route template of a request (the `route` of its metrics and access line)."""
+    path = req.path
+    if path.startswith("/c/"):
+        return _ROUTES.get(path.count("/") - 1, "unmatched")
+    return path if path in _PLAIN_ROUTES else "unmatched"
+
+
 class CacheHttpApi:
-    def __init__(self, node: CacheNode, *, credentials: Credentials) -> None:
+    def __init__(
+        self, node: CacheNode, *, credentials: Credentials, access_log: AccessLog | None = None
+    ) -> None:
         self.node = node
         self._credentials = credentials
+        self.requests = RequestMetrics("pinhole_cache")
+        # Each request counted, timed and logged with its id (sent on to the stores).
+        self.handle: Handler = observed(
+            self._handle, RequestObserver(self.requests, access_log), route_of
+        )
 
     def _require(self, req: Request, *purposes: Purpose) -> None:
         if not self._credentials.allows(req.headers.get("authorization"), *purposes):
@@ -85,7 +110,7 @@ class CacheHttpApi:
                 401, "unauthorized", "the internal credential is missing or wrong"
             )
 
-    def handle(self, req: Request) -> Response | Awaitable[Response]:
+    def _handle(self, req: Request) -> Response | Awaitable[Response]:
         try:
             return self._route(req)
         except PinholeError as exc:
@@ -120,7 +145,7 @@ class CacheHttpApi:
             return json_response(200, asdict(self.node.statistics()))
         if path == "/metrics":
             self._require(req, Purpose.METRICS, Purpose.ADMIN)
-            body, content_type = render_metrics(self.node)
+            body, content_type = render_metrics(self.node, self.requests)
             return Response(200, body, (), content_type)
         raise CacheRequestError(404, "not_found", f"no route {path}")
 

@@ -12,6 +12,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
     from cache.node import CacheNode
+    from common.request_metrics import RequestMetrics
 
 __all__ = ["render_metrics"]
 
@@ -94,8 +95,10 @@ class _Collector:
         yield c
 
 
-def render_metrics(node: CacheNode) -> tuple[bytes, str]:
+def render_metrics(node: CacheNode, requests: RequestMetrics | None = None) -> tuple[bytes, str]:
     """(body, content type) of the Prometheus text exposition."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(node))
+    if requests is not None:
+        registry.register(requests)
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -20,6 +20,7 @@ from cache.config import CacheConfig
 from cache.http_api import CacheHttpApi
 from cache.node import CacheNode
 from common.credentials import Credentials, Purpose
+from common.json_logs import AccessLog
 from common.leanhttp import HttpLimits, LeanHTTPServer
 from common.leanhttp.client import HttpClientError, LeanHTTPClient
 from common.signals import stop_event
@@ -61,7 +62,8 @@ async def running_cache(
         connect_timeout_s=min(config.fetch_timeout_s, 2.0),
     )
     node = CacheNode(config, credentials=credentials, client=client)
-    api = CacheHttpApi(node, credentials=credentials)
+    access_log = AccessLog("cache")
+    api = CacheHttpApi(node, credentials=credentials, access_log=access_log)
     server = LeanHTTPServer(api.handle, limits=http_limits(config), name=f"cache {config.name}")
     heartbeat: asyncio.Task[None] | None = None
     try:
@@ -81,6 +83,7 @@ async def running_cache(
         await server.close(grace_s=5.0)
         await node.close()
         await client.close()
+        access_log.close()
 
 
 async def heartbeat_loop(

@@ -96,10 +96,11 @@ SERVICE_GRANTS: Final[Mapping[str, Grant]] = {
     # A router reads caches and stores and checks signed URLs; workers read originals
     # through it with their read credential.
     "router": _grant((R,), (R, A, M), url_key=True),
-    # The API writes originals, streams an original to its owner, signs private URLs.
-    "api": _grant((R, W), (), url_key=True),
-    # A worker reads originals and writes variants.
-    "worker": _grant((R, W), ()),
+    # The API writes originals, streams an original to its owner, signs private URLs; it
+    # serves its /metrics.
+    "api": _grant((R, W), (A, M), url_key=True),
+    # A worker reads originals and writes variants; it serves its /metrics.
+    "worker": _grant((R, W), (A, M)),
     # An f4 storage node serves raw blocks (blocks) and its status; it calls nobody.
     "f4-node": _grant((), (B, A, M)),
     # The f4 name node reaches blocks on storage nodes (blocks) and heartbeats (node); it

@@ -10,6 +10,7 @@ from typing import Any, Self
 
 import aiohttp
 
+from common import request_ids
 from common.credentials import Credentials, Purpose
 from directory.errors import DirectoryError
 
@@ -56,7 +57,9 @@ class DirectoryClient:
         purposes: tuple[Purpose, ...] = (_A,),
     ) -> Any:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, trace_configs=[request_ids.trace_config()]
+            )
         headers: dict[str, str] = {}
         creds = self._credentials
         held = None if creds is None else next((p for p in purposes if creds.holds(p)), None)

@@ -21,11 +21,15 @@ from typing import Any, Final
 from aiohttp import web
 
 from common import ids
+from common.aiohttp_observe import observe_middleware
 from common.credentials import Purpose
 from common.errors import PinholeError
+from common.json_logs import AccessLog
 from common.photo import ALT_KEY_MAX, KEY_MAX, VOLUME_ID_MAX
+from common.request_metrics import RequestMetrics, RequestObserver
 from directory import deletes, growth, health, moves, registry, repairs, tiering
 from directory.errors import BadRequest, Unauthorized, VolumeNotFound
+from directory.metrics import render as render_metrics
 from directory.schema import LogicalVolumeState
 from directory.service import Directory
 from directory.state import ClusterState
@@ -35,6 +39,7 @@ log = logging.getLogger("pinhole.directory")
 DIRECTORY: Final = web.AppKey("directory", Directory)
 # (method, route path) -> the purposes whose credential it takes; () = open.
 PURPOSES: Final = web.AppKey("purposes", dict)
+REQUESTS: Final = web.AppKey("requests", RequestMetrics)
 
 Handler = Any
 
@@ -341,36 +346,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    doc = await status_doc(_d(request))
-    lines = []
-    for name in (
-        "nodes_alive",
-        "nodes_down",
-        "volumes",
-        "writable_volumes",
-        "under_replicated_volumes",
-        "pending_deletes",
-        "pending_repairs",
-    ):
-        lines += [f"# TYPE pinhole_directory_{name} gauge", f"pinhole_directory_{name} {doc[name]}"]
-    lines.append("# TYPE pinhole_directory_volumes_by_state gauge")
-    for name, count in doc["volumes_by_state"].items():
-        lines.append(f'pinhole_directory_volumes_by_state{{state="{name}"}} {count}')
-    lines.append("# TYPE pinhole_directory_alert gauge")
-    for alert in ("no_writable_volume", "no_capacity"):
-        lines.append(f'pinhole_directory_alert{{name="{alert}"}} {int(alert in doc["alerts"])}')
-    lines.append("# TYPE pinhole_directory_loop_passes_total counter")
-    for loop, n in sorted(doc["process"]["passes"].items()):
-        lines.append(f'pinhole_directory_loop_passes_total{{loop="{loop}"}} {n}')
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    body, content_type = render_metrics(await status_doc(_d(request)), request.app[REQUESTS])
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def make_app(directory: Directory) -> web.Application:
+def make_app(directory: Directory, *, access_log: AccessLog | None = None) -> web.Application:
+    """The directory's API; `access_log`: where its one line per request goes (none: only
+    the request metrics)."""
+    requests = RequestMetrics("pinhole_directory")
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[observe_middleware(RequestObserver(requests, access_log)), error_middleware],
         client_max_size=directory.config.request_body_bytes_max,
     )
     app[DIRECTORY] = directory
+    app[REQUESTS] = requests
     read, write, node, admin = Purpose.READ, Purpose.WRITE, Purpose.NODE, Purpose.ADMIN
     routes: list[tuple[str, str, Handler, tuple[Purpose, ...]]] = [
         ("GET", "/healthz", healthz, ()),

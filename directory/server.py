@@ -12,6 +12,7 @@ from aiohttp import web
 from common.credentials import Credentials
 from common.db import migrate, open_database
 from common.jobs import Clock
+from common.json_logs import AccessLog
 from common.signals import stop_event
 from directory import schema
 from directory.config import DirectoryConfig
@@ -41,7 +42,8 @@ async def running_directory(
         directory = Directory(config, db, credentials=credentials, clock=clock)
         await directory.start(loops=loops)
         try:
-            runner = web.AppRunner(make_app(directory), access_log=None)
+            access_log = AccessLog("directory")
+            runner = web.AppRunner(make_app(directory, access_log=access_log), access_log=None)
             await runner.setup()
             try:
                 site = web.TCPSite(runner, config.host, config.port)
@@ -50,6 +52,7 @@ async def running_directory(
                 yield directory, port
             finally:
                 await runner.cleanup()
+                access_log.close()
         finally:
             await directory.close()
     finally:

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from common import request_ids
 from common.credentials import Credentials
 from common.db import Database
 from common.jobs import Clock, LeasedLoop, SystemClock
@@ -88,7 +89,8 @@ class Directory:
 
     async def start(self, *, loops: bool = True) -> None:
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.config.node_request_timeout_s)
+            timeout=aiohttp.ClientTimeout(total=self.config.node_request_timeout_s),
+            trace_configs=[request_ids.trace_config()],
         )
         self._stopping.clear()
         if loops:

@@ -52,6 +52,7 @@ from typing import Any, Final
 import aiohttp
 import xxhash
 
+from common import request_ids
 from common.credentials import Credentials, Purpose
 from common.leanhttp.client import FileBody, HttpClientError, HttpTimeoutError, LeanHTTPClient
 from directory.client import DirectoryClient
@@ -169,7 +170,7 @@ class BlobWriter:
                 "writable_cache_s, put_retry_s_max and unreachable_node_avoid_s must be >= 0"
             )
         self._own_session = session is None
-        self._session = session or aiohttp.ClientSession()
+        self._session = session or aiohttp.ClientSession(trace_configs=[request_ids.trace_config()])
         self._own_http = http is None
         self._http = http
         self.directory = DirectoryClient(

@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
+    from common.request_metrics import RequestMetrics
     from f4.name_node import NameNode
     from f4.node_disk import NodeStatus
 
@@ -93,17 +94,22 @@ class _NodeCollector:
             yield g
 
 
-def _render(collector: object) -> tuple[bytes, str]:
+def _render(*collectors: object) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
+    for collector in collectors:
+        registry.register(collector)  # type: ignore[arg-type]
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def render_name_node(node: NameNode, node_id: str) -> tuple[bytes, str]:
+def render_name_node(
+    node: NameNode, node_id: str, requests: RequestMetrics | None = None
+) -> tuple[bytes, str]:
     """(body, content type) of the name node's Prometheus text exposition."""
-    return _render(_NameCollector(node, node_id))
+    return _render(_NameCollector(node, node_id), *([requests] if requests else []))
 
 
-def render_storage_node(counters: Mapping[str, int], disks: list[NodeStatus]) -> tuple[bytes, str]:
+def render_storage_node(
+    counters: Mapping[str, int], disks: list[NodeStatus], requests: RequestMetrics | None = None
+) -> tuple[bytes, str]:
     """(body, content type) of a storage node's exposition: its counters and its disks."""
-    return _render(_NodeCollector(counters, disks))
+    return _render(_NodeCollector(counters, disks), *([requests] if requests else []))

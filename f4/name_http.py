@@ -22,11 +22,15 @@ from typing import Any, Final
 
 from common.credentials import Credentials, Purpose
 from common.errors import PinholeError
+from common.json_logs import AccessLog
 from common.leanhttp import Request, Response, error_response, guarded, json_response
+from common.leanhttp.observe import observed
+from common.request_metrics import RequestMetrics, RequestObserver
 from f4.metrics import render_name_node
 from f4.name_node import NameNode
 from store import needle
 from store.http_api import fast_needle_path, needle_response, parse_needle_path
+from store.http_api import route_of as store_route_of
 from store.volume_read import NeedleRead
 
 log = logging.getLogger("pinhole.f4")
@@ -56,11 +60,17 @@ class NameNodeHttpApi:
         *,
         credentials: Credentials,
         status: Callable[[], dict[str, Any]] | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.node = node
         self._credentials = credentials
         self._status = status or node.statistics
-        self.handle = guarded(self._route, error_for)
+        self.requests = RequestMetrics("pinhole_f4_name")
+        self.handle = observed(
+            guarded(self._route, error_for),
+            RequestObserver(self.requests, access_log),
+            store_route_of,  # the store's read and delete protocol, the same routes
+        )
 
     def _allowed(self, req: Request, *purposes: Purpose) -> bool:
         return self._credentials.allows(req.headers.get("authorization"), *purposes)
@@ -89,7 +99,9 @@ class NameNodeHttpApi:
         if path == "/metrics":
             if not self._allowed(req, Purpose.METRICS, Purpose.ADMIN):
                 return _UNAUTHORIZED
-            body, content_type = render_name_node(self.node, self.node.config.name_node_id)
+            body, content_type = render_name_node(
+                self.node, self.node.config.name_node_id, self.requests
+            )
             return Response(200, body, (), content_type)
         return error_response(404, "not_found", f"no route for {method} {path}")
 

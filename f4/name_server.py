@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from common.credentials import Credentials
+from common.json_logs import AccessLog
 from common.leanhttp import HttpLimits, LeanHTTPServer
 from common.signals import stop_event
 from f4.cell import Cell
@@ -75,7 +76,8 @@ async def running_name_node(
             doc["heartbeat"] = heartbeat.statistics()
         return doc
 
-    api = NameNodeHttpApi(node, credentials=credentials, status=status)
+    access_log = AccessLog("f4-name")
+    api = NameNodeHttpApi(node, credentials=credentials, status=status, access_log=access_log)
     try:
         server = LeanHTTPServer(
             api.handle, limits=HttpLimits(body_bytes_max=64 * 1024), name="f4 name node"
@@ -98,6 +100,7 @@ async def running_name_node(
         if server is not None:
             await server.close(grace_s=SHUTDOWN_GRACE_S)
         await node.aclose()
+        access_log.close()
 
 
 async def serve_forever(

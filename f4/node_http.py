@@ -40,7 +40,10 @@ from typing import Final, TypeVar
 from common.credentials import Credentials, Purpose
 from common.errors import PinholeError
 from common.ids import parse_decimal
-from common.leanhttp import Request, Response, error_response, json_response
+from common.json_logs import AccessLog
+from common.leanhttp import Handler, Request, Response, error_response, json_response
+from common.leanhttp.observe import observed
+from common.request_metrics import RequestMetrics, RequestObserver
 from f4.block_store import Buffer
 from f4.errors import BadBlockRequest, BlockCorrupt
 from f4.local_block_store import WouldBlock
@@ -100,12 +103,36 @@ def _number(params: dict[str, str], key: str, maximum: int) -> int:
         raise BadBlockRequest(str(e)) from None
 
 
+_PLAIN_ROUTES: Final = frozenset(("/healthz", "/status", "/metrics"))
+
+
+def route_of(req: Request) -> str:
+    """The route template of a request (the `route` of its metrics and access line)."""
+    path = req.path
+    if not path.startswith("/b/"):
+        return path if path in _PLAIN_ROUTES else "unmatched"
+    parts = path[3:].split("/")
+    if len(parts) == 2:
+        if parts[1] == "":
+            return "/b/{disk}/"
+        return "/b/{disk}/uploads" if parts[1] == UPLOADS else "/b/{disk}/{object}"
+    if len(parts) >= 3 and parts[2] == UPLOADS:
+        return "/b/{disk}/{object}/uploads" + ("/{upload}" if len(parts) >= 4 else "")
+    return "unmatched"
+
+
 class NodeHttpApi:
     """The handler (`handle`), head hook and body limit for one LeanHTTPServer."""
 
-    def __init__(self, disks: NodeDisks, *, credentials: Credentials) -> None:
+    def __init__(
+        self, disks: NodeDisks, *, credentials: Credentials, access_log: AccessLog | None = None
+    ) -> None:
         self.disks = disks
         self._credentials = credentials
+        self.requests = RequestMetrics("pinhole_f4_node")
+        self.handle: Handler = observed(
+            self._handle, RequestObserver(self.requests, access_log), route_of
+        )
         self._executor = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="f4-node-disk")
         # f4.metrics' counters, kept on the event loop.
         self.counters: Counter[str] = Counter({name: 0 for name, _ in STORAGE_NODE_COUNTERS})
@@ -138,7 +165,7 @@ class NodeHttpApi:
 
     # -- routing ---------------------------------------------------------------------------
 
-    def handle(self, req: Request) -> Response | Awaitable[Response]:
+    def _handle(self, req: Request) -> Response | Awaitable[Response]:
         path = req.path
         if path == "/healthz":
             return _OK
@@ -156,7 +183,7 @@ class NodeHttpApi:
             return json_response(200, await self._disk(self._status))
         if path == "/metrics" and method == "GET":
             disks = await self._disk(self.disks.status)
-            body, content_type = render_storage_node(self.counters, disks)
+            body, content_type = render_storage_node(self.counters, disks, self.requests)
             return Response(200, body, (), content_type)
         if not path.startswith("/b/"):
             return error_response(404, "not_found", "no such route")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from common.credentials import Credentials
+from common.json_logs import AccessLog
 from common.leanhttp import HttpLimits, LeanHTTPServer
 from common.signals import stop_event
 from f4.node_disk import NodeDisks
@@ -54,7 +55,8 @@ async def running_f4_node(
     removed = await asyncio.to_thread(prepare)
     if removed:
         log.info("removed %d temporary file(s) of unfinished uploads", removed)
-    api = NodeHttpApi(disks, credentials=credentials)
+    access_log = AccessLog("f4-node")
+    api = NodeHttpApi(disks, credentials=credentials, access_log=access_log)
     server = LeanHTTPServer(
         api.handle,
         limits=http_limits(),
@@ -69,6 +71,7 @@ async def running_f4_node(
         await server.close(grace_s=SHUTDOWN_GRACE_S)
         await asyncio.to_thread(api.close)
         await asyncio.to_thread(disks.close)
+        access_log.close()
 
 
 async def serve_forever(

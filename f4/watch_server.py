@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -21,6 +22,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from common.credentials import Credentials, Purpose
 from common.errors import PinholeError
+from common.jobs.metrics import DepthCollector
+from common.json_logs import AccessLog
 from common.leanhttp import (
     HttpLimits,
     LeanHTTPServer,
@@ -30,7 +33,10 @@ from common.leanhttp import (
     guarded,
     json_response,
 )
+from common.leanhttp.observe import observed
+from common.request_metrics import RequestMetrics, RequestObserver
 from common.signals import stop_event
+from f4.jobs import QUEUE as F4_QUEUE
 from f4.watch import Counters, WatchService
 
 log = logging.getLogger("pinhole.f4.watch")
@@ -72,16 +78,28 @@ class _Collector:
                 ("nodes_lost", len(last.nodes_lost), "Nodes down longer than the grace"),
                 ("blocks_lost", len(last.lost), "Blocks lost at the last tick"),
                 ("blocks", last.blocks, "Blocks of the written volumes"),
-                ("last_tick_unix_s", last.unix_s, "When the last tick looked"),
+                (
+                    "last_tick_timestamp_seconds",
+                    last.unix_s,
+                    "When the last tick looked (Unix time)",
+                ),
             ):
                 g = GaugeMetricFamily(f"pinhole_f4_watch_{name}", doc)
                 g.add_metric([], value)
                 yield g
 
 
-def render(service: WatchService) -> tuple[bytes, str]:
+async def render(
+    service: WatchService, requests: RequestMetrics | None = None
+) -> tuple[bytes, str]:
+    """The watcher's counters and the f4 queue's depth per kind (migrate, rebuild,
+    rebalance: how much repair work waits and how long it has waited)."""
+    depths = await service.jobs.depths([F4_QUEUE])
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(service))
+    registry.register(DepthCollector(depths))
+    if requests is not None:
+        registry.register(requests)
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
@@ -96,13 +114,33 @@ def _error_for(exc: BaseException) -> Response:
     return error_response(500, "internal", "internal server error")
 
 
+_ROUTES: Final = frozenset(("/healthz", "/status", "/metrics"))
+
+
+def _route_of(req: Request) -> str:
+    return req.path if req.path in _ROUTES else "unmatched"
+
+
 class WatchHttpApi:
-    def __init__(self, service: WatchService, *, credentials: Credentials) -> None:
+    def __init__(
+        self,
+        service: WatchService,
+        *,
+        credentials: Credentials,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self._service = service
         self._credentials = credentials
-        self.handle = guarded(self._route, _error_for)
+        self.requests = RequestMetrics("pinhole_f4_watch")
+        self.handle = observed(
+            guarded(self._route, _error_for), RequestObserver(self.requests, access_log), _route_of
+        )
 
-    def _route(self, req: Request) -> Response:
+    async def _metrics(self) -> Response:
+        body, content_type = await render(self._service, self.requests)
+        return Response(200, body, (), content_type)
+
+    def _route(self, req: Request) -> Response | Awaitable[Response]:
         if req.method not in ("GET", "HEAD"):
             return error_response(405, "method_not_allowed", f"{req.method} is not allowed here")
         auth = req.headers.get("authorization")
@@ -115,8 +153,7 @@ class WatchHttpApi:
         if req.path == "/metrics":
             if not self._credentials.allows(auth, Purpose.METRICS, Purpose.ADMIN):
                 return _UNAUTHORIZED
-            body, content_type = render(self._service)
-            return Response(200, body, (), content_type)
+            return self._metrics()
         return error_response(404, "not_found", f"no route for {req.method} {req.path}")
 
 
@@ -125,7 +162,8 @@ async def running_watcher(
     service: WatchService, *, credentials: Credentials, host: str, port: int
 ) -> AsyncIterator[LeanHTTPServer]:
     """The watcher's loop and HTTP API, both stopped on exit."""
-    api = WatchHttpApi(service, credentials=credentials)
+    access_log = AccessLog("f4-watch")
+    api = WatchHttpApi(service, credentials=credentials, access_log=access_log)
     server = LeanHTTPServer(api.handle, limits=HttpLimits(body_bytes_max=4096), name="f4 watch")
     await server.start(host, port)
     try:
@@ -133,6 +171,7 @@ async def running_watcher(
             yield server
     finally:
         await server.close(grace_s=SHUTDOWN_GRACE_S)
+        access_log.close()
 
 
 async def serve_forever(

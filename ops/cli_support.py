@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from common import credentials
+from common import credentials, json_logs
 from common.config import ConfigError, load_toml
 from common.credentials import Credentials
 
@@ -135,12 +135,9 @@ def show_progress(json_output: bool) -> bool:
     return not json_output and sys.stderr.isatty()
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, *, service: str = "pinhole") -> None:
+    """A service's logs: JSON lines on stderr, one per event (common/json_logs.py)."""
+    json_logs.setup(level, service=service)
     # libvips logs every thread pool it finishes at INFO: noise, not news.
     logging.getLogger("pyvips").setLevel(logging.WARNING)
 

@@ -623,7 +623,7 @@ def name_serve(
     """Run the f4 name node until SIGINT/SIGTERM."""
     from f4 import name_server
 
-    setup_logging(log_level)
+    setup_logging(log_level, service="f4-name")
     config = _config(
         ctx, name_host=host, name_port=port, name_node_id=node_id, directory_url=directory_url
     )

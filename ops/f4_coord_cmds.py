@@ -97,7 +97,7 @@ def watch_cmd(
     what it saw."""
     from f4 import watch_server
 
-    setup_logging(log_level)
+    setup_logging(log_level, service="f4-watch")
     # A node that is down is the watcher's business, not a warning per request.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     config = _config(ctx, watch_host=host, watch_port=port)

@@ -68,7 +68,7 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve the nodes' block directories until SIGINT/SIGTERM."""
-    setup_logging(log_level)
+    setup_logging(log_level, service="f4-node")
     for name in nodes:
         if not node_name_ok(name):
             raise CliError(

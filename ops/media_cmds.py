@@ -153,7 +153,7 @@ def api_serve(
     from social.explore_config import explore_config
     from social.search_config import search_config
 
-    setup_logging(log_level)
+    setup_logging(log_level, service="api")
     overrides = {"host": host, "port": port, "data_dir": str(data_dir) if data_dir else None}
     try:
         document = load_config(ctx.obj["config_path"], serving=True)
@@ -213,7 +213,7 @@ def worker_serve(
     log_level: str,
 ) -> None:
     """Run one worker (one job at a time) until SIGINT/SIGTERM; start one per spare core."""
-    setup_logging(log_level)
+    setup_logging(log_level, service="worker")
     media = _media_config(
         ctx, _media_overrides(media_data, database_url, directory_url, router_url)
     )
@@ -224,29 +224,69 @@ def worker_serve(
 async def _serve_worker(
     media: MediaConfig, credentials: Credentials, *, name: str, host: str, port: int
 ) -> None:
+    from transformer.metrics import WorkerCollector
     from transformer.worker import run_worker
 
     started = time.time()
+    collector = WorkerCollector(name)
+
+    def hold(worker: Any) -> None:
+        collector.worker = worker
+
     with stop_event() as stop:
-        async with _health_endpoint(host, port, name=name, started=started):
+        async with _health_endpoint(
+            host, port, name=name, started=started, credentials=credentials, collector=collector
+        ):
             print(f"worker {name} running", flush=True)
-            await run_worker(media, credentials=credentials, name=name, stop=stop)
+            await run_worker(media, credentials=credentials, name=name, stop=stop, started=hold)
 
 
 @contextlib.asynccontextmanager
 async def _health_endpoint(
-    host: str, port: int, *, name: str, started: float
+    host: str,
+    port: int,
+    *,
+    name: str,
+    started: float,
+    credentials: Credentials,
+    collector: Any,
 ) -> AsyncIterator[None]:
-    """GET /healthz on host:port (for `pinhole up` / `status`); nothing when port is 0."""
+    """GET /healthz on host:port (for `pinhole up` / `status`) and GET /metrics (metrics
+    or admin credential); nothing when port is 0."""
     if not port:
         yield
         return
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    from common.aiohttp_observe import observe_middleware
+    from common.credentials import Purpose
+    from common.json_logs import AccessLog
+    from common.request_metrics import RequestMetrics, RequestObserver
+
+    requests = RequestMetrics("pinhole_worker")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    registry.register(requests)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "name": name, "uptime_s": time.time() - started})
 
-    app = web.Application()
+    async def metrics(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization")
+        if not credentials.allows(auth, Purpose.METRICS, Purpose.ADMIN):
+            return web.json_response(
+                {"error": {"code": "unauthorized", "message": "a metrics credential is required"}},
+                status=401,
+            )
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    access_log = AccessLog("worker")
+    app = web.Application(middlewares=[observe_middleware(RequestObserver(requests, access_log))])
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -254,3 +294,4 @@ async def _health_endpoint(
         yield
     finally:
         await runner.cleanup()
+        access_log.close()

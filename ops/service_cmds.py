@@ -95,7 +95,7 @@ def directory_serve(
     log_level: str,
 ) -> None:
     """Run a directory until SIGINT/SIGTERM (two may share one database)."""
-    setup_logging(log_level)
+    setup_logging(log_level, service="directory")
     config = _config(
         ctx,
         "directory",
@@ -134,7 +134,7 @@ def cache_serve(
     log_level: str,
 ) -> None:
     """Run a cache node until SIGINT/SIGTERM."""
-    setup_logging(log_level)
+    setup_logging(log_level, service="cache")
     config = _config(
         ctx,
         "cache",
@@ -169,6 +169,6 @@ def router_serve(
     log_level: str,
 ) -> None:
     """Run a router until SIGINT/SIGTERM."""
-    setup_logging(log_level)
+    setup_logging(log_level, service="router")
     config = _config(ctx, "router", {"directory_url": directory_url, "host": host, "port": port})
     _serve("router", config, credentials_file, secret_file, root)

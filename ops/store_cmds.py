@@ -83,7 +83,7 @@ def serve(
     log_level: str,
 ) -> None:
     """Run a store node until SIGINT/SIGTERM."""
-    setup_logging(log_level)
+    setup_logging(log_level, service="store")
     size = None
     if volume_size_max is not None:
         try:

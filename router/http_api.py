@@ -33,7 +33,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from common.credentials import Credentials, Purpose
+from common.json_logs import AccessLog
 from common.leanhttp import (
+    Handler,
     LeanHTTPServer,
     Request,
     Response,
@@ -42,6 +44,7 @@ from common.leanhttp import (
     json_response,
 )
 from common.leanhttp.client import HttpClientError, LeanHTTPClient
+from common.leanhttp.observe import observed
 from common.photo import (
     CONTENT_TYPES,
     ORIGINAL_RENDITION,
@@ -52,6 +55,7 @@ from common.photo import (
     parse_photo_path,
     photo_path,
 )
+from common.request_metrics import RequestMetrics, RequestObserver
 from common.signed_photo import SignedUrlError, is_signed, sign_playlist, verify
 from replica.errors import NeedleAbsent, ReplicaReadError, ReplicasUnavailable
 from replica.read import needle_etag, read_from_replicas
@@ -150,6 +154,17 @@ class RouterStatistics:
     signed_refused: int
 
 
+_PLAIN_ROUTES: Final = frozenset(("/healthz", "/status", "/metrics"))
+
+
+def route_of(req: Request) -> str:
+    """The route template of a request (the `route` of its metrics and access line)."""
+    path = req.path
+    if path.startswith("/p/"):
+        return "/p/{volume}/{key}/{cookie}/{variant}"
+    return path if path in _PLAIN_ROUTES else "unmatched"
+
+
 class RouterHttpApi:
     """The handler for LeanHTTPServer (`handle`) and what /status and /metrics read."""
 
@@ -161,8 +176,14 @@ class RouterHttpApi:
         *,
         credentials: Credentials,
         server_statistics: Callable[[], Any] | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.config = config
+        self.requests = RequestMetrics("pinhole_router")
+        # Each request counted, timed and logged with its id (sent on to caches and stores).
+        self.handle: Handler = observed(
+            self._handle, RequestObserver(self.requests, access_log), route_of
+        )
         self.directory = directory
         self._client = client
         self._ring = directory.ring
@@ -193,7 +214,7 @@ class RouterHttpApi:
 
     # -- entry point ----------------------------------------------------------------------
 
-    def handle(self, req: Request) -> Response | Awaitable[Response]:
+    def _handle(self, req: Request) -> Response | Awaitable[Response]:
         path = req.path
         if path.startswith("/p/"):
             method = req.method

@@ -83,4 +83,5 @@ class _RouterCollector:
 def render(api: RouterHttpApi) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_RouterCollector(api))
+    registry.register(api.requests)
     return generate_latest(registry), CONTENT_TYPE_LATEST

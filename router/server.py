@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from common.credentials import Credentials
+from common.json_logs import AccessLog
 from common.leanhttp import HttpLimits, LeanHTTPServer
 from common.leanhttp.client import LeanHTTPClient
 from common.signals import stop_event
@@ -48,9 +49,12 @@ async def running_router(
     directory = Directory(config, client, credentials=credentials)
     server: LeanHTTPServer | None = None
     api: RouterHttpApi | None = None
+    access_log = AccessLog("router")
     try:
         await directory.start()
-        api = RouterHttpApi(config, directory, client, credentials=credentials)
+        api = RouterHttpApi(
+            config, directory, client, credentials=credentials, access_log=access_log
+        )
         server = LeanHTTPServer(api.handle, limits=http_limits(config), name="router")
         api.server = server
         await server.start(config.host, config.port)
@@ -62,6 +66,7 @@ async def running_router(
             await api.close()
         await directory.close()
         await client.close()
+        access_log.close()
 
 
 async def serve_forever(

@@ -10,6 +10,7 @@ import aiohttp
 import xxhash
 from multidict import CIMultiDictProxy
 
+from common import request_ids
 from common.credentials import Credentials, Purpose
 
 
@@ -75,7 +76,9 @@ class StoreClient:
 
     async def __aenter__(self) -> Self:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, trace_configs=[request_ids.trace_config()]
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -109,7 +112,9 @@ class StoreClient:
         purposes: tuple[Purpose, ...] = (Purpose.ADMIN,),
     ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, trace_configs=[request_ids.trace_config()]
+            )
         try:
             async with self._session.request(
                 method,

@@ -61,6 +61,9 @@ class StoreConfig:
     # Volume copies (POST /volumes/{id}/pull) read from their source at most this fast
     # unless the request names its own rate.
     pull_bytes_per_s_max: int = 100 * MiB
+    # One JSON access line per request on stderr (common/json_logs.py: written in batches,
+    # about a microsecond a request); false leaves only the request metrics.
+    access_log: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536 and self.port != 0:

@@ -32,7 +32,10 @@ from typing import Any, Final
 
 from common.credentials import Credentials, Purpose
 from common.ids import parse_decimal
+from common.json_logs import AccessLog
 from common.leanhttp import Request, Response, error_response, guarded, json_response
+from common.leanhttp.observe import observed
+from common.request_metrics import RequestMetrics, RequestObserver
 from store import errors, needle
 from store.errors import (
     JobNotFound,
@@ -68,6 +71,32 @@ DAT_OFFSET_MAX: Final = 2**40
 # Range positions of more digits (> 10^18 bytes) exceed any needle: the header is ignored.
 RANGE_DIGITS_MAX: Final = 18
 _PUT_ANSWER = b'{"volume_id":%d,"key":"%d","alt_key":%d,"size":%d,"etag":"\\"%016x\\""}'
+
+
+# Route templates by the number of slashes of a needle path.
+_NEEDLE_ROUTES: Final = {
+    3: "/n/{volume}/{key}",
+    4: "/n/{volume}/{key}/{alt_key}",
+    5: "/n/{volume}/{key}/{alt_key}/{cookie}",
+}
+_VOLUME_ACTIONS: Final = frozenset(("state", "dat", "pull", "compact", "verify", "scrub"))
+_ADMIN_ROUTES: Final = frozenset(("status", "healthz", "metrics", "volumes"))
+
+
+def route_of(req: Request) -> str:
+    """The route template of a request (the `route` of its metrics and access line)."""
+    path = req.path
+    if path.startswith("/n/"):
+        return _NEEDLE_ROUTES.get(path.count("/"), "unmatched")
+    parts = [p for p in path.split("/") if p]
+    if len(parts) == 1 and parts[0] in _ADMIN_ROUTES:
+        return "/" + parts[0]
+    if len(parts) in (2, 3) and parts[0] == "volumes":
+        if len(parts) == 2:
+            return "/volumes/{id}"
+        if parts[2] in _VOLUME_ACTIONS:
+            return "/volumes/{id}/" + parts[2]
+    return "unmatched"
 
 
 def error_for(exc: BaseException) -> Response:
@@ -190,9 +219,12 @@ def needle_response(req: Request, read: NeedleRead) -> Response:
 class StoreHttpApi:
     """Handler, head hook and body limit for LeanHTTPServer."""
 
-    def __init__(self, node: StoreNode, *, credentials: Credentials) -> None:
+    def __init__(
+        self, node: StoreNode, *, credentials: Credentials, access_log: AccessLog | None = None
+    ) -> None:
         self.node = node
         self._credentials = credentials
+        self.requests = RequestMetrics("pinhole_store")
         # (method, first path segment) -> (handler, the purposes that may call it)
         self._routes: dict[
             tuple[str, str], tuple[Callable[[Request, list[str]], Any], tuple[Purpose, ...]]
@@ -205,7 +237,12 @@ class StoreHttpApi:
         }
         # The error middleware: every error of a request, raised before or after its first
         # await, is answered by error_for here.
-        self.handle = guarded(self._route, error_for)
+        # Outside it, each request is counted, timed and logged with its id.
+        self.handle = observed(
+            guarded(self._route, error_for),
+            RequestObserver(self.requests, access_log),
+            route_of,
+        )
 
     # -- the three entry points --------------------------------------------------------------
 
@@ -369,7 +406,7 @@ class StoreHttpApi:
     def _metrics(self, req: Request, parts: list[str]) -> Response:
         from store.metrics import render
 
-        body, content_type = render(self.node)
+        body, content_type = render(self.node, self.requests)
         return Response(200, body, (), content_type)
 
     def _volumes(self, req: Request, parts: list[str]) -> Response:

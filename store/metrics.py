@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from common.jobs.local import LocalJob
+from common.request_metrics import RequestMetrics
 from store.node import StoreNode
 
 _VOLUME_GAUGES = (
@@ -102,9 +104,36 @@ class _NodeCollector:
         for v in st.volumes:
             g.add_metric([st.node_id, str(v.volume_id)], 1.0 if v.mode == "writable" else 0.0)
         yield g
+        yield from _local_jobs(st.node_id, self._node.jobs)
 
 
-def render(node: StoreNode) -> tuple[bytes, str]:
+_JOB_KINDS = ("compact", "verify", "scrub", "pull")
+
+
+def _local_jobs(node_id: str, jobs: Mapping[tuple[int, str], LocalJob]) -> Iterator[Metric]:
+    """Compaction, verify, scrub and pull: how many run, and each running one's progress."""
+    running = [job for job in jobs.values() if job.running]
+    g = GaugeMetricFamily(
+        "pinhole_store_local_jobs_running",
+        "Node-local jobs running (compact, verify, scrub, pull)",
+        labels=["node", "kind"],
+    )
+    for kind in _JOB_KINDS:
+        g.add_metric([node_id, kind], sum(1 for job in running if job.kind == kind))
+    yield g
+    g = GaugeMetricFamily(
+        "pinhole_store_local_job_progress_ratio",
+        "Share of its work a running node-local job has done (0..1)",
+        labels=["node", "volume", "kind"],
+    )
+    for job in running:
+        g.add_metric([node_id, str(job.subject), job.kind], job.progress)
+    yield g
+
+
+def render(node: StoreNode, requests: RequestMetrics | None = None) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_NodeCollector(node))
+    if requests is not None:
+        registry.register(requests)
     return generate_latest(registry), CONTENT_TYPE_LATEST

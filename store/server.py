@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 
 from common.credentials import Credentials
+from common.json_logs import AccessLog
 from common.leanhttp import HttpLimits, LeanHTTPServer
 from common.signals import stop_event
 from store.config import StoreConfig
@@ -43,7 +44,8 @@ async def running_node(
     for vid in create_volumes:
         if vid not in node.volumes:
             await node.create_volume(vid)
-    api = StoreHttpApi(node, credentials=credentials)
+    access_log = AccessLog("store") if config.access_log else None
+    api = StoreHttpApi(node, credentials=credentials, access_log=access_log)
     server = LeanHTTPServer(
         api.handle,
         limits=http_limits(config),
@@ -74,6 +76,8 @@ async def running_node(
             await node.heartbeat.stop()
         await server.close(grace_s=5.0)
         await node.close()
+        if access_log is not None:
+            access_log.close()
 
 
 def advertised_url(config: StoreConfig, port: int) -> str:

@@ -37,6 +37,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from common import request_ids
 from common.credentials import Credentials, Purpose
 from common.db import Database, migrate, open_database
 from common.jobs import Clock, Job, JobLease, JobRunner, JobStore
@@ -91,6 +92,7 @@ class Worker:
             after_job=self._after_job,
         )
         self._last_expiry = -math.inf
+        self.busy = False  # holds a job now (/metrics)
 
     @property
     def jobs_done(self) -> int:
@@ -128,6 +130,13 @@ class Worker:
                 log.exception("draining needle deletes failed; the expiry pass retries")
 
     async def _process(self, lease: JobLease) -> None:
+        self.busy = True
+        try:
+            await self._process_job(lease)
+        finally:
+            self.busy = False
+
+    async def _process_job(self, lease: JobLease) -> None:
         job = lease.job
         got = await media_store.get(self.db, job.subject_id)
         if got is None:
@@ -446,9 +455,11 @@ async def run_worker(
     credentials: Credentials,
     name: str,
     stop: asyncio.Event | None = None,
+    started: Callable[[Worker], None] | None = None,
 ) -> None:
     """Opens the media database (migrated), the writer and an HTTP session and runs one
-    worker until `stop` is set (or the task is cancelled)."""
+    worker until `stop` is set (or the task is cancelled); `started` is handed the worker
+    before it runs (its /metrics reads it)."""
     stop = stop or asyncio.Event()
     if not config.database_url:
         await asyncio.to_thread(config.data_dir.mkdir, parents=True, exist_ok=True)
@@ -457,11 +468,13 @@ async def run_worker(
         await migrate(db, schema.COMPONENT, schema.MIGRATIONS)
         async with (
             BlobWriter(config.directory_url, credentials=credentials) as writer,
-            aiohttp.ClientSession() as http,
+            aiohttp.ClientSession(trace_configs=[request_ids.trace_config()]) as http,
         ):
             worker = Worker(
                 config, db, writer, http, credentials=credentials, name=f"{name}:{os.getpid()}"
             )
+            if started is not None:
+                started(worker)
             await worker.run(stop)
     finally:
         await db.close()

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from common.jobs.job import Job, JobState
     from common.jobs.kind import KINDS, JobKind, JobQueue, RetryPolicy, register, register_queue
     from common.jobs.lease import LeasedLoop
-    from common.jobs.queue import JobStore, QueueStatistics, enqueue
+    from common.jobs.queue import JobStore, QueueDepth, QueueStatistics, enqueue
     from common.jobs.runner import Defer, JobLease, JobRunner
 
 _HOMES = {
@@ -43,7 +43,7 @@ _HOMES = {
     "job": ("Job", "JobState"),
     "kind": ("KINDS", "JobKind", "JobQueue", "RetryPolicy", "register", "register_queue"),
     "lease": ("LeasedLoop",),
-    "queue": ("JobStore", "QueueStatistics", "enqueue"),
+    "queue": ("JobStore", "QueueDepth", "QueueStatistics", "enqueue"),
     "runner": ("Defer", "JobLease", "JobRunner"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
@@ -71,6 +71,7 @@ __all__ = [
     "LeaseLost",
     "LeasedLoop",
     "ManualClock",
+    "QueueDepth",
     "QueueStatistics",
     "RetryPolicy",
     "SystemClock",

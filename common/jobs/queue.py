@@ -51,6 +51,19 @@ class QueueStatistics:
         return {str(state): n for state, n in self.counts.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """What waits in one queue for one kind of job (for /metrics): jobs queued (runnable
+    now or later) and running, and the age in seconds of the oldest queued job (0 when
+    none waits)."""
+
+    queue: str
+    kind: str
+    queued: int
+    running: int
+    oldest_queued_age_s: float
+
+
 async def enqueue(
     conn: AsyncConnection,
     kind: JobKind,
@@ -250,6 +263,41 @@ class JobStore:
             counts = dict.fromkeys(JobState, 0)
             counts.update({JobState(state): int(n) for state, n in rows})
         return QueueStatistics(queue, counts)
+
+    async def depths(self, queues: Sequence[str] | None = None) -> list[QueueDepth]:
+        """The depth of every kind of `queues` (default: every registered queue), read in
+        one snapshot through the claim index (queue, state): finished jobs are never
+        scanned. Kinds with nothing unfinished are listed with zeros."""
+        now = self.clock.now()
+        names = sorted(self.kinds.queues() if queues is None else queues)
+        found: dict[tuple[str, str], list[Any]] = {
+            (queue, kind.name): [0, 0, None]
+            for queue in names
+            for kind in self.kinds.of_queue(queue)
+        }
+        async with self.db.snapshot() as conn:
+            for queue in names:
+                rows = await conn.execute(
+                    sa.select(_J.kind, _J.state, sa.func.count(), sa.func.min(_J.created_unix_s))
+                    .where(_J.queue == queue, _J.state.in_([JobState.QUEUED, JobState.RUNNING]))
+                    .group_by(_J.kind, _J.state)
+                )
+                for kind, state, n, first in rows:
+                    entry = found.setdefault((queue, kind), [0, 0, None])
+                    if state == JobState.QUEUED:
+                        entry[0], entry[2] = int(n), first
+                    else:
+                        entry[1] = int(n)
+        return [
+            QueueDepth(
+                queue,
+                kind,
+                queued,
+                running,
+                max(0.0, now - oldest) if oldest is not None else 0.0,
+            )
+            for (queue, kind), (queued, running, oldest) in sorted(found.items())
+        ]
 
     async def retry(self, queue: str, job_ids: Sequence[int] | None = None) -> list[int]:
         """Queues dead jobs of `queue` again (those named, or every one) with a fresh

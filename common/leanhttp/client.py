@@ -54,6 +54,8 @@ from typing import Final, NamedTuple, cast
 
 import httptools
 
+from common.request_ids import current as current_request_id
+
 __all__ = [
     "FILE_CHUNK_BYTES",
     "WRITE_BUFFER_BYTES_HIGH",
@@ -868,6 +870,9 @@ class LeanHTTPClient:
             length_line = f"Content-Length: {length}\r\n"
         else:
             length_line = ""
+        request_id = current_request_id.get()
+        if request_id is not None:  # well formed (request_ids.accept): no CR, LF or space
+            length_line = f"X-Request-Id: {request_id}\r\n{length_line}"
         return (
             f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n{block}{length_line}\r\n"
         ).encode("latin-1")

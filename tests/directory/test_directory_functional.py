@@ -49,7 +49,7 @@ async def test_heartbeat_registers_and_lists_nodes(backend: dict[str, Any], tmp_
         status = await c.status()
         assert status["nodes_alive"] == 5
         assert status["alerts"] == ["no_writable_volume"]
-        assert "pinhole_directory_nodes_alive 5" in await c.metrics()
+        assert "pinhole_directory_nodes_alive 5.0" in await c.metrics()
 
 
 async def test_bad_requests_answer_json_errors(backend: dict[str, Any], tmp_path: Path) -> None:

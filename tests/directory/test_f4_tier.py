@@ -325,7 +325,7 @@ async def test_a_volume_moves_to_f4_and_its_haystack_replicas_are_released(
         status = await c.status()
         assert status["volumes_by_state"] == {"creating": 0, "active": 0, "f4": 1}
         assert status["under_replicated_volumes"] == 0
-        assert 'pinhole_directory_volumes_by_state{state="f4"} 1' in await c.metrics()
+        assert 'pinhole_directory_volumes_by_state{state="f4"} 1.0' in await c.metrics()
 
 
 async def test_the_releases_loop_runs_with_the_others(tmp_path: Path) -> None:

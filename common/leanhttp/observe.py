@@ -1,0 +1,58 @@
+"""The lean services' request middleware: a request id, metrics and an access line.
+
+`observed(handler, ...)` wraps a service's handler (outside its error middleware, so the
+status counted is the one sent). A synchronous answer stays synchronous; an awaitable one
+is awaited by one more coroutine frame inside the Task the server makes anyway. The id is
+set in `request_ids.current` before the handler runs, so the handler's Task (created by
+the server after `handle` returns) and the tasks it starts send it on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from common import request_ids
+from common.request_metrics import RequestObserver
+
+from .message import Handler, Request, Response
+
+__all__ = ["observed"]
+
+
+def observed(
+    handler: Handler, observer: RequestObserver, route_of: Callable[[Request], str]
+) -> Handler:
+    """`handler`, counted, timed and logged by `observer` under `route_of(request)`."""
+    perf = time.perf_counter
+    set_current = request_ids.current.set
+    accept = request_ids.accept
+    done = observer.done
+    key = request_ids.HEADER_KEY
+
+    async def later(
+        req: Request, rid: str, started: float, answer: Awaitable[Response]
+    ) -> Response:
+        status = 500
+        try:
+            resp = await answer
+            status = resp.status
+            return resp
+        finally:
+            done(rid, req.method, route_of(req), status, started)
+
+    def handle(req: Request) -> Response | Awaitable[Response]:
+        started = perf()
+        rid = accept(req.headers.get(key))
+        set_current(rid)
+        try:
+            answer = handler(req)
+        except BaseException:
+            done(rid, req.method, route_of(req), 500, started)
+            raise
+        if isinstance(answer, Response):
+            done(rid, req.method, route_of(req), answer.status, started)
+            return answer
+        return later(req, rid, started, answer)
+
+    return handle
