@@ -5,29 +5,11 @@ and the PostgreSQL guidance (tests/ops/test_housekeeping.py restores into a runn
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 from ops import backup as bk
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def pinhole(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "PINHOLE_CLUSTER_SECRET"}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *(str(a) for a in args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.up_cluster import pinhole
 
 
 def _db(path: Path, rows: list[str]) -> sqlite3.Connection:

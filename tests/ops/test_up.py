@@ -18,23 +18,10 @@ import pytest
 
 from common.credentials import Purpose
 from ops import local_cluster as lc
+from tests.up_cluster import pinhole
 
 pytestmark = pytest.mark.crash
 REPO = Path(__file__).resolve().parents[2]
-
-
-def pinhole(*args: object, cwd: Path, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "PINHOLE_CLUSTER_SECRET"}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *(str(a) for a in args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
 
 
 def status(data: Path, cwd: Path) -> tuple[int, dict[str, Any]]:
