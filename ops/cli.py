@@ -21,6 +21,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "bench": ("ops.bench_cmds", "bench"),
     "cache": ("ops.service_cmds", "cache"),
     "compact": ("ops.housekeeping_cmds", "compact_all"),
+    "credentials": ("ops.credentials_cmds", "credentials_cmd"),
     "directory": ("ops.service_cmds", "directory"),
     "down": ("ops.up_cmds", "down"),
     "f4": ("ops.f4_cmds", "f4_group"),
