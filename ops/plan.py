@@ -28,7 +28,13 @@ from ops.plan_inputs import Assumptions, Given, Load, assumed
 from social.config import SocialConfig
 from store import needle
 from store.config import StoreConfig
-from store.needle_run import KEY_BYTES, NEEDLE_BYTES_BESIDES_ALT, alt_dtype_for, bytes_per_needle
+from store.needle_run import (
+    ALT_TABLE_MAX,
+    KEY_BYTES,
+    NEEDLE_BYTES_BESIDES_ALT,
+    alt_code_bytes,
+    bytes_per_needle,
+)
 from transformer import variants as renditions
 
 DAY_S: Final = 86400.0
@@ -181,9 +187,10 @@ def _config_inputs(s: Sheet, load: Load, config: Config) -> None:
     s.give(
         "needle_map_alt_bytes",
         Given(
-            alt_dtype_for(LADDER_MAX_ALT).itemsize,
+            alt_code_bytes(max_alt=LADDER_MAX_ALT, distinct_alts=ALT_TABLE_MAX),
             "B",
-            f"format: store/needle_run.py alt keys of the ladder (largest {LADDER_MAX_ALT})",
+            f"format: store/needle_run.py alt keys of the ladder (largest {LADDER_MAX_ALT}), "
+            f"u8 codes into a run's table of at most {ALT_TABLE_MAX} distinct ones",
         ),
     )
     s.give(
@@ -279,6 +286,7 @@ def plan(
                 bytes_per_needle(
                     max_alt=NEEDLE_MAP_BENCH_MAX_ALT,
                     needles_per_key=NEEDLE_MAP_BENCH_NEEDLES_PER_KEY,
+                    distinct_alts=NEEDLE_MAP_BENCH_MAX_ALT + 1,
                 ),
                 "B",
                 "format: store/needle_run.py for bench/needle_map_bench.py's layout"

@@ -7,12 +7,12 @@ so a crash leaves the previous checkpoint or the new one, never a mix.
 
 Header (64 bytes, little-endian):
 
-    0          8        10        12         16         18        19        24
-    +----------+--------+---------+----------+----------+---------+---------+
-    |  magic   |version |reserved |volume_id |compaction|alt_bytes|reserved |
-    |"PNHLIDX1"|  u16   |  2 x 0  |   u32    |revision  |   u8    |  5 x 0  |
-    |          |        |         |          |   u16    |(1,2,4)  |         |
-    +----------+--------+---------+----------+----------+---------+---------+
+    0          8        10        12         16         18        19         21       24
+    +----------+--------+---------+----------+----------+---------+----------+--------+
+    |  magic   |version |reserved |volume_id |compaction|alt_bytes|alt_table |reserved|
+    |"PNHLIDX1"|  u16   |  2 x 0  |   u32    |revision  |   u8    |  count   | 3 x 0  |
+    |          | (1, 2) |         |          |   u16    |(1,2,4)  |u16 (v2)  |        |
+    +----------+--------+---------+----------+----------+---------+----------+--------+
     24              32          40            48               56          64
     +---------------+-----------+-------------+----------------+-----------+
     | covered_bytes | key_count | entry_count | body_checksum  | header    |
@@ -22,7 +22,10 @@ Header (64 bytes, little-endian):
 Body: the arrays of one merged run (store/needle_run.py) in this order, each starting at a
 multiple of 8 bytes from the start of the body (zero padding in between), so that they
 are used in place, aligned, without copies:
-keys u64[K], starts u32[K+1], alts u8|u16|u32[N], offsets u32[N], len_lo u16[N], len_hi u8[N].
+keys u64[K], starts u32[K+1], alts u8|u16|u32[N], offsets u32[N], len_lo u16[N], len_hi u8[N],
+and in version 2 the run's alt table u32[T] (the alts are then u8 codes into it;
+store/needle_run.py). A file of a run without a table is written as version 1, whose
+alt_table count is 0: version 1 files read as before.
 """
 
 from __future__ import annotations
@@ -35,15 +38,15 @@ import numpy as np
 import xxhash
 
 from store.errors import FormatError
-from store.needle_run import Run
+from store.needle_run import ALT_TABLE_MAX, Run
 from store.storage import Storage, read_file, write_file_atomic
 
 MAGIC: Final = b"PNHLIDX1"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2  # version 1: no alt table (still read, and written for such runs)
 HEADER_BYTES: Final = 64
 ARRAY_ALIGNMENT_BYTES: Final = 8
 
-_HEADER = struct.Struct("<8sH2xIHB5xQQQQ")
+_HEADER = struct.Struct("<8sH2xIHBH3xQQQQ")
 _CHECKSUM = struct.Struct("<Q")
 assert _HEADER.size + _CHECKSUM.size == HEADER_BYTES
 
@@ -60,6 +63,9 @@ def encode(checkpoint: IndexCheckpoint) -> list[bytes | memoryview]:
     """Header and body buffers (the body arrays are not copied)."""
     run = checkpoint.run
     arrays = [run.keys, run.starts, run.alts, run.offsets, run.len_lo, run.len_hi]
+    table = run.alt_table
+    if table is not None:
+        arrays.append(table)
     body: list[bytes | memoryview] = []
     for a in arrays:
         part = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).data
@@ -70,10 +76,11 @@ def encode(checkpoint: IndexCheckpoint) -> list[bytes | memoryview]:
         hasher.update(piece)
     header = _HEADER.pack(
         MAGIC,
-        FORMAT_VERSION,
+        FORMAT_VERSION if table is not None else 1,
         checkpoint.volume_id,
         checkpoint.compaction_revision,
         run.alts.dtype.itemsize,
+        len(table) if table is not None else 0,
         checkpoint.covered_bytes,
         len(run.keys),
         len(run),
@@ -93,11 +100,14 @@ def decode(buf: bytes) -> IndexCheckpoint:
         raise FormatError("not a pinhole index (bad magic)")
     if stored != xxhash.xxh3_64_intdigest(head):
         raise FormatError("index header checksum mismatch")
-    (_, version, vid, revision, alt_bytes, covered, key_count, entry_count, body_sum) = (
-        _HEADER.unpack(head)
-    )
-    if version != FORMAT_VERSION:
+    (_, version, vid, revision, alt_bytes, table_count, covered, key_count, entry_count,
+     body_sum) = _HEADER.unpack(head)  # fmt: skip
+    if version not in (1, FORMAT_VERSION):
         raise FormatError(f"index format version {version} is not supported")
+    if (version == 1 and table_count) or (
+        version == 2 and not (0 < table_count <= ALT_TABLE_MAX and alt_bytes == 1)
+    ):
+        raise FormatError(f"bad alt table of {table_count} keys for version {version}")
     alt_dtypes: dict[int, np.dtype] = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
     alt_dtype = alt_dtypes.get(alt_bytes)
     if alt_dtype is None:
@@ -110,6 +120,8 @@ def decode(buf: bytes) -> IndexCheckpoint:
         (np.dtype("<u2"), entry_count),
         (np.dtype("<u1"), entry_count),
     ]
+    if table_count:
+        layout.append((np.dtype("<u4"), table_count))
     body_bytes = sum(dt.itemsize * n + _padding(dt.itemsize * n) for dt, n in layout)
     if len(buf) != HEADER_BYTES + body_bytes:
         raise FormatError("index file length does not match its header")
@@ -121,10 +133,21 @@ def decode(buf: bytes) -> IndexCheckpoint:
     for dt, n in layout:
         arrays.append(np.frombuffer(view, dtype=dt, count=n, offset=pos))
         pos += dt.itemsize * n + _padding(dt.itemsize * n)
-    keys, starts, alts, offsets, len_lo, len_hi = arrays
+    keys, starts, alts, offsets, len_lo, len_hi = arrays[:6]
+    table = arrays[6] if table_count else None
     if entry_count and (int(starts[0]) != 0 or int(starts[-1]) != entry_count):
         raise FormatError("index key groups do not cover the entries")
-    run = Run(keys=keys, starts=starts, alts=alts, offsets=offsets, len_lo=len_lo, len_hi=len_hi)
+    if table is not None and entry_count and int(alts.max()) >= table_count:
+        raise FormatError("an alt code past the alt table")
+    run = Run(
+        keys=keys,
+        starts=starts,
+        alts=alts,
+        offsets=offsets,
+        len_lo=len_lo,
+        len_hi=len_hi,
+        alt_table=table,
+    )
     return IndexCheckpoint(
         volume_id=vid, compaction_revision=revision, covered_bytes=covered, run=run
     )

@@ -4,15 +4,20 @@ Entries are sorted by (key, alt_key) and grouped by key, struct-of-arrays:
 
     keys     u64[K]      distinct keys, ascending
     starts   u32[K+1]    entries of keys[i] are [starts[i], starts[i+1])
-    alts     u8|u16|u32[N]  alternate keys (the narrowest type that holds the run's largest)
+    alts     u8|u16|u32[N]  alternate keys: the narrowest type that holds the run's largest,
+                 or u8 codes into alt_table when the run's largest needs more than a byte
+                 and it has at most 256 distinct alt keys
+    alt_table u32[T]    (optional) the run's distinct alt keys, ascending: code i is
+                 alt_table[i], so codes sort as their keys do
     offsets  u32[N]      needle offset in offset units; 0 marks a tombstone
     len_lo   u16[N]      needle length in offset units, low 16 bits
     len_hi   u8[N]       ... high 8 bits (24 bits: 512 MiB needles at 32-byte units)
 
 Per needle: 1 + 4 + 2 + 1 = 8 bytes; per key: 12 bytes. With nine variants per photo that is
-8 + 12/9 = 9.3 bytes per needle. That is with u8 alts: a photo's ladder uses alt keys
-`rendition << 8 | format` (common/photo.py) up to the 1080 square's 2,836,483, so a volume of
-photos holds u32 alts, 4 + 4 + 2 + 1 = 11 bytes per needle, 11.5 with 25 needles per photo
+8 + 12/9 = 9.3 bytes per needle. A photo's ladder uses alt keys `rendition << 8 | format`
+(common/photo.py) up to the 1080 square's 2,836,483, which would need u32 alts (11 bytes per
+needle, 11.5 with 25 needles per photo); a volume of photos has a few dozen distinct alt keys,
+so its runs keep u8 codes into a table of them: 8 + 12/25 = 8.5 bytes per needle
 (`bytes_per_needle`). The same arrays are the body of the index file.
 """
 
@@ -43,12 +48,26 @@ NEEDLE_BYTES_BESIDES_ALT: Final = (
 KEY_BYTES: Final = np.dtype(np.uint64).itemsize + np.dtype(np.uint32).itemsize
 
 
-def bytes_per_needle(*, max_alt: int, needles_per_key: float) -> float:
-    """RAM per needle of a run whose largest alt key is `max_alt`, with `needles_per_key`
-    needles per distinct key on average (a photo and its variants share one key)."""
+# A run whose largest alt key needs more than a byte keeps u8 codes into a table of its
+# distinct alt keys when it has at most this many.
+ALT_TABLE_MAX: Final = 256
+
+
+def alt_code_bytes(*, max_alt: int, distinct_alts: int) -> int:
+    """The bytes of one needle's alt key in a run with these alt keys."""
+    if max_alt >= 2**8 and distinct_alts <= ALT_TABLE_MAX:
+        return 1
+    return alt_dtype_for(max_alt).itemsize
+
+
+def bytes_per_needle(*, max_alt: int, needles_per_key: float, distinct_alts: int) -> float:
+    """RAM per needle of a run whose largest alt key is `max_alt` among `distinct_alts`
+    distinct ones, with `needles_per_key` needles per distinct key on average (a photo and
+    its variants share one key); the alt table's few bytes are left out."""
     if needles_per_key < 1:
         raise ValueError("needles_per_key must be >= 1")
-    return alt_dtype_for(max_alt).itemsize + NEEDLE_BYTES_BESIDES_ALT + KEY_BYTES / needles_per_key
+    alt = alt_code_bytes(max_alt=max_alt, distinct_alts=distinct_alts)
+    return alt + NEEDLE_BYTES_BESIDES_ALT + KEY_BYTES / needles_per_key
 
 
 def alt_dtype_for(max_alt: int) -> np.dtype[np.unsignedinteger]:
@@ -70,11 +89,13 @@ def _native_view(a: np.ndarray) -> memoryview:
 class Run:
     __slots__ = (
         "_alts_mv",
+        "_code_of",
         "_keys_mv",
         "_len_hi_mv",
         "_len_lo_mv",
         "_offsets_mv",
         "_starts_mv",
+        "alt_table",
         "alts",
         "key_max",
         "key_min",
@@ -94,10 +115,20 @@ class Run:
         offsets: np.ndarray,
         len_lo: np.ndarray,
         len_hi: np.ndarray,
+        alt_table: np.ndarray | None = None,
     ) -> None:
         n = len(offsets)
         if not (len(alts) == len(len_lo) == len(len_hi) == n and len(starts) == len(keys) + 1):
             raise ValueError("run arrays disagree in length")
+        if alt_table is not None and (
+            len(alt_table) > ALT_TABLE_MAX or alts.dtype.itemsize != 1 or not len(alt_table)
+        ):
+            raise ValueError("an alt table holds 1 to 256 keys, indexed by u8 codes")
+        self.alt_table = alt_table
+        # alt key -> its code (None: the alts are the keys themselves).
+        self._code_of = (
+            None if alt_table is None else {a: code for code, a in enumerate(alt_table.tolist())}
+        )
         self.keys = keys
         self.starts = starts
         self.alts = alts
@@ -123,12 +154,27 @@ class Run:
         return sum(
             a.nbytes
             for a in (self.keys, self.starts, self.alts, self.offsets, self.len_lo, self.len_hi)
-        )
+        ) + (self.alt_table.nbytes if self.alt_table is not None else 0)
+
+    def _alt_keys(self, codes: np.ndarray) -> U32:
+        """The alt keys of a slice of `alts`, as u32."""
+        keys: U32 = (codes if self.alt_table is None else self.alt_table[codes]).astype(np.uint32)
+        return keys
+
+    def alt_at(self, i: int) -> int:
+        """The alt key of entry i."""
+        code = int(self.alts[i])
+        return code if self.alt_table is None else int(self.alt_table[code])
 
     def get(self, key: int, alt_key: int) -> tuple[int, int] | None:
         """(offset_units, length_units) of the entry, tombstones included (offset 0)."""
         if key < self.key_min or key > self.key_max:
             return None
+        if self._code_of is not None:
+            code = self._code_of.get(alt_key)
+            if code is None:
+                return None
+            alt_key = code
         keys = self._keys_mv
         i = bisect_left(keys, key)
         if keys[i] != key:
@@ -155,14 +201,15 @@ class Run:
         if self._keys_mv[i] != key:
             return []
         s, e = self._starts_mv[i], self._starts_mv[i + 1]
-        return list(zip(self.alts[s:e].tolist(), self.offsets[s:e].tolist(), strict=True))
+        alts = self._alt_keys(self.alts[s:e]).tolist()
+        return list(zip(alts, self.offsets[s:e].tolist(), strict=True))
 
     def expanded(self) -> tuple[U64, U32, U32, U32]:
         """Per-entry (keys, alts, offsets, lengths) arrays."""
         counts = np.diff(self.starts)
         keys = np.repeat(self.keys, counts)
         lengths = self.len_lo.astype(np.uint32) | (self.len_hi.astype(np.uint32) << 16)
-        return keys, self.alts.astype(np.uint32), self.offsets, lengths
+        return keys, self._alt_keys(self.alts), self.offsets, lengths
 
     def iter_live(self) -> Iterator[tuple[int, int, int, int]]:
         keys, alts, offsets, lengths = self.expanded()
@@ -210,14 +257,29 @@ def run_from_sorted(keys: U64, alts: U32, offsets: U32, lengths: U32) -> Run:
     starts[0] = 0
     starts[1:-1] = boundaries
     starts[-1] = n
+    codes, table = _encode_alts(alts)
     return Run(
         keys=np.ascontiguousarray(keys[starts[:-1]]),
         starts=starts,
-        alts=alts.astype(alt_dtype_for(int(alts.max()))),
+        alts=codes,
+        alt_table=table,
         offsets=np.ascontiguousarray(offsets, dtype=np.uint32),
         len_lo=(lengths & 0xFFFF).astype(np.uint16),
         len_hi=(lengths >> 16).astype(np.uint8),
     )
+
+
+def _encode_alts(alts: U32) -> tuple[np.ndarray, U32 | None]:
+    """The alts array of a run and its table: the keys themselves in the narrowest type, or
+    u8 codes into the sorted distinct keys when that is narrower."""
+    max_alt = int(alts.max())
+    if max_alt < 2**8:
+        return alts.astype(np.uint8), None
+    table = np.unique(alts)
+    if len(table) > ALT_TABLE_MAX:
+        return alts.astype(alt_dtype_for(max_alt)), None
+    codes = np.searchsorted(table, alts).astype(np.uint8)
+    return codes, table.astype(np.uint32)
 
 
 def run_from_entries(entries: Mapping[int, int]) -> Run:

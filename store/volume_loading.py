@@ -285,7 +285,7 @@ def _spot_check(run: Run, f: VolumeFile, covered: int) -> None:
     top = live[np.argsort(offsets[live])[-CHECKPOINT_SPOT_CHECKS:]]
     for i in top.tolist():
         key = int(run.keys[int(np.searchsorted(run.starts, i, side="right")) - 1])
-        alt = int(run.alts[i])
+        alt = run.alt_at(i)
         offset = int(offsets[i]) * UNIT
         length = (int(run.len_lo[i]) | (int(run.len_hi[i]) << 16)) * UNIT
         if offset + length > covered:

@@ -88,10 +88,10 @@ def hand_calculation() -> dict[str, float]:
     story_days = 1 + 3600 / day
     # Needle format: 32-byte header, 16-byte footer, 32-byte alignment (16 padding on average).
     overhead = 32 + 16 + 16
-    # Needle map: u32 alt keys (the ladder's 1080 square), u32 offset + u16 + u8 length per
-    # needle, u64 key + u32 start per photo.
+    # Needle map: u8 codes into a run's table of its alt keys (the ladder's would need u32),
+    # u32 offset + u16 + u8 length per needle, u64 key + u32 start per photo.
     needles = 1 + 3
-    map_bytes = 4 + 4 + 2 + 1 + (8 + 4) / needles
+    map_bytes = 1 + 4 + 2 + 1 + (8 + 4) / needles
 
     upload = 1_000_000 + (300_000 + 100_000 + 36_000) + needles * overhead
     story = 200_000 + needles * overhead

@@ -69,9 +69,10 @@ def test_run_costs_under_ten_bytes_per_needle_with_nine_variants() -> None:
     assert run.alts.dtype.itemsize == 1
 
 
-def test_wide_alternate_keys_use_wider_arrays() -> None:
+def test_wide_alternate_keys_use_a_table_of_codes() -> None:
     run = run_from_entries({(5 << 32) | 2**31: (1 << 24) | 1, (5 << 32) | 3: (2 << 24) | 1})
-    assert run.alts.dtype.itemsize == 4
+    assert run.alts.dtype.itemsize == 1
+    assert run.alt_table is not None and run.alt_table.tolist() == [3, 2**31]
     assert run.get(5, 2**31) == (1, 1)
     assert run.get(5, 3) == (2, 1)
     assert run.get(5, 4) is None
@@ -127,7 +128,8 @@ def test_bad_values_are_refused() -> None:
 def test_bytes_per_needle_is_what_a_run_of_photo_ladders_spends() -> None:
     """The figure capacity planning reads (store.needle_run.bytes_per_needle) against the
     arrays of a real run: photos of 25 needles whose alt keys are the ladder's
-    (rendition << 8 | format, up to the 1080 square in AVIF), so the alts are u32."""
+    (rendition << 8 | format, up to the 1080 square in AVIF): u32 keys, kept as u8 codes
+    into the run's table of its 25 distinct ones; every lookup answers as before."""
     photo_alts = [0] + [
         (rendition << 8) | fmt
         for size in (1080, 640, 320, 150)
@@ -141,10 +143,29 @@ def test_bytes_per_needle_is_what_a_run_of_photo_ladders_spends() -> None:
         for i, alt in enumerate(photo_alts)
     }
     run = run_from_entries(entries)
-    per_needle = bytes_per_needle(max_alt=max(photo_alts), needles_per_key=len(photo_alts))
-    assert run.alts.dtype.itemsize == 4
-    # starts has one slot more than there are keys.
-    assert run.nbytes == pytest.approx(per_needle * len(entries) + 4, abs=1e-6)
-    assert per_needle == pytest.approx(4 + 7 + 12 / 25)
+    per_needle = bytes_per_needle(
+        max_alt=max(photo_alts), needles_per_key=len(photo_alts), distinct_alts=len(photo_alts)
+    )
+    assert run.alts.dtype.itemsize == 1
+    assert run.alt_table is not None and run.alt_table.tolist() == sorted(photo_alts)
+    # starts has one slot more than there are keys; the table is 25 u32.
+    assert run.nbytes == pytest.approx(per_needle * len(entries) + 4 + 4 * 25, abs=1e-6)
+    assert per_needle == pytest.approx(1 + 7 + 12 / 25)
+    for key in (1, 777, photos):
+        for i, alt in enumerate(photo_alts):
+            assert run.get(key, alt) == (1 + key * 25 + i, 7)
+        assert run.get(key, max(photo_alts) + 1) is None
+        assert run.alts_of(key) == sorted((a, 1 + key * 25 + i) for i, a in enumerate(photo_alts))
+    assert [alt for _, alt, _, _ in run.iter_live()][:25] == sorted(photo_alts)
+    # More distinct alt keys than a table holds: the keys themselves, in the narrowest type.
+    many = {(1 << 32) | (70_000 + a): ((1 + a) << 24) | 7 for a in range(300)}
+    wide = run_from_entries(many)
+    assert wide.alt_table is None and wide.alts.dtype.itemsize == 4
+    assert wide.get(1, 70_299) == (300, 7) and wide.get(1, 69_999) is None
+    assert bytes_per_needle(max_alt=70_299, needles_per_key=300, distinct_alts=300) == (
+        pytest.approx(4 + 7 + 12 / 300)
+    )
     # The needle-map benchmark's layout (alt keys 0..8, nine per photo): u8 alts.
-    assert bytes_per_needle(max_alt=8, needles_per_key=9) == pytest.approx(1 + 7 + 12 / 9)
+    assert bytes_per_needle(max_alt=8, needles_per_key=9, distinct_alts=9) == pytest.approx(
+        1 + 7 + 12 / 9
+    )
