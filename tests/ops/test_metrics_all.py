@@ -29,6 +29,7 @@ from tests.up_cluster import REPO, up_cluster
 DASHBOARD: Final = REPO / "ops" / "grafana" / "pinhole.json"
 LOGS_WAIT_S: Final = 10.0
 READY_WAIT_S: Final = 60.0
+CACHE_PATH_WAIT_S: Final = 20.0  # the router learns cache nodes every caches_refresh_s
 
 # Per role, the families (as the parser names them: counters without `_total`) the
 # issue asks for and docs/operations/metrics.md lists.
@@ -245,13 +246,17 @@ def _services_that_logged(c: Cluster, request_id: str) -> dict[str, list[dict[st
     return found
 
 
-def _wait_for_logs(c: Cluster, request_id: str, names: set[str]) -> dict[str, Any]:
-    """Polls until each of `names` logged `request_id` (access lines are written in
-    batches), then returns every service that did."""
+def _wait_for_logs(
+    c: Cluster, request_id: str, names: set[str], *, stores: int = 0
+) -> dict[str, Any]:
+    """Polls until each of `names`, and `stores` store nodes, logged `request_id` (access
+    lines are written in batches), then returns every service that did."""
+    store_names = {s.name for s in c.services.values() if s.role == "store"}
     deadline = time.monotonic() + LOGS_WAIT_S
     while True:
         found = _services_that_logged(c, request_id)
-        if names <= set(found) or time.monotonic() > deadline:
+        done = names <= set(found) and len(set(found) & store_names) >= stores
+        if done or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
 
@@ -280,10 +285,26 @@ async def _upload_and_read(c: Cluster, upload_id: str, read_id: str, probe_id: s
             if doc["status"] == "ready" or time.monotonic() > deadline:
                 break
         assert doc["status"] == "ready", doc
-        url = next(iter(doc["urls"].values()))
-        async with http.get(url, headers={"X-Request-Id": read_id}) as r:
-            assert r.status == 200
-            assert len(await r.read()) > 0
+        # The router reads through its cache node once it has learned it from the directory
+        # (and while the node answers in time); before that it reads the replicas itself
+        # (X-Pinhole-Cache: direct). Each variant is read once, with its own id, until one
+        # went router -> cache -> store (a miss).
+        # A direct read leaves nothing in the cache, so the first read through it misses.
+        urls = list(doc["urls"].values())
+        sources: list[str] = []
+        deadline = time.monotonic() + CACHE_PATH_WAIT_S
+        while not sources or (sources[-1] != "miss" and time.monotonic() < deadline):
+            if sources:
+                await asyncio.sleep(0.5)
+            i = len(sources)
+            async with http.get(
+                urls[i % len(urls)], headers={"X-Request-Id": f"{read_id}-{i}"}
+            ) as r:
+                assert r.status == 200
+                assert len(await r.read()) > 0
+                sources.append(r.headers["X-Pinhole-Cache"])
+        assert sources[-1] == "miss", sources
+        read_id = f"{read_id}-{len(sources) - 1}"
         # A volume the router has never looked up: the lookup reaches the directory.
         unknown = f"{c.layout.router_url}/p/999999/1/0123456789abcdef/1.jpg"
         async with http.get(unknown, headers={"X-Request-Id": probe_id}) as r:
@@ -292,17 +313,17 @@ async def _upload_and_read(c: Cluster, upload_id: str, read_id: str, probe_id: s
         async with http.get(c.layout.api_url + "/healthz", headers={"X-Request-Id": "a b"}) as r:
             assert r.status == 200
             assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", r.headers["X-Request-Id"])
-        return str(url)
+        return read_id
 
 
 def test_a_request_id_follows_the_request_through_every_service(cluster: Cluster) -> None:
     c = cluster
     upload_id, read_id, probe_id = (f"test-{uuid.uuid4().hex}" for _ in range(3))
-    asyncio.run(_upload_and_read(c, upload_id, read_id, probe_id))
+    read_id = asyncio.run(_upload_and_read(c, upload_id, read_id, probe_id))
     stores = {s.name for s in c.services.values() if s.role == "store"}
 
     # The upload: the API, then the original on the three replicas of a volume.
-    found = _wait_for_logs(c, upload_id, {"api"})
+    found = _wait_for_logs(c, upload_id, {"api"}, stores=3)
     assert "api" in found, sorted(found)
     store_hits = set(found) & stores
     assert len(store_hits) == 3, sorted(found)
@@ -317,7 +338,7 @@ def test_a_request_id_follows_the_request_through_every_service(cluster: Cluster
         assert line["status"] == 201
 
     # The read: router -> cache -> store (a variant nobody read before misses the cache).
-    found = _wait_for_logs(c, read_id, {"router-1", "cache-1"})
+    found = _wait_for_logs(c, read_id, {"router-1", "cache-1"}, stores=1)
     assert {"router-1", "cache-1"} <= set(found), sorted(found)
     assert set(found) & stores, sorted(found)
     for name in ("router-1", "cache-1", *(set(found) & stores)):
