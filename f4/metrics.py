@@ -34,6 +34,7 @@ STORAGE_NODE_COUNTERS = (
     ("checked_reads_inline", "Checked ranges answered from the page cache on the event loop"),
     ("checked_reads_threaded", "Checked ranges read on the disk threads"),
     ("ranges_corrupt", "Checked ranges refused because a chunk failed its sum"),
+    ("range_batches", "POST /ranges answered: several checked ranges in one request"),
     ("range_reads", "Unchecked range and whole-object reads"),
     ("bytes_read", "Bytes answered by reads"),
     ("chunks_written", "Upload chunks appended (a whole-object put counts as one)"),

@@ -13,7 +13,16 @@ objects (blocks, sidecars, index copies) of the nodes it serves, `<blocks_root>/
     PUT  /b/{node}/{name}/uploads/{id}?offset=O       appends a chunk at O (its size)
     POST /b/{node}/{name}/uploads/{id}/commit         fsync, rename, directory fsync
     DELETE /b/{node}/{name}/uploads/{id}              aborts
+    POST /ranges                                      several checked ranges in one answer
     GET /healthz (open)   GET /status (admin)   GET /metrics (metrics or admin)
+
+`POST /ranges` is a degraded read's fetch: the body has one line per range,
+`{node} {block} {offset} {length}` (at most RANGES_MAX, lengths summing to at most
+RANGE_BYTES_MAX), each read checked as `GET ...&checked=1` reads it. The answer is 200
+with `X-Pinhole-Ranges`: one comma-separated entry per line, in order, `200` or
+`{status}:{code}` (the status and code a single checked GET of that range would have
+answered), and a body of the good ranges' bytes, concatenated in order. A malformed body
+is a 400 for the whole request.
 
 Invariants:
 - Every route but /healthz takes a credential, checked from the head before any body byte
@@ -63,6 +72,9 @@ DISK_THREADS: Final = 8
 # A checked range up to this long is read on the event loop when the page cache holds it
 # all (RWF_NOWAIT); a longer one, or one that would wait for the device, on DISK_THREADS.
 INLINE_READ_BYTES_MAX: Final = 256 * 1024
+# Ranges in one POST /ranges: a stripe's blocks.
+RANGES_MAX: Final = 14
+RANGES_HEADER: Final = "X-Pinhole-Ranges"
 
 OCTETS: Final = "application/octet-stream"
 SIZE_HEADER: Final = "X-Pinhole-Size"
@@ -103,7 +115,7 @@ def _number(params: dict[str, str], key: str, maximum: int) -> int:
         raise BadBlockRequest(str(e)) from None
 
 
-_PLAIN_ROUTES: Final = frozenset(("/healthz", "/status", "/metrics"))
+_PLAIN_ROUTES: Final = frozenset(("/healthz", "/status", "/metrics", "/ranges"))
 
 
 def route_of(req: Request) -> str:
@@ -185,6 +197,10 @@ class NodeHttpApi:
             disks = await self._disk(self.disks.status)
             body, content_type = render_storage_node(self.counters, disks, self.requests)
             return Response(200, body, (), content_type)
+        if path == "/ranges":
+            if method != "POST":
+                return _not_allowed(req)
+            return await self._ranges(req.body)
         if not path.startswith("/b/"):
             return error_response(404, "not_found", "no such route")
         parts = path[3:].split("/")
@@ -270,6 +286,52 @@ class NodeHttpApi:
         counters["bytes_read"] += length
         return data
 
+    async def _ranges(self, body: bytes | bytearray) -> Response:
+        """Several checked ranges in one answer (POST /ranges): each read as _checked
+        reads one, on the loop from the page cache where it can, the rest in one hand-off
+        to a disk thread."""
+        wants = _parse_ranges(body)
+        entries: list[str] = [""] * len(wants)
+        pieces: list[Buffer | None] = [None] * len(wants)
+        counters = self.counters
+        later: list[int] = []
+        for i, (node, block, offset, length) in enumerate(wants):
+            try:
+                if length > INLINE_READ_BYTES_MAX:
+                    later.append(i)
+                    continue
+                pieces[i] = self.disks.read_checked(node, block, offset, length, nowait=True)
+                counters["checked_reads_inline"] += 1
+            except WouldBlock:
+                later.append(i)
+            except PinholeError as e:
+                entries[i] = _range_fault(e, counters)
+        if later:
+            read = await self._disk(self._read_many, [wants[i] for i in later])
+            for i, got in zip(later, read, strict=True):
+                if isinstance(got, PinholeError):
+                    entries[i] = _range_fault(got, counters)
+                else:
+                    pieces[i] = got
+                    counters["checked_reads_threaded"] += 1
+        good: list[Buffer] = []
+        for i, piece in enumerate(pieces):
+            if piece is not None:
+                entries[i] = "200"
+                counters["bytes_read"] += len(piece)
+                good.append(piece)
+        counters["range_batches"] += 1
+        return Response(200, b"".join(good), ((RANGES_HEADER, ",".join(entries)),), OCTETS)
+
+    def _read_many(self, wants: list[tuple[str, str, int, int]]) -> list[Buffer | PinholeError]:
+        out: list[Buffer | PinholeError] = []
+        for node, block, offset, length in wants:
+            try:
+                out.append(self.disks.read_checked(node, block, offset, length))
+            except PinholeError as e:
+                out.append(e)
+        return out
+
     async def _upload(self, req: Request, node: str, name: str, rest: list[str]) -> Response:
         method = req.method
         if not rest and method == "POST":
@@ -289,6 +351,40 @@ class NodeHttpApi:
             self.counters["commits"] += 1
             return json_response(200, {"size": size})
         return _not_allowed(req)
+
+
+def _parse_ranges(body: bytes | bytearray) -> list[tuple[str, str, int, int]]:
+    """POST /ranges' lines, or BadBlockRequest: every line `node block offset length`,
+    at most RANGES_MAX of them, lengths summing to at most RANGE_BYTES_MAX."""
+    try:
+        lines = body.decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        raise BadBlockRequest("ranges are ASCII lines") from None
+    if not lines or len(lines) > RANGES_MAX:
+        raise BadBlockRequest(f"1 to {RANGES_MAX} ranges, one per line")
+    wants: list[tuple[str, str, int, int]] = []
+    total = 0
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) != 4:
+            raise BadBlockRequest(f"{line[:80]!r}: a range is `node block offset length`")
+        node, block = fields[0], fields[1]
+        offset = _number({"offset": fields[2]}, "offset", OBJECT_BYTES_MAX)
+        length = _number({"length": fields[3]}, "length", RANGE_BYTES_MAX)
+        total += length
+        wants.append((node, block, offset, length))
+    if total > RANGE_BYTES_MAX:
+        raise BadBlockRequest(f"the ranges sum to {total} bytes, over {RANGE_BYTES_MAX}")
+    return wants
+
+
+def _range_fault(exc: PinholeError, counters: Counter[str]) -> str:
+    """One range's entry in X-Pinhole-Ranges: what its single GET would have answered."""
+    if isinstance(exc, BlockCorrupt):
+        counters["ranges_corrupt"] += 1
+    if exc.status >= 500:
+        log.warning("%s: %s", exc.code, exc)
+    return f"{exc.status}:{exc.code}"
 
 
 def _not_allowed(req: Request) -> Response:

@@ -253,35 +253,28 @@ class AsyncReader:
         return plaintext
 
     async def _fetch_survivors(self, at: Located) -> dict[int, bytes]:
-        """The range of 10 healthy other blocks, fetched together (f4.stripe.reconstruct's
-        order: the first healthy ones, a failed one replaced by the next candidate)."""
+        """The range of 10 healthy other blocks (f4.stripe.reconstruct's order: data blocks
+        first), those on processes known to be down last; the ranges of each process in
+        one request (AsyncBlocks.get_checked_ranges), a round again for any that failed."""
         ref, start, end = at.ref, at.start, at.end
+        nodes = ref.info.nodes
         candidates = survivor_order([at.block])
+        candidates.sort(key=lambda b: not self.blocks.reachable(nodes[b]))  # stable
         pieces: dict[int, bytes] = {}
-        running: dict[asyncio.Future[bytes], int] = {}
-
-        def more() -> None:
-            while candidates and len(pieces) + len(running) < DATA_BLOCKS:
-                b = candidates.pop(0)
-                name = block_name(ref.volume, ref.stripe, b)
-                fetch = self.blocks.get_checked_range(ref.info.nodes[b], name, start, end - start)
-                running[asyncio.ensure_future(fetch)] = b
-
-        more()
-        try:
-            while running:
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for future in done:
-                    b = running.pop(future)
-                    try:
-                        pieces[b] = future.result()
-                    except BLOCK_FAULTS:
-                        continue
-                    self.reader.counter.bytes_read += sidecar.checked_read_bytes(start, end - start)
-                more()
-        finally:
-            for future in running:
-                future.cancel()
+        while candidates and len(pieces) < DATA_BLOCKS:
+            take = candidates[: DATA_BLOCKS - len(pieces)]
+            del candidates[: len(take)]
+            wants = [(nodes[b], block_name(ref.volume, ref.stripe, b)) for b in take]
+            got = await self.blocks.get_checked_ranges(
+                [(node, name, start, end - start) for node, name in wants]
+            )
+            for b, piece in zip(take, got, strict=True):
+                if isinstance(piece, BLOCK_FAULTS):
+                    continue
+                if isinstance(piece, Exception):
+                    raise piece
+                pieces[b] = piece
+                self.reader.counter.bytes_read += sidecar.checked_read_bytes(start, end - start)
         if len(pieces) < DATA_BLOCKS:
             raise StripeUnrecoverable(
                 f"volume {ref.volume} stripe {ref.stripe}: only {len(pieces)} healthy blocks"

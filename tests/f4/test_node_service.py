@@ -537,6 +537,83 @@ def test_a_checked_range_is_checked_where_the_block_is(
             read()
 
 
+def test_ranges_of_one_process_come_in_one_request_each_as_a_single_get_answers(
+    node: NodeProcess, operator: Credentials
+) -> None:
+    """POST /ranges answers each range as its own checked GET would (the bytes, or the
+    status and code in X-Pinhole-Ranges), in order; AsyncBlocks.get_checked_ranges sends a
+    process's ranges in one request and returns each fault as a value; a malformed body is
+    a 400 for the whole request."""
+    chunk = sidecar.CHUNK_BYTES
+    rng = random.Random(6)
+    store = HttpBlockStore({n: node.url for n in node.nodes}, operator)
+    data = {}
+    for n in ("n00", "n01", "n02"):
+        data[n] = rng.randbytes(6 * chunk)
+        sums = sidecar.SidecarBuilder()
+        sums.update(data[n])
+        store.put(n, BLOCK, [data[n]])
+        store.put(n, sidecar_of(BLOCK), [sums.encode()])
+    path = node.blocks / "n01" / BLOCK
+    raw = bytearray(path.read_bytes())
+    raw[2 * chunk + 5] ^= 0xFF  # n01's chunk 2 is corrupt
+    path.write_bytes(raw)
+    other = block_name(VID, 0, 5)  # never written
+    wants = [
+        ("n00", BLOCK, chunk, 2 * chunk),
+        ("n01", BLOCK, 2 * chunk, chunk),
+        ("n02", BLOCK, 0, 6 * chunk),
+        ("n00", other, 0, chunk),
+        ("n01", BLOCK, 3 * chunk, chunk),
+    ]
+    blocks = operator.header(Purpose.BLOCKS)
+    body = "".join(f"{n} {b} {o} {ln}\n" for n, b, o, ln in wants).encode()
+    resp = _raw("POST", f"{node.url}/ranges", blocks, body)
+    assert resp.status == 200
+    entries = resp.headers["x-pinhole-ranges"].split(",")
+    assert entries[0] == entries[2] == entries[4] == "200"
+    assert entries[1] == "503:block_corrupt"
+    assert entries[3].startswith("404:")
+    good = data["n00"][chunk : 3 * chunk] + data["n02"] + data["n01"][3 * chunk : 4 * chunk]
+    assert resp.data == good
+    for n, b, o, ln in (wants[1], wants[3]):  # the same faults as single GETs answer
+        single = _raw("GET", f"{node.url}/b/{n}/{b}?offset={o}&length={ln}&checked=1", blocks)
+        assert f"{single.status}:{_code(single)}" in entries
+
+    async def batched() -> tuple[list[bytes | Exception], int]:
+        with ThreadPoolExecutor(1) as pool:
+            client = AsyncBlocks(
+                store, pool, urls={n: node.url for n in node.nodes}, credentials=operator
+            )
+            try:
+                got: list[bytes | Exception] = list(await client.get_checked_ranges(wants))
+                assert client._http is not None
+                return got, client._http.statistics().requests_total
+            finally:
+                await client.close()
+
+    got, requests = asyncio.run(batched())
+    assert requests == 1
+    assert got[0] == data["n00"][chunk : 3 * chunk]
+    assert isinstance(got[1], BlockCorrupt)
+    assert got[2] == data["n02"]
+    assert isinstance(got[3], BlockMissing)
+    assert got[4] == data["n01"][3 * chunk : 4 * chunk]
+
+    for bad in (
+        b"",
+        b"n00 " + BLOCK.encode() + b" 0\n",  # three fields
+        b"n00 " + BLOCK.encode() + b" 0 x\n",
+        "".join(f"n00 {BLOCK} 0 {chunk}\n" for _ in range(15)).encode(),  # over RANGES_MAX
+        f"n00 {BLOCK} 0 {RANGE_BYTES_MAX}\nn01 {BLOCK} 0 {chunk}\n".encode(),  # over the bytes
+        b"\xff\n",
+    ):
+        resp = _raw("POST", f"{node.url}/ranges", blocks, bad)
+        assert (resp.status, _code(resp)) == (400, "bad_request"), bad
+    assert _raw("POST", f"{node.url}/ranges", None, body).status == 401
+    assert _raw("GET", f"{node.url}/ranges", blocks).status == 405
+
+
 def test_a_dead_process_is_skipped_for_a_moment_then_read_again(
     node: NodeProcess, operator: Credentials
 ) -> None:
