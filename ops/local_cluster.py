@@ -411,6 +411,19 @@ def alive(entry: Running) -> bool:
 # Services this process started: kept so that their Popen objects are not collected while
 # the service runs (and so that `stop` can reap them).
 _children: dict[int, subprocess.Popen[bytes]] = {}
+# Set to a directory, every service this process starts runs under cProfile (profiled()).
+PROFILE_DIR_ENV: Final = "PINHOLE_PROFILE_DIR"
+
+
+def profiled(service: Service) -> list[str]:
+    """The service's argv, run under cProfile when PROFILE_DIR_ENV names a directory (a
+    developer's tool: `<dir>/<service>.prof` is written when the service stops cleanly)."""
+    argv = list(service.argv)
+    where = os.environ.get(PROFILE_DIR_ENV)
+    if not where or argv[:2] != [sys.executable, "-m"]:
+        return argv
+    out = Path(where).resolve() / f"{service.name}.prof"
+    return [sys.executable, "-m", "cProfile", "-o", str(out), *argv[1:]]
 
 
 def start(service: Service, root: Path) -> Running:
@@ -419,8 +432,9 @@ def start(service: Service, root: Path) -> Running:
     with open(log_path, "ab") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {service.name}\n".encode())
         log.flush()
+        argv = profiled(service)
         proc = subprocess.Popen(
-            service.argv,
+            argv,
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -436,7 +450,7 @@ def start(service: Service, root: Path) -> Running:
         proc.pid,
         time.time(),
         str(log_path),
-        list(service.argv),
+        argv,
     )
 
 
