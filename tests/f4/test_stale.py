@@ -31,9 +31,11 @@ from f4.stale import (
     stale_files,
     survey,
 )
+from f4.watch import Watcher
 from tests.f4.helpers import Blobs, random_blobs, sealed_volume
 
 VID = 1
+GRACE_S = 3600.0
 NODES = [f"n{i:02d}" for i in range(15)]  # one more than a stripe: n14 holds no block
 
 
@@ -117,6 +119,7 @@ def cell(tmp_path: Path, blobs: Blobs) -> Iterator[Cell]:
             block_bytes=8192,
             rebuild_mb_s=0.0,
             age_s_min=0.0,
+            stale_block_grace_s=GRACE_S,
         )
     )
     try:
@@ -195,3 +198,37 @@ def test_nothing_is_deleted_while_the_index_copies_disagree(cell: Cell) -> None:
     report = reclaim(cell.store, files)
     assert report.deleted == [] and report.refused == [] and report.not_stale == 2
     assert (cell.config.blocks_dir / on / block_name(VID, 1, 3)).exists()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_watcher_reports_a_left_copy_and_hands_it_over_only_after_the_grace(
+    cell: Cell,
+) -> None:
+    clock = Clock()
+    watcher = Watcher(cell, clock=clock)
+    on, placed, nbytes = _leave_copy(cell, 1, 3)
+    first = watcher.tick(1)
+    assert [(f.node, f.name, f.placed) for f in first.stale] == [
+        (on, block_name(VID, 1, 3), placed),
+        (on, sidecar_name(VID, 1, 3), placed),
+    ]
+    assert first.stale_nodes == {on: {"files": 2, "bytes": nbytes}}
+    assert first.lost == []
+    assert watcher.due_stale() == []
+    clock.now += GRACE_S - 1
+    assert watcher.tick(2).stale == first.stale
+    assert watcher.due_stale() == []  # seen since the first tick, not the second
+    clock.now += 1
+    due = watcher.due_stale()
+    assert due == first.stale
+    assert watcher.reclaim(due) == (2, nbytes, 0)
+    after = watcher.tick(3)
+    assert after.stale == [] and after.stale_nodes == {} and watcher.stale_seen == {}
+    assert cell.verify(VID).ok
