@@ -46,9 +46,11 @@ from f4.rebuild import Pacer, check_block
 
 # Copies of the placement that must name a generation for it to count as committed.
 QUORUM: Final = INDEX_COPIES // 2 + 1
-# One run (a watcher's pass under the lock, or `pinhole f4 reclaim`) deletes at most this
-# many files, so the cell's lock is released between passes (a cron rebuild finds it free).
-RECLAIM_FILES_PER_RUN_MAX: Final = 4096
+# A watcher's pass under the cell's lock takes up at most this many stale files (each
+# block's placed copy read whole first: 32 blocks of 1 GiB are ~11 min at 50 MB/s), so the
+# lock is released between passes and a cron rebuild finds it free; the rest wait for the
+# next pass. `pinhole f4 reclaim` takes up all it found.
+RECLAIM_FILES_PER_RUN_MAX: Final = 64
 
 BLOCK: Final = "block"
 SIDECAR: Final = "sidecar"
@@ -205,7 +207,8 @@ def reclaim(
     files_max: int = RECLAIM_FILES_PER_RUN_MAX,
 ) -> ReclaimReport:
     """Deletes the candidates that are still stale and safe to delete (module docstring);
-    the caller holds the cell's lock. At most `files_max` are deleted."""
+    the caller holds the cell's lock. At most `files_max` are taken up (deleted or
+    refused)."""
     report = ReclaimReport()
     by_volume: dict[int, list[StaleFile]] = {}
     for f in candidates:
@@ -231,7 +234,7 @@ def reclaim(
             if f not in fresh:
                 report.not_stale += 1
                 continue
-            if len(report.deleted) >= files_max:
+            if len(report.deleted) + len(report.refused) >= files_max:
                 break
             assert view is not None
             problem = _unsafe(store, view, f, healthy, racks, throttle)

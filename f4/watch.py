@@ -262,11 +262,17 @@ class Watcher:
         the caller holds the cell's lock. (files deleted, their bytes, refused)."""
         throttle = Throttle(self.config.rebuild_mb_s * 1e6)
         report = reclaim(self.cell.store, due, racks=self.config.rack_of, throttle=throttle)
-        for r in report.refused:
-            log.warning("stale %s/%s kept: %s", r.file.node, r.file.name, r.reason)
         with self._lock:
             for f in report.deleted:
                 self.stale_seen.pop((f.node, f.name), None)
+            # A refused file waits another grace (its placed copy is not read again at
+            # every tick; a rebuild meanwhile repairs it).
+            now = self._clock()
+            for r in report.refused:
+                log.warning("stale %s/%s kept: %s", r.file.node, r.file.name, r.reason)
+                key = (r.file.node, r.file.name)
+                if key in self.stale_seen:
+                    self.stale_seen[key] = (now, self.stale_seen[key][1])
         if report.deleted:
             log.info(
                 "deleted %d stale file(s), %d bytes", len(report.deleted), report.bytes_deleted

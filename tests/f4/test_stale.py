@@ -232,3 +232,24 @@ def test_the_watcher_reports_a_left_copy_and_hands_it_over_only_after_the_grace(
     after = watcher.tick(3)
     assert after.stale == [] and after.stale_nodes == {} and watcher.stale_seen == {}
     assert cell.verify(VID).ok
+
+
+def test_the_watcher_keeps_a_left_copy_of_a_corrupt_block_for_another_grace(cell: Cell) -> None:
+    clock = Clock()
+    watcher = Watcher(cell, clock=clock)
+    on, placed, _ = _leave_copy(cell, 1, 3)
+    path = cell.config.blocks_dir / placed / block_name(VID, 1, 3)
+    raw = bytearray(path.read_bytes())
+    raw[0] ^= 0x01
+    path.write_bytes(raw)
+    watcher.tick(1)
+    clock.now += GRACE_S
+    due = watcher.due_stale()
+    assert len(due) == 2
+    assert watcher.reclaim(due) == (0, 0, 2)
+    assert (cell.config.blocks_dir / on / block_name(VID, 1, 3)).exists()
+    # Not read again at every tick: the refused files wait another grace.
+    watcher.tick(2)
+    assert watcher.due_stale() == []
+    clock.now += GRACE_S
+    assert watcher.due_stale() == due
