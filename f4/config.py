@@ -123,6 +123,11 @@ class F4Config:
     scrub_interval_s: float = 7 * 86400.0
     scrub_mb_s: float = 20.0
     rebalance_interval_s: float = 0.0
+    # A stale file (a block, sidecar or index copy no committed index generation places on
+    # its node: a node back after its blocks were rebuilt elsewhere, f4/stale.py) is
+    # deleted by the watcher once it has seen it stale for this long, and only when the
+    # placed copy is healthy; `pinhole f4 reclaim` deletes them at once.
+    stale_block_grace_s: float = 3600.0
     watch_host: str = "127.0.0.1"
     watch_port: int = 8761
     # Rebalancing (`pinhole f4 rebalance`): a cell is skewed when a node holds more than
@@ -163,6 +168,8 @@ class F4Config:
             raise ValueError("node_lost_after_s, scrub_interval_s and scrub_mb_s must be >= 0")
         if self.rebalance_interval_s < 0 or not self.watch_interval_s > 0:
             raise ValueError("watch_interval_s must be > 0 and rebalance_interval_s >= 0")
+        if self.stale_block_grace_s < 0:
+            raise ValueError("stale_block_grace_s must be >= 0")
         if not 0 <= self.watch_port <= 65535:
             raise ValueError("watch_port must be within 0..65535")
         if self.rebalance_slack_blocks < 1 or self.rebalance_moves_max < 1:

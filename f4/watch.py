@@ -19,6 +19,15 @@ keeps it to one not-done job per volume and kind, so a volume is never queued tw
 its job is pending or running. Every `rebalance_interval_s` (0: never) a volume whose plan
 (f4.rebalance.plan) has moves gets a rebalance job.
 
+A tick also finds the **stale files** in the listings (f4.stale: blocks, sidecars and
+index copies that the volume's committed generation, by a quorum of its copies, places on
+another node; a node back after its blocks were rebuilt elsewhere), with their sizes (a
+HEAD each, once). One seen stale for `stale_block_grace_s` is handed to f4.stale.reclaim
+while this process holds the cell's lock (after the due jobs): the rule is taken again on
+the copies read whole, and the file is deleted only when the placed copy is healthy. The
+grace is counted from when this process first saw the file (a restarted watcher waits it
+again: erring towards keeping).
+
 Queued jobs are run (in a task of their own, so ticks go on while a rebuild takes
 minutes) by this process only while it holds `<cell_root>/f4.lock` (taken
 without waiting, per run, and released after: invariant 52 holds, and a cron `pinhole f4
@@ -55,6 +64,7 @@ from f4.errors import F4Error
 from f4.index import VolumeIndex
 from f4.rebalance import listings_of, plan
 from f4.rebuild import check_block
+from f4.stale import StaleFile, VolumeView, file_size, holders, peek, reclaim, stale_files, totals
 
 log = logging.getLogger("pinhole.f4.watch")
 
@@ -90,6 +100,8 @@ class TickReport:
     lost: list[Lost]
     seconds: float
     index_copies_lost: list[IndexCopyLost] = field(default_factory=list)
+    stale: list[StaleFile] = field(default_factory=list)
+    stale_nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # files, bytes
 
 
 @dataclass
@@ -104,7 +116,10 @@ class Counters:
     rebalances_queued: int = 0
     job_runs: int = 0  # times this process took the lock and ran the due jobs
     jobs_run: int = 0
-    lock_busy: int = 0  # due jobs left to the other holder of the cell's lock
+    lock_busy: int = 0  # due jobs (or stale files) left to the other holder of the cell's lock
+    stale_files_deleted: int = 0  # stale blocks, sidecars and index copies reclaimed
+    stale_bytes_deleted: int = 0
+    stale_deletes_refused: int = 0  # stale past the grace, but the placed copy was not healthy
     errors: int = 0  # ticks or passes that failed (logged)
 
 
@@ -119,6 +134,9 @@ class Watcher:
         self.down_since: dict[str, float] = {}
         self._indexes: dict[int, VolumeIndex] = {}
         self._lock = threading.Lock()
+        # (node, name) -> (when first seen stale, its size in bytes)
+        self.stale_seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self._stale: list[StaleFile] = []  # the last tick's
 
     def _index(self, volume: int, newest: int | None = None) -> VolumeIndex:
         """The volume's index from the cache, reloaded when `newest` (a generation the
@@ -160,6 +178,7 @@ class Watcher:
             copies_lost: list[IndexCopyLost] = []
             volumes = self.volumes(listings)
             blocks = 0
+            views: dict[int, VolumeView] = {}
             for v in volumes:
                 placed = index_file.index_nodes(
                     self.cell.store, v, racks=self.config.rack_of, down=lost_nodes
@@ -175,6 +194,8 @@ class Watcher:
                 except F4Error as e:
                     log.warning("volume %d: no index readable: %s", v, e.message)
                     continue
+                others = {n: peek(self.cell.store, v, n) for n in holders(listings, v)}
+                views[v] = VolumeView(idx, tuple(placed), {**others, **generations})
                 for node in placed:
                     if node not in listings:
                         continue  # within its grace: a restart is not a loss
@@ -193,6 +214,8 @@ class Watcher:
                                 lost.append(Lost(v, s, b, node, "node lost"))
                         elif block_name(v, s, b) not in names or sidecar_name(v, s, b) not in names:
                             lost.append(Lost(v, s, b, node, "missing"))
+            stale = self._seen_stale(stale_files(listings, views), now)
+            sizes = {k: size for k, (_, size) in self.stale_seen.items()}
             return TickReport(
                 number,
                 now,
@@ -204,7 +227,57 @@ class Watcher:
                 lost,
                 time.monotonic() - started,
                 copies_lost,
+                stale,
+                totals(stale, sizes),
             )
+
+    def _seen_stale(self, found: list[StaleFile], now: float) -> list[StaleFile]:
+        """Records when each stale file was first seen (and its size); forgets the ones no
+        longer stale. Returns the ones still there."""
+        seen: dict[tuple[str, str], tuple[float, int]] = {}
+        there = []
+        for f in found:
+            key = (f.node, f.name)
+            if key in self.stale_seen:
+                seen[key] = self.stale_seen[key]
+            else:
+                size = file_size(self.cell.store, f)
+                if size is None:
+                    continue  # gone meanwhile
+                seen[key] = (now, size)
+            there.append(f)
+        self.stale_seen = seen
+        self._stale = there
+        return there
+
+    def due_stale(self) -> list[StaleFile]:
+        """The stale files of the last tick seen for `stale_block_grace_s` or longer."""
+        with self._lock:
+            now = self._clock()
+            grace = self.config.stale_block_grace_s
+            return [f for f in self._stale if now - self.stale_seen[(f.node, f.name)][0] >= grace]
+
+    def reclaim(self, due: list[StaleFile]) -> tuple[int, int, int]:
+        """Deletes the `due` stale files that are still stale and safe (f4.stale.reclaim);
+        the caller holds the cell's lock. (files deleted, their bytes, refused)."""
+        throttle = Throttle(self.config.rebuild_mb_s * 1e6)
+        report = reclaim(self.cell.store, due, racks=self.config.rack_of, throttle=throttle)
+        with self._lock:
+            for f in report.deleted:
+                self.stale_seen.pop((f.node, f.name), None)
+            # A refused file waits another grace (its placed copy is not read again at
+            # every tick; a rebuild meanwhile repairs it).
+            now = self._clock()
+            for r in report.refused:
+                log.warning("stale %s/%s kept: %s", r.file.node, r.file.name, r.reason)
+                key = (r.file.node, r.file.name)
+                if key in self.stale_seen:
+                    self.stale_seen[key] = (now, self.stale_seen[key][1])
+        if report.deleted:
+            log.info(
+                "deleted %d stale file(s), %d bytes", len(report.deleted), report.bytes_deleted
+            )
+        return len(report.deleted), report.bytes_deleted, len(report.refused)
 
     def _peek(self, volume: int, node: str) -> int | None:
         """The generation of the copy on `node` (a 32-byte read); None when unreadable."""
@@ -358,6 +431,7 @@ class WatchService:
                     self.counters.rebalances_queued += 1
         if wait:
             await self.run_due()
+            await self.reclaim_due()
         elif self._jobs_task is None or self._jobs_task.done():
             self._jobs_task = asyncio.create_task(self._run_due_logged())
         self.last = report
@@ -399,6 +473,7 @@ class WatchService:
     async def _run_due_logged(self) -> None:
         try:
             await self.run_due()
+            await self.reclaim_due()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -434,15 +509,36 @@ class WatchService:
             self.counters.jobs_run += ran
             return ran
 
+    async def reclaim_due(self) -> int:
+        """Deletes the stale files seen for `stale_block_grace_s` (f4.stale.reclaim) when
+        the cell's lock is free; how many were deleted."""
+        async with self._run_lock:
+            due = await asyncio.to_thread(self.watcher.due_stale)
+            if not due:
+                return 0
+            with cell_lock_or_none(self.cell) as held:
+                if not held:
+                    self.counters.lock_busy += 1
+                    return 0
+                deleted, nbytes, refused = await asyncio.to_thread(self.watcher.reclaim, due)
+            self.counters.stale_files_deleted += deleted
+            self.counters.stale_bytes_deleted += nbytes
+            self.counters.stale_deletes_refused += refused
+            return deleted
+
     def status(self) -> dict[str, Any]:
         last = None
         if self.last is not None:
             last = asdict(self.last)
             last["lost"] = last["lost"][:100]
             last["blocks_lost"] = len(self.last.lost)
+            last["stale"] = last["stale"][:100]
+            last["stale_files"] = len(self.last.stale)
+            last["stale_bytes"] = sum(r["bytes"] for r in self.last.stale_nodes.values())
         return {
             "interval_s": self.interval_s,
             "node_lost_after_s": self.config.node_lost_after_s,
+            "stale_block_grace_s": self.config.stale_block_grace_s,
             "scrub_interval_s": self.config.scrub_interval_s,
             "rebalance_interval_s": self.config.rebalance_interval_s,
             "started_unix_s": self.started_unix_s,

@@ -54,7 +54,10 @@ _COUNTER_DOCS = {
     "rebalances_queued": "Rebalance jobs queued by the watcher",
     "job_runs": "Times the watcher took the cell's lock and ran the due jobs",
     "jobs_run": "f4 jobs run by the watcher",
-    "lock_busy": "Times due jobs were left to another holder of the cell's lock",
+    "lock_busy": "Times due jobs or stale files were left to another holder of the cell's lock",
+    "stale_files_deleted": "Stale blocks, sidecars and index copies deleted (f4/stale.py)",
+    "stale_bytes_deleted": "Bytes of the stale files deleted",
+    "stale_deletes_refused": "Stale files past the grace kept: their placed copy was not healthy",
     "errors": "Ticks and scrub passes that failed",
 }
 assert set(_COUNTER_DOCS) == set(Counters.__dataclass_fields__)
@@ -87,6 +90,19 @@ class _Collector:
                 g = GaugeMetricFamily(f"pinhole_f4_watch_{name}", doc)
                 g.add_metric([], value)
                 yield g
+            files = GaugeMetricFamily(
+                "pinhole_f4_watch_stale_files",
+                "Stale files (no committed index generation places them there) per node",
+                labels=["node"],
+            )
+            nbytes = GaugeMetricFamily(
+                "pinhole_f4_watch_stale_bytes", "Bytes of the stale files per node", labels=["node"]
+            )
+            for node, row in last.stale_nodes.items():
+                files.add_metric([node], row["files"])
+                nbytes.add_metric([node], row["bytes"])
+            yield files
+            yield nbytes
 
 
 async def render(

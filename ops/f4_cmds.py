@@ -32,6 +32,8 @@ from f4.config import F4Config, f4_config
 from f4.erasure import Codec
 from f4.errors import F4Error
 from f4.rebuild import RebuildProgress, VerifyReport, verify
+from f4.stale import survey as stale_survey
+from f4.stale import totals as stale_totals
 from f4.watch import STATE_FILE as WATCH_STATE_FILE
 from ops.cli_support import (
     EXIT_FAILED,
@@ -383,12 +385,15 @@ def _watcher_state(config: F4Config) -> dict[str, Any] | None:
 @click.pass_context
 def status_cmd(ctx: click.Context, volume: int | None, json_output: bool) -> None:
     """Per volume and stripe: blocks present and healthy, and how many node and rack
-    losses each stripe survives with today's placement."""
+    losses each stripe survives with today's placement; per node, the stale files (blocks,
+    sidecars, index copies no committed index places there) `pinhole f4 reclaim` deletes."""
     config = _config(ctx)
     with _open_cell(config) as cell:
         domains = cell.failure_domains()
         volumes = []
-        for v in _volumes(cell, volume):
+        known = _volumes(cell, volume)
+        stale = stale_report(cell, [v for v in known if cell.state(v) != "migrating"])
+        for v in known:
             report, error = _health(cell, v)
             doc: dict[str, Any] = {"volume": v, "state": cell.state(v)}
             if report is None:
@@ -402,7 +407,7 @@ def status_cmd(ctx: click.Context, volume: int | None, json_output: bool) -> Non
             volumes.append(doc)
     watcher = _watcher_state(config)
     if json_output:
-        emit_json({"cell": domains, "volumes": volumes, "watcher": watcher})
+        emit_json({"cell": domains, "volumes": volumes, "stale": stale, "watcher": watcher})
         return
     click.echo(
         f"cell {config.cell_root}: {domains['nodes']} nodes ({domains['nodes_up']} up) "
@@ -423,6 +428,24 @@ def status_cmd(ctx: click.Context, volume: int | None, json_output: bool) -> Non
     if rows:
         headers = ["volume", "stripe", "present", "healthy", "node losses ok", "rack losses ok"]
         click.echo(table(rows, headers))
+    if stale["files"]:
+        per_node = ", ".join(
+            f"{n} {r['files']} ({human_bytes(r['bytes'])})" for n, r in stale["nodes"].items()
+        )
+        click.echo(
+            f"stale files: {stale['files']} ({human_bytes(stale['bytes'])}; "
+            f"`pinhole f4 reclaim` deletes them): {per_node}"
+        )
+
+
+def stale_report(cell: Cell, volumes: list[int]) -> dict[str, Any]:
+    """The stale files of the written `volumes` (f4.stale.survey): totals and per node."""
+    files, sizes = stale_survey(cell.store, volumes, racks=cell.config.rack_of)
+    return {
+        "files": len(files),
+        "bytes": sum(sizes.values()),
+        "nodes": stale_totals(files, sizes),
+    }
 
 
 # -- verify ----------------------------------------------------------------------------------

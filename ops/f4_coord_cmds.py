@@ -1,10 +1,16 @@
-"""`pinhole f4 watch | rebalance`: the cell's coordinator (f4/watch.py) and moving healthy
-blocks for placement (f4/rebalance.py); docs/operations/f4.md.
+"""`pinhole f4 watch | rebalance | reclaim`: the cell's coordinator (f4/watch.py), moving
+healthy blocks for placement (f4/rebalance.py) and deleting stale files (f4/stale.py);
+docs/operations/f4.md.
 
 `watch` runs until SIGINT/SIGTERM (or one tick with --once), serving /healthz, /status and
 /metrics; it runs the jobs it queues only while it can take the cell's lock. `rebalance`
 holds the lock (exit 75 when another run has it) and runs `rebalance` jobs of the f4 queue,
 so a killed run leaves a job (and the volume's journal) that the next run resumes.
+`reclaim` is a command of its own rather than an option of `rebuild` or `status`: it is the
+only one that deletes data no damage caused (status only reads; rebuild writes what is
+missing), so an operator runs it, or a cron job does, knowingly. It holds the lock too
+(exit 75), needs no job (every decision is taken again on every run, so a killed run leaves
+nothing to resume) and no metadata database.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import click
 from common.db import Database, migrate, open_database
 from common.ids import IdGenerator
 from common.jobs import JobState, JobStore
+from common.jobs.local import Throttle
 from f4 import jobs as f4_jobs
 from f4 import rebalance as rebalancing
+from f4 import stale as staleness
 from f4.errors import F4Error
 from f4.index import load as load_index
 from f4.watch import WatchService
@@ -30,6 +38,7 @@ from ops.cli_support import (
     CliError,
     emit_json,
     exclusive_lock,
+    human_bytes,
     load_config,
     metadata_database_options,
     operator_credentials,
@@ -297,3 +306,102 @@ def _report(json_output: bool, doc: dict[str, Any]) -> None:
             click.echo(f"volume {r['volume']}: {r['outcome']} {r.get('error', '')}".rstrip())
     if "skew_after" in doc:
         click.echo(f"skew after: {doc['skew_after']}")
+
+
+# -- reclaim ---------------------------------------------------------------------------------
+
+
+@f4_group.command("reclaim")
+@click.option("--node", "nodes", multiple=True, help="Only the stale files on this node (repeat).")
+@click.option("--dry-run", is_flag=True, help="List the stale files; delete nothing.")
+@_SECRET
+@_json_option
+@click.pass_context
+def reclaim_cmd(
+    ctx: click.Context,
+    nodes: tuple[str, ...],
+    dry_run: bool,
+    secret_file: Path | None,
+    json_output: bool,
+) -> None:
+    """Delete the stale files on the storage nodes now: blocks, sidecars and index copies
+    that their volume's committed index generation (by a quorum of its copies) places on
+    another node, as left by a node that came back after its blocks were rebuilt
+    elsewhere. Each is deleted only when the placed copy is healthy (read against its
+    sidecar, at [f4] rebuild_mb_s); a volume whose index copies disagree is left alone.
+    Cron-safe (exit 75 when the cell's lock is held); exit 1 when a stale file was kept
+    because its placed copy is not healthy (`pinhole f4 rebuild` first)."""
+    config = _config(ctx)
+    unknown = sorted(set(nodes) - {n.name for n in config.nodes})
+    if unknown:
+        raise CliError(f"no node {', '.join(unknown)} in the cell", EXIT_USAGE)
+    with _open_cell(config, secret_file) as cell:
+        volumes = _volumes(cell, None, written=True)
+
+        def survey() -> tuple[list[staleness.StaleFile], dict[tuple[str, str], int]]:
+            files, sizes = staleness.survey(cell.store, volumes, racks=config.rack_of)
+            return [f for f in files if not nodes or f.node in nodes], sizes
+
+        if dry_run:
+            files, sizes = survey()
+            doc = _stale_doc(files, sizes)
+            _report_reclaim(json_output, {"dry_run": True, **doc})
+            return
+        with exclusive_lock(config.lock_path, "another f4 migrate, rebuild or rebalance"):
+            files, sizes = survey()
+            report = staleness.reclaim(
+                cell.store,
+                files,
+                racks=config.rack_of,
+                throttle=Throttle(config.rebuild_mb_s * 1e6),
+                files_max=len(files),  # an operator's run deletes all it found
+            )
+    doc = {
+        "dry_run": False,
+        **_stale_doc(files, sizes),
+        "deleted": len(report.deleted),
+        "bytes_deleted": report.bytes_deleted,
+        "refused": [
+            {"node": r.file.node, "name": r.file.name, "reason": r.reason} for r in report.refused
+        ],
+    }
+    _report_reclaim(json_output, doc)
+    if report.refused:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _stale_doc(
+    files: list[staleness.StaleFile], sizes: dict[tuple[str, str], int]
+) -> dict[str, Any]:
+    return {
+        "files": len(files),
+        "bytes": sum(sizes[(f.node, f.name)] for f in files),
+        "nodes": staleness.totals(files, sizes),
+        "stale": [
+            {
+                "node": f.node,
+                "name": f.name,
+                "kind": f.kind,
+                "placed": f.placed,
+                "bytes": sizes[(f.node, f.name)],
+            }
+            for f in files
+        ],
+    }
+
+
+def _report_reclaim(json_output: bool, doc: dict[str, Any]) -> None:
+    if json_output:
+        emit_json(doc)
+        return
+    for node, row in doc["nodes"].items():
+        click.echo(f"{node}: {row['files']} stale file(s), {human_bytes(row['bytes'])}")
+    if doc["dry_run"]:
+        for f in doc["stale"][:50]:
+            where = f" (placed on {f['placed']})" if f["placed"] else ""
+            click.echo(f"  {f['node']}/{f['name']}: {f['kind']}{where}")
+        click.echo(f"would delete {doc['files']} file(s), {human_bytes(doc['bytes'])}")
+        return
+    click.echo(f"deleted {doc['deleted']} file(s), {human_bytes(doc['bytes_deleted'])}")
+    for r in doc["refused"][:50]:
+        click.echo(f"  kept {r['node']}/{r['name']}: {r['reason']}")
