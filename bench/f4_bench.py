@@ -12,7 +12,8 @@ One run, in order:
    `read_runs` timed runs of `read_s` seconds each with `read_concurrency` requests in
    flight (LeanHTTPClient, keep-alive), over the blobs in a shuffled cycle;
 3. raw PyECLib: the same plaintext bytes encoded in rows of encoder.ROW_BYTES per data
-   block (10 rows per call), in memory, in this process: ECDriver.encode only;
+   block (10 rows per call), in memory, in this process: ECDriver.encode only, with glibc's
+   allocator tuned as every pinhole process that encodes has it (f4.erasure.tune_allocator);
 4. `pinhole f4 migrate --volume N` (the operator's command, a process of its own) with the
    cluster's f4 config plus the plan's block size: encode, seal, write through the storage
    node processes, reconcile, read back, switch the directory, release Haystack;
@@ -100,7 +101,7 @@ from f4 import index as index_file
 from f4.cell_store import cell_block_store
 from f4.config import F4Config, f4_config
 from f4.encoder import ROW_BYTES
-from f4.erasure import DATA_BLOCKS, DEFAULT_EC_TYPE, PARITY_BLOCKS
+from f4.erasure import DATA_BLOCKS, DEFAULT_EC_TYPE, PARITY_BLOCKS, tune_allocator
 from f4.keystore import KeyStore
 from f4.reader import Reader
 from f4.rebuild import verify
@@ -218,6 +219,9 @@ def _raw_encode_mb_s(blobs: list[Blob]) -> tuple[float, list[float]]:
     passes over the bytes (each at least ENCODE_S_MIN), the best pass's MB/s and every
     pass's. The best, since other processes on a shared 2-core machine only ever slow a
     pass down: the baseline is what the code does when it has a core."""
+    # As every pinhole process that encodes runs PyECLib (f4.erasure.Codec tunes glibc's
+    # allocator; with the defaults the same encode is about 10x slower here).
+    tune_allocator()
     data = b"".join(b.data for b in blobs)
     call_bytes = DATA_BLOCKS * ROW_BYTES
     data += bytes(-len(data) % call_bytes)

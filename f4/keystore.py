@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS tombstones (
 ) WITHOUT ROWID;
 """
 EVERY_VARIANT: Final = -1
+# Keys read by one `IN (...)` query (under SQLite's 999 parameters): a migration's stripe
+# or a name node's batch of reads is a few queries, not one per blob.
+LOOKUP_BATCH_MAX: Final = 500
 
 
 def _signed(key: int) -> int:
@@ -85,16 +88,20 @@ class KeyStore:
 
     def get_many(self, blobs: Iterable[BlobId]) -> dict[BlobId, BlobKey]:
         """The keys of those `blobs` that have one, read under one hold of the lock."""
+        by_id = {b.packed(): b for b in blobs}
+        ids = list(by_id)
         out: dict[BlobId, BlobKey] = {}
         with self._lock:
-            for b in blobs:
-                row = self._db.execute(
-                    "SELECT secret, nonce FROM blob_keys WHERE blob_id = ?", (b.packed(),)
-                ).fetchone()
-                if row is not None:
-                    secret, nonce = bytes(row[0]), bytes(row[1])
+            for at in range(0, len(ids), LOOKUP_BATCH_MAX):
+                batch = ids[at : at + LOOKUP_BATCH_MAX]
+                rows = self._db.execute(
+                    "SELECT blob_id, secret, nonce FROM blob_keys WHERE blob_id IN "
+                    f"({','.join('?' * len(batch))})",
+                    batch,
+                ).fetchall()
+                for blob_id, secret, nonce in rows:
                     assert len(secret) == KEY_BYTES and len(nonce) == NONCE_BYTES
-                    out[b] = BlobKey(secret, nonce)
+                    out[by_id[bytes(blob_id)]] = BlobKey(bytes(secret), bytes(nonce))
         return out
 
     def delete(self, blobs: Iterable[BlobId]) -> int:

@@ -8,10 +8,11 @@ temporaries are removed by `clean_temporaries`.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from f4 import sidecar
 from f4.block_store import Buffer, put_pieces, sidecar_of
@@ -80,17 +81,44 @@ def read_cached(
     return buf
 
 
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Asks the kernel to start writing these dirty pages now (sync_file_range WRITE, no
+    wait): a block's commit then finds most of it on disk instead of flushing it all, with
+    13 other blocks, in its fsync. Not a durability step: the commit's fsync is."""
+    if length and _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+def _libc_sync_file_range() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNC_FILE_RANGE_WRITE: Final = 2  # linux/fs.h
+_sync_file_range = _libc_sync_file_range()
+
+
 class LocalBlockWriter:
     def __init__(self, directory: Path, name: str) -> None:
         self._dir = directory
         self._final = directory / name
         self._temp = directory / f"{name}.{os.getpid()}{TEMP_SUFFIX}"
         self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._written = 0
 
     def write(self, data: Buffer) -> None:
         view = memoryview(data)
+        start = self._written
         while view:
-            view = view[os.write(self._fd, view) :]
+            n = os.write(self._fd, view)
+            view = view[n:]
+            self._written += n
+        start_writeback(self._fd, start, self._written - start)
 
     def commit(self) -> None:
         os.fsync(self._fd)

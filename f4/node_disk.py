@@ -43,7 +43,13 @@ from f4.errors import (
     UploadsBusy,
     UploadUnknown,
 )
-from f4.local_block_store import TEMP_SUFFIX, fsync_dir, read_cached, read_exact
+from f4.local_block_store import (
+    TEMP_SUFFIX,
+    fsync_dir,
+    read_cached,
+    read_exact,
+    start_writeback,
+)
 
 # One read answers at most this many bytes (a range, or a whole object).
 RANGE_BYTES_MAX: Final = 64 << 20
@@ -265,6 +271,7 @@ class NodeDisks:
             while view:
                 n = os.pwrite(up.fd, view, at)
                 view, at = view[n:], at + n
+            start_writeback(up.fd, offset, at - offset)
             up.size = at
             up.last_used = time.monotonic()
             return up.size

@@ -99,3 +99,13 @@ def test_padded_lengths_are_few_and_close() -> None:
         p = padded_length(n)
         assert n <= p
         assert p - n < 4096 if n <= PAD_FINE_BYTES_MAX else p <= n * 1.125
+
+
+def test_the_allocator_is_tuned_once_for_pyeclib() -> None:
+    """Codec() keeps PyECLib's per-call buffers on glibc's heap (mallopt took on this
+    glibc system); asking again changes nothing."""
+    from f4.erasure import tune_allocator
+
+    Codec()
+    assert tune_allocator() is True
+    assert tune_allocator.cache_info().hits >= 1
