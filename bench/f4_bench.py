@@ -18,7 +18,11 @@ One run, in order:
    cluster's f4 config plus the plan's block size: encode, seal, write through the storage
    node processes, reconcile, read back, switch the directory, release Haystack;
 5. bytes on disk under <root>/f4/blocks (blocks, sidecars, index copies) plus the key
-   store's files, over the plaintext;
+   store's files, over the plaintext; then the write path alone: as many bytes as the
+   cell now holds, written from this process as stripes x 14 blocks of equal length
+   through the same storage node processes with the same client (HttpBlockStore writers,
+   WINDOW_BYTES per write, block i of every stripe on lane i, each committed: fsync,
+   rename), nothing read, sealed, encoded or summed, then deleted;
 6. f4 reads: the same blobs through the same router (each once, same bytes and ETag as from
    Haystack), then the same timed runs; then `latency_concurrency` in flight for the idle
    p99 that the rebuild phase compares against;
@@ -51,6 +55,10 @@ Figures (goals from issue 12; the table says ok or MISSED):
                                plaintext (<= 1.45)
     encode_vs_pyeclib          migrate_mb_s / pyeclib_encode_mb_s (>= 0.7)
     rebuild_vs_throttle        rebuild_mb_s / the throttle (<= 1.05: the throttle holds)
+    migrate_vs_write_path      migrate_mb_s / write_path_mb_s: how close the migration
+                               comes to only writing its output durably (no goal: what
+                               bounds it once encoding is cheap)
+    write_path_mb_s            plaintext MB / the write path's seconds (step 5)
     migrate_mb_s               plaintext MB / the migration's own seconds (encode, seal,
                                write through the storage nodes, fsync; f4.encoder's stats,
                                reported by the command); the whole command's rate (Python
@@ -85,6 +93,7 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -98,10 +107,17 @@ from common import credentials, photo
 from common.credentials import Credentials, Purpose
 from common.leanhttp.client import HttpClientError, LeanHTTPClient
 from f4 import index as index_file
+from f4.block_store import block_name
 from f4.cell_store import cell_block_store
 from f4.config import F4Config, f4_config
-from f4.encoder import ROW_BYTES
-from f4.erasure import DATA_BLOCKS, DEFAULT_EC_TYPE, PARITY_BLOCKS, tune_allocator
+from f4.encoder import ROW_BYTES, WINDOW_BYTES, stripe_nodes
+from f4.erasure import (
+    DATA_BLOCKS,
+    DEFAULT_EC_TYPE,
+    PARITY_BLOCKS,
+    STRIPE_BLOCKS,
+    tune_allocator,
+)
 from f4.keystore import KeyStore
 from f4.reader import Reader
 from f4.rebuild import verify
@@ -126,6 +142,8 @@ BLOBS_IN_VOLUME_MIN: Final = 0.5  # of the plan's blobs, or the run stops
 READER_BLOBS_MAX: Final = 40  # victims read in this process for the bytes figure
 STALE_LOOKUP_S_MAX: Final = 60.0  # the router's lookup_ttl_s (5 s) and then some
 BENCH_F4_CONFIG: Final = "f4-bench.toml"
+# The write path's scratch blocks belong to this volume id, which no volume has.
+WRITE_PATH_VOLUME: Final = 999_999_999
 # The variant written and read: a published one (the router serves the original only to
 # internal readers).
 RENDITION: Final = 640
@@ -318,6 +336,7 @@ class F4Bench:
             self.detail["pyeclib_encode_trials_mb_s"] = [round(r, 1) for r in trials]
             self.migrate(plaintext)
             self.bytes_on_disk(self.detail["migration"]["plaintext_bytes"])
+            self.write_path()
             uvloop.run(self.await_f4(blobs[0]))
             uvloop.run(self.read_each("f4", blobs, etags))
             self.detail["f4_reads"] = uvloop.run(
@@ -591,6 +610,53 @@ class F4Bench:
         self.figures["effective_replication"] = round((cell + keys) / plaintext, 4)
         self.detail["bytes_on_disk"] = {"cell": cell, "key_store": keys, "plaintext": plaintext}
 
+    def write_path(self) -> None:
+        """Step 5's write path: the migration's bytes written with nothing to compute."""
+        config = self.f4_config()
+        store = cell_block_store(config, self.creds)
+        nodes = store.nodes()
+        stripes = int(self.detail["migration"]["stripes"])
+        count = stripes * STRIPE_BLOCKS
+        block_bytes = self.detail["bytes_on_disk"]["cell"] // count
+        window = memoryview(os.urandom(min(WINDOW_BYTES, block_bytes)))
+
+        def lane(b: int) -> list[tuple[str, str]]:
+            written = []
+            for s in range(stripes):
+                node, name = stripe_nodes(nodes, s)[b], block_name(WRITE_PATH_VOLUME, s, b)
+                writer = store.open_writer(node, name)
+                left = block_bytes
+                while left:
+                    n = min(left, len(window))
+                    writer.write(window[:n])
+                    left -= n
+                writer.commit()
+                written.append((node, name))
+            return written
+
+        try:
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(STRIPE_BLOCKS) as pool:
+                lanes = list(pool.map(lane, range(STRIPE_BLOCKS)))
+            seconds = time.perf_counter() - t0
+            for node, name in (w for written in lanes for w in written):
+                store.delete(node, name)
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+        plaintext = self.detail["migration"]["plaintext_bytes"]
+        self.figures["write_path_mb_s"] = round(plaintext / 1e6 / seconds, 1)
+        self.figures["migrate_vs_write_path"] = round(
+            self.figures["migrate_mb_s"] / self.figures["write_path_mb_s"], 3
+        )
+        self.detail["write_path"] = {
+            "blocks": count,
+            "block_bytes": block_bytes,
+            "seconds": round(seconds, 3),
+        }
+        log(f"write path alone: {self.figures['write_path_mb_s']} MB/s of plaintext")
+
     # -- a storage node killed -------------------------------------------------------------------
 
     def degraded(self, blobs: list[Blob]) -> int:
@@ -733,6 +799,11 @@ def main(
             ),
             "degraded_p99_vs_healthy": (
                 "the same blobs through the router before their storage node was killed"
+            ),
+            "migrate_vs_write_path": (
+                "the bytes the migration stored, written as blocks through the same storage "
+                "nodes and client, committed the same way, with nothing read, sealed, "
+                "encoded or summed"
             ),
         },
         "detail": bench.detail,

@@ -25,6 +25,8 @@ pytestmark = pytest.mark.bench
 FIGURES = (
     *GOALS,
     "migrate_mb_s",
+    "migrate_vs_write_path",
+    "write_path_mb_s",
     "pyeclib_encode_mb_s",
     "rebuild_mb_s",
     "read_p99_during_rebuild_vs_idle",
@@ -54,6 +56,7 @@ def test_quick_f4_benchmark_shape_and_sane_values(tmp_path: Path) -> None:
         assert name in proc.stdout  # printed beside its goal, ok or MISSED
     assert "ECDriver.encode" in doc["baselines"]["encode_vs_pyeclib"]
     assert "router" in doc["baselines"]["healthy_read_vs_haystack"]
+    assert doc["detail"]["write_path"]["blocks"] == doc["detail"]["migration"]["stripes"] * 14
     # Nothing is left of the cluster: every service stopped, its directory removed.
     assert list((tmp_path / "work").iterdir()) == []
 
