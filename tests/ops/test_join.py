@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ from common.credentials import Credentials, Purpose
 from directory.writer import BlobWriter
 from ops import local_cluster as lc
 from tests.conftest import auth, creds
-from tests.up_cluster import pinhole, up_cluster
+from tests.up_cluster import REPO, pinhole, up_cluster
 
 pytestmark = pytest.mark.crash
 ALT = photo.alt_key(640, photo.Format.JPEG)
@@ -190,3 +193,41 @@ def test_an_unreachable_directory_is_one_line(tmp_path: Path) -> None:
     p = pinhole("up", "--join", url, "--data", tmp_path / "h", "--node-id", "x")
     assert p.returncode == 2
     assert "needs --node-id, --store-port and --failure-domain" in p.stderr
+    p = pinhole("up", "--join", url, "--data", tmp_path / "h", "--host", "0.0.0.0",
+                "--router-port", 9)  # fmt: skip
+    assert p.returncode == 2 and "give --advertise-host" in p.stderr, p.stderr
+
+
+def test_a_joined_router_in_the_foreground_stops_on_ctrl_c(
+    cluster: tuple[lc.Layout, bytes], tmp_path: Path
+) -> None:
+    layout, secret = cluster
+    router_file = tmp_path / "router.json"
+    Credentials.for_service(secret, "router").write(router_file)
+    joined = tmp_path / "host3"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "up", "--join", layout.directory_url,
+         "--data", str(joined), "--credentials", str(router_file),
+         "--router-port", str(free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert p.stdout is not None
+        lines = []
+        for line in p.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C stops them"):
+                break
+        assert lines and lines[-1].startswith("Ctrl-C"), lines
+        router = lc.read_registry(joined)["router-1"]
+        assert lc.alive(router)
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0, out
+        assert "stopped router-1" in out
+        assert not lc.alive(router)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        pinhole("down", "--data", joined)
