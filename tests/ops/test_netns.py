@@ -42,7 +42,7 @@ import pytest
 from common import credentials, photo
 from common.credentials import Credentials, Purpose
 from directory.writer import BlobRef, BlobWriter, NoWritableVolume
-from store.client import StoreClient
+from store.client import StoreClient, StoreClientError
 from tests.conftest import auth, creds
 from tests.ops import netns_lab
 from tests.ops.netns_lab import Lab
@@ -385,6 +385,70 @@ async def _cut_link_scenario(c: Cluster) -> None:
             assert ref.volume_id == lv["volume_id"]
             c.blobs[ref.key] = (ref, data)
         await _read_all(c, s)
+    await _short_cut_healed_by_the_link(c, victim)
+
+
+async def _copy_status(s: aiohttp.ClientSession, c: Cluster, url: str, ref: BlobRef) -> int:
+    """What one replica answers for the blob: 200, or the error status."""
+    async with StoreClient(url, credentials=creds(c.secret, "router"), session=s) as sc:
+        try:
+            await sc.get(ref.volume_id, ref.key, ref.alt_key, ref.cookie)
+        except StoreClientError as e:
+            return e.status
+    return 200
+
+
+async def _short_cut_healed_by_the_link(c: Cluster, first: str) -> None:
+    """Another host's link is cut and returns with no repair: its volumes were read-only
+    meanwhile, so its replicas missed no write and take writes again by themselves; a
+    delete issued during the cut reaches its copy once it is back."""
+    async with aiohttp.ClientSession() as s:
+        lvs = await c.volumes(s)
+
+        def blobs_on(node: str) -> int:
+            return sum(_on(lvs[ref.volume_id], node) for ref, _ in c.blobs.values())
+
+        host = max((n for n in STORES if n != first), key=blobs_on)
+        vids = {vid for vid, lv in lvs.items() if _on(lv, host)}
+        ref = next(r for r, _ in c.blobs.values() if r.volume_id in vids)
+        urls = {rep["node_id"]: rep["url"] for rep in lvs[ref.volume_id]["replicas"]}
+        c.lab.cut(host)
+
+        async def read_only(s: aiohttp.ClientSession) -> bool:
+            lvs = await c.volumes(s)
+            return all(not lvs[v]["writable"] for v in vids)
+
+        await c.until(f"{host}'s volumes read-only", read_only)
+        async with BlobWriter(c.directory_url, credentials=creds(c.secret)) as w:
+            await w.delete(ref.volume_id, ref.key, ref.alt_key)
+        del c.blobs[ref.key]
+
+        async def deleted_on_live_replicas(s: aiohttp.ClientSession) -> bool:
+            live = [u for n, u in urls.items() if n != host]
+            return all([await _copy_status(s, c, u, ref) == 404 for u in live])
+
+        await c.until("the delete on the live replicas", deleted_on_live_replicas)
+        c.lab.restore(host)
+
+        async def writable_again(s: aiohttp.ClientSession) -> bool:
+            lvs = await c.volumes(s)
+            return all(lvs[v]["writable"] for v in vids)
+
+        await c.until(f"{host}'s volumes writable again", writable_again)
+
+        async def deleted_on_host(s: aiohttp.ClientSession) -> bool:
+            return await _copy_status(s, c, urls[host], ref) == 404
+
+        await c.until(f"the delete owed to {host}", deleted_on_host)
+        async with s.get(c.photo_url(ref)) as r:
+            assert r.status == 404
+        await _read_all(c, s)
+    p = c.pinhole(
+        "volume", "fix-replication", "--directory", c.directory_url,
+        "--secret-file", c.secret_file, "--json",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert json.loads(p.stdout) == {"ok": True, "moves": []}
 
 
 # -- latency -----------------------------------------------------------------------------
