@@ -43,7 +43,7 @@ from common import credentials, photo
 from common.credentials import Credentials, Purpose
 from directory.writer import BlobRef, BlobWriter, NoWritableVolume
 from store.client import StoreClient, StoreClientError
-from tests.conftest import auth, creds
+from tests.conftest import IN_CI, auth, creds
 from tests.ops import netns_lab
 from tests.ops.netns_lab import Lab
 
@@ -77,7 +77,7 @@ def _require(reason: str | None) -> None:
     """Skip with the reason outside CI; under CI=true a missing prerequisite fails."""
     if reason is None:
         return
-    if os.environ.get("CI") == "true":
+    if IN_CI:
         pytest.fail(f"CI=true and {reason}")
     pytest.skip(reason)
 
