@@ -2,7 +2,11 @@
 
 POST /deletes records one pending delete per replica of the logical volume (any state: a
 replica being copied gets it once its volume exists) and one cache invalidation per alive
-cache node, in one write transaction; then tries them all at once. What failed stays
+cache node, in one write transaction; then tries at once those on nodes it sees alive. A
+replica on a node it sees down is only recorded (the loop delivers it when the node is
+back): trying it would hold the caller's answer for node_request_timeout_s when the host
+is unreachable rather than refusing connections (a cut link, tests/ops/test_netns.py).
+What failed stays
 pending and the delete loop retries it with exponential backoff (capped at
 delete_retry_s_max), skipping nodes that are down; a node's heartbeat after downtime makes
 its rows due at once. Before trying a row, its next try is pushed past the attempt's
@@ -67,6 +71,7 @@ async def record(
     pd = schema.pending_deletes
     claim_s = config.node_request_timeout_s + 1.0
     rows: list[PendingDelete] = []
+    tried: list[PendingDelete] = []  # the rows of alive nodes, sent below
     async with directory.db.transaction(lock=LOCK) as conn:
         now = directory.clock.now()
         lv = schema.logical_volumes
@@ -76,21 +81,27 @@ async def record(
         if exists is None:
             raise VolumeNotFound(f"no logical volume {volume_id}")
         n, rp = schema.nodes, schema.replicas
+        alive_after = now - config.node_timeout_s
         targets = [
-            (r.node_id, NodeRole.F4 if r.role == NodeRole.F4 else NodeRole.STORE, r.url)
+            (
+                r.node_id,
+                NodeRole.F4 if r.role == NodeRole.F4 else NodeRole.STORE,
+                r.url,
+                r.last_heartbeat_unix_s > alive_after,
+            )
             for r in await conn.execute(
-                sa.select(rp.c.node_id, n.c.url, n.c.role)
+                sa.select(rp.c.node_id, n.c.url, n.c.role, n.c.last_heartbeat_unix_s)
                 .join(n, n.c.node_id == rp.c.node_id)
                 .where(rp.c.volume_id == volume_id)
             )
         ]
         caches = await conn.execute(
             sa.select(n.c.node_id, n.c.url).where(
-                n.c.role == NodeRole.CACHE, n.c.last_heartbeat_unix_s > now - config.node_timeout_s
+                n.c.role == NodeRole.CACHE, n.c.last_heartbeat_unix_s > alive_after
             )
         )
-        targets += [(c.node_id, NodeRole.CACHE, c.url) for c in caches]
-        for node_id, role, url in targets:
+        targets += [(c.node_id, NodeRole.CACHE, c.url, True) for c in caches]
+        for node_id, role, url, alive in targets:
             result = await conn.execute(
                 pd.insert().values(
                     volume_id=volume_id,
@@ -99,15 +110,20 @@ async def record(
                     node_id=node_id,
                     target_role=role,
                     attempts=0,
-                    next_try_unix_s=now + claim_s,
+                    # Claimed for the attempt below; a down node's row is due at once (the
+                    # loop skips it while the node is down).
+                    next_try_unix_s=now + claim_s if alive else now,
                     created_unix_s=now,
                     last_error=None,
                 )
             )
             pk = result.inserted_primary_key
             assert pk is not None
-            rows.append(PendingDelete(int(pk[0]), volume_id, key, alt_key, node_id, role, url, 0))
-    done = await deliver(directory, rows)
+            row = PendingDelete(int(pk[0]), volume_id, key, alt_key, node_id, role, url, 0)
+            rows.append(row)
+            if alive:
+                tried.append(row)
+    done = await deliver(directory, tried)
     stores = [r for r in rows if r.target_role in REPLICA_ROLES]
     replicas_done = sum(1 for r in stores if r.id in done)
     return {"replicas_done": replicas_done, "replicas_pending": len(stores) - replicas_done}

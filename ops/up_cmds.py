@@ -23,10 +23,13 @@ import aiohttp
 import click
 
 from common import credentials
+from ops import join_cluster as jc
 from ops import local_cluster as lc
 from ops.cli_support import (
     DEFAULT_ROOT,
     EXIT_FAILED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
     CliError,
     emit_json,
     load_config,
@@ -249,6 +252,130 @@ def _banner(
         click.echo(f"  demo (f4)  {f4_url}  (its volume migrated to the f4 cell)")
 
 
+def join_options(f: Any) -> Any:
+    """`pinhole up --join URL` and what it starts (ops/join_cluster.py)."""
+    port = click.IntRange(1, 65535)
+    options = [
+        click.option(
+            "--join",
+            "directory_url",
+            metavar="URL",
+            help="Join the cluster whose directory is at URL: start only the store node "
+            "and/or router named below, on this host.",
+        ),
+        click.option(
+            "--credentials",
+            "credentials_files",
+            multiple=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="With --join: a role's credentials file from `pinhole credentials ROLE "
+            "--out FILE` (repeat for a store and a router).",
+        ),
+        click.option("--node-id", help="With --join: the store node's name in the cluster."),
+        click.option("--store-port", type=port, help="With --join: the store node's port."),
+        click.option("--failure-domain", help="With --join: the store node's dc/rack/host label."),
+        click.option(
+            "--store-data",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="With --join: the store node's data directory (default <data>/<node id>).",
+        ),
+        click.option("--router-port", type=port, help="With --join: run a router on this port."),
+        click.option(
+            "--host",
+            help="With --join: the address the services listen on (default 127.0.0.1).",
+        ),
+        click.option(
+            "--advertise-host",
+            help="With --join: the address other hosts reach this one at (default --host).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _up_join(
+    root: Path,
+    config_path: Path | None,
+    *,
+    detach: bool,
+    directory_url: str,
+    credentials_files: tuple[Path, ...],
+    node_id: str | None,
+    store_port: int | None,
+    failure_domain: str | None,
+    store_data: Path | None,
+    router_port: int | None,
+    host: str | None,
+    advertise_host: str | None,
+) -> None:
+    """`pinhole up --join`: checks, records and starts this host's share of the cluster."""
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()
+    store = None
+    if any(v is not None for v in (node_id, store_port, failure_domain, store_data)):
+        if node_id is None or store_port is None or failure_domain is None:
+            raise CliError(
+                "a store node needs --node-id, --store-port and --failure-domain", EXIT_USAGE
+            )
+        data_dir = (store_data or root / node_id).resolve()
+        store = jc.JoinedStore(node_id, store_port, failure_domain, data_dir)
+    try:
+        held = jc.read_credentials_files(credentials_files)
+        request = jc.JoinRequest(
+            directory_url, host, advertise_host, store, router_port, config_path
+        )
+        layout = jc.resolve(root, request)
+        if set(held) - layout.roles:
+            extra = ", ".join(sorted(set(held) - layout.roles))
+            raise jc.JoinError(f"--credentials of the {extra} role, which this host does not run")
+        if layout.config_file is not None and config_path is None:
+            load_config(layout.config_file, serving=True)
+        run(jc.check_directory(layout.directory_url, {**jc.recorded_credentials(layout), **held}))
+        jc.install_credentials(layout, held)
+    except jc.DirectoryUnreachable as e:
+        raise CliError(str(e), EXIT_UNREACHABLE) from e
+    except jc.JoinError as e:
+        raise CliError(str(e), EXIT_USAGE) from e
+    jc.save(layout)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    running = lc.read_registry(root)
+    try:
+        for service in layout.services():
+            entry = running.get(service.name)
+            if entry is None or not lc.alive(entry):
+                running[service.name] = lc.start(service, root)
+                lc.write_registry(root, running)
+        mine = [running[s.name] for s in layout.services()]
+        run(lc.wait_healthy(mine))
+        click.echo(f"joined the cluster of {layout.directory_url} (data in {root}/)")
+        for entry in mine:
+            click.echo(f"  {entry.name:<10} {entry.role:<9} {entry.url}   pid {entry.pid}")
+        if detach:
+            click.echo("running in the background: `pinhole status`, `pinhole down`")
+            return
+        click.echo("Ctrl-C stops them")
+        _watch(layout)
+    except KeyboardInterrupt:
+        pass
+    except lc.ClusterError as e:
+        if not detach:
+            _down(root, quiet=True)
+        raise CliError(str(e), EXIT_FAILED) from e
+    except BaseException:
+        if not detach:
+            _down(root, quiet=True)
+        raise
+    if not detach:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _down(root, quiet=False)
+
+
 @click.command()
 @data_option
 @click.option(
@@ -274,9 +401,11 @@ def _banner(
     help="Run the f4 cell's watcher (default: yes, or as recorded); without it only "
     "`pinhole f4 rebuild` repairs the cell.",
 )
+@join_options
 @click.pass_context
 def up(
     ctx: click.Context,
+    /,
     root: Path,
     port_base: int | None,
     stores: int | None,
@@ -284,15 +413,36 @@ def up(
     demo: bool,
     detach: bool,
     f4_watch: bool | None,
+    **join: Any,
 ) -> None:
     """Start the local cluster (foreground: Ctrl-C stops it; --detach: `pinhole down`).
     `pinhole --config F up` starts every service with F (recorded: a later `up` on the same
-    --data keeps it); without it the services read ./pinhole.toml."""
+    --data keeps it); without it the services read ./pinhole.toml.
+
+    With --join URL: start only this host's share of the cluster whose directory is at URL
+    (a store node, a router), with the credentials files of their roles
+    (docs/operations/deploy.md)."""
     config_path: Path | None = ctx.obj["config_path"]
     # Refuse here, in one line, what the services would refuse.
     load_config(config_path, serving=True)
+    if join["directory_url"] is not None:
+        if port_base or stores or workers or demo or f4_watch is not None:
+            raise CliError(
+                "--join starts only a store node or a router: --port-base, --stores, "
+                "--workers, --demo and --f4-watch belong to a local cluster",
+                EXIT_USAGE,
+            )
+        _up_join(root, config_path, detach=detach, **join)
+        return
+    if any(v for k, v in join.items() if k != "directory_url"):
+        raise CliError("--credentials, --node-id, --store-port ... need --join URL", EXIT_USAGE)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
+    if jc.join_file(root).exists():
+        raise CliError(
+            f"{root} joined a cluster (`pinhole up --join URL` starts its services again)",
+            EXIT_USAGE,
+        )
     credentials.ensure_secret_file(root)
     # Fail early on an unreadable secret: every service loads it.
     credentials.load_secret(secret_file=root / credentials.SECRET_FILE_NAME, default_dir=None)
@@ -333,7 +483,7 @@ def up(
         _down(root, quiet=False)
 
 
-def _watch(layout: lc.Layout) -> None:
+def _watch(layout: lc.Layout | jc.JoinLayout) -> None:
     """Restarts a service that exits, a few times at most, until interrupted."""
     restarts: dict[str, int] = {}
     by_name = {s.name: s for s in layout.services()}
@@ -382,7 +532,12 @@ def down(root: Path) -> None:
 def status(root: Path, json_output: bool) -> None:
     """Each service of the local cluster: role, pid, url, health. Exit 1 unless all are up."""
     root = root.resolve()
-    layout = lc.load_layout(root)
+    layout: lc.Layout | jc.JoinLayout | None = lc.load_layout(root)
+    if layout is None:
+        try:
+            layout = jc.load(root)
+        except jc.JoinError as e:
+            raise CliError(str(e)) from e
     if layout is None:
         raise CliError(f"no local cluster in {root} (start one with `pinhole up`)")
     running = lc.read_registry(root)
@@ -400,7 +555,9 @@ def status(root: Path, json_output: bool) -> None:
         raise SystemExit(EXIT_FAILED)
 
 
-async def _status_rows(layout: lc.Layout, running: dict[str, lc.Running]) -> list[dict[str, Any]]:
+async def _status_rows(
+    layout: lc.Layout | jc.JoinLayout, running: dict[str, lc.Running]
+) -> list[dict[str, Any]]:
     rows = []
     async with aiohttp.ClientSession() as s:
         for service in layout.services():

@@ -330,6 +330,37 @@ async def test_delete_reaches_a_replica_that_was_down(
             assert (await c.status())["pending_deletes"] == 0
 
 
+async def test_a_delete_does_not_wait_for_a_replica_seen_down(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    """A replica on a node the directory sees down is recorded, not tried: an unreachable
+    host (a cut link drops packets) would hold the answer for node_request_timeout_s. Its
+    heartbeat after the downtime gets it the delete."""
+    config = fast_config(backend)
+    async with running_cluster(config, tmp_path, loops=False, clock=ManualClock()) as cluster:
+        async with cluster.client() as c:
+            (lv,) = await c.create_volumes(1)
+        async with BlobWriter(cluster.url, credentials=creds(SECRET)) as writer:
+            ref = await writer.put(78, 0, b"to be deleted")
+            victim = cluster.node(lv["replicas"][2]["node_id"])
+            await victim.pause_heartbeats()
+            await cluster.advance(config.node_timeout_s + 0.1)  # silent: down
+            answer = await writer.delete(ref.volume_id, 78)
+        assert answer == {"replicas_done": 2, "replicas_pending": 1}
+        assert await _pending_attempts(cluster) == [0]  # recorded, never sent
+        async with victim.client() as store:  # it still has the needle
+            assert (await store.get(ref.volume_id, 78, 0, ref.cookie)).data == b"to be deleted"
+        await delete_pass(cluster.directory)  # still down: skipped
+        assert await _pending_attempts(cluster) == [0]
+        await victim.beat_once()  # back
+        await delete_pass(cluster.directory)
+        assert await _pending_attempts(cluster) == []
+        async with victim.client() as store:
+            with pytest.raises(StoreClientError) as e:
+                await store.get(ref.volume_id, 78, 0, ref.cookie)
+            assert e.value.status == 404
+
+
 async def _pending_attempts(cluster: Cluster) -> list[int]:
     """The attempts of each pending delete."""
     pd = schema.pending_deletes
