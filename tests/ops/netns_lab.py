@@ -62,26 +62,6 @@ def unavailable() -> str | None:
     return None
 
 
-def netem_missing() -> str | None:
-    """Why `tc ... netem` cannot delay packets here (None: it can). Tried on a veth pair in
-    a throwaway namespace, so nothing of the machine's own links is touched."""
-    ns, link = f"phnetem{os.getpid()}", f"phq{os.getpid() % 100000}"
-    try:
-        sh("ip", "netns", "add", ns)
-        sh("ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        p = sh("tc", "qdisc", "add", "dev", link, "root", "netem", "delay", "1ms", check=False)
-        if p.returncode != 0:
-            if "unknown" in p.stderr.lower():
-                return "kernel lacks sch_netem"
-            return f"tc netem fails: {p.stderr.strip()}"
-        return None
-    except (LabError, OSError, subprocess.TimeoutExpired) as e:
-        return f"cannot try netem: {e}"
-    finally:
-        sh("ip", "link", "del", link, check=False)
-        sh("ip", "netns", "del", ns, check=False)
-
-
 @dataclass
 class Host:
     name: str
