@@ -40,7 +40,13 @@ from f4.cell_store import CellBlockStore, cell_block_store
 from f4.config import F4Config
 from f4.encoder import Migration, journal_path, write_json_atomic
 from f4.erasure import DATA_BLOCKS, STRIPE_BLOCKS, Codec
-from f4.errors import BlobAbsent, F4Error, HandoverRefused, MigrationUnverified
+from f4.errors import (
+    BlobAbsent,
+    F4Error,
+    HandoverRefused,
+    MigrationUnverified,
+    VolumeNotSealed,
+)
 from f4.handover import DirectoryLink, reconcile
 from f4.keystore import KeyStore
 from f4.needle_source import NeedleSource
@@ -48,10 +54,11 @@ from f4.reader import Reader
 from f4.rebalance import RebalanceStats
 from f4.rebalance import run as rebalance_volume
 from f4.rebuild import RebuildProgress, RebuildStats, VerifyReport, rebuild, verify
+from f4.store_source import StoreVolumes
 from store import volume_state
 from store.storage import OsStorage
 from store.volume import data_name, state_name
-from store.volume_state import Mode, Reason
+from store.volume_state import Mode, Reason, VolumeState
 
 _DATA_FILE = re.compile(r"^v(\d+)\.dat$")
 MIGRATE_SHARE = 0.9  # of a migration's progress; reading it back is the rest
@@ -143,29 +150,63 @@ class Cell:
         config.work_dir.mkdir(parents=True, exist_ok=True)
         self.store = store if store is not None else cell_block_store(config, credentials)
         self.keys = KeyStore(config.keys_path)
+        # The sealed volumes: the store's volume directory on this host, or the store's
+        # HTTP API ([f4] haystack_url: a migration run from another host).
+        self.haystack: StoreVolumes | None = None
+        if config.haystack_url:
+            self.haystack = StoreVolumes(config.haystack_url, credentials)
         self.link: DirectoryLink | None = None
         if config.directory_url and credentials and Purpose.ADMIN in credentials.tokens:
             self.link = DirectoryLink(config.directory_url, config.name_node_id, credentials)
 
     def close(self) -> None:
         self.keys.close()
+        if self.haystack is not None:
+            self.haystack.close()
 
     # -- what is due ----------------------------------------------------------------------
 
     def haystack_volumes(self) -> list[int]:
+        if self.haystack is not None:
+            return sorted(self.haystack.list())
         directory = self.config.haystack_dir
         if not directory.is_dir():
             raise F4Error(f"no Haystack volume directory {directory}")
         found = (_DATA_FILE.match(p.name) for p in directory.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def candidate(self, volume: int, now: float) -> Candidate:
+    def _state_and_age(self, volume: int, now: float) -> tuple[VolumeState, float]:
+        """The volume's state and the age of its newest needle (at least), where it is."""
+        if self.haystack is not None:
+            found = self.haystack.list().get(volume)
+            if found is None:
+                raise F4Error(f"no Haystack volume {volume} on {self.haystack.url}")
+            state = VolumeState(
+                Mode(found.mode),
+                Reason(found.reason) if found.reason else None,
+                changed_unix_s=found.state_changed_unix_s,
+            )
+            writable = state.accepts_writes
+            return state, 0.0 if writable else now - found.state_changed_unix_s
         directory = self.config.haystack_dir
         data = directory / data_name(volume)
         if not data.exists():
             raise F4Error(f"no Haystack volume {volume} in {directory}")
         state = volume_state.load(OsStorage(directory), state_name(volume))
-        age = now - data.stat().st_mtime
+        return state, now - data.stat().st_mtime
+
+    def source(self, volume: int) -> NeedleSource:
+        """The volume's live needles, read from where it is (NeedleSource refuses a volume
+        that takes writes; over HTTP the candidate's check did)."""
+        if self.haystack is not None:
+            state, _ = self._state_and_age(volume, time.time())
+            if state.accepts_writes:
+                raise VolumeNotSealed(f"volume {volume} still takes writes")
+            return NeedleSource(None, volume, file=self.haystack.open(volume))
+        return NeedleSource(self.config.haystack_dir, volume)
+
+    def candidate(self, volume: int, now: float) -> Candidate:
+        state, age = self._state_and_age(volume, now)
         reason = ""
         mark = self.verified(volume)
         if mark is not None and (mark.get("switched") or not self.config.directory_url):
@@ -179,7 +220,7 @@ class Cell:
         return Candidate(volume, str(state.mode), age, not reason, reason)
 
     def plan(self, volume: int) -> VolumePlan:
-        source = NeedleSource(self.config.haystack_dir, volume)
+        source = self.source(volume)
         try:
             refs = source.live_needles()
             _, shapes = layout.plan(
@@ -256,7 +297,7 @@ class Cell:
             else:
                 steps.wait()
 
-        source = NeedleSource(self.config.haystack_dir, volume)
+        source = self.source(volume)
         try:
             stats = Migration(
                 source,
@@ -272,7 +313,7 @@ class Cell:
         finally:
             source.close()
         # Deletes that reached Haystack or the cell while the keys were being written.
-        after = NeedleSource(self.config.haystack_dir, volume)
+        after = self.source(volume)
         try:
             deleted = reconcile(self.store, self.keys, after, volume)
             checked = self._read_back(after, volume, report, steps)

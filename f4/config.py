@@ -76,8 +76,11 @@ class F4Config:
     # Blocks live in <cell_root>/blocks/<node>; journals and verified marks in
     # <cell_root>/work; the cron lock is <cell_root>/f4.lock.
     cell_root: Path = Path(".pinhole/f4")
-    # The sealed Haystack volumes to migrate: a store node's volume directory.
+    # The sealed Haystack volumes to migrate: a store node's volume directory, or (when
+    # haystack_url is set) that store node's HTTP API, for a migration that runs on
+    # another host (f4/store_source.py; it reads with the operator's credentials).
     haystack_dir: Path = Path(".pinhole/store/volumes")
+    haystack_url: str = ""
     nodes: tuple[F4Node, ...] = _default_nodes()
     block_bytes: int = 1 << 30
     code: str = DEFAULT_EC_TYPE

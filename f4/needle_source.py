@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from f4.errors import VolumeNotSealed
 from store import needle, volume_state
@@ -35,13 +36,33 @@ class NeedleRef:
     data_size: int
 
 
+class SourceFile(Protocol):
+    """What a source reads: a local volume file, or one read through a store node's HTTP
+    API (f4.store_source.StoreVolumeFile)."""
+
+    def size(self) -> int: ...
+
+    def read(self, length: int, offset: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class NeedleSource:
-    directory: Path
+    """`directory` holds the volume's files; or `file` is the volume's file read elsewhere,
+    whose caller checked that it takes no writes."""
+
+    directory: Path | None
     volume: int
     damaged: list[Damage] = field(default_factory=list)
+    file: SourceFile | None = None
 
     def __post_init__(self) -> None:
+        if self.file is not None:
+            self._file: SourceFile = self.file
+            return
+        if self.directory is None:
+            raise ValueError("a needle source reads a directory or a file")
         state = volume_state.load(OsStorage(self.directory), state_name(self.volume))
         if state.accepts_writes:
             raise VolumeNotSealed(f"volume {self.volume} still takes writes")

@@ -88,7 +88,7 @@ def _open_cell(config: F4Config, secret_file: Path | None = None) -> Iterator[Ce
     """The cell, holding the operator's credentials (the cluster secret: --secret-file or
     the default) when it needs them: storage nodes take the blocks credential, and the
     directory the admin one to announce migrations and switch reads."""
-    needs = config.directory_url or any(n.url for n in config.nodes)
+    needs = config.directory_url or config.haystack_url or any(n.url for n in config.nodes)
     if secret_file is None:
         secret_file = config.cluster_secret_file
     credentials = operator_credentials(secret_file) if needs else None
@@ -96,6 +96,8 @@ def _open_cell(config: F4Config, secret_file: Path | None = None) -> Iterator[Ce
         cell = Cell(config, credentials=credentials)
     except OSError as e:
         raise CliError(f"cannot open the f4 cell at {config.cell_root}: {e}") from e
+    except F4Error as e:
+        raise CliError(e.message) from e
     try:
         yield cell
     finally:
@@ -208,6 +210,11 @@ def _job_outcome(job: Job, outcomes: f4_jobs.Outcomes) -> dict[str, Any]:
     help="The store node's volume directory (default: [f4] haystack_dir).",
 )
 @click.option(
+    "--haystack-url",
+    help="Read the sealed volumes through this store node's HTTP API instead, from another "
+    "host (default: [f4] haystack_url).",
+)
+@click.option(
     "--directory-url",
     help="Announce migrations to this directory and switch reads to the cell "
     "(default: [f4] directory_url).",
@@ -225,6 +232,7 @@ def migrate_cmd(
     volume: int | None,
     dry_run: bool,
     haystack_dir: Path | None,
+    haystack_url: str | None,
     directory_url: str | None,
     secret_file: Path | None,
     json_output: bool,
@@ -239,6 +247,7 @@ def migrate_cmd(
     config = _config(
         ctx,
         haystack_dir=None if haystack_dir is None else str(haystack_dir),
+        haystack_url=haystack_url,
         directory_url=directory_url,
     )
     with _open_cell(config, secret_file) as cell:

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from store import needle
 from store.errors import CorruptNeedle
-from store.storage import VolumeFile
 
 SCAN_CHUNK_BYTES: Final = 8 * 1024 * 1024
 
@@ -44,8 +43,15 @@ class Damage:
     length: int = 0  # bytes skipped (corrupt needles only)
 
 
+class Readable(Protocol):
+    """All a scan needs of a file (store.storage.VolumeFile has it; so has a volume read
+    through a store's HTTP API, f4.store_source)."""
+
+    def read(self, length: int, offset: int) -> bytes: ...
+
+
 def scan(
-    file: VolumeFile, start: int, end: int, *, chunk_bytes: int = SCAN_CHUNK_BYTES
+    file: Readable, start: int, end: int, *, chunk_bytes: int = SCAN_CHUNK_BYTES
 ) -> Iterator[ScannedNeedle | Damage]:
     """Yields the needles in [start, end) in file order, and Damage where checks fail."""
     pos = start

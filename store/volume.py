@@ -107,6 +107,7 @@ class VolumeStatistics:
     mode: str
     reason: str | None
     detail: str
+    state_changed_unix_s: float  # when the mode last changed (sealed: no write after it)
     size_bytes: int
     size_bytes_max: int
     needles_live: int
@@ -347,6 +348,7 @@ class Volume:
             mode=state.mode.value,
             reason=state.reason.value if state.reason else None,
             detail=state.detail,
+            state_changed_unix_s=state.changed_unix_s,
             size_bytes=self.end,
             size_bytes_max=self.limits.size_bytes_max,
             needles_live=self.needles_live,
