@@ -431,6 +431,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     parts = StoryParts(store, ViewCounter(ctx.db, store, ctx.social))
     app[STORIES] = parts
 
+    async def drop_tray(follower: int) -> None:
+        await store.drop_trays([follower])
+
+    # A follow, an unfollow or a block (both ways) drops the follower's cached tray at
+    # once, through whichever route made it (ours, Mastodon's, a request approved).
+    stop_listening = ctx.feed.on_follower_changed(drop_tray)
+
     async def sweep_pass() -> None:
         await story_sweep.sweep_once(ctx.db, ctx.social, now=time.time())
 
@@ -447,6 +454,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        stop_listening()
         stop.set()
         for task in tasks:
             with contextlib.suppress(Exception):
