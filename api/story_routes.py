@@ -30,6 +30,7 @@ from api.social_docs import account_documents, author_documents
 from common.db import migrate
 from common.jobs import LeasedLoop
 from feed import story_tray
+from feed.story_journal import JOURNAL_NAME
 from feed.story_store import StoryStore, open_story_store
 from feed.story_views import ViewCounter
 from realtime import events, topics
@@ -427,7 +428,11 @@ async def delete_highlight(request: web.Request) -> web.Response:
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
     await migrate(ctx.db, stories_schema.COMPONENT, stories_schema.MIGRATIONS)
-    store = open_story_store(ctx.feed_config.redis_url, prefix=ctx.feed_config.redis_prefix)
+    store = await open_story_store(
+        ctx.feed_config.redis_url,
+        prefix=ctx.feed_config.redis_prefix,
+        journal_path=ctx.config.data_dir / JOURNAL_NAME,
+    )
     parts = StoryParts(store, ViewCounter(ctx.db, store, ctx.social))
     app[STORIES] = parts
 

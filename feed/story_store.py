@@ -10,14 +10,24 @@ count (an INCR when the viewer is new to the set, in the same script), `su:<view
 stories the viewer has seen (the tray's seen state in one SMISMEMBER), `sq` the list of
 first views not yet in SQL (drained by feed/story_views.py), `st:<viewer>` a cached tray.
 A view is therefore one round trip and no SQL write; a repeated view changes nothing.
+
+The embedded store journals its queue of first views to a file when given one
+(feed/story_journal.py): `mark_seen` returns once the view's record is written, `open`
+replays the file, and `settled` (the flusher's word that a batch it took is in SQL) lets it
+empty or shrink the file. Redis keeps its queue in the server, so `settled` is a no-op
+there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Final, Protocol
+
+from feed.story_journal import ViewJournal
 
 View = tuple[int, int, float]  # (story_id, viewer_id, viewed_unix_s)
 
@@ -78,6 +88,9 @@ class StoryStore(Protocol):
 
     async def requeue(self, views: Sequence[View]) -> None:
         """Puts views back at the head of the queue (a batch that failed to reach SQL)."""
+
+    async def settled(self, views: Sequence[View]) -> None:
+        """The views, taken by `take_pending`, are in SQL (their batch committed)."""
 
     async def pending(self) -> int: ...
 
@@ -140,6 +153,9 @@ class RedisStoryStore:
         if views:
             await self.redis.lpush(self._k(PENDING), *[_encode(v) for v in reversed(views)])
 
+    async def settled(self, views: Sequence[View]) -> None:
+        pass  # LPOP removed them from the server's queue already
+
     async def pending(self) -> int:
         return int(await self.redis.llen(self._k(PENDING)))
 
@@ -160,15 +176,33 @@ class RedisStoryStore:
 
 
 class MemoryStoryStore:
-    """The embedded stories' hot state: this process's memory, the same contract."""
+    """The embedded stories' hot state: this process's memory, the same contract; with a
+    journal (`open`), its queue of first views survives the process's death."""
 
-    def __init__(self, *, clock: Any = time.monotonic) -> None:
+    def __init__(self, *, clock: Any = time.monotonic, journal: ViewJournal | None = None) -> None:
         self._sets: dict[str, set[int]] = {}
         self._counts: dict[str, int] = {}
         self._expires: dict[str, float] = {}
         self._trays: dict[int, tuple[bytes, float]] = {}
         self._pending: collections.deque[View] = collections.deque()
+        # Taken by the flusher, not yet settled in SQL: still in the journal.
+        self._taken: collections.Counter[View] = collections.Counter()
         self._clock = clock
+        self._journal = journal
+
+    @classmethod
+    async def open(cls, journal_path: Path, *, clock: Any = time.monotonic) -> MemoryStoryStore:
+        """The embedded store with its journal at `journal_path`: the views the journal
+        holds (queued, not settled, when the last process died) are queued again, once
+        each, oldest first."""
+        journal, replayed = await asyncio.to_thread(ViewJournal.open, journal_path)
+        store = cls(clock=clock, journal=journal)
+        queued: set[tuple[int, int]] = set()
+        for view in replayed:
+            if (view[0], view[1]) not in queued:
+                queued.add((view[0], view[1]))
+                store._pending.append(view)
+        return store
 
     def _live(self, key: str) -> bool:
         expires = self._expires.get(key)
@@ -193,6 +227,10 @@ class MemoryStoryStore:
         now = self._clock()
         self._expires[viewers] = self._expires[count] = now + story_ttl_s
         self._expires[seen] = now + viewer_ttl_s
+        if self._journal is not None:
+            # Submitted before any await, so a rewrite decided later includes this view
+            # or comes after its settlement (feed/story_journal.py).
+            await self._journal.append(view)
         return True
 
     async def seen(self, viewer_id: int, story_ids: Sequence[int]) -> set[int]:
@@ -209,10 +247,25 @@ class MemoryStoryStore:
         return out
 
     async def take_pending(self, count: int) -> list[View]:
-        return [self._pending.popleft() for _ in range(min(count, len(self._pending)))]
+        taken = [self._pending.popleft() for _ in range(min(count, len(self._pending)))]
+        self._taken.update(taken)
+        return taken
 
     async def requeue(self, views: Sequence[View]) -> None:
+        self._taken.subtract(views)
+        self._taken = +self._taken
         self._pending.extendleft(reversed(views))
+
+    async def settled(self, views: Sequence[View]) -> None:
+        self._taken.subtract(views)
+        self._taken = +self._taken  # drops the counts at zero
+        if self._journal is None:
+            return
+        waiting = len(self._pending) + self._taken.total()
+        if waiting == 0:
+            await self._journal.rewrite(())
+        elif self._journal.wants_rewrite(waiting):
+            await self._journal.rewrite([*self._taken.elements(), *self._pending])
 
     async def pending(self) -> int:
         return len(self._pending)
@@ -234,11 +287,17 @@ class MemoryStoryStore:
             self._trays.pop(v, None)
 
     async def close(self) -> None:
-        pass
+        if self._journal is not None:
+            await self._journal.close()
 
 
-def open_story_store(redis_url: str, *, prefix: str) -> StoryStore:
-    """Redis when a URL is configured, else the embedded store."""
+async def open_story_store(
+    redis_url: str, *, prefix: str, journal_path: Path | None = None
+) -> StoryStore:
+    """Redis when a URL is configured, else the embedded store (journalled at
+    `journal_path` when given)."""
     if redis_url:
         return RedisStoryStore(redis_url, prefix=prefix)
+    if journal_path is not None:
+        return await MemoryStoryStore.open(journal_path)
     return MemoryStoryStore()

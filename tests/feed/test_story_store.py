@@ -1,10 +1,12 @@
-"""The story store's contract, the same suite for the embedded store and the real Redis."""
+"""The story store's contract, the same suite for the embedded store (with and without its
+journal of first views) and the real Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +15,17 @@ from tests.conftest import IN_CI
 from tests.feed.conftest import REDIS_URL, drop_keys
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[StoryStore]:
+@pytest.fixture(params=["memory", "journal", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoryStore]:
     if request.param == "memory":
         yield MemoryStoryStore()
+        return
+    if request.param == "journal":
+        journalled = await MemoryStoryStore.open(tmp_path / "story_views.journal")
+        try:
+            yield journalled
+        finally:
+            await journalled.close()
         return
     redis = RedisStoryStore(REDIS_URL, prefix=f"t{uuid.uuid4().hex[:12]}:")
     try:
@@ -46,8 +55,11 @@ async def test_a_view_counts_once_and_is_queued_once(store: StoryStore) -> None:
     first = await store.take_pending(2)
     assert first == [(10, 1, 5.0), (10, 2, 7.0)]
     await store.requeue(first)  # a failed batch goes back to the head
-    assert await store.take_pending(10) == [(10, 1, 5.0), (10, 2, 7.0), (11, 1, 8.0)]
+    taken = await store.take_pending(10)
+    assert taken == [(10, 1, 5.0), (10, 2, 7.0), (11, 1, 8.0)]
     assert await store.take_pending(10) == []
+    await store.settled(taken)  # in SQL: the queue stays empty
+    assert await store.pending() == 0 and await store.take_pending(10) == []
 
 
 async def test_trays_are_kept_until_dropped_or_expired(store: StoryStore) -> None:
