@@ -8,8 +8,16 @@ process's memory), as the feed's hot store does (feed/hotstore.py).
 Keys (under the store's prefix): `sv:<story>` the set of its viewers, `sc:<story>` its view
 count (an INCR when the viewer is new to the set, in the same script), `su:<viewer>` the
 stories the viewer has seen (the tray's seen state in one SMISMEMBER), `sq` the list of
-first views not yet in SQL (drained by feed/story_views.py), `st:<viewer>` a cached tray.
-A view is therefore one round trip and no SQL write; a repeated view changes nothing.
+first views not yet in SQL (drained by feed/story_views.py), `st:<viewer>` a cached tray,
+`sg:<viewer>` the viewer's tray generation. A view is therefore one round trip and no SQL
+write; a repeated view changes nothing.
+
+A tray is stored only if no drop came between the read that missed it and the store
+(`put_tray(..., generation=)` against the generation `get_tray` returned; `drop_trays`
+bumps it): a tray built from a snapshot taken before a follow's commit cannot land after
+the drop that follows the commit and outlive it. A generation lives TRAY_GENERATION_TTL_S
+after its last drop; one that expired reads as 0 and the next drop makes it 1, so a build
+that saw it before expiry stores nothing (never a stale tray, at worst one build uncached).
 
 The embedded store journals its queue of first views to a file when given one
 (feed/story_journal.py): `mark_seen` returns once the view's record is written, `open`
@@ -32,6 +40,16 @@ from feed.story_journal import ViewJournal
 View = tuple[int, int, float]  # (story_id, viewer_id, viewed_unix_s)
 
 PENDING: Final = "sq"
+# Far longer than any tray build takes (see the module docstring).
+TRAY_GENERATION_TTL_S: Final = 3600.0
+
+# KEYS: tray, generation. ARGV: payload, generation seen by the read, ttl ms.
+_PUT_TRAY_LUA: Final = """
+local g = redis.call('GET', KEYS[2]) or '0'
+if g ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
 
 # KEYS: viewers set, count, viewer's seen set, pending list.
 # ARGV: viewer id, story id, "story:viewer:at", story keys ttl ms, viewer set ttl ms.
@@ -61,6 +79,10 @@ def _seen_key(viewer_id: int) -> str:
 
 def _tray_key(viewer_id: int) -> str:
     return f"st:{viewer_id}"
+
+
+def _generation_key(viewer_id: int) -> str:
+    return f"sg:{viewer_id}"
 
 
 def _encode(view: View) -> bytes:
@@ -94,11 +116,17 @@ class StoryStore(Protocol):
 
     async def pending(self) -> int: ...
 
-    async def get_tray(self, viewer_id: int) -> bytes | None: ...
+    async def get_tray(self, viewer_id: int) -> tuple[bytes | None, int]:
+        """The viewer's cached tray (None: none) and tray generation, read together."""
 
-    async def put_tray(self, viewer_id: int, payload: bytes, *, ttl_s: float) -> None: ...
+    async def put_tray(
+        self, viewer_id: int, payload: bytes, *, ttl_s: float, generation: int
+    ) -> bool:
+        """Caches the tray unless the viewer's trays were dropped since `get_tray` returned
+        `generation`; True when stored."""
 
-    async def drop_trays(self, viewer_ids: Iterable[int]) -> None: ...
+    async def drop_trays(self, viewer_ids: Iterable[int]) -> None:
+        """Drops the viewers' cached trays and bumps their generations."""
 
     async def close(self) -> None: ...
 
@@ -112,6 +140,7 @@ class RedisStoryStore:
         self.prefix = prefix
         self.redis: Any = aioredis.Redis.from_url(url, decode_responses=False)
         self._mark = self.redis.register_script(_MARK_LUA)
+        self._put_tray = self.redis.register_script(_PUT_TRAY_LUA)
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -159,17 +188,29 @@ class RedisStoryStore:
     async def pending(self) -> int:
         return int(await self.redis.llen(self._k(PENDING)))
 
-    async def get_tray(self, viewer_id: int) -> bytes | None:
-        value = await self.redis.get(self._k(_tray_key(viewer_id)))
-        return None if value is None else bytes(value)
+    async def get_tray(self, viewer_id: int) -> tuple[bytes | None, int]:
+        value, generation = await self.redis.mget(
+            [self._k(_tray_key(viewer_id)), self._k(_generation_key(viewer_id))]
+        )
+        return (None if value is None else bytes(value)), int(generation or 0)
 
-    async def put_tray(self, viewer_id: int, payload: bytes, *, ttl_s: float) -> None:
-        await self.redis.set(self._k(_tray_key(viewer_id)), payload, px=max(1, int(ttl_s * 1000)))
+    async def put_tray(
+        self, viewer_id: int, payload: bytes, *, ttl_s: float, generation: int
+    ) -> bool:
+        keys = [self._k(_tray_key(viewer_id)), self._k(_generation_key(viewer_id))]
+        args: list[bytes | int] = [payload, generation, max(1, int(ttl_s * 1000))]
+        return bool(await self._put_tray(keys=keys, args=args))
 
     async def drop_trays(self, viewer_ids: Iterable[int]) -> None:
-        keys = [self._k(_tray_key(v)) for v in viewer_ids]
-        for i in range(0, len(keys), 1000):
-            await self.redis.delete(*keys[i : i + 1000])
+        viewers = list(viewer_ids)
+        ttl_ms = int(TRAY_GENERATION_TTL_S * 1000)
+        for i in range(0, len(viewers), 1000):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(*[self._k(_tray_key(v)) for v in viewers[i : i + 1000]])
+            for v in viewers[i : i + 1000]:
+                pipe.incr(self._k(_generation_key(v)))
+                pipe.pexpire(self._k(_generation_key(v)), ttl_ms)
+            await pipe.execute()
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -184,6 +225,8 @@ class MemoryStoryStore:
         self._counts: dict[str, int] = {}
         self._expires: dict[str, float] = {}
         self._trays: dict[int, tuple[bytes, float]] = {}
+        # viewer -> (tray generation, when it expires)
+        self._generations: dict[int, tuple[int, float]] = {}
         self._pending: collections.deque[View] = collections.deque()
         # Taken by the flusher, not yet settled in SQL: still in the journal.
         self._taken: collections.Counter[View] = collections.Counter()
@@ -270,21 +313,38 @@ class MemoryStoryStore:
     async def pending(self) -> int:
         return len(self._pending)
 
-    async def get_tray(self, viewer_id: int) -> bytes | None:
-        held = self._trays.get(viewer_id)
+    def _generation(self, viewer_id: int) -> int:
+        held = self._generations.get(viewer_id)
         if held is None:
-            return None
+            return 0
         if held[1] <= self._clock():
-            del self._trays[viewer_id]
-            return None
+            del self._generations[viewer_id]
+            return 0
         return held[0]
 
-    async def put_tray(self, viewer_id: int, payload: bytes, *, ttl_s: float) -> None:
+    async def get_tray(self, viewer_id: int) -> tuple[bytes | None, int]:
+        generation = self._generation(viewer_id)
+        held = self._trays.get(viewer_id)
+        if held is None:
+            return None, generation
+        if held[1] <= self._clock():
+            del self._trays[viewer_id]
+            return None, generation
+        return held[0], generation
+
+    async def put_tray(
+        self, viewer_id: int, payload: bytes, *, ttl_s: float, generation: int
+    ) -> bool:
+        if self._generation(viewer_id) != generation:
+            return False
         self._trays[viewer_id] = (payload, self._clock() + ttl_s)
+        return True
 
     async def drop_trays(self, viewer_ids: Iterable[int]) -> None:
+        expires = self._clock() + TRAY_GENERATION_TTL_S
         for v in viewer_ids:
             self._trays.pop(v, None)
+            self._generations[v] = (self._generation(v) + 1, expires)
 
     async def close(self) -> None:
         if self._journal is not None:

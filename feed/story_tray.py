@@ -98,16 +98,20 @@ async def read(
     db: Database, store: StoryStore, config: SocialConfig, viewer: int, *, now: float | None = None
 ) -> Tray:
     now = time.time() if now is None else now
-    raw = await store.get_tray(viewer)
+    raw, generation = await store.get_tray(viewer)
     doc = None if raw is None else json.loads(raw)
     cached = doc is not None and (doc["valid_until"] is None or doc["valid_until"] > now)
     if not cached:
+        # Built from a snapshot taken after `generation` was read: stored only if no drop
+        # (a follow, a post ...) came meanwhile, else the next read builds again.
         doc = await _build(db, config, viewer, now=now)
         ttl_s = float(config.story_tray_cache_s_max)
         if doc["valid_until"] is not None:
             ttl_s = min(ttl_s, doc["valid_until"] - now)
         if ttl_s > 0:
-            await store.put_tray(viewer, json.dumps(doc).encode(), ttl_s=ttl_s)
+            await store.put_tray(
+                viewer, json.dumps(doc).encode(), ttl_s=ttl_s, generation=generation
+            )
     assert doc is not None
     entries = doc["authors"]
     if cached and entries:

@@ -63,15 +63,30 @@ async def test_a_view_counts_once_and_is_queued_once(store: StoryStore) -> None:
 
 
 async def test_trays_are_kept_until_dropped_or_expired(store: StoryStore) -> None:
-    assert await store.get_tray(1) is None
-    await store.put_tray(1, b"one", ttl_s=60)
-    await store.put_tray(2, b"two", ttl_s=60)
-    await store.put_tray(3, b"three", ttl_s=0.001)
-    assert await store.get_tray(1) == b"one"
+    assert await store.get_tray(1) == (None, 0)
+    assert await store.put_tray(1, b"one", ttl_s=60, generation=0)
+    assert await store.put_tray(2, b"two", ttl_s=60, generation=0)
+    assert await store.put_tray(3, b"three", ttl_s=0.001, generation=0)
+    assert await store.get_tray(1) == (b"one", 0)
     await store.drop_trays([1, 9])
-    assert await store.get_tray(1) is None and await store.get_tray(2) == b"two"
+    assert await store.get_tray(1) == (None, 1) and await store.get_tray(2) == (b"two", 0)
     for _ in range(500):  # the 1 ms tray expires; wait for that positively
-        if await store.get_tray(3) is None:
+        if (await store.get_tray(3))[0] is None:
             break
         await asyncio.sleep(0.002)
-    assert await store.get_tray(3) is None
+    assert await store.get_tray(3) == (None, 0)
+
+
+async def test_a_tray_built_before_a_drop_is_not_stored_after_it(store: StoryStore) -> None:
+    # A read misses (generation 0) and builds; a follow commits and drops meanwhile.
+    _, generation = await store.get_tray(5)
+    await store.drop_trays([5])
+    assert not await store.put_tray(5, b"stale", ttl_s=60, generation=generation)
+    assert await store.get_tray(5) == (None, 1)
+    # The next read's build, after the drop, is stored; a later drop removes it.
+    assert await store.put_tray(5, b"fresh", ttl_s=60, generation=1)
+    assert await store.get_tray(5) == (b"fresh", 1)
+    await store.drop_trays([5, 6])
+    await store.drop_trays([6])
+    assert await store.get_tray(5) == (None, 2) and await store.get_tray(6) == (None, 2)
+    assert not await store.put_tray(5, b"older", ttl_s=60, generation=1)
