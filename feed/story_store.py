@@ -15,9 +15,10 @@ write; a repeated view changes nothing.
 A tray is stored only if no drop came between the read that missed it and the store
 (`put_tray(..., generation=)` against the generation `get_tray` returned; `drop_trays`
 bumps it): a tray built from a snapshot taken before a follow's commit cannot land after
-the drop that follows the commit and outlive it. A generation lives TRAY_GENERATION_TTL_S
-after its last drop; one that expired reads as 0 and the next drop makes it 1, so a build
-that saw it before expiry stores nothing (never a stale tray, at worst one build uncached).
+the drop that follows the commit and outlive it. A drop sets the generation to the next
+value of one store-wide counter (`sgn`, never expiring), so a generation never repeats for
+a viewer; it lives TRAY_GENERATION_TTL_S after its last drop and then reads as 0, which no
+drop ever sets (a build that saw it before it expired stores nothing: one build uncached).
 
 The embedded store journals its queue of first views to a file when given one
 (feed/story_journal.py): `mark_seen` returns once the view's record is written, `open`
@@ -42,6 +43,17 @@ View = tuple[int, int, float]  # (story_id, viewer_id, viewed_unix_s)
 PENDING: Final = "sq"
 # Far longer than any tray build takes (see the module docstring).
 TRAY_GENERATION_TTL_S: Final = 3600.0
+
+GENERATION_COUNTER: Final = "sgn"
+
+# KEYS: the generation counter, then each viewer's tray and generation. ARGV: ttl ms.
+_DROP_TRAYS_LUA: Final = """
+for i = 2, #KEYS, 2 do
+  redis.call('DEL', KEYS[i])
+  redis.call('SET', KEYS[i + 1], redis.call('INCR', KEYS[1]), 'PX', ARGV[1])
+end
+return 1
+"""
 
 # KEYS: tray, generation. ARGV: payload, generation seen by the read, ttl ms.
 _PUT_TRAY_LUA: Final = """
@@ -141,6 +153,7 @@ class RedisStoryStore:
         self.redis: Any = aioredis.Redis.from_url(url, decode_responses=False)
         self._mark = self.redis.register_script(_MARK_LUA)
         self._put_tray = self.redis.register_script(_PUT_TRAY_LUA)
+        self._drop_trays = self.redis.register_script(_DROP_TRAYS_LUA)
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -205,12 +218,10 @@ class RedisStoryStore:
         viewers = list(viewer_ids)
         ttl_ms = int(TRAY_GENERATION_TTL_S * 1000)
         for i in range(0, len(viewers), 1000):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(*[self._k(_tray_key(v)) for v in viewers[i : i + 1000]])
+            keys = [self._k(GENERATION_COUNTER)]
             for v in viewers[i : i + 1000]:
-                pipe.incr(self._k(_generation_key(v)))
-                pipe.pexpire(self._k(_generation_key(v)), ttl_ms)
-            await pipe.execute()
+                keys += [self._k(_tray_key(v)), self._k(_generation_key(v))]
+            await self._drop_trays(keys=keys, args=[ttl_ms])
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -225,8 +236,9 @@ class MemoryStoryStore:
         self._counts: dict[str, int] = {}
         self._expires: dict[str, float] = {}
         self._trays: dict[int, tuple[bytes, float]] = {}
-        # viewer -> (tray generation, when it expires)
+        # viewer -> (tray generation, when it expires); the last generation given.
         self._generations: dict[int, tuple[int, float]] = {}
+        self._generation_last = 0
         self._pending: collections.deque[View] = collections.deque()
         # Taken by the flusher, not yet settled in SQL: still in the journal.
         self._taken: collections.Counter[View] = collections.Counter()
@@ -344,7 +356,8 @@ class MemoryStoryStore:
         expires = self._clock() + TRAY_GENERATION_TTL_S
         for v in viewer_ids:
             self._trays.pop(v, None)
-            self._generations[v] = (self._generation(v) + 1, expires)
+            self._generation_last += 1
+            self._generations[v] = (self._generation_last, expires)
 
     async def close(self) -> None:
         if self._journal is not None:

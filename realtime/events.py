@@ -65,9 +65,9 @@ def collecting() -> Iterator[list[NotificationEvent]]:
 @contextlib.contextmanager
 def staged() -> Iterator[None]:
     """Holds the notifications recorded inside the block (around one write transaction)
-    apart from the request's, and hands them over only when the block ends
-    normally: a transaction that rolled back publishes nothing, even if its caller catches
-    the error and the request succeeds."""
+    apart from the request's, and hands them over only when the block ends normally: a
+    transaction that rolled back publishes nothing, even if its caller catches the error
+    and the request succeeds."""
     outer = _pending.get()
     if outer is None:  # no request collects (a job, a test): nothing to hold apart
         yield

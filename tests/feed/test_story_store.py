@@ -69,7 +69,9 @@ async def test_trays_are_kept_until_dropped_or_expired(store: StoryStore) -> Non
     assert await store.put_tray(3, b"three", ttl_s=0.001, generation=0)
     assert await store.get_tray(1) == (b"one", 0)
     await store.drop_trays([1, 9])
-    assert await store.get_tray(1) == (None, 1) and await store.get_tray(2) == (b"two", 0)
+    tray, generation = await store.get_tray(1)
+    assert tray is None and generation != 0
+    assert await store.get_tray(2) == (b"two", 0)
     for _ in range(500):  # the 1 ms tray expires; wait for that positively
         if (await store.get_tray(3))[0] is None:
             break
@@ -79,14 +81,19 @@ async def test_trays_are_kept_until_dropped_or_expired(store: StoryStore) -> Non
 
 async def test_a_tray_built_before_a_drop_is_not_stored_after_it(store: StoryStore) -> None:
     # A read misses (generation 0) and builds; a follow commits and drops meanwhile.
-    _, generation = await store.get_tray(5)
+    _, before = await store.get_tray(5)
     await store.drop_trays([5])
-    assert not await store.put_tray(5, b"stale", ttl_s=60, generation=generation)
-    assert await store.get_tray(5) == (None, 1)
+    assert not await store.put_tray(5, b"stale", ttl_s=60, generation=before)
+    tray, after = await store.get_tray(5)
+    assert tray is None and after != before
     # The next read's build, after the drop, is stored; a later drop removes it.
-    assert await store.put_tray(5, b"fresh", ttl_s=60, generation=1)
-    assert await store.get_tray(5) == (b"fresh", 1)
-    await store.drop_trays([5, 6])
-    await store.drop_trays([6])
-    assert await store.get_tray(5) == (None, 2) and await store.get_tray(6) == (None, 2)
-    assert not await store.put_tray(5, b"older", ttl_s=60, generation=1)
+    assert await store.put_tray(5, b"fresh", ttl_s=60, generation=after)
+    assert await store.get_tray(5) == (b"fresh", after)
+    seen = {before, after}
+    for viewers in ([5, 6], [6], [5]):  # a generation never comes back for a viewer
+        await store.drop_trays(viewers)
+        for v in viewers:
+            tray, generation = await store.get_tray(v)
+            assert tray is None and generation not in seen
+            seen.add(generation)
+    assert not await store.put_tray(5, b"older", ttl_s=60, generation=after)
