@@ -39,11 +39,13 @@ from api.mastodon_paging import (
 )
 from api.media_routes import owner_document, receive_upload
 from api.post_routes import remove_post
+from api.realtime_routes import broker_of
 from api.search_routes import SEARCH
 from common import ids
 from common.db import migrate
 from feed import jobs as feed_jobs
 from feed.cursor import Cursor
+from realtime import events
 from social import (
     accounts,
     client_state,
@@ -482,6 +484,7 @@ async def _favourite(request: web.Request, *, on: bool) -> web.Response:
     if on:
         await ctx.rate(request, "like", viewer)
         await interactions.like(ctx.db, ctx.ids, viewer, post_id)
+        events.publish_committed(broker_of(request.app))  # at commit, before the reads
     else:
         await _visible_post(ctx, viewer, post_id)
         await interactions.unlike(ctx.db, viewer, post_id)

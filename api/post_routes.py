@@ -10,11 +10,13 @@ from aiohttp import web
 from api import params
 from api.context import CONTEXT, RATE, ApiContext
 from api.media_docs import iso
+from api.realtime_routes import broker_of
 from api.search_routes import SEARCH_CONFIG
 from api.social_docs import post_documents
 from common.photo import alt_key
 from feed import jobs as feed_jobs
 from feed.hotstore import timeline_key
+from realtime import events
 from social import accounts, interactions, posts, ratelimit
 from social.interactions import Comment
 from transformer import media_store
@@ -110,6 +112,7 @@ async def _toggle(request: web.Request, what: str, *, on: bool) -> web.Response:
         if on:
             await ctx.rate(request, "like", viewer)
             await interactions.like(ctx.db, ctx.ids, viewer, post_id)
+            events.publish_committed(broker_of(request.app))  # at commit, before the reads
         else:
             await interactions.unlike(ctx.db, viewer, post_id)
     else:
@@ -177,6 +180,7 @@ async def add_comment(request: web.Request) -> web.Response:
     row = await interactions.comment(
         ctx.db, ctx.ids, ctx.social, viewer, post_id, body.get("text"), parent_id=parent_id
     )
+    events.publish_committed(broker_of(request.app))  # at commit, before the reads
     return web.json_response((await _comment_documents(ctx, [row]))[0], status=201)
 
 

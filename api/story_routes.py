@@ -30,6 +30,7 @@ from api.social_docs import account_documents, author_documents
 from common.db import migrate
 from common.jobs import LeasedLoop
 from feed import story_tray
+from feed.story_journal import JOURNAL_NAME
 from feed.story_store import StoryStore, open_story_store
 from feed.story_views import ViewCounter
 from realtime import events, topics
@@ -427,9 +428,20 @@ async def delete_highlight(request: web.Request) -> web.Response:
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
     await migrate(ctx.db, stories_schema.COMPONENT, stories_schema.MIGRATIONS)
-    store = open_story_store(ctx.feed_config.redis_url, prefix=ctx.feed_config.redis_prefix)
+    store = await open_story_store(
+        ctx.feed_config.redis_url,
+        prefix=ctx.feed_config.redis_prefix,
+        journal_path=ctx.config.data_dir / JOURNAL_NAME,
+    )
     parts = StoryParts(store, ViewCounter(ctx.db, store, ctx.social))
     app[STORIES] = parts
+
+    async def drop_tray(follower: int) -> None:
+        await store.drop_trays([follower])
+
+    # A follow, an unfollow or a block (both ways) drops the follower's cached tray at
+    # once, through whichever route made it (ours, Mastodon's, a request approved).
+    stop_listening = ctx.feed.on_follower_changed(drop_tray)
 
     async def sweep_pass() -> None:
         await story_sweep.sweep_once(ctx.db, ctx.social, now=time.time())
@@ -447,6 +459,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        stop_listening()
         stop.set()
         for task in tasks:
             with contextlib.suppress(Exception):

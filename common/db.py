@@ -26,6 +26,13 @@ Contract:
 - `Database.write(fn, lock=...)` runs a write unit written for a transaction (awaiting
   only `conn.execute`) in one thread hop on a SQLite file (common/quickwrite.py), in a
   transaction() elsewhere: the same discipline, for the hottest writes (a DM's send).
+- `Database.write(fn, lock=..., group=True)` on a SQLite file is group commit: write units
+  that arrive while this process's writer is busy queue, and the next writer turn runs up
+  to GROUP_COMMIT_UNITS_MAX of them in one transaction, each in its own savepoint, with one
+  COMMIT (common/quickwrite.py `run_group`). Each caller gets its unit's value or
+  exception once the COMMIT returned; a unit that raised was rolled back alone, a failed
+  COMMIT fails the whole group. No unit waits for company: a group is whatever queued
+  while the previous writer ran (no delay). Elsewhere `group` changes nothing.
 - `migrate(db, component, migrations)` applies the component's missing migrations in
   version order, each in its own write transaction together with its row in
   `schema_migrations(component, version, description, applied_unix_s)`; it is idempotent
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -60,6 +68,13 @@ POOL_CONNECTIONS_MAX_DEFAULT: Final = 10
 MIGRATIONS_LOCK: Final = "schema_migrations"
 # The snapshot() marker our SQLite "begin" hook reads (deferred BEGIN instead of IMMEDIATE).
 _READ_OPTION: Final = "pinhole_read_only"
+
+# Units of one group commit at most (a group is what queued during the previous write).
+GROUP_COMMIT_UNITS_MAX: Final = 64
+# A unit waiting for group commit: its caller's context, the unit, the caller's future.
+_GroupedUnit = tuple[
+    contextvars.Context, Callable[[AsyncConnection], Awaitable[Any]], asyncio.Future[Any]
+]
 
 MigrationStep = sa.Executable | str
 MigrationCallable = Callable[[AsyncConnection], Awaitable[None]]
@@ -116,6 +131,11 @@ class Database:
         # Waiting longer than SQLite's busy timeout fails as SQLite would have.
         self._sqlite_writer = asyncio.Lock()
         self._writer_wait_s = writer_wait_s
+        # Group commit: (caller's context, unit, caller's future) waiting for a writer turn.
+        self._grouped: list[_GroupedUnit] = []
+        self._grouping: asyncio.Task[None] | None = None
+        self._groups = 0
+        self._grouped_units = 0
 
     @property
     def is_sqlite(self) -> bool:
@@ -178,20 +198,75 @@ class Database:
         async with self.snapshot() as conn:
             return await fn(conn)
 
-    async def write(self, fn: Callable[[AsyncConnection], Awaitable[T]], *, lock: str) -> T:
+    async def write(
+        self, fn: Callable[[AsyncConnection], Awaitable[T]], *, lock: str, group: bool = False
+    ) -> T:
         """Runs the write unit `fn(conn)` as one transaction() on `lock`: on a SQLite file in
         one thread hop (QuickWriter.run_unit: `fn` may await only `conn.execute(...)`),
         after this process's writer lock, as transaction() takes it; elsewhere inside
-        transaction(). Commits when fn returns, rolls back when it raises."""
+        transaction(). Commits when fn returns, rolls back when it raises. With `group`, on
+        a SQLite file, it may share its transaction and COMMIT with other grouped units
+        (the module docstring); its own effects still commit or roll back as a whole."""
         if self.quick_writer is None:
             async with self.transaction(lock=lock) as conn:
                 return await fn(conn)
+        if group:
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[T] = loop.create_future()
+            self._grouped.append((contextvars.copy_context(), fn, done))
+            if self._grouping is None:
+                self._grouping = asyncio.ensure_future(self._run_groups())
+            # Shielded: a cancelled caller's unit still runs, or fails, with its group.
+            return await asyncio.shield(done)
         await self._sqlite_write_turn()
         job = asyncio.ensure_future(self.quick_writer.run_unit(fn))
         # The turn ends when the transaction has, even if this caller is cancelled while
         # the writer thread still runs it (a thread cannot be interrupted).
         job.add_done_callback(self._end_quick_write)
         return await asyncio.shield(job)
+
+    async def _run_groups(self) -> None:
+        """Runs the queued grouped units, a group per writer turn, until none is left."""
+        assert self.quick_writer is not None
+        try:
+            while self._grouped:
+                try:
+                    await self._sqlite_write_turn()
+                except BaseException as e:
+                    waiting, self._grouped = self._grouped, []
+                    _fail(waiting, e)
+                    if not isinstance(e, Exception):
+                        raise
+                    continue
+                # Taken at the turn, not before: what queued meanwhile joins this group.
+                group = self._grouped[:GROUP_COMMIT_UNITS_MAX]
+                del self._grouped[:GROUP_COMMIT_UNITS_MAX]
+                # Held in `job` until it is done (awaited below, even when this task is
+                # cancelled: the turn ends with the transaction, as in write()).
+                units = [(c, fn) for c, fn, _ in group]
+                job = asyncio.ensure_future(self.quick_writer.run_group(units))
+                job.add_done_callback(self._end_quick_write)
+                try:
+                    results = await asyncio.shield(job)
+                except BaseException as e:
+                    _fail(group, e)
+                    if not isinstance(e, Exception):
+                        raise
+                    continue
+                self._groups += 1
+                self._grouped_units += len(group)
+                for (_, _, done), (ok, value) in zip(group, results, strict=True):
+                    if done.done():
+                        continue
+                    if ok:
+                        done.set_result(value)
+                    else:
+                        done.set_exception(value)
+        finally:
+            self._grouping = None
+
+    def group_statistics(self) -> GroupCommitStatistics:
+        return GroupCommitStatistics(groups=self._groups, units=self._grouped_units)
 
     def _end_quick_write(self, job: asyncio.Future[Any]) -> None:
         self._sqlite_writer.release()
@@ -206,6 +281,18 @@ class Database:
                 await self.quick_writer.close()
         finally:
             await self.engine.dispose()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCommitStatistics:
+    groups: int  # transactions committed by group commit
+    units: int  # write units in them
+
+
+def _fail(waiting: Sequence[_GroupedUnit], error: BaseException) -> None:
+    for _, _, done in waiting:
+        if not done.done():
+            done.set_exception(error)
 
 
 def _wal(cursor: Any, busy_timeout_ms: int) -> None:

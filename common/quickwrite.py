@@ -22,6 +22,11 @@ durable as the async engine's.
 The caller (`Database.write`) takes the process's SQLite writer lock first, so these
 transactions queue in order with the async engine's write transactions; other processes
 meet SQLite's busy timeout as before.
+
+`run_group(units)` is group commit (`Database.write(..., group=True)`, a DM's send): the
+units that queued while the writer was busy run in one transaction, each in a savepoint of
+its own, and share one COMMIT and its fsync. A unit that raises is rolled back alone; a
+COMMIT that fails fails every unit of the group, none of which then committed.
 """
 
 from __future__ import annotations
@@ -87,6 +92,35 @@ class QuickWriter:
         # notifications a request publishes after commit, realtime/events.py) reaches it.
         context = contextvars.copy_context()
         return await loop.run_in_executor(self._executor, context.run, self._unit, fn)
+
+    def _group(
+        self, units: list[tuple[contextvars.Context, Callable[[AsyncConnection], Awaitable[Any]]]]
+    ) -> list[tuple[bool, Any]]:
+        """The units in one BEGIN IMMEDIATE ... COMMIT, each inside a savepoint of its own:
+        a unit that raises is rolled back to its savepoint alone and reported (False, the
+        exception); the others are (True, their value). One COMMIT, one fsync, for all;
+        a failed COMMIT raises, and then none of them committed."""
+        results: list[tuple[bool, Any]] = []
+        with self._connect().connect() as conn, conn.begin():
+            for context, fn in units:
+                savepoint = conn.begin_nested()
+                try:
+                    value = context.run(drive_unit, conn, fn)
+                except Exception as e:
+                    savepoint.rollback()
+                    results.append((False, e))
+                else:
+                    savepoint.commit()
+                    results.append((True, value))
+        return results
+
+    async def run_group(
+        self, units: list[tuple[contextvars.Context, Callable[[AsyncConnection], Awaitable[Any]]]]
+    ) -> list[tuple[bool, Any]]:
+        """Runs write units, each in its caller's context, in one transaction on the writer
+        thread (group commit, `_group`)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._group, units)
 
     def _dispose(self) -> None:
         if self._engine is not None:

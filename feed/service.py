@@ -28,7 +28,7 @@ import heapq
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -67,6 +67,12 @@ _FILTER_SLACK: Final = 4
 _CELEBRITY_FIRST_READ: Final = 4
 
 
+# Told the follower after a follow, an unfollow or a block involving them committed (a
+# block is an unfollow both ways): state cached per follower from the graph (the stories
+# tray, feed/story_tray.py) is dropped there, so no path that changes the graph can miss it.
+FollowerChanged = Callable[[int], Awaitable[None]]
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     entries: list[Entry]  # (post id, author id), in feed order
@@ -81,6 +87,17 @@ class Feed:
         self.config = config
         self.wake = asyncio.Event()
         self._active_seen: dict[int, float] = {}
+        self._follower_changed: list[FollowerChanged] = []
+
+    def on_follower_changed(self, listener: FollowerChanged) -> Callable[[], None]:
+        """Registers `listener(follower)`, awaited by `followed` and `unfollowed` before
+        their own work; returns the function that removes it."""
+        self._follower_changed.append(listener)
+        return lambda: self._follower_changed.remove(listener)
+
+    async def _tell_follower_changed(self, follower: int) -> None:
+        for listener in list(self._follower_changed):
+            await listener(follower)
 
     @property
     def ttl_s(self) -> float:
@@ -173,6 +190,7 @@ class Feed:
         """After a follow's commit: copies the followee's newest posts into the timeline
         (a celebrity's are merged at read time instead). A backfill that stops at its
         limit marks the timeline incomplete: reads go on in SQL past its end."""
+        await self._tell_follower_changed(follower)
         if self.config.strategy == "pull":
             return
         limit = self.config.backfill_posts_max
@@ -191,6 +209,7 @@ class Feed:
     async def unfollowed(self, follower: int, followee: int) -> None:
         """After an unfollow's (or block's) commit: the followee's entries leave the
         timeline (reads filter them meanwhile)."""
+        await self._tell_follower_changed(follower)
         await self.hot.remove_author(timeline_key(follower), followee)
 
     # -- read side -----------------------------------------------------------------------

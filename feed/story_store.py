@@ -8,20 +8,60 @@ process's memory), as the feed's hot store does (feed/hotstore.py).
 Keys (under the store's prefix): `sv:<story>` the set of its viewers, `sc:<story>` its view
 count (an INCR when the viewer is new to the set, in the same script), `su:<viewer>` the
 stories the viewer has seen (the tray's seen state in one SMISMEMBER), `sq` the list of
-first views not yet in SQL (drained by feed/story_views.py), `st:<viewer>` a cached tray.
-A view is therefore one round trip and no SQL write; a repeated view changes nothing.
+first views not yet in SQL (drained by feed/story_views.py), `st:<viewer>` a cached tray,
+`sg:<viewer>` the viewer's tray generation. A view is therefore one round trip and no SQL
+write; a repeated view changes nothing.
+
+A tray is stored only if no drop came between the read that missed it and the store
+(`put_tray(..., generation=)` against the generation `get_tray` returned; `drop_trays`
+bumps it): a tray built from a snapshot taken before a follow's commit cannot land after
+the drop that follows the commit and outlive it. A drop sets the generation to the next
+value of one store-wide counter (`sgn`, never expiring), so a generation never repeats for
+a viewer; it lives TRAY_GENERATION_TTL_S after its last drop and then reads as 0, which no
+drop ever sets (a build that saw it before it expired stores nothing: one build uncached).
+
+The embedded store journals its queue of first views to a file when given one
+(feed/story_journal.py): `mark_seen` returns once the view's record is written, `open`
+replays the file, and `settled` (the flusher's word that a batch it took is in SQL) lets it
+empty or shrink the file. Redis keeps its queue in the server, so `settled` is a no-op
+there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Final, Protocol
+
+from feed.story_journal import ViewJournal
 
 View = tuple[int, int, float]  # (story_id, viewer_id, viewed_unix_s)
 
 PENDING: Final = "sq"
+# Far longer than any tray build takes (see the module docstring).
+TRAY_GENERATION_TTL_S: Final = 3600.0
+
+GENERATION_COUNTER: Final = "sgn"
+
+# KEYS: the generation counter, then each viewer's tray and generation. ARGV: ttl ms.
+_DROP_TRAYS_LUA: Final = """
+for i = 2, #KEYS, 2 do
+  redis.call('DEL', KEYS[i])
+  redis.call('SET', KEYS[i + 1], redis.call('INCR', KEYS[1]), 'PX', ARGV[1])
+end
+return 1
+"""
+
+# KEYS: tray, generation. ARGV: payload, generation seen by the read, ttl ms.
+_PUT_TRAY_LUA: Final = """
+local g = redis.call('GET', KEYS[2]) or '0'
+if g ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
 
 # KEYS: viewers set, count, viewer's seen set, pending list.
 # ARGV: viewer id, story id, "story:viewer:at", story keys ttl ms, viewer set ttl ms.
@@ -53,6 +93,10 @@ def _tray_key(viewer_id: int) -> str:
     return f"st:{viewer_id}"
 
 
+def _generation_key(viewer_id: int) -> str:
+    return f"sg:{viewer_id}"
+
+
 def _encode(view: View) -> bytes:
     return f"{view[0]}:{view[1]}:{view[2]!r}".encode()
 
@@ -79,13 +123,22 @@ class StoryStore(Protocol):
     async def requeue(self, views: Sequence[View]) -> None:
         """Puts views back at the head of the queue (a batch that failed to reach SQL)."""
 
+    async def settled(self, views: Sequence[View]) -> None:
+        """The views, taken by `take_pending`, are in SQL (their batch committed)."""
+
     async def pending(self) -> int: ...
 
-    async def get_tray(self, viewer_id: int) -> bytes | None: ...
+    async def get_tray(self, viewer_id: int) -> tuple[bytes | None, int]:
+        """The viewer's cached tray (None: none) and tray generation, read together."""
 
-    async def put_tray(self, viewer_id: int, payload: bytes, *, ttl_s: float) -> None: ...
+    async def put_tray(
+        self, viewer_id: int, payload: bytes, *, ttl_s: float, generation: int
+    ) -> bool:
+        """Caches the tray unless the viewer's trays were dropped since `get_tray` returned
+        `generation`; True when stored."""
 
-    async def drop_trays(self, viewer_ids: Iterable[int]) -> None: ...
+    async def drop_trays(self, viewer_ids: Iterable[int]) -> None:
+        """Drops the viewers' cached trays and bumps their generations."""
 
     async def close(self) -> None: ...
 
@@ -99,6 +152,8 @@ class RedisStoryStore:
         self.prefix = prefix
         self.redis: Any = aioredis.Redis.from_url(url, decode_responses=False)
         self._mark = self.redis.register_script(_MARK_LUA)
+        self._put_tray = self.redis.register_script(_PUT_TRAY_LUA)
+        self._drop_trays = self.redis.register_script(_DROP_TRAYS_LUA)
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -140,35 +195,69 @@ class RedisStoryStore:
         if views:
             await self.redis.lpush(self._k(PENDING), *[_encode(v) for v in reversed(views)])
 
+    async def settled(self, views: Sequence[View]) -> None:
+        pass  # LPOP removed them from the server's queue already
+
     async def pending(self) -> int:
         return int(await self.redis.llen(self._k(PENDING)))
 
-    async def get_tray(self, viewer_id: int) -> bytes | None:
-        value = await self.redis.get(self._k(_tray_key(viewer_id)))
-        return None if value is None else bytes(value)
+    async def get_tray(self, viewer_id: int) -> tuple[bytes | None, int]:
+        value, generation = await self.redis.mget(
+            [self._k(_tray_key(viewer_id)), self._k(_generation_key(viewer_id))]
+        )
+        return (None if value is None else bytes(value)), int(generation or 0)
 
-    async def put_tray(self, viewer_id: int, payload: bytes, *, ttl_s: float) -> None:
-        await self.redis.set(self._k(_tray_key(viewer_id)), payload, px=max(1, int(ttl_s * 1000)))
+    async def put_tray(
+        self, viewer_id: int, payload: bytes, *, ttl_s: float, generation: int
+    ) -> bool:
+        keys = [self._k(_tray_key(viewer_id)), self._k(_generation_key(viewer_id))]
+        args: list[bytes | int] = [payload, generation, max(1, int(ttl_s * 1000))]
+        return bool(await self._put_tray(keys=keys, args=args))
 
     async def drop_trays(self, viewer_ids: Iterable[int]) -> None:
-        keys = [self._k(_tray_key(v)) for v in viewer_ids]
-        for i in range(0, len(keys), 1000):
-            await self.redis.delete(*keys[i : i + 1000])
+        viewers = list(viewer_ids)
+        ttl_ms = int(TRAY_GENERATION_TTL_S * 1000)
+        for i in range(0, len(viewers), 1000):
+            keys = [self._k(GENERATION_COUNTER)]
+            for v in viewers[i : i + 1000]:
+                keys += [self._k(_tray_key(v)), self._k(_generation_key(v))]
+            await self._drop_trays(keys=keys, args=[ttl_ms])
 
     async def close(self) -> None:
         await self.redis.aclose()
 
 
 class MemoryStoryStore:
-    """The embedded stories' hot state: this process's memory, the same contract."""
+    """The embedded stories' hot state: this process's memory, the same contract; with a
+    journal (`open`), its queue of first views survives the process's death."""
 
-    def __init__(self, *, clock: Any = time.monotonic) -> None:
+    def __init__(self, *, clock: Any = time.monotonic, journal: ViewJournal | None = None) -> None:
         self._sets: dict[str, set[int]] = {}
         self._counts: dict[str, int] = {}
         self._expires: dict[str, float] = {}
         self._trays: dict[int, tuple[bytes, float]] = {}
+        # viewer -> (tray generation, when it expires); the last generation given.
+        self._generations: dict[int, tuple[int, float]] = {}
+        self._generation_last = 0
         self._pending: collections.deque[View] = collections.deque()
+        # Taken by the flusher, not yet settled in SQL: still in the journal.
+        self._taken: collections.Counter[View] = collections.Counter()
         self._clock = clock
+        self._journal = journal
+
+    @classmethod
+    async def open(cls, journal_path: Path, *, clock: Any = time.monotonic) -> MemoryStoryStore:
+        """The embedded store with its journal at `journal_path`: the views the journal
+        holds (queued, not settled, when the last process died) are queued again, once
+        each, oldest first."""
+        journal, replayed = await asyncio.to_thread(ViewJournal.open, journal_path)
+        store = cls(clock=clock, journal=journal)
+        queued: set[tuple[int, int]] = set()
+        for view in replayed:
+            if (view[0], view[1]) not in queued:
+                queued.add((view[0], view[1]))
+                store._pending.append(view)
+        return store
 
     def _live(self, key: str) -> bool:
         expires = self._expires.get(key)
@@ -193,6 +282,10 @@ class MemoryStoryStore:
         now = self._clock()
         self._expires[viewers] = self._expires[count] = now + story_ttl_s
         self._expires[seen] = now + viewer_ttl_s
+        if self._journal is not None:
+            # Submitted before any await, so a rewrite decided later includes this view
+            # or comes after its settlement (feed/story_journal.py).
+            await self._journal.append(view)
         return True
 
     async def seen(self, viewer_id: int, story_ids: Sequence[int]) -> set[int]:
@@ -209,36 +302,75 @@ class MemoryStoryStore:
         return out
 
     async def take_pending(self, count: int) -> list[View]:
-        return [self._pending.popleft() for _ in range(min(count, len(self._pending)))]
+        taken = [self._pending.popleft() for _ in range(min(count, len(self._pending)))]
+        self._taken.update(taken)
+        return taken
 
     async def requeue(self, views: Sequence[View]) -> None:
+        self._taken.subtract(views)
+        self._taken = +self._taken
         self._pending.extendleft(reversed(views))
+
+    async def settled(self, views: Sequence[View]) -> None:
+        self._taken.subtract(views)
+        self._taken = +self._taken  # drops the counts at zero
+        if self._journal is None:
+            return
+        waiting = len(self._pending) + self._taken.total()
+        if waiting == 0:
+            await self._journal.rewrite(())
+        elif self._journal.wants_rewrite(waiting):
+            await self._journal.rewrite([*self._taken.elements(), *self._pending])
 
     async def pending(self) -> int:
         return len(self._pending)
 
-    async def get_tray(self, viewer_id: int) -> bytes | None:
-        held = self._trays.get(viewer_id)
+    def _generation(self, viewer_id: int) -> int:
+        held = self._generations.get(viewer_id)
         if held is None:
-            return None
+            return 0
         if held[1] <= self._clock():
-            del self._trays[viewer_id]
-            return None
+            del self._generations[viewer_id]
+            return 0
         return held[0]
 
-    async def put_tray(self, viewer_id: int, payload: bytes, *, ttl_s: float) -> None:
+    async def get_tray(self, viewer_id: int) -> tuple[bytes | None, int]:
+        generation = self._generation(viewer_id)
+        held = self._trays.get(viewer_id)
+        if held is None:
+            return None, generation
+        if held[1] <= self._clock():
+            del self._trays[viewer_id]
+            return None, generation
+        return held[0], generation
+
+    async def put_tray(
+        self, viewer_id: int, payload: bytes, *, ttl_s: float, generation: int
+    ) -> bool:
+        if self._generation(viewer_id) != generation:
+            return False
         self._trays[viewer_id] = (payload, self._clock() + ttl_s)
+        return True
 
     async def drop_trays(self, viewer_ids: Iterable[int]) -> None:
+        expires = self._clock() + TRAY_GENERATION_TTL_S
         for v in viewer_ids:
             self._trays.pop(v, None)
+            self._generation_last += 1
+            self._generations[v] = (self._generation_last, expires)
 
     async def close(self) -> None:
-        pass
+        if self._journal is not None:
+            await self._journal.close()
 
 
-def open_story_store(redis_url: str, *, prefix: str) -> StoryStore:
-    """Redis when a URL is configured, else the embedded store."""
+async def open_story_store(
+    redis_url: str, *, prefix: str, journal_path: Path | None = None
+) -> StoryStore:
+    """Redis when a URL is configured, else the embedded store (journalled at
+    `journal_path` when given)."""
     if redis_url:
         return RedisStoryStore(redis_url, prefix=prefix)
+    if journal_path is not None:
+        return await MemoryStoryStore.open(journal_path)
     return MemoryStoryStore()

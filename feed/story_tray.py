@@ -9,12 +9,14 @@ story_tray_authors_max authors.
 Cached per viewer in the story store (feed/story_store.py) as built from SQL, with the
 earliest expiry among its stories: a cached tray is used only before that moment and for
 at most story_tray_cache_s_max seconds, and it is dropped when an author the viewer follows
-posts (`forget_followers`). The seen state is never cached (one SMISMEMBER per read), and
-blocks are re-checked on every read (one indexed SQL read), so a block made in any channel
-hides the other side at once. A warm read is two hot-store round trips and that SQL
-read (one statement, social/story_reads.py), then one snapshot reading the shown authors'
-accounts and their profile pictures (three statements for the whole tray, never one per
-author): names and pictures are read fresh on every read, never cached with the tray.
+posts (`forget_followers`) and when a follow, an unfollow or a block of the viewer's
+commits (the feed's `on_follower_changed`, registered by api/story_routes.py). The seen
+state is never cached (one SMISMEMBER per read), and blocks are re-checked on every read
+(one indexed SQL read), so a block made in any channel hides the other side at once. A
+warm read is two hot-store round trips and that SQL read (one statement,
+social/story_reads.py), then one snapshot reading the shown authors' accounts and their
+profile pictures (three statements for the whole tray, never one per author): names and
+pictures are read fresh on every read, never cached with the tray.
 """
 
 from __future__ import annotations
@@ -96,16 +98,20 @@ async def read(
     db: Database, store: StoryStore, config: SocialConfig, viewer: int, *, now: float | None = None
 ) -> Tray:
     now = time.time() if now is None else now
-    raw = await store.get_tray(viewer)
+    raw, generation = await store.get_tray(viewer)
     doc = None if raw is None else json.loads(raw)
     cached = doc is not None and (doc["valid_until"] is None or doc["valid_until"] > now)
     if not cached:
+        # Built from a snapshot taken after `generation` was read: stored only if no drop
+        # (a follow, a post ...) came meanwhile, else the next read builds again.
         doc = await _build(db, config, viewer, now=now)
         ttl_s = float(config.story_tray_cache_s_max)
         if doc["valid_until"] is not None:
             ttl_s = min(ttl_s, doc["valid_until"] - now)
         if ttl_s > 0:
-            await store.put_tray(viewer, json.dumps(doc).encode(), ttl_s=ttl_s)
+            await store.put_tray(
+                viewer, json.dumps(doc).encode(), ttl_s=ttl_s, generation=generation
+            )
     assert doc is not None
     entries = doc["authors"]
     if cached and entries:

@@ -5,7 +5,9 @@ set, and only a first view counts (INCR) and is queued. `ViewFlusher` drains the
 into SQL in batches of at most [social] story_views_flush_batch_max rows, one write
 transaction each (social/story_views.py `record`, which skips pairs already there), every
 story_views_flush_interval_ms. The queue is shared (Redis LPOP is atomic), so every API
-process may run a flusher. A batch that fails to reach SQL is put back at the head.
+process may run a flusher. A batch that fails to reach SQL is put back at the head; one that
+reached it is reported `settled`, which lets the embedded store shrink its journal
+(feed/story_journal.py: there, a view queued when the process dies is replayed at start).
 
 `statistics()` reports views, first views, SQL write transactions and rows: the bench's
 sql_writes_per_view is sql_writes / views.
@@ -81,6 +83,7 @@ class ViewCounter:
             except BaseException:
                 await self.store.requeue(batch)
                 raise
+            await self.store.settled(batch)
             self._writes += 1
             self._rows += len(batch)
             sent += len(batch)

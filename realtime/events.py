@@ -6,6 +6,13 @@ Notifications are created deep inside other transactions (social/notify.py). `co
 opens a per-request list in a context variable, `notify.add` appends to it through
 `notification_created`, and the API's middleware publishes the list once the handler
 returned, that is after its transaction committed; a handler that failed publishes nothing.
+
+A write that may be rolled back while its caller goes on (a like whose COMMIT fails is
+taken as a concurrent like, and the request succeeds) runs its transaction inside
+`staged()`: what it records reaches the request's list only when the block ends without
+an exception, that is once the transaction committed. A handler whose write committed and
+which has more to do calls `publish_committed` at once (follows, likes, comments), so the
+wake-up leaves at commit, not when the response is ready.
 """
 
 from __future__ import annotations
@@ -53,6 +60,25 @@ def collecting() -> Iterator[list[NotificationEvent]]:
         yield pending
     finally:
         _pending.reset(token)
+
+
+@contextlib.contextmanager
+def staged() -> Iterator[None]:
+    """Holds the notifications recorded inside the block (around one write transaction)
+    apart from the request's, and hands them over only when the block ends normally: a
+    transaction that rolled back publishes nothing, even if its caller catches the error
+    and the request succeeds."""
+    outer = _pending.get()
+    if outer is None:  # no request collects (a job, a test): nothing to hold apart
+        yield
+        return
+    held: list[NotificationEvent] = []
+    token = _pending.set(held)
+    try:
+        yield
+    finally:
+        _pending.reset(token)
+    outer.extend(held[: max(0, NOTIFICATIONS_PER_REQUEST_MAX - len(outer))])
 
 
 def publish_committed(broker: Broker | None) -> None:

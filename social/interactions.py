@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
 from common.ids import IdGenerator
+from realtime import events
 from social import graph, notify, posts, text
 from social.config import SocialConfig
 from social.errors import Invalid, NotVisible
@@ -25,36 +26,40 @@ LOCK: Final = "social"
 
 
 async def like(db: Database, id_gen: IdGenerator, viewer: int, post_id: int) -> bool:
-    """Likes a post the viewer may see; True when it was not liked before."""
+    """Likes a post the viewer may see; True when it was not liked before. A hot write (one
+    thread hop on SQLite, common/quickwrite.py); its notification reaches the request only
+    if it commits (realtime/events.py `staged`)."""
+
+    async def unit(conn: AsyncConnection) -> bool:
+        post = await posts.visible(conn, viewer, post_id)
+        done = await conn.execute(
+            sa.select(likes.c.user_id).where(likes.c.user_id == viewer, likes.c.post_id == post_id)
+        )
+        if done.first() is not None:
+            return False
+        await conn.execute(
+            likes.insert().values(user_id=viewer, post_id=post_id, created_unix_s=time.time())
+        )
+        await conn.execute(
+            post_t.update()
+            .where(post_t.c.post_id == post_id)
+            .values(like_count=post_t.c.like_count + 1)
+        )
+        await notify.add(
+            conn,
+            id_gen,
+            recipients=[post.author_id],
+            kind="like",
+            actor_id=viewer,
+            post_id=post_id,
+        )
+        return True
+
     try:
-        async with db.transaction(lock=LOCK) as conn:
-            post = await posts.visible(conn, viewer, post_id)
-            done = await conn.execute(
-                sa.select(likes.c.user_id).where(
-                    likes.c.user_id == viewer, likes.c.post_id == post_id
-                )
-            )
-            if done.first() is not None:
-                return False
-            await conn.execute(
-                likes.insert().values(user_id=viewer, post_id=post_id, created_unix_s=time.time())
-            )
-            await conn.execute(
-                post_t.update()
-                .where(post_t.c.post_id == post_id)
-                .values(like_count=post_t.c.like_count + 1)
-            )
-            await notify.add(
-                conn,
-                id_gen,
-                recipients=[post.author_id],
-                kind="like",
-                actor_id=viewer,
-                post_id=post_id,
-            )
+        with events.staged():
+            return await db.write(unit, lock=LOCK)
     except IntegrityError:  # a concurrent like of the same post by the same viewer
         return False
-    return True
 
 
 async def unlike(db: Database, viewer: int, post_id: int) -> bool:
@@ -156,7 +161,8 @@ async def comment(
     if len(body_text) > config.comment_chars_max:
         raise Invalid(f"text is longer than {config.comment_chars_max} characters")
     now = time.time()
-    async with db.transaction(lock=LOCK) as conn:
+
+    async def unit(conn: AsyncConnection) -> Comment:
         post = await posts.visible(conn, viewer, post_id)
         recipients = {post.author_id}
         if parent_id is not None:
@@ -224,7 +230,11 @@ async def comment(
                 post_id=post_id,
                 comment_id=row.comment_id,
             )
-    return row
+        return row
+
+    # A hot write, as a like; its notifications reach the request only if it commits.
+    with events.staged():
+        return await db.write(unit, lock=LOCK)
 
 
 async def delete_comment(db: Database, viewer: int, post_id: int, comment_id: int) -> None:

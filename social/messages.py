@@ -309,8 +309,9 @@ async def send(
     async def unit(conn: AsyncConnection) -> Sent:
         return await _send(conn, ids, sender, client_id, content, thread_id, recipients, title, now)
 
-    # The hottest write: one thread hop on SQLite (common/quickwrite.py).
-    return await db.write(unit, lock=LOCK)
+    # The hottest write: one thread hop on SQLite (common/quickwrite.py), and sends that
+    # arrive while the writer is busy share one COMMIT (group commit, common/db.py).
+    return await db.write(unit, lock=LOCK, group=True)
 
 
 async def _send(

@@ -1,10 +1,12 @@
-"""The story store's contract, the same suite for the embedded store and the real Redis."""
+"""The story store's contract, the same suite for the embedded store (with and without its
+journal of first views) and the real Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +15,17 @@ from tests.conftest import IN_CI
 from tests.feed.conftest import REDIS_URL, drop_keys
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[StoryStore]:
+@pytest.fixture(params=["memory", "journal", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoryStore]:
     if request.param == "memory":
         yield MemoryStoryStore()
+        return
+    if request.param == "journal":
+        journalled = await MemoryStoryStore.open(tmp_path / "story_views.journal")
+        try:
+            yield journalled
+        finally:
+            await journalled.close()
         return
     redis = RedisStoryStore(REDIS_URL, prefix=f"t{uuid.uuid4().hex[:12]}:")
     try:
@@ -46,20 +55,45 @@ async def test_a_view_counts_once_and_is_queued_once(store: StoryStore) -> None:
     first = await store.take_pending(2)
     assert first == [(10, 1, 5.0), (10, 2, 7.0)]
     await store.requeue(first)  # a failed batch goes back to the head
-    assert await store.take_pending(10) == [(10, 1, 5.0), (10, 2, 7.0), (11, 1, 8.0)]
+    taken = await store.take_pending(10)
+    assert taken == [(10, 1, 5.0), (10, 2, 7.0), (11, 1, 8.0)]
     assert await store.take_pending(10) == []
+    await store.settled(taken)  # in SQL: the queue stays empty
+    assert await store.pending() == 0 and await store.take_pending(10) == []
 
 
 async def test_trays_are_kept_until_dropped_or_expired(store: StoryStore) -> None:
-    assert await store.get_tray(1) is None
-    await store.put_tray(1, b"one", ttl_s=60)
-    await store.put_tray(2, b"two", ttl_s=60)
-    await store.put_tray(3, b"three", ttl_s=0.001)
-    assert await store.get_tray(1) == b"one"
+    assert await store.get_tray(1) == (None, 0)
+    assert await store.put_tray(1, b"one", ttl_s=60, generation=0)
+    assert await store.put_tray(2, b"two", ttl_s=60, generation=0)
+    assert await store.put_tray(3, b"three", ttl_s=0.001, generation=0)
+    assert await store.get_tray(1) == (b"one", 0)
     await store.drop_trays([1, 9])
-    assert await store.get_tray(1) is None and await store.get_tray(2) == b"two"
+    tray, generation = await store.get_tray(1)
+    assert tray is None and generation != 0
+    assert await store.get_tray(2) == (b"two", 0)
     for _ in range(500):  # the 1 ms tray expires; wait for that positively
-        if await store.get_tray(3) is None:
+        if (await store.get_tray(3))[0] is None:
             break
         await asyncio.sleep(0.002)
-    assert await store.get_tray(3) is None
+    assert await store.get_tray(3) == (None, 0)
+
+
+async def test_a_tray_built_before_a_drop_is_not_stored_after_it(store: StoryStore) -> None:
+    # A read misses (generation 0) and builds; a follow commits and drops meanwhile.
+    _, before = await store.get_tray(5)
+    await store.drop_trays([5])
+    assert not await store.put_tray(5, b"stale", ttl_s=60, generation=before)
+    tray, after = await store.get_tray(5)
+    assert tray is None and after != before
+    # The next read's build, after the drop, is stored; a later drop removes it.
+    assert await store.put_tray(5, b"fresh", ttl_s=60, generation=after)
+    assert await store.get_tray(5) == (b"fresh", after)
+    seen = {before, after}
+    for viewers in ([5, 6], [6], [5]):  # a generation never comes back for a viewer
+        await store.drop_trays(viewers)
+        for v in viewers:
+            tray, generation = await store.get_tray(v)
+            assert tray is None and generation not in seen
+            seen.add(generation)
+    assert not await store.put_tray(5, b"older", ttl_s=60, generation=after)

@@ -244,3 +244,48 @@ async def test_the_tray_the_viewers_and_close_friends_carry_account_documents(
     viewers = await ok(ann, "GET", f"/api/v1/stories/{story['story_id']}/viewers")
     blocked = next(v for v in viewers["viewers"] if v["user_id"] == bea_id)
     assert set(blocked) == {"user_id", "viewed_at"}
+
+
+@pytest.fixture(
+    params=[("sqlite", False), ("sqlite", True), ("postgresql", False), ("postgresql", True)],
+    ids=["sqlite-embedded", "sqlite-redis", "pg-embedded", "pg-redis"],
+)
+async def tray_env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MediaEnv]:
+    """Each database with each story store; the cache far longer than the test, so only a
+    drop can make the tray change."""
+    kind, redis = request.param
+    social = SocialConfig(story_tray_cache_s_max=3600)
+    async with social_cluster(kind, tmp_path, worker=True, redis=redis, social=social) as c:
+        yield c.env
+
+
+async def tray_authors(client: Client) -> list[str]:
+    return [a["user_id"] for a in (await ok(client, "GET", "/api/v1/stories/tray"))["authors"]]
+
+
+async def test_follows_and_blocks_drop_the_cached_tray_at_once(tray_env: MediaEnv) -> None:
+    env = tray_env
+    ann_id, ann = await user(env, "ann")
+    bea_id, bea = await user(env, "bea")
+    await ok(ann, "POST", "/api/v1/stories", {"media_id": await ann.photo(20)})
+    await ok(bea, "POST", "/api/v1/stories", {"media_id": await bea.photo(40)})
+    # bea's tray is cached with ann absent (bea follows no one yet): a follow shows her.
+    assert await tray_authors(bea) == [bea_id]
+    await ok(bea, "POST", "/api/v1/follows", {"followee_id": ann_id})
+    assert await tray_authors(bea) == [bea_id, ann_id]
+    # Cached with ann in it: an unfollow takes her out at the next read.
+    assert await tray_authors(bea) == [bea_id, ann_id]
+    await ok(bea, "DELETE", f"/api/v1/follows/{ann_id}")
+    assert await tray_authors(bea) == [bea_id]
+    # A block, either way, ends the follow: the tray built before it must not come back
+    # with the unblock (the cached tray's block filter no longer hides anyone then).
+    await ok(bea, "POST", "/api/v1/follows", {"followee_id": ann_id})
+    await ok(ann, "POST", "/api/v1/follows", {"followee_id": bea_id})
+    assert await tray_authors(bea) == [bea_id, ann_id]
+    assert await tray_authors(ann) == [ann_id, bea_id]
+    await ok(ann, "POST", "/api/v1/blocks", {"user_id": bea_id})
+    assert await tray_authors(bea) == [bea_id]
+    assert await tray_authors(ann) == [ann_id]
+    await ok(ann, "DELETE", f"/api/v1/blocks/{bea_id}")
+    assert await tray_authors(bea) == [bea_id]
+    assert await tray_authors(ann) == [ann_id]

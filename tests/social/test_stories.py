@@ -5,7 +5,7 @@ past expiry; the sweep reclaiming media after the grace hour but not highlighted
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -172,6 +172,43 @@ async def test_tray_order_seen_state_and_cache(db: Database) -> None:
     await graph.block(db, close, me)
     tray = await read(db, store, CONFIG, me, now=f1.expires_unix_s + 0.6)
     assert tray.cached and close not in [a.user_id for a in tray.authors]
+
+
+class ChangeBeforeStore(MemoryStoryStore):
+    """The embedded store, with a change (a commit and its tray drop) run once just before
+    a tray is stored: as a follow committing while another request builds the tray from a
+    snapshot taken before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.change: Callable[[], Awaitable[None]] | None = None
+
+    async def put_tray(
+        self, viewer_id: int, payload: bytes, *, ttl_s: float, generation: int
+    ) -> bool:
+        change, self.change = self.change, None
+        if change is not None:
+            await change()
+        return await super().put_tray(viewer_id, payload, ttl_s=ttl_s, generation=generation)
+
+
+async def test_a_tray_built_before_an_unfollow_is_not_cached_after_it(db: Database) -> None:
+    ids = IdGenerator(1)
+    store = ChangeBeforeStore()
+    me, author = await make_user(db, ids), await make_user(db, ids)
+    await graph.follow(db, ids, me, author)
+    await story(db, ids, author, T0)
+
+    async def unfollow() -> None:
+        await graph.unfollow(db, me, author)
+        await store.drop_trays([me])  # what the API does after the commit
+
+    store.change = unfollow
+    tray = await read(db, store, CONFIG, me, now=T0 + 1)
+    assert [a.user_id for a in tray.authors] == [author]  # as of its snapshot
+    tray = await read(db, store, CONFIG, me, now=T0 + 2)
+    assert not tray.cached and tray.authors == ()
+    assert (await read(db, store, CONFIG, me, now=T0 + 3)).cached
 
 
 async def test_views_idempotent_and_written_in_batches(db: Database) -> None:
