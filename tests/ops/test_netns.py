@@ -15,7 +15,7 @@ Each store host also runs a latency proxy (tests/ops/latency_proxy.py) on the ad
 store advertises, in front of the store listening on loopback in the same namespace: every
 request to a store crosses it, at no added delay until a test sets a round trip over its
 control port. This kernel has no sch_netem (docs/operations/deploy.md), so the proxy delays
-each direction in userspace instead. With it, the write path at 0, 5 and 20 ms RTT: a put
+each direction in userspace instead. With it, the write path at 0, 5 and 40 ms RTT: a put
 (replicas written in parallel) grows by about one RTT, not the three of replicas written one
 after another, and a read through the router by one RTT.
 
@@ -62,32 +62,37 @@ FAILOVER_READS: Final = 6
 ALT: Final = photo.alt_key(640, photo.Format.JPEG)
 SETTLE_S_MAX: Final = 20.0
 # The round trips the latency test sets on every store link. 5 ms is the top of the range an
-# operator meets between racks; 20 ms is there because it stands clear of the noise: on a
-# loaded 2-core machine a put's median moves by a few ms between runs, and the proxy's timers
-# round each direction up to the next ms, so at 1-5 ms "one RTT more" and "three RTTs more"
-# are a few ms apart, at 20 ms they are 40 ms apart.
-RTTS_MS: Final = (0.0, 5.0, 20.0)
+# operator meets between racks. 40 ms is there to stand clear of the noise: with the 2 cores
+# loaded by other work (load average 10-15), the medians at one round trip move by 5-10 ms
+# between phases, as much as "one RTT more" and "three RTTs more" differ at 5 ms; at 40 ms
+# they differ by 80 ms. So 5 ms is measured and printed but checked only against the serial
+# reference; the bounds in RTTs are checked at 40 ms and on the slope from 5 to 40.
+RTTS_MS: Final = (0.0, 5.0, 40.0)
 # Puts, serial puts and reads per round trip, taken in rounds that cycle through the round
 # trips, so that a burst of load elsewhere on the machine lands on all of them alike.
 LATENCY_ROUNDS: Final = 5
-LATENCY_PER_ROUND: Final = 8
+LATENCY_PER_ROUND: Final = 10
 LATENCY_SAMPLES: Final = LATENCY_ROUNDS * LATENCY_PER_ROUND
 LATENCY_WARMUP: Final = 3  # once, at RTT 0: the connections are open when timing starts
 LATENCY_BLOB_BYTES: Final = 16 * 1024
-# The model. A request through proxies set to RTT r pays r + d, d being the proxies' timer
-# lateness (asyncio's epoll waits whole ms, rounded up: up to about 1 ms a direction). The
-# writer sends the three replica PUTs at once, so a put grows by r + d; the same three PUTs
-# one after another grow by 3 (r + d); a read through the router asks one replica: r + d.
-# Checked against the medians at RTT 0, for each r: every growth is at least
-# GROWTH_RTTS_MIN r for a put or a read, SERIAL_GROWTH_RTTS_MIN r for the serial reference
-# (the proxies never deliver early: only a slower baseline makes a growth look smaller),
-# and a put or a read grows by less than ONE_OF_SERIAL_MAX of the serial growth (model: a
-# third). Between the two non-zero RTTs d cancels: a put or a read grows by
-# [GROWTH_RTTS_MIN, GROWTH_RTTS_MAX) ms per ms of RTT (model 1, serial 3, MAX halfway).
+# The model. A request through proxies set to RTT r pays r + d, d being the proxies' own
+# lateness (asyncio waits whole ms, rounded up; a timer-woken process waits for a core on a
+# loaded machine: d was 1-12 ms). The writer sends the three replica PUTs at once, so a put
+# grows by r + d; the same three PUTs one after another grow by 3 (r + d); a read through
+# the router asks one replica: r + d. Checked against the medians at RTT 0:
+# - at every r, the serial reference grows by at least SERIAL_GROWTH_RTTS_MIN r, and a put
+#   or a read by less than ONE_OF_SERIAL_MAX of the serial growth (model: a third; as slow
+#   as serial: one);
+# - at the largest r, a put or a read grows by [GROWTH_RTTS_MIN r, GROWTH_RTTS_MAX r): the
+#   proxies never deliver early (only a slower baseline makes a growth look smaller), and 2
+#   is halfway between the parallel model (1) and the serial one (3);
+# - from the smaller r to the largest, where d cancels, a put or a read grows by
+#   [GROWTH_RTTS_MIN, GROWTH_RTTS_MAX) ms per ms of RTT, the serial reference by at least
+#   SERIAL_GROWTH_RTTS_MIN.
 GROWTH_RTTS_MIN: Final = 0.75
 GROWTH_RTTS_MAX: Final = 2.0
-SERIAL_GROWTH_RTTS_MIN: Final = 2.5
-ONE_OF_SERIAL_MAX: Final = 0.5
+SERIAL_GROWTH_RTTS_MIN: Final = 2.0
+ONE_OF_SERIAL_MAX: Final = 2 / 3
 # Short enough that the test sees a cut link within seconds; docs/operations/deploy.md has
 # production values.
 CONFIG: Final = """\
@@ -542,8 +547,12 @@ def test_the_write_path_pays_one_rtt_not_three_behind_latency(
         read = m.read_ms - base.read_ms
         # The proxies charge every request at least the RTT: three in a row pay three.
         assert serial >= SERIAL_GROWTH_RTTS_MIN * rtt, (rtt, medians)
-        assert GROWTH_RTTS_MIN * rtt <= put < ONE_OF_SERIAL_MAX * serial, (rtt, medians)
-        assert GROWTH_RTTS_MIN * rtt <= read < ONE_OF_SERIAL_MAX * serial, (rtt, medians)
+        assert put < ONE_OF_SERIAL_MAX * serial, (rtt, medians)
+        assert read < ONE_OF_SERIAL_MAX * serial, (rtt, medians)
+    rtt = high.rtt_ms
+    put, read = high.put_ms - base.put_ms, high.read_ms - base.read_ms
+    assert GROWTH_RTTS_MIN * rtt <= put < GROWTH_RTTS_MAX * rtt, medians
+    assert GROWTH_RTTS_MIN * rtt <= read < GROWTH_RTTS_MAX * rtt, medians
     assert slopes["serial_ms"] >= SERIAL_GROWTH_RTTS_MIN, slopes
     assert GROWTH_RTTS_MIN <= slopes["put_ms"] < GROWTH_RTTS_MAX, slopes
     assert GROWTH_RTTS_MIN <= slopes["read_ms"] < GROWTH_RTTS_MAX, slopes
