@@ -81,8 +81,8 @@ LATENCY_BLOB_BYTES: Final = 16 * 1024
 # grows by r + d; the same three PUTs one after another grow by 3 (r + d); a read through
 # the router asks one replica: r + d. Checked against the medians at RTT 0:
 # - at every r, the serial reference grows by at least SERIAL_GROWTH_RTTS_MIN r, and a put
-#   or a read by less than ONE_OF_SERIAL_MAX of the serial growth (model: a third; as slow
-#   as serial: one);
+#   by less than ONE_OF_SERIAL_MAX of the serial growth measured alongside it (model: a
+#   third; as slow as serial: one);
 # - at the largest r, a put or a read grows by [GROWTH_RTTS_MIN r, GROWTH_RTTS_MAX r): the
 #   proxies never deliver early (only a slower baseline makes a growth look smaller), and 2
 #   is halfway between the parallel model (1) and the serial one (3);
@@ -544,11 +544,9 @@ def test_the_write_path_pays_one_rtt_not_three_behind_latency(
     for m in medians[1:]:
         rtt = m.rtt_ms
         put, serial = m.put_ms - base.put_ms, m.serial_ms - base.serial_ms
-        read = m.read_ms - base.read_ms
         # The proxies charge every request at least the RTT: three in a row pay three.
         assert serial >= SERIAL_GROWTH_RTTS_MIN * rtt, (rtt, medians)
         assert put < ONE_OF_SERIAL_MAX * serial, (rtt, medians)
-        assert read < ONE_OF_SERIAL_MAX * serial, (rtt, medians)
     rtt = high.rtt_ms
     put, read = high.put_ms - base.put_ms, high.read_ms - base.read_ms
     assert GROWTH_RTTS_MIN * rtt <= put < GROWTH_RTTS_MAX * rtt, medians
