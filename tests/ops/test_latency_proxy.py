@@ -1,6 +1,7 @@
 """The userspace latency proxy (tests/ops/latency_proxy.py) on loopback: bytes whole and in
 order, each chunk late by rtt/2 and never serialised behind the others, a round trip
-costing the rtt, half-closes passed on, the round trip changed over the control port."""
+costing the rtt, half-closes passed on, the round trip changed over the control port, bad
+arguments refused in one line."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Final
 
 import pytest
 
-from tests.ops.latency_proxy import Delay, LatencyProxy, set_rtt
+from tests.ops.latency_proxy import Delay, LatencyProxy, main, set_rtt
 
 HOST: Final = "127.0.0.1"
 # A loaded 2-core machine runs a ready task a few ms late now and then; the lower bounds
@@ -169,3 +170,23 @@ async def test_without_an_upstream_the_connection_ends(proxies: list) -> None:
     reader, writer = await asyncio.open_connection(HOST, port)
     assert await asyncio.wait_for(reader.read(-1), 5) == b""
     writer.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--listen", "127.0.0.1", "--upstream", "127.0.0.1:1"], "is not HOST:PORT"),
+        (["--listen", "127.0.0.1:99999", "--upstream", "127.0.0.1:1"], "is not HOST:PORT"),
+        (["--listen", ":1", "--upstream", "127.0.0.1:1", "--rtt-ms", "5"], "is not HOST:PORT"),
+        (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--rtt-ms", "-3"], "within"),
+        (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--rtt-ms", "x"], "x"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(
+    args: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("latency_proxy: error:") and error in last, last
