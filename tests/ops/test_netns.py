@@ -11,8 +11,13 @@ the volumes writable again. The link returns: the host rejoins, every volume has
 replicas on live hosts (fix-replication has nothing left to do) and the returning host
 takes new volumes.
 
-Latency on the links (tc netem) is not tested: this machine's kernel has no sch_netem
-(docs/operations/deploy.md).
+Each store host also runs a latency proxy (tests/ops/latency_proxy.py) on the address its
+store advertises, in front of the store listening on loopback in the same namespace: every
+request to a store crosses it, at no added delay until a test sets a round trip over its
+control port. This kernel has no sch_netem (docs/operations/deploy.md), so the proxy delays
+each direction in userspace instead. With it, the write path at 0, 5 and 40 ms RTT: a put
+(replicas written in parallel) grows by about one RTT, not the three of replicas written one
+after another, and a read through the router by one RTT.
 
 Outside CI the tests skip, saying why, when not run as root or when `ip netns` fails; under
 CI=true they fail instead.
@@ -21,12 +26,16 @@ CI=true they fail instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import random
+import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,19 +47,52 @@ from common.credentials import Credentials, Purpose
 from directory.writer import BlobRef, BlobWriter, NoWritableVolume
 from store.client import StoreClient, StoreClientError
 from tests.conftest import IN_CI, auth, creds
-from tests.ops import netns_lab
+from tests.ops import latency_proxy, netns_lab
 from tests.ops.netns_lab import Lab
 
 pytestmark = pytest.mark.crash
 STORES: Final = ("s1", "s2", "s3", "s4")
 DIRECTORY_PORT: Final = 8700
 STORE_PORT: Final = 8701
+PROXY_CONTROL_PORT: Final = 8711
 ROUTER_PORT: Final = 8780
 BLOBS: Final = 40
 BLOBS_DURING_CUT: Final = 12
 FAILOVER_READS: Final = 6
 ALT: Final = photo.alt_key(640, photo.Format.JPEG)
 SETTLE_S_MAX: Final = 20.0
+# The round trips the latency test sets on every store link. 5 ms is the top of the range an
+# operator meets between racks. 40 ms is there to stand clear of the noise: with the 2 cores
+# loaded by other work (load average 10-15), the medians at one round trip move by 5-10 ms
+# between phases, as much as "one RTT more" and "three RTTs more" differ at 5 ms; at 40 ms
+# they differ by 80 ms. So 5 ms is measured and printed but checked only against the serial
+# reference; the bounds in RTTs are checked at 40 ms and on the slope from 5 to 40.
+RTTS_MS: Final = (0.0, 5.0, 40.0)
+# Puts, serial puts and reads per round trip, taken in rounds that cycle through the round
+# trips, so that a burst of load elsewhere on the machine lands on all of them alike.
+LATENCY_ROUNDS: Final = 5
+LATENCY_PER_ROUND: Final = 10
+LATENCY_SAMPLES: Final = LATENCY_ROUNDS * LATENCY_PER_ROUND
+LATENCY_WARMUP: Final = 3  # once, at RTT 0: the connections are open when timing starts
+LATENCY_BLOB_BYTES: Final = 16 * 1024
+# The model. A request through proxies set to RTT r pays r + d, d being the proxies' own
+# lateness (asyncio waits whole ms, rounded up; a timer-woken process waits for a core on a
+# loaded machine: d was 1-12 ms). The writer sends the three replica PUTs at once, so a put
+# grows by r + d; the same three PUTs one after another grow by 3 (r + d); a read through
+# the router asks one replica: r + d. Checked against the medians at RTT 0:
+# - at every r, the serial reference grows by at least SERIAL_GROWTH_RTTS_MIN r, and a put
+#   by less than ONE_OF_SERIAL_MAX of the serial growth measured alongside it (model: a
+#   third; as slow as serial: one);
+# - at the largest r, a put or a read grows by [GROWTH_RTTS_MIN r, GROWTH_RTTS_MAX r): the
+#   proxies never deliver early (only a slower baseline makes a growth look smaller), and 2
+#   is halfway between the parallel model (1) and the serial one (3);
+# - from the smaller r to the largest, where d cancels, a put or a read grows by
+#   [GROWTH_RTTS_MIN, GROWTH_RTTS_MAX) ms per ms of RTT, the serial reference by at least
+#   SERIAL_GROWTH_RTTS_MIN.
+GROWTH_RTTS_MIN: Final = 0.75
+GROWTH_RTTS_MAX: Final = 2.0
+SERIAL_GROWTH_RTTS_MIN: Final = 2.0
+ONE_OF_SERIAL_MAX: Final = 2 / 3
 # Short enough that the test sees a cut link within seconds; docs/operations/deploy.md has
 # production values.
 CONFIG: Final = """\
@@ -120,6 +162,10 @@ class Cluster:
         doc = await self.get_json(s, "/volumes")
         return {v["volume_id"]: v for v in doc["volumes"]}
 
+    async def four_alive(self, s: aiohttp.ClientSession) -> bool:
+        nodes = (await self.get_json(s, "/nodes"))["nodes"]
+        return {n["node_id"] for n in nodes if n["alive"] and n["role"] == "store"} == set(STORES)
+
     def wait_directory(self) -> None:
         async def answers(s: aiohttp.ClientSession) -> bool:
             try:
@@ -140,12 +186,25 @@ class Cluster:
                 await asyncio.sleep(0.2)
 
 
-def _join_argv(c: Cluster, host: str, *role: object) -> list[str]:
+def _join_argv(c: Cluster, host: str, *role: object, listen: str | None = None) -> list[str]:
+    """`up --join` on `host`, its services listening on `listen` (default: the host's
+    address) and reached at the host's address."""
     ip = c.lab.hosts[host].ip
     return netns_lab.pinhole_argv(
         "--config", c.work / "pinhole.toml", "up", "--join", c.directory_url,
-        "--data", c.work / host, "--host", ip, "--detach", *role,
+        "--data", c.work / host, "--host", listen or ip, "--advertise-host", ip,
+        "--detach", *role,
     )  # fmt: skip
+
+
+def _proxy_argv(ip: str) -> list[str]:
+    """The latency proxy of the store host at `ip`: on the store's advertised address, in
+    front of the store on loopback, at no delay until set over the control port."""
+    return [
+        sys.executable, "-m", "tests.ops.latency_proxy",
+        "--listen", f"{ip}:{STORE_PORT}", "--upstream", f"127.0.0.1:{STORE_PORT}",
+        "--control", f"{ip}:{PROXY_CONTROL_PORT}", "--rtt-ms", "0",
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -175,11 +234,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 log,
             )  # fmt: skip
         c.wait_directory()
+        # The proxies first: `up --join` waits until its store answers at the advertised
+        # address, which is the proxy's (it ends connections while the store is not up).
+        for name in STORES:
+            with open(work / f"proxy-{name}.log", "ab") as log:
+                lab.spawn(name, _proxy_argv(lab.hosts[name].ip), log)
         # Every host's `up --join` at once, each inside its host's namespace.
         joins = {
             name: _join_argv(c, name, "--credentials", work / "store.json", "--node-id", name,
                              "--store-port", STORE_PORT,
-                             "--failure-domain", f"dc1/rack1/{name}")
+                             "--failure-domain", f"dc1/rack1/{name}", listen="127.0.0.1")
             for name in STORES
         }  # fmt: skip
         joins["dir"] = _join_argv(
@@ -241,11 +305,7 @@ async def _cut_link_scenario(c: Cluster) -> None:
     rng = random.Random(17)
     base = int(time.time() * 1000) << 23
 
-    async def four_alive(s: aiohttp.ClientSession) -> bool:
-        nodes = (await c.get_json(s, "/nodes"))["nodes"]
-        return {n["node_id"] for n in nodes if n["alive"] and n["role"] == "store"} == set(STORES)
-
-    await c.until("four store hosts alive", four_alive)
+    await c.until("four store hosts alive", c.four_alive)
     async with aiohttp.ClientSession() as s:
         # More volumes, spread by least-loaded placement over the four hosts.
         async with s.post(c.directory_url + "/volumes", json={"count": 4}, headers=c.admin) as r:
@@ -443,3 +503,156 @@ async def _short_cut_healed_by_the_link(c: Cluster, first: str) -> None:
     )  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
     assert json.loads(p.stdout) == {"ok": True, "moves": []}
+
+
+@dataclass(frozen=True, slots=True)
+class _Medians:
+    """Medians in ms at one round trip: a put by BlobWriter (replicas in parallel), the same
+    bytes put on the three replicas one after another, a read through the router."""
+
+    rtt_ms: float
+    put_ms: float
+    serial_ms: float
+    read_ms: float
+
+
+def test_the_write_path_pays_one_rtt_not_three_behind_latency(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    medians = asyncio.run(_latency_scenario(cluster))
+    base, low, high = medians[0], medians[1], medians[-1]
+
+    def slope(field: str) -> float:
+        """ms of median per ms of RTT between the two non-zero RTTs."""
+        return (getattr(high, field) - getattr(low, field)) / (high.rtt_ms - low.rtt_ms)
+
+    slopes = {f: slope(f) for f in ("put_ms", "serial_ms", "read_ms")}
+    with capsys.disabled():  # the figure: printed whether the test passes or not
+        print(f"\nwrite path behind the latency proxies, medians of {LATENCY_SAMPLES} (ms):")
+        print("  rtt   put (parallel)   put (serial)    read (router)")
+        for m in medians:
+            print(
+                f"  {m.rtt_ms:3.0f}  {m.put_ms:6.1f} {m.put_ms - base.put_ms:+6.1f}"
+                f"   {m.serial_ms:6.1f} {m.serial_ms - base.serial_ms:+6.1f}"
+                f"   {m.read_ms:6.1f} {m.read_ms - base.read_ms:+6.1f}"
+            )
+        print(
+            f"  ms per ms of RTT from {low.rtt_ms:g} to {high.rtt_ms:g}: "
+            f"put {slopes['put_ms']:.2f}, serial {slopes['serial_ms']:.2f}, "
+            f"read {slopes['read_ms']:.2f}"
+        )
+    for m in medians[1:]:
+        rtt = m.rtt_ms
+        put, serial = m.put_ms - base.put_ms, m.serial_ms - base.serial_ms
+        # The proxies charge every request at least the RTT: three in a row pay three.
+        assert serial >= SERIAL_GROWTH_RTTS_MIN * rtt, (rtt, medians)
+        assert put < ONE_OF_SERIAL_MAX * serial, (rtt, medians)
+    rtt = high.rtt_ms
+    put, read = high.put_ms - base.put_ms, high.read_ms - base.read_ms
+    assert GROWTH_RTTS_MIN * rtt <= put < GROWTH_RTTS_MAX * rtt, medians
+    assert GROWTH_RTTS_MIN * rtt <= read < GROWTH_RTTS_MAX * rtt, medians
+    assert slopes["serial_ms"] >= SERIAL_GROWTH_RTTS_MIN, slopes
+    assert GROWTH_RTTS_MIN <= slopes["put_ms"] < GROWTH_RTTS_MAX, slopes
+    assert GROWTH_RTTS_MIN <= slopes["read_ms"] < GROWTH_RTTS_MAX, slopes
+
+
+async def _set_rtt(c: Cluster, rtt_ms: float) -> None:
+    await asyncio.gather(
+        *(
+            latency_proxy.set_rtt(c.lab.hosts[name].ip, PROXY_CONTROL_PORT, rtt_ms)
+            for name in STORES
+        )
+    )
+
+
+@dataclass(slots=True)
+class _Samples:
+    """Durations in seconds at one round trip (see _Medians)."""
+
+    put: list[float] = field(default_factory=list)
+    serial: list[float] = field(default_factory=list)
+    read: list[float] = field(default_factory=list)
+
+    def medians(self, rtt_ms: float) -> _Medians:
+        return _Medians(
+            rtt_ms,
+            1000 * statistics.median(self.put),
+            1000 * statistics.median(self.serial),
+            1000 * statistics.median(self.read),
+        )
+
+
+@dataclass(slots=True)
+class _Timed:
+    """What the latency test writes with: a writer, the volume's replicas directly, the
+    router's session."""
+
+    c: Cluster
+    session: aiohttp.ClientSession
+    writer: BlobWriter
+    replicas: list[StoreClient]
+    volume_id: int
+    keys: Iterator[int]
+    rng: random.Random
+
+    async def sample(self, n: int, into: _Samples) -> None:
+        """n puts, each followed by the same bytes put on the replicas one after another,
+        then a read through the router of each blob put."""
+        vid = self.volume_id
+        refs = []
+        for _ in range(n):
+            data = self.rng.randbytes(LATENCY_BLOB_BYTES)
+            cookie = self.rng.getrandbits(64)
+            start = time.perf_counter()
+            ref = await self.writer.put(next(self.keys), ALT, data, cookie=cookie, volume_id=vid)
+            into.put.append(time.perf_counter() - start)
+            assert ref.volume_id == vid, ref
+            refs.append((ref, data))
+            key = next(self.keys)
+            start = time.perf_counter()
+            for sc in self.replicas:
+                await sc.put(vid, key, ALT, cookie, data)
+            into.serial.append(time.perf_counter() - start)
+        for ref, data in refs:
+            start = time.perf_counter()
+            async with self.session.get(self.c.photo_url(ref)) as r:
+                assert r.status == 200 and await r.read() == data, ref
+            into.read.append(time.perf_counter() - start)
+
+
+async def _latency_scenario(c: Cluster) -> list[_Medians]:
+    await c.until("four store hosts alive", c.four_alive)
+    async with aiohttp.ClientSession() as s:
+        lvs = await c.volumes(s)
+        lv = next(
+            lv
+            for lv in lvs.values()
+            if lv["writable"]
+            and len(lv["replicas"]) == 3
+            and all(rep["alive"] and rep["state"] == "ready" for rep in lv["replicas"])
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            # The writable list is read once: the directory is not behind a proxy, and a
+            # put that refreshed the list would mix its round trip into the figure.
+            w = await stack.enter_async_context(
+                BlobWriter(c.directory_url, credentials=creds(c.secret), writable_cache_s=3600)
+            )
+            replicas = [
+                await stack.enter_async_context(
+                    StoreClient(rep["url"], credentials=creds(c.secret), session=s)
+                )
+                for rep in lv["replicas"]
+            ]
+            keys = itertools.count((int(time.time() * 1000) << 23) + 5000)
+            timed = _Timed(c, s, w, replicas, lv["volume_id"], keys, random.Random(20))
+            samples = {rtt_ms: _Samples() for rtt_ms in RTTS_MS}
+            try:
+                await _set_rtt(c, 0.0)
+                await timed.sample(LATENCY_WARMUP, _Samples())
+                for _ in range(LATENCY_ROUNDS):
+                    for rtt_ms in RTTS_MS:
+                        await _set_rtt(c, rtt_ms)
+                        await timed.sample(LATENCY_PER_ROUND, samples[rtt_ms])
+            finally:
+                await _set_rtt(c, 0.0)  # the links as the other tests expect them
+    return [samples[rtt_ms].medians(rtt_ms) for rtt_ms in RTTS_MS]
