@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.config import ConfigError, load_toml
 from common.db import Database
@@ -182,6 +184,26 @@ def test_index_keys_and_typo_pieces() -> None:
     assert search_text.typo_pieces("jonh") == ()  # no piece of 3 letters survives
     assert "%m%gret%" in search_text.like_typo_patterns("margret")
     assert search_text.fts_typo_match("jonh") is None
+
+
+def _osa_reference(a: str, b: str) -> int:
+    """The optimal string alignment distance by its textbook recurrence."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+@given(st.text("abcd", max_size=8), st.text("abcd", max_size=8), st.integers(0, 3))
+def test_edit_distance_is_osa(a: str, b: str, cutoff: int) -> None:
+    exact = _osa_reference(a, b)
+    assert search_text.edit_distance(a, b) == exact
+    assert search_text.edit_distance(a, b, cutoff=cutoff) == min(exact, cutoff + 1)
+    assert search_text.edit_distance("ca", "abc") == 3  # OSA, not Damerau: no edit of a swap
 
 
 async def test_engaged_accounts_rank_before_others(db: Database, ids: IdGenerator) -> None:
