@@ -373,6 +373,40 @@ async def test_reindex_restores_a_dropped_index(db: Database, ids: IdGenerator) 
     assert await search.hashtag("comeback") == ("comeback", 1)
 
 
+async def _index_names(conn: Any) -> set[str]:
+    if conn.dialect.name == "postgresql":
+        found = await conn.exec_driver_sql(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+        )
+    else:
+        found = await conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")
+    return {str(r[0]) for r in found}
+
+
+async def test_rebuild_builds_its_indexes_after_the_load(db: Database, ids: IdGenerator) -> None:
+    """The rebuild drops the keys' (and PostgreSQL's index tables') secondary indexes for
+    its bulk load and creates the same ones afterwards; a failed rebuild keeps them."""
+    viewer = await make(db, ids, "viewer")
+    target = await make(db, ids, "indexed_ida", "Ida Novak")
+    async with db.snapshot() as conn:
+        before = await _index_names(conn)
+    assert {"search_keys_prefix", "search_keys_entity"} <= before
+    async with db.transaction() as conn:
+        await search_index.rebuild(conn)
+    async with db.snapshot() as conn:
+        assert await _index_names(conn) == before
+    with pytest.raises(RuntimeError, match="stopped"):
+        async with db.transaction() as conn:
+
+            def stop(kind: str, n: int, total: int) -> None:
+                raise RuntimeError("stopped")
+
+            await search_index.rebuild(conn, stop)
+    async with db.snapshot() as conn:
+        assert await _index_names(conn) == before
+    assert await names(Search(db, SearchConfig()), viewer, "ida") == [target]
+
+
 async def test_bad_queries_are_refused(db: Database, ids: IdGenerator) -> None:
     viewer = await make(db, ids, "viewer")
     search = Search(db, SearchConfig(query_chars_max=10))
