@@ -104,6 +104,18 @@ async def test_typeahead_by_prefix_typo_missing_letter_and_full_name(
     assert await names(search, viewer, "qqqqqq") == []
 
 
+async def test_typos_in_names_with_capitals_and_accents(db: Database, ids: IdGenerator) -> None:
+    """SQLite checks a typo's pieces on the source text when it is plain ASCII (LIKE
+    ignores case) and on the folded copy otherwise: both must find their names."""
+    viewer = await make(db, ids, "viewer")
+    loud = await make(db, ids, "u_1", "BRIGITTE  WALLACE")
+    accented = await make(db, ids, "u_2", "Søren Ångströmsson")
+    search = Search(db, SearchConfig())
+    assert (await names(search, viewer, "brigtte"))[0] == loud  # a missing letter
+    assert (await names(search, viewer, "wallcae"))[0] == loud  # a swap
+    assert (await names(search, viewer, "angstrommson"))[0] == accented  # a missing letter
+
+
 async def test_followed_accounts_rank_first_then_popular(db: Database, ids: IdGenerator) -> None:
     viewer = await make(db, ids, "viewer")
     quiet = await make(db, ids, "alex_quiet", "Alex Q", followers=3)
