@@ -6,10 +6,11 @@ Privacy: accounts that block the viewer or that the viewer blocks are never cand
 Private accounts are found (as on Instagram); their posts appear on hashtag and place
 pages only to their followers (and themselves). A query folds like the index
 (social/search_text.py); names and words starting with it come from one B-tree of
-prefix keys (social/search_keys.py) with the rows ranking needs, in one statement per
-kind. Only when those are fewer than asked, a query of search_text.TRIGRAM_CHARS or more
-characters also goes to the engine for substrings (social/search_engines.py), and from
-[search] fuzzy_chars_min characters on for names within a typo.
+prefix keys (social/search_keys.py) with the rows ranking needs, every kind asked in one
+statement. Only for a kind where those are fewer than asked, a query of
+search_text.TRIGRAM_CHARS or more characters also goes to the engine for substrings
+(social/search_engines.py), and from [search] fuzzy_chars_min characters on for names
+within a typo; one more statement reads the rows of all those.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ class SearchEngine(Protocol):
         ...
 
     async def begin_read(self, conn: AsyncConnection) -> None:
-        """Prepares a read transaction for candidate queries."""
+        """Prepares a read transaction for text and fuzzy candidate queries (called once,
+        before the first of them; a typeahead answered by prefix keys never calls it)."""
         ...
 
     async def text_candidates(
