@@ -6,10 +6,11 @@ Privacy: accounts that block the viewer or that the viewer blocks are never cand
 Private accounts are found (as on Instagram); their posts appear on hashtag and place
 pages only to their followers (and themselves). A query folds like the index
 (social/search_text.py); names and words starting with it come from one B-tree of
-prefix keys (social/search_keys.py) with the rows ranking needs, in one statement per
-kind. Only when those are fewer than asked, a query of search_text.TRIGRAM_CHARS or more
-characters also goes to the engine for substrings (social/search_engines.py), and from
-[search] fuzzy_chars_min characters on for names within a typo.
+prefix keys (social/search_keys.py) with the rows ranking needs, every kind asked in one
+statement. Only for a kind where those are fewer than asked, a query of
+search_text.TRIGRAM_CHARS or more characters also goes to the engine for substrings
+(social/search_engines.py), and from [search] fuzzy_chars_min characters on for names
+within a typo; one more statement reads the rows of all those.
 """
 
 from __future__ import annotations
@@ -27,15 +28,29 @@ from social.errors import Invalid, NotVisible
 from social.schema import follows, hashtags, likes, posts, users
 from social.search_config import SearchConfig
 from social.search_engines import KINDS, SearchEngine, engine_for
-from social.search_keys import SOURCES, blocked_either_way, prefix_query, prefix_values
+from social.search_keys import (
+    KIND_CODES,
+    SOURCES,
+    blocked_either_way,
+    prefix_query,
+    prefix_values,
+)
 from social.search_rank import Candidate, Ranked, rank
 from social.search_schema import hashtag_counts, places, post_places
-from social.search_text import TRIGRAM_CHARS, fold, fold_query
+from social.search_text import TRIGRAM_CACHE_WORDS, TRIGRAM_CHARS, fold, fold_query
 
 LIVE: Final = "live"  # social.posts.PostStatus.LIVE
 HASHTAG_NAME: Final = re.compile(r"\w{1,100}")
 # Top posts: likes plus this many times the comments.
 TOP_COMMENT_WEIGHT: Final = 2
+# The kind code of the candidate statement's rows that name an account the viewer
+# engages with (search_keys.KIND_CODES are the others).
+ENGAGED_CODE: Final = 0
+KIND_NAMES: Final = {code: kind for kind, code in KIND_CODES.items()}
+assert ENGAGED_CODE not in KIND_NAMES
+# Names as ranking compares them: the same few thousand popular names come back request
+# after request.
+_fold = functools.lru_cache(maxsize=TRIGRAM_CACHE_WORDS)(fold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +97,11 @@ class Search:
             return {kind: [] for kind in kinds}
 
         async def unit(conn: AsyncConnection) -> dict[str, list[Hit]]:
-            await self.engine.begin_read(conn)
-            found: dict[str, list[Hit]] = {}
-            for kind in kinds:
-                candidates = await self._candidates(conn, viewer, q, kind, limit=limit)
-                found[kind] = [
-                    Hit(kind, r.entity_id, r.score) for r in self._rank(q, candidates, limit)
-                ]
-            return found
+            found = await self._candidates(conn, viewer, q, kinds, limit=limit)
+            return {
+                kind: [Hit(kind, r.entity_id, r.score) for r in self._rank(q, found[kind], limit)]
+                for kind in kinds
+            }
 
         return await self.db.read(unit)
 
@@ -97,54 +109,66 @@ class Search:
         return rank(q, candidates, self.config, limit=limit)
 
     async def _candidates(
-        self, conn: AsyncConnection, viewer: int, q: str, kind: str, *, limit: int
-    ) -> list[Candidate]:
-        """Names (or words of them) starting with the query first, the most popular
-        `candidates_per_result` x `limit` (and as many of those the viewer follows), with
-        the rows ranking needs, in one statement. Only when they are fewer than `limit`
-        entities: substrings (TRIGRAM_CHARS characters on), then names within a typo
-        (fuzzy_chars_min on), whose rows one more statement reads."""
+        self, conn: AsyncConnection, viewer: int, q: str, kinds: tuple[str, ...], *, limit: int
+    ) -> dict[str, list[Candidate]]:
+        """Names (or words of them) starting with the query first: of every kind the most
+        popular `candidates_per_result` x `limit` (and as many of those the viewer
+        follows), with the rows ranking needs, and the accounts the viewer engages with,
+        in one statement. Only for the kinds where they are fewer than `limit` entities:
+        substrings (TRIGRAM_CHARS characters on), then names within a typo
+        (fuzzy_chars_min on); one more statement reads the rows of all those."""
         cap = min(self.config.candidates_max, limit * self.config.candidates_per_result)
-        follower = viewer if kind == "accounts" else None
-        values = {"viewer": viewer, **prefix_values(q)}
-        rows = list(await conn.execute(_prefix_rows_query(kind, cap), values))
-        seen = {int(r[0]) for r in rows}
-        more: list[int] = []
-        if len(seen) < limit and len(q) >= TRIGRAM_CHARS:
-            more += await self.engine.text_candidates(
+        found: dict[str, list[Any]] = {kind: [] for kind in kinds}
+        engaged: set[int] = set()
+        values = {"viewer": viewer, "n": self.config.engaged_likes_max, **prefix_values(q)}
+        for row in await conn.execute(_prefix_rows_query(kinds, cap), values):
+            if row[0] == ENGAGED_CODE:
+                engaged.add(int(row[1]))
+            else:
+                found[KIND_NAMES[row[0]]].append(row)
+        extra: dict[str, list[int]] = {}
+        ready = False  # the engine's read settings, made at its first statement
+        for kind in kinds:
+            seen = {int(r[1]) for r in found[kind]}
+            if len(seen) >= limit or len(q) < TRIGRAM_CHARS:
+                continue
+            if not ready:
+                await self.engine.begin_read(conn)
+                ready = True
+            follower = viewer if kind == "accounts" else None
+            more = await self.engine.text_candidates(
                 conn, kind, q, limit=self.config.candidates_max, follower=follower
             )
-        if len(seen.union(more)) < limit and len(q) >= self.config.fuzzy_chars_min:
-            more += await self.engine.fuzzy_candidates(
-                conn,
-                kind,
-                q,
-                limit=self.config.fuzzy_candidates_max,
-                similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
-            )
-        extra = [i for i in dict.fromkeys(more) if i not in seen]
+            if len(seen.union(more)) < limit and len(q) >= self.config.fuzzy_chars_min:
+                more += await self.engine.fuzzy_candidates(
+                    conn,
+                    kind,
+                    q,
+                    limit=self.config.fuzzy_candidates_max,
+                    similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
+                )
+            ids = [i for i in dict.fromkeys(more) if i not in seen]
+            if ids:
+                extra[kind] = ids
         if extra:
-            rows += await conn.execute(_rows_query(kind, None), {"viewer": viewer, "ids": extra})
-        if kind != "accounts":
-            return [Candidate(int(r[0]), (fold(r[1]),), int(r[2])) for r in rows]
-        engaged = await self._engaged(conn, viewer) if rows else set()
-        return [
-            Candidate(
-                int(r.user_id),
-                (fold(r.username), fold(r.full_name)),
-                int(r.follower_count),
-                followed=bool(r.followed),
-                engaged=r.user_id in engaged,
-            )
-            for r in rows
-        ]
-
-    async def _engaged(self, conn: AsyncConnection, viewer: int) -> set[int]:
-        """The authors of the posts among the viewer's latest likes (by post id)."""
-        rows = await conn.execute(
-            _ENGAGED_QUERY, {"viewer": viewer, "n": self.config.engaged_likes_max}
-        )
-        return {int(r[0]) for r in rows} - {viewer}
+            more_values = {"viewer": viewer} | {f"ids_{kind}": ids for kind, ids in extra.items()}
+            for row in await conn.execute(_extra_rows_query(tuple(extra)), more_values):
+                found[KIND_NAMES[row[0]]].append(row)
+        engaged.discard(viewer)
+        # Rows: (kind, id, name, full name or None, count, followed).
+        return {
+            kind: [
+                Candidate(
+                    int(r[1]),
+                    (_fold(r[2]), _fold(r[3])) if r[3] is not None else (_fold(r[2]),),
+                    int(r[4]),
+                    followed=bool(r[5]),
+                    engaged=r[1] in engaged,
+                )
+                for r in rows
+            ]
+            for kind, rows in found.items()
+        }
 
     # -- hashtag and place pages ---------------------------------------------------------
 
@@ -245,37 +269,50 @@ def check_hashtag(name: Any) -> str:
 
 
 @functools.cache
-def _prefix_rows_query(kind: str, limit: int) -> sa.Select[Any]:
-    """What _rows_query reads of the `limit` most popular entities with a key starting
-    with `q` (search_keys.prefix_query) and, for accounts, of as many the viewer follows:
-    one statement (made once per kind and limit; bound: viewer, q, q_end)."""
-    branches = [sa.select(prefix_query(kind, limit=limit, followed=False).subquery())]
-    if kind == "accounts":
-        branches.append(sa.select(prefix_query(kind, limit=limit, followed=True).subquery()))
-    return _rows_query(kind, sa.union_all(*branches).subquery())
+def _prefix_rows_query(kinds: tuple[str, ...], limit: int) -> sa.CompoundSelect:
+    """Of each kind, what _rows_query reads of the `limit` most popular entities with a key
+    starting with `q` (search_keys.prefix_query) and, for accounts, of as many the viewer
+    follows; with accounts also the authors of the viewer's latest `n` likes (kind
+    ENGAGED_CODE, the id column): one statement (made once per kinds and limit; bound:
+    viewer, q, q_end, n)."""
+    branches: list[Any] = []
+    for kind in kinds:
+        ids = [sa.select(prefix_query(kind, limit=limit, followed=False).subquery())]
+        if kind == "accounts":
+            ids.append(sa.select(prefix_query(kind, limit=limit, followed=True).subquery()))
+        branches.append(_rows_query(kind, sa.union_all(*ids).subquery()))
+    if "accounts" in kinds:
+        branches.append(_ENGAGED_ROWS)
+    return sa.union_all(*branches)
 
 
 @functools.cache
+def _extra_rows_query(kinds: tuple[str, ...]) -> sa.CompoundSelect:
+    """What _rows_query reads of the entities in the bound lists `ids_<kind>`, every kind
+    in one statement."""
+    return sa.union_all(*(_rows_query(kind, None) for kind in kinds))
+
+
 def _rows_query(kind: str, ids: sa.Subquery | None) -> sa.Select[Any]:
     """The rows ranking needs of the entities a subquery's entity_id column names (None:
-    those of the bound list `ids`): id, name fields, count; for accounts whether the bound
-    `viewer` follows it, and none blocked either way."""
+    those of the bound list `ids_<kind>`), the same columns for every kind: its code, id,
+    name, full name (accounts; else NULL), count, and whether the bound `viewer` follows
+    it (accounts; else false); accounts blocked either way left out."""
     source, id_col, count_col = SOURCES[kind]
-    names = {
-        "accounts": (users.c.username, users.c.full_name),
-        "hashtags": (hashtag_counts.c.tag,),
-        "places": (places.c.name_key,),
-    }[kind]
     viewer: Any = sa.bindparam("viewer")
-    columns: list[Any] = [id_col, *names, count_col]
+    code = sa.literal_column(str(KIND_CODES[kind]), sa.Integer).label("kind")
     if kind == "accounts":
         followed = sa.exists().where(
             follows.c.follower_id == viewer, follows.c.followee_id == users.c.user_id
         )
+        columns: list[Any] = [code, id_col, users.c.username, users.c.full_name, count_col]
         columns.append(followed.label("followed"))
+    else:
+        name = hashtag_counts.c.tag if kind == "hashtags" else places.c.name_key
+        columns = [code, id_col, name, sa.null(), count_col, sa.false()]
     query = sa.select(*columns)
     if ids is None:
-        query = query.where(id_col.in_(sa.bindparam("ids", expanding=True)))
+        query = query.where(id_col.in_(sa.bindparam(f"ids_{kind}", expanding=True)))
     else:
         query = query.select_from(ids.join(source, id_col == ids.c.entity_id))
     if kind == "accounts":
@@ -290,8 +327,17 @@ _RECENT_LIKES = (
     .limit(sa.bindparam("n"))
     .subquery()
 )
-_ENGAGED_QUERY = (
-    sa.select(posts.c.author_id)
+# The authors of the posts among the viewer's latest likes (by post id), as rows of
+# _rows_query's shape.
+_ENGAGED_ROWS = (
+    sa.select(
+        sa.literal_column(str(ENGAGED_CODE), sa.Integer),
+        posts.c.author_id,
+        sa.null(),
+        sa.null(),
+        sa.literal_column("0", sa.Integer),
+        sa.false(),
+    )
     .distinct()
     .select_from(_RECENT_LIKES.join(posts, posts.c.post_id == _RECENT_LIKES.c.post_id))
 )

@@ -25,7 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from social.schema import hashtags, posts, users
 from social.search_engines import engine_for
-from social.search_schema import KEYS_TABLE, hashtag_counts, places, post_places
+from social.search_schema import (
+    KEYS_TABLE,
+    hashtag_counts,
+    indexes_built_after,
+    places,
+    post_places,
+)
 from social.search_text import fold
 
 REBUILD_BATCH_ROWS: Final = 2000
@@ -156,23 +162,26 @@ async def rebuild(conn: AsyncConnection, progress: Progress | None = None) -> di
         "places": sa.select(places.c.place_id, places.c.name_key),
     }
     done: dict[str, int] = {}
-    await conn.exec_driver_sql(f"DELETE FROM {KEYS_TABLE}")
-    for kind, query in sources.items():
-        await conn.exec_driver_sql(f"DELETE FROM search_{kind}")
-        total = int(
-            (
-                await conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))
-            ).scalar_one()
-        )
-        rows = (await conn.execute(query)).all()
-        n = 0
-        for i in range(0, len(rows), REBUILD_BATCH_ROWS):
-            batch = [
-                (int(r[0]), tuple(fold(v) for v in r[1:])) for r in rows[i : i + REBUILD_BATCH_ROWS]
-            ]
-            await engine.put(conn, kind, batch, fresh=True)
-            n += len(batch)
-            if progress is not None:
-                progress(kind, n, total)
-        done[kind] = n
+    async with indexes_built_after(conn):
+        await conn.exec_driver_sql(f"DELETE FROM {KEYS_TABLE}")
+        for kind in sources:
+            await conn.exec_driver_sql(f"DELETE FROM search_{kind}")
+        for kind, query in sources.items():
+            total = int(
+                (
+                    await conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))
+                ).scalar_one()
+            )
+            rows = (await conn.execute(query)).all()
+            n = 0
+            for i in range(0, len(rows), REBUILD_BATCH_ROWS):
+                batch = [
+                    (int(r[0]), tuple(fold(v) for v in r[1:]))
+                    for r in rows[i : i + REBUILD_BATCH_ROWS]
+                ]
+                await engine.put(conn, kind, batch, fresh=True)
+                n += len(batch)
+                if progress is not None:
+                    progress(kind, n, total)
+            done[kind] = n
     return done

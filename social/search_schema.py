@@ -28,6 +28,8 @@ The index rows change in the same transaction as the rows they index (social/sea
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Final
 
 import sqlalchemy as sa
@@ -117,12 +119,65 @@ async def create_keys_table(conn: AsyncConnection) -> None:
         f"CREATE TABLE {KEYS_TABLE} (kind SMALLINT NOT NULL, key TEXT{collate} NOT NULL,"
         " popularity BIGINT NOT NULL, entity_id BIGINT NOT NULL)"
     )
-    await conn.exec_driver_sql(
-        f"CREATE INDEX {KEYS_TABLE}_prefix ON {KEYS_TABLE} (kind, key, popularity, entity_id)"
-    )
-    await conn.exec_driver_sql(
-        f"CREATE INDEX {KEYS_TABLE}_entity ON {KEYS_TABLE} (kind, entity_id)"
-    )
+    for _, create in _keys_indexes():
+        await conn.exec_driver_sql(create)
+
+
+def _keys_indexes() -> list[tuple[str, str]]:
+    return [
+        (
+            f"{KEYS_TABLE}_prefix",
+            f"CREATE INDEX {KEYS_TABLE}_prefix ON {KEYS_TABLE} (kind, key, popularity, entity_id)",
+        ),
+        (
+            f"{KEYS_TABLE}_entity",
+            f"CREATE INDEX {KEYS_TABLE}_entity ON {KEYS_TABLE} (kind, entity_id)",
+        ),
+    ]
+
+
+def _engine_indexes(table: str, trgm: str) -> list[tuple[str, str]]:
+    """PostgreSQL: an index table's secondary indexes (its primary key stays)."""
+    return [
+        # Broad queries walk this index in popularity order and stop at the limit
+        # instead of joining every match with its source table to sort them.
+        (
+            f"{table}_popular",
+            f"CREATE INDEX {table}_popular ON {table} (popularity DESC, entity_id)",
+        ),
+        (f"{table}_doc", f"CREATE INDEX {table}_doc ON {table} USING gin (doc)"),
+        (
+            f"{table}_trgm",
+            f"CREATE INDEX {table}_trgm ON {table} USING gin (terms {trgm}.gin_trgm_ops)",
+        ),
+    ]
+
+
+async def _bulk_indexes(conn: AsyncConnection) -> list[tuple[str, str]]:
+    """The indexes a rebuild drops before its bulk load and creates after it: the prefix
+    keys' B-trees and (PostgreSQL) the index tables' B-tree and GIN indexes (FTS5 keeps
+    its own)."""
+    found = _keys_indexes()
+    if conn.dialect.name == "postgresql":
+        trgm = await trgm_schema(conn)
+        for table in INDEX_TABLES.values():
+            found += _engine_indexes(table, trgm)
+    return found
+
+
+@contextlib.asynccontextmanager
+async def indexes_built_after(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Drops the bulk indexes (_bulk_indexes) for the body, which fills emptied index
+    tables, and builds them afterwards, each in one pass over the filled table: a B-tree
+    or GIN index grown row by row costs several times that (measured in
+    ARCHITECTURE.md). Inside the caller's transaction: on PostgreSQL, searches wait for
+    it to commit (DROP INDEX locks the table), as they would for its row locks."""
+    indexes = await _bulk_indexes(conn)
+    for name, _ in indexes:
+        await conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+    yield
+    for _, create in indexes:
+        await conn.exec_driver_sql(create)
 
 
 async def create_index_tables(conn: AsyncConnection) -> None:
@@ -147,15 +202,8 @@ async def _create_engine_tables(conn: AsyncConnection) -> None:
             f"CREATE TABLE {table} (entity_id BIGINT PRIMARY KEY, terms TEXT NOT NULL,"
             " doc TSVECTOR NOT NULL, popularity BIGINT NOT NULL)"
         )
-        # Broad queries walk this index in popularity order and stop at the limit
-        # instead of joining every match with its source table to sort them.
-        await conn.exec_driver_sql(
-            f"CREATE INDEX {table}_popular ON {table} (popularity DESC, entity_id)"
-        )
-        await conn.exec_driver_sql(f"CREATE INDEX {table}_doc ON {table} USING gin (doc)")
-        await conn.exec_driver_sql(
-            f"CREATE INDEX {table}_trgm ON {table} USING gin (terms {trgm}.gin_trgm_ops)"
-        )
+        for _, create in _engine_indexes(table, trgm):
+            await conn.exec_driver_sql(create)
 
 
 async def drop_index_tables(conn: AsyncConnection) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.config import ConfigError, load_toml
 from common.db import Database
@@ -102,6 +104,18 @@ async def test_typeahead_by_prefix_typo_missing_letter_and_full_name(
     assert await names(search, viewer, "qqqqqq") == []
 
 
+async def test_typos_in_names_with_capitals_and_accents(db: Database, ids: IdGenerator) -> None:
+    """SQLite checks a typo's pieces on the source text when it is plain ASCII (LIKE
+    ignores case) and on the folded copy otherwise: both must find their names."""
+    viewer = await make(db, ids, "viewer")
+    loud = await make(db, ids, "u_1", "BRIGITTE  WALLACE")
+    accented = await make(db, ids, "u_2", "Søren Ångströmsson")
+    search = Search(db, SearchConfig())
+    assert (await names(search, viewer, "brigtte"))[0] == loud  # a missing letter
+    assert (await names(search, viewer, "wallcae"))[0] == loud  # a swap
+    assert (await names(search, viewer, "angstrommson"))[0] == accented  # a missing letter
+
+
 async def test_followed_accounts_rank_first_then_popular(db: Database, ids: IdGenerator) -> None:
     viewer = await make(db, ids, "viewer")
     quiet = await make(db, ids, "alex_quiet", "Alex Q", followers=3)
@@ -182,6 +196,26 @@ def test_index_keys_and_typo_pieces() -> None:
     assert search_text.typo_pieces("jonh") == ()  # no piece of 3 letters survives
     assert "%m%gret%" in search_text.like_typo_patterns("margret")
     assert search_text.fts_typo_match("jonh") is None
+
+
+def _osa_reference(a: str, b: str) -> int:
+    """The optimal string alignment distance by its textbook recurrence."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+@given(st.text("abcd", max_size=8), st.text("abcd", max_size=8), st.integers(0, 3))
+def test_edit_distance_is_osa(a: str, b: str, cutoff: int) -> None:
+    exact = _osa_reference(a, b)
+    assert search_text.edit_distance(a, b) == exact
+    assert search_text.edit_distance(a, b, cutoff=cutoff) == min(exact, cutoff + 1)
+    assert search_text.edit_distance("ca", "abc") == 3  # OSA, not Damerau: no edit of a swap
 
 
 async def test_engaged_accounts_rank_before_others(db: Database, ids: IdGenerator) -> None:
@@ -349,6 +383,40 @@ async def test_reindex_restores_a_dropped_index(db: Database, ids: IdGenerator) 
     assert len(await search.find(viewer, "comeback", "hashtags", limit=5)) == 1
     assert len(await search.find(viewer, "stage", "places", limit=5)) == 1
     assert await search.hashtag("comeback") == ("comeback", 1)
+
+
+async def _index_names(conn: Any) -> set[str]:
+    if conn.dialect.name == "postgresql":
+        found = await conn.exec_driver_sql(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+        )
+    else:
+        found = await conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")
+    return {str(r[0]) for r in found}
+
+
+async def test_rebuild_builds_its_indexes_after_the_load(db: Database, ids: IdGenerator) -> None:
+    """The rebuild drops the keys' (and PostgreSQL's index tables') secondary indexes for
+    its bulk load and creates the same ones afterwards; a failed rebuild keeps them."""
+    viewer = await make(db, ids, "viewer")
+    target = await make(db, ids, "indexed_ida", "Ida Novak")
+    async with db.snapshot() as conn:
+        before = await _index_names(conn)
+    assert {"search_keys_prefix", "search_keys_entity"} <= before
+    async with db.transaction() as conn:
+        await search_index.rebuild(conn)
+    async with db.snapshot() as conn:
+        assert await _index_names(conn) == before
+    with pytest.raises(RuntimeError, match="stopped"):
+        async with db.transaction() as conn:
+
+            def stop(kind: str, n: int, total: int) -> None:
+                raise RuntimeError("stopped")
+
+            await search_index.rebuild(conn, stop)
+    async with db.snapshot() as conn:
+        assert await _index_names(conn) == before
+    assert await names(Search(db, SearchConfig()), viewer, "ida") == [target]
 
 
 async def test_bad_queries_are_refused(db: Database, ids: IdGenerator) -> None:
