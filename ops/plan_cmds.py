@@ -205,7 +205,8 @@ def write_plot(sheet: Sheet, path: Path) -> None:
         h + w / pb for h, w in zip(hot, series["warm_if_replicated"], strict=True)
     ]
     ax.plot(series["day"], total_if_replicated, "k--", linewidth=1, label="if warm kept 3 replicas")
-    ax.axvline(sheet.value("hot_to_warm_days"), color="grey", linewidth=0.8)
+    days = sheet.value("hot_to_warm_days")
+    ax.axvline(days, color="grey", linewidth=0.8, label=f"hot to warm: {days:g} days")
     ax.set_xlabel("days since the deployment began")
     ax.set_ylabel("bytes on disk, PB")
     ax.set_title("pinhole plan: capacity over time, hot against warm")
