@@ -8,6 +8,9 @@ Figures (ratios against a baseline measured in the same run):
                           acknowledged when all synced) over single-replica PUT/s (the same
                           client machinery writing to one store node), same concurrency,
                           size and duration
+    put_cpu_3x_vs_1x      CPU per replicated put over CPU per single-replica put, the bench
+                          process (the client) and the store nodes summed: what a replica
+                          costs beyond the first (3 replicas at no shared cost would be 3)
     failover_p99_ms       p99 latency of GETs through the router (not admitted to the cache,
                           so every one reaches a store) while one store node is killed -9
                           a third of the way into the run; failover_errors must be 0
@@ -73,6 +76,7 @@ KiB: Final = 1024
 GOALS: Final = {
     "router_hit_vs_store": (">=", 0.7),
     "put_3x_vs_1x": (">=", 0.5),
+    "put_cpu_3x_vs_1x": ("<=", 3.3),
     "failover_p99_ms": ("<", 100.0),
 }
 
@@ -308,6 +312,7 @@ class ClusterBench:
         async def timed(put: Callable[[int], Awaitable[object]]) -> dict[str, float]:
             # Untimed warm-up: connections (re)opened, the writer's writable list fresh.
             await asyncio.gather(*(put(base + next(counter)) for _ in range(concurrency)))
+            writes_before, syncs_before = await write_counts()
             done = 0
             deadline = time.monotonic() + duration
 
@@ -325,11 +330,27 @@ class ClusterBench:
             elapsed = time.monotonic() - t0
             client_s = time.process_time() - client_t0
             store_s = stores.stop()
+            writes_after, syncs_after = await write_counts()
             return {
                 "per_s": done / elapsed,
+                # Group commit: fewer writes per batch on a node cost it more CPU per write.
+                "syncs_per_replica_write": (syncs_after - syncs_before)
+                / max(1, writes_after - writes_before),
                 "client_cpu_us": cpu_us_per_request(client_s, done),
                 "store_cpu_us": cpu_us_per_request(store_s, done),
             }
+
+        store_urls = [self.layout.store_url(i) for i in range(1, self.layout.stores + 1)]
+
+        async def write_counts() -> tuple[int, int]:
+            """(needle writes, fdatasyncs) of every store node's volumes so far."""
+            writes = syncs = 0
+            for url in store_urls:
+                async with StoreClient(url, credentials=self.creds) as c:
+                    for v in await c.volumes():
+                        writes += int(v["writes"])
+                        syncs += int(v["syncs"])
+            return writes, syncs
 
         alt = ALT_KEY
         async with (
@@ -389,6 +410,8 @@ class ClusterBench:
             "client_cpu_us_per_put_3x": round(median(threes, "client_cpu_us"), 1),
             "store_cpu_us_per_put_1x": round(median(ones, "store_cpu_us"), 1),
             "store_cpu_us_per_put_3x": round(median(threes, "store_cpu_us"), 1),
+            "syncs_per_replica_write_1x": round(median(ones, "syncs_per_replica_write"), 4),
+            "syncs_per_replica_write_3x": round(median(threes, "syncs_per_replica_write"), 4),
         }
         log(
             f"PUT ({concurrency} in flight): {one:,.0f}/s to one store node, "
@@ -397,6 +420,13 @@ class ClusterBench:
             f"{median(threes, 'client_cpu_us'):.0f}+{median(threes, 'store_cpu_us'):.0f}"
         )
         self.figures["put_3x_vs_1x"] = round(three / one, 3)
+        # Per slice, so the two sides of one slice pair share whatever loaded the machine.
+        cpu_ratios = [
+            (t["client_cpu_us"] + t["store_cpu_us"]) / (o["client_cpu_us"] + o["store_cpu_us"])
+            for o, t in zip(ones, threes, strict=True)
+        ]
+        self.detail["put"]["slices_cpu_3x_vs_1x"] = [round(r, 3) for r in cpu_ratios]
+        self.figures["put_cpu_3x_vs_1x"] = round(float(statistics.median(cpu_ratios)), 3)
 
     async def failover(self, blobs: list[Blob]) -> None:
         plan = self.plan
