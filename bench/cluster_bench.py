@@ -247,7 +247,11 @@ class ClusterBench:
         return rate
 
     def router_hit(self, blobs: list[Blob]) -> None:
-        store_url = self.layout.store_url(1)
+        # The store node holding the most blobs: the writer puts a run of writes in one
+        # volume, which need not have a replica on any given node (e.g. store-1).
+        held = Counter(url for b in blobs for url in b.replicas)
+        index = max(range(1, self.layout.stores + 1), key=lambda i: held[self.layout.store_url(i)])
+        store_url = self.layout.store_url(index)
         on_store = [b for b in blobs if store_url in b.replicas]
         log(f"warming the cache with {len(on_store):,} photos through the router")
         asyncio.run(self._warm([b.photo_path for b in on_store]))
@@ -257,7 +261,7 @@ class ClusterBench:
             [b.photo_path for b in on_store],
             self.pids("router", "cache"),
         )
-        store_pid = [e.pid for e in self.running.values() if e.name == "store-1"]
+        store_pid = [e.pid for e in self.running.values() if e.name == f"store-{index}"]
         direct = self.wrk_run(
             "store_direct", store_url, [b.needle_path for b in on_store], store_pid
         )
