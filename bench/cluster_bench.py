@@ -22,13 +22,13 @@ The PUT figure: both sides run in this process on the same machinery, so the rat
 replication and not HTTP clients. The 1x side does per put exactly what BlobWriter does per
 replica (xxh3_64 of the body for X-Pinhole-Checksum, the internal credential, a PUT over
 LeanHTTPClient, a 201 whose ETag is read); the 3x side is BlobWriter.put itself, volume
-choice and all. Each side runs 2 x runs slices of duration_s (2 s per side with --quick,
-as the single timed run had), the sides alternating slice by slice so that whatever else
-loads the machine weighs on both alike; each slice starts with a short untimed warm-up
-(connections, the writable list) and keeps `put_phase_concurrency` puts in flight; a
-side's rate is the median of its slices. Both also report CPU per put, the bench process's
-(the client) and the store nodes', which is far less sensitive than PUT/s to whatever else
-the machine is running.
+choice and all. Each side runs put_slices slices of duration_s (4 s per side with --quick:
+with 2 the CPU ratio of one run moved between 2.7 and 4.5), the sides alternating slice by
+slice so that whatever else loads the machine weighs on both alike; each slice starts with a
+short untimed warm-up (connections, the writable list) and keeps `put_phase_concurrency`
+puts in flight; a side's rate is the median of its slices. Both also report CPU per put, the
+bench process's (the client) and the store nodes', which is far less sensitive than PUT/s to
+whatever else the machine is running.
 
 Why 64 in flight (not 16): a store node's group commit makes durable, with one fdatasync,
 whatever is queued, so PUT/s grows with the number of writes in flight until the node runs
@@ -92,6 +92,7 @@ class Plan:
     put_phase_concurrency: int = 64  # puts(): both sides (see the module docstring)
     get_connections: int = 64
     failover_concurrency: int = 16
+    put_slices: int = 4  # puts(): slices per side, the sides alternating
 
 
 # The longest the warm-up waits for every photo to be admitted to the cache (a few of the
@@ -99,7 +100,7 @@ class Plan:
 WARM_S: Final = 30.0
 
 QUICK = Plan("quick", 2_000, 20 * KiB, 1.0, 1)
-FULL = Plan("full", 10_000, 20 * KiB, 10.0, 3)
+FULL = Plan("full", 10_000, 20 * KiB, 10.0, 3, put_slices=6)
 
 
 def log(message: str) -> None:
@@ -307,7 +308,7 @@ class ClusterBench:
 
         plan = self.plan
         concurrency = plan.put_phase_concurrency
-        duration = plan.duration_s  # per slice; 2 * runs slices per side
+        duration = plan.duration_s  # per slice; put_slices slices per side
         payload = os.urandom(plan.object_bytes)
         base = (int(time.time() * 1000) + 10_000) << 23
         counter = iter(range(10**9))
@@ -392,7 +393,7 @@ class ClusterBench:
 
                 # Slices alternate between the sides, so whatever else loads the machine
                 # meanwhile weighs on both alike.
-                for _ in range(2 * plan.runs):
+                for _ in range(plan.put_slices):
                     ones.append(await timed(put_1x))
                     threes.append(await timed(put_3x))
         finally:
