@@ -363,10 +363,16 @@ class ClusterBench:
             s.get(self.layout.directory_url + "/writable", headers=self._admin()) as r,
         ):
             vid = (await r.json())["volumes"][0]["volume_id"]
-        single = self.layout.store_url(1)
-        async with StoreClient(single, credentials=self.creds) as c:
-            vols = {v["volume_id"] for v in await c.volumes()}
-        target = vid if vid in vols else sorted(vols)[0]
+        # The single node: one holding the writable volume, else the first holding any
+        # volume (placement need not have put one on store-1).
+        held: dict[str, set[int]] = {}
+        for url in store_urls:
+            async with StoreClient(url, credentials=self.creds) as c:
+                held[url] = {v["volume_id"] for v in await c.volumes()}
+        single = next((u for u in store_urls if vid in held[u]), None) or next(
+            u for u in store_urls if held[u]
+        )
+        target = vid if vid in held[single] else sorted(held[single])[0]
         auth = self.creds.header(Purpose.WRITE)
         http = LeanHTTPClient()
 
