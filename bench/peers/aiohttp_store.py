@@ -65,6 +65,8 @@ def aiohttp_response(answer: Response) -> web.Response:
             if line:
                 name, _, value = line.partition(":")
                 headers.append((name, value.strip()))
+    # aiohttp's Response does not report a memoryview body's length up front: the
+    # needle's view is copied into bytes (about 1 us for 20 KiB), a body it sizes at once.
     return web.Response(
         status=answer.status,
         body=bytes(answer.body) if isinstance(answer.body, memoryview) else answer.body,
@@ -73,8 +75,9 @@ def aiohttp_response(answer: Response) -> web.Response:
     )
 
 
-def make_app(api: StoreHttpApi) -> web.Application:
-    """One catch-all route: StoreHttpApi does all the routing, as on the lean server."""
+def make_app(api: StoreHttpApi, *, body_bytes_max: int) -> web.Application:
+    """One catch-all route: StoreHttpApi does all the routing, as on the lean server.
+    `body_bytes_max` is the node's needle_data_bytes_max, the lean server's body limit."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await request.read() if request.can_read_body else b""
@@ -87,7 +90,7 @@ def make_app(api: StoreHttpApi) -> web.Application:
             answer = await answer
         return aiohttp_response(answer)
 
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=body_bytes_max)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
@@ -99,7 +102,8 @@ async def serve(data_dir: Path, port: int, credentials: Credentials) -> None:
     node = StoreNode(config, credentials=credentials)
     await node.start()
     api = StoreHttpApi(node, credentials=credentials)
-    runner = web.AppRunner(make_app(api), access_log=None, handle_signals=False)
+    app = make_app(api, body_bytes_max=config.volume.needle_data_bytes_max)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
         with stop_event() as stop:
