@@ -8,6 +8,9 @@ Figures (ratios against a baseline measured in the same run):
                           acknowledged when all synced) over single-replica PUT/s (the same
                           client machinery writing to one store node), same concurrency,
                           size and duration
+    put_cpu_3x_vs_1x      CPU per replicated put over CPU per single-replica put, the bench
+                          process (the client) and the store nodes summed: what a replica
+                          costs beyond the first (3 replicas at no shared cost would be 3)
     failover_p99_ms       p99 latency of GETs through the router (not admitted to the cache,
                           so every one reaches a store) while one store node is killed -9
                           a third of the way into the run; failover_errors must be 0
@@ -19,13 +22,13 @@ The PUT figure: both sides run in this process on the same machinery, so the rat
 replication and not HTTP clients. The 1x side does per put exactly what BlobWriter does per
 replica (xxh3_64 of the body for X-Pinhole-Checksum, the internal credential, a PUT over
 LeanHTTPClient, a 201 whose ETag is read); the 3x side is BlobWriter.put itself, volume
-choice and all. Each side runs 2 x runs slices of duration_s (2 s per side with --quick,
-as the single timed run had), the sides alternating slice by slice so that whatever else
-loads the machine weighs on both alike; each slice starts with a short untimed warm-up
-(connections, the writable list) and keeps `put_phase_concurrency` puts in flight; a
-side's rate is the median of its slices. Both also report CPU per put, the bench process's
-(the client) and the store nodes', which is far less sensitive than PUT/s to whatever else
-the machine is running.
+choice and all. Each side runs put_slices slices of duration_s (4 s per side with --quick:
+with 2 the CPU ratio of one run moved between 2.7 and 4.5), the sides alternating slice by
+slice so that whatever else loads the machine weighs on both alike; each slice starts with a
+short untimed warm-up (connections, the writable list) and keeps `put_phase_concurrency`
+puts in flight; a side's rate is the median of its slices. Both also report CPU per put, the
+bench process's (the client) and the store nodes', which is far less sensitive than PUT/s to
+whatever else the machine is running.
 
 Why 64 in flight (not 16): a store node's group commit makes durable, with one fdatasync,
 whatever is queued, so PUT/s grows with the number of writes in flight until the node runs
@@ -73,6 +76,7 @@ KiB: Final = 1024
 GOALS: Final = {
     "router_hit_vs_store": (">=", 0.7),
     "put_3x_vs_1x": (">=", 0.5),
+    "put_cpu_3x_vs_1x": ("<=", 3.3),
     "failover_p99_ms": ("<", 100.0),
 }
 
@@ -88,6 +92,7 @@ class Plan:
     put_phase_concurrency: int = 64  # puts(): both sides (see the module docstring)
     get_connections: int = 64
     failover_concurrency: int = 16
+    put_slices: int = 4  # puts(): slices per side, the sides alternating
 
 
 # The longest the warm-up waits for every photo to be admitted to the cache (a few of the
@@ -95,7 +100,7 @@ class Plan:
 WARM_S: Final = 30.0
 
 QUICK = Plan("quick", 2_000, 20 * KiB, 1.0, 1)
-FULL = Plan("full", 10_000, 20 * KiB, 10.0, 3)
+FULL = Plan("full", 10_000, 20 * KiB, 10.0, 3, put_slices=6)
 
 
 def log(message: str) -> None:
@@ -243,7 +248,11 @@ class ClusterBench:
         return rate
 
     def router_hit(self, blobs: list[Blob]) -> None:
-        store_url = self.layout.store_url(1)
+        # The store node holding the most blobs: the writer puts a run of writes in one
+        # volume, which need not have a replica on any given node (e.g. store-1).
+        held = Counter(url for b in blobs for url in b.replicas)
+        index = max(range(1, self.layout.stores + 1), key=lambda i: held[self.layout.store_url(i)])
+        store_url = self.layout.store_url(index)
         on_store = [b for b in blobs if store_url in b.replicas]
         log(f"warming the cache with {len(on_store):,} photos through the router")
         asyncio.run(self._warm([b.photo_path for b in on_store]))
@@ -253,7 +262,7 @@ class ClusterBench:
             [b.photo_path for b in on_store],
             self.pids("router", "cache"),
         )
-        store_pid = [e.pid for e in self.running.values() if e.name == "store-1"]
+        store_pid = [e.pid for e in self.running.values() if e.name == f"store-{index}"]
         direct = self.wrk_run(
             "store_direct", store_url, [b.needle_path for b in on_store], store_pid
         )
@@ -299,7 +308,7 @@ class ClusterBench:
 
         plan = self.plan
         concurrency = plan.put_phase_concurrency
-        duration = plan.duration_s  # per slice; 2 * runs slices per side
+        duration = plan.duration_s  # per slice; put_slices slices per side
         payload = os.urandom(plan.object_bytes)
         base = (int(time.time() * 1000) + 10_000) << 23
         counter = iter(range(10**9))
@@ -308,6 +317,7 @@ class ClusterBench:
         async def timed(put: Callable[[int], Awaitable[object]]) -> dict[str, float]:
             # Untimed warm-up: connections (re)opened, the writer's writable list fresh.
             await asyncio.gather(*(put(base + next(counter)) for _ in range(concurrency)))
+            writes_before, syncs_before = await write_counts()
             done = 0
             deadline = time.monotonic() + duration
 
@@ -325,11 +335,27 @@ class ClusterBench:
             elapsed = time.monotonic() - t0
             client_s = time.process_time() - client_t0
             store_s = stores.stop()
+            writes_after, syncs_after = await write_counts()
             return {
                 "per_s": done / elapsed,
+                # Group commit: fewer writes per batch on a node cost it more CPU per write.
+                "syncs_per_replica_write": (syncs_after - syncs_before)
+                / max(1, writes_after - writes_before),
                 "client_cpu_us": cpu_us_per_request(client_s, done),
                 "store_cpu_us": cpu_us_per_request(store_s, done),
             }
+
+        store_urls = [self.layout.store_url(i) for i in range(1, self.layout.stores + 1)]
+
+        async def write_counts() -> tuple[int, int]:
+            """(needle writes, fdatasyncs) of every store node's volumes so far."""
+            writes = syncs = 0
+            for url in store_urls:
+                async with StoreClient(url, credentials=self.creds) as c:
+                    for v in await c.volumes():
+                        writes += int(v["writes"])
+                        syncs += int(v["syncs"])
+            return writes, syncs
 
         alt = ALT_KEY
         async with (
@@ -337,10 +363,16 @@ class ClusterBench:
             s.get(self.layout.directory_url + "/writable", headers=self._admin()) as r,
         ):
             vid = (await r.json())["volumes"][0]["volume_id"]
-        single = self.layout.store_url(1)
-        async with StoreClient(single, credentials=self.creds) as c:
-            vols = {v["volume_id"] for v in await c.volumes()}
-        target = vid if vid in vols else sorted(vols)[0]
+        # The single node: one holding the writable volume, else the first holding any
+        # volume (placement need not have put one on store-1).
+        held: dict[str, set[int]] = {}
+        for url in store_urls:
+            async with StoreClient(url, credentials=self.creds) as c:
+                held[url] = {v["volume_id"] for v in await c.volumes()}
+        single = next((u for u in store_urls if vid in held[u]), None) or next(
+            u for u in store_urls if held[u]
+        )
+        target = vid if vid in held[single] else sorted(held[single])[0]
         auth = self.creds.header(Purpose.WRITE)
         http = LeanHTTPClient()
 
@@ -367,7 +399,7 @@ class ClusterBench:
 
                 # Slices alternate between the sides, so whatever else loads the machine
                 # meanwhile weighs on both alike.
-                for _ in range(2 * plan.runs):
+                for _ in range(plan.put_slices):
                     ones.append(await timed(put_1x))
                     threes.append(await timed(put_3x))
         finally:
@@ -389,6 +421,8 @@ class ClusterBench:
             "client_cpu_us_per_put_3x": round(median(threes, "client_cpu_us"), 1),
             "store_cpu_us_per_put_1x": round(median(ones, "store_cpu_us"), 1),
             "store_cpu_us_per_put_3x": round(median(threes, "store_cpu_us"), 1),
+            "syncs_per_replica_write_1x": round(median(ones, "syncs_per_replica_write"), 4),
+            "syncs_per_replica_write_3x": round(median(threes, "syncs_per_replica_write"), 4),
         }
         log(
             f"PUT ({concurrency} in flight): {one:,.0f}/s to one store node, "
@@ -397,6 +431,13 @@ class ClusterBench:
             f"{median(threes, 'client_cpu_us'):.0f}+{median(threes, 'store_cpu_us'):.0f}"
         )
         self.figures["put_3x_vs_1x"] = round(three / one, 3)
+        # Per slice, so the two sides of one slice pair share whatever loaded the machine.
+        cpu_ratios = [
+            (t["client_cpu_us"] + t["store_cpu_us"]) / (o["client_cpu_us"] + o["store_cpu_us"])
+            for o, t in zip(ones, threes, strict=True)
+        ]
+        self.detail["put"]["slices_cpu_3x_vs_1x"] = [round(r, 3) for r in cpu_ratios]
+        self.figures["put_cpu_3x_vs_1x"] = round(float(statistics.median(cpu_ratios)), 3)
 
     async def failover(self, blobs: list[Blob]) -> None:
         plan = self.plan

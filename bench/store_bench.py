@@ -6,6 +6,10 @@ Figures (ratios, each against a baseline measured in the same run on the same ma
                               size and queue depth (direct I/O: the raw device)
     get_vs_swift, put_vs_swift   / OpenStack Swift's object server alone on loopback, one
                               worker like the one-process store node (2-worker figures too)
+    lean_vs_aiohttp           hot 20 KiB GET/s of the node / the same handler, node and
+                              volume served by aiohttp (bench/peers/aiohttp_store.py); with
+                              aiohttp_cpu_vs_lean, the servers' CPU per request in the same
+                              ratio: what "our own HTTP layer" buys, kept measured (no goal)
     put_durable_vs_fio_fsync  acknowledged (synced) PUT/s / fio's one-fdatasync-per-write
     ram_bytes_per_needle, reopen_s   needle map RAM and reopen time (bench/needle_map_bench.py)
 
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.peers import free_port
+from bench.peers.aiohttp_store import AiohttpStoreProcess
 from bench.peers.cpu import ProcessCpu, cpu_us_per_request
 from bench.peers.debian import Availability, PeerUnavailableError, ensure_debian_packages
 from bench.peers.fio import (
@@ -97,6 +102,7 @@ class Bench:
         self.figures: dict[str, Any] = {}
         self.detail: dict[str, Any] = {}
         self.peers: dict[str, str] = {}
+        self.paths_files: dict[int, Path] = {}  # object size -> the GET paths of its set
 
     def log(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -160,6 +166,7 @@ class Bench:
             self.store_gets(node, sets, volume_file, avail)
             self.store_puts(node, avail)
             self.swift(node, swift, sets[0])
+        self.aiohttp_peer(sets[0], volume_file, secret_file)
         self.needle_map()
 
     def store_gets(
@@ -182,6 +189,7 @@ class Bench:
                 tag = f"{s.size_bytes // KiB}k"
                 suffix = "" if s is sets[0] else f"_{tag}"
                 paths_file = shuffled_paths_file(self.work / f"paths-{tag}", s.store_paths(), 1)
+                self.paths_files[s.size_bytes] = paths_file
                 warm(volume_file)
                 store_rps, _, _ = self.http_run(
                     f"store_get_hot_{tag}",
@@ -342,6 +350,27 @@ class Bench:
         self.figures["put_vs_swift"] = round(self.store_put_rps / rates[1][1], 2)
         self.figures["get_vs_swift_2_workers"] = round(store_get / rates[2][0], 2)
         self.figures["put_vs_swift_2_workers"] = round(self.store_put_rps / rates[2][1], 2)
+
+    def aiohttp_peer(self, s: ObjectSet, volume_file: Path, secret_file: Path) -> None:
+        """The hot GET of `s` again, the node's own handler behind aiohttp instead of
+        leanhttp (the node has stopped: one process opens the volumes at a time)."""
+        tag = f"{s.size_bytes // KiB}k"
+        with AiohttpStoreProcess(
+            self.work / "store", secret_file, self.work / "aiohttp-store.log"
+        ) as peer:
+            warm(volume_file)
+            rps, cpu_us, _ = self.http_run(
+                f"aiohttp_get_hot_{tag}",
+                lambda: [peer.pid],
+                base_url=peer.url,
+                paths=self.paths_files[s.size_bytes],
+                headers={"Authorization": peer.read_authorization},
+                connections=self.plan.hot_connections,
+                duration_s=self.plan.duration_s,
+            )
+        lean = self.detail[f"store_get_hot_{tag}"]
+        self.figures["lean_vs_aiohttp"] = round(lean["requests_per_s"] / rps, 3)
+        self.figures["aiohttp_cpu_vs_lean"] = round(cpu_us / lean["server_cpu_us_per_request"], 3)
 
     def needle_map(self) -> None:
         d = self.work / "needle-map"

@@ -28,13 +28,17 @@ batches and costs each store node about 40% more CPU per write. Over time and ov
 writers the draws spread the load across volumes.
 
 Cost: the replica PUTs are the data path, so they go over the lean HTTP client
-(common/leanhttp, about a third of aiohttp's CPU per request); the directory calls stay
-on aiohttp. Per put the writer computes the data's xxh3_64 once (X-Pinhole-Checksum, the
-same for every replica and attempt; the credential is derived once per writer), sends the
-first replica's PUT from the caller's task and one task per other replica, and touches the
-directory only when the cached list is stale or a replica failed. `put_file` reads the
+(common/leanhttp, about a third of aiohttp's CPU per request); the directory calls stay on
+aiohttp. Per put the writer computes the data's xxh3_64 once (X-Pinhole-Checksum, the same
+for every replica and attempt; the credential is derived once per writer), builds the
+replica PUTs once (LeanHTTPClient.request_each: one encoded head for all but each request
+line and Host, the same body object) and writes them back to back before awaiting any
+answer, with no task per replica, and touches the directory only when the cached list is
+stale or a replica failed. Against a task per replica this cut the writer's instructions
+per 3-replica put by about a sixth (callgrind: 325 k to 274 k, 3.2x to 2.6x a single PUT's;
+ARCHITECTURE.md, "A replicated put built once, written back to back"). `put_file` reads the
 file once on a thread for its checksum; then every replica's request streams it on its own
-(the page cache serves the repeats), so no put holds the whole file in memory.
+task (the page cache serves the repeats), so no put holds the whole file in memory.
 """
 
 from __future__ import annotations
@@ -54,7 +58,13 @@ import xxhash
 
 from common import request_ids
 from common.credentials import Credentials, Purpose
-from common.leanhttp.client import FileBody, HttpClientError, HttpTimeoutError, LeanHTTPClient
+from common.leanhttp.client import (
+    ClientResponse,
+    FileBody,
+    HttpClientError,
+    HttpTimeoutError,
+    LeanHTTPClient,
+)
 from directory.client import DirectoryClient
 from directory.errors import DirectoryError, NoWritableVolume
 from store.client import StoreClientError, needle_path
@@ -389,21 +399,23 @@ class BlobWriter:
         vid = lv.volume_id
         path = needle_path(vid, key, alt_key, cookie)
         urls = lv.urls
-        # Every replica at once: the others on their own tasks, the first one from here
-        # (one task fewer per put than gathering them all).
-        loop = asyncio.get_running_loop()
-        others = [
-            loop.create_task(self._replica_put(http, url + path, payload)) for url in urls[1:]
-        ]
-        try:
-            results = [await self._replica_put(http, urls[0] + path, payload)]
-            for task in others:
-                results.append(await task)
-        except BaseException:
-            for task in others:
-                if not task.cancel() and not task.cancelled():
-                    task.exception()  # retrieved: no "exception was never retrieved" log
-            raise
+        body = payload.body
+        results: list[bytes | StoreClientError]
+        if isinstance(body, FileBody):
+            results = await self._replica_puts_streamed(
+                http, [url + path for url in urls], body, payload.headers
+            )
+        else:
+            # Every replica at once, built once: one head, one body object, all written
+            # before any answer is awaited, no task per replica (request_each).
+            answers = await http.request_each(
+                "PUT",
+                [url + path for url in urls],
+                headers=payload.headers,
+                body=body,
+                timeout_s=self._replica_timeout_s,
+            )
+            results = [_replica_result(url + path, a) for url, a in zip(urls, answers, strict=True)]
         failed = [
             (node_id, r)
             for node_id, r in zip(lv.node_ids, results, strict=True)
@@ -429,38 +441,46 @@ class BlobWriter:
                 log.error("could not queue the delete of a partial write on %d: %s", vid, e)
         return None, failed
 
-    async def _replica_put(
+    async def _replica_puts_streamed(
+        self,
+        http: LeanHTTPClient,
+        urls: list[str],
+        body: FileBody,
+        headers: tuple[tuple[str, str], ...],
+    ) -> list[bytes | StoreClientError]:
+        """put_file's replica PUTs: each streams the file on its own, the others on their
+        own tasks and the first from here (one task fewer than gathering them all)."""
+        loop = asyncio.get_running_loop()
+        others = [
+            loop.create_task(self._replica_put_streamed(http, url, body, headers))
+            for url in urls[1:]
+        ]
+        try:
+            results = [await self._replica_put_streamed(http, urls[0], body, headers)]
+            for task in others:
+                results.append(await task)
+        except BaseException:
+            for task in others:
+                if not task.cancel() and not task.cancelled():
+                    task.exception()  # retrieved: no "exception was never retrieved" log
+            raise
+        return results
+
+    async def _replica_put_streamed(
         self,
         http: LeanHTTPClient,
         url: str,
-        payload: _Payload,
+        body: FileBody,
+        headers: tuple[tuple[str, str], ...],
     ) -> bytes | StoreClientError:
-        """One replica's PUT: the 201 answer's body, or the failure as a StoreClientError
-        (returned, not raised: a failed replica is an expected outcome)."""
-        timeout_s = self._replica_timeout_s
-        body, headers = payload.body, payload.headers
+        """One replica's PUT of a file body (a failed replica is returned, not raised)."""
         try:
-            if isinstance(body, FileBody):
-                resp = await http.request(
-                    "PUT", url, headers=headers, body_file=body, timeout_s=timeout_s
-                )
-            else:
-                resp = await http.request(
-                    "PUT", url, headers=headers, body=body, timeout_s=timeout_s
-                )
-        except HttpTimeoutError:
-            return StoreClientError(0, "timeout", f"{url} did not answer in time")
+            resp = await http.request(
+                "PUT", url, headers=headers, body_file=body, timeout_s=self._replica_timeout_s
+            )
         except HttpClientError as e:
-            return StoreClientError(0, "unreachable", f"cannot reach {url}: {e}")
-        if resp.status == 201:
-            return resp.body
-        code, message = "http_error", resp.body[:200].decode(errors="replace")
-        try:
-            err = json.loads(resp.body)["error"]
-            code, message = str(err["code"]), str(err["message"])
-        except (ValueError, KeyError, TypeError):
-            pass
-        return StoreClientError(resp.status, code, message)
+            return _replica_result(url, e)
+        return _replica_result(url, resp)
 
     async def delete(self, volume_id: int, key: int, alt_key: int | None = None) -> dict[str, Any]:
         """Deletes one variant (or every variant) everywhere, through the directory."""
@@ -473,6 +493,25 @@ def _volume(doc: dict[str, Any]) -> _Volume:
     if not urls or len(node_ids) != len(urls):
         raise DirectoryError(0, "bad_response", f"writable volume without replicas: {doc}")
     return _Volume(int(doc["volume_id"]), urls, node_ids)
+
+
+def _replica_result(url: str, answer: ClientResponse | HttpClientError) -> bytes | StoreClientError:
+    """One replica's outcome: the 201 answer's body, or the failure as a StoreClientError
+    (a failed replica is an expected outcome, not an exception). Anything but a 201 fails
+    the replica, whatever its body says."""
+    if isinstance(answer, HttpTimeoutError):
+        return StoreClientError(0, "timeout", f"{url} did not answer in time")
+    if isinstance(answer, HttpClientError):
+        return StoreClientError(0, "unreachable", f"cannot reach {url}: {answer}")
+    if answer.status == 201:
+        return answer.body
+    code, message = "http_error", answer.body[:200].decode(errors="replace")
+    try:
+        err = json.loads(answer.body)["error"]
+        code, message = str(err["code"]), str(err["message"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    return StoreClientError(answer.status, code, message)
 
 
 def _file_digest(path: str | os.PathLike[str]) -> tuple[int, int]:

@@ -12,6 +12,10 @@ Contract:
 * ``request`` sends one request and returns a ``ClientResponse`` with the complete body.
   Bodies framed by Content-Length, chunked, or by the connection closing are all read;
   HEAD responses and 1xx/204/304 have no body.
+* ``request_each`` sends one request to several origins at once (a blob to its replicas):
+  the head is encoded once (only the request line and Host differ), every request with an
+  idle connection is written before any answer is awaited and without a task, and each
+  origin's answer or HttpClientError comes back in its slot.
 * One request at a time per connection (no pipelining). After a complete response that
   allows keep-alive, the connection goes back to its origin's idle pool; anything else
   (errors, timeouts, a cancelled caller, "Connection: close", a close-delimited body)
@@ -48,7 +52,7 @@ import asyncio
 import os
 import socket
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple, cast
 
@@ -815,6 +819,104 @@ class LeanHTTPClient:
             if reader is not None:
                 reader.close()
 
+    async def request_each(
+        self,
+        method: str,
+        urls: Sequence[str],
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+        timeout_s: float = 10.0,
+    ) -> list[ClientResponse | HttpClientError]:
+        """``request(method, url, ...)`` for every url of ``urls`` at once, one answer (or
+        the HttpClientError it ended with) per url, in order; nothing is raised for one
+        url's failure. The same request to several origins (a blob to its replicas).
+
+        Built once, sent back to back: the head fields (headers, Content-Length, request
+        id) are encoded once and only each url's request line and Host are its own; the
+        body is the same object on every connection. Every url with an idle connection
+        gets its request written before any answer is awaited, with no task per request;
+        a url that needs a new connection (or whose idle one turned out closed) goes
+        through ``request`` on its own task. A cancelled caller aborts every connection
+        still in use and cancels those tasks, as ``request`` does for its one."""
+        if self._closed:
+            raise HttpClientError("the client is closed", url=urls[0] if urls else "")
+        loop = self._loop
+        deadline = loop.time() + timeout_s
+        head_request = method == "HEAD"
+        tail = b""
+        sent: list[tuple[_Pool, _Connection, asyncio.Future[ClientResponse]] | None] = []
+        tasks: dict[int, asyncio.Task[ClientResponse]] = {}
+        try:
+            for i, url in enumerate(urls):
+                pool, target = self._route(url)
+                conn = None
+                idle = pool.idle
+                while idle:
+                    conn = idle.pop()
+                    if conn.alive:
+                        break
+                    conn = None
+                if conn is None:
+                    sent.append(None)
+                    tasks[i] = loop.create_task(
+                        self.request(method, url, headers=headers, body=body, timeout_s=timeout_s)
+                    )
+                    continue
+                if not tail:
+                    tail = self._encode_fields_once(method, headers, len(body))
+                data = self._request_line(method, target, pool.host_header) + tail
+                self._connections_reused += 1
+                sent.append((pool, conn, conn.start(
+                    data, body, head_request=head_request, deadline=deadline, url=url
+                )))  # fmt: skip
+            results: list[ClientResponse | HttpClientError] = []
+            for i, url in enumerate(urls):
+                entry = sent[i]
+                if entry is None:
+                    results.append(await _answer_or_error(tasks.pop(i)))
+                    continue
+                pool, conn, waiter = entry
+                try:
+                    resp = await waiter
+                except _Stale:
+                    # The server closed the idle connection as we wrote: once more on a
+                    # new one, as request() does (every url gets the same method).
+                    conn.finish()
+                    sent[i] = None
+                    again = self.request(
+                        method, url, headers=headers, body=body, timeout_s=timeout_s
+                    )
+                    results.append(await _answer_or_error(again))
+                    continue
+                except HttpClientError as exc:
+                    conn.finish()
+                    pool.discard(conn)
+                    sent[i] = None
+                    exc.url = exc.url or url
+                    kind = type(exc).__name__
+                    self._errors[kind] = self._errors.get(kind, 0) + 1
+                    results.append(exc)
+                    continue
+                conn.finish()
+                sent[i] = None
+                if conn.keep_alive and not self._closed:
+                    pool.release(conn)
+                else:
+                    pool.discard(conn)
+                self._requests_total += 1
+                results.append(resp)
+            return results
+        except BaseException:
+            for entry in sent:
+                if entry is not None:
+                    entry[1].finish()
+                    entry[0].discard(entry[1])
+            for task in tasks.values():
+                if not task.cancel() and not task.cancelled():
+                    task.exception()  # retrieved: no "exception was never retrieved" log
+            raise
+
     async def _send_file(
         self, conn: _Connection, reader: _FileReader, waiter: asyncio.Future[ClientResponse]
     ) -> None:
@@ -849,6 +951,24 @@ class LeanHTTPClient:
         headers: Sequence[tuple[str, str]],
         length: int,
     ) -> bytes:
+        return self._request_line(method, target, host_header) + self._encode_fields_once(
+            method, headers, length
+        )
+
+    @staticmethod
+    def _request_line(method: str, target: str, host_header: str) -> bytes:
+        """The request line and Host: the only part of a request that names its origin."""
+        # A space, CR or LF in the target would split the request line (or the request).
+        if " " in target or "\r" in target or "\n" in target:
+            raise ValueError("CR/LF in a header field or a space in the request target")
+        if "\r" in host_header or "\n" in host_header:
+            raise ValueError("CR/LF in a header field or a space in the request target")
+        return f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
+
+    def _encode_fields_once(
+        self, method: str, headers: Sequence[tuple[str, str]], length: int
+    ) -> bytes:
+        """The head after Host, to its blank line: the same for every origin."""
         if headers:
             # Callers on the photo path send the same few header tuples over and over
             # (the router keeps them per volume): encode and check each one once.
@@ -861,11 +981,6 @@ class LeanHTTPClient:
                     self._header_blocks[headers] = block
         else:
             block = ""
-        # A space, CR or LF in the target would split the request line (or the request).
-        if " " in target or "\r" in target or "\n" in target:
-            raise ValueError("CR/LF in a header field or a space in the request target")
-        if "\r" in host_header or "\n" in host_header:
-            raise ValueError("CR/LF in a header field or a space in the request target")
         if length or method in ("POST", "PUT", "PATCH"):
             length_line = f"Content-Length: {length}\r\n"
         else:
@@ -873,9 +988,7 @@ class LeanHTTPClient:
         request_id = current_request_id.get()
         if request_id is not None:  # well formed (request_ids.accept): no CR, LF or space
             length_line = f"X-Request-Id: {request_id}\r\n{length_line}"
-        return (
-            f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n{block}{length_line}\r\n"
-        ).encode("latin-1")
+        return f"{block}{length_line}\r\n".encode("latin-1")
 
     async def close(self) -> None:
         """Closes the idle connections and fails the requests waiting for one; requests
@@ -900,6 +1013,16 @@ class LeanHTTPClient:
             errors_by_kind=dict(self._errors),
             file_body_buffered_bytes_max=self._file_body_buffered_max,
         )
+
+
+async def _answer_or_error(
+    answer: Awaitable[ClientResponse],
+) -> ClientResponse | HttpClientError:
+    """The response, or the HttpClientError it failed with (returned, not raised)."""
+    try:
+        return await answer
+    except HttpClientError as exc:
+        return exc
 
 
 def _encode_fields(headers: Sequence[tuple[str, str]]) -> str:

@@ -28,7 +28,7 @@ def test_quick_cluster_benchmark_produces_every_figure(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
     assert doc["mode"] == "quick"
-    for name in ("router_hit_vs_store", "put_3x_vs_1x", "failover_p99_ms"):
+    for name in ("router_hit_vs_store", "put_3x_vs_1x", "put_cpu_3x_vs_1x", "failover_p99_ms"):
         value = doc["figures"][name]
         assert isinstance(value, int | float) and value > 0, (name, value)
     for label in ("router_cache_hit", "store_direct"):

@@ -21,6 +21,8 @@ FIGURES = [
     "put_durable_vs_fio_fsync",
     "ram_bytes_per_needle",
     "reopen_s",
+    "lean_vs_aiohttp",
+    "aiohttp_cpu_vs_lean",
 ]
 
 
@@ -41,7 +43,13 @@ def test_quick_store_benchmark_produces_every_figure(tmp_path: Path) -> None:
     for name in FIGURES:
         value = doc["figures"][name]
         assert isinstance(value, int | float) and value > 0, (name, value)
-    for label in ("store_get_hot_20k", "nginx_get_20k", "store_get_cold_20k", "store_put_20k"):
+    for label in (
+        "store_get_hot_20k",
+        "nginx_get_20k",
+        "store_get_cold_20k",
+        "store_put_20k",
+        "aiohttp_get_hot_20k",
+    ):
         run = doc["detail"][label]
         assert run["requests_per_s"] > 0 and run["server_cpu_us_per_request"] > 0
     # The cold runs really read from the device (quick mode has enough objects not to wrap).

@@ -415,3 +415,79 @@ async def test_cancelled_caller_frees_its_connection(
         assert client.statistics().connections_open == 1
     finally:
         await client.close()
+
+
+# --------------------------------------------------------------------------- request_each
+
+
+async def test_request_each_answers_every_origin_in_order_and_reuses_connections(
+    client: LeanHTTPClient, lean: Callable[..., Awaitable[tuple[LeanHTTPServer, str]]]
+) -> None:
+    servers = [await lean(echo) for _ in range(3)]
+    urls = [f"{url}/n/1/2" for _, url in servers]
+    for _ in range(3):
+        answers = await client.request_each(
+            "PUT", urls, headers=(("X-A", "1"),), body=b"x" * 1000, timeout_s=5.0
+        )
+        for (_, url), answer in zip(servers, answers, strict=True):
+            assert not isinstance(answer, HttpClientError)
+            assert answer.status == 200
+            assert answer.body == b"PUT /n/1/2? 1000"
+            assert answer.headers["x-seen-host"] == url[7:]
+    # The first call opened one connection per origin; the later ones took them idle.
+    st = client.statistics()
+    assert (st.requests_total, st.connections_opened, st.connections_reused) == (9, 3, 6)
+    assert [srv.statistics().connections_total for srv, _ in servers] == [1, 1, 1]
+
+
+async def test_request_each_returns_each_failure_in_its_slot(
+    client: LeanHTTPClient,
+    lean: Callable[..., Awaitable[tuple[LeanHTTPServer, str]]],
+    raw: Callable[[RawHandler], Awaitable[str]],
+) -> None:
+    answered = 0
+
+    async def garbage_after_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        while True:
+            head = await read_head(reader)
+            await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+            if answered:
+                writer.write(b"HTTP/1.1 abc\r\n\r\n")
+                await writer.drain()
+                writer.close()
+                return
+            answered += 1
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    _, good = await lean(echo)
+    bad = await raw(garbage_after_one)
+    refused = "http://127.0.0.1:9"
+    first = await client.request_each("PUT", [good + "/a", bad + "/a"], body=b"1")
+    assert [getattr(a, "status", None) for a in first] == [200, 201]
+    # On reused connections (bad) and a new one (refused) alike: a failure stays in its slot.
+    answers = await client.request_each("PUT", [bad + "/b", refused + "/b", good + "/b"], body=b"2")
+    assert isinstance(answers[0], HttpProtocolError)
+    assert isinstance(answers[1], HttpConnectError)
+    assert not isinstance(answers[2], HttpClientError) and answers[2].status == 200
+    assert client.statistics().errors_by_kind["HttpProtocolError"] == 1
+
+
+async def test_request_each_cancelled_aborts_every_connection_in_use(
+    client: LeanHTTPClient, lean: Callable[..., Awaitable[tuple[LeanHTTPServer, str]]]
+) -> None:
+    async def slow(req: Request) -> Response:
+        await asyncio.sleep(5 if req.path == "/slow" else 0)
+        return Response(200, b"ok")
+
+    urls = [url for _, url in [await lean(slow) for _ in range(2)]]
+    await client.request_each("GET", [u + "/fast" for u in urls])  # connections now idle
+    task = asyncio.ensure_future(client.request_each("GET", [u + "/slow" for u in urls]))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)
+    st = client.statistics()
+    assert (st.connections_open, st.connections_idle) == (0, 0)

@@ -58,6 +58,66 @@ class FakeStore:
         return web.json_response(answer, status=201)
 
 
+# What a RawStore answers after reading a whole request, by behaviour.
+_RAW_ANSWERS = {
+    # Not HTTP at all.
+    "garbage": b"this is not an HTTP answer\r\n\r\n",
+    # A head announcing more body than ever comes: the connection closes mid-answer.
+    "truncated": b'HTTP/1.1 201 Created\r\nContent-Length: 100\r\n\r\n{"etag": ',
+    # Well-formed, but not the 201 a stored needle answers.
+    "wrong_status": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+}
+
+
+@dataclass
+class RawStore:
+    """A store node at the byte level: records each request exactly as it arrived (head and
+    body) and answers like the store, except that after its first `ok_first` answers a
+    `behaviour` other than "ok" answers with one of _RAW_ANSWERS and closes."""
+
+    node_id: str
+    behaviour: str = "ok"
+    ok_first: int = 0
+    url: str = ""
+    requests: list[bytes] = field(default_factory=list)
+
+    async def start(self, stack: contextlib.AsyncExitStack) -> str:
+        server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        stack.push_async_callback(server.wait_closed)
+        stack.callback(server.close)
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        return self.url
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                if self.behaviour != "ok" and len(self.requests) > self.ok_first:
+                    writer.write(_RAW_ANSWERS[self.behaviour])
+                    await writer.drain()
+                    return
+                answer = json.dumps(
+                    {"etag": f'"{xxhash.xxh3_64_intdigest(body):016x}"', "size": len(body)}
+                ).encode()
+                writer.write(
+                    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+                )
+                await writer.drain()
+        finally:
+            writer.close()
+
+
 @dataclass
 class FakeDirectory:
     volumes: list[dict[str, Any]]
@@ -96,11 +156,11 @@ def _unused_url() -> str:
 
 @contextlib.asynccontextmanager
 async def scripted(
-    layout: dict[int, list[FakeStore | str]],
+    layout: dict[int, list[FakeStore | str]] | dict[int, list[FakeStore | RawStore | str]],
 ) -> AsyncIterator[FakeDirectory]:
-    """A directory listing volume id -> replicas (a FakeStore; "absent": a port with
-    nothing behind it; "absent:<name>": node <name>, absent, wherever it is named), with
-    every FakeStore serving."""
+    """A directory listing volume id -> replicas (a FakeStore or RawStore; "absent": a port
+    with nothing behind it; "absent:<name>": node <name>, absent, wherever it is named),
+    with every FakeStore and RawStore serving."""
     async with contextlib.AsyncExitStack() as stack:
         urls: dict[str, str] = {}
         for replicas in layout.values():
@@ -109,11 +169,13 @@ async def scripted(
                     app = web.Application(client_max_size=64 * 1024 * 1024)
                     app.router.add_put("/n/{tail:.*}", r.handle)
                     r.url = urls[r.node_id] = await _serve(app, stack)
+                elif isinstance(r, RawStore) and r.node_id not in urls:
+                    urls[r.node_id] = await r.start(stack)
                 elif isinstance(r, str) and r.startswith("absent:") and r not in urls:
                     urls[r] = _unused_url()
 
-        def replica(vid: int, i: int, r: FakeStore | str) -> tuple[str, str]:
-            if isinstance(r, FakeStore):
+        def replica(vid: int, i: int, r: FakeStore | RawStore | str) -> tuple[str, str]:
+            if isinstance(r, FakeStore | RawStore):
                 return r.url, r.node_id
             if r in urls:
                 return urls[r], r.partition(":")[2]
@@ -159,6 +221,54 @@ async def test_every_replica_gets_the_same_checksum_credential_and_body() -> Non
             assert headers["X-Pinhole-Checksum"] == f"{xxhash.xxh3_64_intdigest(data):016x}"
             assert headers["Authorization"] == creds(SECRET).header(Purpose.WRITE)
         assert directory.calls == [("GET", "/writable", None)]
+
+
+def _without_host(request: bytes) -> bytes:
+    return b"\r\n".join(line for line in request.split(b"\r\n") if not line.startswith(b"Host:"))
+
+
+async def test_every_replica_receives_the_same_bytes_but_for_its_host_line() -> None:
+    stores = [RawStore("a"), RawStore("b"), RawStore("c")]
+    data = os.urandom(20 * 1024)
+    async with (
+        scripted({1: list(stores)}) as directory,
+        BlobWriter(directory.url, credentials=creds(SECRET)) as writer,
+    ):
+        # The first put opens the connections, the second reuses them (request_each's
+        # one-head, back-to-back path).
+        for key in (1, 2):
+            ref = await writer.put(key, 7, data, cookie=0xABC)
+            assert ref.etag == f'"{xxhash.xxh3_64_intdigest(data):016x}"'
+    for key, position in ((1, 0), (2, 1)):
+        received = [s.requests[position] for s in stores]
+        assert all(r.endswith(b"\r\n\r\n" + data) for r in received)
+        assert received[0].startswith(b"PUT /n/1/%d/7/0000000000000abc HTTP/1.1\r\n" % key)
+        assert len({_without_host(r) for r in received}) == 1
+        # Each names its own origin in Host.
+        hosts = {s.url.removeprefix("http://") for s in stores}
+        assert {r.split(b"\r\n")[1].decode().removeprefix("Host: ") for r in received} == hosts
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [("garbage", "unreachable"), ("truncated", "unreachable"), ("wrong_status", "http_error")],
+)
+async def test_a_corrupt_replica_answer_fails_the_put_on_that_volume(bad: str, reason: str) -> None:
+    layout: dict[int, list[FakeStore | RawStore | str]] = {
+        # The bad node answers one put well: the failing put reuses every connection.
+        1: [RawStore("a"), RawStore("bad", bad, ok_first=1), RawStore("b")],
+        2: [RawStore("c"), RawStore("d"), RawStore("e")],
+    }
+    async with (
+        scripted(layout) as directory,
+        BlobWriter(directory.url, credentials=creds(SECRET), replica_timeout_s=2.0) as writer,
+    ):
+        assert (await writer.put(4, 1, b"first", volume_id=1)).volume_id == 1
+        ref = await writer.put(5, 1, b"second", volume_id=1)
+        assert ref.volume_id == 2
+        assert directory.of("POST", "/volumes/1/readonly") == [{"reason": reason, "node_id": "bad"}]
+        # The two good replicas took the write: its delete is queued.
+        assert directory.of("POST", "/deletes") == [{"volume_id": 1, "key": "5", "alt_key": 1}]
 
 
 async def test_concurrent_puts_share_one_volume_and_one_directory_call() -> None:
@@ -327,7 +437,7 @@ async def test_a_cancelled_put_leaves_no_replica_request_running() -> None:
             await put
         await asyncio.sleep(0)
         names = [getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks()]
-        assert not [n for n in names if "_replica_put" in n]
+        assert not [n for n in names if "_replica_put" in n or n == "LeanHTTPClient.request"]
         assert directory.of("POST", "/volumes/1/readonly") == []
 
 
