@@ -11,11 +11,13 @@ recorded count adds store nodes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -339,12 +341,8 @@ def _up_join(
         raise CliError(str(e), EXIT_USAGE) from e
     jc.save(layout)
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
     running = lc.read_registry(root)
-    try:
+    with _foreground(root, detach=detach):
         for service in layout.services():
             entry = running.get(service.name)
             if entry is None or not lc.alive(entry):
@@ -360,20 +358,6 @@ def _up_join(
             return
         click.echo("Ctrl-C stops them")
         _watch(layout)
-    except KeyboardInterrupt:
-        pass
-    except lc.ClusterError as e:
-        if not detach:
-            _down(root, quiet=True)
-        raise CliError(str(e), EXIT_FAILED) from e
-    except BaseException:
-        if not detach:
-            _down(root, quiet=True)
-        raise
-    if not detach:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _down(root, quiet=False)
 
 
 @click.command()
@@ -451,12 +435,7 @@ def up(
         load_config(layout.config_file, serving=True)
     lc.save_layout(layout)
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    running: dict[str, lc.Running] = {}
-    try:
+    with _foreground(root, detach=detach):
         running, _ = lc.start_missing(layout)
         run(lc.wait_up(layout, running))
         urls = run(_seed_demo(layout)) if demo else []
@@ -467,6 +446,20 @@ def up(
             return
         click.echo("Ctrl-C stops the cluster")
         _watch(layout)
+
+
+@contextlib.contextmanager
+def _foreground(root: Path, *, detach: bool) -> Iterator[None]:
+    """Around starting a root's services (a local cluster or a joined host): SIGTERM stops
+    them as Ctrl-C does; a failure stops what was started unless --detach, a ClusterError
+    as a one-line error; in the foreground, leaving the block stops every service."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
     except KeyboardInterrupt:
         pass
     except lc.ClusterError as e:
