@@ -58,6 +58,10 @@ Figures (goals from issue 12; the table says ok or MISSED):
     migrate_vs_write_path      migrate_mb_s / write_path_mb_s: how close the migration
                                comes to only writing its output durably (no goal: what
                                bounds it once encoding is cheap)
+    encode_vs_pyeclib_ceiling  write_path_mb_s / pyeclib_encode_mb_s: the highest
+                               encode_vs_pyeclib any migration could show on this machine,
+                               since it must at least write what it stores (no goal: it
+                               says whether encode_vs_pyeclib's goal is reachable here)
     write_path_mb_s            plaintext MB / the write path's seconds (step 5)
     migrate_mb_s               plaintext MB / the migration's own seconds (encode, seal,
                                write through the storage nodes, fsync; f4.encoder's stats,
@@ -311,6 +315,7 @@ class F4Bench:
             sys.executable, "-m", "ops.cli",
             "--config", str(self.layout.root / BENCH_F4_CONFIG), "f4", *args, "--json",
         ]  # fmt: skip
+        argv = lc.profiled_argv(argv, f"f4-{args[0]}")
         t0 = time.perf_counter()
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_S_MAX)
         seconds = time.perf_counter() - t0
@@ -649,6 +654,9 @@ class F4Bench:
         self.figures["write_path_mb_s"] = round(plaintext / 1e6 / seconds, 1)
         self.figures["migrate_vs_write_path"] = round(
             self.figures["migrate_mb_s"] / self.figures["write_path_mb_s"], 3
+        )
+        self.figures["encode_vs_pyeclib_ceiling"] = round(
+            self.figures["write_path_mb_s"] / self.figures["pyeclib_encode_mb_s"], 4
         )
         self.detail["write_path"] = {
             "blocks": count,

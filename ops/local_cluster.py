@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -418,11 +419,18 @@ PROFILE_DIR_ENV: Final = "PINHOLE_PROFILE_DIR"
 def profiled(service: Service) -> list[str]:
     """The service's argv, run under cProfile when PROFILE_DIR_ENV names a directory (a
     developer's tool: `<dir>/<service>.prof` is written when the service stops cleanly)."""
-    argv = list(service.argv)
+    return profiled_argv(service.argv, service.name)
+
+
+def profiled_argv(argv: Sequence[str], name: str) -> list[str]:
+    """`argv` (`python -m module ...`) under cProfile writing `<dir>/<name>.prof` when
+    PROFILE_DIR_ENV names a directory; else `argv` as it is. Commands a benchmark runs
+    (a migration, a rebuild) are profiled this way too."""
+    argv = list(argv)
     where = os.environ.get(PROFILE_DIR_ENV)
     if not where or argv[:2] != [sys.executable, "-m"]:
         return argv
-    out = Path(where).resolve() / f"{service.name}.prof"
+    out = Path(where).resolve() / f"{name}.prof"
     return [sys.executable, "-m", "cProfile", "-o", str(out), *argv[1:]]
 
 

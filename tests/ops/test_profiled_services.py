@@ -59,3 +59,18 @@ def test_a_service_runs_under_cprofile_and_writes_its_profile_when_stopped(
 
     monkeypatch.delenv(lc.PROFILE_DIR_ENV)
     assert lc.profiled(service) == list(service.argv)
+
+
+def test_a_command_runs_under_cprofile_only_when_the_directory_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = [sys.executable, "-m", "ops.cli", "f4", "migrate", "--json"]
+    monkeypatch.delenv(lc.PROFILE_DIR_ENV, raising=False)
+    assert lc.profiled_argv(argv, "f4-migrate") == argv
+    monkeypatch.setenv(lc.PROFILE_DIR_ENV, str(tmp_path))
+    assert lc.profiled_argv(argv, "f4-migrate") == [
+        sys.executable, "-m", "cProfile", "-o", str(tmp_path / "f4-migrate.prof"),
+        "-m", "ops.cli", "f4", "migrate", "--json",
+    ]  # fmt: skip
+    # Not a `python -m` command line: left alone.
+    assert lc.profiled_argv(["/usr/bin/fio", "x"], "fio") == ["/usr/bin/fio", "x"]
