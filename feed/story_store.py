@@ -23,14 +23,20 @@ drop ever sets (a build that saw it before it expired stores nothing: one build 
 The embedded store journals its queue of first views to a file when given one
 (feed/story_journal.py): `mark_seen` returns once the view's record is written, `open`
 replays the file, and `settled` (the flusher's word that a batch it took is in SQL) lets it
-empty or shrink the file. Redis keeps its queue in the server, so `settled` is a no-op
-there.
+empty or shrink the file. On Redis a batch is taken under a lease, in the server: the same
+script that pops it from `sq` records it in `sb` (a hash, batch token -> its views) and its
+deadline in `sl` (a sorted set), so a flusher whose process dies between the take and the
+SQL commit loses nothing. `settled` deletes the batch; `requeue` puts it back at the head;
+a batch still taken TAKEN_LEASE_S after it was taken is put back at the head by the next
+take, whoever makes it (a slow flusher's batch may then be written twice, which
+social/story_views.record absorbs: it skips the pairs already there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -41,6 +47,13 @@ from feed.story_journal import ViewJournal
 View = tuple[int, int, float]  # (story_id, viewer_id, viewed_unix_s)
 
 PENDING: Final = "sq"
+TAKEN_BATCHES: Final = "sb"  # batch token -> its views, "\n"-joined
+TAKEN_LEASES: Final = "sl"  # batch token, scored by its lease's end (server ms)
+# A batch taken and neither settled nor requeued this long after is taken to be lost with
+# its flusher's process and queued again. Far longer than a batch's SQL write takes.
+TAKEN_LEASE_S: Final = 60.0
+# Lost batches put back by one take, at most (each is one flush batch of views).
+RECLAIMED_PER_TAKE_MAX: Final = 16
 # Far longer than any tray build takes (see the module docstring).
 TRAY_GENERATION_TTL_S: Final = 3600.0
 
@@ -73,6 +86,46 @@ redis.call('RPUSH', KEYS[4], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
+return 1
+"""
+
+
+# KEYS: pending list, taken batches hash, leases zset. ARGV: count, token, lease ms,
+# reclaim max. Puts lost batches (lease ended) back at the head, oldest lease first, then
+# takes up to `count` views under a new lease. Server time, so every host agrees.
+_TAKE_LUA: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lost = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+for i = #lost, 1, -1 do
+  local batch = redis.call('HGET', KEYS[2], lost[i])
+  if batch then
+    local views = {}
+    for v in string.gmatch(batch, '[^\\n]+') do views[#views + 1] = v end
+    for j = #views, 1, -1 do redis.call('LPUSH', KEYS[1], views[j]) end
+  end
+  redis.call('HDEL', KEYS[2], lost[i])
+  redis.call('ZREM', KEYS[3], lost[i])
+end
+local taken = redis.call('LPOP', KEYS[1], tonumber(ARGV[1]))
+if not taken then return {} end
+redis.call('HSET', KEYS[2], ARGV[2], table.concat(taken, '\\n'))
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[2])
+return taken
+"""
+
+# KEYS: pending list, taken batches hash, leases zset. ARGV: token, "1" to requeue.
+# Ends a batch's lease: settled (dropped) or requeued (back at the head). A batch already
+# reclaimed by another take is not there any more: nothing happens.
+_RELEASE_LUA: Final = """
+local batch = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if batch and ARGV[2] == '1' then
+  local views = {}
+  for v in string.gmatch(batch, '[^\\n]+') do views[#views + 1] = v end
+  for j = #views, 1, -1 do redis.call('LPUSH', KEYS[1], views[j]) end
+end
 return 1
 """
 
@@ -146,12 +199,17 @@ class StoryStore(Protocol):
 class RedisStoryStore:
     """The stories' hot state on a Redis server (redis.asyncio)."""
 
-    def __init__(self, url: str, *, prefix: str) -> None:
+    def __init__(self, url: str, *, prefix: str, taken_lease_s: float = TAKEN_LEASE_S) -> None:
         import redis.asyncio as aioredis
 
         self.prefix = prefix
         self.redis: Any = aioredis.Redis.from_url(url, decode_responses=False)
+        self.taken_lease_s = taken_lease_s
+        # The batches this process took and has not settled: views -> their tokens.
+        self._taken: dict[tuple[View, ...], list[str]] = {}
         self._mark = self.redis.register_script(_MARK_LUA)
+        self._take = self.redis.register_script(_TAKE_LUA)
+        self._release = self.redis.register_script(_RELEASE_LUA)
         self._put_tray = self.redis.register_script(_PUT_TRAY_LUA)
         self._drop_trays = self.redis.register_script(_DROP_TRAYS_LUA)
 
@@ -187,16 +245,36 @@ class RedisStoryStore:
         values = await self.redis.mget([self._k(_count_key(s)) for s in story_ids])
         return {s: int(v) for s, v in zip(story_ids, values, strict=True) if v is not None}
 
+    def _queue_keys(self) -> list[str]:
+        return [self._k(PENDING), self._k(TAKEN_BATCHES), self._k(TAKEN_LEASES)]
+
     async def take_pending(self, count: int) -> list[View]:
-        raw = await self.redis.lpop(self._k(PENDING), count)
-        return [_decode(r) for r in raw or ()]
+        token = secrets.token_hex(8)
+        lease_ms = max(0, int(self.taken_lease_s * 1000))
+        args: list[int | str] = [count, token, lease_ms, RECLAIMED_PER_TAKE_MAX]
+        raw = await self._take(keys=self._queue_keys(), args=args)
+        views = [_decode(r) for r in raw or ()]
+        if views:
+            self._taken.setdefault(tuple(views), []).append(token)
+        return views
+
+    async def _end_lease(self, views: Sequence[View], *, requeue: bool) -> None:
+        batch = tuple(views)
+        tokens = self._taken.get(batch)
+        if not tokens:
+            if requeue and views:  # not a batch this store took: queue the views as given
+                await self.redis.lpush(self._k(PENDING), *[_encode(v) for v in reversed(views)])
+            return
+        token = tokens.pop()
+        if not tokens:
+            del self._taken[batch]
+        await self._release(keys=self._queue_keys(), args=[token, "1" if requeue else "0"])
 
     async def requeue(self, views: Sequence[View]) -> None:
-        if views:
-            await self.redis.lpush(self._k(PENDING), *[_encode(v) for v in reversed(views)])
+        await self._end_lease(views, requeue=True)
 
     async def settled(self, views: Sequence[View]) -> None:
-        pass  # LPOP removed them from the server's queue already
+        await self._end_lease(views, requeue=False)
 
     async def pending(self) -> int:
         return int(await self.redis.llen(self._k(PENDING)))
