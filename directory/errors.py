@@ -55,6 +55,13 @@ class Conflict(DirectoryError):
     code = "conflict"
 
 
+class StaleCopyHeld(Conflict):
+    """The node still holds an old copy of the volume (a replica replaced while it was
+    away); the releases loop removes it, and the node's next heartbeat says so."""
+
+    code = "stale_copy_held"
+
+
 class NoCapacity(Conflict):
     """The placement policy cannot be met with the alive store nodes that have room."""
 

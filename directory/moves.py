@@ -15,6 +15,7 @@ neither re-replicated nor balanced. The replica endpoints refuse f4 nodes and f4
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ from directory.errors import (
     Conflict,
     DirectoryNotFound,
     NodeNotFound,
+    StaleCopyHeld,
     VolumeInF4,
     VolumeNotFound,
 )
@@ -34,6 +36,19 @@ from directory.state import ClusterState
 
 if TYPE_CHECKING:
     from directory.service import Directory
+
+
+def reported_volume_ids(volumes_json: str) -> set[int]:
+    """The volume ids in a node's last heartbeat (`nodes.volumes_json`)."""
+    try:
+        reported = json.loads(volumes_json)
+    except ValueError:
+        return set()
+    return {
+        v["volume_id"]
+        for v in reported
+        if isinstance(v, dict) and isinstance(v.get("volume_id"), int)
+    }
 
 
 def _endpoint(state: ClusterState, node_id: str) -> dict[str, str]:
@@ -70,10 +85,18 @@ def replication_plan(state: ClusterState) -> list[dict[str, Any]]:
         if needed <= 0:
             continue
         keep = [state.candidate(r.node_id) for r in (*ready, *copying)]
+        # Not onto a node still holding an old copy (add_replica refuses it until the
+        # releases loop has deleted the copy).
+        placed = {r.node_id for r in lv.replicas}
+        usable = [
+            c
+            for c in candidates
+            if c.node_id in placed or lv.volume_id not in state.nodes[c.node_id].volumes
+        ]
         try:
-            targets = place(policy, candidates, keep=keep)[len(keep) :]
+            targets = place(policy, usable, keep=keep)[len(keep) :]
         except Unsatisfiable:
-            targets = loose_targets(needed, candidates, keep=keep)
+            targets = loose_targets(needed, usable, keep=keep)
         dead = [
             r.node_id
             for r in haystack
@@ -132,7 +155,9 @@ async def add_replica(directory: Directory, volume_id: int, body: dict[str, Any]
             raise VolumeNotFound(f"no logical volume {volume_id}")
         if volume.state == LogicalVolumeState.F4:
             raise VolumeInF4(f"volume {volume_id} is served by f4: it takes no Haystack replica")
-        node = (await conn.execute(sa.select(n.c.role).where(n.c.node_id == node_id))).first()
+        node = (
+            await conn.execute(sa.select(n.c.role, n.c.volumes_json).where(n.c.node_id == node_id))
+        ).first()
         if node is None or node.role != NodeRole.STORE:
             raise NodeNotFound(f"no store node {node_id}")
         existing = (
@@ -142,6 +167,14 @@ async def add_replica(directory: Directory, volume_id: int, body: dict[str, Any]
         ).first()
         if existing is not None:
             return  # idempotent: a resumed move adds the same replica again
+        if volume_id in reported_volume_ids(node.volumes_json):
+            # A copy the directory places nowhere (a replica replaced while the node was
+            # away): it missed every delete since, so it must never turn ready. The
+            # releases loop deletes it (tiering.replaced_copies); a move may follow.
+            raise StaleCopyHeld(
+                f"{node_id} still holds an old copy of volume {volume_id}; it is released "
+                "by the directory's releases loop: retry after the node's next heartbeat"
+            )
         await conn.execute(
             rp.insert().values(
                 volume_id=volume_id,

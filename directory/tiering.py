@@ -29,6 +29,9 @@ A release that failed (store down, timeout) is not lost: `release_pass` (the `re
 loop) orders `DELETE /volumes/{vid}` on every alive store node whose last heartbeat still
 reports a volume in state f4. The state `f4` is final: nothing turns a volume back into a
 Haystack one, so a store node reporting such a volume only ever holds a released copy.
+The same loop deletes the copies of active volumes that returning store nodes still hold
+after `pinhole volume fix-replication` replaced them (`replaced_copies`): such a copy
+missed every delete made while its node was away.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from directory.errors import (
     VolumeWritable,
 )
 from directory.moves import remove_rows
+from directory.placement import Placement
 from directory.registry import NODE_ID_CHARS_MAX
 from directory.schema import LOCK, LogicalVolumeState, NodeRole, ReplicaState
 from directory.state import ClusterState, VolumeInfo, load_state
@@ -72,6 +76,9 @@ class Release:
     node_id: str
     url: str
     size_bytes: int
+    # "f4": a copy of a volume f4 serves; "replaced": a replica replaced while its node
+    # was away (replaced_copies). Names the counters: <kind>_releases, <kind>_release_failures.
+    kind: str = "f4"
 
 
 def _node_id(body: dict[str, Any]) -> str:
@@ -216,7 +223,7 @@ async def abort(directory: Directory, volume_id: int, body: dict[str, Any]) -> N
     directory.log.info("volume %d: f4 copy on %s aborted", volume_id, node_id)
 
 
-def _release(state: ClusterState, volume_id: int, node_id: str) -> Release:
+def _release(state: ClusterState, volume_id: int, node_id: str, kind: str = "f4") -> Release:
     node = state.nodes.get(node_id)
     reported = node.volumes.get(volume_id, {}) if node is not None else {}
     size = reported.get("size_bytes", 0)
@@ -225,7 +232,34 @@ def _release(state: ClusterState, volume_id: int, node_id: str) -> Release:
         node_id=node_id,
         url=node.url if node is not None else "",
         size_bytes=size if isinstance(size, int) and size >= 0 else 0,
+        kind=kind,
     )
+
+
+def replaced_copies(state: ClusterState) -> list[Release]:
+    """Copies of active volumes that alive store nodes report although the directory
+    places no replica of the volume on them, while the placement's replica count of ready
+    replicas on alive nodes holds the volume elsewhere: a replica replaced while its node
+    was away (fix-replication removed its row, and with it the deletes owed to it), so a
+    copy that missed every delete since. Never released: a volume the directory does not
+    know (a directory restored from an older backup may not know newer volumes), one not
+    active (being created, or in f4: leftovers() has those), one short of ready replicas.
+    moves.add_replica refuses a node while it reports such a copy, so no replica row can
+    appear for it between this snapshot and the release."""
+    need = Placement.parse(state.config.placement).replica_count
+    out = []
+    for node in state.stores(alive_only=True):
+        for vid in sorted(node.volumes):
+            lv = state.volumes.get(vid)
+            if lv is None or lv.state != LogicalVolumeState.ACTIVE:
+                continue
+            if any(r.node_id == node.node_id for r in lv.replicas):
+                continue
+            held = [r for r in state.ready_alive(lv) if not state.on_f4(r.node_id)]
+            if len(held) < need:
+                continue
+            out.append(_release(state, vid, node.node_id, "replaced"))
+    return out
 
 
 def leftovers(state: ClusterState, volume_id: int | None = None) -> list[Release]:
@@ -278,15 +312,20 @@ async def release(
     for r, what in zip(releases, found, strict=True):
         ok = what in (_DELETED, _ABSENT)
         if what == _DELETED:
-            directory.counters["f4_releases"] += 1
+            directory.counters[f"{r.kind}_releases"] += 1
             directory.log.info(
-                "volume %d released on %s (%d bytes)", r.volume_id, r.node_id, r.size_bytes
+                "volume %d released on %s (%s copy, %d bytes)",
+                r.volume_id,
+                r.node_id,
+                r.kind,
+                r.size_bytes,
             )
         elif not ok:
-            directory.counters["f4_release_failures"] += 1
+            directory.counters[f"{r.kind}_release_failures"] += 1
             directory.log.warning(
-                "volume %d: release on %s failed (the releases loop retries): %s",
+                "volume %d: release of the %s copy on %s failed (the releases loop retries): %s",
                 r.volume_id,
+                r.kind,
                 r.node_id,
                 what,
             )
@@ -305,9 +344,10 @@ async def release(
 
 
 async def release_pass(directory: Directory) -> None:
-    """The `releases` loop: releases what alive store nodes still report of f4 volumes
-    (at most loop_batch_max per pass)."""
+    """The `releases` loop: releases what alive store nodes still report of f4 volumes,
+    and the replicas replaced while their node was away (at most loop_batch_max per
+    pass)."""
     state = await directory.state()
-    pending = leftovers(state)[: directory.config.loop_batch_max]
+    pending = [*leftovers(state), *replaced_copies(state)][: directory.config.loop_batch_max]
     if pending:
         await release(directory, pending, absent_listed=False)

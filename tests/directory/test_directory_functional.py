@@ -23,6 +23,7 @@ from directory.repairs import repair_pass
 from directory.schema import LogicalVolumeState, RepairState, ReplicaState
 from directory.server import running_directory
 from directory.service import LOOPS, Directory
+from directory.tiering import release_pass
 from directory.writer import BlobWriter
 from store.client import StoreClientError
 from tests.conftest import auth, creds
@@ -586,3 +587,61 @@ async def test_a_volume_still_being_created_moves_off_a_dead_node(
         for node in cluster.nodes:
             if node.node_id in now_on:
                 assert node.node is not None and vid in node.node.volumes
+
+
+async def test_a_replaced_replica_is_released_when_its_node_returns(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    """fix-replication's moves replace a dead replica; the node comes back holding the old
+    copy, which missed the deletes made meanwhile: the releases loop deletes it, and no
+    move may turn it into a replica before that."""
+    config = fast_config(backend)
+    async with (
+        running_cluster(config, tmp_path, loops=False, clock=ManualClock()) as cluster,
+        cluster.client() as c,
+    ):
+        (lv,) = await c.create_volumes(1)
+        vid = lv["volume_id"]
+        holders = sorted(r["node_id"] for r in lv["replicas"])
+        (spare,) = {"store-1", "store-2", "store-3", "store-4"} - set(holders)
+        async with BlobWriter(cluster.url, credentials=creds(SECRET)) as writer:
+            await writer.put(41, 0, b"written before the node went away")
+        victim = cluster.node(holders[0])
+        await victim.stop()
+        await cluster.advance(config.node_timeout_s * 1.1)
+        (move,) = await c.plan_replication()
+        assert (move["target"]["node_id"], move["replaces"]) == (spare, victim.node_id)
+        await c.add_replica(vid, spare, replaces=victim.node_id)
+
+        await victim.start()  # back, still holding the volume
+        files = sorted(victim.data_dir.rglob(f"v{vid}.*"))
+        assert files
+        await release_pass(cluster.directory)  # still one of its replicas: kept
+        assert sorted(victim.data_dir.rglob(f"v{vid}.*")) == files
+        await c.replica_ready(vid, spare)  # the victim's replica row goes
+        # The old copy may not become a replica again, nor be planned as a target.
+        with pytest.raises(DirectoryError) as e:
+            await c.add_replica(vid, victim.node_id)
+        assert (e.value.status, e.value.code) == (409, "stale_copy_held")
+        # Two ready replicas elsewhere (one holder away) are not enough to release it, and
+        # no move replaces the holder with the victim (the only other alive node).
+        away = cluster.node(holders[1])
+        await away.pause_heartbeats()
+        await cluster.advance(config.node_timeout_s * 1.1)
+        assert await c.plan_replication() == []
+        await release_pass(cluster.directory)
+        assert sorted(victim.data_dir.rglob(f"v{vid}.*")) == files
+        assert cluster.directory.counters["replaced_releases"] == 0
+        away.resume_heartbeats()
+        await cluster.advance(0.01)
+
+        await release_pass(cluster.directory)  # three ready replicas without the victim
+        assert sorted(victim.data_dir.rglob(f"v{vid}.*")) == []
+        assert cluster.directory.counters["replaced_releases"] == 1
+        await victim.beat_once()
+        assert vid not in (await cluster.directory.state()).nodes[victim.node_id].volumes
+        await release_pass(cluster.directory)  # nothing left to release
+        assert cluster.directory.counters["replaced_releases"] == 1
+        # The node holds nothing of the volume now: it may take a replica again.
+        after = await c.add_replica(vid, victim.node_id)
+        assert {r["node_id"]: r["state"] for r in after["replicas"]}[victim.node_id] == "copying"

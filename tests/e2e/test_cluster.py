@@ -325,3 +325,42 @@ def _until(c: Cluster, ok: Callable[[dict[str, Any]], bool], path: str) -> dict[
 
     result: dict[str, Any] = c.run(go())
     return result
+
+
+def test_a_returning_node_drops_the_replicas_replaced_while_it_was_away(cluster: Cluster) -> None:
+    """store-2, killed at the start and replaced by fix-replication, comes back with its old
+    copies: they missed the deletes made since, so the directory's releases loop deletes
+    them, and a photo deleted meanwhile is gone from the node's files too."""
+    c = cluster
+    volumes = c.root / "store-2" / "volumes"
+    held = {int(p.stem[1:]) for p in volumes.glob("v*.dat")}
+    assert held, "store-2 held replicas when it was killed"
+    ref, data = next((r, d) for r, d in c.blobs.values() if r.volume_id in held)
+    copy = volumes / f"v{ref.volume_id}.dat"
+    assert data in copy.read_bytes()
+
+    async def delete() -> None:
+        async with BlobWriter(c.layout.directory_url, credentials=creds(c.secret)) as w:
+            await w.delete(ref.volume_id, ref.key)
+
+    c.run(delete())
+    del c.blobs[ref.key]
+    layout = lc.load_layout(c.root)
+    assert layout is not None
+    running = lc.read_registry(c.root)
+    store2 = next(s for s in layout.services() if s.name == "store-2")
+    running["store-2"] = lc.start(store2, c.root)
+    lc.write_registry(c.root, running)
+    c.run(lc.wait_healthy([running["store-2"]]))
+
+    deadline = time.monotonic() + 60
+    while any(any(volumes.glob(f"v{vid}.*")) for vid in held):
+        assert time.monotonic() < deadline, sorted(p.name for p in volumes.iterdir())
+        time.sleep(0.2)
+    assert not any(data in p.read_bytes() for p in (c.root / "store-2").rglob("*") if p.is_file())
+    _until(
+        c,
+        lambda doc: doc["process"]["counters"].get("replaced_releases", 0) == len(held),
+        "/status",
+    )
+    _all_reads_succeed(c, via_cdn=True)
