@@ -40,7 +40,11 @@ async def allocate(directory: Directory, count: int, *, partial: bool) -> list[i
         state = await load_state(conn, directory.config, now)
         candidates = {c.node_id: c for c in state.placement_candidates()}
         top = (await conn.execute(sa.select(sa.func.max(lv.c.volume_id)))).scalar()
-        next_vid = int(top or 0) + 1
+        # Above every id a store node reported too: after a restore from an older backup
+        # the nodes may hold volumes the directory no longer knows, and an id handed out
+        # again would name two volumes.
+        reported = max((vid for n in state.nodes.values() for vid in n.volumes), default=0)
+        next_vid = max(int(top or 0), reported) + 1
         planned: list[tuple[int, tuple[str, ...]]] = []
         for _ in range(count):
             try:

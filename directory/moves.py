@@ -168,13 +168,19 @@ async def add_replica(directory: Directory, volume_id: int, body: dict[str, Any]
         if existing is not None:
             return  # idempotent: a resumed move adds the same replica again
         if volume_id in reported_volume_ids(node.volumes_json):
-            # A copy the directory places nowhere (a replica replaced while the node was
-            # away): it missed every delete since, so it must never turn ready. The
-            # releases loop deletes it (tiering.replaced_copies); a move may follow.
+            # A copy the directory did not place there: one a move replaced while the node
+            # was away (it missed every delete since; the releases loop deletes it,
+            # tiering.replaced_copies), or one the directory never knew (a restore from
+            # an older backup). Either way it must never turn ready.
             raise StaleCopyHeld(
-                f"{node_id} still holds an old copy of volume {volume_id}; it is released "
-                "by the directory's releases loop: retry after the node's next heartbeat"
+                f"{node_id} holds a copy of volume {volume_id} that the directory did not "
+                "place there: a replaced replica is deleted by the releases loop (retry "
+                "after the node's next heartbeat); any other needs an operator "
+                "(docs/operations/backup.md)"
             )
+        # A replaced copy the node no longer holds: nothing left to release.
+        rr = schema.replaced_replicas
+        await conn.execute(rr.delete().where(rr.c.volume_id == volume_id, rr.c.node_id == node_id))
         await conn.execute(
             rp.insert().values(
                 volume_id=volume_id,
@@ -209,6 +215,18 @@ async def replica_ready(directory: Directory, volume_id: int, node_id: str) -> N
         )
         if row.replaces and row.replaces != node_id:
             await remove_rows(conn, volume_id, row.replaces)
+            # Its node may come back with the old copy: the releases loop deletes it.
+            rr = schema.replaced_replicas
+            await conn.execute(
+                rr.delete().where(rr.c.volume_id == volume_id, rr.c.node_id == row.replaces)
+            )
+            await conn.execute(
+                rr.insert().values(
+                    volume_id=volume_id,
+                    node_id=row.replaces,
+                    replaced_unix_s=directory.clock.now(),
+                )
+            )
     directory.log.info("volume %d: replica on %s ready", volume_id, node_id)
 
 

@@ -152,6 +152,22 @@ _leases_v1 = sa.Table(
     sa.Column("expires_unix_s", sa.Float, nullable=False),
 )
 
+# Migration 1's tables: what it creates stays fixed as tables are added later.
+_tables_v1 = tuple(metadata.sorted_tables)
+
+# Replicas a move replaced (replica_ready of a copy made with `replaces`), kept until the
+# releases loop has deleted the old copy from its node or the node no longer reports it
+# (tiering.replaced_copies): a copy is deleted only if this table says the directory
+# itself replaced it, never because the directory merely does not know it (as after a
+# restore from an older backup).
+replaced_replicas = sa.Table(
+    "directory_replaced_replicas",
+    metadata,
+    sa.Column("volume_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("node_id", sa.String(200), primary_key=True),
+    sa.Column("replaced_unix_s", sa.Float, nullable=False),
+)
+
 _indexes = (
     sa.Index("directory_replicas_by_node", replicas.c.node_id),
     sa.Index("directory_pending_deletes_due", pending_deletes.c.next_try_unix_s),
@@ -176,7 +192,12 @@ MIGRATIONS: Final = (
     Migration(
         1,
         "nodes, logical volumes, replicas, pending deletes, repairs, leases",
-        [CreateTable(t) for t in metadata.sorted_tables] + [CreateIndex(i) for i in _indexes],
+        [CreateTable(t) for t in _tables_v1] + [CreateIndex(i) for i in _indexes],
     ),
     Migration(2, "the loops' leases move to the job framework's table", _move_leases()),
+    Migration(
+        3,
+        "replicas a move replaced, until their old copy is released",
+        [CreateTable(replaced_replicas)],
+    ),
 )

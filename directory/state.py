@@ -69,6 +69,8 @@ class ClusterState:
     config: DirectoryConfig
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     volumes: dict[int, VolumeInfo] = field(default_factory=dict)
+    # (volume id, node id) of the replicas moves replaced (schema.replaced_replicas).
+    replaced: set[tuple[int, str]] = field(default_factory=set)
 
     @property
     def volume_id_max(self) -> int:
@@ -230,6 +232,9 @@ async def load_state(conn: AsyncConnection, config: DirectoryConfig, now: float)
             created_unix_s=float(m["created_unix_s"]),
         )
         by_volume.setdefault(r.volume_id, []).append(r)
+    rr = schema.replaced_replicas.c
+    for row in await conn.execute(sa.select(rr.volume_id, rr.node_id)):
+        state.replaced.add((int(row.volume_id), row.node_id))
     lvs = await conn.execute(sa.select(schema.logical_volumes).order_by("volume_id"))
     for row in lvs:
         m = row._mapping

@@ -237,19 +237,22 @@ def _release(state: ClusterState, volume_id: int, node_id: str, kind: str = "f4"
 
 
 def replaced_copies(state: ClusterState) -> list[Release]:
-    """Copies of active volumes that alive store nodes report although the directory
-    places no replica of the volume on them, while the placement's replica count of ready
-    replicas on alive nodes holds the volume elsewhere: a replica replaced while its node
-    was away (fix-replication removed its row, and with it the deletes owed to it), so a
-    copy that missed every delete since. Never released: a volume the directory does not
-    know (a directory restored from an older backup may not know newer volumes), one not
-    active (being created, or in f4: leftovers() has those), one short of ready replicas.
-    moves.add_replica refuses a node while it reports such a copy, so no replica row can
-    appear for it between this snapshot and the release."""
+    """Copies that alive store nodes still report of replicas a move replaced
+    (`state.replaced`: fix-replication replaced them while their node was away, removing
+    the deletes owed to them, so the copy missed every delete since; or balance's own
+    cleanup failed), of active volumes the directory places no replica of on that node,
+    while the placement's replica count of ready replicas on alive nodes holds the volume
+    elsewhere. A copy the directory did not itself replace is never released, even if it
+    knows no replica there (after a restore from an older backup a node may hold a newer
+    volume under an id the directory reuses). moves.add_replica refuses a node while it
+    reports such a copy, so no replica row can appear for it between this snapshot and the
+    release."""
     need = Placement.parse(state.config.placement).replica_count
     out = []
     for node in state.stores(alive_only=True):
         for vid in sorted(node.volumes):
+            if (vid, node.node_id) not in state.replaced:
+                continue
             lv = state.volumes.get(vid)
             if lv is None or lv.state != LogicalVolumeState.ACTIVE:
                 continue
@@ -349,5 +352,27 @@ async def release_pass(directory: Directory) -> None:
     pass)."""
     state = await directory.state()
     pending = [*leftovers(state), *replaced_copies(state)][: directory.config.loop_batch_max]
+    done: list[tuple[int, str]] = []
     if pending:
-        await release(directory, pending, absent_listed=False)
+        outcomes = await release(directory, pending, absent_listed=True)
+        done = [
+            (o["volume_id"], o["node_id"])
+            for r, o in zip(pending, outcomes, strict=True)
+            if o["ok"] and r.kind == "replaced"
+        ]
+    # Replaced replicas whose alive node no longer holds the copy have nothing left to
+    # release (those of nodes still away wait for them).
+    done += [
+        (vid, node_id)
+        for vid, node_id in state.replaced
+        if state.alive(node_id) and vid not in state.nodes[node_id].volumes
+    ]
+    if done:
+        await forget_replaced(directory, done)
+
+
+async def forget_replaced(directory: Directory, pairs: list[tuple[int, str]]) -> None:
+    rr = schema.replaced_replicas
+    async with directory.db.transaction(lock=LOCK) as conn:
+        for vid, node_id in pairs:
+            await conn.execute(rr.delete().where(rr.c.volume_id == vid, rr.c.node_id == node_id))

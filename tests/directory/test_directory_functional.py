@@ -645,3 +645,34 @@ async def test_a_replaced_replica_is_released_when_its_node_returns(
         # The node holds nothing of the volume now: it may take a replica again.
         after = await c.add_replica(vid, victim.node_id)
         assert {r["node_id"]: r["state"] for r in after["replicas"]}[victim.node_id] == "copying"
+
+
+async def test_a_copy_the_directory_did_not_place_is_kept_and_its_id_never_reused(
+    backend: dict[str, Any], tmp_path: Path
+) -> None:
+    """As after a restore from an older backup: a node holds volumes the directory does not
+    know, or under an id it knows for other replicas. Nothing deletes them, no move makes
+    them replicas, and new volumes get ids above every reported one."""
+    config = fast_config(backend)
+    async with (
+        running_cluster(config, tmp_path, loops=False, clock=ManualClock()) as cluster,
+        cluster.client() as c,
+    ):
+        (lv,) = await c.create_volumes(1)
+        vid = lv["volume_id"]
+        (spare,) = {"store-1", "store-2", "store-3", "store-4"} - {
+            r["node_id"] for r in lv["replicas"]
+        }
+        node = cluster.node(spare)
+        async with node.client() as store:
+            await store.create_volume(vid)  # the same id, not placed there by the directory
+            await store.create_volume(vid + 7)  # an id the directory does not know
+        await node.beat_once()
+        await release_pass(cluster.directory)
+        assert len(list(node.data_dir.rglob(f"v{vid}.*"))) > 0
+        assert len(list(node.data_dir.rglob(f"v{vid + 7}.*"))) > 0
+        with pytest.raises(DirectoryError) as e:
+            await c.add_replica(vid, spare)
+        assert (e.value.status, e.value.code) == (409, "stale_copy_held")
+        (new,) = await c.create_volumes(1)
+        assert new["volume_id"] == vid + 8
