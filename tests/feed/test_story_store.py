@@ -4,6 +4,7 @@ journal of first views) and the real Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 import uuid
@@ -29,6 +30,13 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         finally:
             await journalled.close()
         return
+    async with redis_story_store() as redis:
+        yield redis
+
+
+@contextlib.asynccontextmanager
+async def redis_story_store() -> AsyncIterator[RedisStoryStore]:
+    """A RedisStoryStore under a fresh prefix, its keys deleted afterwards."""
     redis = RedisStoryStore(REDIS_URL, prefix=f"t{uuid.uuid4().hex[:12]}:")
     try:
         await redis.redis.ping()
@@ -119,19 +127,8 @@ asyncio.run(main())
 
 @pytest.fixture
 async def redis_prefix() -> AsyncIterator[str]:
-    probe = RedisStoryStore(REDIS_URL, prefix=f"t{uuid.uuid4().hex[:12]}:")
-    try:
-        await probe.redis.ping()
-    except Exception as e:
-        await probe.close()
-        if IN_CI:
-            pytest.fail(f"Redis unavailable: {e!r}")
-        pytest.skip(f"Redis unavailable: {e!r}")
-    try:
+    async with redis_story_store() as probe:
         yield probe.prefix
-    finally:
-        await drop_keys(probe)  # type: ignore[arg-type]
-        await probe.close()
 
 
 async def _queued(store: StoryStore, *views: tuple[int, int, float]) -> None:
