@@ -143,6 +143,7 @@ def role_of(creds: Credentials) -> str | None:
             set(creds.tokens) == grant.sends
             and set(creds.verifiers) == grant.accepts
             and (creds.url_key is not None) == grant.url_key
+            and (creds.ticket_key is not None) == grant.ticket_key
         ):
             return role
     return None
