@@ -226,7 +226,7 @@ async def _redeem(
             return ticket.open(resp.body, vid, key, alt)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, ticket.open, resp.body, vid, key, alt)
-    except (read_ticket.TicketInvalid, HttpClientError) as exc:
+    except (ValueError, HttpClientError) as exc:  # TicketInvalid, a URL the client refuses
         log.info("needle %s: the ticketed read failed (%s); reading it in full", path, exc)
         return None
 

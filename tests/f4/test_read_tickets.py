@@ -367,12 +367,14 @@ class _Tamper:
                 doc["url"] = _with_query(doc["url"], expires=str(past), ticket=sig)
             elif self.how == "garbled":
                 doc = {"v": 1}
+            elif self.how == "https":  # a URL the reader's client does not speak
+                doc["url"] = doc["url"].replace("http://", "https://", 1)
             out = ((read_ticket.TICKET_HEADER, read_ticket.TICKET_HEADER_VALUE),)
             return Response(200, json.dumps(doc).encode(), out, read_ticket.CONTENT_TYPE)
         return Response(resp.status, resp.body, out, resp.headers.get("content-type", ""))
 
 
-@pytest.mark.parametrize("how", ["key", "expired", "garbled"])
+@pytest.mark.parametrize("how", ["key", "expired", "garbled", "https"])
 async def test_a_ticketed_read_that_fails_is_read_in_full(served: Served, how: str) -> None:
     s = served
     async with _client() as client:
