@@ -85,7 +85,7 @@ class TicketRefused(ValueError):
 
 def signature(key: bytes, node: str, block: str, offset: int, length: int, expires: int) -> str:
     message = b"t1|%s|%s|%d|%d|%d" % (node.encode(), block.encode(), offset, length, expires)
-    mac = hmac.new(key, message, hashlib.sha256).digest()[:SIGNATURE_BYTES]
+    mac = hmac.digest(key, message, hashlib.sha256)[:SIGNATURE_BYTES]
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 
