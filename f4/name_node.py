@@ -75,9 +75,11 @@ class NameNode:
         (the nodes of the cell's config that have a url are read over HTTP)."""
         self.cell = cell
         self.config = cell.config
-        # Signs read tickets; without it (or without storage node processes) every read is
-        # a full read.
-        self._ticket_key = credentials.ticket_key if credentials else None
+        # Signs read tickets; without it (or without storage node processes, or with
+        # read_tickets off) every read is a full read.
+        self._ticket_key = (
+            credentials.ticket_key if credentials and cell.config.read_tickets else None
+        )
         self.reader = Reader(
             cell.store,
             cell.keys,

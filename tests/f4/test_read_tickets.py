@@ -194,6 +194,26 @@ async def test_a_healthy_read_takes_a_ticket_and_the_name_node_relays_no_bytes(
         assert s.node.statistics()["tickets_issued"] == len(s.blobs)
 
 
+async def test_with_read_tickets_off_every_read_passes_through_the_name_node(
+    migrated: tuple[F4Config, bytes, Blobs], procs: list[NodeProcess]
+) -> None:
+    config, secret, blobs = migrated
+    creds = Credentials.for_service(secret, "f4-name")
+    off = replace(config, read_tickets=False)
+    async with running_name_node(off, credentials=creds) as (node, server):
+        s = Served(f"http://127.0.0.1:{server.port}", node, procs, secret, blobs)
+        async with _client() as client:
+            for (key, alt), (cookie, data) in list(blobs.items())[:5]:
+                read = await read_from_replicas(
+                    client, [s.url], VID, key, alt, cookie,
+                    headers=s.read_headers(), timeout_s=5.0, tickets=True,
+                )  # fmt: skip
+                assert read.data == data and not read.ticketed and read.ticket_failures == 0
+            assert await _node_counters(client, s, "tickets_accepted") == 0
+        st = node.statistics()
+        assert st["tickets_issued"] == 0 and st["healthy_reads"] == 5
+
+
 async def test_the_cache_reads_a_migrated_volume_on_tickets(served: Served) -> None:
     s = served
     creds = Credentials.for_service(s.secret, "cache")
