@@ -38,6 +38,12 @@ One run, in order:
    read every blob through the router (those on the empty disks reconstructed until
    rebuilt); then verify (f4.rebuild.verify over the storage nodes) must pass.
 
+The f4 read runs go through read tickets (common/read_ticket.py): the cache asks the name
+node for a ticket and reads the blob's range from the storage node itself. The name node's
+counters over the runs (tickets issued, full reads, in detail.f4_reads.read_path) must show
+at least TICKETED_SHARE_MIN of the requests ticketed, or the run stops: the figure would
+not measure the read path it names.
+
 Every router answer is checked: 200, the right bytes, and X-Pinhole-Cache "miss" or
 "direct", never "hit" (a sealed volume is not admitted to the cache: the router's admit
 rule is lv.writable, so both tiers are read through cache -> backend every time); a hit
@@ -153,6 +159,8 @@ WRITE_PATH_VOLUME: Final = 999_999_999
 RENDITION: Final = 640
 ALT_KEY: Final = photo.alt_key(RENDITION, photo.Format.JPEG)
 CACHE_SOURCES_OK: Final = frozenset({"miss", "direct"})
+# Healthy f4 reads answered with a read ticket, of all the timed runs' requests, at least.
+TICKETED_SHARE_MIN: Final = 0.99
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,8 +352,12 @@ class F4Bench:
             self.write_path()
             uvloop.run(self.await_f4(blobs[0]))
             uvloop.run(self.read_each("f4", blobs, etags))
+            before = uvloop.run(self.name_status())
             self.detail["f4_reads"] = uvloop.run(
                 self.throughput(blobs, ("router", "cache", "f4-name", "f4-node"))
+            )
+            self.detail["f4_reads"]["read_path"] = self.read_path(
+                before, uvloop.run(self.name_status()), self.detail["f4_reads"]
             )
             self.figures["healthy_read_vs_haystack"] = round(
                 self.detail["f4_reads"]["requests_per_s"]
@@ -559,6 +571,37 @@ class F4Bench:
             "cache": dict(sum((r.sources for r in runs), Counter())),
         }
         log(f"{doc['requests_per_s']:,} req/s, p99 {doc['latency_p99_ms']} ms, {doc['cache']}")
+        return doc
+
+    async def name_status(self) -> dict[str, Any]:
+        http = LeanHTTPClient()
+        try:
+            auth = (("Authorization", self.creds.header(Purpose.ADMIN)),)
+            r = await http.request("GET", self.layout.f4_name_url + "/status", headers=auth)
+            if r.status != 200:
+                raise RuntimeError(f"the f4 name node's /status answered {r.status}")
+            doc: dict[str, Any] = json.loads(r.body)
+            return doc
+        finally:
+            await http.close()
+
+    def read_path(
+        self, before: dict[str, Any], after: dict[str, Any], reads: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What the name node did for the timed f4 runs; stops the run when fewer than
+        TICKETED_SHARE_MIN of the requests were answered with a ticket."""
+        requests = sum(reads["cache"].values())
+        delta = {
+            k: after[k] - before[k]
+            for k in ("reads", "tickets_issued", "healthy_reads", "degraded_reads")
+        }
+        doc = {"requests": requests, **delta}
+        doc["ticketed_share"] = round(delta["tickets_issued"] / max(1, requests), 4)
+        log(f"read path: {doc}")
+        if doc["ticketed_share"] < TICKETED_SHARE_MIN:
+            raise RuntimeError(
+                f"only {doc['ticketed_share']:.2%} of the f4 reads were ticketed: {doc}"
+            )
         return doc
 
     async def latency(self, blobs: list[Blob], *, passes: int) -> Load:

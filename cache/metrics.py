@@ -24,6 +24,8 @@ _COUNTERS = (
     ("store_reads", "Store reads started (one per flight)"),
     ("store_reads_absent", "Store reads that found no replica with the needle"),
     ("store_reads_failed", "Store reads that no replica answered"),
+    ("store_reads_ticketed", "Store reads served from an f4 storage node on a read ticket"),
+    ("ticket_fallbacks", "Ticketed f4 reads that failed and were read in full instead"),
     ("fetches_refused", "Misses refused because inflight_fetches_max reads were running"),
     ("not_admitted", "Bodies served but not cached because the router did not admit them"),
     ("invalidations", "DELETE invalidations"),

@@ -6,7 +6,9 @@ Read path (``lookup`` then ``fetch``):
 1. ``lookup`` (synchronous): the LRU; a hit is answered without a Task.
 2. ``fetch``: a 404 remembered within ``negative_ttl_s`` answers absent at once; otherwise
    the miss joins the flight for that needle or starts one (``cache.flight``), which reads
-   the replicas with ``read_from_replicas`` (verified against the ETag, failing over).
+   the replicas with ``read_from_replicas`` (verified against the ETag, failing over;
+   accepting f4 read tickets, so a migrated volume's bytes come from the f4 storage node
+   holding them, not relayed by the name node).
 3. The flight's result is cached when it was admitted (any caller sent admit), it fits
    (``item_bytes_max``) and no invalidation arrived while it ran. Replicas found corrupt
    or missing the needle are reported to the directory in the background.
@@ -60,6 +62,8 @@ class CacheStatistics:
     store_reads: int
     store_reads_absent: int
     store_reads_failed: int
+    store_reads_ticketed: int
+    ticket_fallbacks: int
     fetches_inflight: int
     fetches_refused: int
     not_admitted: int
@@ -91,6 +95,8 @@ class CacheNode:
         self.negative_hits = 0
         self.store_reads_absent = 0
         self.store_reads_failed = 0
+        self.store_reads_ticketed = 0
+        self.ticket_fallbacks = 0
         self.not_admitted = 0
         self.invalidations = 0
         self.bad_replicas_found = 0
@@ -132,6 +138,7 @@ class CacheNode:
                 cookie,
                 headers=self._read_headers,
                 timeout_s=self.config.fetch_timeout_s,
+                tickets=True,
             )
         except ReplicaReadError as exc:
             self._report(k, exc.bad)
@@ -143,6 +150,8 @@ class CacheNode:
                 self.store_reads_failed += 1
             raise
         self._report(k, read.bad)
+        self.store_reads_ticketed += read.ticketed
+        self.ticket_fallbacks += read.ticket_failures
         entry = CachedNeedle(read.data, read.etag)
         if flight.invalidated:
             pass  # counted by the flight table; served to the waiters, never cached
@@ -247,6 +256,8 @@ class CacheNode:
             store_reads=flights.started,
             store_reads_absent=self.store_reads_absent,
             store_reads_failed=self.store_reads_failed,
+            store_reads_ticketed=self.store_reads_ticketed,
+            ticket_fallbacks=self.ticket_fallbacks,
             fetches_inflight=len(flights),
             fetches_refused=flights.refused,
             not_admitted=self.not_admitted,

@@ -20,8 +20,10 @@ the purpose's name under the secret:
 A service holds the tokens it sends and, for the purposes it accepts, only their SHA-256
 digests (verifiers): a store node can check a write credential but cannot make one. Signed
 photo URLs use a key of their own (`url_key`), held by the API (which signs) and the routers
-(which check). `pinhole up` writes one credentials file per service (`SERVICE_GRANTS`);
-tests and single-process tools derive everything from the secret (`Credentials.from_secret`).
+(which check); f4 read tickets another (`ticket_key`, common/read_ticket.py), held by the f4
+name node (which signs) and the f4 storage nodes (which check). `pinhole up` writes one
+credentials file per service (`SERVICE_GRANTS`); tests and single-process tools derive
+everything from the secret (`Credentials.from_secret`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Purpose(enum.StrEnum):
 # The derivation labels are part of the tokens: changing one invalidates its credentials.
 _LABELS: Final[Mapping[Purpose, str]] = {p: f"pinhole/{p.value}/v1" for p in Purpose}
 URL_KEY_LABEL: Final = "pinhole/photo-url-signing/v1"
+TICKET_KEY_LABEL: Final = "pinhole/f4-read-ticket/v1"
 
 ALL_PURPOSES: Final = frozenset(Purpose)
 
@@ -67,15 +70,22 @@ ALL_PURPOSES: Final = frozenset(Purpose)
 @dataclass(frozen=True, slots=True)
 class Grant:
     """What one kind of service holds: the purposes it sends, the ones it accepts, and
-    whether it holds the URL-signing key."""
+    whether it holds the URL-signing key and the f4 read-ticket key."""
 
     sends: frozenset[Purpose]
     accepts: frozenset[Purpose]
     url_key: bool = False
+    ticket_key: bool = False
 
 
-def _grant(sends: Iterable[Purpose], accepts: Iterable[Purpose], *, url_key: bool = False) -> Grant:
-    return Grant(frozenset(sends), frozenset(accepts), url_key)
+def _grant(
+    sends: Iterable[Purpose],
+    accepts: Iterable[Purpose],
+    *,
+    url_key: bool = False,
+    ticket_key: bool = False,
+) -> Grant:
+    return Grant(frozenset(sends), frozenset(accepts), url_key, ticket_key)
 
 
 R, W, N, A, M = Purpose.READ, Purpose.WRITE, Purpose.NODE, Purpose.ADMIN, Purpose.METRICS
@@ -101,11 +111,12 @@ SERVICE_GRANTS: Final[Mapping[str, Grant]] = {
     "api": _grant((R, W), (A, M), url_key=True),
     # A worker reads originals and writes variants; it serves its /metrics.
     "worker": _grant((R, W), (A, M)),
-    # An f4 storage node serves raw blocks (blocks) and its status; it calls nobody.
-    "f4-node": _grant((), (B, A, M)),
+    # An f4 storage node serves raw blocks (blocks) and its status; it calls nobody. It
+    # checks read tickets (one range of one block each) with the ticket key.
+    "f4-node": _grant((), (B, A, M), ticket_key=True),
     # The f4 name node reaches blocks on storage nodes (blocks) and heartbeats (node); it
-    # serves blob reads and deletes (read, write) and its status.
-    "f4-name": _grant((B, N), (R, W, A, M)),
+    # serves blob reads and deletes (read, write) and its status, and signs read tickets.
+    "f4-name": _grant((B, N), (R, W, A, M), ticket_key=True),
 }
 
 
@@ -129,11 +140,13 @@ class Credentials:
     tokens: the purposes this holder may send, with their tokens.
     verifiers: for each purpose it accepts, the SHA-256 of that purpose's token.
     url_key: the key of signed photo URLs (32 bytes), or None.
+    ticket_key: the key of f4 read tickets (32 bytes), or None.
     """
 
     tokens: Mapping[Purpose, str]
     verifiers: Mapping[Purpose, bytes]
     url_key: bytes | None = None
+    ticket_key: bytes | None = None
     _seen: dict[str, frozenset[Purpose]] = field(
         default_factory=dict, compare=False, repr=False, hash=False
     )
@@ -143,7 +156,9 @@ class Credentials:
     @classmethod
     def from_secret(cls, secret: bytes) -> Credentials:
         """Everything: the operator's tools, tests and single-process embeddings."""
-        return cls.for_grant(secret, _grant(ALL_PURPOSES, ALL_PURPOSES, url_key=True))
+        return cls.for_grant(
+            secret, _grant(ALL_PURPOSES, ALL_PURPOSES, url_key=True, ticket_key=True)
+        )
 
     @classmethod
     def for_service(cls, secret: bytes, service: str) -> Credentials:
@@ -159,6 +174,7 @@ class Credentials:
             tokens={p: derive(secret, p) for p in sorted(grant.sends)},
             verifiers={p: _digest(derive(secret, p)) for p in sorted(grant.accepts)},
             url_key=url_key(secret) if grant.url_key else None,
+            ticket_key=ticket_key(secret) if grant.ticket_key else None,
         )
 
     # -- sending ---------------------------------------------------------------------------
@@ -207,6 +223,7 @@ class Credentials:
             "tokens": {p.value: t for p, t in self.tokens.items()},
             "verifiers": {p.value: v.hex() for p, v in self.verifiers.items()},
             "url_key": None if self.url_key is None else self.url_key.hex(),
+            "ticket_key": None if self.ticket_key is None else self.ticket_key.hex(),
         }
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -222,9 +239,11 @@ class Credentials:
             verifiers = {Purpose(k): bytes.fromhex(v) for k, v in doc["verifiers"].items()}
             key = doc.get("url_key")
             url = None if key is None else bytes.fromhex(key)
+            key = doc.get("ticket_key")  # absent from files written before f4 read tickets
+            ticket = None if key is None else bytes.fromhex(key)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise CredentialError(f"{where} is not a pinhole credentials file: {e}") from None
-        return cls(tokens, verifiers, url)
+        return cls(tokens, verifiers, url, ticket)
 
     def write(self, path: Path) -> None:
         """Writes the file (mode 0600) atomically: a reader never sees half of it."""
@@ -248,6 +267,11 @@ class Credentials:
 def url_key(secret: bytes) -> bytes:
     """The key of signed photo URLs."""
     return hmac.new(secret, URL_KEY_LABEL.encode(), hashlib.sha256).digest()
+
+
+def ticket_key(secret: bytes) -> bytes:
+    """The key of f4 read tickets (common/read_ticket.py)."""
+    return hmac.new(secret, TICKET_KEY_LABEL.encode(), hashlib.sha256).digest()
 
 
 # -- the cluster secret -------------------------------------------------------------------

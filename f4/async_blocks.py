@@ -119,6 +119,14 @@ class AsyncBlocks:
         code, message = error_of(resp.status, resp.headers.get(_ERROR_HEADER), resp.body)
         raise answer_fault(resp.status, code, f"node {node} at {base}: {message}")
 
+    def url_of(self, node: str) -> str | None:
+        """The base URL of `node`'s storage node process, None for a node read through the
+        BlockStore or a process being skipped (PROCESS_DOWN_S after a failure)."""
+        base = self._urls.get(node)
+        if base is None or self._down_until.get(base, 0.0) > asyncio.get_running_loop().time():
+            return None
+        return base
+
     def reachable(self, node: str) -> bool:
         """False while `node`'s process is being skipped (PROCESS_DOWN_S after a failure)."""
         base = self._urls.get(node)

@@ -1,38 +1,38 @@
 """Encrypted blobs: each blob sealed with its own random AES-256-GCM key.
 
-An encrypted blob, as stored in a data block:
-
-    0       4          16                      16 + n         32 + n
-    | magic | nonce    | ciphertext (n bytes)   | GCM tag      |
-    | F4B1  | 12 bytes | n = plaintext length   | 16 bytes     |
-
-The associated data is b"F4B1" + volume (u32) + key (u64) + alt key (u32), little-endian:
-a record copied to another blob's place fails authentication. The key and nonce live in the
-key store (f4/keystore.py); the nonce is also written in the record. A key is generated once
-per blob, with a fresh random nonce, and never used for another blob, so a resumed migration
-that re-encrypts with the stored key and nonce writes the same bytes. Deleting the key makes
-the record unreadable: that is the delete.
+The record's format (magic, nonce, ciphertext, tag; the blob id as associated data, so a
+record copied to another blob's place fails authentication) is common.sealed's, shared
+with the readers that open a record after a read ticket (common.read_ticket). The key and
+nonce live in the key store (f4/keystore.py); the nonce is also written in the record. A
+key is generated once per blob, with a fresh random nonce, and never used for another
+blob, so a resumed migration that re-encrypts with the stored key and nonce writes the
+same bytes. Deleting the key makes the record unreadable: that is the delete.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
-from typing import Final
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+from common import sealed
+from common.sealed import KEY_BYTES, MAGIC, NONCE_BYTES, OVERHEAD_BYTES, TAG_BYTES
 from f4.errors import BlobCorrupt
 
-MAGIC: Final = b"F4B1"
-KEY_BYTES: Final = 32
-NONCE_BYTES: Final = 12
-TAG_BYTES: Final = 16
-OVERHEAD_BYTES: Final = len(MAGIC) + NONCE_BYTES + TAG_BYTES
+__all__ = [
+    "KEY_BYTES",
+    "MAGIC",
+    "NONCE_BYTES",
+    "OVERHEAD_BYTES",
+    "TAG_BYTES",
+    "BlobId",
+    "BlobKey",
+    "open_sealed",
+    "seal",
+    "seal_into",
+    "sealed_length",
+]
 
-_BLOB_ID = struct.Struct("<IQI")
+_BLOB_ID = sealed.BLOB_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,9 @@ class BlobId:
 
     def packed(self) -> bytes:
         return _BLOB_ID.pack(self.volume, self.key, self.alt_key)
+
+    def associated_data(self) -> bytes:
+        return sealed.associated_data(self.volume, self.key, self.alt_key)
 
     @classmethod
     def unpack(cls, raw: bytes) -> BlobId:
@@ -69,13 +72,7 @@ def seal_into(
 ) -> None:
     """Writes the record of `plaintext` into `out`, exactly sealed_length(len(plaintext))
     bytes (a slice of a block being built): the ciphertext is written in place, no copy."""
-    view = memoryview(out)
-    if len(view) != sealed_length(len(plaintext)):
-        raise ValueError("the record's place must be exactly its sealed length")
-    body = len(MAGIC) + NONCE_BYTES
-    view[: len(MAGIC)] = MAGIC
-    view[len(MAGIC) : body] = key.nonce
-    AESGCM(key.secret).encrypt_into(key.nonce, plaintext, MAGIC + blob.packed(), view[body:])
+    sealed.seal_record_into(key.secret, key.nonce, blob.associated_data(), plaintext, out)
 
 
 def seal(key: BlobKey, blob: BlobId, plaintext: bytes | memoryview) -> bytes:
@@ -86,13 +83,7 @@ def seal(key: BlobKey, blob: BlobId, plaintext: bytes | memoryview) -> bytes:
 
 def open_sealed(key: BlobKey, blob: BlobId, record: bytes | memoryview) -> bytes:
     """The plaintext of a record; BlobCorrupt if it fails authentication."""
-    record = bytes(record)
-    if len(record) < OVERHEAD_BYTES or record[:4] != MAGIC:
-        raise BlobCorrupt("not an f4 blob record")
-    nonce = record[4 : 4 + NONCE_BYTES]
-    if nonce != key.nonce:
-        raise BlobCorrupt("the record's nonce is not its key's")
     try:
-        return AESGCM(key.secret).decrypt(nonce, record[4 + NONCE_BYTES :], MAGIC + blob.packed())
-    except InvalidTag as e:
-        raise BlobCorrupt("blob authentication failed") from e
+        return sealed.open_record(key.secret, key.nonce, blob.associated_data(), record)
+    except sealed.RecordInvalid as e:
+        raise BlobCorrupt(str(e)) from e

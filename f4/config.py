@@ -115,6 +115,12 @@ class F4Config:
     # ./.pinhole/cluster.secret. Services take --credentials or --secret-file instead.
     cluster_secret_file: Path | None = None
     read_threads: int = 8  # reads and decryption run on this many threads
+    # Healthy reads on read tickets (common/read_ticket.py): the name node answers a reader
+    # that asks with a signed range of the storage node and the blob's key, and the reader
+    # fetches and decrypts the blob itself. False: every read's bytes pass through the name
+    # node (as when clocks disagree by more than READ_TICKET_TTL_S, where every ticket
+    # would be refused and read again in full).
+    read_tickets: bool = True
     # The watcher (`pinhole f4 watch`): every watch_interval_s it asks each storage node
     # whether it is up and which objects it holds (listings only, no block read) and queues
     # a rebuild for a volume as soon as one of its blocks is missing; a node that does not

@@ -21,6 +21,7 @@ __all__ = ["STORAGE_NODE_COUNTERS", "render_name_node", "render_storage_node"]
 _NAME_COUNTERS = (
     ("reads", "Blob reads asked of the name node"),
     ("reads_absent", "Reads answered 404: unknown blob, wrong cookie or deleted key"),
+    ("tickets_issued", "Reads answered with a read ticket (the reader fetched the range)"),
     ("healthy_reads", "Reads served from the blob's own data block"),
     ("degraded_reads", "Reads reconstructed from 10 other blocks of the stripe"),
     ("bytes_served", "Plaintext bytes served"),
@@ -34,6 +35,8 @@ STORAGE_NODE_COUNTERS = (
     ("checked_reads_inline", "Checked ranges answered from the page cache on the event loop"),
     ("checked_reads_threaded", "Checked ranges read on the disk threads"),
     ("ranges_corrupt", "Checked ranges refused because a chunk failed its sum"),
+    ("tickets_accepted", "Checked range reads allowed by a read ticket (a cache or router's)"),
+    ("tickets_refused", "Read tickets refused: forged, expired or for another range (403)"),
     ("range_batches", "POST /ranges answered: several checked ranges in one request"),
     ("range_reads", "Unchecked range and whole-object reads"),
     ("bytes_read", "Bytes answered by reads"),

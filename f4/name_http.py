@@ -12,6 +12,12 @@ blobs, volume_not_found for a volume the cell does not serve, each error's code 
 X-Pinhole-Error (replica.read tells a missing needle from a missing volume by it). A
 stripe that cannot be read answers 503 (a reader tries its other replicas; the router
 answers 502).
+
+A GET carrying `X-Pinhole-Read-Ticket: v1` (and no Range or If-None-Match: what
+replica.read sends) may be answered with a read ticket instead of the blob: 200 with the
+same header, Content-Type application/vnd.pinhole.read-ticket+json and the ticket document
+(common/read_ticket.py, docs/formats/f4.md). Every answer but that 200 is the one the GET
+without the header gets; a store node ignores the header and sends the needle.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from common import read_ticket
 from common.credentials import Credentials, Purpose
 from common.errors import PinholeError
 from common.json_logs import AccessLog
@@ -27,7 +34,7 @@ from common.leanhttp import Request, Response, error_response, guarded, json_res
 from common.leanhttp.observe import observed
 from common.request_metrics import RequestMetrics, RequestObserver
 from f4.metrics import render_name_node
-from f4.name_node import NameNode
+from f4.name_node import NameNode, Ticket
 from store import needle
 from store.http_api import fast_needle_path, needle_response, parse_needle_path
 from store.http_api import route_of as store_route_of
@@ -39,6 +46,8 @@ _HEADER_ROOM: Final = bytes(needle.HEADER_BYTES)
 _UNAUTHORIZED: Final = error_response(
     401, "unauthorized", "a valid internal credential is required"
 )
+_TICKET_ASKED: Final = read_ticket.TICKET_HEADER.lower()
+_TICKET_ANSWER: Final = ((read_ticket.TICKET_HEADER, read_ticket.TICKET_HEADER_VALUE),)
 
 
 def error_for(exc: BaseException) -> Response:
@@ -106,7 +115,17 @@ class NameNodeHttpApi:
         return error_response(404, "not_found", f"no route for {method} {path}")
 
     async def _read(self, req: Request, vid: int, key: int, alt: int, cookie: int) -> Response:
-        data, checksum = await self.node.read(vid, key, alt, cookie)
+        headers = req.headers
+        ticket = (
+            headers.get(_TICKET_ASKED) == read_ticket.TICKET_HEADER_VALUE
+            and req.method == "GET"
+            and "range" not in headers
+            and "if-none-match" not in headers
+        )
+        got = await self.node.read(vid, key, alt, cookie, ticket=ticket)
+        if isinstance(got, Ticket):
+            return Response(200, got.document, _TICKET_ANSWER, read_ticket.CONTENT_TYPE)
+        data, checksum = got
         # needle_response cuts the data out of a needle's bytes after its header.
         return needle_response(req, NeedleRead(_HEADER_ROOM + data, len(data), checksum, 0))
 

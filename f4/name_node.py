@@ -9,10 +9,21 @@ decoding, and decrypting a large record run on a thread pool (`read_threads`),
 key lookups on one thread of their own that batches them (f4.key_lookups), never on the
 event loop.
 
+A reader that accepts one (replica.read, `X-Pinhole-Read-Ticket`) gets a read ticket
+instead of the bytes when the blob's data block is on a storage node process that is not
+being skipped (common/read_ticket.py): the same index lookup, cookie check and key lookup
+as a read, then a signed URL for the blob's checked range and its key; the reader fetches
+the range from the storage node and decrypts it itself. The name node then neither reads
+nor sends the blob: a healthy read costs it a small answer. Everything else (a reader
+that does not ask, a node read in-process, a process known down, the reader's fallback
+after a failed ticketed read) is the full read below, healthy or degraded.
+
 Invariants:
 - A volume is served only once its verified mark exists (f4.cell); before that the cell
   answers volume_not_found, exactly as a store node that does not hold the volume.
-- An absent blob, a deleted one and a wrong cookie are one answer (BlobAbsent).
+- An absent blob, a deleted one and a wrong cookie are one answer (BlobAbsent); a ticket,
+  and so a blob key, is handed out only past the checks a read makes, at the moment of
+  the read (nothing keeps keys for later, nothing hands out a key after its delete).
 - A delete of a volume not yet verified is first committed as a tombstone in the key store,
   then applied to every key the index (if it exists by then) lists: the migration's
   reconcile step finds what this could not (f4.handover).
@@ -21,9 +32,12 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Final
 
+from common import read_ticket
 from common.credentials import Credentials
 from f4.async_blocks import AsyncBlocks
 from f4.blob import BlobId
@@ -48,12 +62,24 @@ INDEX_PEEK_S_MIN: Final = 1.0
 CHECKSUM_INLINE_BYTES_MAX: Final = 1 << 20
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A read answered with a read ticket (common.read_ticket) instead of the bytes."""
+
+    document: bytes
+
+
 class NameNode:
     def __init__(self, cell: Cell, *, credentials: Credentials | None = None) -> None:
         """`credentials`: the cluster's, for the blocks credential its storage nodes take
         (the nodes of the cell's config that have a url are read over HTTP)."""
         self.cell = cell
         self.config = cell.config
+        # Signs read tickets; without it (or without storage node processes, or with
+        # read_tickets off) every read is a full read.
+        self._ticket_key = (
+            credentials.ticket_key if credentials and cell.config.read_tickets else None
+        )
         self.reader = Reader(
             cell.store,
             cell.keys,
@@ -69,6 +95,7 @@ class NameNode:
         self._alts: dict[tuple[int, int], dict[int, tuple[int, ...]]] = {}
         self.reads = 0
         self.reads_absent = 0
+        self.tickets_issued = 0
         self.deletes = 0
         self.keys_destroyed = 0
         self.rescan()
@@ -109,14 +136,41 @@ class NameNode:
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def read(self, volume: int, key: int, alt_key: int, cookie: int) -> tuple[bytes, int]:
+    async def read(
+        self, volume: int, key: int, alt_key: int, cookie: int, *, ticket: bool = False
+    ) -> tuple[bytes, int] | Ticket:
         """(plaintext, the needle checksum the store would have) or BlobAbsent /
-        VolumeNotServed / an F4Error when the stripe cannot be read."""
+        VolumeNotServed / an F4Error when the stripe cannot be read. With `ticket`, a
+        Ticket instead where one can be given (the module docstring)."""
         if not self.serves(volume):
             raise VolumeNotServed(f"volume {volume} is not served by this cell")
         self.reads += 1
+        reader = self.async_reader
         try:
-            data = await self.async_reader.read(volume, key, alt_key, cookie)
+            at = await reader.locate(volume, key, alt_key, cookie)
+        except BlobAbsent:
+            self.reads_absent += 1
+            raise
+        if ticket and self._ticket_key is not None:
+            base = self.blocks.url_of(at.node)
+            if base is not None:
+                self.tickets_issued += 1
+                return Ticket(
+                    read_ticket.issue(
+                        self._ticket_key,
+                        base_url=base,
+                        node=at.node,
+                        block=at.block_name,
+                        offset=at.start,
+                        length=at.end - at.start,
+                        cut=(at.cut.start, at.length),
+                        secret=at.blob_key.secret,
+                        nonce=at.blob_key.nonce,
+                        now=time.time(),
+                    )
+                )
+        try:
+            data = await reader.read_located(at)
         except BlobAbsent:
             self.reads_absent += 1
             raise
@@ -169,6 +223,7 @@ class NameNode:
             "volumes_served": sorted(self._served),
             "reads": self.reads,
             "reads_absent": self.reads_absent,
+            "tickets_issued": self.tickets_issued,
             "healthy_reads": counter.healthy_reads,
             "degraded_reads": counter.degraded_reads,
             "bytes_served": counter.bytes_served,

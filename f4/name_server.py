@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any
 
 from common.credentials import Credentials
@@ -73,7 +74,7 @@ async def running_name_node(
     def status() -> dict[str, Any]:
         doc = {"node_id": config.name_node_id, **node.statistics()}
         if heartbeat is not None:
-            doc["heartbeat"] = heartbeat.statistics()
+            doc["heartbeat"] = asdict(heartbeat.statistics())
         return doc
 
     access_log = AccessLog("f4-name")

@@ -24,9 +24,16 @@ with `X-Pinhole-Ranges`: one comma-separated entry per line, in order, `200` or
 answered), and a body of the good ranges' bytes, concatenated in order. A malformed body
 is a 400 for the whole request.
 
+A read ticket (common/read_ticket.py, docs/formats/f4.md) stands in for the blocks
+credential on exactly one request: `GET /b/{node}/{block}?offset=O&length=L&checked=1
+&expires=E&ticket=S`, S the name node's signature over (node, block, O, L, E) with the
+ticket key. Any other use of it, an altered range, a forged or expired signature, is 403
+(`ticket_invalid`, `ticket_expired`); the range is then read and checked as any other.
+
 Invariants:
 - Every route but /healthz takes a credential, checked from the head before any body byte
-  is read: /b/ the blocks one, /status the admin one (401 otherwise).
+  is read: /b/ the blocks one, /status the admin one (401 otherwise); a checked range GET
+  may instead carry a read ticket for exactly that range (403 when it does not hold).
 - No request body is over UPLOAD_CHUNK_BYTES_MAX (a chunk) and no answer over
   RANGE_BYTES_MAX, so a storage node holds a bounded number of bytes per request.
 - The event loop never waits for a device: every disk call runs on the node's own thread
@@ -40,12 +47,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Final, TypeVar
 
+from common import read_ticket
 from common.credentials import Credentials, Purpose
 from common.errors import PinholeError
 from common.ids import parse_decimal
@@ -88,6 +97,12 @@ _UNAUTHORIZED: Final = Response(
     ((ERROR_HEADER, "unauthorized"),),
     "application/json",
 )
+
+
+def _ticket_refused(code: str, message: str) -> Response:
+    return json_response(
+        403, {"error": {"code": code, "message": message}}, ((ERROR_HEADER, code),)
+    )
 
 
 def _error(exc: BaseException) -> Response:
@@ -168,8 +183,43 @@ class NodeHttpApi:
             purposes = (Purpose.METRICS, Purpose.ADMIN)
         else:
             purposes = (Purpose.BLOCKS,)
-        if not self._credentials.allows(req.headers.get("authorization"), *purposes):
+        if self._credentials.allows(req.headers.get("authorization"), *purposes):
+            return None
+        if purposes[0] is Purpose.BLOCKS and "ticket=" in req.query:
+            return self._ticketed(req)
+        return _UNAUTHORIZED
+
+    def _ticketed(self, req: Request) -> Response | None:
+        """None when the request is the one checked range GET its read ticket grants."""
+        key = self._credentials.ticket_key
+        if key is None:
             return _UNAUTHORIZED
+        try:
+            params = req.query_params()
+            parts = req.path[3:].split("/")
+            if req.method != "GET" or len(parts) != 2 or params.get("checked") != "1":
+                raise read_ticket.TicketRefused(
+                    "ticket_invalid", "a read ticket grants one checked range GET"
+                )
+            offset = _number(params, "offset", OBJECT_BYTES_MAX)
+            length = _number(params, "length", RANGE_BYTES_MAX)
+            read_ticket.check(
+                key,
+                parts[0],
+                parts[1],
+                offset,
+                length,
+                params.get("expires", ""),
+                params.get("ticket", ""),
+                now=time.time(),
+            )
+        except BadBlockRequest as e:
+            self.counters["tickets_refused"] += 1
+            return _ticket_refused("ticket_invalid", str(e))
+        except read_ticket.TicketRefused as e:
+            self.counters["tickets_refused"] += 1
+            return _ticket_refused(e.code, str(e))
+        self.counters["tickets_accepted"] += 1
         return None
 
     def body_limit(self, req: Request) -> int:

@@ -111,7 +111,9 @@ class Reader:
         ref = StripeRef(blob.volume, entry.stripe, self.index(blob.volume).stripes[entry.stripe])
         start, end = aligned(entry.offset, entry.length, ref.info.block_length)
         cut = slice(entry.offset - start, entry.offset - start + entry.length)
-        return Located(entry.block, blob, blob_key, ref, start, end, cut, entry.length)
+        return Located(
+            entry.block, blob, blob_key, ref, start, end, cut, entry.length, entry.cookie
+        )
 
     def locate(self, volume: int, key: int, alt_key: int, cookie: int) -> Located:
         """Where the blob is and its key (the index loaded if need be, the key store
@@ -183,6 +185,7 @@ class Located:
     end: int
     cut: slice
     length: int  # of the sealed record
+    cookie: int
 
     @property
     def node(self) -> str:
@@ -214,13 +217,24 @@ class AsyncReader:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def read(self, volume: int, key: int, alt_key: int, cookie: int) -> bytes:
+    async def locate(self, volume: int, key: int, alt_key: int, cookie: int) -> Located:
+        """Reader.locate off the loop: BlobAbsent for an unknown blob, a wrong cookie and a
+        deleted key alike."""
         r = self.reader
         if r.loaded(volume):
             blob, entry = r.place(volume, key, alt_key, cookie)
         else:
             blob, entry = await self._run(r.place, volume, key, alt_key, cookie)
-        at = r.located(blob, entry, await self.keys.get(blob))
+        return r.located(blob, entry, await self.keys.get(blob))
+
+    async def read(self, volume: int, key: int, alt_key: int, cookie: int) -> bytes:
+        return await self.read_located(await self.locate(volume, key, alt_key, cookie))
+
+    async def read_located(self, at: Located) -> bytes:
+        """The plaintext of a located blob: healthy, else degraded (after a newer index,
+        when a rebuild may have moved its block)."""
+        r = self.reader
+        volume, key, alt_key = at.blob.volume, at.blob.key, at.blob.alt_key
         try:
             record = await self.blocks.get_checked_range(
                 at.node, at.block_name, at.start, at.end - at.start
@@ -230,7 +244,7 @@ class AsyncReader:
             r.counter.healthy_reads += 1
         except (BlockMissing, BlockUnreachable):
             if r.peek_due(volume) and await self._run(r.reloaded_newer, volume):
-                return await self.read(volume, key, alt_key, cookie)
+                return await self.read(volume, key, alt_key, at.cookie)
             plaintext = await self._degraded(at)
         except (BlockCorrupt, BlobCorrupt):
             plaintext = await self._degraded(at)

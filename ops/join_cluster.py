@@ -137,12 +137,15 @@ def check_directory_url(url: str) -> str:
 
 def role_of(creds: Credentials) -> str | None:
     """The role of SERVICE_GRANTS whose file this is (the file does not name it: its
-    purposes do), or None."""
+    purposes do), or None. A file without the f4 read-ticket key (written before read
+    tickets) still names its role: its process then takes or signs no ticket, and f4 reads
+    go through the name node in full."""
     for role, grant in credentials.SERVICE_GRANTS.items():
         if (
             set(creds.tokens) == grant.sends
             and set(creds.verifiers) == grant.accepts
             and (creds.url_key is not None) == grant.url_key
+            and (creds.ticket_key is None or grant.ticket_key)
         ):
             return role
     return None

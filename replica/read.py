@@ -19,7 +19,21 @@ node is down). It asks the replicas one after another, in the caller's order, wi
 * Anything else (connect error, timeout, other 4xx/5xx such as 503 queue_full or 404
   volume_not_found) -> recorded in ``failed``, next replica.
 
-Each replica gets ``timeout_s``; a read costs at most ``len(replicas) * timeout_s``.
+With ``tickets=True`` (what caches and routers pass) each GET also carries
+``X-Pinhole-Read-Ticket: v1``. Store nodes ignore it; an f4 name node may answer a read
+ticket instead of the blob (common/read_ticket.py): the reader then GETs the blob's checked
+range from the storage node that holds it (the ticket is that request's only credential),
+opens the sealed record with the ticket's key and computes the ETag from the plaintext with
+``needle_etag`` (the record's authentication already proved the bytes). The name node then
+never relays the bytes. If anything about the ticketed read fails (the storage node down or
+refusing, a corrupt range, a record that does not open, a malformed ticket), the same
+replica is asked again without the header: the full read, healthy or degraded, exactly as
+without tickets. Nothing of a ticket outlives the read: neither the ticket nor its key is
+kept.
+
+Each replica gets ``timeout_s``; a read costs at most ``len(replicas) * timeout_s`` (a
+ticketed read that fails costs up to three of them on its replica: ticket, range, full
+read).
 Replica URLs are store base URLs such as ``http://127.0.0.1:8701`` (no trailing slash
 needed).
 
@@ -36,6 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from common import read_ticket
 from common.credentials import Credentials, Purpose
 from common.leanhttp.client import HttpClientError, LeanHTTPClient
 from replica.errors import NeedleAbsent, ReplicasUnavailable
@@ -56,6 +71,16 @@ log = logging.getLogger("pinhole.replica")
 _ETAG_LEN = 18  # '"' + 16 hex digits + '"'
 _CHECKSUM_START = FOOTER_BYTES - CHECKSUM_BYTES  # the footer ends with the u64 checksum
 ETAG_INLINE_BYTES_MAX: Final = 1024 * 1024
+# A ticketed read's record up to this long is opened (AES-GCM: ~120 us per MiB) on the
+# event loop; a longer one in the default executor (the cryptography package releases the
+# GIL while it decrypts).
+OPEN_INLINE_BYTES_MAX: Final = 1024 * 1024
+_TICKET_ASKED: Final = (read_ticket.TICKET_HEADER, read_ticket.TICKET_HEADER_VALUE)
+_TICKET_ANSWER: Final = read_ticket.TICKET_HEADER.lower()
+# Header tuples with the ticket header appended, per caller's tuple (callers build theirs
+# once: the client memoizes its encoding per tuple, so this must hand back the same one).
+_asking: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+_ASKING_MAX: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +90,8 @@ class ReplicaRead:
     data: the needle's bytes. etag: as the store sent it, quoted ('"<16 hex>"').
     served_by: the replica URL it came from. bad: replicas whose copy is corrupt or missing
     (repair them). failed: replicas tried before that did not answer usefully.
+    ticketed: the bytes came from an f4 storage node on a read ticket.
+    ticket_failures: ticketed reads that failed (then read in full) on the way.
     """
 
     data: bytes
@@ -72,6 +99,8 @@ class ReplicaRead:
     served_by: str
     bad: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    ticketed: bool = False
+    ticket_failures: int = 0
 
 
 def needle_etag(key: int, alt: int, cookie: int, data: bytes | bytearray | memoryview) -> str:
@@ -96,20 +125,35 @@ async def read_from_replicas(
     *,
     headers: tuple[tuple[str, str], ...],
     timeout_s: float,
+    tickets: bool = False,
 ) -> ReplicaRead:
     """The needle from the first replica that serves a verified copy (see the module
     docstring). `headers` carries the read credential (stores answer 401 without it; build
-    the tuple once: the client memoizes its encoding per tuple). Raises NeedleAbsent or
-    ReplicasUnavailable (both carry ``bad`` and ``failed``)."""
+    the tuple once: the client memoizes its encoding per tuple). `tickets`: accept f4 read
+    tickets. Raises NeedleAbsent or ReplicasUnavailable (both carry ``bad`` and
+    ``failed``)."""
     path = f"/n/{vid}/{key}/{alt}/{cookie:016x}"
     bad: list[str] = []
     failed: list[str] = []
     missing: list[str] = []
     problems: list[str] = []
+    ticket_failures = 0
+    ask = _asking_for(headers) if tickets else headers
     for replica in replicas:
         base = replica.rstrip("/")
         try:
-            resp = await client.request("GET", base + path, headers=headers, timeout_s=timeout_s)
+            resp = await client.request("GET", base + path, headers=ask, timeout_s=timeout_s)
+            if resp.status == 200 and _TICKET_ANSWER in resp.headers:
+                data = await _redeem(client, resp.body, vid, key, alt, path, timeout_s)
+                if data is not None:
+                    etag = await _etag(key, alt, cookie, data)
+                    return ReplicaRead(
+                        data, etag, replica, bad + missing, failed, True, ticket_failures
+                    )
+                ticket_failures += 1
+                resp = await client.request(
+                    "GET", base + path, headers=headers, timeout_s=timeout_s
+                )
         except HttpClientError as exc:
             failed.append(replica)
             problems.append(f"{replica}: {exc}")
@@ -118,13 +162,11 @@ async def read_from_replicas(
         if status == 200:
             etag = resp.headers.get("etag", "")
             body = resp.body
-            if len(body) <= ETAG_INLINE_BYTES_MAX:
-                actual = needle_etag(key, alt, cookie, body)
-            else:
-                loop = asyncio.get_running_loop()
-                actual = await loop.run_in_executor(None, needle_etag, key, alt, cookie, body)
+            actual = await _etag(key, alt, cookie, body)
             if len(etag) == _ETAG_LEN and actual == etag:
-                return ReplicaRead(resp.body, etag, replica, bad + missing, failed)
+                return ReplicaRead(
+                    resp.body, etag, replica, bad + missing, failed, False, ticket_failures
+                )
             bad.append(replica)
             problems.append(f"{replica}: body does not match its ETag {etag!r}")
             log.warning(
@@ -145,6 +187,48 @@ async def read_from_replicas(
         raise NeedleAbsent(f"needle {path} not found", bad=bad, failed=failed)
     detail = "; ".join(problems) or "no replicas given"
     raise ReplicasUnavailable(f"no replica served {path}: {detail}", bad=bad, failed=failed)
+
+
+def _asking_for(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    ask = _asking.get(headers)
+    if ask is None:
+        if len(_asking) >= _ASKING_MAX:
+            _asking.clear()
+        ask = _asking[headers] = (*headers, _TICKET_ASKED)
+    return ask
+
+
+async def _etag(key: int, alt: int, cookie: int, data: bytes) -> str:
+    if len(data) <= ETAG_INLINE_BYTES_MAX:
+        return needle_etag(key, alt, cookie, data)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, needle_etag, key, alt, cookie, data)
+
+
+async def _redeem(
+    client: LeanHTTPClient,
+    document: bytes,
+    vid: int,
+    key: int,
+    alt: int,
+    path: str,
+    timeout_s: float,
+) -> bytes | None:
+    """The plaintext a read ticket leads to, or None when the ticketed read failed (logged;
+    the caller reads the blob in full instead). The request carries no credential."""
+    try:
+        ticket = read_ticket.parse(document)
+        resp = await client.request("GET", ticket.url, timeout_s=timeout_s)
+        if resp.status != 200:
+            code = resp.headers.get("x-pinhole-error", "")
+            raise read_ticket.TicketInvalid(f"the storage node answered {resp.status} {code}")
+        if ticket.cut_length <= OPEN_INLINE_BYTES_MAX:
+            return ticket.open(resp.body, vid, key, alt)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, ticket.open, resp.body, vid, key, alt)
+    except (ValueError, HttpClientError) as exc:  # TicketInvalid, a URL the client refuses
+        log.info("needle %s: the ticketed read failed (%s); reading it in full", path, exc)
+        return None
 
 
 async def report_bad_replicas(

@@ -147,6 +147,7 @@ class RouterStatistics:
     cache_failures: int
     direct_reads: int
     direct_read_failures: int
+    direct_reads_ticketed: int
     lookup_refreshes: int
     repair_reports: int
     repair_reports_dropped: int
@@ -206,6 +207,7 @@ class RouterHttpApi:
         self._cache_failures = 0
         self._direct_reads = 0
         self._direct_read_failures = 0
+        self._direct_reads_ticketed = 0
         self._lookup_refreshes = 0
         self._repair_reports = 0
         self._repair_reports_dropped = 0
@@ -370,6 +372,7 @@ class RouterHttpApi:
                 ref.cookie,
                 headers=self._read_headers,
                 timeout_s=self.config.store_timeout_s,
+                tickets=True,
             )
         except ReplicaReadError as e:
             self._report_bad(lv, ref.key, alt, e.bad)
@@ -381,6 +384,7 @@ class RouterHttpApi:
             return _UNAVAILABLE
         if read.bad:
             self._report_bad(lv, ref.key, alt, read.bad)
+        self._direct_reads_ticketed += read.ticketed
         return _Found(read.data, read.etag, "direct")
 
     # -- answers --------------------------------------------------------------------------
@@ -507,6 +511,7 @@ class RouterHttpApi:
             cache_failures=self._cache_failures,
             direct_reads=self._direct_reads,
             direct_read_failures=self._direct_read_failures,
+            direct_reads_ticketed=self._direct_reads_ticketed,
             lookup_refreshes=self._lookup_refreshes,
             repair_reports=self._repair_reports,
             repair_reports_dropped=self._repair_reports_dropped,

@@ -25,6 +25,7 @@ _ROUTER_HELP: Final = {
     "cache_failures": "Requests to a cache node that failed (node then skipped a while)",
     "direct_reads": "Variants the router read from store replicas itself",
     "direct_read_failures": "Direct reads where no replica answered",
+    "direct_reads_ticketed": "Direct reads served from an f4 storage node on a read ticket",
     "lookup_refreshes": "Volume lookups forced because the known replicas failed",
     "repair_reports": "Bad replica copies reported to the directory",
     "repair_reports_dropped": "Repair reports dropped (repair_reports_inflight_max)",

@@ -41,6 +41,7 @@ def test_each_service_holds_only_its_grant() -> None:
         assert set(held.tokens) == grant.sends, service
         assert set(held.verifiers) == grant.accepts, service
         assert (held.url_key is not None) == grant.url_key, service
+        assert (held.ticket_key is not None) == grant.ticket_key, service
         for purpose in set(Purpose) - grant.sends:
             with pytest.raises(CredentialError):
                 held.header(purpose)
@@ -50,6 +51,18 @@ def test_each_service_holds_only_its_grant() -> None:
             assert everything.tokens[purpose] not in held.to_json() or purpose in grant.sends
     router = Credentials.for_service(secret, "router")
     assert not router.holds(Purpose.WRITE) and not router.holds(Purpose.ADMIN)
+    # f4 read tickets: signed by the name node, checked by the storage nodes; the readers
+    # that redeem them (caches, routers) hold neither the key nor the blocks credential.
+    ticket_holders = {s for s, g in SERVICE_GRANTS.items() if g.ticket_key}
+    assert ticket_holders == {"f4-name", "f4-node"}
+    assert Credentials.for_service(secret, "f4-name").ticket_key == credentials.ticket_key(secret)
+    assert credentials.ticket_key(secret) not in (
+        credentials.url_key(secret),
+        *(bytes.fromhex(credentials.derive(secret, p)) for p in Purpose),
+    )
+    for reader in ("cache", "router"):
+        held = Credentials.for_service(secret, reader)
+        assert held.ticket_key is None and not held.holds(Purpose.BLOCKS)
     store = Credentials.for_service(secret, "store")
     assert store.holds(Purpose.NODE) and not store.holds(Purpose.READ)
     with pytest.raises(CredentialError, match="unknown service"):
@@ -64,6 +77,9 @@ def test_credentials_files_round_trip_and_are_private(tmp_path: Path) -> None:
     back = Credentials.read(path)
     assert back.tokens == held.tokens and back.verifiers == held.verifiers
     assert back.url_key == held.url_key is None
+    node = Credentials.for_service(b"f" * 32, "f4-node")
+    node.write(path)
+    assert Credentials.read(path).ticket_key == node.ticket_key is not None
     path.write_text("{}")
     with pytest.raises(CredentialError, match="not a pinhole credentials file"):
         Credentials.read(path)

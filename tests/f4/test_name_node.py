@@ -4,6 +4,7 @@ that arrive while a volume migrates, and a real `pinhole f4 name serve` process.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -340,3 +342,22 @@ async def test_metrics_count_reads_absences_and_deletes(served: str, blobs: Blob
     assert got["pinhole_f4_name_key_lookups_total"] == 5  # the wrong cookie needs no key
     assert 1 <= got["pinhole_f4_name_key_lookup_batches_total"] <= 5
     assert got["pinhole_f4_name_volumes_served"] == 1
+
+
+async def test_status_carries_the_heartbeat_when_there_is_a_directory(
+    config: F4Config,
+) -> None:
+    _migrate(config)
+    creds = Credentials.for_service(SECRET, "f4-name")
+    # A directory that does not answer: the heartbeat runs and fails, /status still answers.
+    beating = replace(config, directory_url=f"http://127.0.0.1:{_free_port()}")
+    async with (
+        running_name_node(beating, credentials=creds) as (_, server),
+        _client() as client,
+    ):
+        url = f"http://127.0.0.1:{server.port}/status"
+        resp = await client.request("GET", url, headers=_headers(Purpose.ADMIN))
+    assert resp.status == 200
+    doc = json.loads(resp.body)
+    assert doc["heartbeat"]["directory_url"] == beating.directory_url
+    assert doc["tickets_issued"] == 0

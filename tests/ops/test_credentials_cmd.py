@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 from common import credentials
 from common.credentials import Credentials, Purpose
+from ops.join_cluster import role_of
 from tests.up_cluster import pinhole
 
 
@@ -56,3 +58,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     p = pinhole("credentials", "api", "--out", tmp_path / "no" / "dir.json", cwd=tmp_path)
     assert p.returncode == 2 and "not a directory" in p.stderr
     assert not out.exists()
+
+
+def test_each_role_file_names_its_role_with_or_without_the_ticket_key() -> None:
+    secret = b"q" * 32
+    for role in credentials.SERVICE_GRANTS:
+        held = Credentials.for_service(secret, role)
+        assert role_of(held) == role
+        # A file written before f4 read tickets has no ticket key: still its role (the
+        # process then neither signs nor takes tickets; reads go through the name node).
+        assert role_of(replace(held, ticket_key=None)) == role
+    cache = Credentials.for_service(secret, "cache")
+    assert role_of(replace(cache, ticket_key=credentials.ticket_key(secret))) is None

@@ -1,0 +1,195 @@
+"""f4 read tickets: a healthy f4 read without the name node relaying the bytes.
+
+A reader (replica.read, for caches and routers) that asks the f4 name node for a blob with
+`X-Pinhole-Read-Ticket: v1` may get, instead of the blob, a ticket: 200 with the same
+header in the answer and a small JSON document (docs/formats/f4.md):
+
+    {"v": 1, "url": ".../b/{node}/{block}?offset=O&length=L&checked=1&expires=E&ticket=S",
+     "length": L, "cut": [C, N], "key": "<64 hex>", "nonce": "<24 hex>"}
+
+The name node checked the cookie, looked the blob up in its index and fetched its key, as
+for a read. The reader then makes one request, the URL (no credential: the ticket is the
+credential), to the storage node that holds the blob's data block, which checks the range
+against the block's sidecar as for any checked read; it cuts the sealed record out of the
+L bytes (`cut`: offset and length within them), opens it with the key (common.sealed,
+AES-256-GCM, the blob id as associated data) and computes the ETag from the plaintext as
+a store would (replica.read.needle_etag): the same bytes, the same ETag as the full read.
+
+The signature S: URL-safe base64 (unpadded, 22 characters) of the first 16 bytes of
+HMAC-SHA256(ticket key, "t1|" node "|" block "|" offset "|" length "|" expires). The
+ticket key is derived from the cluster secret for this purpose alone
+(common.credentials.ticket_key); the name node signs with it and the storage nodes check
+with it; caches and routers never hold it, nor the blocks credential. A signature grants
+one thing: GET of exactly that checked range of that block, until `expires` (Unix
+seconds, the storage node's clock): another range, another block, another method or an
+expired ticket is refused with 403 (`ticket_invalid`, `ticket_expired`).
+
+Invariants:
+- A ticket lives READ_TICKET_TTL_S at most. A blob's key is handed out only inside a
+  ticket, at the moment of the read, after the same cookie check and key lookup as a full
+  read: an absent blob, a deleted one and a wrong cookie are the same 404 and hand out
+  nothing. A reader uses a ticket once, at once, and keeps neither it nor its key.
+- A delete bumps nothing: a ticket issued before a delete returned can still fetch the
+  ciphertext (and, with its key, the blob) until it expires, READ_TICKET_TTL_S at most;
+  a read started before a delete completing just after it is the same thing. No ticket
+  is issued once the delete has returned (the key is gone).
+- Any failure of the ticketed read (the storage node down or refusing, a corrupt range, a
+  record that fails authentication, a malformed ticket) makes the reader read the blob
+  from the name node in full, the read it would have made without tickets.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+from dataclasses import dataclass
+from typing import Final
+
+from common.sealed import KEY_BYTES, NONCE_BYTES, associated_data, open_record
+
+VERSION: Final = 1
+# The request header a reader sends to accept a ticket and the answer header that marks
+# one (its value is the version).
+TICKET_HEADER: Final = "X-Pinhole-Read-Ticket"
+TICKET_HEADER_VALUE: Final = f"v{VERSION}"
+CONTENT_TYPE: Final = "application/vnd.pinhole.read-ticket+json"
+# How long a ticket is good for, from its issue. It bounds how long after a delete a
+# ticket issued before it may still fetch the blob's ciphertext. Clocks of the name node
+# and the storage nodes must agree within it (a storage node ahead by more refuses every
+# ticket: reads then all go through the name node, correct but slower).
+READ_TICKET_TTL_S: Final = 5
+SIGNATURE_BYTES: Final = 16
+SIGNATURE_CHARS: Final = 22  # base64 of 16 bytes, unpadded
+EXPIRY_DIGITS_MAX: Final = 12
+# A ticket document is a few hundred bytes; anything longer is not one.
+TICKET_BYTES_MAX: Final = 4096
+
+assert len(base64.urlsafe_b64encode(bytes(SIGNATURE_BYTES)).rstrip(b"=")) == SIGNATURE_CHARS
+
+
+class TicketInvalid(ValueError):
+    """A ticket document that is malformed, or a record it does not open."""
+
+
+class TicketRefused(ValueError):
+    """A signature a storage node does not accept; `code` is ticket_invalid or
+    ticket_expired."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def signature(key: bytes, node: str, block: str, offset: int, length: int, expires: int) -> str:
+    message = b"t1|%s|%s|%d|%d|%d" % (node.encode(), block.encode(), offset, length, expires)
+    mac = hmac.digest(key, message, hashlib.sha256)[:SIGNATURE_BYTES]
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def expiry_at(now: float) -> int:
+    """Rounded down: a ticket is good until its expiry second included, so for at most
+    READ_TICKET_TTL_S after `now` (and at least one second less)."""
+    return math.floor(now + READ_TICKET_TTL_S)
+
+
+def check(
+    key: bytes,
+    node: str,
+    block: str,
+    offset: int,
+    length: int,
+    expires: str,
+    ticket: str,
+    *,
+    now: float,
+) -> None:
+    """Whether a ticketed request may read exactly this range now; TicketRefused if not.
+    The signature is checked first: an expired forgery is a forgery."""
+    if not expires.isdigit() or len(expires) > EXPIRY_DIGITS_MAX or len(ticket) != SIGNATURE_CHARS:
+        raise TicketRefused("ticket_invalid", "a malformed read ticket")
+    expiry = int(expires)
+    good = signature(key, node, block, offset, length, expiry)
+    if not hmac.compare_digest(good, ticket):
+        raise TicketRefused("ticket_invalid", "the read ticket is not for this range")
+    if expiry < now:
+        raise TicketRefused("ticket_expired", "the read ticket has expired")
+
+
+def issue(
+    key: bytes,
+    *,
+    base_url: str,
+    node: str,
+    block: str,
+    offset: int,
+    length: int,
+    cut: tuple[int, int],
+    secret: bytes,
+    nonce: bytes,
+    now: float,
+) -> bytes:
+    """The ticket document (what the name node answers) for reading `length` bytes at
+    `offset` of `block` on `node` (served at `base_url`), the record at `cut` in them."""
+    expires = expiry_at(now)
+    sig = signature(key, node, block, offset, length, expires)
+    url = (
+        f"{base_url}/b/{node}/{block}?offset={offset}&length={length}&checked=1"
+        f"&expires={expires}&ticket={sig}"
+    )
+    doc = {
+        "v": VERSION,
+        "url": url,
+        "length": length,
+        "cut": list(cut),
+        "key": secret.hex(),
+        "nonce": nonce.hex(),
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTicket:
+    url: str
+    length: int  # of the range the URL answers
+    cut_start: int  # the sealed record within it
+    cut_length: int
+    secret: bytes
+    nonce: bytes
+
+    def open(self, data: bytes, volume: int, key: int, alt_key: int) -> bytes:
+        """The blob's plaintext from the bytes the URL answered; TicketInvalid when they are
+        not `length` bytes or the record does not open (RecordInvalid underneath)."""
+        if len(data) != self.length:
+            raise TicketInvalid(f"{len(data)} bytes answered for a range of {self.length}")
+        record = memoryview(data)[self.cut_start : self.cut_start + self.cut_length]
+        try:
+            return open_record(
+                self.secret, self.nonce, associated_data(volume, key, alt_key), record
+            )
+        except ValueError as e:
+            raise TicketInvalid(str(e)) from e
+
+
+def parse(body: bytes) -> ReadTicket:
+    """A ticket document, or TicketInvalid."""
+    if len(body) > TICKET_BYTES_MAX:
+        raise TicketInvalid("a read ticket is a few hundred bytes")
+    try:
+        doc = json.loads(body)
+        if doc["v"] != VERSION:
+            raise ValueError(f"version {doc['v']!r}")
+        url, length, (start, count) = doc["url"], doc["length"], doc["cut"]
+        secret, nonce = bytes.fromhex(doc["key"]), bytes.fromhex(doc["nonce"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise TicketInvalid(f"not a read ticket: {e}") from None
+    if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        raise TicketInvalid("a read ticket's url is an http(s) URL")
+    for n in (length, start, count):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise TicketInvalid("a read ticket's sizes are whole numbers")
+    if start + count > length or len(secret) != KEY_BYTES or len(nonce) != NONCE_BYTES:
+        raise TicketInvalid("a read ticket's cut, key or nonce does not fit")
+    return ReadTicket(url, length, start, count, secret, nonce)

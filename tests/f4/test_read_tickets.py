@@ -1,0 +1,453 @@
+"""f4 read tickets (common/read_ticket.py): a healthy read of a migrated volume fetched by
+the reader from the storage node holding the blob, the name node answering only a ticket.
+
+Real storage node processes (`pinhole f4 node serve`, 4 of them holding the cell's 14
+nodes) and a name node on its HTTP API; readers are replica.read (what caches and routers
+run) and the cache node itself. Asserted on counters and bytes, never on timing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import pytest
+
+from cache.config import CacheConfig
+from cache.node import CacheNode
+from common import credentials, read_ticket
+from common.credentials import Credentials, Purpose
+from common.leanhttp import LeanHTTPServer, Request, Response
+from common.leanhttp.client import LeanHTTPClient
+from f4.cell import Cell
+from f4.config import F4Config, F4Node
+from f4.erasure import STRIPE_BLOCKS
+from f4.name_node import NameNode
+from f4.name_server import running_name_node
+from replica.errors import NeedleAbsent
+from replica.read import needle_etag, read_from_replicas
+from tests.f4.helpers import Blobs, random_blobs, sealed_volume
+from tests.f4.test_node_service import NodeProcess
+
+VID = 3
+BLOCK_BYTES = 16 * 1024
+BLOBS = 30
+
+
+@dataclass
+class Served:
+    url: str  # the name node's
+    node: NameNode
+    procs: list[NodeProcess]
+    secret: bytes
+    blobs: Blobs
+
+    def read_headers(self) -> tuple[tuple[str, str], ...]:
+        creds = Credentials.for_service(self.secret, "cache")  # what a reader holds
+        return (("Authorization", creds.header(Purpose.READ)),)
+
+    def blob_url(self, key: int, alt: int, cookie: int) -> str:
+        return f"{self.url}/n/{VID}/{key}/{alt}/{cookie:016x}"
+
+    def holder(self, key: int, alt: int) -> NodeProcess:
+        """The storage node process holding the blob's data block."""
+        idx = self.node.reader.index(VID)
+        entry = idx.entries[(key, alt)]
+        name = idx.stripes[entry.stripe].nodes[entry.block]
+        return next(p for p in self.procs if name in p.nodes)
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    return credentials.ensure_secret_file(tmp_path / "secret")
+
+
+@pytest.fixture
+def procs(tmp_path: Path, secret_file: Path) -> Iterator[list[NodeProcess]]:
+    names = [f"n{i:02d}" for i in range(STRIPE_BLOCKS)]
+    # 4 + 4 + 3 + 3 nodes: one process lost leaves every stripe readable (degraded).
+    found = [NodeProcess(tmp_path, p, names[i::4], secret_file) for i, p in enumerate("abcd")]
+    try:
+        for p in found:
+            p.start()
+        yield found
+    finally:
+        for p in found:
+            p.stop()
+
+
+@pytest.fixture
+def migrated(
+    tmp_path: Path, secret_file: Path, procs: list[NodeProcess]
+) -> tuple[F4Config, bytes, Blobs]:
+    """A volume migrated onto the storage node processes: (config, secret, blobs)."""
+    blobs = random_blobs(random.Random(12), BLOBS, size_max=6000)
+    sealed_volume(tmp_path / "vols", VID, blobs)
+    secret = secret_file.read_bytes().strip()
+    nodes = tuple(sorted((F4Node(n, f"r{n}", p.url) for p in procs for n in p.nodes), key=str))
+    config = F4Config(
+        cell_root=tmp_path / "cell",
+        haystack_dir=tmp_path / "vols",
+        nodes=nodes,
+        block_bytes=BLOCK_BYTES,
+        rebuild_mb_s=0.0,
+        age_s_min=0.0,
+        name_port=0,
+    )
+    cell = Cell(config, credentials=Credentials.from_secret(secret))
+    try:
+        assert cell.migrate(VID)["blobs"] == len(blobs)
+    finally:
+        cell.close()
+    return config, secret, blobs
+
+
+@pytest.fixture
+async def served(
+    migrated: tuple[F4Config, bytes, Blobs], procs: list[NodeProcess]
+) -> AsyncIterator[Served]:
+    config, secret, blobs = migrated
+    creds = Credentials.for_service(secret, "f4-name")
+    async with running_name_node(config, credentials=creds) as (node, server):
+        yield Served(f"http://127.0.0.1:{server.port}", node, procs, secret, blobs)
+
+
+@contextlib.asynccontextmanager
+async def _client() -> AsyncIterator[LeanHTTPClient]:
+    client = LeanHTTPClient()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def _node_counters(client: LeanHTTPClient, s: Served, name: str) -> int:
+    """A storage node counter summed over the processes (their /metrics)."""
+    admin = (("Authorization", Credentials.from_secret(s.secret).header(Purpose.ADMIN)),)
+    total = 0.0
+    prefix = f"pinhole_f4_node_{name}_total"
+    for p in s.procs:
+        resp = await client.request("GET", f"{p.url}/metrics", headers=admin)
+        assert resp.status == 200
+        for line in resp.body.decode().splitlines():
+            if line.startswith(prefix):
+                total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+async def _ticket(client: LeanHTTPClient, s: Served, key: int, alt: int, cookie: int) -> Any:
+    """The name node's raw answer to a GET asking for a ticket."""
+    headers = (*s.read_headers(), (read_ticket.TICKET_HEADER, read_ticket.TICKET_HEADER_VALUE))
+    return await client.request("GET", s.blob_url(key, alt, cookie), headers=headers)
+
+
+def _with_query(url: str, **changes: str | None) -> str:
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    for k, v in changes.items():
+        if v is None:
+            query.pop(k, None)
+        else:
+            query[k] = v
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def test_a_healthy_read_takes_a_ticket_and_the_name_node_relays_no_bytes(
+    served: Served,
+) -> None:
+    s = served
+    async with _client() as client:
+        for (key, alt), (cookie, data) in s.blobs.items():
+            read = await read_from_replicas(
+                client, [s.url], VID, key, alt, cookie,
+                headers=s.read_headers(), timeout_s=5.0, tickets=True,
+            )  # fmt: skip
+            assert read.data == data and read.ticketed and read.ticket_failures == 0
+            assert read.etag == needle_etag(key, alt, cookie, data)
+            assert read.served_by == s.url and not read.bad and not read.failed
+        st = s.node.statistics()
+        assert st["tickets_issued"] == len(s.blobs)
+        assert st["healthy_reads"] == st["degraded_reads"] == st["bytes_served"] == 0
+        assert await _node_counters(client, s, "tickets_accepted") == len(s.blobs)
+        assert await _node_counters(client, s, "tickets_refused") == 0
+
+        # The same bytes and ETag as the full read (a reader that asks for no ticket).
+        (key, alt), (cookie, data) = next(iter(s.blobs.items()))
+        full = await read_from_replicas(
+            client, [s.url], VID, key, alt, cookie, headers=s.read_headers(), timeout_s=5.0
+        )
+        assert full.data == data and not full.ticketed
+        assert full.etag == needle_etag(key, alt, cookie, data)
+        assert s.node.statistics()["healthy_reads"] == 1
+        # A HEAD, a range or a conditional GET is answered as without the header.
+        asking = (*s.read_headers(), (read_ticket.TICKET_HEADER, read_ticket.TICKET_HEADER_VALUE))
+        ranged = await client.request(
+            "GET", s.blob_url(key, alt, cookie), headers=(*asking, ("Range", "bytes=0-1"))
+        )
+        assert ranged.status == 206 and ranged.body == data[:2]
+        assert s.node.statistics()["tickets_issued"] == len(s.blobs)
+
+
+async def test_with_read_tickets_off_every_read_passes_through_the_name_node(
+    migrated: tuple[F4Config, bytes, Blobs], procs: list[NodeProcess]
+) -> None:
+    config, secret, blobs = migrated
+    creds = Credentials.for_service(secret, "f4-name")
+    off = replace(config, read_tickets=False)
+    async with running_name_node(off, credentials=creds) as (node, server):
+        s = Served(f"http://127.0.0.1:{server.port}", node, procs, secret, blobs)
+        async with _client() as client:
+            for (key, alt), (cookie, data) in list(blobs.items())[:5]:
+                read = await read_from_replicas(
+                    client, [s.url], VID, key, alt, cookie,
+                    headers=s.read_headers(), timeout_s=5.0, tickets=True,
+                )  # fmt: skip
+                assert read.data == data and not read.ticketed and read.ticket_failures == 0
+            assert await _node_counters(client, s, "tickets_accepted") == 0
+        st = node.statistics()
+        assert st["tickets_issued"] == 0 and st["healthy_reads"] == 5
+
+
+async def test_the_cache_reads_a_migrated_volume_on_tickets(served: Served) -> None:
+    s = served
+    creds = Credentials.for_service(s.secret, "cache")
+    async with _client() as client:
+        cache = CacheNode(CacheConfig(node_id="c1"), credentials=creds, client=client)
+        try:
+            for (key, alt), (cookie, data) in list(s.blobs.items())[:5]:
+                got = await cache.fetch((VID, key, alt, cookie), [s.url], admit=False)
+                assert got.data == data and got.etag == needle_etag(key, alt, cookie, data)
+        finally:
+            await cache.close()
+        st = cache.statistics()
+        assert st.store_reads_ticketed == 5 and st.ticket_fallbacks == 0
+        assert await _node_counters(client, s, "tickets_accepted") == 5
+
+
+async def test_a_killed_storage_node_falls_back_to_the_full_read_byte_exact(
+    served: Served,
+) -> None:
+    s = served
+    by_holder: dict[str, int] = {}
+    for key, alt in s.blobs:
+        by_holder[s.holder(key, alt).url] = by_holder.get(s.holder(key, alt).url, 0) + 1
+    victim = next(p for p in s.procs if p.url == max(by_holder, key=by_holder.__getitem__))
+    victims = {ka for ka in s.blobs if s.holder(*ka) is victim}
+    assert victims
+    victim.kill()
+    failures = 0
+    async with _client() as client:
+        for (key, alt), (cookie, data) in s.blobs.items():
+            read = await read_from_replicas(
+                client, [s.url], VID, key, alt, cookie,
+                headers=s.read_headers(), timeout_s=5.0, tickets=True,
+            )  # fmt: skip
+            assert read.data == data and read.etag == needle_etag(key, alt, cookie, data)
+            assert read.ticketed == ((key, alt) not in victims)
+            failures += read.ticket_failures
+    st = s.node.statistics()
+    # The first read of the dead process's blobs had a ticket and fell back; the name node
+    # then skipped the process (PROCESS_DOWN_S) and read the rest degraded at once.
+    assert failures >= 1
+    assert st["degraded_reads"] == len(victims)
+    assert st["tickets_issued"] == len(s.blobs) - len(victims) + failures
+
+
+async def test_absent_deleted_and_wrong_cookie_are_one_404_and_hand_out_no_key(
+    served: Served,
+) -> None:
+    s = served
+    items = list(s.blobs.items())
+    (key, alt), (cookie, data) = items[0]
+    async with _client() as client:
+        wrong = await _ticket(client, s, key, alt, cookie ^ 1)
+        absent = await _ticket(client, s, key + 999_999, alt, cookie)
+        plain = await client.request(
+            "GET", s.blob_url(key, alt, cookie ^ 1), headers=s.read_headers()
+        )
+        assert wrong.status == absent.status == plain.status == 404
+        assert wrong.body == absent.body == plain.body
+        assert read_ticket.TICKET_HEADER.lower() not in wrong.headers
+        assert b"key" not in wrong.body and b"nonce" not in wrong.body
+
+        before = await _ticket(client, s, key, alt, cookie)
+        assert before.status == 200
+        ticket = read_ticket.parse(before.body)
+        write = (("Authorization", Credentials.from_secret(s.secret).header(Purpose.WRITE)),)
+        deleted = await client.request("DELETE", f"{s.url}/n/{VID}/{key}/{alt}", headers=write)
+        assert deleted.status == 200
+        after = await _ticket(client, s, key, alt, cookie)
+        assert after.status == 404 and after.body == absent.body
+        with pytest.raises(NeedleAbsent):
+            await read_from_replicas(
+                client, [s.url], VID, key, alt, cookie,
+                headers=s.read_headers(), timeout_s=5.0, tickets=True,
+            )  # fmt: skip
+        assert s.node.statistics()["tickets_issued"] == 1
+        # The window, by design (docs/formats/f4.md): a ticket issued before the delete
+        # returned still fetches the ciphertext until it expires, READ_TICKET_TTL_S at most.
+        expires = int(parse_qs(urlsplit(ticket.url).query)["expires"][0])
+        assert expires - time.time() <= read_ticket.READ_TICKET_TTL_S
+        late = await client.request("GET", ticket.url)
+        assert late.status == 200 and ticket.open(late.body, VID, key, alt) == data
+        # ... and past its expiry it is refused (re-signed as expired: no sleeping).
+        key_ = credentials.ticket_key(s.secret)
+        parts = urlsplit(ticket.url)
+        node, block = parts.path.split("/")[2:4]
+        q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        past = int(time.time()) - 1
+        sig = read_ticket.signature(key_, node, block, int(q["offset"]), int(q["length"]), past)
+        expired = await client.request(
+            "GET", _with_query(ticket.url, expires=str(past), ticket=sig)
+        )
+        assert expired.status == 403 and expired.headers["x-pinhole-error"] == "ticket_expired"
+
+
+async def test_a_storage_node_takes_a_ticket_for_exactly_its_range(served: Served) -> None:
+    s = served
+    (key, alt), (cookie, _) = next(iter(s.blobs.items()))
+    async with _client() as client:
+        resp = await _ticket(client, s, key, alt, cookie)
+        assert resp.status == 200 and resp.headers["content-type"] == read_ticket.CONTENT_TYPE
+        url = read_ticket.parse(resp.body).url
+        q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        assert (await client.request("GET", url)).status == 200
+        node, block = urlsplit(url).path.split("/")[2:4]
+        stripe_block = block.split(".")
+        stripe_block[2] = f"b{(int(stripe_block[2][1:]) + 1) % STRIPE_BLOCKS}"
+        other_block = url.replace(f"/{block}?", f"/{'.'.join(stripe_block)}?")
+        flipped = q["ticket"][:-1] + ("A" if q["ticket"][-1] != "A" else "B")
+        stranger = read_ticket.signature(
+            credentials.ticket_key(b"x" * 32),
+            node, block, int(q["offset"]), int(q["length"]), int(q["expires"]),
+        )  # fmt: skip
+        refused = {
+            "another offset": _with_query(url, offset=str(int(q["offset"]) + 1)),
+            "another length": _with_query(url, length=str(int(q["length"]) - 1)),
+            "another block": other_block,
+            "a flipped signature": _with_query(url, ticket=flipped),
+            "another cluster's key": _with_query(url, ticket=stranger),
+            "a later expiry": _with_query(url, expires=str(int(q["expires"]) + 60)),
+            "an unchecked read": _with_query(url, checked=None),
+            "no expiry": _with_query(url, expires=None),
+        }
+        for why, bad in refused.items():
+            got = await client.request("GET", bad)
+            assert got.status == 403, why
+            assert got.headers["x-pinhole-error"] == "ticket_invalid", why
+        # A ticket grants a GET and nothing else: not a delete of the block it names.
+        delete = await client.request("DELETE", url)
+        assert delete.status == 403
+        assert (await client.request("GET", url)).status == 200
+        # Without a ticket or a credential: 401 as before.
+        bare = await client.request("GET", _with_query(url, ticket=None, expires=None))
+        assert bare.status == 401
+        assert await _node_counters(client, s, "tickets_refused") == len(refused) + 1
+        assert await _node_counters(client, s, "tickets_accepted") == 2
+
+
+class _Tamper:
+    """A replica in front of the name node that spoils the tickets it passes on (`how`)
+    and forwards everything else: what a reader does with a ticketed read that fails."""
+
+    def __init__(self, client: LeanHTTPClient, s: Served, how: str) -> None:
+        self.client = client
+        self.upstream = s.url
+        self.ticket_key = credentials.ticket_key(s.secret)
+        self.how = how
+        self.full_reads = 0
+
+    async def handle(self, req: Request) -> Response:
+        headers = tuple((k, v) for k, v in req.headers.items() if k in ("authorization",))
+        asked = req.headers.get(read_ticket.TICKET_HEADER.lower())
+        if asked:
+            headers = (*headers, (read_ticket.TICKET_HEADER, asked))
+        else:
+            self.full_reads += 1
+        resp = await self.client.request("GET", self.upstream + req.path, headers=headers)
+        out = tuple((k, v) for k, v in resp.headers.items() if k in ("etag", "x-pinhole-error"))
+        if resp.status == 200 and read_ticket.TICKET_HEADER.lower() in resp.headers:
+            doc = json.loads(resp.body)
+            if self.how == "key":  # the record then fails authentication
+                doc["key"] = bytes(32).hex()
+            elif self.how == "expired":  # signed right, expired: the storage node refuses it
+                parts = urlsplit(doc["url"])
+                node, block = parts.path.split("/")[2:4]
+                q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                past = int(time.time()) - 1
+                sig = read_ticket.signature(
+                    self.ticket_key, node, block, int(q["offset"]), int(q["length"]), past
+                )
+                doc["url"] = _with_query(doc["url"], expires=str(past), ticket=sig)
+            elif self.how == "garbled":
+                doc = {"v": 1}
+            elif self.how == "https":  # a URL the reader's client does not speak
+                doc["url"] = doc["url"].replace("http://", "https://", 1)
+            out = ((read_ticket.TICKET_HEADER, read_ticket.TICKET_HEADER_VALUE),)
+            return Response(200, json.dumps(doc).encode(), out, read_ticket.CONTENT_TYPE)
+        return Response(resp.status, resp.body, out, resp.headers.get("content-type", ""))
+
+
+@pytest.mark.parametrize("how", ["key", "expired", "garbled", "https"])
+async def test_a_ticketed_read_that_fails_is_read_in_full(served: Served, how: str) -> None:
+    s = served
+    async with _client() as client:
+        tamper = _Tamper(client, s, how)
+        server = LeanHTTPServer(tamper.handle, name="tamper")
+        await server.start("127.0.0.1", 0)
+        try:
+            front = f"http://127.0.0.1:{server.port}"
+            for (key, alt), (cookie, data) in list(s.blobs.items())[:3]:
+                read = await read_from_replicas(
+                    client, [front], VID, key, alt, cookie,
+                    headers=s.read_headers(), timeout_s=5.0, tickets=True,
+                )  # fmt: skip
+                assert read.data == data and read.etag == needle_etag(key, alt, cookie, data)
+                assert not read.ticketed and read.ticket_failures == 1 and not read.bad
+        finally:
+            await server.close(grace_s=1.0)
+        assert tamper.full_reads == 3
+        assert s.node.statistics()["healthy_reads"] == 3
+
+
+def test_ticket_documents_are_checked_before_use() -> None:
+    good = read_ticket.issue(
+        b"k" * 32, base_url="http://127.0.0.1:1", node="n00", block="v1.s0.b0.blk",
+        offset=0, length=100, cut=(10, 50), secret=bytes(32), nonce=bytes(12), now=0.0,
+    )  # fmt: skip
+    ticket = read_ticket.parse(good)
+    assert (ticket.length, ticket.cut_start, ticket.cut_length) == (100, 10, 50)
+    doc = json.loads(good)
+    for change in (
+        {"v": 2},
+        {"cut": [60, 50]},
+        {"key": "00"},
+        {"nonce": "zz"},
+        {"url": "file:///etc/passwd"},
+        {"length": -1},
+        {"length": True},
+    ):
+        with pytest.raises(read_ticket.TicketInvalid):
+            read_ticket.parse(json.dumps({**doc, **change}).encode())
+    with pytest.raises(read_ticket.TicketInvalid):
+        read_ticket.parse(b"[]")
+    with pytest.raises(read_ticket.TicketInvalid):
+        ticket.open(bytes(99), 1, 2, 3)  # not the range's length
+    with pytest.raises(read_ticket.TicketInvalid):
+        ticket.open(bytes(100), 1, 2, 3)  # not a record
+
+
+def test_no_reader_credential_carries_the_ticket_key() -> None:
+    secret = b"r" * 32
+    for role in ("cache", "router", "api", "worker", "directory", "store"):
+        held = Credentials.for_service(secret, role)
+        assert held.ticket_key is None and not held.holds(Purpose.BLOCKS), role
+    assert replace(Credentials.for_service(secret, "f4-node")).ticket_key == (
+        credentials.ticket_key(secret)
+    )
