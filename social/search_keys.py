@@ -18,6 +18,14 @@ accounts the block and follow checks) in the same statement. Index `search_keys_
 Rows change in the same transaction as the rows they index, as the engines' index rows
 (social/search_engines.py calls `put` and `remove`; `popularity_changed` follows the
 counts); `search_index.rebuild` rewrites them.
+
+Table `search_words` (kind, word): the distinct keys of each kind, with a trigram index
+(social/search_schema.py). A new key's word is added in the same transaction as the key;
+words are only removed by a rebuild (a word no key holds finds no entity). Typo
+candidates (social/search_engines.py `fuzzy_candidates`) are words first, a few hundred
+short strings where the entities' rows were thousands (a full-name word like `robert` is
+one word for 4,000 accounts), then the entities of the words kept, through the prefix
+index's equality lookup `key = word`.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from social.schema import blocks, follows, users
-from social.search_schema import KEYS_TABLE, hashtag_counts, places
+from social.search_schema import KEYS_TABLE, WORDS_TABLE, hashtag_counts, places
 from social.search_text import index_keys, prefix_upper_bound
 
 KIND_CODES: Final = {"accounts": 1, "hashtags": 2, "places": 3}
@@ -76,6 +84,8 @@ async def put(
         )
     }
     new = [(key, counts.get(i, 0), i) for i, fields in rows for key in index_keys(fields)]
+    if not fresh:  # a rebuild makes the words once, from all its keys
+        await _add_words(conn, code, sorted({k for k, _, _ in new}))
     if conn.dialect.name == "postgresql":
         # One statement over arrays: asyncpg's executemany costs a round of the protocol
         # per row (a rebuild of 5,000 accounts took 3.3 s that way, most of it here).
@@ -98,6 +108,26 @@ async def put(
     await conn.exec_driver_sql(
         f"INSERT INTO {KEYS_TABLE} (kind, key, popularity, entity_id) VALUES (?, ?, ?, ?)",
         [(code, k, p, e) for k, p, e in new],
+    )
+
+
+async def _add_words(conn: AsyncConnection, code: int, found: list[str]) -> None:
+    """The words among `found` that the kind's vocabulary lacks (SQLite's trigger indexes
+    their trigrams)."""
+    if not found:
+        return
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.text(
+                f"INSERT INTO {WORDS_TABLE} (kind, word) SELECT :kind, w"
+                " FROM unnest(CAST(:words AS TEXT[])) AS u(w) ON CONFLICT DO NOTHING"
+            ),
+            {"kind": code, "words": found},
+        )
+        return
+    await conn.exec_driver_sql(
+        f"INSERT OR IGNORE INTO {WORDS_TABLE} (kind, word) VALUES (?, ?)",
+        [(code, w) for w in found],
     )
 
 
