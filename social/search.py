@@ -121,7 +121,7 @@ class Search:
         found: dict[str, list[Any]] = {kind: [] for kind in kinds}
         engaged: set[int] = set()
         values = {"viewer": viewer, "n": self.config.engaged_likes_max, **prefix_values(q)}
-        for row in await conn.execute(_prefix_rows_query(kinds, cap), values):
+        for row in (await conn.execute(_prefix_rows_query(kinds, cap), values)).all():
             if row[0] == ENGAGED_CODE:
                 engaged.add(int(row[1]))
             else:
@@ -145,6 +145,7 @@ class Search:
                     kind,
                     q,
                     limit=self.config.fuzzy_candidates_max,
+                    per_word=cap,
                     similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
                 )
             ids = [i for i in dict.fromkeys(more) if i not in seen]
@@ -152,7 +153,7 @@ class Search:
                 extra[kind] = ids
         if extra:
             more_values = {"viewer": viewer} | {f"ids_{kind}": ids for kind, ids in extra.items()}
-            for row in await conn.execute(_extra_rows_query(tuple(extra)), more_values):
+            for row in (await conn.execute(_extra_rows_query(tuple(extra)), more_values)).all():
                 found[KIND_NAMES[row[0]]].append(row)
         engaged.discard(viewer)
         # Rows: (kind, id, name, full name or None, count, followed).

@@ -6,6 +6,7 @@ search_text.TRIGRAM_CHARS characters; ranking is not its business (social/search
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -14,9 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from social import search_keys
 from social.schema import follows
-from social.search_keys import SOURCES
-from social.search_schema import FTS_COLUMNS, INDEX_TABLES, trgm_schema
+from social.search_keys import KIND_CODES, SOURCES
+from social.search_schema import (
+    FTS_COLUMNS,
+    INDEX_TABLES,
+    KEYS_TABLE,
+    WORDS_TABLE,
+    WORDS_TRIGRAMS_TABLE,
+    trgm_schema,
+)
 from social.search_text import (
+    closest_words,
     fts_phrase,
     fts_typo_match,
     like_pattern,
@@ -26,13 +35,9 @@ from social.search_text import (
 )
 
 KINDS: Final = tuple(INDEX_TABLES)
-# SQLite: the source column each FTS column holds the folded text of.
-_FTS_SOURCE_COLUMNS: Final = {
-    "accounts": ("username", "full_name"),
-    "hashtags": ("tag",),
-    "places": ("name_key",),
-}
-assert all(len(_FTS_SOURCE_COLUMNS[k]) == len(FTS_COLUMNS[k]) for k in INDEX_TABLES)
+# Typo candidates: the words holding a typo's pieces that are read (the engine's best
+# first) before their edit distances are compared (search_text.closest_words).
+FUZZY_WORDS_MAX: Final = 500
 
 
 class SearchEngine(Protocol):
@@ -74,12 +79,23 @@ class SearchEngine(Protocol):
         ...
 
     async def fuzzy_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        query: str,
+        *,
+        limit: int,
+        per_word: int,
+        similarity_min: float,
     ) -> list[int]:
-        """Entities that may be within a typo of a query word: holding the pieces of one
-        of search_text.typo_pieces(query) in order; SQLite: the most popular first;
-        PostgreSQL: a pg_trgm word similarity of at least `similarity_min`, the most
-        similar first."""
+        """Entities that may be within a typo of a query word: with a key (a word of the
+        kind's vocabulary, search_words) holding the pieces of one of
+        search_text.typo_pieces(query) in order. At most `limit` words, SQLite: those
+        keeping the most alternatives first (then the closest in length); PostgreSQL: a
+        pg_trgm word similarity of at least `similarity_min`, the most similar first; of
+        each word its `per_word` most popular entities (they share the word's match, so
+        ranking orders them by popularity and the viewer's relation, as the prefix keys'),
+        `limit` entities in that order."""
         ...
 
 
@@ -110,7 +126,7 @@ async def candidate_ids(
             sa.select(query.subquery()),
             sa.select(query_for(_following(kind, follower, id_col)).subquery()),
         )
-    return [int(r[0]) for r in await conn.execute(query, values or {})]
+    return [int(r[0]) for r in (await conn.execute(query, values or {})).all()]
 
 
 class SqliteEngine:
@@ -159,41 +175,69 @@ class SqliteEngine:
         return await self._match(conn, kind, fts_phrase(query), limit, follower)
 
     async def fuzzy_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        query: str,
+        *,
+        limit: int,
+        per_word: int,
+        similarity_min: float,
     ) -> list[int]:
         match = fts_typo_match(query)
         if match is None:
             return []
-        # The trigram index finds the rows with the long pieces; LIKE then checks every
-        # piece in its order on those rows only (the MATCH of a 3-letter piece can hold
-        # thousands). A name within one typo keeps the pieces of most alternatives, so
-        # the rows keeping more come first, then the more popular.
+        # The words' trigram index finds the words with the long pieces, and LIKE checks
+        # every piece in its order on those words only: short strings, a few thousand at
+        # worst (`quinal`: 13,769 words of 150,000 hold `qui` or `nal`; the accounts'
+        # rows were 12,248 for the same pieces, each a username and a full name joined
+        # with its account). A name within one typo keeps the pieces of most
+        # alternatives: the words keeping more come first, then those closest to the
+        # query's longest word in length (CROSS JOIN: SQLite's planner otherwise walks
+        # every key of the kind). Each word's entities are its keys' most popular
+        # `per_word`: the popularity floor (the per_word-th key's) bounds the covering
+        # index's range (`robert`: 40 keys of 4,000).
         patterns = like_typo_patterns(query)
-        table = INDEX_TABLES[kind]
-        source, id_col, count_col = SOURCES[kind]
-        # The source row is read anyway (its count orders the rows); reading the FTS
-        # row's own copy of the text as well doubled the cost of a typo query (12,248
-        # matches of `quinal`'s 3-letter pieces: 96 ms against 43 ms). The source text is
-        # compared when it is printable ASCII, which LIKE compares as folded (case
-        # aside, folding only collapses spaces, and no piece holds one); else the folded
-        # copy in the FTS row.
-        texts = [
-            f"CASE WHEN {source.name}.{src} GLOB '*[^ -~]*' THEN {table}.{fts} LIKE :p{{i}}"
-            f" ESCAPE '\\' ELSE {source.name}.{src} LIKE :p{{i}} ESCAPE '\\' END"
-            for fts, src in zip(FTS_COLUMNS[kind], _FTS_SOURCE_COLUMNS[kind], strict=True)
-        ]
-        kept = ["(" + " OR ".join(t.format(i=i) for t in texts) + ")" for i in range(len(patterns))]
+        kept = " + ".join(f"(w.word LIKE :p{i} ESCAPE '\\')" for i in range(len(patterns)))
+        found = await conn.execute(
+            sa.text(
+                f"SELECT word FROM (SELECT w.word AS word, {kept} AS kept"
+                f" FROM {WORDS_TRIGRAMS_TABLE} CROSS JOIN {WORDS_TABLE} AS w"
+                f" WHERE w.word_id = {WORDS_TRIGRAMS_TABLE}.rowid"
+                f" AND {WORDS_TRIGRAMS_TABLE} MATCH :match AND w.kind = :kind)"
+                " WHERE kept > 0 ORDER BY kept DESC, abs(length(word) - :len), word LIMIT :words"
+            ),
+            {
+                "match": match,
+                "kind": KIND_CODES[kind],
+                "len": max(map(len, words(query)), default=0),
+                "words": FUZZY_WORDS_MAX,
+            }
+            | {f"p{i}": p for i, p in enumerate(patterns)},
+        )
+        chosen = closest_words(query, [str(r[0]) for r in found.all()], limit)
+        if not chosen:
+            return []
+        floor = (
+            f"SELECT f.popularity FROM {KEYS_TABLE} AS f WHERE f.kind = :kind"
+            " AND f.key = m.word ORDER BY f.popularity DESC LIMIT 1 OFFSET :floor"
+        )
         rows = await conn.execute(
             sa.text(
-                f"SELECT {table}.rowid FROM {table} JOIN {source.name}"
-                f" ON {source.name}.{id_col.name} = {table}.rowid"
-                f" WHERE {table} MATCH :match AND ({' OR '.join(kept)})"
-                f" ORDER BY {' + '.join(kept)} DESC, {source.name}.{count_col.name} DESC,"
-                f" {table}.rowid LIMIT :n"
+                "WITH m(word, rank) AS (SELECT value, key FROM json_each(:words))"
+                f" SELECT k.entity_id FROM m CROSS JOIN {KEYS_TABLE} AS k"
+                " WHERE k.kind = :kind AND k.key = m.word"
+                f" AND k.popularity >= coalesce(({floor}), 0) GROUP BY k.entity_id"
+                " ORDER BY min(m.rank), max(k.popularity) DESC, k.entity_id LIMIT :n"
             ),
-            {"match": match, "n": limit} | {f"p{i}": p for i, p in enumerate(patterns)},
+            {
+                "words": json.dumps(chosen),
+                "kind": KIND_CODES[kind],
+                "floor": per_word - 1,
+                "n": limit,
+            },
         )
-        return [int(r[0]) for r in rows]
+        return [int(r[0]) for r in rows.all()]
 
     async def _match(
         self,
@@ -310,27 +354,50 @@ class PostgresEngine:
         await conn.execute(sa.text("SELECT set_config('enable_seqscan', 'off', true)"))
 
     async def fuzzy_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        query: str,
+        *,
+        limit: int,
+        per_word: int,
+        similarity_min: float,
     ) -> list[int]:
         patterns = like_typo_patterns(query)
         if not patterns:
             return []
         if self._trgm is None:
             self._trgm = await trgm_schema(conn)
-        trgm, table = self._trgm, INDEX_TABLES[kind]
-        # Each pattern is served by the trigram index (its pieces have 3+ characters);
-        # the similarity is computed for their matches only.
-        found = " OR ".join(f"terms LIKE :p{i} ESCAPE '\\'" for i in range(len(patterns)))
-        similar = f"{trgm}.word_similarity(:q, terms)"
-        rows = await conn.execute(
+        # Each pattern is served by the words' trigram index (its pieces have 3+
+        # characters); the similarity is computed for the matching words only; the
+        # closest words kept (search_text.closest_words), and each one's most popular
+        # `per_word` entities read from the prefix keys by equality (an index walk that
+        # stops at the limit).
+        like = " OR ".join(f"word LIKE :p{i} ESCAPE '\\'" for i in range(len(patterns)))
+        found = await conn.execute(
             sa.text(
-                f"SELECT entity_id FROM {table} WHERE ({found}) AND {similar} >= :t"
-                f" ORDER BY {similar} DESC, entity_id LIMIT :n"
+                f"SELECT word FROM (SELECT word, {self._trgm}.word_similarity(:q, word) AS s"
+                f" FROM {WORDS_TABLE} WHERE kind = :kind AND ({like})) AS x WHERE s >= :t"
+                " ORDER BY s DESC, word LIMIT :words"
             ),
-            {"q": query, "n": limit, "t": similarity_min}
+            {"q": query, "t": similarity_min, "kind": KIND_CODES[kind], "words": FUZZY_WORDS_MAX}
             | {f"p{i}": p for i, p in enumerate(patterns)},
         )
-        return [int(r[0]) for r in rows]
+        chosen = closest_words(query, [str(r[0]) for r in found.all()], limit)
+        if not chosen:
+            return []
+        rows = await conn.execute(
+            sa.text(
+                "SELECT k.entity_id FROM unnest(CAST(:words AS TEXT[])) WITH ORDINALITY"
+                " AS m(word, rank)"
+                f" CROSS JOIN LATERAL (SELECT entity_id, popularity FROM {KEYS_TABLE}"
+                " WHERE kind = :kind AND key = m.word ORDER BY popularity DESC"
+                " LIMIT :per_word) AS k GROUP BY k.entity_id"
+                " ORDER BY min(m.rank), max(k.popularity) DESC, k.entity_id LIMIT :n"
+            ),
+            {"words": chosen, "kind": KIND_CODES[kind], "per_word": per_word, "n": limit},
+        )
+        return [int(r[0]) for r in rows.all()]
 
 
 def engine_for(dialect: str) -> SearchEngine:
