@@ -181,6 +181,78 @@ async def test_prefixes_of_every_word_and_typos_in_a_crowd(db: Database, ids: Id
     assert (await names(search, viewer, "quiteone"))[0] == target  # two letters swapped
 
 
+async def _words(db: Database) -> set[str]:
+    async with db.snapshot() as conn:
+        rows = await conn.exec_driver_sql(f"SELECT word FROM {search_schema.WORDS_TABLE}")
+        return {str(r[0]) for r in rows}
+
+
+async def _trigram_words(db: Database, piece: str) -> set[str]:
+    """The words the trigram index finds holding `piece` (3+ letters)."""
+    async with db.snapshot() as conn:
+        if conn.dialect.name == "postgresql":
+            found = await conn.exec_driver_sql(
+                f"SELECT word FROM {search_schema.WORDS_TABLE} WHERE word LIKE '%{piece}%'"
+            )
+        else:
+            table = search_schema.WORDS_TRIGRAMS_TABLE
+            found = await conn.exec_driver_sql(
+                f"SELECT w.word FROM {table} JOIN {search_schema.WORDS_TABLE} AS w"
+                f" ON w.word_id = {table}.rowid WHERE {table} MATCH '\"{piece}\"'"
+            )
+        return {str(r[0]) for r in found}
+
+
+async def test_typo_words_commit_with_their_keys(db: Database, ids: IdGenerator) -> None:
+    """The vocabulary typo candidates come from (search_words) gains a new key's words in
+    the key's transaction, loses nothing a rolled-back one did not add, and is rebuilt
+    whole by a rebuild (its trigram index too)."""
+    viewer = await make(db, ids, "viewer")
+    target = await make(db, ids, "zephyrine_q", "Odalys Brightwater")
+    assert {"zephyrine_q", "zephyrine", "odalys brightwater", "brightwater"} <= await _words(db)
+    assert await _trigram_words(db, "ghtwat") == {"brightwater", "odalys brightwater"}
+    search = Search(db, SearchConfig())
+    assert await names(search, viewer, "zephryine") == [target]  # a swap, through the words
+    assert await names(search, viewer, "brigthwater") == [target]
+    with pytest.raises(RuntimeError, match="undone"):
+        async with db.transaction() as conn:
+            await conn.execute(
+                users.update().where(users.c.user_id == target).values(full_name="Quillon Vext")
+            )
+            await search_index.account_changed(conn, target)
+            raise RuntimeError("undone")
+    assert "quillon" not in await _words(db)
+    async with db.transaction() as conn:
+        await search_schema.drop_index_tables(conn)
+        await search_schema.create_index_tables(conn)
+    assert await _words(db) == set()
+    async with db.transaction() as conn:
+        await search_index.rebuild(conn)
+    assert "brightwater" in await _words(db)
+    assert await _trigram_words(db, "phyr") == {"zephyrine_q", "zephyrine"}
+    assert await names(search, viewer, "zephryine") == [target]
+
+
+def test_closest_words_put_typos_first() -> None:
+    found = ["tijosoka", "joso", "jososa", "tijoso", "tajoso", "toso"]
+    # Within one typo of `tjoso` (5 letters): joso and toso (a deletion, a substitution),
+    # tijoso and tajoso (an insertion); the engine's order breaks ties and orders the rest
+    # (tijosoka: 2 edits from its beginning as long as the query, jososa more).
+    assert search_text.closest_words("tjoso", found, 10) == [
+        "joso",
+        "tijoso",
+        "tajoso",
+        "toso",
+        "tijosoka",
+        "jososa",
+    ]
+    assert search_text.closest_words("tjoso", found, 2) == ["joso", "tijoso"]
+    # A word still being typed: its beginning as long as the query is compared.
+    assert search_text.closest_words("tijsoo", ["tijosa", "tijosoka"], 1) == ["tijosoka"]
+    assert search_text.closest_words("kjell moreno", ["x", "moreno", "kjell"], 3)[-1] == "x"
+    assert search_text.closest_words("tjoso", [], 3) == []
+
+
 def test_index_keys_and_typo_pieces() -> None:
     assert search_text.index_keys(("margaret_hill", "margaret hill")) == (
         "margaret_hill",
