@@ -55,6 +55,8 @@ INDEX_TABLES: Final = {
 }
 # The prefix keys of every kind, the same on both engines (social/search_keys.py).
 KEYS_TABLE: Final = "search_keys"
+# Its index by entity (kind, entity_id, key): the writes, and the keys of followed accounts.
+ENTITY_INDEX: Final = f"{KEYS_TABLE}_entity"
 # The distinct keys of every kind, and (SQLite) the FTS5 trigram table over them.
 WORDS_TABLE: Final = "search_words"
 WORDS_TRIGRAMS_TABLE: Final = "search_words_trgm"
@@ -197,8 +199,8 @@ def _keys_indexes() -> list[tuple[str, str]]:
             f"CREATE INDEX {KEYS_TABLE}_prefix ON {KEYS_TABLE} (kind, key, popularity, entity_id)",
         ),
         (
-            f"{KEYS_TABLE}_entity",
-            f"CREATE INDEX {KEYS_TABLE}_entity ON {KEYS_TABLE} (kind, entity_id)",
+            ENTITY_INDEX,
+            f"CREATE INDEX {ENTITY_INDEX} ON {KEYS_TABLE} (kind, entity_id, key)",
         ),
     ]
 
@@ -302,10 +304,20 @@ async def _v3(conn: AsyncConnection) -> None:
     # From the keys version 2 filled (its rebuild, on a new database, made them already).
     await drop_words_table(conn)
     await create_words_table(conn)
+    # The entity index covers the key too (the followed accounts' keys in a range).
+    await conn.exec_driver_sql(f"DROP INDEX IF EXISTS {ENTITY_INDEX}")
+    for name, create in _keys_indexes():
+        if name == ENTITY_INDEX:
+            await conn.exec_driver_sql(create)
 
 
 MIGRATIONS: Final = (
     Migration(1, "places, post places, hashtag counts and the search index", _v1),
     Migration(2, "the prefix keys of the search index (search_keys)", _v2),
-    Migration(3, "the distinct words of the prefix keys with a trigram index (search_words)", _v3),
+    Migration(
+        3,
+        "the distinct words of the prefix keys with a trigram index (search_words); the keys'"
+        " entity index covers the key",
+        _v3,
+    ),
 )

@@ -253,6 +253,29 @@ def test_closest_words_put_typos_first() -> None:
     assert search_text.closest_words("tjoso", [], 3) == []
 
 
+async def test_a_shared_word_gives_its_most_popular_and_followed_accounts(
+    db: Database, ids: IdGenerator
+) -> None:
+    """A prefix of a word that more accounts share than candidates are asked (here 4 x 3)
+    is looked up word by word (3+ letters) or as a range (2): either way the most
+    popular of them come first, and a followed one of the least popular is found by its
+    follows."""
+    viewer = await make(db, ids, "viewer")
+    crowd = [
+        await make(db, ids, f"member{i:02}", f"Odile Varganova{i:02}", followers=i)
+        for i in range(60)
+    ]
+    friend = crowd[0]
+    await follow_now(db, viewer, friend)
+    search = Search(db, SearchConfig())
+    for q in ("odile", "odi", "od", "varganova0"):
+        found = [h.entity_id for h in await search.find(viewer, q, "accounts", limit=3)]
+        expected = [friend, crowd[59], crowd[58]] if q != "varganova0" else [friend]
+        assert found[: len(expected)] == expected, q
+    found = await names(search, viewer, "varganova0")
+    assert found[0] == friend and set(found) == set(crowd[:10])
+
+
 def test_index_keys_and_typo_pieces() -> None:
     assert search_text.index_keys(("margaret_hill", "margaret hill")) == (
         "margaret_hill",
