@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
@@ -34,12 +33,20 @@ from social.search_keys import (
     KIND_CODES,
     SOURCES,
     blocked_either_way,
+    listed_ids_query,
     prefix_query,
     prefix_values,
+    word_entities_query,
 )
 from social.search_rank import Candidate, Ranked, rank
 from social.search_schema import hashtag_counts, places, post_places
-from social.search_text import TRIGRAM_CACHE_WORDS, TRIGRAM_CHARS, fold, fold_query
+from social.search_text import (
+    TRIGRAM_CACHE_WORDS,
+    TRIGRAM_CHARS,
+    closest_words,
+    fold,
+    fold_query,
+)
 
 LIVE: Final = "live"  # social.posts.PostStatus.LIVE
 HASHTAG_NAME: Final = re.compile(r"\w{1,100}")
@@ -48,12 +55,15 @@ TOP_COMMENT_WEIGHT: Final = 2
 # The kind code of the candidate statement's rows that name an account the viewer
 # engages with (search_keys.KIND_CODES are the others).
 ENGAGED_CODE: Final = 0
+# The kind code of the row that selects the engine's read settings (SearchEngine
+# read_settings), in the same statement.
+SETTINGS_CODE: Final = -1
 # Prefixes this long or longer are looked up word by word (search_keys.prefix_query
 # by_words): their ranges hold few distinct words, some of them shared by thousands of
 # keys (a full-name word); shorter ones span thousands of words of one key each.
 PREFIX_BY_WORDS_CHARS_MIN: Final = 3
 KIND_NAMES: Final = {code: kind for kind, code in KIND_CODES.items()}
-assert ENGAGED_CODE not in KIND_NAMES
+assert ENGAGED_CODE not in KIND_NAMES and SETTINGS_CODE not in KIND_NAMES
 # Names as ranking compares them: the same few thousand popular names come back request
 # after request.
 _fold = functools.lru_cache(maxsize=TRIGRAM_CACHE_WORDS)(fold)
@@ -130,44 +140,16 @@ class Search:
         by_words = len(q) >= PREFIX_BY_WORDS_CHARS_MIN
         prefixes = _prefix_rows_query(kinds, cap, by_words, conn.dialect.name)
         for row in (await conn.execute(prefixes, values)).all():
+            if row[0] == SETTINGS_CODE:
+                continue
             if row[0] == ENGAGED_CODE:
                 engaged.add(int(row[1]))
             else:
                 found[KIND_NAMES[row[0]]].append(row)
-        extra: dict[str, list[int]] = {}
-        ready = False  # the engine's read settings, made at its first statement
-        for kind in kinds:
-            seen = {int(r[1]) for r in found[kind]}
-            if len(seen) >= limit or len(q) < TRIGRAM_CHARS:
-                continue
-            if not ready:
-                await self.engine.begin_read(conn)
-                ready = True
-            follower = viewer if kind == "accounts" else None
-            more = await self.engine.text_candidates(
-                conn, kind, q, limit=self.config.candidates_max, follower=follower
-            )
-            if len(seen.union(more)) < limit and len(q) >= self.config.fuzzy_chars_min:
-                more += await self.engine.fuzzy_candidates(
-                    conn,
-                    kind,
-                    q,
-                    limit=self.config.fuzzy_candidates_max,
-                    per_word=cap,
-                    similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
-                )
-            ids = [i for i in dict.fromkeys(more) if i not in seen]
-            if ids:
-                extra[kind] = ids
-        if extra:
-            dialect = conn.dialect.name
-            more_values = {"viewer": viewer} | {
-                f"ids_{kind}": json.dumps(ids) if dialect == "sqlite" else ids
-                for kind, ids in extra.items()
-            }
-            rows_query = _extra_rows_query(tuple(extra), dialect)
-            for row in (await conn.execute(rows_query, more_values)).all():
-                found[KIND_NAMES[row[0]]].append(row)
+        seen = {kind: {int(r[1]) for r in found[kind]} for kind in kinds}
+        need = tuple(k for k in kinds if len(seen[k]) < limit) if len(q) >= TRIGRAM_CHARS else ()
+        if need:
+            await self._more_rows(conn, viewer, q, need, seen, found, limit=limit, cap=cap)
         engaged.discard(viewer)
         # Rows: (kind, id, name, full name or None, count, followed).
         return {
@@ -183,6 +165,56 @@ class Search:
             ]
             for kind, rows in found.items()
         }
+
+    async def _more_rows(
+        self,
+        conn: AsyncConnection,
+        viewer: int,
+        q: str,
+        need: tuple[str, ...],
+        seen: dict[str, set[int]],
+        found: dict[str, list[Any]],
+        *,
+        limit: int,
+        cap: int,
+    ) -> None:
+        """For the kinds whose prefixes found fewer than `limit`: substrings of every such
+        kind in one statement; for those still short (from fuzzy_chars_min characters
+        on), the words within a typo, every kind in one more (the engine's best, then
+        search_text.closest_words); then the rows of all those (the substring ids and
+        each word's most popular `cap` entities) in one last statement, appended to
+        `found`. At most three statements whatever the kinds (the engine's read settings
+        were made by the prefix statement)."""
+        text = await self.engine.text_candidates(
+            conn, need, q, limit=self.config.candidates_max, follower=viewer
+        )
+        short = tuple(k for k in need if len(seen[k].union(text[k])) < limit)
+        chosen: dict[str, list[str]] = {}
+        if short and len(q) >= self.config.fuzzy_chars_min:
+            similar = await self.engine.fuzzy_words(
+                conn,
+                short,
+                q,
+                similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
+            )
+            fuzzy_max = self.config.fuzzy_candidates_max
+            chosen = {k: closest_words(q, ws, fuzzy_max) for k, ws in similar.items() if ws}
+        ids = {k: [i for i in dict.fromkeys(text[k]) if i not in seen[k]] for k in need}
+        kinds = tuple(k for k in need if ids[k] or chosen.get(k))
+        if not kinds:
+            return
+        dialect = conn.dialect.name
+
+        def bound(values: list[Any]) -> Any:
+            return json.dumps(values) if dialect == "sqlite" else values
+
+        values: dict[str, Any] = {"viewer": viewer}
+        for kind in kinds:
+            values[f"ids_{kind}"] = bound(ids[kind])
+            values[f"words_{kind}"] = bound(chosen.get(kind, []))
+        query = _extra_rows_query(kinds, dialect, cap, self.config.fuzzy_candidates_max)
+        for row in (await conn.execute(query, values)).all():
+            found[KIND_NAMES[row[0]]].append(row)
 
     # -- hashtag and place pages ---------------------------------------------------------
 
@@ -289,7 +321,8 @@ def _prefix_rows_query(
     """Of each kind, what _rows_query reads of the `limit` most popular entities with a key
     starting with `q` (search_keys.prefix_query, `by_words` or not) and, for accounts, of
     as many the viewer follows; with accounts also the authors of the viewer's latest `n`
-    likes (kind ENGAGED_CODE, the id column): one statement (made once per kinds, limit,
+    likes (kind ENGAGED_CODE, the id column); and a row that selects the engine's read
+    settings if it has any (kind SETTINGS_CODE): one statement (made once per kinds, limit,
     plan and dialect; bound: viewer, q, q_end, n)."""
     branches: list[Any] = []
     for kind in kinds:
@@ -303,23 +336,35 @@ def _prefix_rows_query(
         branches.append(_rows_query(kind, sa.union_all(*ids).subquery()))
     if "accounts" in kinds:
         branches.append(_ENGAGED_ROWS)
+    read_settings = engine_for(dialect).read_settings
+    if read_settings is not None:
+        code = sa.literal_column(str(SETTINGS_CODE), sa.Integer)
+        zero = sa.literal_column("0", sa.Integer)
+        branches.append(sa.select(code, zero, read_settings, sa.null(), zero, sa.false()))
     return sa.union_all(*branches)
 
 
 @functools.cache
-def _extra_rows_query(kinds: tuple[str, ...], dialect: str) -> sa.CompoundSelect:
-    """What _rows_query reads of the entities in the bound lists `ids_<kind>`, every kind
-    in one statement. One text whatever the lists' lengths (SQLite: a JSON array read by
-    json_each; PostgreSQL: an array, `= ANY`): an IN list of bound values made a new
-    statement per length, which pushed the prefix statement out of SQLite's statement
-    cache, so it was planned again at every request (6.8 ms per request in all instead of
-    1.1 ms)."""
-    return sa.union_all(*(_rows_query(kind, None, dialect) for kind in kinds))
+def _extra_rows_query(
+    kinds: tuple[str, ...], dialect: str, per_word: int, fuzzy_limit: int
+) -> sa.CompoundSelect:
+    """What _rows_query reads of the entities in the bound lists `ids_<kind>` and of the
+    words in `words_<kind>` (search_keys.word_entities_query: `per_word` of each, at most
+    `fuzzy_limit`), every kind in one statement. One text whatever the lists' lengths
+    (SQLite: JSON arrays read by json_each; PostgreSQL: arrays): an IN list of bound
+    values made a new statement per length."""
+    branches = []
+    for kind in kinds:
+        listed = listed_ids_query(kind, dialect)
+        typos = word_entities_query(kind, per_word=per_word, limit=fuzzy_limit, dialect=dialect)
+        ids = sa.union(sa.select(listed.subquery()), sa.select(typos.subquery())).subquery()
+        branches.append(_rows_query(kind, ids))
+    return sa.union_all(*branches)
 
 
-def _rows_query(kind: str, ids: sa.Subquery | None, dialect: str = "") -> sa.Select[Any]:
-    """The rows ranking needs of the entities a subquery's entity_id column names (None:
-    those of the bound list `ids_<kind>`), the same columns for every kind: its code, id,
+def _rows_query(kind: str, ids: sa.Subquery) -> sa.Select[Any]:
+    """The rows ranking needs of the entities a subquery's entity_id column names, the
+    same columns for every kind: its code, id,
     name, full name (accounts; else NULL), count, and whether the bound `viewer` follows
     it (accounts; else false); accounts blocked either way left out."""
     source, id_col, count_col = SOURCES[kind]
@@ -335,16 +380,7 @@ def _rows_query(kind: str, ids: sa.Subquery | None, dialect: str = "") -> sa.Sel
         name = hashtag_counts.c.tag if kind == "hashtags" else places.c.name_key
         columns = [code, id_col, name, sa.null(), count_col, sa.false()]
     query = sa.select(*columns)
-    if ids is None:
-        bound: Any = sa.bindparam(f"ids_{kind}")
-        if dialect == "postgresql":
-            bound = sa.bindparam(f"ids_{kind}", type_=postgresql.ARRAY(sa.BigInteger))
-            query = query.where(id_col == sa.any_(bound))
-        else:
-            listed = sa.func.json_each(bound).table_valued("value")
-            query = query.where(id_col.in_(sa.select(listed.c.value)))
-    else:
-        query = query.select_from(ids.join(source, id_col == ids.c.entity_id))
+    query = query.select_from(ids.join(source, id_col == ids.c.entity_id))
     if kind == "accounts":
         query = query.where(~blocked_either_way(viewer, users.c.user_id))
     return query

@@ -6,7 +6,6 @@ search_text.TRIGRAM_CHARS characters; ranking is not its business (social/search
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -19,13 +18,11 @@ from social.search_keys import KIND_CODES, SOURCES
 from social.search_schema import (
     FTS_COLUMNS,
     INDEX_TABLES,
-    KEYS_TABLE,
     WORDS_TABLE,
     WORDS_TRIGRAMS_TABLE,
     trgm_schema,
 )
 from social.search_text import (
-    closest_words,
     fts_phrase,
     fts_typo_match,
     like_pattern,
@@ -35,6 +32,7 @@ from social.search_text import (
 )
 
 KINDS: Final = tuple(INDEX_TABLES)
+_KIND_NAMES: Final = {code: kind for kind, code in KIND_CODES.items()}
 # Typo candidates: the words holding a typo's pieces that are read (the engine's best
 # first) before their edit distances are compared (search_text.closest_words).
 FUZZY_WORDS_MAX: Final = 500
@@ -64,38 +62,42 @@ class SearchEngine(Protocol):
         """The source's count (followers, posts) of these entities changed."""
         ...
 
-    async def begin_read(self, conn: AsyncConnection) -> None:
-        """Prepares a read transaction for text and fuzzy candidate queries (called once,
-        before the first of them; a typeahead answered by prefix keys never calls it)."""
+    @property
+    def read_settings(self) -> sa.ColumnElement[Any] | None:
+        """An expression the first statement of a search reads (PostgreSQL: a
+        transaction-local planner setting for the text and fuzzy queries that may follow
+        it), or None: selected there, it costs no round trip of its own."""
         ...
 
     async def text_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
-    ) -> list[int]:
-        """Entities whose text contains the query (SQLite) or a word starting with each
-        of its words or the query itself (PostgreSQL), the `limit` most popular; and
-        when `follower` is given (accounts), the `limit` most popular of those it
-        follows as well, in the same statement."""
-        ...
-
-    async def fuzzy_candidates(
         self,
         conn: AsyncConnection,
-        kind: str,
+        kinds: tuple[str, ...],
         query: str,
         *,
         limit: int,
-        per_word: int,
+        follower: int,
+    ) -> dict[str, list[int]]:
+        """Of each kind, entities whose text contains the query (SQLite) or a word starting
+        with each of its words or the query itself (PostgreSQL), the `limit` most
+        popular; for accounts also the `limit` most popular of those `follower` follows;
+        every kind in one statement."""
+        ...
+
+    async def fuzzy_words(
+        self,
+        conn: AsyncConnection,
+        kinds: tuple[str, ...],
+        query: str,
+        *,
         similarity_min: float,
-    ) -> list[int]:
-        """Entities that may be within a typo of a query word: with a key (a word of the
-        kind's vocabulary, search_words) holding the pieces of one of
-        search_text.typo_pieces(query) in order. At most `limit` words, SQLite: those
-        keeping the most alternatives first (then the closest in length); PostgreSQL: a
-        pg_trgm word similarity of at least `similarity_min`, the most similar first; of
-        each word its `per_word` most popular entities (they share the word's match, so
-        ranking orders them by popularity and the viewer's relation, as the prefix keys'),
-        `limit` entities in that order."""
+    ) -> dict[str, list[str]]:
+        """Of each kind, the words of its vocabulary (search_words) that may be within a
+        typo of a query word: holding the pieces of one of search_text.typo_pieces(query)
+        in order, at most FUZZY_WORDS_MAX, best first (SQLite: those keeping the most
+        alternatives, then the closest in length; PostgreSQL: a pg_trgm word similarity
+        of at least `similarity_min`, the most similar first); every kind in one
+        statement. search_keys.word_entities_query then reads their entities."""
         ...
 
 
@@ -109,24 +111,47 @@ def _following(kind: str, follower: int | None, id_col: Any = None) -> sa.Column
     )
 
 
-async def candidate_ids(
-    conn: AsyncConnection,
+def _with_followed(
     query_for: Callable[[sa.ColumnElement[bool]], sa.Select[Any]],
     kind: str,
-    follower: int | None,
-    values: dict[str, Any] | None = None,
-    *,
+    follower: int,
     id_col: Any = None,
-) -> list[int]:
-    """Runs `query_for(true)` and, with a follower, `query_for(followed by it)` too, as
-    one UNION ALL (one round trip); the ids in order, the followed ones after."""
+) -> Any:
+    """`query_for(true)` and, for accounts, `query_for(followed by follower)` too, as one
+    UNION ALL."""
     query: Any = query_for(sa.true())
-    if follower is not None:
+    if kind == "accounts":
         query = sa.union_all(
             sa.select(query.subquery()),
             sa.select(query_for(_following(kind, follower, id_col)).subquery()),
         )
-    return [int(r[0]) for r in (await conn.execute(query, values or {})).all()]
+    return query
+
+
+async def _ids_by_kind(
+    conn: AsyncConnection, queries: dict[str, Any], values: dict[str, Any]
+) -> dict[str, list[int]]:
+    """Runs the id queries of several kinds as one UNION ALL (one round trip): the ids of
+    each kind, in no particular order."""
+    branches = []
+    for kind, query in queries.items():
+        sub = query.subquery()
+        code = sa.literal_column(str(KIND_CODES[kind]), sa.Integer).label("kind")
+        branches.append(sa.select(code, sub.c[0].label("entity_id")))
+    out: dict[str, list[int]] = {kind: [] for kind in queries}
+    for row in (await conn.execute(sa.union_all(*branches), values)).all():
+        out[_KIND_NAMES[int(row[0])]].append(int(row[1]))
+    return out
+
+
+def _words_by_kind(
+    kinds: tuple[str, ...], rows: Sequence[Any], key: Callable[[Any], Any]
+) -> dict[str, list[str]]:
+    """Rows (kind code, word, sort columns...) as each kind's words in `key` order."""
+    out: dict[str, list[str]] = {kind: [] for kind in kinds}
+    for row in sorted(rows, key=key):
+        out[_KIND_NAMES[int(row[0])]].append(str(row[1]))
+    return out
 
 
 class SqliteEngine:
@@ -166,27 +191,34 @@ class SqliteEngine:
         """The prefix keys' copy (FTS matches are ranked by the source's count directly)."""
         await search_keys.popularity_changed(conn, kind, entity_ids)
 
-    async def begin_read(self, conn: AsyncConnection) -> None:
+    @property
+    def read_settings(self) -> sa.ColumnElement[Any] | None:
         """Nothing to set."""
+        return None
 
     async def text_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
-    ) -> list[int]:
-        return await self._match(conn, kind, fts_phrase(query), limit, follower)
-
-    async def fuzzy_candidates(
         self,
         conn: AsyncConnection,
-        kind: str,
+        kinds: tuple[str, ...],
         query: str,
         *,
         limit: int,
-        per_word: int,
+        follower: int,
+    ) -> dict[str, list[int]]:
+        queries = {kind: self._match(kind, limit, follower) for kind in kinds}
+        return await _ids_by_kind(conn, queries, {"match": fts_phrase(query)})
+
+    async def fuzzy_words(
+        self,
+        conn: AsyncConnection,
+        kinds: tuple[str, ...],
+        query: str,
+        *,
         similarity_min: float,
-    ) -> list[int]:
+    ) -> dict[str, list[str]]:
         match = fts_typo_match(query)
-        if match is None:
-            return []
+        if match is None or not kinds:
+            return {}
         # The words' trigram index finds the words with the long pieces, and LIKE checks
         # every piece in its order on those words only: short strings, a few thousand at
         # worst (`quinal`: 13,769 words of 150,000 hold `qui` or `nal`; the accounts'
@@ -194,59 +226,26 @@ class SqliteEngine:
         # with its account). A name within one typo keeps the pieces of most
         # alternatives: the words keeping more come first, then those closest to the
         # query's longest word in length (CROSS JOIN: SQLite's planner otherwise walks
-        # every key of the kind). Each word's entities are its keys' most popular
-        # `per_word`: the popularity floor (the per_word-th key's) bounds the covering
-        # index's range (`robert`: 40 keys of 4,000).
+        # every key of the kind).
         patterns = like_typo_patterns(query)
         kept = " + ".join(f"(w.word LIKE :p{i} ESCAPE '\\')" for i in range(len(patterns)))
-        found = await conn.execute(
-            sa.text(
-                f"SELECT word FROM (SELECT w.word AS word, {kept} AS kept"
-                f" FROM {WORDS_TRIGRAMS_TABLE} CROSS JOIN {WORDS_TABLE} AS w"
-                f" WHERE w.word_id = {WORDS_TRIGRAMS_TABLE}.rowid"
-                f" AND {WORDS_TRIGRAMS_TABLE} MATCH :match AND w.kind = :kind)"
-                " WHERE kept > 0 ORDER BY kept DESC, abs(length(word) - :len), word LIMIT :words"
-            ),
-            {
-                "match": match,
-                "kind": KIND_CODES[kind],
-                "len": max(map(len, words(query)), default=0),
-                "words": FUZZY_WORDS_MAX,
-            }
+        branches = [
+            f"SELECT {KIND_CODES[kind]} AS kind, word, kept, gap FROM (SELECT word, kept,"
+            f" abs(length(word) - :len) AS gap FROM (SELECT w.word AS word, {kept} AS kept"
+            f" FROM {WORDS_TRIGRAMS_TABLE} CROSS JOIN {WORDS_TABLE} AS w"
+            f" WHERE w.word_id = {WORDS_TRIGRAMS_TABLE}.rowid"
+            f" AND {WORDS_TRIGRAMS_TABLE} MATCH :match AND w.kind = {KIND_CODES[kind]})"
+            f" WHERE kept > 0 ORDER BY kept DESC, gap, word LIMIT {FUZZY_WORDS_MAX})"
+            for kind in kinds
+        ]
+        rows = await conn.execute(
+            sa.text(" UNION ALL ".join(branches)),
+            {"match": match, "len": max(map(len, words(query)), default=0)}
             | {f"p{i}": p for i, p in enumerate(patterns)},
         )
-        chosen = closest_words(query, [str(r[0]) for r in found.all()], limit)
-        if not chosen:
-            return []
-        floor = (
-            f"SELECT f.popularity FROM {KEYS_TABLE} AS f WHERE f.kind = :kind"
-            " AND f.key = m.word ORDER BY f.popularity DESC LIMIT 1 OFFSET :floor"
-        )
-        rows = await conn.execute(
-            sa.text(
-                "WITH m(word, rank) AS (SELECT value, key FROM json_each(:words))"
-                f" SELECT k.entity_id FROM m CROSS JOIN {KEYS_TABLE} AS k"
-                " WHERE k.kind = :kind AND k.key = m.word"
-                f" AND k.popularity >= coalesce(({floor}), 0) GROUP BY k.entity_id"
-                " ORDER BY min(m.rank), max(k.popularity) DESC, k.entity_id LIMIT :n"
-            ),
-            {
-                "words": json.dumps(chosen),
-                "kind": KIND_CODES[kind],
-                "floor": per_word - 1,
-                "n": limit,
-            },
-        )
-        return [int(r[0]) for r in rows.all()]
+        return _words_by_kind(kinds, rows.all(), lambda r: (-int(r[2]), int(r[3]), r[1]))
 
-    async def _match(
-        self,
-        conn: AsyncConnection,
-        kind: str,
-        match: str,
-        limit: int,
-        follower: int | None,
-    ) -> list[int]:
+    def _match(self, kind: str, limit: int, follower: int) -> Any:
         index = sa.table(INDEX_TABLES[kind], sa.column("rowid"))
         table, id_col, count_col = SOURCES[kind]
 
@@ -259,7 +258,7 @@ class SqliteEngine:
                 .limit(limit)
             )
 
-        return await candidate_ids(conn, query_for, kind, follower, {"match": match})
+        return _with_followed(query_for, kind, follower)
 
 
 class PostgresEngine:
@@ -319,15 +318,26 @@ class PostgresEngine:
         await search_keys.popularity_changed(conn, kind, entity_ids)
 
     async def text_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
-    ) -> list[int]:
-        index = sa.table(INDEX_TABLES[kind], sa.column("entity_id"), sa.column("popularity"))
+        self,
+        conn: AsyncConnection,
+        kinds: tuple[str, ...],
+        query: str,
+        *,
+        limit: int,
+        follower: int,
+    ) -> dict[str, list[int]]:
         tsquery = prefix_tsquery(query)
+        several = tsquery is not None and len(words(query)) > 1
+        queries = {kind: self._text_query(kind, limit, follower, several) for kind in kinds}
+        return await _ids_by_kind(conn, queries, {"tsq": tsquery, "like": like_pattern(query)})
+
+    def _text_query(self, kind: str, limit: int, follower: int, several: bool) -> Any:
+        index = sa.table(INDEX_TABLES[kind], sa.column("entity_id"), sa.column("popularity"))
         found: sa.ColumnElement[bool] = sa.text("terms LIKE :like ESCAPE '\\'")  # type: ignore[assignment]
         # One word: the substring (pg_trgm) covers its prefixes, and a tsvector prefix
         # scan of a short word is the slower of the two (measured). Several words: each
         # a word prefix, in any order.
-        if tsquery is not None and len(words(query)) > 1:
+        if several:
             found = sa.or_(sa.text("doc @@ to_tsquery('simple', :tsq)"), found)
 
         # The search service asks only when the prefix keys found too few, so matches are
@@ -342,62 +352,45 @@ class PostgresEngine:
                 .limit(limit)
             )
 
-        values = {"tsq": tsquery, "like": like_pattern(query)}
-        return await candidate_ids(
-            conn, query_for, kind, follower, values, id_col=index.c.entity_id
-        )
+        return _with_followed(query_for, kind, follower, index.c.entity_id)
 
-    async def begin_read(self, conn: AsyncConnection) -> None:
-        # Ends with the transaction: no sequential scan, which the planner picks for a
-        # small table not knowing that word_similarity and LIKE cost microseconds a row
-        # (20,000 hashtags: 70 ms by a scan, about 2 ms through the index).
-        await conn.execute(sa.text("SELECT set_config('enable_seqscan', 'off', true)"))
+    @property
+    def read_settings(self) -> sa.ColumnElement[Any] | None:
+        """Ends with the transaction: no sequential scan, which the planner picks for a
+        small table not knowing that word_similarity and LIKE cost microseconds a row
+        (20,000 hashtags: 70 ms by a scan, about 2 ms through the index). Set by the
+        search's first statement whether the text and fuzzy queries follow or not: a
+        statement of its own before them was one more round trip."""
+        return sa.func.set_config("enable_seqscan", "off", True)
 
-    async def fuzzy_candidates(
+    async def fuzzy_words(
         self,
         conn: AsyncConnection,
-        kind: str,
+        kinds: tuple[str, ...],
         query: str,
         *,
-        limit: int,
-        per_word: int,
         similarity_min: float,
-    ) -> list[int]:
+    ) -> dict[str, list[str]]:
         patterns = like_typo_patterns(query)
-        if not patterns:
-            return []
+        if not patterns or not kinds:
+            return {}
         if self._trgm is None:
             self._trgm = await trgm_schema(conn)
         # Each pattern is served by the words' trigram index (its pieces have 3+
-        # characters); the similarity is computed for the matching words only; the
-        # closest words kept (search_text.closest_words), and each one's most popular
-        # `per_word` entities read from the prefix keys by equality (an index walk that
-        # stops at the limit).
+        # characters); the similarity is computed for the matching words only.
         like = " OR ".join(f"word LIKE :p{i} ESCAPE '\\'" for i in range(len(patterns)))
-        found = await conn.execute(
-            sa.text(
-                f"SELECT word FROM (SELECT word, {self._trgm}.word_similarity(:q, word) AS s"
-                f" FROM {WORDS_TABLE} WHERE kind = :kind AND ({like})) AS x WHERE s >= :t"
-                " ORDER BY s DESC, word LIMIT :words"
-            ),
-            {"q": query, "t": similarity_min, "kind": KIND_CODES[kind], "words": FUZZY_WORDS_MAX}
-            | {f"p{i}": p for i, p in enumerate(patterns)},
-        )
-        chosen = closest_words(query, [str(r[0]) for r in found.all()], limit)
-        if not chosen:
-            return []
+        branches = [
+            f"SELECT {KIND_CODES[kind]} AS kind, word, s FROM (SELECT word, s FROM (SELECT"
+            f" word, {self._trgm}.word_similarity(:q, word) AS s FROM {WORDS_TABLE}"
+            f" WHERE kind = {KIND_CODES[kind]} AND ({like})) AS x WHERE s >= :t"
+            f" ORDER BY s DESC, word LIMIT {FUZZY_WORDS_MAX}) AS y{KIND_CODES[kind]}"
+            for kind in kinds
+        ]
         rows = await conn.execute(
-            sa.text(
-                "SELECT k.entity_id FROM unnest(CAST(:words AS TEXT[])) WITH ORDINALITY"
-                " AS m(word, rank)"
-                f" CROSS JOIN LATERAL (SELECT entity_id, popularity FROM {KEYS_TABLE}"
-                " WHERE kind = :kind AND key = m.word ORDER BY popularity DESC"
-                " LIMIT :per_word) AS k GROUP BY k.entity_id"
-                " ORDER BY min(m.rank), max(k.popularity) DESC, k.entity_id LIMIT :n"
-            ),
-            {"words": chosen, "kind": KIND_CODES[kind], "per_word": per_word, "n": limit},
+            sa.text(" UNION ALL ".join(branches)),
+            {"q": query, "t": similarity_min} | {f"p{i}": p for i, p in enumerate(patterns)},
         )
-        return [int(r[0]) for r in rows.all()]
+        return _words_by_kind(kinds, rows.all(), lambda r: (-float(r[2]), r[1]))
 
 
 def engine_for(dialect: str) -> SearchEngine:

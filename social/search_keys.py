@@ -209,6 +209,46 @@ def prefix_query(
     return sa.text(sql + order).columns(sa.column("entity_id", sa.BigInteger))
 
 
+def word_entities_query(kind: str, *, per_word: int, limit: int, dialect: str) -> sa.TextualSelect:
+    """The entities of the words in the bound list `words_<kind>` (SQLite: a JSON array;
+    PostgreSQL: an array), column entity_id: of each word its `per_word` most popular
+    (SQLite: the keys at or above the popularity of its per_word-th, an index range;
+    PostgreSQL: LATERAL ... LIMIT), the words' order first, then popularity, at most
+    `limit`."""
+    code, words = KIND_CODES[kind], f"words_{kind}"
+    order = (
+        " GROUP BY k.entity_id ORDER BY min(m.rank), max(k.popularity) DESC, k.entity_id"
+        f" LIMIT {int(limit)}"
+    )
+    if dialect == "postgresql":
+        sql = (
+            f"SELECT k.entity_id FROM unnest(CAST(:{words} AS TEXT[])) WITH ORDINALITY"
+            f" AS m(word, rank) CROSS JOIN LATERAL (SELECT entity_id, popularity"
+            f" FROM {KEYS_TABLE} WHERE kind = {code} AND key = m.word"
+            f" ORDER BY popularity DESC LIMIT {int(per_word)}) AS k"
+        )
+    else:
+        sql = (
+            f"SELECT k.entity_id FROM json_each(:{words}) AS m CROSS JOIN {KEYS_TABLE} AS k"
+            f" WHERE k.kind = {code} AND k.key = m.value AND k.popularity >= coalesce(("
+            f"SELECT f.popularity FROM {KEYS_TABLE} AS f WHERE f.kind = {code}"
+            " AND f.key = m.value ORDER BY f.popularity DESC"
+            f" LIMIT 1 OFFSET {int(per_word) - 1}), 0)"
+        )
+        order = order.replace("min(m.rank)", "min(m.key)")
+    return sa.text(sql + order).columns(sa.column("entity_id", sa.BigInteger))
+
+
+def listed_ids_query(kind: str, dialect: str) -> sa.TextualSelect:
+    """The ids in the bound list `ids_<kind>` (SQLite: a JSON array; PostgreSQL: an
+    array), column entity_id: one statement text whatever their number."""
+    if dialect == "postgresql":
+        sql = f"SELECT unnest(CAST(:ids_{kind} AS BIGINT[])) AS entity_id"
+    else:
+        sql = f"SELECT value AS entity_id FROM json_each(:ids_{kind})"
+    return sa.text(sql).columns(sa.column("entity_id", sa.BigInteger))
+
+
 def prefix_values(q: str) -> dict[str, str]:
     return {"q": q, "q_end": prefix_upper_bound(q)}
 
