@@ -6,6 +6,7 @@ search_text.TRIGRAM_CHARS characters; ranking is not its business (social/search
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -101,45 +102,47 @@ class SearchEngine(Protocol):
         ...
 
 
-def _following(kind: str, follower: int | None, id_col: Any = None) -> sa.ColumnElement[bool]:
-    """True, or (accounts) only the accounts `follower` follows (`id_col`: the column
+def _following(kind: str, id_col: Any = None) -> sa.ColumnElement[bool]:
+    """Only the accounts the bound parameter `follower` follows (`id_col`: the column
     holding the account id, the source's by default)."""
-    if follower is None:
-        return sa.true()
     return (SOURCES[kind][1] if id_col is None else id_col).in_(
-        sa.select(follows.c.followee_id).where(follows.c.follower_id == follower)
+        sa.select(follows.c.followee_id).where(follows.c.follower_id == sa.bindparam("follower"))
     )
 
 
 def _with_followed(
     query_for: Callable[[sa.ColumnElement[bool]], sa.Select[Any]],
     kind: str,
-    follower: int,
     id_col: Any = None,
 ) -> Any:
-    """`query_for(true)` and, for accounts, `query_for(followed by follower)` too, as one
-    UNION ALL."""
+    """`query_for(true)` and, for accounts, `query_for(followed by the bound parameter
+    follower)` too, as one UNION ALL."""
     query: Any = query_for(sa.true())
     if kind == "accounts":
         query = sa.union_all(
             sa.select(query.subquery()),
-            sa.select(query_for(_following(kind, follower, id_col)).subquery()),
+            sa.select(query_for(_following(kind, id_col)).subquery()),
         )
     return query
 
 
-async def _ids_by_kind(
-    conn: AsyncConnection, queries: dict[str, Any], values: dict[str, Any]
-) -> dict[str, list[int]]:
-    """Runs the id queries of several kinds as one UNION ALL (one round trip): the ids of
-    each kind, in no particular order."""
+def _by_kind(queries: dict[str, Any]) -> sa.CompoundSelect:
+    """The id queries of several kinds as one UNION ALL of rows (kind code, id)."""
     branches = []
     for kind, query in queries.items():
         sub = query.subquery()
         code = sa.literal_column(str(KIND_CODES[kind]), sa.Integer).label("kind")
         branches.append(sa.select(code, sub.c[0].label("entity_id")))
-    out: dict[str, list[int]] = {kind: [] for kind in queries}
-    for row in (await conn.execute(sa.union_all(*branches), values)).all():
+    return sa.union_all(*branches)
+
+
+async def _ids_by_kind(
+    conn: AsyncConnection, kinds: tuple[str, ...], query: Any, values: dict[str, Any]
+) -> dict[str, list[int]]:
+    """Runs a _by_kind statement (one round trip): the ids of each kind, in no particular
+    order."""
+    out: dict[str, list[int]] = {kind: [] for kind in kinds}
+    for row in (await conn.execute(query, values)).all():
         out[_KIND_NAMES[int(row[0])]].append(int(row[1]))
     return out
 
@@ -205,8 +208,8 @@ class SqliteEngine:
         limit: int,
         follower: int,
     ) -> dict[str, list[int]]:
-        queries = {kind: self._match(kind, limit, follower) for kind in kinds}
-        return await _ids_by_kind(conn, queries, {"match": fts_phrase(query)})
+        values = {"match": fts_phrase(query), "follower": follower}
+        return await _ids_by_kind(conn, kinds, _sqlite_text_query(kinds, limit), values)
 
     async def fuzzy_words(
         self,
@@ -228,24 +231,52 @@ class SqliteEngine:
         # query's longest word in length (CROSS JOIN: SQLite's planner otherwise walks
         # every key of the kind).
         patterns = like_typo_patterns(query)
-        kept = " + ".join(f"(w.word LIKE :p{i} ESCAPE '\\')" for i in range(len(patterns)))
-        branches = [
-            f"SELECT {KIND_CODES[kind]} AS kind, word, kept, gap FROM (SELECT word, kept,"
-            f" abs(length(word) - :len) AS gap FROM (SELECT w.word AS word, {kept} AS kept"
-            f" FROM {WORDS_TRIGRAMS_TABLE} CROSS JOIN {WORDS_TABLE} AS w"
-            f" WHERE w.word_id = {WORDS_TRIGRAMS_TABLE}.rowid"
-            f" AND {WORDS_TRIGRAMS_TABLE} MATCH :match AND w.kind = {KIND_CODES[kind]})"
-            f" WHERE kept > 0 ORDER BY kept DESC, gap, word LIMIT {FUZZY_WORDS_MAX})"
-            for kind in kinds
-        ]
         rows = await conn.execute(
-            sa.text(" UNION ALL ".join(branches)),
+            _sqlite_words_query(kinds, len(patterns)),
             {"match": match, "len": max(map(len, words(query)), default=0)}
             | {f"p{i}": p for i, p in enumerate(patterns)},
         )
         return _words_by_kind(kinds, rows.all(), lambda r: (-int(r[2]), int(r[3]), r[1]))
 
-    def _match(self, kind: str, limit: int, follower: int) -> Any:
+
+@functools.cache
+def _sqlite_words_query(kinds: tuple[str, ...], patterns: int) -> sa.TextClause:
+    """SQLite fuzzy_words' statement for this many LIKE patterns (bound: match, len,
+    p0...), made once per kinds and count."""
+    kept = " + ".join(f"(w.word LIKE :p{i} ESCAPE '\\')" for i in range(patterns))
+    branches = [
+        f"SELECT {KIND_CODES[kind]} AS kind, word, kept, gap FROM (SELECT word, kept,"
+        f" abs(length(word) - :len) AS gap FROM (SELECT w.word AS word, {kept} AS kept"
+        f" FROM {WORDS_TRIGRAMS_TABLE} CROSS JOIN {WORDS_TABLE} AS w"
+        f" WHERE w.word_id = {WORDS_TRIGRAMS_TABLE}.rowid"
+        f" AND {WORDS_TRIGRAMS_TABLE} MATCH :match AND w.kind = {KIND_CODES[kind]})"
+        f" WHERE kept > 0 ORDER BY kept DESC, gap, word LIMIT {FUZZY_WORDS_MAX})"
+        for kind in kinds
+    ]
+    return sa.text(" UNION ALL ".join(branches))
+
+
+@functools.cache
+def _pg_words_query(kinds: tuple[str, ...], patterns: int, trgm: str) -> sa.TextClause:
+    """PostgreSQL fuzzy_words' statement for this many LIKE patterns (bound: q, t,
+    p0...), made once per kinds and count."""
+    like = " OR ".join(f"word LIKE :p{i} ESCAPE '\\'" for i in range(patterns))
+    branches = [
+        f"SELECT {KIND_CODES[kind]} AS kind, word, s FROM (SELECT word, s FROM (SELECT"
+        f" word, {trgm}.word_similarity(:q, word) AS s FROM {WORDS_TABLE}"
+        f" WHERE kind = {KIND_CODES[kind]} AND ({like})) AS x WHERE s >= :t"
+        f" ORDER BY s DESC, word LIMIT {FUZZY_WORDS_MAX}) AS y{KIND_CODES[kind]}"
+        for kind in kinds
+    ]
+    return sa.text(" UNION ALL ".join(branches))
+
+
+@functools.cache
+def _sqlite_text_query(kinds: tuple[str, ...], limit: int) -> sa.CompoundSelect:
+    """FTS5 substring matches of every kind (bound: match, follower), the most popular
+    first (made once per kinds and limit)."""
+
+    def match(kind: str) -> Any:
         index = sa.table(INDEX_TABLES[kind], sa.column("rowid"))
         table, id_col, count_col = SOURCES[kind]
 
@@ -258,7 +289,9 @@ class SqliteEngine:
                 .limit(limit)
             )
 
-        return _with_followed(query_for, kind, follower)
+        return _with_followed(query_for, kind)
+
+    return _by_kind({kind: match(kind) for kind in kinds})
 
 
 class PostgresEngine:
@@ -328,31 +361,8 @@ class PostgresEngine:
     ) -> dict[str, list[int]]:
         tsquery = prefix_tsquery(query)
         several = tsquery is not None and len(words(query)) > 1
-        queries = {kind: self._text_query(kind, limit, follower, several) for kind in kinds}
-        return await _ids_by_kind(conn, queries, {"tsq": tsquery, "like": like_pattern(query)})
-
-    def _text_query(self, kind: str, limit: int, follower: int, several: bool) -> Any:
-        index = sa.table(INDEX_TABLES[kind], sa.column("entity_id"), sa.column("popularity"))
-        found: sa.ColumnElement[bool] = sa.text("terms LIKE :like ESCAPE '\\'")  # type: ignore[assignment]
-        # One word: the substring (pg_trgm) covers its prefixes, and a tsvector prefix
-        # scan of a short word is the slower of the two (measured). Several words: each
-        # a word prefix, in any order.
-        if several:
-            found = sa.or_(sa.text("doc @@ to_tsquery('simple', :tsq)"), found)
-
-        # The search service asks only when the prefix keys found too few, so matches are
-        # usually sparse: read them through the trigram index and sort them (`+ 0` keeps
-        # the planner from walking the popularity index instead, which for a sparse match
-        # reads the whole table: 20-30 ms over 100,000 accounts).
-        def query_for(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
-            return (
-                sa.select(index.c.entity_id)
-                .where(found, where)
-                .order_by((index.c.popularity + 0).desc(), index.c.entity_id)
-                .limit(limit)
-            )
-
-        return _with_followed(query_for, kind, follower, index.c.entity_id)
+        values = {"tsq": tsquery, "like": like_pattern(query), "follower": follower}
+        return await _ids_by_kind(conn, kinds, _pg_text_query(kinds, limit, several), values)
 
     @property
     def read_settings(self) -> sa.ColumnElement[Any] | None:
@@ -378,19 +388,43 @@ class PostgresEngine:
             self._trgm = await trgm_schema(conn)
         # Each pattern is served by the words' trigram index (its pieces have 3+
         # characters); the similarity is computed for the matching words only.
-        like = " OR ".join(f"word LIKE :p{i} ESCAPE '\\'" for i in range(len(patterns)))
-        branches = [
-            f"SELECT {KIND_CODES[kind]} AS kind, word, s FROM (SELECT word, s FROM (SELECT"
-            f" word, {self._trgm}.word_similarity(:q, word) AS s FROM {WORDS_TABLE}"
-            f" WHERE kind = {KIND_CODES[kind]} AND ({like})) AS x WHERE s >= :t"
-            f" ORDER BY s DESC, word LIMIT {FUZZY_WORDS_MAX}) AS y{KIND_CODES[kind]}"
-            for kind in kinds
-        ]
         rows = await conn.execute(
-            sa.text(" UNION ALL ".join(branches)),
+            _pg_words_query(kinds, len(patterns), self._trgm),
             {"q": query, "t": similarity_min} | {f"p{i}": p for i, p in enumerate(patterns)},
         )
         return _words_by_kind(kinds, rows.all(), lambda r: (-float(r[2]), r[1]))
+
+
+@functools.cache
+def _pg_text_query(kinds: tuple[str, ...], limit: int, several: bool) -> sa.CompoundSelect:
+    """Substring (and with `several` words, word prefix) matches of every kind (bound:
+    like, tsq, follower), the most popular first (made once per kinds, limit and
+    several)."""
+
+    def text_query(kind: str) -> Any:
+        index = sa.table(INDEX_TABLES[kind], sa.column("entity_id"), sa.column("popularity"))
+        found: sa.ColumnElement[bool] = sa.text("terms LIKE :like ESCAPE '\\'")  # type: ignore[assignment]
+        # One word: the substring (pg_trgm) covers its prefixes, and a tsvector prefix
+        # scan of a short word is the slower of the two (measured). Several words: each
+        # a word prefix, in any order.
+        if several:
+            found = sa.or_(sa.text("doc @@ to_tsquery('simple', :tsq)"), found)
+
+        # The search service asks only when the prefix keys found too few, so matches are
+        # usually sparse: read them through the trigram index and sort them (`+ 0` keeps
+        # the planner from walking the popularity index instead, which for a sparse match
+        # reads the whole table: 20-30 ms over 100,000 accounts).
+        def query_for(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+            return (
+                sa.select(index.c.entity_id)
+                .where(found, where)
+                .order_by((index.c.popularity + 0).desc(), index.c.entity_id)
+                .limit(limit)
+            )
+
+        return _with_followed(query_for, kind, index.c.entity_id)
+
+    return _by_kind({kind: text_query(kind) for kind in kinds})
 
 
 def engine_for(dialect: str) -> SearchEngine:
