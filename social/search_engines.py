@@ -242,33 +242,37 @@ class SqliteEngine:
 @functools.cache
 def _sqlite_words_query(kinds: tuple[str, ...], patterns: int) -> sa.TextClause:
     """SQLite fuzzy_words' statement for this many LIKE patterns (bound: match, len,
-    p0...), made once per kinds and count."""
+    p0...), made once per kinds and count. One pass over the trigram index for every
+    kind (a branch per kind matched it once each), each kind's best FUZZY_WORDS_MAX kept
+    by a window."""
     kept = " + ".join(f"(w.word LIKE :p{i} ESCAPE '\\')" for i in range(patterns))
-    branches = [
-        f"SELECT {KIND_CODES[kind]} AS kind, word, kept, gap FROM (SELECT word, kept,"
-        f" abs(length(word) - :len) AS gap FROM (SELECT w.word AS word, {kept} AS kept"
+    codes = ", ".join(str(KIND_CODES[kind]) for kind in kinds)
+    return sa.text(
+        "SELECT kind, word, kept, gap FROM (SELECT kind, word, kept, gap, row_number()"
+        " OVER (PARTITION BY kind ORDER BY kept DESC, gap, word) AS n FROM (SELECT"
+        f" w.kind AS kind, w.word AS word, {kept} AS kept,"
+        " abs(length(w.word) - :len) AS gap"
         f" FROM {WORDS_TRIGRAMS_TABLE} CROSS JOIN {WORDS_TABLE} AS w"
         f" WHERE w.word_id = {WORDS_TRIGRAMS_TABLE}.rowid"
-        f" AND {WORDS_TRIGRAMS_TABLE} MATCH :match AND w.kind = {KIND_CODES[kind]})"
-        f" WHERE kept > 0 ORDER BY kept DESC, gap, word LIMIT {FUZZY_WORDS_MAX})"
-        for kind in kinds
-    ]
-    return sa.text(" UNION ALL ".join(branches))
+        f" AND {WORDS_TRIGRAMS_TABLE} MATCH :match AND w.kind IN ({codes}))"
+        f" WHERE kept > 0) WHERE n <= {FUZZY_WORDS_MAX}"
+    )
 
 
 @functools.cache
 def _pg_words_query(kinds: tuple[str, ...], patterns: int, trgm: str) -> sa.TextClause:
     """PostgreSQL fuzzy_words' statement for this many LIKE patterns (bound: q, t,
-    p0...), made once per kinds and count."""
+    p0...), made once per kinds and count: one pass over the trigram index for every
+    kind, each kind's best FUZZY_WORDS_MAX kept by a window."""
     like = " OR ".join(f"word LIKE :p{i} ESCAPE '\\'" for i in range(patterns))
-    branches = [
-        f"SELECT {KIND_CODES[kind]} AS kind, word, s FROM (SELECT word, s FROM (SELECT"
-        f" word, {trgm}.word_similarity(:q, word) AS s FROM {WORDS_TABLE}"
-        f" WHERE kind = {KIND_CODES[kind]} AND ({like})) AS x WHERE s >= :t"
-        f" ORDER BY s DESC, word LIMIT {FUZZY_WORDS_MAX}) AS y{KIND_CODES[kind]}"
-        for kind in kinds
-    ]
-    return sa.text(" UNION ALL ".join(branches))
+    codes = ", ".join(str(KIND_CODES[kind]) for kind in kinds)
+    return sa.text(
+        "SELECT kind, word, s FROM (SELECT kind, word, s, row_number() OVER (PARTITION BY"
+        " kind ORDER BY s DESC, word) AS n FROM (SELECT kind, word,"
+        f" {trgm}.word_similarity(:q, word) AS s FROM {WORDS_TABLE}"
+        f" WHERE kind IN ({codes}) AND ({like})) AS x WHERE s >= :t) AS y"
+        f" WHERE n <= {FUZZY_WORDS_MAX}"
+    )
 
 
 @functools.cache
