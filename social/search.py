@@ -185,9 +185,7 @@ class Search:
         each word's most popular `cap` entities) in one last statement, appended to
         `found`. At most three statements whatever the kinds (the engine's read settings
         were made by the prefix statement)."""
-        text = await self.engine.text_candidates(
-            conn, need, q, limit=self.config.candidates_max, follower=viewer
-        )
+        text = await self.engine.text_candidates(conn, need, q, limit=cap, follower=viewer)
         short = tuple(k for k in need if len(seen[k].union(text[k])) < limit)
         chosen: dict[str, list[str]] = {}
         if short and len(q) >= self.config.fuzzy_chars_min:

@@ -19,9 +19,9 @@ class SearchConfig:
     typeahead_results_max: int = 10
     # Rows each candidate query may return before ranking (per kind, per source).
     candidates_max: int = 100
-    # Prefix candidates per result asked (typeahead of 10: the 40 most popular names and
-    # words starting with the query, and as many of those the viewer follows), at most
-    # candidates_max.
+    # Prefix (and substring) candidates per result asked (typeahead of 10: the 40 most
+    # popular names and words starting with the query, and as many of those the viewer
+    # follows), at most candidates_max.
     candidates_per_result: int = 4
     # Fuzzy matching (typos, missing letters) starts at this many characters; a candidate
     # counts when its trigram similarity to the query is at least fuzzy_similarity_min_pct.
