@@ -175,13 +175,22 @@ def prefix_query(
     )
     if followed:
         # SQLite otherwise prefers the covering prefix index, walking its range once per
-        # followed account (184 ms for `ka`).
-        hint = f" INDEXED BY {ENTITY_INDEX}" if dialect == "sqlite" else ""
-        sql = (
-            f"SELECT k.entity_id FROM {follows.name} AS f CROSS JOIN {KEYS_TABLE} AS k{hint}"
-            f" WHERE f.follower_id = :viewer AND k.kind = {code}"
-            " AND k.entity_id = f.followee_id AND k.key >= :q AND k.key < :q_end"
-        )
+        # followed account (184 ms for `ka`); PostgreSQL hash-joined the follows with the
+        # whole range (1.4 ms for `marga`, 6,596 keys, against 300 probes).
+        if dialect == "postgresql":
+            sql = (
+                f"SELECT k.entity_id FROM {follows.name} AS f"
+                f" CROSS JOIN LATERAL (SELECT entity_id, key, popularity FROM {KEYS_TABLE}"
+                f" WHERE kind = {code} AND entity_id = f.followee_id AND key >= :q"
+                " AND key < :q_end) AS k WHERE f.follower_id = :viewer"
+            )
+        else:
+            sql = (
+                f"SELECT k.entity_id FROM {follows.name} AS f CROSS JOIN {KEYS_TABLE} AS k"
+                f" INDEXED BY {ENTITY_INDEX} WHERE f.follower_id = :viewer"
+                f" AND k.kind = {code} AND k.entity_id = f.followee_id"
+                " AND k.key >= :q AND k.key < :q_end"
+            )
     elif by_words:
         sql = (
             f"WITH w AS MATERIALIZED (SELECT word FROM {WORDS_TABLE} WHERE kind = {code}"
