@@ -6,6 +6,7 @@ places deduplicated; the index rebuilt after it was dropped."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,15 +18,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.config import ConfigError, load_toml
-from common.db import Database
+from common.db import Database, migrate, open_database
 from common.ids import IdGenerator
 from social import accounts, graph, posts, search_index, search_schema, search_text
+from social import schema as social_schema
 from social.config import SocialConfig
 from social.errors import Invalid
 from social.schema import follows, users
 from social.search import Search
 from social.search_config import SearchConfig, search_config
+from tests.directory.conftest import PG_URL, pg_schema
 from tests.feed.conftest import ready_media, social_db
+from transformer import schema as media_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -231,6 +235,44 @@ async def test_typo_words_commit_with_their_keys(db: Database, ids: IdGenerator)
     assert "brightwater" in await _words(db)
     assert await _trigram_words(db, "phyr") == {"zephyrine_q", "zephyrine"}
     assert await names(search, viewer, "zephryine") == [target]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_version_2_gains_the_words_on_upgrade(engine: str, tmp_path: Path) -> None:
+    """A database at search version 2 (prefix keys, no words, the keys' entity index
+    without the key) is brought to version 3: the words of its keys and their trigram
+    index, the entity index with the key; typos are found through them."""
+    async with contextlib.AsyncExitStack() as stack:
+        if engine == "sqlite":
+            db = await open_database(tmp_path / "meta.sqlite3")
+        else:
+            db = await open_database(PG_URL, schema=await stack.enter_async_context(pg_schema()))
+        stack.push_async_callback(db.close)
+        for component in (media_schema, social_schema):
+            await migrate(db, component.COMPONENT, component.MIGRATIONS)
+        await migrate(db, search_schema.COMPONENT, search_schema.MIGRATIONS[:2])
+        ids = IdGenerator(1)
+        viewer = await make(db, ids, "viewer")
+        target = await make(db, ids, "quentin_okafor", "Quentin Okafor")
+        async with db.transaction() as conn:  # as version 2 left it
+            await search_schema.drop_words_table(conn)
+            await conn.exec_driver_sql(f"DROP INDEX {search_schema.ENTITY_INDEX}")
+            await conn.exec_driver_sql(
+                f"CREATE INDEX {search_schema.ENTITY_INDEX}"
+                f" ON {search_schema.KEYS_TABLE} (kind, entity_id)"
+            )
+        assert await migrate(db, search_schema.COMPONENT, search_schema.MIGRATIONS) == [3]
+        assert {"quentin_okafor", "quentin", "okafor", "quentin okafor"} <= await _words(db)
+        assert await _trigram_words(db, "kafo") == {"okafor", "quentin okafor", "quentin_okafor"}
+        assert search_schema.ENTITY_INDEX in await _index_names_of(db)
+        search = Search(db, SearchConfig())
+        assert await names(search, viewer, "quentni") == [target]  # a swap
+        assert await names(search, viewer, "okafro") == [target]
+
+
+async def _index_names_of(db: Database) -> set[str]:
+    async with db.snapshot() as conn:
+        return await _index_names(conn)
 
 
 def test_closest_words_put_typos_first() -> None:
