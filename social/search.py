@@ -7,10 +7,13 @@ Private accounts are found (as on Instagram); their posts appear on hashtag and 
 pages only to their followers (and themselves). A query folds like the index
 (social/search_text.py); names and words starting with it come from one B-tree of
 prefix keys (social/search_keys.py) with the rows ranking needs, every kind asked in one
-statement. Only for a kind where those are fewer than asked, a query of
+statement. Only for the kinds where those are fewer than asked, a query of
 search_text.TRIGRAM_CHARS or more characters also goes to the engine for substrings
-(social/search_engines.py), and from [search] fuzzy_chars_min characters on for names
-within a typo; one more statement reads the rows of all those.
+(social/search_engines.py, every such kind in one statement), and from [search]
+fuzzy_chars_min characters on for the words of the index within a typo (one more
+statement; search_text.closest_words keeps the closest); one last statement reads the
+rows of the substring matches and of the kept words' most popular entities. At most four
+statements per request, whatever the kinds.
 """
 
 from __future__ import annotations
@@ -131,8 +134,8 @@ class Search:
         popular `candidates_per_result` x `limit` (and as many of those the viewer
         follows), with the rows ranking needs, and the accounts the viewer engages with,
         in one statement. Only for the kinds where they are fewer than `limit` entities:
-        substrings (TRIGRAM_CHARS characters on), then names within a typo
-        (fuzzy_chars_min on); one more statement reads the rows of all those."""
+        substrings (TRIGRAM_CHARS characters on), then words within a typo
+        (fuzzy_chars_min on), and the rows of those (_more_rows)."""
         cap = min(self.config.candidates_max, limit * self.config.candidates_per_result)
         found: dict[str, list[Any]] = {kind: [] for kind in kinds}
         engaged: set[int] = set()

@@ -1,7 +1,10 @@
 """The search index behind one protocol, two engines: SQLite FTS5 (trigram tokenizer) and
 PostgreSQL (tsvector + pg_trgm). An engine writes index rows (inside the caller's
-transaction) and finds candidate ids for a folded query of at least
-search_text.TRIGRAM_CHARS characters; ranking is not its business (social/search_rank.py).
+transaction) and finds, for a folded query of at least search_text.TRIGRAM_CHARS
+characters, the substring matches of several kinds in one statement, and the words of
+their vocabulary (search_words) that may be within a typo, in one more; the service reads
+those words' entities (search_keys.word_entities_query). Ranking is not its business
+(social/search_rank.py).
 """
 
 from __future__ import annotations
