@@ -7,15 +7,19 @@ Private accounts are found (as on Instagram); their posts appear on hashtag and 
 pages only to their followers (and themselves). A query folds like the index
 (social/search_text.py); names and words starting with it come from one B-tree of
 prefix keys (social/search_keys.py) with the rows ranking needs, every kind asked in one
-statement. Only for a kind where those are fewer than asked, a query of
+statement. Only for the kinds where those are fewer than asked, a query of
 search_text.TRIGRAM_CHARS or more characters also goes to the engine for substrings
-(social/search_engines.py), and from [search] fuzzy_chars_min characters on for names
-within a typo; one more statement reads the rows of all those.
+(social/search_engines.py, every such kind in one statement), and from [search]
+fuzzy_chars_min characters on for the words of the index within a typo (one more
+statement; search_text.closest_words keeps the closest); one last statement reads the
+rows of the substring matches and of the kept words' most popular entities. At most four
+statements per request, whatever the kinds.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -32,12 +36,20 @@ from social.search_keys import (
     KIND_CODES,
     SOURCES,
     blocked_either_way,
+    listed_ids_query,
     prefix_query,
     prefix_values,
+    word_entities_query,
 )
 from social.search_rank import Candidate, Ranked, rank
 from social.search_schema import hashtag_counts, places, post_places
-from social.search_text import TRIGRAM_CACHE_WORDS, TRIGRAM_CHARS, fold, fold_query
+from social.search_text import (
+    TRIGRAM_CACHE_WORDS,
+    TRIGRAM_CHARS,
+    closest_words,
+    fold,
+    fold_query,
+)
 
 LIVE: Final = "live"  # social.posts.PostStatus.LIVE
 HASHTAG_NAME: Final = re.compile(r"\w{1,100}")
@@ -46,8 +58,15 @@ TOP_COMMENT_WEIGHT: Final = 2
 # The kind code of the candidate statement's rows that name an account the viewer
 # engages with (search_keys.KIND_CODES are the others).
 ENGAGED_CODE: Final = 0
+# The kind code of the row that selects the engine's read settings (SearchEngine
+# read_settings), in the same statement.
+SETTINGS_CODE: Final = -1
+# Prefixes this long or longer are looked up word by word (search_keys.prefix_query
+# by_words): their ranges hold few distinct words, some of them shared by thousands of
+# keys (a full-name word); shorter ones span thousands of words of one key each.
+PREFIX_BY_WORDS_CHARS_MIN: Final = 3
 KIND_NAMES: Final = {code: kind for kind, code in KIND_CODES.items()}
-assert ENGAGED_CODE not in KIND_NAMES
+assert ENGAGED_CODE not in KIND_NAMES and SETTINGS_CODE not in KIND_NAMES
 # Names as ranking compares them: the same few thousand popular names come back request
 # after request.
 _fold = functools.lru_cache(maxsize=TRIGRAM_CACHE_WORDS)(fold)
@@ -115,45 +134,25 @@ class Search:
         popular `candidates_per_result` x `limit` (and as many of those the viewer
         follows), with the rows ranking needs, and the accounts the viewer engages with,
         in one statement. Only for the kinds where they are fewer than `limit` entities:
-        substrings (TRIGRAM_CHARS characters on), then names within a typo
-        (fuzzy_chars_min on); one more statement reads the rows of all those."""
+        substrings (TRIGRAM_CHARS characters on), then words within a typo
+        (fuzzy_chars_min on), and the rows of those (_more_rows)."""
         cap = min(self.config.candidates_max, limit * self.config.candidates_per_result)
         found: dict[str, list[Any]] = {kind: [] for kind in kinds}
         engaged: set[int] = set()
         values = {"viewer": viewer, "n": self.config.engaged_likes_max, **prefix_values(q)}
-        for row in await conn.execute(_prefix_rows_query(kinds, cap), values):
+        by_words = len(q) >= PREFIX_BY_WORDS_CHARS_MIN
+        prefixes = _prefix_rows_query(kinds, cap, by_words, conn.dialect.name)
+        for row in (await conn.execute(prefixes, values)).all():
+            if row[0] == SETTINGS_CODE:
+                continue
             if row[0] == ENGAGED_CODE:
                 engaged.add(int(row[1]))
             else:
                 found[KIND_NAMES[row[0]]].append(row)
-        extra: dict[str, list[int]] = {}
-        ready = False  # the engine's read settings, made at its first statement
-        for kind in kinds:
-            seen = {int(r[1]) for r in found[kind]}
-            if len(seen) >= limit or len(q) < TRIGRAM_CHARS:
-                continue
-            if not ready:
-                await self.engine.begin_read(conn)
-                ready = True
-            follower = viewer if kind == "accounts" else None
-            more = await self.engine.text_candidates(
-                conn, kind, q, limit=self.config.candidates_max, follower=follower
-            )
-            if len(seen.union(more)) < limit and len(q) >= self.config.fuzzy_chars_min:
-                more += await self.engine.fuzzy_candidates(
-                    conn,
-                    kind,
-                    q,
-                    limit=self.config.fuzzy_candidates_max,
-                    similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
-                )
-            ids = [i for i in dict.fromkeys(more) if i not in seen]
-            if ids:
-                extra[kind] = ids
-        if extra:
-            more_values = {"viewer": viewer} | {f"ids_{kind}": ids for kind, ids in extra.items()}
-            for row in await conn.execute(_extra_rows_query(tuple(extra)), more_values):
-                found[KIND_NAMES[row[0]]].append(row)
+        seen = {kind: {int(r[1]) for r in found[kind]} for kind in kinds}
+        need = tuple(k for k in kinds if len(seen[k]) < limit) if len(q) >= TRIGRAM_CHARS else ()
+        if need:
+            await self._more_rows(conn, viewer, q, need, seen, found, limit=limit, cap=cap)
         engaged.discard(viewer)
         # Rows: (kind, id, name, full name or None, count, followed).
         return {
@@ -169,6 +168,54 @@ class Search:
             ]
             for kind, rows in found.items()
         }
+
+    async def _more_rows(
+        self,
+        conn: AsyncConnection,
+        viewer: int,
+        q: str,
+        need: tuple[str, ...],
+        seen: dict[str, set[int]],
+        found: dict[str, list[Any]],
+        *,
+        limit: int,
+        cap: int,
+    ) -> None:
+        """For the kinds whose prefixes found fewer than `limit`: substrings of every such
+        kind in one statement; for those still short (from fuzzy_chars_min characters
+        on), the words within a typo, every kind in one more (the engine's best, then
+        search_text.closest_words); then the rows of all those (the substring ids and
+        each word's most popular `cap` entities) in one last statement, appended to
+        `found`. At most three statements whatever the kinds (the engine's read settings
+        were made by the prefix statement)."""
+        text = await self.engine.text_candidates(conn, need, q, limit=cap, follower=viewer)
+        short = tuple(k for k in need if len(seen[k].union(text[k])) < limit)
+        chosen: dict[str, list[str]] = {}
+        if short and len(q) >= self.config.fuzzy_chars_min:
+            similar = await self.engine.fuzzy_words(
+                conn,
+                short,
+                q,
+                similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
+            )
+            fuzzy_max = self.config.fuzzy_candidates_max
+            chosen = {k: closest_words(q, ws, fuzzy_max) for k, ws in similar.items() if ws}
+        ids = {k: [i for i in dict.fromkeys(text[k]) if i not in seen[k]] for k in need}
+        kinds = tuple(k for k in need if ids[k] or chosen.get(k))
+        if not kinds:
+            return
+        dialect = conn.dialect.name
+
+        def bound(values: list[Any]) -> Any:
+            return json.dumps(values) if dialect == "sqlite" else values
+
+        values: dict[str, Any] = {"viewer": viewer}
+        for kind in kinds:
+            values[f"ids_{kind}"] = bound(ids[kind])
+            values[f"words_{kind}"] = bound(chosen.get(kind, []))
+        query = _extra_rows_query(kinds, dialect, cap, self.config.fuzzy_candidates_max)
+        for row in (await conn.execute(query, values)).all():
+            found[KIND_NAMES[row[0]]].append(row)
 
     # -- hashtag and place pages ---------------------------------------------------------
 
@@ -269,33 +316,56 @@ def check_hashtag(name: Any) -> str:
 
 
 @functools.cache
-def _prefix_rows_query(kinds: tuple[str, ...], limit: int) -> sa.CompoundSelect:
+def _prefix_rows_query(
+    kinds: tuple[str, ...], limit: int, by_words: bool, dialect: str
+) -> sa.CompoundSelect:
     """Of each kind, what _rows_query reads of the `limit` most popular entities with a key
-    starting with `q` (search_keys.prefix_query) and, for accounts, of as many the viewer
-    follows; with accounts also the authors of the viewer's latest `n` likes (kind
-    ENGAGED_CODE, the id column): one statement (made once per kinds and limit; bound:
-    viewer, q, q_end, n)."""
+    starting with `q` (search_keys.prefix_query, `by_words` or not) and, for accounts, of
+    as many the viewer follows; with accounts also the authors of the viewer's latest `n`
+    likes (kind ENGAGED_CODE, the id column); and a row that selects the engine's read
+    settings if it has any (kind SETTINGS_CODE): one statement (made once per kinds, limit,
+    plan and dialect; bound: viewer, q, q_end, n)."""
     branches: list[Any] = []
     for kind in kinds:
-        ids = [sa.select(prefix_query(kind, limit=limit, followed=False).subquery())]
+        plain = prefix_query(kind, limit=limit, followed=False, by_words=by_words, dialect=dialect)
+        ids = [sa.select(plain.subquery())]
         if kind == "accounts":
-            ids.append(sa.select(prefix_query(kind, limit=limit, followed=True).subquery()))
+            followed = prefix_query(
+                kind, limit=limit, followed=True, by_words=False, dialect=dialect
+            )
+            ids.append(sa.select(followed.subquery()))
         branches.append(_rows_query(kind, sa.union_all(*ids).subquery()))
     if "accounts" in kinds:
         branches.append(_ENGAGED_ROWS)
+    read_settings = engine_for(dialect).read_settings
+    if read_settings is not None:
+        code = sa.literal_column(str(SETTINGS_CODE), sa.Integer)
+        zero = sa.literal_column("0", sa.Integer)
+        branches.append(sa.select(code, zero, read_settings, sa.null(), zero, sa.false()))
     return sa.union_all(*branches)
 
 
 @functools.cache
-def _extra_rows_query(kinds: tuple[str, ...]) -> sa.CompoundSelect:
-    """What _rows_query reads of the entities in the bound lists `ids_<kind>`, every kind
-    in one statement."""
-    return sa.union_all(*(_rows_query(kind, None) for kind in kinds))
+def _extra_rows_query(
+    kinds: tuple[str, ...], dialect: str, per_word: int, fuzzy_limit: int
+) -> sa.CompoundSelect:
+    """What _rows_query reads of the entities in the bound lists `ids_<kind>` and of the
+    words in `words_<kind>` (search_keys.word_entities_query: `per_word` of each, at most
+    `fuzzy_limit`), every kind in one statement. One text whatever the lists' lengths
+    (SQLite: JSON arrays read by json_each; PostgreSQL: arrays): an IN list of bound
+    values made a new statement per length."""
+    branches = []
+    for kind in kinds:
+        listed = listed_ids_query(kind, dialect)
+        typos = word_entities_query(kind, per_word=per_word, limit=fuzzy_limit, dialect=dialect)
+        ids = sa.union(sa.select(listed.subquery()), sa.select(typos.subquery())).subquery()
+        branches.append(_rows_query(kind, ids))
+    return sa.union_all(*branches)
 
 
-def _rows_query(kind: str, ids: sa.Subquery | None) -> sa.Select[Any]:
-    """The rows ranking needs of the entities a subquery's entity_id column names (None:
-    those of the bound list `ids_<kind>`), the same columns for every kind: its code, id,
+def _rows_query(kind: str, ids: sa.Subquery) -> sa.Select[Any]:
+    """The rows ranking needs of the entities a subquery's entity_id column names, the
+    same columns for every kind: its code, id,
     name, full name (accounts; else NULL), count, and whether the bound `viewer` follows
     it (accounts; else false); accounts blocked either way left out."""
     source, id_col, count_col = SOURCES[kind]
@@ -311,10 +381,7 @@ def _rows_query(kind: str, ids: sa.Subquery | None) -> sa.Select[Any]:
         name = hashtag_counts.c.tag if kind == "hashtags" else places.c.name_key
         columns = [code, id_col, name, sa.null(), count_col, sa.false()]
     query = sa.select(*columns)
-    if ids is None:
-        query = query.where(id_col.in_(sa.bindparam(f"ids_{kind}", expanding=True)))
-    else:
-        query = query.select_from(ids.join(source, id_col == ids.c.entity_id))
+    query = query.select_from(ids.join(source, id_col == ids.c.entity_id))
     if kind == "accounts":
         query = query.where(~blocked_either_way(viewer, users.c.user_id))
     return query

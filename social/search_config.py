@@ -19,9 +19,9 @@ class SearchConfig:
     typeahead_results_max: int = 10
     # Rows each candidate query may return before ranking (per kind, per source).
     candidates_max: int = 100
-    # Prefix candidates per result asked (typeahead of 10: the 40 most popular names and
-    # words starting with the query, and as many of those the viewer follows), at most
-    # candidates_max.
+    # Prefix (and substring) candidates per result asked (typeahead of 10: the 40 most
+    # popular names and words starting with the query, and as many of those the viewer
+    # follows), at most candidates_max.
     candidates_per_result: int = 4
     # Fuzzy matching (typos, missing letters) starts at this many characters; a candidate
     # counts when its trigram similarity to the query is at least fuzzy_similarity_min_pct.
@@ -30,10 +30,11 @@ class SearchConfig:
     # PostgreSQL: the pg_trgm word similarity a typo candidate needs (computed only for the
     # rows holding the query's pieces in order, social/search_text.py typo_pieces).
     fuzzy_candidates_similarity_min_pct: int = 30
-    # Typo candidates per kind (each is scored by edit distance in Python: the cost of a
-    # typo query grows with it; 40 instead of 100 found 39 instead of 43 of 49 one-typo
-    # names among 100,000 accounts).
-    fuzzy_candidates_max: int = 100
+    # Typo candidates per kind (each is ranked in Python: the cost of a typo query grows
+    # with it). Since the candidates come from the words closest by edit distance
+    # (search_text.closest_words), 40 found 121 of 136 one-typo names among 100,000
+    # accounts, 100 found 119 (more distractors).
+    fuzzy_candidates_max: int = 40
     # Ranking weights in percent (docs/api/search.md): match quality, popularity (followers,
     # post counts on a log scale), a followed account, an account the viewer engages with.
     match_weight_pct: int = 100

@@ -1,11 +1,15 @@
 """The search index behind one protocol, two engines: SQLite FTS5 (trigram tokenizer) and
 PostgreSQL (tsvector + pg_trgm). An engine writes index rows (inside the caller's
-transaction) and finds candidate ids for a folded query of at least
-search_text.TRIGRAM_CHARS characters; ranking is not its business (social/search_rank.py).
+transaction) and finds, for a folded query of at least search_text.TRIGRAM_CHARS
+characters, the substring matches of several kinds in one statement, and the words of
+their vocabulary (search_words) that may be within a typo, in one more; the service reads
+those words' entities (search_keys.word_entities_query). Ranking is not its business
+(social/search_rank.py).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -14,8 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from social import search_keys
 from social.schema import follows
-from social.search_keys import SOURCES
-from social.search_schema import FTS_COLUMNS, INDEX_TABLES, trgm_schema
+from social.search_keys import KIND_CODES, SOURCES
+from social.search_schema import (
+    FTS_COLUMNS,
+    INDEX_TABLES,
+    WORDS_TABLE,
+    WORDS_TRIGRAMS_TABLE,
+    trgm_schema,
+)
 from social.search_text import (
     fts_phrase,
     fts_typo_match,
@@ -26,13 +36,10 @@ from social.search_text import (
 )
 
 KINDS: Final = tuple(INDEX_TABLES)
-# SQLite: the source column each FTS column holds the folded text of.
-_FTS_SOURCE_COLUMNS: Final = {
-    "accounts": ("username", "full_name"),
-    "hashtags": ("tag",),
-    "places": ("name_key",),
-}
-assert all(len(_FTS_SOURCE_COLUMNS[k]) == len(FTS_COLUMNS[k]) for k in INDEX_TABLES)
+_KIND_NAMES: Final = {code: kind for kind, code in KIND_CODES.items()}
+# Typo candidates: the words holding a typo's pieces that are read (the engine's best
+# first) before their edit distances are compared (search_text.closest_words).
+FUZZY_WORDS_MAX: Final = 500
 
 
 class SearchEngine(Protocol):
@@ -59,58 +66,98 @@ class SearchEngine(Protocol):
         """The source's count (followers, posts) of these entities changed."""
         ...
 
-    async def begin_read(self, conn: AsyncConnection) -> None:
-        """Prepares a read transaction for text and fuzzy candidate queries (called once,
-        before the first of them; a typeahead answered by prefix keys never calls it)."""
+    @property
+    def read_settings(self) -> sa.ColumnElement[Any] | None:
+        """An expression the first statement of a search reads (PostgreSQL: a
+        transaction-local planner setting for the text and fuzzy queries that may follow
+        it), or None: selected there, it costs no round trip of its own."""
         ...
 
     async def text_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
-    ) -> list[int]:
-        """Entities whose text contains the query (SQLite) or a word starting with each
-        of its words or the query itself (PostgreSQL), the `limit` most popular; and
-        when `follower` is given (accounts), the `limit` most popular of those it
-        follows as well, in the same statement."""
+        self,
+        conn: AsyncConnection,
+        kinds: tuple[str, ...],
+        query: str,
+        *,
+        limit: int,
+        follower: int,
+    ) -> dict[str, list[int]]:
+        """Of each kind, entities whose text contains the query (SQLite) or a word starting
+        with each of its words or the query itself (PostgreSQL), the `limit` most
+        popular; for accounts also the `limit` most popular of those `follower` follows;
+        every kind in one statement."""
         ...
 
-    async def fuzzy_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
-    ) -> list[int]:
-        """Entities that may be within a typo of a query word: holding the pieces of one
-        of search_text.typo_pieces(query) in order; SQLite: the most popular first;
-        PostgreSQL: a pg_trgm word similarity of at least `similarity_min`, the most
-        similar first."""
+    async def fuzzy_words(
+        self,
+        conn: AsyncConnection,
+        kinds: tuple[str, ...],
+        query: str,
+        *,
+        similarity_min: float,
+    ) -> dict[str, list[str]]:
+        """Of each kind, the words of its vocabulary (search_words) that may be within a
+        typo of a query word: holding the pieces of one of search_text.typo_pieces(query)
+        in order, at most FUZZY_WORDS_MAX, best first (SQLite: those keeping the most
+        alternatives, then the closest in length; PostgreSQL: a pg_trgm word similarity
+        of at least `similarity_min`, the most similar first); every kind in one
+        statement. search_keys.word_entities_query then reads their entities."""
         ...
 
 
-def _following(kind: str, follower: int | None, id_col: Any = None) -> sa.ColumnElement[bool]:
-    """True, or (accounts) only the accounts `follower` follows (`id_col`: the column
+def _following(kind: str, id_col: Any = None) -> sa.ColumnElement[bool]:
+    """Only the accounts the bound parameter `follower` follows (`id_col`: the column
     holding the account id, the source's by default)."""
-    if follower is None:
-        return sa.true()
     return (SOURCES[kind][1] if id_col is None else id_col).in_(
-        sa.select(follows.c.followee_id).where(follows.c.follower_id == follower)
+        sa.select(follows.c.followee_id).where(follows.c.follower_id == sa.bindparam("follower"))
     )
 
 
-async def candidate_ids(
-    conn: AsyncConnection,
+def _with_followed(
     query_for: Callable[[sa.ColumnElement[bool]], sa.Select[Any]],
     kind: str,
-    follower: int | None,
-    values: dict[str, Any] | None = None,
-    *,
     id_col: Any = None,
-) -> list[int]:
-    """Runs `query_for(true)` and, with a follower, `query_for(followed by it)` too, as
-    one UNION ALL (one round trip); the ids in order, the followed ones after."""
+) -> Any:
+    """`query_for(true)` and, for accounts, `query_for(followed by the bound parameter
+    follower)` too, as one UNION ALL."""
     query: Any = query_for(sa.true())
-    if follower is not None:
+    if kind == "accounts":
         query = sa.union_all(
             sa.select(query.subquery()),
-            sa.select(query_for(_following(kind, follower, id_col)).subquery()),
+            sa.select(query_for(_following(kind, id_col)).subquery()),
         )
-    return [int(r[0]) for r in await conn.execute(query, values or {})]
+    return query
+
+
+def _by_kind(queries: dict[str, Any]) -> sa.CompoundSelect:
+    """The id queries of several kinds as one UNION ALL of rows (kind code, id)."""
+    branches = []
+    for kind, query in queries.items():
+        sub = query.subquery()
+        code = sa.literal_column(str(KIND_CODES[kind]), sa.Integer).label("kind")
+        branches.append(sa.select(code, sub.c[0].label("entity_id")))
+    return sa.union_all(*branches)
+
+
+async def _ids_by_kind(
+    conn: AsyncConnection, kinds: tuple[str, ...], query: Any, values: dict[str, Any]
+) -> dict[str, list[int]]:
+    """Runs a _by_kind statement (one round trip): the ids of each kind, in no particular
+    order."""
+    out: dict[str, list[int]] = {kind: [] for kind in kinds}
+    for row in (await conn.execute(query, values)).all():
+        out[_KIND_NAMES[int(row[0])]].append(int(row[1]))
+    return out
+
+
+def _words_by_kind(
+    kinds: tuple[str, ...], rows: Sequence[Any], key: Callable[[Any], Any]
+) -> dict[str, list[str]]:
+    """Rows (kind code, word, sort columns...) as each kind's words in `key` order."""
+    out: dict[str, list[str]] = {kind: [] for kind in kinds}
+    for row in sorted(rows, key=key):
+        out[_KIND_NAMES[int(row[0])]].append(str(row[1]))
+    return out
 
 
 class SqliteEngine:
@@ -150,59 +197,93 @@ class SqliteEngine:
         """The prefix keys' copy (FTS matches are ranked by the source's count directly)."""
         await search_keys.popularity_changed(conn, kind, entity_ids)
 
-    async def begin_read(self, conn: AsyncConnection) -> None:
+    @property
+    def read_settings(self) -> sa.ColumnElement[Any] | None:
         """Nothing to set."""
+        return None
 
     async def text_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
-    ) -> list[int]:
-        return await self._match(conn, kind, fts_phrase(query), limit, follower)
-
-    async def fuzzy_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
-    ) -> list[int]:
-        match = fts_typo_match(query)
-        if match is None:
-            return []
-        # The trigram index finds the rows with the long pieces; LIKE then checks every
-        # piece in its order on those rows only (the MATCH of a 3-letter piece can hold
-        # thousands). A name within one typo keeps the pieces of most alternatives, so
-        # the rows keeping more come first, then the more popular.
-        patterns = like_typo_patterns(query)
-        table = INDEX_TABLES[kind]
-        source, id_col, count_col = SOURCES[kind]
-        # The source row is read anyway (its count orders the rows); reading the FTS
-        # row's own copy of the text as well doubled the cost of a typo query (12,248
-        # matches of `quinal`'s 3-letter pieces: 96 ms against 43 ms). The source text is
-        # compared when it is printable ASCII, which LIKE compares as folded (case
-        # aside, folding only collapses spaces, and no piece holds one); else the folded
-        # copy in the FTS row.
-        texts = [
-            f"CASE WHEN {source.name}.{src} GLOB '*[^ -~]*' THEN {table}.{fts} LIKE :p{{i}}"
-            f" ESCAPE '\\' ELSE {source.name}.{src} LIKE :p{{i}} ESCAPE '\\' END"
-            for fts, src in zip(FTS_COLUMNS[kind], _FTS_SOURCE_COLUMNS[kind], strict=True)
-        ]
-        kept = ["(" + " OR ".join(t.format(i=i) for t in texts) + ")" for i in range(len(patterns))]
-        rows = await conn.execute(
-            sa.text(
-                f"SELECT {table}.rowid FROM {table} JOIN {source.name}"
-                f" ON {source.name}.{id_col.name} = {table}.rowid"
-                f" WHERE {table} MATCH :match AND ({' OR '.join(kept)})"
-                f" ORDER BY {' + '.join(kept)} DESC, {source.name}.{count_col.name} DESC,"
-                f" {table}.rowid LIMIT :n"
-            ),
-            {"match": match, "n": limit} | {f"p{i}": p for i, p in enumerate(patterns)},
-        )
-        return [int(r[0]) for r in rows]
-
-    async def _match(
         self,
         conn: AsyncConnection,
-        kind: str,
-        match: str,
+        kinds: tuple[str, ...],
+        query: str,
+        *,
         limit: int,
-        follower: int | None,
-    ) -> list[int]:
+        follower: int,
+    ) -> dict[str, list[int]]:
+        values = {"match": fts_phrase(query), "follower": follower}
+        return await _ids_by_kind(conn, kinds, _sqlite_text_query(kinds, limit), values)
+
+    async def fuzzy_words(
+        self,
+        conn: AsyncConnection,
+        kinds: tuple[str, ...],
+        query: str,
+        *,
+        similarity_min: float,
+    ) -> dict[str, list[str]]:
+        match = fts_typo_match(query)
+        if match is None or not kinds:
+            return {}
+        # The words' trigram index finds the words with the long pieces, and LIKE checks
+        # every piece in its order on those words only: short strings, a few thousand at
+        # worst (`quinal`: 13,769 words of 150,000 hold `qui` or `nal`; the accounts'
+        # rows were 12,248 for the same pieces, each a username and a full name joined
+        # with its account). A name within one typo keeps the pieces of most
+        # alternatives: the words keeping more come first, then those closest to the
+        # query's longest word in length (CROSS JOIN: SQLite's planner otherwise walks
+        # every key of the kind).
+        patterns = like_typo_patterns(query)
+        rows = await conn.execute(
+            _sqlite_words_query(kinds, len(patterns)),
+            {"match": match, "len": max(map(len, words(query)), default=0)}
+            | {f"p{i}": p for i, p in enumerate(patterns)},
+        )
+        return _words_by_kind(kinds, rows.all(), lambda r: (-int(r[2]), int(r[3]), r[1]))
+
+
+@functools.cache
+def _sqlite_words_query(kinds: tuple[str, ...], patterns: int) -> sa.TextClause:
+    """SQLite fuzzy_words' statement for this many LIKE patterns (bound: match, len,
+    p0...), made once per kinds and count. One pass over the trigram index for every
+    kind (a branch per kind matched it once each), each kind's best FUZZY_WORDS_MAX kept
+    by a window."""
+    kept = " + ".join(f"(w.word LIKE :p{i} ESCAPE '\\')" for i in range(patterns))
+    codes = ", ".join(str(KIND_CODES[kind]) for kind in kinds)
+    return sa.text(
+        "SELECT kind, word, kept, gap FROM (SELECT kind, word, kept, gap, row_number()"
+        " OVER (PARTITION BY kind ORDER BY kept DESC, gap, word) AS n FROM (SELECT"
+        f" w.kind AS kind, w.word AS word, {kept} AS kept,"
+        " abs(length(w.word) - :len) AS gap"
+        f" FROM {WORDS_TRIGRAMS_TABLE} CROSS JOIN {WORDS_TABLE} AS w"
+        f" WHERE w.word_id = {WORDS_TRIGRAMS_TABLE}.rowid"
+        f" AND {WORDS_TRIGRAMS_TABLE} MATCH :match AND w.kind IN ({codes}))"
+        f" WHERE kept > 0) WHERE n <= {FUZZY_WORDS_MAX}"
+    )
+
+
+@functools.cache
+def _pg_words_query(kinds: tuple[str, ...], patterns: int, trgm: str) -> sa.TextClause:
+    """PostgreSQL fuzzy_words' statement for this many LIKE patterns (bound: q, t,
+    p0...), made once per kinds and count: one pass over the trigram index for every
+    kind, each kind's best FUZZY_WORDS_MAX kept by a window."""
+    like = " OR ".join(f"word LIKE :p{i} ESCAPE '\\'" for i in range(patterns))
+    codes = ", ".join(str(KIND_CODES[kind]) for kind in kinds)
+    return sa.text(
+        "SELECT kind, word, s FROM (SELECT kind, word, s, row_number() OVER (PARTITION BY"
+        " kind ORDER BY s DESC, word) AS n FROM (SELECT kind, word,"
+        f" {trgm}.word_similarity(:q, word) AS s FROM {WORDS_TABLE}"
+        f" WHERE kind IN ({codes}) AND ({like})) AS x WHERE s >= :t) AS y"
+        f" WHERE n <= {FUZZY_WORDS_MAX}"
+    )
+
+
+@functools.cache
+def _sqlite_text_query(kinds: tuple[str, ...], limit: int) -> sa.CompoundSelect:
+    """FTS5 substring matches of every kind (bound: match, follower), the most popular
+    first (made once per kinds and limit)."""
+
+    def match(kind: str) -> Any:
         index = sa.table(INDEX_TABLES[kind], sa.column("rowid"))
         table, id_col, count_col = SOURCES[kind]
 
@@ -215,7 +296,9 @@ class SqliteEngine:
                 .limit(limit)
             )
 
-        return await candidate_ids(conn, query_for, kind, follower, {"match": match})
+        return _with_followed(query_for, kind)
+
+    return _by_kind({kind: match(kind) for kind in kinds})
 
 
 class PostgresEngine:
@@ -275,15 +358,63 @@ class PostgresEngine:
         await search_keys.popularity_changed(conn, kind, entity_ids)
 
     async def text_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, follower: int | None
-    ) -> list[int]:
-        index = sa.table(INDEX_TABLES[kind], sa.column("entity_id"), sa.column("popularity"))
+        self,
+        conn: AsyncConnection,
+        kinds: tuple[str, ...],
+        query: str,
+        *,
+        limit: int,
+        follower: int,
+    ) -> dict[str, list[int]]:
         tsquery = prefix_tsquery(query)
+        several = tsquery is not None and len(words(query)) > 1
+        values = {"tsq": tsquery, "like": like_pattern(query), "follower": follower}
+        return await _ids_by_kind(conn, kinds, _pg_text_query(kinds, limit, several), values)
+
+    @property
+    def read_settings(self) -> sa.ColumnElement[Any] | None:
+        """Ends with the transaction: no sequential scan, which the planner picks for a
+        small table not knowing that word_similarity and LIKE cost microseconds a row
+        (20,000 hashtags: 70 ms by a scan, about 2 ms through the index). Set by the
+        search's first statement whether the text and fuzzy queries follow or not: a
+        statement of its own before them was one more round trip."""
+        return sa.func.set_config("enable_seqscan", "off", True)
+
+    async def fuzzy_words(
+        self,
+        conn: AsyncConnection,
+        kinds: tuple[str, ...],
+        query: str,
+        *,
+        similarity_min: float,
+    ) -> dict[str, list[str]]:
+        patterns = like_typo_patterns(query)
+        if not patterns or not kinds:
+            return {}
+        if self._trgm is None:
+            self._trgm = await trgm_schema(conn)
+        # Each pattern is served by the words' trigram index (its pieces have 3+
+        # characters); the similarity is computed for the matching words only.
+        rows = await conn.execute(
+            _pg_words_query(kinds, len(patterns), self._trgm),
+            {"q": query, "t": similarity_min} | {f"p{i}": p for i, p in enumerate(patterns)},
+        )
+        return _words_by_kind(kinds, rows.all(), lambda r: (-float(r[2]), r[1]))
+
+
+@functools.cache
+def _pg_text_query(kinds: tuple[str, ...], limit: int, several: bool) -> sa.CompoundSelect:
+    """Substring (and with `several` words, word prefix) matches of every kind (bound:
+    like, tsq, follower), the most popular first (made once per kinds, limit and
+    several)."""
+
+    def text_query(kind: str) -> Any:
+        index = sa.table(INDEX_TABLES[kind], sa.column("entity_id"), sa.column("popularity"))
         found: sa.ColumnElement[bool] = sa.text("terms LIKE :like ESCAPE '\\'")  # type: ignore[assignment]
         # One word: the substring (pg_trgm) covers its prefixes, and a tsvector prefix
         # scan of a short word is the slower of the two (measured). Several words: each
         # a word prefix, in any order.
-        if tsquery is not None and len(words(query)) > 1:
+        if several:
             found = sa.or_(sa.text("doc @@ to_tsquery('simple', :tsq)"), found)
 
         # The search service asks only when the prefix keys found too few, so matches are
@@ -298,39 +429,9 @@ class PostgresEngine:
                 .limit(limit)
             )
 
-        values = {"tsq": tsquery, "like": like_pattern(query)}
-        return await candidate_ids(
-            conn, query_for, kind, follower, values, id_col=index.c.entity_id
-        )
+        return _with_followed(query_for, kind, index.c.entity_id)
 
-    async def begin_read(self, conn: AsyncConnection) -> None:
-        # Ends with the transaction: no sequential scan, which the planner picks for a
-        # small table not knowing that word_similarity and LIKE cost microseconds a row
-        # (20,000 hashtags: 70 ms by a scan, about 2 ms through the index).
-        await conn.execute(sa.text("SELECT set_config('enable_seqscan', 'off', true)"))
-
-    async def fuzzy_candidates(
-        self, conn: AsyncConnection, kind: str, query: str, *, limit: int, similarity_min: float
-    ) -> list[int]:
-        patterns = like_typo_patterns(query)
-        if not patterns:
-            return []
-        if self._trgm is None:
-            self._trgm = await trgm_schema(conn)
-        trgm, table = self._trgm, INDEX_TABLES[kind]
-        # Each pattern is served by the trigram index (its pieces have 3+ characters);
-        # the similarity is computed for their matches only.
-        found = " OR ".join(f"terms LIKE :p{i} ESCAPE '\\'" for i in range(len(patterns)))
-        similar = f"{trgm}.word_similarity(:q, terms)"
-        rows = await conn.execute(
-            sa.text(
-                f"SELECT entity_id FROM {table} WHERE ({found}) AND {similar} >= :t"
-                f" ORDER BY {similar} DESC, entity_id LIMIT :n"
-            ),
-            {"q": query, "n": limit, "t": similarity_min}
-            | {f"p{i}": p for i, p in enumerate(patterns)},
-        )
-        return [int(r[0]) for r in rows]
+    return _by_kind({kind: text_query(kind) for kind in kinds})
 
 
 def engine_for(dialect: str) -> SearchEngine:

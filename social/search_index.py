@@ -12,7 +12,7 @@ commits or rolls back with its source row:
   a copy of the count in its index rows to walk matches in popularity order).
 
 `rebuild` recomputes the counts and every index row from the source tables (the search
-migration and `pinhole search reindex`).
+migration and `pinhole search reindex`), the prefix keys' words last.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from social.schema import hashtags, posts, users
 from social.search_engines import engine_for
 from social.search_schema import (
     KEYS_TABLE,
+    create_words_table,
+    drop_words_table,
     hashtag_counts,
     indexes_built_after,
     places,
@@ -184,4 +186,7 @@ async def rebuild(conn: AsyncConnection, progress: Progress | None = None) -> di
                 if progress is not None:
                     progress(kind, n, total)
             done[kind] = n
+    # The words of the keys, in one pass over the keys' index, their trigrams in one more.
+    await drop_words_table(conn)
+    await create_words_table(conn)
     return done

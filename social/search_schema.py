@@ -21,6 +21,12 @@ Index tables, one per kind (accounts, hashtags, places), keyed by the entity's i
 - Both: `search_keys` (kind, key, popularity, entity_id), the prefix keys of every kind
   (social/search_keys.py draws it): each whole folded field and word, walked by the
   typeahead through a covering B-tree.
+- Both: `search_words` (kind, word), the distinct keys of every kind (a few hundred
+  full-name words stand for 100,000 accounts' keys) with a trigram index of their own:
+  typo candidates are looked for among these short words, and their entities read by the
+  keys' equality lookup (social/search_keys.py). SQLite: a table with a unique (kind,
+  word) index and an FTS5 trigram table over it (external content, kept by triggers);
+  PostgreSQL: a table keyed by (kind, word) with a GIN pg_trgm index on `word`.
 
 The index rows change in the same transaction as the rows they index (social/search_index.py);
 `pinhole search reindex` rebuilds them. A change is a new migration appended to MIGRATIONS.
@@ -49,6 +55,11 @@ INDEX_TABLES: Final = {
 }
 # The prefix keys of every kind, the same on both engines (social/search_keys.py).
 KEYS_TABLE: Final = "search_keys"
+# Its index by entity (kind, entity_id, key): the writes, and the keys of followed accounts.
+ENTITY_INDEX: Final = f"{KEYS_TABLE}_entity"
+# The distinct keys of every kind, and (SQLite) the FTS5 trigram table over them.
+WORDS_TABLE: Final = "search_words"
+WORDS_TRIGRAMS_TABLE: Final = "search_words_trgm"
 # The SQLite FTS5 columns of each index table (PostgreSQL: entity_id, terms, doc).
 FTS_COLUMNS: Final = {
     "accounts": ("username", "full_name"),
@@ -123,6 +134,64 @@ async def create_keys_table(conn: AsyncConnection) -> None:
         await conn.exec_driver_sql(create)
 
 
+async def create_words_table(conn: AsyncConnection) -> None:
+    """The distinct keys of every kind with their trigram index, filled from the prefix
+    keys in one pass (empty keys: empty words). New words then come with new keys
+    (social/search_keys.py `put`); a word no key holds any more stays until the next
+    rebuild and finds no entity."""
+    fill = (
+        f"INSERT INTO {WORDS_TABLE} (kind, word)"
+        f" SELECT DISTINCT kind, key FROM {KEYS_TABLE} ORDER BY kind, key"
+    )
+    if conn.dialect.name == "postgresql":
+        trgm = await trgm_schema(conn)
+        await conn.exec_driver_sql(
+            f'CREATE TABLE {WORDS_TABLE} (kind SMALLINT NOT NULL, word TEXT COLLATE "C"'
+            " NOT NULL, PRIMARY KEY (kind, word))"
+        )
+        await conn.exec_driver_sql(fill)
+        await conn.exec_driver_sql(
+            f"CREATE INDEX {WORDS_TRIGRAMS_TABLE} ON {WORDS_TABLE}"
+            f" USING gin (word {trgm}.gin_trgm_ops)"
+        )
+        return
+    await conn.exec_driver_sql(
+        f"CREATE TABLE {WORDS_TABLE} (word_id INTEGER PRIMARY KEY, kind SMALLINT NOT NULL,"
+        " word TEXT NOT NULL)"
+    )
+    await conn.exec_driver_sql(fill)
+    await conn.exec_driver_sql(
+        f"CREATE UNIQUE INDEX {WORDS_TABLE}_word ON {WORDS_TABLE} (kind, word)"
+    )
+    # External content: the words are stored once; FTS5 holds only their trigrams, built
+    # in one pass ('rebuild') and then kept by the triggers.
+    await conn.exec_driver_sql(
+        f"CREATE VIRTUAL TABLE {WORDS_TRIGRAMS_TABLE} USING fts5(word,"
+        f" content='{WORDS_TABLE}', content_rowid='word_id', tokenize='trigram')"
+    )
+    await conn.exec_driver_sql(
+        f"INSERT INTO {WORDS_TRIGRAMS_TABLE} ({WORDS_TRIGRAMS_TABLE}) VALUES ('rebuild')"
+    )
+    await conn.exec_driver_sql(
+        f"CREATE TRIGGER {WORDS_TABLE}_added AFTER INSERT ON {WORDS_TABLE} BEGIN"
+        f" INSERT INTO {WORDS_TRIGRAMS_TABLE} (rowid, word) VALUES (new.word_id, new.word);"
+        " END"
+    )
+    await conn.exec_driver_sql(
+        f"CREATE TRIGGER {WORDS_TABLE}_removed AFTER DELETE ON {WORDS_TABLE} BEGIN"
+        f" INSERT INTO {WORDS_TRIGRAMS_TABLE} ({WORDS_TRIGRAMS_TABLE}, rowid, word)"
+        " VALUES ('delete', old.word_id, old.word); END"
+    )
+
+
+async def drop_words_table(conn: AsyncConnection) -> None:
+    """The words and their trigram index (with their triggers)."""
+    for table in (WORDS_TRIGRAMS_TABLE, WORDS_TABLE):
+        if conn.dialect.name == "postgresql" and table == WORDS_TRIGRAMS_TABLE:
+            continue  # an index of search_words there, dropped with it
+        await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+
+
 def _keys_indexes() -> list[tuple[str, str]]:
     return [
         (
@@ -130,8 +199,8 @@ def _keys_indexes() -> list[tuple[str, str]]:
             f"CREATE INDEX {KEYS_TABLE}_prefix ON {KEYS_TABLE} (kind, key, popularity, entity_id)",
         ),
         (
-            f"{KEYS_TABLE}_entity",
-            f"CREATE INDEX {KEYS_TABLE}_entity ON {KEYS_TABLE} (kind, entity_id)",
+            ENTITY_INDEX,
+            f"CREATE INDEX {ENTITY_INDEX} ON {KEYS_TABLE} (kind, entity_id, key)",
         ),
     ]
 
@@ -181,9 +250,10 @@ async def indexes_built_after(conn: AsyncConnection) -> AsyncIterator[None]:
 
 
 async def create_index_tables(conn: AsyncConnection) -> None:
-    """Creates the index tables of this engine and the prefix keys (empty)."""
+    """Creates the index tables of this engine, the prefix keys and their words (empty)."""
     await _create_engine_tables(conn)
     await create_keys_table(conn)
+    await create_words_table(conn)
 
 
 async def _create_engine_tables(conn: AsyncConnection) -> None:
@@ -207,6 +277,7 @@ async def _create_engine_tables(conn: AsyncConnection) -> None:
 
 
 async def drop_index_tables(conn: AsyncConnection) -> None:
+    await drop_words_table(conn)
     for table in (*INDEX_TABLES.values(), KEYS_TABLE):
         await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
 
@@ -229,7 +300,24 @@ async def _v2(conn: AsyncConnection) -> None:
     await search_index.rebuild(conn)
 
 
+async def _v3(conn: AsyncConnection) -> None:
+    # From the keys version 2 filled (its rebuild, on a new database, made them already).
+    await drop_words_table(conn)
+    await create_words_table(conn)
+    # The entity index covers the key too (the followed accounts' keys in a range).
+    await conn.exec_driver_sql(f"DROP INDEX IF EXISTS {ENTITY_INDEX}")
+    for name, create in _keys_indexes():
+        if name == ENTITY_INDEX:
+            await conn.exec_driver_sql(create)
+
+
 MIGRATIONS: Final = (
     Migration(1, "places, post places, hashtag counts and the search index", _v1),
     Migration(2, "the prefix keys of the search index (search_keys)", _v2),
+    Migration(
+        3,
+        "the distinct words of the prefix keys with a trigram index (search_words); the keys'"
+        " entity index covers the key",
+        _v3,
+    ),
 )

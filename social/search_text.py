@@ -13,6 +13,7 @@ import re
 import unicodedata
 from typing import Final
 
+from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 TRIGRAM_CHARS: Final = 3
@@ -70,12 +71,35 @@ def edits_allowed(query_word: str) -> int:
 
 
 EDITS_ONE_CHARS_MAX: Final = 5
+# More than any edits_allowed: the rank of a word within no typo of the query.
+_NOT_CLOSE: Final = 99
 
 
+def closest_words(query: str, found: list[str], limit: int) -> list[str]:
+    """At most `limit` of `found` (words of the index, in the engine's order): first those
+    within edits_allowed typos of a query word or of the whole query, compared whole or
+    (a word still being typed) by their beginning as long as it, fewest edits first; then
+    the others in their order. rapidfuzz compares the whole list in C (about 0.2 ms for
+    500 words)."""
+    best = [_NOT_CLOSE] * len(found)
+    for q in dict.fromkeys((*words(query), query)):
+        allowed = edits_allowed(q)
+        for choices in (found, [w[: len(q)] for w in found]):
+            for _, distance, i in process.extract(
+                q, choices, scorer=OSA.distance, score_cutoff=allowed, limit=None
+            ):
+                best[i] = min(best[i], int(distance))
+    order = sorted(range(len(found)), key=lambda i: (best[i], i))
+    return [found[i] for i in order[:limit]]
+
+
+@functools.lru_cache(maxsize=TRIGRAM_CACHE_WORDS)
 def word_similarity(query_word: str, target: str) -> float:
     """0 to 1: the better of pg_trgm's similarity and, within edits_allowed typos, 1 minus
     the share of characters edited, of the whole target or (a word being typed) of its
-    beginning as long as the query."""
+    beginning as long as the query. Remembered per pair: the candidates of one query
+    share most of their words (a full-name word such as `robert` comes back with every
+    Robert)."""
     best = similarity(query_word, target)
     allowed = edits_allowed(query_word)
     for whole in (target, target[: len(query_word)]):

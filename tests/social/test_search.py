@@ -6,6 +6,7 @@ places deduplicated; the index rebuilt after it was dropped."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,15 +18,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.config import ConfigError, load_toml
-from common.db import Database
+from common.db import Database, migrate, open_database
 from common.ids import IdGenerator
 from social import accounts, graph, posts, search_index, search_schema, search_text
+from social import schema as social_schema
 from social.config import SocialConfig
 from social.errors import Invalid
 from social.schema import follows, users
 from social.search import Search
 from social.search_config import SearchConfig, search_config
+from tests.directory.conftest import PG_URL, pg_schema
 from tests.feed.conftest import ready_media, social_db
+from transformer import schema as media_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -179,6 +183,139 @@ async def test_prefixes_of_every_word_and_typos_in_a_crowd(db: Database, ids: Id
     assert len(await names(search, viewer, "lindq")) == 10
     assert (await names(search, viewer, "quitone"))[0] == target  # a missing letter
     assert (await names(search, viewer, "quiteone"))[0] == target  # two letters swapped
+
+
+async def _words(db: Database) -> set[str]:
+    async with db.snapshot() as conn:
+        rows = await conn.exec_driver_sql(f"SELECT word FROM {search_schema.WORDS_TABLE}")
+        return {str(r[0]) for r in rows}
+
+
+async def _trigram_words(db: Database, piece: str) -> set[str]:
+    """The words the trigram index finds holding `piece` (3+ letters)."""
+    async with db.snapshot() as conn:
+        if conn.dialect.name == "postgresql":
+            found = await conn.exec_driver_sql(
+                f"SELECT word FROM {search_schema.WORDS_TABLE} WHERE word LIKE '%{piece}%'"
+            )
+        else:
+            table = search_schema.WORDS_TRIGRAMS_TABLE
+            found = await conn.exec_driver_sql(
+                f"SELECT w.word FROM {table} JOIN {search_schema.WORDS_TABLE} AS w"
+                f" ON w.word_id = {table}.rowid WHERE {table} MATCH '\"{piece}\"'"
+            )
+        return {str(r[0]) for r in found}
+
+
+async def test_typo_words_commit_with_their_keys(db: Database, ids: IdGenerator) -> None:
+    """The vocabulary typo candidates come from (search_words) gains a new key's words in
+    the key's transaction, loses nothing a rolled-back one did not add, and is rebuilt
+    whole by a rebuild (its trigram index too)."""
+    viewer = await make(db, ids, "viewer")
+    target = await make(db, ids, "zephyrine_q", "Odalys Brightwater")
+    assert {"zephyrine_q", "zephyrine", "odalys brightwater", "brightwater"} <= await _words(db)
+    assert await _trigram_words(db, "ghtwat") == {"brightwater", "odalys brightwater"}
+    search = Search(db, SearchConfig())
+    assert await names(search, viewer, "zephryine") == [target]  # a swap, through the words
+    assert await names(search, viewer, "brigthwater") == [target]
+    with pytest.raises(RuntimeError, match="undone"):
+        async with db.transaction() as conn:
+            await conn.execute(
+                users.update().where(users.c.user_id == target).values(full_name="Quillon Vext")
+            )
+            await search_index.account_changed(conn, target)
+            raise RuntimeError("undone")
+    assert "quillon" not in await _words(db)
+    async with db.transaction() as conn:
+        await search_schema.drop_index_tables(conn)
+        await search_schema.create_index_tables(conn)
+    assert await _words(db) == set()
+    async with db.transaction() as conn:
+        await search_index.rebuild(conn)
+    assert "brightwater" in await _words(db)
+    assert await _trigram_words(db, "phyr") == {"zephyrine_q", "zephyrine"}
+    assert await names(search, viewer, "zephryine") == [target]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_version_2_gains_the_words_on_upgrade(engine: str, tmp_path: Path) -> None:
+    """A database at search version 2 (prefix keys, no words, the keys' entity index
+    without the key) is brought to version 3: the words of its keys and their trigram
+    index, the entity index with the key; typos are found through them."""
+    async with contextlib.AsyncExitStack() as stack:
+        if engine == "sqlite":
+            db = await open_database(tmp_path / "meta.sqlite3")
+        else:
+            db = await open_database(PG_URL, schema=await stack.enter_async_context(pg_schema()))
+        stack.push_async_callback(db.close)
+        for component in (media_schema, social_schema):
+            await migrate(db, component.COMPONENT, component.MIGRATIONS)
+        await migrate(db, search_schema.COMPONENT, search_schema.MIGRATIONS[:2])
+        ids = IdGenerator(1)
+        viewer = await make(db, ids, "viewer")
+        target = await make(db, ids, "quentin_okafor", "Quentin Okafor")
+        async with db.transaction() as conn:  # as version 2 left it
+            await search_schema.drop_words_table(conn)
+            await conn.exec_driver_sql(f"DROP INDEX {search_schema.ENTITY_INDEX}")
+            await conn.exec_driver_sql(
+                f"CREATE INDEX {search_schema.ENTITY_INDEX}"
+                f" ON {search_schema.KEYS_TABLE} (kind, entity_id)"
+            )
+        assert await migrate(db, search_schema.COMPONENT, search_schema.MIGRATIONS) == [3]
+        assert {"quentin_okafor", "quentin", "okafor", "quentin okafor"} <= await _words(db)
+        assert await _trigram_words(db, "kafo") == {"okafor", "quentin okafor", "quentin_okafor"}
+        assert search_schema.ENTITY_INDEX in await _index_names_of(db)
+        search = Search(db, SearchConfig())
+        assert await names(search, viewer, "quentni") == [target]  # a swap
+        assert await names(search, viewer, "okafro") == [target]
+
+
+async def _index_names_of(db: Database) -> set[str]:
+    async with db.snapshot() as conn:
+        return await _index_names(conn)
+
+
+def test_closest_words_put_typos_first() -> None:
+    found = ["tijosoka", "joso", "jososa", "tijoso", "tajoso", "toso"]
+    # Within one typo of `tjoso` (5 letters): joso and toso (a deletion, a substitution),
+    # tijoso and tajoso (an insertion); the engine's order breaks ties and orders the rest
+    # (tijosoka: 2 edits from its beginning as long as the query, jososa more).
+    assert search_text.closest_words("tjoso", found, 10) == [
+        "joso",
+        "tijoso",
+        "tajoso",
+        "toso",
+        "tijosoka",
+        "jososa",
+    ]
+    assert search_text.closest_words("tjoso", found, 2) == ["joso", "tijoso"]
+    # A word still being typed: its beginning as long as the query is compared.
+    assert search_text.closest_words("tijsoo", ["tijosa", "tijosoka"], 1) == ["tijosoka"]
+    assert search_text.closest_words("kjell moreno", ["x", "moreno", "kjell"], 3)[-1] == "x"
+    assert search_text.closest_words("tjoso", [], 3) == []
+
+
+async def test_a_shared_word_gives_its_most_popular_and_followed_accounts(
+    db: Database, ids: IdGenerator
+) -> None:
+    """A prefix of a word that more accounts share than candidates are asked (here 4 x 3)
+    is looked up word by word (3+ letters) or as a range (2): either way the most
+    popular of them come first, and a followed one of the least popular is found by its
+    follows."""
+    viewer = await make(db, ids, "viewer")
+    crowd = [
+        await make(db, ids, f"member{i:02}", f"Odile Varganova{i:02}", followers=i)
+        for i in range(60)
+    ]
+    friend = crowd[0]
+    await follow_now(db, viewer, friend)
+    search = Search(db, SearchConfig())
+    for q in ("odile", "odi", "od", "varganova0"):
+        found = [h.entity_id for h in await search.find(viewer, q, "accounts", limit=3)]
+        expected = [friend, crowd[59], crowd[58]] if q != "varganova0" else [friend]
+        assert found[: len(expected)] == expected, q
+    found = await names(search, viewer, "varganova0")
+    assert found[0] == friend and set(found) == set(crowd[:10])
 
 
 def test_index_keys_and_typo_pieces() -> None:
