@@ -32,7 +32,7 @@ ORIGINAL_PATH: Final = "/api/v1/media/{media_id}/original"
 
 
 def media_document(
-    row: MediaRow, rows: list[VariantRow], *, urls: UrlMaker, owner: bool
+    row: MediaRow, rows: Sequence[VariantRow], *, urls: UrlMaker, owner: bool
 ) -> dict[str, Any]:
     """`urls` makes the photo URLs (public or signed: api/photo_urls.py). `owner` adds
     where the original is downloaded: the API, with the owner's session; no photo URL

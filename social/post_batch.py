@@ -15,6 +15,8 @@ Two readers of the same batch, which must agree row for row
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -37,7 +39,7 @@ from transformer.media_store import MediaRow, MediaStatus, VariantRow
 from transformer.schema import media as media_t
 from transformer.schema import variants
 
-MediaWithVariants = tuple[MediaRow, list[VariantRow]]
+MediaWithVariants = tuple[MediaRow, tuple[VariantRow, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,10 @@ async def read_posts(conn: AsyncConnection, viewer: int, post_ids: list[int]) ->
     authors = await accounts.get_many(conn, {p.author_id for p in found.values()})
     media_ids = [m.media_id for p in found.values() for m in p.media]
     media_ids += [u.avatar_media_id for u in authors.values() if u.avatar_media_id]
-    media = await media_store.get_many(conn, media_ids)
+    media = {
+        m: (row, tuple(ladder))
+        for m, (row, ladder) in (await media_store.get_many(conn, media_ids)).items()
+    }
     liked, saved = await interactions.viewer_flags(conn, viewer, found)
     chosen = await places.of_posts(conn, list(found))
     return PostBatch(found, authors, media, liked, saved, chosen)
@@ -162,48 +167,62 @@ def _users(c: sqlite3.Connection, wanted: list[int]) -> dict[int, User]:
     )
     out = {}
     for r in rows:
-        values = dict(zip(_USER_FIELDS, r, strict=True))
-        for name in _USER_BOOLEANS:
-            values[name] = bool(values[name])
-        out[values["user_id"]] = User(**values)
+        user = _user_row(r)
+        out[user.user_id] = user
     return out
 
 
 def _media(c: sqlite3.Connection, wanted: list[int]) -> dict[int, MediaWithVariants]:
     if not wanted:
         return {}
+    rows = {
+        r[0]: r
+        for r in c.execute(
+            f"SELECT {', '.join(_MEDIA_FIELDS)} FROM {media_t.name}"
+            f" WHERE media_id IN {_in(wanted)}",
+            wanted,
+        )
+    }
     found: dict[int, MediaWithVariants] = {}
-    for r in c.execute(
-        f"SELECT {', '.join(_MEDIA_FIELDS)} FROM {media_t.name} WHERE media_id IN {_in(wanted)}",
-        wanted,
+    # One step per media, not per variant row: the rows are grouped in C and a media's
+    # whole ladder is interned at once.
+    for media_id, ladder in itertools.groupby(
+        c.execute(
+            f"SELECT {', '.join(_VARIANT_FIELDS)} FROM {variants.name}"
+            f" WHERE media_id IN {_in(wanted)} ORDER BY media_id, rendition, fmt",
+            wanted,
+        ),
+        key=_FIRST,
     ):
-        found[r[0]] = (_media_row(r), [])
-    for r in c.execute(
-        f"SELECT {', '.join(_VARIANT_FIELDS)} FROM {variants.name}"
-        f" WHERE media_id IN {_in(wanted)} ORDER BY media_id, rendition, fmt",
-        wanted,
-    ):
-        found[r[0]][1].append(_variant_row(r))
+        found[media_id] = _media_entry(rows.pop(media_id), tuple(ladder))
+    for media_id, r in rows.items():  # no variant yet (an upload still processing)
+        found[media_id] = _media_entry(r, ())
     return found
 
 
-# The same row read again (a feed shows the same photos to many readers) is the same
-# frozen object: made once, and compared by identity where it is a key
-# (api/media_docs.py PublicMediaDocuments). Keyed by the row's whole content: a changed
-# row is a new object. Bounded; least recently used dropped.
-ROWS_INTERNED_MAX: Final = 1 << 15  # of each kind; a variant row about 300 bytes
+# The same rows read again (a feed shows the same photos and authors to many readers) are
+# the same frozen objects: made once, and compared by identity where they are a key
+# (api/media_docs.py PublicMediaDocuments). Keyed by the rows' whole content as SQLite
+# returned them (tuples of plain values, hashed in C): a changed row is a new key, so
+# nothing needs invalidating. Bounded; least recently used dropped.
+MEDIA_INTERNED_MAX: Final = 1 << 12  # media with their ladders; one about 6.9 KB
+USERS_INTERNED_MAX: Final = 1 << 13  # a user row about 1 KB
+_FIRST: Final = operator.itemgetter(0)
 
 
-@functools.lru_cache(maxsize=ROWS_INTERNED_MAX)
-def _media_row(r: tuple[Any, ...]) -> MediaRow:
+@functools.lru_cache(maxsize=MEDIA_INTERNED_MAX)
+def _media_entry(r: tuple[Any, ...], ladder: tuple[tuple[Any, ...], ...]) -> MediaWithVariants:
     row = list(r)
     row[_STATUS_AT] = MediaStatus(row[_STATUS_AT])
-    return MediaRow(*row)
+    return MediaRow(*row), tuple(VariantRow(*v) for v in ladder)
 
 
-@functools.lru_cache(maxsize=ROWS_INTERNED_MAX)
-def _variant_row(r: tuple[Any, ...]) -> VariantRow:
-    return VariantRow(*r)
+@functools.lru_cache(maxsize=USERS_INTERNED_MAX)
+def _user_row(r: tuple[Any, ...]) -> User:
+    values = dict(zip(_USER_FIELDS, r, strict=True))
+    for name in _USER_BOOLEANS:
+        values[name] = bool(values[name])
+    return User(**values)
 
 
 def _flags(c: sqlite3.Connection, viewer: int, wanted: list[int]) -> tuple[set[int], set[int]]:
