@@ -19,7 +19,7 @@ import itertools
 import operator
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -52,6 +52,10 @@ class PostBatch:
     liked: set[int]
     saved: set[int]
     post_places: dict[int, Place]
+    # Read by `read_quick`: every post, author, media entry and place is the one interned
+    # object of its content, so documents made of them may be remembered by identity
+    # (api/social_docs.py). Not part of the batch's value.
+    interned: bool = field(default=False, compare=False)
 
 
 async def read_posts(conn: AsyncConnection, viewer: int, post_ids: list[int]) -> PostBatch:
@@ -127,13 +131,13 @@ def _posts(c: sqlite3.Connection, wanted: list[int]) -> dict[int, posts.Post]:
         f" created_unix_s FROM {p} WHERE post_id IN {_in(wanted)}",
         wanted,
     ).fetchall()
-    by_post: dict[int, list[posts.PostMedia]] = {}
+    by_post: dict[int, list[tuple[int, str | None]]] = {}
     for post_id, media_id, alt_text in c.execute(
         f"SELECT post_id, media_id, alt_text FROM {post_media.name}"
         f" WHERE post_id IN {_in(wanted)} ORDER BY post_id, position",
         wanted,
     ):
-        by_post.setdefault(post_id, []).append(posts.PostMedia(media_id, alt_text))
+        by_post.setdefault(post_id, []).append((media_id, alt_text))
     tagged: dict[int, list[int]] = {}
     for post_id, user_id in c.execute(
         f"SELECT post_id, user_id FROM {post_users.name}"
@@ -142,18 +146,7 @@ def _posts(c: sqlite3.Connection, wanted: list[int]) -> dict[int, posts.Post]:
     ):
         tagged.setdefault(post_id, []).append(user_id)
     return {
-        r[0]: posts.Post(
-            post_id=r[0],
-            author_id=r[1],
-            caption=r[2],
-            location=r[3],
-            status=r[4],
-            like_count=r[5],
-            comment_count=r[6],
-            created_unix_s=r[7],
-            media=tuple(by_post.get(r[0], ())),
-            tagged=tuple(sorted(tagged.get(r[0], ()))),
-        )
+        r[0]: _post_row(r, tuple(by_post.get(r[0], ())), tuple(sorted(tagged.get(r[0], ()))))
         for r in rows
     }
 
@@ -207,6 +200,7 @@ def _media(c: sqlite3.Connection, wanted: list[int]) -> dict[int, MediaWithVaria
 # nothing needs invalidating. Bounded; least recently used dropped.
 MEDIA_INTERNED_MAX: Final = 1 << 12  # media with their ladders; one about 6.9 KB
 USERS_INTERNED_MAX: Final = 1 << 13  # a user row about 1 KB
+POSTS_INTERNED_MAX: Final = 1 << 13  # posts, and places
 _FIRST: Final = operator.itemgetter(0)
 
 
@@ -215,6 +209,29 @@ def _media_entry(r: tuple[Any, ...], ladder: tuple[tuple[Any, ...], ...]) -> Med
     row = list(r)
     row[_STATUS_AT] = MediaStatus(row[_STATUS_AT])
     return MediaRow(*row), tuple(VariantRow(*v) for v in ladder)
+
+
+@functools.lru_cache(maxsize=POSTS_INTERNED_MAX)
+def _post_row(
+    r: tuple[Any, ...], media: tuple[tuple[int, str | None], ...], tagged: tuple[int, ...]
+) -> posts.Post:
+    return posts.Post(
+        post_id=r[0],
+        author_id=r[1],
+        caption=r[2],
+        location=r[3],
+        status=r[4],
+        like_count=r[5],
+        comment_count=r[6],
+        created_unix_s=r[7],
+        media=tuple(posts.PostMedia(m, alt) for m, alt in media),
+        tagged=tagged,
+    )
+
+
+@functools.lru_cache(maxsize=POSTS_INTERNED_MAX)
+def _place_row(r: tuple[Any, ...]) -> Place:
+    return Place(*r)
 
 
 @functools.lru_cache(maxsize=USERS_INTERNED_MAX)
@@ -245,7 +262,7 @@ def _places(c: sqlite3.Connection, wanted: list[int]) -> dict[int, Place]:
         f" JOIN {places_t.name} l ON l.place_id = pp.place_id WHERE pp.post_id IN {_in(wanted)}",
         wanted,
     )
-    return {r[0]: Place(*r[1:]) for r in rows}
+    return {r[0]: _place_row(r[1:]) for r in rows}
 
 
 def _descriptions(c: sqlite3.Connection, media_ids: list[int]) -> dict[int, str]:
@@ -272,6 +289,6 @@ def read_quick(c: sqlite3.Connection, viewer: int, post_ids: list[int]) -> PostB
     media = _media(c, sorted(set(media_ids)))
     kept = sorted(found)
     if not kept:
-        return PostBatch(found, authors, media, set(), set(), {})
+        return PostBatch(found, authors, media, set(), set(), {}, interned=True)
     liked, saved = _flags(c, viewer, kept)
-    return PostBatch(found, authors, media, liked, saved, _places(c, kept))
+    return PostBatch(found, authors, media, liked, saved, _places(c, kept), interned=True)
