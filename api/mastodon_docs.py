@@ -16,6 +16,7 @@ from api.social_docs import avatar_document, avatars, documents_of, post_parts
 from social import client_state, post_batch, text
 from social.accounts import User
 from social.graph import Relationship
+from social.post_batch import PostBatch
 
 VERSION: Final = "4.3.0 (compatible; pinhole 0.1.0)"
 MASTODON_API_VERSION: Final = 2  # instance v2 `api_versions.mastodon` of Mastodon 4.3
@@ -208,15 +209,24 @@ def mastodon_time_from_iso(stamp: str | None) -> str | None:
 
 
 async def statuses(
-    ctx: ApiContext, viewer: int, post_ids: list[int], base: str
+    ctx: ApiContext,
+    viewer: int,
+    post_ids: list[int],
+    base: str,
+    *,
+    read: tuple[PostBatch, dict[int, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Statuses of the given posts in that order, hydrated in one batch (posts gone
     meanwhile are left out): one read unit (Database.read) for the posts, authors, media,
-    flags and media descriptions. The caller has checked the viewer may see them."""
+    flags and media descriptions, unless `read` is that batch already
+    (`post_batch.read_quick_described` in the feed's unit). The caller has checked the
+    viewer may see them."""
     if not post_ids:
         return []
 
-    batch, described = await post_batch.read_batch_described(ctx.db, viewer, post_ids)
+    if read is None:
+        read = await post_batch.read_batch_described(ctx.db, viewer, post_ids)
+    batch, described = read
     # A public author's status from an interned batch is made once per content (its post's
     # parts, the base URL and its media's descriptions) and remembered; the viewer's
     # flags go on a copy.

@@ -112,11 +112,15 @@ def avatar_document(ctx: ApiContext, batch: PostBatch, user: User) -> dict[str, 
     return ctx.public_media.get(*batch.media[user.avatar_media_id])
 
 
-async def post_documents(ctx: ApiContext, viewer: int, post_ids: list[int]) -> list[dict[str, Any]]:
-    """Documents of the given posts in that order (posts gone meanwhile are left out)."""
+async def post_documents(
+    ctx: ApiContext, viewer: int, post_ids: list[int], *, batch: PostBatch | None = None
+) -> list[dict[str, Any]]:
+    """Documents of the given posts in that order (posts gone meanwhile are left out);
+    `batch`: theirs, already read (`Feed.page(..., hydrate=)`)."""
     if not post_ids:
         return []
-    batch = await post_batch.read_batch(ctx.db, viewer, post_ids)
+    if batch is None:
+        batch = await post_batch.read_batch(ctx.db, viewer, post_ids)
     return documents_of(ctx, batch, post_ids)
 
 

@@ -87,14 +87,7 @@ async def read_batch_described(
     """The batch and the descriptions of its posts' media (client_state.descriptions), in
     one view."""
     if db.quick is not None:
-
-        def quick(c: sqlite3.Connection) -> tuple[PostBatch, dict[int, str]]:
-            batch = read_quick(c, viewer, post_ids)
-            return batch, _descriptions(
-                c, [m.media_id for p in batch.found.values() for m in p.media]
-            )
-
-        return await db.quick.run(quick)
+        return await db.quick.run(lambda c: read_quick_described(c, viewer, post_ids))
 
     async def unit(conn: AsyncConnection) -> tuple[PostBatch, dict[int, str]]:
         batch = await read_posts(conn, viewer, post_ids)
@@ -292,3 +285,11 @@ def read_quick(c: sqlite3.Connection, viewer: int, post_ids: list[int]) -> PostB
         return PostBatch(found, authors, media, set(), set(), {}, interned=True)
     liked, saved = _flags(c, viewer, kept)
     return PostBatch(found, authors, media, liked, saved, _places(c, kept), interned=True)
+
+
+def read_quick_described(
+    c: sqlite3.Connection, viewer: int, post_ids: list[int]
+) -> tuple[PostBatch, dict[int, str]]:
+    """`read_quick` and the descriptions of its posts' media, in the caller's unit."""
+    batch = read_quick(c, viewer, post_ids)
+    return batch, _descriptions(c, [m.media_id for p in batch.found.values() for m in p.media])

@@ -13,6 +13,7 @@ import pytest
 
 from api.media_docs import PublicMediaDocuments, PublicPostDocuments
 from api.photo_urls import PhotoUrls
+from feed.cursor import Cursor
 from social import post_batch
 from tests.api.conftest import MediaEnv
 from tests.directory.conftest import eventually
@@ -35,6 +36,20 @@ async def _agree(env: MediaEnv, viewer: str, post_ids: list[str]) -> post_batch.
     quick = await post_batch.read_batch(db, int(viewer), ids)
     reference = await db.read(lambda conn: post_batch.read_posts(conn, int(viewer), ids))
     assert quick == reference
+    # The batch the feed reads in its own filtering unit (SQLite) is the page's, as a
+    # separate read gives it.
+    page = await env.ctx.feed.page(
+        int(viewer),
+        Cursor(),
+        50,
+        hydrate=lambda c, got: (got, post_batch.read_quick(c, int(viewer), got)),
+    )
+    shown = [e[0] for e in page.entries]
+    if db.quick is None:
+        assert page.hydrated is None
+    elif shown:  # an empty page may never reach the filtering query
+        assert page.hydrated is not None and page.hydrated[0] == shown
+        assert page.hydrated[1] == await post_batch.read_batch(db, int(viewer), shown)
     return quick
 
 
