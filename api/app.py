@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -272,6 +273,10 @@ async def serve_forever(
             _,
             port,
         ):
+            # What start-up made (modules, the app, its routes) lives as long as the
+            # process: frozen out of the collector's sight, it is not walked again by each
+            # full collection (ARCHITECTURE.md, "where the CPU really goes").
+            gc.freeze()
             print(f"api listening on http://{config.host}:{port}/api/v1", flush=True)
             if ready is not None:
                 ready.set()

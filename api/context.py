@@ -17,7 +17,7 @@ from aiohttp import web
 from api import auth
 from api.config import ApiConfig
 from api.errors import NotAuthenticated, UploadsBusy
-from api.media_docs import PublicMediaDocuments
+from api.media_docs import PublicMediaDocuments, PublicPostDocuments
 from api.photo_urls import PhotoUrls
 from api.upload_limits import Staging
 from common.credentials import Credentials
@@ -53,6 +53,10 @@ class ApiContext:
     # Public media documents remembered by their rows (feed pages render the same photos
     # again and again).
     public_media: PublicMediaDocuments
+    # Public posts' documents, remembered by what they are made of (api/media_docs.py).
+    public_posts: PublicPostDocuments = field(default_factory=PublicPostDocuments)
+    # The same for the Mastodon API's statuses (api/mastodon_docs.py).
+    public_statuses: PublicPostDocuments = field(default_factory=PublicPostDocuments)
     uploads_inflight: int = 0
     # tus: one lock per upload being written (PATCH, DELETE, the sweeper), this process only.
     tus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)

@@ -11,7 +11,8 @@ from api.media_docs import iso
 from api.responses import json_response
 from api.social_docs import author_document, avatars, post_documents
 from feed import cursor as feed_cursor
-from social import accounts, notify, posts
+from feed.service import Hydrate
+from social import accounts, notify, post_batch, posts
 
 routes = web.RouteTableDef()
 
@@ -30,14 +31,18 @@ async def feed(request: web.Request) -> web.Response:
     if mode == "chronological":
         if cursor.anchor is not None:
             raise BadApiRequest("that cursor belongs to the ranked feed", code="bad_cursor")
-        page = await ctx.feed.page(viewer, cursor, size)
+        # On SQLite the page's posts are read in the feed's last filtering unit.
+        hydrate: Hydrate | None = None
+        if ctx.db.quick is not None:
+            hydrate = lambda c, ids: post_batch.read_quick(c, viewer, ids)  # noqa: E731
+        page = await ctx.feed.page(viewer, cursor, size, hydrate=hydrate)
     elif mode == "ranked":
         if cursor.before is not None:
             raise BadApiRequest("that cursor belongs to the chronological feed", code="bad_cursor")
         page = await ctx.feed.ranked(viewer, cursor, size)
     else:
         raise BadApiRequest("mode must be chronological or ranked")
-    docs = await post_documents(ctx, viewer, [e[0] for e in page.entries])
+    docs = await post_documents(ctx, viewer, [e[0] for e in page.entries], batch=page.hydrated)
     return json_response(
         {
             "posts": docs,

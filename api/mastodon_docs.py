@@ -12,10 +12,11 @@ from typing import Any, Final
 
 from api.context import ApiContext
 from api.media_docs import iso
-from api.social_docs import avatar_document, avatars, documents_of
+from api.social_docs import avatar_document, avatars, documents_of, post_parts
 from social import client_state, post_batch, text
 from social.accounts import User
 from social.graph import Relationship
+from social.post_batch import PostBatch
 
 VERSION: Final = "4.3.0 (compatible; pinhole 0.1.0)"
 MASTODON_API_VERSION: Final = 2  # instance v2 `api_versions.mastodon` of Mastodon 4.3
@@ -208,33 +209,67 @@ def mastodon_time_from_iso(stamp: str | None) -> str | None:
 
 
 async def statuses(
-    ctx: ApiContext, viewer: int, post_ids: list[int], base: str
+    ctx: ApiContext,
+    viewer: int,
+    post_ids: list[int],
+    base: str,
+    *,
+    read: tuple[PostBatch, dict[int, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Statuses of the given posts in that order, hydrated in one batch (posts gone
     meanwhile are left out): one read unit (Database.read) for the posts, authors, media,
-    flags and media descriptions. The caller has checked the viewer may see them."""
+    flags and media descriptions, unless `read` is that batch already
+    (`post_batch.read_quick_described` in the feed's unit). The caller has checked the
+    viewer may see them."""
     if not post_ids:
         return []
 
-    batch, described = await post_batch.read_batch_described(ctx.db, viewer, post_ids)
-    posts = documents_of(ctx, batch, post_ids)
-    docs = {
-        str(u.user_id): account(
-            u, avatar_url=_avatar_url(avatar_document(ctx, batch, u)), base=base
-        )
-        for u in batch.authors.values()
-    }
-    return [
-        status(
-            p,
-            docs[p["author"]["user_id"]],
+    if read is None:
+        read = await post_batch.read_batch_described(ctx.db, viewer, post_ids)
+    batch, described = read
+    # A public author's status from an interned batch is made once per content (its post's
+    # parts, the base URL and its media's descriptions) and remembered; the viewer's
+    # flags go on a copy.
+    remembered = ctx.public_statuses if batch.interned else None
+    accounts: dict[int, dict[str, Any]] = {}
+
+    def account_of(user: User) -> dict[str, Any]:
+        doc = accounts.get(user.user_id)
+        if doc is None:
+            avatar = _avatar_url(avatar_document(ctx, batch, user))
+            doc = accounts[user.user_id] = account(user, avatar_url=avatar, base=base)
+        return doc
+
+    def made(post_id: int, author: User) -> dict[str, Any]:
+        return status(
+            documents_of(ctx, batch, [post_id])[0],
+            account_of(author),
             base=base,
             descriptions=described,
             hashtags_max=ctx.social.hashtags_per_post_max,
         )
-        for p in posts
-        if p["author"]["user_id"] in docs
-    ]
+
+    out = []
+    for post_id in post_ids:
+        post = batch.found.get(post_id)
+        author = batch.authors.get(post.author_id) if post is not None else None
+        if post is None or author is None:
+            continue
+        if remembered is None or author.is_private:
+            out.append(made(post_id, author))
+            continue
+        parts = post_parts(batch, post, author)
+        extra = (base, tuple(described.get(m.media_id) for m in post.media))
+        shared = remembered.get(parts, extra)
+        if shared is None:
+            fresh = made(post_id, author)
+            fresh["favourited"] = fresh["bookmarked"] = False  # the viewer's: on each copy
+            shared = remembered.put(parts, fresh, extra)
+        doc = dict(shared)
+        doc["favourited"] = post_id in batch.liked
+        doc["bookmarked"] = post_id in batch.saved
+        out.append(doc)
+    return out
 
 
 def relationship(user_id: int, rel: Relationship, *, requested_by: bool) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from common import ids
 from common.db import migrate
 from feed import jobs as feed_jobs
 from feed.cursor import Cursor
+from feed.service import Hydrate
 from realtime import events
 from social import (
     accounts,
@@ -54,6 +55,7 @@ from social import (
     notify,
     oauth,
     oauth_schema,
+    post_batch,
     posts,
     ratelimit,
 )
@@ -530,12 +532,23 @@ async def home(request: web.Request) -> web.Response:
     body = await inputs(request)
     limit = limit_of(body)
 
+    # On SQLite a page's posts are read in the feed's last filtering unit.
+    hydrate: Hydrate | None = None
+    if ctx.db.quick is not None:
+        hydrate = lambda c, ids: post_batch.read_quick_described(c, viewer, ids)  # noqa: E731
+    hydrated: dict[tuple[int, ...], Any] = {}
+
     async def fetch(before: int | None, n: int) -> list[int]:
-        page = await ctx.feed.page(viewer, Cursor(before=before), n)
-        return [e[0] for e in page.entries]
+        page = await ctx.feed.page(viewer, Cursor(before=before), n, hydrate=hydrate)
+        ids = [e[0] for e in page.entries]
+        if page.hydrated is not None:
+            hydrated[tuple(ids)] = page.hydrated
+        return ids
 
     page = await window(fetch, body, limit)
-    docs = await mastodon_docs.statuses(ctx, viewer, page, base_url(request))
+    docs = await mastodon_docs.statuses(
+        ctx, viewer, page, base_url(request), read=hydrated.get(tuple(page))
+    )
     return paged(request, docs, page, limit)
 
 

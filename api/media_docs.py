@@ -1,12 +1,13 @@
 """The JSON document of one media (docs/api/media.md): what POST /media/upload answers and
-GET /media/{id} returns. Pure functions of the rows."""
+GET /media/{id} returns. Pure functions of the rows; and the public documents remembered by
+their rows, of media (`PublicMediaDocuments`) and of posts (`PublicPostDocuments`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import OrderedDict, defaultdict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -15,6 +16,11 @@ from common.photo import EXTENSIONS, Format
 from transformer import variants as v
 from transformer.media_store import MediaRow, MediaStatus, VariantRow
 
+# Public posts' documents remembered (`PublicPostDocuments`), per kind: tracemalloc over
+# 2,000 of the feed bench's posts gave 2.3 KB of its own for a post's document (its photos'
+# URL maps are shared with the remembered media documents) and 3.9 KB for a Mastodon
+# Status, so both together hold at most about 31 MB.
+POST_DOCUMENTS_CACHED_MAX: Final = 5_000
 _FORMAT_NAMES = {Format.AVIF: "avif", Format.WEBP: "webp", Format.JPEG: "jpeg"}
 
 
@@ -32,7 +38,7 @@ ORIGINAL_PATH: Final = "/api/v1/media/{media_id}/original"
 
 
 def media_document(
-    row: MediaRow, rows: list[VariantRow], *, urls: UrlMaker, owner: bool
+    row: MediaRow, rows: Sequence[VariantRow], *, urls: UrlMaker, owner: bool
 ) -> dict[str, Any]:
     """`urls` makes the photo URLs (public or signed: api/photo_urls.py). `owner` adds
     where the original is downloaded: the API, with the owner's session; no photo URL
@@ -119,3 +125,57 @@ class PublicMediaDocuments:
     def statistics(self) -> PublicMediaStatistics:
         info = self._render.cache_info()
         return PublicMediaStatistics(info.hits, info.misses, info.currsize, self._documents_max)
+
+
+@dataclass(frozen=True, slots=True)
+class PublicPostStatistics:
+    hits: int
+    misses: int
+    documents: int
+    documents_max: int
+
+
+class PublicPostDocuments:
+    """Public posts' documents (without the viewer's flags) remembered by the identity of
+    what they are made of: the post, its author, the author's picture, each photo with its
+    ladder and the place, as `post_batch.read_quick` interns them by their rows' content.
+    An unchanged row read again is the same object, a changed one (a new like count, a
+    re-keyed photo, an edited caption) a new object and so a new key: nothing is
+    invalidated, in this process or any other. The entry holds its parts, so an id in a key
+    cannot be reused by another object while the entry lives. Private authors' posts never
+    come here (their URLs are signed per answer). The least recently used are dropped
+    beyond `documents_max`. A returned document is shared: copy it before changing it."""
+
+    def __init__(self, *, documents_max: int = POST_DOCUMENTS_CACHED_MAX) -> None:
+        self._documents_max = documents_max
+        self._documents: OrderedDict[
+            tuple[tuple[int, ...], Hashable], tuple[tuple[object, ...], dict[str, Any]]
+        ] = OrderedDict()
+        self._hits = 0
+        self._misses = 0
+
+    def get(self, parts: tuple[object, ...], extra: Hashable = None) -> dict[str, Any] | None:
+        """The document of `parts` (by identity) and `extra` (by value: what else the
+        document was made from) if remembered (shared: do not change it)."""
+        key = (tuple(map(id, parts)), extra)
+        hit = self._documents.get(key)
+        if hit is None or not all(a is b for a, b in zip(hit[0], parts, strict=True)):
+            self._misses += 1
+            return None
+        self._documents.move_to_end(key)
+        self._hits += 1
+        return hit[1]
+
+    def put(
+        self, parts: tuple[object, ...], doc: dict[str, Any], extra: Hashable = None
+    ) -> dict[str, Any]:
+        """Remembers `doc` as the document of `parts` and `extra`; returns it."""
+        self._documents[(tuple(map(id, parts)), extra)] = (parts, doc)
+        if len(self._documents) > self._documents_max:
+            self._documents.popitem(last=False)
+        return doc
+
+    def statistics(self) -> PublicPostStatistics:
+        return PublicPostStatistics(
+            self._hits, self._misses, len(self._documents), self._documents_max
+        )

@@ -8,10 +8,12 @@ from typing import Any
 
 from api.context import ApiContext
 from api.media_docs import iso, media_document
+from api.photo_urls import UrlMaker
 from social import accounts, graph, post_batch
 from social.accounts import User
 from social.places import place_document
 from social.post_batch import PostBatch
+from social.posts import Post
 from transformer import media_store
 
 
@@ -110,58 +112,91 @@ def avatar_document(ctx: ApiContext, batch: PostBatch, user: User) -> dict[str, 
     return ctx.public_media.get(*batch.media[user.avatar_media_id])
 
 
-async def post_documents(ctx: ApiContext, viewer: int, post_ids: list[int]) -> list[dict[str, Any]]:
-    """Documents of the given posts in that order (posts gone meanwhile are left out)."""
+async def post_documents(
+    ctx: ApiContext, viewer: int, post_ids: list[int], *, batch: PostBatch | None = None
+) -> list[dict[str, Any]]:
+    """Documents of the given posts in that order (posts gone meanwhile are left out);
+    `batch`: theirs, already read (`Feed.page(..., hydrate=)`)."""
     if not post_ids:
         return []
-    batch = await post_batch.read_batch(ctx.db, viewer, post_ids)
+    if batch is None:
+        batch = await post_batch.read_batch(ctx.db, viewer, post_ids)
     return documents_of(ctx, batch, post_ids)
 
 
 def documents_of(ctx: ApiContext, batch: PostBatch, post_ids: list[int]) -> list[dict[str, Any]]:
-    """The documents of `post_ids` (in that order) from a batch read by `post_batch.read_batch`."""
-    found, authors, media = batch.found, batch.authors, batch.media
+    """The documents of `post_ids` (in that order) from a batch read by `post_batch.read_batch`.
+    A public author's post, from an interned batch, is made once per content and then
+    remembered (`PublicPostDocuments`); the viewer's flags are added to a copy."""
+    found, authors = batch.found, batch.authors
     signed = ctx.photo_urls.signed() if any(a.is_private for a in authors.values()) else None
+    remembered = ctx.public_posts if batch.interned else None
     out = []
     for post_id in post_ids:
         post = found.get(post_id)
         author = authors.get(post.author_id) if post is not None else None
         if post is None or author is None:
             continue
-        avatar = avatar_document(ctx, batch, author)
-        items = []
-        for m in post.media:
-            got = media.get(m.media_id)
-            if got is None:
-                continue
-            # A private account's photos travel only as signed, expiring URLs, made for
-            # this answer; a public account's are remembered (shared: copied, then added to).
-            if author.is_private:
-                assert signed is not None
-                doc = media_document(*got, urls=signed, owner=False)
-            else:
-                doc = dict(ctx.public_media.get(*got))
-            urls = doc["urls"]
-            doc["url"] = urls.get("1080") or urls.get("hls") or next(iter(urls.values()), None)
-            doc["alt_text"] = m.alt_text
-            items.append(doc)
-        out.append(
-            {
-                "post_id": str(post.post_id),
-                "author": author_document(author, avatar),
-                "media": items,
-                "caption": post.caption,
-                "location": post.location,
-                "place": place_document(batch.post_places[post_id])
-                if post_id in batch.post_places
-                else None,
-                "tagged_users": [str(u) for u in post.tagged],
-                "status": post.status,
-                "like_count": post.like_count,
-                "comment_count": post.comment_count,
-                "created_at": iso(post.created_unix_s),
-                "viewer_has_liked": post.post_id in batch.liked,
-                "viewer_has_saved": post.post_id in batch.saved,
-            }
-        )
+        if author.is_private:
+            assert signed is not None
+            doc = _post_document(ctx, batch, post, author, signed)
+        elif remembered is None:
+            doc = _post_document(ctx, batch, post, author, None)
+        else:
+            parts = post_parts(batch, post, author)
+            shared = remembered.get(parts)
+            if shared is None:
+                shared = remembered.put(parts, _post_document(ctx, batch, post, author, None))
+            doc = dict(shared)
+        doc["viewer_has_liked"] = post_id in batch.liked
+        doc["viewer_has_saved"] = post_id in batch.saved
+        out.append(doc)
     return out
+
+
+def post_parts(batch: PostBatch, post: Post, author: User) -> tuple[object, ...]:
+    """What a post's document is made of, as the batch holds it: the key of the remembered
+    documents (api/media_docs.py PublicPostDocuments)."""
+    media = batch.media
+    return (
+        post,
+        author,
+        None if author.avatar_media_id is None else media.get(author.avatar_media_id),
+        *(media.get(m.media_id) for m in post.media),
+        batch.post_places.get(post.post_id),
+    )
+
+
+def _post_document(
+    ctx: ApiContext, batch: PostBatch, post: Post, author: User, signed: UrlMaker | None
+) -> dict[str, Any]:
+    """A post's document without the viewer's flags: its photos as signed URLs made with
+    `signed` (a private author's: made for this answer), else the remembered public ones
+    (shared: copied, then added to)."""
+    items = []
+    for m in post.media:
+        got = batch.media.get(m.media_id)
+        if got is None:
+            continue
+        if signed is not None:
+            doc = media_document(*got, urls=signed, owner=False)
+        else:
+            doc = dict(ctx.public_media.get(*got))
+        urls = doc["urls"]
+        doc["url"] = urls.get("1080") or urls.get("hls") or next(iter(urls.values()), None)
+        doc["alt_text"] = m.alt_text
+        items.append(doc)
+    place = batch.post_places.get(post.post_id)
+    return {
+        "post_id": str(post.post_id),
+        "author": author_document(author, avatar_document(ctx, batch, author)),
+        "media": items,
+        "caption": post.caption,
+        "location": post.location,
+        "place": None if place is None else place_document(place),
+        "tagged_users": [str(u) for u in post.tagged],
+        "status": post.status,
+        "like_count": post.like_count,
+        "comment_count": post.comment_count,
+        "created_at": iso(post.created_unix_s),
+    }

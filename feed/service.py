@@ -27,10 +27,11 @@ import asyncio
 import heapq
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -73,11 +74,20 @@ _CELEBRITY_FIRST_READ: Final = 4
 FollowerChanged = Callable[[int], Awaitable[None]]
 
 
+# What a caller reads about the posts of a chronological page, in the same quick unit as
+# the feed's last filtering query (`Feed.page(..., hydrate=)`): fn(connection, post ids of
+# the page's entries) on the SQLite quick reader's thread.
+Hydrate = Callable[[sqlite3.Connection, list[int]], Any]
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     entries: list[Entry]  # (post id, author id), in feed order
     next_cursor: Cursor | None
     has_more: bool
+    # `hydrate`'s result for exactly these entries' post ids, when it could run inside the
+    # filtering unit; None: the caller reads them itself.
+    hydrated: Any = None
 
 
 class Feed:
@@ -214,18 +224,28 @@ class Feed:
 
     # -- read side -----------------------------------------------------------------------
 
-    async def page(self, viewer: int, cursor: Cursor, limit: int) -> Page:
-        """One chronological page for the viewer."""
+    async def page(
+        self, viewer: int, cursor: Cursor, limit: int, *, hydrate: Hydrate | None = None
+    ) -> Page:
+        """One chronological page for the viewer. `hydrate` (SQLite's quick reader only):
+        run on the page's post ids in the same unit as the last filtering query, which
+        saves the caller a thread hop and reads the posts in the snapshot that kept them;
+        its result is `Page.hydrated` (None when it could not run there)."""
         want = limit + 1  # one more tells has_more
         await self._record_activity(viewer)
+        hydrated: list[Any] = []
         if self.config.strategy == "pull":
             found = await self._pull(viewer, cursor.before, want)
         else:
-            found = await self._merged(viewer, cursor.before, want)
+            then = None if hydrate is None else _Then(hydrate, limit, hydrated)
+            found = await self._merged(viewer, cursor.before, want, then)
         has_more = len(found) > limit
         shown = found[:limit]
         next_cursor = Cursor(before=shown[-1][0]) if has_more and shown else None
-        return Page(shown, next_cursor, has_more)
+        got = None
+        if hydrated and hydrated[0][0] == [e[0] for e in shown]:
+            got = hydrated[0][1]
+        return Page(shown, next_cursor, has_more, got)
 
     async def _record_activity(self, viewer: int) -> None:
         """Stamps the reader active (at most once per ACTIVE_EVERY_S) and, for a reader
@@ -255,7 +275,9 @@ class Feed:
                 conn, [*authors, viewer], before=before, limit=want, processing_of=viewer
             )
 
-    async def _merged(self, viewer: int, before: int | None, want: int) -> list[Entry]:
+    async def _merged(
+        self, viewer: int, before: int | None, want: int, then: _Then | None = None
+    ) -> list[Entry]:
         """Push and hybrid: the viewer's timeline merged with the lists of the celebrities
         the viewer follows (one hot-store round trip per round), each going on in SQL
         past the end of an incomplete list, then filtered in SQL (one query per round).
@@ -279,7 +301,10 @@ class Feed:
                     break
             if not batch:
                 break
-            out += await self._keep(viewer, batch)
+            # The last round when it fills the page or nothing is left to read: `then`
+            # runs in its unit.
+            exhausted = all(s.done and not s.buffer for s in sources)
+            out += await self._keep(viewer, batch, then=then, before=out, exhausted=exhausted)
         return out[:want]
 
     async def _celebrity_followees(self, viewer: int) -> list[int]:
@@ -389,9 +414,19 @@ class Feed:
         below = [e for e in recent if source.cursor is None or e[0] < source.cursor]
         return Slice(below[:count], more=len(below) > count, complete=len(recent) < cap)
 
-    async def _keep(self, viewer: int, entries: list[Entry]) -> list[Entry]:
+    async def _keep(
+        self,
+        viewer: int,
+        entries: list[Entry],
+        *,
+        then: _Then | None = None,
+        before: list[Entry] | None = None,
+        exhausted: bool = False,
+    ) -> list[Entry]:
         """The entries the viewer may see now, in one query: live posts (or the viewer's
-        own processing ones) by the viewer or by an author the viewer follows now."""
+        own processing ones) by the viewer or by an author the viewer follows now. With
+        `then` (the quick reader only), when `before` and these kept fill the page or
+        nothing is `exhausted` after them, `then` runs on the page in the same unit."""
         if not entries:
             return []
         post_ids = [e[0] for e in entries]
@@ -404,7 +439,16 @@ class Feed:
                 f" {follows.name} f WHERE f.follower_id = ? AND f.followee_id = p.author_id))"
             )
             params = (*post_ids, viewer, viewer)
-            rows = await quick.run(lambda c: c.execute(sql, params).fetchall())
+
+            def unit(c: sqlite3.Connection) -> list[Entry]:
+                kept = _kept(viewer, entries, c.execute(sql, params).fetchall())
+                page = [*(before or ()), *kept]
+                if then is not None and (len(page) > then.limit or exhausted):
+                    ids = [e[0] for e in page[: then.limit]]
+                    then.out[:] = [(ids, then.fn(c, ids))]
+                return kept
+
+            return await quick.run(unit)
         else:
             p, f = post_t.c, follows.c
             followed = (
@@ -420,17 +464,7 @@ class Feed:
                         )
                     )
                 )
-        status = {int(r[0]): r for r in rows}  # (post id, status, author id)
-        out = []
-        for post_id, author_id in entries:
-            got = status.get(post_id)
-            if got is None or int(got[2]) != author_id:
-                continue
-            if got[1] == posts.PostStatus.LIVE or (
-                got[1] == posts.PostStatus.PROCESSING and author_id == viewer
-            ):
-                out.append((post_id, author_id))
-        return out
+        return _kept(viewer, entries, rows)
 
     # -- ranking -------------------------------------------------------------------------
 
@@ -551,3 +585,27 @@ def _take(sources: list[_Source], n: int, last: int | None, into: list[Entry]) -
         elif not source.done:
             break  # refilled before anything below it is taken
     return last
+
+
+@dataclass(frozen=True, slots=True)
+class _Then:
+    """`Feed.page`'s hydrate for a page of `limit`; its (post ids, result) goes to `out`."""
+
+    fn: Hydrate
+    limit: int
+    out: list[Any]
+
+
+def _kept(viewer: int, entries: list[Entry], rows: Any) -> list[Entry]:
+    """The entries the rows of `_keep`'s query (post id, status, author id) let through."""
+    status = {int(r[0]): r for r in rows}
+    out = []
+    for post_id, author_id in entries:
+        got = status.get(post_id)
+        if got is None or int(got[2]) != author_id:
+            continue
+        if got[1] == posts.PostStatus.LIVE or (
+            got[1] == posts.PostStatus.PROCESSING and author_id == viewer
+        ):
+            out.append((post_id, author_id))
+    return out

@@ -15,9 +15,11 @@ Two readers of the same batch, which must agree row for row
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,7 +39,7 @@ from transformer.media_store import MediaRow, MediaStatus, VariantRow
 from transformer.schema import media as media_t
 from transformer.schema import variants
 
-MediaWithVariants = tuple[MediaRow, list[VariantRow]]
+MediaWithVariants = tuple[MediaRow, tuple[VariantRow, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,10 @@ class PostBatch:
     liked: set[int]
     saved: set[int]
     post_places: dict[int, Place]
+    # Read by `read_quick`: every post, author, media entry and place is the one interned
+    # object of its content, so documents made of them may be remembered by identity
+    # (api/social_docs.py). Not part of the batch's value.
+    interned: bool = field(default=False, compare=False)
 
 
 async def read_posts(conn: AsyncConnection, viewer: int, post_ids: list[int]) -> PostBatch:
@@ -59,7 +65,10 @@ async def read_posts(conn: AsyncConnection, viewer: int, post_ids: list[int]) ->
     authors = await accounts.get_many(conn, {p.author_id for p in found.values()})
     media_ids = [m.media_id for p in found.values() for m in p.media]
     media_ids += [u.avatar_media_id for u in authors.values() if u.avatar_media_id]
-    media = await media_store.get_many(conn, media_ids)
+    media = {
+        m: (row, tuple(ladder))
+        for m, (row, ladder) in (await media_store.get_many(conn, media_ids)).items()
+    }
     liked, saved = await interactions.viewer_flags(conn, viewer, found)
     chosen = await places.of_posts(conn, list(found))
     return PostBatch(found, authors, media, liked, saved, chosen)
@@ -78,14 +87,7 @@ async def read_batch_described(
     """The batch and the descriptions of its posts' media (client_state.descriptions), in
     one view."""
     if db.quick is not None:
-
-        def quick(c: sqlite3.Connection) -> tuple[PostBatch, dict[int, str]]:
-            batch = read_quick(c, viewer, post_ids)
-            return batch, _descriptions(
-                c, [m.media_id for p in batch.found.values() for m in p.media]
-            )
-
-        return await db.quick.run(quick)
+        return await db.quick.run(lambda c: read_quick_described(c, viewer, post_ids))
 
     async def unit(conn: AsyncConnection) -> tuple[PostBatch, dict[int, str]]:
         batch = await read_posts(conn, viewer, post_ids)
@@ -122,13 +124,13 @@ def _posts(c: sqlite3.Connection, wanted: list[int]) -> dict[int, posts.Post]:
         f" created_unix_s FROM {p} WHERE post_id IN {_in(wanted)}",
         wanted,
     ).fetchall()
-    by_post: dict[int, list[posts.PostMedia]] = {}
+    by_post: dict[int, list[tuple[int, str | None]]] = {}
     for post_id, media_id, alt_text in c.execute(
         f"SELECT post_id, media_id, alt_text FROM {post_media.name}"
         f" WHERE post_id IN {_in(wanted)} ORDER BY post_id, position",
         wanted,
     ):
-        by_post.setdefault(post_id, []).append(posts.PostMedia(media_id, alt_text))
+        by_post.setdefault(post_id, []).append((media_id, alt_text))
     tagged: dict[int, list[int]] = {}
     for post_id, user_id in c.execute(
         f"SELECT post_id, user_id FROM {post_users.name}"
@@ -137,18 +139,7 @@ def _posts(c: sqlite3.Connection, wanted: list[int]) -> dict[int, posts.Post]:
     ):
         tagged.setdefault(post_id, []).append(user_id)
     return {
-        r[0]: posts.Post(
-            post_id=r[0],
-            author_id=r[1],
-            caption=r[2],
-            location=r[3],
-            status=r[4],
-            like_count=r[5],
-            comment_count=r[6],
-            created_unix_s=r[7],
-            media=tuple(by_post.get(r[0], ())),
-            tagged=tuple(sorted(tagged.get(r[0], ()))),
-        )
+        r[0]: _post_row(r, tuple(by_post.get(r[0], ())), tuple(sorted(tagged.get(r[0], ()))))
         for r in rows
     }
 
@@ -162,48 +153,86 @@ def _users(c: sqlite3.Connection, wanted: list[int]) -> dict[int, User]:
     )
     out = {}
     for r in rows:
-        values = dict(zip(_USER_FIELDS, r, strict=True))
-        for name in _USER_BOOLEANS:
-            values[name] = bool(values[name])
-        out[values["user_id"]] = User(**values)
+        user = _user_row(r)
+        out[user.user_id] = user
     return out
 
 
 def _media(c: sqlite3.Connection, wanted: list[int]) -> dict[int, MediaWithVariants]:
     if not wanted:
         return {}
+    rows = {
+        r[0]: r
+        for r in c.execute(
+            f"SELECT {', '.join(_MEDIA_FIELDS)} FROM {media_t.name}"
+            f" WHERE media_id IN {_in(wanted)}",
+            wanted,
+        )
+    }
     found: dict[int, MediaWithVariants] = {}
-    for r in c.execute(
-        f"SELECT {', '.join(_MEDIA_FIELDS)} FROM {media_t.name} WHERE media_id IN {_in(wanted)}",
-        wanted,
+    # One step per media, not per variant row: the rows are grouped in C and a media's
+    # whole ladder is interned at once.
+    for media_id, ladder in itertools.groupby(
+        c.execute(
+            f"SELECT {', '.join(_VARIANT_FIELDS)} FROM {variants.name}"
+            f" WHERE media_id IN {_in(wanted)} ORDER BY media_id, rendition, fmt",
+            wanted,
+        ),
+        key=_FIRST,
     ):
-        found[r[0]] = (_media_row(r), [])
-    for r in c.execute(
-        f"SELECT {', '.join(_VARIANT_FIELDS)} FROM {variants.name}"
-        f" WHERE media_id IN {_in(wanted)} ORDER BY media_id, rendition, fmt",
-        wanted,
-    ):
-        found[r[0]][1].append(_variant_row(r))
+        found[media_id] = _media_entry(rows.pop(media_id), tuple(ladder))
+    for media_id, r in rows.items():  # no variant yet (an upload still processing)
+        found[media_id] = _media_entry(r, ())
     return found
 
 
-# The same row read again (a feed shows the same photos to many readers) is the same
-# frozen object: made once, and compared by identity where it is a key
-# (api/media_docs.py PublicMediaDocuments). Keyed by the row's whole content: a changed
-# row is a new object. Bounded; least recently used dropped.
-ROWS_INTERNED_MAX: Final = 1 << 15  # of each kind; a variant row about 300 bytes
+# The same rows read again (a feed shows the same photos and authors to many readers) are
+# the same frozen objects: made once, and compared by identity where they are a key
+# (api/media_docs.py PublicMediaDocuments). Keyed by the rows' whole content as SQLite
+# returned them (tuples of plain values, hashed in C): a changed row is a new key, so
+# nothing needs invalidating. Bounded; least recently used dropped.
+MEDIA_INTERNED_MAX: Final = 1 << 12  # media with their ladders; one about 6.9 KB
+USERS_INTERNED_MAX: Final = 1 << 13  # a user row about 1 KB
+POSTS_INTERNED_MAX: Final = 1 << 13  # posts, and places
+_FIRST: Final = operator.itemgetter(0)
 
 
-@functools.lru_cache(maxsize=ROWS_INTERNED_MAX)
-def _media_row(r: tuple[Any, ...]) -> MediaRow:
+@functools.lru_cache(maxsize=MEDIA_INTERNED_MAX)
+def _media_entry(r: tuple[Any, ...], ladder: tuple[tuple[Any, ...], ...]) -> MediaWithVariants:
     row = list(r)
     row[_STATUS_AT] = MediaStatus(row[_STATUS_AT])
-    return MediaRow(*row)
+    return MediaRow(*row), tuple(VariantRow(*v) for v in ladder)
 
 
-@functools.lru_cache(maxsize=ROWS_INTERNED_MAX)
-def _variant_row(r: tuple[Any, ...]) -> VariantRow:
-    return VariantRow(*r)
+@functools.lru_cache(maxsize=POSTS_INTERNED_MAX)
+def _post_row(
+    r: tuple[Any, ...], media: tuple[tuple[int, str | None], ...], tagged: tuple[int, ...]
+) -> posts.Post:
+    return posts.Post(
+        post_id=r[0],
+        author_id=r[1],
+        caption=r[2],
+        location=r[3],
+        status=r[4],
+        like_count=r[5],
+        comment_count=r[6],
+        created_unix_s=r[7],
+        media=tuple(posts.PostMedia(m, alt) for m, alt in media),
+        tagged=tagged,
+    )
+
+
+@functools.lru_cache(maxsize=POSTS_INTERNED_MAX)
+def _place_row(r: tuple[Any, ...]) -> Place:
+    return Place(*r)
+
+
+@functools.lru_cache(maxsize=USERS_INTERNED_MAX)
+def _user_row(r: tuple[Any, ...]) -> User:
+    values = dict(zip(_USER_FIELDS, r, strict=True))
+    for name in _USER_BOOLEANS:
+        values[name] = bool(values[name])
+    return User(**values)
 
 
 def _flags(c: sqlite3.Connection, viewer: int, wanted: list[int]) -> tuple[set[int], set[int]]:
@@ -226,7 +255,7 @@ def _places(c: sqlite3.Connection, wanted: list[int]) -> dict[int, Place]:
         f" JOIN {places_t.name} l ON l.place_id = pp.place_id WHERE pp.post_id IN {_in(wanted)}",
         wanted,
     )
-    return {r[0]: Place(*r[1:]) for r in rows}
+    return {r[0]: _place_row(r[1:]) for r in rows}
 
 
 def _descriptions(c: sqlite3.Connection, media_ids: list[int]) -> dict[int, str]:
@@ -253,6 +282,14 @@ def read_quick(c: sqlite3.Connection, viewer: int, post_ids: list[int]) -> PostB
     media = _media(c, sorted(set(media_ids)))
     kept = sorted(found)
     if not kept:
-        return PostBatch(found, authors, media, set(), set(), {})
+        return PostBatch(found, authors, media, set(), set(), {}, interned=True)
     liked, saved = _flags(c, viewer, kept)
-    return PostBatch(found, authors, media, liked, saved, _places(c, kept))
+    return PostBatch(found, authors, media, liked, saved, _places(c, kept), interned=True)
+
+
+def read_quick_described(
+    c: sqlite3.Connection, viewer: int, post_ids: list[int]
+) -> tuple[PostBatch, dict[int, str]]:
+    """`read_quick` and the descriptions of its posts' media, in the caller's unit."""
+    batch = read_quick(c, viewer, post_ids)
+    return batch, _descriptions(c, [m.media_id for p in batch.found.values() for m in p.media])

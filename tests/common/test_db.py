@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -330,3 +331,51 @@ async def test_a_cancelled_write_unit_still_commits_before_the_next_writer(
 async def _value_in_transaction(db: Database) -> int:
     async with db.transaction() as conn:
         return int((await conn.execute(sa.select(counters.c.value))).scalar_one())
+
+
+async def test_quick_reader_hands_units_over_and_back(tmp_path: Path) -> None:
+    """QuickReader's own hand-off: results and exceptions come back to their caller,
+    units run in order on one thread that is not the loop's, a cancelled waiter does not
+    stop the units after it, and close() ends the thread and refuses later units."""
+    db = await open_database(tmp_path / "q.sqlite3")
+    await migrate(db, "t", MIGRATIONS)
+    quick = db.quick
+    assert quick is not None
+    async with db.transaction() as conn:
+        await conn.execute(counters.update().where(counters.c.name == "c").values(value=7))
+    threads: list[int] = []
+
+    def value(c: sqlite3.Connection) -> int:
+        threads.append(threading.get_ident())
+        return int(c.execute("SELECT value FROM counters WHERE name = 'c'").fetchone()[0])
+
+    got = await asyncio.gather(*(quick.run(value) for _ in range(20)))
+    assert got == [7] * 20
+    assert len(set(threads)) == 1 and threads[0] != threading.get_ident()
+
+    def fails(c: sqlite3.Connection) -> None:
+        c.execute("SELECT nope FROM counters")
+
+    with pytest.raises(sqlite3.OperationalError, match="nope"):
+        await quick.run(fails)
+    started = threading.Event()
+    release = threading.Event()
+
+    def blocks(c: sqlite3.Connection) -> int:
+        started.set()
+        release.wait(5)
+        return 1
+
+    first = asyncio.ensure_future(quick.run(blocks))
+    await asyncio.to_thread(started.wait, 5)
+    first.cancel()
+    after = asyncio.ensure_future(quick.run(value))
+    release.set()
+    assert await after == 7  # the reader went on past the unit nobody waits for
+    assert first.cancelled()
+    reader = next(t for t in threading.enumerate() if t.ident == threads[0])
+    await db.close()
+    await asyncio.to_thread(reader.join, 5)
+    assert not reader.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        await quick.run(value)

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from api.media_docs import PublicMediaDocuments
+from api.media_docs import PublicMediaDocuments, PublicPostDocuments
 from api.photo_urls import PhotoUrls
+from feed.cursor import Cursor
 from social import post_batch
 from tests.api.conftest import MediaEnv
 from tests.directory.conftest import eventually
@@ -35,6 +36,20 @@ async def _agree(env: MediaEnv, viewer: str, post_ids: list[str]) -> post_batch.
     quick = await post_batch.read_batch(db, int(viewer), ids)
     reference = await db.read(lambda conn: post_batch.read_posts(conn, int(viewer), ids))
     assert quick == reference
+    # The batch the feed reads in its own filtering unit (SQLite) is the page's, as a
+    # separate read gives it.
+    page = await env.ctx.feed.page(
+        int(viewer),
+        Cursor(),
+        50,
+        hydrate=lambda c, got: (got, post_batch.read_quick(c, int(viewer), got)),
+    )
+    shown = [e[0] for e in page.entries]
+    if db.quick is None:
+        assert page.hydrated is None
+    elif shown:  # an empty page may never reach the filtering query
+        assert page.hydrated is not None and page.hydrated[0] == shown
+        assert page.hydrated[1] == await post_batch.read_batch(db, int(viewer), shown)
     return quick
 
 
@@ -69,9 +84,14 @@ async def test_the_feed_page_after_each_change(social_env: MediaEnv) -> None:
 
     await eventually(both_shown, what="alice's posts in bob's feed")
     page = await _page(bob)
-    hits = env.ctx.public_media.statistics().hits
+    media_hits = env.ctx.public_media.statistics().hits
+    post_hits = env.ctx.public_posts.statistics().hits
     assert await _page(bob) == page  # the second read is made from remembered documents
-    assert env.ctx.public_media.statistics().hits >= hits + 3
+    if env.ctx.db.quick is not None:  # rows interned: the posts' documents, whole
+        assert env.ctx.public_posts.statistics().hits == post_hits + 2
+    else:  # the photos' documents
+        assert env.ctx.public_posts.statistics().hits == post_hits
+        assert env.ctx.public_media.statistics().hits >= media_hits + 3
     batch = await _agree(env, bob_id, ids)
     assert batch.authors[int(alice_id)].avatar_media_id == int(avatar)
     assert batch.found[int(first["post_id"])].tagged == (int(bob_id),)
@@ -186,3 +206,21 @@ def test_a_changed_row_is_a_new_public_document(change: str) -> None:
     assert (stats.hits, stats.misses, stats.documents, stats.documents_max) == (1, 2, 2, 2)
     docs.get(*_rows("00000000000000cc", 5))
     assert docs.statistics().documents == 2  # bounded: the least recently used dropped
+
+
+def test_public_post_documents_are_remembered_by_identity() -> None:
+    """PublicPostDocuments: a hit needs the very same parts (equal copies are another
+    key), and the least recently used entry goes beyond documents_max."""
+    memo = PublicPostDocuments(documents_max=2)
+    a, b, c = ("post", 1), ("author", 2), ("photo", 3)
+    assert memo.get((a, b, None)) is None
+    doc = memo.put((a, b, None), {"post_id": "1"})
+    assert memo.get((a, b, None)) is doc
+    assert memo.get((tuple(list(a)), b, None)) is None  # equal, not the same object
+    memo.put((a, c), {"post_id": "2"})
+    assert memo.get((a, b, None)) is doc  # now the most recently used
+    memo.put((b, c), {"post_id": "3"})
+    assert memo.get((a, c)) is None  # dropped
+    assert memo.get((a, b, None)) is doc
+    got = memo.statistics()
+    assert (got.hits, got.documents, got.documents_max) == (3, 2, 2)
