@@ -26,6 +26,7 @@ FIGURES = (
     *GOALS,
     "migrate_mb_s",
     "migrate_vs_write_path",
+    "encode_vs_pyeclib_ceiling",
     "write_path_mb_s",
     "pyeclib_encode_mb_s",
     "rebuild_mb_s",
@@ -57,6 +58,9 @@ def test_quick_f4_benchmark_shape_and_sane_values(tmp_path: Path) -> None:
     assert "ECDriver.encode" in doc["baselines"]["encode_vs_pyeclib"]
     assert "router" in doc["baselines"]["healthy_read_vs_haystack"]
     assert doc["detail"]["write_path"]["blocks"] == doc["detail"]["migration"]["stripes"] * 14
+    assert figures["encode_vs_pyeclib_ceiling"] == round(
+        figures["write_path_mb_s"] / figures["pyeclib_encode_mb_s"], 4
+    )
     # Nothing is left of the cluster: every service stopped, its directory removed.
     assert list((tmp_path / "work").iterdir()) == []
 

@@ -86,5 +86,5 @@ async def test_directory_leases_move_under_their_prefix(db: Database) -> None:
                 " VALUES ('health', 'host:1', 123.5)"
             )
         )
-    assert await migrate(db, directory_schema.COMPONENT, directory_schema.MIGRATIONS) == [2]
+    assert await migrate(db, directory_schema.COMPONENT, directory_schema.MIGRATIONS) == [2, 3]
     assert await holders(db) == {"directory.health": ("host:1", 123.5)}
