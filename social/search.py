@@ -11,7 +11,8 @@ statement. Only for the kinds where those are fewer than asked, a query of
 search_text.TRIGRAM_CHARS or more characters also goes to the engine for substrings
 (social/search_engines.py, every such kind in one statement), and from [search]
 fuzzy_chars_min characters on for the words of the index within a typo (one more
-statement; search_text.closest_words keeps the closest); one last statement reads the
+statement over the words' one-deletion variants, social/search_variants.py, the same on
+both engines; search_text.closest_words keeps the closest); one last statement reads the
 rows of the substring matches and of the kept words' most popular entities. At most four
 statements per request, whatever the kinds.
 """
@@ -28,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.db import Database
+from social import search_variants
 from social.errors import Invalid, NotVisible
 from social.schema import follows, hashtags, likes, posts, users
 from social.search_config import SearchConfig
@@ -42,7 +44,7 @@ from social.search_keys import (
     word_entities_query,
 )
 from social.search_rank import Candidate, Ranked, rank
-from social.search_schema import hashtag_counts, places, post_places
+from social.search_schema import HEAD_CHARS_MAX, hashtag_counts, places, post_places
 from social.search_text import (
     TRIGRAM_CACHE_WORDS,
     TRIGRAM_CHARS,
@@ -61,10 +63,6 @@ ENGAGED_CODE: Final = 0
 # The kind code of the row that selects the engine's read settings (SearchEngine
 # read_settings), in the same statement.
 SETTINGS_CODE: Final = -1
-# Prefixes this long or longer are looked up word by word (search_keys.prefix_query
-# by_words): their ranges hold few distinct words, some of them shared by thousands of
-# keys (a full-name word); shorter ones span thousands of words of one key each.
-PREFIX_BY_WORDS_CHARS_MIN: Final = 3
 KIND_NAMES: Final = {code: kind for kind, code in KIND_CODES.items()}
 assert ENGAGED_CODE not in KIND_NAMES and SETTINGS_CODE not in KIND_NAMES
 # Names as ranking compares them: the same few thousand popular names come back request
@@ -140,8 +138,10 @@ class Search:
         found: dict[str, list[Any]] = {kind: [] for kind in kinds}
         engaged: set[int] = set()
         values = {"viewer": viewer, "n": self.config.engaged_likes_max, **prefix_values(q)}
-        by_words = len(q) >= PREFIX_BY_WORDS_CHARS_MIN
-        prefixes = _prefix_rows_query(kinds, cap, by_words, conn.dialect.name)
+        # The prefix plan: by a head index up to HEAD_CHARS_MAX characters, else by word
+        # (search_keys.prefix_query).
+        chars = min(len(q), HEAD_CHARS_MAX + 1)
+        prefixes = _prefix_rows_query(kinds, cap, chars, conn.dialect.name)
         for row in (await conn.execute(prefixes, values)).all():
             if row[0] == SETTINGS_CODE:
                 continue
@@ -192,11 +192,8 @@ class Search:
         short = tuple(k for k in need if len(seen[k].union(text[k])) < limit)
         chosen: dict[str, list[str]] = {}
         if short and len(q) >= self.config.fuzzy_chars_min:
-            similar = await self.engine.fuzzy_words(
-                conn,
-                short,
-                q,
-                similarity_min=self.config.fuzzy_candidates_similarity_min_pct / 100,
+            similar = await search_variants.fuzzy_words(
+                conn, short, q, chars_min=self.config.fuzzy_chars_min
             )
             fuzzy_max = self.config.fuzzy_candidates_max
             chosen = {k: closest_words(q, ws, fuzzy_max) for k, ws in similar.items() if ws}
@@ -317,22 +314,20 @@ def check_hashtag(name: Any) -> str:
 
 @functools.cache
 def _prefix_rows_query(
-    kinds: tuple[str, ...], limit: int, by_words: bool, dialect: str
+    kinds: tuple[str, ...], limit: int, chars: int, dialect: str
 ) -> sa.CompoundSelect:
     """Of each kind, what _rows_query reads of the `limit` most popular entities with a key
-    starting with `q` (search_keys.prefix_query, `by_words` or not) and, for accounts, of
+    starting with `q` (search_keys.prefix_query for `q` of `chars` characters) and, for accounts, of
     as many the viewer follows; with accounts also the authors of the viewer's latest `n`
     likes (kind ENGAGED_CODE, the id column); and a row that selects the engine's read
     settings if it has any (kind SETTINGS_CODE): one statement (made once per kinds, limit,
     plan and dialect; bound: viewer, q, q_end, n)."""
     branches: list[Any] = []
     for kind in kinds:
-        plain = prefix_query(kind, limit=limit, followed=False, by_words=by_words, dialect=dialect)
+        plain = prefix_query(kind, limit=limit, followed=False, chars=chars, dialect=dialect)
         ids = [sa.select(plain.subquery())]
         if kind == "accounts":
-            followed = prefix_query(
-                kind, limit=limit, followed=True, by_words=False, dialect=dialect
-            )
+            followed = prefix_query(kind, limit=limit, followed=True, chars=chars, dialect=dialect)
             ids.append(sa.select(followed.subquery()))
         branches.append(_rows_query(kind, sa.union_all(*ids).subquery()))
     if "accounts" in kinds:

@@ -27,9 +27,6 @@ class SearchConfig:
     # counts when its trigram similarity to the query is at least fuzzy_similarity_min_pct.
     fuzzy_chars_min: int = 4
     fuzzy_similarity_min_pct: int = 30
-    # PostgreSQL: the pg_trgm word similarity a typo candidate needs (computed only for the
-    # rows holding the query's pieces in order, social/search_text.py typo_pieces).
-    fuzzy_candidates_similarity_min_pct: int = 30
     # Typo candidates per kind (each is ranked in Python: the cost of a typo query grows
     # with it). Since the candidates come from the words closest by edit distance
     # (search_text.closest_words), 40 found 121 of 136 one-typo names among 100,000
@@ -75,8 +72,8 @@ class SearchConfig:
             raise ValueError("page_posts_default must be between 1 and page_posts_max")
         if self.fuzzy_chars_min < 3:
             raise ValueError("fuzzy_chars_min must be >= 3 (trigrams)")
-        if self.fuzzy_similarity_min_pct > 100 or self.fuzzy_candidates_similarity_min_pct > 100:
-            raise ValueError("fuzzy_similarity_min_pct and its candidates' must be <= 100")
+        if self.fuzzy_similarity_min_pct > 100:
+            raise ValueError("fuzzy_similarity_min_pct must be <= 100")
         if self.place_coordinate_decimals > 4:
             raise ValueError("place_coordinate_decimals must be <= 4 (coarse places only)")
         if not 1 <= self.place_name_chars_max <= 100:

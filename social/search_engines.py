@@ -1,10 +1,9 @@
 """The search index behind one protocol, two engines: SQLite FTS5 (trigram tokenizer) and
 PostgreSQL (tsvector + pg_trgm). An engine writes index rows (inside the caller's
 transaction) and finds, for a folded query of at least search_text.TRIGRAM_CHARS
-characters, the substring matches of several kinds in one statement, and the words of
-their vocabulary (search_words) that may be within a typo, in one more; the service reads
-those words' entities (search_keys.word_entities_query). Ranking is not its business
-(social/search_rank.py).
+characters, the substring matches of several kinds in one statement. Typo candidates are
+the same on both engines (social/search_variants.py), and so are the prefix keys
+(social/search_keys.py). Ranking is not its business (social/search_rank.py).
 """
 
 from __future__ import annotations
@@ -22,24 +21,16 @@ from social.search_keys import KIND_CODES, SOURCES
 from social.search_schema import (
     FTS_COLUMNS,
     INDEX_TABLES,
-    WORDS_TABLE,
-    WORDS_TRIGRAMS_TABLE,
-    trgm_schema,
 )
 from social.search_text import (
     fts_phrase,
-    fts_typo_match,
     like_pattern,
-    like_typo_patterns,
     prefix_tsquery,
     words,
 )
 
 KINDS: Final = tuple(INDEX_TABLES)
 _KIND_NAMES: Final = {code: kind for kind, code in KIND_CODES.items()}
-# Typo candidates: the words holding a typo's pieces that are read (the engine's best
-# first) before their edit distances are compared (search_text.closest_words).
-FUZZY_WORDS_MAX: Final = 500
 
 
 class SearchEngine(Protocol):
@@ -88,22 +79,6 @@ class SearchEngine(Protocol):
         every kind in one statement."""
         ...
 
-    async def fuzzy_words(
-        self,
-        conn: AsyncConnection,
-        kinds: tuple[str, ...],
-        query: str,
-        *,
-        similarity_min: float,
-    ) -> dict[str, list[str]]:
-        """Of each kind, the words of its vocabulary (search_words) that may be within a
-        typo of a query word: holding the pieces of one of search_text.typo_pieces(query)
-        in order, at most FUZZY_WORDS_MAX, best first (SQLite: those keeping the most
-        alternatives, then the closest in length; PostgreSQL: a pg_trgm word similarity
-        of at least `similarity_min`, the most similar first); every kind in one
-        statement. search_keys.word_entities_query then reads their entities."""
-        ...
-
 
 def _following(kind: str, id_col: Any = None) -> sa.ColumnElement[bool]:
     """Only the accounts the bound parameter `follower` follows (`id_col`: the column
@@ -147,16 +122,6 @@ async def _ids_by_kind(
     out: dict[str, list[int]] = {kind: [] for kind in kinds}
     for row in (await conn.execute(query, values)).all():
         out[_KIND_NAMES[int(row[0])]].append(int(row[1]))
-    return out
-
-
-def _words_by_kind(
-    kinds: tuple[str, ...], rows: Sequence[Any], key: Callable[[Any], Any]
-) -> dict[str, list[str]]:
-    """Rows (kind code, word, sort columns...) as each kind's words in `key` order."""
-    out: dict[str, list[str]] = {kind: [] for kind in kinds}
-    for row in sorted(rows, key=key):
-        out[_KIND_NAMES[int(row[0])]].append(str(row[1]))
     return out
 
 
@@ -214,69 +179,6 @@ class SqliteEngine:
         values = {"match": fts_phrase(query), "follower": follower}
         return await _ids_by_kind(conn, kinds, _sqlite_text_query(kinds, limit), values)
 
-    async def fuzzy_words(
-        self,
-        conn: AsyncConnection,
-        kinds: tuple[str, ...],
-        query: str,
-        *,
-        similarity_min: float,
-    ) -> dict[str, list[str]]:
-        match = fts_typo_match(query)
-        if match is None or not kinds:
-            return {}
-        # The words' trigram index finds the words with the long pieces, and LIKE checks
-        # every piece in its order on those words only: short strings, a few thousand at
-        # worst (`quinal`: 13,769 words of 150,000 hold `qui` or `nal`; the accounts'
-        # rows were 12,248 for the same pieces, each a username and a full name joined
-        # with its account). A name within one typo keeps the pieces of most
-        # alternatives: the words keeping more come first, then those closest to the
-        # query's longest word in length (CROSS JOIN: SQLite's planner otherwise walks
-        # every key of the kind).
-        patterns = like_typo_patterns(query)
-        rows = await conn.execute(
-            _sqlite_words_query(kinds, len(patterns)),
-            {"match": match, "len": max(map(len, words(query)), default=0)}
-            | {f"p{i}": p for i, p in enumerate(patterns)},
-        )
-        return _words_by_kind(kinds, rows.all(), lambda r: (-int(r[2]), int(r[3]), r[1]))
-
-
-@functools.cache
-def _sqlite_words_query(kinds: tuple[str, ...], patterns: int) -> sa.TextClause:
-    """SQLite fuzzy_words' statement for this many LIKE patterns (bound: match, len,
-    p0...), made once per kinds and count. One pass over the trigram index for every
-    kind (a branch per kind matched it once each), each kind's best FUZZY_WORDS_MAX kept
-    by a window."""
-    kept = " + ".join(f"(w.word LIKE :p{i} ESCAPE '\\')" for i in range(patterns))
-    codes = ", ".join(str(KIND_CODES[kind]) for kind in kinds)
-    return sa.text(
-        "SELECT kind, word, kept, gap FROM (SELECT kind, word, kept, gap, row_number()"
-        " OVER (PARTITION BY kind ORDER BY kept DESC, gap, word) AS n FROM (SELECT"
-        f" w.kind AS kind, w.word AS word, {kept} AS kept,"
-        " abs(length(w.word) - :len) AS gap"
-        f" FROM {WORDS_TRIGRAMS_TABLE} CROSS JOIN {WORDS_TABLE} AS w"
-        f" WHERE w.word_id = {WORDS_TRIGRAMS_TABLE}.rowid"
-        f" AND {WORDS_TRIGRAMS_TABLE} MATCH :match AND w.kind IN ({codes}))"
-        f" WHERE kept > 0) WHERE n <= {FUZZY_WORDS_MAX}"
-    )
-
-
-@functools.cache
-def _pg_words_query(kinds: tuple[str, ...], patterns: int, trgm: str) -> sa.TextClause:
-    """PostgreSQL fuzzy_words' statement for this many LIKE patterns (bound: q, t,
-    p0...), made once per kinds and count: one pass over the trigram index for every
-    kind, each kind's best FUZZY_WORDS_MAX kept by a window."""
-    like = " OR ".join(f"word LIKE :p{i} ESCAPE '\\'" for i in range(patterns))
-    codes = ", ".join(str(KIND_CODES[kind]) for kind in kinds)
-    return sa.text(
-        "SELECT kind, word, s FROM (SELECT kind, word, s, row_number() OVER (PARTITION BY"
-        " kind ORDER BY s DESC, word) AS n FROM (SELECT kind, word,"
-        f" {trgm}.word_similarity(:q, word) AS s FROM {WORDS_TABLE}"
-        f" WHERE kind IN ({codes}) AND ({like})) AS x WHERE s >= :t) AS y"
-        f" WHERE n <= {FUZZY_WORDS_MAX}"
-    )
-
 
 @functools.cache
 def _sqlite_text_query(kinds: tuple[str, ...], limit: int) -> sa.CompoundSelect:
@@ -304,9 +206,6 @@ def _sqlite_text_query(kinds: tuple[str, ...], limit: int) -> sa.CompoundSelect:
 class PostgresEngine:
     """Tables (entity_id, terms, doc): GIN over to_tsvector('simple', terms) for word
     prefixes, GIN pg_trgm over terms for substrings and similarity."""
-
-    def __init__(self) -> None:
-        self._trgm: str | None = None  # pg_trgm's schema, read once
 
     async def put(
         self,
@@ -379,27 +278,6 @@ class PostgresEngine:
         search's first statement whether the text and fuzzy queries follow or not: a
         statement of its own before them was one more round trip."""
         return sa.func.set_config("enable_seqscan", "off", True)
-
-    async def fuzzy_words(
-        self,
-        conn: AsyncConnection,
-        kinds: tuple[str, ...],
-        query: str,
-        *,
-        similarity_min: float,
-    ) -> dict[str, list[str]]:
-        patterns = like_typo_patterns(query)
-        if not patterns or not kinds:
-            return {}
-        if self._trgm is None:
-            self._trgm = await trgm_schema(conn)
-        # Each pattern is served by the words' trigram index (its pieces have 3+
-        # characters); the similarity is computed for the matching words only.
-        rows = await conn.execute(
-            _pg_words_query(kinds, len(patterns), self._trgm),
-            {"q": query, "t": similarity_min} | {f"p{i}": p for i, p in enumerate(patterns)},
-        )
-        return _words_by_kind(kinds, rows.all(), lambda r: (-float(r[2]), r[1]))
 
 
 @functools.cache

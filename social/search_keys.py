@@ -20,13 +20,14 @@ Rows change in the same transaction as the rows they index, as the engines' inde
 (social/search_engines.py calls `put` and `remove`; `popularity_changed` follows the
 counts); `search_index.rebuild` rewrites them.
 
-Table `search_words` (kind, word): the distinct keys of each kind, with a trigram index
-(social/search_schema.py). A new key's word is added in the same transaction as the key;
-words are only removed by a rebuild (a word no key holds finds no entity). Typo
-candidates (social/search_engines.py `fuzzy_candidates`) are words first, a few hundred
-short strings where the entities' rows were thousands (a full-name word like `robert` is
-one word for 4,000 accounts), then the entities of the words kept, through the prefix
-index's equality lookup `key = word`.
+Table `search_words` (kind, word): the distinct keys of each kind, and
+`search_word_variants` (kind, variant, word), each word under its one-deletion variants
+(social/search_schema.py). A new key's word and its variants are added in the same
+transaction as the key; words are only removed by a rebuild (a word no key holds finds no
+entity). Typo candidates (social/search_variants.py) are words first, a few hundred short
+strings where the entities' rows were thousands (a full-name word like `robert` is one
+word for 4,000 accounts), then the entities of the words kept, through the prefix index's
+equality lookup `key = word`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,21 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from social.schema import blocks, follows, users
-from social.search_schema import ENTITY_INDEX, KEYS_TABLE, WORDS_TABLE, hashtag_counts, places
-from social.search_text import index_keys, prefix_upper_bound
+from social.search_schema import (
+    ENTITY_INDEX,
+    HEAD_CHARS_MAX,
+    KEYS_TABLE,
+    VARIANTS_TABLE,
+    WORDS_TABLE,
+    hashtag_counts,
+    places,
+)
+from social.search_text import (
+    VARIANT_WORD_CHARS_MAX,
+    index_keys,
+    prefix_upper_bound,
+    variants,
+)
 
 KIND_CODES: Final = {"accounts": 1, "hashtags": 2, "places": 3}
 # kind -> (source table, its id column, the count popularity is measured by)
@@ -113,10 +127,11 @@ async def put(
 
 
 async def _add_words(conn: AsyncConnection, code: int, found: list[str]) -> None:
-    """The words among `found` that the kind's vocabulary lacks (SQLite's trigger indexes
-    their trigrams)."""
+    """The words among `found` that the kind's vocabulary lacks, and their variants
+    (search_text.variants; the same rows search_schema.create_words_table makes)."""
     if not found:
         return
+    pairs = [(v, w) for w in found if len(w) <= VARIANT_WORD_CHARS_MAX for v in variants(w)]
     if conn.dialect.name == "postgresql":
         await conn.execute(
             sa.text(
@@ -125,10 +140,22 @@ async def _add_words(conn: AsyncConnection, code: int, found: list[str]) -> None
             ),
             {"kind": code, "words": found},
         )
+        await conn.execute(
+            sa.text(
+                f"INSERT INTO {VARIANTS_TABLE} (kind, variant, word) SELECT :kind, v, w"
+                " FROM unnest(CAST(:variants AS TEXT[]), CAST(:words AS TEXT[])) AS u(v, w)"
+                " ON CONFLICT DO NOTHING"
+            ),
+            {"kind": code, "variants": [v for v, _ in pairs], "words": [w for _, w in pairs]},
+        )
         return
     await conn.exec_driver_sql(
         f"INSERT OR IGNORE INTO {WORDS_TABLE} (kind, word) VALUES (?, ?)",
         [(code, w) for w in found],
+    )
+    await conn.exec_driver_sql(
+        f"INSERT OR IGNORE INTO {VARIANTS_TABLE} (kind, variant, word) VALUES (?, ?, ?)",
+        [(code, v, w) for v, w in pairs],
     )
 
 
@@ -151,7 +178,7 @@ async def popularity_changed(conn: AsyncConnection, kind: str, entity_ids: Seque
 
 
 def prefix_query(
-    kind: str, *, limit: int, followed: bool, by_words: bool, dialect: str
+    kind: str, *, limit: int, followed: bool, chars: int, dialect: str
 ) -> sa.TextualSelect:
     """The `limit` most popular entities with a key starting with the bound parameter
     `q` (its upper bound `q_end`), an exact key first (column entity_id). One row per
@@ -161,13 +188,17 @@ def prefix_query(
       viewer's follows, each one's keys in the range through the entity index (kind,
       entity_id, key): a few hundred index seeks whatever the range holds (reading the
       range and keeping the followed took 2-3 ms for `ro`, 16,000 keys).
-    - `by_words`: the range of distinct words (search_words) first, then of each word its
+    - `chars` (the length of `q`) up to HEAD_CHARS_MAX: the keys whose first `chars`
+      characters are `q`, walked in popularity order by the head index of that length
+      (search_schema: (kind, substr(key, 1, n), popularity DESC, entity_id)), stopping at
+      `limit`, and the exact key by equality: a short prefix spans thousands of keys
+      (`ma`: 18,367 accounts' keys, 7.5 ms on PostgreSQL to read and sort them) and
+      thousands of words (`qui`: 3,230, 11.7 ms word by word).
+    - longer: the range of distinct words (search_words) first, then of each word its
       `limit` most popular keys by equality: a full-name word is one word for thousands of
-      keys (`marga`: 25 words for 8,030 keys, 0.2 ms instead of 1.0 ms), but a short
-      prefix spans thousands of words of one key each, where the plain range is cheaper
-      (`ka`: 3,255 words, 3.4 ms instead of 0.5 ms). SQLite: each word's keys bounded by
-      the popularity of its limit-th (an index range), PostgreSQL: LATERAL ... LIMIT.
-    - else the range itself, from the covering index alone."""
+      keys (`marga`: 25 words for 8,030 keys, 0.2 ms instead of 1.0 ms). SQLite: each
+      word's keys bounded by the popularity of its limit-th (an index range), PostgreSQL:
+      LATERAL ... LIMIT."""
     code = KIND_CODES[kind]
     order = (
         " ORDER BY CASE WHEN k.key = :q THEN 1 ELSE 0 END DESC, k.popularity DESC,"
@@ -191,7 +222,16 @@ def prefix_query(
                 f" AND k.kind = {code} AND k.entity_id = f.followee_id"
                 " AND k.key >= :q AND k.key < :q_end"
             )
-    elif by_words:
+    elif chars <= HEAD_CHARS_MAX:
+        sql = (
+            "SELECT k.entity_id FROM (SELECT entity_id, key, popularity FROM (SELECT"
+            f" entity_id, key, popularity FROM {KEYS_TABLE} WHERE kind = {code}"
+            f" AND key = :q ORDER BY popularity DESC LIMIT {int(limit)}) AS e UNION ALL"
+            " SELECT entity_id, key, popularity FROM (SELECT entity_id, key, popularity"
+            f" FROM {KEYS_TABLE} WHERE kind = {code} AND substr(key, 1, {int(chars)}) = :q"
+            f" ORDER BY popularity DESC, entity_id LIMIT {int(limit)}) AS h) AS k"
+        )
+    else:
         sql = (
             f"WITH w AS MATERIALIZED (SELECT word FROM {WORDS_TABLE} WHERE kind = {code}"
             " AND word >= :q AND word < :q_end)"
@@ -210,11 +250,6 @@ def prefix_query(
                 " AND f.key = w.word ORDER BY f.popularity DESC"
                 f" LIMIT 1 OFFSET {int(limit) - 1}), 0)"
             )
-    else:
-        sql = (
-            f"SELECT k.entity_id FROM {KEYS_TABLE} AS k WHERE k.kind = {code}"
-            " AND k.key >= :q AND k.key < :q_end"
-        )
     return sa.text(sql + order).columns(sa.column("entity_id", sa.BigInteger))
 
 

@@ -22,11 +22,14 @@ Index tables, one per kind (accounts, hashtags, places), keyed by the entity's i
   (social/search_keys.py draws it): each whole folded field and word, walked by the
   typeahead through a covering B-tree.
 - Both: `search_words` (kind, word), the distinct keys of every kind (a few hundred
-  full-name words stand for 100,000 accounts' keys) with a trigram index of their own:
-  typo candidates are looked for among these short words, and their entities read by the
-  keys' equality lookup (social/search_keys.py). SQLite: a table with a unique (kind,
-  word) index and an FTS5 trigram table over it (external content, kept by triggers);
-  PostgreSQL: a table keyed by (kind, word) with a GIN pg_trgm index on `word`.
+  full-name words stand for 100,000 accounts' keys), keyed by (kind, word): the words of
+  a prefix are read from it (social/search_keys.py), and typo candidates are looked for
+  among these short words, their entities then read by the keys' equality lookup.
+- Both: `search_word_variants` (kind, variant, word), keyed by all three: each word of
+  at most search_text.VARIANT_WORD_CHARS_MAX characters under itself and under every
+  string one deleted character makes of it (search_text.variants). Two words within one
+  typo share a variant, so a query's variants, looked up as B-tree prefixes, find the
+  words within one typo of it or of their beginning (social/search_variants.py).
 
 The index rows change in the same transaction as the rows they index (social/search_index.py);
 `pinhole search reindex` rebuilds them. A change is a new migration appended to MIGRATIONS.
@@ -43,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from common.db import Migration
+from social.search_text import VARIANT_WORD_CHARS_MAX
 
 COMPONENT: Final = "search"
 PLACE_NAME_CHARS_MAX: Final = 100
@@ -57,9 +61,16 @@ INDEX_TABLES: Final = {
 KEYS_TABLE: Final = "search_keys"
 # Its index by entity (kind, entity_id, key): the writes, and the keys of followed accounts.
 ENTITY_INDEX: Final = f"{KEYS_TABLE}_entity"
-# The distinct keys of every kind, and (SQLite) the FTS5 trigram table over them.
+# Its head indexes, one per length n up to this: (kind, substr(key, 1, n), popularity
+# DESC, entity_id), the most popular keys of a prefix of n characters in index order.
+HEAD_CHARS_MAX: Final = 3
+HEAD_INDEXES: Final = tuple(f"{KEYS_TABLE}_head{n}" for n in range(1, HEAD_CHARS_MAX + 1))
+# The distinct keys of every kind, and their one-deletion variants.
 WORDS_TABLE: Final = "search_words"
-WORDS_TRIGRAMS_TABLE: Final = "search_words_trgm"
+VARIANTS_TABLE: Final = "search_word_variants"
+# Version 3's trigram index of the words (SQLite: an FTS5 table; PostgreSQL: a GIN index),
+# dropped by version 4.
+_WORDS_TRIGRAMS_TABLE: Final = "search_words_trgm"
 # The SQLite FTS5 columns of each index table (PostgreSQL: entity_id, terms, doc).
 FTS_COLUMNS: Final = {
     "accounts": ("username", "full_name"),
@@ -135,59 +146,42 @@ async def create_keys_table(conn: AsyncConnection) -> None:
 
 
 async def create_words_table(conn: AsyncConnection) -> None:
-    """The distinct keys of every kind with their trigram index, filled from the prefix
-    keys in one pass (empty keys: empty words). New words then come with new keys
+    """The distinct keys of every kind and their variants, filled from the prefix keys in
+    one pass each (empty keys: empty words). New words then come with new keys
     (social/search_keys.py `put`); a word no key holds any more stays until the next
     rebuild and finds no entity."""
-    fill = (
+    pg = conn.dialect.name == "postgresql"
+    text = 'TEXT COLLATE "C"' if pg else "TEXT"
+    rowid = "" if pg else " WITHOUT ROWID"
+    await conn.exec_driver_sql(
+        f"CREATE TABLE {WORDS_TABLE} (kind SMALLINT NOT NULL, word {text} NOT NULL,"
+        f" PRIMARY KEY (kind, word)){rowid}"
+    )
+    await conn.exec_driver_sql(
         f"INSERT INTO {WORDS_TABLE} (kind, word)"
         f" SELECT DISTINCT kind, key FROM {KEYS_TABLE} ORDER BY kind, key"
     )
-    if conn.dialect.name == "postgresql":
-        trgm = await trgm_schema(conn)
-        await conn.exec_driver_sql(
-            f'CREATE TABLE {WORDS_TABLE} (kind SMALLINT NOT NULL, word TEXT COLLATE "C"'
-            " NOT NULL, PRIMARY KEY (kind, word))"
-        )
-        await conn.exec_driver_sql(fill)
-        await conn.exec_driver_sql(
-            f"CREATE INDEX {WORDS_TRIGRAMS_TABLE} ON {WORDS_TABLE}"
-            f" USING gin (word {trgm}.gin_trgm_ops)"
-        )
-        return
     await conn.exec_driver_sql(
-        f"CREATE TABLE {WORDS_TABLE} (word_id INTEGER PRIMARY KEY, kind SMALLINT NOT NULL,"
-        " word TEXT NOT NULL)"
+        f"CREATE TABLE {VARIANTS_TABLE} (kind SMALLINT NOT NULL, variant {text} NOT NULL,"
+        f" word {text} NOT NULL, PRIMARY KEY (kind, variant, word)){rowid}"
     )
-    await conn.exec_driver_sql(fill)
+    # search_text.variants in SQL: the word, and for each position i the word without
+    # its i-th character (substr counts characters on both engines, as Python does).
+    chars = int(VARIANT_WORD_CHARS_MAX)
     await conn.exec_driver_sql(
-        f"CREATE UNIQUE INDEX {WORDS_TABLE}_word ON {WORDS_TABLE} (kind, word)"
-    )
-    # External content: the words are stored once; FTS5 holds only their trigrams, built
-    # in one pass ('rebuild') and then kept by the triggers.
-    await conn.exec_driver_sql(
-        f"CREATE VIRTUAL TABLE {WORDS_TRIGRAMS_TABLE} USING fts5(word,"
-        f" content='{WORDS_TABLE}', content_rowid='word_id', tokenize='trigram')"
-    )
-    await conn.exec_driver_sql(
-        f"INSERT INTO {WORDS_TRIGRAMS_TABLE} ({WORDS_TRIGRAMS_TABLE}) VALUES ('rebuild')"
-    )
-    await conn.exec_driver_sql(
-        f"CREATE TRIGGER {WORDS_TABLE}_added AFTER INSERT ON {WORDS_TABLE} BEGIN"
-        f" INSERT INTO {WORDS_TRIGRAMS_TABLE} (rowid, word) VALUES (new.word_id, new.word);"
-        " END"
-    )
-    await conn.exec_driver_sql(
-        f"CREATE TRIGGER {WORDS_TABLE}_removed AFTER DELETE ON {WORDS_TABLE} BEGIN"
-        f" INSERT INTO {WORDS_TRIGRAMS_TABLE} ({WORDS_TRIGRAMS_TABLE}, rowid, word)"
-        " VALUES ('delete', old.word_id, old.word); END"
+        f"WITH RECURSIVE pos(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM pos WHERE i < {chars})"
+        f" INSERT INTO {VARIANTS_TABLE} (kind, variant, word)"
+        f" SELECT kind, word, word FROM {WORDS_TABLE} WHERE length(word) <= {chars}"
+        " UNION SELECT w.kind, substr(w.word, 1, p.i - 1) || substr(w.word, p.i + 1), w.word"
+        f" FROM {WORDS_TABLE} AS w JOIN pos AS p ON p.i <= length(w.word)"
+        f" WHERE length(w.word) <= {chars} ORDER BY 1, 2, 3"
     )
 
 
 async def drop_words_table(conn: AsyncConnection) -> None:
-    """The words and their trigram index (with their triggers)."""
-    for table in (WORDS_TRIGRAMS_TABLE, WORDS_TABLE):
-        if conn.dialect.name == "postgresql" and table == WORDS_TRIGRAMS_TABLE:
+    """The words and their variants (and version 3's trigram index of the words)."""
+    for table in (_WORDS_TRIGRAMS_TABLE, VARIANTS_TABLE, WORDS_TABLE):
+        if conn.dialect.name == "postgresql" and table == _WORDS_TRIGRAMS_TABLE:
             continue  # an index of search_words there, dropped with it
         await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
 
@@ -201,6 +195,14 @@ def _keys_indexes() -> list[tuple[str, str]]:
         (
             ENTITY_INDEX,
             f"CREATE INDEX {ENTITY_INDEX} ON {KEYS_TABLE} (kind, entity_id, key)",
+        ),
+        *(
+            (
+                name,
+                f"CREATE INDEX {name} ON {KEYS_TABLE}"
+                f" (kind, substr(key, 1, {n}), popularity DESC, entity_id)",
+            )
+            for n, name in enumerate(HEAD_INDEXES, start=1)
         ),
     ]
 
@@ -311,6 +313,16 @@ async def _v3(conn: AsyncConnection) -> None:
             await conn.exec_driver_sql(create)
 
 
+async def _v4(conn: AsyncConnection) -> None:
+    # The words again, without the trigram index, and their variants; the keys' head
+    # indexes (a new database's version 2 made them already).
+    await drop_words_table(conn)
+    await create_words_table(conn)
+    for name, create in _keys_indexes():
+        if name in HEAD_INDEXES:
+            await conn.exec_driver_sql(create.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS"))
+
+
 MIGRATIONS: Final = (
     Migration(1, "places, post places, hashtag counts and the search index", _v1),
     Migration(2, "the prefix keys of the search index (search_keys)", _v2),
@@ -319,5 +331,11 @@ MIGRATIONS: Final = (
         "the distinct words of the prefix keys with a trigram index (search_words); the keys'"
         " entity index covers the key",
         _v3,
+    ),
+    Migration(
+        4,
+        "typo candidates from one-deletion variants of the words (search_word_variants)"
+        " instead of the words' trigram index; the prefix keys' head indexes",
+        _v4,
     ),
 )

@@ -140,48 +140,6 @@ def index_keys(fields: tuple[str, ...]) -> tuple[str, ...]:
 # Keys per entity (a name, a full name and their words; more words are not prefix-indexed
 # but stay substring-searchable).
 INDEX_KEYS_MAX: Final = 12
-# A typo skips this many query characters at one place: a substitution, an insertion or a
-# deletion changes one, a swap of neighbours two.
-TYPO_SKIP_CHARS: Final = 2
-# The characters an alternative of typo_pieces keeps at least, in words long enough to
-# keep them: one trigram alone matches many names (a 3-letter piece: 2,080 of 100,000
-# accounts, against 143 to 286 for 4 letters), which the order of the pieces then filters.
-TYPO_PIECES_CHARS_MIN: Final = TRIGRAM_CHARS + 1
-
-
-def typo_pieces(query: str) -> tuple[tuple[str, ...], ...]:
-    """What a name within one typo of a query word must contain, as alternatives: for each
-    place a typo may be, the word's characters before it and after the next
-    TYPO_SKIP_CHARS, in this order (empty pieces left out). An alternative is kept when
-    one of its pieces has a trigram (an index can look it up) and it keeps
-    TYPO_PIECES_CHARS_MIN characters (fewer in a word too short to); the alternatives
-    of all query words are pooled (ranking checks every word)."""
-    found: dict[tuple[str, ...], None] = {}
-    for w in words(query):
-        kept_min = min(TYPO_PIECES_CHARS_MIN, len(w) - TYPO_SKIP_CHARS)
-        for i in range(max(len(w) - TYPO_SKIP_CHARS + 1, 1)):
-            pieces = tuple(p for p in (w[:i], w[i + TYPO_SKIP_CHARS :]) if p)
-            if any(len(p) >= TRIGRAM_CHARS for p in pieces) and sum(map(len, pieces)) >= kept_min:
-                found[pieces] = None
-    return tuple(found)
-
-
-def fts_typo_match(query: str) -> str | None:
-    """An FTS5 MATCH string for rows holding the pieces of a trigram or more of one of
-    typo_pieces(query) (None when there is none); like_typo_patterns checks the rest."""
-    alternatives = dict.fromkeys(
-        " AND ".join(fts_phrase(p) for p in pieces if len(p) >= TRIGRAM_CHARS)
-        for pieces in typo_pieces(query)
-    )
-    if not alternatives:
-        return None
-    return " OR ".join(f"({a})" for a in alternatives)
-
-
-def like_typo_patterns(query: str) -> list[str]:
-    """LIKE patterns (escape character backslash) for text holding the pieces of one of
-    typo_pieces(query) in order."""
-    return ["%" + "%".join(_like_escape(p) for p in pieces) + "%" for pieces in typo_pieces(query)]
 
 
 def prefix_tsquery(query: str) -> str | None:
@@ -199,6 +157,20 @@ def _like_escape(text: str) -> str:
 def like_pattern(text: str) -> str:
     """A LIKE pattern (escape character backslash) for `text` as a substring."""
     return f"%{_like_escape(text)}%"
+
+
+# Words with one-character-deletion variants (social/search_variants.py); a longer word is
+# found by its prefixes and substrings only.
+VARIANT_WORD_CHARS_MAX: Final = 40
+
+
+def variants(word: str) -> tuple[str, ...]:
+    """The word and each string it gives with one character deleted, distinct, the word
+    first. Two words within one typo of each other (an insertion, a deletion, a
+    substitution or a swap of neighbours) share a variant; so do a word being typed and
+    the beginning of a word within one typo of it (search_variants walks each variant as
+    a prefix)."""
+    return tuple(dict.fromkeys((word, *(word[:i] + word[i + 1 :] for i in range(len(word))))))
 
 
 def prefix_upper_bound(prefix: str) -> str:

@@ -102,6 +102,8 @@ async def test_typeahead_by_prefix_typo_missing_letter_and_full_name(
     assert await names(search, viewer, "@Margaret") == [margaret]
     assert (await names(search, viewer, "margret"))[0] == margaret  # missing letter
     assert (await names(search, viewer, "margaert"))[0] == margaret  # swapped letters
+    assert (await names(search, viewer, "margra"))[0] == margaret  # a swap, still typing
+    assert (await names(search, viewer, "maegar"))[0] == margaret  # a substitution, typing
     assert (await names(search, viewer, "aurelius"))[0] == marcus  # full name
     assert await names(search, viewer, "theodora") == [theo]  # accent folded
     assert (await names(search, viewer, "theodra quin"))[0] == theo  # typos in both words
@@ -191,30 +193,25 @@ async def _words(db: Database) -> set[str]:
         return {str(r[0]) for r in rows}
 
 
-async def _trigram_words(db: Database, piece: str) -> set[str]:
-    """The words the trigram index finds holding `piece` (3+ letters)."""
+async def _variant_words(db: Database, variant: str) -> set[str]:
+    """The words filed under `variant` (social/search_variants.py)."""
     async with db.snapshot() as conn:
-        if conn.dialect.name == "postgresql":
-            found = await conn.exec_driver_sql(
-                f"SELECT word FROM {search_schema.WORDS_TABLE} WHERE word LIKE '%{piece}%'"
-            )
-        else:
-            table = search_schema.WORDS_TRIGRAMS_TABLE
-            found = await conn.exec_driver_sql(
-                f"SELECT w.word FROM {table} JOIN {search_schema.WORDS_TABLE} AS w"
-                f" ON w.word_id = {table}.rowid WHERE {table} MATCH '\"{piece}\"'"
-            )
+        found = await conn.execute(
+            sa.text(f"SELECT word FROM {search_schema.VARIANTS_TABLE} WHERE variant = :v"),
+            {"v": variant},
+        )
         return {str(r[0]) for r in found}
 
 
 async def test_typo_words_commit_with_their_keys(db: Database, ids: IdGenerator) -> None:
     """The vocabulary typo candidates come from (search_words) gains a new key's words in
     the key's transaction, loses nothing a rolled-back one did not add, and is rebuilt
-    whole by a rebuild (its trigram index too)."""
+    whole by a rebuild (its one-deletion variants too)."""
     viewer = await make(db, ids, "viewer")
     target = await make(db, ids, "zephyrine_q", "Odalys Brightwater")
     assert {"zephyrine_q", "zephyrine", "odalys brightwater", "brightwater"} <= await _words(db)
-    assert await _trigram_words(db, "ghtwat") == {"brightwater", "odalys brightwater"}
+    assert await _variant_words(db, "brigtwater") == {"brightwater"}
+    assert await _variant_words(db, "odalys brightwatr") == {"odalys brightwater"}
     search = Search(db, SearchConfig())
     assert await names(search, viewer, "zephryine") == [target]  # a swap, through the words
     assert await names(search, viewer, "brigthwater") == [target]
@@ -226,6 +223,7 @@ async def test_typo_words_commit_with_their_keys(db: Database, ids: IdGenerator)
             await search_index.account_changed(conn, target)
             raise RuntimeError("undone")
     assert "quillon" not in await _words(db)
+    assert await _variant_words(db, "quillo") == set()
     async with db.transaction() as conn:
         await search_schema.drop_index_tables(conn)
         await search_schema.create_index_tables(conn)
@@ -233,15 +231,20 @@ async def test_typo_words_commit_with_their_keys(db: Database, ids: IdGenerator)
     async with db.transaction() as conn:
         await search_index.rebuild(conn)
     assert "brightwater" in await _words(db)
-    assert await _trigram_words(db, "phyr") == {"zephyrine_q", "zephyrine"}
+    assert await _variant_words(db, "zphyrine") == {"zephyrine"}
+    assert await _variant_words(db, "zephyrine_q") == {"zephyrine_q"}
     assert await names(search, viewer, "zephryine") == [target]
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
-async def test_version_2_gains_the_words_on_upgrade(engine: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [2, 3])
+async def test_older_versions_gain_the_words_and_variants_on_upgrade(
+    engine: str, version: int, tmp_path: Path
+) -> None:
     """A database at search version 2 (prefix keys, no words, the keys' entity index
-    without the key) is brought to version 3: the words of its keys and their trigram
-    index, the entity index with the key; typos are found through them."""
+    without the key) or 3 (the words with a trigram index, no variants) is brought to
+    version 4: the words of its keys and their variants, no trigram index, the entity
+    index with the key, the keys' head indexes; typos are found through them."""
     async with contextlib.AsyncExitStack() as stack:
         if engine == "sqlite":
             db = await open_database(tmp_path / "meta.sqlite3")
@@ -250,21 +253,51 @@ async def test_version_2_gains_the_words_on_upgrade(engine: str, tmp_path: Path)
         stack.push_async_callback(db.close)
         for component in (media_schema, social_schema):
             await migrate(db, component.COMPONENT, component.MIGRATIONS)
-        await migrate(db, search_schema.COMPONENT, search_schema.MIGRATIONS[:2])
+        await migrate(db, search_schema.COMPONENT, search_schema.MIGRATIONS[:version])
         ids = IdGenerator(1)
         viewer = await make(db, ids, "viewer")
         target = await make(db, ids, "quentin_okafor", "Quentin Okafor")
-        async with db.transaction() as conn:  # as version 2 left it
+        words = search_schema.WORDS_TABLE
+        async with db.transaction() as conn:  # as that version left it
             await search_schema.drop_words_table(conn)
-            await conn.exec_driver_sql(f"DROP INDEX {search_schema.ENTITY_INDEX}")
-            await conn.exec_driver_sql(
-                f"CREATE INDEX {search_schema.ENTITY_INDEX}"
-                f" ON {search_schema.KEYS_TABLE} (kind, entity_id)"
-            )
-        assert await migrate(db, search_schema.COMPONENT, search_schema.MIGRATIONS) == [3]
+            if version == 2:
+                await conn.exec_driver_sql(f"DROP INDEX {search_schema.ENTITY_INDEX}")
+                await conn.exec_driver_sql(
+                    f"CREATE INDEX {search_schema.ENTITY_INDEX}"
+                    f" ON {search_schema.KEYS_TABLE} (kind, entity_id)"
+                )
+            elif engine == "sqlite":
+                await conn.exec_driver_sql(
+                    f"CREATE TABLE {words} (word_id INTEGER PRIMARY KEY,"
+                    " kind SMALLINT NOT NULL, word TEXT NOT NULL)"
+                )
+                await conn.exec_driver_sql(
+                    f"CREATE VIRTUAL TABLE search_words_trgm USING fts5(word,"
+                    f" content='{words}', content_rowid='word_id', tokenize='trigram')"
+                )
+            else:
+                await conn.exec_driver_sql(
+                    f'CREATE TABLE {words} (kind SMALLINT NOT NULL, word TEXT COLLATE "C"'
+                    " NOT NULL, PRIMARY KEY (kind, word))"
+                )
+                await conn.exec_driver_sql(
+                    f"CREATE INDEX search_words_trgm ON {words}"
+                    " USING gin (word public.gin_trgm_ops)"
+                )
+        upgraded = await migrate(db, search_schema.COMPONENT, search_schema.MIGRATIONS)
+        assert upgraded == list(range(version + 1, len(search_schema.MIGRATIONS) + 1))
         assert {"quentin_okafor", "quentin", "okafor", "quentin okafor"} <= await _words(db)
-        assert await _trigram_words(db, "kafo") == {"okafor", "quentin okafor", "quentin_okafor"}
-        assert search_schema.ENTITY_INDEX in await _index_names_of(db)
+        assert await _variant_words(db, "okafr") == {"okafor"}
+        assert await _variant_words(db, "quentin okafor") == {"quentin okafor"}
+        names_now = await _index_names_of(db)
+        assert {search_schema.ENTITY_INDEX, *search_schema.HEAD_INDEXES} <= names_now
+        assert "search_words_trgm" not in names_now
+        if engine == "sqlite":
+            async with db.snapshot() as conn:
+                tables = await conn.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE name LIKE 'search_words_trgm%'"
+                )
+                assert tables.all() == []
         search = Search(db, SearchConfig())
         assert await names(search, viewer, "quentni") == [target]  # a swap
         assert await names(search, viewer, "okafro") == [target]
@@ -318,7 +351,7 @@ async def test_a_shared_word_gives_its_most_popular_and_followed_accounts(
     assert found[0] == friend and set(found) == set(crowd[:10])
 
 
-def test_index_keys_and_typo_pieces() -> None:
+def test_index_keys_and_variants() -> None:
     assert search_text.index_keys(("margaret_hill", "margaret hill")) == (
         "margaret_hill",
         "margaret hill",
@@ -326,13 +359,8 @@ def test_index_keys_and_typo_pieces() -> None:
         "hill",
     )
     assert search_text.index_keys(("", "")) == ()
-    pieces = search_text.typo_pieces("margret")
-    # One alternative per place of the typo: here "margaret" keeps "mar" ... "et".
-    assert ("mar", "et") in pieces and ("m", "gret") in pieces
-    assert all(any(len(p) >= 3 for p in alternative) for alternative in pieces)
-    assert search_text.typo_pieces("jonh") == ()  # no piece of 3 letters survives
-    assert "%m%gret%" in search_text.like_typo_patterns("margret")
-    assert search_text.fts_typo_match("jonh") is None
+    assert search_text.variants("abca") == ("abca", "bca", "aca", "aba", "abc")
+    assert search_text.variants("aab") == ("aab", "ab", "aa")  # distinct
 
 
 def _osa_reference(a: str, b: str) -> int:
@@ -353,6 +381,73 @@ def test_edit_distance_is_osa(a: str, b: str, cutoff: int) -> None:
     assert search_text.edit_distance(a, b) == exact
     assert search_text.edit_distance(a, b, cutoff=cutoff) == min(exact, cutoff + 1)
     assert search_text.edit_distance("ca", "abc") == 3  # OSA, not Damerau: no edit of a swap
+
+
+@given(st.text("abcdé", min_size=1, max_size=9), st.text("abcdé", max_size=9))
+def test_strings_within_one_typo_share_a_variant(a: str, b: str) -> None:
+    """search_variants' rule: within one typo (OSA), whole or as a beginning, a variant is
+    shared, or (a word being typed) one of the query's is the beginning of one of the
+    word's."""
+    word = a + b
+    query = a  # the beginning of `word`, then one typo made in it
+    for i in range(len(query) + 1):
+        for typo in (
+            query[:i] + "x" + query[i:],  # an insertion
+            query[:i] + query[i + 1 :],  # a deletion
+            query[:i] + "x" + query[i + 1 :],  # a substitution
+            query[:i] + query[i + 1 : i + 2] + query[i : i + 1] + query[i + 2 :],  # a swap
+        ):
+            if not typo or _osa_reference(typo, query) > 1:
+                continue
+            if not b:  # the whole word: a shared variant
+                assert set(search_text.variants(typo)) & set(search_text.variants(word))
+            assert any(
+                w.startswith(v)
+                for v in search_text.variants(typo)
+                for w in search_text.variants(word)
+            ), (typo, word)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_the_rebuilt_variants_are_the_words_variants(engine: str, tmp_path: Path) -> None:
+    """The variants a rebuild makes in SQL are search_text.variants of every word, the
+    characters counted as Python counts them (folded accents and all); those a new key
+    adds are the same."""
+    async with contextlib.AsyncExitStack() as stack:
+        if engine == "sqlite":
+            db = await open_database(tmp_path / "meta.sqlite3")
+        else:
+            db = await open_database(PG_URL, schema=await stack.enter_async_context(pg_schema()))
+        stack.push_async_callback(db.close)
+        for component in (media_schema, social_schema, search_schema):
+            await migrate(db, component.COMPONENT, component.MIGRATIONS)
+        ids = IdGenerator(1)
+        await make(db, ids, "soren_a", "Søren Ångströmsson")
+        await make(db, ids, "xena", "Ab " + "x" * 45)
+
+        async def stored() -> set[tuple[str, str]]:
+            async with db.snapshot() as conn:
+                rows = await conn.execute(
+                    sa.text(f"SELECT variant, word FROM {search_schema.VARIANTS_TABLE}").columns(
+                        sa.column("variant", sa.String), sa.column("word", sa.String)
+                    )
+                )
+                return {(str(v), str(w)) for v, w in rows.all()}
+
+        added = await stored()
+        expected = {
+            (v, w)
+            for w in await _words(db)
+            if len(w) <= search_text.VARIANT_WORD_CHARS_MAX
+            for v in search_text.variants(w)
+        }
+        assert added == expected
+        assert ("sren angstromsson", "søren angstromsson") in added  # ø is one character
+        assert "x" * 45 in await _words(db)
+        assert all(w != "x" * 45 for _, w in added)  # too long for variants
+        async with db.transaction() as conn:
+            await search_index.rebuild(conn)
+        assert await stored() == expected
 
 
 async def test_engaged_accounts_rank_before_others(db: Database, ids: IdGenerator) -> None:
