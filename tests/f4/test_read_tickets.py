@@ -414,6 +414,16 @@ def test_ticket_documents_are_checked_before_use() -> None:
     ticket = read_ticket.parse(good)
     assert (ticket.length, ticket.cut_start, ticket.cut_length) == (100, 10, 50)
     doc = json.loads(good)
+    assert good == json.dumps(doc, separators=(",", ":")).encode()  # compact JSON, in order
+    assert doc == {
+        "v": 1, "url": doc["url"], "length": 100, "cut": [10, 50], "key": "00" * 32,
+        "nonce": "00" * 12,
+    }  # fmt: skip
+    quoted = read_ticket.issue(
+        b"k" * 32, base_url='http://h"\\x', node="n00", block="v1.s0.b0.blk",
+        offset=0, length=100, cut=(10, 50), secret=bytes(32), nonce=bytes(12), now=0.0,
+    )  # fmt: skip
+    assert json.loads(quoted)["url"].startswith('http://h"\\x/b/n00/')  # escaped, not broken
     for change in (
         {"v": 2},
         {"cut": [60, 50]},
