@@ -139,15 +139,13 @@ def issue(
         f"{base_url}/b/{node}/{block}?offset={offset}&length={length}&checked=1"
         f"&expires={expires}&ticket={sig}"
     )
-    doc = {
-        "v": VERSION,
-        "url": url,
-        "length": length,
-        "cut": list(cut),
-        "key": secret.hex(),
-        "nonce": nonce.hex(),
-    }
-    return json.dumps(doc, separators=(",", ":")).encode()
+    # The bytes json.dumps(..., separators=(",", ":")) writes for the document, formatted
+    # here (a quarter of its cost, on every ticket): only the URL needs JSON's escaping.
+    start, count = cut
+    return (
+        f'{{"v":{VERSION},"url":{json.dumps(url)},"length":{length:d},'
+        f'"cut":[{start:d},{count:d}],"key":"{secret.hex()}","nonce":"{nonce.hex()}"}}'
+    ).encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,6 +114,8 @@ class NodeDisks:
         for n in self.nodes:
             if not node_name_ok(n):
                 raise ValueError(f"node name {n!r}: letters, digits, '-', '_', '.' only")
+        # Each served node's directory as a path string ending in "/", for the reads.
+        self._prefixes = {n: f"{self.root / n}/" for n in self.nodes}
         self._uploads: dict[str, _Upload] = {}
         self._lock = threading.Lock()
 
@@ -126,13 +128,18 @@ class NodeDisks:
     def directory(self, node: str) -> Path:
         """The node's directory; NodeNotServed / NodeUnreachable."""
         if node not in self.nodes:
-            if not node_name_ok(node):
-                raise BadObjectName(f"{node!r} is not a node name")
-            raise NodeNotServed(f"node {node} is not served here")
+            raise self._unserved(node)
         d = self.root / node
         if not d.is_dir():
             raise NodeUnreachable(f"node {node}: its directory {d} is gone")
         return d
+
+    @staticmethod
+    def _unserved(node: str) -> BadObjectName | NodeNotServed:
+        """What asking for a node this process does not serve raises."""
+        if not node_name_ok(node):
+            return BadObjectName(f"{node!r} is not a node name")
+        return NodeNotServed(f"node {node} is not served here")
 
     def _path(self, node: str, name: str) -> Path:
         if not object_name_ok(name):
@@ -160,11 +167,16 @@ class NodeDisks:
             sums = sidecar_of(block)
         except ValueError:
             raise BadBlockRequest(f"{block!r}: only a block's range is read checked") from None
+        directory = self._prefixes.get(node)
+        if directory is None:
+            raise self._unserved(node)
+        if not object_name_ok(block):
+            raise BadObjectName(f"{block!r} is not an f4 object name")
         label = f"{node}/{block}"
-        # One directory check and one name check for both files (the sidecar's name is
-        # made from the block's), plain string paths: this runs once per read.
-        directory = f"{self._path(node, block).parent}/"
 
+        # Plain string paths and no directory check up front: this runs once per read.
+        # A missing file sends the reader to its directory, so a lost disk is still
+        # NodeUnreachable and not ObjectMissing.
         def cached(name: str, at: int, n: int) -> bytearray:
             return read_cached(directory + name, label, at, n, ObjectMissing)
 
@@ -172,9 +184,13 @@ class NodeDisks:
             return read_exact(directory + name, label, at, n, ObjectMissing)
 
         rest = (functools.partial(self.size, node), block, sums, offset, length)
-        if nowait:
-            return sidecar.read_checked(cached, *rest)
-        return sidecar.read_checked(blocking, *rest)
+        try:
+            if nowait:
+                return sidecar.read_checked(cached, *rest)
+            return sidecar.read_checked(blocking, *rest)
+        except ObjectMissing:
+            self.directory(node)  # NodeUnreachable when the directory is gone
+            raise
 
     def read_whole(self, node: str, name: str) -> bytes:
         path = self._path(node, name)

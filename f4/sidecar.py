@@ -15,6 +15,7 @@ load: scrub, rebuild).
 from __future__ import annotations
 
 import array
+import itertools
 import struct
 import sys
 from collections.abc import Callable, Iterable
@@ -38,6 +39,8 @@ assert array.array("Q").itemsize == SUM_BYTES  # sums are packed through an arra
 
 Buffer = bytes | bytearray | memoryview
 B = TypeVar("B", bytes, bytearray)
+
+_xxh3: Final = xxhash.xxh3_64_intdigest
 
 
 def chunk_count(block_length: int, chunk_bytes: int = CHUNK_BYTES) -> int:
@@ -133,15 +136,45 @@ def parse_sums(raw: Buffer) -> tuple[int, ...]:
     return struct.unpack(f"<{len(raw) // SUM_BYTES}Q", raw)
 
 
+def chunk_sums(data: Buffer, chunk_bytes: int = CHUNK_BYTES) -> list[int]:
+    """The xxh3_64 of each chunk of `data` (the last may be short): one C call per chunk
+    through `map`, no Python loop body (this runs on every checked read)."""
+    view = memoryview(data)
+    return list(map(_xxh3, [view[i : i + chunk_bytes] for i in range(0, len(view), chunk_bytes)]))
+
+
 def check_sums(data: Buffer, offset: int, sums: Iterable[int], chunk_bytes: int) -> None:
+    """Raises BlockCorrupt unless every chunk of `data`, read at block offset `offset`
+    (chunk-aligned), matches its sum in `sums` (which may go on past the data)."""
     if offset % chunk_bytes:
         raise ValueError("checked reads start on a chunk boundary")
-    view = memoryview(data)
-    expected = iter(sums)
-    for i in range(0, len(view), chunk_bytes):
-        want = next(expected, None)
-        if want is None or xxhash.xxh3_64_intdigest(view[i : i + chunk_bytes]) != want:
-            raise BlockCorrupt(f"checksum mismatch in the chunk at block offset {offset + i}")
+    got = chunk_sums(data, chunk_bytes)
+    want = list(itertools.islice(sums, len(got)))
+    if got != want:
+        _raise_first_mismatch(got, want, offset, chunk_bytes)
+
+
+def check_packed(data: Buffer, offset: int, packed: Buffer, chunk_bytes: int) -> None:
+    """check_sums against sums as the sidecar stores them (`pack_sums`: little-endian
+    u64s, back to back, one per chunk of `data` exactly): the chunks' sums are packed and
+    compared as bytes, not unpacked into ints one by one."""
+    if offset % chunk_bytes:
+        raise ValueError("checked reads start on a chunk boundary")
+    got = chunk_sums(data, chunk_bytes)
+    if pack_sums(got) != packed:
+        whole = len(packed) - len(packed) % SUM_BYTES
+        _raise_first_mismatch(
+            got, list(parse_sums(memoryview(packed)[:whole])), offset, chunk_bytes
+        )
+
+
+def _raise_first_mismatch(got: list[int], want: list[int], offset: int, chunk_bytes: int) -> None:
+    for i, digest in enumerate(got):
+        if i >= len(want) or want[i] != digest:
+            raise BlockCorrupt(
+                f"checksum mismatch in the chunk at block offset {offset + i * chunk_bytes}"
+            )
+    raise BlockCorrupt(f"{len(want)} sums for {len(got)} chunks at block offset {offset}")
 
 
 def checked_read_bytes(offset: int, length: int) -> int:
@@ -173,5 +206,5 @@ def read_checked(
     sums_at, sums_length = sums_range(first, count)
     sums = read_range(sidecar, sums_at, sums_length)
     data = read_range(block, offset, length)
-    check_sums(data, offset, parse_sums(sums), CHUNK_BYTES)
+    check_packed(data, offset, sums, CHUNK_BYTES)
     return data

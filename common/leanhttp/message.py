@@ -164,16 +164,31 @@ class Request:
         self._params: dict[str, str] | None = None
 
     def query_params(self) -> dict[str, str]:
-        """Query string parsed with ``urllib.parse.parse_qsl`` (percent-decoded, blank values
-        kept, the last of repeated keys wins). Parsed on first call and cached."""
+        """Query string parsed as by ``urllib.parse.parse_qsl`` (percent-decoded, blank
+        values kept, the last of repeated keys wins; `parse_query`). Parsed on first call
+        and cached."""
         params = self._params
         if params is None:
-            params = self._params = dict(parse_qsl(self.query, keep_blank_values=True))
+            params = self._params = parse_query(self.query)
         return params
 
     def __repr__(self) -> str:
         query = f"?{self.query}" if self.query else ""
         return f"<Request {self.method} {self.path}{query} HTTP/{self.http_version}>"
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """``dict(parse_qsl(query, keep_blank_values=True))``. A query with nothing to decode
+    (no '%', no '+': the internal hops' signed URLs) is split here, which costs a third of
+    what parse_qsl's general path does; the answer is the same."""
+    if "%" in query or "+" in query:
+        return dict(parse_qsl(query, keep_blank_values=True))
+    params: dict[str, str] = {}
+    for field in query.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            params[name] = value
+    return params
 
 
 @dataclass(slots=True)

@@ -13,10 +13,13 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 import aiohttp
 import pytest
 import uvloop
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from common.leanhttp import (
     HttpLimits,
@@ -27,6 +30,7 @@ from common.leanhttp import (
     error_response,
     json_response,
 )
+from common.leanhttp.message import parse_query
 
 # A stuck test fails on its own instead of holding the suite for the global timeout.
 pytestmark = pytest.mark.timeout(30)
@@ -1173,3 +1177,14 @@ async def test_pipelined_bodies_behind_a_pending_handler_are_bounded(
         release.set()
         sender.cancel()
     assert server.statistics().requests_total == 21
+
+
+# --------------------------------------------------------------------------- query strings
+
+
+@given(st.text(alphabet="ab=&%+2Fé ;", max_size=40))
+@example("offset=1024&length=102400&checked=1&expires=1765100000&ticket=AbCd-_9w")
+@example("a=1&a=2&&b&=c&d==e")
+@example("a=%2F+b&c=%zz")
+def test_parse_query_answers_what_parse_qsl_answers(query: str) -> None:
+    assert parse_query(query) == dict(parse_qsl(query, keep_blank_values=True))

@@ -74,6 +74,18 @@ def test_sidecar_round_trip_and_corruption() -> None:
     sc.check(bytes(bad[:2048]))  # the damaged chunk is not read
     with pytest.raises(BlockCorrupt):
         sc.check(bytes(bad[2048:3072]), 2048)
+    # As a checked read compares them: the sums as stored, packed, one per chunk.
+    packed = sidecar.pack_sums(sc.sums)
+    sidecar.check_packed(data, 0, packed, sidecar.CHUNK_BYTES)
+    sidecar.check_packed(data[1024:3072], 1024, packed[8:24], sidecar.CHUNK_BYTES)
+    with pytest.raises(BlockCorrupt, match="block offset 2048"):
+        sidecar.check_packed(bytes(bad), 0, packed, sidecar.CHUNK_BYTES)
+    with pytest.raises(BlockCorrupt):  # a sum short
+        sidecar.check_packed(data[:3072], 0, packed[:16], sidecar.CHUNK_BYTES)
+    with pytest.raises(BlockCorrupt):  # a sum too many
+        sidecar.check_packed(data[:2048], 0, packed[:24], sidecar.CHUNK_BYTES)
+    with pytest.raises(BlockCorrupt):  # more chunks than sums
+        sc.check(data + bytes(1024))
     flipped = bytearray(raw)
     flipped[30] ^= 1
     with pytest.raises(F4FormatError):

@@ -3,7 +3,6 @@ that arrive while a volume migrates, and a real `pinhole f4 name serve` process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -73,95 +72,89 @@ async def served(config: F4Config) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{server.port}"
 
 
-@contextlib.asynccontextmanager
-async def _client() -> AsyncIterator[LeanHTTPClient]:
-    client = LeanHTTPClient()
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 def _headers(purpose: Purpose) -> tuple[tuple[str, str], ...]:
     return (("Authorization", Credentials.from_secret(SECRET).header(purpose)),)
 
 
-async def test_reads_match_the_store_byte_for_byte_and_etag(served: str, blobs: Blobs) -> None:
-    async with _client() as client:
-        for (key, alt), (cookie, data) in list(blobs.items())[:20]:
-            url = f"{served}/n/{VID}/{key}/{alt}/{cookie:016x}"
-            resp = await client.request("GET", url, headers=_headers(Purpose.READ))
-            assert resp.status == 200
-            assert resp.body == data
-            assert resp.headers["etag"] == needle_etag(key, alt, cookie, data)
-            # what caches and routers run: the ETag is checked against the body
-            read = await read_from_replicas(
-                client, [served], VID, key, alt, cookie, headers=_headers(Purpose.READ),
-                timeout_s=5.0,
-            )  # fmt: skip
-            assert read.data == data and not read.bad
-        (key, alt), (cookie, data) = next(iter(blobs.items()))
+async def test_reads_match_the_store_byte_for_byte_and_etag(
+    served: str, blobs: Blobs, client: LeanHTTPClient
+) -> None:
+    for (key, alt), (cookie, data) in list(blobs.items())[:20]:
         url = f"{served}/n/{VID}/{key}/{alt}/{cookie:016x}"
-        ranged = await client.request(
-            "GET", url, headers=(*_headers(Purpose.READ), ("Range", "bytes=1-3"))
-        )
-        assert ranged.status == 206 and ranged.body == data[1:4]
-        etag = needle_etag(key, alt, cookie, data)
-        cond = await client.request(
-            "GET", url, headers=(*_headers(Purpose.READ), ("If-None-Match", etag))
-        )
-        assert cond.status == 304
+        resp = await client.request("GET", url, headers=_headers(Purpose.READ))
+        assert resp.status == 200
+        assert resp.body == data
+        assert resp.headers["etag"] == needle_etag(key, alt, cookie, data)
+        # what caches and routers run: the ETag is checked against the body
+        read = await read_from_replicas(
+            client, [served], VID, key, alt, cookie, headers=_headers(Purpose.READ),
+            timeout_s=5.0,
+        )  # fmt: skip
+        assert read.data == data and not read.bad
+    (key, alt), (cookie, data) = next(iter(blobs.items()))
+    url = f"{served}/n/{VID}/{key}/{alt}/{cookie:016x}"
+    ranged = await client.request(
+        "GET", url, headers=(*_headers(Purpose.READ), ("Range", "bytes=1-3"))
+    )
+    assert ranged.status == 206 and ranged.body == data[1:4]
+    etag = needle_etag(key, alt, cookie, data)
+    cond = await client.request(
+        "GET", url, headers=(*_headers(Purpose.READ), ("If-None-Match", etag))
+    )
+    assert cond.status == 304
 
 
-async def test_absent_deleted_and_wrong_cookie_are_one_answer(served: str, blobs: Blobs) -> None:
+async def test_absent_deleted_and_wrong_cookie_are_one_answer(
+    served: str, blobs: Blobs, client: LeanHTTPClient
+) -> None:
     (key, alt), (cookie, _) = next(iter(blobs.items()))
-    async with _client() as client:
-        read = _headers(Purpose.READ)
-        wrong = await client.request(
-            "GET", f"{served}/n/{VID}/{key}/{alt}/{cookie ^ 1:016x}", headers=read
+    read = _headers(Purpose.READ)
+    wrong = await client.request(
+        "GET", f"{served}/n/{VID}/{key}/{alt}/{cookie ^ 1:016x}", headers=read
+    )
+    absent = await client.request(
+        "GET", f"{served}/n/{VID}/{key + 99999}/{alt}/{cookie:016x}", headers=read
+    )
+    deleted = await client.request(
+        "DELETE", f"{served}/n/{VID}/{key}", headers=_headers(Purpose.WRITE)
+    )
+    assert deleted.status == 200 and b'"deleted":1' in deleted.body.replace(b" ", b"")
+    gone = await client.request("GET", f"{served}/n/{VID}/{key}/{alt}/{cookie:016x}", headers=read)
+    assert wrong.status == absent.status == gone.status == 404
+    assert wrong.body == absent.body == gone.body
+    with pytest.raises(NeedleAbsent):
+        await read_from_replicas(
+            client, [served], VID, key, alt, cookie, headers=read, timeout_s=5.0
         )
-        absent = await client.request(
-            "GET", f"{served}/n/{VID}/{key + 99999}/{alt}/{cookie:016x}", headers=read
-        )
-        deleted = await client.request(
-            "DELETE", f"{served}/n/{VID}/{key}", headers=_headers(Purpose.WRITE)
-        )
-        assert deleted.status == 200 and b'"deleted":1' in deleted.body.replace(b" ", b"")
-        gone = await client.request(
-            "GET", f"{served}/n/{VID}/{key}/{alt}/{cookie:016x}", headers=read
-        )
-        assert wrong.status == absent.status == gone.status == 404
-        assert wrong.body == absent.body == gone.body
-        with pytest.raises(NeedleAbsent):
-            await read_from_replicas(
-                client, [served], VID, key, alt, cookie, headers=read, timeout_s=5.0
-            )
-        other = await client.request(
-            "GET", f"{served}/n/{VID + 1}/{key}/{alt}/{cookie:016x}", headers=read
-        )
-        assert other.status == 404 and b"volume_not_found" in other.body
+    other = await client.request(
+        "GET", f"{served}/n/{VID + 1}/{key}/{alt}/{cookie:016x}", headers=read
+    )
+    assert other.status == 404 and b"volume_not_found" in other.body
 
 
-async def test_each_route_takes_its_own_credential(served: str, blobs: Blobs) -> None:
+async def test_each_route_takes_its_own_credential(
+    served: str, blobs: Blobs, client: LeanHTTPClient
+) -> None:
     (key, alt), (cookie, _) = next(iter(blobs.items()))
     url = f"{served}/n/{VID}/{key}/{alt}/{cookie:016x}"
-    async with _client() as client:
-        assert (await client.request("GET", url)).status == 401
-        assert (await client.request("GET", url, headers=_headers(Purpose.WRITE))).status == 401
-        no_delete = await client.request(
-            "DELETE", f"{served}/n/{VID}/{key}", headers=_headers(Purpose.READ)
-        )
-        assert no_delete.status == 401
-        assert (await client.request("GET", f"{served}/status")).status == 401
-        status = await client.request("GET", f"{served}/status", headers=_headers(Purpose.ADMIN))
-        assert status.status == 200 and b'"volumes_served":[7]' in status.body.replace(b" ", b"")
-        read = _headers(Purpose.READ)
-        bad = await client.request("GET", f"{served}/n/{VID}/x/1/00", headers=read)
-        assert bad.status == 400 and b"bad_request" in bad.body  # as a store answers
+    assert (await client.request("GET", url)).status == 401
+    assert (await client.request("GET", url, headers=_headers(Purpose.WRITE))).status == 401
+    no_delete = await client.request(
+        "DELETE", f"{served}/n/{VID}/{key}", headers=_headers(Purpose.READ)
+    )
+    assert no_delete.status == 401
+    assert (await client.request("GET", f"{served}/status")).status == 401
+    status = await client.request("GET", f"{served}/status", headers=_headers(Purpose.ADMIN))
+    assert status.status == 200 and b'"volumes_served":[7]' in status.body.replace(b" ", b"")
+    read = _headers(Purpose.READ)
+    bad = await client.request("GET", f"{served}/n/{VID}/x/1/00", headers=read)
+    assert bad.status == 400 and b"bad_request" in bad.body  # as a store answers
 
 
 async def test_a_delete_before_the_keys_exist_is_applied_by_the_migration(
-    config: F4Config, blobs: Blobs
+    config: F4Config,
+    blobs: Blobs,
+    client: LeanHTTPClient,
 ) -> None:
     """The directory delivers deletes to the cell from `begin` on, possibly before the
     migration wrote the blob's key: the tombstone makes the migration destroy it."""
@@ -182,7 +175,7 @@ async def test_a_delete_before_the_keys_exist_is_applied_by_the_migration(
         assert cell.keys.count() == len(blobs) - 1
     finally:
         cell.close()
-    async with running_name_node(config, credentials=creds) as (node, server), _client() as client:
+    async with running_name_node(config, credentials=creds) as (node, server):
         resp = await client.request(
             "GET",
             f"http://127.0.0.1:{server.port}/n/{VID}/{key}/{alt}/{cookie:016x}",
@@ -275,14 +268,16 @@ def _free_port() -> int:
 
 
 async def test_a_volume_is_served_the_moment_its_mark_exists(
-    config: F4Config, blobs: Blobs
+    config: F4Config,
+    blobs: Blobs,
+    client: LeanHTTPClient,
 ) -> None:
     """Until then readers are told the volume is not here (volume_not_found, in
     X-Pinhole-Error too), so they try another replica and never remember the blob as
     absent; once the migration wrote its mark, the very next read is served."""
     (key, alt), (cookie, data) = next(iter(blobs.items()))
     creds = Credentials.for_service(SECRET, "f4-name")
-    async with running_name_node(config, credentials=creds) as (_, server), _client() as client:
+    async with running_name_node(config, credentials=creds) as (_, server):
         base = f"http://127.0.0.1:{server.port}"
         url = f"{base}/n/{VID}/{key}/{alt}/{cookie:016x}"
         before = await client.request("GET", url, headers=_headers(Purpose.READ))
@@ -313,23 +308,24 @@ def _samples(text: bytes) -> dict[str, float]:
     }
 
 
-async def test_metrics_count_reads_absences_and_deletes(served: str, blobs: Blobs) -> None:
+async def test_metrics_count_reads_absences_and_deletes(
+    served: str, blobs: Blobs, client: LeanHTTPClient
+) -> None:
     items = list(blobs.items())
-    async with _client() as client:
-        read = _headers(Purpose.READ)
-        for (key, alt), (cookie, _) in items[:5]:
-            url = f"{served}/n/{VID}/{key}/{alt}/{cookie:016x}"
-            assert (await client.request("GET", url, headers=read)).status == 200
-        (key, alt), (cookie, _) = items[5]
-        wrong = f"{served}/n/{VID}/{key}/{alt}/{cookie ^ 1:016x}"
-        assert (await client.request("GET", wrong, headers=read)).status == 404
-        write = _headers(Purpose.WRITE)
-        gone = await client.request("DELETE", f"{served}/n/{VID}/{key}", headers=write)
-        assert gone.status == 200
-        assert (await client.request("GET", f"{served}/metrics", headers=read)).status == 401
-        resp = await client.request("GET", f"{served}/metrics", headers=_headers(Purpose.METRICS))
-        assert resp.status == 200 and resp.headers["content-type"].startswith("text/plain")
-        got = _samples(resp.body)
+    read = _headers(Purpose.READ)
+    for (key, alt), (cookie, _) in items[:5]:
+        url = f"{served}/n/{VID}/{key}/{alt}/{cookie:016x}"
+        assert (await client.request("GET", url, headers=read)).status == 200
+    (key, alt), (cookie, _) = items[5]
+    wrong = f"{served}/n/{VID}/{key}/{alt}/{cookie ^ 1:016x}"
+    assert (await client.request("GET", wrong, headers=read)).status == 404
+    write = _headers(Purpose.WRITE)
+    gone = await client.request("DELETE", f"{served}/n/{VID}/{key}", headers=write)
+    assert gone.status == 200
+    assert (await client.request("GET", f"{served}/metrics", headers=read)).status == 401
+    resp = await client.request("GET", f"{served}/metrics", headers=_headers(Purpose.METRICS))
+    assert resp.status == 200 and resp.headers["content-type"].startswith("text/plain")
+    got = _samples(resp.body)
     served_bytes = sum(len(d) for _, (_, d) in items[:5])
     assert got["pinhole_f4_name_reads_total"] == 6
     assert got["pinhole_f4_name_reads_absent_total"] == 1
@@ -346,6 +342,7 @@ async def test_metrics_count_reads_absences_and_deletes(served: str, blobs: Blob
 
 async def test_status_carries_the_heartbeat_when_there_is_a_directory(
     config: F4Config,
+    client: LeanHTTPClient,
 ) -> None:
     _migrate(config)
     creds = Credentials.for_service(SECRET, "f4-name")
@@ -353,7 +350,6 @@ async def test_status_carries_the_heartbeat_when_there_is_a_directory(
     beating = replace(config, directory_url=f"http://127.0.0.1:{_free_port()}")
     async with (
         running_name_node(beating, credentials=creds) as (_, server),
-        _client() as client,
     ):
         url = f"http://127.0.0.1:{server.port}/status"
         resp = await client.request("GET", url, headers=_headers(Purpose.ADMIN))

@@ -6,6 +6,7 @@ a lost disk, and a whole cell (migrate, degraded reads, rebuild) spread over pro
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import itertools
 import json
@@ -38,6 +39,9 @@ from f4.errors import (
     BlockMissing,
     BlockUnreachable,
     F4Error,
+    NodeNotServed,
+    NodeUnreachable,
+    ObjectMissing,
     UploadUnknown,
 )
 from f4.http_block_store import HttpBlockStore
@@ -317,6 +321,36 @@ def test_idle_uploads_expire_and_names_are_checked_first(tmp_path: Path) -> None
     with pytest.raises(BadObjectName):
         disks.begin("n00", "../n00/v1.f4idx")
     assert list(tmp_path.iterdir()) == [tmp_path / "n00"]
+
+
+@pytest.mark.parametrize("nowait", [True, False])
+def test_a_checked_read_tells_a_lost_disk_from_a_missing_block(
+    tmp_path: Path, nowait: bool
+) -> None:
+    disks = NodeDisks(tmp_path, ["n00", "n01"])
+    disks.create_directories()
+    data = random.Random(5).randbytes(10 * 1024 + 100)
+    (tmp_path / "n00" / BLOCK).write_bytes(data)
+    (tmp_path / "n00" / sidecar_of(BLOCK)).write_bytes(
+        sidecar.encode(sidecar.sums_of(data), len(data))
+    )
+    read = functools.partial(disks.read_checked, nowait=nowait)
+    assert read("n00", BLOCK, 2048, 4096) == data[2048:6144]
+    assert read("n00", BLOCK, 8192, len(data) - 8192) == data[8192:]  # up to the block's end
+    with pytest.raises(ObjectMissing):
+        read("n01", BLOCK, 0, 1024)
+    with pytest.raises(NodeNotServed):
+        read("n02", BLOCK, 0, 1024)
+    with pytest.raises(BadObjectName):
+        read("n00", "../n01/" + BLOCK, 0, 1024)
+    raw = bytearray(data)
+    raw[5000] ^= 1
+    (tmp_path / "n00" / BLOCK).write_bytes(raw)
+    with pytest.raises(BlockCorrupt, match="block offset 4096"):
+        read("n00", BLOCK, 2048, 4096)
+    shutil.rmtree(tmp_path / "n00")  # a lost disk: unreachable, not a missing block
+    with pytest.raises(NodeUnreachable):
+        read("n00", BLOCK, 0, 1024)
 
 
 # -- a cell over storage node processes ----------------------------------------------------

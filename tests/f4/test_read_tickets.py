@@ -7,7 +7,6 @@ run) and the cache node itself. Asserted on counters and bytes, never on timing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import time
@@ -118,15 +117,6 @@ async def served(
         yield Served(f"http://127.0.0.1:{server.port}", node, procs, secret, blobs)
 
 
-@contextlib.asynccontextmanager
-async def _client() -> AsyncIterator[LeanHTTPClient]:
-    client = LeanHTTPClient()
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 async def _node_counters(client: LeanHTTPClient, s: Served, name: str) -> int:
     """A storage node counter summed over the processes (their /metrics)."""
     admin = (("Authorization", Credentials.from_secret(s.secret).header(Purpose.ADMIN)),)
@@ -160,78 +150,81 @@ def _with_query(url: str, **changes: str | None) -> str:
 
 async def test_a_healthy_read_takes_a_ticket_and_the_name_node_relays_no_bytes(
     served: Served,
+    client: LeanHTTPClient,
 ) -> None:
     s = served
-    async with _client() as client:
-        for (key, alt), (cookie, data) in s.blobs.items():
-            read = await read_from_replicas(
-                client, [s.url], VID, key, alt, cookie,
-                headers=s.read_headers(), timeout_s=5.0, tickets=True,
-            )  # fmt: skip
-            assert read.data == data and read.ticketed and read.ticket_failures == 0
-            assert read.etag == needle_etag(key, alt, cookie, data)
-            assert read.served_by == s.url and not read.bad and not read.failed
-        st = s.node.statistics()
-        assert st["tickets_issued"] == len(s.blobs)
-        assert st["healthy_reads"] == st["degraded_reads"] == st["bytes_served"] == 0
-        assert await _node_counters(client, s, "tickets_accepted") == len(s.blobs)
-        assert await _node_counters(client, s, "tickets_refused") == 0
+    for (key, alt), (cookie, data) in s.blobs.items():
+        read = await read_from_replicas(
+            client, [s.url], VID, key, alt, cookie,
+            headers=s.read_headers(), timeout_s=5.0, tickets=True,
+        )  # fmt: skip
+        assert read.data == data and read.ticketed and read.ticket_failures == 0
+        assert read.etag == needle_etag(key, alt, cookie, data)
+        assert read.served_by == s.url and not read.bad and not read.failed
+    st = s.node.statistics()
+    assert st["tickets_issued"] == len(s.blobs)
+    assert st["healthy_reads"] == st["degraded_reads"] == st["bytes_served"] == 0
+    assert await _node_counters(client, s, "tickets_accepted") == len(s.blobs)
+    assert await _node_counters(client, s, "tickets_refused") == 0
 
-        # The same bytes and ETag as the full read (a reader that asks for no ticket).
-        (key, alt), (cookie, data) = next(iter(s.blobs.items()))
-        full = await read_from_replicas(
-            client, [s.url], VID, key, alt, cookie, headers=s.read_headers(), timeout_s=5.0
-        )
-        assert full.data == data and not full.ticketed
-        assert full.etag == needle_etag(key, alt, cookie, data)
-        assert s.node.statistics()["healthy_reads"] == 1
-        # A HEAD, a range or a conditional GET is answered as without the header.
-        asking = (*s.read_headers(), (read_ticket.TICKET_HEADER, read_ticket.TICKET_HEADER_VALUE))
-        ranged = await client.request(
-            "GET", s.blob_url(key, alt, cookie), headers=(*asking, ("Range", "bytes=0-1"))
-        )
-        assert ranged.status == 206 and ranged.body == data[:2]
-        assert s.node.statistics()["tickets_issued"] == len(s.blobs)
+    # The same bytes and ETag as the full read (a reader that asks for no ticket).
+    (key, alt), (cookie, data) = next(iter(s.blobs.items()))
+    full = await read_from_replicas(
+        client, [s.url], VID, key, alt, cookie, headers=s.read_headers(), timeout_s=5.0
+    )
+    assert full.data == data and not full.ticketed
+    assert full.etag == needle_etag(key, alt, cookie, data)
+    assert s.node.statistics()["healthy_reads"] == 1
+    # A HEAD, a range or a conditional GET is answered as without the header.
+    asking = (*s.read_headers(), (read_ticket.TICKET_HEADER, read_ticket.TICKET_HEADER_VALUE))
+    ranged = await client.request(
+        "GET", s.blob_url(key, alt, cookie), headers=(*asking, ("Range", "bytes=0-1"))
+    )
+    assert ranged.status == 206 and ranged.body == data[:2]
+    assert s.node.statistics()["tickets_issued"] == len(s.blobs)
 
 
 async def test_with_read_tickets_off_every_read_passes_through_the_name_node(
-    migrated: tuple[F4Config, bytes, Blobs], procs: list[NodeProcess]
+    migrated: tuple[F4Config, bytes, Blobs],
+    procs: list[NodeProcess],
+    client: LeanHTTPClient,
 ) -> None:
     config, secret, blobs = migrated
     creds = Credentials.for_service(secret, "f4-name")
     off = replace(config, read_tickets=False)
     async with running_name_node(off, credentials=creds) as (node, server):
         s = Served(f"http://127.0.0.1:{server.port}", node, procs, secret, blobs)
-        async with _client() as client:
-            for (key, alt), (cookie, data) in list(blobs.items())[:5]:
-                read = await read_from_replicas(
-                    client, [s.url], VID, key, alt, cookie,
-                    headers=s.read_headers(), timeout_s=5.0, tickets=True,
-                )  # fmt: skip
-                assert read.data == data and not read.ticketed and read.ticket_failures == 0
-            assert await _node_counters(client, s, "tickets_accepted") == 0
+        for (key, alt), (cookie, data) in list(blobs.items())[:5]:
+            read = await read_from_replicas(
+                client, [s.url], VID, key, alt, cookie,
+                headers=s.read_headers(), timeout_s=5.0, tickets=True,
+            )  # fmt: skip
+            assert read.data == data and not read.ticketed and read.ticket_failures == 0
+        assert await _node_counters(client, s, "tickets_accepted") == 0
         st = node.statistics()
         assert st["tickets_issued"] == 0 and st["healthy_reads"] == 5
 
 
-async def test_the_cache_reads_a_migrated_volume_on_tickets(served: Served) -> None:
+async def test_the_cache_reads_a_migrated_volume_on_tickets(
+    served: Served, client: LeanHTTPClient
+) -> None:
     s = served
     creds = Credentials.for_service(s.secret, "cache")
-    async with _client() as client:
-        cache = CacheNode(CacheConfig(node_id="c1"), credentials=creds, client=client)
-        try:
-            for (key, alt), (cookie, data) in list(s.blobs.items())[:5]:
-                got = await cache.fetch((VID, key, alt, cookie), [s.url], admit=False)
-                assert got.data == data and got.etag == needle_etag(key, alt, cookie, data)
-        finally:
-            await cache.close()
-        st = cache.statistics()
-        assert st.store_reads_ticketed == 5 and st.ticket_fallbacks == 0
-        assert await _node_counters(client, s, "tickets_accepted") == 5
+    cache = CacheNode(CacheConfig(node_id="c1"), credentials=creds, client=client)
+    try:
+        for (key, alt), (cookie, data) in list(s.blobs.items())[:5]:
+            got = await cache.fetch((VID, key, alt, cookie), [s.url], admit=False)
+            assert got.data == data and got.etag == needle_etag(key, alt, cookie, data)
+    finally:
+        await cache.close()
+    st = cache.statistics()
+    assert st.store_reads_ticketed == 5 and st.ticket_fallbacks == 0
+    assert await _node_counters(client, s, "tickets_accepted") == 5
 
 
 async def test_a_killed_storage_node_falls_back_to_the_full_read_byte_exact(
     served: Served,
+    client: LeanHTTPClient,
 ) -> None:
     s = served
     by_holder: dict[str, int] = {}
@@ -242,15 +235,14 @@ async def test_a_killed_storage_node_falls_back_to_the_full_read_byte_exact(
     assert victims
     victim.kill()
     failures = 0
-    async with _client() as client:
-        for (key, alt), (cookie, data) in s.blobs.items():
-            read = await read_from_replicas(
-                client, [s.url], VID, key, alt, cookie,
-                headers=s.read_headers(), timeout_s=5.0, tickets=True,
-            )  # fmt: skip
-            assert read.data == data and read.etag == needle_etag(key, alt, cookie, data)
-            assert read.ticketed == ((key, alt) not in victims)
-            failures += read.ticket_failures
+    for (key, alt), (cookie, data) in s.blobs.items():
+        read = await read_from_replicas(
+            client, [s.url], VID, key, alt, cookie,
+            headers=s.read_headers(), timeout_s=5.0, tickets=True,
+        )  # fmt: skip
+        assert read.data == data and read.etag == needle_etag(key, alt, cookie, data)
+        assert read.ticketed == ((key, alt) not in victims)
+        failures += read.ticket_failures
     st = s.node.statistics()
     # The first read of the dead process's blobs had a ticket and fell back; the name node
     # then skipped the process (PROCESS_DOWN_S) and read the rest degraded at once.
@@ -261,95 +253,92 @@ async def test_a_killed_storage_node_falls_back_to_the_full_read_byte_exact(
 
 async def test_absent_deleted_and_wrong_cookie_are_one_404_and_hand_out_no_key(
     served: Served,
+    client: LeanHTTPClient,
 ) -> None:
     s = served
     items = list(s.blobs.items())
     (key, alt), (cookie, data) = items[0]
-    async with _client() as client:
-        wrong = await _ticket(client, s, key, alt, cookie ^ 1)
-        absent = await _ticket(client, s, key + 999_999, alt, cookie)
-        plain = await client.request(
-            "GET", s.blob_url(key, alt, cookie ^ 1), headers=s.read_headers()
-        )
-        assert wrong.status == absent.status == plain.status == 404
-        assert wrong.body == absent.body == plain.body
-        assert read_ticket.TICKET_HEADER.lower() not in wrong.headers
-        assert b"key" not in wrong.body and b"nonce" not in wrong.body
+    wrong = await _ticket(client, s, key, alt, cookie ^ 1)
+    absent = await _ticket(client, s, key + 999_999, alt, cookie)
+    plain = await client.request("GET", s.blob_url(key, alt, cookie ^ 1), headers=s.read_headers())
+    assert wrong.status == absent.status == plain.status == 404
+    assert wrong.body == absent.body == plain.body
+    assert read_ticket.TICKET_HEADER.lower() not in wrong.headers
+    assert b"key" not in wrong.body and b"nonce" not in wrong.body
 
-        before = await _ticket(client, s, key, alt, cookie)
-        assert before.status == 200
-        ticket = read_ticket.parse(before.body)
-        write = (("Authorization", Credentials.from_secret(s.secret).header(Purpose.WRITE)),)
-        deleted = await client.request("DELETE", f"{s.url}/n/{VID}/{key}/{alt}", headers=write)
-        assert deleted.status == 200
-        after = await _ticket(client, s, key, alt, cookie)
-        assert after.status == 404 and after.body == absent.body
-        with pytest.raises(NeedleAbsent):
-            await read_from_replicas(
-                client, [s.url], VID, key, alt, cookie,
-                headers=s.read_headers(), timeout_s=5.0, tickets=True,
-            )  # fmt: skip
-        assert s.node.statistics()["tickets_issued"] == 1
-        # The window, by design (docs/formats/f4.md): a ticket issued before the delete
-        # returned still fetches the ciphertext until it expires, READ_TICKET_TTL_S at most.
-        expires = int(parse_qs(urlsplit(ticket.url).query)["expires"][0])
-        assert expires - time.time() <= read_ticket.READ_TICKET_TTL_S
-        late = await client.request("GET", ticket.url)
-        assert late.status == 200 and ticket.open(late.body, VID, key, alt) == data
-        # ... and past its expiry it is refused (re-signed as expired: no sleeping).
-        key_ = credentials.ticket_key(s.secret)
-        parts = urlsplit(ticket.url)
-        node, block = parts.path.split("/")[2:4]
-        q = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        past = int(time.time()) - 1
-        sig = read_ticket.signature(key_, node, block, int(q["offset"]), int(q["length"]), past)
-        expired = await client.request(
-            "GET", _with_query(ticket.url, expires=str(past), ticket=sig)
-        )
-        assert expired.status == 403 and expired.headers["x-pinhole-error"] == "ticket_expired"
+    before = await _ticket(client, s, key, alt, cookie)
+    assert before.status == 200
+    ticket = read_ticket.parse(before.body)
+    write = (("Authorization", Credentials.from_secret(s.secret).header(Purpose.WRITE)),)
+    deleted = await client.request("DELETE", f"{s.url}/n/{VID}/{key}/{alt}", headers=write)
+    assert deleted.status == 200
+    after = await _ticket(client, s, key, alt, cookie)
+    assert after.status == 404 and after.body == absent.body
+    with pytest.raises(NeedleAbsent):
+        await read_from_replicas(
+            client, [s.url], VID, key, alt, cookie,
+            headers=s.read_headers(), timeout_s=5.0, tickets=True,
+        )  # fmt: skip
+    assert s.node.statistics()["tickets_issued"] == 1
+    # The window, by design (docs/formats/f4.md): a ticket issued before the delete
+    # returned still fetches the ciphertext until it expires, READ_TICKET_TTL_S at most.
+    expires = int(parse_qs(urlsplit(ticket.url).query)["expires"][0])
+    assert expires - time.time() <= read_ticket.READ_TICKET_TTL_S
+    late = await client.request("GET", ticket.url)
+    assert late.status == 200 and ticket.open(late.body, VID, key, alt) == data
+    # ... and past its expiry it is refused (re-signed as expired: no sleeping).
+    key_ = credentials.ticket_key(s.secret)
+    parts = urlsplit(ticket.url)
+    node, block = parts.path.split("/")[2:4]
+    q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    past = int(time.time()) - 1
+    sig = read_ticket.signature(key_, node, block, int(q["offset"]), int(q["length"]), past)
+    expired = await client.request("GET", _with_query(ticket.url, expires=str(past), ticket=sig))
+    assert expired.status == 403 and expired.headers["x-pinhole-error"] == "ticket_expired"
 
 
-async def test_a_storage_node_takes_a_ticket_for_exactly_its_range(served: Served) -> None:
+async def test_a_storage_node_takes_a_ticket_for_exactly_its_range(
+    served: Served, client: LeanHTTPClient
+) -> None:
     s = served
     (key, alt), (cookie, _) = next(iter(s.blobs.items()))
-    async with _client() as client:
-        resp = await _ticket(client, s, key, alt, cookie)
-        assert resp.status == 200 and resp.headers["content-type"] == read_ticket.CONTENT_TYPE
-        url = read_ticket.parse(resp.body).url
-        q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
-        assert (await client.request("GET", url)).status == 200
-        node, block = urlsplit(url).path.split("/")[2:4]
-        stripe_block = block.split(".")
-        stripe_block[2] = f"b{(int(stripe_block[2][1:]) + 1) % STRIPE_BLOCKS}"
-        other_block = url.replace(f"/{block}?", f"/{'.'.join(stripe_block)}?")
-        flipped = q["ticket"][:-1] + ("A" if q["ticket"][-1] != "A" else "B")
-        stranger = read_ticket.signature(
-            credentials.ticket_key(b"x" * 32),
-            node, block, int(q["offset"]), int(q["length"]), int(q["expires"]),
-        )  # fmt: skip
-        refused = {
-            "another offset": _with_query(url, offset=str(int(q["offset"]) + 1)),
-            "another length": _with_query(url, length=str(int(q["length"]) - 1)),
-            "another block": other_block,
-            "a flipped signature": _with_query(url, ticket=flipped),
-            "another cluster's key": _with_query(url, ticket=stranger),
-            "a later expiry": _with_query(url, expires=str(int(q["expires"]) + 60)),
-            "an unchecked read": _with_query(url, checked=None),
-            "no expiry": _with_query(url, expires=None),
-        }
-        for why, bad in refused.items():
-            got = await client.request("GET", bad)
-            assert got.status == 403, why
-            assert got.headers["x-pinhole-error"] == "ticket_invalid", why
-        # A ticket grants a GET and nothing else: not a delete of the block it names.
-        delete = await client.request("DELETE", url)
-        assert delete.status == 403
-        assert (await client.request("GET", url)).status == 200
-        # Without a ticket or a credential: 401 as before.
-        bare = await client.request("GET", _with_query(url, ticket=None, expires=None))
-        assert bare.status == 401
-        assert await _node_counters(client, s, "tickets_refused") == len(refused) + 1
-        assert await _node_counters(client, s, "tickets_accepted") == 2
+    resp = await _ticket(client, s, key, alt, cookie)
+    assert resp.status == 200 and resp.headers["content-type"] == read_ticket.CONTENT_TYPE
+    url = read_ticket.parse(resp.body).url
+    q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    assert (await client.request("GET", url)).status == 200
+    node, block = urlsplit(url).path.split("/")[2:4]
+    stripe_block = block.split(".")
+    stripe_block[2] = f"b{(int(stripe_block[2][1:]) + 1) % STRIPE_BLOCKS}"
+    other_block = url.replace(f"/{block}?", f"/{'.'.join(stripe_block)}?")
+    flipped = q["ticket"][:-1] + ("A" if q["ticket"][-1] != "A" else "B")
+    stranger = read_ticket.signature(
+        credentials.ticket_key(b"x" * 32),
+        node, block, int(q["offset"]), int(q["length"]), int(q["expires"]),
+    )  # fmt: skip
+    refused = {
+        "another offset": _with_query(url, offset=str(int(q["offset"]) + 1)),
+        "another length": _with_query(url, length=str(int(q["length"]) - 1)),
+        "another block": other_block,
+        "a flipped signature": _with_query(url, ticket=flipped),
+        "another cluster's key": _with_query(url, ticket=stranger),
+        "a later expiry": _with_query(url, expires=str(int(q["expires"]) + 60)),
+        "an unchecked read": _with_query(url, checked=None),
+        "no expiry": _with_query(url, expires=None),
+    }
+    for why, bad in refused.items():
+        got = await client.request("GET", bad)
+        assert got.status == 403, why
+        assert got.headers["x-pinhole-error"] == "ticket_invalid", why
+    # A ticket grants a GET and nothing else: not a delete of the block it names.
+    delete = await client.request("DELETE", url)
+    assert delete.status == 403
+    assert (await client.request("GET", url)).status == 200
+    # Without a ticket or a credential: 401 as before.
+    bare = await client.request("GET", _with_query(url, ticket=None, expires=None))
+    assert bare.status == 401
+    assert await _node_counters(client, s, "tickets_refused") == len(refused) + 1
+    assert await _node_counters(client, s, "tickets_accepted") == 2
 
 
 class _Tamper:
@@ -395,25 +384,26 @@ class _Tamper:
 
 
 @pytest.mark.parametrize("how", ["key", "expired", "garbled", "https"])
-async def test_a_ticketed_read_that_fails_is_read_in_full(served: Served, how: str) -> None:
+async def test_a_ticketed_read_that_fails_is_read_in_full(
+    served: Served, how: str, client: LeanHTTPClient
+) -> None:
     s = served
-    async with _client() as client:
-        tamper = _Tamper(client, s, how)
-        server = LeanHTTPServer(tamper.handle, name="tamper")
-        await server.start("127.0.0.1", 0)
-        try:
-            front = f"http://127.0.0.1:{server.port}"
-            for (key, alt), (cookie, data) in list(s.blobs.items())[:3]:
-                read = await read_from_replicas(
-                    client, [front], VID, key, alt, cookie,
-                    headers=s.read_headers(), timeout_s=5.0, tickets=True,
-                )  # fmt: skip
-                assert read.data == data and read.etag == needle_etag(key, alt, cookie, data)
-                assert not read.ticketed and read.ticket_failures == 1 and not read.bad
-        finally:
-            await server.close(grace_s=1.0)
-        assert tamper.full_reads == 3
-        assert s.node.statistics()["healthy_reads"] == 3
+    tamper = _Tamper(client, s, how)
+    server = LeanHTTPServer(tamper.handle, name="tamper")
+    await server.start("127.0.0.1", 0)
+    try:
+        front = f"http://127.0.0.1:{server.port}"
+        for (key, alt), (cookie, data) in list(s.blobs.items())[:3]:
+            read = await read_from_replicas(
+                client, [front], VID, key, alt, cookie,
+                headers=s.read_headers(), timeout_s=5.0, tickets=True,
+            )  # fmt: skip
+            assert read.data == data and read.etag == needle_etag(key, alt, cookie, data)
+            assert not read.ticketed and read.ticket_failures == 1 and not read.bad
+    finally:
+        await server.close(grace_s=1.0)
+    assert tamper.full_reads == 3
+    assert s.node.statistics()["healthy_reads"] == 3
 
 
 def test_ticket_documents_are_checked_before_use() -> None:
@@ -424,6 +414,16 @@ def test_ticket_documents_are_checked_before_use() -> None:
     ticket = read_ticket.parse(good)
     assert (ticket.length, ticket.cut_start, ticket.cut_length) == (100, 10, 50)
     doc = json.loads(good)
+    assert good == json.dumps(doc, separators=(",", ":")).encode()  # compact JSON, in order
+    assert doc == {
+        "v": 1, "url": doc["url"], "length": 100, "cut": [10, 50], "key": "00" * 32,
+        "nonce": "00" * 12,
+    }  # fmt: skip
+    quoted = read_ticket.issue(
+        b"k" * 32, base_url='http://h"\\x', node="n00", block="v1.s0.b0.blk",
+        offset=0, length=100, cut=(10, 50), secret=bytes(32), nonce=bytes(12), now=0.0,
+    )  # fmt: skip
+    assert json.loads(quoted)["url"].startswith('http://h"\\x/b/n00/')  # escaped, not broken
     for change in (
         {"v": 2},
         {"cut": [60, 50]},
