@@ -279,6 +279,8 @@ _STATUS_FLAGS: Final = {
     for liked in (False, True)
     for saved in (False, True)
 }
+# A post document's flags while its Status is made without the viewer's.
+_NO_POST_FLAGS: Final = {"viewer_has_liked": False, "viewer_has_saved": False}
 
 
 async def statuses_json(
@@ -328,9 +330,6 @@ async def statuses_json(
             head = remembered.put(parts, open_object(doc), extra)
         out.append(head + _STATUS_FLAGS[post_id in batch.liked, post_id in batch.saved])
     return out
-
-
-_NO_POST_FLAGS: Final = {"viewer_has_liked": False, "viewer_has_saved": False}
 
 
 def relationship(user_id: int, rel: Relationship, *, requested_by: bool) -> dict[str, Any]:
