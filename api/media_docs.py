@@ -145,15 +145,17 @@ Doc = TypeVar("Doc")
 
 class PublicPostDocuments(Generic[Doc]):
     """Public posts' documents (without the viewer's flags) remembered by the identity of
-        what they are made of: the post, its author, the author's picture, each photo with its
-        ladder and the place, as `post_batch.read_quick` interns them by their rows' content.
-        An unchanged row read again is the same object, a changed one (a new like count, a
-        re-keyed photo, an edited caption) a new object and so a new key: nothing is
-        invalidated, in this process or any other. The entry holds its parts, so an id in a key
-        cannot be reused by another object while the entry lives. Private authors' posts never
-        come here (their URLs are signed per answer). The least recently used are dropped
-        beyond `documents_max`. A returned document is shared: copy it before changing it. A
-    document is a dict, or (the feed pages) its JSON encoded once (api/responses.py)."""
+    what they are made of: the post, its author, the author's picture, each photo with its
+    ladder and the place, as `post_batch.read_quick` interns them by their rows' content.
+    An unchanged row read again is the same object, a changed one (a new like count, a
+    re-keyed photo, an edited caption) a new object and so a new key: nothing is
+    invalidated, in this process or any other. The entry holds its parts, so an id in a key
+    cannot be reused by another object while the entry lives; a hit also compares the parts
+    (the same objects compare equal at once, in C; equal copies would make the same
+    document). Private authors' posts never come here (their URLs are signed per answer).
+    The least recently used are dropped beyond `documents_max`. A returned document is
+    shared: copy it before changing it. A document is a dict, or (the home feeds) its JSON
+    encoded once (api/responses.py)."""
 
     def __init__(self, *, documents_max: int = POST_DOCUMENTS_CACHED_MAX) -> None:
         self._documents_max = documents_max
@@ -168,7 +170,7 @@ class PublicPostDocuments(Generic[Doc]):
         document was made from) if remembered (shared: do not change it)."""
         key = (tuple(map(id, parts)), extra)
         hit = self._documents.get(key)
-        if hit is None or not all(a is b for a, b in zip(hit[0], parts, strict=True)):
+        if hit is None or hit[0] != parts:
             self._misses += 1
             return None
         self._documents.move_to_end(key)
