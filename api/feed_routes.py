@@ -9,7 +9,7 @@ from api.context import CONTEXT
 from api.errors import BadApiRequest
 from api.media_docs import iso
 from api.responses import dumps, json_body_response, json_list
-from api.social_docs import author_document, avatars, documents_json
+from api.social_docs import author_document, avatars, post_documents_json
 from feed import cursor as feed_cursor
 from feed.service import Hydrate
 from social import accounts, notify, post_batch, posts
@@ -42,11 +42,7 @@ async def feed(request: web.Request) -> web.Response:
         page = await ctx.feed.ranked(viewer, cursor, size)
     else:
         raise BadApiRequest("mode must be chronological or ranked")
-    post_ids = [e[0] for e in page.entries]
-    batch = page.hydrated
-    if batch is None and post_ids:
-        batch = await post_batch.read_batch(ctx.db, viewer, post_ids)
-    docs = [] if batch is None else documents_json(ctx, batch, post_ids)
+    docs = await post_documents_json(ctx, viewer, [e[0] for e in page.entries], batch=page.hydrated)
     # The page spliced from its posts' JSON (api/responses.py); the same members in the
     # same order as the document {"posts", "next_cursor", "has_more"}.
     tail = dumps(

@@ -163,6 +163,17 @@ _POST_FLAGS: Final = {
 }
 
 
+async def post_documents_json(
+    ctx: ApiContext, viewer: int, post_ids: list[int], *, batch: PostBatch | None = None
+) -> list[bytes]:
+    """`post_documents` encoded as JSON, one object each (`documents_json`)."""
+    if not post_ids:
+        return []
+    if batch is None:
+        batch = await post_batch.read_batch(ctx.db, viewer, post_ids)
+    return documents_json(ctx, batch, post_ids)
+
+
 def documents_json(ctx: ApiContext, batch: PostBatch, post_ids: list[int]) -> list[bytes]:
     """`documents_of` encoded as JSON, one object each: a public author's post from an
     interned batch is encoded once per content without the viewer's flags and remembered
