@@ -10,14 +10,14 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
 from api import auth
 from api.config import ApiConfig
 from api.errors import NotAuthenticated, UploadsBusy
-from api.media_docs import PublicMediaDocuments, PublicPostDocuments
+from api.media_docs import POST_JSON_CACHED_MAX, PublicMediaDocuments, PublicPostDocuments
 from api.photo_urls import PhotoUrls
 from api.upload_limits import Staging
 from common.credentials import Credentials
@@ -32,6 +32,10 @@ from social.config import SocialConfig
 from social.counters import Counters
 from transformer.config import MediaConfig
 from transformer.ingest import Ingest
+
+
+def _post_json() -> PublicPostDocuments[bytes]:
+    return PublicPostDocuments(documents_max=POST_JSON_CACHED_MAX)
 
 
 @dataclass
@@ -54,9 +58,15 @@ class ApiContext:
     # again and again).
     public_media: PublicMediaDocuments
     # Public posts' documents, remembered by what they are made of (api/media_docs.py).
-    public_posts: PublicPostDocuments = field(default_factory=PublicPostDocuments)
+    public_posts: PublicPostDocuments[dict[str, Any]] = field(default_factory=PublicPostDocuments)
     # The same for the Mastodon API's statuses (api/mastodon_docs.py).
-    public_statuses: PublicPostDocuments = field(default_factory=PublicPostDocuments)
+    public_statuses: PublicPostDocuments[dict[str, Any]] = field(
+        default_factory=PublicPostDocuments
+    )
+    # The home feeds' pieces: a public post's JSON without the viewer's flags, encoded once
+    # (api/social_docs.py `documents_json`, api/mastodon_docs.py `statuses_json`).
+    public_post_json: PublicPostDocuments[bytes] = field(default_factory=_post_json)
+    public_status_json: PublicPostDocuments[bytes] = field(default_factory=_post_json)
     uploads_inflight: int = 0
     # tus: one lock per upload being written (PATCH, DELETE, the sweeper), this process only.
     tus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)

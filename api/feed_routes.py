@@ -8,8 +8,8 @@ from api import params
 from api.context import CONTEXT
 from api.errors import BadApiRequest
 from api.media_docs import iso
-from api.responses import json_response
-from api.social_docs import author_document, avatars, post_documents
+from api.responses import dumps, json_body_response, json_list
+from api.social_docs import author_document, avatars, post_documents_json
 from feed import cursor as feed_cursor
 from feed.service import Hydrate
 from social import accounts, notify, post_batch, posts
@@ -42,16 +42,18 @@ async def feed(request: web.Request) -> web.Response:
         page = await ctx.feed.ranked(viewer, cursor, size)
     else:
         raise BadApiRequest("mode must be chronological or ranked")
-    docs = await post_documents(ctx, viewer, [e[0] for e in page.entries], batch=page.hydrated)
-    return json_response(
+    docs = await post_documents_json(ctx, viewer, [e[0] for e in page.entries], batch=page.hydrated)
+    # The page spliced from its posts' JSON (api/responses.py); the same members in the
+    # same order as the document {"posts", "next_cursor", "has_more"}.
+    tail = dumps(
         {
-            "posts": docs,
             "next_cursor": None
             if page.next_cursor is None
             else feed_cursor.encode(page.next_cursor),
             "has_more": page.has_more,
         }
     )
+    return json_body_response(b'{"posts":' + json_list(docs) + b"," + tail[1:])
 
 
 _VERBS = {

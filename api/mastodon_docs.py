@@ -12,7 +12,8 @@ from typing import Any, Final
 
 from api.context import ApiContext
 from api.media_docs import iso
-from api.social_docs import avatar_document, avatars, documents_of, post_parts
+from api.responses import dumps, open_object
+from api.social_docs import avatar_document, avatars, documents_of, post_document, post_parts
 from social import client_state, post_batch, text
 from social.accounts import User
 from social.graph import Relationship
@@ -269,6 +270,65 @@ async def statuses(
         doc["favourited"] = post_id in batch.liked
         doc["bookmarked"] = post_id in batch.saved
         out.append(doc)
+    return out
+
+
+# The viewer's flags closing a status's remembered JSON, by (favourited, bookmarked).
+_STATUS_FLAGS: Final = {
+    (liked, saved): b"," + dumps({"favourited": liked, "bookmarked": saved})[1:]
+    for liked in (False, True)
+    for saved in (False, True)
+}
+# A post document's flags while its Status is made without the viewer's.
+_NO_POST_FLAGS: Final = {"viewer_has_liked": False, "viewer_has_saved": False}
+
+
+async def statuses_json(
+    ctx: ApiContext,
+    viewer: int,
+    post_ids: list[int],
+    base: str,
+    *,
+    read: tuple[PostBatch, dict[int, str]] | None = None,
+) -> list[bytes]:
+    """`statuses` encoded as JSON, one object each: a public author's status from an
+    interned batch is encoded once per content without the viewer's flags and remembered
+    as bytes (`ApiContext.public_status_json`; "favourited" and "bookmarked" then come
+    last); the rest is made as `statuses` makes it and encoded per answer."""
+    if not post_ids:
+        return []
+    if read is None:
+        read = await post_batch.read_batch_described(ctx.db, viewer, post_ids)
+    batch, described = read
+    if not batch.interned:
+        return [dumps(d) for d in await statuses(ctx, viewer, post_ids, base, read=read)]
+    remembered = ctx.public_status_json
+    out: list[bytes] = []
+    for post_id in post_ids:
+        post = batch.found.get(post_id)
+        author = batch.authors.get(post.author_id) if post is not None else None
+        if post is None or author is None:
+            continue
+        if author.is_private:
+            made = await statuses(ctx, viewer, [post_id], base, read=read)
+            out.extend(dumps(d) for d in made)
+            continue
+        parts = post_parts(batch, post, author)
+        extra = (base, tuple(described.get(m.media_id) for m in post.media))
+        head = remembered.get(parts, extra)
+        if head is None:
+            doc = status(
+                post_document(ctx, batch, post, author, None) | _NO_POST_FLAGS,
+                account(
+                    author, avatar_url=_avatar_url(avatar_document(ctx, batch, author)), base=base
+                ),
+                base=base,
+                descriptions=described,
+                hashtags_max=ctx.social.hashtags_per_post_max,
+            )
+            del doc["favourited"], doc["bookmarked"]  # the viewer's: appended per answer
+            head = remembered.put(parts, open_object(doc), extra)
+        out.append(head + _STATUS_FLAGS[post_id in batch.liked, post_id in batch.saved])
     return out
 
 

@@ -15,7 +15,7 @@ from api import mastodon_docs, params
 from api.context import ApiContext
 from api.errors import ApiError
 from api.mastodon_oauth import base_url
-from api.responses import json_response
+from api.responses import json_body_response, json_list, json_response
 from common import ids
 from social import accounts, graph, posts
 from social.errors import Invalid
@@ -84,7 +84,19 @@ async def window(fetch: Fetch, body: dict[str, Any], limit: int) -> list[int]:
 
 def paged(request: web.Request, items: list[Any], page_ids: list[int], limit: int) -> web.Response:
     """A JSON list with Mastodon's Link header: rel="next" (older) first, then "prev"."""
-    response = json_response(items)
+    return _linked(request, json_response(items), page_ids, limit)
+
+
+def paged_json(
+    request: web.Request, items: list[bytes], page_ids: list[int], limit: int
+) -> web.Response:
+    """`paged` of items already encoded as JSON."""
+    return _linked(request, json_body_response(json_list(items)), page_ids, limit)
+
+
+def _linked(
+    request: web.Request, response: web.Response, page_ids: list[int], limit: int
+) -> web.Response:
     if page_ids:
         url = base_url(request) + request.path
         kept = {k: v for k, v in request.query.items() if k not in ("max_id", "min_id", "since_id")}

@@ -33,6 +33,7 @@ from api.mastodon_paging import (
     id_param,
     limit_of,
     paged,
+    paged_json,
     relationship_response,
     visible_posts,
     window,
@@ -546,10 +547,10 @@ async def home(request: web.Request) -> web.Response:
         return ids
 
     page = await window(fetch, body, limit)
-    docs = await mastodon_docs.statuses(
+    docs = await mastodon_docs.statuses_json(
         ctx, viewer, page, base_url(request), read=hydrated.get(tuple(page))
     )
-    return paged(request, docs, page, limit)
+    return paged_json(request, docs, page, limit)
 
 
 @routes.get("/api/v2/search")

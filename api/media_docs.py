@@ -9,7 +9,7 @@ import functools
 from collections import OrderedDict, defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from api.photo_urls import PhotoUrls, UrlMaker
 from common.photo import EXTENSIONS, Format
@@ -21,6 +21,12 @@ from transformer.media_store import MediaRow, MediaStatus, VariantRow
 # URL maps are shared with the remembered media documents) and 3.9 KB for a Mastodon
 # Status, so both together hold at most about 31 MB.
 POST_DOCUMENTS_CACHED_MAX: Final = 5_000
+# The home feeds' public posts and statuses remembered as JSON (api/social_docs.py
+# `documents_json`, api/mastodon_docs.py `statuses_json`), per kind: as many as the posts
+# interned (social/post_batch.py POSTS_INTERNED_MAX), sized for the active readers' first
+# pages. tracemalloc over 2,000 of the feed bench's posts: 1.8 KB of JSON and 0.4 KB of
+# entry per post or status, so about 37 MB of each kind at most.
+POST_JSON_CACHED_MAX: Final = 1 << 14
 _FORMAT_NAMES = {Format.AVIF: "avif", Format.WEBP: "webp", Format.JPEG: "jpeg"}
 
 
@@ -135,40 +141,44 @@ class PublicPostStatistics:
     documents_max: int
 
 
-class PublicPostDocuments:
+Doc = TypeVar("Doc")
+
+
+class PublicPostDocuments(Generic[Doc]):
     """Public posts' documents (without the viewer's flags) remembered by the identity of
     what they are made of: the post, its author, the author's picture, each photo with its
     ladder and the place, as `post_batch.read_quick` interns them by their rows' content.
     An unchanged row read again is the same object, a changed one (a new like count, a
     re-keyed photo, an edited caption) a new object and so a new key: nothing is
     invalidated, in this process or any other. The entry holds its parts, so an id in a key
-    cannot be reused by another object while the entry lives. Private authors' posts never
-    come here (their URLs are signed per answer). The least recently used are dropped
-    beyond `documents_max`. A returned document is shared: copy it before changing it."""
+    cannot be reused by another object while the entry lives; a hit also compares the parts
+    (the same objects compare equal at once, in C; equal copies would make the same
+    document). Private authors' posts never come here (their URLs are signed per answer).
+    The least recently used are dropped beyond `documents_max`. A returned document is
+    shared: copy it before changing it. A document is a dict, or (the home feeds) its JSON
+    encoded once (api/responses.py)."""
 
     def __init__(self, *, documents_max: int = POST_DOCUMENTS_CACHED_MAX) -> None:
         self._documents_max = documents_max
         self._documents: OrderedDict[
-            tuple[tuple[int, ...], Hashable], tuple[tuple[object, ...], dict[str, Any]]
+            tuple[tuple[int, ...], Hashable], tuple[tuple[object, ...], Doc]
         ] = OrderedDict()
         self._hits = 0
         self._misses = 0
 
-    def get(self, parts: tuple[object, ...], extra: Hashable = None) -> dict[str, Any] | None:
+    def get(self, parts: tuple[object, ...], extra: Hashable = None) -> Doc | None:
         """The document of `parts` (by identity) and `extra` (by value: what else the
         document was made from) if remembered (shared: do not change it)."""
         key = (tuple(map(id, parts)), extra)
         hit = self._documents.get(key)
-        if hit is None or not all(a is b for a, b in zip(hit[0], parts, strict=True)):
+        if hit is None or hit[0] != parts:
             self._misses += 1
             return None
         self._documents.move_to_end(key)
         self._hits += 1
         return hit[1]
 
-    def put(
-        self, parts: tuple[object, ...], doc: dict[str, Any], extra: Hashable = None
-    ) -> dict[str, Any]:
+    def put(self, parts: tuple[object, ...], doc: Doc, extra: Hashable = None) -> Doc:
         """Remembers `doc` as the document of `parts` and `extra`; returns it."""
         self._documents[(tuple(map(id, parts)), extra)] = (parts, doc)
         if len(self._documents) > self._documents_max:

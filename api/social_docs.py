@@ -4,11 +4,12 @@ whole page. Every id is a string."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from api.context import ApiContext
 from api.media_docs import iso, media_document
 from api.photo_urls import UrlMaker
+from api.responses import dumps, open_object
 from social import accounts, graph, post_batch
 from social.accounts import User
 from social.places import place_document
@@ -139,18 +140,64 @@ def documents_of(ctx: ApiContext, batch: PostBatch, post_ids: list[int]) -> list
             continue
         if author.is_private:
             assert signed is not None
-            doc = _post_document(ctx, batch, post, author, signed)
+            doc = post_document(ctx, batch, post, author, signed)
         elif remembered is None:
-            doc = _post_document(ctx, batch, post, author, None)
+            doc = post_document(ctx, batch, post, author, None)
         else:
             parts = post_parts(batch, post, author)
             shared = remembered.get(parts)
             if shared is None:
-                shared = remembered.put(parts, _post_document(ctx, batch, post, author, None))
+                shared = remembered.put(parts, post_document(ctx, batch, post, author, None))
             doc = dict(shared)
         doc["viewer_has_liked"] = post_id in batch.liked
         doc["viewer_has_saved"] = post_id in batch.saved
         out.append(doc)
+    return out
+
+
+# The viewer's flags closing a post's remembered JSON, by (liked, saved).
+_POST_FLAGS: Final = {
+    (liked, saved): b"," + dumps({"viewer_has_liked": liked, "viewer_has_saved": saved})[1:]
+    for liked in (False, True)
+    for saved in (False, True)
+}
+
+
+async def post_documents_json(
+    ctx: ApiContext, viewer: int, post_ids: list[int], *, batch: PostBatch | None = None
+) -> list[bytes]:
+    """`post_documents` encoded as JSON, one object each (`documents_json`)."""
+    if not post_ids:
+        return []
+    if batch is None:
+        batch = await post_batch.read_batch(ctx.db, viewer, post_ids)
+    return documents_json(ctx, batch, post_ids)
+
+
+def documents_json(ctx: ApiContext, batch: PostBatch, post_ids: list[int]) -> list[bytes]:
+    """`documents_of` encoded as JSON, one object each: a public author's post from an
+    interned batch is encoded once per content without the viewer's flags and remembered
+    as bytes (`ApiContext.public_post_json`); the flags are appended to it per answer.
+    Private authors' posts (signed URLs) and batches that are not interned are made and
+    encoded per answer, as `documents_of` makes them."""
+    remembered = ctx.public_post_json if batch.interned else None
+    if remembered is None:
+        return [dumps(d) for d in documents_of(ctx, batch, post_ids)]
+    found, authors, liked, saved = batch.found, batch.authors, batch.liked, batch.saved
+    out = []
+    for post_id in post_ids:
+        post = found.get(post_id)
+        author = authors.get(post.author_id) if post is not None else None
+        if post is None or author is None:
+            continue
+        if author.is_private:
+            out.append(dumps(documents_of(ctx, batch, [post_id])[0]))
+            continue
+        parts = post_parts(batch, post, author)
+        head = remembered.get(parts)
+        if head is None:
+            head = remembered.put(parts, open_object(post_document(ctx, batch, post, author, None)))
+        out.append(head + _POST_FLAGS[post_id in liked, post_id in saved])
     return out
 
 
@@ -167,7 +214,7 @@ def post_parts(batch: PostBatch, post: Post, author: User) -> tuple[object, ...]
     )
 
 
-def _post_document(
+def post_document(
     ctx: ApiContext, batch: PostBatch, post: Post, author: User, signed: UrlMaker | None
 ) -> dict[str, Any]:
     """A post's document without the viewer's flags: its photos as signed URLs made with

@@ -37,6 +37,7 @@ from bench.peers.wrk import SCRIPT_DIR, WrkResult, ensure_wrk, parse_summary, wh
 from common.credentials import ensure_secret_file
 from common.db import Database
 from common.photo import Format
+from ops.local_cluster import profiled_argv
 from social import sessions
 from social.schema import post_media, posts
 from transformer.schema import media, variants
@@ -187,7 +188,7 @@ async def api_process(
     ]  # fmt: skip
     stderr = (scratch / "api.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        *argv,
+        *profiled_argv(argv, "api"),  # under cProfile when PINHOLE_PROFILE_DIR is set
         stdout=asyncio.subprocess.PIPE,
         stderr=stderr,
         stdin=asyncio.subprocess.DEVNULL,
@@ -224,6 +225,15 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_mb(pid: int, field: str = "RssAnon") -> float:
+    """Resident memory of a process, MiB (/proc/<pid>/status): by default its own memory
+    (RssAnon), not the database pages it maps (VmRSS counts those too)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
 def wrk(base: str, lines: Path, *, connections: int, seconds: float) -> WrkResult:
     binary = ensure_wrk().require()
     argv = [
@@ -244,24 +254,30 @@ def wrk(base: str, lines: Path, *, connections: int, seconds: float) -> WrkResul
     return parse_summary(done.stdout)
 
 
-async def warm_up(base: str, path: str, tokens: Sequence[str], concurrency: int) -> float:
+async def warm_up(
+    base: str, path: str, tokens: Sequence[str], concurrency: int
+) -> tuple[float, int]:
     """Every reader reads its first page once (their timelines built, as the ids-only
-    warm-up does); every answer must be 200. Returns the seconds it took."""
+    warm-up does); every answer must be 200. Returns the seconds it took and how many
+    distinct posts the pages showed (the working set the load then reads)."""
     import aiohttp
 
     queue = iter(tokens)
+    shown: set[str] = set()
     t0 = time.perf_counter()
 
     async def worker(http: aiohttp.ClientSession) -> None:
         for token in queue:
             async with http.get(base + path, headers={"Authorization": f"Bearer {token}"}) as r:
-                await r.read()
                 if r.status != 200:
                     raise RuntimeError(f"warm-up GET {path} answered {r.status}")
+                body = await r.json()
+            items = body["posts"] if isinstance(body, dict) else body
+            shown.update(p["post_id"] if "post_id" in p else p["id"] for p in items)
 
     async with aiohttp.ClientSession() as http:
         await asyncio.gather(*(worker(http) for _ in range(concurrency)))
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, len(shown)
 
 
 async def _check_page(base: str, path: str, token: str) -> dict[str, Any]:
@@ -322,7 +338,7 @@ async def run_http(
                 lines = scratch / f"{api}.txt"
                 lines.write_text("".join(f"{path}\t{token}\n" for _, token in tokens))
                 check = await _check_page(base, path, tokens[0][1])
-                warm_s = await warm_up(base, path, [t for _, t in tokens], connections)
+                warm_s, shown = await warm_up(base, path, [t for _, t in tokens], connections)
                 cpu0 = cpu_s(pid)
                 got = await asyncio.to_thread(
                     wrk, base, lines, connections=connections, seconds=seconds
@@ -332,6 +348,7 @@ async def run_http(
                     "path": path.split("?")[0],
                     "first_page": check,
                     "warmup_s": round(warm_s, 1),
+                    "warmup_distinct_posts": shown,
                     "requests": got.requests,
                     "req_per_s": round(got.requests_per_s, 1),
                     "p50_ms": round(got.latency_p50_ms, 2),
@@ -340,12 +357,15 @@ async def run_http(
                     "max_ms": round(got.latency_max_ms, 2),
                     "errors": got.errors,
                     "api_cpu_ms_per_request": round(cpu / max(got.requests, 1) * 1000, 3),
+                    "api_rss_mb": rss_mb(pid),
+                    "api_vm_rss_mb": rss_mb(pid, "VmRSS"),
                     "wrk": asdict(got),
                 }
                 log(
                     f"http {api}: {got.requests_per_s:.0f} req/s, p50 {got.latency_p50_ms:.1f} "
                     f"ms, p99 {got.latency_p99_ms:.1f} ms, {connections} connections, "
-                    f"API CPU {cpu / max(got.requests, 1) * 1000:.2f} ms/request"
+                    f"API CPU {cpu / max(got.requests, 1) * 1000:.2f} ms/request, "
+                    f"RSS {rss_mb(pid):.0f} MiB, {shown} distinct posts in the warm-up"
                 )
     return out
 
@@ -360,6 +380,7 @@ def figures_of(http: dict[str, Any], ids_only: dict[str, Any]) -> dict[str, Any]
         figures[f"feed_http_p50_ms_{api}"] = row["p50_ms"]
         figures[f"feed_http_req_per_s_{api}"] = row["req_per_s"]
         figures[f"feed_http_api_cpu_ms_{api}"] = row["api_cpu_ms_per_request"]
+        figures[f"feed_http_api_rss_mb_{api}"] = row["api_rss_mb"]
         figures[f"feed_http_vs_ids_p99_{api}"] = round(row["p99_ms"] / ids_only["feed_p99_ms"], 2)
         figures[f"feed_http_vs_ids_rate_{api}"] = round(
             row["req_per_s"] / ids_only["feed_reads_per_s"], 3

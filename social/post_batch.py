@@ -190,10 +190,13 @@ def _media(c: sqlite3.Connection, wanted: list[int]) -> dict[int, MediaWithVaria
 # the same frozen objects: made once, and compared by identity where they are a key
 # (api/media_docs.py PublicMediaDocuments). Keyed by the rows' whole content as SQLite
 # returned them (tuples of plain values, hashed in C): a changed row is a new key, so
-# nothing needs invalidating. Bounded; least recently used dropped.
-MEDIA_INTERNED_MAX: Final = 1 << 12  # media with their ladders; one about 6.9 KB
-USERS_INTERNED_MAX: Final = 1 << 13  # a user row about 1 KB
-POSTS_INTERNED_MAX: Final = 1 << 13  # posts, and places
+# nothing needs invalidating. Bounded; least recently used dropped. Sized for the posts
+# of the active readers' first pages: 12,827 distinct posts (with as many photos) in
+# `pinhole bench feed`'s 2,000 readers; below that every read missed and made its
+# documents again (ARCHITECTURE.md, "The feed page's caches sized by its working set").
+MEDIA_INTERNED_MAX: Final = 1 << 14  # media with their ladders; one about 6.9 KB
+USERS_INTERNED_MAX: Final = 1 << 14  # a user row about 1 KB
+POSTS_INTERNED_MAX: Final = 1 << 14  # posts, and places
 _FIRST: Final = operator.itemgetter(0)
 
 

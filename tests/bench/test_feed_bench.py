@@ -105,8 +105,10 @@ def test_quick_feed_benchmark_produces_every_figure(tmp_path: Path) -> None:
         assert row["first_page"] == {"status": 200, "posts": 20, "photos": 20}, row
         assert row["requests"] > 0 and row["errors"] == 0, row
         assert 0 < row["p50_ms"] <= row["p99_ms"]
-        for name in ("p99_ms", "p50_ms", "req_per_s", "api_cpu_ms"):
+        for name in ("p99_ms", "p50_ms", "req_per_s", "api_cpu_ms", "api_rss_mb"):
             assert figures[f"feed_http_{name}_{api}"] > 0
+        assert row["api_rss_mb"] < row["api_vm_rss_mb"]  # its own memory, not the mapped file
+        assert 20 <= row["warmup_distinct_posts"] <= 20 * http["readers"]  # the working set
         assert figures[f"feed_http_vs_ids_p99_{api}"] == round(
             row["p99_ms"] / figures["feed_p99_ms_hybrid"], 2
         )

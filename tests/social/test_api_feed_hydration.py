@@ -13,6 +13,7 @@ import pytest
 
 from api.media_docs import PublicMediaDocuments, PublicPostDocuments
 from api.photo_urls import PhotoUrls
+from api.social_docs import post_documents
 from feed.cursor import Cursor
 from social import post_batch
 from tests.api.conftest import MediaEnv
@@ -23,9 +24,23 @@ from transformer.media_store import MediaStatus, VariantRow
 
 
 async def _page(client: Client) -> list[dict[str, Any]]:
+    """The reader's feed page, checked against the Mastodon home timeline read right
+    after: the same posts with the same flags, names, counts and photo URLs (both are
+    spliced from remembered JSON on SQLite, api/responses.py)."""
     status, doc, _ = await client.call("GET", "/api/v1/feed", limit="50")
     assert status == 200, doc
-    return list(doc["posts"])
+    assert list(doc) == ["posts", "next_cursor", "has_more"]
+    posts = list(doc["posts"])
+    status, home, _ = await client.call("GET", "/api/v1/timelines/home", limit="40")
+    assert status == 200, home
+    assert [s["id"] for s in home] == [p["post_id"] for p in posts]
+    for s, p in zip(home, posts, strict=True):
+        assert (s["favourited"], s["bookmarked"]) == (p["viewer_has_liked"], p["viewer_has_saved"])
+        assert s["account"]["display_name"] == p["author"]["full_name"]
+        assert s["account"]["locked"] == p["author"]["is_private"]
+        assert s["favourites_count"] == p["like_count"]
+        assert [m["url"] for m in s["media_attachments"]] == [m["url"] for m in p["media"]]
+    return posts
 
 
 async def _agree(env: MediaEnv, viewer: str, post_ids: list[str]) -> post_batch.PostBatch:
@@ -85,12 +100,16 @@ async def test_the_feed_page_after_each_change(social_env: MediaEnv) -> None:
     await eventually(both_shown, what="alice's posts in bob's feed")
     page = await _page(bob)
     media_hits = env.ctx.public_media.statistics().hits
-    post_hits = env.ctx.public_posts.statistics().hits
+    post_hits = env.ctx.public_post_json.statistics().hits
+    status_hits = env.ctx.public_status_json.statistics().hits
     assert await _page(bob) == page  # the second read is made from remembered documents
+    # Spliced from remembered JSON or made whole, the page is the documents' JSON.
+    assert await post_documents(env.ctx, int(bob_id), [int(i) for i in ids]) == page
     if env.ctx.db.quick is not None:  # rows interned: the posts' documents, whole
-        assert env.ctx.public_posts.statistics().hits == post_hits + 2
+        assert env.ctx.public_post_json.statistics().hits == post_hits + 2
+        assert env.ctx.public_status_json.statistics().hits == status_hits + 2
     else:  # the photos' documents
-        assert env.ctx.public_posts.statistics().hits == post_hits
+        assert env.ctx.public_post_json.statistics().hits == post_hits
         assert env.ctx.public_media.statistics().hits >= media_hits + 3
     batch = await _agree(env, bob_id, ids)
     assert batch.authors[int(alice_id)].avatar_media_id == int(avatar)
@@ -211,7 +230,7 @@ def test_a_changed_row_is_a_new_public_document(change: str) -> None:
 def test_public_post_documents_are_remembered_by_identity() -> None:
     """PublicPostDocuments: a hit needs the very same parts (equal copies are another
     key), and the least recently used entry goes beyond documents_max."""
-    memo = PublicPostDocuments(documents_max=2)
+    memo: PublicPostDocuments[dict[str, Any]] = PublicPostDocuments(documents_max=2)
     a, b, c = ("post", 1), ("author", 2), ("photo", 3)
     assert memo.get((a, b, None)) is None
     doc = memo.put((a, b, None), {"post_id": "1"})
