@@ -596,6 +596,9 @@ class F4Bench:
             for k in ("reads", "tickets_issued", "healthy_reads", "degraded_reads")
         }
         doc = {"requests": requests, **delta}
+        # POST /tickets answered: the tickets of concurrent misses asked for together.
+        for k in ("ticket_batches", "ticket_batch_reads"):
+            doc[k] = after.get(k, 0) - before.get(k, 0)
         doc["ticketed_share"] = round(delta["tickets_issued"] / max(1, requests), 4)
         log(f"read path: {doc}")
         if doc["ticketed_share"] < TICKETED_SHARE_MIN:

@@ -26,6 +26,8 @@ _COUNTERS = (
     ("store_reads_failed", "Store reads that no replica answered"),
     ("store_reads_ticketed", "Store reads served from an f4 storage node on a read ticket"),
     ("ticket_fallbacks", "Ticketed f4 reads that failed and were read in full instead"),
+    ("ticket_batches", "Read ticket batches sent (POST /tickets to an f4 name node)"),
+    ("ticket_batched_reads", "Store reads whose ticket was asked for in a batch"),
     ("fetches_refused", "Misses refused because inflight_fetches_max reads were running"),
     ("not_admitted", "Bodies served but not cached because the router did not admit them"),
     ("invalidations", "DELETE invalidations"),

@@ -34,6 +34,7 @@ from common.credentials import Credentials, Purpose
 from common.leanhttp.client import LeanHTTPClient
 from replica.errors import NeedleAbsent, ReplicaReadError
 from replica.read import read_from_replicas, report_bad_replicas
+from replica.ticket_batches import TicketBatches
 
 __all__ = ["CacheNode", "CacheStatistics"]
 
@@ -64,6 +65,8 @@ class CacheStatistics:
     store_reads_failed: int
     store_reads_ticketed: int
     ticket_fallbacks: int
+    ticket_batches: int
+    ticket_batched_reads: int
     fetches_inflight: int
     fetches_refused: int
     not_admitted: int
@@ -83,6 +86,7 @@ class CacheNode:
         self._credentials = credentials
         self._read_headers = (("Authorization", credentials.header(Purpose.READ)),)
         self.client = client
+        self._ticket_batches = TicketBatches()
         self.lru = NeedleLru(bytes_max=config.cache_bytes_max, item_bytes_max=config.item_bytes_max)
         self._flights: FlightTable[CachedNeedle] = FlightTable(
             inflight_max=config.inflight_fetches_max
@@ -139,6 +143,7 @@ class CacheNode:
                 headers=self._read_headers,
                 timeout_s=self.config.fetch_timeout_s,
                 tickets=True,
+                batches=self._ticket_batches,
             )
         except ReplicaReadError as exc:
             self._report(k, exc.bad)
@@ -258,6 +263,8 @@ class CacheNode:
             store_reads_failed=self.store_reads_failed,
             store_reads_ticketed=self.store_reads_ticketed,
             ticket_fallbacks=self.ticket_fallbacks,
+            ticket_batches=self._ticket_batches.batches,
+            ticket_batched_reads=self._ticket_batches.batched_reads,
             fetches_inflight=len(flights),
             fetches_refused=flights.refused,
             not_admitted=self.not_admitted,

@@ -46,7 +46,7 @@ import hmac
 import json
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from common.sealed import KEY_BYTES, NONCE_BYTES, associated_data, open_record
 
@@ -177,6 +177,15 @@ def parse(body: bytes) -> ReadTicket:
         raise TicketInvalid("a read ticket is a few hundred bytes")
     try:
         doc = json.loads(body)
+    except ValueError as e:
+        raise TicketInvalid(f"not a read ticket: {e}") from None
+    return from_document(doc)
+
+
+def from_document(doc: Any) -> ReadTicket:
+    """A ticket document already decoded from JSON (one entry of a batch), or
+    TicketInvalid."""
+    try:
         if doc["v"] != VERSION:
             raise ValueError(f"version {doc['v']!r}")
         url, length, (start, count) = doc["url"], doc["length"], doc["cut"]
@@ -191,3 +200,94 @@ def parse(body: bytes) -> ReadTicket:
     if start + count > length or len(secret) != KEY_BYTES or len(nonce) != NONCE_BYTES:
         raise TicketInvalid("a read ticket's cut, key or nonce does not fit")
     return ReadTicket(url, length, start, count, secret, nonce)
+
+
+# -- batches: several tickets in one request (POST /tickets on the name node) -----------------
+#
+# A reader with several misses for one name node asks for their tickets in one request:
+#
+#     POST /tickets   [read]   Content-Type: application/json
+#     {"v": 1, "reads": ["/n/{volume}/{key}/{alt_key}/{cookie}", ...]}
+#
+# 1 to TICKETS_PER_REQUEST_MAX needle paths, as a GET would name them. The answer, 200:
+#
+#     {"v": 1, "tickets": [<ticket document> | null, ...]}
+#
+# one entry per read, in order: the ticket document a GET asking for one would get, or
+# null where the name node gives no ticket (absent, deleted, wrong cookie, a volume it does
+# not serve, a block it reads itself). A null tells the reader nothing but "GET it": the
+# plain GET then gives the one answer (the same 404 for absent, deleted and wrong cookie).
+
+BATCH_PATH: Final = "/tickets"
+BATCH_CONTENT_TYPE: Final = "application/vnd.pinhole.read-tickets+json"
+# Entries per POST /tickets. More reads queued than this go in the next request.
+TICKETS_PER_REQUEST_MAX: Final = 32
+# A needle path is at most 6 + 10 + 20 + 10 + 16 characters (+ 3 for its JSON quotes and comma).
+_READ_PATH_CHARS_MAX: Final = len("/n////") + 10 + 20 + 10 + 16 + 3
+BATCH_BODY_BYTES_MAX: Final = 64 + TICKETS_PER_REQUEST_MAX * _READ_PATH_CHARS_MAX
+BATCH_ANSWER_BYTES_MAX: Final = 64 + TICKETS_PER_REQUEST_MAX * (TICKET_BYTES_MAX + 1)
+
+
+class BatchInvalid(ValueError):
+    """A POST /tickets body that is not a batch; `code` says why (bad_request,
+    too_many_reads)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def batch_request(paths: list[str]) -> bytes:
+    """The body asking for the tickets of these needle paths (/n/...; canonical, so no
+    JSON escaping is needed)."""
+    return b'{"v":%d,"reads":["%s"]}' % (VERSION, '","'.join(paths).encode())
+
+
+def parse_batch_request(body: bytes | bytearray) -> list[str]:
+    """The needle paths of a POST /tickets body (not yet parsed as paths), or
+    BatchInvalid."""
+    if len(body) > BATCH_BODY_BYTES_MAX:
+        raise BatchInvalid("too_many_reads", f"at most {TICKETS_PER_REQUEST_MAX} reads")
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise BatchInvalid("bad_request", "the body is not JSON") from None
+    if not isinstance(doc, dict) or doc.get("v") != VERSION:
+        raise BatchInvalid("bad_request", f'expected {{"v": {VERSION}, "reads": [...]}}')
+    reads = doc.get("reads")
+    if not isinstance(reads, list) or not all(isinstance(r, str) for r in reads):
+        raise BatchInvalid("bad_request", '"reads" is a list of needle paths')
+    if not reads:
+        raise BatchInvalid("bad_request", '"reads" is empty')
+    if len(reads) > TICKETS_PER_REQUEST_MAX:
+        raise BatchInvalid("too_many_reads", f"at most {TICKETS_PER_REQUEST_MAX} reads")
+    return reads
+
+
+def batch_answer(documents: list[bytes | None]) -> bytes:
+    """The answer to a batch: each ticket document as issue() wrote it, or null."""
+    return b'{"v":%d,"tickets":[%s]}' % (
+        VERSION,
+        b",".join(b"null" if d is None else d for d in documents),
+    )
+
+
+def parse_batch_answer(body: bytes, count: int) -> list[ReadTicket | None]:
+    """The `count` entries of a batch's answer; TicketInvalid when it is not one. A
+    malformed entry is None (that reader then GETs the blob)."""
+    if len(body) > BATCH_ANSWER_BYTES_MAX:
+        raise TicketInvalid("a batch of tickets this long is not one")
+    try:
+        doc = json.loads(body)
+        tickets = doc["tickets"]
+        if doc["v"] != VERSION or not isinstance(tickets, list) or len(tickets) != count:
+            raise ValueError("not one entry per read")
+    except (ValueError, KeyError, TypeError) as e:
+        raise TicketInvalid(f"not a batch of read tickets: {e}") from None
+    out: list[ReadTicket | None] = []
+    for entry in tickets:
+        try:
+            out.append(None if entry is None else from_document(entry))
+        except TicketInvalid:
+            out.append(None)
+    return out

@@ -22,6 +22,8 @@ _NAME_COUNTERS = (
     ("reads", "Blob reads asked of the name node"),
     ("reads_absent", "Reads answered 404: unknown blob, wrong cookie or deleted key"),
     ("tickets_issued", "Reads answered with a read ticket (the reader fetched the range)"),
+    ("ticket_batches", "POST /tickets answered (several reads' tickets in one request)"),
+    ("ticket_batch_reads", "Reads asked for in POST /tickets (a ticket or null each)"),
     ("healthy_reads", "Reads served from the blob's own data block"),
     ("degraded_reads", "Reads reconstructed from 10 other blocks of the stripe"),
     ("bytes_served", "Plaintext bytes served"),

@@ -3,6 +3,7 @@ routers, caches and the directory's deletes reach a migrated volume unchanged.
 
     GET|HEAD /n/{volume}/{key}/{alt_key}/{cookie}   a blob, decrypted [read]
     DELETE   /n/{volume}/{key}[/{alt_key}]          destroy its key(s) [write]
+    POST     /tickets                               read tickets of several blobs [read]
     GET /healthz (open)   GET /status [admin]   GET /metrics [metrics or admin]
 
 Answers match a store node's byte for byte where a reader can compare them: the same
@@ -18,6 +19,13 @@ replica.read sends) may be answered with a read ticket instead of the blob: 200 
 same header, Content-Type application/vnd.pinhole.read-ticket+json and the ticket document
 (common/read_ticket.py, docs/formats/f4.md). Every answer but that 200 is the one the GET
 without the header gets; a store node ignores the header and sends the needle.
+
+POST /tickets asks for the tickets of up to TICKETS_PER_REQUEST_MAX blobs at once (a
+reader's misses that queued while its previous ticket request was in flight; body and
+answer in common/read_ticket.py and docs/formats/f4.md): a ticket document or null per
+blob, null wherever the GET would not answer a ticket, so absent, deleted and wrong-cookie
+blobs still get their one answer, the 404 of the plain GET. A body that is not a batch is
+400 bad_request, one with more reads 413 too_many_reads.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from common.request_metrics import RequestMetrics, RequestObserver
 from f4.metrics import render_name_node
 from f4.name_node import NameNode, Ticket
 from store import needle
+from store.errors import StoreError
 from store.http_api import fast_needle_path, needle_response, parse_needle_path
 from store.http_api import route_of as store_route_of
 from store.volume_read import NeedleRead
@@ -48,6 +57,14 @@ _UNAUTHORIZED: Final = error_response(
 )
 _TICKET_ASKED: Final = read_ticket.TICKET_HEADER.lower()
 _TICKET_ANSWER: Final = ((read_ticket.TICKET_HEADER, read_ticket.TICKET_HEADER_VALUE),)
+_BATCH_TYPE: Final = read_ticket.BATCH_CONTENT_TYPE
+
+
+def route_of(req: Request) -> str:
+    """The store's read and delete protocol has the same routes; POST /tickets is ours."""
+    if req.path == read_ticket.BATCH_PATH:
+        return read_ticket.BATCH_PATH
+    return store_route_of(req)
 
 
 def error_for(exc: BaseException) -> Response:
@@ -78,7 +95,7 @@ class NameNodeHttpApi:
         self.handle = observed(
             guarded(self._route, error_for),
             RequestObserver(self.requests, access_log),
-            store_route_of,  # the store's read and delete protocol, the same routes
+            route_of,
         )
 
     def _allowed(self, req: Request, *purposes: Purpose) -> bool:
@@ -97,6 +114,12 @@ class NameNodeHttpApi:
                 vid, key, alt, _ = parse_needle_path(path, cookie=False)
                 return self._delete(vid, key, alt)
             return error_response(405, "method_not_allowed", "blobs take GET, HEAD and DELETE")
+        if path == read_ticket.BATCH_PATH:
+            if method != "POST":
+                return error_response(405, "method_not_allowed", "tickets are asked by POST")
+            if not self._allowed(req, Purpose.READ):
+                return _UNAUTHORIZED
+            return self._tickets(req)
         if method not in ("GET", "HEAD"):
             return error_response(405, "method_not_allowed", f"{method} is not allowed here")
         if path == "/healthz":
@@ -128,6 +151,18 @@ class NameNodeHttpApi:
         data, checksum = got
         # needle_response cuts the data out of a needle's bytes after its header.
         return needle_response(req, NeedleRead(_HEADER_ROOM + data, len(data), checksum, 0))
+
+    async def _tickets(self, req: Request) -> Response:
+        try:
+            paths = read_ticket.parse_batch_request(req.body)
+            reads = [fast_needle_path(p) for p in paths]
+        except read_ticket.BatchInvalid as e:
+            status = 413 if e.code == "too_many_reads" else 400
+            return error_response(status, e.code, str(e))
+        except StoreError as e:  # a path that is not a needle's
+            return error_response(400, "bad_request", f"not a needle path: {e}")
+        documents = await self.node.tickets(reads)
+        return Response(200, read_ticket.batch_answer(documents), (), _BATCH_TYPE)
 
     async def _delete(self, vid: int, key: int, alt: int | None) -> Response:
         deleted = await self.node.delete(vid, key, alt)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -47,10 +48,11 @@ from f4.errors import (
     BlobAbsent,
     BlockMissing,
     BlockUnreachable,
+    F4Error,
     IndexUnavailable,
     VolumeNotServed,
 )
-from f4.reader import AsyncReader, Reader
+from f4.reader import AsyncReader, Located, Reader
 from store import needle
 
 # While a block is lost, reads of it look for a newer index at most this often per volume.
@@ -96,6 +98,8 @@ class NameNode:
         self.reads = 0
         self.reads_absent = 0
         self.tickets_issued = 0
+        self.ticket_batches = 0
+        self.ticket_batch_reads = 0
         self.deletes = 0
         self.keys_destroyed = 0
         self.rescan()
@@ -151,24 +155,10 @@ class NameNode:
         except BlobAbsent:
             self.reads_absent += 1
             raise
-        if ticket and self._ticket_key is not None:
-            base = self.blocks.url_of(at.node)
-            if base is not None:
-                self.tickets_issued += 1
-                return Ticket(
-                    read_ticket.issue(
-                        self._ticket_key,
-                        base_url=base,
-                        node=at.node,
-                        block=at.block_name,
-                        offset=at.start,
-                        length=at.end - at.start,
-                        cut=(at.cut.start, at.length),
-                        secret=at.blob_key.secret,
-                        nonce=at.blob_key.nonce,
-                        now=time.time(),
-                    )
-                )
+        if ticket:
+            document = self._ticket(at, time.time())
+            if document is not None:
+                return Ticket(document)
         try:
             data = await reader.read_located(at)
         except BlobAbsent:
@@ -181,6 +171,51 @@ class NameNode:
             self._pool, needle_checksum, key, alt_key, cookie, data
         )
         return data, checksum
+
+    async def tickets(self, reads: Sequence[tuple[int, int, int, int]]) -> list[bytes | None]:
+        """A ticket document or None for each (volume, key, alt_key, cookie): what a GET
+        asking for a ticket would get, None wherever that GET would answer anything but a
+        ticket (absent, deleted, wrong cookie, a volume not served, a block read here, an
+        index that does not load). The keys of the batch are looked up in one wake-up. Only
+        the reads answered with a ticket count in `reads` (the others count at their GET)."""
+        self.ticket_batches += 1
+        self.ticket_batch_reads += len(reads)
+        out: list[bytes | None] = [None] * len(reads)
+        if self._ticket_key is None:
+            return out
+        served = [i for i, (volume, *_) in enumerate(reads) if self.serves(volume)]
+        try:
+            located = await self.async_reader.locate_many([reads[i] for i in served])
+        except F4Error:  # e.g. an index that does not load: each plain GET says so
+            return out
+        now = time.time()
+        for i, at in zip(served, located, strict=True):
+            if at is not None:
+                out[i] = self._ticket(at, now)
+        self.reads += sum(d is not None for d in out)
+        return out
+
+    def _ticket(self, at: Located, now: float) -> bytes | None:
+        """A ticket for the located blob, or None where the name node reads it itself
+        (tickets off, the node read in-process or known down)."""
+        if self._ticket_key is None:
+            return None
+        base = self.blocks.url_of(at.node)
+        if base is None:
+            return None
+        self.tickets_issued += 1
+        return read_ticket.issue(
+            self._ticket_key,
+            base_url=base,
+            node=at.node,
+            block=at.block_name,
+            offset=at.start,
+            length=at.end - at.start,
+            cut=(at.cut.start, at.length),
+            secret=at.blob_key.secret,
+            nonce=at.blob_key.nonce,
+            now=now,
+        )
 
     # -- deletes --------------------------------------------------------------------------
 
@@ -224,6 +259,8 @@ class NameNode:
             "reads": self.reads,
             "reads_absent": self.reads_absent,
             "tickets_issued": self.tickets_issued,
+            "ticket_batches": self.ticket_batches,
+            "ticket_batch_reads": self.ticket_batch_reads,
             "healthy_reads": counter.healthy_reads,
             "degraded_reads": counter.degraded_reads,
             "bytes_served": counter.bytes_served,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -226,6 +226,33 @@ class AsyncReader:
         else:
             blob, entry = await self._run(r.place, volume, key, alt_key, cookie)
         return r.located(blob, entry, await self.keys.get(blob))
+
+    async def locate_many(self, reads: Sequence[tuple[int, int, int, int]]) -> list[Located | None]:
+        """locate for each (volume, key, alt_key, cookie), their keys asked for in one
+        wake-up of the lookup thread; None where locate raises BlobAbsent. The volumes must
+        be served (F4Error, such as IndexUnavailable, propagates)."""
+        r = self.reader
+        placed: list[tuple[BlobId, Entry] | None] = []
+        for volume, key, alt_key, cookie in reads:
+            try:
+                if r.loaded(volume):
+                    placed.append(r.place(volume, key, alt_key, cookie))
+                else:
+                    placed.append(await self._run(r.place, volume, key, alt_key, cookie))
+            except BlobAbsent:
+                placed.append(None)
+        found = [p for p in placed if p is not None]
+        keys: Iterator[BlobKey | None] = iter(())
+        if found:
+            keys = iter(await self.keys.get_many(tuple(blob for blob, _ in found)))
+        out: list[Located | None] = []
+        for p in placed:
+            if p is None:
+                out.append(None)
+                continue
+            blob_key = next(keys)
+            out.append(None if blob_key is None else r.located(p[0], p[1], blob_key))
+        return out
 
     async def read(self, volume: int, key: int, alt_key: int, cookie: int) -> bytes:
         return await self.read_located(await self.locate(volume, key, alt_key, cookie))

@@ -29,7 +29,9 @@ never relays the bytes. If anything about the ticketed read fails (the storage n
 refusing, a corrupt range, a record that does not open, a malformed ticket), the same
 replica is asked again without the header: the full read, healthy or degraded, exactly as
 without tickets. Nothing of a ticket outlives the read: neither the ticket nor its key is
-kept.
+kept. With ``batches`` (a replica.ticket_batches.TicketBatches, one per reader process) the
+tickets of concurrent misses for one name node are asked for in one request; a read the
+batch has no ticket for is read with the plain GET (no header), as a store would be.
 
 Each replica gets ``timeout_s``; a read costs at most ``len(replicas) * timeout_s`` (a
 ticketed read that fails costs up to three of them on its replica: ticket, range, full
@@ -52,8 +54,9 @@ from typing import Final
 
 from common import read_ticket
 from common.credentials import Credentials, Purpose
-from common.leanhttp.client import HttpClientError, LeanHTTPClient
+from common.leanhttp.client import ClientResponse, HttpClientError, LeanHTTPClient
 from replica.errors import NeedleAbsent, ReplicasUnavailable
+from replica.ticket_batches import TicketBatches
 from store.needle import CHECKSUM_BYTES, FOOTER_BYTES, encode_parts
 
 __all__ = [
@@ -126,12 +129,13 @@ async def read_from_replicas(
     headers: tuple[tuple[str, str], ...],
     timeout_s: float,
     tickets: bool = False,
+    batches: TicketBatches | None = None,
 ) -> ReplicaRead:
     """The needle from the first replica that serves a verified copy (see the module
     docstring). `headers` carries the read credential (stores answer 401 without it; build
     the tuple once: the client memoizes its encoding per tuple). `tickets`: accept f4 read
-    tickets. Raises NeedleAbsent or ReplicasUnavailable (both carry ``bad`` and
-    ``failed``)."""
+    tickets; `batches`: ask for them in batches too (with `tickets` only). Raises
+    NeedleAbsent or ReplicasUnavailable (both carry ``bad`` and ``failed``)."""
     path = f"/n/{vid}/{key}/{alt}/{cookie:016x}"
     bad: list[str] = []
     failed: list[str] = []
@@ -142,9 +146,20 @@ async def read_from_replicas(
     for replica in replicas:
         base = replica.rstrip("/")
         try:
-            resp = await client.request("GET", base + path, headers=ask, timeout_s=timeout_s)
-            if resp.status == 200 and _TICKET_ANSWER in resp.headers:
-                data = await _redeem(client, resp.body, vid, key, alt, path, timeout_s)
+            if batches is not None and tickets:
+                got = await batches.ask(
+                    client, base, path, asking=ask, credential=headers, timeout_s=timeout_s
+                )
+            else:
+                got = await client.request("GET", base + path, headers=ask, timeout_s=timeout_s)
+            if got is None:  # a batch without a ticket for it: the plain GET answers
+                resp = await client.request(
+                    "GET", base + path, headers=headers, timeout_s=timeout_s
+                )
+            elif isinstance(got, read_ticket.ReadTicket) or (
+                got.status == 200 and _TICKET_ANSWER in got.headers
+            ):
+                data = await _redeem(client, got, vid, key, alt, path, timeout_s)
                 if data is not None:
                     etag = await _etag(key, alt, cookie, data)
                     return ReplicaRead(
@@ -154,6 +169,8 @@ async def read_from_replicas(
                 resp = await client.request(
                     "GET", base + path, headers=headers, timeout_s=timeout_s
                 )
+            else:
+                resp = got
         except HttpClientError as exc:
             failed.append(replica)
             problems.append(f"{replica}: {exc}")
@@ -207,17 +224,21 @@ async def _etag(key: int, alt: int, cookie: int, data: bytes) -> str:
 
 async def _redeem(
     client: LeanHTTPClient,
-    document: bytes,
+    answer: ClientResponse | read_ticket.ReadTicket,
     vid: int,
     key: int,
     alt: int,
     path: str,
     timeout_s: float,
 ) -> bytes | None:
-    """The plaintext a read ticket leads to, or None when the ticketed read failed (logged;
-    the caller reads the blob in full instead). The request carries no credential."""
+    """The plaintext a read ticket (a GET's answer, or one from a batch) leads to, or None
+    when the ticketed read failed (logged; the caller reads the blob in full instead). The
+    request carries no credential."""
     try:
-        ticket = read_ticket.parse(document)
+        if isinstance(answer, read_ticket.ReadTicket):
+            ticket = answer
+        else:
+            ticket = read_ticket.parse(answer.body)
         resp = await client.request("GET", ticket.url, timeout_s=timeout_s)
         if resp.status != 200:
             code = resp.headers.get("x-pinhole-error", "")

@@ -59,6 +59,7 @@ from common.request_metrics import RequestMetrics, RequestObserver
 from common.signed_photo import SignedUrlError, is_signed, sign_playlist, verify
 from replica.errors import NeedleAbsent, ReplicaReadError, ReplicasUnavailable
 from replica.read import needle_etag, read_from_replicas
+from replica.ticket_batches import TicketBatches
 from router.config import RouterConfig
 from router.errors import DirectoryUnavailable
 from router.lookup import Directory, VolumeInfo
@@ -191,6 +192,7 @@ class RouterHttpApi:
         self._credentials = credentials
         self._auth = credentials.header(Purpose.READ)
         self._read_headers = (("Authorization", self._auth),)
+        self._ticket_batches = TicketBatches()  # for its direct reads (cache node down)
         # Without the key every signed URL is refused (403 bad_signature).
         self._url_key = credentials.url_key or b""
         self._loop = asyncio.get_running_loop()
@@ -373,6 +375,7 @@ class RouterHttpApi:
                 headers=self._read_headers,
                 timeout_s=self.config.store_timeout_s,
                 tickets=True,
+                batches=self._ticket_batches,
             )
         except ReplicaReadError as e:
             self._report_bad(lv, ref.key, alt, e.bad)

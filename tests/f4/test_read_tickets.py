@@ -7,6 +7,7 @@ run) and the cache node itself. Asserted on counters and bytes, never on timing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -31,6 +32,7 @@ from f4.name_node import NameNode
 from f4.name_server import running_name_node
 from replica.errors import NeedleAbsent
 from replica.read import needle_etag, read_from_replicas
+from replica.ticket_batches import TicketBatches
 from tests.f4.helpers import Blobs, random_blobs, sealed_volume
 from tests.f4.test_node_service import NodeProcess
 
@@ -451,3 +453,200 @@ def test_no_reader_credential_carries_the_ticket_key() -> None:
     assert replace(Credentials.for_service(secret, "f4-node")).ticket_key == (
         credentials.ticket_key(secret)
     )
+
+
+# -- tickets of concurrent misses in one request (POST /tickets, replica.ticket_batches) ------
+
+
+async def _name_requests(client: LeanHTTPClient, s: Served) -> dict[str, int]:
+    """The name node's requests by route, from its /metrics."""
+    admin = (("Authorization", Credentials.from_secret(s.secret).header(Purpose.ADMIN)),)
+    resp = await client.request("GET", f"{s.url}/metrics", headers=admin)
+    assert resp.status == 200
+    out: dict[str, int] = {}
+    for line in resp.body.decode().splitlines():
+        if line.startswith("pinhole_f4_name_requests_total{"):
+            route = line.split('route="', 1)[1].split('"', 1)[0]
+            out[route] = out.get(route, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+async def _read_all(
+    client: LeanHTTPClient,
+    url: str,
+    s: Served,
+    items: list[tuple[tuple[int, int], tuple[int, bytes]]],
+    batches: TicketBatches,
+) -> list[Any]:
+    """The reads of `items` started together (NeedleAbsent returned, not raised)."""
+
+    async def one(key: int, alt: int, cookie: int) -> Any:
+        try:
+            return await read_from_replicas(
+                client, [url], VID, key, alt, cookie,
+                headers=s.read_headers(), timeout_s=5.0, tickets=True, batches=batches,
+            )  # fmt: skip
+        except NeedleAbsent as e:
+            return e
+
+    return await asyncio.gather(*(one(k, a, c) for (k, a), (c, _) in items))
+
+
+async def test_concurrent_misses_ask_for_their_tickets_in_one_request(
+    served: Served, client: LeanHTTPClient
+) -> None:
+    s = served
+    batches = TicketBatches()
+    items = list(s.blobs.items())
+    # The first ticket tells the reader that this replica is a name node.
+    first = await _read_all(client, s.url, s, items[:1], batches)
+    assert first[0].ticketed and batches.batches == 0
+    before = await _name_requests(client, s)
+    lookups_before = s.node.statistics()["key_lookup_batches"]
+    reads = await _read_all(client, s.url, s, items[1:], batches)
+    for read, (_, (_, data)) in zip(reads, items[1:], strict=True):
+        assert read.data == data and read.ticketed and read.ticket_failures == 0
+    after = await _name_requests(client, s)
+    requests = sum(after.values()) - sum(before.values()) - 1  # not the /metrics GET
+    # One GET in flight, the other misses queued behind it and sent in one POST.
+    assert after.get("/tickets", 0) - before.get("/tickets", 0) == batches.batches >= 1
+    assert requests < len(items) - 1
+    assert batches.batched_reads == len(items) - 1 - (requests - batches.batches)
+    st = s.node.statistics()
+    assert st["ticket_batches"] == batches.batches
+    assert st["tickets_issued"] == len(items)
+    assert st["healthy_reads"] == st["degraded_reads"] == 0
+    # Each request woke the key lookup thread at most once: a batch's keys went together.
+    assert st["key_lookup_batches"] - lookups_before <= requests
+    assert await _node_counters(client, s, "tickets_accepted") == len(items)
+
+
+async def test_a_batch_answers_present_deleted_and_wrong_cookie_blobs_each_right(
+    served: Served, client: LeanHTTPClient
+) -> None:
+    s = served
+    items = list(s.blobs.items())
+    (dk, da), (dc, _) = items[1]
+    write = (("Authorization", Credentials.from_secret(s.secret).header(Purpose.WRITE)),)
+    deleted = await client.request("DELETE", f"{s.url}/n/{VID}/{dk}/{da}", headers=write)
+    assert deleted.status == 200
+    (wk, wa), (wc, _) = items[2]
+    (pk, pa), (pc, pdata) = items[3]
+    paths = [
+        f"/n/{VID}/{pk}/{pa}/{pc:016x}",  # present
+        f"/n/{VID}/{dk}/{da}/{dc:016x}",  # deleted
+        f"/n/{VID}/{wk}/{wa}/{wc ^ 1:016x}",  # wrong cookie
+        f"/n/{VID}/{pk + 999_999}/{pa}/{pc:016x}",  # never existed
+        f"/n/{VID + 1}/{pk}/{pa}/{pc:016x}",  # a volume the cell does not serve
+    ]
+    headers = (*s.read_headers(), ("Content-Type", "application/json"))
+    resp = await client.request(
+        "POST", f"{s.url}/tickets", headers=headers, body=read_ticket.batch_request(paths)
+    )
+    assert resp.status == 200 and resp.headers["content-type"] == read_ticket.BATCH_CONTENT_TYPE
+    tickets = read_ticket.parse_batch_answer(resp.body, len(paths))
+    assert tickets[0] is not None and all(t is None for t in tickets[1:])
+    assert resp.body.count(b'"key"') == 1  # no key for anything but the present blob
+    ranged = await client.request("GET", tickets[0].url)
+    assert ranged.status == 200 and tickets[0].open(ranged.body, VID, pk, pa) == pdata
+
+    # Through the reader, the four in one batch behind a first read: each its one answer.
+    batches = TicketBatches()
+    await _read_all(client, s.url, s, items[:1], batches)
+    mixed = [items[3], items[1], ((wk, wa), (wc ^ 1, b"")), items[4]]
+    got = await _read_all(client, s.url, s, [items[0], *mixed], batches)
+    assert batches.batches >= 1 and batches.batched_reads >= 3
+    assert got[1].data == pdata and got[1].ticketed
+    assert isinstance(got[2], NeedleAbsent) and isinstance(got[3], NeedleAbsent)
+    assert got[4].data == items[4][1][1] and got[4].ticketed
+    plain = await client.request("GET", s.blob_url(wk, wa, wc ^ 1), headers=s.read_headers())
+    gone = await client.request("GET", s.blob_url(dk, da, dc), headers=s.read_headers())
+    assert plain.status == gone.status == 404 and plain.body == gone.body
+
+
+async def test_a_malformed_or_oversize_batch_is_a_4xx(
+    served: Served, client: LeanHTTPClient
+) -> None:
+    s = served
+    (key, alt), (cookie, _) = next(iter(s.blobs.items()))
+    path = f"/n/{VID}/{key}/{alt}/{cookie:016x}"
+    headers = (*s.read_headers(), ("Content-Type", "application/json"))
+    too_many = [path] * (read_ticket.TICKETS_PER_REQUEST_MAX + 1)
+    cases = {
+        b"not json": (400, "bad_request"),
+        b"[]": (400, "bad_request"),
+        b'{"v": 2, "reads": []}': (400, "bad_request"),
+        b'{"v": 1, "reads": []}': (400, "bad_request"),
+        b'{"v": 1, "reads": [3]}': (400, "bad_request"),
+        b'{"v": 1, "reads": ["/n/3/x/0/00"]}': (400, "bad_request"),
+        json.dumps({"v": 1, "reads": too_many}).encode(): (413, "too_many_reads"),
+        b'{"v": 1, "reads": ["' + b"x" * 60_000 + b'"]}': (413, "too_many_reads"),
+    }
+    for body, (status, code) in cases.items():
+        resp = await client.request("POST", f"{s.url}/tickets", headers=headers, body=body)
+        assert resp.status == status, body[:40]
+        assert json.loads(resp.body)["error"]["code"] == code, body[:40]
+    ok = read_ticket.batch_request([path] * read_ticket.TICKETS_PER_REQUEST_MAX)
+    bare = await client.request("POST", f"{s.url}/tickets", body=ok)
+    assert bare.status == 401
+    wrong = await client.request("GET", f"{s.url}/tickets", headers=s.read_headers())
+    assert wrong.status == 405
+    full = await client.request("POST", f"{s.url}/tickets", headers=headers, body=ok)
+    assert full.status == 200
+    assert len(read_ticket.parse_batch_answer(full.body, read_ticket.TICKETS_PER_REQUEST_MAX)) == (
+        read_ticket.TICKETS_PER_REQUEST_MAX
+    )
+    assert s.node.statistics()["tickets_issued"] == read_ticket.TICKETS_PER_REQUEST_MAX
+
+
+class _NoBatches:
+    """A name node that forwards GETs and answers POST /tickets with `status`: 404 as one
+    from before the route, 503 as one failing."""
+
+    def __init__(self, client: LeanHTTPClient, s: Served, status: int) -> None:
+        self.client = client
+        self.upstream = s.url
+        self.status = status
+        self.posts = 0
+        self.gets = 0
+
+    async def handle(self, req: Request) -> Response:
+        if req.method == "POST":
+            self.posts += 1
+            return Response(self.status, b'{"error":{"code":"x"}}', (), "application/json")
+        self.gets += 1
+        keep = ("authorization", read_ticket.TICKET_HEADER.lower())
+        headers = tuple((k, v) for k, v in req.headers.items() if k in keep)
+        resp = await self.client.request("GET", self.upstream + req.path, headers=headers)
+        out = tuple(
+            (k, v)
+            for k, v in resp.headers.items()
+            if k in ("etag", "x-pinhole-error", read_ticket.TICKET_HEADER.lower())
+        )
+        return Response(resp.status, resp.body, out, resp.headers.get("content-type", ""))
+
+
+@pytest.mark.parametrize("status", [404, 503])
+async def test_a_name_node_without_the_batch_route_gets_a_get_per_read(
+    served: Served, status: int, client: LeanHTTPClient
+) -> None:
+    s = served
+    older = _NoBatches(client, s, status)
+    server = LeanHTTPServer(older.handle, name="older")
+    await server.start("127.0.0.1", 0)
+    try:
+        front = f"http://127.0.0.1:{server.port}"
+        batches = TicketBatches()
+        items = list(s.blobs.items())
+        for part in (items[:1], items[1:11], items[11:21]):
+            reads = await _read_all(client, front, s, part, batches)
+            for read, (_, (_, data)) in zip(reads, part, strict=True):
+                assert read.data == data and read.ticketed and read.ticket_failures == 0
+    finally:
+        await server.close(grace_s=1.0)
+    # Each read whose batch failed asked by its own GET. A 404 (no such route) is
+    # remembered: no batch after it; a 503 is not: the next misses batch again.
+    assert older.posts == batches.batches == (1 if status == 404 else 2)
+    assert batches.batch_failures == batches.batches
+    assert older.gets == 21
+    assert s.node.statistics()["tickets_issued"] == 21
