@@ -23,6 +23,7 @@ ENV_SWITCH: Final = "PINHOLE_STORE_NATIVE"
 class HotRead(Protocol):
     MISS: int
     REFER: int
+    HASH: str
 
     def answer(
         self, fd: int, offset: int, length: int, key: int, alt_key: int, cookie: int, /
@@ -44,6 +45,6 @@ def load(*, enabled: bool) -> HotRead | None:
     except ImportError as e:
         log.warning("store reads: pure Python (the C extension is not built: %s)", e)
         return None
-    log.info("store reads: page-cache hits served by the C extension")
+    log.info("store reads: page-cache hits served by the C extension (XXH3 %s)", _hot_read.HASH)
     module: HotRead = _hot_read
     return module

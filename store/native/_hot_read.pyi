@@ -2,6 +2,7 @@ MISS: int
 REFER: int
 HEADER_BYTES: int
 FOOTER_BYTES: int
+HASH: str  # the XXH3 build in use: "avx2" or "baseline"
 
 def answer(
     fd: int, offset: int, length: int, key: int, alt_key: int, cookie: int, /

@@ -34,6 +34,7 @@
 
 #define XXH_INLINE_ALL
 #include "xxhash.h"
+#include "xxh3_avx2.h"
 
 #define MAGIC_BYTES 4
 #define FLAGS_BYTES 1
@@ -74,6 +75,15 @@ static const char HEAD_TAIL[] =
 #define ETAG_HEX_DIGITS 16
 
 static PyObject *miss_code, *refer_code;
+
+/* The data's hash: AVX2 when the CPU has it, else the baseline (SSE2) build. */
+static uint64_t (*data_hash)(const void *, size_t, uint64_t);
+
+static uint64_t
+xxh3_baseline(const void *data, size_t size, uint64_t seed)
+{
+    return XXH3_64bits_withSeed(data, size, seed);
+}
 
 static inline uint32_t
 le32(const unsigned char *p)
@@ -116,7 +126,7 @@ check(const unsigned char *buf, Py_ssize_t length, uint64_t key, uint32_t alt_ke
     /* flags == 0, so the header bytes are hashed as they are. */
     XXH64_hash_t seed = XXH3_64bits(buf + CHECKSUMMED_HEADER_START,
                                     HEADER_BYTES - CHECKSUMMED_HEADER_START);
-    if (XXH3_64bits_withSeed(buf + HEADER_BYTES, size, seed) != stored)
+    if (data_hash(buf + HEADER_BYTES, size, seed) != stored)
         return ANSWER_REFER;
     if (le64(buf + KEY_AT) != key || le32(buf + ALT_KEY_AT) != alt_key ||
         le64(buf + COOKIE_AT) != cookie)
@@ -247,7 +257,7 @@ checksum(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         memcpy(covered, (const char *)header.buf + CHECKSUMMED_HEADER_START, sizeof covered);
         covered[0] &= (unsigned char)~FLAG_DELETED;
         XXH64_hash_t seed = XXH3_64bits(covered, sizeof covered);
-        result = PyLong_FromUnsignedLongLong(XXH3_64bits_withSeed(data.buf, data.len, seed));
+        result = PyLong_FromUnsignedLongLong(data_hash(data.buf, (size_t)data.len, seed));
     }
     PyBuffer_Release(&data);
     PyBuffer_Release(&header);
@@ -273,6 +283,12 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__hot_read(void)
 {
+    data_hash = xxh3_baseline;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    if (pinhole_xxh3_avx2_built() && __builtin_cpu_supports("avx2"))
+        data_hash = pinhole_xxh3_avx2;
+#endif
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
@@ -282,7 +298,9 @@ PyInit__hot_read(void)
         PyModule_AddObjectRef(m, "MISS", miss_code) < 0 ||
         PyModule_AddObjectRef(m, "REFER", refer_code) < 0 ||
         PyModule_AddIntConstant(m, "HEADER_BYTES", HEADER_BYTES) < 0 ||
-        PyModule_AddIntConstant(m, "FOOTER_BYTES", FOOTER_BYTES) < 0) {
+        PyModule_AddIntConstant(m, "FOOTER_BYTES", FOOTER_BYTES) < 0 ||
+        PyModule_AddStringConstant(m, "HASH", data_hash == xxh3_baseline ? "baseline" : "avx2") <
+            0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -50,9 +50,10 @@ class CountingHotRead:
     served: int = 0
     MISS: int = field(init=False)
     REFER: int = field(init=False)
+    HASH: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.MISS, self.REFER = self.inner.MISS, self.inner.REFER
+        self.MISS, self.REFER, self.HASH = self.inner.MISS, self.inner.REFER, self.inner.HASH
 
     def answer(
         self, fd: int, offset: int, length: int, key: int, alt_key: int, cookie: int, /
