@@ -9,7 +9,9 @@ plain hits (so the comparison is not the Python path against itself).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,9 +271,15 @@ def test_checksum_is_the_formats(
     assert hot.checksum(header, data) == stored
 
 
-def test_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_switch(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     assert native.load(enabled=False) is None
     monkeypatch.setenv(native.ENV_SWITCH, "0")
     assert native.load(enabled=True) is None
     monkeypatch.setenv(native.ENV_SWITCH, "1")
     assert native.load(enabled=True) is not None
+    # An extension that did not build: the Python path, said once in the log.
+    monkeypatch.setitem(sys.modules, "store.native._hot_read", None)
+    monkeypatch.delattr(native, "_hot_read", raising=False)
+    with caplog.at_level(logging.WARNING, logger="pinhole.store"):
+        assert native.load(enabled=True) is None
+    assert "the C extension is not built" in caplog.text
