@@ -20,8 +20,9 @@
  *     zero padding up to the next multiple of 32
  * checksum = xxh3_64(data, seed = xxh3_64(header[4:32] with the DELETED flag cleared)).
  *
- * The GIL stays held: the call is as short as the Python path's own read and hash, and
- * runs on the event loop thread that would otherwise do them.
+ * The GIL stays held for a needle below GIL_RELEASE_BYTES_MIN (releasing and taking it
+ * back costs more than the read and hash of a small photo); a larger needle is read and
+ * hashed without it, so the volumes' writer threads are not held up by a big original.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -59,6 +60,9 @@
 #define FLAG_DELETED 0x01
 #define FLAG_TOMBSTONE 0x02
 #define FLAGS_KNOWN (FLAG_DELETED | FLAG_TOMBSTONE)
+
+/* Needles at least this long are read and hashed with the GIL released. */
+#define GIL_RELEASE_BYTES_MIN (256 * 1024)
 
 /* The map's lengths are 24 bits of 32-byte units (store/needle.NEEDLE_LENGTH_UNITS_MAX). */
 #define NEEDLE_LENGTH_BYTES_MAX (((1LL << 24) - 1) * NEEDLE_ALIGNMENT_BYTES)
@@ -199,19 +203,28 @@ answer(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     unsigned char *buf = (unsigned char *)PyBytes_AS_STRING(raw);
     struct iovec iov = {buf, (size_t)length};
-    ssize_t got = preadv2((int)fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+    uint32_t size = 0;
+    uint64_t checksum = 0;
+    ssize_t got;
+    int err = 0, verdict = ANSWER_REFER;
+    /* `raw` is ours alone until returned: it may be filled without the GIL. */
+    PyThreadState *released = length >= GIL_RELEASE_BYTES_MIN ? PyEval_SaveThread() : NULL;
+    got = preadv2((int)fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+    if (got == (ssize_t)length)
+        verdict = check(buf, (Py_ssize_t)length, key, (uint32_t)alt_key, cookie, &size, &checksum);
+    else if (got < 0)
+        err = errno;
+    if (released != NULL)
+        PyEval_RestoreThread(released);
     if (got != (ssize_t)length) {
         /* EAGAIN: not cached. A short read: part of the range is not cached, or the file
          * ends early; EOPNOTSUPP/EINVAL: no RWF_NOWAIT here. The device read decides. */
-        int err = got < 0 ? errno : 0;
         Py_DECREF(raw);
         if (got >= 0 || err == EAGAIN || err == EOPNOTSUPP || err == EINVAL)
             return Py_NewRef(miss_code);
         return Py_NewRef(refer_code);
     }
-    uint32_t size;
-    uint64_t checksum;
-    if (check(buf, (Py_ssize_t)length, key, (uint32_t)alt_key, cookie, &size, &checksum)) {
+    if (verdict != 0) {
         Py_DECREF(raw);
         return Py_NewRef(refer_code);
     }

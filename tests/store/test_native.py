@@ -221,6 +221,30 @@ def test_the_c_path_served_the_plain_hits(world: World) -> None:
     assert world.hot.served == before + 1
 
 
+def test_large_needles_alike(world: World) -> None:
+    """Needles past GIL_RELEASE_BYTES_MIN (256 KiB) are read and hashed without the GIL:
+    the same answers, intact or damaged."""
+    key = world.next_key
+    world.next_key += 1
+    big = os.urandom(300 * 1024)
+    world.loop.run_until_complete(
+        _store(world, key, [(0, big, "none", False), (1, big, "data", False)])
+    )
+    before = world.hot.served
+    for alt in (0, 1):
+        req = Request(
+            "GET",
+            f"/n/{VID}/{key}/{alt}/{COOKIE:016x}",
+            "",
+            {"authorization": READ},
+            "1.1",
+            True,
+            None,
+        )
+        assert _wire(world, world.c_api, req) == _wire(world, world.py_api, req)
+    assert world.hot.served == before + 1
+
+
 def test_miss_goes_to_the_device(world: World) -> None:
     """A page-cache miss is MISS (not an error): the device read answers it."""
     from bench.peers.pagecache import evict
