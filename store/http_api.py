@@ -295,13 +295,15 @@ class StoreHttpApi:
     def _get(self, req: Request) -> Response | Awaitable[Response]:
         if not self._credentials.allows(req.headers.get("authorization"), _READ):
             return _UNAUTHORIZED
+        hot = self._hot_read
+        # The C parser takes the canonical paths; anything else goes to the Python one.
+        parsed = None if hot is None else hot.parse_path(req.path)
         try:
-            vid, key, alt, cookie = fast_needle_path(req.path)
+            vid, key, alt, cookie = parsed if parsed is not None else fast_needle_path(req.path)
         except (StoreBadRequest, NeedlePathInvalid):
             if req.path.count("/") == 4:  # /n/{volume}/{key}/{alt_key}: no cookie
                 return self._internal_get(req)
             raise
-        hot = self._hot_read
         if hot is not None and "range" not in req.headers and "if-none-match" not in req.headers:
             # A plain GET or HEAD: one C call reads, checks and frames a page-cache hit.
             got = self.node.read_path.answer_cached(vid, key, alt, cookie)

@@ -15,6 +15,9 @@ import logging
 import os
 from typing import Final, Protocol
 
+from common import photo
+from store import needle
+
 log = logging.getLogger("pinhole.store")
 
 ENV_SWITCH: Final = "PINHOLE_STORE_NATIVE"
@@ -28,6 +31,8 @@ class HotRead(Protocol):
     def answer(
         self, fd: int, offset: int, length: int, key: int, alt_key: int, cookie: int, /
     ) -> tuple[bytes, memoryview] | int: ...
+
+    def parse_path(self, path: str, /) -> tuple[int, int, int, int] | None: ...
 
     def checksum(self, header: bytes, data: bytes | bytearray | memoryview, /) -> int: ...
 
@@ -45,6 +50,9 @@ def load(*, enabled: bool) -> HotRead | None:
     except ImportError as e:
         log.warning("store reads: pure Python (the C extension is not built: %s)", e)
         return None
+    # Pair check: the C path parser's limits are the Python ones.
+    limits = (_hot_read.VOLUME_ID_MAX, _hot_read.KEY_MAX, _hot_read.ALT_KEY_MAX)
+    assert limits == (photo.VOLUME_ID_MAX, needle.KEY_MAX, needle.ALT_KEY_MAX), limits
     log.info("store reads: page-cache hits served by the C extension (XXH3 %s)", _hot_read.HASH)
     module: HotRead = _hot_read
     return module

@@ -12,6 +12,11 @@
  *                          an unusual argument): the pure-Python path judges it and raises
  *                          its precise error.
  *
+ * parse_path(path) is store/http_api.fast_needle_path's fast branch: (volume, key, alt_key,
+ * cookie) of a canonical /n/{volume}/{key}/{alt_key}/{cookie} (decimals without leading
+ * zeros, 16 lower-case hex digits, each within its limit), else None: the Python parser
+ * then gives the precise error, or accepts what this one does not try to.
+ *
  * The layout (store/needle.py, docs/formats/volume.md), little-endian:
  *     header 32 bytes: magic "NEDL" | flags u8 | 3 x 0 | cookie u64 | key u64 | alt_key u32
  *                      | data_size u32
@@ -246,6 +251,68 @@ answer(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* Limits of the path's numbers; load() checks them against common/photo.py and
+ * store/needle.py at import. */
+#define VOLUME_ID_MAX UINT32_MAX
+#define KEY_MAX UINT64_MAX
+#define ALT_KEY_MAX UINT32_MAX
+#define VOLUME_DIGITS_MAX 10
+#define KEY_DIGITS_MAX 20
+#define ALT_KEY_DIGITS_MAX 10
+#define COOKIE_HEX_DIGITS 16
+
+/* A canonical decimal (no leading zero but "0" itself) of at most `digits_max` digits and
+ * at most `max`, ending at '/'; advances *at past the '/'. 0 when it is not one. */
+static int
+decimal_field(const Py_UCS1 *s, Py_ssize_t n, Py_ssize_t *at, int digits_max, uint64_t max,
+              uint64_t *out)
+{
+    Py_ssize_t i = *at, start = i;
+    uint64_t v = 0;
+    while (i < n && s[i] >= '0' && s[i] <= '9') {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (i - start >= digits_max || v > (max - d) / 10)
+            return 0;
+        v = v * 10 + d;
+        i++;
+    }
+    if (i == start || (s[start] == '0' && i - start > 1) || i >= n || s[i] != '/')
+        return 0;
+    *at = i + 1;
+    *out = v;
+    return 1;
+}
+
+static PyObject *
+parse_path(PyObject *module, PyObject *path)
+{
+    (void)module;
+    if (!PyUnicode_Check(path) || PyUnicode_KIND(path) != PyUnicode_1BYTE_KIND)
+        Py_RETURN_NONE;
+    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(path);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(path), at = 3;
+    uint64_t vid, key, alt, cookie = 0;
+    if (n < 3 || s[0] != '/' || s[1] != 'n' || s[2] != '/' ||
+        !decimal_field(s, n, &at, VOLUME_DIGITS_MAX, VOLUME_ID_MAX, &vid) ||
+        !decimal_field(s, n, &at, KEY_DIGITS_MAX, KEY_MAX, &key) ||
+        !decimal_field(s, n, &at, ALT_KEY_DIGITS_MAX, ALT_KEY_MAX, &alt) ||
+        n - at != COOKIE_HEX_DIGITS)
+        Py_RETURN_NONE;
+    for (; at < n; at++) {
+        Py_UCS1 c = s[at];
+        unsigned d;
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else
+            Py_RETURN_NONE;
+        cookie = cookie << 4 | d;
+    }
+    return Py_BuildValue("(KKKK)", (unsigned long long)vid, (unsigned long long)key,
+                         (unsigned long long)alt, (unsigned long long)cookie);
+}
+
 static PyObject *
 checksum(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -280,6 +347,8 @@ checksum(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"answer", (PyCFunction)(void (*)(void))answer, METH_FASTCALL,
      "answer(fd, offset, length, key, alt_key, cookie) -> (head_lines, body) | MISS | REFER"},
+    {"parse_path", parse_path, METH_O,
+     "parse_path(path) -> (volume, key, alt_key, cookie) of a canonical needle path | None"},
     {"checksum", (PyCFunction)(void (*)(void))checksum, METH_FASTCALL,
      "checksum(header, data) -> the needle checksum (xxh3_64 seeded by the header)"},
     {NULL, NULL, 0, NULL},
@@ -312,6 +381,9 @@ PyInit__hot_read(void)
         PyModule_AddObjectRef(m, "REFER", refer_code) < 0 ||
         PyModule_AddIntConstant(m, "HEADER_BYTES", HEADER_BYTES) < 0 ||
         PyModule_AddIntConstant(m, "FOOTER_BYTES", FOOTER_BYTES) < 0 ||
+        PyModule_AddObject(m, "VOLUME_ID_MAX", PyLong_FromUnsignedLongLong(VOLUME_ID_MAX)) < 0 ||
+        PyModule_AddObject(m, "KEY_MAX", PyLong_FromUnsignedLongLong(KEY_MAX)) < 0 ||
+        PyModule_AddObject(m, "ALT_KEY_MAX", PyLong_FromUnsignedLongLong(ALT_KEY_MAX)) < 0 ||
         PyModule_AddStringConstant(m, "HASH", data_hash == xxh3_baseline ? "baseline" : "avx2") <
             0) {
         Py_DECREF(m);

@@ -24,9 +24,10 @@ from common.credentials import Purpose
 from common.leanhttp.message import Request, Response, encode_response
 from store import native, needle
 from store.config import StoreConfig
-from store.http_api import StoreHttpApi
+from store.http_api import _NEEDLE_PATH, StoreHttpApi
 from store.native import HotRead
 from store.node import StoreNode
+from store.registry import VOLUME_ID_MAX
 from store.volume import UNIT, data_name
 from store.volume_config import VolumeLimits
 from tests.conftest import auth, creds
@@ -64,6 +65,9 @@ class CountingHotRead:
         if isinstance(got, tuple):
             self.served += 1
         return got
+
+    def parse_path(self, path: str, /) -> tuple[int, int, int, int] | None:
+        return self.inner.parse_path(path)
 
     def checksum(self, header: bytes, data: bytes | bytearray | memoryview, /) -> int:
         return self.inner.checksum(header, data)
@@ -293,6 +297,62 @@ def test_checksum_is_the_formats(
         header = header[:4] + bytes([needle.FLAG_DELETED]) + header[5:]
     stored = int.from_bytes(tail[8:16], "little")
     assert hot.checksum(header, data) == stored
+
+
+def _expected_path(path: str) -> tuple[int, int, int, int] | None:
+    """store/http_api.fast_needle_path's fast branch: its regex and limits."""
+    m = _NEEDLE_PATH.fullmatch(path)
+    if m is None:
+        return None
+    vid, key, alt = int(m[1]), int(m[2]), int(m[3])
+    if vid > VOLUME_ID_MAX or key > needle.KEY_MAX or alt > needle.ALT_KEY_MAX:
+        return None
+    return vid, key, alt, int(m[4], 16)
+
+
+def _number(limit: int) -> st.SearchStrategy[str]:
+    values = st.one_of(
+        st.integers(0, 20), st.integers(limit - 3, limit + 3), st.integers(0, 10**21)
+    )
+    return st.one_of(
+        values.map(str),
+        st.tuples(st.sampled_from(["0", "00", "-", "+", " ", "", "x"]), values.map(str)).map(
+            "".join
+        ),
+        st.text(alphabet="0123456789/éa", max_size=22),
+    )
+
+
+_COOKIES = st.one_of(
+    st.text(alphabet="0123456789abcdef", min_size=16, max_size=16),
+    st.text(alphabet="0123456789abcdefABCDEFg/é", min_size=14, max_size=18),
+)
+
+
+@given(
+    prefix=st.sampled_from(["/n/", "/n/", "/n/", "/n", "/m/", "n/", "//n/", "/n//"]),
+    vid=_number(VOLUME_ID_MAX),
+    key=_number(needle.KEY_MAX),
+    alt=_number(needle.ALT_KEY_MAX),
+    cookie=_COOKIES,
+    tail=st.sampled_from(["", "", "", "/", "?", "x"]),
+)
+def test_the_c_path_parser_is_the_fast_branchs(
+    prefix: str, vid: str, key: str, alt: str, cookie: str, tail: str
+) -> None:
+    path = f"{prefix}{vid}/{key}/{alt}/{cookie}{tail}"
+    assert _built().parse_path(path) == _expected_path(path), path
+
+
+def test_the_c_path_parser_at_the_limits() -> None:
+    hot = _built()
+    top = f"/n/{VOLUME_ID_MAX}/{needle.KEY_MAX}/{needle.ALT_KEY_MAX}/{'f' * 16}"
+    assert hot.parse_path(top) == (VOLUME_ID_MAX, needle.KEY_MAX, needle.ALT_KEY_MAX, 2**64 - 1)
+    assert hot.parse_path(f"/n/{VOLUME_ID_MAX + 1}/1/1/{'0' * 16}") is None
+    assert hot.parse_path(f"/n/1/{needle.KEY_MAX + 1}/1/{'0' * 16}") is None
+    assert hot.parse_path(f"/n/1/1/{needle.ALT_KEY_MAX + 1}/{'0' * 16}") is None
+    assert hot.parse_path(f"/n/01/1/1/{'0' * 16}") is None
+    assert hot.parse_path("/n/0/0/0/" + "0" * 16) == (0, 0, 0, 0)
 
 
 def test_the_switch(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
