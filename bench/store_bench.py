@@ -10,6 +10,9 @@ Figures (ratios, each against a baseline measured in the same run on the same ma
                               volume served by aiohttp (bench/peers/aiohttp_store.py); with
                               aiohttp_cpu_vs_lean, the servers' CPU per request in the same
                               ratio: what "our own HTTP layer" buys, kept measured (no goal)
+    native_cpu_vs_python      the node's CPU per hot 20 KiB GET with the C read path
+                              (store/native) / with PINHOLE_STORE_NATIVE=0, the node
+                              restarted on the same volume: what the C call buys (no goal)
     put_durable_vs_fio_fsync  acknowledged (synced) PUT/s / fio's one-fdatasync-per-write
     ram_bytes_per_needle, reopen_s   needle map RAM and reopen time (bench/needle_map_bench.py)
 
@@ -19,7 +22,9 @@ most of a core on this 2-core machine, so req/s alone undersells a lean server).
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -56,6 +61,7 @@ from bench.store_fixtures import (
 )
 from bench.store_node import StoreNodeProcess
 from common import credentials
+from store import native
 
 KiB: Final = 1024
 # Below this share of reads served from the device, a "cold" run is flagged.
@@ -167,6 +173,7 @@ class Bench:
             self.store_puts(node, avail)
             self.swift(node, swift, sets[0])
         self.aiohttp_peer(sets[0], volume_file, secret_file)
+        self.python_reads(sets[0], volume_file, secret_file)
         self.needle_map()
 
     def store_gets(
@@ -371,6 +378,28 @@ class Bench:
         lean = self.detail[f"store_get_hot_{tag}"]
         self.figures["lean_vs_aiohttp"] = round(lean["requests_per_s"] / rps, 3)
         self.figures["aiohttp_cpu_vs_lean"] = round(cpu_us / lean["server_cpu_us_per_request"], 3)
+
+    def python_reads(self, s: ObjectSet, volume_file: Path, secret_file: Path) -> None:
+        """The hot GET of `s` again, the node restarted with its C read path off."""
+        if importlib.util.find_spec("store.native._hot_read") is None:
+            raise RuntimeError("store/native is not built (scripts/bootstrap builds it)")
+        tag = f"{s.size_bytes // KiB}k"
+        env = {**os.environ, native.ENV_SWITCH: "0"}
+        with StoreNodeProcess(
+            self.work / "store", secret_file, self.work / "store-python.log", env=env
+        ) as node:
+            warm(volume_file)
+            _, cpu_us, _ = self.http_run(
+                f"store_get_hot_{tag}_python",
+                lambda: [node.pid],
+                base_url=node.url,
+                paths=self.paths_files[s.size_bytes],
+                headers={"Authorization": node.read_authorization},
+                connections=self.plan.hot_connections,
+                duration_s=self.plan.duration_s,
+            )
+        c_cpu_us = self.detail[f"store_get_hot_{tag}"]["server_cpu_us_per_request"]
+        self.figures["native_cpu_vs_python"] = round(c_cpu_us / cpu_us, 3)
 
     def needle_map(self) -> None:
         d = self.work / "needle-map"

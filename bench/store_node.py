@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -15,7 +16,15 @@ HOST = "127.0.0.1"
 
 
 class StoreNodeProcess:
-    def __init__(self, data_dir: Path, secret_file: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        secret_file: Path,
+        log_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`env`: the node's whole environment (None: this process's)."""
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         creds = Credentials.from_secret(secret_file.read_bytes().strip())
@@ -34,6 +43,7 @@ class StoreNodeProcess:
             ],
             name="pinhole-store",
             log_path=log_path,
+            env=env,
         )  # fmt: skip
 
     @property

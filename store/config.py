@@ -64,6 +64,10 @@ class StoreConfig:
     # One JSON access line per request on stderr (common/json_logs.py: written in batches,
     # about a microsecond a request); false leaves only the request metrics.
     access_log: bool = True
+    # Page-cache hits of plain GETs answered by one C call (store/native: read, checks,
+    # ETag); false, PINHOLE_STORE_NATIVE=0 or an extension that did not build leave every
+    # read to the pure-Python path.
+    native: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536 and self.port != 0:

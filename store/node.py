@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from common.credentials import Credentials
 from common.jobs.local import LocalJob
+from store import native
 from store.client import DatChunk
 from store.config import StoreConfig
 from store.node_jobs import NodeJobs
@@ -84,6 +85,7 @@ class StoreNode:
             read_queue_depth=config.read_queue_depth,
             read_queue_max=config.read_queue_max,
             transfer_pool=self._transfer_pool,
+            hot_read=native.load(enabled=config.native),
         )
         self.scrubber = Scrubber(self)
         self.node_jobs = NodeJobs(

@@ -6,6 +6,10 @@ behind the disk queue's bound `read_queue_max` (QueueFull beyond). Internal read
 cookie in hand: replica repair, copies between nodes) take the same checks. Raw reads of a
 volume file (`read_dat`) run on the transfer pool and never go past the durable end.
 
+With the C extension loaded (store/native), a plain GET's page-cache hit is answered by
+`answer_cached`: one C call reads, checks and frames it; every other outcome goes back to
+`read_cached`, which judges it exactly as without the extension.
+
 Every outcome is counted in `counters` (store/node_statistics.ReadCounters); only the event
 loop touches them.
 """
@@ -26,8 +30,10 @@ from store.errors import (
     StoreBadRequest,
     StoreError,
 )
+from store.native import HotRead
 from store.node_statistics import ReadCounters
-from store.volume import Volume
+from store.storage import OsVolumeFile
+from store.volume import UNIT, Volume
 from store.volume_pull import DAT_READ_BYTES_MAX
 from store.volume_read import NeedleRead
 
@@ -40,8 +46,11 @@ class ReadPath:
         read_queue_depth: int,
         read_queue_max: int,
         transfer_pool: Executor,
+        hot_read: HotRead | None = None,
     ) -> None:
         self._volume = volume
+        # The C hot read, or None for the pure-Python path (store/native.load).
+        self.hot_read = hot_read
         self._device = DeviceReader(read_queue_depth)
         self._read_queue_max = read_queue_max
         self._transfer_pool = transfer_pool
@@ -67,6 +76,33 @@ class ReadPath:
             c.reads += 1
             c.reads_from_cache += 1
             c.read_bytes += got.data_size
+        return got
+
+    def answer_cached(
+        self, vid: int, key: int, alt_key: int, cookie: int
+    ) -> tuple[bytes, memoryview] | int:
+        """A page-cache hit through the C hot read (requires `hot_read`): (the ETag and
+        caching header lines, the data), every check of read_cached passed on the bytes
+        served. `hot_read.MISS`: read from the device. `hot_read.REFER`: anything else (not
+        found, wrong cookie, corrupt, a file the C call cannot read): call read_cached, which
+        judges and counts it. Never blocks. Raises VolumeNotOnNode."""
+        hot = self.hot_read
+        assert hot is not None
+        vol = self._volume(vid)
+        gen = vol.pin_generation()
+        try:
+            loc = gen.map.get(key, alt_key)
+            file = gen.file
+            if loc is None or type(file) is not OsVolumeFile:
+                return hot.REFER
+            got = hot.answer(file.fd, loc[0] * UNIT, loc[1] * UNIT, key, alt_key, cookie)
+        finally:
+            gen.unpin()
+        if type(got) is tuple:
+            c = self.counters
+            c.reads += 1
+            c.reads_from_cache += 1
+            c.read_bytes += len(got[1])
         return got
 
     async def read(self, vid: int, key: int, alt_key: int, cookie: int) -> NeedleRead:

@@ -23,6 +23,7 @@ FIGURES = [
     "reopen_s",
     "lean_vs_aiohttp",
     "aiohttp_cpu_vs_lean",
+    "native_cpu_vs_python",
 ]
 
 
@@ -49,6 +50,7 @@ def test_quick_store_benchmark_produces_every_figure(tmp_path: Path) -> None:
         "store_get_cold_20k",
         "store_put_20k",
         "aiohttp_get_hot_20k",
+        "store_get_hot_20k_python",
     ):
         run = doc["detail"][label]
         assert run["requests_per_s"] > 0 and run["server_cpu_us_per_request"] > 0

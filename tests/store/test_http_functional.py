@@ -29,18 +29,24 @@ NODE_ = auth(SECRET, Purpose.NODE)
 COOKIE = 0x1234ABCD5678EF90
 
 
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[tuple[StoreNode, str]]:
+@pytest.fixture(params=[True, False], ids=["native", "python"])
+async def node(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[StoreNode, str]]:
+    """A node on loopback; every test runs twice, with the C hot read and without."""
     config = StoreConfig(
         data_dir=tmp_path / "node",
         port=0,
         compaction_check_interval_s=0,
         volume=VolumeLimits(size_bytes_max=64 * 1024 * 1024, needle_data_bytes_max=1024 * 1024),
+        native=request.param,
     )
     async with running_node(config, credentials=creds(SECRET, "store"), create_volumes=[1]) as (
         n,
         server,
     ):
+        # The native run must really take the C path: a missing build fails here.
+        assert (n.read_path.hot_read is not None) == request.param, "store/native not built"
         yield n, f"http://127.0.0.1:{server.port}"
 
 

@@ -1,0 +1,14 @@
+MISS: int
+REFER: int
+HEADER_BYTES: int
+FOOTER_BYTES: int
+VOLUME_ID_MAX: int
+KEY_MAX: int
+ALT_KEY_MAX: int
+HASH: str  # the XXH3 build in use: "avx2" or "baseline"
+
+def answer(
+    fd: int, offset: int, length: int, key: int, alt_key: int, cookie: int, /
+) -> tuple[bytes, memoryview] | int: ...
+def checksum(header: bytes, data: bytes | bytearray | memoryview, /) -> int: ...
+def parse_path(path: str, /) -> tuple[int, int, int, int] | None: ...
