@@ -318,9 +318,10 @@ class Feed:
         seen: tuple[int, ...] | None,
     ) -> list[Entry]:
         """`_merged` over the given celebrities. `seen`: they are those remembered from an
-        earlier read, not read now: every filtering unit reads them again and raises
-        _CelebritiesChanged when they differ (as does a list to rebuild, which needs them
-        right), so a page is only ever made with the celebrities its own snapshot holds.
+        earlier read, not read now: every filtering unit (or, when nothing was left to
+        filter, a unit of its own) reads them again and raises _CelebritiesChanged when
+        they differ (as does a list to rebuild, which needs them right), so a page is only
+        ever made with the celebrities its own snapshot holds.
         A read then costs one thread hop instead of two."""
         sources = [_Source(timeline_key(viewer), None, before)]
         sources += [_Source(celebrity_key(a), [a], before) for a in celebrities]
@@ -330,6 +331,7 @@ class Feed:
         )
         out: list[Entry] = []
         last: int | None = None
+        filtered = False  # a filtering unit ran (and checked `seen`)
         while len(out) < want:
             batch: list[Entry] = []
             while len(batch) < want - len(out) + _FILTER_SLACK:
@@ -346,6 +348,14 @@ class Feed:
             out += await self._keep(
                 viewer, batch, then=then, before=out, exhausted=exhausted, seen=seen
             )
+            filtered = True
+        if seen is not None and not filtered:  # nothing to filter: checked on its own
+            quick = self.db.quick
+            assert quick is not None, "celebrities are remembered on the quick reader only"
+            now = await quick.run(lambda c: _celebrities_in(c, viewer))
+            if now != seen:
+                self._remember_celebrities(viewer, now)
+                raise _CelebritiesChanged(now)
         return out[:want]
 
     async def _celebrity_followees(self, viewer: int) -> list[int]:
