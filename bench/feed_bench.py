@@ -22,6 +22,13 @@ Per strategy (same graph, its own Redis key prefix, deleted at the end with SCAN
    by the author nearest above 50,000 followers (quick: the largest), every follower's
    timeline existing: push = timelines written, hybrid = 1 (the celebrity list), pull = 0.
 
+The benchmark's process reads as the API process does about the cyclic collector: what its
+set-up made (modules, the engine, the graph) and, per strategy, what the warm-up made (the
+feed's remembered activity stamps, the clients) is frozen out of the collector's sight
+(`gc.freeze()`, as `serve_forever` does once the API is up), so a full collection during the
+reads walks only what the reads themselves made. The gen2 collections that ran during a
+strategy's reads, and their longest pause, are in its detail (`reads.gc_full`).
+
 Besides: redis_bytes_per_timeline_entry, MEMORY USAGE of full timelines (800 entries) over
 their entry count. Quick mode scales the thresholds (fanout_threshold, the 5,000 and 50,000
 authors) by users / 100,000 and says so in "plan".
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import random
@@ -407,6 +415,45 @@ async def reads(
     return latencies, time.perf_counter() - t0, time.process_time() - cpu0, empty
 
 
+def freeze_setup() -> None:
+    """Moves every object alive now out of the cyclic collector's sight, as `serve_forever`
+    does once the API is up: set-up's objects live as long as the process, and a full
+    collection that walks them again (35-80 ms at ~100,000 objects on this machine) would
+    land in the reads it measures. Frozen objects are still freed by reference counting."""
+    gc.collect()
+    gc.freeze()
+
+
+class FullCollections:
+    """Counts the full (generation 2) collections run while it is entered, and their
+    longest pause, through `gc.callbacks`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.pause_s_max = 0.0
+        self._started: float | None = None
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.count += 1
+            self.pause_s_max = max(self.pause_s_max, time.perf_counter() - self._started)
+            self._started = None
+
+    def __enter__(self) -> FullCollections:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def statistics(self) -> dict[str, Any]:
+        return {"count": self.count, "pause_ms_max": round(self.pause_s_max * 1000, 2)}
+
+
 async def post(db: Database, id_gen: ids.IdGenerator, feed: Feed, author: int) -> int:
     """A live post and its publish job in one transaction, then the author's nudge."""
     post_id = id_gen.next_id()
@@ -560,7 +607,9 @@ async def run_strategy(
         }
 
         viewers = [rng.choice(readers) for _ in range(plan.reads)]
-        lat, wall, cpu, empty = await reads(feed, viewers, plan.concurrency)
+        freeze_setup()
+        with FullCollections() as full:
+            lat, wall, cpu, empty = await reads(feed, viewers, plan.concurrency)
         out["reads"] = {
             "reads": len(lat),
             "concurrency": plan.concurrency,
@@ -569,6 +618,7 @@ async def run_strategy(
             "feed_p99_ms": round(percentile(lat, 0.99) * 1000, 2),
             "cpu_ms_per_read": round(cpu / len(lat) * 1000, 3),
             "empty_pages": empty,
+            "gc_full": full.statistics(),
         }
         log(
             f"{strategy}: {len(lat)} reads, {len(lat) / wall:.0f}/s, "

@@ -66,6 +66,17 @@ _FILTER_SLACK: Final = 4
 # A celebrity's list is read this many entries at first: most pages hold few posts of
 # any one of the celebrities a reader follows, and a list that runs dry is read again.
 _CELEBRITY_FIRST_READ: Final = 4
+# The readers whose celebrity followees a process remembers (SQLite's quick reader only;
+# each read checks them again inside its filtering unit); the memory is dropped whole when
+# full.
+CELEBRITY_FOLLOWEES_USERS_MAX: Final = 100_000
+# The celebrities a reader follows, on the quick reader (the SQLAlchemy form is in
+# `Feed._celebrity_followees`).
+_CELEBRITY_FOLLOWEES_SQL: Final = (
+    f"SELECT f.followee_id FROM {follows.name} f"
+    f" JOIN {users.name} u ON u.user_id = f.followee_id"
+    " WHERE f.follower_id = ? AND u.is_celebrity = 1"
+)
 
 
 # Told the follower after a follow, an unfollow or a block involving them committed (a
@@ -97,6 +108,9 @@ class Feed:
         self.config = config
         self.wake = asyncio.Event()
         self._active_seen: dict[int, float] = {}
+        # viewer -> the celebrities followed at the viewer's last hybrid read (sorted):
+        # a hint, checked in every filtering unit of the next read (`_merged`).
+        self._celebrities_seen: dict[int, tuple[int, ...]] = {}
         self._follower_changed: list[FollowerChanged] = []
 
     def on_follower_changed(self, listener: FollowerChanged) -> Callable[[], None]:
@@ -283,14 +297,41 @@ class Feed:
         past the end of an incomplete list, then filtered in SQL (one query per round).
         Only the first round rebuilds an absent list; a list gone later in the same read
         goes on in SQL from where it was."""
-        hybrid = self.config.strategy == "hybrid"
-        celebrities = await self._celebrity_followees(viewer) if hybrid else []
+        if self.config.strategy != "hybrid":
+            return await self._merged_with(viewer, before, want, [], then, None)
+        seen = self._celebrities_seen.get(viewer) if self.db.quick is not None else None
+        if seen is not None:
+            try:
+                return await self._merged_with(viewer, before, want, list(seen), then, seen)
+            except _CelebritiesChanged:  # a follow, an unfollow or a new celebrity
+                pass
+        celebrities = await self._celebrity_followees(viewer)
+        return await self._merged_with(viewer, before, want, celebrities, then, None)
+
+    async def _merged_with(
+        self,
+        viewer: int,
+        before: int | None,
+        want: int,
+        celebrities: list[int],
+        then: _Then | None,
+        seen: tuple[int, ...] | None,
+    ) -> list[Entry]:
+        """`_merged` over the given celebrities. `seen`: they are those remembered from an
+        earlier read, not read now: every filtering unit (or, when nothing was left to
+        filter, a unit of its own) reads them again and raises _CelebritiesChanged when
+        they differ (as does a list to rebuild, which needs them right), so a page is only
+        ever made with the celebrities its own snapshot holds.
+        A read then costs one thread hop instead of two."""
         sources = [_Source(timeline_key(viewer), None, before)]
         sources += [_Source(celebrity_key(a), [a], before) for a in celebrities]
         count = min(_CHUNK, want + _FILTER_SLACK)
-        await self._read_lists(viewer, sources, celebrities, count, rebuild=True)
+        await self._read_lists(
+            viewer, sources, celebrities, count, rebuild=True, checked=seen is None
+        )
         out: list[Entry] = []
         last: int | None = None
+        filtered = False  # a filtering unit ran (and checked `seen`)
         while len(out) < want:
             batch: list[Entry] = []
             while len(batch) < want - len(out) + _FILTER_SLACK:
@@ -304,18 +345,25 @@ class Feed:
             # The last round when it fills the page or nothing is left to read: `then`
             # runs in its unit.
             exhausted = all(s.done and not s.buffer for s in sources)
-            out += await self._keep(viewer, batch, then=then, before=out, exhausted=exhausted)
+            out += await self._keep(
+                viewer, batch, then=then, before=out, exhausted=exhausted, seen=seen
+            )
+            filtered = True
+        if seen is not None and not filtered:  # nothing to filter: checked on its own
+            quick = self.db.quick
+            assert quick is not None, "celebrities are remembered on the quick reader only"
+            now = await quick.run(lambda c: _celebrities_in(c, viewer))
+            if now != seen:
+                self._remember_celebrities(viewer, now)
+                raise _CelebritiesChanged(now)
         return out[:want]
 
     async def _celebrity_followees(self, viewer: int) -> list[int]:
         quick = self.db.quick
         if quick is not None:
-            sql = (
-                f"SELECT f.followee_id FROM {follows.name} f"
-                f" JOIN {users.name} u ON u.user_id = f.followee_id"
-                " WHERE f.follower_id = ? AND u.is_celebrity = 1"
-            )
-            rows = await quick.run(lambda c: c.execute(sql, (viewer,)).fetchall())
+            found = await quick.run(lambda c: _celebrities_in(c, viewer))
+            self._remember_celebrities(viewer, found)
+            return list(found)
         else:
             f, u = follows.c, users.c
             async with self.db.snapshot() as conn:
@@ -328,6 +376,11 @@ class Feed:
                 )
         return sorted(int(r[0]) for r in rows)
 
+    def _remember_celebrities(self, viewer: int, celebrities: tuple[int, ...]) -> None:
+        if len(self._celebrities_seen) >= CELEBRITY_FOLLOWEES_USERS_MAX:
+            self._celebrities_seen.clear()
+        self._celebrities_seen[viewer] = celebrities
+
     async def _read_lists(
         self,
         viewer: int,
@@ -336,14 +389,18 @@ class Feed:
         count: int,
         *,
         rebuild: bool,
+        checked: bool = True,
     ) -> None:
         """Reads the next entries of every source whose buffer is empty and whose list
         is not read to its end, all in one round trip. An absent list is rebuilt when
-        `rebuild`, else its source goes on in SQL."""
+        `rebuild` (with `celebrities` not `checked`, _CelebritiesChanged asks for a read
+        that reads them first), else its source goes on in SQL."""
         hot = [s for s in sources if not s.buffer and not s.hot_done]
         if not hot:
             return
         slices = await self.hot.pages([(s.key, s.cursor, s.next_count(count)) for s in hot])
+        if rebuild and not checked and any(got is None for got in slices):
+            raise _CelebritiesChanged
         for source, got in zip(hot, slices, strict=True):
             if got is None and rebuild:  # a new, returning or evicted reader
                 got = await self._rebuild(source, viewer, celebrities, count)
@@ -422,11 +479,15 @@ class Feed:
         then: _Then | None = None,
         before: list[Entry] | None = None,
         exhausted: bool = False,
+        seen: tuple[int, ...] | None = None,
     ) -> list[Entry]:
         """The entries the viewer may see now, in one query: live posts (or the viewer's
         own processing ones) by the viewer or by an author the viewer follows now. With
         `then` (the quick reader only), when `before` and these kept fill the page or
-        nothing is `exhausted` after them, `then` runs on the page in the same unit."""
+        nothing is `exhausted` after them, `then` runs on the page in the same unit.
+        With `seen` (the quick reader only), the unit first reads the celebrities the
+        viewer follows and raises _CelebritiesChanged (having remembered them) unless
+        they are `seen`."""
         if not entries:
             return []
         post_ids = [e[0] for e in entries]
@@ -441,6 +502,10 @@ class Feed:
             params = (*post_ids, viewer, viewer)
 
             def unit(c: sqlite3.Connection) -> list[Entry]:
+                if seen is not None:
+                    now = _celebrities_in(c, viewer)
+                    if now != seen:
+                        raise _CelebritiesChanged(now)
                 kept = _kept(viewer, entries, c.execute(sql, params).fetchall())
                 page = [*(before or ()), *kept]
                 if then is not None and (len(page) > then.limit or exhausted):
@@ -448,7 +513,12 @@ class Feed:
                     then.out[:] = [(ids, then.fn(c, ids))]
                 return kept
 
-            return await quick.run(unit)
+            try:
+                return await quick.run(unit)
+            except _CelebritiesChanged as changed:
+                if changed.now is not None:
+                    self._remember_celebrities(viewer, changed.now)
+                raise
         else:
             p, f = post_t.c, follows.c
             followed = (
@@ -594,6 +664,20 @@ class _Then:
     fn: Hydrate
     limit: int
     out: list[Any]
+
+
+class _CelebritiesChanged(Exception):
+    """A read made with remembered celebrities found them changed (`now`: those read in
+    the unit that found it, None when a list to rebuild needs them read first)."""
+
+    def __init__(self, now: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.now = now
+
+
+def _celebrities_in(c: sqlite3.Connection, viewer: int) -> tuple[int, ...]:
+    """The celebrities the viewer follows, sorted, on the quick reader's connection."""
+    return tuple(sorted(r[0] for r in c.execute(_CELEBRITY_FOLLOWEES_SQL, (viewer,))))
 
 
 def _kept(viewer: int, entries: list[Entry], rows: Any) -> list[Entry]:

@@ -59,6 +59,7 @@ def test_quick_feed_benchmark_produces_every_figure(tmp_path: Path) -> None:
             assert figures[f"{name}_{s}"] == row[name]
         detail = doc["detail"][s]
         assert detail["reads"]["reads"] == doc["plan"]["reads"]
+        assert set(detail["reads"]["gc_full"]) == {"count", "pause_ms_max"}
         assert detail["posting"]["jobs_failed"] == 0
         # Every strategy shows the same first pages as the pull query (the oracle).
         assert detail["oracle"]["pages_equal"] == detail["oracle"]["readers"] > 0
@@ -115,3 +116,25 @@ def test_quick_feed_benchmark_produces_every_figure(tmp_path: Path) -> None:
     assert "quiet" in doc["plan"]["http"]  # quick mode says where the goal figure is taken
     assert plot.stat().st_size > 5_000
     assert "feed_p99_ms_hybrid" in proc.stdout
+
+
+def test_full_collections_are_counted_and_set_up_is_frozen() -> None:
+    """Only generation 2 collections count, each once; freezing moves the heap out of the
+    collector's sight (undone here: the test process goes on)."""
+    import gc
+
+    from bench.feed_bench import FullCollections, freeze_setup
+
+    with FullCollections() as full:
+        gc.collect(0)
+        gc.collect(1)
+        gc.collect(2)
+        gc.collect(2)
+    gc.collect(2)  # after exit: not counted
+    assert full.statistics()["count"] == 2
+    assert full.statistics()["pause_ms_max"] > 0
+    try:
+        freeze_setup()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

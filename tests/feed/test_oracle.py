@@ -318,3 +318,38 @@ def test_a_backfill_cut_at_its_limit_leaves_the_older_posts_to_sql(
     of the followee's posts is complete no more: the older post comes from SQL."""
     ops = [("read", 0, 0), ("post", 1, 1), ("post", 1, 1), ("drain", 0, 0), ("follow", 0, 1)]
     asyncio.run(run_program("sqlite", hot_kind, strategy, (3, [False] * 7, ops, 1, (8, 1))))
+
+
+@pytest.mark.parametrize("hot_kind", ["memory", "redis"])
+def test_a_read_sees_a_celebrity_made_after_the_readers_last_read(hot_kind: str) -> None:
+    """The celebrities a reader follows are remembered from the reader's last read; user 2
+    reads, follows user 0, who then turns celebrity (2 followers): the next read merges
+    user 0's list, although the remembered celebrities hold none."""
+    ops = [
+        ("follow", 1, 0),
+        ("post", 0, 1),
+        ("drain", 0, 0),
+        ("read", 2, 0),
+        ("follow", 2, 0),
+        ("post", 0, 1),
+        ("drain", 0, 0),
+    ]
+    asyncio.run(run_program("sqlite", hot_kind, "hybrid", (3, [False] * 7, ops, 1, (8, 8))))
+
+
+@pytest.mark.parametrize("hot_kind", ["memory", "redis"])
+def test_an_empty_read_follows_a_celebrity_followed_after_the_readers_last_read(
+    hot_kind: str,
+) -> None:
+    """User 3's first read finds nothing (no post, no followee); then user 3 follows user 0,
+    a celebrity already (nothing is backfilled): the next read holds user 0's post, though
+    the timeline is empty and the remembered celebrities hold none."""
+    ops = [
+        ("follow", 1, 0),
+        ("follow", 2, 0),
+        ("post", 0, 1),
+        ("drain", 0, 0),
+        ("read", 3, 0),
+        ("follow", 3, 0),
+    ]
+    asyncio.run(run_program("sqlite", hot_kind, "hybrid", (4, [False] * 7, ops, 1, (8, 8))))
