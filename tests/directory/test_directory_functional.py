@@ -492,9 +492,10 @@ async def test_repair_rewrites_a_bad_copy_from_a_healthy_replica(
 async def test_two_directories_share_one_database(backend: dict[str, Any], tmp_path: Path) -> None:
     """Concurrent volume creation through both never reuses an id, and each loop runs in one
     process at a time; when that process stops, the other takes its loops over."""
-    # Nodes count as down only after 10 s: on a loaded machine a heartbeat can be a second
-    # late, and this test is about ids and leases, not node health.
-    config = fast_config(backend, lease_s=1.0, node_timeout_s=10.0)
+    # Nodes count as down only after 10 s, and a store has 10 s to create a volume: on a
+    # loaded machine a heartbeat can be a second late and eight creations at once took
+    # longer than 2 s, and this test is about ids and leases, not node health.
+    config = fast_config(backend, lease_s=1.0, node_timeout_s=10.0, node_request_timeout_s=10.0)
     async with running_cluster(config, tmp_path) as cluster:
         async with running_directory(config, credentials=creds(SECRET, "directory")) as (
             second,
