@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import math
 import os
 import random
@@ -55,6 +54,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from bench import feed_http
+from bench.collector import FullCollections, freeze_setup
 from bench.report import Goals, publish, run_header
 from common import ids
 from common.db import Database, migrate, open_database, sqlite_url
@@ -413,45 +413,6 @@ async def reads(
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, time.perf_counter() - t0, time.process_time() - cpu0, empty
-
-
-def freeze_setup() -> None:
-    """Moves every object alive now out of the cyclic collector's sight, as `serve_forever`
-    does once the API is up: set-up's objects live as long as the process, and a full
-    collection that walks them again (35-80 ms at ~100,000 objects on this machine) would
-    land in the reads it measures. Frozen objects are still freed by reference counting."""
-    gc.collect()
-    gc.freeze()
-
-
-class FullCollections:
-    """Counts the full (generation 2) collections run while it is entered, and their
-    longest pause, through `gc.callbacks`."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.pause_s_max = 0.0
-        self._started: float | None = None
-
-    def _callback(self, phase: str, info: dict[str, int]) -> None:
-        if info.get("generation") != 2:
-            return
-        if phase == "start":
-            self._started = time.perf_counter()
-        elif self._started is not None:
-            self.count += 1
-            self.pause_s_max = max(self.pause_s_max, time.perf_counter() - self._started)
-            self._started = None
-
-    def __enter__(self) -> FullCollections:
-        gc.callbacks.append(self._callback)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self._callback)
-
-    def statistics(self) -> dict[str, Any]:
-        return {"count": self.count, "pause_ms_max": round(self.pause_s_max * 1000, 2)}
 
 
 async def post(db: Database, id_gen: ids.IdGenerator, feed: Feed, author: int) -> int:

@@ -60,11 +60,8 @@ TOP_COMMENT_WEIGHT: Final = 2
 # The kind code of the candidate statement's rows that name an account the viewer
 # engages with (search_keys.KIND_CODES are the others).
 ENGAGED_CODE: Final = 0
-# The kind code of the row that selects the engine's read settings (SearchEngine
-# read_settings), in the same statement.
-SETTINGS_CODE: Final = -1
 KIND_NAMES: Final = {code: kind for kind, code in KIND_CODES.items()}
-assert ENGAGED_CODE not in KIND_NAMES and SETTINGS_CODE not in KIND_NAMES
+assert ENGAGED_CODE not in KIND_NAMES
 # Names as ranking compares them: the same few thousand popular names come back request
 # after request.
 _fold = functools.lru_cache(maxsize=TRIGRAM_CACHE_WORDS)(fold)
@@ -142,9 +139,10 @@ class Search:
         # (search_keys.prefix_query).
         chars = min(len(q), HEAD_CHARS_MAX + 1)
         prefixes = _prefix_rows_query(kinds, cap, chars, conn.dialect.name)
+        settings = self.engine.read_settings
+        if settings is not None:
+            await conn.execute(settings)
         for row in (await conn.execute(prefixes, values)).all():
-            if row[0] == SETTINGS_CODE:
-                continue
             if row[0] == ENGAGED_CODE:
                 engaged.add(int(row[1]))
             else:
@@ -319,8 +317,7 @@ def _prefix_rows_query(
     """Of each kind, what _rows_query reads of the `limit` most popular entities with a key
     starting with `q` (search_keys.prefix_query for `q` of `chars` characters) and, for accounts, of
     as many the viewer follows; with accounts also the authors of the viewer's latest `n`
-    likes (kind ENGAGED_CODE, the id column); and a row that selects the engine's read
-    settings if it has any (kind SETTINGS_CODE): one statement (made once per kinds, limit,
+    likes (kind ENGAGED_CODE, the id column): one statement (made once per kinds, limit,
     plan and dialect; bound: viewer, q, q_end, n)."""
     branches: list[Any] = []
     for kind in kinds:
@@ -332,11 +329,6 @@ def _prefix_rows_query(
         branches.append(_rows_query(kind, sa.union_all(*ids).subquery()))
     if "accounts" in kinds:
         branches.append(_ENGAGED_ROWS)
-    read_settings = engine_for(dialect).read_settings
-    if read_settings is not None:
-        code = sa.literal_column(str(SETTINGS_CODE), sa.Integer)
-        zero = sa.literal_column("0", sa.Integer)
-        branches.append(sa.select(code, zero, read_settings, sa.null(), zero, sa.false()))
     return sa.union_all(*branches)
 
 

@@ -123,7 +123,7 @@ def test_full_collections_are_counted_and_set_up_is_frozen() -> None:
     collector's sight (undone here: the test process goes on)."""
     import gc
 
-    from bench.feed_bench import FullCollections, freeze_setup
+    from bench.collector import FullCollections, freeze_setup
 
     with FullCollections() as full:
         gc.collect(0)

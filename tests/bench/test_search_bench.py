@@ -46,3 +46,4 @@ def test_quick_search_benchmark_produces_every_figure(tmp_path: Path) -> None:
         assert figures[f"like_prefix_p99_ms_{engine}"] > 0
         assert figures[f"typo_recall_at_10_{engine}"] >= 0.6, figures
         assert doc["detail"][engine]["typo_queries"] > 10
+        assert set(doc["detail"][engine]["gc_full_during_requests"]) == {"count", "pause_ms_max"}
