@@ -89,7 +89,7 @@ async def test_queued_reads_go_in_one_batch_and_a_cancelled_one_is_left_out(
     held: tuple[_HeldNameNode, str, LeanHTTPClient],
 ) -> None:
     node, base, client = held
-    b = TicketBatches()
+    b = TicketBatches(queue_wait_s=60.0)  # the queue waits for the test's release
     first = _ask(b, client, base, "/n/1/1/0/0000000000000001")
     await node.release()
     assert isinstance(await first, ClientResponse)  # the GET's answer: base is a name node
@@ -115,7 +115,7 @@ async def test_a_leader_cancelled_during_its_batch_sends_the_others_to_their_get
     held: tuple[_HeldNameNode, str, LeanHTTPClient],
 ) -> None:
     node, base, client = held
-    b = TicketBatches()
+    b = TicketBatches(queue_wait_s=60.0)  # the queue waits for the test's release
     first = _ask(b, client, base, "/n/1/1/0/0000000000000001")
     await node.release()
     await first
@@ -136,4 +136,29 @@ async def test_a_leader_cancelled_during_its_batch_sends_the_others_to_their_get
     assert isinstance(await other, ClientResponse)
     assert node.gets[-1] == "/n/1/4/0/0000000000000001"
     assert b.batch_failures == 1
+    await _until(lambda: not b._bases)
+
+
+async def test_a_queue_leaves_without_waiting_longer_for_a_slow_request_in_flight(
+    held: tuple[_HeldNameNode, str, LeanHTTPClient],
+) -> None:
+    """A request in flight that the name node is slow to answer (a degraded read) does not
+    hold the reads queued behind it past the queue's wait: they go as a batch while it is
+    still out."""
+    node, base, client = held
+    b = TicketBatches(queue_wait_s=0.01)
+    first = _ask(b, client, base, "/n/1/1/0/0000000000000001")
+    await node.release()
+    await first
+    slow = _ask(b, client, base, "/n/1/2/0/0000000000000001")
+    await _until(lambda: node.waiting == 1)
+    queued = [_ask(b, client, base, f"/n/1/{k}/0/0000000000000001") for k in (3, 4)]
+    await _until(lambda: node.waiting == 2)  # the batch is out, the slow GET still held
+    assert not slow.done()
+    await node.release()  # the slow GET (held first)
+    await node.release()  # the batch
+    assert isinstance(await slow, ClientResponse)
+    got = [await t for t in queued]
+    assert all(isinstance(t, read_ticket.ReadTicket) for t in got)
+    assert node.posts == [["/n/1/3/0/0000000000000001", "/n/1/4/0/0000000000000001"]]
     await _until(lambda: not b._bases)
