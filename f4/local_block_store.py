@@ -17,8 +17,13 @@ from typing import Any, Final
 from f4 import sidecar
 from f4.block_store import Buffer, put_pieces, sidecar_of
 from f4.errors import BlockMissing, BlockUnreachable
+from store import native
 
 TEMP_SUFFIX: Final = ".tmp"
+# read_cached's read in C (bytes not zeroed before the read) when the store's extension is
+# built and PINHOLE_STORE_NATIVE is not 0; else preadv into a bytearray.
+_native = native.for_f4()
+_pread_cached: Final = _native.pread_cached if _native is not None else None
 
 
 def fsync_dir(path: Path) -> None:
@@ -60,7 +65,7 @@ def read_cached(
     offset: int,
     length: int,
     missing: type[BlockMissing] = BlockMissing,
-) -> bytearray:
+) -> bytes | bytearray:
     """read_exact from the page cache only (preadv with RWF_NOWAIT): WouldBlock when any
     of the range is not there (or the file is shorter), and the caller reads again the
     blocking way, which also tells a short file."""
@@ -69,6 +74,11 @@ def read_cached(
     except FileNotFoundError:
         raise missing(f"{label} does not exist") from None
     try:
+        if _pread_cached is not None:
+            data = _pread_cached(fd, length, offset)
+            if data is None:
+                raise WouldBlock(label)
+            return data
         buf = bytearray(length)
         try:
             got = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)

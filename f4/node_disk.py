@@ -177,7 +177,7 @@ class NodeDisks:
         # Plain string paths and no directory check up front: this runs once per read.
         # A missing file sends the reader to its directory, so a lost disk is still
         # NodeUnreachable and not ObjectMissing.
-        def cached(name: str, at: int, n: int) -> bytearray:
+        def cached(name: str, at: int, n: int) -> bytes | bytearray:
             return read_cached(directory + name, label, at, n, ObjectMissing)
 
         def blocking(name: str, at: int, n: int) -> bytes:

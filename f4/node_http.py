@@ -163,6 +163,9 @@ class NodeHttpApi:
         self._executor = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="f4-node-disk")
         # f4.metrics' counters, kept on the event loop.
         self.counters: Counter[str] = Counter({name: 0 for name, _ in STORAGE_NODE_COUNTERS})
+        # The range the head hook last let through on a read ticket, parsed, for the same
+        # request's handler (compared by identity; pipelining may run another hook between).
+        self._ticketed_range: tuple[Request | None, int, int] = (None, 0, 0)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
@@ -213,6 +216,7 @@ class NodeHttpApi:
                 params.get("ticket", ""),
                 now=time.time(),
             )
+            self._ticketed_range = (req, offset, length)
         except BadBlockRequest as e:
             self.counters["tickets_refused"] += 1
             return _ticket_refused("ticket_invalid", str(e))
@@ -231,7 +235,41 @@ class NodeHttpApi:
         path = req.path
         if path == "/healthz":
             return _OK
+        if req.method == "GET" and "checked=1" in req.query:
+            answer = self._checked_at_once(req)
+            if answer is not None:
+                return answer
         return self._guarded(req)
+
+    def _checked_at_once(self, req: Request) -> Response | None:
+        """A checked range GET answered inside the protocol callback, as a store node answers
+        a cached needle: the range is at most INLINE_READ_BYTES_MAX bytes and all in the
+        page cache (RWF_NOWAIT), so neither a Task nor a disk thread is worth its cost.
+        None sends the request the usual way, which answers it exactly as before: a range
+        that would wait for the device, and every error (the usual way reads it again and
+        answers the error in `_error`, so nothing about errors differs here)."""
+        parts = req.path[3:].split("/")
+        if len(parts) != 2 or not req.path.startswith("/b/"):
+            return None
+        try:
+            ticketed = self._ticketed_range
+            if ticketed[0] is req:  # its head hook has parsed and checked the range
+                _, offset, length = ticketed
+                if length > INLINE_READ_BYTES_MAX:
+                    return None
+            else:
+                params = req.query_params()
+                if params.get("checked") != "1":
+                    return None
+                offset = _number(params, "offset", OBJECT_BYTES_MAX)
+                length = _number(params, "length", INLINE_READ_BYTES_MAX)
+            data = self.disks.read_checked(parts[0], parts[1], offset, length, nowait=True)
+        except (WouldBlock, PinholeError, OSError):
+            return None
+        counters = self.counters
+        counters["checked_reads_inline"] += 1
+        counters["bytes_read"] += length
+        return Response(200, data, (), OCTETS)
 
     async def _guarded(self, req: Request) -> Response:
         try:
@@ -314,21 +352,11 @@ class NodeHttpApi:
         return _not_allowed(req)
 
     async def _checked(self, node: str, block: str, offset: int, length: int) -> Buffer:
-        """A checked range of at most INLINE_READ_BYTES_MAX bytes found in the page cache
-        is read and checked right here on the loop (as a store node answers a cached
-        needle): a hand-off to a disk thread and back costs more CPU than the read. Any
-        other goes to the disk threads."""
+        """A checked range on the disk threads: one `_checked_at_once` did not answer (too
+        long, not all in the page cache, or an error, which this read raises again)."""
         counters = self.counters
         try:
-            if length <= INLINE_READ_BYTES_MAX:
-                try:
-                    data: Buffer = self.disks.read_checked(node, block, offset, length, nowait=True)
-                    counters["checked_reads_inline"] += 1
-                    counters["bytes_read"] += length
-                    return data
-                except WouldBlock:
-                    pass
-            data = await self._disk(self.disks.read_checked, node, block, offset, length)
+            data: Buffer = await self._disk(self.disks.read_checked, node, block, offset, length)
         except BlockCorrupt:
             counters["ranges_corrupt"] += 1
             raise

@@ -25,6 +25,7 @@ from typing import Final, TypeVar
 import xxhash
 
 from f4.errors import BadBlockRequest, BlockCorrupt, F4FormatError
+from store import native
 
 MAGIC: Final = b"F4SC"
 VERSION: Final = 1
@@ -38,9 +39,13 @@ assert _HEADER.size == HEADER_BYTES
 assert array.array("Q").itemsize == SUM_BYTES  # sums are packed through an array of u64
 
 Buffer = bytes | bytearray | memoryview
-B = TypeVar("B", bytes, bytearray)
+B = TypeVar("B", bound=bytes | bytearray)
 
 _xxh3: Final = xxhash.xxh3_64_intdigest
+# check_packed's whole comparison in one C call when the store's extension is built (and
+# PINHOLE_STORE_NATIVE is not 0); None: chunk by chunk in Python.
+_native = native.for_f4()
+_native_match: Final = _native.chunk_sums_match if _native is not None else None
 
 
 def chunk_count(block_length: int, chunk_bytes: int = CHUNK_BYTES) -> int:
@@ -160,6 +165,18 @@ def check_packed(data: Buffer, offset: int, packed: Buffer, chunk_bytes: int) ->
     compared as bytes, not unpacked into ints one by one."""
     if offset % chunk_bytes:
         raise ValueError("checked reads start on a chunk boundary")
+    if (
+        _native_match is not None
+        and len(packed) == SUM_BYTES * chunk_count(len(data), chunk_bytes)
+        and _native_match(data, packed, chunk_bytes) < 0
+    ):
+        return
+    check_packed_python(data, offset, packed, chunk_bytes)
+
+
+def check_packed_python(data: Buffer, offset: int, packed: Buffer, chunk_bytes: int) -> None:
+    """check_packed chunk by chunk in Python: without the C extension, and for the precise
+    error of any mismatch the C call found."""
     got = chunk_sums(data, chunk_bytes)
     if pack_sums(got) != packed:
         whole = len(packed) - len(packed) % SUM_BYTES

@@ -56,3 +56,32 @@ def load(*, enabled: bool) -> HotRead | None:
     log.info("store reads: page-cache hits served by the C extension (XXH3 %s)", _hot_read.HASH)
     module: HotRead = _hot_read
     return module
+
+
+class ForF4(Protocol):
+    """What f4's storage node reads with (f4/local_block_store.py, f4/sidecar.py)."""
+
+    def chunk_sums_match(
+        self,
+        data: bytes | bytearray | memoryview,
+        packed: bytes | bytearray | memoryview,
+        chunk_bytes: int,
+        /,
+    ) -> int: ...
+
+    def pread_cached(self, fd: int, length: int, offset: int, /) -> bytes | None: ...
+
+
+def for_f4() -> ForF4 | None:
+    """hot_read.c's two helpers of f4's checked read (a page-cache read into bytes not
+    zeroed first, and the sidecar's per-chunk check in one call, with the same XXH3 build
+    as the hot read), or None when PINHOLE_STORE_NATIVE is "0" or the extension was not
+    built: f4 then reads and checks in Python."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return None
+    try:
+        from store.native import _hot_read
+    except ImportError:
+        return None
+    module: ForF4 = _hot_read
+    return module

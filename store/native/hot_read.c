@@ -12,6 +12,11 @@
  *                          an unusual argument): the pure-Python path judges it and raises
  *                          its precise error.
  *
+ * chunk_sums_match(data, packed, chunk_bytes) is f4's per-chunk sidecar check
+ * (f4/sidecar.check_packed) in one call, with the same XXH3 build; pread_cached(fd,
+ * length, offset) is f4's page-cache read (f4/local_block_store.read_cached) into bytes
+ * that are not zeroed first.
+ *
  * parse_path(path) is store/http_api.fast_needle_path's fast branch: (volume, key, alt_key,
  * cookie) of a canonical /n/{volume}/{key}/{alt_key}/{cookie} (decimals without leading
  * zeros, 16 lower-case hex digits, each within its limit), else None: the Python parser
@@ -344,6 +349,108 @@ checksum(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+static PyObject *
+pread_cached(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* pread_cached(fd, length, offset) -> exactly length bytes at offset, read with
+     * preadv2(RWF_NOWAIT) into a bytes object that is not zeroed first, or None when any
+     * of them is not in the page cache, the file is shorter, or the read fails (the
+     * caller then reads the blocking way, which reports what is wrong). */
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "pread_cached(fd, length, offset) takes 3 arguments");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    Py_ssize_t length = PyLong_AsSsize_t(args[1]);
+    long long offset = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX || length < 0 || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "pread_cached: a negative fd, length or offset");
+        return NULL;
+    }
+    PyObject *raw = PyBytes_FromStringAndSize(NULL, length);
+    if (raw == NULL)
+        return NULL;
+    struct iovec iov = {PyBytes_AS_STRING(raw), (size_t)length};
+    ssize_t got = 0;
+    if (length >= GIL_RELEASE_BYTES_MIN) {
+        Py_BEGIN_ALLOW_THREADS
+        got = preadv2((int)fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+        Py_END_ALLOW_THREADS
+    } else if (length) {
+        got = preadv2((int)fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+    }
+    if (got != (ssize_t)length) {
+        Py_DECREF(raw);
+        Py_RETURN_NONE;
+    }
+    return raw;
+}
+
+/* f4's sidecar check (f4/sidecar.check_packed): each chunk_bytes-long chunk of data (the
+ * last may be short) against its xxh3_64 in packed, little-endian u64s back to back. One
+ * call instead of a Python call and a slice per chunk. */
+
+static Py_ssize_t
+first_bad_chunk(const unsigned char *data, Py_ssize_t length, const unsigned char *packed,
+                Py_ssize_t chunk_bytes)
+{
+    Py_ssize_t i = 0;
+    for (Py_ssize_t at = 0; at < length; at += chunk_bytes, i++) {
+        Py_ssize_t n = length - at < chunk_bytes ? length - at : chunk_bytes;
+        if (data_hash(data + at, (size_t)n, 0) != le64(packed + 8 * i))
+            return i;
+    }
+    return -1;
+}
+
+static PyObject *
+chunk_sums_match(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* chunk_sums_match(data, packed, chunk_bytes) -> -1 when every chunk matches, else the
+     * index of the first chunk that does not. packed must hold exactly one sum per chunk. */
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "chunk_sums_match(data, packed, chunk_bytes) takes 3 arguments");
+        return NULL;
+    }
+    Py_ssize_t chunk_bytes = PyLong_AsSsize_t(args[2]);
+    if (chunk_bytes == -1 && PyErr_Occurred())
+        return NULL;
+    if (chunk_bytes <= 0) {
+        PyErr_SetString(PyExc_ValueError, "chunk_bytes must be positive");
+        return NULL;
+    }
+    Py_buffer data, packed;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &packed, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t chunks = data.len / chunk_bytes + (data.len % chunk_bytes != 0);
+    if (packed.len != 8 * chunks) {
+        PyErr_SetString(PyExc_ValueError, "packed must hold one 8-byte sum per chunk");
+    } else {
+        Py_ssize_t bad;
+        if (data.len >= GIL_RELEASE_BYTES_MIN) {
+            Py_BEGIN_ALLOW_THREADS
+            bad = first_bad_chunk(data.buf, data.len, packed.buf, chunk_bytes);
+            Py_END_ALLOW_THREADS
+        } else {
+            bad = first_bad_chunk(data.buf, data.len, packed.buf, chunk_bytes);
+        }
+        result = PyLong_FromSsize_t(bad);
+    }
+    PyBuffer_Release(&packed);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"answer", (PyCFunction)(void (*)(void))answer, METH_FASTCALL,
      "answer(fd, offset, length, key, alt_key, cookie) -> (head_lines, body) | MISS | REFER"},
@@ -351,6 +458,11 @@ static PyMethodDef methods[] = {
      "parse_path(path) -> (volume, key, alt_key, cookie) of a canonical needle path | None"},
     {"checksum", (PyCFunction)(void (*)(void))checksum, METH_FASTCALL,
      "checksum(header, data) -> the needle checksum (xxh3_64 seeded by the header)"},
+    {"pread_cached", (PyCFunction)(void (*)(void))pread_cached, METH_FASTCALL,
+     "pread_cached(fd, length, offset) -> bytes from the page cache only, or None"},
+    {"chunk_sums_match", (PyCFunction)(void (*)(void))chunk_sums_match, METH_FASTCALL,
+     "chunk_sums_match(data, packed, chunk_bytes) -> -1, or the first chunk whose xxh3_64 "
+     "differs"},
     {NULL, NULL, 0, NULL},
 };
 
