@@ -45,8 +45,9 @@ import hashlib
 import hmac
 import json
 import math
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
+
+import orjson
 
 from common.sealed import KEY_BYTES, NONCE_BYTES, associated_data, open_record
 
@@ -148,8 +149,10 @@ def issue(
     ).encode()
 
 
-@dataclass(frozen=True, slots=True)
-class ReadTicket:
+class ReadTicket(NamedTuple):
+    """A ticket as the reader uses it (a tuple: a third of a frozen dataclass's cost to
+    make, on every ticketed read)."""
+
     url: str
     length: int  # of the range the URL answers
     cut_start: int  # the sealed record within it
@@ -176,7 +179,7 @@ def parse(body: bytes) -> ReadTicket:
     if len(body) > TICKET_BYTES_MAX:
         raise TicketInvalid("a read ticket is a few hundred bytes")
     try:
-        doc = json.loads(body)
+        doc = orjson.loads(body)
     except ValueError as e:
         raise TicketInvalid(f"not a read ticket: {e}") from None
     return from_document(doc)
@@ -249,7 +252,7 @@ def parse_batch_request(body: bytes | bytearray) -> list[str]:
     if len(body) > BATCH_BODY_BYTES_MAX:
         raise BatchInvalid("too_many_reads", f"at most {TICKETS_PER_REQUEST_MAX} reads")
     try:
-        doc = json.loads(body)
+        doc = orjson.loads(body)
     except ValueError:
         raise BatchInvalid("bad_request", "the body is not JSON") from None
     if not isinstance(doc, dict) or doc.get("v") != VERSION:
@@ -278,7 +281,7 @@ def parse_batch_answer(body: bytes, count: int) -> list[ReadTicket | None]:
     if len(body) > BATCH_ANSWER_BYTES_MAX:
         raise TicketInvalid("a batch of tickets this long is not one")
     try:
-        doc = json.loads(body)
+        doc = orjson.loads(body)
         tickets = doc["tickets"]
         if doc["v"] != VERSION or not isinstance(tickets, list) or len(tickets) != count:
             raise ValueError("not one entry per read")
