@@ -38,8 +38,13 @@ imports:
 ## the rest is waiting on processes, disks and sockets), each test module whole on one
 ## worker (its module-scoped clusters start once); `make unit TEST_WORKERS=0` runs serially.
 TEST_WORKERS ?= 2
+## Then the store's, cluster and crash tests once more with the store's C read path off
+## (PINHOLE_STORE_NATIVE=0, the pure-Python path every node falls back to); the [native]
+## variants and the C-against-Python comparison ran in the first pass.
+STORE_PYTHON_PASS := tests/store tests/e2e/test_cluster.py --ignore=tests/store/test_native.py -k "not native"
 unit:
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	PINHOLE_STORE_NATIVE=0 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(STORE_PYTHON_PASS)
 
 ## Full store benchmark (minutes); `pinhole bench store --quick` is the CI variant.
 bench-store: bootstrap
