@@ -129,3 +129,15 @@ class LosingStore:
 
     def list(self, node: str) -> list[str]:
         return self.inner.list(node)
+
+
+def put_block_with_sidecar(root: Path, node: str, block: str, data: bytes) -> None:
+    """`block` on `node` under `root` with its sidecar of chunk sums, as a migration writes
+    them (through LocalBlockStore, committed)."""
+    from f4 import sidecar
+    from f4.block_store import sidecar_of
+
+    sums = sidecar.SidecarBuilder()
+    sums.update(data)
+    LocalBlockStore(root, [node]).put(node, block, [data])
+    LocalBlockStore(root, [node]).put(node, sidecar_of(block), [sums.encode()])

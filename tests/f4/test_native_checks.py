@@ -17,12 +17,12 @@ from bench.peers.pagecache import evict
 from common.credentials import Credentials, Purpose
 from common.leanhttp.message import Request, Response
 from f4 import local_block_store, sidecar
-from f4.block_store import sidecar_of
 from f4.errors import BlockCorrupt
-from f4.local_block_store import LocalBlockStore, WouldBlock, read_cached
+from f4.local_block_store import WouldBlock, read_cached
 from f4.node_disk import NodeDisks
 from f4.node_http import NodeHttpApi
 from store import native
+from tests.f4.helpers import put_block_with_sidecar
 
 BLOCK = "v1.s0.b0.blk"
 
@@ -132,10 +132,7 @@ def test_pread_cached_refuses_nonsense() -> None:
 def _node(tmp_path: Path) -> tuple[NodeHttpApi, bytes, Credentials]:
     chunk = sidecar.CHUNK_BYTES
     data = random.Random(2).randbytes(64 * chunk)
-    sums = sidecar.SidecarBuilder()
-    sums.update(data)
-    LocalBlockStore(tmp_path, ["n00"]).put("n00", BLOCK, [data])
-    LocalBlockStore(tmp_path, ["n00"]).put("n00", sidecar_of(BLOCK), [sums.encode()])
+    put_block_with_sidecar(tmp_path, "n00", BLOCK, data)
     creds = Credentials.from_secret(b"node-test-secret-0123456789abcd")
     return NodeHttpApi(NodeDisks(tmp_path, ["n00"]), credentials=creds), data, creds
 

@@ -14,12 +14,12 @@ import pytest
 from bench.peers.pagecache import evict
 from f4 import sidecar
 from f4.blob import BlobId, BlobKey
-from f4.block_store import sidecar_of
 from f4.errors import BlockCorrupt, BlockMissing
 from f4.key_lookups import KeyLookups
 from f4.keystore import KeyStore
-from f4.local_block_store import LocalBlockStore, WouldBlock, read_cached, read_exact
+from f4.local_block_store import WouldBlock, read_cached, read_exact
 from f4.node_disk import NodeDisks
+from tests.f4.helpers import put_block_with_sidecar
 
 BLOCK = "v1.s0.b0.blk"
 
@@ -49,10 +49,7 @@ def test_a_cached_read_never_waits_for_the_device(tmp_path: Path) -> None:
 def test_a_storage_node_reads_checked_ranges_cached_or_not_alike(tmp_path: Path) -> None:
     chunk = sidecar.CHUNK_BYTES
     data = random.Random(2).randbytes(40 * chunk)
-    sums = sidecar.SidecarBuilder()
-    sums.update(data)
-    LocalBlockStore(tmp_path, ["n00"]).put("n00", BLOCK, [data])
-    LocalBlockStore(tmp_path, ["n00"]).put("n00", sidecar_of(BLOCK), [sums.encode()])
+    put_block_with_sidecar(tmp_path, "n00", BLOCK, data)
     disks = NodeDisks(tmp_path, ["n00"])
     want = data[8 * chunk : 12 * chunk]
     assert disks.read_checked("n00", BLOCK, 8 * chunk, 4 * chunk, nowait=True) == want
