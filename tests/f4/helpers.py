@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from f4.block_store import Buffer, block_name
+from f4 import sidecar
+from f4.block_store import Buffer, block_name, sidecar_of
 from f4.encoder import Migration, MigrationStats
 from f4.errors import BlockMissing
 from f4.keystore import KeyStore
@@ -134,9 +135,6 @@ class LosingStore:
 def put_block_with_sidecar(root: Path, node: str, block: str, data: bytes) -> None:
     """`block` on `node` under `root` with its sidecar of chunk sums, as a migration writes
     them (through LocalBlockStore, committed)."""
-    from f4 import sidecar
-    from f4.block_store import sidecar_of
-
     sums = sidecar.SidecarBuilder()
     sums.update(data)
     LocalBlockStore(root, [node]).put(node, block, [data])
