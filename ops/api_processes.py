@@ -18,13 +18,17 @@ and watches them.
   restarts the whole set (the shared staging count is measured afresh each start).
 - "api listening on http://host:P/api/v1" is printed once every process has printed its
   own line; their standard output is passed through, their standard error is ours.
+- A process dies with its starter, even a starter killed by SIGKILL (`die_with_starter`):
+  none outlives it holding the port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
 import signal
 import socket
 import sys
@@ -40,6 +44,9 @@ log = logging.getLogger("pinhole.api.processes")
 START_S_MAX: Final = 120.0
 STOP_S_MAX: Final = 30.0
 LISTENING: Final = b" listening on "
+# Set by the starter in the environment of the processes it starts: its pid.
+STARTER_PID_ENV: Final = "PINHOLE_API_STARTER_PID"
+PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -64,6 +71,19 @@ def process_argv(argv: Sequence[str], index: int, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def die_with_starter() -> None:
+    """In a process the starter exec'd (STARTER_PID_ENV set): the kernel sends it SIGTERM
+    when the starter ends, however it ends; a starter already gone is SIGTERM now."""
+    starter = os.environ.get(STARTER_PID_ENV)
+    if starter is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != int(starter):  # it died before the prctl: nothing would tell us
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 async def serve_processes(config: ApiConfig, argv: Sequence[str]) -> int:
     """Runs config.processes API processes until SIGINT/SIGTERM or until one exits; returns
     the exit status (0 after a stop asked for, 1 when a process ended on its own)."""
@@ -75,6 +95,7 @@ async def serve_processes(config: ApiConfig, argv: Sequence[str]) -> int:
                 *process_argv(argv, i, port),
                 stdout=asyncio.subprocess.PIPE,
                 stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, STARTER_PID_ENV: str(os.getpid())},
             )
             for i in range(config.processes)
         ]

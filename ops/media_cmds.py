@@ -188,6 +188,10 @@ def api_serve(
         from ops.api_processes import serve_processes
 
         sys.exit(run(serve_processes(config, sys.argv[1:])))
+    if process_index is not None:
+        from ops.api_processes import die_with_starter
+
+        die_with_starter()
     run(
         serve_forever(
             config,

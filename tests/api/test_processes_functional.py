@@ -260,3 +260,32 @@ def test_a_process_index_beyond_processes_is_refused(tmp_path: Path) -> None:
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
     assert done.stderr.strip() == "pinhole: --process-index must be below api.processes (1)"
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (a zombie its new parent has not reaped yet counts)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+async def test_the_processes_die_with_their_starter(api: Api) -> None:
+    pid = api.proc.pid
+    children = await asyncio.to_thread(_children, pid)
+    assert len(children) == 2
+    os.kill(pid, signal.SIGKILL)  # no chance to stop them itself
+    await asyncio.to_thread(api.proc.wait)
+    for _ in range(200):
+        if all(_gone(c) for c in children):
+            break
+        await asyncio.sleep(0.05)
+    assert all(_gone(c) for c in children)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with aiohttp.ClientSession() as http:
+            await _health(http, api.url)
