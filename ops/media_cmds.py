@@ -187,7 +187,11 @@ def api_serve(
     if config.processes > 1 and process_index is None:
         from ops.api_processes import serve_processes
 
-        sys.exit(run(serve_processes(config, sys.argv[1:])))
+        try:
+            status = run(serve_processes(config, sys.argv[1:]))
+        except OSError as e:  # the port taken by another program, the data dir unwritable
+            raise CliError(f"cannot start the API processes: {e}") from e
+        sys.exit(status)
     if process_index is not None:
         from ops.api_processes import die_with_starter
 

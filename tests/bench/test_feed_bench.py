@@ -110,9 +110,9 @@ def test_quick_feed_benchmark_produces_every_figure(tmp_path: Path) -> None:
         for name in ("p99_ms", "p50_ms", "req_per_s", "api_cpu_ms", "api_rss_mb"):
             assert figures[f"feed_http_{name}_{api}"] > 0
         assert row["api_rss_mb"] < row["api_vm_rss_mb"]  # its own memory, not the mapped file
-        # CPU of the starter and of each process; both processes served part of the load.
+        # CPU of the starter (idle) and of each process; both served part of the load.
         starter, *served = row["api_cpu_s_by_process"]
-        assert len(served) == 2 and all(c > 0 for c in served), row
+        assert len(served) == 2 and 0 <= starter < min(served), row
         assert 20 <= row["warmup_distinct_posts"] <= 20 * http["readers"]  # the working set
         assert figures[f"feed_http_vs_ids_p99_{api}"] == round(
             row["p99_ms"] / figures["feed_p99_ms_hybrid"], 2
