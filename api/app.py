@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
+from typing import Final
 
 from aiohttp import web
 
@@ -38,7 +40,7 @@ from api.errors import error_middleware
 from api.media_docs import PublicMediaDocuments
 from api.metrics import FANOUT, REQUESTS, metrics
 from api.photo_urls import PhotoUrls
-from api.upload_limits import open_staging
+from api.upload_limits import open_shared_staging, open_staging
 from api.web_routes import add_web_routes
 from common.aiohttp_observe import observe_middleware
 from common.credentials import Credentials
@@ -67,6 +69,9 @@ from transformer.ingest import Ingest
 
 log = logging.getLogger("pinhole.api")
 
+# Which of the [api] processes serving the port this one is (0 when it is the only one).
+PROCESS_INDEX: Final = web.AppKey("process_index", int)
+
 
 def make_app(
     config: ApiConfig,
@@ -79,10 +84,17 @@ def make_app(
     search: SearchConfig | None = None,
     explore: ExploreConfig | None = None,
     access_log: AccessLog | None = None,
+    process_index: int = 0,
 ) -> web.Application:
+    """`process_index`: which of [api] processes this one is (ops/api_processes.py): its id
+    shard is [media] id_shard + process_index, and with more than one process it counts
+    the staging space in the slots the starter prepared (api.upload_limits)."""
     social = social or SocialConfig()
     feed_config = feed or FeedConfig()
     config.check_staging_fits(max(media.limits.image_bytes_max, media.limits.video_bytes_max))
+    config.check_processes(redis_url=feed_config.redis_url, id_shard=media.id_shard)
+    if not 0 <= process_index < config.processes:
+        raise ValueError(f"process index {process_index} is not within 0..{config.processes - 1}")
     requests = RequestMetrics("pinhole_api")
     app = web.Application(
         middlewares=[
@@ -94,6 +106,7 @@ def make_app(
         client_max_size=config.json_body_bytes_max,
     )
     app[REQUESTS] = requests
+    app[PROCESS_INDEX] = process_index
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         if not media.database_url:
@@ -102,7 +115,10 @@ def make_app(
         hot = open_hot_store(feed_config.redis_url, prefix=feed_config.redis_prefix)
         counters = open_counters(db, feed_config.redis_url, prefix=feed_config.redis_prefix)
         try:
-            staging = await asyncio.to_thread(open_staging, config)
+            if config.processes > 1:
+                staging = await asyncio.to_thread(open_shared_staging, config, process_index)
+            else:
+                staging = await asyncio.to_thread(open_staging, config)
             await migrate(db, schema.COMPONENT, schema.MIGRATIONS)
             await tus.migrate_tables(db)
             await migrate(db, social_schema.COMPONENT, social_schema.MIGRATIONS)
@@ -110,7 +126,8 @@ def make_app(
             await migrate(db, messages_schema.COMPONENT, messages_schema.MIGRATIONS)
             await migrate(db, search_schema.COMPONENT, search_schema.MIGRATIONS)
             async with BlobWriter(media.directory_url, credentials=credentials) as writer:
-                id_gen = IdGenerator(media.id_shard)
+                # Processes making ids at the same time need distinct shards (common/ids.py).
+                id_gen = IdGenerator(media.id_shard + process_index)
                 ingest = Ingest(media, db, writer, id_gen)
                 photo_urls = PhotoUrls(
                     media.photo_url_base,
@@ -190,13 +207,16 @@ async def _rate_headers(request: web.Request, response: web.StreamResponse) -> N
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness for `pinhole up` / `status`: the process serves and its database answers."""
+    """Liveness for `pinhole up` / `status`: the process serves and its database answers.
+    Says which of the API processes answered (`process`, `pid`): any of them may."""
     ctx = request.app[CONTEXT]
     async with ctx.db.snapshot() as conn:
         await conn.exec_driver_sql("SELECT 1")
     return web.json_response(
         {
             "ok": True,
+            "process": request.app[PROCESS_INDEX],
+            "pid": os.getpid(),
             "uploads_inflight": ctx.uploads_inflight,
             "staging_bytes": ctx.staging.statistics().used_bytes,
         }
@@ -215,9 +235,11 @@ async def running_api(
     search: SearchConfig | None = None,
     explore: ExploreConfig | None = None,
     access_log: AccessLog | None = None,
+    process_index: int = 0,
 ) -> AsyncIterator[tuple[web.Application, int]]:
     """Serves the API on config.host:config.port (0: a free port); yields (app, port).
-    `access_log`: where its one line per request goes (none: only the request metrics)."""
+    `access_log`: where its one line per request goes (none: only the request metrics).
+    With [api] processes > 1 the port is bound with SO_REUSEPORT, shared with the others."""
     app = make_app(
         config,
         media,
@@ -228,6 +250,7 @@ async def running_api(
         search=search,
         explore=explore,
         access_log=access_log,
+        process_index=process_index,
     )
     runner = web.AppRunner(
         app,
@@ -237,7 +260,7 @@ async def running_api(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        site = web.TCPSite(runner, config.host, config.port, reuse_port=config.processes > 1)
         await site.start()
         yield app, int(runner.addresses[0][1])
     finally:
@@ -255,6 +278,7 @@ async def serve_forever(
     realtime: RealtimeConfig | None = None,
     search: SearchConfig | None = None,
     explore: ExploreConfig | None = None,
+    process_index: int = 0,
 ) -> None:
     """Serves until SIGINT or SIGTERM."""
     access_log = AccessLog("api")
@@ -269,6 +293,7 @@ async def serve_forever(
             search=search,
             explore=explore,
             access_log=access_log,
+            process_index=process_index,
         ) as (
             _,
             port,
@@ -277,7 +302,14 @@ async def serve_forever(
             # process: frozen out of the collector's sight, it is not walked again by each
             # full collection (ARCHITECTURE.md, "where the CPU really goes").
             gc.freeze()
-            print(f"api listening on http://{config.host}:{port}/api/v1", flush=True)
+            if config.processes > 1:  # ops/api_processes.py waits for every one's line
+                print(
+                    f"api process {process_index} of {config.processes} listening on "
+                    f"http://{config.host}:{port}/api/v1",
+                    flush=True,
+                )
+            else:
+                print(f"api listening on http://{config.host}:{port}/api/v1", flush=True)
             if ready is not None:
                 ready.set()
             await stop.wait()

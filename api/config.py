@@ -9,8 +9,12 @@ from typing import Any, Final
 
 from api.client_address import parse_networks
 from common.config import build
+from common.ids import SHARD_MAX
 
 DEFAULT_PORT: Final = 8790
+# [api] processes: API processes serving one host:port (SO_REUSEPORT), each exec'd by the
+# one `pinhole api serve` started (ops/api_processes.py).
+PROCESSES_MAX: Final = 16
 MiB: Final = 1024 * 1024
 GiB: Final = 1024 * MiB
 
@@ -19,6 +23,10 @@ GiB: Final = 1024 * MiB
 class ApiConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    # API processes on host:port (1..PROCESSES_MAX). More than one needs Redis ([feed]
+    # redis_url: the embedded hot and story stores live in one process's memory) and takes
+    # the [media] id shards id_shard .. id_shard + processes - 1 (one per process).
+    processes: int = 1
     # Uploads in progress (multipart spooled to disk, tus uploads) live in <data_dir>.
     data_dir: Path = Path(".pinhole/api")
     # The request line and each header field; aiohttp's parser answers 400 beyond.
@@ -28,8 +36,9 @@ class ApiConfig:
     # Multipart: non-file fields, and the number of parts.
     form_field_bytes_max: int = 1024
     form_parts_max: int = 8
-    # Uploads being received at once (multipart and tus PATCH, the finishing one's ingest
-    # included); beyond it 503.
+    # Uploads being received at once by one API process (multipart and tus PATCH, the
+    # finishing one's ingest included); beyond it 503. Per process: N processes take up to
+    # N x this many.
     uploads_inflight_max: int = 32
     # Per user and sliding day: uploads made (counted from the media table whatever became
     # of them, plus incomplete tus uploads at their Upload-Length); 429 beyond. These
@@ -43,9 +52,10 @@ class ApiConfig:
     # the body is cut (408), so a trickling client cannot hold an upload slot.
     upload_body_rate_bytes_per_s_min: int = 4096
     upload_body_rate_grace_s: float = 10.0
-    # Bytes staged on this process's disk: multipart spools in <data_dir>/incoming and tus
-    # part files. An upload that would pass it is refused with 503 and Retry-After. At
-    # least the largest upload [media.limits] allows (checked when the app is made).
+    # Bytes staged in <data_dir>: multipart spools in <data_dir>/incoming and tus part
+    # files, counted across all the API processes sharing the data dir. An upload that
+    # would pass it is refused with 503 and Retry-After. At least the largest upload
+    # [media.limits] allows (checked when the app is made).
     staging_bytes_max: int = 8 * GiB
     # tus: an incomplete upload expires this long after its creation and is reclaimed;
     # at most tus_uploads_per_user_max incomplete uploads per user; Upload-Metadata up to
@@ -67,6 +77,8 @@ class ApiConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise ValueError("port must be within 0..65535")
+        if not 1 <= self.processes <= PROCESSES_MAX:
+            raise ValueError(f"processes must be within 1..{PROCESSES_MAX}")
         for name in ("tus_expiry_s", "tus_sweep_interval_s", "upload_body_rate_grace_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
@@ -97,6 +109,23 @@ class ApiConfig:
             raise ValueError(
                 "api.staging_bytes_max must be at least the largest upload the media limits "
                 f"allow ({largest_upload_bytes} bytes)"
+            )
+
+    def check_processes(self, *, redis_url: str, id_shard: int) -> None:
+        """Raises ValueError when `processes` > 1 cannot be served: without Redis (the
+        embedded hot and story stores are one process's memory, where another process's
+        fan-out and views do not reach) or without room for one id shard per process."""
+        if self.processes == 1:
+            return
+        if not redis_url:
+            raise ValueError(
+                f"api.processes = {self.processes} needs Redis: set [feed] redis_url "
+                "(the embedded hot and story stores live in one process's memory)"
+            )
+        if id_shard + self.processes - 1 > SHARD_MAX:
+            raise ValueError(
+                f"api.processes = {self.processes} needs the id shards {id_shard}.."
+                f"{id_shard + self.processes - 1} ([media] id_shard), beyond {SHARD_MAX}"
             )
 
 

@@ -1,12 +1,11 @@
 """What every API handler reaches through `request.app[CONTEXT]`: config, the metadata
 database (media, social and feed tables), the blob writer, the ingest path, the hot store
 and the feed, the id generator, the rate-limit counters, the credentials and photo URLs, the
-staging space, the count of uploads in flight and the tus locks. Opened and closed by
+staging space and the count of uploads in flight. Opened and closed by
 api.app's cleanup context; no module-level singletons."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,9 +66,8 @@ class ApiContext:
     # (api/social_docs.py `documents_json`, api/mastodon_docs.py `statuses_json`).
     public_post_json: PublicPostDocuments[bytes] = field(default_factory=_post_json)
     public_status_json: PublicPostDocuments[bytes] = field(default_factory=_post_json)
+    # Uploads being received by this process (uploads_inflight_max is per process).
     uploads_inflight: int = 0
-    # tus: one lock per upload being written (PATCH, DELETE, the sweeper), this process only.
-    tus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def user_id(self, request: web.Request) -> int:
         """The user of the request's session; raises NotAuthenticated / AuthFailed (401),

@@ -202,7 +202,12 @@ MEDIA_PATHS: Final[dict[str, Any]] = {
     "/healthz": {
         "get": {
             "summary": "Liveness: the process serves and its database answers",
-            "responses": {"200": {"description": "{ok: true, uploads_inflight, staging_bytes}"}},
+            "responses": {
+                "200": {
+                    "description": "{ok: true, process, pid, uploads_inflight, staging_bytes}: "
+                    "process is which of [api] processes answered (0..processes-1)"
+                }
+            },
         }
     },
     "/metrics": {

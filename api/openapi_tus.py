@@ -151,7 +151,10 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                     "the body arrived below upload_body_rate_bytes_per_s_min; what arrived is "
                     "kept (unless it carried a checksum)"
                 ),
-                "409": _e("Upload-Offset mismatch, or another PATCH in progress"),
+                "409": _e(
+                    "Upload-Offset mismatch (offset_mismatch), or another request is writing "
+                    "the upload (upload_locked)"
+                ),
                 "410": _e("expired"),
                 "412": _e("unsupported Tus-Resumable"),
                 "413": _e("body past Upload-Length, or the media over its limit"),
@@ -173,6 +176,7 @@ OPENAPI_PATHS: Final[dict[str, Any]] = {
                 "204": {"description": "gone", "headers": _TUS},
                 "401": _e("no or bad bearer token"),
                 "404": _e("no such upload"),
+                "409": _e("another request is writing the upload (upload_locked)"),
                 "410": _e("expired"),
                 "412": _e("unsupported Tus-Resumable"),
             },

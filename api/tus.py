@@ -5,8 +5,14 @@ Durability: a PATCH's bytes are written to <[api] data_dir>/tus/<id>.part, fdata
 and only then is the new offset recorded and acknowledged. A PATCH cut off mid-body keeps
 (and acknowledges to the next HEAD) what arrived, unless it carried Upload-Checksum: an
 unverifiable chunk is dropped. Each PATCH first cuts the file to the recorded offset, so
-bytes written before a crash but never recorded are not trusted. PATCHes of one upload are
-serialized; a second one arriving while the first runs answers 409.
+bytes written before a crash but never recorded are not trusted.
+
+One writer at a time, across processes: a PATCH, a DELETE and the sweeper hold an exclusive
+flock on the upload's part file while they change it, so the API processes sharing a data
+dir ([api] processes) never write one upload at once; a request finding it held answers
+409 `upload_locked` at once (a tus client retries after a HEAD), the sweeper passes it by
+until its next round. The kernel drops the lock with its holder, so a killed process leaves
+no upload locked.
 
 Limits (api.upload_limits): a creation counts against the user's daily upload quota at
 its Upload-Length (429) and needs that much room in the staging space (503); a PATCH is
@@ -29,6 +35,7 @@ import asyncio
 import base64
 import contextlib
 import email.utils
+import fcntl
 import hashlib
 import json
 import logging
@@ -220,10 +227,9 @@ async def terminate(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     _check_version(request)
     upload = await _owned(request, ctx)
-    async with _lock(ctx, upload.upload_id):
+    async with _locked(ctx, upload.upload_id):
         await tus_store.delete(ctx.db, upload.upload_id)
         await _remove(ctx, _part(ctx, upload.upload_id))
-    _forget(ctx, upload.upload_id)
     return web.Response(status=204, headers={"Tus-Resumable": TUS_VERSION})
 
 
@@ -238,9 +244,7 @@ async def patch(request: web.Request) -> web.Response:
     upload = await _owned(request, ctx)
     offset = params.header_int(request, "Upload-Offset")
     checksum = _checksum_header(request)
-    if ctx.tus_locks.setdefault(upload.upload_id, asyncio.Lock()).locked():
-        raise ApiError("another PATCH of this upload is in progress", code="conflict", status=409)
-    async with _lock(ctx, upload.upload_id):
+    async with _locked(ctx, upload.upload_id) as fd:
         upload = await _owned(request, ctx)  # fresh, under the lock
         if offset != upload.offset:
             raise ApiError(
@@ -249,10 +253,13 @@ async def patch(request: web.Request) -> web.Response:
                 status=409,
             )
         if upload.media_id is None:
+            if fd is None:  # its bytes are gone (removed by hand, a crash mid-sweep)
+                await tus_store.delete(ctx.db, upload.upload_id)
+                raise NoSuchResource("no such upload")
             with ctx.upload_slot():
                 if upload.offset < upload.length:
                     _check_room(request, ctx, upload)
-                    upload = await _receive(request, ctx, upload, checksum)
+                    upload = await _receive(request, ctx, upload, checksum, fd)
                 if upload.offset == upload.length:
                     upload = await _complete(ctx, upload)
     return web.Response(status=204, headers=_headers(upload))
@@ -266,16 +273,26 @@ def _check_room(request: web.Request, ctx: ApiContext, upload: tus_store.Upload)
     ctx.staging.check(coming)
 
 
+class UploadLocked(ApiError):
+    def __init__(self) -> None:
+        super().__init__(
+            "another request is writing this upload; retry after a HEAD",
+            code="upload_locked",
+            status=409,
+        )
+
+
 @contextlib.asynccontextmanager
-async def _lock(ctx: ApiContext, upload_id: str) -> AsyncIterator[None]:
-    """The upload's lock. Its entry stays while the upload exists (a waiter may hold it) and
-    goes with the upload (`_forget`), so the table is bounded by the live uploads."""
-    async with ctx.tus_locks.setdefault(upload_id, asyncio.Lock()):
-        yield
-
-
-def _forget(ctx: ApiContext, upload_id: str) -> None:
-    ctx.tus_locks.pop(upload_id, None)
+async def _locked(ctx: ApiContext, upload_id: str) -> AsyncIterator[int | None]:
+    """The upload's part file open for writing under an exclusive flock, for the block:
+    yields its descriptor, or None when the upload has no file (completed, removed).
+    Raises UploadLocked when another request, of any process, holds it."""
+    fd = await asyncio.to_thread(_open_locked, _part(ctx, upload_id))
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            await asyncio.to_thread(os.close, fd)  # the lock goes with the descriptor
 
 
 def _checksum_header(request: web.Request) -> tuple[str, bytes] | None:
@@ -364,12 +381,12 @@ async def _receive(
     ctx: ApiContext,
     upload: tus_store.Upload,
     checksum: tuple[str, bytes] | None,
+    fd: int,
 ) -> tus_store.Upload:
-    """Streams the body after the upload's bytes, makes them durable and records the new
-    offset; returns the upload with it. Raises BodyTooSlow / StagingFull after recording
-    what arrived before the body was cut."""
-    part = _part(ctx, upload.upload_id)
-    fd, dropped = await asyncio.to_thread(_open_at, part, upload.offset)
+    """Streams the body into the part file (`fd`, locked) after the upload's bytes, makes
+    them durable and records the new offset; returns the upload with it. Raises
+    BodyTooSlow / StagingFull after recording what arrived before the body was cut."""
+    dropped = await asyncio.to_thread(_cut_at, fd, upload.offset)
     ctx.staging.release(dropped)
     body = _Body(upload.length - upload.offset, checksum)
     try:
@@ -398,8 +415,6 @@ async def _receive(
         # Cancelled: what reached the file is cut (and released) by the next PATCH.
         ctx.staging.release(body.received - body.written)
         raise
-    finally:
-        await asyncio.to_thread(os.close, fd)
     new_offset = upload.offset + body.received
     await tus_store.update(ctx.db, upload.upload_id, offset=new_offset)
     if stopped is not None:
@@ -426,11 +441,9 @@ async def _complete(ctx: ApiContext, upload: tus_store.Upload) -> tus_store.Uplo
     except Rejected:
         await tus_store.delete(ctx.db, upload.upload_id)
         await _remove(ctx, part)
-        _forget(ctx, upload.upload_id)
         raise
     await tus_store.update(ctx.db, upload.upload_id, media_id=row.media_id)
     await _remove(ctx, part)
-    _forget(ctx, upload.upload_id)
     return _replace(upload, media_id=row.media_id)
 
 
@@ -443,13 +456,43 @@ def _create_file(path: Path) -> None:
     os.close(fd)
 
 
-def _open_at(path: Path, offset: int) -> tuple[int, int]:
-    """The part file open for writing at `offset`, and how many bytes past it were cut."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+def _open_locked(path: Path) -> int | None:
+    """The part file open for writing, flock'ed (see `_locked`); None when it is not there.
+    Never creates it: an upload's file is made with its row, and one that is gone must not
+    come back empty."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UploadLocked() from None
+        # The holder before us may have removed the file while we waited to open it: a lock
+        # on a removed file guards nothing.
+        try:
+            here = os.stat(path)
+        except FileNotFoundError:
+            here = None
+        held = os.fstat(fd)
+        if here is None or (here.st_dev, here.st_ino) != (held.st_dev, held.st_ino):
+            os.close(fd)
+            return None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    return fd
+
+
+def _cut_at(fd: int, offset: int) -> int:
+    """Cuts the part file to `offset` and places writes there; returns how many bytes past
+    it were cut (written, never acknowledged)."""
     size = os.fstat(fd).st_size
-    os.ftruncate(fd, offset)  # bytes past the recorded offset were never acknowledged
+    os.ftruncate(fd, offset)
     os.lseek(fd, offset, os.SEEK_SET)
-    return fd, max(0, size - offset)
+    return max(0, size - offset)
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -483,14 +526,20 @@ async def _remove(ctx: ApiContext, part: Path) -> None:
 
 
 async def sweep_once(ctx: ApiContext, *, now: float | None = None) -> int:
-    """Removes every expired upload (row and file); returns how many."""
+    """Removes every expired upload (row and file) no request is writing; returns how many.
+    Every API process sweeps; two that meet on an upload do its removal once each, which
+    is harmless (the second finds no file and no row)."""
     gone = await tus_store.expired(ctx.db, now=time.time() if now is None else now)
+    swept = 0
     for upload in gone:
-        async with _lock(ctx, upload.upload_id):
-            await _remove(ctx, _part(ctx, upload.upload_id))
-            await tus_store.delete(ctx.db, upload.upload_id)
-        _forget(ctx, upload.upload_id)
-    return len(gone)
+        try:
+            async with _locked(ctx, upload.upload_id):
+                await _remove(ctx, _part(ctx, upload.upload_id))
+                await tus_store.delete(ctx.db, upload.upload_id)
+        except UploadLocked:
+            continue  # being written: the next round
+        swept += 1
+    return swept
 
 
 async def sweeper(app: web.Application) -> AsyncIterator[None]:

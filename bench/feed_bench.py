@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -112,9 +112,11 @@ class Plan:
     readers: int
     posts: int
     concurrency: int
-    # The HTTP phase (bench/feed_http.py): wrk connections, and seconds of load per API.
+    # The HTTP phase (bench/feed_http.py): wrk connections, and seconds of load per API;
+    # the API's processes on its one port ([api] processes).
     http_connections: int
     http_seconds: float
+    http_api_processes: int
 
     @property
     def scale(self) -> float:
@@ -142,6 +144,7 @@ QUICK: Final = Plan(
     concurrency=16,
     http_connections=8,
     http_seconds=5.0,
+    http_api_processes=2,
 )
 FULL: Final = Plan(
     users=FULL_USERS,
@@ -152,6 +155,7 @@ FULL: Final = Plan(
     concurrency=16,
     http_connections=8,
     http_seconds=30.0,
+    http_api_processes=2,
 )
 
 
@@ -679,7 +683,7 @@ async def run(
 async def http_phase(
     db: Database, plan: Plan, graph: Graph, *, redis_url: str, prefix: str, database_url: str
 ) -> dict[str, Any]:
-    """The hydrated feed over HTTP from a real API process (bench/feed_http.py), hybrid,
+    """The hydrated feed over HTTP from real API processes (bench/feed_http.py), hybrid,
     the same readers as the strategies; its Redis keys deleted after."""
     await set_celebrities(db, "hybrid", plan.fanout_threshold)
     readers = random.Random(SEED).sample([int(u) for u in graph.user_ids], plan.readers)
@@ -694,6 +698,7 @@ async def http_phase(
             fanout_threshold=plan.fanout_threshold,
             connections=plan.http_connections,
             seconds=plan.http_seconds,
+            processes=plan.http_api_processes,
         )
     finally:
         hot = RedisHotStore(redis_url, prefix=prefix)
@@ -785,8 +790,12 @@ def main(
     plot_path: Path | None,
     redis_url: str = REDIS_URL_DEFAULT,
     database_url: str | None = None,
+    api_processes: int | None = None,
 ) -> dict[str, Any]:
+    """`api_processes`: the HTTP phase's API processes instead of the plan's."""
     plan = QUICK if quick else FULL
+    if api_processes is not None:
+        plan = replace(plan, http_api_processes=api_processes)
     base = work_dir or Path(".pinhole")
     base.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -822,7 +831,8 @@ def main(
             "redis_url": redis_url,
             "http": (
                 f"the hydrated first page ({feed_http.PAGE_LIMIT} posts, one photo each) over "
-                f"HTTP from one `pinhole api serve` process, hybrid, {plan.http_connections} "
+                f"HTTP from `pinhole api serve` as {plan.http_api_processes} process(es) on "
+                f"one port, hybrid, {plan.http_connections} "
                 f"wrk connections (closed loop: req/s is the rate the p99 was taken at), "
                 f"{plan.http_seconds:g} s per API"
                 + (

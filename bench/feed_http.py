@@ -1,15 +1,18 @@
 """`pinhole bench feed`, the path a client sees: the hydrated home timeline over HTTP from
-a real API process (`pinhole api serve`), both APIs: pinhole's `GET /api/v1/feed` and
-Mastodon's `GET /api/v1/timelines/home`, first page of PAGE_LIMIT posts.
+real API processes (`pinhole api serve` with [api] processes), both APIs: pinhole's
+`GET /api/v1/feed` and Mastodon's `GET /api/v1/timelines/home`, first page of PAGE_LIMIT
+posts.
 
 On the benchmark's graph (bench/feed_bench.py; the hybrid strategy, its own Redis prefix),
 every backlog post gets one ready photo (a media row with the PHOTO_SIZES x three formats
 ladder of variant rows: hydration builds every URL as for a real post), each reader of the
-reader set a session. The API process is started on that database and Redis prefix; per
+reader set a session. The API is started on that database and Redis prefix, as the plan's
+number of processes on one port (ops/api_processes.py); per
 API, every reader first reads once (their timelines built, as in the ids-only reads), then
 wrk (bench/wrk/get_auth_paths.lua) sends each request as a random reader, `connections`
 connections at once, for `seconds`. Reported per API: p50, p99 and requests/s (closed
-loop: the rate the p99 was taken at), the API process's CPU time per request, and the
+loop: the rate the p99 was taken at), the API's CPU time per request (summed over its
+processes, the one that starts them included), and the
 ratios to the ids-only read (feed_bench.reads, Feed.page in the benchmark's process) of
 the same run.
 """
@@ -145,8 +148,12 @@ async def open_sessions(db: Database, readers: Sequence[int]) -> list[tuple[int,
     ]
 
 
-def _config_toml(*, prefix: str, fanout_threshold: int, database_schema: str | None) -> str:
+def _config_toml(
+    *, prefix: str, fanout_threshold: int, database_schema: str | None, processes: int
+) -> str:
     lines = [
+        "[api]",
+        f"processes = {processes}",
         "[feed]",
         f"redis_prefix = {json.dumps(prefix)}",
         'strategy = "hybrid"',
@@ -166,13 +173,18 @@ async def api_process(
     redis_url: str,
     prefix: str,
     fanout_threshold: int,
+    processes: int,
 ) -> AsyncIterator[tuple[str, int]]:
-    """`pinhole api serve` on the benchmark's database and Redis prefix, on a free port:
-    yields (its base URL, its pid); SIGTERM and a wait on exit."""
+    """`pinhole api serve` ([api] processes = `processes`) on the benchmark's database and
+    Redis prefix, on a free port: yields (its base URL, its pid: with several processes the
+    one that started them, api_pids); SIGTERM and a wait on exit."""
     config = scratch / "pinhole.toml"
     config.write_text(
         _config_toml(
-            prefix=prefix, fanout_threshold=fanout_threshold, database_schema=database_schema
+            prefix=prefix,
+            fanout_threshold=fanout_threshold,
+            database_schema=database_schema,
+            processes=processes,
         )
     )
     secret = ensure_secret_file(scratch / "secret")
@@ -219,10 +231,21 @@ async def api_process(
         stderr.close()
 
 
+def api_pids(pid: int) -> list[int]:
+    """The API's processes: `pid` and the processes it started (ops/api_processes.py)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def api_rss_mb(pids: Sequence[int], field: str = "RssAnon") -> float:
+    """rss_mb summed over the API's processes."""
+    return round(sum(rss_mb(p, field) for p in pids), 1)
 
 
 def rss_mb(pid: int, field: str = "RssAnon") -> float:
@@ -311,6 +334,7 @@ async def run_http(
     fanout_threshold: int,
     connections: int,
     seconds: float,
+    processes: int,
 ) -> dict[str, Any]:
     """The HTTP phase (see the module docstring); the caller deletes the Redis prefix."""
     t0 = time.perf_counter()
@@ -322,6 +346,7 @@ async def run_http(
         "readers": len(tokens),
         "connections": connections,
         "seconds": seconds,
+        "api_processes": processes,
         "setup_s": round(time.perf_counter() - t0, 1),
     }
     with tempfile.TemporaryDirectory(prefix="bench-feed-http-") as tmp:
@@ -333,17 +358,23 @@ async def run_http(
             redis_url=redis_url,
             prefix=prefix,
             fanout_threshold=fanout_threshold,
+            processes=processes,
         ) as (base, pid):
+            pids = api_pids(pid)
+            if len(pids) != (1 if processes == 1 else processes + 1):
+                raise RuntimeError(f"the API runs as processes {pids}, not {processes}")
             for api, path in APIS.items():
                 lines = scratch / f"{api}.txt"
                 lines.write_text("".join(f"{path}\t{token}\n" for _, token in tokens))
                 check = await _check_page(base, path, tokens[0][1])
                 warm_s, shown = await warm_up(base, path, [t for _, t in tokens], connections)
-                cpu0 = cpu_s(pid)
+                cpu0 = [cpu_s(p) for p in pids]
                 got = await asyncio.to_thread(
                     wrk, base, lines, connections=connections, seconds=seconds
                 )
-                cpu = cpu_s(pid) - cpu0
+                cpu_by = [cpu_s(p) - c for p, c in zip(pids, cpu0, strict=True)]
+                cpu = sum(cpu_by)
+                rss = api_rss_mb(pids)
                 out[api] = {
                     "path": path.split("?")[0],
                     "first_page": check,
@@ -357,15 +388,19 @@ async def run_http(
                     "max_ms": round(got.latency_max_ms, 2),
                     "errors": got.errors,
                     "api_cpu_ms_per_request": round(cpu / max(got.requests, 1) * 1000, 3),
-                    "api_rss_mb": rss_mb(pid),
-                    "api_vm_rss_mb": rss_mb(pid, "VmRSS"),
+                    # Each process's CPU seconds under the load (the starter first, idle):
+                    # how evenly the kernel spread the connections.
+                    "api_cpu_s_by_process": [round(c, 2) for c in cpu_by],
+                    "api_rss_mb": rss,
+                    "api_vm_rss_mb": api_rss_mb(pids, "VmRSS"),
                     "wrk": asdict(got),
                 }
                 log(
                     f"http {api}: {got.requests_per_s:.0f} req/s, p50 {got.latency_p50_ms:.1f} "
                     f"ms, p99 {got.latency_p99_ms:.1f} ms, {connections} connections, "
                     f"API CPU {cpu / max(got.requests, 1) * 1000:.2f} ms/request, "
-                    f"RSS {rss_mb(pid):.0f} MiB, {shown} distinct posts in the warm-up"
+                    f"RSS {rss:.0f} MiB over {processes} process(es), {shown} distinct posts "
+                    "in the warm-up"
                 )
     return out
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from api.config import PROCESSES_MAX
+
 
 @click.group()
 def bench() -> None:
@@ -135,6 +137,12 @@ def bench_social(
     default=None,
     help="A postgresql+asyncpg:// URL (a scratch schema, dropped after); default SQLite.",
 )
+@click.option(
+    "--api-processes",
+    type=click.IntRange(1, PROCESSES_MAX),
+    default=None,
+    help="API processes of the HTTP phase ([api] processes); default: the plan's (2).",
+)
 def bench_feed(
     quick: bool,
     json_path: Path | None,
@@ -142,6 +150,7 @@ def bench_feed(
     plot_path: Path | None,
     redis_url: str,
     database_url: str | None,
+    api_processes: int | None,
 ) -> None:
     """Push, pull and hybrid feeds on one power-law graph: p99, reads/s, fan-out, writes."""
     from bench.feed_bench import main
@@ -153,6 +162,7 @@ def bench_feed(
         plot_path=plot_path,
         redis_url=redis_url,
         database_url=database_url,
+        api_processes=api_processes,
     )
 
 

@@ -7,6 +7,7 @@ keys.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -125,6 +126,12 @@ def api() -> None:
     help="A TOML file whose [realtime] table names the MQTT broker (`pinhole up` writes one); "
     "default: the [realtime] table of --config.",
 )
+@click.option(
+    "--process-index",
+    type=click.IntRange(min=0),
+    hidden=True,
+    help="Which of [api] processes this one is (given by the `api serve` that starts them).",
+)
 @_media_options
 @_with_secret_options
 @click.pass_context
@@ -135,6 +142,7 @@ def api_serve(
     data_dir: Path | None,
     redis_url: str | None,
     realtime_file: Path | None,
+    process_index: int | None,
     media_data: Path | None,
     database_url: str | None,
     directory_url: str | None,
@@ -144,7 +152,8 @@ def api_serve(
     root: Path,
     log_level: str,
 ) -> None:
-    """Run the API until SIGINT/SIGTERM."""
+    """Run the API until SIGINT/SIGTERM: [api] processes of them on one port (each exec'd
+    by this one, ops/api_processes.py, when more than one)."""
     from api.app import serve_forever
     from api.config import api_config
     from feed.config import feed_config
@@ -168,7 +177,25 @@ def api_serve(
     media = _media_config(
         ctx, _media_overrides(media_data, database_url, directory_url, router_url)
     )
+    try:
+        config.check_processes(redis_url=feed.redis_url, id_shard=media.id_shard)
+    except ValueError as e:
+        raise CliError(str(e), EXIT_USAGE) from e
+    if process_index is not None and process_index >= config.processes:
+        raise CliError(f"--process-index must be below api.processes ({config.processes})")
     creds = _credentials("api", media, credentials_file, secret_file, root)
+    if config.processes > 1 and process_index is None:
+        from ops.api_processes import serve_processes
+
+        try:
+            status = run(serve_processes(config, sys.argv[1:]))
+        except OSError as e:  # the port taken by another program, the data dir unwritable
+            raise CliError(f"cannot start the API processes: {e}") from e
+        sys.exit(status)
+    if process_index is not None:
+        from ops.api_processes import die_with_starter
+
+        die_with_starter()
     run(
         serve_forever(
             config,
@@ -179,6 +206,7 @@ def api_serve(
             realtime=realtime,
             search=search,
             explore=explore,
+            process_index=process_index or 0,
         )
     )
 

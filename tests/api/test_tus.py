@@ -140,10 +140,26 @@ async def test_an_upload_cut_off_several_times_completes_byte_exact(env: MediaEn
         status, headers, _ = await patch(http, env, url, offset, photo[offset:])
         assert status == 204 and headers["Upload-Offset"] == str(len(photo))
         media_id = headers["Pinhole-Media-Id"]
-    assert env.ctx.tus_locks == {}  # a finished upload's lock goes with it
+    assert list((env.ctx.config.data_dir / "tus").iterdir()) == []  # the part file went
     _, media = await get_media(env, media_id)
     code, _, body = await fetch_original(env, media)
     assert code == 200 and body == photo
+
+
+async def test_an_upload_whose_bytes_are_gone_is_not_made_up(env: MediaEnv) -> None:
+    """A part file removed from under its row (by hand, a crash mid-sweep): the PATCH does
+    not bring it back as zeros up to the recorded offset; the upload is gone."""
+    async with aiohttp.ClientSession() as http:
+        url = await create(http, env, 1000)
+        status, headers, _ = await patch(http, env, url, 0, b"a" * 400)
+        assert status == 204 and headers["Upload-Offset"] == "400"
+        part = env.ctx.config.data_dir / "tus" / f"{url.rsplit('/', 1)[1]}.part"
+        await asyncio.to_thread(part.unlink)
+        status, _, body = await patch(http, env, url, 400, b"b" * 100)
+        assert status == 404 and b"not_found" in body, body
+        assert not await asyncio.to_thread(part.exists)
+        status, _ = await head(http, env, url)
+        assert status == 404
 
 
 async def test_protocol_errors(env: MediaEnv) -> None:

@@ -24,9 +24,9 @@ from PIL import Image
 
 from api import tus_store
 from api.app import make_app
-from api.config import ApiConfig
-from api.errors import error_middleware
-from api.upload_limits import open_staging
+from api.config import PROCESSES_MAX, ApiConfig
+from api.errors import StagingFull, error_middleware
+from api.upload_limits import open_shared_staging, open_staging, prepare_shared_staging
 from directory.errors import NoWritableVolume
 from tests.api.conftest import MediaEnv, media_env
 from tests.api.media_files import jpeg_with_gps
@@ -369,6 +369,31 @@ def test_staging_is_measured_at_start(tmp_path: Path) -> None:
     assert staging.used_bytes == 500 and staging.max_bytes == config.staging_bytes_max
     assert list((tmp_path / "incoming").iterdir()) == []  # a stopped process's spools
     assert open_staging(ApiConfig(data_dir=tmp_path / "absent")).used_bytes == 0
+
+
+def test_the_processes_of_a_data_dir_share_one_staging_count(tmp_path: Path) -> None:
+    config = ApiConfig(data_dir=tmp_path, processes=2, staging_bytes_max=2000)
+    (tmp_path / "tus").mkdir()
+    (tmp_path / "incoming").mkdir()
+    (tmp_path / "tus" / "a.part").write_bytes(b"x" * 300)
+    (tmp_path / "incoming" / "left.upload").write_bytes(b"x" * 1000)
+    prepare_shared_staging(config)
+    assert list((tmp_path / "incoming").iterdir()) == []
+    zero, one = open_shared_staging(config, 0), open_shared_staging(config, 1)
+    assert zero.used_bytes == one.used_bytes == 300  # measured once, by the starter
+    zero.reserve(1000)  # process 0 receives a chunk of an upload...
+    assert one.used_bytes == 1300
+    with pytest.raises(StagingFull):
+        one.reserve(701)  # ...which process 1 sees at once
+    one.release(1300)  # process 1 completes the upload and removes its file
+    assert zero.used_bytes == one.used_bytes == 0
+    one.reserve(2000)
+    assert zero.statistics().used_bytes == 2000
+    # A fresh start measures again, whatever the slots held.
+    prepare_shared_staging(config)
+    assert open_shared_staging(config, 1).used_bytes == 300
+    with pytest.raises(ValueError, match="process index"):
+        open_shared_staging(config, PROCESSES_MAX)
 
 
 def test_limits_are_validated() -> None:

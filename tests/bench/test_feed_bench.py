@@ -100,6 +100,7 @@ def test_quick_feed_benchmark_produces_every_figure(tmp_path: Path) -> None:
     # posts, each with its photo), no failed request, figures and ratios present.
     http = doc["detail"]["http"]
     assert http["readers"] == doc["plan"]["readers"] and http["photos_added"] > 0
+    assert http["api_processes"] == 2  # the quick plan's: two on one port
     for api, path in (("pinhole", "/api/v1/feed"), ("mastodon", "/api/v1/timelines/home")):
         row = http[api]
         assert row["path"] == path
@@ -109,6 +110,9 @@ def test_quick_feed_benchmark_produces_every_figure(tmp_path: Path) -> None:
         for name in ("p99_ms", "p50_ms", "req_per_s", "api_cpu_ms", "api_rss_mb"):
             assert figures[f"feed_http_{name}_{api}"] > 0
         assert row["api_rss_mb"] < row["api_vm_rss_mb"]  # its own memory, not the mapped file
+        # CPU of the starter (idle) and of each process; both served part of the load.
+        starter, *served = row["api_cpu_s_by_process"]
+        assert len(served) == 2 and 0 <= starter < min(served), row
         assert 20 <= row["warmup_distinct_posts"] <= 20 * http["readers"]  # the working set
         assert figures[f"feed_http_vs_ids_p99_{api}"] == round(
             row["p99_ms"] / figures["feed_p99_ms_hybrid"], 2
