@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -45,7 +46,6 @@ from common.aiohttp_observe import observe_middleware
 from common.credentials import Credentials
 from common.db import migrate, open_database
 from common.errors import rate_limit_headers
-from common.heap import HeapKeeper
 from common.ids import IdGenerator
 from common.json_logs import AccessLog
 from common.request_metrics import RequestMetrics, RequestObserver
@@ -300,23 +300,17 @@ async def serve_forever(
         ):
             # What start-up made (modules, the app, its routes) lives as long as the
             # process: frozen out of the collector's sight, it is not walked again by each
-            # full collection (ARCHITECTURE.md, "where the CPU really goes"); so are the
-            # survivors of a long full collection later on, the interned rows and
-            # remembered documents (common/heap.py).
-            heap = HeapKeeper()
-            heap.start()
-            try:
-                if config.processes > 1:  # ops/api_processes.py waits for every one's line
-                    print(
-                        f"api process {process_index} of {config.processes} listening on "
-                        f"http://{config.host}:{port}/api/v1",
-                        flush=True,
-                    )
-                else:
-                    print(f"api listening on http://{config.host}:{port}/api/v1", flush=True)
-                if ready is not None:
-                    ready.set()
-                await stop.wait()
-                log.info("api stopping")
-            finally:
-                heap.close()
+            # full collection (ARCHITECTURE.md, "where the CPU really goes").
+            gc.freeze()
+            if config.processes > 1:  # ops/api_processes.py waits for every one's line
+                print(
+                    f"api process {process_index} of {config.processes} listening on "
+                    f"http://{config.host}:{port}/api/v1",
+                    flush=True,
+                )
+            else:
+                print(f"api listening on http://{config.host}:{port}/api/v1", flush=True)
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            log.info("api stopping")
