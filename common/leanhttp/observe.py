@@ -3,8 +3,11 @@
 `observed(handler, ...)` wraps a service's handler (outside its error middleware, so the
 status counted is the one sent). A synchronous answer stays synchronous; an awaitable one
 is awaited by one more coroutine frame inside the Task the server makes anyway. The id is
-set in `request_ids.current` before the handler runs, so the handler's Task (created by
-the server after `handle` returns) and the tasks it starts send it on.
+set in `request_ids.current` while the handler runs, and again at the start of that frame
+inside the handler's Task, so the Task and the tasks it starts send it on; it is reset
+when `handle` returns, so nothing the protocol callback's context starts later (a timer,
+a background task) inherits a finished request's id (after a handler that raised, it is
+left set for the server's log line of the failure).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def observed(
     """`handler`, counted, timed and logged by `observer` under `route_of(request)`."""
     perf = time.perf_counter
     set_current = request_ids.current.set
+    reset_current = request_ids.current.reset
     accept = request_ids.accept
     done = observer.done
     key = request_ids.HEADER_KEY
@@ -33,6 +37,7 @@ def observed(
     async def later(
         req: Request, rid: str, started: float, answer: Awaitable[Response]
     ) -> Response:
+        set_current(rid)  # in the Task's own context
         status = 500
         try:
             resp = await answer
@@ -44,12 +49,14 @@ def observed(
     def handle(req: Request) -> Response | Awaitable[Response]:
         started = perf()
         rid = accept(req.headers.get(key))
-        set_current(rid)
+        token = set_current(rid)
         try:
             answer = handler(req)
         except BaseException:
+            # Left set: the server logs the failure next, in this context, with the id.
             done(rid, req.method, route_of(req), 500, started)
             raise
+        reset_current(token)
         if isinstance(answer, Response):
             done(rid, req.method, route_of(req), answer.status, started)
             return answer

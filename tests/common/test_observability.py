@@ -3,10 +3,12 @@ request_metrics.py, leanhttp/observe.py), through a real lean server and client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,33 @@ async def test_the_id_travels_from_a_request_through_the_lean_client(tmp_path: P
     counts = _parse(front_metrics)["f_requests"]
     totals = [s.value for s in counts.samples if s.name.endswith("_total")]  # type: ignore[attr-defined]
     assert totals == [2]
+
+
+async def test_the_id_is_the_requests_only_while_it_is_handled() -> None:
+    seen: dict[str, str | None] = {}
+
+    def sync_handler(req: Request) -> Response:
+        seen["sync"] = request_ids.current.get()
+        return Response(200, b"")
+
+    async def async_body() -> Response:
+        await asyncio.sleep(0)
+        seen["async"] = request_ids.current.get()
+        return Response(200, b"")
+
+    def async_handler(req: Request) -> Awaitable[Response]:
+        return async_body()
+
+    metrics = RequestMetrics("ids")
+    for name, handler in (("sync", sync_handler), ("async", async_handler)):
+        handle = observed(handler, RequestObserver(metrics, None), lambda r: "/x")
+        req = Request("GET", "/x", "", {"x-request-id": f"req-{name}"}, "1.1", True, None)
+        answer = handle(req)
+        # What the protocol callback's context starts after handle returned (a timer, a
+        # background task) does not inherit the finished request's id.
+        assert request_ids.current.get() is None
+        if not isinstance(answer, Response):
+            answer = await asyncio.get_running_loop().create_task(answer)  # as the server does
+        assert answer.status == 200
+        assert seen[name] == f"req-{name}"
+    assert request_ids.current.get() is None
