@@ -72,6 +72,21 @@ variants = sa.Table(
     sa.Column("height", sa.Integer, nullable=False),
 )
 
+# Every column of media_variants, key first: a page's ladders (post_batch, 12 rows per
+# photo) are read from this index alone, without a table lookup per row. Measured on
+# SQLite, 200,000 media x 12 variants, 20 media a read: 505 -> 179 us (ARCHITECTURE.md,
+# "A feed page's variant rows read from one index").
+variants_cover = sa.Index(
+    "media_variants_cover",
+    variants.c.media_id,
+    variants.c.rendition,
+    variants.c.fmt,
+    variants.c.volume_id,
+    variants.c.size_bytes,
+    variants.c.width,
+    variants.c.height,
+)
+
 # A re-key's variants written under the new cookie so far (the shape of media_variants):
 # a re-run skips them; the re-key's last transaction moves them into media_variants.
 rekey_variants = sa.Table(
@@ -184,4 +199,9 @@ MIGRATIONS: Final = (
         ],
     ),
     Migration(3, "media jobs move to the job framework's table", _move_media_jobs()),
+    Migration(
+        4,
+        "media_variants covered by one index",
+        [CreateIndex(variants_cover)],
+    ),
 )

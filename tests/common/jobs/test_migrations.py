@@ -12,6 +12,7 @@ from common.jobs import JobState, JobStore
 from common.jobs.lease import holders
 from directory import schema as directory_schema
 from feed import schema as feed_schema
+from social import post_batch
 from transformer import schema as media_schema
 
 
@@ -38,7 +39,7 @@ async def test_media_jobs_move_with_their_lane_size_and_state(db: Database) -> N
                     "error": "boom" if state == "dead" else None,
                 },
             )  # fmt: skip
-    assert await migrate(db, media_schema.COMPONENT, media_schema.MIGRATIONS) == [3]
+    assert await migrate(db, media_schema.COMPONENT, media_schema.MIGRATIONS) == [3, 4]
     store = JobStore(db)
     moved = {j.job_id: j for j in await store.listing(transformer.jobs.QUEUE)}
     assert set(moved) == {5, 6, 7}
@@ -88,3 +89,38 @@ async def test_directory_leases_move_under_their_prefix(db: Database) -> None:
         )
     assert await migrate(db, directory_schema.COMPONENT, directory_schema.MIGRATIONS) == [2, 3]
     assert await holders(db) == {"directory.health": ("host:1", 123.5)}
+
+
+async def test_media_variants_gain_their_covering_index(db: Database) -> None:
+    await migrate(db, media_schema.COMPONENT, media_schema.MIGRATIONS[:3])
+    async with db.transaction() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO media_variants (media_id, rendition, fmt, volume_id, size_bytes,"
+                " width, height) VALUES (9, 1080, 1, 3, 100, 1080, 1350),"
+                " (9, 640, 1, 3, 50, 640, 800)"
+            )
+        )
+    assert await migrate(db, media_schema.COMPONENT, media_schema.MIGRATIONS) == [4]
+
+    def look(c: sa.Connection) -> tuple[list[str], list[tuple[object, ...]]]:
+        indexes = {
+            i["name"]: i["column_names"] for i in sa.inspect(c).get_indexes("media_variants")
+        }
+        fields = ", ".join(post_batch._VARIANT_FIELDS)
+        query = (
+            f"SELECT {fields} FROM media_variants WHERE media_id IN (9, 10)"
+            " ORDER BY media_id, rendition, fmt"
+        )
+        plan: list[tuple[object, ...]] = []
+        if c.dialect.name == "sqlite":  # the feed page's ladder read uses it alone
+            plan = [tuple(r) for r in c.execute(sa.text("EXPLAIN QUERY PLAN " + query))]
+        rows = [tuple(r) for r in c.execute(sa.text(query))]
+        assert rows == [(9, 640, 1, 3, 50, 640, 800), (9, 1080, 1, 3, 100, 1080, 1350)]
+        return indexes["media_variants_cover"], plan
+
+    async with db.snapshot() as conn:
+        columns, plan = await conn.run_sync(look)
+    assert columns == list(post_batch._VARIANT_FIELDS)
+    if plan:
+        assert any("COVERING INDEX media_variants_cover" in str(step) for step in plan), plan
