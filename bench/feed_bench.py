@@ -113,10 +113,12 @@ class Plan:
     posts: int
     concurrency: int
     # The HTTP phase (bench/feed_http.py): wrk connections, and seconds of load per API;
-    # the API's processes on its one port ([api] processes).
+    # the API's processes on its one port ([api] processes); seconds of the same load run
+    # untimed first (settling), reported apart.
     http_connections: int
     http_seconds: float
     http_api_processes: int
+    http_settle_seconds: float
 
     @property
     def scale(self) -> float:
@@ -145,6 +147,7 @@ QUICK: Final = Plan(
     http_connections=8,
     http_seconds=5.0,
     http_api_processes=2,
+    http_settle_seconds=2.0,
 )
 FULL: Final = Plan(
     users=FULL_USERS,
@@ -156,6 +159,7 @@ FULL: Final = Plan(
     http_connections=8,
     http_seconds=30.0,
     http_api_processes=2,
+    http_settle_seconds=10.0,
 )
 
 
@@ -699,6 +703,7 @@ async def http_phase(
             connections=plan.http_connections,
             seconds=plan.http_seconds,
             processes=plan.http_api_processes,
+            settle_seconds=plan.http_settle_seconds,
         )
     finally:
         hot = RedisHotStore(redis_url, prefix=prefix)
@@ -834,7 +839,8 @@ def main(
                 f"HTTP from `pinhole api serve` as {plan.http_api_processes} process(es) on "
                 f"one port, hybrid, {plan.http_connections} "
                 f"wrk connections (closed loop: req/s is the rate the p99 was taken at), "
-                f"{plan.http_seconds:g} s per API"
+                f"{plan.http_seconds:g} s per API, after {plan.http_settle_seconds:g} s of "
+                f"the same load untimed (detail.http.<api>.settle)"
                 + (
                     "; quick mode on a shared machine: the goal figure is to be taken in full "
                     "mode on a quiet one"
