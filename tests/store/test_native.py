@@ -249,23 +249,36 @@ def test_large_needles_alike(world: World) -> None:
     assert world.hot.served == before + 1
 
 
+MISS_TRIES = 5
+
+
 def test_miss_goes_to_the_device(world: World) -> None:
-    """A page-cache miss is MISS (not an error): the device read answers it."""
+    """A page-cache miss is MISS (not an error): the device read answers it.
+
+    A NOWAIT read of an evicted range starts the kernel's readahead, and on a fast device
+    that readahead can finish within the same call, which then serves the bytes. So each
+    try evicts again, a served answer must be exact, and one of a few tries must miss."""
     from bench.peers.pagecache import evict
 
     key = world.next_key
     world.next_key += 1
     data = os.urandom(64 * 1024)
     world.loop.run_until_complete(_store(world, key, [(0, data, "none", False)]))
-    assert evict(world.dat), "the kernel kept the volume's pages cached"
     loc = world.node.volume(VID).generation.map.get(key, 0)
     assert loc is not None
-    fd = os.open(world.dat, os.O_RDONLY)
-    try:
-        got = world.hot.inner.answer(fd, loc[0] * UNIT, loc[1] * UNIT, key, 0, COOKIE)
-    finally:
-        os.close(fd)
-    assert got == world.hot.inner.MISS
+    answers = []
+    for _ in range(MISS_TRIES):
+        assert evict(world.dat), "the kernel kept the volume's pages cached"
+        fd = os.open(world.dat, os.O_RDONLY)
+        try:
+            got = world.hot.inner.answer(fd, loc[0] * UNIT, loc[1] * UNIT, key, 0, COOKIE)
+        finally:
+            os.close(fd)
+        if got == world.hot.inner.MISS:
+            break
+        assert isinstance(got, tuple) and bytes(got[1]) == data
+        answers.append(got)
+    assert got == world.hot.inner.MISS, f"{len(answers)} evicted reads all served"
     req = Request(
         "GET", f"/n/{VID}/{key}/0/{COOKIE:016x}", "", {"authorization": READ}, "1.1", True, None
     )
