@@ -14,10 +14,12 @@ Two readers of the same batch, which must agree row for row
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import operator
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
@@ -161,36 +163,66 @@ def _users(c: sqlite3.Connection, wanted: list[int]) -> dict[int, User]:
 def _media(c: sqlite3.Connection, wanted: list[int]) -> dict[int, MediaWithVariants]:
     if not wanted:
         return {}
-    rows = {
-        r[0]: r
-        for r in c.execute(
-            f"SELECT {', '.join(_MEDIA_FIELDS)} FROM {media_t.name}"
-            f" WHERE media_id IN {_in(wanted)}",
-            wanted,
-        )
-    }
     found: dict[int, MediaWithVariants] = {}
-    # One step per media, not per variant row: the rows are grouped in C and a media's
-    # whole ladder is interned at once.
+    unread: dict[int, tuple[Any, ...]] = {}
+    known = _LADDERS.get
+    for r in c.execute(
+        f"SELECT {', '.join(_MEDIA_FIELDS)}, ladder_version FROM {media_t.name}"
+        f" WHERE media_id IN {_in(wanted)}",
+        wanted,
+    ):
+        entry = known(r)
+        if entry is None:
+            unread[r[0]] = r
+        else:
+            with contextlib.suppress(KeyError):  # another database's reader dropped it
+                _LADDERS.move_to_end(r)
+            found[r[0]] = entry
+    if not unread:
+        return found
+    # One step per media, not per variant row: the rows are grouped in C.
+    ids = list(unread)
     for media_id, ladder in itertools.groupby(
         c.execute(
             f"SELECT {', '.join(_VARIANT_FIELDS)} FROM {variants.name}"
-            f" WHERE media_id IN {_in(wanted)} ORDER BY media_id, rendition, fmt",
-            wanted,
+            f" WHERE media_id IN {_in(ids)} ORDER BY media_id, rendition, fmt",
+            ids,
         ),
         key=_FIRST,
     ):
-        found[media_id] = _media_entry(rows.pop(media_id), tuple(ladder))
-    for media_id, r in rows.items():  # no variant yet (an upload still processing)
-        found[media_id] = _media_entry(r, ())
+        found[media_id] = _remember(unread.pop(media_id), tuple(ladder))
+    for r in unread.values():  # no variant yet (an upload still processing)
+        found[r[0]] = _remember(r, ())
     return found
+
+
+# A media with its ladder, remembered under its row as read with its ladder_version (the
+# last column): the database raises the version in the transaction of every change to the
+# media's variant rows (transformer/schema.py, migration 5), so a row read in a snapshot
+# names exactly the ladder that snapshot holds, and a page whose media are all remembered
+# reads no variant row (ARCHITECTURE.md, "A feed page's ladders kept by their version").
+# The key is the whole row, so any change to the media row is a new entry too. Entries
+# are shared by every database the process reads; rows of distinct databases differ in
+# their random cookies. Least recently used dropped past MEDIA_INTERNED_MAX.
+_LADDERS: Final[OrderedDict[tuple[Any, ...], MediaWithVariants]] = OrderedDict()
+
+
+def _remember(r: tuple[Any, ...], ladder: tuple[tuple[Any, ...], ...]) -> MediaWithVariants:
+    row = list(r[:-1])
+    row[_STATUS_AT] = MediaStatus(row[_STATUS_AT])
+    entry = MediaRow(*row), tuple(VariantRow(*v) for v in ladder)
+    _LADDERS[r] = entry
+    if len(_LADDERS) > MEDIA_INTERNED_MAX:
+        _LADDERS.popitem(last=False)
+    return entry
 
 
 # The same rows read again (a feed shows the same photos and authors to many readers) are
 # the same frozen objects: made once, and compared by identity where they are a key
-# (api/media_docs.py PublicMediaDocuments). Keyed by the rows' whole content as SQLite
-# returned them (tuples of plain values, hashed in C): a changed row is a new key, so
-# nothing needs invalidating. Bounded; least recently used dropped. Sized for the posts
+# (api/media_docs.py PublicMediaDocuments). Posts, users and places are keyed by the rows'
+# whole content as SQLite returned them (tuples of plain values, hashed in C), media by
+# their row and ladder_version (`_LADDERS`): a changed row is a new key, so nothing needs
+# invalidating. Bounded; least recently used dropped. Sized for the posts
 # of the active readers' first pages: 12,827 distinct posts (with as many photos) in
 # `pinhole bench feed`'s 2,000 readers; below that every read missed and made its
 # documents again (ARCHITECTURE.md, "The feed page's caches sized by its working set").
@@ -198,13 +230,6 @@ MEDIA_INTERNED_MAX: Final = 1 << 14  # media with their ladders; one about 6.9 K
 USERS_INTERNED_MAX: Final = 1 << 14  # a user row about 1 KB
 POSTS_INTERNED_MAX: Final = 1 << 14  # posts, and places
 _FIRST: Final = operator.itemgetter(0)
-
-
-@functools.lru_cache(maxsize=MEDIA_INTERNED_MAX)
-def _media_entry(r: tuple[Any, ...], ladder: tuple[tuple[Any, ...], ...]) -> MediaWithVariants:
-    row = list(r)
-    row[_STATUS_AT] = MediaStatus(row[_STATUS_AT])
-    return MediaRow(*row), tuple(VariantRow(*v) for v in ladder)
 
 
 @functools.lru_cache(maxsize=POSTS_INTERNED_MAX)

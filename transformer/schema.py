@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
 from common.db import Migration
@@ -58,6 +59,11 @@ media = sa.Table(
     # cookie (the owner turned private: URLs handed out while public must stop working).
     sa.Column("original_cookie_hex", sa.String(16), nullable=True),
     sa.Column("pending_cookie_hex", sa.String(16), nullable=True),
+    # Migration 5. Raised by the database itself (triggers on media_variants) in the
+    # transaction of every insert, update and delete of the media's variant rows: a reader
+    # that has the ladder of (media_id, ladder_version) need not read it again
+    # (social/post_batch.py). No writer sets it.
+    sa.Column("ladder_version", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 variants = sa.Table(
@@ -177,6 +183,53 @@ def _move_media_jobs() -> list[sa.Executable]:
     ]
 
 
+_LADDER_EVENTS: Final = (("insert", "NEW"), ("update", "NEW"), ("delete", "OLD"))
+
+
+async def _ladder_version(conn: AsyncConnection) -> None:
+    """Migration 5: media.ladder_version, raised by triggers on media_variants. An update
+    that moved a variant row to another media (none does) raises both media's versions."""
+    await conn.execute(
+        sa.text("ALTER TABLE media ADD COLUMN ladder_version BIGINT NOT NULL DEFAULT 0")
+    )
+    if conn.dialect.name == "postgresql":
+        # SET search_path FROM CURRENT: the function's `media` is the table of the schema
+        # it was created in, whatever a later session's search_path says.
+        await conn.execute(
+            sa.text(
+                "CREATE FUNCTION media_ladder_bump() RETURNS trigger LANGUAGE plpgsql"
+                " SET search_path FROM CURRENT AS $$ BEGIN"
+                " IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.media_id <> NEW.media_id)"
+                " THEN UPDATE media SET ladder_version ="
+                " ladder_version + 1 WHERE media_id = OLD.media_id; END IF;"
+                " IF TG_OP <> 'DELETE' THEN UPDATE media SET ladder_version ="
+                " ladder_version + 1 WHERE media_id = NEW.media_id; END IF;"
+                " RETURN NULL; END $$"
+            )
+        )
+        await conn.execute(
+            sa.text(
+                "CREATE TRIGGER media_ladder_bump AFTER INSERT OR UPDATE OR DELETE"
+                " ON media_variants FOR EACH ROW EXECUTE FUNCTION media_ladder_bump()"
+            )
+        )
+        return
+    for event, row in _LADDER_EVENTS:
+        moved = (
+            " UPDATE media SET ladder_version = ladder_version + 1"
+            " WHERE media_id = OLD.media_id AND OLD.media_id <> NEW.media_id;"
+            if event == "update"
+            else ""
+        )
+        await conn.execute(
+            sa.text(
+                f"CREATE TRIGGER media_ladder_{event} AFTER {event.upper()} ON media_variants"
+                " FOR EACH ROW BEGIN UPDATE media SET ladder_version = ladder_version + 1"
+                f" WHERE media_id = {row}.media_id;{moved} END"
+            )
+        )
+
+
 MIGRATIONS: Final = (
     Migration(
         1,
@@ -204,4 +257,5 @@ MIGRATIONS: Final = (
         "media_variants covered by one index",
         [CreateIndex(variants_cover)],
     ),
+    Migration(5, "media.ladder_version raised by the variants' triggers", _ladder_version),
 )

@@ -3,6 +3,7 @@ directory's leases move into the job framework's tables, on SQLite and PostgreSQ
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 import feed.jobs
@@ -39,7 +40,7 @@ async def test_media_jobs_move_with_their_lane_size_and_state(db: Database) -> N
                     "error": "boom" if state == "dead" else None,
                 },
             )  # fmt: skip
-    assert await migrate(db, media_schema.COMPONENT, media_schema.MIGRATIONS) == [3, 4]
+    assert await migrate(db, media_schema.COMPONENT, media_schema.MIGRATIONS) == [3, 4, 5]
     store = JobStore(db)
     moved = {j.job_id: j for j in await store.listing(transformer.jobs.QUEUE)}
     assert set(moved) == {5, 6, 7}
@@ -101,7 +102,7 @@ async def test_media_variants_gain_their_covering_index(db: Database) -> None:
                 " (9, 640, 1, 3, 50, 640, 800)"
             )
         )
-    assert await migrate(db, media_schema.COMPONENT, media_schema.MIGRATIONS) == [4]
+    assert await migrate(db, media_schema.COMPONENT, media_schema.MIGRATIONS) == [4, 5]
 
     def look(c: sa.Connection) -> tuple[list[str], list[tuple[object, ...]]]:
         indexes = {
@@ -124,3 +125,64 @@ async def test_media_variants_gain_their_covering_index(db: Database) -> None:
     assert columns == list(post_batch._VARIANT_FIELDS)
     if plan:
         assert any("COVERING INDEX media_variants_cover" in str(step) for step in plan), plan
+
+
+async def test_every_change_to_a_media_s_variants_raises_its_ladder_version(db: Database) -> None:
+    """Migration 5 on an existing database: the version starts at 0 and the database
+    itself raises it for every insert, update and delete of the media's variant rows
+    (whoever writes them), only for that media, and not when the change rolls back."""
+    await migrate(db, media_schema.COMPONENT, media_schema.MIGRATIONS[:4])
+    columns = (
+        "media_id, owner_id, media_type, status, fmt, size_bytes, width, height,"
+        " cookie_hex, original_volume_id, created_unix_s"
+    )
+    async with db.transaction() as conn:
+        for media_id in (21, 22):
+            await conn.execute(
+                sa.text(
+                    f"INSERT INTO media ({columns}) VALUES"
+                    " (:m, 1, 'image', 'ready', 1, 10, 4, 4, '00000000000000aa', 3, 1.0)"
+                ),
+                {"m": media_id},
+            )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO media_variants (media_id, rendition, fmt, volume_id, size_bytes,"
+                " width, height) VALUES (21, 640, 1, 3, 50, 640, 800)"
+            )
+        )
+    assert await migrate(db, media_schema.COMPONENT, media_schema.MIGRATIONS) == [5]
+
+    async def versions() -> dict[int, int]:
+        async with db.snapshot() as conn:
+            rows = await conn.execute(sa.text("SELECT media_id, ladder_version FROM media"))
+            return {int(m): int(v) for m, v in rows}
+
+    assert await versions() == {21: 0, 22: 0}
+    variant = (
+        "INSERT INTO media_variants (media_id, rendition, fmt, volume_id, size_bytes, width,"
+        " height) VALUES (:m, :r, 1, 3, 100, :r, :r)"
+    )
+    async with db.transaction() as conn:
+        await conn.execute(sa.text(variant), [{"m": 21, "r": 1080}, {"m": 21, "r": 320}])
+    assert await versions() == {21: 2, 22: 0}
+    async with db.transaction() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE media_variants SET volume_id = 9 WHERE media_id = 21 AND rendition = 640"
+            )
+        )
+    assert await versions() == {21: 3, 22: 0}
+    async with db.transaction() as conn:
+        await conn.execute(sa.text("DELETE FROM media_variants WHERE media_id = 21"))
+        await conn.execute(sa.text(variant), {"m": 22, "r": 150})
+    assert await versions() == {21: 6, 22: 1}
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            await conn.execute(sa.text(variant), {"m": 22, "r": 640})
+            raise RuntimeError("rolled back")
+    assert await versions() == {21: 6, 22: 1}
+    # A row moved to another media (nothing does this today) raises both.
+    async with db.transaction() as conn:
+        await conn.execute(sa.text("UPDATE media_variants SET media_id = 21 WHERE media_id = 22"))
+    assert await versions() == {21: 7, 22: 2}
