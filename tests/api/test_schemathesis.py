@@ -1,7 +1,7 @@
 """schemathesis against the real API (a local cluster, PostgreSQL, Redis) from its own
 /api/openapi.json: the examples, coverage, fuzzing and stateful phases with a fixed seed and
-a fixed example budget (two to four minutes here for its 77 operations, the
-Mastodon client API's included), failing on any 5xx and on answers
+a fixed example budget (`tests.conftest.examples`: one to four minutes here for its
+77 operations, the Mastodon client API's included), failing on any 5xx and on answers
 that do not match the documented statuses, content types, headers and schemas.
 
 The `st` command runs in its own process (its hooks, tests/api/schemathesis_hooks.py, keep
@@ -29,15 +29,18 @@ from PIL import Image
 from feed.config import FeedConfig
 from social.config import SocialConfig
 from tests.api.conftest import PASSWORD, MediaEnv, media_env, sign_up
+from tests.conftest import examples
 from tests.directory.conftest import PG_URL, pg_schema
 from tests.feed.conftest import REDIS_URL, drop_keys, redis_store
 
 ROOT = Path(__file__).parents[2]
 ST = Path(sys.executable).parent / "st"
 SEED = 20260101
-EXAMPLES_PER_OPERATION = 20
-STATEFUL_STEPS_MAX = 20
-RUN_S_MAX = 600.0  # about 200 s on a quiet machine; a loaded one took 360
+# PINHOLE_TESTS=full: 20 examples and stateful steps (about 200 s on a quiet machine, a
+# loaded one took 360); `make test`: 10 (about 60 s).
+EXAMPLES_PER_OPERATION = examples(20)
+STATEFUL_STEPS_MAX = examples(20)
+RUN_S_MAX = 600.0
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
