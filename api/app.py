@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Final
 
 from aiohttp import web
 
@@ -38,7 +37,14 @@ from api.config import ApiConfig
 from api.context import CONTEXT, RATE, ApiContext
 from api.errors import error_middleware
 from api.media_docs import PublicMediaDocuments
-from api.metrics import FANOUT, REQUESTS, metrics
+from api.metrics import (
+    API_CONFIG,
+    FANOUT,
+    PROCESS_INDEX,
+    REQUESTS,
+    metrics,
+    process_metrics_app,
+)
 from api.photo_urls import PhotoUrls
 from api.upload_limits import open_shared_staging, open_staging
 from api.web_routes import add_web_routes
@@ -68,9 +74,6 @@ from transformer.config import MediaConfig
 from transformer.ingest import Ingest
 
 log = logging.getLogger("pinhole.api")
-
-# Which of the [api] processes serving the port this one is (0 when it is the only one).
-PROCESS_INDEX: Final = web.AppKey("process_index", int)
 
 
 def make_app(
@@ -107,6 +110,7 @@ def make_app(
     )
     app[REQUESTS] = requests
     app[PROCESS_INDEX] = process_index
+    app[API_CONFIG] = config
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         if not media.database_url:
@@ -259,11 +263,23 @@ async def running_api(
         max_field_size=config.header_bytes_max,
     )
     await runner.setup()
+    inner: web.AppRunner | None = None
     try:
         site = web.TCPSite(runner, config.host, config.port, reuse_port=config.processes > 1)
         await site.start()
+        if config.processes > 1:
+            # Its own metrics for the process a scrape reaches (api/metrics.py). A socket
+            # file left by a process of an earlier set is replaced.
+            path = config.metrics_socket(process_index)
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(path.unlink)
+            inner = web.AppRunner(process_metrics_app(app), access_log=None)
+            await inner.setup()
+            await web.UnixSite(inner, str(path)).start()
         yield app, int(runner.addresses[0][1])
     finally:
+        if inner is not None:
+            await inner.cleanup()
         await runner.cleanup()
 
 

@@ -3,6 +3,7 @@ frozen, validated ApiConfig. The media pipeline it feeds is configured in [media
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -15,6 +16,8 @@ DEFAULT_PORT: Final = 8790
 # [api] processes: API processes serving one host:port (SO_REUSEPORT), each exec'd by the
 # one `pinhole api serve` started (ops/api_processes.py).
 PROCESSES_MAX: Final = 16
+# sockaddr_un's sun_path holds 108 bytes with the terminating NUL (Linux).
+UNIX_SOCKET_PATH_BYTES_MAX: Final = 107
 MiB: Final = 1024 * 1024
 GiB: Final = 1024 * MiB
 
@@ -127,6 +130,18 @@ class ApiConfig:
                 f"api.processes = {self.processes} needs the id shards {id_shard}.."
                 f"{id_shard + self.processes - 1} ([media] id_shard), beyond {SHARD_MAX}"
             )
+        longest = len(os.fsencode(self.metrics_socket(self.processes - 1).absolute()))
+        if longest > UNIX_SOCKET_PATH_BYTES_MAX:
+            raise ValueError(
+                f"api.processes = {self.processes}: the data dir's path is too long for the"
+                f" processes' metrics sockets ({longest} bytes, at most"
+                f" {UNIX_SOCKET_PATH_BYTES_MAX}); use a shorter [api] data_dir"
+            )
+
+    def metrics_socket(self, index: int) -> Path:
+        """The Unix socket on which API process `index` answers its own metrics families
+        (api/metrics.py), with [api] processes > 1."""
+        return self.data_dir / f"metrics-{index}.sock"
 
 
 def api_config(document: dict[str, Any], **overrides: Any) -> ApiConfig:

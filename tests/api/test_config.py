@@ -40,3 +40,21 @@ def test_several_processes_need_one_id_shard_each() -> None:
     config.check_processes(redis_url=REDIS, id_shard=SHARD_MAX - PROCESSES_MAX + 1)
     with pytest.raises(ValueError, match=rf"id shards {SHARD_MAX - PROCESSES_MAX + 2}\.\."):
         config.check_processes(redis_url=REDIS, id_shard=SHARD_MAX - PROCESSES_MAX + 2)
+
+
+def test_several_processes_need_a_data_dir_short_enough_for_their_metrics_sockets() -> None:
+    from pathlib import Path
+
+    from api.config import UNIX_SOCKET_PATH_BYTES_MAX
+
+    fits = Path("/" + "d" * (UNIX_SOCKET_PATH_BYTES_MAX - len("/metrics-15.sock") - 1))
+    config = ApiConfig(processes=16, data_dir=fits)
+    assert len(str(config.metrics_socket(15))) == UNIX_SOCKET_PATH_BYTES_MAX
+    config.check_processes(redis_url=REDIS, id_shard=1)
+    longer = ApiConfig(processes=16, data_dir=Path(str(fits) + "d"))
+    with pytest.raises(ValueError, match=r"too long for the processes' metrics sockets \(108"):
+        longer.check_processes(redis_url=REDIS, id_shard=1)
+    # One process has no socket.
+    ApiConfig(processes=1, data_dir=Path(str(fits) + "d" * 50)).check_processes(
+        redis_url="", id_shard=1
+    )

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from common.credentials import ensure_secret_file
+from common.credentials import Credentials, Purpose, ensure_secret_file, load_secret
 from tests.api.conftest import sign_up
 from tests.directory.conftest import PG_URL, pg_schema
 from tests.feed.conftest import REDIS_URL, drop_keys, redis_store
@@ -45,6 +47,7 @@ class Api:
     url: str
     data_dir: Path
     proc: subprocess.Popen[bytes]
+    secret: bytes
 
 
 def _argv(config: Path, tmp: Path) -> list[str]:
@@ -94,10 +97,14 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
                 asyncio.to_thread(_listening, proc, tmp_path / "api.log"), START_S_MAX
             )
             try:
-                yield Api(url, tmp_path / "api", proc)
+                yield Api(url, tmp_path / "api", proc, _secret(tmp_path))
             finally:
                 await drop_keys(store)
                 await store.close()
+
+
+def _secret(tmp: Path) -> bytes:
+    return load_secret(secret_file=ensure_secret_file(tmp / "secret"), default_dir=None)
 
 
 def _listening(proc: subprocess.Popen[bytes], log: Path) -> str:
@@ -153,6 +160,49 @@ async def test_both_processes_serve_and_share_accounts(api: Api) -> None:
         bea_id, _ = await sign_up(api.url, "bea")
         assert bea_id != ann_id
     assert len(pids) == 2 and api.proc.pid not in pids
+
+
+async def _scrape(
+    http: aiohttp.ClientSession, url: str, secret: bytes
+) -> tuple[Counter[str], dict[str, float]]:
+    """(GET /healthz answered per process, pinhole_api_process_scraped per process) from
+    one /metrics answer."""
+    auth = {"Authorization": Credentials.from_secret(secret).header(Purpose.METRICS)}
+    async with http.get(url + "/metrics", headers=auth) as r:
+        assert r.status == 200, await r.text()
+        text = await r.text()
+    healthz: Counter[str] = Counter()
+    scraped: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "pinhole_api_requests_total" and labels["route"] == "/healthz":
+                healthz[labels["process"]] += int(sample.value)
+            elif sample.name == "pinhole_api_process_scraped":
+                scraped[labels["process"]] = sample.value
+            elif sample.name == "pinhole_jobs_queued":  # the database's: once, unlabelled
+                assert "process" not in labels
+    assert text.count("# TYPE pinhole_api_requests_total") <= 1, text
+    return healthz, scraped
+
+
+async def test_a_scrape_of_either_process_counts_both(api: Api) -> None:
+    async with on_process(api.url, 0) as zero, on_process(api.url, 1) as one:
+        before, scraped = await _scrape(zero, api.url, api.secret)
+        assert scraped == {"0": 1.0, "1": 1.0}
+        assert await _scrape(one, api.url, api.secret) == (before, scraped)
+        tally: Counter[str] = Counter()
+        for index, http, times in ((0, zero, 7), (1, one, 4)):
+            for _ in range(times):
+                assert (await _health(http, api.url))["process"] == index
+                tally[str(index)] += 1
+        for http in (zero, one):  # the same counts whichever process answers
+            after, scraped = await _scrape(http, api.url, api.secret)
+            assert scraped == {"0": 1.0, "1": 1.0}
+            assert after - before == tally, (before, after)
+        # The families of each process come only with the metrics credential.
+        async with one.get(api.url + "/metrics") as r:
+            assert r.status == 401
 
 
 async def _staging_bytes(url: str) -> list[int]:
