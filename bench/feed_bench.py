@@ -11,8 +11,8 @@ Per strategy (same graph, its own Redis key prefix, deleted at the end with SCAN
 2. posting: `posts` posts (uniform authors), each row and its publish job in one
    transaction, then Feed.posted() and FanoutRunner.drain();
 3. reads: 100 reads per post of the first page (limit 20) by random readers, `concurrency`
-   tasks: feed_p99_ms, feed_reads_per_s and this process's CPU time per read (the SQL
-   driver's thread included; Redis is another process);
+   tasks on uvloop (the API's loop): feed_p99_ms, feed_reads_per_s and this process's CPU
+   time per read (the SQL driver's thread included; Redis is another process);
 4. a check: the first pages of some readers equal the pull strategy's (the oracle);
 5. fanout_5k_s (push, hybrid): from the commit of a post by the author with the follower
    count nearest 5,000 (quick: scaled) to 99% of its followers' timelines holding it; every
@@ -52,6 +52,7 @@ from typing import Any, Final
 
 import numpy as np
 import sqlalchemy as sa
+import uvloop
 
 from bench import feed_http
 from bench.collector import FullCollections, freeze_setup
@@ -805,7 +806,8 @@ def main(
     base.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-feed-", dir=base) as scratch:
-        graph_doc, detail = asyncio.run(
+        # On uvloop, as the API process serves these reads.
+        graph_doc, detail = uvloop.run(
             run(plan, redis_url=redis_url, database_url=database_url, scratch=Path(scratch))
         )
     figures, strategies = figures_of(detail)
