@@ -213,7 +213,8 @@ def _remember(r: tuple[Any, ...], ladder: tuple[tuple[Any, ...], ...]) -> MediaW
     entry = MediaRow(*row), tuple(VariantRow(*v) for v in ladder)
     _LADDERS[r] = entry
     if len(_LADDERS) > MEDIA_INTERNED_MAX:
-        _LADDERS.popitem(last=False)
+        with contextlib.suppress(KeyError):  # emptied meanwhile by other readers
+            _LADDERS.popitem(last=False)
     return entry
 
 
