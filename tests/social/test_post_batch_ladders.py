@@ -5,7 +5,10 @@ whoever changed them (the database raises the version, transformer/schema.py mig
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from pathlib import Path
+
+import pytest
 
 from common.db import migrate, open_database
 from social import post_batch
@@ -77,4 +80,22 @@ async def test_a_ladder_is_read_again_only_after_its_variants_change(tmp_path: P
     c.execute("DELETE FROM media_variants WHERE media_id = 32")
     gone, _ = _read(c, [32])
     assert gone[32][1] == ()
+    c.close()
+
+
+async def test_the_ladders_kept_are_bounded_least_recently_used_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = await _database(tmp_path / "media.sqlite3")
+    monkeypatch.setattr(post_batch, "_LADDERS", OrderedDict())
+    monkeypatch.setattr(post_batch, "MEDIA_INTERNED_MAX", 2)
+    _read(c, [31, 32])
+    _read(c, [31])  # 31 used last
+    _, ran = _read(c, [33])  # 32 makes room
+    assert [r[0] for r in post_batch._LADDERS] == [31, 33]
+    _, ran = _read(c, [31, 33])
+    assert not any("media_variants" in s for s in ran)
+    _, ran = _read(c, [32])
+    assert any("media_variants" in s for s in ran)
+    assert len(post_batch._LADDERS) == 2
     c.close()
