@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 
@@ -478,10 +479,16 @@ PyMODINIT_FUNC
 PyInit__hot_read(void)
 {
     data_hash = xxh3_baseline;
+    /* PINHOLE_STORE_XXH3=baseline keeps the baseline build on a CPU with AVX2: the
+     * tests run it there (tests/store/test_native.py), as machines without AVX2 do. */
+    const char *chosen = getenv("PINHOLE_STORE_XXH3");
+    int baseline_only = chosen != NULL && strcmp(chosen, "baseline") == 0;
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
     __builtin_cpu_init();
-    if (pinhole_xxh3_avx2_built() && __builtin_cpu_supports("avx2"))
+    if (!baseline_only && pinhole_xxh3_avx2_built() && __builtin_cpu_supports("avx2"))
         data_hash = pinhole_xxh3_avx2;
+#else
+    (void)baseline_only;
 #endif
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)

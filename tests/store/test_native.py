@@ -380,3 +380,50 @@ def test_the_switch(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING, logger="pinhole.store"):
         assert native.load(enabled=True) is None
     assert "the C extension is not built" in caplog.text
+
+
+# Lengths that take each of XXH3's code paths (0, 1-3, 4-8, 9-16, 17-128, 129-240, then
+# the striped loop over 1 KiB blocks and its tail), around their edges.
+XXH3_LENGTHS = (0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023, 1024, 1025, 4096, 65_537)
+_BOTH_BUILDS = r"""
+import json, os, random, sys
+from store import needle
+from store.native import _hot_read as hot
+from f4 import sidecar
+rng = random.Random(int(sys.argv[1]))
+out = {"hash": hot.HASH, "bad": []}
+for n in json.loads(sys.argv[2]):
+    data = rng.randbytes(n)
+    header, tail = needle.encode_parts(key=n + 1, alt_key=7, cookie=n * 31, data=data)
+    if hot.checksum(header, data) != int.from_bytes(tail[8:16], "little"):
+        out["bad"].append(("checksum", n))
+    packed = sidecar.pack_sums(sidecar.sums_of(data, 64)) if n else b""
+    if n and hot.chunk_sums_match(data, packed, 64) != -1:
+        out["bad"].append(("chunks", n))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("build", ["baseline", "native"])
+def test_both_xxh3_builds_agree_with_the_format(build: str, tmp_path: Path) -> None:
+    """The baseline build (what a CPU without AVX2 runs, kept with PINHOLE_STORE_XXH3 =
+    baseline) and the one chosen here give the format's sums at every XXH3 code path."""
+    import json
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PINHOLE_STORE_XXH3"}
+    if build == "baseline":
+        env["PINHOLE_STORE_XXH3"] = "baseline"
+    done = subprocess.run(
+        [sys.executable, "-c", _BOTH_BUILDS, "5", json.dumps(XXH3_LENGTHS)],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    got = json.loads(done.stdout)
+    if build == "baseline":
+        assert got["hash"] == "baseline"
+    assert got["bad"] == []
