@@ -138,7 +138,7 @@ class Assumptions:
     message_row_bytes: int = 400  # one DM in SQL with its indexes
     # Used only when no benchmark JSON measures them (each names its benchmark):
     redis_bytes_per_timeline_entry: float = 120.6  # bench feed (ARCHITECTURE.md, full run)
-    api_cpu_ms_per_feed_read: float = 15.1  # bench feed: feed_http_api_cpu_ms_pinhole
+    api_cpu_ms_per_feed_read: float = 1.36  # bench feed: feed_http_api_cpu_ms_pinhole (full)
     router_cpu_us_per_photo: float = 193.0  # bench cluster: router + cache per cache hit
     store_cpu_us_per_read: float = 94.0  # bench store: CPU per cold GET
     ladder_photos_per_s: float = 4.9  # bench media: ladders one worker process makes per second
