@@ -31,6 +31,9 @@ LEAN_PENDING_MAX: Final = 10_000
 # A reply slower than this fails its request and drops the connection (replies behind a
 # lost one would be misattributed otherwise).
 LEAN_TIMEOUT_S: Final = 5.0
+# A reply this close to its deadline when the timer fires counts as overdue (the loop's
+# timers have millisecond resolution).
+_TIMER_SLACK_S: Final = 0.001
 
 
 class LeanRedisError(FeedError):
@@ -38,9 +41,15 @@ class LeanRedisError(FeedError):
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float) -> None:
         self.reader = hiredis.Reader()
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # When each waiting request's reply is due (loop time), in the same order.
+        self.deadlines: collections.deque[float] = collections.deque()
+        self.timeout_s = timeout_s
+        # One timer for the connection, due at the oldest waiting request's deadline (a
+        # `wait_for` per request cost a timer, a callback and a coroutine frame each).
+        self._watch: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.lost = False
 
@@ -57,6 +66,7 @@ class _Protocol(asyncio.Protocol):
                 self.fail(LeanRedisError("unexpected reply from Redis"))
                 return
             future = self.waiting.popleft()
+            self.deadlines.popleft()
             if future.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -74,7 +84,24 @@ class _Protocol(asyncio.Protocol):
             self.transport.close()
         self._fail_waiting(error)
 
+    def _overdue(self) -> None:
+        """The timer: fails the connection when its oldest waiting reply is overdue (within
+        a millisecond, the timer's resolution), else waits for that one."""
+        self._watch = None
+        if not self.deadlines:
+            return
+        loop = asyncio.get_running_loop()
+        first = self.deadlines[0]
+        if first <= loop.time() + _TIMER_SLACK_S:
+            self.fail(LeanRedisError(f"no reply from Redis within {self.timeout_s} s"))
+        else:
+            self._watch = loop.call_at(first, self._overdue)
+
     def _fail_waiting(self, error: Exception) -> None:
+        self.deadlines.clear()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
@@ -86,8 +113,13 @@ class _Protocol(asyncio.Protocol):
         if len(self.waiting) >= LEAN_PENDING_MAX:
             raise LeanRedisError(f"more than {LEAN_PENDING_MAX} Redis requests waiting")
         self.transport.write(_pack(args))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self.waiting.append(future)
+        deadline = loop.time() + self.timeout_s
+        self.deadlines.append(deadline)
+        if self._watch is None:
+            self._watch = loop.call_at(deadline, self._overdue)
         return future
 
 
@@ -119,13 +151,18 @@ class LeanRedis:
     async def _connect(self) -> _Protocol:
         parts = urlsplit(self.url)
         loop = asyncio.get_running_loop()
+        timeout_s = self.timeout_s
+
+        def made_protocol() -> _Protocol:
+            return _Protocol(timeout_s)
+
         connect: Any
         if parts.scheme == "unix":
-            connect = loop.create_unix_connection(_Protocol, parts.path)
+            connect = loop.create_unix_connection(made_protocol, parts.path)
         else:
             context = ssl.create_default_context() if parts.scheme == "rediss" else None
             connect = loop.create_connection(
-                _Protocol, parts.hostname or "127.0.0.1", parts.port or 6379, ssl=context
+                made_protocol, parts.hostname or "127.0.0.1", parts.port or 6379, ssl=context
             )
         _, made = await asyncio.wait_for(connect, self.timeout_s)
         protocol: _Protocol = made
@@ -138,19 +175,14 @@ class LeanRedis:
         if db and db != "0":
             hello.append((b"SELECT", db))
         for args in hello:
-            await self._wait(protocol, protocol.send(args))
+            await protocol.send(args)
         return protocol
 
-    async def _wait(self, protocol: _Protocol, future: asyncio.Future[Any]) -> Any:
-        try:
-            return await asyncio.wait_for(future, self.timeout_s)
-        except TimeoutError:
-            protocol.fail(LeanRedisError(f"no reply from Redis within {self.timeout_s} s"))
-            raise LeanRedisError(f"no reply from Redis within {self.timeout_s} s") from None
-
     async def call(self, *args: Any) -> Any:
+        """The reply; LeanRedisError for an error reply, a lost connection or a reply not
+        there within `timeout_s` (the connection's timer fails every waiting request)."""
         protocol = await self._connection()
-        return await self._wait(protocol, protocol.send(args))
+        return await protocol.send(args)
 
     async def evalsha(self, script: bytes, keys: list[str], args: list[Any]) -> Any:
         """Runs a Lua script by its SHA, loading it first when Redis does not know it."""

@@ -91,6 +91,25 @@ async def test_a_stalled_reply_times_out_and_the_next_call_reconnects(
         await slow.close()
 
 
+async def test_each_waiting_request_gets_its_own_deadline(lean: tuple[LeanRedis, str]) -> None:
+    """The connection's one timer, armed for a request answered in time, waits on for the
+    next one's deadline: that request fails a full timeout after it was sent, not at the
+    first request's deadline."""
+    _, prefix = lean
+    slow = LeanRedis(REDIS_URL, timeout_s=0.4)
+    try:
+        assert await slow.call(b"PING") == b"PONG"  # arms the timer for its own deadline
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        with pytest.raises(LeanRedisError, match="no reply"):
+            await slow.call(b"BLPOP", f"{prefix}never", 2)
+        assert 0.4 - 0.01 <= loop.time() - sent < 1.5
+        assert await slow.call(b"PING") == b"PONG"
+    finally:
+        await slow.close()
+
+
 async def test_the_urls_database_is_selected(lean: tuple[LeanRedis, str]) -> None:
     _, prefix = lean
     other = LeanRedis(REDIS_URL.rsplit("/", 1)[0] + "/3")
