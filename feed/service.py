@@ -63,9 +63,6 @@ ACTIVE_SEEN_USERS_MAX: Final = 100_000
 _CHUNK: Final = 64
 # Entries taken beyond a page's need per round, for those the filter drops.
 _FILTER_SLACK: Final = 4
-# A celebrity's list is read this many entries at first: most pages hold few posts of
-# any one of the celebrities a reader follows, and a list that runs dry is read again.
-_CELEBRITY_FIRST_READ: Final = 4
 # The readers whose celebrity followees a process remembers (SQLite's quick reader only;
 # each read checks them again inside its filtering unit); the memory is dropped whole when
 # full.
@@ -398,7 +395,7 @@ class Feed:
         hot = [s for s in sources if not s.buffer and not s.hot_done]
         if not hot:
             return
-        slices = await self.hot.pages([(s.key, s.cursor, s.next_count(count)) for s in hot])
+        slices = await self.hot.pages([(s.key, s.cursor, count) for s in hot])
         if rebuild and not checked and any(got is None for got in slices):
             raise _CelebritiesChanged
         for source, got in zip(hot, slices, strict=True):
@@ -608,7 +605,7 @@ class _Source:
     """One list (the viewer's timeline or a celebrity's list) read below a cursor, newest
     first; past the end of an incomplete list, its authors' older posts from SQL."""
 
-    __slots__ = ("authors", "buffer", "cursor", "done", "hot_done", "is_timeline", "key", "reads")
+    __slots__ = ("authors", "buffer", "cursor", "done", "hot_done", "is_timeline", "key")
 
     def __init__(self, key: str, authors: list[int] | None, before: int | None) -> None:
         self.key = key
@@ -618,14 +615,6 @@ class _Source:
         self.buffer: list[Entry] = []  # reversed: pop() gives the newest
         self.hot_done = False
         self.done = False
-        self.reads = 0
-
-    def next_count(self, count: int) -> int:
-        """Entries to read next: a celebrity's list starts small."""
-        self.reads += 1
-        if self.reads == 1 and not self.is_timeline:
-            return min(count, _CELEBRITY_FIRST_READ)
-        return count
 
     def fill(self, entries: list[Entry]) -> None:
         if entries:
