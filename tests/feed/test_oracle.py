@@ -353,3 +353,44 @@ def test_an_empty_read_follows_a_celebrity_followed_after_the_readers_last_read(
         ("follow", 3, 0),
     ]
     asyncio.run(run_program("sqlite", hot_kind, "hybrid", (4, [False] * 7, ops, 1, (8, 8))))
+
+
+@pytest.mark.parametrize("hot_kind", ["memory", "redis"])
+def test_a_page_of_celebrity_posts_takes_one_list_round_trip(hot_kind: str) -> None:
+    """User 2 follows users 0 and 1, both celebrities (3 followers), whose lists hold six
+    posts each and make up the whole page: every list is read at the round's count, so the
+    page is made from one `pages` call (when a celebrity's list was read 4 entries at first,
+    the merge ran it dry and went back for more), and it equals the oracle's."""
+
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            async with social_db("sqlite", Path(tmp)) as db, hot_store(hot_kind) as hot:
+                config = FeedConfig(strategy="hybrid", fanout_threshold=2, wait_media_s=0.01)
+                feed = Feed(db, hot, config)
+                runner = FanoutRunner(feed)
+                id_gen = IdGenerator(7)
+                social = SocialConfig()
+                ids = [await make_user(db, id_gen) for _ in range(5)]
+                model = Model(private={u: False for u in ids})
+                ops = [("follow", f, c) for c in (0, 1) for f in (2, 3, 4)]
+                ops += [("post", c, 1) for _ in range(6) for c in (0, 1)]
+                for kind, x, y in ops:
+                    b = ids[y] if kind == "follow" else 0
+                    await apply(kind, ids[x], b, y, db, feed, runner, id_gen, social, model)
+                await runner.drain()
+                viewer = ids[2]
+                await feed.page(viewer, Cursor(), 10)  # the lists made, celebrities seen
+
+                calls: list[int] = []
+                pages = hot.pages
+
+                async def counted(reads):  # type: ignore[no-untyped-def]
+                    calls.append(len(reads))
+                    return await pages(reads)
+
+                hot.pages = counted  # type: ignore[method-assign]
+                page = await feed.page(viewer, Cursor(), 10)
+                assert [p for p, _ in page.entries] == model.expected(viewer)[:10]
+                assert calls == [3]  # the timeline and both celebrities' lists, once
+
+    asyncio.run(run())
