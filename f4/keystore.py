@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
@@ -45,6 +46,8 @@ EVERY_VARIANT: Final = -1
 # Keys read by one `IN (...)` query (under SQLite's 999 parameters): a migration's stripe
 # or a name node's batch of reads is a few queries, not one per blob.
 LOOKUP_BATCH_MAX: Final = 500
+# Between tries of a new connection's set-up that found the key store locked.
+SET_UP_RETRY_S: Final = 0.02
 
 
 def _signed(key: int) -> int:
@@ -65,12 +68,29 @@ class KeyStore:
         self._db = sqlite3.connect(
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
+        # Processes of one cell (the name node, the watcher, a migration) may open a new
+        # key store at once. Turning on WAL and creating the schema can then meet another
+        # connection's lock where SQLite answers "locked" at once instead of waiting (the
+        # busy handler is not asked when waiting could deadlock), so the set-up, which is
+        # idempotent, is tried again until `busy_timeout_s` has passed.
+        deadline = time.monotonic() + busy_timeout_s
+        while True:
+            try:
+                self._set_up()
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() >= deadline:
+                    self._db.close()
+                    raise
+                time.sleep(SET_UP_RETRY_S)
+        if self._db.execute("PRAGMA secure_delete").fetchone()[0] != 1:
+            raise RuntimeError("this SQLite cannot secure_delete")
+
+    def _set_up(self) -> None:
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        if self._db.execute("PRAGMA secure_delete").fetchone()[0] != 1:
-            raise RuntimeError("this SQLite cannot secure_delete")
 
     def files(self) -> list[Path]:
         """Every file the store may keep bytes in (database, WAL, shared memory, journal)."""

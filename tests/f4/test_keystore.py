@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import lmdb
@@ -89,3 +91,41 @@ def test_purge_blocked_by_a_reader_is_reported_and_retried(tmp_path: Path) -> No
     assert _findable(store.files(), [items[0][1].secret]) == 0
     reader.close()
     store.close()
+
+
+def test_a_new_key_store_opens_while_another_connection_writes(tmp_path: Path) -> None:
+    """Processes of one cell may open a new key store at once. Another connection in a
+    write transaction makes turning on WAL fail at once ("locked": SQLite does not wait
+    where waiting could deadlock); the opening tries again and succeeds once that
+    transaction ends, within its busy timeout, and the store works."""
+    path = tmp_path / "keys.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE other (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO other VALUES (1)")
+    commit = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    commit.start()
+    try:
+        started = time.monotonic()
+        store = KeyStore(path, busy_timeout_s=5.0)
+        assert time.monotonic() - started >= 0.25  # it waited for the writer
+        items = _keys()[:2]
+        store.put_many(items)
+        assert store.get_many([b for b, _ in items]) == dict(items)
+        store.close()
+    finally:
+        commit.join()
+        other.close()
+
+
+def test_a_key_store_locked_past_its_busy_timeout_fails_to_open(tmp_path: Path) -> None:
+    path = tmp_path / "keys.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE other (x)")
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            KeyStore(path, busy_timeout_s=0.2)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
