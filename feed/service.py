@@ -63,6 +63,12 @@ ACTIVE_SEEN_USERS_MAX: Final = 100_000
 _CHUNK: Final = 64
 # Entries taken beyond a page's need per round, for those the filter drops.
 _FILTER_SLACK: Final = 4
+# The entries a read's first round asks of the followed celebrities' lists together, at
+# most: each list is read at the round's count while that fits (a page of their posts is
+# then one round trip), else at an equal share of this, never fewer than
+# _CELEBRITY_FIRST_READ_MIN each; a list that runs dry in the merge is read again.
+_CELEBRITY_FIRST_ENTRIES: Final = 256
+_CELEBRITY_FIRST_READ_MIN: Final = 4
 # The readers whose celebrity followees a process remembers (SQLite's quick reader only;
 # each read checks them again inside its filtering unit); the memory is dropped whole when
 # full.
@@ -320,9 +326,10 @@ class Feed:
         they differ (as does a list to rebuild, which needs them right), so a page is only
         ever made with the celebrities its own snapshot holds.
         A read then costs one thread hop instead of two."""
-        sources = [_Source(timeline_key(viewer), None, before)]
-        sources += [_Source(celebrity_key(a), [a], before) for a in celebrities]
         count = min(_CHUNK, want + _FILTER_SLACK)
+        first = max(_CELEBRITY_FIRST_READ_MIN, _CELEBRITY_FIRST_ENTRIES // max(1, len(celebrities)))
+        sources = [_Source(timeline_key(viewer), None, before)]
+        sources += [_Source(celebrity_key(a), [a], before, first) for a in celebrities]
         await self._read_lists(
             viewer, sources, celebrities, count, rebuild=True, checked=seen is None
         )
@@ -395,7 +402,11 @@ class Feed:
         hot = [s for s in sources if not s.buffer and not s.hot_done]
         if not hot:
             return
-        slices = await self.hot.pages([(s.key, s.cursor, count) for s in hot])
+        reads = []
+        for s in hot:
+            reads.append((s.key, s.cursor, count if s.first is None else min(count, s.first)))
+            s.first = None  # a list read again is read at the round's count
+        slices = await self.hot.pages(reads)
         if rebuild and not checked and any(got is None for got in slices):
             raise _CelebritiesChanged
         for source, got in zip(hot, slices, strict=True):
@@ -605,10 +616,13 @@ class _Source:
     """One list (the viewer's timeline or a celebrity's list) read below a cursor, newest
     first; past the end of an incomplete list, its authors' older posts from SQL."""
 
-    __slots__ = ("authors", "buffer", "cursor", "done", "hot_done", "is_timeline", "key")
+    __slots__ = ("authors", "buffer", "cursor", "done", "first", "hot_done", "is_timeline", "key")
 
-    def __init__(self, key: str, authors: list[int] | None, before: int | None) -> None:
+    def __init__(
+        self, key: str, authors: list[int] | None, before: int | None, first: int | None = None
+    ) -> None:
         self.key = key
+        self.first = first  # the entries of its first read at most (None: the round's count)
         self.is_timeline = authors is None  # the viewer's own, else a celebrity's list
         self.authors = authors  # the SQL continuation's authors (None: found when needed)
         self.cursor = before

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from common.ids import IdGenerator
 from common.jobs import JobState, JobStore
 from feed import jobs
+from feed import service as feed_service
 from feed.config import FeedConfig
 from feed.cursor import Cursor
 from feed.hotstore import timeline_key
@@ -356,11 +357,18 @@ def test_an_empty_read_follows_a_celebrity_followed_after_the_readers_last_read(
 
 
 @pytest.mark.parametrize("hot_kind", ["memory", "redis"])
-def test_a_page_of_celebrity_posts_takes_one_list_round_trip(hot_kind: str) -> None:
+@pytest.mark.parametrize("first_entries", [None, 8])
+def test_a_page_of_celebrity_posts_takes_one_list_round_trip(
+    hot_kind: str, first_entries: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """User 2 follows users 0 and 1, both celebrities (3 followers), whose lists hold six
-    posts each and make up the whole page: every list is read at the round's count, so the
-    page is made from one `pages` call (when a celebrity's list was read 4 entries at first,
-    the merge ran it dry and went back for more), and it equals the oracle's."""
+    posts each and make up the whole page. Their lists are read at the round's count while
+    the first round's budget for celebrities' entries allows it, so the page is one `pages`
+    call (when a celebrity's list was read 4 entries at first, the merge ran it dry and went
+    back for more); with a budget of 8 entries (4 each, the least) the lists are read 4 at
+    first and again as they run dry. Either way the page equals the oracle's."""
+    if first_entries is not None:
+        monkeypatch.setattr(feed_service, "_CELEBRITY_FIRST_ENTRIES", first_entries)
 
     async def run() -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -381,16 +389,22 @@ def test_a_page_of_celebrity_posts_takes_one_list_round_trip(hot_kind: str) -> N
                 viewer = ids[2]
                 await feed.page(viewer, Cursor(), 10)  # the lists made, celebrities seen
 
-                calls: list[int] = []
+                calls: list[list[int]] = []
                 pages = hot.pages
 
                 async def counted(reads):  # type: ignore[no-untyped-def]
-                    calls.append(len(reads))
+                    calls.append([count for _, _, count in reads])
                     return await pages(reads)
 
                 hot.pages = counted  # type: ignore[method-assign]
                 page = await feed.page(viewer, Cursor(), 10)
                 assert [p for p, _ in page.entries] == model.expected(viewer)[:10]
-                assert calls == [3]  # the timeline and both celebrities' lists, once
+                count = 10 + 1 + 4  # the page, one more for has_more, the filter's slack
+                if first_entries is None:
+                    # the timeline and both celebrities' lists, once
+                    assert calls == [[count, count, count]]
+                else:
+                    assert calls[0] == [count, 4, 4] and len(calls) > 1
+                    assert all(c == count for later in calls[1:] for c in later)
 
     asyncio.run(run())
