@@ -26,14 +26,17 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any, Final
 
+from common import request_ids
 from common.credentials import Credentials, Purpose
 from common.ids import parse_decimal
 from common.json_logs import AccessLog
 from common.leanhttp import Request, Response, error_response, guarded, json_response
+from common.leanhttp.message import FastAnswer, encode_response
 from common.leanhttp.observe import observed
 from common.request_metrics import RequestMetrics, RequestObserver
 from store import errors, needle
@@ -79,6 +82,7 @@ _NEEDLE_ROUTES: Final = {
     4: "/n/{volume}/{key}/{alt_key}",
     5: "/n/{volume}/{key}/{alt_key}/{cookie}",
 }
+_GET_ROUTE: Final = _NEEDLE_ROUTES[5]
 _VOLUME_ACTIONS: Final = frozenset(("state", "dat", "pull", "compact", "verify", "scrub"))
 _ADMIN_ROUTES: Final = frozenset(("status", "healthz", "metrics", "volumes"))
 
@@ -233,6 +237,7 @@ class StoreHttpApi:
         self._credentials = credentials
         self._hot_read = node.read_path.hot_read if native else None
         self.requests = RequestMetrics("pinhole_store")
+        self._observer = RequestObserver(self.requests, access_log)
         # (method, first path segment) -> (handler, the purposes that may call it)
         self._routes: dict[
             tuple[str, str], tuple[Callable[[Request, list[str]], Any], tuple[Purpose, ...]]
@@ -248,9 +253,11 @@ class StoreHttpApi:
         # Outside it, each request is counted, timed and logged with its id.
         self.handle = observed(
             guarded(self._route, error_for),
-            RequestObserver(self.requests, access_log),
+            self._observer,
             route_of,
         )
+        # The server's fast path (LeanHTTPServer `fast`): with the C hot read only.
+        self.fast = None if self._hot_read is None else self._fast_get
 
     # -- the three entry points --------------------------------------------------------------
 
@@ -315,6 +322,37 @@ class StoreHttpApi:
         if read is not None:
             return needle_response(req, read)
         return self._get_from_disk(req, vid, key, alt, cookie)
+
+    def _fast_get(self, data: bytes, date: bytes) -> FastAnswer | None:
+        """A plain GET or HEAD served from the page cache, answered from the raw bytes of
+        its read: the C call `parse_get` takes only a whole request of the plainest shape
+        (one canonical needle path, no range or validators, nothing pipelined behind it),
+        and `answer_cached` reads, checks and frames the hit. Anything else (another shape,
+        a wrong credential, a miss, not found, corrupt, a volume not here) is None, and the
+        server parses the bytes and `handle` answers them as always. The request is counted,
+        timed and logged as `observed` does."""
+        hot = self._hot_read
+        assert hot is not None
+        got = hot.parse_get(data, self.node.config.request_header_bytes_max)
+        if got is None:
+            return None
+        started = time.perf_counter()
+        head_only, vid, key, alt, cookie, authorization, request_id, close = got
+        if _READ not in self._credentials.granted(authorization):
+            return None
+        try:
+            answer = self.node.read_path.answer_cached(vid, key, alt, cookie)
+        except errors.StoreError:  # not a volume of this node: the handler's precise 404
+            return None
+        if type(answer) is not tuple:
+            return None
+        resp = Response(200, answer[1], (), OCTETS, answer[0])
+        head, body, size, close = encode_response(resp, head_only, close, date)
+        observer = self._observer
+        # The id is only for the access line; without one, none is made.
+        rid = "" if observer.access_log is None else request_ids.accept(request_id)
+        observer.done(rid, "HEAD" if head_only else "GET", _GET_ROUTE, 200, started)
+        return 200, head, body, size, close
 
     async def _get_from_disk(
         self, req: Request, vid: int, key: int, alt: int, cookie: int

@@ -51,6 +51,7 @@ async def running_node(
         limits=http_limits(config),
         head_hook=api.head_hook,
         body_limit=api.body_limit,
+        fast=api.fast,
         name=f"store {config.name}",
     )
     try:

@@ -269,6 +269,13 @@ def guarded(route: Handler, error_for: Callable[[BaseException], Response]) -> H
 
 Body = bytes | bytearray | memoryview
 
+# A service's answer to a whole request it recognised in the raw bytes before the parser
+# saw them: (status, head, body or None, bytes to write, close after it), as
+# encode_response frames it. See LeanHTTPServer's `fast`.
+FastAnswer = tuple[int, bytes, Body | None, int, bool]
+# (the bytes one read brought, the server's Date line) -> the answer, or None: parse as usual.
+FastPath = Callable[[bytes, bytes], FastAnswer | None]
+
 _STATUS_LINES: dict[int, bytes] = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("ascii") for s in HTTPStatus
 }

@@ -41,6 +41,8 @@ import httptools
 from .message import (
     CONTINUE,
     HEADER_NAMES,
+    FastAnswer,
+    FastPath,
     Handler,
     HeadHook,
     HttpLimits,
@@ -110,6 +112,7 @@ class ServerStatistics:
     bytes_in: int
     bytes_out: int
     handler_errors: int
+    requests_fast: int = 0
 
 
 def _split_target(target: bytes) -> tuple[str, str]:
@@ -150,6 +153,7 @@ class _HttpProtocol(asyncio.Protocol):
         "_closing",
         "_continue_owed",
         "_draining",
+        "_fast",
         "_handler",
         "_head_base",
         "_head_carry",
@@ -190,6 +194,7 @@ class _HttpProtocol(asyncio.Protocol):
         self._limits = server.limits
         self._header_bytes_max = server.limits.header_bytes_max
         self._handler = server._handler
+        self._fast = server._fast
         self._head_hook = server._head_hook
         self._body_limit = server._body_limit
         self._parser = httptools.HttpRequestParser(self)
@@ -282,6 +287,25 @@ class _HttpProtocol(asyncio.Protocol):
         if self._parse_dead:  # closing, lingering, or only a final answer is left to send
             return
         self._last_activity = self._loop.time()
+        if (
+            self._fast is not None
+            and self._state == _IDLE
+            and self._inflight is None
+            and not self._waiting
+            and not self._write_paused
+            and not self._draining
+        ):
+            # Between messages with nothing owed: the service may answer the whole read
+            # itself (the parser never sees it). It declines anything but its plainest
+            # requests, which llhttp and the handler then take as usual.
+            try:
+                answer = self._fast(data, self._srv._date_line)
+            except Exception:
+                logger.exception("%s: fast path failed; parsing as usual", self._srv.name)
+                answer = None
+            if answer is not None:
+                self._write_fast(answer)
+                return
         head_total = self._head_total
         try:
             self._parser.feed_data(data)
@@ -595,6 +619,25 @@ class _HttpProtocol(asyncio.Protocol):
             self._parse_dead = True
             self._close()
 
+    def _write_fast(self, answer: FastAnswer) -> None:
+        """Write the fast path's answer to a whole request; closes after it when asked."""
+        status, head, body, size, close = answer
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        if body is None:
+            transport.write(head)
+        else:
+            transport.writelines([head, body])  # the body is not copied (uvloop: writev)
+        srv = self._srv
+        srv._requests_total += 1
+        srv._requests_fast += 1
+        srv._bytes_out += size
+        srv._responses[status // 100] += 1
+        if close:
+            self._parse_dead = True
+            self._close()
+
     def _pump(self) -> None:
         """Answer queued requests while possible; then finish or re-open the connection."""
         if self._lingering:
@@ -819,6 +862,11 @@ class LeanHTTPServer:
         returning a Response rejects the request (sent with "Connection: close").
     body_limit: called for requests that carry a body; returns the maximum body bytes for
         that request (default ``limits.body_bytes_max``).
+    fast: called with the bytes of a read that arrives between messages with no answer
+        owed on the connection; a FastAnswer answers them as one whole request (the parser
+        never sees them), None hands them to the parser. For a service's plainest request
+        (the store's page-cache GET); it must decline whatever it does not answer exactly as
+        the handler would.
     name: used in log messages.
     """
 
@@ -829,9 +877,11 @@ class LeanHTTPServer:
         limits: HttpLimits = HttpLimits(),  # noqa: B008 - frozen, safe to share
         head_hook: HeadHook | None = None,
         body_limit: BodyLimit | None = None,
+        fast: FastPath | None = None,
         name: str = "leanhttp",
     ) -> None:
         self._handler = handler
+        self._fast = fast
         self.limits = limits
         self.name = name
         self._head_hook = head_hook
@@ -859,6 +909,7 @@ class LeanHTTPServer:
         self._bytes_in = 0
         self._bytes_out = 0
         self._handler_errors = 0
+        self._requests_fast = 0
 
     async def start(
         self,
@@ -952,4 +1003,5 @@ class LeanHTTPServer:
             bytes_in=self._bytes_in,
             bytes_out=self._bytes_out,
             handler_errors=self._handler_errors,
+            requests_fast=self._requests_fast,
         )

@@ -34,6 +34,10 @@ class HotRead(Protocol):
 
     def parse_path(self, path: str, /) -> tuple[int, int, int, int] | None: ...
 
+    def parse_get(
+        self, data: bytes, head_bytes_max: int, /
+    ) -> tuple[bool, int, int, int, int, str | None, str | None, bool] | None: ...
+
     def checksum(self, header: bytes, data: bytes | bytearray | memoryview, /) -> int: ...
 
 

@@ -289,34 +289,219 @@ decimal_field(const Py_UCS1 *s, Py_ssize_t n, Py_ssize_t *at, int digits_max, ui
     return 1;
 }
 
-static PyObject *
-parse_path(PyObject *module, PyObject *path)
+/* The needle path's fields from s[0..n): "/n/" then the three decimals and the cookie's
+ * 16 hex digits; *at is left just past the cookie. 0 when it is not a canonical path. */
+static int
+needle_path(const unsigned char *s, Py_ssize_t n, Py_ssize_t *at, uint64_t out[4])
 {
-    (void)module;
-    if (!PyUnicode_Check(path) || PyUnicode_KIND(path) != PyUnicode_1BYTE_KIND)
-        Py_RETURN_NONE;
-    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(path);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(path), at = 3;
-    uint64_t vid, key, alt, cookie = 0;
+    Py_ssize_t i = 3;
     if (n < 3 || s[0] != '/' || s[1] != 'n' || s[2] != '/' ||
-        !decimal_field(s, n, &at, VOLUME_DIGITS_MAX, VOLUME_ID_MAX, &vid) ||
-        !decimal_field(s, n, &at, KEY_DIGITS_MAX, KEY_MAX, &key) ||
-        !decimal_field(s, n, &at, ALT_KEY_DIGITS_MAX, ALT_KEY_MAX, &alt) ||
-        n - at != COOKIE_HEX_DIGITS)
-        Py_RETURN_NONE;
-    for (; at < n; at++) {
-        Py_UCS1 c = s[at];
+        !decimal_field(s, n, &i, VOLUME_DIGITS_MAX, VOLUME_ID_MAX, &out[0]) ||
+        !decimal_field(s, n, &i, KEY_DIGITS_MAX, KEY_MAX, &out[1]) ||
+        !decimal_field(s, n, &i, ALT_KEY_DIGITS_MAX, ALT_KEY_MAX, &out[2]) ||
+        n - i < COOKIE_HEX_DIGITS)
+        return 0;
+    uint64_t cookie = 0;
+    for (Py_ssize_t end = i + COOKIE_HEX_DIGITS; i < end; i++) {
+        unsigned char c = s[i];
         unsigned d;
         if (c >= '0' && c <= '9')
             d = (unsigned)(c - '0');
         else if (c >= 'a' && c <= 'f')
             d = (unsigned)(c - 'a' + 10);
         else
-            Py_RETURN_NONE;
+            return 0;
         cookie = cookie << 4 | d;
     }
-    return Py_BuildValue("(KKKK)", (unsigned long long)vid, (unsigned long long)key,
-                         (unsigned long long)alt, (unsigned long long)cookie);
+    out[3] = cookie;
+    *at = i;
+    return 1;
+}
+
+static PyObject *
+parse_path(PyObject *module, PyObject *path)
+{
+    (void)module;
+    if (!PyUnicode_Check(path) || PyUnicode_KIND(path) != PyUnicode_1BYTE_KIND)
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(path), at = 0;
+    uint64_t f[4];
+    if (!needle_path(PyUnicode_1BYTE_DATA(path), n, &at, f) || at != n)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(KKKK)", (unsigned long long)f[0], (unsigned long long)f[1],
+                         (unsigned long long)f[2], (unsigned long long)f[3]);
+}
+
+/* -- parse_get: a whole plain GET in one call ------------------------------------------ */
+
+/* RFC 9110 tchar. */
+static int
+is_tchar(unsigned char c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return 1;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* Whether p[0..len) is `lower` ignoring ASCII case (`lower` is lower-case). */
+static int
+name_is(const unsigned char *p, Py_ssize_t len, const char *lower)
+{
+    Py_ssize_t i = 0;
+    for (; i < len && lower[i] != 0; i++) {
+        unsigned char c = p[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c + ('a' - 'A'));
+        if (c != (unsigned char)lower[i])
+            return 0;
+    }
+    return i == len && lower[i] == 0;
+}
+
+/* Header fields that make a GET more than plain: the full path answers them. */
+static const char *const NOT_PLAIN[] = {
+    "content-length", "transfer-encoding", "upgrade", "expect", "range",
+    "if-range",       "if-none-match",     "if-match", NULL,
+};
+
+enum { FIELD_OTHER, FIELD_AUTHORIZATION, FIELD_REQUEST_ID, FIELD_CONNECTION, FIELD_NOT_PLAIN };
+
+static int
+field_kind(const unsigned char *name, Py_ssize_t len)
+{
+    if (name_is(name, len, "authorization"))
+        return FIELD_AUTHORIZATION;
+    if (name_is(name, len, "x-request-id"))
+        return FIELD_REQUEST_ID;
+    if (name_is(name, len, "connection"))
+        return FIELD_CONNECTION;
+    for (const char *const *n = NOT_PLAIN; *n != NULL; n++)
+        if (name_is(name, len, *n))
+            return FIELD_NOT_PLAIN;
+    return FIELD_OTHER;
+}
+
+static PyObject *
+optional_text(const unsigned char *p, Py_ssize_t len)
+{
+    if (p == NULL)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeLatin1((const char *)p, len, NULL);
+}
+
+/*
+ * parse_get(data, head_bytes_max) -> (head_only, volume, key, alt_key, cookie,
+ *                                     authorization, request_id, close) | None
+ *
+ * `data` must be exactly one whole request of the plainest shape and nothing else:
+ * "GET " or "HEAD ", a canonical needle path (as parse_path, no query), " HTTP/1.1" CRLF,
+ * header fields of a token name, ":", optional blanks and a value of visible ASCII and
+ * blanks, each ended by CRLF, and the empty line ending `data`, all within head_bytes_max.
+ * At most one Authorization, X-Request-Id and Connection ("keep-alive" or "close"), and
+ * none of NOT_PLAIN. Anything else is None: the server's own parser (llhttp) and the full
+ * path take it, so this never answers what they would judge differently.
+ */
+static PyObject *
+parse_get(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "parse_get(data: bytes, head_bytes_max: int)");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]), at;
+    if (n > limit)
+        Py_RETURN_NONE;
+    int head_only;
+    if (n > 4 && memcmp(s, "GET ", 4) == 0) {
+        head_only = 0;
+        at = 4;
+    } else if (n > 5 && memcmp(s, "HEAD ", 5) == 0) {
+        head_only = 1;
+        at = 5;
+    } else {
+        Py_RETURN_NONE;
+    }
+    uint64_t f[4];
+    Py_ssize_t end;
+    static const char VERSION[] = " HTTP/1.1\r\n";
+    if (!needle_path(s + at, n - at, &end, f))
+        Py_RETURN_NONE;
+    at += end;
+    if (n - at < (Py_ssize_t)sizeof VERSION - 1 || memcmp(s + at, VERSION, sizeof VERSION - 1))
+        Py_RETURN_NONE;
+    at += (Py_ssize_t)sizeof VERSION - 1;
+
+    const unsigned char *auth = NULL, *rid = NULL;
+    Py_ssize_t auth_len = 0, rid_len = 0;
+    int close = -1; /* -1: no Connection field */
+    for (;;) {
+        if (n - at >= 2 && s[at] == '\r' && s[at + 1] == '\n') {
+            if (at + 2 != n) /* pipelined bytes after the head: the full path */
+                Py_RETURN_NONE;
+            break;
+        }
+        Py_ssize_t name = at;
+        while (at < n && is_tchar(s[at]))
+            at++;
+        if (at == name || at >= n || s[at] != ':')
+            Py_RETURN_NONE;
+        Py_ssize_t name_len = at - name;
+        at++;
+        while (at < n && (s[at] == ' ' || s[at] == '\t'))
+            at++;
+        Py_ssize_t value = at;
+        while (at < n && ((s[at] >= 0x21 && s[at] <= 0x7e) || s[at] == ' ' || s[at] == '\t'))
+            at++;
+        if (n - at < 2 || s[at] != '\r' || s[at + 1] != '\n')
+            Py_RETURN_NONE;
+        Py_ssize_t value_end = at;
+        while (value_end > value && (s[value_end - 1] == ' ' || s[value_end - 1] == '\t'))
+            value_end--;
+        at += 2;
+        switch (field_kind(s + name, name_len)) {
+        case FIELD_AUTHORIZATION:
+            if (auth != NULL)
+                Py_RETURN_NONE;
+            auth = s + value;
+            auth_len = value_end - value;
+            break;
+        case FIELD_REQUEST_ID:
+            if (rid != NULL)
+                Py_RETURN_NONE;
+            rid = s + value;
+            rid_len = value_end - value;
+            break;
+        case FIELD_CONNECTION:
+            if (close != -1)
+                Py_RETURN_NONE;
+            if (name_is(s + value, value_end - value, "close"))
+                close = 1;
+            else if (name_is(s + value, value_end - value, "keep-alive"))
+                close = 0;
+            else
+                Py_RETURN_NONE;
+            break;
+        case FIELD_NOT_PLAIN:
+            Py_RETURN_NONE;
+        default:
+            break;
+        }
+    }
+    PyObject *auth_text = optional_text(auth, auth_len);
+    PyObject *rid_text = auth_text ? optional_text(rid, rid_len) : NULL;
+    if (rid_text == NULL) {
+        Py_XDECREF(auth_text);
+        return NULL;
+    }
+    return Py_BuildValue("(OKKKKNNO)", head_only ? Py_True : Py_False,
+                         (unsigned long long)f[0], (unsigned long long)f[1],
+                         (unsigned long long)f[2], (unsigned long long)f[3], auth_text, rid_text,
+                         close == 1 ? Py_True : Py_False);
 }
 
 static PyObject *
@@ -455,6 +640,9 @@ chunk_sums_match(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"answer", (PyCFunction)(void (*)(void))answer, METH_FASTCALL,
      "answer(fd, offset, length, key, alt_key, cookie) -> (head_lines, body) | MISS | REFER"},
+    {"parse_get", (PyCFunction)(void (*)(void))parse_get, METH_FASTCALL,
+     "parse_get(data, head_bytes_max) -> (head_only, volume, key, alt_key, cookie, "
+     "authorization, request_id, close) of one whole plain GET or HEAD | None"},
     {"parse_path", parse_path, METH_O,
      "parse_path(path) -> (volume, key, alt_key, cookie) of a canonical needle path | None"},
     {"checksum", (PyCFunction)(void (*)(void))checksum, METH_FASTCALL,

@@ -1188,3 +1188,73 @@ async def test_pipelined_bodies_behind_a_pending_handler_are_bounded(
 @example("a=%2F+b&c=%zz")
 def test_parse_query_answers_what_parse_qsl_answers(query: str) -> None:
     assert parse_query(query) == dict(parse_qsl(query, keep_blank_values=True))
+
+
+# --------------------------------------------------------------------------- the fast path
+
+
+class FastPing:
+    """A fast path that answers the exact bytes of "GET /ping" and records what it saw."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.seen: list[bytes] = []
+        self.fail = fail
+        self.called = asyncio.Event()
+
+    def __call__(self, data: bytes, date: bytes) -> tuple[int, bytes, bytes, int, bool] | None:
+        self.seen.append(data)
+        self.called.set()
+        if self.fail:
+            raise RuntimeError("fast path bug")
+        if data != get("/ping"):
+            return None
+        body = b"pong"
+        head = b"HTTP/1.1 200 OK\r\n%sContent-Length: 4\r\nConnection: keep-alive\r\n\r\n" % date
+        return 200, head, body, len(head) + len(body), False
+
+
+async def test_fast_path_answers_whole_reads_and_declines_the_rest(
+    start_server: StartServer, connect: Connect
+) -> None:
+    fast = FastPing()
+    server = await start_server(echo, fast=fast)
+    conn = await connect(server)
+    await conn.send(get("/ping"))
+    reply = await conn.reply()
+    assert (reply.status, reply.body) == (200, b"pong")
+    await conn.send(get("/other"))  # declined: the parser and the handler answer it
+    reply = await conn.reply()
+    assert reply.status == 200 and reply.json()["path"] == "/other"  # type: ignore[index]
+    stats = server.statistics()
+    assert (stats.requests_total, stats.requests_fast) == (2, 1)
+    assert stats.responses_by_class["2xx"] == 2
+    assert stats.bytes_out == conn.received
+
+
+async def test_fast_path_is_not_offered_a_message_already_begun(
+    start_server: StartServer, connect: Connect
+) -> None:
+    fast = FastPing()
+    server = await start_server(echo, fast=fast)
+    conn = await connect(server)
+    whole = get("/ping")
+    await conn.send(whole[:10])
+    await asyncio.wait_for(fast.called.wait(), 5)  # the first piece was read on its own
+    await conn.send(whole[10:])
+    reply = await conn.reply()
+    assert reply.json()["path"] == "/ping"  # type: ignore[index]  # the handler's answer
+    assert fast.seen == [whole[:10]]
+    assert server.statistics().requests_fast == 0
+
+
+async def test_a_failing_fast_path_falls_back_to_the_parser(
+    start_server: StartServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_server(echo, fast=FastPing(fail=True))
+    conn = await connect(server)
+    with caplog.at_level(logging.ERROR, logger="leanhttp"):
+        await conn.send(get("/ping"))
+        reply = await conn.reply()
+    assert reply.json()["path"] == "/ping"  # type: ignore[index]
+    assert "fast path failed" in caplog.text
+    assert server.statistics().requests_fast == 0
