@@ -82,8 +82,8 @@ from social.schema import follows, posts, users
 from transformer import schema as transformer_schema
 
 GOALS: Final[Goals] = {
-    "feed_p99_ms_hybrid": ("<", 20.0),
-    "feed_reads_per_s_hybrid": (">=", 1000.0),
+    "feed_p99_ms_hybrid": ("<", 10.0),
+    "feed_reads_per_s_hybrid": (">=", 2000.0),
     "fanout_5k_s": ("<", 1.0),
     "feed_http_p99_ms_pinhole": ("<", 25.0),
     "feed_http_req_per_s_pinhole": (">=", 1000.0),

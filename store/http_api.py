@@ -283,11 +283,18 @@ class StoreHttpApi:
             return _UNAUTHORIZED
         if method == "PUT":
             try:
-                vid, _, _, _ = parse_needle_path(req.path, cookie=True)
+                vid, _, _, _ = self._needle_path(req.path)
                 self.node.volume(vid)
             except Exception as e:
                 return error_for(e)
         return None
+
+    def _needle_path(self, path: str) -> tuple[int, int, int, int]:
+        """(volume, key, alt_key, cookie) of a needle path with its cookie: the C parser
+        for a canonical one, else the Python one, which gives the precise error."""
+        hot = self._hot_read
+        parsed = None if hot is None else hot.parse_path(path)
+        return parsed if parsed is not None else fast_needle_path(path)
 
     def _authorized(self, req: Request, *purposes: Purpose) -> bool:
         return self._credentials.allows(req.headers.get("authorization"), *purposes)
@@ -303,10 +310,8 @@ class StoreHttpApi:
         if not self._credentials.allows(req.headers.get("authorization"), _READ):
             return _UNAUTHORIZED
         hot = self._hot_read
-        # The C parser takes the canonical paths; anything else goes to the Python one.
-        parsed = None if hot is None else hot.parse_path(req.path)
         try:
-            vid, key, alt, cookie = parsed if parsed is not None else fast_needle_path(req.path)
+            vid, key, alt, cookie = self._needle_path(req.path)
         except (StoreBadRequest, NeedlePathInvalid):
             if req.path.count("/") == 4:  # /n/{volume}/{key}/{alt_key}: no cookie
                 return self._internal_get(req)
@@ -376,8 +381,7 @@ class StoreHttpApi:
         return Response(200, read.data, headers, OCTETS)
 
     async def _put(self, req: Request) -> Response:
-        vid, key, alt, cookie = parse_needle_path(req.path, cookie=True)
-        assert alt is not None and cookie is not None
+        vid, key, alt, cookie = self._needle_path(req.path)
         repair = req.headers.get("x-pinhole-repair", "0")
         if repair not in ("0", "1"):
             raise StoreBadRequest("x-pinhole-repair must be 1 or 0")
