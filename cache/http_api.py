@@ -8,6 +8,10 @@ Routes:
   ``REPLICAS_PER_REQUEST_MAX``; needed on a miss only) and ``X-Pinhole-Admit`` (1|0,
   default 1). Both steer what the cache fetches and keeps, so they are taken only from a
   caller that proves the read credential: without it, 401 before anything is looked at.
+  When one read from the socket holds exactly one plain GET or HEAD of a cached needle,
+  it is answered before the server's parser sees it (``fast``: the raw bytes parsed by
+  store/native's C ``parse_get``, the same answer byte for byte); anything else is parsed
+  and routed as usual.
 * ``DELETE /c/{vid}/{key}`` (write credential): forget every variant.
 * ``GET /healthz`` (open), ``GET /status`` (admin), ``GET /metrics`` (metrics or admin).
 
@@ -17,6 +21,7 @@ Errors become JSON ``{"error": {"code", "message"}}`` with the code also in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
 from dataclasses import asdict
 from typing import Final
@@ -25,14 +30,16 @@ from cache.errors import CacheRequestError
 from cache.lru import CachedNeedle, NeedleKey
 from cache.metrics import render_metrics
 from cache.node import CacheNode
-from common import ids
+from common import ids, request_ids
 from common.credentials import Credentials, Purpose
 from common.errors import PinholeError
 from common.json_logs import AccessLog
 from common.leanhttp import Handler, Request, Response, encode_header_lines, json_response
+from common.leanhttp.message import FastAnswer, encode_response
 from common.leanhttp.observe import observed
 from common.photo import ALT_KEY_MAX, KEY_MAX, VOLUME_ID_MAX
 from common.request_metrics import RequestMetrics, RequestObserver
+from store.native import RequestParser, request_parser
 
 __all__ = ["REPLICAS_PER_REQUEST_MAX", "CacheHttpApi"]
 
@@ -82,6 +89,7 @@ _ROUTES: Final = {
     2: "/c/{vid}/{key}",
 }
 _PLAIN_ROUTES: Final = frozenset(("/healthz", "/status", "/metrics"))
+_GET_ROUTE: Final = _ROUTES[4]
 
 
 def route_of(req: Request) -> str:
@@ -94,15 +102,23 @@ def route_of(req: Request) -> str:
 
 class CacheHttpApi:
     def __init__(
-        self, node: CacheNode, *, credentials: Credentials, access_log: AccessLog | None = None
+        self,
+        node: CacheNode,
+        *,
+        credentials: Credentials,
+        access_log: AccessLog | None = None,
+        native: bool = True,
     ) -> None:
+        """`native` False leaves `fast` None even when the C parser is built."""
         self.node = node
         self._credentials = credentials
         self.requests = RequestMetrics("pinhole_cache")
+        self._observer = RequestObserver(self.requests, access_log)
         # Each request counted, timed and logged with its id (sent on to the stores).
-        self.handle: Handler = observed(
-            self._handle, RequestObserver(self.requests, access_log), route_of
-        )
+        self.handle: Handler = observed(self._handle, self._observer, route_of)
+        # The server's fast path for hits (LeanHTTPServer `fast`), with the C parser only.
+        self._parser: RequestParser | None = request_parser() if native else None
+        self.fast = None if self._parser is None else self._fast_get
 
     def _require(self, req: Request, *purposes: Purpose) -> None:
         if not self._credentials.allows(req.headers.get("authorization"), *purposes):
@@ -166,6 +182,33 @@ class CacheHttpApi:
         admit = headers.get("x-pinhole-admit", "1").strip() != "0"
         return self._miss(req, k, replicas, admit)
 
+    def _fast_get(self, data: bytes, date: bytes) -> FastAnswer | None:
+        """A hit answered from the raw bytes of its read: `parse_get` takes only one whole
+        plain GET or HEAD of /c/{vid}/{key}/{alt}/{cookie} (no validators, nothing
+        pipelined behind it). Anything else (another shape, a wrong credential, a miss) is
+        None: the server parses the bytes and `handle` answers them as always. A miss is
+        looked up again there; a lookup that misses changes nothing. Counted, timed and
+        logged as `observed` does."""
+        parser = self._parser
+        assert parser is not None
+        got = parser.parse_get(data, self.node.config.request_header_bytes_max, b"/c/")
+        if got is None:
+            return None
+        started = time.perf_counter()
+        head_only, vid, key, alt, cookie, authorization, request_id, close = got
+        if Purpose.READ not in self._credentials.granted(authorization):
+            return None
+        entry = self.node.lookup((vid, key, alt, cookie))
+        if entry is None:
+            return None
+        resp = _needle_response(None, entry, "hit")
+        head, body, size, close = encode_response(resp, head_only, close, date)
+        observer = self._observer
+        # The id is only for the access line; without one, none is made.
+        rid = "" if observer.access_log is None else request_ids.accept(request_id)
+        observer.done(rid, "HEAD" if head_only else "GET", _GET_ROUTE, 200, started)
+        return 200, head, body, size, close
+
     async def _miss(self, req: Request, k: NeedleKey, replicas: list[str], admit: bool) -> Response:
         try:
             entry = await self.node.fetch(k, replicas, admit=admit)
@@ -179,9 +222,10 @@ class CacheHttpApi:
         return json_response(200, {"forgotten": self.node.forget(vid, key)})
 
 
-def _needle_response(req: Request, entry: CachedNeedle, how: str) -> Response:
+def _needle_response(req: Request | None, entry: CachedNeedle, how: str) -> Response:
+    """The answer with `entry`; `req` None for a request without validators."""
     etag = entry.etag
-    inm = req.headers.get("if-none-match")
+    inm = None if req is None else req.headers.get("if-none-match")
     if inm is not None and (
         inm == etag or inm == "*" or etag in (t.strip() for t in inm.split(","))
     ):

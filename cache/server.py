@@ -64,7 +64,9 @@ async def running_cache(
     node = CacheNode(config, credentials=credentials, client=client)
     access_log = AccessLog("cache")
     api = CacheHttpApi(node, credentials=credentials, access_log=access_log)
-    server = LeanHTTPServer(api.handle, limits=http_limits(config), name=f"cache {config.name}")
+    server = LeanHTTPServer(
+        api.handle, limits=http_limits(config), fast=api.fast, name=f"cache {config.name}"
+    )
     heartbeat: asyncio.Task[None] | None = None
     try:
         await server.start(config.host, config.port)

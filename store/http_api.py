@@ -18,7 +18,9 @@ Errors become HTTP answers in exactly one place, `error_for`, from the attribute
 store's error classes (store/errors.py: status, code, headers); `handle` is the one place
 that catches, for the synchronous part of a request and for its coroutine alike. A read
 served from the page cache is answered inside the protocol callback, with no Task and no
-executor hop; a plain GET's hit by one C call when the extension is loaded (store/native).
+executor hop; a plain GET's hit by one C call when the extension is loaded (store/native),
+and, when one read holds exactly such a GET, before the server's parser sees it (`fast`:
+the raw bytes parsed by the C `parse_get`, the same answer byte for byte).
 """
 
 from __future__ import annotations
@@ -338,7 +340,7 @@ class StoreHttpApi:
         timed and logged as `observed` does."""
         hot = self._hot_read
         assert hot is not None
-        got = hot.parse_get(data, self.node.config.request_header_bytes_max)
+        got = hot.parse_get(data, self.node.config.request_header_bytes_max, b"/n/")
         if got is None:
             return None
         started = time.perf_counter()

@@ -22,6 +22,10 @@ log = logging.getLogger("pinhole.store")
 
 ENV_SWITCH: Final = "PINHOLE_STORE_NATIVE"
 
+# parse_get's answer: (head_only, volume, key, alt_key, cookie, authorization, request_id,
+# close after the answer).
+GetFields = tuple[bool, int, int, int, int, str | None, str | None, bool]
+
 
 class HotRead(Protocol):
     MISS: int
@@ -34,9 +38,7 @@ class HotRead(Protocol):
 
     def parse_path(self, path: str, /) -> tuple[int, int, int, int] | None: ...
 
-    def parse_get(
-        self, data: bytes, head_bytes_max: int, /
-    ) -> tuple[bool, int, int, int, int, str | None, str | None, bool] | None: ...
+    def parse_get(self, data: bytes, head_bytes_max: int, prefix: bytes, /) -> GetFields | None: ...
 
     def checksum(self, header: bytes, data: bytes | bytearray | memoryview, /) -> int: ...
 
@@ -88,4 +90,24 @@ def for_f4() -> ForF4 | None:
     except ImportError:
         return None
     module: ForF4 = _hot_read
+    return module
+
+
+class RequestParser(Protocol):
+    """What another lean service's fast path parses with (cache/http_api.py, its hits)."""
+
+    def parse_get(self, data: bytes, head_bytes_max: int, prefix: bytes, /) -> GetFields | None: ...
+
+
+def request_parser() -> RequestParser | None:
+    """hot_read.c's `parse_get` (a whole plain GET's fields from the raw bytes of a read,
+    for the lean server's fast hook), or None when PINHOLE_STORE_NATIVE is "0" or the
+    extension was not built: the service then parses every request with llhttp."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return None
+    try:
+        from store.native import _hot_read
+    except ImportError:
+        return None
+    module: RequestParser = _hot_read
     return module

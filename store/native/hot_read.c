@@ -289,13 +289,15 @@ decimal_field(const Py_UCS1 *s, Py_ssize_t n, Py_ssize_t *at, int digits_max, ui
     return 1;
 }
 
-/* The needle path's fields from s[0..n): "/n/" then the three decimals and the cookie's
- * 16 hex digits; *at is left just past the cookie. 0 when it is not a canonical path. */
+/* The needle path's fields from s[0..n): "/" `letter` "/" ("/n/" for the store, "/c/" for
+ * the cache) then the three decimals and the cookie's 16 hex digits; *at is left just past
+ * the cookie. 0 when it is not a canonical path. */
 static int
-needle_path(const unsigned char *s, Py_ssize_t n, Py_ssize_t *at, uint64_t out[4])
+needle_path(const unsigned char *s, Py_ssize_t n, unsigned char letter, Py_ssize_t *at,
+            uint64_t out[4])
 {
     Py_ssize_t i = 3;
-    if (n < 3 || s[0] != '/' || s[1] != 'n' || s[2] != '/' ||
+    if (n < 3 || s[0] != '/' || s[1] != letter || s[2] != '/' ||
         !decimal_field(s, n, &i, VOLUME_DIGITS_MAX, VOLUME_ID_MAX, &out[0]) ||
         !decimal_field(s, n, &i, KEY_DIGITS_MAX, KEY_MAX, &out[1]) ||
         !decimal_field(s, n, &i, ALT_KEY_DIGITS_MAX, ALT_KEY_MAX, &out[2]) ||
@@ -326,7 +328,7 @@ parse_path(PyObject *module, PyObject *path)
         Py_RETURN_NONE;
     Py_ssize_t n = PyUnicode_GET_LENGTH(path), at = 0;
     uint64_t f[4];
-    if (!needle_path(PyUnicode_1BYTE_DATA(path), n, &at, f) || at != n)
+    if (!needle_path(PyUnicode_1BYTE_DATA(path), n, 'n', &at, f) || at != n)
         Py_RETURN_NONE;
     return Py_BuildValue("(KKKK)", (unsigned long long)f[0], (unsigned long long)f[1],
                          (unsigned long long)f[2], (unsigned long long)f[3]);
@@ -390,11 +392,12 @@ optional_text(const unsigned char *p, Py_ssize_t len)
 }
 
 /*
- * parse_get(data, head_bytes_max) -> (head_only, volume, key, alt_key, cookie,
- *                                     authorization, request_id, close) | None
+ * parse_get(data, head_bytes_max, prefix) -> (head_only, volume, key, alt_key, cookie,
+ *                                             authorization, request_id, close) | None
  *
  * `data` must be exactly one whole request of the plainest shape and nothing else:
- * "GET " or "HEAD ", a canonical needle path (as parse_path, no query), " HTTP/1.1" CRLF,
+ * "GET " or "HEAD ", a canonical needle path under `prefix` (b"/n/" for the store's, as
+ * parse_path; b"/c/" for the cache's; no query), " HTTP/1.1" CRLF,
  * header fields of a token name, ":", optional blanks and a value of visible ASCII and
  * blanks, each ended by CRLF, and the empty line ending `data`, all within head_bytes_max.
  * At most one Authorization, X-Request-Id and Connection ("keep-alive" or "close"), and
@@ -405,10 +408,14 @@ static PyObject *
 parse_get(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "parse_get(data: bytes, head_bytes_max: int)");
+    if (nargs != 3 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2]) ||
+        PyBytes_GET_SIZE(args[2]) != 3 || PyBytes_AS_STRING(args[2])[0] != '/' ||
+        PyBytes_AS_STRING(args[2])[2] != '/') {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_get(data: bytes, head_bytes_max: int, prefix: b\"/x/\")");
         return NULL;
     }
+    unsigned char letter = (unsigned char)PyBytes_AS_STRING(args[2])[1];
     Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
     if (limit == -1 && PyErr_Occurred())
         return NULL;
@@ -429,7 +436,7 @@ parse_get(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     uint64_t f[4];
     Py_ssize_t end;
     static const char VERSION[] = " HTTP/1.1\r\n";
-    if (!needle_path(s + at, n - at, &end, f))
+    if (!needle_path(s + at, n - at, letter, &end, f))
         Py_RETURN_NONE;
     at += end;
     if (n - at < (Py_ssize_t)sizeof VERSION - 1 || memcmp(s + at, VERSION, sizeof VERSION - 1))
@@ -641,7 +648,7 @@ static PyMethodDef methods[] = {
     {"answer", (PyCFunction)(void (*)(void))answer, METH_FASTCALL,
      "answer(fd, offset, length, key, alt_key, cookie) -> (head_lines, body) | MISS | REFER"},
     {"parse_get", (PyCFunction)(void (*)(void))parse_get, METH_FASTCALL,
-     "parse_get(data, head_bytes_max) -> (head_only, volume, key, alt_key, cookie, "
+     "parse_get(data, head_bytes_max, prefix) -> (head_only, volume, key, alt_key, cookie, "
      "authorization, request_id, close) of one whole plain GET or HEAD | None"},
     {"parse_path", parse_path, METH_O,
      "parse_path(path) -> (volume, key, alt_key, cookie) of a canonical needle path | None"},

@@ -420,7 +420,7 @@ def test_parse_get_accepts_only_what_llhttp_reads_the_same(
     raw = b"".join(pieces)
     if well_started:
         raw = b"GET /n/1/2/3/00000000000000ff HTTP/1.1\r\n" + raw
-    got = hot.parse_get(raw, HEAD_BYTES_MAX)
+    got = hot.parse_get(raw, HEAD_BYTES_MAX, b"/n/")
     if got is None:
         return
     head_only, vid, key, alt, cookie, authorization, request_id, close = got
@@ -441,10 +441,27 @@ def test_parse_get_accepts_only_what_llhttp_reads_the_same(
 def test_parse_get_declines_what_is_not_plain() -> None:
     hot = _built()
     ok = b"GET /n/1/2/3/00000000000000ff HTTP/1.1\r\nAuthorization: Pinhole t\r\n\r\n"
-    assert hot.parse_get(ok, HEAD_BYTES_MAX) == (False, 1, 2, 3, 0xFF, "Pinhole t", None, False)
-    assert hot.parse_get(ok, len(ok) - 1) is None  # over the head limit
-    assert hot.parse_get(ok + b"G", HEAD_BYTES_MAX) is None  # bytes after the head
-    assert hot.parse_get(ok[:-2], HEAD_BYTES_MAX) is None  # not yet whole
+    assert hot.parse_get(ok, HEAD_BYTES_MAX, b"/n/") == (
+        False,
+        1,
+        2,
+        3,
+        0xFF,
+        "Pinhole t",
+        None,
+        False,
+    )
+    cache_path = ok.replace(b"/n/", b"/c/", 1)  # the cache's paths, under their own prefix
+    assert hot.parse_get(cache_path, HEAD_BYTES_MAX, b"/c/") == hot.parse_get(
+        ok, HEAD_BYTES_MAX, b"/n/"
+    )
+    assert hot.parse_get(ok, HEAD_BYTES_MAX, b"/c/") is None
+    assert hot.parse_get(cache_path, HEAD_BYTES_MAX, b"/n/") is None
+    with pytest.raises(TypeError):
+        hot.parse_get(ok, HEAD_BYTES_MAX, b"/nn/")
+    assert hot.parse_get(ok, len(ok) - 1, b"/n/") is None  # over the head limit
+    assert hot.parse_get(ok + b"G", HEAD_BYTES_MAX, b"/n/") is None  # bytes after the head
+    assert hot.parse_get(ok[:-2], HEAD_BYTES_MAX, b"/n/") is None  # not yet whole
     for field in (
         b"Range: bytes=0-1",
         b"If-None-Match: *",
@@ -453,4 +470,4 @@ def test_parse_get_declines_what_is_not_plain() -> None:
         b"Connection: upgrade",
         b"X-Obs: \xe9",
     ):
-        assert hot.parse_get(ok[:-2] + field + b"\r\n\r\n", HEAD_BYTES_MAX) is None, field
+        assert hot.parse_get(ok[:-2] + field + b"\r\n\r\n", HEAD_BYTES_MAX, b"/n/") is None, field
