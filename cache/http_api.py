@@ -30,13 +30,13 @@ from cache.errors import CacheRequestError
 from cache.lru import CachedNeedle, NeedleKey
 from cache.metrics import render_metrics
 from cache.node import CacheNode
-from common import ids, request_ids
+from common import ids
 from common.credentials import Credentials, Purpose
 from common.errors import PinholeError
 from common.json_logs import AccessLog
 from common.leanhttp import Handler, Request, Response, encode_header_lines, json_response
-from common.leanhttp.message import FastAnswer, encode_response
-from common.leanhttp.observe import observed
+from common.leanhttp.message import FastAnswer
+from common.leanhttp.observe import fast_answer, observed
 from common.photo import ALT_KEY_MAX, KEY_MAX, VOLUME_ID_MAX
 from common.request_metrics import RequestMetrics, RequestObserver
 from store.native import RequestParser, request_parser
@@ -201,13 +201,16 @@ class CacheHttpApi:
         entry = self.node.lookup((vid, key, alt, cookie))
         if entry is None:
             return None
-        resp = _needle_response(None, entry, "hit")
-        head, body, size, close = encode_response(resp, head_only, close, date)
-        observer = self._observer
-        # The id is only for the access line; without one, none is made.
-        rid = "" if observer.access_log is None else request_ids.accept(request_id)
-        observer.done(rid, "HEAD" if head_only else "GET", _GET_ROUTE, 200, started)
-        return 200, head, body, size, close
+        return fast_answer(
+            self._observer,
+            _needle_response(None, entry, "hit"),
+            head_only=head_only,
+            close=close,
+            date=date,
+            request_id=request_id,
+            route=_GET_ROUTE,
+            started=started,
+        )
 
     async def _miss(self, req: Request, k: NeedleKey, replicas: list[str], admit: bool) -> Response:
         try:

@@ -33,13 +33,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any, Final
 
-from common import request_ids
 from common.credentials import Credentials, Purpose
 from common.ids import parse_decimal
 from common.json_logs import AccessLog
 from common.leanhttp import Request, Response, error_response, guarded, json_response
-from common.leanhttp.message import FastAnswer, encode_response
-from common.leanhttp.observe import observed
+from common.leanhttp.message import FastAnswer
+from common.leanhttp.observe import fast_answer, observed
 from common.request_metrics import RequestMetrics, RequestObserver
 from store import errors, needle
 from store.errors import (
@@ -354,12 +353,16 @@ class StoreHttpApi:
         if type(answer) is not tuple:
             return None
         resp = Response(200, answer[1], (), OCTETS, answer[0])
-        head, body, size, close = encode_response(resp, head_only, close, date)
-        observer = self._observer
-        # The id is only for the access line; without one, none is made.
-        rid = "" if observer.access_log is None else request_ids.accept(request_id)
-        observer.done(rid, "HEAD" if head_only else "GET", _GET_ROUTE, 200, started)
-        return 200, head, body, size, close
+        return fast_answer(
+            self._observer,
+            resp,
+            head_only=head_only,
+            close=close,
+            date=date,
+            request_id=request_id,
+            route=_GET_ROUTE,
+            started=started,
+        )
 
     async def _get_from_disk(
         self, req: Request, vid: int, key: int, alt: int, cookie: int

@@ -11,9 +11,7 @@ the request metrics must be identical, and only the plain hits may take the fast
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import re
 
 import pytest
 
@@ -24,36 +22,14 @@ from common.leanhttp import LeanHTTPServer
 from store import native
 from tests.cache.conftest import SECRET, VID, Cache, Store
 from tests.conftest import auth, creds
+from tests.raw_http import DATE_LINE, ask, request_counts
 
 READ = auth(SECRET, Purpose.READ)["Authorization"]
 COOKIE = 0x0123456789ABCDEF
-ANSWER_TIMEOUT_S = 10.0
-_DATE_LINE = re.compile(rb"\r\nDate: [^\r\n]*")
 
 pytestmark = pytest.mark.skipif(
     native.request_parser() is None, reason="needs the C parser (PINHOLE_STORE_NATIVE=0 here)"
 )
-
-
-async def _ask(port: int, raw: bytes) -> bytes:
-    """Everything the server sends for `raw` in one write on a fresh connection, the client's
-    side ended after it so the server closes after its answers."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(raw)
-        writer.write_eof()
-        return await asyncio.wait_for(reader.read(), ANSWER_TIMEOUT_S)
-    finally:
-        writer.close()
-
-
-def _request_counts(api: CacheHttpApi) -> list[tuple[dict[str, str], float]]:
-    return [
-        (s.labels, s.value)
-        for family in api.requests.collect()
-        if family.type == "counter"
-        for s in family.samples
-    ]
 
 
 async def test_fast_and_parsed_answers_are_identical(cache: Cache, stores: list[Store]) -> None:
@@ -103,17 +79,17 @@ async def test_fast_and_parsed_answers_are_identical(cache: Cache, stores: list[
         for raw, may_be_fast in requests:
             before = dataclasses.asdict(cache.node.statistics())
             fast_before = fast_server.statistics().requests_fast
-            fast = await _ask(fast_server.port, raw.encode())
+            fast = await ask(fast_server.port, raw.encode())
             middle = dataclasses.asdict(cache.node.statistics())
             took_fast = fast_server.statistics().requests_fast - fast_before
-            slow = await _ask(plain.port, raw.encode())
+            slow = await ask(plain.port, raw.encode())
             after = dataclasses.asdict(cache.node.statistics())
-            assert _DATE_LINE.sub(b"", fast) == _DATE_LINE.sub(b"", slow), raw
+            assert DATE_LINE.sub(b"", fast) == DATE_LINE.sub(b"", slow), raw
             assert {k: middle[k] - before[k] for k in before if isinstance(before[k], int)} == {
                 k: after[k] - middle[k] for k in before if isinstance(before[k], int)
             }, raw
             assert took_fast == (1 if may_be_fast else 0), raw
-        assert _request_counts(fast_api) == _request_counts(plain_api)
+        assert request_counts(fast_api.requests) == request_counts(plain_api.requests)
     finally:
         for server in (fast_server, plain):
             await server.close(grace_s=1)

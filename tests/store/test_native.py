@@ -31,6 +31,7 @@ from store.registry import VOLUME_ID_MAX
 from store.volume import UNIT, data_name
 from store.volume_config import VolumeLimits
 from tests.conftest import auth, creds
+from tests.store.damaged_needles import Item, put_damaged
 
 SECRET = b"test-secret-0123456789abcdef"
 READ = auth(SECRET, Purpose.READ)["Authorization"]
@@ -146,30 +147,8 @@ _HEADERS = st.sampled_from(
 )
 
 
-async def _store(world: World, key: int, items: list[tuple[int, bytes, str, bool]]) -> None:
-    node = world.node
-    for alt, data, damage, delete in items:
-        await node.put(VID, key, alt, COOKIE, data)
-        loc = node.volume(VID).generation.map.get(key, alt)
-        assert loc is not None
-        at = loc[0] * UNIT
-        if delete:
-            await node.delete(VID, key, alt)
-        where = {
-            "magic": at,
-            "flags": at + needle.FLAGS_OFFSET,
-            "key": at + 16,
-            "size": at + 28,
-            "data": at + needle.HEADER_BYTES + len(data) // 2,
-            "footer": at + needle.HEADER_BYTES + len(data) + 2,
-        }.get(damage)
-        if where is not None and not (damage == "data" and not data):
-            fd = os.open(world.dat, os.O_RDWR)
-            try:
-                byte = os.pread(fd, 1, where)
-                os.pwrite(fd, bytes([byte[0] ^ 0x10]), where)
-            finally:
-                os.close(fd)
+async def _store(world: World, key: int, items: list[Item]) -> None:
+    await put_damaged(world.node, world.dat, VID, key, COOKIE, items)
 
 
 @settings(

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +26,17 @@ from hypothesis import strategies as st
 
 from common.credentials import Purpose
 from common.leanhttp import LeanHTTPServer
-from store import native, needle
+from store import native
 from store.config import StoreConfig
 from store.http_api import StoreHttpApi
 from store.native import HotRead
 from store.node import StoreNode
 from store.server import http_limits
-from store.volume import UNIT, data_name
+from store.volume import data_name
 from store.volume_config import VolumeLimits
 from tests.conftest import auth, creds
+from tests.raw_http import ANSWER_TIMEOUT_S, DATE_LINE, ask, request_counts
+from tests.store.damaged_needles import Item, put_damaged
 
 SECRET = b"test-secret-0123456789abcdef"
 READ = auth(SECRET, Purpose.READ)["Authorization"]
@@ -44,8 +44,6 @@ COOKIE = 0x1234ABCD5678EF90
 VID = 1
 OTHER_VID = 7  # no such volume on the node
 HEAD_BYTES_MAX = 8192
-ANSWER_TIMEOUT_S = 10.0
-_DATE_LINE = re.compile(rb"\r\nDate: [^\r\n]*")
 
 
 def _built() -> HotRead:
@@ -104,19 +102,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     loop.close()
 
 
-async def _ask(port: int, raw: bytes) -> bytes:
-    """Everything the server sends for `raw` on a fresh connection: the request in one
-    write (on loopback it arrives in one read), then the end of the client's side, so the
-    server closes after its answers and every byte it sent is read."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(raw)
-        writer.write_eof()
-        return await asyncio.wait_for(reader.read(), ANSWER_TIMEOUT_S)
-    finally:
-        writer.close()
-
-
 def _counters(world: World) -> dict[str, int]:
     return dataclasses.asdict(world.node.read_path.counters)
 
@@ -125,50 +110,21 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: after[k] - before[k] for k in after}
 
 
-def _request_counts(api: StoreHttpApi) -> list[tuple[dict[str, str], float]]:
-    return [
-        (s.labels, s.value)
-        for family in api.requests.collect()
-        if family.type == "counter"
-        for s in family.samples
-    ]
-
-
 def _both(world: World, raw: bytes) -> tuple[bytes, bytes]:
     """(the fast server's answer, the plain server's), Date lines cut; the read counters
     must change alike."""
     run = world.loop.run_until_complete
     before = _counters(world)
-    fast = run(_ask(world.fast.port, raw))
+    fast = run(ask(world.fast.port, raw))
     middle = _counters(world)
-    plain = run(_ask(world.plain.port, raw))
+    plain = run(ask(world.plain.port, raw))
     after = _counters(world)
     assert _delta(middle, before) == _delta(after, middle), raw
-    return _DATE_LINE.sub(b"", fast), _DATE_LINE.sub(b"", plain)
+    return DATE_LINE.sub(b"", fast), DATE_LINE.sub(b"", plain)
 
 
-async def _store(world: World, key: int, items: list[tuple[int, bytes, str, bool]]) -> None:
-    node = world.node
-    for alt, data, damage, delete in items:
-        await node.put(VID, key, alt, COOKIE, data)
-        loc = node.volume(VID).generation.map.get(key, alt)
-        assert loc is not None
-        at = loc[0] * UNIT
-        if delete:
-            await node.delete(VID, key, alt)
-        where = {
-            "magic": at,
-            "key": at + 16,
-            "data": at + needle.HEADER_BYTES + len(data) // 2,
-            "footer": at + needle.HEADER_BYTES + len(data) + 2,
-        }.get(damage)
-        if where is not None and not (damage == "data" and not data):
-            fd = os.open(world.dat, os.O_RDWR)
-            try:
-                byte = os.pread(fd, 1, where)
-                os.pwrite(fd, bytes([byte[0] ^ 0x10]), where)
-            finally:
-                os.close(fd)
+async def _store(world: World, key: int, items: list[Item]) -> None:
+    await put_damaged(world.node, world.dat, VID, key, COOKIE, items)
 
 
 # Fields a plain GET may carry (the fast path takes it with any of these).
@@ -265,7 +221,7 @@ def test_fast_and_parsed_answers_are_identical(world: World, data: st.DataObject
     for raw in data.draw(st.lists(requests(key, alts), min_size=1, max_size=6)):
         fast, plain = _both(world, raw)
         assert fast == plain, raw
-    assert _request_counts(world.fast_api) == _request_counts(world.plain_api)
+    assert request_counts(world.fast_api.requests) == request_counts(world.plain_api.requests)
 
 
 def test_every_odd_part_alone_answers_alike(world: World) -> None:
@@ -294,7 +250,7 @@ def test_every_odd_part_alone_answers_alike(world: World) -> None:
         fast, plain = _both(world, raw.encode())
         assert fast == plain, raw
     assert world.fast.statistics().requests_fast == before
-    assert _request_counts(world.fast_api) == _request_counts(world.plain_api)
+    assert request_counts(world.fast_api.requests) == request_counts(world.plain_api.requests)
 
 
 def _plain_get(key: int, *fields: str) -> bytes:
@@ -314,16 +270,16 @@ def test_plain_hits_take_the_fast_path(world: World) -> None:
     run = world.loop.run_until_complete
     before = world.fast.statistics().requests_fast
     assert before > 0, "the comparison never took the fast path"
-    got = run(_ask(world.fast.port, _plain_get(key)))
+    got = run(ask(world.fast.port, _plain_get(key)))
     assert got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"photo" * 100)
     assert world.fast.statistics().requests_fast == before + 1
 
-    ranged = run(_ask(world.fast.port, _plain_get(key, "Range: bytes=0-4")))
+    ranged = run(ask(world.fast.port, _plain_get(key, "Range: bytes=0-4")))
     assert ranged.startswith(b"HTTP/1.1 206 ") and ranged.endswith(b"\r\n\r\nphoto")
-    two = run(_ask(world.fast.port, _plain_get(key) * 2))
+    two = run(ask(world.fast.port, _plain_get(key) * 2))
     assert two.count(b"HTTP/1.1 200 OK\r\n") == 2
     wrong = _plain_get(key).replace(READ.encode(), b"Pinhole nope")
-    assert run(_ask(world.fast.port, wrong)).startswith(b"HTTP/1.1 401 ")
+    assert run(ask(world.fast.port, wrong)).startswith(b"HTTP/1.1 401 ")
     assert world.fast.statistics().requests_fast == before + 1
 
 
