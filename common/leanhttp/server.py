@@ -865,8 +865,8 @@ class LeanHTTPServer:
     fast: called with the bytes of a read that arrives between messages with no answer
         owed on the connection; a FastAnswer answers them as one whole request (the parser
         never sees them), None hands them to the parser. For a service's plainest request
-        (the store's page-cache GET); it must decline whatever it does not answer exactly as
-        the handler would.
+        (the store's page-cache GET, the cache's hit); it must decline whatever it does not
+        answer exactly as the handler would.
     name: used in log messages.
     """
 
