@@ -259,6 +259,12 @@ class StoreHttpApi:
         )
         # The server's fast path (LeanHTTPServer `fast`): with the C hot read only.
         self.fast = None if self._hot_read is None else self._fast_get
+        # The needle (volume, key, alt_key, cookie) whose page-cache read the fast path just
+        # found missing. The server parses the same bytes next and calls `_get` before it
+        # returns to the loop, which then goes straight to the device: one
+        # preadv2(RWF_NOWAIT) per cold GET, not two (the first starts the kernel's read, and
+        # a second could find the pages it brought in and skip the disk queue).
+        self._missed: tuple[int, int, int, int] | None = None
 
     # -- the three entry points --------------------------------------------------------------
 
@@ -308,6 +314,7 @@ class StoreHttpApi:
     # -- data path ---------------------------------------------------------------------------
 
     def _get(self, req: Request) -> Response | Awaitable[Response]:
+        missed, self._missed = self._missed, None
         if not self._credentials.allows(req.headers.get("authorization"), _READ):
             return _UNAUTHORIZED
         hot = self._hot_read
@@ -318,6 +325,8 @@ class StoreHttpApi:
                 return self._internal_get(req)
             raise
         if hot is not None and "range" not in req.headers and "if-none-match" not in req.headers:
+            if missed == (vid, key, alt, cookie):  # the fast path's read of these bytes
+                return self._get_from_disk(req, vid, key, alt, cookie)
             # A plain GET or HEAD: one C call reads, checks and frames a page-cache hit.
             got = self.node.read_path.answer_cached(vid, key, alt, cookie)
             if type(got) is tuple:
@@ -335,7 +344,8 @@ class StoreHttpApi:
         (one canonical needle path, no range or validators, nothing pipelined behind it),
         and `answer_cached` reads, checks and frames the hit. Anything else (another shape,
         a wrong credential, a miss, not found, corrupt, a volume not here) is None, and the
-        server parses the bytes and `handle` answers them as always. The request is counted,
+        server parses the bytes and `handle` answers them as always; after a miss, `_get`
+        reads from the device without trying the page cache again. The request is counted,
         timed and logged as `observed` does."""
         hot = self._hot_read
         assert hot is not None
@@ -351,6 +361,8 @@ class StoreHttpApi:
         except errors.StoreError:  # not a volume of this node: the handler's precise 404
             return None
         if type(answer) is not tuple:
+            if answer == hot.MISS:
+                self._missed = (vid, key, alt, cookie)
             return None
         resp = Response(200, answer[1], (), OCTETS, answer[0])
         return fast_answer(

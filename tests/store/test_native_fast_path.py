@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from bench.peers.pagecache import evict
 from common.credentials import Purpose
 from common.leanhttp import LeanHTTPServer
 from store import native
@@ -301,6 +302,39 @@ def test_a_closing_fast_answer_closes_the_connection(world: World) -> None:
     got = world.loop.run_until_complete(ask_without_ending())
     assert b"\r\nConnection: close\r\n" in got and got.endswith(b"\r\n\r\n" + b"x" * 10)
     assert world.fast.statistics().requests_fast == before + 1
+
+
+def test_a_cold_get_tries_the_page_cache_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain GET whose pages are not cached: the fast path's read misses and the handler
+    the server falls back to reads from the device, without a second try of the page cache
+    (which could find the pages the first try's readahead brought in)."""
+    key = world.next_key
+    world.next_key += 1
+    world.loop.run_until_complete(_store(world, key, [(0, b"cold" * 1000, "none", False)]))
+    assert evict(world.dat), "the kernel kept the volume's pages cached"
+    read_path = world.node.read_path
+    tries: list[tuple[int, int, int, int]] = []
+    answer_cached = read_path.answer_cached
+
+    def counted(vid: int, key: int, alt_key: int, cookie: int) -> tuple[bytes, memoryview] | int:
+        tries.append((vid, key, alt_key, cookie))
+        return answer_cached(vid, key, alt_key, cookie)
+
+    monkeypatch.setattr(read_path, "answer_cached", counted)
+    before = _counters(world)
+    fast_before = world.fast.statistics().requests_fast
+    got = world.loop.run_until_complete(ask(world.fast.port, _plain_get(key)))
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"cold" * 1000)
+    assert tries == [(VID, key, 0, COOKIE)]
+    delta = _delta(_counters(world), before)
+    assert (delta["reads"], delta["reads_from_disk"], delta["reads_from_cache"]) == (1, 1, 0)
+    assert world.fast.statistics().requests_fast == fast_before
+    # Now cached: the fast path answers it, still one try.
+    got = world.loop.run_until_complete(ask(world.fast.port, _plain_get(key)))
+    assert got.endswith(b"cold" * 1000) and len(tries) == 2
+    assert world.fast.statistics().requests_fast == fast_before + 1
 
 
 # -- parse_get against llhttp -------------------------------------------------------------
