@@ -239,7 +239,7 @@ class _DataBlockBuilder:
             if r.offset < at:
                 raise ValueError("records of a data block overlap")
             window[at - start : r.offset - start] = bytes(r.offset - at)
-            plaintext = self._source.read(r.needle)
+            plaintext = self._source.read_view(r.needle)  # valid until the next read
             if r.offset + r.length <= end:
                 seal_into(
                     r.key, r.blob, plaintext, window[r.offset - start : r.offset - start + r.length]

@@ -2,7 +2,9 @@
 
 Shared by the loader (index the tail past the checkpoint), verify (check every needle) and
 compaction (replay the tail written while it copied). Reads in large chunks; each needle is
-checked (header, footer magic, checksum) before it is handed out.
+checked (header, footer magic, checksum) before it is handed out. A file that can read into
+a buffer (`read_into`, as store.storage.OsVolumeFile) is read into one buffer the scan
+reuses, so a needle's `raw` holds only until the scan goes on: use or copy it first.
 
 Two kinds of damage are told apart:
 - corrupt: the framing holds (header and footer magic where the header's size says) but the
@@ -28,7 +30,8 @@ SCAN_CHUNK_BYTES: Final = 8 * 1024 * 1024
 class ScannedNeedle:
     offset: int
     header: needle.NeedleHeader
-    raw: memoryview  # the whole needle, padding included (may be short of padding at EOF)
+    raw: memoryview  # the whole needle, padding included (may be short of padding at EOF);
+    # valid until the scan yields its next item
 
     @property
     def length(self) -> int:
@@ -54,13 +57,27 @@ def scan(
     file: Readable, start: int, end: int, *, chunk_bytes: int = SCAN_CHUNK_BYTES
 ) -> Iterator[ScannedNeedle | Damage]:
     """Yields the needles in [start, end) in file order, and Damage where checks fail."""
+    read_into = getattr(file, "read_into", None)
+    scratch = bytearray()
+
+    def read(length: int, offset: int) -> bytes | memoryview:
+        # Into the one buffer: fresh pages per chunk cost a fault each, and on a VM whose
+        # host reclaims free memory a slow one (ARCHITECTURE.md, "free page reporting").
+        nonlocal scratch
+        if read_into is None:
+            return file.read(length, offset)
+        if len(scratch) < length:
+            scratch = bytearray(length)  # views of the old one stay valid
+        view = memoryview(scratch)[:length]
+        return view[: read_into(view, offset)]
+
     pos = start
-    buf = b""
+    buf: bytes | memoryview = b""
     buf_start = start
     while pos < end:
         rel = pos - buf_start
         if len(buf) - rel < needle.HEADER_BYTES:
-            buf = file.read(min(chunk_bytes, end - pos), pos)
+            buf = read(min(chunk_bytes, end - pos), pos)
             buf_start, rel = pos, 0
             if len(buf) < needle.HEADER_BYTES:
                 yield Damage(pos, True, "truncated needle header")
@@ -77,7 +94,7 @@ def scan(
             yield Damage(pos, True, "needle runs past the end of the range")
             return
         if len(buf) - rel < length:
-            buf = file.read(max(length, min(chunk_bytes, end - pos)), pos)
+            buf = read(max(length, min(chunk_bytes, end - pos)), pos)
             buf_start, rel = pos, 0
             if len(buf) < length:
                 yield Damage(pos, True, "needle runs past the end of the file")

@@ -133,6 +133,17 @@ class OsVolumeFile:
             got += len(more)
         return b"".join(parts)
 
+    def read_into(self, buf: memoryview, offset: int) -> int:
+        """Fills `buf` from `offset`; the bytes read, fewer only at the end of the file.
+        For a caller that reuses one buffer: no fresh memory per read."""
+        got = 0
+        while got < len(buf):
+            n = os.preadv(self._fd, [buf[got:]], offset + got)
+            if not n:
+                break
+            got += n
+        return got
+
     def read_nowait(self, length: int, offset: int) -> bytearray | None:
         buf = bytearray(length)
         try:
