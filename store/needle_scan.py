@@ -62,7 +62,8 @@ def scan(
 
     def read(length: int, offset: int) -> bytes | memoryview:
         # Into the one buffer: fresh pages per chunk cost a fault each, and on a VM whose
-        # host reclaims free memory a slow one (ARCHITECTURE.md, "free page reporting").
+        # host takes back freed memory a slow one (ARCHITECTURE.md, "What a durable PUT
+        # costs depends on the page cache's memory").
         nonlocal scratch
         if read_into is None:
             return file.read(length, offset)
