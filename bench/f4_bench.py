@@ -6,11 +6,11 @@ One run, in order:
 1. writes `blobs` random (incompressible, like photos) blobs through the write path
    (directory.writer.BlobWriter, every replica synced), all asking for the same logical
    volume; the volume that holds the most of them (all, unless a replica failed a write and
-   turned the first one read-only) is the one measured, with the blobs in it; it is sealed
-   on each replica and the run waits until the directory lists it as not writable;
-2. Haystack reads: every blob once through the router (bytes and ETag checked), then
-   `read_runs` timed runs of `read_s` seconds each with `read_concurrency` requests in
-   flight (LeanHTTPClient, keep-alive), over the blobs in a shuffled cycle;
+   turned the first one read-only) is the one measured, with the blobs in it; then the
+   same bytes again under other keys into another volume, the twin, which stays in
+   Haystack; both are sealed on each replica and the run waits until the directory lists
+   them as not writable;
+2. Haystack reads: every blob once through the router (bytes and ETag checked);
 3. raw PyECLib: the same plaintext bytes encoded in rows of encoder.ROW_BYTES per data
    block (10 rows per call), in memory, in this process: ECDriver.encode only, with glibc's
    allocator tuned as every pinhole process that encodes has it (f4.erasure.tune_allocator);
@@ -24,7 +24,11 @@ One run, in order:
    WINDOW_BYTES per write, block i of every stripe on lane i, each committed: fsync,
    rename), nothing read, sealed, encoded or summed, then deleted;
 6. f4 reads: the same blobs through the same router (each once, same bytes and ETag as from
-   Haystack), then the same timed runs; then `latency_concurrency` in flight for the idle
+   Haystack); then `read_runs` pairs of timed runs of `read_s` seconds each with
+   `read_concurrency` requests in flight (LeanHTTPClient, keep-alive), over the blobs in a
+   shuffled cycle: one run of the migrated volume's blobs (from f4) and one of the twin's
+   (from Haystack), the order alternating from pair to pair, so whatever else loads the
+   machine weighs on both sides alike; then `latency_concurrency` in flight for the idle
    p99 that the rebuild phase compares against;
 7. degraded reads: the index (f4.index.load over the cell's storage nodes) says which
    storage node process holds the data blocks of the most blobs; those blobs ("victims")
@@ -50,9 +54,10 @@ rule is lv.writable, so both tiers are read through cache -> backend every time)
 would void the comparison and stops the run.
 
 Figures (goals from issue 12; the table says ok or MISSED):
-    healthy_read_vs_haystack   f4 req/s / Haystack req/s through the router, same blobs,
-                               same client and concurrency (median of each side's runs)
-                               (>= 0.8)
+    healthy_read_vs_haystack   f4 req/s / Haystack req/s through the router, the same
+                               bytes (the twin in Haystack), same client and concurrency:
+                               the median of the pairs' ratios, each pair's runs back to
+                               back (>= 0.8)
     degraded_p99_vs_healthy    p99 of the victims' reads with their node killed / p99 of
                                the same victims' reads healthy, through the router (<= 3)
     degraded_read_bytes_ratio  bytes read from blocks and sidecars per byte served, for the
@@ -106,7 +111,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import uvloop
 from pyeclib.ec_iface import ECDriver
@@ -134,6 +139,11 @@ from f4.rebuild import verify
 from ops import local_cluster as lc
 from store.client import StoreClient
 
+if TYPE_CHECKING:
+    from directory.writer import BlobWriter
+
+HAYSTACK_ROLES: Final = ("router", "cache", "store")
+F4_ROLES: Final = ("router", "cache", "f4-name", "f4-node")
 GOALS: Final[Goals] = {
     "encode_vs_pyeclib": (">=", 0.7),
     "healthy_read_vs_haystack": (">=", 0.8),
@@ -284,6 +294,7 @@ class F4Bench:
         self.running: dict[str, lc.Running] = {}
         self.creds = Credentials.from_secret(b"unset: start() loads the cluster's secret")
         self.volume = 0
+        self.twin_volume = 0  # the same bytes under other keys, left in Haystack
         self.figures: dict[str, float] = {}
         self.detail: dict[str, Any] = {}
 
@@ -337,13 +348,11 @@ class F4Bench:
     def run(self) -> None:
         self.start()
         try:
-            blobs = uvloop.run(self.write())
-            uvloop.run(self.seal())
+            blobs, twins = uvloop.run(self.write())
+            self.detail["source_replicas"] = uvloop.run(self.seal(self.volume))
+            self.detail["twin_replicas"] = uvloop.run(self.seal(self.twin_volume))
             plaintext = sum(len(b.data) for b in blobs)
             etags = uvloop.run(self.read_each("haystack", blobs, {}))
-            self.detail["haystack_reads"] = uvloop.run(
-                self.throughput(blobs, ("router", "cache", "store"))
-            )
             best, trials = _raw_encode_mb_s(blobs)
             self.figures["pyeclib_encode_mb_s"] = round(best, 1)
             self.detail["pyeclib_encode_trials_mb_s"] = [round(r, 1) for r in trials]
@@ -352,18 +361,14 @@ class F4Bench:
             self.write_path()
             uvloop.run(self.await_f4(blobs[0]))
             uvloop.run(self.read_each("f4", blobs, etags))
+            uvloop.run(self.read_each("haystack twin", twins, {}))
             before = uvloop.run(self.name_status())
-            self.detail["f4_reads"] = uvloop.run(
-                self.throughput(blobs, ("router", "cache", "f4-name", "f4-node"))
-            )
+            pairs = uvloop.run(self.paired_throughput(twins, blobs))
             self.detail["f4_reads"]["read_path"] = self.read_path(
                 before, uvloop.run(self.name_status()), self.detail["f4_reads"]
             )
-            self.figures["healthy_read_vs_haystack"] = round(
-                self.detail["f4_reads"]["requests_per_s"]
-                / self.detail["haystack_reads"]["requests_per_s"],
-                3,
-            )
+            self.detail["healthy_read_pairs"] = [round(r, 3) for r in pairs]
+            self.figures["healthy_read_vs_haystack"] = round(float(statistics.median(pairs)), 3)
             idle = uvloop.run(self.latency(blobs, passes=1))
             self.detail["f4_idle_latency"] = self._latency_doc(idle)
             host = self.degraded(blobs)
@@ -371,84 +376,107 @@ class F4Bench:
         finally:
             self.stop()
 
-    async def write(self) -> list[Blob]:
+    async def write(self) -> tuple[list[Blob], list[Blob]]:
         from directory.writer import BlobWriter
 
         plan = self.plan
         rng = random.Random(12)
         sizes = [rng.randint(plan.blob_bytes_min, plan.blob_bytes_max) for _ in range(plan.blobs)]
+        datas = [os.urandom(size) for size in sizes]
         base = int(time.time() * 1000) << 23
-        log(f"writing {plan.blobs} blobs ({sum(sizes) / 1e6:.1f} MB), all to one volume")
-        written: list[tuple[int, int, bytes]] = []
+        log(
+            f"writing {plan.blobs} blobs ({sum(sizes) / 1e6:.1f} MB) to one volume, and "
+            "the same bytes under other keys to a twin volume"
+        )
         async with BlobWriter(self.layout.directory_url, credentials=self.creds) as w:
-            first = os.urandom(sizes[0])
-            ref = await w.put(base, ALT_KEY, first, cookie=secrets.randbits(64))
-            self.volume = ref.volume_id
-            written.append((ref.volume_id, ref.cookie, first))
-            sem = asyncio.Semaphore(WRITE_CONCURRENCY)
+            self.volume, blobs = await self._write_set(w, base, datas, frozenset())
+            self.twin_volume, twins = await self._write_set(
+                w, base + plan.blobs, datas, frozenset({self.volume})
+            )
+        self.detail["written"] = {
+            "blobs": plan.blobs,
+            "volume": self.volume,
+            "in_volume": len(blobs),
+            "twin_volume": self.twin_volume,
+            "in_twin_volume": len(twins),
+        }
+        return blobs, twins
 
-            async def one(i: int) -> tuple[int, int, bytes]:
-                data = os.urandom(sizes[i])
-                async with sem:
-                    r = await w.put(
-                        base + i,
-                        ALT_KEY,
-                        data,
-                        cookie=secrets.randbits(64),
-                        volume_id=self.volume,
-                    )
-                return r.volume_id, r.cookie, data
+    async def _write_set(
+        self, w: BlobWriter, base: int, datas: list[bytes], avoid: frozenset[int]
+    ) -> tuple[int, list[Blob]]:
+        """`datas` as blobs base, base + 1, ... all asking for the volume the first one
+        lands in (never one of `avoid`); (that volume, the blobs in it)."""
+        first = await w.put(
+            base, ALT_KEY, datas[0], cookie=secrets.randbits(64), avoid_volume_ids=avoid
+        )
+        written: list[tuple[int, int, bytes]] = [(first.volume_id, first.cookie, datas[0])]
+        sem = asyncio.Semaphore(WRITE_CONCURRENCY)
 
-            written += await asyncio.gather(*(one(i) for i in range(1, plan.blobs)))
+        async def one(i: int) -> tuple[int, int, bytes]:
+            async with sem:
+                r = await w.put(
+                    base + i,
+                    ALT_KEY,
+                    datas[i],
+                    cookie=secrets.randbits(64),
+                    volume_id=first.volume_id,
+                    avoid_volume_ids=avoid,
+                )
+            return r.volume_id, r.cookie, datas[i]
+
+        written += await asyncio.gather(*(one(i) for i in range(1, len(datas))))
         # A put that a replica fails (a timeout on a loaded machine is enough) turns its
         # volume read-only and lands on another one: the volume holding the most blobs is
         # the one measured, with the blobs in it.
         per_volume = Counter(vid for vid, _, _ in written)
-        self.volume, count = per_volume.most_common(1)[0]
-        if count < plan.blobs * BLOBS_IN_VOLUME_MIN:
+        vid, count = per_volume.most_common(1)[0]
+        if count < len(datas) * BLOBS_IN_VOLUME_MIN:
             raise RuntimeError(f"the writes spread over volumes {dict(per_volume)}")
-        if count < plan.blobs:
-            log(f"{plan.blobs - count} blobs landed outside volume {self.volume}: left out")
-        self.detail["written"] = {"blobs": plan.blobs, "in_volume": count}
-        return [
+        if count < len(datas):
+            log(f"{len(datas) - count} blobs landed outside volume {vid}: left out")
+        return vid, [
             Blob(
                 base + i,
                 cookie,
                 data,
-                photo.photo_path(self.volume, base + i, cookie, RENDITION, photo.Format.JPEG),
+                photo.photo_path(vid, base + i, cookie, RENDITION, photo.Format.JPEG),
             )
-            for i, (vid, cookie, data) in enumerate(written)
-            if vid == self.volume
+            for i, (v, cookie, data) in enumerate(written)
+            if v == vid
         ]
 
-    async def _lookup(self, http: LeanHTTPClient) -> dict[str, Any]:
+    async def _lookup(self, http: LeanHTTPClient, vid: int) -> dict[str, Any]:
         r = await http.request(
             "GET",
-            f"{self.layout.directory_url}/volumes/{self.volume}",
+            f"{self.layout.directory_url}/volumes/{vid}",
             headers=(("Authorization", self.creds.header(Purpose.ADMIN)),),
         )
         if r.status != 200:
-            raise RuntimeError(f"directory lookup of volume {self.volume}: HTTP {r.status}")
+            raise RuntimeError(f"directory lookup of volume {vid}: HTTP {r.status}")
         doc: dict[str, Any] = json.loads(r.body)
         return doc
 
-    async def seal(self) -> None:
+    async def seal(self, vid: int) -> list[str]:
+        """Seals volume `vid` on every replica, until the directory lists it as not
+        writable; the replicas' node ids."""
         http = LeanHTTPClient()
         try:
-            lv = await self._lookup(http)
-            self.detail["source_replicas"] = [rep["node_id"] for rep in lv["replicas"]]
+            lv = await self._lookup(http, vid)
+            replicas = [rep["node_id"] for rep in lv["replicas"]]
             for rep in lv["replicas"]:
                 async with StoreClient(rep["url"], credentials=self.creds) as sc:
-                    await sc.set_mode(self.volume, "sealed")
+                    await sc.set_mode(vid, "sealed")
             deadline = time.monotonic() + SEAL_WAIT_S_MAX
             while lv["writable"]:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"volume {self.volume} still writable after sealing")
+                    raise RuntimeError(f"volume {vid} still writable after sealing")
                 await asyncio.sleep(0.2)
-                lv = await self._lookup(http)
+                lv = await self._lookup(http, vid)
         finally:
             await http.close()
-        log(f"volume {self.volume} sealed on {', '.join(self.detail['source_replicas'])}")
+        log(f"volume {vid} sealed on {', '.join(replicas)}")
+        return replicas
 
     # -- reads through the router --------------------------------------------------------------
 
@@ -536,25 +564,49 @@ class F4Bench:
             await http.close()
         self.detail["migration"]["router_stale_after_switch_s"] = round(time.perf_counter() - t0, 2)
 
-    async def throughput(self, blobs: list[Blob], roles: tuple[str, ...]) -> dict[str, Any]:
-        plan = self.plan
+    async def paired_throughput(self, haystack: list[Blob], f4: list[Blob]) -> list[float]:
+        """`read_runs` pairs of timed runs, one of `haystack`'s blobs and one of `f4`'s,
+        the order alternating from pair to pair; each side's runs summed up in
+        detail.haystack_reads and detail.f4_reads; each pair's f4 req/s over its Haystack
+        req/s."""
+        sides = {"haystack": (haystack, HAYSTACK_ROLES), "f4": (f4, F4_ROLES)}
+        runs: dict[str, list[tuple[Load, dict[str, float]]]] = {side: [] for side in sides}
+        for i in range(self.plan.read_runs):
+            for side in ("haystack", "f4") if i % 2 == 0 else ("f4", "haystack"):
+                blobs, roles = sides[side]
+                runs[side].append(await self._timed_run(blobs, roles))
+        self.detail["haystack_reads"] = self._throughput_doc(runs["haystack"], HAYSTACK_ROLES)
+        self.detail["f4_reads"] = self._throughput_doc(runs["f4"], F4_ROLES)
+        return [
+            (f.requests / f.seconds) / (h.requests / h.seconds)
+            for (h, _), (f, _) in zip(runs["haystack"], runs["f4"], strict=True)
+        ]
+
+    async def _timed_run(
+        self, blobs: list[Blob], roles: tuple[str, ...]
+    ) -> tuple[Load, dict[str, float]]:
+        """One timed run over `blobs` in a shuffled cycle: the load, and the CPU seconds
+        each role's processes spent meanwhile."""
         order = list(blobs)
         random.Random(3).shuffle(order)
-        runs: list[Load] = []
-        cpus: list[float] = []
-        by_role: dict[str, list[float]] = {role: [] for role in roles}
-        for _ in range(plan.read_runs):
-            meters = {role: ProcessCpu(self.pids(role)) for role in roles}
-            for meter in meters.values():
-                meter.start()
-            load = await self._drive(order, plan.read_concurrency, _for_s(plan.read_s))
-            spent = {role: meter.stop() for role, meter in meters.items()}
-            if load.failures:
-                raise RuntimeError(f"reads failed: {load.failures[:5]}")
-            runs.append(load)
-            cpus.append(cpu_us_per_request(sum(spent.values()), load.requests))
-            for role, seconds in spent.items():
-                by_role[role].append(cpu_us_per_request(seconds, load.requests))
+        meters = {role: ProcessCpu(self.pids(role)) for role in roles}
+        for meter in meters.values():
+            meter.start()
+        load = await self._drive(order, self.plan.read_concurrency, _for_s(self.plan.read_s))
+        spent = {role: meter.stop() for role, meter in meters.items()}
+        if load.failures:
+            raise RuntimeError(f"reads failed: {load.failures[:5]}")
+        return load, spent
+
+    def _throughput_doc(
+        self, timed: list[tuple[Load, dict[str, float]]], roles: tuple[str, ...]
+    ) -> dict[str, Any]:
+        runs = [load for load, _ in timed]
+        cpus = [cpu_us_per_request(sum(spent.values()), load.requests) for load, spent in timed]
+        by_role = {
+            role: [cpu_us_per_request(spent[role], load.requests) for load, spent in timed]
+            for role in roles
+        }
         rates = [r.requests / r.seconds for r in runs]
         middle = sorted(range(len(runs)), key=lambda i: rates[i])[len(runs) // 2]
         mid = runs[middle]
@@ -567,7 +619,7 @@ class F4Bench:
             "latency_p50_ms": _ms(_p(mid.latencies_s, 0.5)),
             "latency_p99_ms": _ms(_p(mid.latencies_s, 0.99)),
             "runs": [round(r) for r in rates],
-            "in_flight": plan.read_concurrency,
+            "in_flight": self.plan.read_concurrency,
             "cache": dict(sum((r.sources for r in runs), Counter())),
         }
         log(f"{doc['requests_per_s']:,} req/s, p99 {doc['latency_p99_ms']} ms, {doc['cache']}")
@@ -848,8 +900,9 @@ def main(
                 "reading, sealing, sums, writes or fsync"
             ),
             "healthy_read_vs_haystack": (
-                "GET of the same blobs through the same router (cache -> store nodes) while "
-                "the volume was sealed in Haystack, same client and concurrency"
+                "GET through the same router (cache -> store nodes) of the same bytes under "
+                "other keys in a sealed twin volume left in Haystack, same client and "
+                "concurrency, in runs alternating with the f4 runs"
             ),
             "degraded_p99_vs_healthy": (
                 "the same blobs through the router before their storage node was killed"

@@ -11,6 +11,7 @@ killed node rebuilt with the throttle holding, and verify passing after."""
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,16 @@ def test_quick_f4_benchmark_shape_and_sane_values(tmp_path: Path) -> None:
         assert all(v > 0 for v in roles.values()), roles
         assert abs(sum(roles.values()) - reads["server_cpu_us_per_request"]) < 0.5 * len(roles)
         assert 0 < reads["latency_p50_ms"] <= reads["latency_p99_ms"]
+    # The Haystack side is a twin volume (the same bytes under other keys, never
+    # migrated), read in runs paired with the f4 runs; the figure is the pairs' median.
+    written = detail["written"]
+    assert 0 < written["twin_volume"] != written["volume"] > 0
+    assert QUICK.blobs / 2 <= written["in_twin_volume"] <= QUICK.blobs
+    assert len(detail["twin_replicas"]) == 3
+    pairs = detail["healthy_read_pairs"]
+    assert len(pairs) == QUICK.read_runs
+    assert len(detail["haystack_reads"]["runs"]) == len(detail["f4_reads"]["runs"]) == len(pairs)
+    assert abs(figures["healthy_read_vs_haystack"] - statistics.median(pairs)) <= 0.001
     migration = detail["migration"]
     # Every blob written lands in the measured volume unless a replica failed a write (then
     # most of them do); the migration checks each one back, and any needle a failed write
