@@ -16,6 +16,7 @@ from store import needle
 from store.errors import CorruptNeedle
 from store.needle_scan import Damage, ScannedNeedle, scan
 from store.storage import OsVolumeFile
+from tests.f4.helpers import random_blobs, sealed_volume
 
 
 class _FreshReads:
@@ -96,8 +97,6 @@ def test_a_scan_into_one_buffer_sees_what_fresh_reads_see(
 def test_read_view_is_read_and_checks_alike(tmp_path: Path) -> None:
     vols = tmp_path / "vols"
     vols.mkdir()
-    from tests.f4.helpers import random_blobs, sealed_volume
-
     blobs = random_blobs(random.Random(3), 40, size_max=70_000)
     sealed_volume(vols, 5, blobs)
     source = NeedleSource(vols, 5)
